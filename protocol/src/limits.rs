@@ -1,0 +1,31 @@
+//! Bounds on everything a client or worker can send. The relay refuses anything beyond them
+//! before storing it; workers refuse assignments beyond their own device limits.
+
+/// Largest JSON body accepted for a job submission.
+pub const MAX_SPEC_BYTES: usize = 1 << 20;
+/// Tasks per job.
+pub const MAX_TASKS: usize = 4096;
+/// Input blobs bound per task (bindings 1..=N).
+pub const MAX_INPUTS_PER_TASK: usize = 6;
+/// 32-bit words of uniform parameters per task (binding 0).
+pub const MAX_PARAM_WORDS: usize = 64;
+/// Largest blob (input or output) the relay stores.
+pub const MAX_BLOB_BYTES: u64 = 64 << 20;
+/// Largest output a task may declare.
+pub const MAX_OUTPUT_BYTES: u32 = 64 << 20;
+/// Largest custom WGSL source.
+pub const MAX_WGSL_BYTES: usize = 64 << 10;
+/// Longest entry point name.
+pub const MAX_ENTRY_POINT_LEN: usize = 64;
+/// Longest job label.
+pub const MAX_LABEL_LEN: usize = 128;
+/// Workgroups per dispatch dimension (WebGPU's guaranteed minimum).
+pub const MAX_WORKGROUPS_PER_DIM: u32 = 65_535;
+/// Replicas per task, including those added after a disagreement.
+pub const MAX_REPLICAS: u8 = 7;
+/// Largest WebSocket frame accepted from a worker or client.
+pub const MAX_WS_FRAME_BYTES: usize = 256 << 10;
+/// Longest free-text reason a worker can attach to a failure.
+pub const MAX_REASON_LEN: usize = 512;
+/// Longest deadline a job may ask for, in seconds from submission.
+pub const MAX_DEADLINE_SECS: u64 = 7 * 24 * 3600;

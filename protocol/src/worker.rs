@@ -1,0 +1,161 @@
+//! The worker WebSocket channel: JSON text frames, one message each, tagged by `type`.
+//!
+//! Order: worker `hello` → relay `challenge` → worker `auth` → relay `welcome`; then the relay
+//! sends `assign`/`cancel` and the worker sends `heartbeat`, `result` and `failed`. Anything out
+//! of that order gets an `error` frame with [`crate::ErrorCode::OutOfOrder`].
+
+use crate::bytes::{Hash32, PublicKey, Signature};
+use crate::error::ErrorBody;
+use crate::ids::{LeaseId, TaskId};
+use crate::job::KernelSpec;
+use serde::{Deserialize, Serialize};
+
+/// Messages a worker sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum WorkerMessage {
+    Hello { protocol_version: u32, worker_key: PublicKey, capabilities: Capabilities },
+    /// Signature over [`crate::sign::auth_bytes`] of the challenge nonce.
+    Auth { signature: Signature },
+    Heartbeat { state: DeviceState },
+    /// The output blob was uploaded first; `signature` is over [`crate::sign::result_bytes`].
+    Result { lease: LeaseId, task: TaskId, output_hash: Hash32, output_len: u64, signature: Signature },
+    /// The worker could not run the task (bad input, device lost, limits exceeded).
+    Failed { lease: LeaseId, task: TaskId, reason: String },
+}
+
+/// Messages the relay sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RelayMessage {
+    Challenge { nonce: Hash32 },
+    Welcome { heartbeat_ms: u64, lease_ms: u64 },
+    Assign(Assignment),
+    /// The lease is void (task verified or failed elsewhere, or lease expired): stop and discard.
+    Cancel { lease: LeaseId },
+    /// The result for `lease` was recorded.
+    Ack { lease: LeaseId },
+    Error(ErrorBody),
+}
+
+/// One replica of one task, leased to the receiving worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Assignment {
+    pub lease: LeaseId,
+    pub task: TaskId,
+    pub kernel: KernelSpec,
+    pub params: Vec<u32>,
+    pub inputs: Vec<Hash32>,
+    pub workgroups: [u32; 3],
+    pub output_size: u32,
+    /// The lease lapses this long after the last heartbeat from the worker.
+    pub lease_ms: u64,
+}
+
+/// How a worker computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    Vulkan,
+    Metal,
+    Dx12,
+    Gl,
+    /// WebGPU in a browser.
+    BrowserWebgpu,
+    /// No GPU: built-in kernels only, on their CPU implementations.
+    Cpu,
+}
+
+/// Where the worker runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Platform {
+    Native,
+    Browser,
+}
+
+/// The adapter as wgpu reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub struct AdapterInfo {
+    pub name: String,
+    pub vendor: u32,
+    pub device: u32,
+    /// "discrete_gpu", "integrated_gpu", "virtual_gpu", "cpu" or "other".
+    pub device_type: String,
+    pub driver: String,
+}
+
+/// The device limits that decide which tasks fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DeviceLimits {
+    pub max_buffer_size: u64,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_storage_buffers_per_shader_stage: u32,
+    pub max_compute_workgroups_per_dimension: u32,
+}
+
+/// What a worker announces on connect.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Capabilities {
+    pub backend: Backend,
+    pub platform: Platform,
+    pub adapter: AdapterInfo,
+    pub limits: DeviceLimits,
+    /// Lowest price per replica the worker accepts, in micro-units.
+    pub asking_price: u64,
+    /// Largest fraction of wall time the worker computes (0 < duty <= 1).
+    pub duty_cycle: f32,
+    /// Tasks the worker runs at once.
+    pub slots: u32,
+}
+
+impl Capabilities {
+    /// Whether the worker can run client WGSL (it has a GPU backend).
+    pub fn runs_wgsl(&self) -> bool {
+        self.backend != Backend::Cpu
+    }
+
+    /// Workers in the same class produce bit-identical float output in practice.
+    pub fn adapter_class(&self) -> String {
+        format!("{:?}:{:04x}:{:04x}", self.backend, self.adapter.vendor, self.adapter.device).to_lowercase()
+    }
+}
+
+/// Live device state, sent with every heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceState {
+    /// False while paused (duty cycle rest, hidden tab, low battery, user stop).
+    pub accepting: bool,
+    /// Battery charge 0..=1 where known.
+    #[serde(default)]
+    pub battery: Option<f32>,
+    #[serde(default)]
+    pub charging: Option<bool>,
+}
+
+impl Default for DeviceState {
+    fn default() -> Self {
+        Self { accepting: true, battery: None, charging: None }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorCode;
+
+    #[test]
+    fn messages_are_tagged_and_strict() {
+        let m: WorkerMessage = serde_json::from_str(r#"{"type":"heartbeat","state":{"accepting":false}}"#).unwrap();
+        assert_eq!(m, WorkerMessage::Heartbeat { state: DeviceState { accepting: false, battery: None, charging: None } });
+        assert!(serde_json::from_str::<WorkerMessage>(r#"{"type":"heartbeat","state":{"accepting":false},"x":1}"#).is_err());
+        assert!(serde_json::from_str::<WorkerMessage>(r#"{"type":"teleport"}"#).is_err());
+        let e = RelayMessage::Error(ErrorBody::new(ErrorCode::OutOfOrder, "auth first"));
+        let json = serde_json::to_string(&e).unwrap();
+        assert_eq!(json, r#"{"type":"error","code":"out_of_order","message":"auth first"}"#);
+        assert_eq!(serde_json::from_str::<RelayMessage>(&json).unwrap(), e);
+    }
+}
