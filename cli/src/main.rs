@@ -1,1 +1,193 @@
-fn main() {}
+//! `starling`: run a relay, contribute as a worker, post jobs and watch them, or run the whole
+//! market on one machine with `starling demo`.
+
+mod client;
+mod demo;
+mod jobs;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use starling_protocol::JobId;
+use starling_web_worker::native::{self, Compute, WorkerConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(name = "starling", version, about = "Verified compute market: relay, worker and client")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a relay: REST API, worker and event WebSockets, scheduler, verifier, SQLite store.
+    Relay(RelayArgs),
+    /// Contribute this machine's GPU (or CPU) to a relay.
+    Worker(WorkerArgs),
+    /// Post a job and follow it to the end.
+    Submit(jobs::SubmitArgs),
+    /// Show a job, or the latest jobs and the workers online.
+    Status(StatusArgs),
+    /// Start a relay and several workers here, run a Mandelbrot render and a matmul, and report.
+    Demo(demo::DemoArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RelayArgs {
+    /// Address to listen on (port 0 picks a free port; the bound address is printed).
+    #[arg(long, default_value = "127.0.0.1:7070", env = "STARLING_LISTEN")]
+    listen: SocketAddr,
+    /// Folder for the SQLite database and blobs.
+    #[arg(long, default_value = ".starling/relay", env = "STARLING_DATA_DIR")]
+    data_dir: PathBuf,
+    /// A worker silent this long loses its leases (milliseconds).
+    #[arg(long, default_value_t = 15_000)]
+    lease_ms: u64,
+    /// Longest a single lease may run (milliseconds).
+    #[arg(long, default_value_t = 600_000)]
+    max_lease_ms: u64,
+    /// Most worker connections at once.
+    #[arg(long, default_value_t = 20_000)]
+    max_workers: usize,
+}
+
+#[derive(Debug, clap::Args)]
+struct WorkerArgs {
+    /// Relay URL.
+    #[arg(long, default_value = "http://127.0.0.1:7070", env = "STARLING_RELAY")]
+    relay: String,
+    /// The worker's ed25519 key (created on first run).
+    #[arg(long, default_value = ".starling/worker.key")]
+    key_file: PathBuf,
+    /// Largest fraction of wall time spent computing (0.1 = at most 10% busy).
+    #[arg(long, default_value_t = 1.0, value_parser = parse_duty)]
+    duty: f32,
+    /// Lowest price per replica accepted, in micro-units.
+    #[arg(long, default_value_t = 0)]
+    price: u64,
+    /// Tasks run at once.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    slots: u32,
+    /// Run built-in kernels on the CPU even if a GPU is present.
+    #[arg(long)]
+    cpu: bool,
+    /// TESTING ONLY: corrupt every output before signing it, to exercise verification.
+    #[arg(long, hide = true)]
+    corrupt_results: bool,
+    /// TESTING ONLY: take tasks and never finish them, like a hung device.
+    #[arg(long, hide = true)]
+    stall_tasks: bool,
+}
+
+fn parse_duty(s: &str) -> Result<f32, String> {
+    let v: f32 = s.parse().map_err(|_| format!("{s} is not a number"))?;
+    if v > 0.0 && v <= 1.0 { Ok(v) } else { Err("duty must be in (0, 1]".into()) }
+}
+
+#[derive(Debug, clap::Args)]
+struct StatusArgs {
+    /// Relay URL.
+    #[arg(long, default_value = "http://127.0.0.1:7070", env = "STARLING_RELAY")]
+    relay: String,
+    /// A job to show in detail.
+    job: Option<u64>,
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+async fn ctrl_c() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Relay(args) => {
+            init_tracing("info,tower_http=warn,sqlx=warn");
+            let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+            let addr = listener.local_addr()?;
+            // Scripts and tests read this line to learn the port.
+            println!("starling relay listening on http://{addr}");
+            let mut config = starling_relay::Config::new(&args.data_dir);
+            config.core.scheduler.lease_ms = args.lease_ms;
+            config.core.scheduler.max_lease_ms = args.max_lease_ms;
+            config.max_workers = args.max_workers;
+            starling_relay::run(listener, config, ctrl_c()).await?;
+        }
+        Command::Worker(args) => {
+            init_tracing("info,wgpu_core=warn,wgpu_hal=warn,naga=warn");
+            let key = native::load_or_create_key(&args.key_file)?;
+            let config = WorkerConfig {
+                duty_cycle: args.duty,
+                asking_price: args.price,
+                slots: args.slots,
+                cpu_only: args.cpu,
+                corrupt_results: args.corrupt_results,
+                stall_tasks: args.stall_tasks,
+                ..WorkerConfig::new(args.relay)
+            };
+            println!("starling worker {}", key.public());
+            let compute = Compute::open(config.cpu_only).await;
+            let stats = native::run(config, key, compute, ctrl_c()).await?;
+            println!("worker stopped: {} tasks run, {} failed, {} sessions", stats.tasks_run, stats.tasks_failed, stats.sessions);
+        }
+        Command::Submit(args) => {
+            init_tracing("warn");
+            jobs::submit(args).await?;
+        }
+        Command::Status(args) => {
+            init_tracing("warn");
+            status(args).await?;
+        }
+        Command::Demo(args) => {
+            init_tracing("warn,starling_relay=warn");
+            demo::run(args).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn status(args: StatusArgs) -> Result<()> {
+    let client = client::Client::new(&args.relay);
+    if let Some(id) = args.job {
+        let job = client.job(JobId(id)).await?;
+        let s = &job.summary;
+        println!("job {} {:?} {} ({}): {}/{} verified, {} failed", s.id, s.state, s.kernel, s.label, s.tasks_verified, s.tasks_total, s.tasks_failed);
+        if let Some(f) = &s.failure {
+            println!("  failure: {f}");
+        }
+        for t in &job.tasks {
+            let replicas: Vec<String> = t.replicas.iter().map(|r| format!("{}…:{:?}", &r.worker.to_hex()[..8], r.state)).collect();
+            println!("  task {:>4} {:?} {}", t.index, t.state, replicas.join(" "));
+        }
+        return Ok(());
+    }
+    let jobs = client.jobs().await?;
+    println!("{:>6}  {:<8}  {:<20}  {:>9}  label", "job", "state", "kernel", "verified");
+    for s in jobs.iter().take(20) {
+        println!("{:>6}  {:<8}  {:<20}  {:>4}/{:<4}  {}", s.id.0, format!("{:?}", s.state), s.kernel, s.tasks_verified, s.tasks_total, s.label);
+    }
+    let workers = client.workers().await?;
+    let online: Vec<_> = workers.iter().filter(|w| w.online).collect();
+    println!("\n{} workers online ({} known)", online.len(), workers.len());
+    for w in online {
+        let caps = w.capabilities.as_ref();
+        println!(
+            "  {}…  {:<14} {:<30} returned {:>5}  accepted {:>5}  rejected {:>3}",
+            &w.key.to_hex()[..12],
+            caps.map(|c| format!("{:?}", c.backend)).unwrap_or_default(),
+            caps.map(|c| c.adapter.name.clone()).unwrap_or_default(),
+            w.replicas_returned,
+            w.replicas_accepted,
+            w.replicas_rejected
+        );
+    }
+    let _ = Duration::ZERO;
+    Ok(())
+}

@@ -227,7 +227,7 @@ impl TaskSpec {
         if self.workgroups.contains(&0) || self.workgroups.iter().any(|&w| w > MAX_WORKGROUPS_PER_DIM) {
             return Err(invalid(format!("workgroups must be in 1..={MAX_WORKGROUPS_PER_DIM} per dimension")));
         }
-        if self.output_size == 0 || self.output_size % 4 != 0 {
+        if self.output_size == 0 || !self.output_size.is_multiple_of(4) {
             return Err(invalid("output_size must be a positive multiple of 4"));
         }
         if self.output_size > MAX_OUTPUT_BYTES {

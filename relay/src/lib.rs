@@ -1,1 +1,109 @@
-//! placeholder
+//! The Starling relay: accepts jobs, leases their tasks to workers, verifies results by quorum
+//! and pushes live status.
+//!
+//! - [`api`] and [`ws`]: thin HTTP and WebSocket adapters; they decode, validate and forward.
+//! - [`core`]: the single writer; applies commands in batched transactions and runs:
+//!   - [`scheduler`]: pure; which worker gets which replica, lease expiry;
+//!   - [`verifier`]: pure; quorum decisions over returned results.
+//! - [`store`]: SQL state (SQLite in WAL mode by default); [`blobs`]: content-addressed files.
+
+pub mod api;
+pub mod blobs;
+pub mod core;
+pub mod error;
+pub mod scheduler;
+pub mod store;
+pub mod verifier;
+pub mod ws;
+
+use axum::Router;
+use axum::response::IntoResponse;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+pub use error::{ApiError, Error, Result};
+
+/// Everything handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: store::Store,
+    pub blobs: blobs::BlobStore,
+    pub core: core::CoreHandle,
+    pub core_config: core::CoreConfig,
+    /// Caps concurrent worker connections.
+    pub worker_slots: Arc<Semaphore>,
+}
+
+/// Relay settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Folder for `relay.sqlite` and `blobs/`.
+    pub data_dir: PathBuf,
+    pub core: core::CoreConfig,
+    pub max_workers: usize,
+    pub max_blob_bytes: u64,
+}
+
+impl Config {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            core: core::CoreConfig::default(),
+            max_workers: 20_000,
+            max_blob_bytes: starling_protocol::limits::MAX_BLOB_BYTES,
+        }
+    }
+}
+
+/// The whole HTTP surface.
+pub fn app(state: AppState) -> Router {
+    api::router()
+        .fallback(|| async { ApiError::new(starling_protocol::ErrorCode::NotFound, "no such endpoint").into_response() })
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Opens the store, recovers state and serves on `listener` until `shutdown` resolves.
+pub async fn run(listener: TcpListener, config: Config, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<()> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let store = store::Store::open(&config.data_dir.join("relay.sqlite")).await?;
+    let blobs = blobs::BlobStore::open(&config.data_dir.join("blobs"), config.max_blob_bytes)?;
+    let (core, handle, rx) = core::Core::recover(store.clone(), blobs.clone(), config.core).await?;
+    let state = AppState {
+        store,
+        blobs,
+        core: handle,
+        core_config: config.core,
+        worker_slots: Arc::new(Semaphore::new(config.max_workers)),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let core_task = tokio::spawn(core.run(rx, {
+        let mut stop = stop_rx.clone();
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }
+    }));
+    let addr: SocketAddr = listener.local_addr()?;
+    tracing::info!(%addr, "relay listening");
+    let server = axum::serve(listener, app(state)).with_graceful_shutdown({
+        let mut stop = stop_rx;
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }
+    });
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    tokio::select! {
+        served = server => served?,
+        core = core_task => {
+            // The core only stops on its own after a store failure: stop serving too.
+            core.map_err(|e| Error::Corrupt(format!("core panicked: {e}")))??;
+        }
+    }
+    Ok(())
+}

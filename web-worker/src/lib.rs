@@ -1,1 +1,24 @@
-//! placeholder
+//! Starling's compute engine: the built-in WGSL kernel library, the GPU context that runs kernels,
+//! and the CPU references that every GPU result is checked against.
+//!
+//! - [`gpu`]: [`GpuContext`] opens one wgpu device, caches compiled pipelines and reads results
+//!   back with `map_async` (the same code path natively and in the browser).
+//! - [`engine`]: [`engine::run_task`] runs one task (built-in or client WGSL) under the binding
+//!   convention of [`starling_protocol::job`]; [`engine::run_task_cpu`] runs a built-in on the CPU.
+//! - [`kernels`]: one module per [`starling_protocol::job::BuiltinKernel`]: its WGSL, typed
+//!   parameters, dispatch helpers, job builders and CPU reference.
+//! - [`validate`]: naga-based validation of client WGSL, with line and column in every error.
+//! - `native` (not on wasm32): the native worker's network loop around the engine.
+//!
+//! Library code stays portable to `wasm32-unknown-unknown`: no threads, no clocks, no tokio.
+
+pub mod engine;
+pub mod error;
+pub mod gpu;
+pub mod kernels;
+pub mod validate;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod native;
+
+pub use error::{Error, Result};
+pub use gpu::GpuContext;

@@ -1,0 +1,89 @@
+//! HTTP and WebSocket calls to a relay, for `submit`, `status` and `demo`.
+
+use anyhow::{Context, Result, bail};
+use futures_util::StreamExt;
+use starling_protocol::events::{JobDetail, JobEvent, JobSummary, WorkerView};
+use starling_protocol::job::JobSpec;
+use starling_protocol::sign::Keypair;
+use starling_protocol::{ErrorBody, Hash32, JobId, sha256};
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+async fn check(resp: reqwest::Response) -> Result<reqwest::Response> {
+    if resp.status().is_success() {
+        return Ok(resp);
+    }
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    match serde_json::from_str::<ErrorBody>(&text) {
+        Ok(body) => bail!("relay refused ({status}): {:?}: {}", body.code, body.message),
+        Err(_) => bail!("relay answered {status}: {text}"),
+    }
+}
+
+impl Client {
+    pub fn new(base: &str) -> Self {
+        Self { base: base.trim_end_matches('/').to_string(), http: reqwest::Client::new() }
+    }
+
+    /// Uploads a blob to its content address; returns the hash.
+    pub async fn upload(&self, data: Vec<u8>) -> Result<Hash32> {
+        let hash = sha256(&data);
+        let resp = self.http.put(format!("{}/v1/blobs/{hash}", self.base)).body(data).send().await.context("uploading blob")?;
+        check(resp).await?;
+        Ok(hash)
+    }
+
+    pub async fn download(&self, path: &str) -> Result<Vec<u8>> {
+        let resp = self.http.get(format!("{}{path}", self.base)).send().await.with_context(|| format!("GET {path}"))?;
+        Ok(check(resp).await?.bytes().await?.to_vec())
+    }
+
+    pub async fn task_output(&self, job: JobId, index: u32) -> Result<Vec<u8>> {
+        self.download(&format!("/v1/jobs/{job}/tasks/{index}/output")).await
+    }
+
+    pub async fn submit(&self, key: &Keypair, spec: JobSpec) -> Result<JobSummary> {
+        let body = key.sign_job(spec);
+        let resp = self.http.post(format!("{}/v1/jobs", self.base)).json(&body).send().await.context("posting job")?;
+        Ok(check(resp).await?.json().await?)
+    }
+
+    pub async fn job(&self, id: JobId) -> Result<JobDetail> {
+        let resp = self.http.get(format!("{}/v1/jobs/{id}", self.base)).send().await?;
+        Ok(check(resp).await?.json().await?)
+    }
+
+    pub async fn jobs(&self) -> Result<Vec<JobSummary>> {
+        let resp = self.http.get(format!("{}/v1/jobs", self.base)).send().await?;
+        Ok(check(resp).await?.json().await?)
+    }
+
+    pub async fn workers(&self) -> Result<Vec<WorkerView>> {
+        let resp = self.http.get(format!("{}/v1/workers", self.base)).send().await?;
+        Ok(check(resp).await?.json().await?)
+    }
+
+    /// Follows a job's live events, calling `on_event` for each, until it finishes.
+    pub async fn watch(&self, id: JobId, mut on_event: impl FnMut(&JobEvent)) -> Result<JobSummary> {
+        let url = format!("{}/v1/jobs/{id}/events", self.base.replacen("http", "ws", 1));
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.context("opening job events")?;
+        while let Some(msg) = ws.next().await {
+            let Message::Text(text) = msg? else { continue };
+            let event: JobEvent = serde_json::from_str(text.as_str())?;
+            on_event(&event);
+            match event {
+                JobEvent::JobDone { job } | JobEvent::JobFailed { job } => return Ok(job),
+                JobEvent::Snapshot { job } if job.state != starling_protocol::events::JobState::Running => return Ok(job),
+                _ => {}
+            }
+        }
+        // The stream ended without a final event (relay restarted): read where the job stands.
+        Ok(self.job(id).await?.summary)
+    }
+}

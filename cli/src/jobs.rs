@@ -1,0 +1,386 @@
+//! `starling submit`: build a job (a built-in preset, custom WGSL or a JSON spec), upload its
+//! inputs, post it signed, follow it with a progress bar, and turn its verified outputs into
+//! something useful (a PNG, a checked matrix, an estimate of pi, a best nonce, files).
+
+use crate::client::Client;
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use starling_protocol::events::{JobEvent, JobState, JobSummary};
+use starling_protocol::job::{BuiltinKernel, Comparison, JobSpec, KernelSpec, TaskSpec};
+use starling_protocol::sha256;
+use starling_web_worker::kernels::{mandelbrot, matmul_f32, monte_carlo_pi, sha256_nonce_search};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, clap::Args)]
+pub struct SubmitArgs {
+    /// Relay URL.
+    #[arg(long, default_value = "http://127.0.0.1:7070", env = "STARLING_RELAY", global = true)]
+    pub relay: String,
+    /// The client's ed25519 key (created on first use).
+    #[arg(long, default_value = ".starling/client.key", global = true)]
+    pub key_file: PathBuf,
+    #[command(flatten)]
+    pub rules: Rules,
+    /// Post the job and print its id without waiting.
+    #[arg(long, global = true)]
+    pub no_wait: bool,
+    #[command(subcommand)]
+    pub kind: Kind,
+}
+
+/// Replication and payment rules shared by every job kind.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Rules {
+    /// Replicas per task.
+    #[arg(long, default_value_t = 2, global = true)]
+    pub replicas: u8,
+    /// Agreeing results needed.
+    #[arg(long, default_value_t = 2, global = true)]
+    pub quorum: u8,
+    /// Most replicas per task when results disagree.
+    #[arg(long, default_value_t = 4, global = true)]
+    pub max_replicas: u8,
+    /// Price per replica, in micro-units.
+    #[arg(long, default_value_t = 0, global = true)]
+    pub price: u64,
+    /// Seconds until unfinished tasks fail.
+    #[arg(long, default_value_t = 3600, global = true)]
+    pub deadline: u64,
+    /// Label shown on dashboards.
+    #[arg(long, default_value = "", global = true)]
+    pub label: String,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Kind {
+    /// Render the Mandelbrot set in tiles (exact fixed-point arithmetic) into a PNG.
+    Mandelbrot {
+        #[arg(long, default_value_t = 1024)]
+        width: u32,
+        #[arg(long, default_value_t = 768)]
+        height: u32,
+        #[arg(long, default_value_t = 128)]
+        tile: u32,
+        #[arg(long, default_value_t = 500)]
+        max_iter: u32,
+        #[arg(long, default_value_t = -0.6, allow_hyphen_values = true)]
+        center_re: f64,
+        #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
+        center_im: f64,
+        /// Width of the view in the complex plane.
+        #[arg(long, default_value_t = 3.2)]
+        scale: f64,
+        #[arg(long, default_value = "mandelbrot.png")]
+        out: PathBuf,
+    },
+    /// Multiply two random f32 matrices and check the product against the CPU.
+    Matmul {
+        #[arg(long, default_value_t = 512)]
+        m: u32,
+        #[arg(long, default_value_t = 512)]
+        n: u32,
+        #[arg(long, default_value_t = 512)]
+        k: u32,
+        #[arg(long, default_value_t = 128)]
+        rows_per_task: u32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Estimate pi by counting random points in the quarter circle (exact integer counts).
+    Pi {
+        #[arg(long, default_value_t = 16)]
+        tasks: u32,
+        #[arg(long, default_value_t = 64)]
+        workgroups: u32,
+        #[arg(long, default_value_t = 1024)]
+        samples: u32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Search nonces for the SHA-256 of (SHA-256(prefix) || nonce) with the most leading zeros.
+    Sha256 {
+        #[arg(long, default_value = "starling")]
+        prefix: String,
+        #[arg(long, default_value_t = 8)]
+        tasks: u32,
+        #[arg(long, default_value_t = 64)]
+        workgroups: u32,
+        #[arg(long, default_value_t = 64)]
+        nonces: u32,
+    },
+    /// Run your own WGSL kernel (binding 0: params, 1..=N: inputs, N+1: output).
+    Wgsl {
+        /// The WGSL file.
+        #[arg(long)]
+        source: PathBuf,
+        #[arg(long, default_value = "main")]
+        entry: String,
+        /// Input files, bound in order from binding 1 (the same for every task).
+        #[arg(long = "input")]
+        inputs: Vec<PathBuf>,
+        /// Uniform words, comma separated; `{task}` is replaced by the task index.
+        #[arg(long, default_value = "")]
+        params: String,
+        #[arg(long, default_value = "1,1,1")]
+        workgroups: String,
+        #[arg(long)]
+        output_size: u32,
+        #[arg(long, default_value_t = 1)]
+        tasks: u32,
+        /// Compare outputs as f32 within this relative tolerance instead of exactly.
+        #[arg(long)]
+        tolerance: Option<f32>,
+        /// Where to write each task's output.
+        #[arg(long, default_value = "outputs")]
+        out_dir: PathBuf,
+    },
+    /// Post a JobSpec from a JSON file (see protocol/src/job.rs).
+    Spec { file: PathBuf },
+}
+
+/// A job ready to post, plus what to do with its outputs.
+#[derive(Debug)]
+pub struct Prepared {
+    pub spec: JobSpec,
+    pub finish: Finish,
+}
+
+#[derive(Debug)]
+pub enum Finish {
+    Png { width: u32, height: u32, out: PathBuf },
+    Matmul { m: u32, n: u32, k: u32, a: Vec<f32>, b: Vec<f32> },
+    Pi,
+    Sha256,
+    Files { dir: PathBuf },
+}
+
+fn spec(kernel: KernelSpec, tasks: Vec<TaskSpec>, comparison: Comparison, rules: &Rules) -> JobSpec {
+    JobSpec {
+        label: rules.label.clone(),
+        kernel,
+        tasks,
+        comparison,
+        replicas: rules.replicas,
+        quorum: rules.quorum,
+        max_replicas: rules.max_replicas,
+        price_per_replica: rules.price,
+        deadline_secs: rules.deadline,
+        homogeneous: false,
+        nonce: rand::random(),
+    }
+}
+
+fn builtin(name: BuiltinKernel) -> KernelSpec {
+    KernelSpec::Builtin { name }
+}
+
+/// Deterministic pseudo-random matrix entries in [-1, 1).
+pub fn random_matrix(len: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn parse_list(s: &str, task: u32) -> Result<Vec<u32>> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let p = p.replace("{task}", &task.to_string());
+            p.parse::<u32>().with_context(|| format!("{p:?} is not a u32"))
+        })
+        .collect()
+}
+
+/// Builds the job, uploading any inputs it needs.
+pub async fn prepare(client: &Client, kind: Kind, rules: &Rules) -> Result<Prepared> {
+    Ok(match kind {
+        Kind::Mandelbrot { width, height, tile, max_iter, center_re, center_im, scale, out } => {
+            let tasks = mandelbrot::tile_job_tasks(width, height, tile, max_iter, (center_re, center_im), scale);
+            if tasks.is_empty() {
+                bail!("image and tile sizes must be positive");
+            }
+            Prepared {
+                spec: spec(builtin(BuiltinKernel::Mandelbrot), tasks, Comparison::Exact, rules),
+                finish: Finish::Png { width, height, out },
+            }
+        }
+        Kind::Matmul { m, n, k, rows_per_task, seed } => {
+            let a = random_matrix((m * k) as usize, seed);
+            let b = random_matrix((k * n) as usize, seed.wrapping_add(1));
+            let ha = client.upload(matmul_f32::f32s_to_bytes(&a)).await?;
+            let hb = client.upload(matmul_f32::f32s_to_bytes(&b)).await?;
+            let tasks = matmul_f32::tasks_for(m, n, k, ha, hb, rows_per_task);
+            if tasks.is_empty() {
+                bail!("matrix sizes must be positive");
+            }
+            // Float sums may be reassociated across GPUs: compare within a tolerance.
+            let comparison = Comparison::Tolerance { rel: 1e-4, abs: 1e-4 * (k as f32).sqrt() };
+            Prepared {
+                spec: spec(builtin(BuiltinKernel::MatmulF32), tasks, comparison, rules),
+                finish: Finish::Matmul { m, n, k, a, b },
+            }
+        }
+        Kind::Pi { tasks, workgroups, samples, seed } => {
+            let tasks = monte_carlo_pi::tasks(seed, tasks, workgroups, samples);
+            if tasks.is_empty() {
+                bail!("counts out of range");
+            }
+            Prepared { spec: spec(builtin(BuiltinKernel::MonteCarloPi), tasks, Comparison::Exact, rules), finish: Finish::Pi }
+        }
+        Kind::Sha256 { prefix, tasks, workgroups, nonces } => {
+            let tasks = sha256_nonce_search::tasks(sha256(prefix.as_bytes()).0, 0, tasks, workgroups, nonces);
+            if tasks.is_empty() {
+                bail!("counts out of range");
+            }
+            Prepared {
+                spec: spec(builtin(BuiltinKernel::Sha256NonceSearch), tasks, Comparison::Exact, rules),
+                finish: Finish::Sha256,
+            }
+        }
+        Kind::Wgsl { source, entry, inputs, params, workgroups, output_size, tasks, tolerance, out_dir } => {
+            let source = std::fs::read_to_string(&source).with_context(|| format!("reading {}", source.display()))?;
+            let mut hashes = Vec::new();
+            for path in &inputs {
+                let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                hashes.push(client.upload(data).await?);
+            }
+            let wg = parse_list(&workgroups, 0)?;
+            let wg: [u32; 3] = wg.try_into().map_err(|_| anyhow::anyhow!("--workgroups takes x,y,z"))?;
+            let task_specs = (0..tasks)
+                .map(|i| Ok(TaskSpec { params: parse_list(&params, i)?, inputs: hashes.clone(), workgroups: wg, output_size }))
+                .collect::<Result<Vec<_>>>()?;
+            let comparison = match tolerance {
+                Some(rel) => Comparison::Tolerance { rel, abs: rel },
+                None => Comparison::Exact,
+            };
+            Prepared {
+                spec: spec(KernelSpec::Wgsl { source, entry_point: entry }, task_specs, comparison, rules),
+                finish: Finish::Files { dir: out_dir },
+            }
+        }
+        Kind::Spec { file } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let spec: JobSpec = serde_json::from_str(&text).with_context(|| format!("parsing {}", file.display()))?;
+            Prepared { spec, finish: Finish::Files { dir: PathBuf::from("outputs") } }
+        }
+    })
+}
+
+/// Follows a job with a progress bar until it ends.
+pub async fn follow(client: &Client, job: &JobSummary, bar: &ProgressBar) -> Result<JobSummary> {
+    bar.set_length(u64::from(job.tasks_total));
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>12} [{bar:40.cyan/blue}] {pos}/{len} tasks verified {msg} ({elapsed})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("job {}", job.id));
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let done = client
+        .watch(job.id, |event| match event {
+            JobEvent::Snapshot { job } => bar.set_position(u64::from(job.tasks_verified)),
+            JobEvent::TaskVerified { verified, .. } => bar.set_position(u64::from(*verified)),
+            JobEvent::TaskFailed { task, reason } => bar.println(format!("task {task} failed: {reason}")),
+            JobEvent::JobDone { .. } => bar.set_message("done"),
+            JobEvent::JobFailed { .. } => bar.set_message("failed"),
+        })
+        .await?;
+    bar.finish();
+    Ok(done)
+}
+
+/// Downloads every verified output, in task order.
+pub async fn outputs(client: &Client, job: &JobSummary) -> Result<Vec<Vec<u8>>> {
+    let mut out = Vec::with_capacity(job.tasks_total as usize);
+    for index in 0..job.tasks_total {
+        out.push(client.task_output(job.id, index).await?);
+    }
+    Ok(out)
+}
+
+pub fn write_png(path: &Path, width: u32, height: u32, rgb: &[u8]) -> Result<()> {
+    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), width, height);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder.write_header()?.write_image_data(rgb)?;
+    Ok(())
+}
+
+/// Turns a finished job's outputs into a report line (and files).
+pub async fn finish(client: &Client, job: &JobSummary, spec: &JobSpec, finish: &Finish) -> Result<String> {
+    if job.state != JobState::Done {
+        bail!("job {} {:?}: {}", job.id, job.state, job.failure.clone().unwrap_or_default());
+    }
+    let outs = outputs(client, job).await?;
+    Ok(match finish {
+        Finish::Png { width, height, out } => {
+            let rgb = mandelbrot::assemble_image(*width, *height, &spec.tasks, &outs)?;
+            write_png(out, *width, *height, &rgb)?;
+            format!("wrote {}x{} render to {}", width, height, out.display())
+        }
+        Finish::Matmul { m, n, k, a, b } => {
+            let c: Vec<f32> = outs.iter().flat_map(|o| matmul_f32::bytes_to_f32s(o)).collect();
+            let reference = matmul_f32::bytes_to_f32s(&matmul_f32::MatmulParams::whole(*m, *n, *k).cpu(
+                &matmul_f32::f32s_to_bytes(a),
+                &matmul_f32::f32s_to_bytes(b),
+            ));
+            if c.len() != reference.len() {
+                bail!("product has {} entries, expected {}", c.len(), reference.len());
+            }
+            let max_err = c.iter().zip(&reference).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+            if max_err > 1e-3 * (*k as f32).sqrt() {
+                bail!("matmul differs from the CPU reference by {max_err}");
+            }
+            format!("{m}x{k} · {k}x{n} product matches the CPU reference (max |error| {max_err:.2e})")
+        }
+        Finish::Pi => {
+            let hits: u64 = outs.iter().map(|o| monte_carlo_pi::total_hits(o)).sum();
+            let samples: u64 = spec
+                .tasks
+                .iter()
+                .map(|t| monte_carlo_pi::MonteCarloParams::from_words(&t.params).map(|p| p.samples(t.workgroups)))
+                .sum::<Result<u64, _>>()?;
+            format!("pi ≈ {:.6} from {samples} samples", monte_carlo_pi::estimate(hits, samples))
+        }
+        Finish::Sha256 => {
+            let best = sha256_nonce_search::best(outs.iter().flat_map(|o| sha256_nonce_search::decode(o)));
+            match best {
+                Some(b) => format!("best nonce {} with {} leading zero bits", b.nonce, b.leading_zeros),
+                None => "no nonces searched".into(),
+            }
+        }
+        Finish::Files { dir } => {
+            std::fs::create_dir_all(dir)?;
+            for (i, o) in outs.iter().enumerate() {
+                std::fs::write(dir.join(format!("task-{i}.bin")), o)?;
+            }
+            format!("wrote {} outputs to {}", outs.len(), dir.display())
+        }
+    })
+}
+
+pub async fn submit(args: SubmitArgs) -> Result<()> {
+    let client = Client::new(&args.relay);
+    let key = starling_web_worker::native::load_or_create_key(&args.key_file)?;
+    let prepared = prepare(&client, args.kind, &args.rules).await?;
+    let started = Instant::now();
+    let job = client.submit(&key, prepared.spec.clone()).await?;
+    println!("job {} accepted: {} tasks × {} replicas", job.id, job.tasks_total, prepared.spec.replicas);
+    if args.no_wait {
+        return Ok(());
+    }
+    let bar = ProgressBar::new(u64::from(job.tasks_total));
+    let done = follow(&client, &job, &bar).await?;
+    let report = finish(&client, &done, &prepared.spec, &prepared.finish).await?;
+    println!("job {} {:?} in {:.1}s: {report}", done.id, done.state, started.elapsed().as_secs_f64());
+    Ok(())
+}

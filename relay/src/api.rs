@@ -1,0 +1,258 @@
+//! REST handlers (`/v1/...`). Each decodes at the edge into protocol types, answers errors as
+//! `{code, message}`, and leaves every state change to the core.
+
+use crate::core::job_requirements;
+use crate::error::ApiError;
+use crate::{AppState, ws};
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use starling_protocol::events::{Health, JobState, TaskState};
+use starling_protocol::job::{BuiltinKernel, KernelSpec};
+use starling_protocol::limits::MAX_SPEC_BYTES;
+use starling_protocol::sign::SignedJob;
+use starling_protocol::{ErrorCode, Hash32, JobId, TaskId};
+use starling_web_worker::{kernels, validate};
+use tokio::io::AsyncReadExt;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/jobs", post(create_job).layer(DefaultBodyLimit::max(MAX_SPEC_BYTES)).get(list_jobs))
+        .route("/v1/jobs/{id}", get(get_job))
+        .route("/v1/jobs/{id}/results", get(job_results))
+        .route("/v1/jobs/{id}/tasks/{index}/output", get(task_output))
+        .route("/v1/jobs/{id}/events", get(ws::job_events))
+        .route("/v1/blobs", post(post_blob))
+        .route("/v1/blobs/{hash}", put(put_blob).get(get_blob))
+        .route("/v1/workers", get(list_workers))
+        .route("/v1/workers/ws", get(ws::worker_socket))
+}
+
+fn path_error(e: PathRejection) -> ApiError {
+    ApiError::new(ErrorCode::Malformed, format!("bad path: {}", e.body_text()))
+}
+
+fn parse_job_id(s: &str) -> Result<JobId, ApiError> {
+    s.parse::<u64>().map(JobId).map_err(|_| ApiError::new(ErrorCode::Malformed, format!("job id must be a number, got {s:?}")))
+}
+
+fn parse_hash(s: &str) -> Result<Hash32, ApiError> {
+    s.parse().map_err(|_| ApiError::new(ErrorCode::Malformed, "blob hash must be 64 hex digits"))
+}
+
+async fn health(State(app): State<AppState>) -> Result<Json<Health>, ApiError> {
+    let workers_online = app.core.shared.online.read().expect("online set lock").len() as u64;
+    Ok(Json(Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        workers_online,
+        jobs_running: app.store.count_running_jobs().await?,
+    }))
+}
+
+/// `POST /v1/jobs`: validate everything, store nothing unless all of it holds.
+async fn create_job(State(app): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let job: SignedJob = serde_json::from_slice(&body).map_err(|e| match unknown_kernel(&body) {
+        Some(name) => ApiError::new(
+            ErrorCode::UnknownKernel,
+            format!(
+                "unknown kernel {name:?}; built-in kernels are {} (or send WGSL with type \"wgsl\")",
+                BuiltinKernel::ALL.map(|k| k.name()).join(", ")
+            ),
+        ),
+        None => ApiError::new(ErrorCode::Malformed, format!("job body: {e}")),
+    })?;
+    job.spec.validate().map_err(|e| ApiError::new(e.code, e.message))?;
+    job.verify().map_err(|e| ApiError::new(ErrorCode::BadSignature, format!("job signature: {e}")))?;
+    match &job.spec.kernel {
+        KernelSpec::Builtin { name } => {
+            for (i, task) in job.spec.tasks.iter().enumerate() {
+                let mut sizes = Vec::with_capacity(task.inputs.len());
+                for h in &task.inputs {
+                    sizes.push(app.blobs.size(h).await.ok_or_else(|| {
+                        ApiError::new(ErrorCode::InvalidSpec, format!("task {i}: input blob {h} has not been uploaded"))
+                    })?);
+                }
+                kernels::check_sizes(*name, &task.params, &sizes, task.workgroups, task.output_size)
+                    .map_err(|e| ApiError::new(ErrorCode::InvalidSpec, format!("task {i}: {e}")))?;
+            }
+        }
+        KernelSpec::Wgsl { source, entry_point } => {
+            let n_inputs = job.spec.tasks[0].inputs.len();
+            if job.spec.tasks.iter().any(|t| t.inputs.len() != n_inputs) {
+                return Err(ApiError::new(ErrorCode::InvalidSpec, "every task of a WGSL job binds the same number of inputs"));
+            }
+            let (source, entry_point) = (source.clone(), entry_point.clone());
+            tokio::task::spawn_blocking(move || validate::validate_kernel(&source, &entry_point, n_inputs).map(|_| ()))
+                .await
+                .map_err(|_| ApiError::new(ErrorCode::Internal, "validator crashed"))?
+                .map_err(|e| ApiError::new(ErrorCode::InvalidWgsl, e.to_string()))?;
+        }
+    }
+    let req = job_requirements(&job.spec, &app.blobs)
+        .await
+        .map_err(|h| ApiError::new(ErrorCode::InvalidSpec, format!("input blob {h} has not been uploaded")))?;
+    let summary = app.core.create_job(job, req).await?;
+    Ok((StatusCode::CREATED, Json(summary)).into_response())
+}
+
+/// The kernel a body names when it is not one we know (for a precise error).
+fn unknown_kernel(body: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let kernel = value.get("spec")?.get("kernel")?;
+    match kernel.get("type")?.as_str()? {
+        "builtin" => {
+            let name = kernel.get("name")?.as_str()?;
+            BuiltinKernel::from_name(name).is_none().then(|| name.to_string())
+        }
+        "wgsl" => None,
+        other => Some(other.to_string()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListJobs {
+    state: Option<JobState>,
+    limit: Option<u32>,
+}
+
+async fn list_jobs(State(app): State<AppState>, q: Result<Query<ListJobs>, QueryRejection>) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::new(ErrorCode::Malformed, e.body_text()))?;
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    Ok(Json(app.store.list_jobs(q.state, limit).await?).into_response())
+}
+
+async fn get_job(State(app): State<AppState>, id: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {
+    let id = parse_job_id(&id.map_err(path_error)?.0)?;
+    let detail = app.store.job_detail(id).await?.ok_or_else(|| ApiError::not_found(format!("job {id}")))?;
+    Ok(Json(detail).into_response())
+}
+
+#[derive(Debug, Serialize)]
+struct TaskResult {
+    index: u32,
+    state: TaskState,
+    output_hash: Option<Hash32>,
+}
+
+async fn job_results(State(app): State<AppState>, id: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {
+    let id = parse_job_id(&id.map_err(path_error)?.0)?;
+    let detail = app.store.job_detail(id).await?.ok_or_else(|| ApiError::not_found(format!("job {id}")))?;
+    let results: Vec<TaskResult> =
+        detail.tasks.into_iter().map(|t| TaskResult { index: t.index, state: t.state, output_hash: t.output_hash }).collect();
+    Ok(Json(results).into_response())
+}
+
+async fn task_output(State(app): State<AppState>, p: Result<Path<(String, String)>, PathRejection>) -> Result<Response, ApiError> {
+    let (id, index) = p.map_err(path_error)?.0;
+    let job = parse_job_id(&id)?;
+    let index: u32 = index.parse().map_err(|_| ApiError::new(ErrorCode::Malformed, "task index must be a number"))?;
+    let task = TaskId { job, index };
+    match app.store.task_output(task).await? {
+        None => Err(ApiError::not_found(format!("task {task}"))),
+        Some((TaskState::Verified, Some(hash))) => serve_blob(&app, &hash).await,
+        Some((state, _)) => Err(ApiError::new(ErrorCode::Conflict, format!("task {task} is {state:?}, not verified"))),
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Stored {
+    hash: Hash32,
+    size: u64,
+}
+
+fn blob_error(e: crate::blobs::BlobError) -> ApiError {
+    use crate::blobs::BlobError;
+    match e {
+        BlobError::TooLarge { .. } => ApiError::new(ErrorCode::TooLarge, e.to_string()),
+        BlobError::HashMismatch { .. } => ApiError::new(ErrorCode::HashMismatch, e.to_string()),
+        BlobError::Body(_) => ApiError::new(ErrorCode::Malformed, e.to_string()),
+        BlobError::Io(io) => crate::error::Error::Io(io).into(),
+    }
+}
+
+fn declared_too_large(req: &Request, limit: u64) -> bool {
+    req.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > limit)
+}
+
+/// `POST /v1/blobs`: store a blob, answer its hash.
+async fn post_blob(State(app): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    store_blob(&app, req, None).await
+}
+
+/// `PUT /v1/blobs/{hash}`: store a blob that must hash to `hash`.
+async fn put_blob(State(app): State<AppState>, hash: Result<Path<String>, PathRejection>, req: Request) -> Result<Response, ApiError> {
+    let hash = parse_hash(&hash.map_err(path_error)?.0)?;
+    if let Some(size) = app.blobs.size(&hash).await {
+        // Content-addressed: the same hash is the same bytes. Skip the upload.
+        return Ok((StatusCode::OK, Json(Stored { hash, size })).into_response());
+    }
+    store_blob(&app, req, Some(hash)).await
+}
+
+async fn store_blob(app: &AppState, req: Request, expected: Option<Hash32>) -> Result<Response, ApiError> {
+    let limit = app.blobs.max_bytes();
+    if declared_too_large(&req, limit) {
+        return Err(ApiError::new(ErrorCode::TooLarge, format!("blob is larger than {limit} bytes")));
+    }
+    let stream = req.into_body().into_data_stream().map(|r| r.map_err(|e| e.to_string()));
+    let (hash, size) = app.blobs.put_stream(Box::pin(stream), expected).await.map_err(blob_error)?;
+    Ok((StatusCode::CREATED, Json(Stored { hash, size })).into_response())
+}
+
+async fn get_blob(State(app): State<AppState>, hash: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {
+    let hash = parse_hash(&hash.map_err(path_error)?.0)?;
+    serve_blob(&app, &hash).await
+}
+
+async fn serve_blob(app: &AppState, hash: &Hash32) -> Result<Response, ApiError> {
+    let file = app.blobs.open_file(hash).await.map_err(|_| ApiError::not_found(format!("blob {hash}")))?;
+    let len = file.metadata().await.map_err(crate::error::Error::Io)?.len();
+    // Stream in 64 KiB chunks so large outputs never sit whole in memory.
+    let chunks = futures_util::stream::unfold(file, |mut file| async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(Bytes::from(buf)), file))
+            }
+            Err(e) => Some((Err(e), file)),
+        }
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, len.to_string()),
+            (header::CACHE_CONTROL, "public, max-age=31536000, immutable".to_string()),
+            (header::ETAG, format!("\"{hash}\"")),
+        ],
+        Body::from_stream(chunks),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListWorkers {
+    limit: Option<u32>,
+}
+
+async fn list_workers(State(app): State<AppState>, q: Result<Query<ListWorkers>, QueryRejection>) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::new(ErrorCode::Malformed, e.body_text()))?;
+    let online = app.core.shared.online.read().expect("online set lock").clone();
+    let workers = app.store.workers(&online, q.limit.unwrap_or(200).clamp(1, 2000)).await?;
+    Ok(Json(workers).into_response())
+}

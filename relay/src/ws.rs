@@ -1,0 +1,246 @@
+//! WebSockets: the worker channel (`/v1/workers/ws`) and live job events
+//! (`/v1/jobs/{id}/events`). Each connection is split into a writer task fed by a channel and a
+//! reader loop; when one ends the other is aborted.
+
+use crate::AppState;
+use crate::core::Command;
+use crate::error::ApiError;
+use axum::extract::rejection::PathRejection;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use starling_protocol::events::{JobEvent, JobState};
+use starling_protocol::limits::{MAX_REASON_LEN, MAX_WS_FRAME_BYTES};
+use starling_protocol::sign::{auth_bytes, result_bytes, verify};
+use starling_protocol::worker::{Capabilities, RelayMessage, WorkerMessage};
+use starling_protocol::{ErrorBody, ErrorCode, Hash32, JobId, PROTOCOL_VERSION, PublicKey};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+/// Time a worker has to finish the hello/auth handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Protocol errors tolerated on one connection before it is closed.
+const MAX_PROTOCOL_ERRORS: u32 = 16;
+
+pub async fn worker_socket(State(app): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+    let Ok(permit) = app.worker_slots.clone().try_acquire_owned() else {
+        return ApiError::new(ErrorCode::RateLimited, "relay is at its worker connection limit").into_response();
+    };
+    upgrade
+        .max_message_size(MAX_WS_FRAME_BYTES)
+        .max_frame_size(MAX_WS_FRAME_BYTES)
+        .on_upgrade(move |socket| async move {
+            serve_worker(app, socket).await;
+            drop(permit);
+        })
+}
+
+fn encode(msg: &RelayMessage) -> Message {
+    Message::Text(Utf8Bytes::from(serde_json::to_string(msg).expect("relay messages serialize")))
+}
+
+fn error_frame(code: ErrorCode, message: impl Into<String>) -> RelayMessage {
+    RelayMessage::Error(ErrorBody::new(code, message))
+}
+
+/// Next decoded worker message; None when the socket closed.
+async fn next_message(stream: &mut SplitStream<WebSocket>) -> Option<Result<WorkerMessage, ErrorBody>> {
+    loop {
+        match stream.next().await? {
+            Ok(Message::Text(text)) => {
+                return Some(
+                    serde_json::from_str(text.as_str())
+                        .map_err(|e| ErrorBody::new(ErrorCode::Malformed, format!("bad worker message: {e}"))),
+                );
+            }
+            Ok(Message::Binary(_)) => return Some(Err(ErrorBody::new(ErrorCode::Malformed, "binary frames are not part of the protocol"))),
+            Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+            Ok(Message::Close(_)) | Err(_) => return None,
+        }
+    }
+}
+
+async fn refuse(mut sink: SplitSink<WebSocket, Message>, code: ErrorCode, message: String) {
+    let _ = sink.send(encode(&error_frame(code, message.clone()))).await;
+    let reason = Utf8Bytes::from(message.chars().take(120).collect::<String>());
+    let _ = sink.send(Message::Close(Some(CloseFrame { code: 1008, reason }))).await;
+}
+
+fn check_capabilities(caps: &Capabilities) -> Result<(), String> {
+    if !(caps.duty_cycle > 0.0 && caps.duty_cycle <= 1.0) {
+        return Err("duty_cycle must be in (0, 1]".into());
+    }
+    if caps.slots == 0 || caps.slots > 64 {
+        return Err("slots must be in 1..=64".into());
+    }
+    if caps.adapter.name.len() > 256 || caps.adapter.driver.len() > 256 || caps.adapter.device_type.len() > 32 {
+        return Err("adapter strings are too long".into());
+    }
+    Ok(())
+}
+
+async fn handshake(
+    sink: &mut SplitSink<WebSocket, Message>,
+    stream: &mut SplitStream<WebSocket>,
+) -> Result<(PublicKey, Capabilities), ErrorBody> {
+    let (key, caps) = match next_message(stream).await {
+        Some(Ok(WorkerMessage::Hello { protocol_version, worker_key, capabilities })) => {
+            if protocol_version != PROTOCOL_VERSION {
+                return Err(ErrorBody::new(
+                    ErrorCode::UnsupportedVersion,
+                    format!("relay speaks protocol {PROTOCOL_VERSION}, worker {protocol_version}"),
+                ));
+            }
+            check_capabilities(&capabilities).map_err(|m| ErrorBody::new(ErrorCode::Malformed, m))?;
+            (worker_key, capabilities)
+        }
+        Some(Ok(_)) => return Err(ErrorBody::new(ErrorCode::OutOfOrder, "send hello first")),
+        Some(Err(e)) => return Err(e),
+        None => return Err(ErrorBody::new(ErrorCode::Malformed, "closed during handshake")),
+    };
+    let nonce = Hash32(rand::random());
+    sink.send(encode(&RelayMessage::Challenge { nonce }))
+        .await
+        .map_err(|_| ErrorBody::new(ErrorCode::Malformed, "closed during handshake"))?;
+    match next_message(stream).await {
+        Some(Ok(WorkerMessage::Auth { signature })) => {
+            verify(&key, &auth_bytes(&nonce, &key), &signature)
+                .map_err(|e| ErrorBody::new(ErrorCode::BadSignature, format!("challenge signature: {e}")))?;
+        }
+        Some(Ok(_)) => return Err(ErrorBody::new(ErrorCode::OutOfOrder, "answer the challenge with auth")),
+        Some(Err(e)) => return Err(e),
+        None => return Err(ErrorBody::new(ErrorCode::Malformed, "closed during handshake")),
+    }
+    Ok((key, caps))
+}
+
+async fn serve_worker(app: AppState, socket: WebSocket) {
+    let (mut sink, mut stream) = socket.split();
+    let (key, caps) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut sink, &mut stream)).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return refuse(sink, e.code, e.message).await,
+        Err(_) => return refuse(sink, ErrorCode::OutOfOrder, "handshake timed out".into()).await,
+    };
+    let config = app.core_config;
+    let welcome = RelayMessage::Welcome {
+        heartbeat_ms: config.scheduler.lease_ms / 3,
+        lease_ms: config.scheduler.lease_ms,
+    };
+    if sink.send(encode(&welcome)).await.is_err() {
+        return;
+    }
+    let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+    let (tx, mut rx) = mpsc::channel::<RelayMessage>(1024);
+    let mut writer = tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            if sink.send(encode(&msg)).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    if app.core.send(Command::WorkerOnline { key, conn, caps, tx: tx.clone() }).await.is_err() {
+        writer.abort();
+        return;
+    }
+    tracing::debug!(worker = %key, conn, "worker connected");
+    let mut errors = 0u32;
+    loop {
+        let msg = tokio::select! {
+            msg = next_message(&mut stream) => msg,
+            _ = &mut writer => break,
+        };
+        let Some(msg) = msg else { break };
+        let outcome = match msg {
+            Err(e) => Err(e),
+            Ok(WorkerMessage::Hello { .. } | WorkerMessage::Auth { .. }) => {
+                Err(ErrorBody::new(ErrorCode::OutOfOrder, "already authenticated"))
+            }
+            Ok(WorkerMessage::Heartbeat { state }) => Ok(Command::Heartbeat { key, state }),
+            Ok(WorkerMessage::Result { lease, task, output_hash, output_len, signature }) => {
+                match verify(&key, &result_bytes(task, &output_hash, output_len, &key), &signature) {
+                    Ok(()) => Ok(Command::Result { key, lease, task, output_hash, output_len, signature }),
+                    Err(e) => Err(ErrorBody::new(ErrorCode::BadSignature, format!("result for lease {lease}: {e}"))),
+                }
+            }
+            Ok(WorkerMessage::Failed { lease, task, reason }) => {
+                let reason: String = reason.chars().take(MAX_REASON_LEN).collect();
+                Ok(Command::Failed { key, lease, task, reason })
+            }
+        };
+        match outcome {
+            Ok(cmd) => {
+                if app.core.send(cmd).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                errors += 1;
+                tracing::debug!(worker = %key, code = ?e.code, message = %e.message, "protocol error");
+                if tx.try_send(RelayMessage::Error(e)).is_err() || errors >= MAX_PROTOCOL_ERRORS {
+                    break;
+                }
+            }
+        }
+    }
+    drop(tx);
+    let _ = app.core.send(Command::WorkerOffline { key, conn }).await;
+    writer.abort();
+    tracing::debug!(worker = %key, conn, "worker disconnected");
+}
+
+/// `GET /v1/jobs/{id}/events`: a snapshot, then live events until the job ends.
+pub async fn job_events(
+    State(app): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let id = id.map_err(|e| ApiError::new(ErrorCode::Malformed, e.body_text()))?.0;
+    let id = JobId(id.parse().map_err(|_| ApiError::new(ErrorCode::Malformed, "job id must be a number"))?);
+    // Subscribe before reading the snapshot so no event falls between the two.
+    let events = app.core.events.subscribe();
+    let summary = app.store.job_summary(id).await?.ok_or_else(|| ApiError::not_found(format!("job {id}")))?;
+    Ok(upgrade.max_message_size(4096).on_upgrade(move |socket| stream_job_events(socket, id, summary, events)))
+}
+
+async fn stream_job_events(
+    socket: WebSocket,
+    id: JobId,
+    summary: starling_protocol::events::JobSummary,
+    mut events: broadcast::Receiver<std::sync::Arc<crate::core::JobEventFrame>>,
+) {
+    let (mut sink, mut stream) = socket.split();
+    let send = |event: &JobEvent| Message::Text(Utf8Bytes::from(serde_json::to_string(event).expect("events serialize")));
+    let finished = summary.state != JobState::Running;
+    if sink.send(send(&JobEvent::Snapshot { job: summary })).await.is_err() || finished {
+        let _ = sink.close().await;
+        return;
+    }
+    loop {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Ok(frame) if frame.job == id => {
+                    let last = matches!(frame.event, JobEvent::JobDone { .. } | JobEvent::JobFailed { .. });
+                    if sink.send(send(&frame.event)).await.is_err() || last {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::debug!(job = %id, missed = n, "event watcher lagged; it can refetch the job");
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            incoming = stream.next() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                _ => {}
+            },
+        }
+    }
+    let _ = sink.close().await;
+}

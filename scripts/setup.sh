@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what Starling needs on a fresh Debian/Ubuntu machine: Mesa's software Vulkan
+# (lavapipe) so GPU code runs without a GPU, and the pinned Rust toolchain (rust-toolchain.toml).
+# Safe to run again: it skips what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_pkgs=()
+for pkg in mesa-vulkan-drivers libvulkan1; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_pkgs+=("$pkg")
+done
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    echo "setup: installing ${need_pkgs[*]}" >&2
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+  else
+    echo "setup: please install a Vulkan driver (Mesa's lavapipe: mesa-vulkan-drivers) and libvulkan" >&2
+  fi
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: Rust is missing; install rustup from your package manager or rustup.rs, then rerun" >&2
+  exit 1
+fi
+# rustup reads rust-toolchain.toml and installs the pinned toolchain and targets on first use.
+cargo --version >/dev/null
+
+# Mesa warns without a runtime dir; give it a private one.
+if [ -z "${XDG_RUNTIME_DIR:-}" ] || [ ! -d "${XDG_RUNTIME_DIR}" ]; then
+  echo "export XDG_RUNTIME_DIR=$(mktemp -d)"
+fi

@@ -1,0 +1,262 @@
+//! The built-in kernel library: one module per [`BuiltinKernel`], each with its WGSL (a sibling
+//! `.wgsl` file), typed parameters that round-trip through the task's `params` words, dispatch and
+//! output-size helpers, job builders and a CPU reference.
+//!
+//! Built-ins follow the same binding convention as client WGSL (see [`starling_protocol::job`])
+//! and all use the entry point [`ENTRY_POINT`]. Before a built-in runs, on the GPU or the CPU,
+//! [`check`] refuses any task whose params, inputs, workgroup counts or output size differ from
+//! what the kernel computes, so the GPU and the CPU reference always produce the same bytes
+//! (exact kernels) or the same values within f32 tolerance (`matmul_f32`).
+//!
+//! Hot loops are unrolled by hand: wgpu bounds every loop by default, which stops drivers from
+//! unrolling them (see TOOLCHAIN.md).
+
+use crate::{Error, Result};
+use starling_protocol::job::BuiltinKernel;
+
+pub mod mandelbrot;
+pub mod matmul_f32;
+pub mod monte_carlo_pi;
+pub mod sha256_nonce_search;
+
+/// The entry point of every built-in kernel.
+pub const ENTRY_POINT: &str = "main";
+
+/// The kernel's WGSL source.
+pub fn source(kernel: BuiltinKernel) -> &'static str {
+    match kernel {
+        BuiltinKernel::Mandelbrot => mandelbrot::SOURCE,
+        BuiltinKernel::MatmulF32 => matmul_f32::SOURCE,
+        BuiltinKernel::MonteCarloPi => monte_carlo_pi::SOURCE,
+        BuiltinKernel::Sha256NonceSearch => sha256_nonce_search::SOURCE,
+    }
+}
+
+/// How many input blobs the kernel binds (bindings `1..=n`).
+pub fn n_inputs(kernel: BuiltinKernel) -> usize {
+    match kernel {
+        BuiltinKernel::Mandelbrot => mandelbrot::N_INPUTS,
+        BuiltinKernel::MatmulF32 => matmul_f32::N_INPUTS,
+        BuiltinKernel::MonteCarloPi => monte_carlo_pi::N_INPUTS,
+        BuiltinKernel::Sha256NonceSearch => sha256_nonce_search::N_INPUTS,
+    }
+}
+
+/// Refuses a task the kernel would not compute exactly as described: wrong param words, wrong
+/// number or size of inputs, workgroup counts that do not cover the work, or an output size other
+/// than what the kernel writes.
+pub fn check(
+    kernel: BuiltinKernel,
+    params: &[u32],
+    inputs: &[&[u8]],
+    workgroups: [u32; 3],
+    output_size: u32,
+) -> Result<()> {
+    let sizes: Vec<u64> = inputs.iter().map(|i| i.len() as u64).collect();
+    check_sizes(kernel, params, &sizes, workgroups, output_size)
+}
+
+/// [`check`] from the input sizes alone, for callers (the relay) that hold blob sizes, not bytes.
+pub fn check_sizes(
+    kernel: BuiltinKernel,
+    params: &[u32],
+    input_sizes: &[u64],
+    workgroups: [u32; 3],
+    output_size: u32,
+) -> Result<()> {
+    if input_sizes.len() != n_inputs(kernel) {
+        return Err(kernel_error(format!(
+            "{} takes {} input(s), got {}",
+            kernel.name(),
+            n_inputs(kernel),
+            input_sizes.len()
+        )));
+    }
+    if workgroups.contains(&0) {
+        return Err(kernel_error("workgroup counts must be at least 1"));
+    }
+    match kernel {
+        BuiltinKernel::Mandelbrot => mandelbrot::MandelbrotParams::from_words(params)?.check(workgroups, output_size),
+        BuiltinKernel::MatmulF32 => {
+            matmul_f32::MatmulParams::from_words(params)?.check(input_sizes, workgroups, output_size)
+        }
+        BuiltinKernel::MonteCarloPi => {
+            monte_carlo_pi::MonteCarloParams::from_words(params)?.check(workgroups, output_size)
+        }
+        BuiltinKernel::Sha256NonceSearch => {
+            sha256_nonce_search::Sha256Params::from_words(params)?.check(workgroups, output_size)
+        }
+    }
+}
+
+/// Runs the kernel's CPU reference after [`check`].
+pub fn run_cpu(
+    kernel: BuiltinKernel,
+    params: &[u32],
+    inputs: &[&[u8]],
+    workgroups: [u32; 3],
+    output_size: u32,
+) -> Result<Vec<u8>> {
+    check(kernel, params, inputs, workgroups, output_size)?;
+    let output = match kernel {
+        BuiltinKernel::Mandelbrot => mandelbrot::MandelbrotParams::from_words(params)?.cpu(),
+        BuiltinKernel::MatmulF32 => matmul_f32::MatmulParams::from_words(params)?.cpu(inputs[0], inputs[1]),
+        BuiltinKernel::MonteCarloPi => monte_carlo_pi::MonteCarloParams::from_words(params)?.cpu(workgroups),
+        BuiltinKernel::Sha256NonceSearch => sha256_nonce_search::Sha256Params::from_words(params)?.cpu(workgroups),
+    };
+    debug_assert_eq!(output.len(), output_size as usize);
+    Ok(output)
+}
+
+pub(crate) fn kernel_error(message: impl Into<String>) -> Error {
+    Error::Kernel(message.into())
+}
+
+/// Refuses `words` unless it has exactly `n` of them.
+pub(crate) fn expect_words(kernel: BuiltinKernel, words: &[u32], n: usize) -> Result<()> {
+    if words.len() == n {
+        Ok(())
+    } else {
+        Err(kernel_error(format!("{} takes {n} param words, got {}", kernel.name(), words.len())))
+    }
+}
+
+/// Refuses `workgroups` unless it is exactly `expected`.
+pub(crate) fn expect_workgroups(kernel: BuiltinKernel, workgroups: [u32; 3], expected: [u32; 3]) -> Result<()> {
+    if workgroups == expected {
+        Ok(())
+    } else {
+        Err(kernel_error(format!("{} needs workgroups {expected:?}, got {workgroups:?}", kernel.name())))
+    }
+}
+
+/// Refuses `output_size` unless it is exactly `expected` bytes.
+pub(crate) fn expect_output_size(kernel: BuiltinKernel, output_size: u32, expected: u64) -> Result<()> {
+    if u64::from(output_size) == expected {
+        Ok(())
+    } else {
+        Err(kernel_error(format!("{} writes {expected} bytes of output, not {output_size}", kernel.name())))
+    }
+}
+
+/// The number of workgroups in a dispatch, and the linear index order every kernel uses:
+/// `x + y * nx + z * nx * ny`.
+pub(crate) fn total_workgroups(workgroups: [u32; 3]) -> u64 {
+    workgroups.iter().map(|&w| u64::from(w)).product()
+}
+
+/// Splits `count` workgroups into a dispatch no dimension of which is over the WebGPU limit
+/// (65 535), for kernels whose output is one record per workgroup. `None` when `count` is 0 or
+/// has no such factorisation within two dimensions.
+pub fn linear_workgroups(count: u32) -> Option<[u32; 3]> {
+    const MAX: u32 = starling_protocol::limits::MAX_WORKGROUPS_PER_DIM;
+    if count == 0 {
+        return None;
+    }
+    if count <= MAX {
+        return Some([count, 1, 1]);
+    }
+    (count.div_ceil(MAX)..=MAX).find(|&y| count.is_multiple_of(y) && count / y <= MAX).map(|y| [count / y, y, 1])
+}
+
+/// `ceil(a / b)` for workgroup counts.
+pub(crate) fn groups(a: u32, b: u32) -> u32 {
+    a.div_ceil(b)
+}
+
+/// Low and high words of the unsigned 64-bit product `a * b`, computed from 16-bit limbs exactly
+/// as the WGSL `mul_wide` does (WGSL has no 64-bit integers). Kept here so tests can hold the
+/// limb arithmetic against native 64-bit multiplication.
+pub fn mul_wide(a: u32, b: u32) -> (u32, u32) {
+    let (a0, a1) = (a & 0xffff, a >> 16);
+    let (b0, b1) = (b & 0xffff, b >> 16);
+    let p00 = a0 * b0;
+    let p01 = a0 * b1;
+    let p10 = a1 * b0;
+    let p11 = a1 * b1;
+    let mid = (p00 >> 16) + (p01 & 0xffff) + (p10 & 0xffff);
+    let lo = (mid << 16) | (p00 & 0xffff);
+    let hi = p11 + (p01 >> 16) + (p10 >> 16) + (mid >> 16);
+    (lo, hi)
+}
+
+/// Little-endian bytes of `words`, as the GPU writes them.
+pub(crate) fn words_to_bytes(words: &[u32]) -> Vec<u8> {
+    words.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+/// Reads `bytes` as little-endian u32 words; a trailing partial word is ignored.
+pub fn bytes_to_words(bytes: &[u8]) -> Vec<u32> {
+    bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mul_wide_matches_64_bit_multiplication() {
+        let edge = [0, 1, 2, 0xffff, 0x1_0000, 0x7fff_ffff, 0x8000_0000, 0xdead_beef, 0xffff_fffe, u32::MAX];
+        let mut x = 0x1234_5678u32;
+        let mut values = edge.to_vec();
+        for _ in 0..200 {
+            // xorshift32: deterministic spread of values
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            values.push(x);
+        }
+        for &a in &values {
+            for &b in &values {
+                let wide = u64::from(a) * u64::from(b);
+                assert_eq!(mul_wide(a, b), (wide as u32, (wide >> 32) as u32), "{a:#x} * {b:#x}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_builtin_follows_the_binding_convention() {
+        for kernel in BuiltinKernel::ALL {
+            crate::validate::validate_kernel(source(kernel), ENTRY_POINT, n_inputs(kernel))
+                .unwrap_or_else(|e| panic!("{}: {e}", kernel.name()));
+        }
+    }
+
+    #[test]
+    fn linear_workgroups_respects_the_per_dimension_limit() {
+        assert_eq!(linear_workgroups(0), None);
+        assert_eq!(linear_workgroups(7), Some([7, 1, 1]));
+        assert_eq!(linear_workgroups(65_535), Some([65_535, 1, 1]));
+        let [x, y, z] = linear_workgroups(131_072).unwrap();
+        assert_eq!((u64::from(x) * u64::from(y), z), (131_072, 1));
+        assert!(x <= 65_535 && y <= 65_535);
+        // A prime above the limit has no two-dimensional split.
+        assert_eq!(linear_workgroups(65_537), None);
+    }
+
+    #[test]
+    fn check_refuses_wrong_input_counts_and_zero_workgroups() {
+        let params = mandelbrot::MandelbrotParams::for_tile(
+            16,
+            16,
+            mandelbrot::Tile { x: 0, y: 0, width: 16, height: 16 },
+            10,
+            (0.0, 0.0),
+            3.0,
+        );
+        let words = params.to_words();
+        check(BuiltinKernel::Mandelbrot, &words, &[], params.workgroups(), params.output_size()).unwrap();
+        assert!(matches!(
+            check(BuiltinKernel::Mandelbrot, &words, &[&[0u8; 4]], params.workgroups(), params.output_size()),
+            Err(Error::Kernel(_))
+        ));
+        assert!(matches!(
+            check(BuiltinKernel::Mandelbrot, &words, &[], [0, 1, 1], params.output_size()),
+            Err(Error::Kernel(_))
+        ));
+        assert!(matches!(
+            check(BuiltinKernel::Mandelbrot, &words[1..], &[], params.workgroups(), params.output_size()),
+            Err(Error::Kernel(_))
+        ));
+    }
+}

@@ -1,0 +1,70 @@
+//! Blob transfer for the native worker: inputs fetched over HTTP, checked against their hash and
+//! cached (bounded); outputs uploaded to their content address.
+
+use super::NativeError;
+use starling_protocol::{Hash32, sha256};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug)]
+pub(super) struct InputCache {
+    http: reqwest::Client,
+    relay: String,
+    capacity: u64,
+    inner: Mutex<CacheInner>,
+}
+
+#[derive(Debug, Default)]
+struct CacheInner {
+    blobs: HashMap<Hash32, Arc<Vec<u8>>>,
+    order: VecDeque<Hash32>,
+    bytes: u64,
+}
+
+impl InputCache {
+    pub(super) fn new(http: reqwest::Client, relay: String, capacity: u64) -> Self {
+        Self { http, relay: relay.trim_end_matches('/').to_string(), capacity, inner: Mutex::default() }
+    }
+
+    pub(super) async fn get(&self, hash: &Hash32) -> Result<Arc<Vec<u8>>, NativeError> {
+        if let Some(hit) = self.inner.lock().expect("cache lock").blobs.get(hash) {
+            return Ok(hit.clone());
+        }
+        let resp = self
+            .http
+            .get(format!("{}/v1/blobs/{hash}", self.relay))
+            .send()
+            .await
+            .map_err(|e| NativeError::Http(e.to_string()))?;
+        if !resp.status().is_success() {
+            return Err(NativeError::Http(format!("GET blob {hash}: {}", resp.status())));
+        }
+        let body = resp.bytes().await.map_err(|e| NativeError::Http(e.to_string()))?.to_vec();
+        if sha256(&body) != *hash {
+            return Err(NativeError::Http(format!("blob {hash} arrived with different content")));
+        }
+        let blob = Arc::new(body);
+        let mut inner = self.inner.lock().expect("cache lock");
+        inner.bytes += blob.len() as u64;
+        inner.blobs.insert(*hash, blob.clone());
+        inner.order.push_back(*hash);
+        while inner.bytes > self.capacity {
+            let Some(old) = inner.order.pop_front() else { break };
+            if let Some(b) = inner.blobs.remove(&old) {
+                inner.bytes -= b.len() as u64;
+            }
+        }
+        Ok(blob)
+    }
+}
+
+pub(super) async fn upload(http: &reqwest::Client, relay: &str, hash: &Hash32, body: Vec<u8>) -> Result<(), NativeError> {
+    let url = format!("{}/v1/blobs/{hash}", relay.trim_end_matches('/'));
+    let resp = http.put(url).body(body).send().await.map_err(|e| NativeError::Http(e.to_string()))?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        return Err(NativeError::Http(format!("PUT blob {hash}: {status} {text}")));
+    }
+    Ok(())
+}
