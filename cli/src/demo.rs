@@ -24,12 +24,12 @@ pub struct DemoArgs {
     #[arg(long, default_value = "mandelbrot.png")]
     out: PathBuf,
     /// Render size in pixels.
-    #[arg(long, default_value_t = 768)]
+    #[arg(long, default_value_t = 1024)]
     width: u32,
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 768)]
     height: u32,
     /// Square matrix size for the matmul job.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 512)]
     matrix: u32,
     /// Run the workers on the CPU references instead of the GPU.
     #[arg(long)]

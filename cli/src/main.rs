@@ -121,7 +121,7 @@ async fn main() -> Result<()> {
             starling_relay::run(listener, config, ctrl_c()).await?;
         }
         Command::Worker(args) => {
-            init_tracing("info,wgpu_core=warn,wgpu_hal=warn,naga=warn");
+            init_tracing("info,wgpu_core=warn,wgpu_hal=warn,wgpu_hal::gles=off,naga=warn");
             let key = native::load_or_create_key(&args.key_file)?;
             let config = WorkerConfig {
                 duty_cycle: args.duty,
@@ -146,7 +146,7 @@ async fn main() -> Result<()> {
             status(args).await?;
         }
         Command::Demo(args) => {
-            init_tracing("warn,starling_relay=warn");
+            init_tracing("warn,wgpu_hal::gles=off");
             demo::run(args).await?;
         }
     }

@@ -170,7 +170,15 @@ async fn leases_of_killed_and_frozen_workers_are_reassigned() {
     assert_eq!(state_of(&frozen_key), Some(ReplicaState::Lapsed), "silent worker's lease lapsed");
     let accepted = detail.tasks[0].replicas.iter().filter(|r| r.state == ReplicaState::Accepted).count();
     assert_eq!(accepted, 2);
+    // The relay dropped the frozen worker; thawed, it notices and reconnects.
+    let online = |workers: &[serde_json::Value], key: &str| workers.iter().any(|w| w["key"] == key && w["online"] == true);
+    assert!(!online(&api.workers().await, &frozen_key));
     frozen.signal("-CONT");
+    let start = std::time::Instant::now();
+    while !online(&api.workers().await, &frozen_key) {
+        assert!(start.elapsed() < Duration::from_secs(30), "thawed worker never reconnected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -86,6 +86,7 @@ impl std::fmt::Debug for Keypair {
 }
 
 impl Keypair {
+    #[cfg(feature = "keygen")]
     pub fn generate() -> Self {
         Self(SigningKey::generate(&mut rand_core::OsRng))
     }

@@ -255,10 +255,11 @@ impl Core {
             }
         }
         for key in overloaded {
-            // A worker that cannot keep up with its own messages is dropped; its leases lapse
-            // on the next batch through the connection's offline notice.
+            // A worker that cannot keep up with its own messages is dropped: removing its sender
+            // closes the connection, whose offline notice lapses its leases in the next batch.
             tracing::warn!(worker = %key, "worker channel full; disconnecting");
             self.workers.remove(&key);
+            self.shared.online.write().expect("online set lock").remove(&key);
         }
         for event in out.events {
             let _ = self.events.send(Arc::new(event));

@@ -126,7 +126,7 @@ fn agrees(comparison: Comparison, a: &Returned<'_>, b: &Returned<'_>) -> bool {
 
 /// Element-wise f32 comparison: `|a - b| <= abs + rel * max(|a|, |b|)`; NaN never agrees.
 pub fn floats_agree(x: &[u8], y: &[u8], rel: f32, abs: f32) -> bool {
-    if x.len() != y.len() || x.len() % 4 != 0 {
+    if x.len() != y.len() || !x.len().is_multiple_of(4) {
         return false;
     }
     x.chunks_exact(4).zip(y.chunks_exact(4)).all(|(a, b)| {
@@ -162,7 +162,9 @@ mod tests {
             agreeing: agree.iter().map(|&l| LeaseId(l)).collect(),
             dissenting: dissent.iter().map(|&l| LeaseId(l)).collect(),
         };
-        let cases: Vec<(&str, Rule, Vec<Returned<'static>>, u8, u32, Decision)> = vec![
+        // (name, rule, returned, outstanding, lapsed, expected decision)
+        type Case = (&'static str, Rule, Vec<Returned<'static>>, u8, u32, Decision);
+        let cases: Vec<Case> = vec![
             ("nothing back, both out", exact(2, 4), vec![], 2, 0, Decision::Wait),
             ("fresh task", exact(2, 4), vec![], 0, 0, Decision::AddReplicas(2)),
             ("one back, one out", exact(2, 4), vec![r(1, 1, "a")], 1, 0, Decision::Wait),
@@ -210,8 +212,8 @@ mod tests {
             ("three of five", exact(3, 5), vec![r(1, 1, "a"), r(2, 2, "a"), r(3, 3, "b")], 0, 0, Decision::AddReplicas(1)),
             ("partial room while one out", exact(3, 4), vec![r(1, 1, "a"), r(2, 2, "b")], 1, 0, Decision::AddReplicas(1)),
         ];
-        for (name, rule, returned, outstanding, issued, want) in cases {
-            assert_eq!(decide(rule, &returned, outstanding, issued), want, "{name}");
+        for (name, rule, returned, outstanding, lapsed, want) in cases {
+            assert_eq!(decide(rule, &returned, outstanding, lapsed), want, "{name}");
         }
     }
 

@@ -135,16 +135,27 @@ async fn serve_worker(app: AppState, socket: WebSocket) {
         return;
     }
     let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+    // The core holds the only sender of `rx`: when it drops the worker (silent, overloaded,
+    // replaced by a reconnect), `rx` closes, the writer closes the socket and this task ends.
+    // Protocol errors found here travel on a separate channel so they do not keep it open.
     let (tx, mut rx) = mpsc::channel::<RelayMessage>(1024);
+    let (errors_tx, mut errors_rx) = mpsc::channel::<RelayMessage>(MAX_PROTOCOL_ERRORS as usize);
     let mut writer = tokio::spawn(async move {
-        while let Some(msg) = rx.recv().await {
+        loop {
+            let msg = tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(msg) => msg,
+                    None => break,
+                },
+                Some(msg) = errors_rx.recv() => msg,
+            };
             if sink.send(encode(&msg)).await.is_err() {
                 break;
             }
         }
         let _ = sink.close().await;
     });
-    if app.core.send(Command::WorkerOnline { key, conn, caps, tx: tx.clone() }).await.is_err() {
+    if app.core.send(Command::WorkerOnline { key, conn, caps, tx }).await.is_err() {
         writer.abort();
         return;
     }
@@ -182,13 +193,12 @@ async fn serve_worker(app: AppState, socket: WebSocket) {
             Err(e) => {
                 errors += 1;
                 tracing::debug!(worker = %key, code = ?e.code, message = %e.message, "protocol error");
-                if tx.try_send(RelayMessage::Error(e)).is_err() || errors >= MAX_PROTOCOL_ERRORS {
+                if errors_tx.try_send(RelayMessage::Error(e)).is_err() || errors >= MAX_PROTOCOL_ERRORS {
                     break;
                 }
             }
         }
     }
-    drop(tx);
     let _ = app.core.send(Command::WorkerOffline { key, conn }).await;
     writer.abort();
     tracing::debug!(worker = %key, conn, "worker disconnected");
@@ -205,11 +215,13 @@ pub async fn job_events(
     // Subscribe before reading the snapshot so no event falls between the two.
     let events = app.core.events.subscribe();
     let summary = app.store.job_summary(id).await?.ok_or_else(|| ApiError::not_found(format!("job {id}")))?;
-    Ok(upgrade.max_message_size(4096).on_upgrade(move |socket| stream_job_events(socket, id, summary, events)))
+    let store = app.store.clone();
+    Ok(upgrade.max_message_size(4096).on_upgrade(move |socket| stream_job_events(socket, store, id, summary, events)))
 }
 
 async fn stream_job_events(
     socket: WebSocket,
+    store: crate::store::Store,
     id: JobId,
     summary: starling_protocol::events::JobSummary,
     mut events: broadcast::Receiver<std::sync::Arc<crate::core::JobEventFrame>>,
@@ -231,8 +243,20 @@ async fn stream_job_events(
                     }
                 }
                 Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::debug!(job = %id, missed = n, "event watcher lagged; it can refetch the job");
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    // Too slow to keep up: send where the job stands now instead of what was
+                    // missed, and end the stream if the job finished meanwhile.
+                    tracing::debug!(job = %id, missed, "event watcher lagged; sending a fresh snapshot");
+                    let Ok(Some(job)) = store.job_summary(id).await else { break };
+                    let finished = job.state != JobState::Running;
+                    let event = match job.state {
+                        JobState::Running => JobEvent::Snapshot { job },
+                        JobState::Done => JobEvent::JobDone { job },
+                        JobState::Failed => JobEvent::JobFailed { job },
+                    };
+                    if sink.send(send(&event)).await.is_err() || finished {
+                        break;
+                    }
                 }
                 Err(broadcast::error::RecvError::Closed) => break,
             },

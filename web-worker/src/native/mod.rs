@@ -344,6 +344,13 @@ where
     }
 }
 
+/// The rest after `busy` time computing that keeps the busy share of wall time at most `duty`:
+/// busy / (busy + rest) = duty.
+pub fn rest_after(busy: Duration, duty: f32) -> Duration {
+    let duty = f64::from(duty.clamp(0.01, 1.0));
+    busy.mul_f64((1.0 - duty) / duty)
+}
+
 struct Executor {
     config: WorkerConfig,
     key: Arc<Keypair>,
@@ -372,9 +379,7 @@ impl Executor {
                     Some(WorkerMessage::Failed { lease: a.lease, task: a.task, reason })
                 }
             };
-            // The rest that keeps computing at most `duty_cycle` of wall time.
-            let duty = f64::from(self.config.duty_cycle.clamp(0.01, 1.0));
-            let rest = busy.mul_f64((1.0 - duty) / duty);
+            let rest = rest_after(busy, self.config.duty_cycle);
             if !rest.is_zero() {
                 self.resting.send_modify(|n| *n += 1);
             }
@@ -419,6 +424,25 @@ impl Executor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn duty_cycle_rest_table() {
+        let ms = Duration::from_millis;
+        for (busy, duty, rest) in [
+            (ms(100), 1.0, ms(0)),
+            (ms(100), 0.5, ms(100)),
+            (ms(100), 0.1, ms(900)),
+            (ms(30), 0.25, ms(90)),
+            (ms(100), 0.0, ms(9900)), // clamped to 1%
+        ] {
+            let got = rest_after(busy, duty);
+            assert!(got.abs_diff(rest) < Duration::from_micros(10), "busy {busy:?} duty {duty}: {got:?}");
+            if !rest.is_zero() {
+                let share = busy.as_secs_f64() / (busy + got).as_secs_f64();
+                assert!((share - f64::from(duty.max(0.01))).abs() < 1e-6);
+            }
+        }
+    }
 
     #[test]
     fn relay_urls_map_to_websocket_urls() {
