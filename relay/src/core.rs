@@ -93,11 +93,21 @@ pub struct CoreConfig {
     pub tick: Duration,
     /// Commands applied per transaction at most.
     pub max_batch: usize,
+    /// Jobs running at once, over all clients.
+    pub max_running_jobs: usize,
+    /// Jobs running at once for one client key.
+    pub max_running_jobs_per_client: usize,
 }
 
 impl Default for CoreConfig {
     fn default() -> Self {
-        Self { scheduler: Default::default(), tick: Duration::from_millis(500), max_batch: 1024 }
+        Self {
+            scheduler: Default::default(),
+            tick: Duration::from_millis(500),
+            max_batch: 1024,
+            max_running_jobs: 10_000,
+            max_running_jobs_per_client: 64,
+        }
     }
 }
 
@@ -304,6 +314,16 @@ impl Core {
                 self.record_lapse(db, &lease, out).await?;
             }
             Command::CreateJob { job, req, reply } => {
+                let mine = self.jobs.values().filter(|j| j.summary.client == job.client).count();
+                if mine >= self.config.max_running_jobs_per_client || self.jobs.len() >= self.config.max_running_jobs {
+                    let limit = if mine >= self.config.max_running_jobs_per_client {
+                        format!("this client already has {mine} jobs running; wait for some to finish")
+                    } else {
+                        "the relay is at its running-job limit; retry later".to_string()
+                    };
+                    let _ = reply.send(Err(Error::Limit(limit)));
+                    return Ok(());
+                }
                 let created = now_ms();
                 let id = Store::insert_job(db, &job, created).await?;
                 let summary = JobSummary {

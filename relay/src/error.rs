@@ -18,6 +18,9 @@ pub enum Error {
     Corrupt(String),
     #[error("the relay is shutting down")]
     ShuttingDown,
+    /// A bound on running work was reached; the client may retry later.
+    #[error("{0}")]
+    Limit(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -41,6 +44,7 @@ impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         match e {
             Error::ShuttingDown => ApiError::new(ErrorCode::Internal, "the relay is shutting down"),
+            Error::Limit(message) => ApiError::new(ErrorCode::RateLimited, message),
             other => {
                 tracing::error!(error = %other, "internal error while serving a request");
                 ApiError::new(ErrorCode::Internal, "internal error")

@@ -35,6 +35,8 @@ pub struct AppState {
     pub core_config: core::CoreConfig,
     /// Caps concurrent worker connections.
     pub worker_slots: Arc<Semaphore>,
+    /// Caps concurrent job-event watchers.
+    pub watcher_slots: Arc<Semaphore>,
 }
 
 /// Relay settings.
@@ -44,6 +46,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub core: core::CoreConfig,
     pub max_workers: usize,
+    pub max_watchers: usize,
     pub max_blob_bytes: u64,
 }
 
@@ -53,6 +56,7 @@ impl Config {
             data_dir: data_dir.into(),
             core: core::CoreConfig::default(),
             max_workers: 20_000,
+            max_watchers: 10_000,
             max_blob_bytes: starling_protocol::limits::MAX_BLOB_BYTES,
         }
     }
@@ -78,6 +82,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl std::futu
         core: handle,
         core_config: config.core,
         worker_slots: Arc::new(Semaphore::new(config.max_workers)),
+        watcher_slots: Arc::new(Semaphore::new(config.max_watchers)),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let core_task = tokio::spawn(core.run(rx, {

@@ -212,11 +212,19 @@ pub async fn job_events(
 ) -> Result<Response, ApiError> {
     let id = id.map_err(|e| ApiError::new(ErrorCode::Malformed, e.body_text()))?.0;
     let id = JobId(id.parse().map_err(|_| ApiError::new(ErrorCode::Malformed, "job id must be a number"))?);
+    let permit = app
+        .watcher_slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::new(ErrorCode::RateLimited, "too many event watchers; poll GET /v1/jobs/{id} instead"))?;
     // Subscribe before reading the snapshot so no event falls between the two.
     let events = app.core.events.subscribe();
     let summary = app.store.job_summary(id).await?.ok_or_else(|| ApiError::not_found(format!("job {id}")))?;
     let store = app.store.clone();
-    Ok(upgrade.max_message_size(4096).on_upgrade(move |socket| stream_job_events(socket, store, id, summary, events)))
+    Ok(upgrade.max_message_size(4096).on_upgrade(move |socket| async move {
+        stream_job_events(socket, store, id, summary, events).await;
+        drop(permit);
+    }))
 }
 
 async fn stream_job_events(

@@ -24,6 +24,7 @@ async fn start() -> Relay {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let mut config = starling_relay::Config::new(dir.path());
     config.max_blob_bytes = 1 << 20;
+    config.core.max_running_jobs_per_client = 2;
     tokio::spawn(starling_relay::run(listener, config, async move {
         let _ = stopped.await;
     }));
@@ -185,6 +186,17 @@ async fn bad_jobs_and_blobs_are_refused_and_leave_nothing_behind() {
     let (status, body) = relay.post_job(&client.sign_job(pi_spec())).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(relay.jobs().await.len(), 1);
+
+    // One client cannot flood the relay with running jobs; others are unaffected.
+    let mut second = pi_spec();
+    second.nonce = 2;
+    assert_eq!(relay.post_job(&client.sign_job(second)).await.0, 201);
+    let mut third = pi_spec();
+    third.nonce = 3;
+    let (status, body) = relay.post_job(&client.sign_job(third.clone())).await;
+    assert_eq!((status, code(&body)), (429, "rate_limited"), "{body}");
+    assert_eq!(relay.post_job(&Keypair::generate().sign_job(third)).await.0, 201);
+    assert_eq!(relay.jobs().await.len(), 3);
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
