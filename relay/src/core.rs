@@ -32,7 +32,7 @@ pub enum Command {
     CreateJob { job: SignedJob, req: JobRequirements, reply: oneshot::Sender<Result<JobSummary>> },
 }
 
-/// A job event with the job it belongs to, as broadcast to watchers.
+/// A job event with the job it belongs to.
 #[derive(Debug, Clone)]
 pub struct JobEventFrame {
     pub job: JobId,
@@ -43,13 +43,44 @@ pub struct JobEventFrame {
 #[derive(Debug, Default)]
 pub struct Shared {
     pub online: RwLock<HashSet<PublicKey>>,
+    /// One event channel per watched job, so a watcher wakes only for its own job's events.
+    watchers: std::sync::Mutex<HashMap<JobId, broadcast::Sender<Arc<JobEvent>>>>,
+}
+
+/// Events buffered per watcher before it counts as lagging.
+const WATCHER_BUFFER: usize = 256;
+
+impl Shared {
+    /// Starts receiving a job's events.
+    pub fn watch(&self, job: JobId) -> broadcast::Receiver<Arc<JobEvent>> {
+        let mut watchers = self.watchers.lock().expect("watchers lock");
+        watchers.entry(job).or_insert_with(|| broadcast::channel(WATCHER_BUFFER).0).subscribe()
+    }
+
+    /// Called by a watcher after dropping its receiver: forget channels nobody listens to.
+    pub fn unwatch(&self, job: JobId) {
+        let mut watchers = self.watchers.lock().expect("watchers lock");
+        if watchers.get(&job).is_some_and(|tx| tx.receiver_count() == 0) {
+            watchers.remove(&job);
+        }
+    }
+
+    fn publish(&self, frame: JobEventFrame) {
+        let mut watchers = self.watchers.lock().expect("watchers lock");
+        let last = matches!(frame.event, JobEvent::JobDone { .. } | JobEvent::JobFailed { .. });
+        if let Some(tx) = watchers.get(&frame.job) {
+            let _ = tx.send(Arc::new(frame.event));
+        }
+        if last {
+            watchers.remove(&frame.job);
+        }
+    }
 }
 
 /// Handle for sending commands.
 #[derive(Debug, Clone)]
 pub struct CoreHandle {
     tx: mpsc::Sender<Command>,
-    pub events: broadcast::Sender<Arc<JobEventFrame>>,
     pub shared: Arc<Shared>,
 }
 
@@ -123,7 +154,6 @@ pub struct Core {
     workers: HashMap<PublicKey, (u64, mpsc::Sender<RelayMessage>)>,
     jobs: HashMap<JobId, JobTrack>,
     tasks: HashMap<TaskId, TaskTrack>,
-    events: broadcast::Sender<Arc<JobEventFrame>>,
     shared: Arc<Shared>,
     started: tokio::time::Instant,
 }
@@ -163,7 +193,6 @@ impl Core {
     /// Loads running jobs from the store and returns the core and its handle.
     pub async fn recover(store: Store, blobs: BlobStore, config: CoreConfig) -> Result<(Core, CoreHandle, mpsc::Receiver<Command>)> {
         let (tx, rx) = mpsc::channel(8192);
-        let (events, _) = broadcast::channel(4096);
         let shared = Arc::new(Shared::default());
         let next_lease = store.next_lease_id().await?;
         let mut core = Core {
@@ -174,7 +203,6 @@ impl Core {
             workers: HashMap::new(),
             jobs: HashMap::new(),
             tasks: HashMap::new(),
-            events: events.clone(),
             shared: shared.clone(),
             started: tokio::time::Instant::now(),
         };
@@ -207,7 +235,7 @@ impl Core {
         }
         db.commit().await?;
         tracing::info!(jobs = core.jobs.len(), tasks = core.tasks.len(), orphaned, "relay state recovered");
-        Ok((core, CoreHandle { tx, events, shared }, rx))
+        Ok((core, CoreHandle { tx, shared }, rx))
     }
 
     fn sched_now(&self) -> u64 {
@@ -272,7 +300,7 @@ impl Core {
             self.shared.online.write().expect("online set lock").remove(&key);
         }
         for event in out.events {
-            let _ = self.events.send(Arc::new(event));
+            self.shared.publish(event);
         }
     }
 

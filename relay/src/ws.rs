@@ -218,11 +218,13 @@ pub async fn job_events(
         .try_acquire_owned()
         .map_err(|_| ApiError::new(ErrorCode::RateLimited, "too many event watchers; poll GET /v1/jobs/{id} instead"))?;
     // Subscribe before reading the snapshot so no event falls between the two.
-    let events = app.core.events.subscribe();
+    let events = app.core.shared.watch(id);
     let summary = app.store.job_summary(id).await?.ok_or_else(|| ApiError::not_found(format!("job {id}")))?;
     let store = app.store.clone();
+    let shared = app.core.shared.clone();
     Ok(upgrade.max_message_size(4096).on_upgrade(move |socket| async move {
         stream_job_events(socket, store, id, summary, events).await;
+        shared.unwatch(id);
         drop(permit);
     }))
 }
@@ -232,7 +234,7 @@ async fn stream_job_events(
     store: crate::store::Store,
     id: JobId,
     summary: starling_protocol::events::JobSummary,
-    mut events: broadcast::Receiver<std::sync::Arc<crate::core::JobEventFrame>>,
+    mut events: broadcast::Receiver<std::sync::Arc<JobEvent>>,
 ) {
     let (mut sink, mut stream) = socket.split();
     let send = |event: &JobEvent| Message::Text(Utf8Bytes::from(serde_json::to_string(event).expect("events serialize")));
@@ -244,13 +246,12 @@ async fn stream_job_events(
     loop {
         tokio::select! {
             ev = events.recv() => match ev {
-                Ok(frame) if frame.job == id => {
-                    let last = matches!(frame.event, JobEvent::JobDone { .. } | JobEvent::JobFailed { .. });
-                    if sink.send(send(&frame.event)).await.is_err() || last {
+                Ok(event) => {
+                    let last = matches!(*event, JobEvent::JobDone { .. } | JobEvent::JobFailed { .. });
+                    if sink.send(send(&event)).await.is_err() || last {
                         break;
                     }
                 }
-                Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     // Too slow to keep up: send where the job stands now instead of what was
                     // missed, and end the stream if the job finished meanwhile.
