@@ -229,30 +229,34 @@ impl Store {
     /// Marks a pending task verified. False if it was already decided: a task is never
     /// verified twice.
     pub async fn verify_task(conn: &mut SqliteConnection, task: TaskId, output_hash: &Hash32, now_ms: u64) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE tasks SET state = 'verified', output_hash = $1, decided_at_ms = $2 WHERE job_id = $3 AND idx = $4 AND state = 'pending'",
-        )
-        .bind(output_hash.to_hex())
-        .bind(now_ms as i64)
-        .bind(task.job.0 as i64)
-        .bind(i64::from(task.index))
-        .execute(&mut *conn)
-        .await?;
-        if done.rows_affected() != 1 {
-            return Ok(false);
-        }
-        sqlx::query("UPDATE jobs SET tasks_verified = tasks_verified + 1 WHERE id = $1")
-            .bind(task.job.0 as i64)
-            .execute(&mut *conn)
-            .await?;
-        Ok(true)
+        Self::decide_task(conn, task, TaskState::Verified, Some(&output_hash.to_hex()), None, now_ms).await
     }
 
+    /// Marks a pending task failed. False if it was already decided.
     pub async fn fail_task(conn: &mut SqliteConnection, task: TaskId, reason: &str, now_ms: u64) -> Result<bool> {
+        Self::decide_task(conn, task, TaskState::Failed, None, Some(reason), now_ms).await
+    }
+
+    async fn decide_task(
+        conn: &mut SqliteConnection,
+        task: TaskId,
+        state: TaskState,
+        output_hash: Option<&str>,
+        failure: Option<&str>,
+        now_ms: u64,
+    ) -> Result<bool> {
+        let (state, counter) = match state {
+            TaskState::Verified => ("verified", "tasks_verified"),
+            TaskState::Failed => ("failed", "tasks_failed"),
+            TaskState::Pending => return Err(Error::Corrupt("a task cannot be decided back to pending".into())),
+        };
         let done = sqlx::query(
-            "UPDATE tasks SET state = 'failed', failure = $1, decided_at_ms = $2 WHERE job_id = $3 AND idx = $4 AND state = 'pending'",
+            "UPDATE tasks SET state = $1, output_hash = $2, failure = $3, decided_at_ms = $4
+             WHERE job_id = $5 AND idx = $6 AND state = 'pending'",
         )
-        .bind(reason)
+        .bind(state)
+        .bind(output_hash)
+        .bind(failure)
         .bind(now_ms as i64)
         .bind(task.job.0 as i64)
         .bind(i64::from(task.index))
@@ -261,7 +265,7 @@ impl Store {
         if done.rows_affected() != 1 {
             return Ok(false);
         }
-        sqlx::query("UPDATE jobs SET tasks_failed = tasks_failed + 1 WHERE id = $1")
+        sqlx::query(&format!("UPDATE jobs SET {counter} = {counter} + 1 WHERE id = $1"))
             .bind(task.job.0 as i64)
             .execute(&mut *conn)
             .await?;

@@ -26,22 +26,6 @@ const FRAC_BITS: u32 = 28u;
 const TWO: i32 = 0x20000000;
 const FOUR: u32 = 0x40000000u;
 
-// Low and high words of the unsigned 64-bit product a * b.
-fn mul_wide(a: u32, b: u32) -> vec2<u32> {
-    let a0 = a & 0xffffu;
-    let a1 = a >> 16u;
-    let b0 = b & 0xffffu;
-    let b1 = b >> 16u;
-    let p00 = a0 * b0;
-    let p01 = a0 * b1;
-    let p10 = a1 * b0;
-    let p11 = a1 * b1;
-    let mid = (p00 >> 16u) + (p01 & 0xffffu) + (p10 & 0xffffu);
-    let lo = (mid << 16u) | (p00 & 0xffffu);
-    let hi = p11 + (p01 >> 16u) + (p10 >> 16u) + (mid >> 16u);
-    return vec2<u32>(lo, hi);
-}
-
 // floor(a * b / 2^28), wrapped to 32 bits: the signed product's high word is the unsigned one
 // minus each operand when the other is negative.
 fn fx_mul(a: i32, b: i32) -> u32 {

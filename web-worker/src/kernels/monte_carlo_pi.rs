@@ -12,7 +12,9 @@ use super::{expect_output_size, expect_words, kernel_error, linear_workgroups, t
 use crate::Result;
 use starling_protocol::job::{BuiltinKernel, TaskSpec};
 
-pub const SOURCE: &str = include_str!("monte_carlo_pi.wgsl");
+/// The kernel with the shared 64-bit helpers of `wide_math.wgsl` appended (WGSL has no
+/// includes; module-scope functions may be declared after use).
+pub const SOURCE: &str = concat!(include_str!("monte_carlo_pi.wgsl"), "\n", include_str!("wide_math.wgsl"));
 pub const N_INPUTS: usize = 0;
 /// Number of param words.
 pub const WORDS: usize = 4;

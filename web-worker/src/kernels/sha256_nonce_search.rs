@@ -12,7 +12,9 @@ use crate::Result;
 use sha2::{Digest, Sha256};
 use starling_protocol::job::{BuiltinKernel, TaskSpec};
 
-pub const SOURCE: &str = include_str!("sha256_nonce_search.wgsl");
+/// The kernel with the shared 64-bit helpers of `wide_math.wgsl` appended (WGSL has no
+/// includes; module-scope functions may be declared after use).
+pub const SOURCE: &str = concat!(include_str!("sha256_nonce_search.wgsl"), "\n", include_str!("wide_math.wgsl"));
 pub const N_INPUTS: usize = 0;
 /// Number of param words.
 pub const WORDS: usize = 11;
