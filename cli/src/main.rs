@@ -11,7 +11,6 @@ use starling_protocol::JobId;
 use starling_web_worker::native::{self, Compute, WorkerConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 #[derive(Debug, Parser)]
 #[command(name = "starling", version, about = "Verified compute market: relay, worker and client")]
@@ -188,6 +187,5 @@ async fn status(args: StatusArgs) -> Result<()> {
             w.replicas_rejected
         );
     }
-    let _ = Duration::ZERO;
     Ok(())
 }

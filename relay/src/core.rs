@@ -112,6 +112,8 @@ struct TaskTrack {
 /// Effects to perform after the batch commits.
 #[derive(Debug, Default)]
 struct Outbox {
+    /// Worker record changes (returned, accepted, rejected), written once per worker per batch.
+    worker_counts: HashMap<PublicKey, [i64; 3]>,
     messages: Vec<(PublicKey, RelayMessage)>,
     events: Vec<JobEventFrame>,
     replies: Vec<(oneshot::Sender<Result<JobSummary>>, JobSummary)>,
@@ -189,6 +191,24 @@ pub async fn job_requirements(spec: &JobSpec, blobs: &BlobStore) -> std::result:
     Ok(requirements(spec, &sizes))
 }
 
+impl Outbox {
+    fn count(&mut self, worker: PublicKey, returned: i64, accepted: i64, rejected: i64) {
+        let c = self.worker_counts.entry(worker).or_default();
+        c[0] += returned;
+        c[1] += accepted;
+        c[2] += rejected;
+    }
+
+    /// Writes the batch's worker record changes (inside the batch's transaction).
+    async fn write_counts(&mut self, db: &mut SqliteConnection) -> Result<()> {
+        let now = now_ms();
+        for (worker, [returned, accepted, rejected]) in self.worker_counts.drain() {
+            Store::bump_worker(db, &worker, returned, accepted, rejected, now).await?;
+        }
+        Ok(())
+    }
+}
+
 impl Core {
     /// Loads running jobs from the store and returns the core and its handle.
     pub async fn recover(store: Store, blobs: BlobStore, config: CoreConfig) -> Result<(Core, CoreHandle, mpsc::Receiver<Command>)> {
@@ -233,6 +253,7 @@ impl Core {
             }
             core.maybe_finish(&mut db, job.id, &mut out).await?;
         }
+        out.write_counts(&mut db).await?;
         db.commit().await?;
         tracing::info!(jobs = core.jobs.len(), tasks = core.tasks.len(), orphaned, "relay state recovered");
         Ok((core, CoreHandle { tx, shared }, rx))
@@ -275,6 +296,7 @@ impl Core {
             self.apply(&mut db, cmd, &mut out).await?;
         }
         self.on_tick(&mut db, &mut out).await?;
+        out.write_counts(&mut db).await?;
         db.commit().await?;
         self.flush(out);
         Ok(())
@@ -423,7 +445,7 @@ impl Core {
         if !Store::record_result(db, lease_id, &output_hash, output_len, &signature, now_ms()).await? {
             return Err(Error::Corrupt(format!("lease {lease_id} held in memory but not leased in the store")));
         }
-        Store::bump_worker(db, &key, 1, 0, 0, now_ms()).await?;
+        out.count(key, 1, 0, 0);
         self.sched.lease_returned(lease_id);
         self.tasks.entry(task).or_default().returned.push(ReturnedReplica { lease: lease_id, worker: key, output_hash });
         out.messages.push((key, RelayMessage::Ack { lease: lease_id }));
@@ -477,11 +499,11 @@ impl Core {
                 }
                 for lease in &agreeing {
                     Store::set_replica_state(db, *lease, &[ReplicaState::Returned], ReplicaState::Accepted).await?;
-                    Store::bump_worker(db, &workers[lease], 0, 1, 0, now_ms()).await?;
+                    out.count(workers[lease], 0, 1, 0);
                 }
                 for lease in &dissenting {
                     Store::set_replica_state(db, *lease, &[ReplicaState::Returned], ReplicaState::Rejected).await?;
-                    Store::bump_worker(db, &workers[lease], 0, 0, 1, now_ms()).await?;
+                    out.count(workers[lease], 0, 0, 1);
                     tracing::warn!(worker = %workers[lease], %task, "result rejected: disagrees with the quorum");
                 }
                 self.close_task(db, task, out).await?;

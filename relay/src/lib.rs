@@ -93,6 +93,10 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl std::futu
     }));
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, "relay listening");
+    // Small frames (an ack then an assign) must not wait on Nagle's algorithm and delayed ACKs.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(listener, app(state)).with_graceful_shutdown({
         let mut stop = stop_rx;
         async move {

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use starling_protocol::job::{BuiltinKernel, JobSpec, KernelSpec, TaskSpec};
 use starling_protocol::sign::Keypair;
 use starling_protocol::worker::{AdapterInfo, Backend, Capabilities, DeviceLimits, DeviceState, Platform, RelayMessage, WorkerMessage};
-use starling_protocol::{ErrorBody, ErrorCode, Hash32, JobId, LeaseId, PROTOCOL_VERSION, Signature, TaskId, sha256};
+use starling_protocol::{ErrorBody, ErrorCode, JobId, LeaseId, PROTOCOL_VERSION, Signature, TaskId, sha256};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -334,5 +334,4 @@ async fn worker_protocol_violations_get_error_frames() {
     assert_eq!(me["replicas_returned"], json!(0));
     assert_eq!(me["online"], json!(true));
     assert!(relay.healthy().await);
-    let _ = Hash32([0; 32]);
 }

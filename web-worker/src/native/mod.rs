@@ -215,7 +215,8 @@ enum Outcome {
 impl Session<'_> {
     /// One connection's life. Ok(true) when the relay welcomed us (resets the backoff).
     async fn run(self) -> Result<bool, NativeError> {
-        let (ws, _) = tokio_tungstenite::connect_async(ws_url(&self.config.relay))
+        // No Nagle: results and heartbeats are small frames that should leave at once.
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(ws_url(&self.config.relay), None, true)
             .await
             .map_err(|e| NativeError::Connection(e.to_string()))?;
         let (mut sink, mut stream) = ws.split();
