@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(scripts/setup.sh)"
 export RUST_BACKTRACE=1
+scripts/build-contract.sh
 cargo test --locked --workspace --all-targets "$@"

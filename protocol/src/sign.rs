@@ -9,6 +9,7 @@
 //! | auth   | tag `starling/auth/v1` ‖ nonce (32) ‖ worker key (32) |
 //! | result | tag `starling/result/v1` ‖ job id (u64) ‖ task index (u32) ‖ output SHA-256 (32) ‖ output length (u64) ‖ worker key (32) |
 //! | job    | tag `starling/job/v1` ‖ SHA-256 of the spec's canonical JSON (32) ‖ client key (32) |
+//! | register | tag `starling/register/v1` ‖ contract address length (u16) ‖ contract address ‖ owner length (u16) ‖ owner address ‖ worker key (32) |
 //!
 //! The escrow contract rebuilds `result` bytes from settled data and verifies the signatures
 //! itself, so these encodings never change within a version tag. `tests::golden_vectors` pins them.
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 pub const TAG_AUTH: &str = "starling/auth/v1";
 pub const TAG_RESULT: &str = "starling/result/v1";
 pub const TAG_JOB: &str = "starling/job/v1";
+pub const TAG_REGISTER: &str = "starling/register/v1";
 
 fn tagged(tag: &str, capacity: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + tag.len() + capacity);
@@ -54,6 +56,19 @@ pub fn job_bytes(spec_digest: &Hash32, client: &PublicKey) -> Vec<u8> {
     let mut out = tagged(TAG_JOB, 64);
     out.extend_from_slice(&spec_digest.0);
     out.extend_from_slice(&client.0);
+    out
+}
+
+/// Bytes a worker key signs to register with an escrow contract for an owner account: proof of
+/// possession, so nobody can register someone else's key and collect its pay. Addresses are
+/// bech32 strings, far below 64 KiB; a longer one would only fail to verify.
+pub fn register_bytes(contract: &str, owner: &str, worker: &PublicKey) -> Vec<u8> {
+    let mut out = tagged(TAG_REGISTER, 4 + contract.len() + owner.len() + 32);
+    for part in [contract, owner] {
+        out.extend_from_slice(&(part.len() as u16).to_be_bytes());
+        out.extend_from_slice(part.as_bytes());
+    }
+    out.extend_from_slice(&worker.0);
     out
 }
 
@@ -182,6 +197,21 @@ mod tests {
         let sig = key.sign(&result);
         assert_eq!(sig.to_hex(), GOLDEN_RESULT_SIGNATURE);
         verify(&key.public(), &result, &sig).unwrap();
+    }
+
+    #[test]
+    fn golden_register_bytes() {
+        let key = worker();
+        let bytes = register_bytes("cosmos1contract", "cosmos1owner", &key.public());
+        assert_eq!(
+            hex::encode(&bytes),
+            concat!(
+                "14", "737461726c696e672f72656769737465722f7631",
+                "000f", "636f736d6f7331636f6e7472616374",
+                "000c", "636f736d6f73316f776e6572",
+                "ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c"
+            )
+        );
     }
 
     /// Cross-checked against an independent ed25519 implementation (Python `cryptography`).

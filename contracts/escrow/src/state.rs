@@ -1,0 +1,428 @@
+//! What the contract stores, and the arithmetic and status transitions of each record as plain
+//! methods (no storage access here, so they are unit-tested on their own).
+//!
+//! Money rules, all in the native denom and all with checked math:
+//! - `fee_per_replica = floor(price_per_replica × relay_fee_bps / 10_000)`.
+//! - `deposit = tasks × replicas × (price_per_replica + fee_per_replica)`.
+//! - Settling a task with `n` signers (`quorum ≤ n ≤ replicas`) pays `price_per_replica` to the
+//!   owner of each of the `n` keys and `n × fee_per_replica` to the job's relay.
+//! - A refund returns `deposit − paid to workers − paid to the relay`: the full share of every
+//!   unsettled task plus the unused replica slots of settled ones. Paid money is never touched.
+//! - A slash takes `floor((bonded + unbonding) × slash_bps / 10_000)`, from the unbonding funds
+//!   first; the reporter gets `floor(slashed × reporter_share_bps / 10_000)`, the job's client the
+//!   rest.
+
+use crate::error::{ContractError, Result};
+use cosmwasm_schema::cw_serde;
+use cosmwasm_std::{Addr, Empty, HexBinary, Uint128};
+use cw_storage_plus::{Item, Map};
+
+/// Basis points in one whole.
+pub const BPS: u16 = 10_000;
+
+pub const CONFIG: Item<Config> = Item::new("config");
+/// Jobs by the relay's job id.
+pub const JOBS: Map<u64, Job> = Map::new("jobs");
+/// Settled tasks by (job id, task index). A task without an entry is unsettled.
+pub const TASKS: Map<(u64, u32), SettledTask> = Map::new("tasks");
+/// Workers by their 32-byte ed25519 public key.
+pub const WORKERS: Map<&[u8], Worker> = Map::new("workers");
+/// (job id, task index, worker key) of every slash taken, so evidence counts once.
+pub const SLASHED: Map<(u64, u32, &[u8]), Empty> = Map::new("slashed");
+/// Running totals per address, for dashboards and the demo's closing balance sheet.
+pub const ACCOUNTS: Map<&Addr, Account> = Map::new("accounts");
+
+#[cw_serde]
+pub struct Config {
+    /// The native denom of deposits, bonds and payments.
+    pub denom: String,
+    /// The relay: the only sender of settlements, and the recipient of fees.
+    pub relay: Addr,
+    /// The relay's fee on each paid replica, in basis points of `price_per_replica`.
+    pub relay_fee_bps: u16,
+    /// Least bond a worker needs for its signature to count toward a quorum.
+    pub min_bond: Uint128,
+    /// Seconds unbonding funds stay in the contract (and slashable) before they can be withdrawn.
+    pub unbonding_period: u64,
+    /// Longest allowed `deadline − creation time`. Kept below `unbonding_period` so a worker that
+    /// starts unbonding after signing for a job still has funds here when that job's last task can
+    /// settle, and for `unbonding_period − max_job_duration` seconds after it (the evidence window).
+    pub max_job_duration: u64,
+    /// Share of a worker's stake (bonded + unbonding) taken per proven contradiction.
+    pub slash_bps: u16,
+    /// Share of the slashed amount paid to whoever reports the evidence; the client gets the rest.
+    pub reporter_share_bps: u16,
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |name, reason: &str| ContractError::InvalidParameter { name, reason: reason.to_owned() };
+        if self.denom.is_empty() {
+            return Err(invalid("denom", "empty"));
+        }
+        for (name, bps) in [
+            ("relay_fee_bps", self.relay_fee_bps),
+            ("slash_bps", self.slash_bps),
+            ("reporter_share_bps", self.reporter_share_bps),
+        ] {
+            if bps > BPS {
+                return Err(invalid(name, "more than 10000 basis points"));
+            }
+        }
+        if self.min_bond.is_zero() {
+            return Err(invalid("min_bond", "zero"));
+        }
+        if self.max_job_duration == 0 {
+            return Err(invalid("max_job_duration", "zero"));
+        }
+        if self.unbonding_period <= self.max_job_duration {
+            return Err(invalid(
+                "unbonding_period",
+                "must exceed max_job_duration, or a worker could withdraw before evidence against it can exist",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn fee_per_replica(&self, price_per_replica: Uint128) -> Result<Uint128> {
+        Ok(price_per_replica.checked_multiply_ratio(self.relay_fee_bps, BPS)?)
+    }
+
+    /// Splits `slashed` into (reporter's share, client's share).
+    pub fn split_slash(&self, slashed: Uint128) -> Result<(Uint128, Uint128)> {
+        let reporter = slashed.checked_multiply_ratio(self.reporter_share_bps, BPS)?;
+        Ok((reporter, slashed.checked_sub(reporter)?))
+    }
+}
+
+#[cw_serde]
+pub struct Job {
+    /// Who paid the deposit and gets refunds and slashed stake.
+    pub client: Addr,
+    /// The relay when the job was opened: settles it and earns its fees.
+    pub relay: Addr,
+    pub tasks: u32,
+    pub replicas: u8,
+    pub quorum: u8,
+    pub price_per_replica: Uint128,
+    pub fee_per_replica: Uint128,
+    /// Block time (seconds): settlement strictly before, refund at or after.
+    pub deadline: u64,
+    pub deposit: Uint128,
+    pub settled_tasks: u32,
+    pub paid_to_workers: Uint128,
+    pub paid_to_relay: Uint128,
+    /// Set once, by the refund.
+    pub refunded: Option<Uint128>,
+}
+
+#[cw_serde]
+#[derive(Copy)]
+pub enum JobStatus {
+    /// Before the deadline: tasks can settle.
+    Open,
+    /// Deadline passed, refund not yet taken.
+    Expired,
+    /// Refund taken; nothing left in escrow for this job.
+    Closed,
+}
+
+impl Job {
+    /// The exact deposit a job of this shape costs.
+    pub fn deposit_for(
+        tasks: u32,
+        replicas: u8,
+        price_per_replica: Uint128,
+        fee_per_replica: Uint128,
+    ) -> Result<Uint128> {
+        let per_replica = price_per_replica.checked_add(fee_per_replica)?;
+        let replicas_total = Uint128::from(tasks).checked_mul(Uint128::from(replicas))?;
+        Ok(per_replica.checked_mul(replicas_total)?)
+    }
+
+    pub fn status(&self, now: u64) -> JobStatus {
+        if self.refunded.is_some() {
+            JobStatus::Closed
+        } else if now < self.deadline {
+            JobStatus::Open
+        } else {
+            JobStatus::Expired
+        }
+    }
+
+    pub fn ensure_open(&self, job_id: u64, now: u64) -> Result<()> {
+        match self.status(now) {
+            JobStatus::Open => Ok(()),
+            _ => Err(ContractError::DeadlinePassed { job_id, deadline: self.deadline, now }),
+        }
+    }
+
+    /// Records one settled task paid to `signers` workers; returns (paid to workers, relay fee).
+    pub fn record_settlement(&mut self, signers: u8) -> Result<(Uint128, Uint128)> {
+        let workers = self.price_per_replica.checked_mul(signers.into())?;
+        let fee = self.fee_per_replica.checked_mul(signers.into())?;
+        self.settled_tasks = self.settled_tasks.checked_add(1).ok_or_else(|| overflow("settled_tasks"))?;
+        self.paid_to_workers = self.paid_to_workers.checked_add(workers)?;
+        self.paid_to_relay = self.paid_to_relay.checked_add(fee)?;
+        Ok((workers, fee))
+    }
+
+    /// What is still held for this job (zero once refunded).
+    pub fn remaining(&self) -> Result<Uint128> {
+        Ok(self
+            .deposit
+            .checked_sub(self.paid_to_workers)?
+            .checked_sub(self.paid_to_relay)?
+            .checked_sub(self.refunded.unwrap_or_default())?)
+    }
+
+    /// Closes the job after its deadline and returns what goes back to the client.
+    pub fn take_refund(&mut self, job_id: u64, now: u64) -> Result<Uint128> {
+        match self.status(now) {
+            JobStatus::Open => Err(ContractError::DeadlineNotReached { job_id, deadline: self.deadline, now }),
+            JobStatus::Closed => Err(ContractError::AlreadyRefunded { job_id }),
+            JobStatus::Expired => {
+                let amount = self.remaining()?;
+                self.refunded = Some(amount);
+                Ok(amount)
+            }
+        }
+    }
+}
+
+#[cw_serde]
+pub struct SettledTask {
+    pub output_hash: HexBinary,
+    pub output_len: u64,
+    /// Keys of the workers paid for this task, in the order the relay submitted them.
+    pub paid_workers: Vec<HexBinary>,
+    pub settled_at: u64,
+}
+
+impl SettledTask {
+    /// Whether a signed (hash, length) claim contradicts this settled result.
+    pub fn contradicted_by(&self, output_hash: &[u8], output_len: u64) -> bool {
+        self.output_hash.as_slice() != output_hash || self.output_len != output_len
+    }
+}
+
+#[cw_serde]
+pub struct Worker {
+    /// The account that registered the key: it receives payments and withdrawals.
+    pub owner: Addr,
+    pub bonded: Uint128,
+    /// Leaving, but still slashable until `release_at`.
+    pub unbonding: Uint128,
+    /// Block time (seconds) from which `unbonding` can be withdrawn.
+    pub release_at: u64,
+    /// Total taken by slashes.
+    pub slashed: Uint128,
+}
+
+impl Worker {
+    pub fn new(owner: Addr, bond: Uint128) -> Self {
+        Self { owner, bonded: bond, unbonding: Uint128::zero(), release_at: 0, slashed: Uint128::zero() }
+    }
+
+    /// Everything a slash can reach.
+    pub fn stake(&self) -> Result<Uint128> {
+        Ok(self.bonded.checked_add(self.unbonding)?)
+    }
+
+    /// Whether this worker's signature counts toward a quorum.
+    pub fn is_eligible(&self, min_bond: Uint128) -> bool {
+        self.bonded >= min_bond
+    }
+
+    pub fn bond(&mut self, amount: Uint128) -> Result<()> {
+        self.bonded = self.bonded.checked_add(amount)?;
+        Ok(())
+    }
+
+    /// Moves `amount` from bonded to unbonding. Unbonding again restarts the clock for everything
+    /// still unbonding: simpler than a queue of claims, and it never shortens a wait.
+    pub fn start_unbonding(&mut self, worker: &str, amount: Uint128, now: u64, period: u64) -> Result<()> {
+        if amount.is_zero() || amount > self.bonded {
+            return Err(ContractError::UnbondTooLarge {
+                worker: worker.to_owned(),
+                requested: amount,
+                bonded: self.bonded,
+            });
+        }
+        self.bonded = self.bonded.checked_sub(amount)?;
+        self.unbonding = self.unbonding.checked_add(amount)?;
+        self.release_at = now.checked_add(period).ok_or_else(|| overflow("release_at"))?;
+        Ok(())
+    }
+
+    /// Takes everything that finished unbonding.
+    pub fn withdraw(&mut self, worker: &str, now: u64) -> Result<Uint128> {
+        if self.unbonding.is_zero() {
+            return Err(ContractError::NothingToWithdraw { worker: worker.to_owned() });
+        }
+        if now < self.release_at {
+            return Err(ContractError::StillUnbonding { worker: worker.to_owned(), release_at: self.release_at, now });
+        }
+        Ok(std::mem::take(&mut self.unbonding))
+    }
+
+    /// Takes `slash_bps` of the stake, unbonding funds first, and returns the amount taken.
+    pub fn slash(&mut self, worker: &str, slash_bps: u16) -> Result<Uint128> {
+        let amount = self.stake()?.checked_multiply_ratio(slash_bps, BPS)?;
+        if amount.is_zero() {
+            return Err(ContractError::NothingToSlash { worker: worker.to_owned() });
+        }
+        let from_unbonding = amount.min(self.unbonding);
+        self.unbonding = self.unbonding.checked_sub(from_unbonding)?;
+        self.bonded = self.bonded.checked_sub(amount.checked_sub(from_unbonding)?)?;
+        self.slashed = self.slashed.checked_add(amount)?;
+        Ok(amount)
+    }
+}
+
+/// Running totals of what the contract paid to (or took from) one address.
+#[cw_serde]
+#[derive(Default)]
+pub struct Account {
+    /// Deposits paid in as a client.
+    pub deposited: Uint128,
+    /// Paid for verified work, to the owner of the worker keys.
+    pub earned_work: Uint128,
+    /// Relay fees.
+    pub earned_fees: Uint128,
+    /// Slashed stake received, as reporter or as the wronged client.
+    pub slash_rewards: Uint128,
+    /// Deposits returned by refunds.
+    pub refunded: Uint128,
+}
+
+fn overflow(what: &'static str) -> ContractError {
+    ContractError::InvalidParameter { name: what, reason: "overflow".to_owned() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config {
+            denom: "ustar".into(),
+            relay: Addr::unchecked("relay"),
+            relay_fee_bps: 500,
+            min_bond: Uint128::new(1_000),
+            unbonding_period: 1_000,
+            max_job_duration: 500,
+            slash_bps: 5_000,
+            reporter_share_bps: 2_000,
+        }
+    }
+
+    fn job() -> Job {
+        let cfg = config();
+        let price = Uint128::new(100);
+        let fee = cfg.fee_per_replica(price).unwrap();
+        Job {
+            client: Addr::unchecked("client"),
+            relay: cfg.relay,
+            tasks: 4,
+            replicas: 3,
+            quorum: 2,
+            price_per_replica: price,
+            fee_per_replica: fee,
+            deadline: 100,
+            deposit: Job::deposit_for(4, 3, price, fee).unwrap(),
+            settled_tasks: 0,
+            paid_to_workers: Uint128::zero(),
+            paid_to_relay: Uint128::zero(),
+            refunded: None,
+        }
+    }
+
+    #[test]
+    fn config_validation_table() {
+        assert!(config().validate().is_ok());
+        type Case = (&'static str, fn(&mut Config));
+        let cases: [Case; 6] = [
+            ("denom", |c| c.denom.clear()),
+            ("relay_fee_bps", |c| c.relay_fee_bps = 10_001),
+            ("slash_bps", |c| c.slash_bps = 10_001),
+            ("reporter_share_bps", |c| c.reporter_share_bps = 10_001),
+            ("min_bond", |c| c.min_bond = Uint128::zero()),
+            ("unbonding_period", |c| c.unbonding_period = c.max_job_duration),
+        ];
+        for (field, break_it) in cases {
+            let mut cfg = config();
+            break_it(&mut cfg);
+            match cfg.validate() {
+                Err(ContractError::InvalidParameter { name, .. }) => assert_eq!(name, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn fee_and_deposit_formulas() {
+        let cfg = config();
+        assert_eq!(cfg.fee_per_replica(Uint128::new(100)).unwrap(), Uint128::new(5));
+        // Floor: 5% of 19 is 0.95.
+        assert_eq!(cfg.fee_per_replica(Uint128::new(19)).unwrap(), Uint128::zero());
+        assert_eq!(Job::deposit_for(4, 3, Uint128::new(100), Uint128::new(5)).unwrap(), Uint128::new(4 * 3 * 105));
+        assert!(Job::deposit_for(u32::MAX, u8::MAX, Uint128::MAX, Uint128::zero()).is_err());
+        assert_eq!(cfg.split_slash(Uint128::new(501)).unwrap(), (Uint128::new(100), Uint128::new(401)));
+    }
+
+    #[test]
+    fn job_settles_then_refunds_only_the_rest() {
+        let mut job = job();
+        assert_eq!(job.status(99), JobStatus::Open);
+        assert_eq!(job.record_settlement(2).unwrap(), (Uint128::new(200), Uint128::new(10)));
+        assert_eq!(job.remaining().unwrap(), Uint128::new(1260 - 210));
+        assert!(matches!(job.take_refund(1, 99), Err(ContractError::DeadlineNotReached { .. })));
+        assert_eq!(job.status(100), JobStatus::Expired);
+        assert!(matches!(job.ensure_open(1, 100), Err(ContractError::DeadlinePassed { .. })));
+        assert_eq!(job.take_refund(1, 100).unwrap(), Uint128::new(1050));
+        assert_eq!(job.status(100), JobStatus::Closed);
+        assert_eq!(job.remaining().unwrap(), Uint128::zero());
+        assert!(matches!(job.take_refund(1, 200), Err(ContractError::AlreadyRefunded { .. })));
+    }
+
+    #[test]
+    fn worker_unbonding_and_slashing() {
+        let mut w = Worker::new(Addr::unchecked("owner"), Uint128::new(1_000));
+        assert!(w.is_eligible(Uint128::new(1_000)));
+        assert!(w.start_unbonding("w", Uint128::new(1_001), 10, 100).is_err());
+        assert!(w.start_unbonding("w", Uint128::zero(), 10, 100).is_err());
+        w.start_unbonding("w", Uint128::new(400), 10, 100).unwrap();
+        assert!(!w.is_eligible(Uint128::new(1_000)));
+        assert_eq!((w.bonded, w.unbonding, w.release_at), (Uint128::new(600), Uint128::new(400), 110));
+        assert!(matches!(w.withdraw("w", 109), Err(ContractError::StillUnbonding { .. })));
+        // Half of 1000 staked: all 400 unbonding, then 100 of the bonded.
+        assert_eq!(w.slash("w", 5_000).unwrap(), Uint128::new(500));
+        assert_eq!((w.bonded, w.unbonding, w.slashed), (Uint128::new(500), Uint128::zero(), Uint128::new(500)));
+        assert!(matches!(w.withdraw("w", 110), Err(ContractError::NothingToWithdraw { .. })));
+        w.start_unbonding("w", Uint128::new(500), 120, 100).unwrap();
+        assert_eq!(w.withdraw("w", 220).unwrap(), Uint128::new(500));
+        assert!(matches!(w.slash("w", 5_000), Err(ContractError::NothingToSlash { .. })));
+    }
+
+    #[test]
+    fn unbonding_again_restarts_the_clock() {
+        let mut w = Worker::new(Addr::unchecked("owner"), Uint128::new(1_000));
+        w.start_unbonding("w", Uint128::new(100), 10, 100).unwrap();
+        w.start_unbonding("w", Uint128::new(100), 50, 100).unwrap();
+        assert_eq!((w.unbonding, w.release_at), (Uint128::new(200), 150));
+    }
+
+    #[test]
+    fn contradiction_needs_a_different_hash_or_length() {
+        let t = SettledTask {
+            output_hash: HexBinary::from(vec![1; 32]),
+            output_len: 8,
+            paid_workers: vec![],
+            settled_at: 0,
+        };
+        assert!(!t.contradicted_by(&[1; 32], 8));
+        assert!(t.contradicted_by(&[2; 32], 8));
+        assert!(t.contradicted_by(&[1; 32], 9));
+    }
+}
