@@ -9,6 +9,8 @@ need_pkgs=()
 for pkg in mesa-vulkan-drivers libvulkan1; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_pkgs+=("$pkg")
 done
+# npm fetches binaryen's wasm-opt for the escrow contract's build (scripts/build-contract.sh).
+command -v npm >/dev/null 2>&1 || need_pkgs+=(nodejs npm)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1; then
     SUDO=""
@@ -17,7 +19,7 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
   else
-    echo "setup: please install a Vulkan driver (Mesa's lavapipe: mesa-vulkan-drivers) and libvulkan" >&2
+    echo "setup: please install ${need_pkgs[*]} (Mesa's lavapipe Vulkan driver, libvulkan, Node.js with npm)" >&2
   fi
 fi
 
@@ -25,8 +27,12 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: Rust is missing; install rustup from your package manager or rustup.rs, then rerun" >&2
   exit 1
 fi
-# rustup reads rust-toolchain.toml and installs the pinned toolchain and targets on first use.
+# rustup reads rust-toolchain.toml and installs the pinned toolchain on first use; the wasm32
+# target (for the contract and, later, the browser worker) is added explicitly because an
+# already-installed toolchain does not pick up new targets by itself.
 cargo --version >/dev/null
+rustup target list --installed 2>/dev/null | grep -q wasm32-unknown-unknown \
+  || rustup target add wasm32-unknown-unknown >&2
 
 # Mesa warns without a runtime dir; give it a private one.
 if [ -z "${XDG_RUNTIME_DIR:-}" ] || [ ! -d "${XDG_RUNTIME_DIR}" ]; then
