@@ -39,7 +39,7 @@ pub struct DemoArgs {
 pub async fn run(args: DemoArgs) -> Result<()> {
     let temp = tempfile::tempdir()?;
     let data_dir = args.data_dir.clone().unwrap_or_else(|| temp.path().join("relay"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let listener = starling_relay::bind(([127, 0, 0, 1], 0).into())?;
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

@@ -109,7 +109,7 @@ async fn main() -> Result<()> {
     match cli.command {
         Command::Relay(args) => {
             init_tracing("info,tower_http=warn,sqlx=warn");
-            let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+            let listener = starling_relay::bind(args.listen).with_context(|| format!("binding {}", args.listen))?;
             let addr = listener.local_addr()?;
             // Scripts and tests read this line to learn the port.
             println!("starling relay listening on http://{addr}");

@@ -17,7 +17,7 @@
 use crate::bytes::{Hash32, PublicKey, Signature};
 use crate::ids::TaskId;
 use crate::job::JobSpec;
-use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 pub const TAG_AUTH: &str = "starling/auth/v1";
@@ -86,9 +86,7 @@ pub enum SignatureError {
 pub fn verify(key: &PublicKey, message: &[u8], signature: &Signature) -> Result<(), SignatureError> {
     let key = VerifyingKey::from_bytes(&key.0).map_err(|_| SignatureError::BadKey)?;
     let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
-    key.verify_strict(message, &sig).map_err(|_| SignatureError::Invalid)?;
-    // verify_strict accepts what Verifier::verify does and more; keep both for clarity in audits.
-    key.verify(message, &sig).map_err(|_| SignatureError::Invalid)
+    key.verify_strict(message, &sig).map_err(|_| SignatureError::Invalid)
 }
 
 /// An ed25519 signing key.

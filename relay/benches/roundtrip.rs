@@ -107,8 +107,8 @@ struct Options {
 }
 
 impl Options {
-    const USAGE: &str = "options: --workers 100,1000 --idle 1000,10000 --seconds 10 --warmup 2 \
-                         --tasks-per-job 2048 --out BENCHMARKS.md --no-write";
+    const USAGE: &str = "options (defaults shown): --workers 100,1000 --idle 1000,10000 --seconds 10 --warmup 2 \
+                         --tasks-per-job 2048, and --out FILE (default: BENCHMARKS.md at the workspace root) or --no-write";
 
     fn parse(args: impl Iterator<Item = String>) -> Result<Options> {
         let mut o = Options {
@@ -122,7 +122,7 @@ impl Options {
         let list = |v: &str| -> Result<Vec<usize>> {
             v.split(',').filter(|s| !s.is_empty()).map(|s| s.trim().parse().context(Options::USAGE)).collect()
         };
-        let mut args = args.peekable();
+        let mut args = args;
         while let Some(flag) = args.next() {
             if flag == "--no-write" {
                 o.out = None;
@@ -354,12 +354,13 @@ async fn next_relay(ws: &mut Ws) -> Result<RelayMessage> {
     }
 }
 
-/// Opens a client WebSocket. The load generator reads with an 8 KiB buffer instead of
-/// tungstenite's 128 KiB default, which it zero-fills on every read: thousands of default
-/// buffers would spend the shared CPU on memset that the servers under test need.
+/// Opens a client WebSocket with `TCP_NODELAY`, as the native worker does. The load generator
+/// reads with an 8 KiB buffer instead of tungstenite's 128 KiB default, which it zero-fills on
+/// every read: thousands of default buffers would spend the shared CPU on memset that the servers
+/// under test need.
 async fn connect_ws(url: String) -> Result<Ws> {
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(8 << 10);
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), false).await?;
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true).await?;
     Ok(ws)
 }
 
@@ -525,9 +526,7 @@ async fn echo_phase(n: usize, o: &Options) -> Result<EchoFigures> {
     let payload_bytes = payload.len();
     let sockets = connect_all(0..n, |_| {
         let url = url.clone();
-        async move {
-            tokio::time::timeout(HANDSHAKE_LIMIT, connect_ws(url)).await?
-        }
+        async move { tokio::time::timeout(HANDSHAKE_LIMIT, connect_ws(url)).await? }
     })
     .await?;
     let echoes = Arc::new(AtomicU64::new(0));
@@ -649,8 +648,7 @@ fn worker_caps() -> Capabilities {
 /// hello → challenge → auth → welcome. Returns the socket and the heartbeat interval.
 async fn handshake(url: String, key: &Keypair, caps: Capabilities) -> Result<(Ws, Duration)> {
     let mut ws = connect_ws(url).await?;
-    ws.send(text(&WorkerMessage::Hello { protocol_version: PROTOCOL_VERSION, worker_key: key.public(), capabilities: caps }))
-        .await?;
+    ws.send(text(&WorkerMessage::Hello { protocol_version: PROTOCOL_VERSION, worker_key: key.public(), capabilities: caps })).await?;
     let nonce = match next_relay(&mut ws).await? {
         RelayMessage::Challenge { nonce } => nonce,
         other => bail!("expected challenge, got {other:?}"),
@@ -948,7 +946,14 @@ async fn relay_phase(n: usize, o: &Options) -> Result<RelayFigures> {
     wait_online(&http, &base, n).await?;
 
     let (stop_posting, posting_rx) = watch::channel(false);
-    let poster = tokio::spawn(post_jobs(http.clone(), base.clone(), format!("ws://{}", relay.addr), o.tasks_per_job, n as u64 + u64::from(o.tasks_per_job), posting_rx));
+    let poster = tokio::spawn(post_jobs(
+        http.clone(),
+        base.clone(),
+        format!("ws://{}", relay.addr),
+        o.tasks_per_job,
+        n as u64 + u64::from(o.tasks_per_job),
+        posting_rx,
+    ));
     tokio::time::sleep(secs(o.warmup)).await;
     let (s0, v0, cpu0, t0) = (ctx.counters.snapshot(), tasks_verified(&http, &base).await?, cpu_ticks(relay.pid()), Instant::now());
     tokio::time::sleep(secs(o.seconds)).await;
@@ -1012,12 +1017,7 @@ async fn relay_phase(n: usize, o: &Options) -> Result<RelayFigures> {
 
 /// Every posted job, read back from the restarted relay: done, each task verified with the CPU
 /// reference's output and exactly 2 accepted replicas, and every acknowledged replica accepted.
-async fn check_durability(
-    http: &reqwest::Client,
-    base: &str,
-    posted: &[PostedJob],
-    acked: &[(TaskId, PublicKey)],
-) -> Result<Durability> {
+async fn check_durability(http: &reqwest::Client, base: &str, posted: &[PostedJob], acked: &[(TaskId, PublicKey)]) -> Result<Durability> {
     let mut d = Durability { jobs: posted.len(), replicas_acked: acked.len() as u64, ..Default::default() };
     let mut accepted: HashSet<(TaskId, PublicKey)> = HashSet::new();
     fn problem(d: &mut Durability, p: String) {
@@ -1224,7 +1224,12 @@ impl Report {
             s.push_str(&l);
             s.push('\n');
         };
-        line(format!("Measured {} by `cargo bench -p starling-relay --bench roundtrip{}` in {:.0} s.", self.started, self.args(), self.elapsed.as_secs_f64()));
+        line(format!(
+            "Measured {} by `cargo bench -p starling-relay --bench roundtrip{}` in {:.0} s.",
+            self.started,
+            self.args(),
+            self.elapsed.as_secs_f64()
+        ));
         line(String::new());
         line(format!("- Machine: {}", machine()));
         line(format!("- Toolchain: {}", command_line("rustc", &["--version"]).unwrap_or_else(|| "unknown rustc".into())));
@@ -1237,7 +1242,7 @@ impl Report {
             line(format!("- Echo payload: {} bytes, a `result` message as a worker sends it", e.payload_bytes));
         }
         line(String::new());
-        line("### Round trips".into());
+        line("#### Round trips".into());
         line(String::new());
         line("| workers | echo round trips/s | relay replicas/s | relay tasks/s | replicas/s ÷ echoes/s | durable after SIGKILL | extra replicas handed out, then cancelled |".into());
         line("| ---: | ---: | ---: | ---: | ---: | --- | ---: |".into());
@@ -1289,7 +1294,9 @@ impl Report {
         line(String::new());
         line("Cores busy during each window (of the machine's CPUs; \"other\" is everything else on the machine):".into());
         line(String::new());
-        line("| workers | echo: load generator | echo: server | echo: other | relay: load generator | relay: server | relay: other |".into());
+        line(
+            "| workers | echo: load generator | echo: server | echo: other | relay: load generator | relay: server | relay: other |".into(),
+        );
         line("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |".into());
         for r in &self.relay {
             let e = self.echo.iter().find(|e| e.connections == r.workers).map(|e| e.cpu);
@@ -1332,7 +1339,7 @@ impl Report {
             ));
         }
         line(String::new());
-        line("### Idle memory".into());
+        line("#### Idle memory".into());
         line(String::new());
         line("| idle connections | relay RSS | relay per worker | bare axum echo RSS | echo per connection |".into());
         line("| ---: | ---: | ---: | ---: | ---: |".into());
@@ -1366,8 +1373,12 @@ fn write_results(path: &Path, results: &str) -> Result<()> {
     let current = std::fs::read_to_string(path).unwrap_or_default();
     let updated = match (current.find(RESULTS_BEGIN), current.find(RESULTS_END)) {
         (Some(b), Some(e)) if b < e => format!("{}{section}{}", &current[..b], &current[e + RESULTS_END.len()..]),
-        _ if current.is_empty() => format!("# Benchmarks\n\nRerun with `cargo bench -p starling-relay --bench roundtrip`.\n\n## Results\n\n{section}\n"),
-        _ => format!("{}\n\n## Results\n\n{section}\n", current.trim_end()),
+        _ if current.is_empty() => {
+            format!(
+                "# Benchmarks\n\n## Relay round trips\n\nRerun with `cargo bench -p starling-relay --bench roundtrip`.\n\n### Results\n\n{section}\n"
+            )
+        }
+        _ => format!("{}\n\n### Results\n\n{section}\n", current.trim_end()),
     };
     std::fs::write(path, updated).with_context(|| format!("writing {}", path.display()))
 }
@@ -1437,17 +1448,31 @@ async fn bench(o: Options) -> Result<()> {
     if !o.idle.is_empty() {
         report.idle_relay = idle_relay(&o.idle).await.context("idle relay workers")?;
         for f in &report.idle_relay {
-            println!("idle relay {:>6} workers:     RSS {} -> {}, {} per worker", f.connections, mib(f.rss_before), mib(f.rss_after), kib(f.bytes_per_connection()));
+            println!(
+                "idle relay {:>6} workers:     RSS {} -> {}, {} per worker",
+                f.connections,
+                mib(f.rss_before),
+                mib(f.rss_after),
+                kib(f.bytes_per_connection())
+            );
         }
         report.idle_echo = idle_echo(&o.idle).await.context("idle echo connections")?;
         for f in &report.idle_echo {
-            println!("idle echo  {:>6} connections: RSS {} -> {}, {} per connection", f.connections, mib(f.rss_before), mib(f.rss_after), kib(f.bytes_per_connection()));
+            println!(
+                "idle echo  {:>6} connections: RSS {} -> {}, {} per connection",
+                f.connections,
+                mib(f.rss_before),
+                mib(f.rss_after),
+                kib(f.bytes_per_connection())
+            );
         }
     }
     report.elapsed = started_at.elapsed();
     if let Some((workers, ratio, durable)) = report.headline() {
         let verdict = if ratio >= 0.5 && durable { "met" } else { "NOT met" };
-        println!("target (>= 0.5 of the echo rate at 1000 workers, all durable): {verdict} (ratio {ratio:.3} at {workers} workers, durable: {durable})");
+        println!(
+            "target (>= 0.5 of the echo rate at 1000 workers, all durable): {verdict} (ratio {ratio:.3} at {workers} workers, durable: {durable})"
+        );
     }
     if let Some(path) = &o.out {
         write_results(path, &report.markdown())?;

@@ -62,6 +62,15 @@ impl Config {
     }
 }
 
+/// Binds a listener with a deep accept queue: after a relay restart thousands of workers
+/// reconnect at once, and the default backlog of 128 drops their SYNs (1 s retry each).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {
     api::router()

@@ -194,8 +194,12 @@ impl Scheduler {
         self.leases.get(&id)
     }
 
+    /// Replicas of `task` still to come: leased and not returned, plus those queued to be handed
+    /// out (counting only leases would make the verifier ask again for replicas already queued).
     pub fn outstanding(&self, task: TaskId) -> u8 {
-        self.leases.values().filter(|l| l.task == task).count().min(u8::MAX as usize) as u8
+        let leased = self.leases.values().filter(|l| l.task == task).count();
+        let queued = self.jobs.get(&task.job).and_then(|j| j.tasks.get(&task.index)).map_or(0, |t| usize::from(t.wanted));
+        (leased + queued).min(u8::MAX as usize) as u8
     }
 
     /// The worker returned a result for the lease; its slot frees and it stays a holder.
@@ -548,6 +552,18 @@ mod tests {
         assert_eq!(leases.len(), 2);
         let workers: BTreeSet<PublicKey> = leases.iter().map(|l| l.worker).collect();
         assert_eq!(workers, BTreeSet::from([key(1), key(3)]));
+    }
+
+    #[test]
+    fn queued_replicas_count_as_outstanding() {
+        let mut s = sched_with_workers(&[(1, caps(Backend::Vulkan, 0, 1, 1))]);
+        s.add_job(JobId(1), req(10), tasks(1, 2));
+        let task = TaskId { job: JobId(1), index: 0 };
+        assert_eq!(s.outstanding(task), 2, "both replicas queued");
+        let lease = s.assign(0).pop().unwrap();
+        assert_eq!(s.outstanding(task), 2, "one leased, one still queued");
+        s.lease_returned(lease.id);
+        assert_eq!(s.outstanding(task), 1, "the queued one is still coming");
     }
 
     #[test]

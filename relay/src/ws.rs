@@ -32,6 +32,9 @@ pub async fn worker_socket(State(app): State<AppState>, upgrade: WebSocketUpgrad
         return ApiError::new(ErrorCode::RateLimited, "relay is at its worker connection limit").into_response();
     };
     upgrade
+        // tungstenite's default 128 KiB read buffer stays resident per idle worker; protocol
+        // frames are small.
+        .read_buffer_size(4 << 10)
         .max_message_size(MAX_WS_FRAME_BYTES)
         .max_frame_size(MAX_WS_FRAME_BYTES)
         .on_upgrade(move |socket| async move {
