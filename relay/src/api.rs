@@ -1,7 +1,7 @@
 //! REST handlers (`/v1/...`). Each decodes at the edge into protocol types, answers errors as
 //! `{code, message}`, and leaves every state change to the core.
 
-use crate::core::job_requirements;
+use crate::core::{input_sizes, requirements};
 use crate::error::ApiError;
 use crate::{AppState, ws};
 use axum::body::{Body, Bytes};
@@ -39,7 +39,7 @@ fn path_error(e: PathRejection) -> ApiError {
     ApiError::new(ErrorCode::Malformed, format!("bad path: {}", e.body_text()))
 }
 
-fn parse_job_id(s: &str) -> Result<JobId, ApiError> {
+pub(crate) fn parse_job_id(s: &str) -> Result<JobId, ApiError> {
     s.parse::<u64>().map(JobId).map_err(|_| ApiError::new(ErrorCode::Malformed, format!("job id must be a number, got {s:?}")))
 }
 
@@ -71,16 +71,14 @@ async fn create_job(State(app): State<AppState>, body: Bytes) -> Result<Response
     })?;
     job.spec.validate().map_err(|e| ApiError::new(e.code, e.message))?;
     job.verify().map_err(|e| ApiError::new(ErrorCode::BadSignature, format!("job signature: {e}")))?;
+    let sizes = input_sizes(&job.spec, &app.blobs)
+        .await
+        .map_err(|h| ApiError::new(ErrorCode::InvalidSpec, format!("input blob {h} has not been uploaded")))?;
     match &job.spec.kernel {
         KernelSpec::Builtin { name } => {
             for (i, task) in job.spec.tasks.iter().enumerate() {
-                let mut sizes = Vec::with_capacity(task.inputs.len());
-                for h in &task.inputs {
-                    sizes.push(app.blobs.size(h).await.ok_or_else(|| {
-                        ApiError::new(ErrorCode::InvalidSpec, format!("task {i}: input blob {h} has not been uploaded"))
-                    })?);
-                }
-                kernels::check_sizes(*name, &task.params, &sizes, task.workgroups, task.output_size)
+                let task_sizes: Vec<u64> = task.inputs.iter().map(|h| sizes[h]).collect();
+                kernels::check_sizes(*name, &task.params, &task_sizes, task.workgroups, task.output_size)
                     .map_err(|e| ApiError::new(ErrorCode::InvalidSpec, format!("task {i}: {e}")))?;
             }
         }
@@ -96,9 +94,7 @@ async fn create_job(State(app): State<AppState>, body: Bytes) -> Result<Response
                 .map_err(|e| ApiError::new(ErrorCode::InvalidWgsl, e.to_string()))?;
         }
     }
-    let req = job_requirements(&job.spec, &app.blobs)
-        .await
-        .map_err(|h| ApiError::new(ErrorCode::InvalidSpec, format!("input blob {h} has not been uploaded")))?;
+    let req = requirements(&job.spec, &sizes);
     let summary = app.core.create_job(job, req).await?;
     Ok((StatusCode::CREATED, Json(summary)).into_response())
 }

@@ -166,7 +166,8 @@ impl std::fmt::Debug for Core {
     }
 }
 
-fn requirements(spec: &JobSpec, input_sizes: &HashMap<Hash32, u64>) -> JobRequirements {
+/// Job requirements from a spec and the sizes of its input blobs.
+pub fn requirements(spec: &JobSpec, input_sizes: &HashMap<Hash32, u64>) -> JobRequirements {
     let max_input = spec.tasks.iter().flat_map(|t| &t.inputs).filter_map(|h| input_sizes.get(h)).copied().max().unwrap_or(0);
     let max_output = spec.tasks.iter().map(|t| u64::from(t.output_size)).max().unwrap_or(0);
     JobRequirements {
@@ -179,8 +180,8 @@ fn requirements(spec: &JobSpec, input_sizes: &HashMap<Hash32, u64>) -> JobRequir
     }
 }
 
-/// Job requirements from a spec and the sizes of its (already stored) input blobs.
-pub async fn job_requirements(spec: &JobSpec, blobs: &BlobStore) -> std::result::Result<JobRequirements, Hash32> {
+/// Sizes of a spec's input blobs, each read once; the first missing blob is the error.
+pub async fn input_sizes(spec: &JobSpec, blobs: &BlobStore) -> std::result::Result<HashMap<Hash32, u64>, Hash32> {
     let mut sizes = HashMap::new();
     for h in spec.tasks.iter().flat_map(|t| &t.inputs) {
         if !sizes.contains_key(h) {
@@ -188,7 +189,7 @@ pub async fn job_requirements(spec: &JobSpec, blobs: &BlobStore) -> std::result:
             sizes.insert(*h, size);
         }
     }
-    Ok(requirements(spec, &sizes))
+    Ok(sizes)
 }
 
 impl Outbox {
@@ -234,7 +235,8 @@ impl Core {
         let mut db = core.store.begin().await?;
         for job in running {
             let summary = core.store.job_summary(job.id).await?.ok_or_else(|| Error::Corrupt(format!("job {}", job.id)))?;
-            let req = job_requirements(&job.spec, &core.blobs).await.map_err(|h| Error::Corrupt(format!("missing input blob {h}")))?;
+            let sizes = input_sizes(&job.spec, &core.blobs).await.map_err(|h| Error::Corrupt(format!("missing input blob {h}")))?;
+            let req = requirements(&job.spec, &sizes);
             let indices: Vec<u32> = job.tasks.iter().map(|t| t.index).collect();
             core.sched.add_job(
                 job.id,
@@ -332,7 +334,7 @@ impl Core {
             Command::WorkerOnline { key, conn, caps, tx } => {
                 // A reconnect voids the previous connection's leases: the worker lost them.
                 for lease in self.sched.worker_offline(&key) {
-                    self.lapse(db, lease, out).await?;
+                    self.record_lapse(db, &lease, out).await?;
                 }
                 Store::upsert_worker(db, &key, &caps, now_ms()).await?;
                 self.sched.worker_online(key, caps, now);
@@ -346,7 +348,7 @@ impl Core {
                 if !self.workers.contains_key(&key) && self.sched.is_online(&key) {
                     self.shared.online.write().expect("online set lock").remove(&key);
                     for lease in self.sched.worker_offline(&key) {
-                        self.lapse(db, lease, out).await?;
+                        self.record_lapse(db, &lease, out).await?;
                     }
                 }
             }
@@ -453,10 +455,6 @@ impl Core {
     }
 
     /// A lease ended without a result (silence, disconnect, failure): record it and re-decide.
-    async fn lapse(&mut self, db: &mut SqliteConnection, lease: Lease, out: &mut Outbox) -> Result<()> {
-        self.record_lapse(db, &lease, out).await
-    }
-
     async fn record_lapse(&mut self, db: &mut SqliteConnection, lease: &Lease, out: &mut Outbox) -> Result<()> {
         if !Store::set_replica_state(db, lease.id, &[ReplicaState::Leased], ReplicaState::Lapsed).await? {
             return Ok(());
@@ -579,12 +577,12 @@ impl Core {
             self.workers.remove(&key);
             self.shared.online.write().expect("online set lock").remove(&key);
             for lease in self.sched.worker_offline(&key) {
-                self.lapse(db, lease, out).await?;
+                self.record_lapse(db, &lease, out).await?;
             }
         }
         for lease in self.sched.expire(now) {
             out.messages.push((lease.worker, RelayMessage::Cancel { lease: lease.id }));
-            self.lapse(db, lease, out).await?;
+            self.record_lapse(db, &lease, out).await?;
         }
         let wall = now_ms();
         let overdue: Vec<JobId> = self.jobs.iter().filter(|(_, j)| j.deadline_ms <= wall).map(|(id, _)| *id).collect();

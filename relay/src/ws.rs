@@ -213,8 +213,7 @@ pub async fn job_events(
     id: Result<Path<String>, PathRejection>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let id = id.map_err(|e| ApiError::new(ErrorCode::Malformed, e.body_text()))?.0;
-    let id = JobId(id.parse().map_err(|_| ApiError::new(ErrorCode::Malformed, "job id must be a number"))?);
+    let id = crate::api::parse_job_id(&id.map_err(|e| ApiError::new(ErrorCode::Malformed, e.body_text()))?.0)?;
     let permit = app
         .watcher_slots
         .clone()
