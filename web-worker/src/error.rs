@@ -1,8 +1,6 @@
 //! The engine's error type. Every failure a task can meet (bad parameters, invalid WGSL, device
 //! limits, GPU errors) comes back as a value; nothing here panics on client input.
 
-use crate::validate::WgslError;
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// No wgpu adapter on any enabled backend.
@@ -32,3 +30,14 @@ pub enum Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// A problem in client WGSL, located in its source.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, thiserror::Error)]
+#[error("{line}:{column}: {message}")]
+pub struct WgslError {
+    /// 1-based line.
+    pub line: u32,
+    /// 1-based column, in bytes.
+    pub column: u32,
+    pub message: String,
+}

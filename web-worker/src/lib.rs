@@ -10,15 +10,22 @@
 //! - [`validate`]: naga-based validation of client WGSL, with line and column in every error.
 //! - `native` (not on wasm32): the native worker's network loop around the engine.
 //!
+//! Without the default `gpu` feature only [`kernels`] and [`error`] remain (no wgpu, no naga):
+//! job builders, parameter layouts and CPU references, for front ends that build jobs.
+//!
 //! Library code stays portable to `wasm32-unknown-unknown`: no threads, no clocks, no tokio.
 
+#[cfg(feature = "gpu")]
 pub mod engine;
 pub mod error;
+#[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod kernels;
-pub mod validate;
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(all(feature = "gpu", not(target_arch = "wasm32")))]
 pub mod native;
+#[cfg(feature = "gpu")]
+pub mod validate;
 
 pub use error::{Error, Result};
+#[cfg(feature = "gpu")]
 pub use gpu::GpuContext;

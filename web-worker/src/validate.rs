@@ -8,23 +8,14 @@
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 use naga::{AddressSpace, ShaderStage, Span, StorageAccess};
 
+pub use crate::error::WgslError;
+
 /// WebGPU's guaranteed `maxComputeInvocationsPerWorkgroup`.
 pub const MAX_INVOCATIONS_PER_WORKGROUP: u32 = 256;
 /// WebGPU's guaranteed `maxComputeWorkgroupSizeX`/`Y`/`Z`.
 pub const MAX_WORKGROUP_SIZE: [u32; 3] = [256, 256, 64];
 /// WebGPU's guaranteed `maxComputeWorkgroupStorageSize`, in bytes.
 pub const MAX_WORKGROUP_STORAGE_BYTES: u64 = 16 << 10;
-
-/// A problem in client WGSL, located in its source.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, thiserror::Error)]
-#[error("{line}:{column}: {message}")]
-pub struct WgslError {
-    /// 1-based line.
-    pub line: u32,
-    /// 1-based column, in bytes.
-    pub column: u32,
-    pub message: String,
-}
 
 impl WgslError {
     fn at(source: &str, span: Option<Span>, message: impl Into<String>) -> Self {
