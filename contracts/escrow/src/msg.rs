@@ -60,6 +60,9 @@ pub enum ExecuteMsg {
     },
     /// After the deadline, returns to the client what was not paid out. Anyone may trigger it.
     Refund { job_id: u64 },
+    /// The job's relay ends the job early (its work is done or abandoned): returns to the client
+    /// at once what was not paid out; nothing settles afterwards. Settled tasks stay slashable.
+    Close { job_id: u64 },
 }
 
 /// One verified task: the agreed result and the signatures of `quorum..=replicas` distinct
@@ -85,20 +88,34 @@ pub enum QueryMsg {
     Config {},
     /// The exact deposit `CreateJob` needs for this shape.
     #[returns(DepositResponse)]
-    Deposit { tasks: u32, replicas: u8, price_per_replica: Uint128 },
+    Deposit {
+        tasks: u32,
+        replicas: u8,
+        price_per_replica: Uint128,
+    },
     #[returns(JobResponse)]
     Job { job_id: u64 },
     #[returns(JobsResponse)]
-    Jobs { start_after: Option<u64>, limit: Option<u32> },
+    Jobs {
+        start_after: Option<u64>,
+        limit: Option<u32>,
+    },
     #[returns(TaskResponse)]
     Task { job_id: u64, index: u32 },
     /// Settled tasks of a job, by index.
     #[returns(TasksResponse)]
-    Tasks { job_id: u64, start_after: Option<u32>, limit: Option<u32> },
+    Tasks {
+        job_id: u64,
+        start_after: Option<u32>,
+        limit: Option<u32>,
+    },
     #[returns(WorkerResponse)]
     Worker { pubkey: HexBinary },
     #[returns(WorkersResponse)]
-    Workers { start_after: Option<HexBinary>, limit: Option<u32> },
+    Workers {
+        start_after: Option<HexBinary>,
+        limit: Option<u32>,
+    },
     /// What the contract paid to (or received from) an address.
     #[returns(Account)]
     Account { address: String },
