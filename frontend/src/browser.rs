@@ -1,0 +1,199 @@
+//! Small wrappers over browser APIs: storage, clocks, timers, files, downloads and keys. Every
+//! fallible call returns [`Error::Browser`] with a sentence, never a raw `JsValue`.
+
+use crate::{Error, Result};
+use js_sys::{Promise, Uint8Array};
+use starling_protocol::sign::Keypair;
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+
+/// `localStorage` keys. The worker's key name is fixed by `web-worker/BROWSER.md`.
+pub const WORKER_SECRET_KEY: &str = "starling.worker.secret_key";
+pub const CLIENT_SECRET_KEY: &str = "starling.client.secret_key";
+pub const CONTRIBUTE_SETTINGS: &str = "starling.contribute.settings";
+
+pub fn window() -> web_sys::Window {
+    web_sys::window().expect("the app runs in a window")
+}
+
+/// The text of a JS exception or rejection.
+pub fn js_text(value: &JsValue) -> String {
+    if let Some(e) = value.dyn_ref::<js_sys::Error>() {
+        return String::from(e.message());
+    }
+    value.as_string().unwrap_or_else(|| format!("{value:?}"))
+}
+
+/// Wall clock, Unix milliseconds.
+pub fn now_ms() -> u64 {
+    js_sys::Date::now() as u64
+}
+
+/// Monotonic milliseconds since the page loaded.
+pub fn monotonic_ms() -> f64 {
+    window().performance().map(|p| p.now()).unwrap_or_else(js_sys::Date::now)
+}
+
+/// Resolves after `ms` milliseconds.
+pub async fn sleep(ms: u32) {
+    let promise = Promise::new(&mut |resolve, _| {
+        // A window without setTimeout does not exist; if it did, resolving at once is harmless.
+        if window().set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms as i32).is_err() {
+            let _ = resolve.call0(&JsValue::NULL);
+        }
+    });
+    let _ = JsFuture::from(promise).await;
+}
+
+pub fn is_online() -> bool {
+    window().navigator().on_line()
+}
+
+pub fn document_hidden() -> bool {
+    window().document().map(|d| d.hidden()).unwrap_or(false)
+}
+
+fn storage() -> Option<web_sys::Storage> {
+    window().local_storage().ok().flatten()
+}
+
+pub fn stored(key: &str) -> Option<String> {
+    storage()?.get_item(key).ok().flatten()
+}
+
+/// Stores `value`; a refusal (private mode, quota) is reported, since losing a key matters.
+pub fn store(key: &str, value: &str) -> Result<()> {
+    let storage = storage().ok_or_else(|| Error::Browser("this browser does not allow saving data for this site".into()))?;
+    storage
+        .set_item(key, value)
+        .map_err(|e| Error::Browser(format!("the browser refused to save {key}: {}", js_text(&e))))
+}
+
+/// The page's origin, which is the relay's: the relay serves this app.
+pub fn origin() -> String {
+    window().location().origin().unwrap_or_default()
+}
+
+/// `ws(s)://host/path` for a path on this origin.
+pub fn ws_url(path: &str) -> String {
+    let origin = origin();
+    let ws = if let Some(rest) = origin.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = origin.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        origin
+    };
+    format!("{ws}{path}")
+}
+
+/// A random u64 from the browser's crypto (job nonces).
+pub fn random_u64() -> u64 {
+    use rand_core::RngCore;
+    rand_core::OsRng.next_u64()
+}
+
+/// The client's signing key, created on first use and kept in `localStorage`.
+pub fn client_keypair() -> Result<Keypair> {
+    if let Some(hex_seed) = stored(CLIENT_SECRET_KEY)
+        && let Ok(bytes) = hex::decode(hex_seed.trim())
+        && let Ok(seed) = <[u8; 32]>::try_from(bytes.as_slice())
+    {
+        return Ok(Keypair::from_seed(seed));
+    }
+    let key = Keypair::generate();
+    store(CLIENT_SECRET_KEY, &hex::encode(key.seed()))?;
+    Ok(key)
+}
+
+/// The contributor's public key, derived from the secret the worker handed over earlier.
+pub fn worker_public_key() -> Option<String> {
+    let bytes = hex::decode(stored(WORKER_SECRET_KEY)?.trim()).ok()?;
+    let seed = <[u8; 32]>::try_from(bytes.as_slice()).ok()?;
+    Some(Keypair::from_seed(seed).public().to_hex())
+}
+
+/// The bytes of a file the user picked.
+pub async fn read_file(file: &web_sys::File) -> Result<Vec<u8>> {
+    let buffer = JsFuture::from(file.array_buffer())
+        .await
+        .map_err(|e| Error::Browser(format!("could not read {}: {}", file.name(), js_text(&e))))?;
+    Ok(Uint8Array::new(&buffer).to_vec())
+}
+
+/// Hands `bytes` to the browser as a download named `name`.
+pub fn download(name: &str, bytes: &[u8], mime: &str) -> Result<()> {
+    let array = Uint8Array::from(bytes);
+    let parts = js_sys::Array::of1(&array);
+    let options = web_sys::BlobPropertyBag::new();
+    options.set_type(mime);
+    let blob = web_sys::Blob::new_with_u8_array_sequence_and_options(&parts, &options)
+        .map_err(|e| Error::Browser(format!("could not prepare the download: {}", js_text(&e))))?;
+    let url = web_sys::Url::create_object_url_with_blob(&blob)
+        .map_err(|e| Error::Browser(format!("could not prepare the download: {}", js_text(&e))))?;
+    let result = click_link(&url, name);
+    // The click has started the download; the URL is no longer needed after this turn.
+    let revoke = url.clone();
+    leptos::prelude::set_timeout(move || drop(web_sys::Url::revoke_object_url(&revoke)), std::time::Duration::from_secs(30));
+    result
+}
+
+/// Starts a download of `url` (same origin) as `name`.
+pub fn click_link(url: &str, name: &str) -> Result<()> {
+    let document = window().document().ok_or_else(|| Error::Browser("no document".into()))?;
+    let anchor: web_sys::HtmlAnchorElement = document
+        .create_element("a")
+        .map_err(|e| Error::Browser(js_text(&e)))?
+        .unchecked_into();
+    anchor.set_href(url);
+    anchor.set_download(name);
+    anchor.click();
+    Ok(())
+}
+
+/// Calls a method by name where the browser has it (`navigator.getBattery`), for APIs web-sys
+/// does not bind everywhere.
+pub fn call_method(target: &JsValue, name: &str) -> Option<JsValue> {
+    let method = js_sys::Reflect::get(target, &JsValue::from_str(name)).ok()?;
+    let method: js_sys::Function = method.dyn_into().ok()?;
+    method.call0(target).ok()
+}
+
+pub fn get_f64(target: &JsValue, name: &str) -> Option<f64> {
+    js_sys::Reflect::get(target, &JsValue::from_str(name)).ok()?.as_f64()
+}
+
+pub fn get_bool(target: &JsValue, name: &str) -> Option<bool> {
+    js_sys::Reflect::get(target, &JsValue::from_str(name)).ok()?.as_bool()
+}
+
+/// A short description of this device for the Contribute page.
+pub fn device_description() -> String {
+    let navigator = window().navigator();
+    let agent = navigator.user_agent().unwrap_or_default();
+    let platform = navigator.platform().unwrap_or_default();
+    let os = ["Android", "iPhone", "iPad", "Windows", "Mac OS X", "CrOS", "Linux"]
+        .into_iter()
+        .find(|os| agent.contains(os))
+        .map(|os| match os {
+            "Mac OS X" => "macOS",
+            "CrOS" => "ChromeOS",
+            other => other,
+        })
+        .unwrap_or(if platform.is_empty() { "unknown system" } else { platform.as_str() })
+        .to_string();
+    let browser = ["Edg/", "OPR/", "Firefox/", "Chrome/", "Safari/"]
+        .into_iter()
+        .find(|b| agent.contains(b))
+        .map(|b| match b {
+            "Edg/" => "Edge",
+            "OPR/" => "Opera",
+            "Firefox/" => "Firefox",
+            "Chrome/" => "Chrome",
+            _ => "Safari",
+        })
+        .unwrap_or("a browser");
+    let cores = navigator.hardware_concurrency() as u32;
+    if cores > 0 { format!("{browser} on {os}, {cores} CPU threads") } else { format!("{browser} on {os}") }
+}

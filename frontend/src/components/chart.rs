@@ -1,0 +1,94 @@
+//! An SVG line chart drawn from [`crate::chart`] geometry. It keeps its size whether it has data
+//! or not, so nothing moves when the first points arrive.
+
+use crate::chart::{self, Frame};
+use leptos::prelude::*;
+
+/// One line. A `dashed` series is drawn as an estimate (for example the part of a job's progress
+/// before this page was watching).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub points: Vec<(f64, f64)>,
+    pub dashed: bool,
+}
+
+#[component]
+pub fn LineChart(
+    /// The lines, sharing one y axis from 0.
+    #[prop(into)]
+    series: Signal<Vec<Series>>,
+    /// The x range; `None` fits the points.
+    #[prop(into)]
+    x_domain: Signal<Option<(f64, f64)>>,
+    /// Labels under the x axis.
+    x_label: fn(f64) -> String,
+    /// What the chart shows, for screen readers and as its caption.
+    caption: Signal<String>,
+    /// Said instead of a chart while there is nothing to draw.
+    empty_text: &'static str,
+    testid: &'static str,
+    #[prop(optional)] class: &'static str,
+) -> impl IntoView {
+    let frame = Frame::STANDARD;
+    let layout = Memo::new(move |_| {
+        let all = series.get();
+        let points: Vec<(f64, f64)> = all.iter().flat_map(|s| s.points.iter().copied()).collect();
+        let y_max = chart::nice_ceiling(points.iter().map(|p| p.1).fold(0.0, f64::max));
+        let domain = x_domain.get().or_else(|| {
+            let lo = points.iter().map(|p| p.0).fold(f64::INFINITY, f64::min);
+            let hi = points.iter().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max);
+            (lo.is_finite() && hi > lo).then_some((lo, hi))
+        });
+        let plots: Vec<(chart::Plot, bool)> =
+            all.iter().map(|s| (chart::plot(&s.points, &frame, domain, Some(y_max)), s.dashed)).collect();
+        let y_ticks = chart::plot(&[], &frame, domain, Some(y_max)).y_ticks;
+        let x_ticks = domain.map(|d| chart::x_ticks(&frame, d, 4)).unwrap_or_default();
+        (plots, y_ticks, x_ticks, !points.is_empty())
+    });
+    let view_box = format!("0 0 {} {}", frame.width, frame.height);
+    let right = frame.width - frame.right;
+    let baseline = frame.bottom_y();
+    view! {
+        <figure class=format!("chart {class}")>
+            <svg viewBox=view_box role="img" aria-label=move || caption.get() data-testid=testid preserveAspectRatio="none">
+                {move || {
+                    let (plots, y_ticks, x_ticks, has_points) = layout.get();
+                    let grid = y_ticks
+                        .into_iter()
+                        .map(|(value, y)| {
+                            view! {
+                                <line class="grid" x1=frame.left x2=right y1=y y2=y></line>
+                                <text class="tick" x=frame.left - 6.0 y=y + 4.0 text-anchor="end">{chart::tick_label(value)}</text>
+                            }
+                        })
+                        .collect_view();
+                    let xs = x_ticks
+                        .into_iter()
+                        .map(|(value, x)| {
+                            view! { <text class="tick" x=x y=baseline + 18.0 text-anchor="middle">{x_label(value)}</text> }
+                        })
+                        .collect_view();
+                    let lines = plots
+                        .into_iter()
+                        .map(|(plot, dashed)| {
+                            let class = if dashed { "line dashed" } else { "line" };
+                            view! {
+                                <path class=if dashed { "area dashed" } else { "area" } d=plot.area></path>
+                                <path class=class d=plot.line></path>
+                            }
+                        })
+                        .collect_view();
+                    let empty = (!has_points).then(|| {
+                        view! {
+                            <text class="empty" x=frame.left + frame.plot_width() / 2.0 y=frame.top + frame.plot_height() / 2.0 text-anchor="middle">
+                                {empty_text}
+                            </text>
+                        }
+                    });
+                    view! { {grid} {xs} {lines} {empty} }
+                }}
+            </svg>
+            <figcaption>{move || caption.get()}</figcaption>
+        </figure>
+    }
+}

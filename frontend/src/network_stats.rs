@@ -1,0 +1,172 @@
+//! The Network page's numbers: workers grouped by backend and adapter, and the verified-task rate
+//! from successive `tasks_verified_total` readings.
+
+use crate::views::WorkerInfo;
+use crate::worker_protocol::backend_label;
+use std::collections::{BTreeMap, VecDeque};
+
+/// Online workers of one backend, split by adapter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendGroup {
+    pub backend: String,
+    pub label: String,
+    pub workers: usize,
+    /// Adapter label and worker count, most workers first.
+    pub adapters: Vec<(String, usize)>,
+}
+
+/// Online workers grouped by backend (most workers first) and, within each, by adapter. Workers
+/// that have not announced capabilities yet count under "not announced".
+pub fn group_workers(workers: &[WorkerInfo]) -> Vec<BackendGroup> {
+    let mut by_backend: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+    for w in workers.iter().filter(|w| w.online) {
+        let (backend, adapter) = match &w.capabilities {
+            Some(c) => (c.backend.clone(), c.adapter.label()),
+            None => (String::new(), "not announced".to_string()),
+        };
+        *by_backend.entry(backend).or_default().entry(adapter).or_default() += 1;
+    }
+    let mut groups: Vec<BackendGroup> = by_backend
+        .into_iter()
+        .map(|(backend, adapters)| {
+            let mut adapters: Vec<(String, usize)> = adapters.into_iter().collect();
+            adapters.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            let label = if backend.is_empty() { "Connecting".to_string() } else { backend_label(&backend) };
+            BackendGroup { workers: adapters.iter().map(|a| a.1).sum(), backend, label, adapters }
+        })
+        .collect();
+    groups.sort_by(|a, b| b.workers.cmp(&a.workers).then_with(|| a.label.cmp(&b.label)));
+    groups
+}
+
+/// One reading of the relay's health.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    pub at_ms: f64,
+    pub workers_online: u64,
+    pub tasks_verified_total: Option<u64>,
+    /// Verified tasks per second since the previous reading; `None` for the first reading, after a
+    /// counter reset (the relay restarted) or when the relay does not report the counter.
+    pub rate: Option<f64>,
+}
+
+/// The last `capacity` health readings, with rates between neighbours.
+#[derive(Debug, Clone, PartialEq)]
+pub struct History {
+    capacity: usize,
+    samples: VecDeque<Sample>,
+}
+
+impl History {
+    pub fn new(capacity: usize) -> Self {
+        History { capacity: capacity.max(2), samples: VecDeque::new() }
+    }
+
+    /// Adds a reading taken at `at_ms` (a monotonic clock) and returns it with its rate.
+    pub fn record(&mut self, at_ms: f64, workers_online: u64, tasks_verified_total: Option<u64>) -> Sample {
+        let rate = match (self.samples.back(), tasks_verified_total) {
+            (Some(prev), Some(total)) => match prev.tasks_verified_total {
+                Some(before) if total >= before && at_ms > prev.at_ms => {
+                    Some((total - before) as f64 / ((at_ms - prev.at_ms) / 1000.0))
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        let sample = Sample { at_ms, workers_online, tasks_verified_total, rate };
+        if self.samples.len() == self.capacity {
+            self.samples.pop_front();
+        }
+        self.samples.push_back(sample);
+        sample
+    }
+
+    pub fn samples(&self) -> impl Iterator<Item = &Sample> {
+        self.samples.iter()
+    }
+
+    pub fn latest(&self) -> Option<&Sample> {
+        self.samples.back()
+    }
+
+    /// Verified tasks per second over the whole window (steadier than the last step's rate);
+    /// `None` until two readings of an unbroken counter exist.
+    pub fn window_rate(&self) -> Option<f64> {
+        // The window starts after the last counter reset.
+        let start = self.samples.iter().rposition(|s| s.rate.is_none()).unwrap_or(0);
+        let first = self.samples.get(start)?;
+        let last = self.samples.back()?;
+        let (a, b) = (first.tasks_verified_total?, last.tasks_verified_total?);
+        (last.at_ms > first.at_ms && b >= a).then(|| (b - a) as f64 / ((last.at_ms - first.at_ms) / 1000.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::views::{AdapterInfo, CapabilitiesInfo};
+
+    fn worker(online: bool, backend: &str, adapter: &str) -> WorkerInfo {
+        WorkerInfo {
+            online,
+            capabilities: (!backend.is_empty()).then(|| CapabilitiesInfo {
+                backend: backend.into(),
+                adapter: AdapterInfo { name: adapter.into(), ..Default::default() },
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn groups_count_online_workers_only() {
+        let workers = [
+            worker(true, "vulkan", "H100"),
+            worker(true, "vulkan", "H100"),
+            worker(true, "vulkan", "A10"),
+            worker(true, "browser_webgpu", ""),
+            worker(false, "metal", "M2"),
+            worker(true, "", ""),
+        ];
+        let groups = group_workers(&workers);
+        assert_eq!(groups.len(), 3);
+        assert_eq!(groups[0].label, "Vulkan");
+        assert_eq!(groups[0].workers, 3);
+        assert_eq!(groups[0].adapters, vec![("H100".to_string(), 2), ("A10".to_string(), 1)]);
+        assert!(groups.iter().all(|g| g.backend != "metal"));
+        assert!(groups.iter().any(|g| g.label == "Connecting" && g.adapters[0].0 == "not announced"));
+    }
+
+    #[test]
+    fn rates_come_from_counter_deltas() {
+        let mut h = History::new(10);
+        assert_eq!(h.record(0.0, 2, Some(100)).rate, None);
+        assert_eq!(h.record(2_000.0, 2, Some(110)).rate, Some(5.0));
+        assert_eq!(h.record(4_000.0, 3, Some(130)).rate, Some(10.0));
+        assert_eq!(h.window_rate(), Some(7.5));
+        // The relay restarted: the counter went back; no negative rate, the window restarts.
+        assert_eq!(h.record(6_000.0, 1, Some(4)).rate, None);
+        assert_eq!(h.window_rate(), None);
+        assert_eq!(h.record(8_000.0, 1, Some(8)).rate, Some(2.0));
+        assert_eq!(h.window_rate(), Some(2.0));
+    }
+
+    #[test]
+    fn relays_without_the_counter_have_no_rate() {
+        let mut h = History::new(10);
+        h.record(0.0, 1, None);
+        assert_eq!(h.record(1_000.0, 1, None).rate, None);
+        assert_eq!(h.window_rate(), None);
+    }
+
+    #[test]
+    fn history_keeps_its_capacity() {
+        let mut h = History::new(3);
+        for i in 0..5 {
+            h.record(f64::from(i) * 1000.0, i as u64, Some(u64::from(i as u32) * 10));
+        }
+        let kept: Vec<u64> = h.samples().map(|s| s.workers_online).collect();
+        assert_eq!(kept, vec![2, 3, 4]);
+        assert_eq!(h.window_rate(), Some(10.0));
+    }
+}

@@ -1,0 +1,233 @@
+//! Network: who is computing and how fast. Workers online grouped by backend and adapter, and
+//! verified tasks per second from successive `tasks_verified_total` readings, drawn over time.
+
+use super::Alive;
+use crate::api;
+use crate::app::set_title;
+use crate::browser;
+use crate::components::chart::{LineChart, Series};
+use crate::components::notice::{Notice, Tone};
+use crate::error::Error;
+use crate::format;
+use crate::network_stats::{self, History};
+use crate::views::{HealthView, WorkerInfo};
+use crate::worker_protocol::backend_label;
+use leptos::prelude::*;
+
+const HEALTH_POLL_MS: u32 = 5_000;
+const WORKERS_POLL_MS: u32 = 15_000;
+/// Readings kept for the charts: 10 minutes at one every 5 seconds.
+const HISTORY: usize = 120;
+/// Workers listed individually.
+const WORKER_LIMIT: u32 = 200;
+
+#[component]
+pub fn Network() -> impl IntoView {
+    set_title("Network");
+    let health: RwSignal<Option<HealthView>> = RwSignal::new(None);
+    let health_problem: RwSignal<Option<String>> = RwSignal::new(None);
+    let history = RwSignal::new(History::new(HISTORY));
+    let workers: RwSignal<Option<Vec<WorkerInfo>>> = RwSignal::new(None);
+    let workers_problem: RwSignal<Option<String>> = RwSignal::new(None);
+    let alive = Alive::for_current_page();
+
+    {
+        let alive = alive.clone();
+        leptos::task::spawn_local(async move {
+            while alive.get() {
+                let result = api::health().await;
+                if !alive.get() {
+                    break;
+                }
+                match result {
+                    Ok(h) => {
+                        history.update(|hist| {
+                            hist.record(browser::monotonic_ms(), h.workers_online, h.tasks_verified_total);
+                        });
+                        health.set(Some(h));
+                        health_problem.set(None);
+                    }
+                    Err(e) => health_problem.set(Some(problem_text("The relay's health", &e))),
+                }
+                browser::sleep(HEALTH_POLL_MS).await;
+            }
+        });
+    }
+    leptos::task::spawn_local(async move {
+        while alive.get() {
+            let result = api::workers(WORKER_LIMIT).await;
+            if !alive.get() {
+                break;
+            }
+            match result {
+                Ok(list) => {
+                    workers.set(Some(list));
+                    workers_problem.set(None);
+                }
+                Err(e) => workers_problem.set(Some(problem_text("The worker list", &e))),
+            }
+            browser::sleep(WORKERS_POLL_MS).await;
+        }
+    });
+
+    let groups = Memo::new(move |_| workers.with(|w| w.as_deref().map(network_stats::group_workers)));
+    let rate = move || history.with(History::window_rate);
+    let counter_missing = move || health.with(|h| h.as_ref().is_some_and(|h| h.tasks_verified_total.is_none()));
+    let started = browser::monotonic_ms();
+    let now = RwSignal::new(started);
+    let tick = set_interval_with_handle(move || now.set(browser::monotonic_ms()), std::time::Duration::from_secs(5)).ok();
+    on_cleanup(move || {
+        if let Some(t) = tick {
+            t.clear();
+        }
+    });
+    // x in minutes before now; the window is the history's length.
+    let window_minutes = (HISTORY as f64) * f64::from(HEALTH_POLL_MS) / 60_000.0;
+    let to_x = move |at_ms: f64| (at_ms - now.get()) / 60_000.0;
+    let workers_series = Signal::derive(move || {
+        let points = history.with(|h| h.samples().map(|s| (to_x(s.at_ms), s.workers_online as f64)).collect());
+        vec![Series { points, dashed: false }]
+    });
+    let rate_series = Signal::derive(move || {
+        let points = history.with(|h| h.samples().filter_map(|s| s.rate.map(|r| (to_x(s.at_ms), r))).collect());
+        vec![Series { points, dashed: false }]
+    });
+    let domain = Signal::derive(move || Some((-window_minutes, 0.0)));
+    let minutes_label = |m: f64| if m.abs() < 0.05 { "now".to_string() } else { format!("{:.0} min", m) };
+
+    view! {
+        <section class="page network" data-testid="page-network">
+            <h1 data-testid="page-heading">"Network"</h1>
+            <p class="lead">"Devices lending their GPUs to this relay, and how much verified work they finish."</p>
+            <Notice text=Signal::derive(move || health_problem.get()) tone=Tone::Warning testid="network-health-error"/>
+            <dl class="stats">
+                <div>
+                    <dt>"Workers online"</dt>
+                    <dd data-testid="network-workers-online">{move || health.with(|h| h.as_ref().map(|h| format::count(h.workers_online)).unwrap_or_else(|| "–".into()))}</dd>
+                </div>
+                <div>
+                    <dt>"Jobs running"</dt>
+                    <dd data-testid="network-jobs-running">{move || health.with(|h| h.as_ref().map(|h| format::count(h.jobs_running)).unwrap_or_else(|| "–".into()))}</dd>
+                </div>
+                <div>
+                    <dt>"Verified tasks"</dt>
+                    <dd data-testid="network-rate">{move || {
+                        if counter_missing() {
+                            "Not reported".to_string()
+                        } else {
+                            match rate() {
+                                Some(r) => format::rate(r, "tasks"),
+                                None => "Measuring…".to_string(),
+                            }
+                        }
+                    }}</dd>
+                </div>
+                <div>
+                    <dt>"Verified in all"</dt>
+                    <dd data-testid="network-verified-total">{move || health.with(|h| h.as_ref().and_then(|h| h.tasks_verified_total).map(format::count).unwrap_or_else(|| "–".into()))}</dd>
+                </div>
+            </dl>
+            {move || counter_missing().then(|| view! {
+                <p class="notice info" role="status" data-testid="network-rate-unsupported">
+                    "This relay does not report tasks_verified_total yet, so the task rate cannot be measured. Update the relay to see it."
+                </p>
+            })}
+            <p class="hint" data-testid="network-relay">{move || health.with(|h| h.as_ref().map(|h| {
+                let pay = match &h.escrow {
+                    Some(e) => format!("settles in {} through escrow ({}, fee {:.2} %)", e.denom, e.backend, f64::from(e.relay_fee_bps) / 100.0),
+                    None => "runs jobs without payment".to_string(),
+                };
+                format!("Relay {} ({}), {pay}.", h.version, h.status)
+            }).unwrap_or_default())}</p>
+
+            <div class="grid two">
+                <section class="card" aria-labelledby="workers-chart-heading">
+                    <h2 id="workers-chart-heading">"Workers online"</h2>
+                    <LineChart
+                        series=workers_series
+                        x_domain=domain
+                        x_label=minutes_label
+                        caption=Signal::derive(move || format!("Workers online over the last {window_minutes:.0} minutes, read every {} seconds.", HEALTH_POLL_MS / 1000))
+                        empty_text="Waiting for the first reading"
+                        testid="network-workers-chart"
+                    />
+                </section>
+                <section class="card" aria-labelledby="rate-chart-heading">
+                    <h2 id="rate-chart-heading">"Verified tasks per second"</h2>
+                    <LineChart
+                        series=rate_series
+                        x_domain=domain
+                        x_label=minutes_label
+                        caption=Signal::derive(move || "Tasks verified per second, from the relay's running total.".to_string())
+                        empty_text="Needs two readings"
+                        testid="network-chart"
+                        class="rate"
+                    />
+                </section>
+            </div>
+
+            <section class="card" aria-labelledby="groups-heading">
+                <h2 id="groups-heading">"By backend and adapter"</h2>
+                <Notice text=Signal::derive(move || workers_problem.get()) tone=Tone::Warning testid="network-workers-error"/>
+                <div data-testid="network-groups" aria-busy=move || workers.with(Option::is_none).to_string()>
+                    {move || match groups.get() {
+                        None => view! { <p class="loading">"Loading workers…"</p> }.into_any(),
+                        Some(groups) if groups.is_empty() => view! {
+                            <p class="empty" data-testid="network-groups-empty">"No workers online. Open Contribute on any device to be the first."</p>
+                        }.into_any(),
+                        Some(groups) => view! {
+                            <ul class="groups">
+                                {groups.into_iter().map(|g| view! {
+                                    <li class="group" data-testid="network-group" data-backend=g.backend.clone()>
+                                        <div class="group-head"><strong>{g.label.clone()}</strong><span>{format!("{} online", g.workers)}</span></div>
+                                        <ul class="adapters">
+                                            {g.adapters.iter().map(|(name, n)| view! {
+                                                <li><span>{name.clone()}</span><span class="count">{n.to_string()}</span></li>
+                                            }).collect_view()}
+                                        </ul>
+                                    </li>
+                                }).collect_view()}
+                            </ul>
+                        }.into_any(),
+                    }}
+                </div>
+            </section>
+
+            <section class="card" aria-labelledby="list-heading">
+                <h2 id="list-heading">"Workers"</h2>
+                <div class="table-wrap">
+                    <table class="workers" data-testid="network-workers">
+                        <thead>
+                            <tr><th scope="col">"Key"</th><th scope="col">"Backend"</th><th scope="col">"Adapter"</th><th scope="col">"Verified"</th><th scope="col">"Rejected"</th><th scope="col">"Seen"</th></tr>
+                        </thead>
+                        <tbody>
+                            {move || workers.get().unwrap_or_default().into_iter().filter(|w| w.online).map(|w| {
+                                let (backend, adapter) = match &w.capabilities {
+                                    Some(c) => (backend_label(&c.backend), c.adapter.label()),
+                                    None => ("–".to_string(), "–".to_string()),
+                                };
+                                view! {
+                                    <tr data-testid="network-worker-row">
+                                        <td class="mono" title=w.key.clone()>{format::short_key(&w.key)}</td>
+                                        <td>{backend}</td>
+                                        <td>{adapter}</td>
+                                        <td>{format::count(w.replicas_accepted)}</td>
+                                        <td>{format::count(w.replicas_rejected)}</td>
+                                        <td>{format::ago(browser::now_ms(), w.last_seen_ms)}</td>
+                                    </tr>
+                                }
+                            }).collect_view()}
+                        </tbody>
+                    </table>
+                </div>
+            </section>
+        </section>
+    }
+}
+
+fn problem_text(what: &str, e: &Error) -> String {
+    match e {
+        Error::Offline => format!("{what} cannot be read while offline; the numbers below are the last ones seen."),
+        _ => format!("{what} could not be read: {e}"),
+    }
+}

@@ -1,0 +1,192 @@
+//! What the page reads from the relay beyond `starling_protocol::events`: the health line, worker
+//! and client records. These are read leniently (missing fields default, unknown ones are
+//! ignored) because relays older and newer than this page differ in them; `None` for a field the
+//! relay does not send lets the page say so instead of showing a made-up zero.
+
+use serde::Deserialize;
+use starling_protocol::events::TaskState;
+use starling_protocol::Hash32;
+
+/// `GET /v1/health`.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct HealthView {
+    pub status: String,
+    pub version: String,
+    pub workers_online: u64,
+    pub jobs_running: u64,
+    /// Missing on relays that do not count it yet.
+    pub tasks_verified_total: Option<u64>,
+    pub escrow: Option<EscrowInfo>,
+}
+
+/// `GET /v1/workers`, `GET /v1/workers/{key}`.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct WorkerInfo {
+    pub key: String,
+    pub online: bool,
+    pub capabilities: Option<CapabilitiesInfo>,
+    pub replicas_returned: u64,
+    pub replicas_accepted: u64,
+    pub replicas_rejected: u64,
+    pub last_seen_ms: u64,
+    pub escrow: Option<EscrowAccount>,
+}
+
+/// The parts of a worker's announced capabilities the pages show.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct CapabilitiesInfo {
+    pub backend: String,
+    pub platform: String,
+    pub adapter: AdapterInfo,
+    pub asking_price: u64,
+    pub duty_cycle: f64,
+    pub slots: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct AdapterInfo {
+    pub name: String,
+    pub vendor: u32,
+    pub device: u32,
+    pub device_type: String,
+    pub driver: String,
+}
+
+/// An account at the relay's escrow. Amounts are decimal strings in the smallest unit of `denom`
+/// (they can exceed 2^53, so they are never read as JS numbers).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct EscrowAccount {
+    pub address: String,
+    /// Spendable balance on the ledger.
+    pub balance: String,
+    /// Worker keys only: the bond the contract holds, and what slashing took from it.
+    pub bonded: Option<String>,
+    pub slashed: Option<String>,
+    /// What the contract paid this account (workers: earnings; clients: refunds).
+    pub received: Option<String>,
+    pub denom: String,
+}
+
+/// `GET /v1/clients/{key}`.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct ClientInfo {
+    pub key: String,
+    pub escrow: Option<EscrowAccount>,
+}
+
+/// How the relay settles payment (`escrow` in the health answer); absent when jobs run unpaid.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct EscrowInfo {
+    /// `embedded` (the contract on a local ledger) or `chain`.
+    pub backend: String,
+    pub chain_id: String,
+    pub contract: String,
+    pub denom: String,
+    pub relay_fee_bps: u32,
+    pub min_bond: String,
+}
+
+/// `GET /v1/jobs/{id}/escrow`: a job's money.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct JobEscrow {
+    pub deposit: String,
+    pub paid_to_workers: String,
+    pub paid_to_relay: String,
+    pub refunded: Option<String>,
+    pub settled_tasks: u32,
+    pub denom: String,
+}
+
+/// One line of `GET /v1/jobs/{id}/results`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct TaskResult {
+    pub index: u32,
+    pub state: TaskState,
+    pub output_hash: Option<Hash32>,
+}
+
+/// `POST /v1/blobs` answer.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct StoredBlob {
+    pub hash: Hash32,
+    pub size: u64,
+}
+
+impl AdapterInfo {
+    /// The adapter as people tell adapters apart: its name where the platform gives one (browsers
+    /// often do not), else its device type and PCI ids.
+    pub fn label(&self) -> String {
+        let name = self.name.trim();
+        if !name.is_empty() {
+            return name.to_string();
+        }
+        let kind = match self.device_type.as_str() {
+            "discrete_gpu" => "discrete GPU",
+            "integrated_gpu" => "integrated GPU",
+            "virtual_gpu" => "virtual GPU",
+            "cpu" => "software (CPU)",
+            "" | "other" => "unnamed adapter",
+            other => other,
+        };
+        if self.vendor == 0 && self.device == 0 {
+            kind.to_string()
+        } else {
+            format!("{kind} {:04x}:{:04x}", self.vendor, self.device)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_without_the_verified_counter_reads_as_unknown() {
+        let h: HealthView = serde_json::from_str(r#"{"status":"ok","version":"0.1.0","workers_online":3,"jobs_running":1}"#).unwrap();
+        assert_eq!(h.tasks_verified_total, None);
+        let h: HealthView = serde_json::from_str(
+            r#"{"status":"ok","version":"0.1.0","workers_online":3,"jobs_running":1,"tasks_verified_total":42,"new":true}"#,
+        )
+        .unwrap();
+        assert_eq!(h.tasks_verified_total, Some(42));
+    }
+
+    #[test]
+    fn worker_views_from_the_relay_read() {
+        // What relays without escrow serve: no `escrow` field at all.
+        let plain = r#"{"key":"0101","online":true,"capabilities":{"backend":"browser_webgpu","platform":"browser",
+            "adapter":{"name":"","vendor":0,"device":0,"device_type":"other","driver":""},
+            "limits":{"max_buffer_size":1,"max_storage_buffer_binding_size":1,"max_storage_buffers_per_shader_stage":8,
+            "max_compute_workgroups_per_dimension":65535},"asking_price":5,"duty_cycle":0.1,"slots":1},
+            "replicas_returned":4,"replicas_accepted":3,"replicas_rejected":1,"last_seen_ms":99}"#;
+        let info: WorkerInfo = serde_json::from_str(plain).unwrap();
+        assert_eq!(info.capabilities.as_ref().unwrap().backend, "browser_webgpu");
+        assert_eq!((info.replicas_accepted, info.replicas_rejected), (3, 1));
+        assert_eq!(info.escrow, None);
+        let with_escrow: WorkerInfo = serde_json::from_str(
+            r#"{"key":"ab","online":false,"capabilities":null,"escrow":{"address":"cosmos1x","balance":"1500000","bonded":"100","received":"250","denom":"ustar"}}"#,
+        )
+        .unwrap();
+        let escrow = with_escrow.escrow.unwrap();
+        assert_eq!((escrow.received.as_deref(), escrow.slashed), (Some("250"), None));
+        let client: ClientInfo = serde_json::from_str(r#"{"key":"ab","escrow":null}"#).unwrap();
+        assert_eq!(client.escrow, None);
+    }
+
+    #[test]
+    fn adapter_labels() {
+        let named = AdapterInfo { name: "NVIDIA H100".into(), ..Default::default() };
+        assert_eq!(named.label(), "NVIDIA H100");
+        let ids = AdapterInfo { device_type: "integrated_gpu".into(), vendor: 0x8086, device: 0x46a6, ..Default::default() };
+        assert_eq!(ids.label(), "integrated GPU 8086:46a6");
+        assert_eq!(AdapterInfo::default().label(), "unnamed adapter");
+    }
+}
