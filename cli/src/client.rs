@@ -34,7 +34,13 @@ impl Client {
     /// Uploads a blob to its content address; returns the hash.
     pub async fn upload(&self, data: Vec<u8>) -> Result<Hash32> {
         let hash = sha256(&data);
-        let resp = self.http.put(format!("{}/v1/blobs/{hash}", self.base)).body(data).send().await.context("uploading blob")?;
+        let resp = self
+            .http
+            .put(format!("{}/v1/blobs/{hash}", self.base))
+            .body(data)
+            .send()
+            .await
+            .context("uploading blob")?;
         check(resp).await?;
         Ok(hash)
     }
@@ -64,6 +70,12 @@ impl Client {
         Ok(check(resp).await?.json().await?)
     }
 
+    /// GET a JSON resource under the relay's base URL.
+    pub async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let resp = self.http.get(format!("{}{path}", self.base)).send().await.with_context(|| format!("GET {path}"))?;
+        Ok(check(resp).await?.json().await?)
+    }
+
     pub async fn workers(&self) -> Result<Vec<WorkerView>> {
         let resp = self.http.get(format!("{}/v1/workers", self.base)).send().await?;
         Ok(check(resp).await?.json().await?)
@@ -79,7 +91,9 @@ impl Client {
             on_event(&event);
             match event {
                 JobEvent::JobDone { job } | JobEvent::JobFailed { job } => return Ok(job),
-                JobEvent::Snapshot { job } if job.state != starling_protocol::events::JobState::Running => return Ok(job),
+                JobEvent::Snapshot { job } if job.state != starling_protocol::events::JobState::Running => {
+                    return Ok(job);
+                }
                 _ => {}
             }
         }

@@ -4,9 +4,9 @@
 
 use crate::client::Client;
 use crate::jobs::{self, Kind, Rules};
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail, ensure};
 use indicatif::{MultiProgress, ProgressBar};
-use starling_protocol::events::ReplicaState;
+use starling_protocol::events::{ClientView, JobEscrow, ReplicaState, WorkerView};
 use starling_protocol::sign::Keypair;
 use starling_web_worker::native::{self, Compute, WorkerConfig};
 use std::path::PathBuf;
@@ -34,6 +34,16 @@ pub struct DemoArgs {
     /// Run the workers on the CPU references instead of the GPU.
     #[arg(long)]
     cpu: bool,
+    /// Extra workers that sign wrong results, to show verification and slashing.
+    #[arg(long, default_value_t = 1)]
+    liars: u32,
+    /// Price per accepted replica, in micro-units of the escrow's token.
+    #[arg(long, default_value_t = 1_000)]
+    price: u64,
+    /// The escrow contract's wasm (default: target/contracts/starling_escrow.wasm); without
+    /// one the demo runs unpaid.
+    #[arg(long)]
+    contract: Option<PathBuf>,
 }
 
 pub async fn run(args: DemoArgs) -> Result<()> {
@@ -45,22 +55,38 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let relay = tokio::spawn(starling_relay::run(listener, starling_relay::Config::new(&data_dir), stop(stop_rx.clone())));
+    let mut config = starling_relay::Config::new(&data_dir);
+    let contract = args.contract.clone().or_else(|| crate::locate(&["target/contracts/starling_escrow.wasm"]));
+    let paid = contract.is_some() && args.price > 0;
+    if let Some(wasm) = contract.filter(|_| paid) {
+        config.escrow =
+            starling_relay::EscrowConfig::Embedded(starling_relay::escrow::embedded::EmbeddedConfig::new(wasm));
+    } else {
+        println!("escrow    off (no contract: run scripts/build-contract.sh for paid jobs)");
+    }
+    let relay = tokio::spawn(starling_relay::run(listener, config, stop(stop_rx.clone())));
     let base = format!("http://{addr}");
     println!("relay     http://{addr}  (SQLite at {})", data_dir.join("relay.sqlite").display());
 
     let compute = Compute::open(args.cpu).await;
     let caps = compute.capabilities(&WorkerConfig::new(&base));
     println!("workers   {} × {:?} on {}", args.workers, caps.backend, caps.adapter.name);
+    if args.liars > 0 {
+        println!("          + {} lying worker(s) that sign corrupted results", args.liars);
+    }
     let mut workers = Vec::new();
-    for _ in 0..args.workers {
-        let config = WorkerConfig::new(&base);
-        workers.push(tokio::spawn(native::run(config, Keypair::generate(), compute.clone(), stop(stop_rx.clone()))));
+    let mut worker_keys = Vec::new();
+    for n in 0..args.workers + args.liars {
+        let config = WorkerConfig { corrupt_results: n >= args.workers, ..WorkerConfig::new(&base) };
+        let key = Keypair::generate();
+        worker_keys.push((key.public(), config.corrupt_results));
+        workers.push(tokio::spawn(native::run(config, key, compute.clone(), stop(stop_rx.clone()))));
     }
 
     let client = Client::new(&base);
     let key = Keypair::generate();
-    let rules = Rules { replicas: 2, quorum: 2, max_replicas: 4, price: 0, deadline: 3600, label: String::new() };
+    let price = if paid { args.price } else { 0 };
+    let rules = Rules { replicas: 2, quorum: 2, max_replicas: 4, price, deadline: 3600, label: String::new() };
     let render = Kind::Mandelbrot {
         width: args.width,
         height: args.height,
@@ -112,10 +138,79 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         f64::from(tasks) / secs,
         replicas as f64 / secs
     );
+    if paid {
+        let jobs: Vec<_> = finished.iter().map(|(job, _)| job.id).collect();
+        settlement_report(&client, &key, &jobs, &worker_keys).await?;
+    }
     let _ = stop_tx.send(true);
     for w in workers {
         let _ = w.await;
     }
     relay.await??;
+    Ok(())
+}
+
+/// Waits until the escrow closed every job, then prints who was paid what, read back from the
+/// ledger, and checks that every deposit is accounted for.
+async fn settlement_report(
+    client: &Client,
+    key: &Keypair,
+    jobs: &[starling_protocol::JobId],
+    workers: &[(starling_protocol::PublicKey, bool)],
+) -> Result<()> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    let mut escrows = Vec::new();
+    for job in jobs {
+        loop {
+            let e: JobEscrow = client.get(&format!("/v1/jobs/{job}/escrow")).await?;
+            if e.refunded.is_some() {
+                escrows.push(e);
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("job {job} was not closed in escrow within a minute: {e:?}");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+    let amount = |s: &str| s.parse::<u128>().unwrap_or(0);
+    let denom = escrows.first().map(|e| e.denom.clone()).unwrap_or_default();
+    let (mut deposits, mut to_workers, mut fees, mut refunds) = (0u128, 0u128, 0u128, 0u128);
+    for e in &escrows {
+        let refunded = e.refunded.as_deref().map_or(0, amount);
+        let (d, w, f) = (amount(&e.deposit), amount(&e.paid_to_workers), amount(&e.paid_to_relay));
+        ensure!(d == w + f + refunded, "job {}: deposit {d} != paid {w} + fee {f} + refund {refunded}", e.job);
+        deposits += d;
+        to_workers += w;
+        fees += f;
+        refunds += refunded;
+    }
+    println!("escrow    {} jobs settled and closed on the embedded ledger ({denom})", escrows.len());
+    let mut earned_total = 0u128;
+    for (worker, lying) in workers {
+        let view: WorkerView = client.get(&format!("/v1/workers/{worker}")).await?;
+        let Some(account) = view.escrow else {
+            println!("  worker {}…  not registered in escrow", &worker.to_hex()[..12]);
+            continue;
+        };
+        let earned = amount(&account.received);
+        earned_total += earned;
+        println!(
+            "  worker {}…{}  earned {:>9}  bond {:>9}  slashed {:>9}  ({} accepted, {} rejected)",
+            &worker.to_hex()[..12],
+            if *lying { " (lying)" } else { "        " },
+            earned,
+            account.bonded.as_deref().unwrap_or("0"),
+            account.slashed.as_deref().unwrap_or("0"),
+            view.replicas_accepted,
+            view.replicas_rejected,
+        );
+    }
+    let client_view: ClientView = client.get(&format!("/v1/clients/{}", key.public())).await?;
+    let balance = client_view.escrow.map(|a| a.balance).unwrap_or_default();
+    println!("  client  deposited {deposits}, refunded {refunds} (unused replicas), balance now {balance}");
+    println!("  relay   fees {fees}");
+    ensure!(earned_total == to_workers, "workers earned {earned_total} but the jobs paid out {to_workers}");
+    println!("  check   deposits {deposits} = workers {to_workers} + relay {fees} + refunds {refunds}  ✓");
     Ok(())
 }

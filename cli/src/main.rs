@@ -50,6 +50,61 @@ struct RelayArgs {
     /// Most worker connections at once.
     #[arg(long, default_value_t = 20_000)]
     max_workers: usize,
+    /// How jobs are paid: `embedded` runs the escrow contract in cosmwasm-vm on a local ledger
+    /// in the data folder; `off` runs every job unpaid.
+    #[arg(long, value_enum, default_value_t = EscrowMode::Embedded, env = "STARLING_ESCROW")]
+    escrow: EscrowMode,
+    /// The escrow contract's wasm (default: target/contracts/starling_escrow.wasm, built by
+    /// scripts/build-contract.sh).
+    #[arg(long, env = "STARLING_CONTRACT")]
+    contract: Option<PathBuf>,
+    /// Embedded ledger only: what the local faucet gives each new client account, and each
+    /// worker's bond (0 turns the faucet off).
+    #[arg(long, default_value_t = 1_000_000_000)]
+    faucet: u128,
+    /// The web app's folder (default: www/ with its build in www/pkg); `--www ''` serves the API only.
+    #[arg(long, env = "STARLING_WWW")]
+    www: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum EscrowMode {
+    Embedded,
+    Off,
+}
+
+/// The first of `candidates` (relative to the working folder, then to the workspace this
+/// binary was built from) that exists.
+pub(crate) fn locate(candidates: &[&str]) -> Option<PathBuf> {
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    candidates.iter().flat_map(|c| [PathBuf::from(c), workspace.join(c)]).find(|p| p.exists())
+}
+
+fn relay_config(args: &RelayArgs) -> Result<starling_relay::Config> {
+    let mut config = starling_relay::Config::new(&args.data_dir);
+    config.core.scheduler.lease_ms = args.lease_ms;
+    config.core.scheduler.max_lease_ms = args.max_lease_ms;
+    config.max_workers = args.max_workers;
+    config.escrow = match args.escrow {
+        EscrowMode::Off => starling_relay::EscrowConfig::Off,
+        EscrowMode::Embedded => {
+            let wasm = match &args.contract {
+                Some(path) => path.clone(),
+                None => locate(&["target/contracts/starling_escrow.wasm"]).context(
+                    "the escrow contract is not built: run scripts/build-contract.sh (or pass --contract, or --escrow off)",
+                )?,
+            };
+            let mut embedded = starling_relay::escrow::embedded::EmbeddedConfig::new(wasm);
+            embedded.faucet = args.faucet;
+            starling_relay::EscrowConfig::Embedded(embedded)
+        }
+    };
+    config.www = match &args.www {
+        Some(dir) if dir.as_os_str().is_empty() => None,
+        Some(dir) => Some(dir.clone()),
+        None => locate(&["www/index.html"]).and_then(|index| index.parent().map(PathBuf::from)),
+    };
+    Ok(config)
 }
 
 #[derive(Debug, clap::Args)]
@@ -78,6 +133,9 @@ struct WorkerArgs {
     /// TESTING ONLY: take tasks and never finish them, like a hung device.
     #[arg(long, hide = true)]
     stall_tasks: bool,
+    /// Payout account for escrow settlement (default: the one the relay proposes).
+    #[arg(long)]
+    payout: Option<String>,
 }
 
 fn parse_duty(s: &str) -> Result<f32, String> {
@@ -113,10 +171,10 @@ async fn main() -> Result<()> {
             let addr = listener.local_addr()?;
             // Scripts and tests read this line to learn the port.
             println!("starling relay listening on http://{addr}");
-            let mut config = starling_relay::Config::new(&args.data_dir);
-            config.core.scheduler.lease_ms = args.lease_ms;
-            config.core.scheduler.max_lease_ms = args.max_lease_ms;
-            config.max_workers = args.max_workers;
+            let config = relay_config(&args)?;
+            if let Some(www) = &config.www {
+                println!("web app: http://{addr}/ (from {})", www.display());
+            }
             starling_relay::run(listener, config, ctrl_c()).await?;
         }
         Command::Worker(args) => {
@@ -129,12 +187,16 @@ async fn main() -> Result<()> {
                 cpu_only: args.cpu,
                 corrupt_results: args.corrupt_results,
                 stall_tasks: args.stall_tasks,
+                payout: args.payout,
                 ..WorkerConfig::new(args.relay)
             };
             println!("starling worker {}", key.public());
             let compute = Compute::open(config.cpu_only).await;
             let stats = native::run(config, key, compute, ctrl_c()).await?;
-            println!("worker stopped: {} tasks run, {} failed, {} sessions", stats.tasks_run, stats.tasks_failed, stats.sessions);
+            println!(
+                "worker stopped: {} tasks run, {} failed, {} sessions",
+                stats.tasks_run, stats.tasks_failed, stats.sessions
+            );
         }
         Command::Submit(args) => {
             init_tracing("warn");
@@ -145,7 +207,7 @@ async fn main() -> Result<()> {
             status(args).await?;
         }
         Command::Demo(args) => {
-            init_tracing("warn,wgpu_hal::gles=off");
+            init_tracing("error,wgpu_hal::gles=off");
             demo::run(args).await?;
         }
     }
@@ -157,12 +219,16 @@ async fn status(args: StatusArgs) -> Result<()> {
     if let Some(id) = args.job {
         let job = client.job(JobId(id)).await?;
         let s = &job.summary;
-        println!("job {} {:?} {} ({}): {}/{} verified, {} failed", s.id, s.state, s.kernel, s.label, s.tasks_verified, s.tasks_total, s.tasks_failed);
+        println!(
+            "job {} {:?} {} ({}): {}/{} verified, {} failed",
+            s.id, s.state, s.kernel, s.label, s.tasks_verified, s.tasks_total, s.tasks_failed
+        );
         if let Some(f) = &s.failure {
             println!("  failure: {f}");
         }
         for t in &job.tasks {
-            let replicas: Vec<String> = t.replicas.iter().map(|r| format!("{}…:{:?}", &r.worker.to_hex()[..8], r.state)).collect();
+            let replicas: Vec<String> =
+                t.replicas.iter().map(|r| format!("{}…:{:?}", &r.worker.to_hex()[..8], r.state)).collect();
             println!("  task {:>4} {:?} {}", t.index, t.state, replicas.join(" "));
         }
         return Ok(());
@@ -170,7 +236,15 @@ async fn status(args: StatusArgs) -> Result<()> {
     let jobs = client.jobs().await?;
     println!("{:>6}  {:<8}  {:<20}  {:>9}  label", "job", "state", "kernel", "verified");
     for s in jobs.iter().take(20) {
-        println!("{:>6}  {:<8}  {:<20}  {:>4}/{:<4}  {}", s.id.0, format!("{:?}", s.state), s.kernel, s.tasks_verified, s.tasks_total, s.label);
+        println!(
+            "{:>6}  {:<8}  {:<20}  {:>4}/{:<4}  {}",
+            s.id.0,
+            format!("{:?}", s.state),
+            s.kernel,
+            s.tasks_verified,
+            s.tasks_total,
+            s.label
+        );
     }
     let workers = client.workers().await?;
     let online: Vec<_> = workers.iter().filter(|w| w.online).collect();

@@ -32,6 +32,15 @@ pub enum ErrorCode {
     Conflict,
     #[error("rate limited")]
     RateLimited,
+    /// The client's escrow account cannot pay the job's deposit.
+    #[error("insufficient funds")]
+    InsufficientFunds,
+    /// The escrow refused the request (for example a worker registration).
+    #[error("escrow refused")]
+    EscrowRefused,
+    /// The escrow (ledger or chain) cannot be reached now; retry later.
+    #[error("escrow unavailable")]
+    EscrowUnavailable,
     #[error("internal error")]
     Internal,
 }
@@ -49,11 +58,14 @@ impl ErrorCode {
             | ErrorCode::UnsupportedVersion
             | ErrorCode::LeaseNotHeld => 400,
             ErrorCode::BadSignature => 401,
+            ErrorCode::InsufficientFunds => 402,
+            ErrorCode::EscrowRefused => 422,
             ErrorCode::NotFound => 404,
             ErrorCode::Conflict => 409,
             ErrorCode::TooLarge => 413,
             ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
+            ErrorCode::EscrowUnavailable => 503,
         }
     }
 }

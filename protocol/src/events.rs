@@ -93,6 +93,48 @@ pub struct WorkerView {
     pub replicas_accepted: u64,
     pub replicas_rejected: u64,
     pub last_seen_ms: u64,
+    /// The worker's payout account in escrow (`GET /v1/workers/{key}` only; null when the relay
+    /// settles without escrow or the key never registered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escrow: Option<EscrowAccount>,
+}
+
+/// An account in the relay's escrow. Amounts are decimal strings in the smallest unit of
+/// `denom` (they can exceed 2^53).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EscrowAccount {
+    pub address: String,
+    /// Spendable balance on the ledger.
+    pub balance: String,
+    /// Worker keys only: bond held by the contract, and what slashing took from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bonded: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slashed: Option<String>,
+    /// What the contract paid this account (workers: earnings; clients: refunds).
+    pub received: String,
+    pub denom: String,
+}
+
+/// `GET /v1/clients/{key}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientView {
+    pub key: PublicKey,
+    pub escrow: Option<EscrowAccount>,
+}
+
+/// How the relay settles payment (in [`Health`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EscrowInfo {
+    /// `embedded` (the contract in cosmwasm-vm on a local ledger) or `chain`.
+    pub backend: String,
+    pub chain_id: String,
+    pub contract: String,
+    pub denom: String,
+    /// The relay's own account: it sends settlements and receives fees.
+    pub relay_address: String,
+    pub relay_fee_bps: u16,
+    pub min_bond: String,
 }
 
 /// `GET /v1/health`.
@@ -102,6 +144,24 @@ pub struct Health {
     pub version: String,
     pub workers_online: u64,
     pub jobs_running: u64,
+    /// Tasks verified since this relay's database was created: rates come from its deltas.
+    pub tasks_verified_total: u64,
+    /// Null when jobs run unpaid (no escrow configured).
+    pub escrow: Option<EscrowInfo>,
+}
+
+/// A job's money in escrow (`GET /v1/jobs/{id}/escrow`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobEscrow {
+    pub job: crate::JobId,
+    pub client_address: String,
+    pub deposit: String,
+    pub paid_to_workers: String,
+    pub paid_to_relay: String,
+    /// Set once the job is closed (early by the relay, or after its deadline).
+    pub refunded: Option<String>,
+    pub settled_tasks: u32,
+    pub denom: String,
 }
 
 /// `POST /v1/jobs` body.
@@ -112,9 +172,23 @@ pub type SubmitJob = SignedJob;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum JobEvent {
     /// First frame: where the job stands now.
-    Snapshot { job: JobSummary },
-    TaskVerified { task: TaskId, output_hash: Hash32, verified: u32, total: u32 },
-    TaskFailed { task: TaskId, reason: String },
-    JobDone { job: JobSummary },
-    JobFailed { job: JobSummary },
+    Snapshot {
+        job: JobSummary,
+    },
+    TaskVerified {
+        task: TaskId,
+        output_hash: Hash32,
+        verified: u32,
+        total: u32,
+    },
+    TaskFailed {
+        task: TaskId,
+        reason: String,
+    },
+    JobDone {
+        job: JobSummary,
+    },
+    JobFailed {
+        job: JobSummary,
+    },
 }

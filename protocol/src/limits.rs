@@ -29,3 +29,7 @@ pub const MAX_WS_FRAME_BYTES: usize = 256 << 10;
 pub const MAX_REASON_LEN: usize = 512;
 /// Longest deadline a job may ask for, in seconds from submission.
 pub const MAX_DEADLINE_SECS: u64 = 7 * 24 * 3600;
+
+/// Longest chain address or contract address accepted in protocol messages (bech32 addresses
+/// are at most 90 characters).
+pub const MAX_ADDRESS_LEN: usize = 128;

@@ -14,27 +14,68 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum WorkerMessage {
-    Hello { protocol_version: u32, worker_key: PublicKey, capabilities: Capabilities },
+    Hello {
+        protocol_version: u32,
+        worker_key: PublicKey,
+        capabilities: Capabilities,
+    },
     /// Signature over [`crate::sign::auth_bytes`] of the challenge nonce.
-    Auth { signature: Signature },
-    Heartbeat { state: DeviceState },
+    Auth {
+        signature: Signature,
+    },
+    Heartbeat {
+        state: DeviceState,
+    },
     /// The output blob was uploaded first; `signature` is over [`crate::sign::result_bytes`].
-    Result { lease: LeaseId, task: TaskId, output_hash: Hash32, output_len: u64, signature: Signature },
+    Result {
+        lease: LeaseId,
+        task: TaskId,
+        output_hash: Hash32,
+        output_len: u64,
+        signature: Signature,
+    },
     /// The worker could not run the task (bad input, device lost, limits exceeded).
-    Failed { lease: LeaseId, task: TaskId, reason: String },
+    Failed {
+        lease: LeaseId,
+        task: TaskId,
+        reason: String,
+    },
+    /// Answers [`RelayMessage::Register`]: `proof` is the worker key's signature over
+    /// [`crate::sign::register_bytes`]`(contract, owner, worker_key)`, which lets the escrow
+    /// contract bond this key under `owner` (and pay `owner` for its verified work).
+    Register {
+        owner: String,
+        proof: Signature,
+    },
 }
 
 /// Messages the relay sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RelayMessage {
-    Challenge { nonce: Hash32 },
-    Welcome { heartbeat_ms: u64, lease_ms: u64 },
+    Challenge {
+        nonce: Hash32,
+    },
+    Welcome {
+        heartbeat_ms: u64,
+        lease_ms: u64,
+    },
     Assign(Assignment),
     /// The lease is void (task verified or failed elsewhere, or lease expired): stop and discard.
-    Cancel { lease: LeaseId },
+    Cancel {
+        lease: LeaseId,
+    },
     /// The result for `lease` was recorded.
-    Ack { lease: LeaseId },
+    Ack {
+        lease: LeaseId,
+    },
+    /// Sent after `welcome` when settlement runs through an escrow contract and this key is not
+    /// registered there yet: only registered, bonded keys count toward a paid quorum. The worker
+    /// answers [`WorkerMessage::Register`] if it accepts `owner` as its payout account.
+    Register {
+        contract: String,
+        owner: String,
+    },
     Error(ErrorBody),
 }
 
@@ -150,8 +191,13 @@ mod tests {
     #[test]
     fn messages_are_tagged_and_strict() {
         let m: WorkerMessage = serde_json::from_str(r#"{"type":"heartbeat","state":{"accepting":false}}"#).unwrap();
-        assert_eq!(m, WorkerMessage::Heartbeat { state: DeviceState { accepting: false, battery: None, charging: None } });
-        assert!(serde_json::from_str::<WorkerMessage>(r#"{"type":"heartbeat","state":{"accepting":false},"x":1}"#).is_err());
+        assert_eq!(
+            m,
+            WorkerMessage::Heartbeat { state: DeviceState { accepting: false, battery: None, charging: None } }
+        );
+        assert!(
+            serde_json::from_str::<WorkerMessage>(r#"{"type":"heartbeat","state":{"accepting":false},"x":1}"#).is_err()
+        );
         assert!(serde_json::from_str::<WorkerMessage>(r#"{"type":"teleport"}"#).is_err());
         let e = RelayMessage::Error(ErrorBody::new(ErrorCode::OutOfOrder, "auth first"));
         let json = serde_json::to_string(&e).unwrap();

@@ -69,7 +69,10 @@ const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
 fn main() -> Result<()> {
     if std::env::var_os(ROLE_ENV).is_some() && std::env::var_os("RUST_LOG").is_some() {
         // Servers log to stderr only when asked: logging is not part of what is measured.
-        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
     }
     match std::env::var(ROLE_ENV).as_deref() {
         Ok("relay") => return serve_relay(),
@@ -307,16 +310,22 @@ impl CpuShare {
 fn process_ticks(stat_path: &str) -> u64 {
     let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
     // Fields after the parenthesised command name: state is 0, utime 11, stime 12.
-    let fields: Vec<u64> = stat.rsplit(')').next().unwrap_or("").split_whitespace().map(|f| f.parse().unwrap_or(0)).collect();
+    let fields: Vec<u64> =
+        stat.rsplit(')').next().unwrap_or("").split_whitespace().map(|f| f.parse().unwrap_or(0)).collect();
     fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0)
 }
 
 fn cpu_ticks(server_pid: u32) -> CpuTicks {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let v: Vec<u64> = stat.lines().next().unwrap_or("").split_whitespace().skip(1).map(|f| f.parse().unwrap_or(0)).collect();
+    let v: Vec<u64> =
+        stat.lines().next().unwrap_or("").split_whitespace().skip(1).map(|f| f.parse().unwrap_or(0)).collect();
     // user nice system idle iowait irq softirq steal: everything but idle and iowait is busy.
     let machine = v.iter().take(8).sum::<u64>() - v.get(3).copied().unwrap_or(0) - v.get(4).copied().unwrap_or(0);
-    CpuTicks { machine, loadgen: process_ticks("/proc/self/stat"), server: process_ticks(&format!("/proc/{server_pid}/stat")) }
+    CpuTicks {
+        machine,
+        loadgen: process_ticks("/proc/self/stat"),
+        server: process_ticks(&format!("/proc/{server_pid}/stat")),
+    }
 }
 
 fn cpu_share(a: CpuTicks, b: CpuTicks, window: Duration) -> CpuShare {
@@ -648,7 +657,12 @@ fn worker_caps() -> Capabilities {
 /// hello → challenge → auth → welcome. Returns the socket and the heartbeat interval.
 async fn handshake(url: String, key: &Keypair, caps: Capabilities) -> Result<(Ws, Duration)> {
     let mut ws = connect_ws(url).await?;
-    ws.send(text(&WorkerMessage::Hello { protocol_version: PROTOCOL_VERSION, worker_key: key.public(), capabilities: caps })).await?;
+    ws.send(text(&WorkerMessage::Hello {
+        protocol_version: PROTOCOL_VERSION,
+        worker_key: key.public(),
+        capabilities: caps,
+    }))
+    .await?;
     let nonce = match next_relay(&mut ws).await? {
         RelayMessage::Challenge { nonce } => nonce,
         other => bail!("expected challenge, got {other:?}"),
@@ -687,7 +701,13 @@ async fn connect_workers(
 
 /// A worker's session: heartbeats, and for every assignment compute, upload, report, await ack.
 /// Ends when `stop` flips or the relay goes away.
-async fn run_worker(mut ws: Ws, heartbeat: Duration, key: Keypair, ctx: Arc<WorkerCtx>, mut stop: watch::Receiver<bool>) {
+async fn run_worker(
+    mut ws: Ws,
+    heartbeat: Duration,
+    key: Keypair,
+    ctx: Arc<WorkerCtx>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut beat = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     let me = key.public();
     // The result in flight: (lease, task, when it was sent).
@@ -715,8 +735,12 @@ async fn run_worker(mut ws: Ws, heartbeat: Duration, key: Keypair, ctx: Arc<Work
                 }
                 let started = Instant::now();
                 let output = match (&a.kernel, a.inputs.is_empty()) {
-                    (KernelSpec::Builtin { name }, true) => run_task_cpu(*name, &a.params, &[], a.workgroups, a.output_size),
-                    _ => Err(starling_web_worker::Error::Kernel("the benchmark worker runs input-free built-ins only".into())),
+                    (KernelSpec::Builtin { name }, true) => {
+                        run_task_cpu(*name, &a.params, &[], a.workgroups, a.output_size)
+                    }
+                    _ => Err(starling_web_worker::Error::Kernel(
+                        "the benchmark worker runs input-free built-ins only".into(),
+                    )),
                 };
                 let output = match output {
                     Ok(o) => o,
@@ -770,7 +794,8 @@ async fn run_worker(mut ws: Ws, heartbeat: Duration, key: Keypair, ctx: Arc<Work
                     eprintln!("  relay error to a worker: {:?}: {}", e.code, e.message);
                 }
             }
-            RelayMessage::Challenge { .. } | RelayMessage::Welcome { .. } => {
+            // The benchmark relay runs without escrow: nothing asks workers to register.
+            RelayMessage::Challenge { .. } | RelayMessage::Welcome { .. } | RelayMessage::Register { .. } => {
                 c.relay_errors.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -788,7 +813,12 @@ fn bench_job(seed: u64, tasks: u32) -> (JobSpec, Vec<Hash32>) {
     let tasks = monte_carlo_pi::tasks(seed, tasks, 1, 1);
     let expected = tasks
         .iter()
-        .map(|t| sha256(&run_task_cpu(BuiltinKernel::MonteCarloPi, &t.params, &[], t.workgroups, t.output_size).expect("valid task")))
+        .map(|t| {
+            sha256(
+                &run_task_cpu(BuiltinKernel::MonteCarloPi, &t.params, &[], t.workgroups, t.output_size)
+                    .expect("valid task"),
+            )
+        })
         .collect();
     let spec = JobSpec {
         label: format!("bench seed {seed}"),
@@ -865,13 +895,18 @@ async fn post_jobs(
     let mut seed = 1u64;
     loop {
         running.retain(|p| !p.finished.load(Ordering::Relaxed));
-        let unverified: u64 = running.iter().map(|p| u64::from(p.total).saturating_sub(p.verified.load(Ordering::Relaxed))).sum();
+        let unverified: u64 =
+            running.iter().map(|p| u64::from(p.total).saturating_sub(p.verified.load(Ordering::Relaxed))).sum();
         if !*stop.borrow() && unverified < keep_unverified && running.len() < MAX_RUNNING {
             let (spec, expected) = bench_job(seed, tasks_per_job);
             seed += 1;
             let resp = http.post(format!("{server_http}/v1/jobs")).json(&client.sign_job(spec)).send().await?;
             let status = resp.status();
-            ensure!(status.as_u16() == 201, "POST /v1/jobs answered {status}: {}", resp.text().await.unwrap_or_default());
+            ensure!(
+                status.as_u16() == 201,
+                "POST /v1/jobs answered {status}: {}",
+                resp.text().await.unwrap_or_default()
+            );
             let summary: JobSummary = resp.json().await?;
             let progress = Arc::new(Progress {
                 total: summary.tasks_total,
@@ -940,7 +975,12 @@ async fn relay_phase(n: usize, o: &Options) -> Result<RelayFigures> {
     let base = relay.http();
     let http = reqwest::Client::builder().timeout(PATIENCE).build()?;
     wait_healthy(&http, &base).await?;
-    let ctx = Arc::new(WorkerCtx { base: base.clone(), http: http.clone(), counters: Counters::default(), acked: Mutex::default() });
+    let ctx = Arc::new(WorkerCtx {
+        base: base.clone(),
+        http: http.clone(),
+        counters: Counters::default(),
+        acked: Mutex::default(),
+    });
     let (stop_workers, stop_rx) = watch::channel(false);
     let workers = connect_workers(&relay.ws("/v1/workers/ws"), 0..n, &ctx, &stop_rx).await?;
     wait_online(&http, &base, n).await?;
@@ -955,9 +995,11 @@ async fn relay_phase(n: usize, o: &Options) -> Result<RelayFigures> {
         posting_rx,
     ));
     tokio::time::sleep(secs(o.warmup)).await;
-    let (s0, v0, cpu0, t0) = (ctx.counters.snapshot(), tasks_verified(&http, &base).await?, cpu_ticks(relay.pid()), Instant::now());
+    let (s0, v0, cpu0, t0) =
+        (ctx.counters.snapshot(), tasks_verified(&http, &base).await?, cpu_ticks(relay.pid()), Instant::now());
     tokio::time::sleep(secs(o.seconds)).await;
-    let (s1, v1, cpu1, t1) = (ctx.counters.snapshot(), tasks_verified(&http, &base).await?, cpu_ticks(relay.pid()), Instant::now());
+    let (s1, v1, cpu1, t1) =
+        (ctx.counters.snapshot(), tasks_verified(&http, &base).await?, cpu_ticks(relay.pid()), Instant::now());
     let relay_rss_under_load = relay.rss()?;
     let _ = stop_posting.send(true);
     let posted = tokio::time::timeout(PATIENCE, poster).await.context("posted jobs did not finish in time")???;
@@ -1017,7 +1059,12 @@ async fn relay_phase(n: usize, o: &Options) -> Result<RelayFigures> {
 
 /// Every posted job, read back from the restarted relay: done, each task verified with the CPU
 /// reference's output and exactly 2 accepted replicas, and every acknowledged replica accepted.
-async fn check_durability(http: &reqwest::Client, base: &str, posted: &[PostedJob], acked: &[(TaskId, PublicKey)]) -> Result<Durability> {
+async fn check_durability(
+    http: &reqwest::Client,
+    base: &str,
+    posted: &[PostedJob],
+    acked: &[(TaskId, PublicKey)],
+) -> Result<Durability> {
     let mut d = Durability { jobs: posted.len(), replicas_acked: acked.len() as u64, ..Default::default() };
     let mut accepted: HashSet<(TaskId, PublicKey)> = HashSet::new();
     fn problem(d: &mut Durability, p: String) {
@@ -1026,7 +1073,8 @@ async fn check_durability(http: &reqwest::Client, base: &str, posted: &[PostedJo
         }
     }
     for job in posted {
-        let detail: JobDetail = http.get(format!("{base}/v1/jobs/{}", job.id)).send().await?.error_for_status()?.json().await?;
+        let detail: JobDetail =
+            http.get(format!("{base}/v1/jobs/{}", job.id)).send().await?.error_for_status()?.json().await?;
         if detail.summary.state != JobState::Done {
             problem(&mut d, format!("job {} is {:?}", job.id, detail.summary.state));
         }
@@ -1037,7 +1085,10 @@ async fn check_durability(http: &reqwest::Client, base: &str, posted: &[PostedJo
             d.tasks += 1;
             let task = TaskId { job: job.id, index: t.index };
             if t.state != TaskState::Verified || t.output_hash != Some(*want) {
-                problem(&mut d, format!("task {task} is {:?} with {:?}, the CPU reference gives {want}", t.state, t.output_hash));
+                problem(
+                    &mut d,
+                    format!("task {task} is {:?} with {:?}, the CPU reference gives {want}", t.state, t.output_hash),
+                );
             }
             let ok: Vec<_> = t.replicas.iter().filter(|r| r.state == ReplicaState::Accepted).collect();
             if ok.len() != 2 || ok.iter().any(|r| r.output_hash != Some(*want)) {
@@ -1097,7 +1148,12 @@ async fn idle_relay(counts: &[usize]) -> Result<Vec<IdleFigure>> {
     let http = reqwest::Client::builder().timeout(PATIENCE).build()?;
     wait_healthy(&http, &base).await?;
     let rss_before = settled_rss(&relay).await?;
-    let ctx = Arc::new(WorkerCtx { base: base.clone(), http: http.clone(), counters: Counters::default(), acked: Mutex::default() });
+    let ctx = Arc::new(WorkerCtx {
+        base: base.clone(),
+        http: http.clone(),
+        counters: Counters::default(),
+        acked: Mutex::default(),
+    });
     let (stop, stop_rx) = watch::channel(false);
     let mut workers = Vec::new();
     let mut figures = Vec::new();
@@ -1177,7 +1233,8 @@ fn source_revision() -> String {
     let Some(commit) = command_line("git", &["-C", &root, "rev-parse", "--short", "HEAD"]) else {
         return "not a git checkout".into();
     };
-    let dirty = command_line("git", &["-C", &root, "status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    let dirty = command_line("git", &["-C", &root, "status", "--porcelain", "--untracked-files=no"])
+        .is_some_and(|s| !s.is_empty());
     format!("commit {commit}{}", if dirty { " with uncommitted changes" } else { "" })
 }
 
@@ -1212,7 +1269,8 @@ impl Report {
     /// The figure the target is about: relay replicas/s over echoes/s at 1,000 workers (or the
     /// largest count measured when 1,000 was not).
     fn headline(&self) -> Option<(usize, f64, bool)> {
-        let pick = self.relay.iter().find(|r| r.workers == 1000).or_else(|| self.relay.iter().max_by_key(|r| r.workers))?;
+        let pick =
+            self.relay.iter().find(|r| r.workers == 1000).or_else(|| self.relay.iter().max_by_key(|r| r.workers))?;
         let echo = self.echo.iter().find(|e| e.connections == pick.workers)?;
         Some((pick.workers, pick.replicas_per_sec / echo.echoes_per_sec, pick.durability.problems.is_empty()))
     }
@@ -1232,7 +1290,10 @@ impl Report {
         ));
         line(String::new());
         line(format!("- Machine: {}", machine()));
-        line(format!("- Toolchain: {}", command_line("rustc", &["--version"]).unwrap_or_else(|| "unknown rustc".into())));
+        line(format!(
+            "- Toolchain: {}",
+            command_line("rustc", &["--version"]).unwrap_or_else(|| "unknown rustc".into())
+        ));
         line(format!("- Source: {}", source_revision()));
         line(format!(
             "- Window: {} s after {} s of warm-up per phase; jobs of {} `monte_carlo_pi` tasks (1 workgroup, 1 sample per thread, 4-byte output), 2 replicas, quorum 2, a new job posted whenever fewer than workers + {} tasks are unverified",
@@ -1250,7 +1311,10 @@ impl Report {
             let echo = self.echo.iter().find(|e| e.connections == r.workers);
             let ratio = echo.map_or("n/a".into(), |e| format!("{:.3}", r.replicas_per_sec / e.echoes_per_sec));
             let durable = if r.durability.problems.is_empty() {
-                format!("yes: {} jobs, {} tasks, {} acked replicas", r.durability.jobs, r.durability.tasks, r.durability.replicas_acked)
+                format!(
+                    "yes: {} jobs, {} tasks, {} acked replicas",
+                    r.durability.jobs, r.durability.tasks, r.durability.replicas_acked
+                )
             } else {
                 format!("**NO**: {}", r.durability.problems.join("; "))
             };
@@ -1277,7 +1341,11 @@ impl Report {
         line("| workers | compute + hash | blob PUT | result → ack | ack → next assign | cycle (workers ÷ rate) | echo RTT | PUTs stored / already there | relay RSS under load |".into());
         line("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |".into());
         for r in &self.relay {
-            let rtt = self.echo.iter().find(|e| e.connections == r.workers).map_or("n/a".into(), |e| format!("{:.0}", e.mean_rtt_us));
+            let rtt = self
+                .echo
+                .iter()
+                .find(|e| e.connections == r.workers)
+                .map_or("n/a".into(), |e| format!("{:.0}", e.mean_rtt_us));
             line(format!(
                 "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {rtt} | {} / {} | {} |",
                 r.workers,
@@ -1292,7 +1360,10 @@ impl Report {
             ));
         }
         line(String::new());
-        line("Cores busy during each window (of the machine's CPUs; \"other\" is everything else on the machine):".into());
+        line(
+            "Cores busy during each window (of the machine's CPUs; \"other\" is everything else on the machine):"
+                .into(),
+        );
         line(String::new());
         line(
             "| workers | echo: load generator | echo: server | echo: other | relay: load generator | relay: server | relay: other |".into(),

@@ -13,11 +13,11 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use starling_protocol::events::{Health, JobState, TaskState};
+use starling_protocol::events::{ClientView, Health, JobState, TaskState};
 use starling_protocol::job::{BuiltinKernel, KernelSpec};
 use starling_protocol::limits::MAX_SPEC_BYTES;
 use starling_protocol::sign::SignedJob;
-use starling_protocol::{ErrorCode, Hash32, JobId, TaskId};
+use starling_protocol::{ErrorCode, Hash32, JobId, PublicKey, TaskId};
 use starling_web_worker::{kernels, validate};
 use tokio::io::AsyncReadExt;
 
@@ -31,7 +31,10 @@ pub fn router() -> Router<AppState> {
         .route("/v1/jobs/{id}/events", get(ws::job_events))
         .route("/v1/blobs", post(post_blob))
         .route("/v1/blobs/{hash}", put(put_blob).get(get_blob))
+        .route("/v1/jobs/{id}/escrow", get(job_escrow))
+        .route("/v1/clients/{key}", get(get_client))
         .route("/v1/workers", get(list_workers))
+        .route("/v1/workers/{key}", get(get_worker))
         .route("/v1/workers/ws", get(ws::worker_socket))
 }
 
@@ -40,7 +43,9 @@ fn path_error(e: PathRejection) -> ApiError {
 }
 
 pub(crate) fn parse_job_id(s: &str) -> Result<JobId, ApiError> {
-    s.parse::<u64>().map(JobId).map_err(|_| ApiError::new(ErrorCode::Malformed, format!("job id must be a number, got {s:?}")))
+    s.parse::<u64>()
+        .map(JobId)
+        .map_err(|_| ApiError::new(ErrorCode::Malformed, format!("job id must be a number, got {s:?}")))
 }
 
 fn parse_hash(s: &str) -> Result<Hash32, ApiError> {
@@ -54,6 +59,8 @@ async fn health(State(app): State<AppState>) -> Result<Json<Health>, ApiError> {
         version: env!("CARGO_PKG_VERSION").into(),
         workers_online,
         jobs_running: app.store.count_running_jobs().await?,
+        tasks_verified_total: app.store.tasks_verified_total().await?,
+        escrow: app.escrow.as_ref().map(|e| e.info()),
     }))
 }
 
@@ -85,7 +92,10 @@ async fn create_job(State(app): State<AppState>, body: Bytes) -> Result<Response
         KernelSpec::Wgsl { source, entry_point } => {
             let n_inputs = job.spec.tasks[0].inputs.len();
             if job.spec.tasks.iter().any(|t| t.inputs.len() != n_inputs) {
-                return Err(ApiError::new(ErrorCode::InvalidSpec, "every task of a WGSL job binds the same number of inputs"));
+                return Err(ApiError::new(
+                    ErrorCode::InvalidSpec,
+                    "every task of a WGSL job binds the same number of inputs",
+                ));
             }
             let (source, entry_point) = (source.clone(), entry_point.clone());
             tokio::task::spawn_blocking(move || validate::validate_kernel(&source, &entry_point, n_inputs).map(|_| ()))
@@ -120,7 +130,10 @@ struct ListJobs {
     limit: Option<u32>,
 }
 
-async fn list_jobs(State(app): State<AppState>, q: Result<Query<ListJobs>, QueryRejection>) -> Result<Response, ApiError> {
+async fn list_jobs(
+    State(app): State<AppState>,
+    q: Result<Query<ListJobs>, QueryRejection>,
+) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::new(ErrorCode::Malformed, e.body_text()))?;
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     Ok(Json(app.store.list_jobs(q.state, limit).await?).into_response())
@@ -139,15 +152,24 @@ struct TaskResult {
     output_hash: Option<Hash32>,
 }
 
-async fn job_results(State(app): State<AppState>, id: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {
+async fn job_results(
+    State(app): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
     let id = parse_job_id(&id.map_err(path_error)?.0)?;
     let detail = app.store.job_detail(id).await?.ok_or_else(|| ApiError::not_found(format!("job {id}")))?;
-    let results: Vec<TaskResult> =
-        detail.tasks.into_iter().map(|t| TaskResult { index: t.index, state: t.state, output_hash: t.output_hash }).collect();
+    let results: Vec<TaskResult> = detail
+        .tasks
+        .into_iter()
+        .map(|t| TaskResult { index: t.index, state: t.state, output_hash: t.output_hash })
+        .collect();
     Ok(Json(results).into_response())
 }
 
-async fn task_output(State(app): State<AppState>, p: Result<Path<(String, String)>, PathRejection>) -> Result<Response, ApiError> {
+async fn task_output(
+    State(app): State<AppState>,
+    p: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Response, ApiError> {
     let (id, index) = p.map_err(path_error)?.0;
     let job = parse_job_id(&id)?;
     let index: u32 = index.parse().map_err(|_| ApiError::new(ErrorCode::Malformed, "task index must be a number"))?;
@@ -189,7 +211,11 @@ async fn post_blob(State(app): State<AppState>, req: Request) -> Result<Response
 }
 
 /// `PUT /v1/blobs/{hash}`: store a blob that must hash to `hash`.
-async fn put_blob(State(app): State<AppState>, hash: Result<Path<String>, PathRejection>, req: Request) -> Result<Response, ApiError> {
+async fn put_blob(
+    State(app): State<AppState>,
+    hash: Result<Path<String>, PathRejection>,
+    req: Request,
+) -> Result<Response, ApiError> {
     let hash = parse_hash(&hash.map_err(path_error)?.0)?;
     if let Some(size) = app.blobs.size(&hash).await {
         // Content-addressed: the same hash is the same bytes. Skip the upload.
@@ -208,7 +234,10 @@ async fn store_blob(app: &AppState, req: Request, expected: Option<Hash32>) -> R
     Ok((StatusCode::CREATED, Json(Stored { hash, size })).into_response())
 }
 
-async fn get_blob(State(app): State<AppState>, hash: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {
+async fn get_blob(
+    State(app): State<AppState>,
+    hash: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
     let hash = parse_hash(&hash.map_err(path_error)?.0)?;
     serve_blob(&app, &hash).await
 }
@@ -246,9 +275,57 @@ struct ListWorkers {
     limit: Option<u32>,
 }
 
-async fn list_workers(State(app): State<AppState>, q: Result<Query<ListWorkers>, QueryRejection>) -> Result<Response, ApiError> {
+async fn list_workers(
+    State(app): State<AppState>,
+    q: Result<Query<ListWorkers>, QueryRejection>,
+) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::new(ErrorCode::Malformed, e.body_text()))?;
     let online = app.core.shared.online.read().expect("online set lock").clone();
     let workers = app.store.workers(&online, q.limit.unwrap_or(200).clamp(1, 2000)).await?;
     Ok(Json(workers).into_response())
+}
+
+fn parse_key(s: &str) -> Result<PublicKey, ApiError> {
+    s.parse().map_err(|_| ApiError::new(ErrorCode::Malformed, "key must be 64 hex digits (an ed25519 public key)"))
+}
+
+/// `GET /v1/workers/{key}`: the relay's record of a worker, with its escrow account.
+async fn get_worker(
+    State(app): State<AppState>,
+    key: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let key = parse_key(&key.map_err(path_error)?.0)?;
+    let online = app.core.shared.online.read().expect("online set lock").clone();
+    let mut worker =
+        app.store.worker(&key, &online).await?.ok_or_else(|| ApiError::not_found(format!("worker {key}")))?;
+    if let Some(escrow) = &app.escrow {
+        worker.escrow = escrow.worker_account(&key).await?;
+    }
+    Ok(Json(worker).into_response())
+}
+
+/// `GET /v1/clients/{key}`: a client key's escrow account (what it can spend on jobs).
+async fn get_client(
+    State(app): State<AppState>,
+    key: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let key = parse_key(&key.map_err(path_error)?.0)?;
+    let escrow = match &app.escrow {
+        Some(escrow) => Some(escrow.client_account(&key).await?),
+        None => None,
+    };
+    Ok(Json(ClientView { key, escrow }).into_response())
+}
+
+/// `GET /v1/jobs/{id}/escrow`: the job's deposit, payouts and refund.
+async fn job_escrow(
+    State(app): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = parse_job_id(&id.map_err(path_error)?.0)?;
+    let Some(escrow) = &app.escrow else {
+        return Err(ApiError::not_found("escrow (this relay runs jobs unpaid)"));
+    };
+    let job = escrow.job(id).await?.ok_or_else(|| ApiError::not_found(format!("job {id} in escrow")))?;
+    Ok(Json(job).into_response())
 }

@@ -6,6 +6,8 @@
 
 use crate::blobs::BlobStore;
 use crate::error::{Error, Result};
+use crate::escrow::settler::{SettleNote, SettleSender};
+use crate::escrow::{Escrow, plan};
 use crate::scheduler::{JobRequirements, Lease, Scheduler, TaskNeeds};
 use crate::store::{ReturnedReplica, Store};
 use crate::verifier::{self, Decision, Returned, Rule};
@@ -23,13 +25,40 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 /// Requests to the core.
 #[derive(Debug)]
 pub enum Command {
-    WorkerOnline { key: PublicKey, conn: u64, caps: Capabilities, tx: mpsc::Sender<RelayMessage> },
-    WorkerOffline { key: PublicKey, conn: u64 },
-    Heartbeat { key: PublicKey, state: DeviceState },
+    WorkerOnline {
+        key: PublicKey,
+        conn: u64,
+        caps: Capabilities,
+        tx: mpsc::Sender<RelayMessage>,
+    },
+    WorkerOffline {
+        key: PublicKey,
+        conn: u64,
+    },
+    Heartbeat {
+        key: PublicKey,
+        state: DeviceState,
+    },
     /// The signature was already checked by the connection.
-    Result { key: PublicKey, lease: LeaseId, task: TaskId, output_hash: Hash32, output_len: u64, signature: Signature },
-    Failed { key: PublicKey, lease: LeaseId, task: TaskId, reason: String },
-    CreateJob { job: SignedJob, req: JobRequirements, reply: oneshot::Sender<Result<JobSummary>> },
+    Result {
+        key: PublicKey,
+        lease: LeaseId,
+        task: TaskId,
+        output_hash: Hash32,
+        output_len: u64,
+        signature: Signature,
+    },
+    Failed {
+        key: PublicKey,
+        lease: LeaseId,
+        task: TaskId,
+        reason: String,
+    },
+    CreateJob {
+        job: SignedJob,
+        req: JobRequirements,
+        reply: oneshot::Sender<Result<JobSummary>>,
+    },
 }
 
 /// A job event with the job it belongs to.
@@ -158,6 +187,12 @@ pub struct Core {
     tasks: HashMap<TaskId, TaskTrack>,
     shared: Arc<Shared>,
     started: tokio::time::Instant,
+    /// Where paid jobs lock their deposit; `None` runs every job unpaid.
+    escrow: Option<Escrow>,
+    /// Told about verified tasks and finished jobs after each commit.
+    settle: Option<SettleSender>,
+    /// Ids are never reused, neither in the store nor in escrow.
+    next_job_id: u64,
 }
 
 impl std::fmt::Debug for Core {
@@ -168,7 +203,8 @@ impl std::fmt::Debug for Core {
 
 /// Job requirements from a spec and the sizes of its input blobs.
 pub fn requirements(spec: &JobSpec, input_sizes: &HashMap<Hash32, u64>) -> JobRequirements {
-    let max_input = spec.tasks.iter().flat_map(|t| &t.inputs).filter_map(|h| input_sizes.get(h)).copied().max().unwrap_or(0);
+    let max_input =
+        spec.tasks.iter().flat_map(|t| &t.inputs).filter_map(|h| input_sizes.get(h)).copied().max().unwrap_or(0);
     let max_output = spec.tasks.iter().map(|t| u64::from(t.output_size)).max().unwrap_or(0);
     JobRequirements {
         price_per_replica: spec.price_per_replica,
@@ -212,10 +248,20 @@ impl Outbox {
 
 impl Core {
     /// Loads running jobs from the store and returns the core and its handle.
-    pub async fn recover(store: Store, blobs: BlobStore, config: CoreConfig) -> Result<(Core, CoreHandle, mpsc::Receiver<Command>)> {
+    pub async fn recover(
+        store: Store,
+        blobs: BlobStore,
+        config: CoreConfig,
+        escrow: Option<(Escrow, SettleSender)>,
+    ) -> Result<(Core, CoreHandle, mpsc::Receiver<Command>)> {
         let (tx, rx) = mpsc::channel(8192);
         let shared = Arc::new(Shared::default());
         let next_lease = store.next_lease_id().await?;
+        let mut next_job_id = store.max_job_id().await? + 1;
+        if let Some((escrow, _)) = &escrow {
+            next_job_id = next_job_id.max(escrow.max_job_id().await? + 1);
+        }
+        let (escrow, settle) = escrow.unzip();
         let mut core = Core {
             sched: Scheduler::new(config.scheduler, next_lease),
             store,
@@ -226,6 +272,9 @@ impl Core {
             tasks: HashMap::new(),
             shared: shared.clone(),
             started: tokio::time::Instant::now(),
+            escrow,
+            settle,
+            next_job_id,
         };
         let mut db = core.store.begin().await?;
         let orphaned = Store::lapse_orphaned_leases(&mut db).await?;
@@ -234,8 +283,11 @@ impl Core {
         let mut out = Outbox::default();
         let mut db = core.store.begin().await?;
         for job in running {
-            let summary = core.store.job_summary(job.id).await?.ok_or_else(|| Error::Corrupt(format!("job {}", job.id)))?;
-            let sizes = input_sizes(&job.spec, &core.blobs).await.map_err(|h| Error::Corrupt(format!("missing input blob {h}")))?;
+            let summary =
+                core.store.job_summary(job.id).await?.ok_or_else(|| Error::Corrupt(format!("job {}", job.id)))?;
+            let sizes = input_sizes(&job.spec, &core.blobs)
+                .await
+                .map_err(|h| Error::Corrupt(format!("missing input blob {h}")))?;
             let req = requirements(&job.spec, &sizes);
             let indices: Vec<u32> = job.tasks.iter().map(|t| t.index).collect();
             core.sched.add_job(
@@ -247,7 +299,10 @@ impl Core {
                 }),
             );
             for t in job.tasks {
-                core.tasks.insert(TaskId { job: job.id, index: t.index }, TaskTrack { returned: t.returned, lapses: t.lapses });
+                core.tasks.insert(
+                    TaskId { job: job.id, index: t.index },
+                    TaskTrack { returned: t.returned, lapses: t.lapses },
+                );
             }
             core.jobs.insert(job.id, JobTrack { spec: Arc::new(job.spec), summary, deadline_ms: job.deadline_ms });
             for index in indices {
@@ -267,7 +322,11 @@ impl Core {
 
     /// Runs until every handle is dropped or `shutdown` resolves. A database error ends the
     /// core (and so the relay): restart recovers from the last commit.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Command>, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Command>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<()> {
         tokio::pin!(shutdown);
         let mut tick = tokio::time::interval(self.config.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -324,6 +383,16 @@ impl Core {
             self.shared.online.write().expect("online set lock").remove(&key);
         }
         for event in out.events {
+            if let Some(settle) = &self.settle {
+                let note = match &event.event {
+                    JobEvent::TaskVerified { task, .. } => Some(SettleNote::Verified(*task)),
+                    JobEvent::JobDone { .. } | JobEvent::JobFailed { .. } => Some(SettleNote::Finished(event.job)),
+                    _ => None,
+                };
+                if let Some(note) = note {
+                    let _ = settle.send(note);
+                }
+            }
             self.shared.publish(event);
         }
     }
@@ -377,7 +446,19 @@ impl Core {
                     return Ok(());
                 }
                 let created = now_ms();
-                let id = Store::insert_job(db, &job, created).await?;
+                let id = JobId(self.next_job_id);
+                if let (Some(escrow), Some(open)) =
+                    (&self.escrow, plan::open_job(id, job.client, &job.spec, created / 1000))
+                {
+                    // The deposit is locked before anything is stored: a client that cannot
+                    // pay is refused and leaves no trace.
+                    if let Err(e) = escrow.open_job(&open).await {
+                        let _ = reply.send(Err(e.into()));
+                        return Ok(());
+                    }
+                }
+                self.next_job_id += 1;
+                let id = Store::insert_job(db, id, &job, created).await?;
                 let summary = JobSummary {
                     id,
                     label: job.spec.label.clone(),
@@ -449,7 +530,11 @@ impl Core {
         }
         out.count(key, 1, 0, 0);
         self.sched.lease_returned(lease_id);
-        self.tasks.entry(task).or_default().returned.push(ReturnedReplica { lease: lease_id, worker: key, output_hash });
+        self.tasks.entry(task).or_default().returned.push(ReturnedReplica {
+            lease: lease_id,
+            worker: key,
+            output_hash,
+        });
         out.messages.push((key, RelayMessage::Ack { lease: lease_id }));
         self.decide(db, task, out).await
     }
@@ -468,8 +553,11 @@ impl Core {
     }
 
     async fn decide(&mut self, db: &mut SqliteConnection, task: TaskId, out: &mut Outbox) -> Result<()> {
-        let (Some(job), Some(track)) = (self.jobs.get(&task.job), self.tasks.get(&task)) else { return Ok(()) };
-        let rule = Rule { comparison: job.spec.comparison, quorum: job.spec.quorum, max_replicas: job.spec.max_replicas };
+        let (Some(job), Some(track)) = (self.jobs.get(&task.job), self.tasks.get(&task)) else {
+            return Ok(());
+        };
+        let rule =
+            Rule { comparison: job.spec.comparison, quorum: job.spec.quorum, max_replicas: job.spec.max_replicas };
         let outputs: Vec<Option<Vec<u8>>> = match rule.comparison {
             Comparison::Exact => vec![None; track.returned.len()],
             Comparison::Tolerance { .. } => {
@@ -484,7 +572,12 @@ impl Core {
             .returned
             .iter()
             .zip(&outputs)
-            .map(|(r, o)| Returned { lease: r.lease, worker: r.worker, output_hash: r.output_hash, output: o.as_deref() })
+            .map(|(r, o)| Returned {
+                lease: r.lease,
+                worker: r.worker,
+                output_hash: r.output_hash,
+                output: o.as_deref(),
+            })
             .collect();
         let decision = verifier::decide(rule, &returned, self.sched.outstanding(task), track.lapses);
         let workers: HashMap<LeaseId, PublicKey> = track.returned.iter().map(|r| (r.lease, r.worker)).collect();
@@ -508,7 +601,10 @@ impl Core {
                 let job = self.jobs.get_mut(&task.job).expect("job tracked");
                 job.summary.tasks_verified += 1;
                 let (verified, total) = (job.summary.tasks_verified, job.summary.tasks_total);
-                out.events.push(JobEventFrame { job: task.job, event: JobEvent::TaskVerified { task, output_hash, verified, total } });
+                out.events.push(JobEventFrame {
+                    job: task.job,
+                    event: JobEvent::TaskVerified { task, output_hash, verified, total },
+                });
                 self.maybe_finish(db, task.job, out).await?;
             }
             Decision::Failed { reason, .. } => {
@@ -519,7 +615,13 @@ impl Core {
         Ok(())
     }
 
-    async fn fail_task(&mut self, db: &mut SqliteConnection, task: TaskId, reason: &str, out: &mut Outbox) -> Result<()> {
+    async fn fail_task(
+        &mut self,
+        db: &mut SqliteConnection,
+        task: TaskId,
+        reason: &str,
+        out: &mut Outbox,
+    ) -> Result<()> {
         if !Store::fail_task(db, task, reason, now_ms()).await? {
             return Ok(());
         }
@@ -528,7 +630,8 @@ impl Core {
         if let Some(job) = self.jobs.get_mut(&task.job) {
             job.summary.tasks_failed += 1;
         }
-        out.events.push(JobEventFrame { job: task.job, event: JobEvent::TaskFailed { task, reason: reason.to_string() } });
+        out.events
+            .push(JobEventFrame { job: task.job, event: JobEvent::TaskFailed { task, reason: reason.to_string() } });
         Ok(())
     }
 
@@ -542,7 +645,9 @@ impl Core {
     }
 
     async fn maybe_finish(&mut self, db: &mut SqliteConnection, job_id: JobId, out: &mut Outbox) -> Result<()> {
-        let Some(job) = self.jobs.get(&job_id) else { return Ok(()) };
+        let Some(job) = self.jobs.get(&job_id) else {
+            return Ok(());
+        };
         let s = &job.summary;
         if s.tasks_verified + s.tasks_failed < s.tasks_total {
             return Ok(());
@@ -552,7 +657,10 @@ impl Core {
         let (state, failure) = if job.summary.tasks_failed == 0 {
             (JobState::Done, None)
         } else {
-            (JobState::Failed, Some(format!("{} of {} tasks failed", job.summary.tasks_failed, job.summary.tasks_total)))
+            (
+                JobState::Failed,
+                Some(format!("{} of {} tasks failed", job.summary.tasks_failed, job.summary.tasks_total)),
+            )
         };
         let finished = now_ms();
         Store::finish_job(db, job_id, state, failure.as_deref(), finished).await?;

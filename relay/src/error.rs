@@ -21,6 +21,8 @@ pub enum Error {
     /// A bound on running work was reached; the client may retry later.
     #[error("{0}")]
     Limit(String),
+    #[error("escrow: {0}")]
+    Escrow(#[from] crate::escrow::EscrowError),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -45,9 +47,24 @@ impl From<Error> for ApiError {
         match e {
             Error::ShuttingDown => ApiError::new(ErrorCode::Internal, "the relay is shutting down"),
             Error::Limit(message) => ApiError::new(ErrorCode::RateLimited, message),
+            Error::Escrow(e) => e.into(),
             other => {
                 tracing::error!(error = %other, "internal error while serving a request");
                 ApiError::new(ErrorCode::Internal, "internal error")
+            }
+        }
+    }
+}
+
+impl From<crate::escrow::EscrowError> for ApiError {
+    fn from(e: crate::escrow::EscrowError) -> Self {
+        use crate::escrow::EscrowError;
+        match e {
+            EscrowError::InsufficientFunds(m) => ApiError::new(ErrorCode::InsufficientFunds, m),
+            EscrowError::Refused(m) => ApiError::new(ErrorCode::EscrowRefused, m),
+            EscrowError::Unavailable(m) => {
+                tracing::warn!(error = %m, "escrow unavailable");
+                ApiError::new(ErrorCode::EscrowUnavailable, "the escrow is unavailable; retry later")
             }
         }
     }

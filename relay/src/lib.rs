@@ -11,9 +11,11 @@ pub mod api;
 pub mod blobs;
 pub mod core;
 pub mod error;
+pub mod escrow;
 pub mod scheduler;
 pub mod store;
 pub mod verifier;
+pub mod web;
 pub mod ws;
 
 use axum::Router;
@@ -37,6 +39,17 @@ pub struct AppState {
     pub worker_slots: Arc<Semaphore>,
     /// Caps concurrent job-event watchers.
     pub watcher_slots: Arc<Semaphore>,
+    /// Payment; `None` runs every job unpaid.
+    pub escrow: Option<escrow::Escrow>,
+}
+
+/// How the relay settles payment.
+#[derive(Debug, Clone)]
+pub enum EscrowConfig {
+    /// Jobs run unpaid.
+    Off,
+    /// The contract in cosmwasm-vm on a local ledger in the data folder (the default).
+    Embedded(escrow::embedded::EmbeddedConfig),
 }
 
 /// Relay settings.
@@ -48,6 +61,9 @@ pub struct Config {
     pub max_workers: usize,
     pub max_watchers: usize,
     pub max_blob_bytes: u64,
+    pub escrow: EscrowConfig,
+    /// The web app's folder (`www/`), served at `/`; `None` serves the API only.
+    pub www: Option<PathBuf>,
 }
 
 impl Config {
@@ -58,6 +74,8 @@ impl Config {
             max_workers: 20_000,
             max_watchers: 10_000,
             max_blob_bytes: starling_protocol::limits::MAX_BLOB_BYTES,
+            escrow: EscrowConfig::Off,
+            www: None,
         }
     }
 }
@@ -71,20 +89,47 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(4096)
 }
 
-/// The whole HTTP surface.
-pub fn app(state: AppState) -> Router {
-    api::router()
-        .fallback(|| async { ApiError::new(starling_protocol::ErrorCode::NotFound, "no such endpoint").into_response() })
-        .layer(tower_http::trace::TraceLayer::new_for_http())
-        .with_state(state)
+/// The whole HTTP surface: the API under `/v1`, and the web app from `www` at every other path.
+pub fn app(state: AppState, www: Option<PathBuf>) -> Router {
+    let router = api::router();
+    let router = match www {
+        Some(dir) => router.fallback_service(web::service(dir)),
+        None => router.fallback(|| async { api_not_found() }),
+    };
+    router.layer(tower_http::trace::TraceLayer::new_for_http()).with_state(state)
+}
+
+fn api_not_found() -> axum::response::Response {
+    ApiError::new(starling_protocol::ErrorCode::NotFound, "no such endpoint").into_response()
 }
 
 /// Opens the store, recovers state and serves on `listener` until `shutdown` resolves.
-pub async fn run(listener: TcpListener, config: Config, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<()> {
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     std::fs::create_dir_all(&config.data_dir)?;
     let store = store::Store::open(&config.data_dir.join("relay.sqlite")).await?;
     let blobs = blobs::BlobStore::open(&config.data_dir.join("blobs"), config.max_blob_bytes)?;
-    let (core, handle, rx) = core::Core::recover(store.clone(), blobs.clone(), config.core).await?;
+    let escrow: Option<escrow::Escrow> = match &config.escrow {
+        EscrowConfig::Off => None,
+        EscrowConfig::Embedded(c) => {
+            Some(Arc::new(escrow::embedded::Embedded::open(&config.data_dir, c.clone()).await?))
+        }
+    };
+    let settler = escrow.clone().map(|e| escrow::settler::spawn(e.clone(), store.clone()));
+    let (core, handle, rx) = core::Core::recover(
+        store.clone(),
+        blobs.clone(),
+        config.core,
+        escrow.clone().zip(settler.as_ref().map(|(tx, _)| tx.clone())),
+    )
+    .await?;
+    if let Some(e) = &escrow {
+        let info = e.info();
+        tracing::info!(backend = %info.backend, contract = %info.contract, relay_account = %info.relay_address, "escrow ready");
+    }
     let state = AppState {
         store,
         blobs,
@@ -92,6 +137,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl std::futu
         core_config: config.core,
         worker_slots: Arc::new(Semaphore::new(config.max_workers)),
         watcher_slots: Arc::new(Semaphore::new(config.max_watchers)),
+        escrow,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let core_task = tokio::spawn(core.run(rx, {
@@ -106,7 +152,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl std::futu
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown({
+    let server = axum::serve(listener, app(state, config.www.clone())).with_graceful_shutdown({
         let mut stop = stop_rx;
         async move {
             let _ = stop.wait_for(|s| *s).await;

@@ -3,6 +3,7 @@
 //! placeholders and portable SQL so a PostgreSQL backend can share them.
 
 use crate::error::{Error, Result};
+use crate::escrow::plan::SignedReplica;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use starling_protocol::events::{
@@ -20,6 +21,22 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+}
+
+const WORKER_COLUMNS: &str = "key, capabilities, replicas_returned, replicas_accepted, replicas_rejected, last_seen_ms";
+
+fn worker_view(r: &sqlx::sqlite::SqliteRow, online: &std::collections::HashSet<PublicKey>) -> Result<WorkerView> {
+    let key: PublicKey = parse(r.get::<&str, _>(0), "worker key")?;
+    Ok(WorkerView {
+        online: online.contains(&key),
+        key,
+        capabilities: serde_json::from_str(r.get::<&str, _>(1)).ok(),
+        replicas_returned: r.get::<i64, _>(2) as u64,
+        replicas_accepted: r.get::<i64, _>(3) as u64,
+        replicas_rejected: r.get::<i64, _>(4) as u64,
+        last_seen_ms: ms(r.get(5)),
+        escrow: None,
+    })
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -133,16 +150,12 @@ impl Store {
 
     // ---- writes (called by the core inside its transaction) ----
 
-    pub async fn insert_job(
-        conn: &mut SqliteConnection,
-        job: &SignedJob,
-        now_ms: u64,
-    ) -> Result<JobId> {
+    pub async fn insert_job(conn: &mut SqliteConnection, id: JobId, job: &SignedJob, now_ms: u64) -> Result<JobId> {
         let spec_json = serde_json::to_string(&job.spec).expect("spec serializes");
         let deadline_ms = now_ms + job.spec.deadline_secs * 1000;
         let row = sqlx::query(
-            "INSERT INTO jobs (client, signature, spec_json, label, kernel, state, tasks_total, created_at_ms, deadline_ms)
-             VALUES ($1, $2, $3, $4, $5, 'running', $6, $7, $8) RETURNING id",
+            "INSERT INTO jobs (id, client, signature, spec_json, label, kernel, state, tasks_total, created_at_ms, deadline_ms)
+             VALUES ($9, $1, $2, $3, $4, $5, 'running', $6, $7, $8) RETURNING id",
         )
         .bind(job.client.to_hex())
         .bind(job.signature.to_hex())
@@ -152,6 +165,7 @@ impl Store {
         .bind(job.spec.tasks.len() as i64)
         .bind(now_ms as i64)
         .bind(deadline_ms as i64)
+        .bind(id.0 as i64)
         .fetch_one(&mut *conn)
         .await?;
         let id = JobId(row.get::<i64, _>(0) as u64);
@@ -173,7 +187,13 @@ impl Store {
         Ok(id)
     }
 
-    pub async fn insert_lease(conn: &mut SqliteConnection, lease: LeaseId, task: TaskId, worker: &PublicKey, now_ms: u64) -> Result<()> {
+    pub async fn insert_lease(
+        conn: &mut SqliteConnection,
+        lease: LeaseId,
+        task: TaskId,
+        worker: &PublicKey,
+        now_ms: u64,
+    ) -> Result<()> {
         sqlx::query(
             "INSERT INTO replicas (lease_id, job_id, idx, worker, state, assigned_at_ms) VALUES ($1, $2, $3, $4, 'leased', $5)",
         )
@@ -210,7 +230,12 @@ impl Store {
     }
 
     /// Moves replicas to `to`, only from states listed in `from`.
-    pub async fn set_replica_state(conn: &mut SqliteConnection, lease: LeaseId, from: &[ReplicaState], to: ReplicaState) -> Result<bool> {
+    pub async fn set_replica_state(
+        conn: &mut SqliteConnection,
+        lease: LeaseId,
+        from: &[ReplicaState],
+        to: ReplicaState,
+    ) -> Result<bool> {
         let from_list = from.iter().map(|s| format!("'{}'", replica_state_str(*s))).collect::<Vec<_>>().join(",");
         let q = format!("UPDATE replicas SET state = $1 WHERE lease_id = $2 AND state IN ({from_list})");
         let done = sqlx::query(&q).bind(replica_state_str(to)).bind(lease.0 as i64).execute(&mut *conn).await?;
@@ -228,7 +253,12 @@ impl Store {
 
     /// Marks a pending task verified. False if it was already decided: a task is never
     /// verified twice.
-    pub async fn verify_task(conn: &mut SqliteConnection, task: TaskId, output_hash: &Hash32, now_ms: u64) -> Result<bool> {
+    pub async fn verify_task(
+        conn: &mut SqliteConnection,
+        task: TaskId,
+        output_hash: &Hash32,
+        now_ms: u64,
+    ) -> Result<bool> {
         Self::decide_task(conn, task, TaskState::Verified, Some(&output_hash.to_hex()), None, now_ms).await
     }
 
@@ -248,7 +278,9 @@ impl Store {
         let (state, counter) = match state {
             TaskState::Verified => ("verified", "tasks_verified"),
             TaskState::Failed => ("failed", "tasks_failed"),
-            TaskState::Pending => return Err(Error::Corrupt("a task cannot be decided back to pending".into())),
+            TaskState::Pending => {
+                return Err(Error::Corrupt("a task cannot be decided back to pending".into()));
+            }
         };
         let done = sqlx::query(
             "UPDATE tasks SET state = $1, output_hash = $2, failure = $3, decided_at_ms = $4
@@ -272,18 +304,31 @@ impl Store {
         Ok(true)
     }
 
-    pub async fn finish_job(conn: &mut SqliteConnection, job: JobId, state: JobState, failure: Option<&str>, now_ms: u64) -> Result<()> {
-        sqlx::query("UPDATE jobs SET state = $1, failure = $2, finished_at_ms = $3 WHERE id = $4 AND state = 'running'")
-            .bind(job_state_str(state))
-            .bind(failure)
-            .bind(now_ms as i64)
-            .bind(job.0 as i64)
-            .execute(&mut *conn)
-            .await?;
+    pub async fn finish_job(
+        conn: &mut SqliteConnection,
+        job: JobId,
+        state: JobState,
+        failure: Option<&str>,
+        now_ms: u64,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE jobs SET state = $1, failure = $2, finished_at_ms = $3 WHERE id = $4 AND state = 'running'",
+        )
+        .bind(job_state_str(state))
+        .bind(failure)
+        .bind(now_ms as i64)
+        .bind(job.0 as i64)
+        .execute(&mut *conn)
+        .await?;
         Ok(())
     }
 
-    pub async fn upsert_worker(conn: &mut SqliteConnection, key: &PublicKey, caps: &Capabilities, now_ms: u64) -> Result<()> {
+    pub async fn upsert_worker(
+        conn: &mut SqliteConnection,
+        key: &PublicKey,
+        caps: &Capabilities,
+        now_ms: u64,
+    ) -> Result<()> {
         sqlx::query(
             "INSERT INTO workers (key, capabilities, first_seen_ms, last_seen_ms) VALUES ($1, $2, $3, $3)
              ON CONFLICT (key) DO UPDATE SET capabilities = excluded.capabilities, last_seen_ms = excluded.last_seen_ms",
@@ -296,7 +341,14 @@ impl Store {
         Ok(())
     }
 
-    pub async fn bump_worker(conn: &mut SqliteConnection, key: &PublicKey, returned: i64, accepted: i64, rejected: i64, now_ms: u64) -> Result<()> {
+    pub async fn bump_worker(
+        conn: &mut SqliteConnection,
+        key: &PublicKey,
+        returned: i64,
+        accepted: i64,
+        rejected: i64,
+        now_ms: u64,
+    ) -> Result<()> {
         sqlx::query(
             "UPDATE workers SET replicas_returned = replicas_returned + $1, replicas_accepted = replicas_accepted + $2,
              replicas_rejected = replicas_rejected + $3, last_seen_ms = $4 WHERE key = $5",
@@ -313,7 +365,8 @@ impl Store {
 
     /// Leases left `leased` by a previous run: their workers are gone with the old process.
     pub async fn lapse_orphaned_leases(conn: &mut SqliteConnection) -> Result<u64> {
-        let done = sqlx::query("UPDATE replicas SET state = 'lapsed' WHERE state = 'leased'").execute(&mut *conn).await?;
+        let done =
+            sqlx::query("UPDATE replicas SET state = 'lapsed' WHERE state = 'leased'").execute(&mut *conn).await?;
         Ok(done.rows_affected())
     }
 
@@ -331,12 +384,14 @@ impl Store {
         let mut jobs = Vec::with_capacity(rows.len());
         for row in rows {
             let id = JobId(row.get::<i64, _>(0) as u64);
-            let spec: JobSpec = serde_json::from_str(row.get::<&str, _>(1)).map_err(|e| Error::Corrupt(e.to_string()))?;
+            let spec: JobSpec =
+                serde_json::from_str(row.get::<&str, _>(1)).map_err(|e| Error::Corrupt(e.to_string()))?;
             let deadline_ms = ms(row.get(2));
-            let task_rows = sqlx::query("SELECT idx, lapses FROM tasks WHERE job_id = $1 AND state = 'pending' ORDER BY idx")
-                .bind(id.0 as i64)
-                .fetch_all(&self.pool)
-                .await?;
+            let task_rows =
+                sqlx::query("SELECT idx, lapses FROM tasks WHERE job_id = $1 AND state = 'pending' ORDER BY idx")
+                    .bind(id.0 as i64)
+                    .fetch_all(&self.pool)
+                    .await?;
             let replica_rows = sqlx::query(
                 "SELECT idx, lease_id, worker, output_hash FROM replicas WHERE job_id = $1 AND state = 'returned' ORDER BY lease_id",
             )
@@ -345,7 +400,11 @@ impl Store {
             .await?;
             let mut tasks: Vec<PendingTask> = task_rows
                 .iter()
-                .map(|r| PendingTask { index: r.get::<i64, _>(0) as u32, lapses: r.get::<i64, _>(1) as u32, returned: vec![] })
+                .map(|r| PendingTask {
+                    index: r.get::<i64, _>(0) as u32,
+                    lapses: r.get::<i64, _>(1) as u32,
+                    returned: vec![],
+                })
                 .collect();
             for r in replica_rows {
                 let idx = r.get::<i64, _>(0) as u32;
@@ -399,7 +458,9 @@ impl Store {
     }
 
     pub async fn job_detail(&self, id: JobId) -> Result<Option<JobDetail>> {
-        let Some(summary) = self.job_summary(id).await? else { return Ok(None) };
+        let Some(summary) = self.job_summary(id).await? else {
+            return Ok(None);
+        };
         let spec_json: String = sqlx::query_scalar("SELECT spec_json FROM jobs WHERE id = $1")
             .bind(id.0 as i64)
             .fetch_one(&self.pool)
@@ -418,10 +479,11 @@ impl Store {
                 replicas: vec![],
             });
         }
-        let replica_rows = sqlx::query("SELECT idx, worker, state, output_hash FROM replicas WHERE job_id = $1 ORDER BY lease_id")
-            .bind(id.0 as i64)
-            .fetch_all(&self.pool)
-            .await?;
+        let replica_rows =
+            sqlx::query("SELECT idx, worker, state, output_hash FROM replicas WHERE job_id = $1 ORDER BY lease_id")
+                .bind(id.0 as i64)
+                .fetch_all(&self.pool)
+                .await?;
         for r in &replica_rows {
             let idx = r.get::<i64, _>(0) as usize;
             if let Some(task) = tasks.get_mut(idx) {
@@ -452,31 +514,94 @@ impl Store {
     }
 
     pub async fn workers(&self, online: &std::collections::HashSet<PublicKey>, limit: u32) -> Result<Vec<WorkerView>> {
+        let rows = sqlx::query(&format!("SELECT {WORKER_COLUMNS} FROM workers ORDER BY last_seen_ms DESC LIMIT $1"))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| worker_view(r, online)).collect()
+    }
+
+    pub async fn worker(
+        &self,
+        key: &PublicKey,
+        online: &std::collections::HashSet<PublicKey>,
+    ) -> Result<Option<WorkerView>> {
+        let row = sqlx::query(&format!("SELECT {WORKER_COLUMNS} FROM workers WHERE key = $1"))
+            .bind(key.to_hex())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| worker_view(&r, online)).transpose()
+    }
+
+    /// Tasks verified over all jobs, ever.
+    pub async fn tasks_verified_total(&self) -> Result<u64> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COALESCE(SUM(tasks_verified), 0) FROM jobs").fetch_one(&self.pool).await?;
+        Ok(n as u64)
+    }
+
+    /// The highest job id used so far (0 when none).
+    pub async fn max_job_id(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM jobs").fetch_one(&self.pool).await?;
+        Ok(n as u64)
+    }
+
+    /// A job's state and spec, for settlement.
+    pub async fn job_state_spec(&self, job: JobId) -> Result<Option<(JobState, JobSpec)>> {
+        let row = sqlx::query("SELECT state, spec_json FROM jobs WHERE id = $1")
+            .bind(job.0 as i64)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            let spec = serde_json::from_str(r.get::<&str, _>(1))
+                .map_err(|e| Error::Corrupt(format!("job {job} spec: {e}")))?;
+            Ok((job_state(r.get::<&str, _>(0))?, spec))
+        })
+        .transpose()
+    }
+
+    /// Indices of a job's verified tasks.
+    pub async fn verified_tasks(&self, job: JobId) -> Result<Vec<u32>> {
+        let rows: Vec<i64> =
+            sqlx::query_scalar("SELECT idx FROM tasks WHERE job_id = $1 AND state = 'verified' ORDER BY idx")
+                .bind(job.0 as i64)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(|i| i as u32).collect())
+    }
+
+    /// A verified task's agreed hash and every signed result returned for it (accepted and
+    /// rejected), for settlement and slashing evidence. `None` unless the task is verified.
+    pub async fn signed_results(&self, task: TaskId) -> Result<Option<(Hash32, Vec<SignedReplica>)>> {
+        let Some((TaskState::Verified, Some(hash))) = self.task_output(task).await? else {
+            return Ok(None);
+        };
         let rows = sqlx::query(
-            "SELECT key, capabilities, replicas_returned, replicas_accepted, replicas_rejected, last_seen_ms
-             FROM workers ORDER BY last_seen_ms DESC LIMIT $1",
+            "SELECT worker, output_hash, output_len, signature FROM replicas
+             WHERE job_id = $1 AND idx = $2 AND signature IS NOT NULL AND state IN ('accepted', 'rejected', 'returned')
+             ORDER BY lease_id",
         )
-        .bind(i64::from(limit))
+        .bind(task.job.0 as i64)
+        .bind(i64::from(task.index))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
+        let replicas = rows
+            .iter()
             .map(|r| {
-                let key: PublicKey = parse(r.get::<&str, _>(0), "worker key")?;
-                Ok(WorkerView {
-                    online: online.contains(&key),
-                    key,
-                    capabilities: serde_json::from_str(r.get::<&str, _>(1)).ok(),
-                    replicas_returned: r.get::<i64, _>(2) as u64,
-                    replicas_accepted: r.get::<i64, _>(3) as u64,
-                    replicas_rejected: r.get::<i64, _>(4) as u64,
-                    last_seen_ms: ms(r.get(5)),
+                Ok(SignedReplica {
+                    worker: parse(r.get::<&str, _>(0), "worker key")?,
+                    output_hash: parse(r.get::<&str, _>(1), "output hash")?,
+                    output_len: r.get::<i64, _>(2) as u64,
+                    signature: parse(r.get::<&str, _>(3), "signature")?,
                 })
             })
-            .collect()
+            .collect::<Result<_>>()?;
+        Ok(Some((hash, replicas)))
     }
 
     pub async fn count_running_jobs(&self) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE state = 'running'").fetch_one(&self.pool).await?;
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE state = 'running'").fetch_one(&self.pool).await?;
         Ok(n as u64)
     }
 }

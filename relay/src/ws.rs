@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use starling_protocol::events::{JobEvent, JobState};
-use starling_protocol::limits::{MAX_REASON_LEN, MAX_WS_FRAME_BYTES};
+use starling_protocol::limits::{MAX_ADDRESS_LEN, MAX_REASON_LEN, MAX_WS_FRAME_BYTES};
 use starling_protocol::sign::{auth_bytes, result_bytes, verify};
 use starling_protocol::worker::{Capabilities, RelayMessage, WorkerMessage};
 use starling_protocol::{ErrorBody, ErrorCode, Hash32, JobId, PROTOCOL_VERSION, PublicKey};
@@ -61,7 +61,9 @@ async fn next_message(stream: &mut SplitStream<WebSocket>) -> Option<Result<Work
                         .map_err(|e| ErrorBody::new(ErrorCode::Malformed, format!("bad worker message: {e}"))),
                 );
             }
-            Ok(Message::Binary(_)) => return Some(Err(ErrorBody::new(ErrorCode::Malformed, "binary frames are not part of the protocol"))),
+            Ok(Message::Binary(_)) => {
+                return Some(Err(ErrorBody::new(ErrorCode::Malformed, "binary frames are not part of the protocol")));
+            }
             Ok(Message::Ping(_) | Message::Pong(_)) => continue,
             Ok(Message::Close(_)) | Err(_) => return None,
         }
@@ -104,7 +106,9 @@ async fn handshake(
         }
         Some(Ok(_)) => return Err(ErrorBody::new(ErrorCode::OutOfOrder, "send hello first")),
         Some(Err(e)) => return Err(e),
-        None => return Err(ErrorBody::new(ErrorCode::Malformed, "closed during handshake")),
+        None => {
+            return Err(ErrorBody::new(ErrorCode::Malformed, "closed during handshake"));
+        }
     };
     let nonce = Hash32(rand::random());
     sink.send(encode(&RelayMessage::Challenge { nonce }))
@@ -115,9 +119,13 @@ async fn handshake(
             verify(&key, &auth_bytes(&nonce, &key), &signature)
                 .map_err(|e| ErrorBody::new(ErrorCode::BadSignature, format!("challenge signature: {e}")))?;
         }
-        Some(Ok(_)) => return Err(ErrorBody::new(ErrorCode::OutOfOrder, "answer the challenge with auth")),
+        Some(Ok(_)) => {
+            return Err(ErrorBody::new(ErrorCode::OutOfOrder, "answer the challenge with auth"));
+        }
         Some(Err(e)) => return Err(e),
-        None => return Err(ErrorBody::new(ErrorCode::Malformed, "closed during handshake")),
+        None => {
+            return Err(ErrorBody::new(ErrorCode::Malformed, "closed during handshake"));
+        }
     }
     Ok((key, caps))
 }
@@ -127,15 +135,25 @@ async fn serve_worker(app: AppState, socket: WebSocket) {
     let (key, caps) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut sink, &mut stream)).await {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => return refuse(sink, e.code, e.message).await,
-        Err(_) => return refuse(sink, ErrorCode::OutOfOrder, "handshake timed out".into()).await,
+        Err(_) => {
+            return refuse(sink, ErrorCode::OutOfOrder, "handshake timed out".into()).await;
+        }
     };
     let config = app.core_config;
-    let welcome = RelayMessage::Welcome {
-        heartbeat_ms: config.scheduler.lease_ms / 3,
-        lease_ms: config.scheduler.lease_ms,
-    };
+    let welcome =
+        RelayMessage::Welcome { heartbeat_ms: config.scheduler.lease_ms / 3, lease_ms: config.scheduler.lease_ms };
     if sink.send(encode(&welcome)).await.is_err() {
         return;
+    }
+    // Paid work needs a registered, bonded key: an unregistered worker is asked to sign up
+    // before it gets work, so its first results already count toward paid quorums. A worker
+    // that answers anything else declines, and works unpaid.
+    let mut first = None;
+    if let Some(escrow) = &app.escrow {
+        match register(escrow, key, &mut sink, &mut stream).await {
+            Ok(msg) => first = msg,
+            Err(()) => return,
+        }
     }
     let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
     // The core holds the only sender of `rx`: when it drops the worker (silent, overloaded,
@@ -165,9 +183,12 @@ async fn serve_worker(app: AppState, socket: WebSocket) {
     tracing::debug!(worker = %key, conn, "worker connected");
     let mut errors = 0u32;
     loop {
-        let msg = tokio::select! {
-            msg = next_message(&mut stream) => msg,
-            _ = &mut writer => break,
+        let msg = match first.take() {
+            Some(msg) => Some(msg),
+            None => tokio::select! {
+                msg = next_message(&mut stream) => msg,
+                _ = &mut writer => break,
+            },
         };
         let Some(msg) = msg else { break };
         let outcome = match msg {
@@ -185,6 +206,9 @@ async fn serve_worker(app: AppState, socket: WebSocket) {
             Ok(WorkerMessage::Failed { lease, task, reason }) => {
                 let reason: String = reason.chars().take(MAX_REASON_LEN).collect();
                 Ok(Command::Failed { key, lease, task, reason })
+            }
+            Ok(WorkerMessage::Register { .. }) => {
+                Err(ErrorBody::new(ErrorCode::OutOfOrder, "registration is answered right after welcome, when asked"))
             }
         };
         match outcome {
@@ -207,6 +231,52 @@ async fn serve_worker(app: AppState, socket: WebSocket) {
     tracing::debug!(worker = %key, conn, "worker disconnected");
 }
 
+/// Asks an unregistered worker to register in escrow and registers it. Returns a message the
+/// worker sent instead of registering (to be handled as usual), or `Err` if the socket closed.
+async fn register(
+    escrow: &crate::escrow::Escrow,
+    key: PublicKey,
+    sink: &mut SplitSink<WebSocket, Message>,
+    stream: &mut SplitStream<WebSocket>,
+) -> Result<Option<Result<WorkerMessage, ErrorBody>>, ()> {
+    match escrow.worker(&key).await {
+        Ok(None) => {}
+        Ok(Some(_)) => return Ok(None),
+        Err(e) => {
+            tracing::warn!(worker = %key, error = %e, "cannot read the worker's escrow standing; it works unpaid for now");
+            return Ok(None);
+        }
+    }
+    let ask = RelayMessage::Register { contract: escrow.info().contract, owner: escrow.worker_owner(&key) };
+    sink.send(encode(&ask)).await.map_err(drop)?;
+    // Heartbeats may cross the question; the last one is handed on, anything else declines.
+    let until = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+    let mut heartbeat = None;
+    let answer = loop {
+        match tokio::time::timeout_at(until, next_message(stream)).await {
+            Ok(Some(Ok(WorkerMessage::Register { owner, proof }))) => break (owner, proof),
+            Ok(Some(Ok(hb @ WorkerMessage::Heartbeat { .. }))) => heartbeat = Some(Ok(hb)),
+            Ok(Some(other)) => return Ok(Some(other)),
+            Ok(None) => return Err(()),
+            Err(_) => return Ok(heartbeat),
+        }
+    };
+    let (owner, proof) = answer;
+    let outcome = if owner.len() > MAX_ADDRESS_LEN {
+        Err(ErrorBody::new(ErrorCode::Malformed, "owner address is too long"))
+    } else {
+        escrow.register_worker(&key, &owner, &proof).await.map_err(|e| crate::error::ApiError::from(e).0)
+    };
+    match outcome {
+        Ok(()) => tracing::info!(worker = %key, %owner, "worker registered in escrow"),
+        Err(e) => {
+            tracing::info!(worker = %key, code = ?e.code, message = %e.message, "worker registration refused; it works unpaid");
+            sink.send(encode(&RelayMessage::Error(e))).await.map_err(drop)?;
+        }
+    }
+    Ok(heartbeat)
+}
+
 /// `GET /v1/jobs/{id}/events`: a snapshot, then live events until the job ends.
 pub async fn job_events(
     State(app): State<AppState>,
@@ -214,11 +284,9 @@ pub async fn job_events(
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let id = crate::api::parse_job_id(&id.map_err(|e| ApiError::new(ErrorCode::Malformed, e.body_text()))?.0)?;
-    let permit = app
-        .watcher_slots
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| ApiError::new(ErrorCode::RateLimited, "too many event watchers; poll GET /v1/jobs/{id} instead"))?;
+    let permit = app.watcher_slots.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(ErrorCode::RateLimited, "too many event watchers; poll GET /v1/jobs/{id} instead")
+    })?;
     // Subscribe before reading the snapshot so no event falls between the two.
     let events = app.core.shared.watch(id);
     let summary = app.store.job_summary(id).await?.ok_or_else(|| ApiError::not_found(format!("job {id}")))?;
@@ -239,7 +307,8 @@ async fn stream_job_events(
     mut events: broadcast::Receiver<std::sync::Arc<JobEvent>>,
 ) {
     let (mut sink, mut stream) = socket.split();
-    let send = |event: &JobEvent| Message::Text(Utf8Bytes::from(serde_json::to_string(event).expect("events serialize")));
+    let send =
+        |event: &JobEvent| Message::Text(Utf8Bytes::from(serde_json::to_string(event).expect("events serialize")));
     let finished = summary.state != JobState::Running;
     if sink.send(send(&JobEvent::Snapshot { job: summary })).await.is_err() || finished {
         let _ = sink.close().await;

@@ -32,7 +32,7 @@ use cosmwasm_vm::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What a chain running CosmWasm 3 typically offers; the escrow needs none of these.
 const CAPABILITIES: &str = "iterator,staking,stargate,cosmwasm_1_1,cosmwasm_1_2,cosmwasm_1_3,cosmwasm_1_4,cosmwasm_2_0,cosmwasm_2_1,cosmwasm_2_2,cosmwasm_3_0";
@@ -138,6 +138,12 @@ impl Querier for LedgerQuerier {
     }
 }
 
+/// A valid address derived from `name` (bech32, prefix `cosmwasm`): what every ledger's
+/// [`Ledger::addr_make`] returns, without compiling a contract.
+pub fn addr_make(name: &str) -> Addr {
+    Addr::unchecked(MockApi::default().addr_make(name))
+}
+
 /// One contract, one denom, a clock and balances.
 pub struct Ledger {
     cache: Cache<MockApi, LedgerStorage, LedgerQuerier>,
@@ -150,7 +156,34 @@ pub struct Ledger {
     instantiated: bool,
     block: BlockInfo,
     gas_limit: u64,
+    /// Seconds each committed transaction moves the clock.
+    block_seconds: u64,
+    /// Accounts whose balance may have changed since the last [`Ledger::take_changes`].
+    dirty_accounts: BTreeSet<Addr>,
     _cache_dir: tempfile::TempDir,
+}
+
+/// Everything a ledger holds, for persisting it: the contract's storage, balances and the clock.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LedgerState {
+    pub storage: Vec<(Vec<u8>, Vec<u8>)>,
+    pub balances: Vec<(Addr, u128)>,
+    pub height: u64,
+    /// Block time in nanoseconds.
+    pub time_nanos: u64,
+    pub instantiated: bool,
+}
+
+/// What changed since the last [`Ledger::take_changes`]: apply it to a persisted
+/// [`LedgerState`] to bring it up to date.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LedgerChanges {
+    /// Changed keys with their value now (`None`: removed).
+    pub storage: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    pub balances: Vec<(Addr, u128)>,
+    pub height: u64,
+    pub time_nanos: u64,
+    pub instantiated: bool,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -192,8 +225,55 @@ impl Ledger {
             instantiated: false,
             block,
             gas_limit: DEFAULT_GAS_LIMIT,
+            block_seconds: BLOCK_SECONDS,
+            dirty_accounts: BTreeSet::new(),
             _cache_dir: cache_dir,
         })
+    }
+
+    /// A ledger over `wasm` in the state a previous one persisted (see [`Ledger::state`] and
+    /// [`Ledger::take_changes`]).
+    pub fn restore(wasm: &[u8], denom: &str, state: LedgerState) -> Result<Self> {
+        let mut ledger = Self::new(wasm, denom)?;
+        ledger.storage = state.storage.into_iter().collect();
+        ledger.balances = state.balances.into_iter().filter(|(_, b)| *b > 0).collect();
+        ledger.block.height = state.height;
+        ledger.block.time = Timestamp::from_nanos(state.time_nanos);
+        ledger.instantiated = state.instantiated;
+        Ok(ledger)
+    }
+
+    /// The whole state, for a first save.
+    pub fn state(&self) -> LedgerState {
+        LedgerState {
+            storage: self.storage.entries().map(|(k, v)| (k.to_vec(), v.to_vec())).collect(),
+            balances: self.balances.iter().map(|(a, b)| (a.clone(), *b)).collect(),
+            height: self.block.height,
+            time_nanos: self.block.time.nanos(),
+            instantiated: self.instantiated,
+        }
+    }
+
+    /// What changed since the last call (or since [`Ledger::new`] / [`Ledger::restore`]).
+    pub fn take_changes(&mut self) -> LedgerChanges {
+        let balances = std::mem::take(&mut self.dirty_accounts)
+            .into_iter()
+            .map(|a| {
+                let b = self.balance(&a);
+                (a, b)
+            })
+            .collect();
+        LedgerChanges {
+            storage: self.storage.take_dirty(),
+            balances,
+            height: self.block.height,
+            time_nanos: self.block.time.nanos(),
+            instantiated: self.instantiated,
+        }
+    }
+
+    pub fn is_instantiated(&self) -> bool {
+        self.instantiated
     }
 
     pub fn checksum(&self) -> Checksum {
@@ -210,7 +290,7 @@ impl Ledger {
 
     /// A valid address derived from `name` (bech32, prefix `cosmwasm`).
     pub fn addr_make(&self, name: &str) -> Addr {
-        Addr::unchecked(self.api.addr_make(name))
+        addr_make(name)
     }
 
     pub fn block(&self) -> &BlockInfo {
@@ -228,14 +308,37 @@ impl Ledger {
         self.block.height += 1;
     }
 
+    /// Seconds each committed transaction moves the clock (default 5); 0 for a ledger whose
+    /// owner sets the time itself from a wall clock.
+    pub fn set_block_seconds(&mut self, seconds: u64) {
+        self.block_seconds = seconds;
+    }
+
     pub fn set_time(&mut self, time: Timestamp) {
         self.block.time = time;
     }
 
     /// Creates money out of nothing: the faucet. Everything else moves existing money.
     pub fn mint(&mut self, to: &Addr, amount: u128) {
+        self.dirty_accounts.insert(to.clone());
         let balance = self.balances.entry(to.clone()).or_default();
         *balance = balance.checked_add(amount).expect("supply fits in u128");
+    }
+
+    /// Takes back money the faucet minted (to undo a grant whose transaction failed).
+    pub fn burn(&mut self, from: &Addr, amount: u128) -> Result<()> {
+        let balance = self.balance(from);
+        let Some(left) = balance.checked_sub(amount) else {
+            return Err(LedgerError::InsufficientFunds {
+                account: from.to_string(),
+                balance,
+                amount,
+                denom: self.denom.clone(),
+            });
+        };
+        self.dirty_accounts.insert(from.clone());
+        self.balances.insert(from.clone(), left);
+        Ok(())
     }
 
     pub fn balance(&self, of: &Addr) -> u128 {
@@ -324,7 +427,7 @@ impl Ledger {
             self.balances = balances_before;
         } else {
             self.block.height += 1;
-            self.block.time = self.block.time.plus_seconds(BLOCK_SECONDS);
+            self.block.time = self.block.time.plus_seconds(self.block_seconds);
         }
         outcome
     }
@@ -397,6 +500,8 @@ impl Ledger {
         if amount == 0 {
             return Ok(());
         }
+        self.dirty_accounts.insert(from.clone());
+        self.dirty_accounts.insert(to.clone());
         let balance = self.balance(from);
         let Some(left) = balance.checked_sub(amount) else {
             return Err(LedgerError::InsufficientFunds {

@@ -8,7 +8,7 @@
 use cosmwasm_std::{Order, Record};
 use cosmwasm_vm::{BackendError, BackendResult, GasInfo, Storage};
 use std::cell::Cell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 
 const GAS_COST_RANGE: u64 = 11;
@@ -35,6 +35,9 @@ pub struct LedgerStorage {
     reads: Cell<u64>,
     read_bytes: Cell<u64>,
     ops: StorageOps,
+    /// Keys written or removed since the last [`LedgerStorage::take_dirty`]: what a persisted
+    /// ledger must write back.
+    dirty: BTreeSet<Vec<u8>>,
 }
 
 impl LedgerStorage {
@@ -52,6 +55,17 @@ impl LedgerStorage {
     /// Every entry, for persisting the ledger.
     pub fn entries(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.data.iter().map(|(k, v)| (k.as_slice(), v.as_slice()))
+    }
+
+    /// The keys changed since the last call, each with its value now (`None`: removed).
+    pub fn take_dirty(&mut self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        std::mem::take(&mut self.dirty)
+            .into_iter()
+            .map(|k| {
+                let v = self.data.get(&k).cloned();
+                (k, v)
+            })
+            .collect()
     }
 
     pub fn len(&self) -> usize {
@@ -115,6 +129,7 @@ impl Storage for LedgerStorage {
 
     fn set(&mut self, key: &[u8], value: &[u8]) -> BackendResult<()> {
         self.data.insert(key.to_vec(), value.to_vec());
+        self.dirty.insert(key.to_vec());
         self.ops.writes += 1;
         self.ops.written_bytes += (key.len() + value.len()) as u64;
         (Ok(()), GasInfo::with_externally_used((key.len() + value.len()) as u64))
@@ -122,6 +137,7 @@ impl Storage for LedgerStorage {
 
     fn remove(&mut self, key: &[u8]) -> BackendResult<()> {
         self.data.remove(key);
+        self.dirty.insert(key.to_vec());
         self.ops.removes += 1;
         (Ok(()), GasInfo::with_externally_used(key.len() as u64))
     }
@@ -152,5 +168,8 @@ mod tests {
         );
         s.reset_ops();
         assert_eq!(s.ops(), StorageOps::default());
+        s.remove(b"a").0.unwrap();
+        assert_eq!(s.take_dirty(), vec![(b"a".to_vec(), None), (b"d".to_vec(), Some(b"44".to_vec()))]);
+        assert!(s.take_dirty().is_empty());
     }
 }

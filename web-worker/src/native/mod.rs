@@ -5,13 +5,14 @@
 mod blobs;
 mod keys;
 
+pub use crate::pacing::rest_after;
 pub use keys::load_or_create_key;
 
 use crate::engine;
 use crate::gpu::GpuContext;
 use futures_util::{SinkExt, StreamExt};
 use starling_protocol::job::KernelSpec;
-use starling_protocol::sign::Keypair;
+use starling_protocol::sign::{Keypair, register_bytes};
 use starling_protocol::worker::{
     AdapterInfo, Assignment, Backend, Capabilities, DeviceLimits, DeviceState, Platform, RelayMessage, WorkerMessage,
 };
@@ -58,6 +59,10 @@ pub struct WorkerConfig {
     pub stall_tasks: bool,
     /// Cap on the in-memory input cache.
     pub cache_bytes: u64,
+    /// Account paid for this worker's verified work when the relay settles through escrow.
+    /// `None` accepts the payout account the relay proposes (on the embedded ledger, one
+    /// derived from this worker's key).
+    pub payout: Option<String>,
 }
 
 impl WorkerConfig {
@@ -71,6 +76,7 @@ impl WorkerConfig {
             corrupt_results: false,
             stall_tasks: false,
             cache_bytes: 256 << 20,
+            payout: None,
         }
     }
 }
@@ -155,12 +161,23 @@ pub async fn run(
     tracing::info!(worker = %key.public(), backend = ?caps.backend, adapter = %caps.adapter.name, "worker starting");
     let key = Arc::new(key);
     let stats = Arc::new(Mutex::new(WorkerStats::default()));
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().map_err(|e| NativeError::Http(e.to_string()))?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .map_err(|e| NativeError::Http(e.to_string()))?;
     let inputs = Arc::new(blobs::InputCache::new(http.clone(), config.relay.clone(), config.cache_bytes));
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(250);
     loop {
-        let session = Session { config: &config, key: key.clone(), compute: &compute, caps: &caps, http: &http, inputs: &inputs, stats: &stats };
+        let session = Session {
+            config: &config,
+            key: key.clone(),
+            compute: &compute,
+            caps: &caps,
+            http: &http,
+            inputs: &inputs,
+            stats: &stats,
+        };
         tokio::select! {
             ended = session.run() => {
                 match ended {
@@ -220,7 +237,8 @@ impl Session<'_> {
             .await
             .map_err(|e| NativeError::Connection(e.to_string()))?;
         let (mut sink, mut stream) = ws.split();
-        let send = |m: &WorkerMessage| Message::Text(serde_json::to_string(m).expect("worker messages serialize").into());
+        let send =
+            |m: &WorkerMessage| Message::Text(serde_json::to_string(m).expect("worker messages serialize").into());
         let conn = |e: tokio_tungstenite::tungstenite::Error| NativeError::Connection(e.to_string());
 
         sink.send(send(&WorkerMessage::Hello {
@@ -296,6 +314,13 @@ impl Session<'_> {
                     }
                     Ok(RelayMessage::Cancel { lease }) => { cancelled.lock().expect("cancel lock").insert(lease); }
                     Ok(RelayMessage::Ack { .. }) => {}
+                    Ok(RelayMessage::Register { contract, owner }) => {
+                        // Only registered keys are paid: bond this key under our payout account.
+                        let owner = self.config.payout.clone().unwrap_or(owner);
+                        let proof = self.key.sign(&register_bytes(&contract, &owner, &self.key.public()));
+                        tracing::info!(%contract, %owner, "registering with the relay's escrow");
+                        if let Err(e) = sink.send(send(&WorkerMessage::Register { owner, proof })).await { break Err(conn(e)); }
+                    }
                     Ok(RelayMessage::Error(e)) => tracing::warn!(code = ?e.code, message = %e.message, "relay reported an error"),
                     Ok(other) => tracing::warn!(?other, "unexpected relay message"),
                     Err(e) => break Err(e),
@@ -333,7 +358,8 @@ where
     loop {
         match stream.next().await {
             Some(Ok(Message::Text(t))) => {
-                return serde_json::from_str(t.as_str()).map_err(|e| NativeError::Connection(format!("bad relay message: {e}")));
+                return serde_json::from_str(t.as_str())
+                    .map_err(|e| NativeError::Connection(format!("bad relay message: {e}")));
             }
             Some(Ok(Message::Close(frame))) => {
                 return Err(NativeError::Connection(format!("relay closed the connection: {frame:?}")));
@@ -343,13 +369,6 @@ where
             None => return Err(NativeError::Connection("relay closed the connection".into())),
         }
     }
-}
-
-/// The rest after `busy` time computing that keeps the busy share of wall time at most `duty`:
-/// busy / (busy + rest) = duty.
-pub fn rest_after(busy: Duration, duty: f32) -> Duration {
-    let duty = f64::from(duty.clamp(0.01, 1.0));
-    busy.mul_f64((1.0 - duty) / duty)
 }
 
 struct Executor {
@@ -410,7 +429,9 @@ impl Executor {
         }
         let output_hash = sha256(&output);
         let output_len = output.len() as u64;
-        blobs::upload(&self.http, &self.config.relay, &output_hash, output).await.map_err(|e| format!("upload: {e}"))?;
+        blobs::upload(&self.http, &self.config.relay, &output_hash, output)
+            .await
+            .map_err(|e| format!("upload: {e}"))?;
         self.stats.lock().expect("stats lock").tasks_run += 1;
         Ok(WorkerMessage::Result {
             lease: a.lease,
@@ -425,25 +446,6 @@ impl Executor {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn duty_cycle_rest_table() {
-        let ms = Duration::from_millis;
-        for (busy, duty, rest) in [
-            (ms(100), 1.0, ms(0)),
-            (ms(100), 0.5, ms(100)),
-            (ms(100), 0.1, ms(900)),
-            (ms(30), 0.25, ms(90)),
-            (ms(100), 0.0, ms(9900)), // clamped to 1%
-        ] {
-            let got = rest_after(busy, duty);
-            assert!(got.abs_diff(rest) < Duration::from_micros(10), "busy {busy:?} duty {duty}: {got:?}");
-            if !rest.is_zero() {
-                let share = busy.as_secs_f64() / (busy + got).as_secs_f64();
-                assert!((share - f64::from(duty.max(0.01))).abs() < 1e-6);
-            }
-        }
-    }
 
     #[test]
     fn relay_urls_map_to_websocket_urls() {

@@ -1,0 +1,547 @@
+//! The default escrow: the contract's deployable wasm (`scripts/build-contract.sh`) running in
+//! cosmwasm-vm on a one-denom local ledger, so what runs on one machine is the code a chain
+//! would run. The ledger lives in `ledger.sqlite` next to the relay's database: every accepted
+//! transaction writes the contract storage keys and balances it changed, in one SQL
+//! transaction, before the call returns. A local faucet funds demo accounts: each new client
+//! account once, and each worker's bond when it registers through the relay.
+//!
+//! Addresses are derived from keys (`client/<hex>`, `worker/<hex>`) with the VM's mock API
+//! (bech32, prefix `cosmwasm`); the relay's own account receives fees and slashing rewards.
+
+use super::{EscrowBridge, EscrowError, EscrowResult, Evidence, OpenJob, SettleTask, WorkerStanding};
+use async_trait::async_trait;
+use cosmwasm_std::{Addr, HexBinary, Timestamp, Uint128};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use starling_escrow::msg::{
+    ExecuteMsg, InstantiateMsg, JobResponse, JobsResponse, QueryMsg, TaskResult, TasksResponse, WorkerResponse,
+    WorkerSignature,
+};
+use starling_escrow::state::{Account, JobStatus};
+use starling_escrow_vm::{Ledger, LedgerChanges, LedgerError, LedgerState, addr_make};
+use starling_protocol::events::{EscrowAccount, EscrowInfo, JobEscrow};
+use starling_protocol::{JobId, PublicKey, Signature};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::Mutex;
+
+/// Settings of the embedded ledger and the contract it instantiates on first start.
+#[derive(Debug, Clone)]
+pub struct EmbeddedConfig {
+    /// The contract artifact (`target/contracts/starling_escrow.wasm`).
+    pub wasm: PathBuf,
+    pub denom: String,
+    /// Minted once into each new client account (0: no faucet).
+    pub faucet: u128,
+    pub relay_fee_bps: u16,
+    pub min_bond: u128,
+    pub unbonding_period: u64,
+    pub max_job_duration: u64,
+    pub slash_bps: u16,
+    pub reporter_share_bps: u16,
+}
+
+impl EmbeddedConfig {
+    pub fn new(wasm: impl Into<PathBuf>) -> Self {
+        Self {
+            wasm: wasm.into(),
+            denom: "ustar".into(),
+            faucet: 1_000_000_000,
+            relay_fee_bps: 500,
+            min_bond: 10_000_000,
+            unbonding_period: 21 * 24 * 3600,
+            max_job_duration: starling_protocol::limits::MAX_DEADLINE_SECS + 3600,
+            slash_bps: 5_000,
+            reporter_share_bps: 1_000,
+        }
+    }
+}
+
+struct Inner {
+    ledger: Ledger,
+    /// Set when a write to `ledger.sqlite` failed: memory may be ahead of disk, so nothing more
+    /// is accepted until a restart reloads the last saved state.
+    poisoned: bool,
+}
+
+pub struct Embedded {
+    inner: Mutex<Inner>,
+    db: SqlitePool,
+    config: EmbeddedConfig,
+    contract: Addr,
+    relay: Addr,
+}
+
+impl std::fmt::Debug for Embedded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Embedded").field("contract", &self.contract).field("denom", &self.config.denom).finish()
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> EscrowError {
+    EscrowError::Unavailable(e.to_string())
+}
+
+fn ledger_error(e: LedgerError) -> EscrowError {
+    match e {
+        LedgerError::Refused(text) => EscrowError::Refused(text),
+        LedgerError::InsufficientFunds { .. } => EscrowError::InsufficientFunds(e.to_string()),
+        other => unavailable(other),
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn hex(bytes: &[u8]) -> HexBinary {
+    HexBinary::from(bytes)
+}
+
+impl Embedded {
+    /// Opens (or creates) `<data_dir>/ledger.sqlite`, checks and compiles the contract, and
+    /// restores the ledger, or instantiates the contract on a fresh one.
+    pub async fn open(data_dir: &Path, config: EmbeddedConfig) -> Result<Self, EscrowError> {
+        let wasm = std::fs::read(&config.wasm).map_err(|e| {
+            unavailable(format!(
+                "cannot read the escrow contract {} ({e}); build it with scripts/build-contract.sh",
+                config.wasm.display()
+            ))
+        })?;
+        let options = SqliteConnectOptions::new()
+            .filename(data_dir.join("ledger.sqlite"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let db = SqlitePoolOptions::new().max_connections(2).connect_with(options).await.map_err(unavailable)?;
+        sqlx::migrate!("./migrations-ledger").run(&db).await.map_err(unavailable)?;
+        let state = load(&db).await.map_err(unavailable)?;
+        let fresh = state.is_none();
+        let mut ledger = match state {
+            Some(state) => Ledger::restore(&wasm, &config.denom, state).map_err(unavailable)?,
+            None => Ledger::new(&wasm, &config.denom).map_err(unavailable)?,
+        };
+        ledger.set_block_seconds(0);
+        let relay = ledger.addr_make("relay");
+        let contract = ledger.contract().clone();
+        let checksum = ledger.checksum().to_hex();
+        if let Some(saved) = meta(&db, "checksum").await.map_err(unavailable)?
+            && saved != checksum
+        {
+            tracing::warn!(%saved, now = %checksum, "the escrow artifact changed since this ledger was saved; running the new code over the saved state");
+        }
+        let me = Self { inner: Mutex::new(Inner { ledger, poisoned: false }), db, config, contract, relay };
+        if fresh {
+            let msg = InstantiateMsg {
+                denom: me.config.denom.clone(),
+                relay: me.relay.to_string(),
+                relay_fee_bps: me.config.relay_fee_bps,
+                min_bond: Uint128::new(me.config.min_bond),
+                unbonding_period: me.config.unbonding_period,
+                max_job_duration: me.config.max_job_duration,
+                slash_bps: me.config.slash_bps,
+                reporter_share_bps: me.config.reporter_share_bps,
+            };
+            let relay = me.relay.clone();
+            me.transact(|l| l.instantiate(&relay, &msg, 0).map(drop)).await?;
+            tracing::info!(contract = %me.contract, "escrow contract instantiated on the embedded ledger");
+        }
+        set_meta(&me.db, "checksum", &checksum).await.map_err(unavailable)?;
+        Ok(me)
+    }
+
+    /// Runs `f` on the ledger at the current wall-clock time and saves what it changed. A
+    /// refusal changes nothing.
+    async fn transact<T>(&self, f: impl FnOnce(&mut Ledger) -> Result<T, LedgerError>) -> EscrowResult<T> {
+        self.transact_with_faucet(None, f).await
+    }
+
+    /// Like [`Embedded::transact`], first minting `(account, amount)` from the faucet; the mint
+    /// is undone if `f` fails.
+    async fn transact_with_faucet<T>(
+        &self,
+        faucet: Option<(Addr, u128)>,
+        f: impl FnOnce(&mut Ledger) -> Result<T, LedgerError>,
+    ) -> EscrowResult<T> {
+        let mut inner = self.inner.lock().await;
+        if inner.poisoned {
+            return Err(unavailable("the embedded ledger failed to save; restart the relay"));
+        }
+        let now = Timestamp::from_seconds(now_secs());
+        if now > inner.ledger.block().time {
+            inner.ledger.set_time(now);
+        }
+        if let Some((to, amount)) = &faucet {
+            inner.ledger.mint(to, *amount);
+        }
+        let result = f(&mut inner.ledger);
+        if result.is_err()
+            && let Some((to, amount)) = &faucet
+        {
+            // The failed transaction rolled back to just after the mint: take the grant back.
+            let _ = inner.ledger.burn(to, *amount);
+        }
+        let changes = inner.ledger.take_changes();
+        if let Err(e) = save(&self.db, &changes, faucet.as_ref().filter(|_| result.is_ok())).await {
+            inner.poisoned = true;
+            tracing::error!(error = %e, "saving the embedded ledger failed; refusing escrow calls until restart");
+            return Err(unavailable(e));
+        }
+        result.map_err(ledger_error)
+    }
+
+    async fn query<T: serde::de::DeserializeOwned>(&self, msg: &QueryMsg) -> EscrowResult<T> {
+        let inner = self.inner.lock().await;
+        inner.ledger.query(msg).map(|(v, _)| v).map_err(ledger_error)
+    }
+
+    async fn account(&self, address: &Addr) -> EscrowResult<(u128, Account)> {
+        let account: Account = self.query(&QueryMsg::Account { address: address.to_string() }).await?;
+        let balance = self.inner.lock().await.ledger.balance(address);
+        Ok((balance, account))
+    }
+
+    /// Everything the faucet ever minted: with no other source of money, the ledger's total
+    /// supply must equal it.
+    pub async fn minted(&self) -> EscrowResult<u128> {
+        let rows = sqlx::query("SELECT amount FROM ledger_faucet").fetch_all(&self.db).await.map_err(unavailable)?;
+        Ok(rows.iter().map(|r| r.get::<&str, _>(0).parse::<u128>().unwrap_or(0)).sum())
+    }
+
+    pub async fn total_supply(&self) -> u128 {
+        self.inner.lock().await.ledger.total_supply()
+    }
+
+    pub async fn balance(&self, address: &str) -> u128 {
+        self.inner.lock().await.ledger.balance(&Addr::unchecked(address))
+    }
+
+    fn client_addr(&self, client: &PublicKey) -> Addr {
+        addr_make(&format!("client/{}", client.to_hex()))
+    }
+}
+
+#[async_trait]
+impl EscrowBridge for Embedded {
+    fn info(&self) -> EscrowInfo {
+        EscrowInfo {
+            backend: "embedded".into(),
+            chain_id: "starling-local".into(),
+            contract: self.contract.to_string(),
+            denom: self.config.denom.clone(),
+            relay_address: self.relay.to_string(),
+            relay_fee_bps: self.config.relay_fee_bps,
+            min_bond: self.config.min_bond.to_string(),
+        }
+    }
+
+    fn client_address(&self, client: &PublicKey) -> String {
+        self.client_addr(client).to_string()
+    }
+
+    fn worker_owner(&self, worker: &PublicKey) -> String {
+        addr_make(&format!("worker/{}", worker.to_hex())).to_string()
+    }
+
+    async fn max_job_id(&self) -> EscrowResult<u64> {
+        let page: JobsResponse = self.query(&QueryMsg::Jobs { start_after: None, limit: Some(1) }).await?;
+        if page.jobs.is_empty() {
+            return Ok(0);
+        }
+        // Jobs are keyed by id in ascending order: walk to the last page.
+        let mut last = 0;
+        loop {
+            let page: JobsResponse = self.query(&QueryMsg::Jobs { start_after: Some(last), limit: Some(100) }).await?;
+            match page.jobs.last() {
+                Some(job) => last = job.job_id,
+                None => return Ok(last),
+            }
+        }
+    }
+
+    async fn open_job(&self, job: &OpenJob) -> EscrowResult<()> {
+        let client = self.client_addr(&job.client);
+        let (deposit, _): (starling_escrow::msg::DepositResponse, _) = {
+            let inner = self.inner.lock().await;
+            inner
+                .ledger
+                .query(&QueryMsg::Deposit {
+                    tasks: job.tasks,
+                    replicas: job.replicas,
+                    price_per_replica: Uint128::new(job.price_per_replica),
+                })
+                .map_err(ledger_error)?
+        };
+        let deposit = deposit.deposit.u128();
+        let faucet = self.faucet_for(&client).await?;
+        let msg = ExecuteMsg::CreateJob {
+            job_id: job.job.0,
+            tasks: job.tasks,
+            replicas: job.replicas,
+            quorum: job.quorum,
+            price_per_replica: Uint128::new(job.price_per_replica),
+            deadline: job.deadline,
+        };
+        self.transact_with_faucet(faucet, |l| {
+            let balance = l.balance(&client);
+            if balance < deposit {
+                return Err(LedgerError::InsufficientFunds {
+                    account: client.to_string(),
+                    balance,
+                    amount: deposit,
+                    denom: l.denom().to_owned(),
+                });
+            }
+            l.execute(&client, &msg, deposit).map(drop)
+        })
+        .await
+    }
+
+    async fn open_jobs(&self) -> EscrowResult<Vec<JobId>> {
+        let mut open = Vec::new();
+        let mut start_after = None;
+        loop {
+            let page: JobsResponse = self.query(&QueryMsg::Jobs { start_after, limit: Some(100) }).await?;
+            let Some(last) = page.jobs.last() else {
+                return Ok(open);
+            };
+            start_after = Some(last.job_id);
+            open.extend(
+                page.jobs
+                    .iter()
+                    .filter(|j| j.relay == self.relay && !matches!(j.status, JobStatus::Closed))
+                    .map(|j| JobId(j.job_id)),
+            );
+        }
+    }
+
+    async fn settled_tasks(&self, job: JobId) -> EscrowResult<HashSet<u32>> {
+        let mut settled = HashSet::new();
+        let mut start_after = None;
+        loop {
+            let page: TasksResponse =
+                self.query(&QueryMsg::Tasks { job_id: job.0, start_after, limit: Some(100) }).await?;
+            let Some(last) = page.tasks.last() else {
+                return Ok(settled);
+            };
+            start_after = Some(last.index);
+            settled.extend(page.tasks.iter().filter(|t| t.settled.is_some()).map(|t| t.index));
+        }
+    }
+
+    async fn job(&self, job: JobId) -> EscrowResult<Option<JobEscrow>> {
+        match self.query::<JobResponse>(&QueryMsg::Job { job_id: job.0 }).await {
+            Ok(j) => Ok(Some(JobEscrow {
+                job,
+                client_address: j.client.to_string(),
+                deposit: j.deposit.to_string(),
+                paid_to_workers: j.paid_to_workers.to_string(),
+                paid_to_relay: j.paid_to_relay.to_string(),
+                refunded: j.refunded.map(|r| r.to_string()),
+                settled_tasks: j.settled_tasks,
+                denom: self.config.denom.clone(),
+            })),
+            Err(EscrowError::Refused(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn worker(&self, worker: &PublicKey) -> EscrowResult<Option<WorkerStanding>> {
+        match self.query::<WorkerResponse>(&QueryMsg::Worker { pubkey: hex(&worker.0) }).await {
+            Ok(w) => Ok(Some(WorkerStanding { owner: w.owner.to_string(), eligible: w.eligible })),
+            Err(EscrowError::Refused(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn register_worker(&self, worker: &PublicKey, owner: &str, proof: &Signature) -> EscrowResult<()> {
+        let owner = Addr::unchecked(owner);
+        let bond = self.config.min_bond;
+        let balance = self.inner.lock().await.ledger.balance(&owner);
+        // The faucet pays the bond of a demo worker; a funded owner bonds its own money.
+        let faucet = (self.config.faucet > 0 && balance < bond).then(|| (owner.clone(), bond - balance));
+        let msg = ExecuteMsg::RegisterWorker { pubkey: hex(&worker.0), proof: hex(&proof.0) };
+        self.transact_with_faucet(faucet, |l| l.execute(&owner, &msg, bond).map(drop)).await
+    }
+
+    async fn settle(&self, job: JobId, tasks: &[SettleTask]) -> EscrowResult<()> {
+        let msg = ExecuteMsg::SettleBatch {
+            job_id: job.0,
+            tasks: tasks
+                .iter()
+                .map(|t| TaskResult {
+                    index: t.index,
+                    output_hash: hex(&t.output_hash.0),
+                    output_len: t.output_len,
+                    signatures: t
+                        .signatures
+                        .iter()
+                        .map(|(k, s)| WorkerSignature { worker_pubkey: hex(&k.0), signature: hex(&s.0) })
+                        .collect(),
+                })
+                .collect(),
+        };
+        let relay = self.relay.clone();
+        self.transact(|l| l.execute(&relay, &msg, 0).map(drop)).await
+    }
+
+    async fn slash(&self, e: &Evidence) -> EscrowResult<()> {
+        let msg = ExecuteMsg::Slash {
+            job_id: e.job.0,
+            index: e.index,
+            worker_pubkey: hex(&e.worker.0),
+            output_hash: hex(&e.output_hash.0),
+            output_len: e.output_len,
+            signature: hex(&e.signature.0),
+        };
+        let relay = self.relay.clone();
+        self.transact(|l| l.execute(&relay, &msg, 0).map(drop)).await
+    }
+
+    async fn close(&self, job: JobId) -> EscrowResult<u128> {
+        let relay = self.relay.clone();
+        let msg = ExecuteMsg::Close { job_id: job.0 };
+        let executed = self.transact(|l| l.execute(&relay, &msg, 0)).await?;
+        Ok(executed.transfers.iter().map(|(_, amount)| amount).sum())
+    }
+
+    async fn worker_account(&self, worker: &PublicKey) -> EscrowResult<Option<EscrowAccount>> {
+        let w = match self.query::<WorkerResponse>(&QueryMsg::Worker { pubkey: hex(&worker.0) }).await {
+            Ok(w) => w,
+            Err(EscrowError::Refused(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let (balance, account) = self.account(&w.owner).await?;
+        Ok(Some(EscrowAccount {
+            address: w.owner.to_string(),
+            balance: balance.to_string(),
+            bonded: Some((w.bonded + w.unbonding).to_string()),
+            slashed: Some(w.slashed.to_string()),
+            received: account.earned_work.to_string(),
+            denom: self.config.denom.clone(),
+        }))
+    }
+
+    async fn client_account(&self, client: &PublicKey) -> EscrowResult<EscrowAccount> {
+        let address = self.client_addr(client);
+        let (balance, account) = self.account(&address).await?;
+        Ok(EscrowAccount {
+            address: address.to_string(),
+            balance: balance.to_string(),
+            bonded: None,
+            slashed: None,
+            received: (account.refunded + account.slash_rewards).to_string(),
+            denom: self.config.denom.clone(),
+        })
+    }
+}
+
+impl Embedded {
+    /// The faucet's grant for a client account it never funded (once per account).
+    async fn faucet_for(&self, client: &Addr) -> EscrowResult<Option<(Addr, u128)>> {
+        if self.config.faucet == 0 {
+            return Ok(None);
+        }
+        let funded = sqlx::query("SELECT 1 FROM ledger_faucet WHERE address = $1")
+            .bind(client.as_str())
+            .fetch_optional(&self.db)
+            .await
+            .map_err(unavailable)?;
+        Ok(funded.is_none().then(|| (client.clone(), self.config.faucet)))
+    }
+}
+
+async fn meta(db: &SqlitePool, name: &str) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("SELECT value FROM ledger_meta WHERE name = $1").bind(name).fetch_optional(db).await
+}
+
+async fn set_meta(db: &SqlitePool, name: &str, value: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO ledger_meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+    )
+    .bind(name)
+    .bind(value)
+    .execute(db)
+    .await
+    .map(drop)
+}
+
+/// The saved ledger, or `None` if none was saved yet.
+async fn load(db: &SqlitePool) -> sqlx::Result<Option<LedgerState>> {
+    let Some(height) = meta(db, "height").await? else {
+        return Ok(None);
+    };
+    let time = meta(db, "time_nanos").await?.unwrap_or_default();
+    let instantiated = meta(db, "instantiated").await?.is_some_and(|v| v == "1");
+    let storage = sqlx::query("SELECT key, value FROM ledger_kv")
+        .fetch_all(db)
+        .await?
+        .iter()
+        .map(|r| (r.get::<Vec<u8>, _>(0), r.get::<Vec<u8>, _>(1)))
+        .collect();
+    let balances = sqlx::query("SELECT address, balance FROM ledger_accounts")
+        .fetch_all(db)
+        .await?
+        .iter()
+        .map(|r| (Addr::unchecked(r.get::<String, _>(0)), r.get::<&str, _>(1).parse::<u128>().unwrap_or(0)))
+        .collect();
+    Ok(Some(LedgerState {
+        storage,
+        balances,
+        height: height.parse().unwrap_or(1),
+        time_nanos: time.parse().unwrap_or(0),
+        instantiated,
+    }))
+}
+
+/// Writes one transaction's changes (and its faucet grant) atomically.
+async fn save(db: &SqlitePool, changes: &LedgerChanges, faucet: Option<&(Addr, u128)>) -> sqlx::Result<()> {
+    let mut tx = db.begin().await?;
+    for (key, value) in &changes.storage {
+        match value {
+            Some(value) => {
+                sqlx::query("INSERT INTO ledger_kv (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+                    .bind(key)
+                    .bind(value)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM ledger_kv WHERE key = $1").bind(key).execute(&mut *tx).await?;
+            }
+        }
+    }
+    for (address, balance) in &changes.balances {
+        sqlx::query("INSERT INTO ledger_accounts (address, balance) VALUES ($1, $2) ON CONFLICT (address) DO UPDATE SET balance = excluded.balance")
+            .bind(address.as_str())
+            .bind(balance.to_string())
+            .execute(&mut *tx)
+            .await?;
+    }
+    if let Some((to, amount)) = faucet {
+        let before: Option<String> = sqlx::query_scalar("SELECT amount FROM ledger_faucet WHERE address = $1")
+            .bind(to.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let total = before.and_then(|b| b.parse::<u128>().ok()).unwrap_or(0) + amount;
+        sqlx::query("INSERT INTO ledger_faucet (address, amount) VALUES ($1, $2) ON CONFLICT (address) DO UPDATE SET amount = excluded.amount")
+            .bind(to.as_str())
+            .bind(total.to_string())
+            .execute(&mut *tx)
+            .await?;
+    }
+    for (name, value) in [
+        ("height", changes.height.to_string()),
+        ("time_nanos", changes.time_nanos.to_string()),
+        ("instantiated", if changes.instantiated { "1" } else { "0" }.to_string()),
+    ] {
+        sqlx::query("INSERT INTO ledger_meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value")
+            .bind(name)
+            .bind(value)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
+}

@@ -1,0 +1,273 @@
+//! The settlement loop. The core tells it (after each commit) which tasks verified and which
+//! jobs finished; it reads the signed results from the store, asks the escrow which signers are
+//! bonded, settles in batches, submits evidence against registered workers that signed a
+//! different result, and closes finished jobs so clients get the rest of their deposit back.
+//!
+//! It never blocks the core, and it keeps no state that the ledger and the store cannot give
+//! back: after a restart it lists the escrow's open jobs and settles what the store verified
+//! and the ledger has not (so a crash between the two settles nothing twice and loses nothing).
+
+use super::plan::{self, SignedReplica, Unpayable};
+use super::{Escrow, EscrowError, SettleTask};
+use crate::store::Store;
+use starling_protocol::events::JobState;
+use starling_protocol::{JobId, PublicKey, TaskId};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// What the core reports after a commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettleNote {
+    Verified(TaskId),
+    Finished(JobId),
+}
+
+pub type SettleSender = mpsc::UnboundedSender<SettleNote>;
+
+/// Tasks per `SettleBatch`: one transaction's gas stays bounded (about 80M CosmWasm gas each).
+pub const MAX_BATCH: usize = 64;
+/// How long notes gather before a flush: batches fill up under load, and a lone task still
+/// settles within this long.
+const GATHER: Duration = Duration::from_millis(200);
+/// Retry delay after the escrow was unavailable.
+const RETRY: Duration = Duration::from_secs(2);
+
+/// Escrow parameters of a job, or `None` for a job that runs unpaid.
+#[derive(Debug, Clone, Copy)]
+struct Terms {
+    quorum: u8,
+    max_signers: u8,
+}
+
+#[derive(Debug)]
+pub struct Settler {
+    escrow: Escrow,
+    store: Store,
+    rx: mpsc::UnboundedReceiver<SettleNote>,
+    pending: BTreeMap<JobId, BTreeSet<u32>>,
+    finished: BTreeSet<JobId>,
+    terms: HashMap<JobId, Option<Terms>>,
+}
+
+/// Starts the settler; the returned sender goes to the core.
+pub fn spawn(escrow: Escrow, store: Store) -> (SettleSender, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let settler =
+        Settler { escrow, store, rx, pending: BTreeMap::new(), finished: BTreeSet::new(), terms: HashMap::new() };
+    (tx, tokio::spawn(settler.run()))
+}
+
+impl Settler {
+    async fn run(mut self) {
+        while let Err(e) = self.recover().await {
+            tracing::warn!(error = %e, "settlement recovery failed; retrying");
+            tokio::time::sleep(RETRY).await;
+        }
+        loop {
+            let idle = self.pending.is_empty() && self.finished.is_empty();
+            let first = if idle {
+                match self.rx.recv().await {
+                    Some(note) => Some(note),
+                    None => return,
+                }
+            } else {
+                // Work is waiting for a retry: wake up for it even if nothing new arrives.
+                tokio::time::timeout(RETRY, self.rx.recv()).await.unwrap_or(None)
+            };
+            if let Some(note) = first {
+                self.note(note);
+                let until = tokio::time::Instant::now() + GATHER;
+                while let Ok(Some(note)) = tokio::time::timeout_at(until, self.rx.recv()).await {
+                    self.note(note);
+                }
+            }
+            while let Ok(note) = self.rx.try_recv() {
+                self.note(note);
+            }
+            self.flush().await;
+        }
+    }
+
+    fn note(&mut self, note: SettleNote) {
+        match note {
+            SettleNote::Verified(task) => {
+                self.pending.entry(task.job).or_default().insert(task.index);
+            }
+            SettleNote::Finished(job) => {
+                self.finished.insert(job);
+            }
+        }
+    }
+
+    /// Rebuilds the work list from the escrow's open jobs and the store.
+    async fn recover(&mut self) -> crate::Result<()> {
+        for job in self.escrow.open_jobs().await? {
+            match self.store.job_state_spec(job).await? {
+                // Opened in escrow, but the relay's commit never happened: give it all back.
+                None => {
+                    self.finished.insert(job);
+                }
+                Some((state, _)) => {
+                    let settled = self.escrow.settled_tasks(job).await?;
+                    let todo: BTreeSet<u32> =
+                        self.store.verified_tasks(job).await?.into_iter().filter(|i| !settled.contains(i)).collect();
+                    if !todo.is_empty() {
+                        self.pending.insert(job, todo);
+                    }
+                    if state != JobState::Running {
+                        self.finished.insert(job);
+                    }
+                }
+            }
+        }
+        let (tasks, jobs) = (self.pending.values().map(BTreeSet::len).sum::<usize>(), self.finished.len());
+        if tasks + jobs > 0 {
+            tracing::info!(tasks, jobs, "settlement resumes unfinished work");
+        }
+        Ok(())
+    }
+
+    async fn terms(&mut self, job: JobId) -> crate::Result<Option<Terms>> {
+        if let Some(t) = self.terms.get(&job) {
+            return Ok(*t);
+        }
+        let terms = match self.store.job_state_spec(job).await? {
+            Some((_, spec)) if self.escrow.job(job).await?.is_some() => {
+                Some(Terms { quorum: spec.quorum, max_signers: spec.max_replicas.max(spec.replicas) })
+            }
+            _ => None,
+        };
+        self.terms.insert(job, terms);
+        Ok(terms)
+    }
+
+    async fn flush(&mut self) {
+        let jobs: Vec<JobId> =
+            self.pending.keys().chain(self.finished.iter()).copied().collect::<BTreeSet<_>>().into_iter().collect();
+        for job in jobs {
+            match self.flush_job(job).await {
+                Ok(()) => {}
+                Err(crate::Error::Escrow(EscrowError::Unavailable(e))) => {
+                    tracing::warn!(%job, error = %e, "escrow unavailable; settlement retries");
+                }
+                Err(e) => tracing::error!(%job, error = %e, "settlement failed; it retries"),
+            }
+        }
+    }
+
+    async fn flush_job(&mut self, job: JobId) -> crate::Result<()> {
+        let terms = if self.store.job_state_spec(job).await?.is_some() { self.terms(job).await? } else { None };
+        if let Some(terms) = terms {
+            self.settle_pending(job, terms).await?;
+        } else {
+            // Unpaid job (nothing to settle), or an orphan opened in escrow only.
+            self.pending.remove(&job);
+        }
+        if self.finished.contains(&job) && !self.pending.contains_key(&job) {
+            if self.escrow.job(job).await?.is_some_and(|j| j.refunded.is_none()) {
+                let refund = self.escrow.close(job).await?;
+                tracing::info!(%job, refund, "job closed in escrow; unpaid deposit refunded");
+            }
+            self.finished.remove(&job);
+            self.terms.remove(&job);
+        }
+        Ok(())
+    }
+
+    async fn settle_pending(&mut self, job: JobId, terms: Terms) -> crate::Result<()> {
+        let Some(indices) = self.pending.get(&job).cloned() else {
+            return Ok(());
+        };
+        let mut facts: Vec<(u32, starling_protocol::Hash32, Vec<SignedReplica>)> = Vec::new();
+        for index in indices {
+            match self.store.signed_results(TaskId { job, index }).await? {
+                Some((hash, replicas)) => facts.push((index, hash, replicas)),
+                None => {
+                    self.done(job, index);
+                }
+            }
+        }
+        let keys: BTreeSet<PublicKey> = facts.iter().flat_map(|(_, _, r)| r.iter().map(|r| r.worker)).collect();
+        let (mut eligible, mut registered) = (HashSet::new(), HashSet::new());
+        for key in keys {
+            if let Some(standing) = self.escrow.worker(&key).await? {
+                registered.insert(key);
+                if standing.eligible {
+                    eligible.insert(key);
+                }
+            }
+        }
+        let mut entries = Vec::new();
+        let mut replicas_of = HashMap::new();
+        for (index, hash, replicas) in facts {
+            match plan::settle_entry(index, &hash, &replicas, &eligible, terms.quorum, terms.max_signers) {
+                Ok(entry) => {
+                    replicas_of.insert(index, replicas);
+                    entries.push(entry);
+                }
+                Err(Unpayable::BelowQuorum { eligible, quorum }) => {
+                    tracing::warn!(%job, index, eligible, quorum, "verified task has too few bonded signers to settle; its deposit goes back to the client");
+                    self.done(job, index);
+                }
+            }
+        }
+        for batch in entries.chunks(MAX_BATCH) {
+            let settled = self.settle_batch(job, batch).await?;
+            for entry in settled {
+                self.done(job, entry.index);
+                let replicas = replicas_of.get(&entry.index).map(Vec::as_slice).unwrap_or_default();
+                for evidence in plan::evidence(job, entry, replicas, &registered) {
+                    match self.escrow.slash(&evidence).await {
+                        Ok(()) => {
+                            tracing::warn!(%job, index = entry.index, worker = %evidence.worker, "worker slashed: it signed a different result for a settled task")
+                        }
+                        Err(EscrowError::Refused(why)) => {
+                            tracing::info!(%job, worker = %evidence.worker, %why, "slash refused")
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Settles a batch; if the escrow refuses it (a signer unbonded meanwhile, a task already
+    /// settled before a crash), settles its tasks one by one so one bad entry costs only itself.
+    async fn settle_batch<'a>(&mut self, job: JobId, batch: &'a [SettleTask]) -> crate::Result<Vec<&'a SettleTask>> {
+        match self.escrow.settle(job, batch).await {
+            Ok(()) => return Ok(batch.iter().collect()),
+            Err(EscrowError::Refused(why)) if batch.len() > 1 => {
+                tracing::info!(%job, %why, tasks = batch.len(), "batch refused; settling its tasks one by one");
+            }
+            Err(EscrowError::Refused(why)) => {
+                tracing::warn!(%job, index = batch[0].index, %why, "escrow refused to settle task");
+                self.done(job, batch[0].index);
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let mut settled = Vec::new();
+        for entry in batch {
+            match self.escrow.settle(job, std::slice::from_ref(entry)).await {
+                Ok(()) => settled.push(entry),
+                Err(EscrowError::Refused(why)) => {
+                    tracing::warn!(%job, index = entry.index, %why, "escrow refused to settle task");
+                    self.done(job, entry.index);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(settled)
+    }
+
+    fn done(&mut self, job: JobId, index: u32) {
+        if let Some(set) = self.pending.get_mut(&job) {
+            set.remove(&index);
+            if set.is_empty() {
+                self.pending.remove(&job);
+            }
+        }
+    }
+}
