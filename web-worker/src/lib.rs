@@ -9,12 +9,18 @@
 //!   parameters, dispatch helpers, job builders and CPU reference.
 //! - [`validate`]: naga-based validation of client WGSL, with line and column in every error.
 //! - `native` (not on wasm32): the native worker's network loop around the engine.
+//! - [`browser`]: the browser worker. Its decisions ([`browser::machine`]) and page messages are
+//!   plain Rust, built and tested everywhere; its Web Worker glue and the exported
+//!   `worker_main` exist on wasm32 with the `gpu` feature (WebGPU through wgpu).
+//! - [`pacing`]: duty-cycle rest and pause rules, shared by both workers.
 //!
-//! Without the default `gpu` feature only [`kernels`] and [`error`] remain (no wgpu, no naga):
-//! job builders, parameter layouts and CPU references, for front ends that build jobs.
+//! Without the default `gpu` feature only [`kernels`], [`error`], [`pacing`] and the pure parts of
+//! [`browser`] remain (no wgpu, no naga): job builders, parameter layouts and CPU references, for
+//! front ends that build jobs.
 //!
 //! Library code stays portable to `wasm32-unknown-unknown`: no threads, no clocks, no tokio.
 
+pub mod browser;
 #[cfg(feature = "gpu")]
 pub mod engine;
 pub mod error;
@@ -23,6 +29,7 @@ pub mod gpu;
 pub mod kernels;
 #[cfg(all(feature = "gpu", not(target_arch = "wasm32")))]
 pub mod native;
+pub mod pacing;
 #[cfg(feature = "gpu")]
 pub mod validate;
 

@@ -2,6 +2,10 @@
 //! invalid ones are refused with their location, and tasks beyond the device's limits or
 //! refused by wgpu come back as errors, not panics. Fails, never skips, without an adapter.
 
+// Native adapters only (blocking polls, a shared static device); the browser's run in
+// tests/browser_kernels.rs.
+#![cfg(not(target_arch = "wasm32"))]
+
 use starling_protocol::job::KernelSpec;
 use starling_protocol::worker::{Backend, Platform};
 use starling_web_worker::engine::run_task;

@@ -1,6 +1,10 @@
 //! Known-answer tests of the built-in kernels on a real GPU adapter (lavapipe in CI), each held
 //! against the CPU reference. These tests fail, never skip, when no adapter is found.
 
+// Native adapters only (blocking polls, a shared static device); the browser's run in
+// tests/browser_kernels.rs.
+#![cfg(not(target_arch = "wasm32"))]
+
 use starling_protocol::bytes::sha256;
 use starling_protocol::job::{BuiltinKernel, KernelSpec, TaskSpec};
 use starling_web_worker::engine::{run_task, run_task_cpu};

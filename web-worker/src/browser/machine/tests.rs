@@ -1,0 +1,545 @@
+//! The browser worker's protocol and pacing, driven through the pure machine: a scripted relay
+//! on one side, a scripted page on the other, time moved by hand.
+
+use super::*;
+use crate::pacing::Battery;
+use starling_protocol::job::BuiltinKernel;
+use starling_protocol::sign::{auth_bytes, result_bytes, verify};
+use starling_protocol::worker::{AdapterInfo, DeviceLimits, Platform};
+use starling_protocol::{ErrorBody, ErrorCode, JobId, TaskId, sha256};
+
+const RELAY: &str = "http://127.0.0.1:8080";
+
+fn settings(duty_cycle: f32) -> Settings {
+    Settings { duty_cycle, pause_when_hidden: true, min_battery: 0.2 }
+}
+
+fn caps(backend: Backend) -> Capabilities {
+    Capabilities {
+        backend,
+        platform: Platform::Browser,
+        adapter: AdapterInfo { name: "test adapter".into(), ..Default::default() },
+        limits: DeviceLimits {
+            max_buffer_size: 1 << 28,
+            max_storage_buffer_binding_size: 1 << 20,
+            max_storage_buffers_per_shader_stage: 8,
+            max_compute_workgroups_per_dimension: 65_535,
+        },
+        asking_price: 0,
+        duty_cycle: 1.0,
+        slots: 1,
+    }
+}
+
+fn assignment(lease: u64) -> Assignment {
+    Assignment {
+        lease: LeaseId(lease),
+        task: TaskId { job: JobId(7), index: lease as u32 },
+        kernel: KernelSpec::Builtin { name: BuiltinKernel::MonteCarloPi },
+        params: vec![1, 2, 3],
+        inputs: vec![],
+        workgroups: [4, 1, 1],
+        output_size: 16,
+        lease_ms: 30_000,
+    }
+}
+
+fn relay(message: RelayMessage) -> String {
+    serde_json::to_string(&message).unwrap()
+}
+
+/// The worker's frames among `actions`, decoded, with the connection each went to.
+fn sent(actions: &[Action]) -> Vec<(ConnId, WorkerMessage)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { conn, text } => Some((*conn, serde_json::from_str(text).unwrap())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn statuses(actions: &[Action]) -> Vec<Status> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Post(WorkerEvent::Status(s)) => Some(s.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn last_status(actions: &[Action]) -> Status {
+    statuses(actions).pop().expect("a status was posted")
+}
+
+fn heartbeats(actions: &[Action]) -> Vec<DeviceState> {
+    sent(actions)
+        .into_iter()
+        .filter_map(|(_, m)| match m {
+            WorkerMessage::Heartbeat { state } => Some(state),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A worker driven through start, compute and the handshake to `welcome` at t = 1000 ms.
+struct Rig {
+    m: Machine,
+    key: Keypair,
+    conn: ConnId,
+    now: u64,
+}
+
+impl Rig {
+    fn welcomed(duty_cycle: f32, backend: Backend) -> (Rig, Vec<Action>) {
+        let key = Keypair::from_seed([3; 32]);
+        let mut m = Machine::new(42);
+        assert_eq!(last_status(&m.take_actions()).state, State::Stopped);
+
+        m.start(RELAY, Ok(Keypair::from_seed(key.seed())), settings(duty_cycle), 0);
+        let actions = m.take_actions();
+        assert!(matches!(actions[0], Action::OpenCompute), "{actions:?}");
+        let status = last_status(&actions);
+        assert_eq!((status.state, status.public_key), (State::Starting, Some(key.public())));
+
+        m.compute_ready(caps(backend), 10);
+        let actions = m.take_actions();
+        let Some(Action::Connect { conn, url }) = actions.first() else { panic!("{actions:?}") };
+        assert_eq!(url, "ws://127.0.0.1:8080/v1/workers/ws");
+        let conn = *conn;
+        let status = last_status(&actions);
+        assert_eq!((status.state, status.backend, status.adapter.as_deref()), (State::Connecting, Some(backend), Some("test adapter")));
+
+        m.socket_opened(conn, 20);
+        let hello = sent(&m.take_actions());
+        let [(to, WorkerMessage::Hello { protocol_version, worker_key, capabilities })] = &hello[..] else {
+            panic!("{hello:?}")
+        };
+        assert_eq!((*to, *protocol_version, *worker_key), (conn, PROTOCOL_VERSION, key.public()));
+        assert_eq!(capabilities.duty_cycle, duty_cycle, "hello carries the page's duty cycle");
+        assert_eq!(capabilities.backend, backend);
+
+        let nonce = sha256(b"nonce");
+        m.socket_text(conn, &relay(RelayMessage::Challenge { nonce }), 30);
+        let auth = sent(&m.take_actions());
+        let [(_, WorkerMessage::Auth { signature })] = &auth[..] else { panic!("{auth:?}") };
+        verify(&key.public(), &auth_bytes(&nonce, &key.public()), signature).expect("auth signs the challenge");
+
+        m.socket_text(conn, &relay(RelayMessage::Welcome { heartbeat_ms: 5_000, lease_ms: 30_000 }), 1000);
+        let actions = m.take_actions();
+        (Rig { m, key, conn, now: 1000 }, actions)
+    }
+
+    fn at(&mut self, now: u64) -> &mut Self {
+        self.now = now;
+        self
+    }
+
+    fn relay(&mut self, message: RelayMessage) -> Vec<Action> {
+        self.m.socket_text(self.conn, &relay(message), self.now);
+        self.m.take_actions()
+    }
+
+    fn tick(&mut self) -> Vec<Action> {
+        self.m.tick(self.now);
+        self.m.take_actions()
+    }
+
+    fn finish(&mut self, lease: u64, outcome: Result<TaskOutput, TaskFailure>) -> Vec<Action> {
+        self.m.task_finished(LeaseId(lease), outcome, self.now);
+        self.m.take_actions()
+    }
+
+    fn device(&mut self, device: DeviceReport) -> Vec<Action> {
+        self.m.set_device(device, self.now);
+        self.m.take_actions()
+    }
+}
+
+#[test]
+fn handshake_then_assign_run_sign_rest_and_ack() {
+    let (mut rig, actions) = Rig::welcomed(0.5, Backend::BrowserWebgpu);
+    assert_eq!(heartbeats(&actions), [DeviceState { accepting: true, battery: None, charging: None }]);
+    assert_eq!(last_status(&actions).state, State::Working);
+    assert_eq!(rig.m.next_deadline(), Some(6000), "next heartbeat");
+
+    // Assigned at 2000: runs at once, and the relay hears we are busy.
+    let actions = rig.at(2000).relay(RelayMessage::Assign(assignment(1)));
+    let Some(Action::RunTask { assignment: task, relay }) = actions.first() else { panic!("{actions:?}") };
+    assert_eq!(**task, assignment(1));
+    assert_eq!(relay.blob(&sha256(b"in")), format!("{RELAY}/v1/blobs/{}", sha256(b"in")));
+    assert_eq!(heartbeats(&actions), [DeviceState { accepting: false, battery: None, charging: None }]);
+    let status = last_status(&actions);
+    assert_eq!((status.state, status.kernel.as_deref()), (State::Working, Some("monte_carlo_pi")));
+
+    // Done at 2400: the result is signed over result_bytes; at duty 0.5 it rests 400 ms.
+    let output_hash = sha256(b"output");
+    let actions = rig.at(2400).finish(1, Ok(TaskOutput { output_hash, output_len: 16 }));
+    let msgs = sent(&actions);
+    let WorkerMessage::Result { lease, task, output_hash: h, output_len, signature } = &msgs[0].1 else {
+        panic!("{msgs:?}")
+    };
+    assert_eq!((*lease, *task, *h, *output_len), (LeaseId(1), assignment(1).task, output_hash, 16));
+    verify(&rig.key.public(), &result_bytes(*task, &output_hash, 16, &rig.key.public()), signature).unwrap();
+    let status = last_status(&actions);
+    assert_eq!(status.state, State::Resting);
+    assert_eq!(status.reason.as_deref(), Some("duty cycle 50%: resting 0.4 s after 0.4 s of work"));
+    assert_eq!((status.tasks_done, status.kernel), (0, None));
+    assert_eq!(rig.m.next_deadline(), Some(2800), "the rest ends before the next heartbeat");
+
+    // The ack counts the task as done.
+    let actions = rig.relay(RelayMessage::Ack { lease: LeaseId(1) });
+    assert_eq!(last_status(&actions).tasks_done, 1);
+    // A second ack for the same lease (or one never sent) counts nothing.
+    assert!(statuses(&rig.relay(RelayMessage::Ack { lease: LeaseId(1) })).is_empty());
+    assert!(statuses(&rig.relay(RelayMessage::Ack { lease: LeaseId(99) })).is_empty());
+
+    // Rest over: accepting again.
+    let actions = rig.at(2800).tick();
+    assert_eq!(heartbeats(&actions), [DeviceState { accepting: true, battery: None, charging: None }]);
+    assert_eq!(last_status(&actions).state, State::Working);
+
+    // Heartbeats keep coming on the relay's period even when nothing changes.
+    assert_eq!(rig.m.next_deadline(), Some(7800));
+    assert!(heartbeats(&rig.at(7000).tick()).is_empty());
+    assert_eq!(heartbeats(&rig.at(7800).tick()).len(), 1);
+    assert_eq!(rig.m.next_deadline(), Some(12_800));
+}
+
+#[test]
+fn an_assignment_during_a_rest_waits_for_the_rest_to_end() {
+    let (mut rig, _) = Rig::welcomed(0.25, Backend::BrowserWebgpu);
+    rig.at(2000).relay(RelayMessage::Assign(assignment(1)));
+    rig.at(2100).finish(1, Ok(TaskOutput { output_hash: sha256(b"o"), output_len: 16 }));
+    // 100 ms busy at 25%: 300 ms rest, until 2400. The relay raced us with a second task.
+    let actions = rig.at(2150).relay(RelayMessage::Assign(assignment(2)));
+    assert!(!actions.iter().any(|a| matches!(a, Action::RunTask { .. })), "{actions:?}");
+    assert!(sent(&actions).iter().all(|(_, m)| !matches!(m, WorkerMessage::Failed { .. })));
+    assert_eq!(rig.m.next_deadline(), Some(2400));
+    let actions = rig.at(2400).tick();
+    assert!(matches!(actions.first(), Some(Action::RunTask { assignment: t, .. }) if t.lease == LeaseId(2)), "{actions:?}");
+}
+
+#[test]
+fn pause_rules_reach_the_relay_and_the_page() {
+    let (mut rig, _) = Rig::welcomed(1.0, Backend::BrowserWebgpu);
+    // Hidden: not accepting, paused with a reason.
+    let actions = rig.at(1500).device(DeviceReport { hidden: true, battery: None });
+    assert_eq!(heartbeats(&actions), [DeviceState { accepting: false, battery: None, charging: None }]);
+    let status = last_status(&actions);
+    assert_eq!((status.state, status.reason.as_deref()), (State::Paused, Some("the page is hidden")));
+
+    // A task that raced the heartbeat is handed back at once, not held while hidden; it is not
+    // this device's failure.
+    let actions = rig.relay(RelayMessage::Assign(assignment(1)));
+    let msgs = sent(&actions);
+    assert!(matches!(&msgs[..], [(_, WorkerMessage::Failed { lease: LeaseId(1), reason, .. })] if reason == "paused: the page is hidden"), "{msgs:?}");
+    assert!(!actions.iter().any(|a| matches!(a, Action::RunTask { .. })));
+    assert!(statuses(&actions).is_empty(), "tasks_failed unchanged");
+
+    // Visible again but the battery is low and not charging: still paused, and the relay hears
+    // the battery reading.
+    let low = DeviceReport { hidden: false, battery: Some(Battery { level: 0.1, charging: false }) };
+    let actions = rig.device(low);
+    assert_eq!(heartbeats(&actions), [DeviceState { accepting: false, battery: Some(0.1), charging: Some(false) }]);
+    assert_eq!(last_status(&actions).state, State::Paused);
+
+    // Plugged in: works again by itself.
+    let charging = DeviceReport { hidden: false, battery: Some(Battery { level: 0.1, charging: true }) };
+    let actions = rig.device(charging);
+    assert_eq!(heartbeats(&actions), [DeviceState { accepting: true, battery: Some(0.1), charging: Some(true) }]);
+    assert_eq!(last_status(&actions).state, State::Working);
+
+    // The contributor allows hidden work: hiding no longer pauses.
+    rig.m.set_settings(Settings { pause_when_hidden: false, ..settings(1.0) }, rig.now);
+    rig.m.take_actions();
+    let actions = rig.device(DeviceReport { hidden: true, battery: None });
+    assert_eq!(heartbeats(&actions), [DeviceState { accepting: true, battery: None, charging: None }]);
+    assert!(statuses(&actions).is_empty(), "nothing the page sees changed");
+}
+
+#[test]
+fn a_pause_during_a_task_lets_it_finish_then_pauses() {
+    let (mut rig, _) = Rig::welcomed(1.0, Backend::BrowserWebgpu);
+    rig.at(2000).relay(RelayMessage::Assign(assignment(1)));
+    let actions = rig.device(DeviceReport { hidden: true, battery: None });
+    assert!(!actions.iter().any(|a| matches!(a, Action::AbortTask { .. })));
+    let status = last_status(&actions);
+    assert_eq!((status.state, status.reason.as_deref()), (State::Working, Some("pausing after this task: the page is hidden")));
+    let actions = rig.at(2500).finish(1, Ok(TaskOutput { output_hash: sha256(b"o"), output_len: 16 }));
+    assert!(matches!(sent(&actions)[0].1, WorkerMessage::Result { .. }));
+    assert_eq!(last_status(&actions).state, State::Paused);
+}
+
+#[test]
+fn cancel_aborts_the_task_and_sends_nothing_for_it() {
+    let (mut rig, _) = Rig::welcomed(1.0, Backend::BrowserWebgpu);
+    rig.at(2000).relay(RelayMessage::Assign(assignment(1)));
+    let actions = rig.at(2100).relay(RelayMessage::Cancel { lease: LeaseId(1) });
+    assert!(matches!(actions.first(), Some(Action::AbortTask { lease: LeaseId(1) })), "{actions:?}");
+    assert_eq!(heartbeats(&actions), [DeviceState { accepting: true, battery: None, charging: None }]);
+    // If the glue finishes it anyway, the result is not sent.
+    let actions = rig.at(2200).finish(1, Ok(TaskOutput { output_hash: sha256(b"o"), output_len: 16 }));
+    assert!(sent(&actions).is_empty(), "{actions:?}");
+    // Cancelling a lease we do not hold does nothing.
+    assert!(rig.relay(RelayMessage::Cancel { lease: LeaseId(5) }).is_empty());
+}
+
+#[test]
+fn refused_tasks_fail_with_a_reason_and_count() {
+    type Case = (&'static str, Backend, Box<dyn Fn(&mut Assignment)>, &'static str);
+    let cases: Vec<Case> = vec![
+        (
+            "custom WGSL without WebGPU",
+            Backend::Cpu,
+            Box::new(|a| a.kernel = KernelSpec::Wgsl { source: "fn main() {}".into(), entry_point: "main".into() }),
+            "custom WGSL needs WebGPU",
+        ),
+        ("too many inputs", Backend::BrowserWebgpu, Box::new(|a| a.inputs = vec![sha256(b"x"); 7]), "7 inputs"),
+        ("too many params", Backend::BrowserWebgpu, Box::new(|a| a.params = vec![0; 65]), "65 param words"),
+        ("empty output", Backend::BrowserWebgpu, Box::new(|a| a.output_size = 0), "output of 0 bytes"),
+        ("output over the device", Backend::BrowserWebgpu, Box::new(|a| a.output_size = (1 << 20) + 4), "this device binds"),
+        ("zero workgroups", Backend::BrowserWebgpu, Box::new(|a| a.workgroups = [0, 1, 1]), "workgroups"),
+        ("too many workgroups", Backend::BrowserWebgpu, Box::new(|a| a.workgroups = [1, 70_000, 1]), "workgroups"),
+    ];
+    for (name, backend, spoil, expect) in cases {
+        let (mut rig, _) = Rig::welcomed(1.0, backend);
+        let mut a = assignment(1);
+        spoil(&mut a);
+        let actions = rig.relay(RelayMessage::Assign(a));
+        assert!(!actions.iter().any(|a| matches!(a, Action::RunTask { .. })), "{name}");
+        let msgs = sent(&actions);
+        assert!(
+            matches!(&msgs[..], [(_, WorkerMessage::Failed { lease: LeaseId(1), reason, .. })] if reason.contains(expect)),
+            "{name}: {msgs:?}"
+        );
+        assert_eq!(last_status(&actions).tasks_failed, 1, "{name}");
+    }
+    // Built-ins run on the CPU backend.
+    let (mut rig, _) = Rig::welcomed(1.0, Backend::Cpu);
+    assert!(matches!(rig.relay(RelayMessage::Assign(assignment(1))).first(), Some(Action::RunTask { .. })));
+}
+
+#[test]
+fn a_second_assignment_while_busy_is_refused() {
+    let (mut rig, _) = Rig::welcomed(1.0, Backend::BrowserWebgpu);
+    rig.relay(RelayMessage::Assign(assignment(1)));
+    let actions = rig.relay(RelayMessage::Assign(assignment(2)));
+    let msgs = sent(&actions);
+    assert!(matches!(&msgs[..], [(_, WorkerMessage::Failed { lease: LeaseId(2), .. })]), "{msgs:?}");
+    // The first one still reports.
+    let actions = rig.finish(1, Ok(TaskOutput { output_hash: sha256(b"o"), output_len: 16 }));
+    assert!(matches!(sent(&actions)[0].1, WorkerMessage::Result { lease: LeaseId(1), .. }));
+}
+
+#[test]
+fn a_failed_task_is_reported_bounded_and_a_lost_device_reopens_and_reconnects() {
+    let (mut rig, _) = Rig::welcomed(1.0, Backend::BrowserWebgpu);
+    rig.relay(RelayMessage::Assign(assignment(1)));
+    let long = "x".repeat(MAX_REASON_LEN * 2);
+    let actions = rig.finish(1, Err(TaskFailure { reason: long, device_lost: false }));
+    let msgs = sent(&actions);
+    let WorkerMessage::Failed { reason, .. } = &msgs[0].1 else { panic!("{msgs:?}") };
+    assert_eq!(reason.len(), MAX_REASON_LEN);
+    assert_eq!(last_status(&actions).tasks_failed, 1);
+
+    rig.relay(RelayMessage::Assign(assignment(2)));
+    let actions = rig.finish(2, Err(TaskFailure { reason: "GPU device lost".into(), device_lost: true }));
+    let kinds: Vec<&str> = actions
+        .iter()
+        .map(|a| match a {
+            Action::Send { .. } => "send",
+            Action::Close { .. } => "close",
+            Action::OpenCompute => "open",
+            Action::Post(_) => "post",
+            other => panic!("{other:?}"),
+        })
+        .filter(|k| *k != "post")
+        .collect();
+    assert_eq!(kinds, ["send", "close", "open"], "report, drop the session, reopen the GPU");
+    assert_eq!(last_status(&actions).state, State::Starting);
+    // Events from the old socket mean nothing now.
+    assert!(rig.relay(RelayMessage::Assign(assignment(3))).is_empty());
+    rig.m.compute_ready(caps(Backend::Cpu), rig.now);
+    let actions = rig.m.take_actions();
+    assert!(matches!(actions.first(), Some(Action::Connect { conn, .. }) if *conn != rig.conn), "{actions:?}");
+}
+
+#[test]
+fn dropped_connections_retry_with_growing_jittered_backoff_until_welcomed() {
+    let (mut rig, _) = Rig::welcomed(1.0, Backend::BrowserWebgpu);
+    rig.relay(RelayMessage::Assign(assignment(1)));
+    rig.m.socket_closed(rig.conn, "code 1006", 2000);
+    let actions = rig.m.take_actions();
+    assert!(matches!(actions.first(), Some(Action::AbortTask { lease: LeaseId(1) })), "the lease died with the socket");
+    let status = last_status(&actions);
+    assert_eq!(status.state, State::Connecting);
+    assert!(status.reason.as_deref().unwrap().starts_with("connection lost (code 1006); retrying in"), "{status:?}");
+
+    let mut now = 2000;
+    let mut delays = Vec::new();
+    for _ in 0..10 {
+        let at = rig.m.next_deadline().unwrap();
+        delays.push(at - now);
+        now = at;
+        rig.m.tick(now);
+        let actions = rig.m.take_actions();
+        let Some(Action::Connect { conn, .. }) = actions.first() else { panic!("{actions:?}") };
+        // The socket fails to open.
+        rig.m.socket_closed(*conn, "refused", now);
+        rig.m.take_actions();
+    }
+    for (i, delay) in delays.iter().enumerate() {
+        let base = (BACKOFF_FIRST_MS << i).min(BACKOFF_MAX_MS);
+        assert!((base..=base + base / 2).contains(delay), "attempt {i}: {delay} ms, base {base}");
+    }
+
+    // A welcome resets the backoff.
+    let at = rig.m.next_deadline().unwrap();
+    rig.m.tick(at);
+    let Some(Action::Connect { conn, .. }) = rig.m.take_actions().into_iter().next() else { panic!() };
+    rig.m.socket_opened(conn, at);
+    rig.m.socket_text(conn, &relay(RelayMessage::Challenge { nonce: sha256(b"n") }), at);
+    rig.m.socket_text(conn, &relay(RelayMessage::Welcome { heartbeat_ms: 5000, lease_ms: 30_000 }), at);
+    rig.m.socket_closed(conn, "again", at + 1);
+    rig.m.take_actions();
+    let delay = rig.m.next_deadline().unwrap() - (at + 1);
+    assert!((BACKOFF_FIRST_MS..=BACKOFF_FIRST_MS * 3 / 2).contains(&delay), "{delay}");
+}
+
+#[test]
+fn handshake_problems_drop_the_socket_and_refusals_show_as_errors() {
+    let start = |m: &mut Machine| -> ConnId {
+        m.start(RELAY, Ok(Keypair::from_seed([1; 32])), settings(1.0), 0);
+        m.compute_ready(caps(Backend::BrowserWebgpu), 0);
+        let Some(Action::Connect { conn, .. }) = m.take_actions().into_iter().find(|a| matches!(a, Action::Connect { .. }))
+        else {
+            panic!()
+        };
+        m.socket_opened(conn, 0);
+        m.take_actions();
+        conn
+    };
+
+    // Refused: error state with the relay's words, and it keeps retrying.
+    let mut m = Machine::new(1);
+    let conn = start(&mut m);
+    let refusal = RelayMessage::Error(ErrorBody::new(ErrorCode::OutOfOrder, "protocol version 9 is not spoken here"));
+    m.socket_text(conn, &relay(refusal), 5);
+    let actions = m.take_actions();
+    assert!(actions.iter().any(|a| matches!(a, Action::Close { conn: c } if *c == conn)));
+    let status = last_status(&actions);
+    assert_eq!(status.state, State::Error);
+    assert!(status.reason.unwrap().contains("protocol version 9 is not spoken here"));
+    assert!(m.next_deadline().is_some());
+
+    // Silence: the handshake times out.
+    let mut m = Machine::new(1);
+    let conn = start(&mut m);
+    assert_eq!(m.next_deadline(), Some(HANDSHAKE_TIMEOUT_MS));
+    m.tick(HANDSHAKE_TIMEOUT_MS);
+    let actions = m.take_actions();
+    assert!(actions.iter().any(|a| matches!(a, Action::Close { conn: c } if *c == conn)));
+    assert_eq!(last_status(&actions).state, State::Connecting);
+
+    // Out of order, garbage, and oversized frames.
+    for frame in [
+        relay(RelayMessage::Welcome { heartbeat_ms: 1, lease_ms: 1 }),
+        "not json".to_string(),
+        format!("{{\"type\":\"ack\",\"lease\":1,\"pad\":\"{}\"}}", "x".repeat(MAX_WS_FRAME_BYTES)),
+    ] {
+        let mut m = Machine::new(1);
+        let conn = start(&mut m);
+        m.socket_text(conn, &frame, 5);
+        let actions = m.take_actions();
+        assert!(actions.iter().any(|a| matches!(a, Action::Close { conn: c } if *c == conn)), "{}", &frame[..20]);
+        assert!(sent(&actions).is_empty());
+    }
+}
+
+#[test]
+fn stop_really_stops_and_start_again_resumes() {
+    let (mut rig, _) = Rig::welcomed(1.0, Backend::BrowserWebgpu);
+    rig.relay(RelayMessage::Assign(assignment(1)));
+    rig.m.stop(3000);
+    let actions = rig.m.take_actions();
+    assert!(matches!(actions[0], Action::AbortTask { lease: LeaseId(1) }), "{actions:?}");
+    assert!(matches!(actions[1], Action::Close { conn } if conn == rig.conn));
+    assert!(sent(&actions).is_empty());
+    let status = last_status(&actions);
+    assert_eq!((status.state, status.public_key), (State::Stopped, Some(rig.key.public())));
+    assert_eq!(rig.m.next_deadline(), None, "no timers, no retries");
+    // Nothing from the old socket or task gets through.
+    assert!(rig.relay(RelayMessage::Assign(assignment(2))).is_empty());
+    assert!(rig.finish(1, Ok(TaskOutput { output_hash: sha256(b"o"), output_len: 16 })).is_empty());
+    rig.m.tick(100_000);
+    assert!(rig.m.take_actions().is_empty());
+
+    // Starting again reuses the opened GPU: straight to connecting.
+    rig.m.start(RELAY, Ok(Keypair::from_seed([3; 32])), settings(1.0), 200_000);
+    let actions = rig.m.take_actions();
+    assert!(matches!(actions.first(), Some(Action::Connect { .. })), "{actions:?}");
+}
+
+#[test]
+fn start_problems_are_errors_and_a_repeated_start_keeps_the_session() {
+    for (relay_url, key, settings, expect) in [
+        ("ftp://x", Ok(Keypair::from_seed([1; 32])), settings(0.5), "http:// or https://"),
+        (RELAY, Err("secret_key must be 64 hex digits".to_string()), settings(0.5), "64 hex digits"),
+        (RELAY, Ok(Keypair::from_seed([1; 32])), settings(0.0), "duty_cycle"),
+    ] {
+        let mut m = Machine::new(1);
+        m.start(relay_url, key, settings, 0);
+        let actions = m.take_actions();
+        assert!(!actions.iter().any(|a| matches!(a, Action::Connect { .. } | Action::OpenCompute)));
+        let status = last_status(&actions);
+        assert_eq!(status.state, State::Error);
+        assert!(status.reason.unwrap().contains(expect));
+    }
+
+    let (mut rig, _) = Rig::welcomed(1.0, Backend::BrowserWebgpu);
+    rig.m.start(RELAY, Ok(Keypair::from_seed([3; 32])), settings(0.5), rig.now);
+    let actions = rig.m.take_actions();
+    assert!(!actions.iter().any(|a| matches!(a, Action::Close { .. } | Action::Connect { .. })), "{actions:?}");
+    // A different key is a different worker: new session.
+    rig.m.start(RELAY, Ok(Keypair::from_seed([4; 32])), settings(0.5), rig.now);
+    let actions = rig.m.take_actions();
+    assert!(actions.iter().any(|a| matches!(a, Action::Close { .. })));
+    assert!(actions.iter().any(|a| matches!(a, Action::Connect { .. })));
+}
+
+#[test]
+fn bad_settings_are_refused_and_the_old_ones_kept() {
+    let (mut rig, _) = Rig::welcomed(0.5, Backend::BrowserWebgpu);
+    rig.m.set_settings(Settings { duty_cycle: f32::NAN, ..settings(0.5) }, rig.now);
+    let actions = rig.m.take_actions();
+    assert!(actions.iter().any(|a| matches!(a, Action::Post(WorkerEvent::Log { level: LogLevel::Error, .. }))));
+    rig.relay(RelayMessage::Assign(assignment(1)));
+    let actions = rig.at(1200).finish(1, Ok(TaskOutput { output_hash: sha256(b"o"), output_len: 16 }));
+    assert!(last_status(&actions).reason.unwrap().starts_with("duty cycle 50%"));
+}
+
+#[test]
+fn statuses_are_posted_only_on_change() {
+    let (mut rig, _) = Rig::welcomed(1.0, Backend::BrowserWebgpu);
+    for now in [1100, 1200, 1300] {
+        assert!(statuses(&rig.at(now).tick()).is_empty());
+        assert!(statuses(&rig.device(DeviceReport::default())).is_empty());
+    }
+}
+
+#[test]
+fn registration_requests_are_answered_with_a_proof_of_the_key() {
+    let (mut rig, _) = Rig::welcomed(1.0, Backend::BrowserWebgpu);
+    let (contract, owner) = ("starling1contract".to_string(), "starling1owner".to_string());
+    let actions = rig.relay(RelayMessage::Register { contract: contract.clone(), owner: owner.clone() });
+    let msgs = sent(&actions);
+    let [(conn, WorkerMessage::Register { owner: signed_owner, proof })] = &msgs[..] else { panic!("{msgs:?}") };
+    assert_eq!((*conn, signed_owner), (rig.conn, &owner));
+    verify(&rig.key.public(), &register_bytes(&contract, &owner, &rig.key.public()), proof).expect("proof verifies");
+
+    // Absurd addresses are not signed.
+    let long = "x".repeat(MAX_ADDRESS_LEN + 1);
+    assert!(sent(&rig.relay(RelayMessage::Register { contract, owner: long })).is_empty());
+}

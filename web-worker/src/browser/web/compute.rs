@@ -1,0 +1,114 @@
+//! What computes in the browser: WebGPU through wgpu when the browser gives us an adapter, the
+//! built-in kernels' CPU references when it does not. Either way through [`crate::engine`].
+
+use super::timer::{Sleep, with_timeout};
+use crate::gpu::GpuContext;
+use crate::{Error, engine};
+use js_sys::{Function, Promise, Reflect};
+use starling_protocol::job::KernelSpec;
+use starling_protocol::limits::{MAX_BLOB_BYTES, MAX_INPUTS_PER_TASK, MAX_WORKGROUPS_PER_DIM};
+use starling_protocol::worker::{AdapterInfo, Backend, Capabilities, DeviceLimits, Platform};
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+
+/// How long to wait for `requestAdapter`/`requestDevice`. Some browser and driver combinations
+/// never settle the promise (lavapipe inside Chromium does this); the worker must not hang.
+const OPEN_TIMEOUT_MS: u32 = 20_000;
+
+/// The compute backend a browser worker uses for its whole life (until the device is lost).
+#[derive(Debug)]
+pub enum Compute {
+    Gpu(Box<GpuContext>),
+    /// No WebGPU: built-in kernels only, on their CPU references.
+    Cpu,
+}
+
+/// A freshly opened backend, what it announces, and why it is the CPU if it is.
+#[derive(Debug)]
+pub struct Opened {
+    pub compute: Compute,
+    pub capabilities: Capabilities,
+    /// Why WebGPU was not used, for the page's log.
+    pub fallback_reason: Option<String>,
+}
+
+/// Opens WebGPU if the browser has it, the CPU otherwise. Capabilities carry slots 1, price 0
+/// and duty 1; the machine puts the page's duty cycle into each `hello`.
+pub async fn open_compute() -> Opened {
+    let opened = with_timeout(GpuContext::new(), Sleep::new(OPEN_TIMEOUT_MS)).await;
+    let fallback_reason = match opened {
+        Some(Ok(ctx)) => {
+            let mut capabilities = ctx.capabilities(0, 1.0, 1);
+            if capabilities.adapter.name.is_empty() {
+                // wgpu leaves the name empty in the browser; GPUAdapter.info says what it is.
+                capabilities.adapter.name = adapter_description().await.unwrap_or_default();
+            }
+            return Opened { compute: Compute::Gpu(Box::new(ctx)), capabilities, fallback_reason: None };
+        }
+        Some(Err(e)) => e.to_string(),
+        None => format!("WebGPU did not answer within {} s", OPEN_TIMEOUT_MS / 1000),
+    };
+    Opened { compute: Compute::Cpu, capabilities: cpu_capabilities(), fallback_reason: Some(fallback_reason) }
+}
+
+/// What a CPU-only browser worker announces: built-ins only (the relay sends no WGSL to a `cpu`
+/// backend), and nothing bigger than a blob.
+pub fn cpu_capabilities() -> Capabilities {
+    Capabilities {
+        backend: Backend::Cpu,
+        platform: Platform::Browser,
+        adapter: AdapterInfo { name: "cpu".into(), device_type: "cpu".into(), ..Default::default() },
+        limits: DeviceLimits {
+            max_buffer_size: MAX_BLOB_BYTES,
+            max_storage_buffer_binding_size: MAX_BLOB_BYTES,
+            max_storage_buffers_per_shader_stage: MAX_INPUTS_PER_TASK as u32 + 1,
+            max_compute_workgroups_per_dimension: MAX_WORKGROUPS_PER_DIM,
+        },
+        asking_price: 0,
+        duty_cycle: 1.0,
+        slots: 1,
+    }
+}
+
+impl Compute {
+    /// Runs one task. The CPU path blocks the worker's thread for the task's length: keep CPU
+    /// tasks small (the relay's leases outlast them only while heartbeats flow).
+    pub async fn run(
+        &self,
+        kernel: &KernelSpec,
+        params: &[u32],
+        inputs: &[&[u8]],
+        workgroups: [u32; 3],
+        output_size: u32,
+    ) -> crate::Result<Vec<u8>> {
+        match (self, kernel) {
+            (Compute::Gpu(ctx), kernel) => engine::run_task(ctx, kernel, params, inputs, workgroups, output_size).await,
+            (Compute::Cpu, KernelSpec::Builtin { name }) => {
+                engine::run_task_cpu(*name, params, inputs, workgroups, output_size)
+            }
+            (Compute::Cpu, KernelSpec::Wgsl { .. }) => {
+                Err(Error::Kernel("this browser has no WebGPU adapter for custom WGSL".into()))
+            }
+        }
+    }
+}
+
+/// "vendor architecture device description" from `GPUAdapter.info`, the parts the browser
+/// discloses. Any failure means no description, never an error.
+async fn adapter_description() -> Option<String> {
+    let navigator = Reflect::get(&js_sys::global(), &"navigator".into()).ok()?;
+    let gpu = Reflect::get(&navigator, &"gpu".into()).ok().filter(|g| g.is_object())?;
+    let request: Function = Reflect::get(&gpu, &"requestAdapter".into()).ok()?.dyn_into().ok()?;
+    let options = js_sys::Object::new();
+    Reflect::set(&options, &"powerPreference".into(), &"high-performance".into()).ok()?;
+    let promise: Promise = request.call1(&gpu, &options).ok()?.dyn_into().ok()?;
+    let adapter = JsFuture::from(promise).await.ok().filter(|a| a.is_object())?;
+    let info = Reflect::get(&adapter, &"info".into()).ok().filter(|i| i.is_object())?;
+    let field = |name: &str| Reflect::get(&info, &JsValue::from_str(name)).ok().and_then(|v| v.as_string());
+    let parts: Vec<String> = ["vendor", "architecture", "device", "description"]
+        .into_iter()
+        .filter_map(field)
+        .filter(|part| !part.is_empty())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(" "))
+}
