@@ -62,6 +62,24 @@ struct RelayArgs {
     /// worker's bond (0 turns the faucet off).
     #[arg(long, default_value_t = 1_000_000_000)]
     faucet: u128,
+    /// `--escrow chain`: the node's Tendermint RPC URL.
+    #[arg(long, env = "STARLING_CHAIN_RPC", required_if_eq("escrow", "chain"))]
+    chain_rpc: Option<String>,
+    /// `--escrow chain`: the chain id.
+    #[arg(long, env = "STARLING_CHAIN_ID", required_if_eq("escrow", "chain"))]
+    chain_id: Option<String>,
+    /// `--escrow chain`: the deployed escrow contract's address.
+    #[arg(long, env = "STARLING_CHAIN_CONTRACT", required_if_eq("escrow", "chain"))]
+    chain_contract: Option<String>,
+    /// `--escrow chain`: bech32 prefix of the chain's addresses.
+    #[arg(long, env = "STARLING_CHAIN_PREFIX", default_value = "wasm")]
+    chain_prefix: String,
+    /// `--escrow chain`: file with the relay account's secp256k1 secret key (64 hex digits).
+    #[arg(long, env = "STARLING_CHAIN_KEY", required_if_eq("escrow", "chain"))]
+    chain_key: Option<PathBuf>,
+    /// `--escrow chain`: fee per unit of gas, in the contract's denom.
+    #[arg(long, env = "STARLING_CHAIN_GAS_PRICE", default_value_t = 0.025)]
+    chain_gas_price: f64,
     /// The web app's folder (default: www/ with its build in www/pkg); `--www ''` serves the API only.
     #[arg(long, env = "STARLING_WWW")]
     www: Option<PathBuf>,
@@ -70,6 +88,7 @@ struct RelayArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum EscrowMode {
     Embedded,
+    Chain,
     Off,
 }
 
@@ -87,6 +106,18 @@ fn relay_config(args: &RelayArgs) -> Result<starling_relay::Config> {
     config.max_workers = args.max_workers;
     config.escrow = match args.escrow {
         EscrowMode::Off => starling_relay::EscrowConfig::Off,
+        EscrowMode::Chain => {
+            let req = |v: &Option<String>, name: &str| v.clone().with_context(|| format!("--escrow chain needs --{name}"));
+            let mut chain = starling_relay::escrow::chain::ChainConfig::new(
+                &req(&args.chain_rpc, "chain-rpc")?,
+                &req(&args.chain_id, "chain-id")?,
+                &req(&args.chain_contract, "chain-contract")?,
+                &args.chain_prefix,
+                args.chain_key.clone().context("--escrow chain needs --chain-key")?,
+            );
+            chain.gas_price = args.chain_gas_price;
+            starling_relay::EscrowConfig::Chain(chain)
+        }
         EscrowMode::Embedded => {
             let wasm = match &args.contract {
                 Some(path) => path.clone(),

@@ -50,6 +50,8 @@ pub enum EscrowConfig {
     Off,
     /// The contract in cosmwasm-vm on a local ledger in the data folder (the default).
     Embedded(escrow::embedded::EmbeddedConfig),
+    /// A deployed contract on a real CosmWasm chain, over its node's RPC.
+    Chain(escrow::chain::ChainConfig),
 }
 
 /// Relay settings.
@@ -117,6 +119,7 @@ pub async fn run(
         EscrowConfig::Embedded(c) => {
             Some(Arc::new(escrow::embedded::Embedded::open(&config.data_dir, c.clone()).await?))
         }
+        EscrowConfig::Chain(c) => Some(Arc::new(escrow::chain::Chain::connect(c.clone()).await?)),
     };
     let settler = escrow.clone().map(|e| escrow::settler::spawn(e.clone(), store.clone()));
     let (core, handle, rx) = core::Core::recover(

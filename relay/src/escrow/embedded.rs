@@ -8,14 +8,16 @@
 //! Addresses are derived from keys (`client/<hex>`, `worker/<hex>`) with the VM's mock API
 //! (bech32, prefix `cosmwasm`); the relay's own account receives fees and slashing rewards.
 
-use super::{EscrowBridge, EscrowError, EscrowResult, Evidence, OpenJob, SettleTask, WorkerStanding};
+use super::{
+    EscrowBridge, EscrowError, EscrowResult, Evidence, OpenJob, SettleTask, WorkerStanding, create_job_msg, hex,
+    job_escrow, settle_msg, slash_msg,
+};
 use async_trait::async_trait;
-use cosmwasm_std::{Addr, HexBinary, Timestamp, Uint128};
+use cosmwasm_std::{Addr, Timestamp, Uint128};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 use starling_escrow::msg::{
-    ExecuteMsg, InstantiateMsg, JobResponse, JobsResponse, QueryMsg, TaskResult, TasksResponse, WorkerResponse,
-    WorkerSignature,
+    ExecuteMsg, InstantiateMsg, JobResponse, JobsResponse, QueryMsg, TasksResponse, WorkerResponse,
 };
 use starling_escrow::state::{Account, JobStatus};
 use starling_escrow_vm::{Ledger, LedgerChanges, LedgerError, LedgerState, addr_make};
@@ -93,10 +95,6 @@ fn ledger_error(e: LedgerError) -> EscrowError {
 
 fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-fn hex(bytes: &[u8]) -> HexBinary {
-    HexBinary::from(bytes)
 }
 
 impl Embedded {
@@ -276,14 +274,7 @@ impl EscrowBridge for Embedded {
         };
         let deposit = deposit.deposit.u128();
         let faucet = self.faucet_for(&client).await?;
-        let msg = ExecuteMsg::CreateJob {
-            job_id: job.job.0,
-            tasks: job.tasks,
-            replicas: job.replicas,
-            quorum: job.quorum,
-            price_per_replica: Uint128::new(job.price_per_replica),
-            deadline: job.deadline,
-        };
+        let msg = create_job_msg(job);
         self.transact_with_faucet(faucet, |l| {
             let balance = l.balance(&client);
             if balance < deposit {
@@ -333,16 +324,7 @@ impl EscrowBridge for Embedded {
 
     async fn job(&self, job: JobId) -> EscrowResult<Option<JobEscrow>> {
         match self.query::<JobResponse>(&QueryMsg::Job { job_id: job.0 }).await {
-            Ok(j) => Ok(Some(JobEscrow {
-                job,
-                client_address: j.client.to_string(),
-                deposit: j.deposit.to_string(),
-                paid_to_workers: j.paid_to_workers.to_string(),
-                paid_to_relay: j.paid_to_relay.to_string(),
-                refunded: j.refunded.map(|r| r.to_string()),
-                settled_tasks: j.settled_tasks,
-                denom: self.config.denom.clone(),
-            })),
+            Ok(j) => Ok(Some(job_escrow(job, j, &self.config.denom))),
             Err(EscrowError::Refused(_)) => Ok(None),
             Err(e) => Err(e),
         }
@@ -367,35 +349,13 @@ impl EscrowBridge for Embedded {
     }
 
     async fn settle(&self, job: JobId, tasks: &[SettleTask]) -> EscrowResult<()> {
-        let msg = ExecuteMsg::SettleBatch {
-            job_id: job.0,
-            tasks: tasks
-                .iter()
-                .map(|t| TaskResult {
-                    index: t.index,
-                    output_hash: hex(&t.output_hash.0),
-                    output_len: t.output_len,
-                    signatures: t
-                        .signatures
-                        .iter()
-                        .map(|(k, s)| WorkerSignature { worker_pubkey: hex(&k.0), signature: hex(&s.0) })
-                        .collect(),
-                })
-                .collect(),
-        };
+        let msg = settle_msg(job, tasks);
         let relay = self.relay.clone();
         self.transact(|l| l.execute(&relay, &msg, 0).map(drop)).await
     }
 
     async fn slash(&self, e: &Evidence) -> EscrowResult<()> {
-        let msg = ExecuteMsg::Slash {
-            job_id: e.job.0,
-            index: e.index,
-            worker_pubkey: hex(&e.worker.0),
-            output_hash: hex(&e.output_hash.0),
-            output_len: e.output_len,
-            signature: hex(&e.signature.0),
-        };
+        let msg = slash_msg(e);
         let relay = self.relay.clone();
         self.transact(|l| l.execute(&relay, &msg, 0).map(drop)).await
     }

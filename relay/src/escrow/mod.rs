@@ -11,6 +11,7 @@
 //! The relay core opens a job in escrow before accepting it (so a client that cannot pay is
 //! refused and nothing is stored); everything after that is the settler's, off the core's path.
 
+pub mod chain;
 pub mod embedded;
 pub mod plan;
 pub mod settler;
@@ -116,4 +117,68 @@ pub trait EscrowBridge: Send + Sync + std::fmt::Debug {
 
     async fn worker_account(&self, worker: &PublicKey) -> EscrowResult<Option<EscrowAccount>>;
     async fn client_account(&self, client: &PublicKey) -> EscrowResult<EscrowAccount>;
+}
+
+/// Hex-encoded bytes as the contract's messages take them.
+fn hex(bytes: &[u8]) -> cosmwasm_std::HexBinary {
+    cosmwasm_std::HexBinary::from(bytes)
+}
+
+/// The contract's `SettleBatch` for `tasks` (both backends send exactly this).
+fn settle_msg(job: JobId, tasks: &[SettleTask]) -> starling_escrow::msg::ExecuteMsg {
+    use starling_escrow::msg::{ExecuteMsg, TaskResult, WorkerSignature};
+    ExecuteMsg::SettleBatch {
+        job_id: job.0,
+        tasks: tasks
+            .iter()
+            .map(|t| TaskResult {
+                index: t.index,
+                output_hash: hex(&t.output_hash.0),
+                output_len: t.output_len,
+                signatures: t
+                    .signatures
+                    .iter()
+                    .map(|(k, s)| WorkerSignature { worker_pubkey: hex(&k.0), signature: hex(&s.0) })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+/// The contract's `Slash` for `e`.
+fn slash_msg(e: &Evidence) -> starling_escrow::msg::ExecuteMsg {
+    starling_escrow::msg::ExecuteMsg::Slash {
+        job_id: e.job.0,
+        index: e.index,
+        worker_pubkey: hex(&e.worker.0),
+        output_hash: hex(&e.output_hash.0),
+        output_len: e.output_len,
+        signature: hex(&e.signature.0),
+    }
+}
+
+/// The contract's `CreateJob` for `job`.
+fn create_job_msg(job: &OpenJob) -> starling_escrow::msg::ExecuteMsg {
+    starling_escrow::msg::ExecuteMsg::CreateJob {
+        job_id: job.job.0,
+        tasks: job.tasks,
+        replicas: job.replicas,
+        quorum: job.quorum,
+        price_per_replica: cosmwasm_std::Uint128::new(job.price_per_replica),
+        deadline: job.deadline,
+    }
+}
+
+/// A job as the API shows it, from the contract's answer.
+fn job_escrow(job: JobId, j: starling_escrow::msg::JobResponse, denom: &str) -> JobEscrow {
+    JobEscrow {
+        job,
+        client_address: j.client.to_string(),
+        deposit: j.deposit.to_string(),
+        paid_to_workers: j.paid_to_workers.to_string(),
+        paid_to_relay: j.paid_to_relay.to_string(),
+        refunded: j.refunded.map(|r| r.to_string()),
+        settled_tasks: j.settled_tasks,
+        denom: denom.to_owned(),
+    }
 }

@@ -1,0 +1,544 @@
+//! Escrow on a real CosmWasm chain: the deployed `contracts/escrow`, reached over a node's
+//! Tendermint/CometBFT RPC. Transactions are built and signed (SIGN_MODE_DIRECT, secp256k1) with
+//! `cosmrs`; queries go through `abci_query` to the wasm module's `SmartContractState`.
+//!
+//! The relay signs with its own account (the one instantiated as the contract's `relay`):
+//! settlements, slashing evidence and early closes. On a chain the relay cannot spend for other
+//! accounts, so two things differ from the embedded ledger:
+//! - **Deposits**: the relay opens each job from its own account, fronting the client's deposit
+//!   (it bills clients off-chain); refunds come back to it. Workers are still paid only for
+//!   quorum-verified work, by the contract, and liars are still slashed.
+//! - **Worker registration**: a worker's payout account must send `RegisterWorker` (with its bond)
+//!   itself; the relay answers a registration offer with instructions.
+//!
+//! Deployment is described in `contracts/escrow/README.md` ("Deploying on a chain").
+
+use super::{
+    EscrowBridge, EscrowError, EscrowResult, Evidence, OpenJob, SettleTask, WorkerStanding, create_job_msg, hex,
+    job_escrow, settle_msg, slash_msg,
+};
+use async_trait::async_trait;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use cosmrs::proto::cosmos::auth::v1beta1::{BaseAccount, QueryAccountRequest, QueryAccountResponse};
+use cosmrs::proto::cosmos::bank::v1beta1::{QueryBalanceRequest, QueryBalanceResponse};
+use cosmrs::proto::cosmwasm::wasm::v1::{QuerySmartContractStateRequest, QuerySmartContractStateResponse};
+use cosmrs::proto::prost::Message;
+use cosmrs::tx::{Body, Fee, Msg, SignDoc, SignerInfo};
+use cosmrs::{AccountId, Coin, crypto::secp256k1::SigningKey};
+use serde_json::{Value, json};
+use starling_escrow::msg::{
+    DepositResponse, ExecuteMsg, JobResponse, JobsResponse, QueryMsg, TasksResponse, WorkerResponse,
+};
+use starling_escrow::state::{Account, Config, JobStatus};
+use starling_protocol::events::{EscrowAccount, EscrowInfo, JobEscrow};
+use starling_protocol::{JobId, PublicKey, Signature};
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+/// Settings of the chain backend (the relay's `--chain-*` flags).
+#[derive(Debug, Clone)]
+pub struct ChainConfig {
+    /// The node's RPC endpoint, e.g. `http://localhost:26657`.
+    pub rpc: String,
+    pub chain_id: String,
+    /// The deployed escrow contract.
+    pub contract: String,
+    /// Bech32 prefix of the chain's accounts (`wasm`, `neutron`, `osmo`, ...).
+    pub prefix: String,
+    /// A file holding the relay account's secp256k1 secret key as 64 hex digits.
+    pub key_file: PathBuf,
+    /// Fee per unit of gas, in the contract's denom.
+    pub gas_price: f64,
+    /// Gas for one message, plus `gas_per_task` for each task in a settlement batch.
+    pub gas_base: u64,
+    pub gas_per_task: u64,
+    /// How long to wait for a transaction to be included in a block.
+    pub confirm_timeout: Duration,
+}
+
+impl ChainConfig {
+    pub fn new(rpc: &str, chain_id: &str, contract: &str, prefix: &str, key_file: impl Into<PathBuf>) -> Self {
+        Self {
+            rpc: rpc.trim_end_matches('/').to_owned(),
+            chain_id: chain_id.to_owned(),
+            contract: contract.to_owned(),
+            prefix: prefix.to_owned(),
+            key_file: key_file.into(),
+            gas_price: 0.025,
+            gas_base: 400_000,
+            gas_per_task: 250_000,
+            confirm_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The relay account's next sequence number, fetched from the chain when unknown.
+#[derive(Debug, Default)]
+struct Sequence {
+    account_number: u64,
+    next: Option<u64>,
+}
+
+pub struct Chain {
+    cfg: ChainConfig,
+    http: reqwest::Client,
+    key: SigningKey,
+    address: AccountId,
+    contract: AccountId,
+    chain_id: cosmrs::tendermint::chain::Id,
+    contract_config: Config,
+    /// One transaction in flight at a time: sequence numbers must not race.
+    sequence: Mutex<Sequence>,
+}
+
+impl std::fmt::Debug for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chain").field("rpc", &self.cfg.rpc).field("contract", &self.contract).finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> EscrowError {
+    EscrowError::Unavailable(e.to_string())
+}
+
+/// Reads a secp256k1 secret key written as hex (whitespace ignored).
+pub fn read_key(path: &std::path::Path) -> EscrowResult<SigningKey> {
+    let text = std::fs::read_to_string(path).map_err(|e| unavailable(format!("reading {}: {e}", path.display())))?;
+    let bytes =
+        ::hex::decode(text.trim()).map_err(|_| unavailable(format!("{} must hold 64 hex digits", path.display())))?;
+    SigningKey::from_slice(&bytes).map_err(|e| unavailable(format!("{}: {e}", path.display())))
+}
+
+/// Builds and signs a transaction carrying one `MsgExecuteContract`. Pure: no network.
+#[allow(clippy::too_many_arguments)]
+pub fn signed_execute_tx(
+    key: &SigningKey,
+    sender: &AccountId,
+    contract: &AccountId,
+    msg: &ExecuteMsg,
+    funds: Option<Coin>,
+    fee: Fee,
+    chain_id: &cosmrs::tendermint::chain::Id,
+    account_number: u64,
+    sequence: u64,
+) -> EscrowResult<Vec<u8>> {
+    let execute = cosmrs::cosmwasm::MsgExecuteContract {
+        sender: sender.clone(),
+        contract: contract.clone(),
+        msg: serde_json::to_vec(msg).map_err(unavailable)?,
+        funds: funds.into_iter().collect(),
+    };
+    let body = Body::new([execute.to_any().map_err(unavailable)?], "starling relay", 0u32);
+    let auth = SignerInfo::single_direct(Some(key.public_key()), sequence).auth_info(fee);
+    let doc = SignDoc::new(&body, &auth, chain_id, account_number).map_err(unavailable)?;
+    doc.sign(key).and_then(|raw| raw.to_bytes()).map_err(unavailable)
+}
+
+impl Chain {
+    /// Loads the relay's key and reads the contract's configuration from the chain, checking
+    /// that this key's account is the contract's relay.
+    pub async fn connect(cfg: ChainConfig) -> EscrowResult<Self> {
+        let key = read_key(&cfg.key_file)?;
+        let address = key.public_key().account_id(&cfg.prefix).map_err(unavailable)?;
+        let contract: AccountId = cfg.contract.parse().map_err(|e| unavailable(format!("contract address: {e}")))?;
+        let chain_id = cfg.chain_id.parse().map_err(|e| unavailable(format!("chain id: {e}")))?;
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().map_err(unavailable)?;
+        let mut chain = Self {
+            cfg,
+            http,
+            key,
+            address,
+            contract,
+            chain_id,
+            contract_config: Config {
+                denom: String::new(),
+                relay: cosmwasm_std::Addr::unchecked(""),
+                relay_fee_bps: 0,
+                min_bond: Default::default(),
+                unbonding_period: 0,
+                max_job_duration: 0,
+                slash_bps: 0,
+                reporter_share_bps: 0,
+            },
+            sequence: Mutex::new(Sequence::default()),
+        };
+        chain.contract_config = chain.smart(&QueryMsg::Config {}).await?;
+        if chain.contract_config.relay.as_str() != chain.address.as_ref() {
+            return Err(unavailable(format!(
+                "the contract's relay is {}, but the key in {} is {}",
+                chain.contract_config.relay,
+                chain.cfg.key_file.display(),
+                chain.address
+            )));
+        }
+        Ok(chain)
+    }
+
+    async fn rpc(&self, method: &str, params: Value) -> EscrowResult<Value> {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        let resp = self.http.post(&self.cfg.rpc).json(&body).send().await.map_err(unavailable)?;
+        let answer: Value = resp.json().await.map_err(unavailable)?;
+        if let Some(error) = answer.get("error") {
+            return Err(unavailable(format!("{method}: {error}")));
+        }
+        answer.get("result").cloned().ok_or_else(|| unavailable(format!("{method}: no result")))
+    }
+
+    async fn abci_query(&self, path: &str, data: Vec<u8>) -> EscrowResult<Vec<u8>> {
+        let result = self.rpc("abci_query", json!({"path": path, "data": ::hex::encode(data), "prove": false})).await?;
+        let response = &result["response"];
+        if response["code"].as_u64().unwrap_or(0) != 0 {
+            let log = response["log"].as_str().unwrap_or_default();
+            // The wasm module reports contract errors as query failures.
+            return Err(EscrowError::Refused(log.to_owned()));
+        }
+        B64.decode(response["value"].as_str().unwrap_or_default()).map_err(unavailable)
+    }
+
+    async fn smart<T: serde::de::DeserializeOwned>(&self, msg: &QueryMsg) -> EscrowResult<T> {
+        let request = QuerySmartContractStateRequest {
+            address: self.contract.to_string(),
+            query_data: serde_json::to_vec(msg).map_err(unavailable)?,
+        };
+        let bytes = self.abci_query("/cosmwasm.wasm.v1.Query/SmartContractState", request.encode_to_vec()).await?;
+        let response = QuerySmartContractStateResponse::decode(bytes.as_slice()).map_err(unavailable)?;
+        serde_json::from_slice(&response.data).map_err(unavailable)
+    }
+
+    async fn bank_balance(&self, address: &str) -> EscrowResult<u128> {
+        let request = QueryBalanceRequest { address: address.to_owned(), denom: self.contract_config.denom.clone() };
+        let bytes = self.abci_query("/cosmos.bank.v1beta1.Query/Balance", request.encode_to_vec()).await?;
+        let response = QueryBalanceResponse::decode(bytes.as_slice()).map_err(unavailable)?;
+        Ok(response.balance.map_or(0, |c| c.amount.parse().unwrap_or(0)))
+    }
+
+    async fn account(&self) -> EscrowResult<(u64, u64)> {
+        let request = QueryAccountRequest { address: self.address.to_string() };
+        let bytes = self.abci_query("/cosmos.auth.v1beta1.Query/Account", request.encode_to_vec()).await?;
+        let response = QueryAccountResponse::decode(bytes.as_slice()).map_err(unavailable)?;
+        let any = response.account.ok_or_else(|| unavailable(format!("account {} does not exist", self.address)))?;
+        let base = BaseAccount::decode(any.value.as_slice()).map_err(unavailable)?;
+        Ok((base.account_number, base.sequence))
+    }
+
+    fn coin(&self, amount: u128) -> EscrowResult<Coin> {
+        Ok(Coin { denom: self.contract_config.denom.parse().map_err(unavailable)?, amount })
+    }
+
+    /// Signs, broadcasts and waits for one contract call; returns the transaction's events.
+    async fn execute(&self, msg: &ExecuteMsg, funds: u128, gas: u64) -> EscrowResult<Value> {
+        let mut sequence = self.sequence.lock().await;
+        for attempt in 0..2 {
+            if sequence.next.is_none() {
+                let (number, next) = self.account().await?;
+                *sequence = Sequence { account_number: number, next: Some(next) };
+            }
+            let fee_amount = (gas as f64 * self.cfg.gas_price).ceil() as u128;
+            let fee = Fee::from_amount_and_gas(self.coin(fee_amount)?, gas);
+            let funds = if funds == 0 { None } else { Some(self.coin(funds)?) };
+            let tx = signed_execute_tx(
+                &self.key,
+                &self.address,
+                &self.contract,
+                msg,
+                funds,
+                fee,
+                &self.chain_id,
+                sequence.account_number,
+                sequence.next.unwrap_or(0),
+            )?;
+            let checked = self.rpc("broadcast_tx_sync", json!({"tx": B64.encode(&tx)})).await?;
+            let code = checked["code"].as_u64().unwrap_or(0);
+            let log = checked["log"].as_str().unwrap_or_default().to_owned();
+            // 32: account sequence mismatch (another client used the key): refetch, retry once.
+            if code == 32 && attempt == 0 {
+                sequence.next = None;
+                continue;
+            }
+            if code != 0 {
+                sequence.next = None;
+                return Err(classify(code, log));
+            }
+            sequence.next = sequence.next.map(|n| n + 1);
+            let hash = checked["hash"].as_str().unwrap_or_default().to_owned();
+            return self.confirm(&hash).await;
+        }
+        Err(unavailable("account sequence kept changing"))
+    }
+
+    /// Waits until the transaction is in a block; its contract errors become refusals.
+    async fn confirm(&self, hash: &str) -> EscrowResult<Value> {
+        let deadline = tokio::time::Instant::now() + self.cfg.confirm_timeout;
+        loop {
+            let hash_b64 = B64.encode(::hex::decode(hash).map_err(unavailable)?);
+            if let Ok(found) = self.rpc("tx", json!({"hash": hash_b64, "prove": false})).await {
+                let result = &found["tx_result"];
+                let code = result["code"].as_u64().unwrap_or(0);
+                if code != 0 {
+                    return Err(classify(code, result["log"].as_str().unwrap_or_default().to_owned()));
+                }
+                return Ok(result["events"].clone());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(unavailable(format!(
+                    "transaction {hash} not in a block after {:?}",
+                    self.cfg.confirm_timeout
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+/// Maps a failed transaction's code to an error: the wasm module's execution failures and
+/// insufficient funds are the caller's; the rest (fees, gas, node trouble) may pass on retry.
+fn classify(code: u64, log: String) -> EscrowError {
+    if log.contains("insufficient funds") {
+        EscrowError::InsufficientFunds(log)
+    } else if log.contains("execute wasm contract failed") || log.contains("wasm") && code == 5 {
+        EscrowError::Refused(log)
+    } else {
+        EscrowError::Unavailable(format!("transaction failed with code {code}: {log}"))
+    }
+}
+
+/// Sum of the `amount` attributes of `transfer` events to `recipient`.
+fn transferred_to(events: &Value, recipient: &str) -> u128 {
+    let mut total = 0;
+    for event in events.as_array().into_iter().flatten().filter(|e| e["type"] == "transfer") {
+        let attrs = event["attributes"].as_array().cloned().unwrap_or_default();
+        let get =
+            |key: &str| attrs.iter().find(|a| a["key"] == key).and_then(|a| a["value"].as_str()).map(str::to_owned);
+        if get("recipient").as_deref() == Some(recipient)
+            && let Some(amount) = get("amount")
+        {
+            total += amount.trim_end_matches(|c: char| !c.is_ascii_digit()).parse::<u128>().unwrap_or(0);
+        }
+    }
+    total
+}
+
+#[async_trait]
+impl EscrowBridge for Chain {
+    fn info(&self) -> EscrowInfo {
+        EscrowInfo {
+            backend: "chain".into(),
+            chain_id: self.cfg.chain_id.clone(),
+            contract: self.contract.to_string(),
+            denom: self.contract_config.denom.clone(),
+            relay_address: self.address.to_string(),
+            relay_fee_bps: self.contract_config.relay_fee_bps,
+            min_bond: self.contract_config.min_bond.to_string(),
+        }
+    }
+
+    /// The relay fronts deposits on a chain: every job's escrow client is the relay account.
+    fn client_address(&self, _client: &PublicKey) -> String {
+        self.address.to_string()
+    }
+
+    /// The relay proposes no payout account on a chain: workers register from their own.
+    fn worker_owner(&self, _worker: &PublicKey) -> String {
+        String::new()
+    }
+
+    async fn max_job_id(&self) -> EscrowResult<u64> {
+        let mut last = 0;
+        loop {
+            let page: JobsResponse = self.smart(&QueryMsg::Jobs { start_after: Some(last), limit: Some(100) }).await?;
+            match page.jobs.last() {
+                Some(job) => last = job.job_id,
+                None => return Ok(last),
+            }
+        }
+    }
+
+    async fn open_job(&self, job: &OpenJob) -> EscrowResult<()> {
+        let deposit: DepositResponse = self
+            .smart(&QueryMsg::Deposit {
+                tasks: job.tasks,
+                replicas: job.replicas,
+                price_per_replica: cosmwasm_std::Uint128::new(job.price_per_replica),
+            })
+            .await?;
+        self.execute(&create_job_msg(job), deposit.deposit.u128(), self.cfg.gas_base).await.map(drop)
+    }
+
+    async fn open_jobs(&self) -> EscrowResult<Vec<JobId>> {
+        let mut open = Vec::new();
+        let mut start_after = None;
+        loop {
+            let page: JobsResponse = self.smart(&QueryMsg::Jobs { start_after, limit: Some(100) }).await?;
+            let Some(last) = page.jobs.last() else { return Ok(open) };
+            start_after = Some(last.job_id);
+            open.extend(
+                page.jobs
+                    .iter()
+                    .filter(|j| j.relay.as_str() == self.address.as_ref() && !matches!(j.status, JobStatus::Closed))
+                    .map(|j| JobId(j.job_id)),
+            );
+        }
+    }
+
+    async fn settled_tasks(&self, job: JobId) -> EscrowResult<HashSet<u32>> {
+        let mut settled = HashSet::new();
+        let mut start_after = None;
+        loop {
+            let page: TasksResponse =
+                self.smart(&QueryMsg::Tasks { job_id: job.0, start_after, limit: Some(100) }).await?;
+            let Some(last) = page.tasks.last() else { return Ok(settled) };
+            start_after = Some(last.index);
+            settled.extend(page.tasks.iter().filter(|t| t.settled.is_some()).map(|t| t.index));
+        }
+    }
+
+    async fn job(&self, job: JobId) -> EscrowResult<Option<JobEscrow>> {
+        match self.smart::<JobResponse>(&QueryMsg::Job { job_id: job.0 }).await {
+            Ok(j) => Ok(Some(job_escrow(job, j, &self.contract_config.denom))),
+            Err(EscrowError::Refused(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn worker(&self, worker: &PublicKey) -> EscrowResult<Option<WorkerStanding>> {
+        match self.smart::<WorkerResponse>(&QueryMsg::Worker { pubkey: hex(&worker.0) }).await {
+            Ok(w) => Ok(Some(WorkerStanding { owner: w.owner.to_string(), eligible: w.eligible })),
+            Err(EscrowError::Refused(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn register_worker(&self, _worker: &PublicKey, _owner: &str, _proof: &Signature) -> EscrowResult<()> {
+        Err(EscrowError::Refused(format!(
+            "on chain {} workers register themselves: from your payout account, execute RegisterWorker {{pubkey, proof}} on {} \
+             with a bond of at least {}{} (proof: your worker key's signature over register_bytes(contract, owner, key))",
+            self.cfg.chain_id, self.contract, self.contract_config.min_bond, self.contract_config.denom
+        )))
+    }
+
+    async fn settle(&self, job: JobId, tasks: &[SettleTask]) -> EscrowResult<()> {
+        let gas = self.cfg.gas_base + self.cfg.gas_per_task * tasks.len() as u64;
+        self.execute(&settle_msg(job, tasks), 0, gas).await.map(drop)
+    }
+
+    async fn slash(&self, evidence: &Evidence) -> EscrowResult<()> {
+        self.execute(&slash_msg(evidence), 0, self.cfg.gas_base).await.map(drop)
+    }
+
+    async fn close(&self, job: JobId) -> EscrowResult<u128> {
+        let events = self.execute(&ExecuteMsg::Close { job_id: job.0 }, 0, self.cfg.gas_base).await?;
+        Ok(transferred_to(&events, self.address.as_ref()))
+    }
+
+    async fn worker_account(&self, worker: &PublicKey) -> EscrowResult<Option<EscrowAccount>> {
+        let w = match self.smart::<WorkerResponse>(&QueryMsg::Worker { pubkey: hex(&worker.0) }).await {
+            Ok(w) => w,
+            Err(EscrowError::Refused(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let account: Account = self.smart(&QueryMsg::Account { address: w.owner.to_string() }).await?;
+        Ok(Some(EscrowAccount {
+            address: w.owner.to_string(),
+            balance: self.bank_balance(w.owner.as_str()).await?.to_string(),
+            bonded: Some((w.bonded + w.unbonding).to_string()),
+            slashed: Some(w.slashed.to_string()),
+            received: account.earned_work.to_string(),
+            denom: self.contract_config.denom.clone(),
+        }))
+    }
+
+    async fn client_account(&self, _client: &PublicKey) -> EscrowResult<EscrowAccount> {
+        let account: Account = self.smart(&QueryMsg::Account { address: self.address.to_string() }).await?;
+        Ok(EscrowAccount {
+            address: self.address.to_string(),
+            balance: self.bank_balance(self.address.as_ref()).await?.to_string(),
+            bonded: None,
+            slashed: None,
+            received: (account.refunded + account.slash_rewards).to_string(),
+            denom: self.contract_config.denom.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cosmrs::tx::Raw;
+
+    #[test]
+    fn execute_transactions_are_signed_for_the_chain_and_carry_the_contract_message() {
+        let key = SigningKey::from_slice(&[7; 32]).unwrap();
+        let sender = key.public_key().account_id("wasm").unwrap();
+        let contract: AccountId = "wasm14hj2tavq8fpesdwxxcu44rty3hh90vhujrvcmstl4zr3txmfvw9s0phg4d".parse().unwrap();
+        let chain_id: cosmrs::tendermint::chain::Id = "starling-test-1".parse().unwrap();
+        let msg = ExecuteMsg::Close { job_id: 9 };
+        let fee = Fee::from_amount_and_gas(Coin { denom: "ustar".parse().unwrap(), amount: 10_000 }, 400_000u64);
+        let funds = Some(Coin { denom: "ustar".parse().unwrap(), amount: 123 });
+        let bytes = signed_execute_tx(&key, &sender, &contract, &msg, funds, fee.clone(), &chain_id, 5, 11).unwrap();
+
+        let tx = cosmrs::Tx::from_bytes(&bytes).unwrap();
+        assert_eq!(tx.body.messages.len(), 1);
+        let execute = cosmrs::cosmwasm::MsgExecuteContract::from_any(&tx.body.messages[0]).unwrap();
+        assert_eq!(execute.sender, sender);
+        assert_eq!(execute.contract, contract);
+        assert_eq!(serde_json::from_slice::<Value>(&execute.msg).unwrap(), json!({"close": {"job_id": 9}}));
+        assert_eq!(execute.funds[0].amount, 123);
+        assert_eq!(tx.auth_info.fee.gas_limit, 400_000);
+        assert_eq!(tx.auth_info.signer_infos[0].sequence, 11);
+
+        // The signature is over exactly this chain, account number and sequence.
+        let raw = Raw::from_bytes(&bytes).unwrap();
+        let proto: cosmrs::proto::cosmos::tx::v1beta1::TxRaw = raw.into();
+        let doc = |account_number, chain: &str| cosmrs::proto::cosmos::tx::v1beta1::SignDoc {
+            body_bytes: proto.body_bytes.clone(),
+            auth_info_bytes: proto.auth_info_bytes.clone(),
+            chain_id: chain.into(),
+            account_number,
+        };
+        let signature = cosmrs::crypto::secp256k1::Signature::try_from(proto.signatures[0].as_slice()).unwrap();
+        let verifying = cosmrs::crypto::secp256k1::VerifyingKey::from_sec1_bytes(&key.public_key().to_bytes()).unwrap();
+        let verify = |d: cosmrs::proto::cosmos::tx::v1beta1::SignDoc| {
+            use k256::ecdsa::signature::Verifier;
+            verifying.verify(&d.encode_to_vec(), &signature).is_ok()
+        };
+        assert!(verify(doc(5, "starling-test-1")));
+        assert!(!verify(doc(6, "starling-test-1")), "replayable under another account number");
+        assert!(!verify(doc(5, "other-chain")), "replayable on another chain");
+    }
+
+    #[test]
+    fn failed_transactions_are_classified() {
+        let cases = [
+            (
+                5,
+                "failed to execute message; message index: 0: job 3 was already refunded: execute wasm contract failed",
+                "refused",
+            ),
+            (5, "0ustar is smaller than 10ustar: insufficient funds", "funds"),
+            (13, "insufficient fees; got: 1ustar required: 10ustar", "unavailable"),
+            (11, "out of gas in location: wasm contract", "unavailable"),
+        ];
+        for (code, log, want) in cases {
+            let got = match classify(code, log.into()) {
+                EscrowError::Refused(_) => "refused",
+                EscrowError::InsufficientFunds(_) => "funds",
+                EscrowError::Unavailable(_) => "unavailable",
+            };
+            assert_eq!(got, want, "{log}");
+        }
+    }
+
+    #[test]
+    fn refunds_are_read_from_transfer_events() {
+        let events = json!([
+            {"type": "transfer", "attributes": [{"key": "recipient", "value": "wasm1relay"}, {"key": "amount", "value": "250ustar"}]},
+            {"type": "transfer", "attributes": [{"key": "recipient", "value": "wasm1other"}, {"key": "amount", "value": "9ustar"}]},
+            {"type": "message", "attributes": [{"key": "recipient", "value": "wasm1relay"}, {"key": "amount", "value": "1ustar"}]}
+        ]);
+        assert_eq!(transferred_to(&events, "wasm1relay"), 250);
+        assert_eq!(transferred_to(&events, "nobody"), 0);
+    }
+}
