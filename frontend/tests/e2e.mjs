@@ -1,0 +1,230 @@
+// End to end in a real browser: Debian's headless Chromium (WebGPU through SwiftShader) against a
+// real relay serving www/, with a real native worker beside the browser's.
+//
+//  1. Contribute page: Start, and the browser's Web Worker connects with its own key.
+//  2. Dashboard: post a Mandelbrot job (2 replicas, quorum 2, paid) from the form; the job page's
+//     progress bar reaches 100 %, and the relay shows every task verified with the browser's and
+//     the native worker's agreeing results (so the browser really computed verified work).
+//  3. Invalid WGSL posted from the Dashboard shows the relay's line:column error by the editor.
+//  4. Screenshots of each page at 360 px and 1280 px wide (target/screenshots/).
+//  5. PWA: Page.getInstallabilityErrors is empty; offline, a reload shows the app shell and the
+//     offline state.
+//
+// Run by scripts/test-browser-e2e.sh (which builds what it needs); env: STARLING_BIN, WWW_DIR,
+// SCREENSHOTS, CHROMIUM, NPM_DIR (where playwright-core is installed).
+import { createRequire } from 'node:module';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import assert from 'node:assert/strict';
+
+const { chromium } = createRequire(`${process.env.NPM_DIR}/`)('playwright-core');
+const BIN = process.env.STARLING_BIN;
+const WWW = process.env.WWW_DIR;
+const SHOTS = process.env.SCREENSHOTS;
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const TIMEOUT = 180_000;
+
+const tmp = mkdtempSync(join(tmpdir(), 'starling-e2e-'));
+const children = [];
+const cleanup = () => {
+  for (const c of children) c.kill('SIGKILL');
+  rmSync(tmp, { recursive: true, force: true });
+};
+process.on('exit', cleanup);
+
+function start(args, name) {
+  const child = spawn(BIN, args, {
+    env: { ...process.env, XDG_RUNTIME_DIR: tmp, RUST_LOG: process.env.RUST_LOG || 'info,tower_http=warn' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.push(child);
+  const log = [];
+  child.stderr.on('data', (d) => log.push(d.toString()));
+  child.on('exit', (code, signal) => {
+    if (!stopping) console.error(`${name} exited (${code ?? signal}):\n${log.join('').slice(-4000)}`);
+  });
+  return { child, log, lines: createInterface({ input: child.stdout }) };
+}
+
+let stopping = false;
+
+async function firstLine(proc, pattern) {
+  for await (const line of proc.lines) {
+    const m = line.match(pattern);
+    if (m) return m;
+  }
+  throw new Error(`process ended before printing ${pattern}`);
+}
+
+async function api(base, path) {
+  const r = await fetch(base + path);
+  const text = await r.text();
+  assert.ok(r.ok, `GET ${path}: ${r.status} ${text}`);
+  return JSON.parse(text);
+}
+
+async function until(what, fn, timeout = TIMEOUT) {
+  const t0 = Date.now();
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() - t0 > timeout) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+async function shoot(page, name) {
+  for (const [label, viewport] of [['phone', { width: 360, height: 740 }], ['desktop', { width: 1280, height: 800 }]]) {
+    await page.setViewportSize(viewport);
+    await page.waitForTimeout(150);
+    // No horizontal scrolling at phone width: the layout must fit.
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 1, `${name} overflows ${label} width by ${overflow}px`);
+    await page.screenshot({ path: join(SHOTS, `${name}-${label}.png`), fullPage: true });
+  }
+}
+
+const relay = start(['relay', '--listen', '127.0.0.1:0', '--data-dir', join(tmp, 'relay'), '--www', WWW], 'relay');
+const [, base] = await firstLine(relay, /listening on (http:\/\/\S+)/);
+console.log(`relay ${base}`);
+
+// A persistent profile: Chromium reports incognito contexts as not installable.
+const context = await chromium.launchPersistentContext(join(tmp, 'profile'), {
+  executablePath: CHROMIUM,
+  viewport: { width: 1280, height: 800 },
+  headless: true,
+  args: [
+    '--enable-unsafe-webgpu',
+    '--no-sandbox',
+    '--disable-gpu-sandbox',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+  ],
+});
+const consoleErrors = [];
+context.on('page', (p) => p.on('pageerror', (e) => consoleErrors.push(String(e))));
+
+try {
+  // 1. Contribute: start the browser worker.
+  const contribute = await context.newPage();
+  contribute.on('pageerror', (e) => consoleErrors.push(String(e)));
+  await contribute.goto(`${base}/contribute`);
+  await contribute.getByTestId('page-contribute').waitFor();
+  await contribute.getByTestId('start-button').click();
+  const browserKey = await until('the browser worker to connect to the relay', async () => {
+    const workers = await api(base, '/v1/workers');
+    const w = workers.find((w) => w.online && w.capabilities?.platform === 'browser');
+    return w ? w.key : null;
+  });
+  const shown = (await contribute.getByTestId('worker-key').textContent()).trim().replace(/[…\.]+/g, ' ').split(/\s+/)[0];
+  assert.ok(browserKey.startsWith(shown), `Contribute shows key ${shown}, the relay sees ${browserKey}`);
+  console.log(`browser worker ${browserKey}`);
+  const backend = await contribute.getByTestId('worker-backend').textContent();
+  console.log(`browser backend: ${backend}`);
+
+  // ...and a native worker beside it.
+  const native = start(['worker', '--relay', base, '--key-file', join(tmp, 'native.key')], 'native worker');
+  const [, nativeKey] = await firstLine(native, /starling worker ([0-9a-f]{64})/);
+  await until('two workers online', async () => (await api(base, '/v1/health')).workers_online >= 2);
+
+  // 2. Dashboard: post a paid Mandelbrot job from the form.
+  const dashboard = await context.newPage();
+  await dashboard.goto(`${base}/dashboard`);
+  await dashboard.getByTestId('page-dashboard').waitFor();
+  await dashboard.getByTestId('job-kernel').selectOption('mandelbrot');
+  for (const [id, value] of [['job-width', '64'], ['job-height', '64'], ['job-tile', '32'], ['job-max-iter', '64'],
+    ['job-replicas', '2'], ['job-quorum', '2'], ['job-max-replicas', '3'], ['job-price', '1000'], ['job-label', 'browser e2e']]) {
+    await dashboard.getByTestId(id).fill(value);
+  }
+  await dashboard.getByTestId('job-submit').click();
+  const jobId = await until('the relay to accept the job', async () => {
+    const job = (await api(base, '/v1/jobs')).find((j) => j.label === 'browser e2e');
+    return job ? String(job.id) : null;
+  }, 60_000).catch(async (e) => {
+    const errors = await dashboard.locator('[data-testid$="-error"], .field-error, [data-testid="job-submit-status"]').allTextContents();
+    await dashboard.screenshot({ path: join(tmpdir(), 'starling-e2e-submit.png'), fullPage: true });
+    throw new Error(`${e.message}; the form says: ${JSON.stringify(errors.filter((t) => t.trim()))} at ${dashboard.url()}`);
+  });
+  console.log(`job ${jobId} posted from the dashboard`);
+  await dashboard.goto(`${base}/jobs/${jobId}`);
+  await dashboard.getByTestId('page-job').waitFor();
+  const progress = dashboard.getByTestId('job-progress');
+  await until('the job page to show 100 %', async () => {
+    const [now, max] = [await progress.getAttribute('aria-valuenow'), await progress.getAttribute('aria-valuemax')];
+    return max && max !== '0' && now === max;
+  });
+  const detail = await api(base, `/v1/jobs/${jobId}`);
+  assert.equal(detail.state, 'done');
+  for (const task of detail.tasks) {
+    const accepted = task.replicas.filter((r) => r.state === 'accepted').map((r) => r.worker);
+    assert.ok(accepted.includes(browserKey), `task ${task.index}: the browser's result was not among the verified ones: ${JSON.stringify(task.replicas)}`);
+    assert.ok(accepted.includes(nativeKey), `task ${task.index}: the native worker's result was not verified`);
+  }
+  await dashboard.getByTestId('mandelbrot-preview').waitFor();
+  console.log(`job ${jobId}: ${detail.tasks.length} tasks verified by the browser and the native worker`);
+  const doneInBrowser = Number(await contribute.getByTestId('tasks-done').textContent());
+  assert.ok(doneInBrowser >= detail.tasks.length, `Contribute shows ${doneInBrowser} tasks done`);
+
+  // 3. Invalid WGSL shows the relay's line:column error.
+  await dashboard.goto(`${base}/dashboard`);
+  await dashboard.getByTestId('job-kernel').selectOption('wgsl');
+  await dashboard.getByTestId('wgsl-editor').fill(
+    '@group(0) @binding(1) var<storage, read_write> out: array<u32>;\n@compute @workgroup_size(64)\nfn main(@builtin(global_invocation_id) id: vec3<u32>) {\n  out[id.x] = undefined_thing;\n}\n');
+  await dashboard.getByTestId('job-submit').click();
+  const wgslError = dashboard.getByTestId('wgsl-error');
+  const message = await until('the WGSL error', async () => {
+    const text = (await wgslError.textContent()) || '';
+    return /Line 4, column 15\b/.test(text) ? text : null;
+  }, 30_000).catch(async (e) => {
+    const errors = await dashboard.locator('[data-testid$="-error"], .field-error, [data-testid="job-submit-status"]').allTextContents();
+    throw new Error(`${e.message}; the page says: ${JSON.stringify(errors.filter((t) => t.trim()))}`);
+  });
+  console.log(`invalid WGSL: ${message.trim()}`);
+
+  // 4. Screenshots of each page at phone and desktop width.
+  mkdirSync(SHOTS, { recursive: true });
+  await shoot(contribute, 'contribute');
+  await shoot(dashboard, 'dashboard');
+  await dashboard.goto(`${base}/jobs/${jobId}`);
+  await dashboard.getByTestId('mandelbrot-preview').waitFor();
+  await shoot(dashboard, 'job');
+  await dashboard.goto(`${base}/network`);
+  await dashboard.getByTestId('page-network').waitFor();
+  await until('the network page to list workers', async () => (await dashboard.getByTestId('network-worker-row').count()) >= 2, 30_000);
+  await shoot(dashboard, 'network');
+
+  // 5. Installable, and starts offline.
+  const cdp = await context.newCDPSession(dashboard);
+  const { installabilityErrors } = await cdp.send('Page.getInstallabilityErrors');
+  assert.deepEqual(installabilityErrors, [], `not installable: ${JSON.stringify(installabilityErrors)}`);
+  await dashboard.evaluate(() => navigator.serviceWorker.ready.then(() => true));
+  await dashboard.reload();
+  await dashboard.waitForFunction(() => navigator.serviceWorker.controller !== null);
+  // Offline for real: the relay is gone, so only the service worker's cache can answer, and the
+  // page's network is emulated offline (navigator.onLine false, as on a phone in flight mode).
+  stopping = true;
+  relay.child.kill('SIGKILL');
+  await new Promise((r) => relay.child.once('exit', r));
+  await cdp.send('Network.enable');
+  await cdp.send('Network.emulateNetworkConditions', { offline: true, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+  await dashboard.reload();
+  await dashboard.getByTestId('page-network').waitFor({ timeout: 30_000 });
+  assert.equal(await dashboard.evaluate(() => navigator.onLine), false);
+  await dashboard.getByTestId('offline-banner').waitFor({ timeout: 30_000 });
+  await dashboard.setViewportSize({ width: 360, height: 740 });
+  await dashboard.screenshot({ path: join(SHOTS, 'offline-phone.png') });
+  console.log('installable; offline reload shows the app shell');
+
+  assert.deepEqual(consoleErrors, [], `uncaught errors in the page: ${consoleErrors.join('\n')}`);
+  console.log(`browser e2e passed; screenshots in ${SHOTS}`);
+} finally {
+  stopping = true;
+  await context.close();
+  cleanup();
+}
