@@ -66,12 +66,9 @@ impl std::fmt::Display for PauseReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             PauseReason::Hidden => write!(f, "the page is hidden"),
-            PauseReason::LowBattery { level, min } => write!(
-                f,
-                "battery at {:.0}%, below the {:.0}% limit, and not charging",
-                level * 100.0,
-                min * 100.0
-            ),
+            PauseReason::LowBattery { level, min } => {
+                write!(f, "battery at {:.0}%, below the {:.0}% limit, and not charging", level * 100.0, min * 100.0)
+            }
         }
     }
 }

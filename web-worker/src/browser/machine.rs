@@ -16,8 +16,8 @@ use super::page::{LogLevel, RelayUrls, State, Status, WorkerEvent};
 use crate::pacing::{self, DeviceReport, Pace, Settings};
 use starling_protocol::job::KernelSpec;
 use starling_protocol::limits::{
-    MAX_ADDRESS_LEN, MAX_ENTRY_POINT_LEN, MAX_INPUTS_PER_TASK, MAX_OUTPUT_BYTES, MAX_PARAM_WORDS, MAX_REASON_LEN, MAX_WGSL_BYTES,
-    MAX_WORKGROUPS_PER_DIM, MAX_WS_FRAME_BYTES,
+    MAX_ADDRESS_LEN, MAX_ENTRY_POINT_LEN, MAX_INPUTS_PER_TASK, MAX_OUTPUT_BYTES, MAX_PARAM_WORDS, MAX_REASON_LEN,
+    MAX_WGSL_BYTES, MAX_WORKGROUPS_PER_DIM, MAX_WS_FRAME_BYTES,
 };
 use starling_protocol::sign::{Keypair, register_bytes};
 use starling_protocol::worker::{Assignment, Backend, Capabilities, DeviceState, RelayMessage, WorkerMessage};
@@ -119,8 +119,17 @@ enum Link {
     /// No connection until the compute backend is known (it goes into `hello`).
     AwaitCompute,
     /// Waiting to reconnect. `refused`: the relay said no (shown as an error, not a blip).
-    Backoff { until_ms: u64, delay_ms: u64, why: String, refused: bool },
-    Handshake { conn: ConnId, deadline_ms: u64, step: Handshake },
+    Backoff {
+        until_ms: u64,
+        delay_ms: u64,
+        why: String,
+        refused: bool,
+    },
+    Handshake {
+        conn: ConnId,
+        deadline_ms: u64,
+        step: Handshake,
+    },
     Ready(Session),
 }
 
@@ -386,11 +395,8 @@ impl Machine {
     pub fn task_finished(&mut self, lease: LeaseId, outcome: Result<TaskOutput, TaskFailure>, now_ms: u64) {
         let Some(run) = &mut self.run else { return };
         let Link::Ready(session) = &mut run.link else { return };
-        let Some(started_ms) = session
-            .job
-            .as_ref()
-            .filter(|job| job.assignment.lease == lease)
-            .and_then(|job| job.started_ms)
+        let Some(started_ms) =
+            session.job.as_ref().filter(|job| job.assignment.lease == lease).and_then(|job| job.started_ms)
         else {
             return;
         };
@@ -607,10 +613,10 @@ impl Machine {
                     (_, Pace::Rest { .. }) => {
                         let reason = self.rest.map(|r| {
                             format!(
-                                "duty cycle {:.0}%: resting {:.1} s after {:.1} s of work",
+                                "duty cycle {:.0}%: resting {} after {} of work",
                                 self.settings.duty_cycle * 100.0,
-                                r.rest_ms as f64 / 1000.0,
-                                r.busy_ms as f64 / 1000.0
+                                duration(r.rest_ms),
+                                duration(r.busy_ms)
                             )
                         });
                         (State::Resting, reason, None)
@@ -680,6 +686,11 @@ pub fn check_assignment(a: &Assignment, caps: &Capabilities) -> Result<(), Strin
         }
     }
     Ok(())
+}
+
+/// "850 ms" or "2.4 s": short tasks are common, and "0.0 s" reads as nothing.
+fn duration(ms: u64) -> String {
+    if ms < 1000 { format!("{ms} ms") } else { format!("{:.1} s", ms as f64 / 1000.0) }
 }
 
 fn encode(message: &WorkerMessage) -> String {

@@ -25,7 +25,9 @@ pub enum PageMessage {
     },
     /// Take nothing new and drop the connection; the relay lets the leases lapse.
     Stop,
-    Settings { settings: Settings },
+    Settings {
+        settings: Settings,
+    },
     /// Visibility and Battery Status API readings, which only the page can take.
     Device(DeviceReport),
 }
@@ -36,9 +38,15 @@ pub enum PageMessage {
 pub enum WorkerEvent {
     /// A freshly generated identity: the page stores `secret_key` and passes it to the next
     /// `start`.
-    Key { secret_key: String, public_key: PublicKey },
+    Key {
+        secret_key: String,
+        public_key: PublicKey,
+    },
     Status(Status),
-    Log { level: LogLevel, message: String },
+    Log {
+        level: LogLevel,
+        message: String,
+    },
 }
 
 /// Keeps the secret key out of debug output and logs.
@@ -174,8 +182,10 @@ mod tests {
         );
         let seed = "ab".repeat(32);
         assert_eq!(
-            page(&format!(r#"{{"type":"start","relay":"https://r","secret_key":"{seed}","settings":{settings_json}}}"#))
-                .unwrap(),
+            page(&format!(
+                r#"{{"type":"start","relay":"https://r","secret_key":"{seed}","settings":{settings_json}}}"#
+            ))
+            .unwrap(),
             PageMessage::Start { relay: "https://r".into(), secret_key: Some(seed), settings }
         );
         assert_eq!(page(r#"{"type":"stop"}"#).unwrap(), PageMessage::Stop);
@@ -247,7 +257,10 @@ mod tests {
         assert_eq!(urls.http, "http://127.0.0.1:8080");
         let hash = starling_protocol::sha256(b"x");
         assert_eq!(urls.blob(&hash), format!("http://127.0.0.1:8080/v1/blobs/{hash}"));
-        assert_eq!(RelayUrls::from_origin("https://relay.example").unwrap().socket, "wss://relay.example/v1/workers/ws");
+        assert_eq!(
+            RelayUrls::from_origin("https://relay.example").unwrap().socket,
+            "wss://relay.example/v1/workers/ws"
+        );
         for bad in ["", "relay.example", "ws://relay.example", "http://", "http:///x", "http://a b", "file:///etc"] {
             assert!(RelayUrls::from_origin(bad).is_err(), "{bad:?}");
         }

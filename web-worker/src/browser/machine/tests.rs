@@ -109,7 +109,10 @@ impl Rig {
         assert_eq!(url, "ws://127.0.0.1:8080/v1/workers/ws");
         let conn = *conn;
         let status = last_status(&actions);
-        assert_eq!((status.state, status.backend, status.adapter.as_deref()), (State::Connecting, Some(backend), Some("test adapter")));
+        assert_eq!(
+            (status.state, status.backend, status.adapter.as_deref()),
+            (State::Connecting, Some(backend), Some("test adapter"))
+        );
 
         m.socket_opened(conn, 20);
         let hello = sent(&m.take_actions());
@@ -184,7 +187,7 @@ fn handshake_then_assign_run_sign_rest_and_ack() {
     verify(&rig.key.public(), &result_bytes(*task, &output_hash, 16, &rig.key.public()), signature).unwrap();
     let status = last_status(&actions);
     assert_eq!(status.state, State::Resting);
-    assert_eq!(status.reason.as_deref(), Some("duty cycle 50%: resting 0.4 s after 0.4 s of work"));
+    assert_eq!(status.reason.as_deref(), Some("duty cycle 50%: resting 400 ms after 400 ms of work"));
     assert_eq!((status.tasks_done, status.kernel), (0, None));
     assert_eq!(rig.m.next_deadline(), Some(2800), "the rest ends before the next heartbeat");
 
@@ -218,7 +221,10 @@ fn an_assignment_during_a_rest_waits_for_the_rest_to_end() {
     assert!(sent(&actions).iter().all(|(_, m)| !matches!(m, WorkerMessage::Failed { .. })));
     assert_eq!(rig.m.next_deadline(), Some(2400));
     let actions = rig.at(2400).tick();
-    assert!(matches!(actions.first(), Some(Action::RunTask { assignment: t, .. }) if t.lease == LeaseId(2)), "{actions:?}");
+    assert!(
+        matches!(actions.first(), Some(Action::RunTask { assignment: t, .. }) if t.lease == LeaseId(2)),
+        "{actions:?}"
+    );
 }
 
 #[test]
@@ -234,7 +240,10 @@ fn pause_rules_reach_the_relay_and_the_page() {
     // this device's failure.
     let actions = rig.relay(RelayMessage::Assign(assignment(1)));
     let msgs = sent(&actions);
-    assert!(matches!(&msgs[..], [(_, WorkerMessage::Failed { lease: LeaseId(1), reason, .. })] if reason == "paused: the page is hidden"), "{msgs:?}");
+    assert!(
+        matches!(&msgs[..], [(_, WorkerMessage::Failed { lease: LeaseId(1), reason, .. })] if reason == "paused: the page is hidden"),
+        "{msgs:?}"
+    );
     assert!(!actions.iter().any(|a| matches!(a, Action::RunTask { .. })));
     assert!(statuses(&actions).is_empty(), "tasks_failed unchanged");
 
@@ -266,7 +275,10 @@ fn a_pause_during_a_task_lets_it_finish_then_pauses() {
     let actions = rig.device(DeviceReport { hidden: true, battery: None });
     assert!(!actions.iter().any(|a| matches!(a, Action::AbortTask { .. })));
     let status = last_status(&actions);
-    assert_eq!((status.state, status.reason.as_deref()), (State::Working, Some("pausing after this task: the page is hidden")));
+    assert_eq!(
+        (status.state, status.reason.as_deref()),
+        (State::Working, Some("pausing after this task: the page is hidden"))
+    );
     let actions = rig.at(2500).finish(1, Ok(TaskOutput { output_hash: sha256(b"o"), output_len: 16 }));
     assert!(matches!(sent(&actions)[0].1, WorkerMessage::Result { .. }));
     assert_eq!(last_status(&actions).state, State::Paused);
@@ -299,7 +311,12 @@ fn refused_tasks_fail_with_a_reason_and_count() {
         ("too many inputs", Backend::BrowserWebgpu, Box::new(|a| a.inputs = vec![sha256(b"x"); 7]), "7 inputs"),
         ("too many params", Backend::BrowserWebgpu, Box::new(|a| a.params = vec![0; 65]), "65 param words"),
         ("empty output", Backend::BrowserWebgpu, Box::new(|a| a.output_size = 0), "output of 0 bytes"),
-        ("output over the device", Backend::BrowserWebgpu, Box::new(|a| a.output_size = (1 << 20) + 4), "this device binds"),
+        (
+            "output over the device",
+            Backend::BrowserWebgpu,
+            Box::new(|a| a.output_size = (1 << 20) + 4),
+            "this device binds",
+        ),
         ("zero workgroups", Backend::BrowserWebgpu, Box::new(|a| a.workgroups = [0, 1, 1]), "workgroups"),
         ("too many workgroups", Backend::BrowserWebgpu, Box::new(|a| a.workgroups = [1, 70_000, 1]), "workgroups"),
     ];
@@ -413,7 +430,8 @@ fn handshake_problems_drop_the_socket_and_refusals_show_as_errors() {
     let start = |m: &mut Machine| -> ConnId {
         m.start(RELAY, Ok(Keypair::from_seed([1; 32])), settings(1.0), 0);
         m.compute_ready(caps(Backend::BrowserWebgpu), 0);
-        let Some(Action::Connect { conn, .. }) = m.take_actions().into_iter().find(|a| matches!(a, Action::Connect { .. }))
+        let Some(Action::Connect { conn, .. }) =
+            m.take_actions().into_iter().find(|a| matches!(a, Action::Connect { .. }))
         else {
             panic!()
         };
@@ -516,8 +534,8 @@ fn bad_settings_are_refused_and_the_old_ones_kept() {
     let actions = rig.m.take_actions();
     assert!(actions.iter().any(|a| matches!(a, Action::Post(WorkerEvent::Log { level: LogLevel::Error, .. }))));
     rig.relay(RelayMessage::Assign(assignment(1)));
-    let actions = rig.at(1200).finish(1, Ok(TaskOutput { output_hash: sha256(b"o"), output_len: 16 }));
-    assert!(last_status(&actions).reason.unwrap().starts_with("duty cycle 50%"));
+    let actions = rig.at(3500).finish(1, Ok(TaskOutput { output_hash: sha256(b"o"), output_len: 16 }));
+    assert_eq!(last_status(&actions).reason.unwrap(), "duty cycle 50%: resting 2.5 s after 2.5 s of work");
 }
 
 #[test]

@@ -261,7 +261,8 @@ impl Glue {
         }
         let now = self.now_ms();
         // +1: never wake a hair early and spin on a deadline not yet reached.
-        self.timer = deadline.map(|at| (at, Sleep::new(at.saturating_sub(now).saturating_add(1).min(u32::MAX as u64) as u32)));
+        self.timer =
+            deadline.map(|at| (at, Sleep::new(at.saturating_sub(now).saturating_add(1).min(u32::MAX as u64) as u32)));
     }
 
     /// Monotonic milliseconds (`performance.now()`), the machine's clock.
@@ -285,9 +286,10 @@ async fn run_assignment(
         blobs.push(inputs.get(&relay, hash).await.map_err(|e| failed(format!("input {hash}: {e}")))?);
     }
     let views: Vec<&[u8]> = blobs.iter().map(|b| b.as_slice()).collect();
-    let output = compute.run(&a.kernel, &a.params, &views, a.workgroups, a.output_size).await.map_err(|e| {
-        TaskFailure { device_lost: matches!(e, crate::Error::DeviceLost(_)), reason: e.to_string() }
-    })?;
+    let output = compute
+        .run(&a.kernel, &a.params, &views, a.workgroups, a.output_size)
+        .await
+        .map_err(|e| TaskFailure { device_lost: matches!(e, crate::Error::DeviceLost(_)), reason: e.to_string() })?;
     let output_hash = sha256(&output);
     blobs::upload(&relay, &output_hash, &output).await.map_err(|e| failed(format!("upload: {e}")))?;
     Ok(TaskOutput { output_hash, output_len: output.len() as u64 })

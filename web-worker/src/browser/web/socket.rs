@@ -54,7 +54,9 @@ impl Socket {
                 // UTF-16 units never outnumber UTF-8 bytes: over the limit here is over it for
                 // sure, and the text is never copied into wasm memory.
                 if text.length() as usize > MAX_WS_FRAME_BYTES {
-                    return emit(SocketEvent::Closed(format!("the relay sent a frame over {MAX_WS_FRAME_BYTES} bytes")));
+                    return emit(SocketEvent::Closed(format!(
+                        "the relay sent a frame over {MAX_WS_FRAME_BYTES} bytes"
+                    )));
                 }
                 emit(SocketEvent::Text(String::from(text)));
             }
