@@ -14,7 +14,19 @@ pub struct Frame {
 
 impl Frame {
     /// The frame every chart in the app uses: room for y labels on the left and x labels below.
-    pub const STANDARD: Frame = Frame { width: 640.0, height: 220.0, left: 48.0, right: 12.0, top: 12.0, bottom: 28.0 };
+    pub const STANDARD: Frame = Frame { width: 640.0, height: 200.0, left: 48.0, right: 14.0, top: 12.0, bottom: 28.0 };
+
+    /// The standard frame `width` pixels wide: charts are drawn at their on-screen size so labels
+    /// keep their font size on a phone and on a desktop.
+    pub fn with_width(width: f64) -> Frame {
+        let width = if width.is_finite() { width.max(160.0) } else { Frame::STANDARD.width };
+        Frame { width, ..Frame::STANDARD }
+    }
+
+    /// How many x-axis intervals fit without labels running into each other.
+    pub fn x_tick_count(&self) -> usize {
+        ((self.plot_width() / 110.0) as usize).clamp(2, 8)
+    }
 
     pub fn plot_width(&self) -> f64 {
         (self.width - self.left - self.right).max(1.0)
@@ -62,6 +74,20 @@ pub fn nice_ceiling(value: f64) -> f64 {
         }
     }
     10.0 * power
+}
+
+/// A y axis from 0 that holds `max`: its top and its ticks, about `target` intervals of a nice step
+/// (whole numbers for counts, so an axis of workers never reads 0.25).
+pub fn y_axis(max: f64, target: usize, integer: bool) -> (f64, Vec<f64>) {
+    let target = target.max(1) as f64;
+    let max = if max.is_finite() && max > 0.0 { max } else { 0.0 };
+    let mut step = nice_ceiling(max / target);
+    if integer {
+        step = step.max(1.0).ceil();
+    }
+    let intervals = (max / step).ceil().max(1.0);
+    let top = step * intervals;
+    (top, (0..=intervals as usize).map(|i| step * i as f64).collect())
 }
 
 /// Evenly spaced ticks from 0 to `max` inclusive (`max` should come from [`nice_ceiling`]).
@@ -127,12 +153,21 @@ pub fn plot(points: &[(f64, f64)], frame: &Frame, x_domain: Option<(f64, f64)>, 
     Plot { line, area, y_ticks, x_domain, y_max }
 }
 
-/// `count` x-axis ticks over `domain`: value and SVG x.
+/// x-axis ticks over `domain` at multiples of a nice step, at most about `count` intervals:
+/// value and SVG x.
 pub fn x_ticks(frame: &Frame, domain: (f64, f64), count: usize) -> Vec<(f64, f64)> {
-    let count = count.max(1);
-    (0..=count)
+    let span = domain.1 - domain.0;
+    if !(span.is_finite() && span > 0.0) {
+        return Vec::new();
+    }
+    let step = nice_ceiling(span / count.max(1) as f64);
+    let first = (domain.0 / step).ceil() as i64;
+    let last = (domain.1 / step + 1e-9).floor() as i64;
+    (first..=last)
         .map(|i| {
-            let v = domain.0 + (domain.1 - domain.0) * i as f64 / count as f64;
+            let v = i as f64 * step;
+            // -0 and float noise print badly.
+            let v = if v.abs() < step * 1e-9 { 0.0 } else { v };
             (v, frame.x_of(domain, v))
         })
         .collect()
@@ -200,13 +235,44 @@ mod tests {
     }
 
     #[test]
+    fn frames_follow_the_screen_width() {
+        let phone = Frame::with_width(320.0);
+        assert_eq!(phone.width, 320.0);
+        assert_eq!(phone.height, Frame::STANDARD.height);
+        assert_eq!(phone.x_tick_count(), 2);
+        assert_eq!(Frame::with_width(1000.0).x_tick_count(), 8);
+        assert_eq!(Frame::with_width(10.0).width, 160.0);
+        assert_eq!(Frame::with_width(f64::NAN).width, Frame::STANDARD.width);
+    }
+
+    #[test]
     fn labels() {
         assert_eq!(tick_label(0.0), "0");
         assert_eq!(tick_label(25.0), "25");
         assert_eq!(tick_label(2.5), "2.5");
         assert_eq!(tick_label(0.005), "0.005");
         assert_eq!(tick_label(0.25), "0.25");
-        let xs = x_ticks(&Frame { width: 100.0, height: 10.0, left: 0.0, right: 0.0, top: 0.0, bottom: 0.0 }, (0.0, 60.0), 2);
-        assert_eq!(xs, vec![(0.0, 0.0), (30.0, 50.0), (60.0, 100.0)]);
+        let frame = Frame { width: 100.0, height: 10.0, left: 0.0, right: 0.0, top: 0.0, bottom: 0.0 };
+        let xs = x_ticks(&frame, (0.0, 60.0), 2);
+        assert_eq!(xs.len(), 2);
+        assert_eq!(xs[0], (0.0, 0.0));
+        assert_eq!(xs[1].0, 50.0);
+        assert!((xs[1].1 - 500.0 / 6.0).abs() < 1e-9);
+        // Ticks land on round values, not on the domain's odd ends.
+        let values: Vec<f64> = x_ticks(&frame, (0.0, 3.3), 8).into_iter().map(|t| t.0).collect();
+        assert_eq!(values, vec![0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0]);
+        let values: Vec<f64> = x_ticks(&frame, (-10.0, 0.0), 5).into_iter().map(|t| t.0).collect();
+        assert_eq!(values, vec![-10.0, -8.0, -6.0, -4.0, -2.0, 0.0]);
+        assert!(x_ticks(&frame, (1.0, 1.0), 4).is_empty());
+    }
+
+    #[test]
+    fn y_axes() {
+        assert_eq!(y_axis(1.0, 4, true), (1.0, vec![0.0, 1.0]));
+        assert_eq!(y_axis(0.0, 4, true), (1.0, vec![0.0, 1.0]));
+        assert_eq!(y_axis(7.0, 4, true), (8.0, vec![0.0, 2.0, 4.0, 6.0, 8.0]));
+        assert_eq!(y_axis(12.0, 4, false), (15.0, vec![0.0, 5.0, 10.0, 15.0]));
+        let (top, ticks) = y_axis(0.3, 4, false);
+        assert!((top - 0.3).abs() < 1e-9 && ticks.len() == 4, "{top} {ticks:?}");
     }
 }

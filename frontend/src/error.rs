@@ -28,8 +28,10 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// The code the service worker uses for its stand-in answer when the relay cannot be reached.
+/// The codes of the service worker's stand-in answers (`www/sw.js`) when the relay cannot be
+/// reached: the device is offline, or online but the relay does not answer.
 pub const OFFLINE_CODE: &str = "offline";
+pub const UNREACHABLE_CODE: &str = "unreachable";
 
 impl Error {
     /// Interprets a non-success HTTP answer from `endpoint` (`"GET /v1/workers/{key}"`).
@@ -40,6 +42,9 @@ impl Error {
         {
             if error.code == OFFLINE_CODE {
                 return Error::Offline;
+            }
+            if error.code == UNREACHABLE_CODE {
+                return Error::Network(error.message);
             }
             return Error::Api { status, code: error.code, message: error.message };
         }
@@ -113,6 +118,8 @@ mod tests {
     fn the_service_workers_offline_answer_reads_as_offline() {
         let e = Error::from_response("GET /v1/health", 503, Some("application/json"), br#"{"code":"offline","message":"x"}"#);
         assert_eq!(e, Error::Offline);
+        let e = Error::from_response("GET /v1/health", 503, Some("application/json"), br#"{"code":"unreachable","message":"connection refused"}"#);
+        assert_eq!(e, Error::Network("connection refused".into()));
     }
 
     #[test]

@@ -43,6 +43,8 @@ mod routes;
 #[wasm_bindgen::prelude::wasm_bindgen(start)]
 pub fn start() {
     use wasm_bindgen::JsCast;
+    // A panic in wasm surfaces only as "unreachable": say what it was.
+    std::panic::set_hook(Box::new(|info| web_sys::console::error_1(&format!("starling: {info}").into())));
     let Some(root) = browser::window().document().and_then(|d| d.get_element_by_id("app")) else {
         web_sys::console::error_1(&"starling: no #app element to mount into".into());
         return;

@@ -163,7 +163,10 @@ pub fn describe(status: &WorkerStatus, online: bool, wanted: bool) -> StateLine 
     let (headline, default_detail) = match status.state {
         WorkerState::Starting => ("Starting", "Loading the compute engine and looking for a GPU."),
         WorkerState::Connecting => ("Connecting", "Connecting to the relay."),
-        WorkerState::Working => ("Working", "Running a task for the network."),
+        WorkerState::Working if status.kernel.as_deref().is_some_and(|k| !k.is_empty()) => {
+            ("Working", "Running a task for the network.")
+        }
+        WorkerState::Working => ("Working", "Connected and ready: waiting for the next task."),
         WorkerState::Resting => ("Resting", "Resting between tasks to keep to your duty cycle."),
         WorkerState::Paused => ("Paused", "Paused by your settings; resumes by itself."),
         WorkerState::Stopped if wanted => ("Starting", "Starting the compute worker."),
@@ -256,6 +259,10 @@ mod tests {
         assert_eq!(describe(&WorkerStatus::default(), false, false).key, "stopped");
         // Pressed Start, worker not yet reporting.
         assert_eq!(describe(&WorkerStatus::default(), true, true).key, "starting");
+        let idle = describe(&WorkerStatus { state: WorkerState::Working, ..Default::default() }, true, true);
+        assert!(idle.detail.contains("waiting"), "{}", idle.detail);
+        let busy = describe(&WorkerStatus { state: WorkerState::Working, kernel: Some("mandelbrot".into()), ..Default::default() }, true, true);
+        assert!(busy.detail.contains("Running"), "{}", busy.detail);
         let resting = describe(&WorkerStatus { state: WorkerState::Resting, reason: Some("  ".into()), ..Default::default() }, true, true);
         assert!(resting.detail.contains("duty cycle"));
     }

@@ -22,6 +22,8 @@ use wasm_bindgen::JsCast;
 
 /// How often the job list is refreshed (running jobs also update live over WebSockets).
 const LIST_REFRESH_MS: u32 = 10_000;
+/// How often the client's balance is refreshed (deposits and refunds move it).
+const BALANCE_REFRESH_MS: u32 = 15_000;
 /// Jobs shown in the list.
 const LIST_LIMIT: u32 = 50;
 /// Running jobs followed live at once: the relay bounds event watchers per client.
@@ -49,9 +51,20 @@ pub fn Dashboard() -> impl IntoView {
 fn ClientCard(key: Option<String>) -> impl IntoView {
     let info: RwSignal<Option<Result<ClientInfo, Error>>> = RwSignal::new(None);
     if let Some(key) = key.clone() {
+        let alive = Alive::for_current_page();
         leptos::task::spawn_local(async move {
-            let result = api::client(&key).await;
-            let _ = info.try_set(Some(result));
+            while alive.get() {
+                let result = api::client(&key).await;
+                if !alive.get() {
+                    break;
+                }
+                // Keep a known balance through a network blip.
+                let blip = matches!(result, Err(Error::Offline | Error::Network(_))) && info.with_untracked(|i| matches!(i, Some(Ok(_))));
+                if !blip {
+                    info.set(Some(result));
+                }
+                browser::sleep(BALANCE_REFRESH_MS).await;
+            }
         });
     }
     let balance = move || {
@@ -121,38 +134,40 @@ fn JobFormPanel() -> impl IntoView {
         leptos::task::spawn_local(async move {
             let total = built.uploads.len();
             for (i, upload) in built.uploads.iter().enumerate() {
-                submission.set(Submission::Working(format!(
+                let _ = submission.try_set(Submission::Working(format!(
                     "Uploading {} ({}), {} of {total}…",
                     upload.name,
                     format::bytes(upload.bytes.len() as u64),
                     i + 1
                 )));
                 if let Err(e) = api::upload(&upload.bytes, &upload.hash).await {
-                    submission.set(Submission::Failed(format!("Uploading {} failed: {e}", upload.name)));
+                    let _ = submission.try_set(Submission::Failed(format!("Uploading {} failed: {e}", upload.name)));
                     return;
                 }
             }
-            submission.set(Submission::Working("Signing and posting the job…".into()));
+            let _ = submission.try_set(Submission::Working("Signing and posting the job…".into()));
             let key = match browser::client_keypair() {
                 Ok(key) => key,
                 Err(e) => {
-                    submission.set(Submission::Failed(format!("The job could not be signed: {e}")));
+                    let _ = submission.try_set(Submission::Failed(format!("The job could not be signed: {e}")));
                     return;
                 }
             };
             let signed = key.sign_job(built.spec);
             match api::submit(&signed).await {
                 Ok(job) => {
-                    submission.set(Submission::Idle);
+                    let _ = submission.try_set(Submission::Idle);
                     navigate(&format!("/jobs/{}", job.id), Default::default());
                 }
                 Err(e) if e.code() == Some("invalid_wgsl") => {
                     let message = e.to_string();
-                    submission.set(Submission::Failed("The relay refused the kernel: see the error under the editor.".into()));
+                    let _ = submission.try_set(Submission::Failed("The relay refused the kernel: see the error under the editor.".into()));
                     point_at_error(editor, &message);
-                    wgsl_failure.set(Some(message));
+                    let _ = wgsl_failure.try_set(Some(message));
                 }
-                Err(e) => submission.set(Submission::Failed(format!("The relay refused the job: {e}"))),
+                Err(e) => {
+                    let _ = submission.try_set(Submission::Failed(format!("The relay refused the job: {e}")));
+                }
             }
         });
     };
@@ -216,7 +231,8 @@ fn JobFormPanel() -> impl IntoView {
                             hint="Agreeing results that verify a task."/>
                         <FormField form access=access!(max_replicas) field=Field::MaxReplicas label="Most replicas" kind="integer" error
                             hint="Upper bound once results disagree."/>
-                        <FormField form access=access!(price) field=Field::Price label="Price per replica (micro-units)" kind="integer" error/>
+                        <FormField form access=access!(price) field=Field::Price label="Price per replica" kind="integer" error
+                            hint="In micro-units, paid per accepted replica."/>
                         <FormField form access=access!(deadline_minutes) field=Field::Deadline label="Deadline (minutes)" kind="integer" error
                             hint="Unfinished tasks fail and are refunded after this."/>
                         <FormField form access=access!(label) field=Field::Label label="Label (optional)" error/>
@@ -263,7 +279,7 @@ fn focus(id: &str) {
 
 /// Focuses the editor and selects the line a WGSL error points at.
 fn point_at_error(editor: NodeRef<leptos::html::Textarea>, message: &str) {
-    let Some(textarea) = editor.get_untracked() else { return };
+    let Some(textarea) = editor.try_get_untracked().flatten() else { return };
     let Some(at) = wgsl_error::parse(message) else { return };
     let source = textarea.value();
     if let Some((start, end)) = wgsl_error::line_range_utf16(&source, at.line) {
@@ -338,8 +354,8 @@ fn mandelbrot_fields(form: RwSignal<JobForm>, error: RwSignal<Option<FormError>>
                 </select>
             </div>
             <div class="fields">
-                <FormField form access=access!(center_re) field=Field::CenterRe label="Centre, real part" error/>
-                <FormField form access=access!(center_im) field=Field::CenterIm label="Centre, imaginary part" error/>
+                <FormField form access=access!(center_re) field=Field::CenterRe label="Centre (real)" error/>
+                <FormField form access=access!(center_im) field=Field::CenterIm label="Centre (imaginary)" error/>
                 <FormField form access=access!(scale) field=Field::Scale label="View width" error
                     hint="Width of the picture in the complex plane."/>
             </div>
@@ -414,8 +430,12 @@ fn wgsl_fields(
         leptos::task::spawn_local(async move {
             for file in picked {
                 match browser::read_file(&file).await {
-                    Ok(bytes) => files.update(|f| f.push(InputFile { name: file.name(), bytes })),
-                    Err(e) => file_problem.set(Some(e.to_string())),
+                    Ok(bytes) => {
+                        files.try_update(|f| f.push(InputFile { name: file.name(), bytes }));
+                    }
+                    Err(e) => {
+                        let _ = file_problem.try_set(Some(e.to_string()));
+                    }
                 }
             }
         });

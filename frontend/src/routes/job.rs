@@ -23,6 +23,8 @@ use wasm_bindgen::{Clamped, JsCast};
 
 /// Replica details are refreshed this often while the job runs (task states arrive live).
 const DETAIL_REFRESH_MS: u32 = 15_000;
+/// How often a job's money in escrow is refreshed.
+const ESCROW_REFRESH_MS: u32 = 10_000;
 /// Largest Mandelbrot image previewed in the page (pixels): bigger renders are downloaded.
 const MAX_PREVIEW_PIXELS: u64 = 4096 * 4096;
 /// Outputs fetched on their own for a summary only while the whole job's output is this small.
@@ -137,16 +139,27 @@ impl JobData {
         }
     }
 
+    /// Indices of verified tasks; empty once the page is gone (async work calls this after awaits).
     fn verified_indices(self) -> Vec<u32> {
-        self.cells.with_untracked(|cells| {
-            cells.iter().enumerate().filter(|(_, c)| c.with_untracked(|c| c.state == TaskState::Verified)).map(|(i, _)| i as u32).collect()
-        })
+        self.cells
+            .try_with_untracked(|cells| {
+                cells
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| c.try_with_untracked(|c| c.state == TaskState::Verified).unwrap_or(false))
+                    .map(|(i, _)| i as u32)
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Fetches the outputs of `indices` not fetched yet; `progress` hears (done, total).
     async fn fetch_outputs(self, indices: &[u32], progress: impl Fn(usize, usize)) -> Result<(), Error> {
-        let missing: Vec<u32> =
-            indices.iter().copied().filter(|&i| self.outputs.with_value(|o| o.get(i as usize).is_some_and(Option::is_none))).collect();
+        let missing: Vec<u32> = indices
+            .iter()
+            .copied()
+            .filter(|&i| self.outputs.try_with_value(|o| o.get(i as usize).is_some_and(Option::is_none)).unwrap_or(false))
+            .collect();
         for (n, &index) in missing.iter().enumerate() {
             progress(n, missing.len());
             let bytes = api::task_output(self.id, index).await?;
@@ -159,14 +172,15 @@ impl JobData {
                 // The page is gone.
                 return Ok(());
             }
-            self.outputs_version.update(|v| *v += 1);
+            self.outputs_version.try_update(|v| *v += 1);
         }
         progress(missing.len(), missing.len());
         Ok(())
     }
 
+    /// Every task's output, once all are fetched (`None` before, or once the page is gone).
     fn all_outputs(self) -> Option<Vec<Vec<u8>>> {
-        self.outputs.with_value(|o| o.iter().cloned().collect::<Option<Vec<_>>>())
+        self.outputs.try_with_value(|o| o.iter().cloned().collect::<Option<Vec<_>>>()).flatten()
     }
 }
 
@@ -244,13 +258,16 @@ fn JobView(id: JobId) -> impl IntoView {
                     }
                 }
                 browser::sleep(DETAIL_REFRESH_MS).await;
-                if data.summary.with_untracked(|s| s.as_ref().is_some_and(|s| s.state != JobState::Running)) {
+                // The page may be gone by now, and its signals with it.
+                if !alive.get() || data.summary.with_untracked(|s| s.as_ref().is_some_and(|s| s.state != JobState::Running)) {
                     break;
                 }
             }
         });
     }
 
+    // Only the first answer mounts the sections; later ones update them in place.
+    let loaded = Memo::new(move |_| data.summary.with(Option::is_some));
     let heading = move || {
         data.summary.with(|s| match s {
             Some(s) if !s.label.trim().is_empty() => format!("Job {id}: {}", s.label),
@@ -269,13 +286,13 @@ fn JobView(id: JobId) -> impl IntoView {
                 tone=Tone::Error
                 testid="job-load-error"
             />
-            {move || data.summary.with(Option::is_some).then(|| view! {
+            {move || loaded.get().then(|| view! {
                 <Overview data/>
                 <TaskGrid data/>
                 <Throughput data/>
                 <Results data/>
             })}
-            {move || (data.summary.with(Option::is_none) && load_error.with(Option::is_none)).then(|| view! {
+            {move || (!loaded.get() && load_error.with(Option::is_none)).then(|| view! {
                 <p class="loading" data-testid="job-loading">"Loading the job…"</p>
             })}
         </section>
@@ -304,9 +321,24 @@ fn Overview(data: JobData) -> impl IntoView {
     };
     let escrow: RwSignal<Option<Result<JobEscrow, Error>>> = RwSignal::new(None);
     let id = data.id;
+    // Settlement runs in batches after tasks are verified: keep the money line current.
+    let alive = Alive::for_current_page();
     leptos::task::spawn_local(async move {
-        let result = api::job_escrow(id).await;
-        let _ = escrow.try_set(Some(result));
+        while alive.get() {
+            let result = api::job_escrow(id).await;
+            if !alive.get() {
+                break;
+            }
+            let stop = matches!(result, Err(Error::Unsupported { .. })) || result.as_ref().is_err_and(Error::is_not_found);
+            let blip = matches!(result, Err(Error::Offline | Error::Network(_))) && escrow.with_untracked(|e| matches!(e, Some(Ok(_))));
+            if !blip {
+                escrow.set(Some(result));
+            }
+            if stop {
+                break;
+            }
+            browser::sleep(ESCROW_REFRESH_MS).await;
+        }
     });
     let money = move || {
         escrow.with(|e| match e {
@@ -324,7 +356,9 @@ fn Overview(data: JobData) -> impl IntoView {
                 Some(text)
             }
             Some(Err(Error::Unsupported { .. })) => None,
-            Some(Err(e)) if e.is_not_found() => Some("Unpaid job: this relay runs without escrow.".to_string()),
+            Some(Err(e)) if e.is_not_found() => {
+                Some("No money is held for this job: it is free, or this relay runs jobs unpaid.".to_string())
+            }
             Some(Err(e)) => Some(format!("Payment details unavailable: {e}")),
             None => None,
         })
@@ -356,10 +390,17 @@ fn Overview(data: JobData) -> impl IntoView {
                 <dt>"Rules"</dt>
                 <dd>{move || data.spec.with(|s| s.as_ref().map(|s| {
                     let (expected, worst) = job_form::cost(s);
+                    let price = if s.price_per_replica == 0 {
+                        "free".to_string()
+                    } else {
+                        format!(
+                            "{} micro-units per replica (about {}, at most {} in all)",
+                            format::count(s.price_per_replica), format::thousands(expected), format::thousands(worst)
+                        )
+                    };
                     format!(
-                        "{} replicas, quorum {}, up to {}; {} micro-units per replica (about {}, at most {} in all)",
-                        s.replicas, s.quorum, s.max_replicas, format::count(s.price_per_replica),
-                        format::thousands(expected), format::thousands(worst)
+                        "{} replica{} per task, quorum {}, up to {}; {price}",
+                        s.replicas, if s.replicas == 1 { "" } else { "s" }, s.quorum, s.max_replicas
                     )
                 }).unwrap_or_default())}</dd>
                 <dt>"Time"</dt>
@@ -514,7 +555,7 @@ fn Throughput(data: JobData) -> impl IntoView {
             <LineChart
                 series
                 x_domain=domain
-                x_label=|s| format::duration_ms((s * 1000.0) as u64)
+                x_label=|s| format::duration_ms((s * 1000.0).round() as u64)
                 caption
                 empty_text="No verified tasks yet"
                 testid="throughput-chart"
@@ -546,7 +587,7 @@ fn Results(data: JobData) -> impl IntoView {
                 return;
             }
             let Some(outputs) = data.all_outputs() else { return };
-            let text = data.spec.with_untracked(|s| s.as_ref().and_then(|s| results::summary(s, &outputs)));
+            let text = data.spec.try_with_untracked(|s| s.as_ref().and_then(|s| results::summary(s, &outputs))).flatten();
             let _ = summary.try_set(text);
         });
     });
@@ -571,12 +612,15 @@ fn Results(data: JobData) -> impl IntoView {
                 return;
             }
             let detail = api::job(id).await;
-            let mut files: Vec<(String, Vec<u8>)> = data.outputs.with_value(|outs| {
+            let Some(mut files) = data.outputs.try_with_value(|outs| {
                 outs.iter()
                     .enumerate()
                     .filter_map(|(i, o)| o.as_ref().map(|o| (results::output_name(id.0, i as u32), o.clone())))
-                    .collect()
-            });
+                    .collect::<Vec<(String, Vec<u8>)>>()
+            }) else {
+                // The page is gone.
+                return;
+            };
             match detail {
                 Ok(detail) => files.push((format!("job-{id}.json"), results::manifest(&detail).into_bytes())),
                 Err(e) => {

@@ -5,6 +5,7 @@ use super::Alive;
 use crate::api;
 use crate::app::set_title;
 use crate::browser;
+use crate::chart;
 use crate::components::chart::{LineChart, Series};
 use crate::components::notice::{Notice, Tone};
 use crate::error::Error;
@@ -93,7 +94,7 @@ pub fn Network() -> impl IntoView {
         vec![Series { points, dashed: false }]
     });
     let domain = Signal::derive(move || Some((-window_minutes, 0.0)));
-    let minutes_label = |m: f64| if m.abs() < 0.05 { "now".to_string() } else { format!("{:.0} min", m) };
+    let minutes_label = |m: f64| if m.abs() < 0.05 { "now".to_string() } else { format!("{} min", chart::tick_label(m)) };
 
     view! {
         <section class="page network" data-testid="page-network">
@@ -150,6 +151,7 @@ pub fn Network() -> impl IntoView {
                         caption=Signal::derive(move || format!("Workers online over the last {window_minutes:.0} minutes, read every {} seconds.", HEALTH_POLL_MS / 1000))
                         empty_text="Waiting for the first reading"
                         testid="network-workers-chart"
+                        integer=true
                     />
                 </section>
                 <section class="card" aria-labelledby="rate-chart-heading">
@@ -198,13 +200,13 @@ pub fn Network() -> impl IntoView {
                 <div class="table-wrap">
                     <table class="workers" data-testid="network-workers">
                         <thead>
-                            <tr><th scope="col">"Key"</th><th scope="col">"Backend"</th><th scope="col">"Adapter"</th><th scope="col">"Verified"</th><th scope="col">"Rejected"</th><th scope="col">"Seen"</th></tr>
+                            <tr><th scope="col">"Key"</th><th scope="col">"Backend"</th><th scope="col">"Adapter"</th><th scope="col">"Verified"</th><th scope="col">"Rejected"</th><th scope="col">"Duty cycle"</th></tr>
                         </thead>
                         <tbody>
                             {move || workers.get().unwrap_or_default().into_iter().filter(|w| w.online).map(|w| {
-                                let (backend, adapter) = match &w.capabilities {
-                                    Some(c) => (backend_label(&c.backend), c.adapter.label()),
-                                    None => ("–".to_string(), "–".to_string()),
+                                let (backend, adapter, duty) = match &w.capabilities {
+                                    Some(c) => (backend_label(&c.backend), c.adapter.label(), format::percent(c.duty_cycle)),
+                                    None => ("–".to_string(), "–".to_string(), "–".to_string()),
                                 };
                                 view! {
                                     <tr data-testid="network-worker-row">
@@ -213,7 +215,7 @@ pub fn Network() -> impl IntoView {
                                         <td>{adapter}</td>
                                         <td>{format::count(w.replicas_accepted)}</td>
                                         <td>{format::count(w.replicas_rejected)}</td>
-                                        <td>{format::ago(browser::now_ms(), w.last_seen_ms)}</td>
+                                        <td>{duty}</td>
                                     </tr>
                                 }
                             }).collect_view()}

@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# Builds the web app into www/pkg/, ready for the relay to serve www/ as it is.
+#
+# 1. cargo builds both wasm crates for wasm32 in release, in target/web: the Leptos app
+#    (starling-frontend) and the compute engine for the browser Web Worker (starling-web-worker
+#    as a cdylib).
+# 2. wasm-bindgen (exactly the version in Cargo.lock; installed if missing) writes the ES modules
+#    and wasm into www/pkg/.
+# 3. wasm-opt -Oz shrinks both modules, with npm binaryen's wasm-opt under target/npm (the one
+#    scripts/build-contract.sh uses). Debian's wasm-opt 108 breaks wasm-bindgen output, so only
+#    version 116 or newer is used; without one the modules stay as wasm-bindgen wrote them.
+#    (Measured on the app: -Oz cuts the raw module by 15 %, which the browser compiles faster,
+#    but its output compresses about 6 % worse.)
+# 4. www/pkg/sw-assets.js lists the app shell for the service worker (www/sw.js) with a version
+#    derived from the files' contents: a new build installs a new cache and drops the old one.
+# 5. Precompressed .gz and .br copies of the wasm, JS, CSS, HTML and manifest sit next to each
+#    file for the relay to serve, and a table of raw/gzip/brotli sizes is printed.
+#
+# Safe to rerun: cargo rebuilds nothing when nothing changed, wasm-opt runs only when its input
+# changed, and compressed copies are rewritten only when older than their file.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+started=$(date +%s)
+
+TARGET=wasm32-unknown-unknown
+BINARYEN_VERSION=132.0.0
+MIN_WASM_OPT_VERSION=116
+WASM_OPT_FLAGS=(
+  -Oz
+  --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int --enable-mutable-globals
+  --enable-reference-types --enable-multivalue
+)
+
+# One target folder for the web builds: other builds run in target/ at the same time.
+export CARGO_TARGET_DIR="$root/target/web"
+out="$root/www/pkg"
+staging="$CARGO_TARGET_DIR/bindgen"
+mkdir -p "$out" "$staging"
+
+say() { echo "build-web: $*" >&2; }
+
+if command -v rustup >/dev/null 2>&1 && ! rustup target list --installed | grep -qx "$TARGET"; then
+  say "adding the $TARGET Rust target"
+  rustup target add "$TARGET"
+fi
+
+# wasm-bindgen's CLI must match the library version in Cargo.lock exactly.
+lock_version=$(awk '$0 == "name = \"wasm-bindgen\"" { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
+if [ -z "$lock_version" ]; then
+  say "Cargo.lock names no wasm-bindgen version"
+  exit 1
+fi
+installed_version=$(wasm-bindgen --version 2>/dev/null | awk '{ print $2 }' || true)
+if [ "$installed_version" != "$lock_version" ]; then
+  say "installing wasm-bindgen-cli $lock_version (found: ${installed_version:-none}); this takes a few minutes"
+  # No --locked: its locked webpki-roots version is not served here (see TOOLCHAIN.md).
+  cargo install wasm-bindgen-cli --version "$lock_version"
+fi
+
+# The app is sized for download: optimise for size, whole-program LTO, one codegen unit. Measured
+# on this app: 1.53 MB raw / 379 KB brotli instead of 2.03 MB / 480 KB with the release profile's
+# defaults. Only for this build (the relay and CLI keep their profile), and target/web is used by
+# this script alone, so the setting never thrashes another build's cache.
+say "building starling-frontend (release, $TARGET, sized for download)"
+CARGO_PROFILE_RELEASE_OPT_LEVEL=z CARGO_PROFILE_RELEASE_LTO=fat CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
+  cargo build --locked --release --target "$TARGET" -p starling-frontend
+say "building starling-web-worker (release, $TARGET, cdylib)"
+cargo rustc --locked --release --target "$TARGET" -p starling-web-worker --lib --crate-type cdylib
+
+# wasm-opt: npm binaryen under target/npm, installed like scripts/build-contract.sh does.
+wasm_opt="$root/target/npm/node_modules/.bin/wasm-opt"
+binaryen_version() {
+  node -p "require('$root/target/npm/node_modules/binaryen/package.json').version" 2>/dev/null || true
+}
+if command -v node >/dev/null 2>&1 && [ "$(binaryen_version)" != "$BINARYEN_VERSION" ] && command -v npm >/dev/null 2>&1; then
+  say "installing binaryen@$BINARYEN_VERSION (wasm-opt) under target/npm"
+  npm install --silent --no-audit --no-fund --prefix "$root/target/npm" "binaryen@$BINARYEN_VERSION" >&2 || true
+fi
+use_wasm_opt=""
+if command -v node >/dev/null 2>&1 && [ -x "$wasm_opt" ]; then
+  major=$(binaryen_version | cut -d. -f1)
+  if [ -n "$major" ] && [ "$major" -ge "$MIN_WASM_OPT_VERSION" ]; then
+    use_wasm_opt=1
+  fi
+fi
+[ -n "$use_wasm_opt" ] || say "no wasm-opt $MIN_WASM_OPT_VERSION+ (needs Node.js and npm): modules are left as wasm-bindgen wrote them"
+
+# Copies $1 to $2 unless $2 already has the same bytes (keeps modification times of unchanged files).
+install_if_changed() {
+  if ! cmp -s "$1" "$2"; then
+    cp "$1" "$2"
+  fi
+}
+
+bindgen() {
+  local crate=$1
+  local wasm="$CARGO_TARGET_DIR/$TARGET/release/$crate.wasm"
+  local dir="$staging/$crate"
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  wasm-bindgen --target web --no-typescript --remove-name-section --out-dir "$dir" "$wasm"
+  # JS glue (and any snippets) go straight to www/pkg.
+  (cd "$dir" && find . -type f ! -name '*.wasm' -print0) | while IFS= read -r -d '' file; do
+    mkdir -p "$out/$(dirname "$file")"
+    install_if_changed "$dir/$file" "$out/$file"
+  done
+  local raw="$dir/${crate}_bg.wasm"
+  local target="$out/${crate}_bg.wasm"
+  local stamp="$CARGO_TARGET_DIR/${crate}_bg.wasm.stamp"
+  local want
+  want="$(sha256sum "$raw" | cut -d' ' -f1) ${use_wasm_opt:+binaryen-$BINARYEN_VERSION ${WASM_OPT_FLAGS[*]}}"
+  if [ -f "$target" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    return
+  fi
+  if [ -n "$use_wasm_opt" ]; then
+    say "wasm-opt -Oz ${crate}_bg.wasm"
+    "$wasm_opt" "${WASM_OPT_FLAGS[@]}" "$raw" -o "$target.tmp"
+    mv "$target.tmp" "$target"
+  else
+    cp "$raw" "$target"
+  fi
+  echo "$want" > "$stamp"
+}
+
+bindgen starling_frontend
+bindgen starling_web_worker
+
+# The service worker's asset list: the app shell, both modules, the worker bootstrap.
+assets=(/index.html /style.css /manifest.webmanifest)
+for icon in www/icons/*.png; do assets+=("/${icon#www/}"); done
+[ -f www/worker.js ] && assets+=(/worker.js)
+while IFS= read -r file; do
+  assets+=("/${file#www/}")
+done < <(find www/pkg -type f \( -name '*.js' -o -name '*.wasm' \) ! -name 'sw-assets.js' | LC_ALL=C sort)
+version=$(for asset in "${assets[@]}"; do echo "$asset $(sha256sum "www$asset" | cut -d' ' -f1)"; done | sha256sum | cut -c1-16)
+{
+  echo "// Written by scripts/build-web.sh: the files www/sw.js precaches, and this build's version."
+  echo "self.STARLING_ASSETS = {"
+  echo "  version: '$version',"
+  echo "  files: ["
+  for asset in "${assets[@]}"; do echo "    '$asset',"; done
+  echo "  ],"
+  echo "};"
+} > "$staging/sw-assets.js"
+install_if_changed "$staging/sw-assets.js" "$out/sw-assets.js"
+
+# Precompressed copies for the relay.
+compressible=()
+while IFS= read -r file; do compressible+=("$file"); done < <(
+  find www -type f \( -name '*.wasm' -o -name '*.js' -o -name '*.css' -o -name '*.html' -o -name '*.webmanifest' \) | LC_ALL=C sort
+)
+stale_br=()
+for file in "${compressible[@]}"; do
+  if [ ! -f "$file.gz" ] || [ "$file" -nt "$file.gz" ]; then
+    gzip -9 -n -c "$file" > "$file.gz.tmp" && mv "$file.gz.tmp" "$file.gz"
+  fi
+  if [ ! -f "$file.br" ] || [ "$file" -nt "$file.br" ]; then
+    stale_br+=("$file")
+  fi
+done
+if [ ${#stale_br[@]} -gt 0 ]; then
+  if command -v node >/dev/null 2>&1; then
+    node -e '
+      const zlib = require("zlib"), fs = require("fs");
+      for (const file of process.argv.slice(1)) {
+        const data = fs.readFileSync(file);
+        const br = zlib.brotliCompressSync(data, { params: {
+          [zlib.constants.BROTLI_PARAM_QUALITY]: 11,
+          [zlib.constants.BROTLI_PARAM_SIZE_HINT]: data.length,
+        } });
+        fs.writeFileSync(file + ".br.tmp", br);
+        fs.renameSync(file + ".br.tmp", file + ".br");
+      }' "${stale_br[@]}"
+  elif command -v brotli >/dev/null 2>&1; then
+    for file in "${stale_br[@]}"; do brotli -q 11 -f -o "$file.br" "$file"; done
+  else
+    say "no Node.js or brotli: .br copies not written"
+  fi
+fi
+
+size_of() { if [ -f "$1" ]; then stat -c %s "$1"; else echo "-"; fi; }
+printf '%-36s %10s %10s %10s\n' "file" "raw" "gzip" "brotli"
+for file in www/pkg/starling_frontend_bg.wasm www/pkg/starling_frontend.js www/pkg/starling_web_worker_bg.wasm \
+  www/pkg/starling_web_worker.js www/style.css www/sw.js www/worker.js www/index.html; do
+  [ -f "$file" ] || continue
+  printf '%-36s %10s %10s %10s\n' "${file#www/}" "$(size_of "$file")" "$(size_of "$file.gz")" "$(size_of "$file.br")"
+done
+say "done in $(($(date +%s) - started)) s; build $version in www/"

@@ -1,0 +1,126 @@
+// Starling's service worker: the app opens offline, and the relay's API says clearly when it
+// cannot be reached.
+//
+// - The app shell (index.html, style.css, the manifest, icons, both wasm modules with their JS,
+//   worker.js) is precached at install and served cache-first, so the app starts without a
+//   network. Any page address (deep links like /jobs/12) gets the cached index.html.
+// - /v1 API calls go to the network first. Offline, a GET gets its last good answer where one was
+//   kept; otherwise every API call gets a JSON error the app shows in words:
+//   {"code": "offline", "message": "<a sentence>"} when the device is offline, or
+//   {"code": "unreachable", "message": "<the network error>"} when it is online but the relay does
+//   not answer; both with status 503.
+// - The asset list and the build's version come from /pkg/sw-assets.js, written by
+//   scripts/build-web.sh. A new build changes that file, which makes the browser install this
+//   worker again into a new cache and delete the old one; the page then offers a reload.
+
+importScripts('/pkg/sw-assets.js');
+
+const { version: VERSION, files: FILES } = self.STARLING_ASSETS;
+const SHELL_CACHE = `starling-shell-${VERSION}`;
+const API_CACHE = 'starling-api';
+const SHELL = '/index.html';
+
+// API answers worth keeping for offline viewing: small JSON, not blobs or outputs.
+const KEEP_API = [
+  /^\/v1\/health$/,
+  /^\/v1\/jobs$/,
+  /^\/v1\/jobs\/\d+$/,
+  /^\/v1\/jobs\/\d+\/results$/,
+  /^\/v1\/workers$/,
+  /^\/v1\/workers\/[0-9a-f]{64}$/,
+  /^\/v1\/clients\/[0-9a-f]{64}$/,
+];
+
+self.addEventListener('install', (event) => {
+  event.waitUntil(
+    (async () => {
+      const cache = await caches.open(SHELL_CACHE);
+      // `reload` skips the HTTP cache, so the shell is exactly this build's files.
+      await cache.addAll(FILES.map((url) => new Request(url, { cache: 'reload' })));
+      await self.skipWaiting();
+    })(),
+  );
+});
+
+self.addEventListener('activate', (event) => {
+  event.waitUntil(
+    (async () => {
+      for (const name of await caches.keys()) {
+        if (name.startsWith('starling-shell-') && name !== SHELL_CACHE) {
+          await caches.delete(name);
+        }
+      }
+      await self.clients.claim();
+    })(),
+  );
+});
+
+self.addEventListener('fetch', (event) => {
+  const request = event.request;
+  const url = new URL(request.url);
+  if (url.origin !== self.location.origin) return;
+  if (url.pathname.startsWith('/v1/')) {
+    event.respondWith(api(request, url));
+    return;
+  }
+  if (request.method !== 'GET') return;
+  if (request.mode === 'navigate') {
+    event.respondWith(shell(request));
+    return;
+  }
+  event.respondWith(asset(request));
+});
+
+function offlineAnswer(error) {
+  const offline = self.navigator && self.navigator.onLine === false;
+  const body = offline
+    ? { code: 'offline', message: 'You are offline: the relay cannot be reached until the network is back.' }
+    : { code: 'unreachable', message: error && error.message ? error.message : 'no answer' };
+  return new Response(JSON.stringify(body), {
+    status: 503,
+    headers: { 'content-type': 'application/json', 'cache-control': 'no-store' },
+  });
+}
+
+async function api(request, url) {
+  const keep = request.method === 'GET' && KEEP_API.some((pattern) => pattern.test(url.pathname));
+  try {
+    const response = await fetch(request);
+    if (keep && response.ok) {
+      const copy = response.clone();
+      caches.open(API_CACHE).then((cache) => cache.put(request, copy)).catch(() => {});
+    }
+    return response;
+  } catch (error) {
+    if (keep && self.navigator.onLine === false) {
+      const cached = await caches.match(request, { cacheName: API_CACHE });
+      if (cached) return cached;
+    }
+    return offlineAnswer(error);
+  }
+}
+
+async function shell(request) {
+  const cached = await caches.match(SHELL, { cacheName: SHELL_CACHE });
+  if (cached) return cached;
+  try {
+    return await fetch(request);
+  } catch (error) {
+    return new Response(
+      '<!doctype html><meta charset="utf-8"><meta name="viewport" content="width=device-width">' +
+        '<title>Starling: offline</title><p style="font-family:system-ui;padding:1rem">' +
+        'You are offline and Starling is not saved on this device yet. Connect once and it opens offline afterwards.</p>',
+      { status: 503, headers: { 'content-type': 'text/html; charset=utf-8' } },
+    );
+  }
+}
+
+async function asset(request) {
+  const cached = await caches.match(request, { cacheName: SHELL_CACHE, ignoreSearch: true });
+  if (cached) return cached;
+  try {
+    return await fetch(request);
+  } catch (error) {
+    return new Response('', { status: 503, statusText: 'Offline' });
+  }
+}
