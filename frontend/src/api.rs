@@ -50,7 +50,11 @@ async fn send(method: &str, path: &str, body: Body<'_>, endpoint: &str) -> Resul
     let status = response.status();
     let content_type = response.headers().get("content-type").ok().flatten();
     let body = bytes_of(&response).await.unwrap_or_default();
-    Err(Error::from_response(endpoint, status, content_type.as_deref(), &body))
+    match Error::from_response(endpoint, status, content_type.as_deref(), &body) {
+        // The service worker could not reach the relay and the page knows the device is offline.
+        Error::Network(_) if !browser::is_online() => Err(Error::Offline),
+        error => Err(error),
+    }
 }
 
 async fn bytes_of(response: &web_sys::Response) -> Result<Vec<u8>> {

@@ -121,6 +121,28 @@ pub fn matmul_work(spec: &JobSpec) -> Option<u64> {
     Some(u64::from(p.m) * u64::from(p.n) * u64::from(p.k))
 }
 
+/// Where a key moves the focus in the task grid (one tab stop; arrows move inside it):
+/// `index` of `len` cells laid out `columns` to a row. `None` for keys the grid does not handle.
+pub fn grid_step(index: usize, len: usize, columns: usize, key: &str) -> Option<usize> {
+    if len == 0 {
+        return None;
+    }
+    let columns = columns.max(1);
+    let last = len - 1;
+    let index = index.min(last);
+    Some(match key {
+        "ArrowRight" => (index + 1).min(last),
+        "ArrowLeft" => index.saturating_sub(1),
+        "ArrowDown" => (index + columns).min(last),
+        "ArrowUp" => index.saturating_sub(columns),
+        "Home" => 0,
+        "End" => last,
+        "PageDown" => (index + columns * 8).min(last),
+        "PageUp" => index.saturating_sub(columns * 8),
+        _ => return None,
+    })
+}
+
 /// File name of one task's output in downloads.
 pub fn output_name(job: u64, index: u32) -> String {
     format!("job-{job}-task-{index:04}.bin")
@@ -348,6 +370,22 @@ mod tests {
         assert_eq!(&second[..8], b"job.json");
         assert!(archive[archive.len() - 1024..].iter().all(|&b| b == 0));
         assert_eq!(output_name(12, 3), "job-12-task-0003.bin");
+    }
+
+    #[test]
+    fn grid_keys() {
+        assert_eq!(grid_step(0, 10, 4, "ArrowRight"), Some(1));
+        assert_eq!(grid_step(9, 10, 4, "ArrowRight"), Some(9));
+        assert_eq!(grid_step(0, 10, 4, "ArrowLeft"), Some(0));
+        assert_eq!(grid_step(1, 10, 4, "ArrowDown"), Some(5));
+        assert_eq!(grid_step(7, 10, 4, "ArrowDown"), Some(9));
+        assert_eq!(grid_step(5, 10, 4, "ArrowUp"), Some(1));
+        assert_eq!(grid_step(2, 10, 4, "ArrowUp"), Some(0));
+        assert_eq!(grid_step(4, 10, 4, "End"), Some(9));
+        assert_eq!(grid_step(4, 10, 4, "Home"), Some(0));
+        assert_eq!(grid_step(4, 10, 0, "ArrowDown"), Some(5));
+        assert_eq!(grid_step(4, 10, 4, "Enter"), None);
+        assert_eq!(grid_step(0, 0, 4, "ArrowRight"), None);
     }
 
     fn summary_at(created: u64, verified: u32, finished: Option<u64>) -> JobSummary {

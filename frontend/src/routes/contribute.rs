@@ -238,14 +238,13 @@ fn record_note(record: RwSignal<Option<Result<WorkerInfo, Error>>>, has_key: boo
     })
 }
 
-/// Refreshes the relay's record of this worker while the page is open and visible.
+/// Refreshes the relay's record of this worker while the page is open (hidden tabs' timers are
+/// slowed by the browser anyway).
 fn poll_record(contributor: Contributor, record: RwSignal<Option<Result<WorkerInfo, Error>>>) {
     let alive = Alive::for_current_page();
     leptos::task::spawn_local(async move {
         while alive.get() {
-            if !browser::document_hidden()
-                && let Some(key) = contributor.public_key.get_untracked()
-            {
+            if let Some(key) = contributor.public_key.get_untracked() {
                 let result = api::worker(&key).await;
                 if !alive.get() {
                     break;

@@ -419,6 +419,24 @@ fn Overview(data: JobData) -> impl IntoView {
 #[component]
 fn TaskGrid(data: JobData) -> impl IntoView {
     let selected: RwSignal<Option<usize>> = RwSignal::new(None);
+    // One tab stop for the whole grid (a job may have thousands of tasks); arrows move within it.
+    let focused = RwSignal::new(0usize);
+    let grid = NodeRef::<leptos::html::Ol>::new();
+    let on_key = move |ev: leptos::ev::KeyboardEvent| {
+        let Some(grid) = grid.get_untracked() else { return };
+        let Ok(cells) = grid.query_selector_all(".task-cell") else { return };
+        let cell = |i: u32| cells.get(i).and_then(|n| n.dyn_into::<web_sys::HtmlElement>().ok());
+        let top = |i: u32| cell(i).map(|c| c.offset_top());
+        let first_top = top(0);
+        let columns = (0..cells.length()).take_while(|&i| top(i) == first_top).count();
+        if let Some(next) = results::grid_step(focused.get_untracked(), cells.length() as usize, columns, &ev.key()) {
+            ev.prevent_default();
+            focused.set(next);
+            if let Some(c) = cell(next as u32) {
+                let _ = c.focus();
+            }
+        }
+    };
     view! {
         <section class="card tasks" aria-labelledby="tasks-heading">
             <div class="card-head">
@@ -429,7 +447,8 @@ fn TaskGrid(data: JobData) -> impl IntoView {
                     <li><span class="swatch failed"></span>"Failed"</li>
                 </ul>
             </div>
-            <ol class="task-grid" data-testid="task-grid">
+            <p class="hint" id="task-grid-help">"Select a task for its replicas and output. With the keyboard: Tab into the grid, then arrow keys, Home and End."</p>
+            <ol class="task-grid" data-testid="task-grid" node_ref=grid aria-describedby="task-grid-help" on:keydown=on_key>
                 {move || data.cells.get().into_iter().enumerate().map(|(i, cell)| {
                     let state = move || task_state_name(cell.with(|c| c.state));
                     view! {
@@ -440,8 +459,10 @@ fn TaskGrid(data: JobData) -> impl IntoView {
                                 data-testid="task-cell"
                                 data-index=i.to_string()
                                 data-state=state
+                                tabindex=move || if focused.get() == i { "0" } else { "-1" }
                                 aria-label=move || format!("Task {i}: {}", state())
                                 aria-pressed=move || (selected.get() == Some(i)).to_string()
+                                on:focus=move |_| focused.set(i)
                                 on:click=move |_| selected.set(if selected.get_untracked() == Some(i) { None } else { Some(i) })
                             ></button>
                         </li>

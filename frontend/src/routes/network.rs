@@ -113,7 +113,9 @@ pub fn Network() -> impl IntoView {
                 <div>
                     <dt>"Verified tasks"</dt>
                     <dd data-testid="network-rate">{move || {
-                        if counter_missing() {
+                        if health.with(Option::is_none) {
+                            "–".to_string()
+                        } else if counter_missing() {
                             "Not reported".to_string()
                         } else {
                             match rate() {
