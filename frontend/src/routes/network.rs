@@ -135,7 +135,7 @@ pub fn Network() -> impl IntoView {
                     "This relay does not report tasks_verified_total yet, so the task rate cannot be measured. Update the relay to see it."
                 </p>
             })}
-            <p class="hint" data-testid="network-relay">{move || health.with(|h| h.as_ref().map(|h| {
+            <p class="hint relay-line" data-testid="network-relay">{move || health.with(|h| h.as_ref().map(|h| {
                 let pay = match &h.escrow {
                     Some(e) => format!("settles in {} through escrow ({}, fee {:.2} %)", e.denom, e.backend, f64::from(e.relay_fee_bps) / 100.0),
                     None => "runs jobs without payment".to_string(),
