@@ -204,7 +204,8 @@ async fn main() -> Result<()> {
             println!("starling relay listening on http://{addr}");
             let config = relay_config(&args)?;
             if let Some(www) = &config.www {
-                println!("web app: http://{addr}/ (from {})", www.display());
+                // stderr: scripts read only the first stdout line and may close the pipe.
+                eprintln!("web app: http://{addr}/ (from {})", www.display());
             }
             starling_relay::run(listener, config, ctrl_c()).await?;
         }
