@@ -186,4 +186,16 @@ for file in www/pkg/starling_frontend_bg.wasm www/pkg/starling_frontend.js www/p
   [ -f "$file" ] || continue
   printf '%-36s %10s %10s %10s\n' "${file#www/}" "$(size_of "$file")" "$(size_of "$file.gz")" "$(size_of "$file.br")"
 done
+# The size budget (BENCHMARKS.md, "Web app size"): gzip bytes a first visit downloads per module.
+# A build over budget fails, so growth is a decision, not an accident.
+over=0
+for entry in "starling_frontend_bg.wasm 600000" "starling_web_worker_bg.wasm 720000"; do
+  set -- $entry
+  gz=$(size_of "www/pkg/$1.gz")
+  if [ "$gz" != "-" ] && [ "$gz" -gt "$2" ]; then
+    say "$1 is $gz bytes gzipped, over its budget of $2 (BENCHMARKS.md)"
+    over=1
+  fi
+done
+[ "$over" -eq 0 ] || exit 1
 say "done in $(($(date +%s) - started)) s; build $version in www/"
