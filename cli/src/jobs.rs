@@ -175,19 +175,6 @@ fn builtin(name: BuiltinKernel) -> KernelSpec {
     KernelSpec::Builtin { name }
 }
 
-/// Deterministic pseudo-random matrix entries in [-1, 1).
-pub fn random_matrix(len: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
 fn parse_list(s: &str, task: u32) -> Result<Vec<u32>> {
     s.split(',')
         .map(str::trim)
@@ -213,8 +200,8 @@ pub async fn prepare(client: &Client, kind: Kind, rules: &Rules) -> Result<Prepa
             }
         }
         Kind::Matmul { m, n, k, rows_per_task, seed } => {
-            let a = random_matrix((m * k) as usize, seed);
-            let b = random_matrix((k * n) as usize, seed.wrapping_add(1));
+            let a = matmul_f32::random_matrix((m * k) as usize, seed);
+            let b = matmul_f32::random_matrix((k * n) as usize, seed.wrapping_add(1));
             let ha = client.upload(matmul_f32::f32s_to_bytes(&a)).await?;
             let hb = client.upload(matmul_f32::f32s_to_bytes(&b)).await?;
             let tasks = matmul_f32::tasks_for(m, n, k, ha, hb, rows_per_task);

@@ -383,19 +383,7 @@ pub fn parse_words(text: &str, task: u32) -> Result<Vec<u32>, String> {
         .collect()
 }
 
-/// Deterministic pseudo-random matrix entries in [-1, 1): the generator `starling submit matmul`
-/// uses, so the same seed gives the same matrices from the CLI and from the page.
-pub fn random_matrix(len: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
+pub use starling_web_worker::kernels::matmul_f32::random_matrix;
 
 /// Largest matrix dimension the page generates: a 4096 x 4096 f32 input is 64 MiB, the relay's
 /// blob limit.

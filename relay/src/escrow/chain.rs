@@ -14,8 +14,8 @@
 //! Deployment is described in `contracts/escrow/README.md` ("Deploying on a chain").
 
 use super::{
-    EscrowBridge, EscrowError, EscrowResult, Evidence, OpenJob, SettleTask, WorkerStanding, create_job_msg, hex,
-    job_escrow, settle_msg, slash_msg,
+    EscrowBridge, EscrowError, EscrowResult, Evidence, OpenJob, SettleTask, WorkerStanding, create_job_msg, queries,
+    settle_msg, slash_msg,
 };
 use async_trait::async_trait;
 use base64::Engine;
@@ -27,10 +27,8 @@ use cosmrs::proto::prost::Message;
 use cosmrs::tx::{Body, Fee, Msg, SignDoc, SignerInfo};
 use cosmrs::{AccountId, Coin, crypto::secp256k1::SigningKey};
 use serde_json::{Value, json};
-use starling_escrow::msg::{
-    DepositResponse, ExecuteMsg, JobResponse, JobsResponse, QueryMsg, TasksResponse, WorkerResponse,
-};
-use starling_escrow::state::{Account, Config, JobStatus};
+use starling_escrow::msg::{DepositResponse, ExecuteMsg, QueryMsg};
+use starling_escrow::state::{Account, Config};
 use starling_protocol::events::{EscrowAccount, EscrowInfo, JobEscrow};
 use starling_protocol::{JobId, PublicKey, Signature};
 use std::collections::HashSet;
@@ -346,14 +344,7 @@ impl EscrowBridge for Chain {
     }
 
     async fn max_job_id(&self) -> EscrowResult<u64> {
-        let mut last = 0;
-        loop {
-            let page: JobsResponse = self.smart(&QueryMsg::Jobs { start_after: Some(last), limit: Some(100) }).await?;
-            match page.jobs.last() {
-                Some(job) => last = job.job_id,
-                None => return Ok(last),
-            }
-        }
+        queries::max_job_id(self).await
     }
 
     async fn open_job(&self, job: &OpenJob) -> EscrowResult<()> {
@@ -368,47 +359,21 @@ impl EscrowBridge for Chain {
     }
 
     async fn open_jobs(&self) -> EscrowResult<Vec<JobId>> {
-        let mut open = Vec::new();
-        let mut start_after = None;
-        loop {
-            let page: JobsResponse = self.smart(&QueryMsg::Jobs { start_after, limit: Some(100) }).await?;
-            let Some(last) = page.jobs.last() else { return Ok(open) };
-            start_after = Some(last.job_id);
-            open.extend(
-                page.jobs
-                    .iter()
-                    .filter(|j| j.relay.as_str() == self.address.as_ref() && !matches!(j.status, JobStatus::Closed))
-                    .map(|j| JobId(j.job_id)),
-            );
-        }
+        queries::open_jobs(self, self.address.as_ref()).await
     }
 
     async fn settled_tasks(&self, job: JobId) -> EscrowResult<HashSet<u32>> {
-        let mut settled = HashSet::new();
-        let mut start_after = None;
-        loop {
-            let page: TasksResponse =
-                self.smart(&QueryMsg::Tasks { job_id: job.0, start_after, limit: Some(100) }).await?;
-            let Some(last) = page.tasks.last() else { return Ok(settled) };
-            start_after = Some(last.index);
-            settled.extend(page.tasks.iter().filter(|t| t.settled.is_some()).map(|t| t.index));
-        }
+        queries::settled_tasks(self, job).await
     }
 
     async fn job(&self, job: JobId) -> EscrowResult<Option<JobEscrow>> {
-        match self.smart::<JobResponse>(&QueryMsg::Job { job_id: job.0 }).await {
-            Ok(j) => Ok(Some(job_escrow(job, j, &self.contract_config.denom))),
-            Err(EscrowError::Refused(_)) => Ok(None),
-            Err(e) => Err(e),
-        }
+        queries::job(self, job, &self.contract_config.denom).await
     }
 
     async fn worker(&self, worker: &PublicKey) -> EscrowResult<Option<WorkerStanding>> {
-        match self.smart::<WorkerResponse>(&QueryMsg::Worker { pubkey: hex(&worker.0) }).await {
-            Ok(w) => Ok(Some(WorkerStanding { owner: w.owner.to_string(), eligible: w.eligible })),
-            Err(EscrowError::Refused(_)) => Ok(None),
-            Err(e) => Err(e),
-        }
+        Ok(queries::worker(self, worker)
+            .await?
+            .map(|w| WorkerStanding { owner: w.owner.to_string(), eligible: w.eligible }))
     }
 
     async fn register_worker(&self, _worker: &PublicKey, _owner: &str, _proof: &Signature) -> EscrowResult<()> {
@@ -434,11 +399,7 @@ impl EscrowBridge for Chain {
     }
 
     async fn worker_account(&self, worker: &PublicKey) -> EscrowResult<Option<EscrowAccount>> {
-        let w = match self.smart::<WorkerResponse>(&QueryMsg::Worker { pubkey: hex(&worker.0) }).await {
-            Ok(w) => w,
-            Err(EscrowError::Refused(_)) => return Ok(None),
-            Err(e) => return Err(e),
-        };
+        let Some(w) = queries::worker(self, worker).await? else { return Ok(None) };
         let account: Account = self.smart(&QueryMsg::Account { address: w.owner.to_string() }).await?;
         Ok(Some(EscrowAccount {
             address: w.owner.to_string(),
@@ -460,6 +421,12 @@ impl EscrowBridge for Chain {
             received: (account.refunded + account.slash_rewards).to_string(),
             denom: self.contract_config.denom.clone(),
         })
+    }
+}
+
+impl queries::SmartQuery for Chain {
+    async fn smart_query<T: serde::de::DeserializeOwned>(&self, msg: &QueryMsg) -> EscrowResult<T> {
+        self.smart(msg).await
     }
 }
 

@@ -10,16 +10,14 @@
 
 use super::{
     EscrowBridge, EscrowError, EscrowResult, Evidence, OpenJob, SettleTask, WorkerStanding, create_job_msg, hex,
-    job_escrow, settle_msg, slash_msg,
+    queries, settle_msg, slash_msg,
 };
 use async_trait::async_trait;
 use cosmwasm_std::{Addr, Timestamp, Uint128};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
-use starling_escrow::msg::{
-    ExecuteMsg, InstantiateMsg, JobResponse, JobsResponse, QueryMsg, TasksResponse, WorkerResponse,
-};
-use starling_escrow::state::{Account, JobStatus};
+use starling_escrow::msg::{ExecuteMsg, InstantiateMsg, QueryMsg};
+use starling_escrow::state::Account;
 use starling_escrow_vm::{Ledger, LedgerChanges, LedgerError, LedgerState, addr_make};
 use starling_protocol::events::{EscrowAccount, EscrowInfo, JobEscrow};
 use starling_protocol::{JobId, PublicKey, Signature};
@@ -244,19 +242,7 @@ impl EscrowBridge for Embedded {
     }
 
     async fn max_job_id(&self) -> EscrowResult<u64> {
-        let page: JobsResponse = self.query(&QueryMsg::Jobs { start_after: None, limit: Some(1) }).await?;
-        if page.jobs.is_empty() {
-            return Ok(0);
-        }
-        // Jobs are keyed by id in ascending order: walk to the last page.
-        let mut last = 0;
-        loop {
-            let page: JobsResponse = self.query(&QueryMsg::Jobs { start_after: Some(last), limit: Some(100) }).await?;
-            match page.jobs.last() {
-                Some(job) => last = job.job_id,
-                None => return Ok(last),
-            }
-        }
+        queries::max_job_id(self).await
     }
 
     async fn open_job(&self, job: &OpenJob) -> EscrowResult<()> {
@@ -291,51 +277,21 @@ impl EscrowBridge for Embedded {
     }
 
     async fn open_jobs(&self) -> EscrowResult<Vec<JobId>> {
-        let mut open = Vec::new();
-        let mut start_after = None;
-        loop {
-            let page: JobsResponse = self.query(&QueryMsg::Jobs { start_after, limit: Some(100) }).await?;
-            let Some(last) = page.jobs.last() else {
-                return Ok(open);
-            };
-            start_after = Some(last.job_id);
-            open.extend(
-                page.jobs
-                    .iter()
-                    .filter(|j| j.relay == self.relay && !matches!(j.status, JobStatus::Closed))
-                    .map(|j| JobId(j.job_id)),
-            );
-        }
+        queries::open_jobs(self, self.relay.as_str()).await
     }
 
     async fn settled_tasks(&self, job: JobId) -> EscrowResult<HashSet<u32>> {
-        let mut settled = HashSet::new();
-        let mut start_after = None;
-        loop {
-            let page: TasksResponse =
-                self.query(&QueryMsg::Tasks { job_id: job.0, start_after, limit: Some(100) }).await?;
-            let Some(last) = page.tasks.last() else {
-                return Ok(settled);
-            };
-            start_after = Some(last.index);
-            settled.extend(page.tasks.iter().filter(|t| t.settled.is_some()).map(|t| t.index));
-        }
+        queries::settled_tasks(self, job).await
     }
 
     async fn job(&self, job: JobId) -> EscrowResult<Option<JobEscrow>> {
-        match self.query::<JobResponse>(&QueryMsg::Job { job_id: job.0 }).await {
-            Ok(j) => Ok(Some(job_escrow(job, j, &self.config.denom))),
-            Err(EscrowError::Refused(_)) => Ok(None),
-            Err(e) => Err(e),
-        }
+        queries::job(self, job, &self.config.denom).await
     }
 
     async fn worker(&self, worker: &PublicKey) -> EscrowResult<Option<WorkerStanding>> {
-        match self.query::<WorkerResponse>(&QueryMsg::Worker { pubkey: hex(&worker.0) }).await {
-            Ok(w) => Ok(Some(WorkerStanding { owner: w.owner.to_string(), eligible: w.eligible })),
-            Err(EscrowError::Refused(_)) => Ok(None),
-            Err(e) => Err(e),
-        }
+        Ok(queries::worker(self, worker)
+            .await?
+            .map(|w| WorkerStanding { owner: w.owner.to_string(), eligible: w.eligible }))
     }
 
     async fn register_worker(&self, worker: &PublicKey, owner: &str, proof: &Signature) -> EscrowResult<()> {
@@ -368,11 +324,7 @@ impl EscrowBridge for Embedded {
     }
 
     async fn worker_account(&self, worker: &PublicKey) -> EscrowResult<Option<EscrowAccount>> {
-        let w = match self.query::<WorkerResponse>(&QueryMsg::Worker { pubkey: hex(&worker.0) }).await {
-            Ok(w) => w,
-            Err(EscrowError::Refused(_)) => return Ok(None),
-            Err(e) => return Err(e),
-        };
+        let Some(w) = queries::worker(self, worker).await? else { return Ok(None) };
         let (balance, account) = self.account(&w.owner).await?;
         Ok(Some(EscrowAccount {
             address: w.owner.to_string(),
@@ -504,4 +456,10 @@ async fn save(db: &SqlitePool, changes: &LedgerChanges, faucet: Option<&(Addr, u
             .await?;
     }
     tx.commit().await
+}
+
+impl queries::SmartQuery for Embedded {
+    async fn smart_query<T: serde::de::DeserializeOwned>(&self, msg: &QueryMsg) -> EscrowResult<T> {
+        self.query(msg).await
+    }
 }

@@ -14,6 +14,7 @@
 pub mod chain;
 pub mod embedded;
 pub mod plan;
+mod queries;
 pub mod settler;
 
 use async_trait::async_trait;

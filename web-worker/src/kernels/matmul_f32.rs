@@ -131,6 +131,20 @@ fn task(params: MatmulParams, a: Hash32, b: Hash32) -> TaskSpec {
     }
 }
 
+/// Deterministic pseudo-random matrix entries in [-1, 1) (xorshift): the same seed gives the same
+/// matrices from `starling submit matmul` and from the web app's Dashboard.
+pub fn random_matrix(len: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
 /// Little-endian bytes of `values`: the input and output blob format.
 pub fn f32s_to_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()

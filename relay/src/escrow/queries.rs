@@ -1,0 +1,76 @@
+//! Reading the contract: the paging and "not found" handling both backends share, over each
+//! backend's own way of running a smart query.
+
+use super::{EscrowError, EscrowResult, hex, job_escrow};
+use starling_escrow::msg::{JobResponse, JobsResponse, QueryMsg, TasksResponse, WorkerResponse};
+use starling_escrow::state::JobStatus;
+use starling_protocol::events::JobEscrow;
+use starling_protocol::{JobId, PublicKey};
+use std::collections::HashSet;
+
+/// Entries per page of the contract's list queries (its own maximum).
+const PAGE: u32 = 100;
+
+/// A backend that can run the contract's smart queries.
+pub(super) trait SmartQuery: Sync {
+    fn smart_query<T: serde::de::DeserializeOwned>(
+        &self,
+        msg: &QueryMsg,
+    ) -> impl std::future::Future<Output = EscrowResult<T>> + Send;
+}
+
+/// A query whose refusal means "no such thing".
+async fn optional<T: serde::de::DeserializeOwned>(q: &impl SmartQuery, msg: &QueryMsg) -> EscrowResult<Option<T>> {
+    match q.smart_query(msg).await {
+        Ok(v) => Ok(Some(v)),
+        Err(EscrowError::Refused(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Every job, page by page, ascending by id.
+async fn jobs(q: &impl SmartQuery) -> EscrowResult<Vec<JobResponse>> {
+    let mut all: Vec<JobResponse> = Vec::new();
+    loop {
+        let start_after = all.last().map(|j| j.job_id);
+        let page: JobsResponse = q.smart_query(&QueryMsg::Jobs { start_after, limit: Some(PAGE) }).await?;
+        if page.jobs.is_empty() {
+            return Ok(all);
+        }
+        all.extend(page.jobs);
+    }
+}
+
+pub(super) async fn max_job_id(q: &impl SmartQuery) -> EscrowResult<u64> {
+    Ok(jobs(q).await?.last().map_or(0, |j| j.job_id))
+}
+
+/// Jobs opened by `relay` and not closed yet.
+pub(super) async fn open_jobs(q: &impl SmartQuery, relay: &str) -> EscrowResult<Vec<JobId>> {
+    Ok(jobs(q)
+        .await?
+        .iter()
+        .filter(|j| j.relay.as_str() == relay && !matches!(j.status, JobStatus::Closed))
+        .map(|j| JobId(j.job_id))
+        .collect())
+}
+
+pub(super) async fn settled_tasks(q: &impl SmartQuery, job: JobId) -> EscrowResult<HashSet<u32>> {
+    let mut settled = HashSet::new();
+    let mut start_after = None;
+    loop {
+        let page: TasksResponse =
+            q.smart_query(&QueryMsg::Tasks { job_id: job.0, start_after, limit: Some(PAGE) }).await?;
+        let Some(last) = page.tasks.last() else { return Ok(settled) };
+        start_after = Some(last.index);
+        settled.extend(page.tasks.iter().filter(|t| t.settled.is_some()).map(|t| t.index));
+    }
+}
+
+pub(super) async fn job(q: &impl SmartQuery, job: JobId, denom: &str) -> EscrowResult<Option<JobEscrow>> {
+    Ok(optional::<JobResponse>(q, &QueryMsg::Job { job_id: job.0 }).await?.map(|j| job_escrow(job, j, denom)))
+}
+
+pub(super) async fn worker(q: &impl SmartQuery, worker: &PublicKey) -> EscrowResult<Option<WorkerResponse>> {
+    optional(q, &QueryMsg::Worker { pubkey: hex(&worker.0) }).await
+}
