@@ -13,6 +13,8 @@ PLAYWRIGHT_VERSION=1.65.1
 chromium=${CHROMIUM:-/usr/bin/chromium}
 [ -x "$chromium" ] || { echo "test-browser-e2e: no browser at $chromium: apt-get install -y chromium" >&2; exit 1; }
 
+# The relay runs the escrow contract's wasm (embedded ledger): build it when missing or stale.
+scripts/build-contract.sh
 [ -f www/pkg/starling_frontend_bg.wasm ] && [ -f www/pkg/starling_web_worker_bg.wasm ] || scripts/build-web.sh
 cargo build --locked -p starling-cli --bin starling
 npm_dir="$root/target/npm"

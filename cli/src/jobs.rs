@@ -220,7 +220,10 @@ pub async fn prepare(client: &Client, kind: Kind, rules: &Rules) -> Result<Prepa
             if tasks.is_empty() {
                 bail!("counts out of range");
             }
-            Prepared { spec: spec(builtin(BuiltinKernel::MonteCarloPi), tasks, Comparison::Exact, rules), finish: Finish::Pi }
+            Prepared {
+                spec: spec(builtin(BuiltinKernel::MonteCarloPi), tasks, Comparison::Exact, rules),
+                finish: Finish::Pi,
+            }
         }
         Kind::Sha256 { prefix, tasks, workgroups, nonces } => {
             let tasks = sha256_nonce_search::tasks(sha256(prefix.as_bytes()).0, 0, tasks, workgroups, nonces);
@@ -242,7 +245,14 @@ pub async fn prepare(client: &Client, kind: Kind, rules: &Rules) -> Result<Prepa
             let wg = parse_list(&workgroups, 0)?;
             let wg: [u32; 3] = wg.try_into().map_err(|_| anyhow::anyhow!("--workgroups takes x,y,z"))?;
             let task_specs = (0..tasks)
-                .map(|i| Ok(TaskSpec { params: parse_list(&params, i)?, inputs: hashes.clone(), workgroups: wg, output_size }))
+                .map(|i| {
+                    Ok(TaskSpec {
+                        params: parse_list(&params, i)?,
+                        inputs: hashes.clone(),
+                        workgroups: wg,
+                        output_size,
+                    })
+                })
                 .collect::<Result<Vec<_>>>()?;
             let comparison = match tolerance {
                 Some(rel) => Comparison::Tolerance { rel, abs: rel },
@@ -316,10 +326,10 @@ pub async fn finish(client: &Client, job: &JobSummary, spec: &JobSpec, finish: &
         }
         Finish::Matmul { m, n, k, a, b } => {
             let c: Vec<f32> = outs.iter().flat_map(|o| matmul_f32::bytes_to_f32s(o)).collect();
-            let reference = matmul_f32::bytes_to_f32s(&matmul_f32::MatmulParams::whole(*m, *n, *k).cpu(
-                &matmul_f32::f32s_to_bytes(a),
-                &matmul_f32::f32s_to_bytes(b),
-            ));
+            let reference = matmul_f32::bytes_to_f32s(
+                &matmul_f32::MatmulParams::whole(*m, *n, *k)
+                    .cpu(&matmul_f32::f32s_to_bytes(a), &matmul_f32::f32s_to_bytes(b)),
+            );
             if c.len() != reference.len() {
                 bail!("product has {} entries, expected {}", c.len(), reference.len());
             }

@@ -107,7 +107,8 @@ fn relay_config(args: &RelayArgs) -> Result<starling_relay::Config> {
     config.escrow = match args.escrow {
         EscrowMode::Off => starling_relay::EscrowConfig::Off,
         EscrowMode::Chain => {
-            let req = |v: &Option<String>, name: &str| v.clone().with_context(|| format!("--escrow chain needs --{name}"));
+            let req =
+                |v: &Option<String>, name: &str| v.clone().with_context(|| format!("--escrow chain needs --{name}"));
             let mut chain = starling_relay::escrow::chain::ChainConfig::new(
                 &req(&args.chain_rpc, "chain-rpc")?,
                 &req(&args.chain_id, "chain-id")?,

@@ -33,7 +33,11 @@ fn rand_nonce() -> u64 {
 }
 
 fn mandelbrot_job(width: u32, height: u32, tile: u32, max_iter: u32) -> JobSpec {
-    job(BuiltinKernel::Mandelbrot, mandelbrot::tile_job_tasks(width, height, tile, max_iter, (-0.6, 0.0), 3.0), Comparison::Exact)
+    job(
+        BuiltinKernel::Mandelbrot,
+        mandelbrot::tile_job_tasks(width, height, tile, max_iter, (-0.6, 0.0), 3.0),
+        Comparison::Exact,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,14 +58,19 @@ async fn jobs_complete_with_verified_results_equal_to_the_cpu_reference() {
     let (m, n, k) = (40, 24, 72);
     let a = api.upload(matmul_f32::f32s_to_bytes(&(0..m * k).map(|i| (i % 7) as f32 - 3.0).collect::<Vec<_>>())).await;
     let b = api.upload(matmul_f32::f32s_to_bytes(&(0..k * n).map(|i| (i % 5) as f32 * 0.5).collect::<Vec<_>>())).await;
-    let matmul = job(BuiltinKernel::MatmulF32, matmul_f32::tasks_for(m, n, k, a, b, 16), Comparison::Tolerance { rel: 1e-5, abs: 1e-4 });
+    let matmul = job(
+        BuiltinKernel::MatmulF32,
+        matmul_f32::tasks_for(m, n, k, a, b, 16),
+        Comparison::Tolerance { rel: 1e-5, abs: 1e-4 },
+    );
     let pi = job(BuiltinKernel::MonteCarloPi, monte_carlo_pi::tasks(9, 3, 8, 64), Comparison::Exact);
     let matmul_job = api.submit(matmul.clone()).await;
     let pi_job = api.submit(pi.clone()).await;
 
     let mut verified_events = Vec::new();
     let mut snapshot = false;
-    while let Some(Ok(msg)) = tokio::time::timeout(Duration::from_secs(120), events.next()).await.expect("events flow") {
+    while let Some(Ok(msg)) = tokio::time::timeout(Duration::from_secs(120), events.next()).await.expect("events flow")
+    {
         let tokio_tungstenite::tungstenite::Message::Text(text) = msg else { continue };
         match serde_json::from_str::<JobEvent>(text.as_str()).unwrap() {
             JobEvent::Snapshot { .. } => snapshot = true,
@@ -171,7 +180,8 @@ async fn leases_of_killed_and_frozen_workers_are_reassigned() {
     let accepted = detail.tasks[0].replicas.iter().filter(|r| r.state == ReplicaState::Accepted).count();
     assert_eq!(accepted, 2);
     // The relay dropped the frozen worker; thawed, it notices and reconnects.
-    let online = |workers: &[serde_json::Value], key: &str| workers.iter().any(|w| w["key"] == key && w["online"] == true);
+    let online =
+        |workers: &[serde_json::Value], key: &str| workers.iter().any(|w| w["key"] == key && w["online"] == true);
     assert!(!online(&api.workers().await, &frozen_key));
     frozen.signal("-CONT");
     let start = std::time::Instant::now();

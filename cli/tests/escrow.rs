@@ -2,15 +2,16 @@
 //! cosmwasm-vm), real native workers (one of them lying), a paid job. Checks, from the ledger:
 //! honest workers paid exactly for their accepted replicas, the liar paid nothing and slashed
 //! once per settled task it contradicted, the relay's fees, the client's refund of the unused
-//! deposit, every deposit accounted for, total supply equal to what the faucet minted, and all
-//! of it unchanged after the relay is killed with -9 and restarted.
+//! deposit, a second job whose unverified tasks are refunded in full, every deposit accounted
+//! for, total supply equal to what the faucet minted, and all of it unchanged after the relay is
+//! killed with -9 and restarted.
 
 mod support;
 
 use serde_json::Value;
 use sqlx::Row;
 use starling_protocol::JobId;
-use starling_protocol::events::{ClientView, EscrowAccount, JobEscrow, ReplicaState, WorkerView};
+use starling_protocol::events::{ClientView, EscrowAccount, JobEscrow, JobState, ReplicaState, TaskState, WorkerView};
 use starling_protocol::job::{BuiltinKernel, Comparison, JobSpec, KernelSpec};
 use starling_web_worker::kernels::mandelbrot;
 use std::collections::HashMap;
@@ -204,6 +205,40 @@ async fn honest_workers_are_paid_exactly_the_liar_is_slashed_and_the_client_refu
     assert_eq!(amount(&client.balance), FAUCET - paid_replicas * (price + fee) + client_share);
     assert_eq!(amount(&client.received), refund + client_share);
 
+    // Work that is never verified is refunded. Every replica must agree here (quorum 3 of 3,
+    // no extra replicas), so each task the liar takes part in fails; the others verify.
+    let strict = JobSpec {
+        label: "strict render".into(),
+        tasks: mandelbrot::tile_job_tasks(64, 64, 16, 60, (-0.6, 0.0), 3.0),
+        replicas: 3,
+        quorum: 3,
+        max_replicas: 3,
+        nonce: 2,
+        ..spec.clone()
+    };
+    let strict_tasks = strict.tasks.len() as u128;
+    let strict_job = api.submit(strict).await;
+    let strict_detail =
+        api.wait_for(strict_job.id, Duration::from_secs(180), |d| d.summary.state != JobState::Running).await;
+    let strict_escrow = wait_closed(&api, strict_job.id).await;
+    let verified = strict_detail.tasks.iter().filter(|t| t.state == TaskState::Verified).count() as u128;
+    let failed = strict_detail.tasks.iter().filter(|t| t.state == TaskState::Failed).count() as u128;
+    assert_eq!(verified + failed, strict_tasks);
+    assert!(failed > 0, "the liar made some tasks fail: {:?}", strict_detail.summary);
+    assert_eq!(strict_detail.summary.state, JobState::Failed);
+    let strict_deposit = strict_tasks * 3 * (price + fee);
+    assert_eq!(amount(&strict_escrow.deposit), strict_deposit);
+    assert_eq!(strict_escrow.settled_tasks as u128, verified, "exactly the verified tasks settled");
+    assert_eq!(amount(&strict_escrow.paid_to_workers), verified * 3 * price);
+    assert_eq!(amount(&strict_escrow.paid_to_relay), verified * 3 * fee);
+    let strict_refund = amount(strict_escrow.refunded.as_deref().unwrap());
+    assert_eq!(strict_refund, strict_deposit - verified * 3 * (price + fee), "unverified work is refunded in full");
+    let after: ClientView = get(&api, &format!("/v1/clients/{}", api.key.public())).await;
+    assert_eq!(
+        amount(&after.escrow.unwrap().balance),
+        FAUCET - paid_replicas * (price + fee) + client_share - verified * 3 * (price + fee)
+    );
+
     // Supply: only the faucet creates money (the client's grant and four bonds).
     let relay_address = health["escrow"]["relay_address"].as_str().unwrap().to_string();
     relay.proc.kill9();
@@ -211,7 +246,7 @@ async fn honest_workers_are_paid_exactly_the_liar_is_slashed_and_the_client_refu
     assert_eq!(minted, FAUCET + 4 * MIN_BOND);
     assert_eq!(supply, minted, "money was created or destroyed");
     // The relay: its fees, and the reporter's share of each slash it proved.
-    assert_eq!(relay_balance, paid_replicas * fee + relay_share);
+    assert_eq!(relay_balance, paid_replicas * fee + relay_share + verified * 3 * fee);
 
     // The ledger survives kill -9: same accounts after a restart.
     let relay = spawn_relay(&data, 0, &[]);

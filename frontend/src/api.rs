@@ -40,9 +40,9 @@ async fn send(method: &str, path: &str, body: Body<'_>, endpoint: &str) -> Resul
     let _ = headers.set("accept", "application/json");
     init.set_headers(&headers);
     let request = web_sys::Request::new_with_str_and_init(path, &init).map_err(|e| Error::Browser(js_text(&e)))?;
-    let response = JsFuture::from(browser::window().fetch_with_request(&request)).await.map_err(|e| {
-        if browser::is_online() { Error::Network(js_text(&e)) } else { Error::Offline }
-    })?;
+    let response = JsFuture::from(browser::window().fetch_with_request(&request))
+        .await
+        .map_err(|e| if browser::is_online() { Error::Network(js_text(&e)) } else { Error::Offline })?;
     let response: web_sys::Response = response.unchecked_into();
     if response.ok() {
         return Ok(response);
@@ -111,7 +111,8 @@ pub fn task_output_path(id: JobId, index: u32) -> String {
 }
 
 pub async fn task_output(id: JobId, index: u32) -> Result<Vec<u8>> {
-    let response = send("GET", &task_output_path(id, index), Body::None, "GET /v1/jobs/{id}/tasks/{index}/output").await?;
+    let response =
+        send("GET", &task_output_path(id, index), Body::None, "GET /v1/jobs/{id}/tasks/{index}/output").await?;
     bytes_of(&response).await
 }
 

@@ -26,7 +26,8 @@ pub fn set_title(page: &str) {
 
 fn watch_connectivity(online: RwSignal<bool>) {
     for event in ["online", "offline"] {
-        let listener = Closure::<dyn FnMut(web_sys::Event)>::new(move |_: web_sys::Event| online.set(browser::is_online()));
+        let listener =
+            Closure::<dyn FnMut(web_sys::Event)>::new(move |_: web_sys::Event| online.set(browser::is_online()));
         let _ = browser::window().add_event_listener_with_callback(event, listener.as_ref().unchecked_ref());
         // The app lives as long as the page.
         listener.forget();

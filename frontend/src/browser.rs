@@ -64,7 +64,8 @@ pub fn stored(key: &str) -> Option<String> {
 
 /// Stores `value`; a refusal (private mode, quota) is reported, since losing a key matters.
 pub fn store(key: &str, value: &str) -> Result<()> {
-    let storage = storage().ok_or_else(|| Error::Browser("this browser does not allow saving data for this site".into()))?;
+    let storage =
+        storage().ok_or_else(|| Error::Browser("this browser does not allow saving data for this site".into()))?;
     storage
         .set_item(key, value)
         .map_err(|e| Error::Browser(format!("the browser refused to save {key}: {}", js_text(&e))))
@@ -135,17 +136,18 @@ pub fn download(name: &str, bytes: &[u8], mime: &str) -> Result<()> {
     let result = click_link(&url, name);
     // The click has started the download; the URL is no longer needed after this turn.
     let revoke = url.clone();
-    leptos::prelude::set_timeout(move || drop(web_sys::Url::revoke_object_url(&revoke)), std::time::Duration::from_secs(30));
+    leptos::prelude::set_timeout(
+        move || drop(web_sys::Url::revoke_object_url(&revoke)),
+        std::time::Duration::from_secs(30),
+    );
     result
 }
 
 /// Starts a download of `url` (same origin) as `name`.
 pub fn click_link(url: &str, name: &str) -> Result<()> {
     let document = window().document().ok_or_else(|| Error::Browser("no document".into()))?;
-    let anchor: web_sys::HtmlAnchorElement = document
-        .create_element("a")
-        .map_err(|e| Error::Browser(js_text(&e)))?
-        .unchecked_into();
+    let anchor: web_sys::HtmlAnchorElement =
+        document.create_element("a").map_err(|e| Error::Browser(js_text(&e)))?.unchecked_into();
     anchor.set_href(url);
     anchor.set_download(name);
     anchor.click();

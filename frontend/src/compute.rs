@@ -110,7 +110,9 @@ impl Contributor {
                             self.failure.set(Some(format!("Could not reach the compute worker: {}", js_text(&e))));
                         }
                     }
-                    Err(e) => self.failure.set(Some(format!("Could not encode a message for the worker: {}", js_text(&e)))),
+                    Err(e) => {
+                        self.failure.set(Some(format!("Could not encode a message for the worker: {}", js_text(&e))))
+                    }
                 }
             }
         });
@@ -129,7 +131,10 @@ impl Contributor {
             let text = match js_sys::JSON::stringify(&event.data()) {
                 Ok(text) => String::from(text),
                 Err(e) => {
-                    web_sys::console::warn_1(&JsValue::from_str(&format!("unreadable worker message: {}", js_text(&e))));
+                    web_sys::console::warn_1(&JsValue::from_str(&format!(
+                        "unreadable worker message: {}",
+                        js_text(&e)
+                    )));
                     return;
                 }
             };
@@ -172,7 +177,10 @@ impl Contributor {
                 {
                     self.public_key.set(Some(key));
                 }
-                if status.state == WorkerState::Stopped && self.wanted.get_untracked() && self.status.get_untracked().state.is_active() {
+                if status.state == WorkerState::Stopped
+                    && self.wanted.get_untracked()
+                    && self.status.get_untracked().state.is_active()
+                {
                     // The worker stopped by itself (not on our request): reflect it in the button.
                     self.wanted.set(false);
                 }

@@ -37,9 +37,7 @@ impl Error {
     /// Interprets a non-success HTTP answer from `endpoint` (`"GET /v1/workers/{key}"`).
     pub fn from_response(endpoint: &str, status: u16, content_type: Option<&str>, body: &[u8]) -> Error {
         let json = content_type.is_some_and(|t| t.contains("json"));
-        if json
-            && let Ok(error) = serde_json::from_slice::<ErrorBodyLoose>(body)
-        {
+        if json && let Ok(error) = serde_json::from_slice::<ErrorBodyLoose>(body) {
             if error.code == OFFLINE_CODE {
                 return Error::Offline;
             }
@@ -110,15 +108,30 @@ mod tests {
         assert_eq!(e, Error::Unsupported { endpoint: "GET /v1/clients/ab".into() });
         assert!(e.to_string().contains("GET /v1/clients/ab"));
         // A relay that knows the route but not the key answers a JSON not_found.
-        let e = Error::from_response("GET /v1/workers/ab", 404, Some("application/json"), br#"{"code":"not_found","message":"worker ab"}"#);
+        let e = Error::from_response(
+            "GET /v1/workers/ab",
+            404,
+            Some("application/json"),
+            br#"{"code":"not_found","message":"worker ab"}"#,
+        );
         assert!(e.is_not_found());
     }
 
     #[test]
     fn the_service_workers_offline_answer_reads_as_offline() {
-        let e = Error::from_response("GET /v1/health", 503, Some("application/json"), br#"{"code":"offline","message":"x"}"#);
+        let e = Error::from_response(
+            "GET /v1/health",
+            503,
+            Some("application/json"),
+            br#"{"code":"offline","message":"x"}"#,
+        );
         assert_eq!(e, Error::Offline);
-        let e = Error::from_response("GET /v1/health", 503, Some("application/json"), br#"{"code":"unreachable","message":"connection refused"}"#);
+        let e = Error::from_response(
+            "GET /v1/health",
+            503,
+            Some("application/json"),
+            br#"{"code":"unreachable","message":"connection refused"}"#,
+        );
         assert_eq!(e, Error::Network("connection refused".into()));
     }
 

@@ -208,7 +208,8 @@ pub struct JobForm {
 }
 
 /// A starting point for custom kernels: doubles every input word into the output.
-pub const WGSL_EXAMPLE: &str = "// Binding 0: this task's params (u32 words). Bindings 1..=N: the inputs. N+1: the output.
+pub const WGSL_EXAMPLE: &str =
+    "// Binding 0: this task's params (u32 words). Bindings 1..=N: the inputs. N+1: the output.
 struct Params {
     scale: u32,
 }
@@ -403,7 +404,10 @@ struct Rules {
 fn rules(form: &JobForm) -> Result<Rules, FormError> {
     let label = form.label.trim().to_string();
     if label.chars().count() > starling_protocol::limits::MAX_LABEL_LEN {
-        return Err(at(Field::Label, format!("the label may have at most {} characters", starling_protocol::limits::MAX_LABEL_LEN)));
+        return Err(at(
+            Field::Label,
+            format!("the label may have at most {} characters", starling_protocol::limits::MAX_LABEL_LEN),
+        ));
     }
     let small = |field, text: &str, what| -> Result<u8, FormError> {
         let v = parse_positive(field, text, what, u32::from(MAX_REPLICAS))?;
@@ -416,7 +420,10 @@ fn rules(form: &JobForm) -> Result<Rules, FormError> {
         return Err(at(Field::Quorum, format!("a quorum of {quorum} needs at least {quorum} replicas")));
     }
     if max_replicas < replicas {
-        return Err(at(Field::MaxReplicas, format!("most replicas must be at least the {replicas} replicas handed out first")));
+        return Err(at(
+            Field::MaxReplicas,
+            format!("most replicas must be at least the {replicas} replicas handed out first"),
+        ));
     }
     let price = parse_u64(Field::Price, &form.price, "Price per replica")?;
     let max_minutes = (MAX_DEADLINE_SECS / 60) as u32;
@@ -490,7 +497,9 @@ fn mandelbrot_job(form: &JobForm) -> Result<Parts, FormError> {
         return Err(at(Field::Scale, "the view width must be above 0"));
     }
     // Q4.28 fixed point: the plane coordinates must stay within ±8.
-    if center_re.abs() + scale / 2.0 >= 8.0 || center_im.abs() + scale * f64::from(height) / f64::from(width) / 2.0 >= 8.0 {
+    if center_re.abs() + scale / 2.0 >= 8.0
+        || center_im.abs() + scale * f64::from(height) / f64::from(width) / 2.0 >= 8.0
+    {
         return Err(at(Field::Scale, "the view must stay within ±8 of the origin (the kernel's fixed-point range)"));
     }
     let tiles = u64::from(width.div_ceil(tile)) * u64::from(height.div_ceil(tile));
@@ -510,7 +519,10 @@ fn matmul_job(form: &JobForm) -> Result<Parts, FormError> {
     let seed = parse_u64(Field::Seed, &form.seed, "Seed")?;
     for (field, r, c, name) in [(Field::MatK, m, k, "A"), (Field::MatN, k, n, "B")] {
         if u64::from(r) * u64::from(c) * 4 > MAX_BLOB_BYTES {
-            return Err(at(field, format!("matrix {name} would be over the relay's {} MiB blob limit", MAX_BLOB_BYTES >> 20)));
+            return Err(at(
+                field,
+                format!("matrix {name} would be over the relay's {} MiB blob limit", MAX_BLOB_BYTES >> 20),
+            ));
         }
     }
     check_task_count(Field::RowsPerTask, m.div_ceil(rows) as usize)?;
@@ -533,8 +545,12 @@ fn matmul_job(form: &JobForm) -> Result<Parts, FormError> {
 fn pi_job(form: &JobForm) -> Result<Parts, FormError> {
     let n_tasks = parse_positive(Field::PiTasks, &form.pi_tasks, "Tasks", MAX_TASKS as u32)?;
     let workgroups = parse_positive(Field::PiWorkgroups, &form.pi_workgroups, "Workgroups per task", u32::MAX)?;
-    let samples =
-        parse_positive(Field::PiSamples, &form.pi_samples, "Samples per thread", monte_carlo_pi::MAX_SAMPLES_PER_THREAD)?;
+    let samples = parse_positive(
+        Field::PiSamples,
+        &form.pi_samples,
+        "Samples per thread",
+        monte_carlo_pi::MAX_SAMPLES_PER_THREAD,
+    )?;
     let seed = parse_u64(Field::Seed, &form.seed, "Seed")?;
     if kernels::linear_workgroups(workgroups).is_none() {
         return Err(at(Field::PiWorkgroups, "this many workgroups has no dispatch shape; try a power of two"));
@@ -580,13 +596,19 @@ fn wgsl_job(form: &JobForm, files: &[InputFile]) -> Result<Parts, FormError> {
         return Err(at(Field::WgslEntry, "the entry point is a function name: 1-64 letters, digits or '_'"));
     }
     if files.len() > starling_protocol::limits::MAX_INPUTS_PER_TASK {
-        return Err(at(Field::WgslInputs, format!("at most {} input files", starling_protocol::limits::MAX_INPUTS_PER_TASK)));
+        return Err(at(
+            Field::WgslInputs,
+            format!("at most {} input files", starling_protocol::limits::MAX_INPUTS_PER_TASK),
+        ));
     }
     let mut uploads: Vec<Upload> = Vec::new();
     let mut hashes = Vec::with_capacity(files.len());
     for file in files {
         if file.bytes.len() as u64 > MAX_BLOB_BYTES {
-            return Err(at(Field::WgslInputs, format!("{} is over the relay's {} MiB limit", file.name, MAX_BLOB_BYTES >> 20)));
+            return Err(at(
+                Field::WgslInputs,
+                format!("{} is over the relay's {} MiB limit", file.name, MAX_BLOB_BYTES >> 20),
+            ));
         }
         let hash = sha256(&file.bytes);
         hashes.push(hash);
@@ -603,7 +625,12 @@ fn wgsl_job(form: &JobForm, files: &[InputFile]) -> Result<Parts, FormError> {
             format!("each workgroup count must be between 1 and {}", starling_protocol::limits::MAX_WORKGROUPS_PER_DIM),
         ));
     }
-    let output_size = parse_positive(Field::WgslOutputSize, &form.wgsl_output_size, "Output size (bytes)", starling_protocol::limits::MAX_OUTPUT_BYTES)?;
+    let output_size = parse_positive(
+        Field::WgslOutputSize,
+        &form.wgsl_output_size,
+        "Output size (bytes)",
+        starling_protocol::limits::MAX_OUTPUT_BYTES,
+    )?;
     if !output_size.is_multiple_of(4) {
         return Err(at(Field::WgslOutputSize, "the output size must be a multiple of 4 bytes"));
     }
@@ -612,18 +639,19 @@ fn wgsl_job(form: &JobForm, files: &[InputFile]) -> Result<Parts, FormError> {
     for i in 0..n_tasks {
         let params = parse_words(&form.wgsl_params, i).map_err(|e| at(Field::WgslParams, e))?;
         if params.len() > starling_protocol::limits::MAX_PARAM_WORDS {
-            return Err(at(Field::WgslParams, format!("at most {} param words", starling_protocol::limits::MAX_PARAM_WORDS)));
+            return Err(at(
+                Field::WgslParams,
+                format!("at most {} param words", starling_protocol::limits::MAX_PARAM_WORDS),
+            ));
         }
         tasks.push(TaskSpec { params, inputs: hashes.clone(), workgroups, output_size });
     }
     let comparison = match form.wgsl_tolerance.trim() {
         "" => Comparison::Exact,
         text => {
-            let rel = text
-                .parse::<f32>()
-                .ok()
-                .filter(|r| r.is_finite() && *r >= 0.0)
-                .ok_or_else(|| at(Field::WgslTolerance, "the tolerance is a non-negative number like 0.0001, or empty for exact"))?;
+            let rel = text.parse::<f32>().ok().filter(|r| r.is_finite() && *r >= 0.0).ok_or_else(|| {
+                at(Field::WgslTolerance, "the tolerance is a non-negative number like 0.0001, or empty for exact")
+            })?;
             Comparison::Tolerance { rel, abs: rel }
         }
     };
@@ -662,7 +690,14 @@ mod tests {
 
     #[test]
     fn matmul_hashes_match_the_uploaded_bytes_and_the_cli_generator() {
-        let f = JobForm { m: "64".into(), n: "32".into(), k: "16".into(), rows_per_task: "16".into(), seed: "3".into(), ..form(JobKind::Matmul) };
+        let f = JobForm {
+            m: "64".into(),
+            n: "32".into(),
+            k: "16".into(),
+            rows_per_task: "16".into(),
+            seed: "3".into(),
+            ..form(JobKind::Matmul)
+        };
         let job = build(&f, &[], 1).unwrap();
         assert_eq!(job.uploads.len(), 2);
         for u in &job.uploads {
@@ -776,12 +811,39 @@ mod tests {
     #[test]
     fn field_ids_are_distinct() {
         let all = [
-            Field::Label, Field::Replicas, Field::Quorum, Field::MaxReplicas, Field::Price, Field::Deadline, Field::Width,
-            Field::Height, Field::Tile, Field::MaxIter, Field::CenterRe, Field::CenterIm, Field::Scale, Field::MatM,
-            Field::MatN, Field::MatK, Field::RowsPerTask, Field::Seed, Field::PiTasks, Field::PiWorkgroups,
-            Field::PiSamples, Field::ShaPrefix, Field::ShaTasks, Field::ShaWorkgroups, Field::ShaNonces,
-            Field::WgslSource, Field::WgslEntry, Field::WgslInputs, Field::WgslParams, Field::WgslWorkgroups,
-            Field::WgslOutputSize, Field::WgslTasks, Field::WgslTolerance,
+            Field::Label,
+            Field::Replicas,
+            Field::Quorum,
+            Field::MaxReplicas,
+            Field::Price,
+            Field::Deadline,
+            Field::Width,
+            Field::Height,
+            Field::Tile,
+            Field::MaxIter,
+            Field::CenterRe,
+            Field::CenterIm,
+            Field::Scale,
+            Field::MatM,
+            Field::MatN,
+            Field::MatK,
+            Field::RowsPerTask,
+            Field::Seed,
+            Field::PiTasks,
+            Field::PiWorkgroups,
+            Field::PiSamples,
+            Field::ShaPrefix,
+            Field::ShaTasks,
+            Field::ShaWorkgroups,
+            Field::ShaNonces,
+            Field::WgslSource,
+            Field::WgslEntry,
+            Field::WgslInputs,
+            Field::WgslParams,
+            Field::WgslWorkgroups,
+            Field::WgslOutputSize,
+            Field::WgslTasks,
+            Field::WgslTolerance,
         ];
         let mut ids: Vec<&str> = all.iter().map(|f| f.id()).collect();
         ids.sort_unstable();

@@ -36,15 +36,15 @@ pub fn mandelbrot_tiles(spec: &JobSpec) -> Vec<(u32, u32, u32, u32)> {
 /// through. `outputs[i]` is task `i`'s output where verified.
 pub fn mandelbrot_rgba(spec: &JobSpec, outputs: &[Option<Vec<u8>>]) -> Result<Vec<u8>, String> {
     let (width, height) = mandelbrot_size(spec).ok_or("not a Mandelbrot job")?;
-    let (tasks, outs): (Vec<TaskSpec>, Vec<&[u8]>) = spec
-        .tasks
-        .iter()
-        .zip(outputs)
-        .filter_map(|(task, out)| out.as_deref().map(|o| (task.clone(), o)))
-        .unzip();
+    let (tasks, outs): (Vec<TaskSpec>, Vec<&[u8]>) =
+        spec.tasks.iter().zip(outputs).filter_map(|(task, out)| out.as_deref().map(|o| (task.clone(), o))).unzip();
     let rgb = mandelbrot::assemble_image(width, height, &tasks, &outs).map_err(|e| e.to_string())?;
     let mut rgba = vec![0u8; width as usize * height as usize * 4];
-    for (x, y, w, h) in tasks.iter().filter_map(|t| mandelbrot::MandelbrotParams::from_words(&t.params).ok()).map(|p| (p.tile.x, p.tile.y, p.tile.width, p.tile.height)) {
+    for (x, y, w, h) in tasks
+        .iter()
+        .filter_map(|t| mandelbrot::MandelbrotParams::from_words(&t.params).ok())
+        .map(|p| (p.tile.x, p.tile.y, p.tile.width, p.tile.height))
+    {
         for row in y..y + h {
             for col in x..x + w {
                 let i = (row as usize * width as usize + col as usize) * 3;
@@ -151,7 +151,8 @@ pub fn output_name(job: u64, index: u32) -> String {
 /// A tar archive (POSIX ustar) of `files`: the combined download of a job's outputs. Plain tar
 /// opens everywhere without extra software.
 pub fn tar(files: &[(String, Vec<u8>)], mtime_secs: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(files.iter().map(|(_, d)| 512 + d.len().div_ceil(512) * 512).sum::<usize>() + 1024);
+    let mut out =
+        Vec::with_capacity(files.iter().map(|(_, d)| 512 + d.len().div_ceil(512) * 512).sum::<usize>() + 1024);
     for (name, data) in files {
         let mut header = [0u8; 512];
         let name_bytes = name.as_bytes();
@@ -220,7 +221,8 @@ pub struct Progress {
 impl Progress {
     /// Starts from a summary seen at `now_ms` (the page's wall clock).
     pub fn from_summary(job: &JobSummary, now_ms: u64) -> Progress {
-        let mut p = Progress { created_ms: job.created_at_ms, points: vec![(0.0, 0.0)], joined_late: job.tasks_verified > 0 };
+        let mut p =
+            Progress { created_ms: job.created_at_ms, points: vec![(0.0, 0.0)], joined_late: job.tasks_verified > 0 };
         let seen = job.finished_at_ms.unwrap_or(now_ms).max(job.created_at_ms);
         if job.tasks_verified > 0 {
             p.points.push((p.secs(seen), f64::from(job.tasks_verified)));
@@ -276,7 +278,9 @@ mod tests {
         let name = builtin(spec).unwrap();
         spec.tasks
             .iter()
-            .map(|t| starling_web_worker::kernels::run_cpu(name, &t.params, inputs, t.workgroups, t.output_size).unwrap())
+            .map(|t| {
+                starling_web_worker::kernels::run_cpu(name, &t.params, inputs, t.workgroups, t.output_size).unwrap()
+            })
             .collect()
     }
 

@@ -4,8 +4,8 @@
 //! relay does not send lets the page say so instead of showing a made-up zero.
 
 use serde::Deserialize;
-use starling_protocol::events::TaskState;
 use starling_protocol::Hash32;
+use starling_protocol::events::TaskState;
 
 /// `GET /v1/health`.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
@@ -150,7 +150,8 @@ mod tests {
 
     #[test]
     fn health_without_the_verified_counter_reads_as_unknown() {
-        let h: HealthView = serde_json::from_str(r#"{"status":"ok","version":"0.1.0","workers_online":3,"jobs_running":1}"#).unwrap();
+        let h: HealthView =
+            serde_json::from_str(r#"{"status":"ok","version":"0.1.0","workers_online":3,"jobs_running":1}"#).unwrap();
         assert_eq!(h.tasks_verified_total, None);
         let h: HealthView = serde_json::from_str(
             r#"{"status":"ok","version":"0.1.0","workers_online":3,"jobs_running":1,"tasks_verified_total":42,"new":true}"#,
@@ -185,7 +186,8 @@ mod tests {
     fn adapter_labels() {
         let named = AdapterInfo { name: "NVIDIA H100".into(), ..Default::default() };
         assert_eq!(named.label(), "NVIDIA H100");
-        let ids = AdapterInfo { device_type: "integrated_gpu".into(), vendor: 0x8086, device: 0x46a6, ..Default::default() };
+        let ids =
+            AdapterInfo { device_type: "integrated_gpu".into(), vendor: 0x8086, device: 0x46a6, ..Default::default() };
         assert_eq!(ids.label(), "integrated GPU 8086:46a6");
         assert_eq!(AdapterInfo::default().label(), "unnamed adapter");
     }

@@ -36,8 +36,11 @@ impl Settings {
         let defaults = Settings::default();
         let duty_cycle =
             if self.duty_cycle.is_finite() { self.duty_cycle.clamp(MIN_DUTY_CYCLE, 1.0) } else { defaults.duty_cycle };
-        let min_battery =
-            if self.min_battery.is_finite() { self.min_battery.clamp(0.0, MAX_MIN_BATTERY) } else { defaults.min_battery };
+        let min_battery = if self.min_battery.is_finite() {
+            self.min_battery.clamp(0.0, MAX_MIN_BATTERY)
+        } else {
+            defaults.min_battery
+        };
         Settings { duty_cycle, pause_when_hidden: self.pause_when_hidden, min_battery }
     }
 
@@ -198,7 +201,8 @@ mod tests {
 
     #[test]
     fn page_messages_match_the_contract() {
-        let start = ToWorker::Start { relay: "http://127.0.0.1:8080".into(), secret_key: None, settings: Settings::default() };
+        let start =
+            ToWorker::Start { relay: "http://127.0.0.1:8080".into(), secret_key: None, settings: Settings::default() };
         assert_eq!(
             start.to_json(),
             r#"{"type":"start","relay":"http://127.0.0.1:8080","secret_key":null,"settings":{"duty_cycle":0.1,"pause_when_hidden":true,"min_battery":0.2}}"#
@@ -206,8 +210,12 @@ mod tests {
         assert_eq!(ToWorker::Stop.to_json(), r#"{"type":"stop"}"#);
         let device = ToWorker::Device { hidden: true, battery: Some(Battery { level: 0.5, charging: false }) };
         assert_eq!(device.to_json(), r#"{"type":"device","hidden":true,"battery":{"level":0.5,"charging":false}}"#);
-        assert_eq!(ToWorker::Device { hidden: false, battery: None }.to_json(), r#"{"type":"device","hidden":false,"battery":null}"#);
-        let settings = ToWorker::Settings { settings: Settings { duty_cycle: 0.5, pause_when_hidden: false, min_battery: 0.0 } };
+        assert_eq!(
+            ToWorker::Device { hidden: false, battery: None }.to_json(),
+            r#"{"type":"device","hidden":false,"battery":null}"#
+        );
+        let settings =
+            ToWorker::Settings { settings: Settings { duty_cycle: 0.5, pause_when_hidden: false, min_battery: 0.0 } };
         assert_eq!(
             settings.to_json(),
             r#"{"type":"settings","settings":{"duty_cycle":0.5,"pause_when_hidden":false,"min_battery":0.0}}"#
@@ -250,9 +258,16 @@ mod tests {
 
     #[test]
     fn state_lines() {
-        let paused = WorkerStatus { state: WorkerState::Paused, reason: Some("battery below 20 %".into()), ..Default::default() };
+        let paused = WorkerStatus {
+            state: WorkerState::Paused,
+            reason: Some("battery below 20 %".into()),
+            ..Default::default()
+        };
         let line = describe(&paused, true, true);
-        assert_eq!((line.key, line.headline.as_str(), line.detail.as_str()), ("paused", "Paused", "battery below 20 %"));
+        assert_eq!(
+            (line.key, line.headline.as_str(), line.detail.as_str()),
+            ("paused", "Paused", "battery below 20 %")
+        );
         let offline = describe(&WorkerStatus { state: WorkerState::Working, ..Default::default() }, false, true);
         assert_eq!(offline.key, "offline");
         // Offline does not matter while not contributing.
@@ -261,9 +276,17 @@ mod tests {
         assert_eq!(describe(&WorkerStatus::default(), true, true).key, "starting");
         let idle = describe(&WorkerStatus { state: WorkerState::Working, ..Default::default() }, true, true);
         assert!(idle.detail.contains("waiting"), "{}", idle.detail);
-        let busy = describe(&WorkerStatus { state: WorkerState::Working, kernel: Some("mandelbrot".into()), ..Default::default() }, true, true);
+        let busy = describe(
+            &WorkerStatus { state: WorkerState::Working, kernel: Some("mandelbrot".into()), ..Default::default() },
+            true,
+            true,
+        );
         assert!(busy.detail.contains("Running"), "{}", busy.detail);
-        let resting = describe(&WorkerStatus { state: WorkerState::Resting, reason: Some("  ".into()), ..Default::default() }, true, true);
+        let resting = describe(
+            &WorkerStatus { state: WorkerState::Resting, reason: Some("  ".into()), ..Default::default() },
+            true,
+            true,
+        );
         assert!(resting.detail.contains("duty cycle"));
     }
 

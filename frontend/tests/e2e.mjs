@@ -51,12 +51,23 @@ function start(args, name) {
 
 let stopping = false;
 
-async function firstLine(proc, pattern) {
-  for await (const line of proc.lines) {
-    const m = line.match(pattern);
-    if (m) return m;
+async function firstLine(proc, pattern, timeout = 60_000) {
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no line matching ${pattern} within ${timeout} ms:\n${proc.log.join('').slice(-4000)}`)), timeout);
+  });
+  const found = (async () => {
+    for await (const line of proc.lines) {
+      const m = line.match(pattern);
+      if (m) return m;
+    }
+    throw new Error(`process ended before printing ${pattern}:\n${proc.log.join('').slice(-4000)}`);
+  })();
+  try {
+    return await Promise.race([found, late]);
+  } finally {
+    clearTimeout(timer);
   }
-  throw new Error(`process ended before printing ${pattern}`);
 }
 
 async function api(base, path) {
@@ -117,15 +128,18 @@ try {
   await contribute.goto(`${base}/contribute`);
   await contribute.getByTestId('page-contribute').waitFor();
   await contribute.getByTestId('start-button').click();
-  const browserKey = await until('the browser worker to connect to the relay', async () => {
+  const browserWorker = await until('the browser worker to connect to the relay', async () => {
     const workers = await api(base, '/v1/workers');
-    const w = workers.find((w) => w.online && w.capabilities?.platform === 'browser');
-    return w ? w.key : null;
+    return workers.find((w) => w.online && w.capabilities?.platform === 'browser') ?? null;
   });
+  const browserKey = browserWorker.key;
+  // It computes on WebGPU, not on the CPU fallback (which would agree with the native worker too).
+  assert.equal(browserWorker.capabilities.backend, 'browser_webgpu', `the browser worker announced ${JSON.stringify(browserWorker.capabilities)}`);
   const shown = (await contribute.getByTestId('worker-key').textContent()).trim().replace(/[…\.]+/g, ' ').split(/\s+/)[0];
   assert.ok(browserKey.startsWith(shown), `Contribute shows key ${shown}, the relay sees ${browserKey}`);
   console.log(`browser worker ${browserKey}`);
   const backend = await contribute.getByTestId('worker-backend').textContent();
+  assert.match(backend, /WebGPU/i, `Contribute shows backend ${backend}`);
   console.log(`browser backend: ${backend}`);
 
   // ...and a native worker beside it.
@@ -171,6 +185,20 @@ try {
   const doneInBrowser = Number(await contribute.getByTestId('tasks-done').textContent());
   assert.ok(doneInBrowser >= detail.tasks.length, `Contribute shows ${doneInBrowser} tasks done`);
 
+  // The worker's key lives in the browser: after a reload, Start connects with the same key.
+  await contribute.reload();
+  await contribute.getByTestId('page-contribute').waitFor();
+  if ((await contribute.getByTestId('start-button').getAttribute('data-running')) !== 'true') {
+    await contribute.getByTestId('start-button').click();
+  }
+  await until('the reloaded Contribute page to connect again', async () => {
+    const browsers = (await api(base, '/v1/workers')).filter((w) => w.capabilities?.platform === 'browser');
+    assert.deepEqual(browsers.map((w) => w.key), [browserKey], 'the reload made a new worker key');
+    const shownAgain = (await contribute.getByTestId('worker-key').textContent()).trim().replace(/[…\.]+/g, ' ').split(/\s+/)[0];
+    return browserKey.startsWith(shownAgain) && (await contribute.getByTestId('worker-status').getAttribute('data-state')) !== 'stopped';
+  }, 60_000);
+  console.log('a reload keeps the worker key');
+
   // 3. Invalid WGSL shows the relay's line:column error.
   await dashboard.goto(`${base}/dashboard`);
   await dashboard.getByTestId('job-kernel').selectOption('wgsl');
@@ -203,9 +231,9 @@ try {
   const cdp = await context.newCDPSession(dashboard);
   const { installabilityErrors } = await cdp.send('Page.getInstallabilityErrors');
   assert.deepEqual(installabilityErrors, [], `not installable: ${JSON.stringify(installabilityErrors)}`);
-  await dashboard.evaluate(() => navigator.serviceWorker.ready.then(() => true));
+  await dashboard.waitForFunction(() => navigator.serviceWorker.ready.then(() => true), null, { timeout: 60_000 });
   await dashboard.reload();
-  await dashboard.waitForFunction(() => navigator.serviceWorker.controller !== null);
+  await dashboard.waitForFunction(() => navigator.serviceWorker.controller !== null, null, { timeout: 60_000 });
   // Offline for real: the relay is gone, so only the service worker's cache can answer, and the
   // page's network is emulated offline (navigator.onLine false, as on a phone in flight mode).
   stopping = true;

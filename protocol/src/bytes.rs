@@ -93,10 +93,7 @@ mod tests {
     #[test]
     fn hex_round_trip_and_rejects_bad_length() {
         let h = sha256(b"abc");
-        assert_eq!(
-            h.to_hex(),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(h.to_hex(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         let json = serde_json::to_string(&h).unwrap();
         assert_eq!(serde_json::from_str::<Hash32>(&json).unwrap(), h);
         assert!(serde_json::from_str::<Hash32>("\"abcd\"").is_err());

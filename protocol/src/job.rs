@@ -207,10 +207,8 @@ impl JobSpec {
             return Err(invalid("tolerance rel and abs must be finite and non-negative"));
         }
         for (i, task) in self.tasks.iter().enumerate() {
-            task.validate(self.comparison).map_err(|e| SpecError {
-                code: e.code,
-                message: format!("task {i}: {}", e.message),
-            })?;
+            task.validate(self.comparison)
+                .map_err(|e| SpecError { code: e.code, message: format!("task {i}: {}", e.message) })?;
         }
         Ok(())
     }
@@ -266,7 +264,8 @@ mod tests {
 
     #[test]
     fn defaults_fill_in_and_unknown_fields_are_refused() {
-        let json = r#"{"kernel":{"type":"builtin","name":"monte_carlo_pi"},"tasks":[{"workgroups":[1,1,1],"output_size":4}]}"#;
+        let json =
+            r#"{"kernel":{"type":"builtin","name":"monte_carlo_pi"},"tasks":[{"workgroups":[1,1,1],"output_size":4}]}"#;
         let spec: JobSpec = serde_json::from_str(json).unwrap();
         assert_eq!((spec.replicas, spec.quorum, spec.max_replicas), (2, 2, 4));
         spec.validate().unwrap();
@@ -292,12 +291,28 @@ mod tests {
             ("odd output", |s| s.tasks[0].output_size = 3, Some(ErrorCode::InvalidSpec)),
             ("huge output", |s| s.tasks[0].output_size = MAX_OUTPUT_BYTES + 4, Some(ErrorCode::TooLarge)),
             ("too many params", |s| s.tasks[0].params = vec![0; MAX_PARAM_WORDS + 1], Some(ErrorCode::TooLarge)),
-            ("too many inputs", |s| s.tasks[0].inputs = vec![sha256(b""); MAX_INPUTS_PER_TASK + 1], Some(ErrorCode::TooLarge)),
+            (
+                "too many inputs",
+                |s| s.tasks[0].inputs = vec![sha256(b""); MAX_INPUTS_PER_TASK + 1],
+                Some(ErrorCode::TooLarge),
+            ),
             ("zero deadline", |s| s.deadline_secs = 0, Some(ErrorCode::InvalidSpec)),
-            ("nan tolerance", |s| s.comparison = Comparison::Tolerance { rel: f32::NAN, abs: 0.0 }, Some(ErrorCode::InvalidSpec)),
+            (
+                "nan tolerance",
+                |s| s.comparison = Comparison::Tolerance { rel: f32::NAN, abs: 0.0 },
+                Some(ErrorCode::InvalidSpec),
+            ),
             ("long label", |s| s.label = "x".repeat(MAX_LABEL_LEN + 1), Some(ErrorCode::InvalidSpec)),
-            ("bad entry point", |s| s.kernel = KernelSpec::Wgsl { source: "".into(), entry_point: "main()".into() }, Some(ErrorCode::InvalidSpec)),
-            ("huge wgsl", |s| s.kernel = KernelSpec::Wgsl { source: " ".repeat(MAX_WGSL_BYTES + 1), entry_point: "main".into() }, Some(ErrorCode::TooLarge)),
+            (
+                "bad entry point",
+                |s| s.kernel = KernelSpec::Wgsl { source: "".into(), entry_point: "main()".into() },
+                Some(ErrorCode::InvalidSpec),
+            ),
+            (
+                "huge wgsl",
+                |s| s.kernel = KernelSpec::Wgsl { source: " ".repeat(MAX_WGSL_BYTES + 1), entry_point: "main".into() },
+                Some(ErrorCode::TooLarge),
+            ),
         ];
         for (name, mutate, want) in cases {
             let mut spec = sample_spec();

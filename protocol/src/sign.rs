@@ -173,7 +173,8 @@ mod tests {
         assert_eq!(
             hex::encode(&auth),
             concat!(
-                "10", "737461726c696e672f617574682f7631",
+                "10",
+                "737461726c696e672f617574682f7631",
                 "1111111111111111111111111111111111111111111111111111111111111111",
                 "ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c"
             )
@@ -185,8 +186,10 @@ mod tests {
         assert_eq!(
             hex::encode(&result),
             concat!(
-                "12", "737461726c696e672f726573756c742f7631",
-                "000000000000002a", "00000007",
+                "12",
+                "737461726c696e672f726573756c742f7631",
+                "000000000000002a",
+                "00000007",
                 "e0ee8bb50685e05fa0f47ed04203ae953fdfd055f5bd2892ea186504254f8c3a",
                 "0000000000001000",
                 "ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c"
@@ -204,9 +207,12 @@ mod tests {
         assert_eq!(
             hex::encode(&bytes),
             concat!(
-                "14", "737461726c696e672f72656769737465722f7631",
-                "000f", "636f736d6f7331636f6e7472616374",
-                "000c", "636f736d6f73316f776e6572",
+                "14",
+                "737461726c696e672f72656769737465722f7631",
+                "000f",
+                "636f736d6f7331636f6e7472616374",
+                "000c",
+                "636f736d6f73316f776e6572",
                 "ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c"
             )
         );
@@ -224,9 +230,18 @@ mod tests {
         let other_task = TaskId { job: JobId(1), index: 1 };
         let other_job = TaskId { job: JobId(2), index: 0 };
         assert!(verify(&key.public(), &result_bytes(task, &h, 32, &key.public()), &sig).is_ok());
-        assert_eq!(verify(&key.public(), &result_bytes(other_task, &h, 32, &key.public()), &sig), Err(SignatureError::Invalid));
-        assert_eq!(verify(&key.public(), &result_bytes(other_job, &h, 32, &key.public()), &sig), Err(SignatureError::Invalid));
-        assert_eq!(verify(&key.public(), &result_bytes(task, &h, 36, &key.public()), &sig), Err(SignatureError::Invalid));
+        assert_eq!(
+            verify(&key.public(), &result_bytes(other_task, &h, 32, &key.public()), &sig),
+            Err(SignatureError::Invalid)
+        );
+        assert_eq!(
+            verify(&key.public(), &result_bytes(other_job, &h, 32, &key.public()), &sig),
+            Err(SignatureError::Invalid)
+        );
+        assert_eq!(
+            verify(&key.public(), &result_bytes(task, &h, 36, &key.public()), &sig),
+            Err(SignatureError::Invalid)
+        );
         let impostor = Keypair::from_seed([8; 32]);
         assert!(verify(&impostor.public(), &result_bytes(task, &h, 32, &key.public()), &sig).is_err());
         // An auth signature over the same 32 bytes is not a result signature.

@@ -40,6 +40,16 @@ pub enum WorkerMessage {
         task: TaskId,
         reason: String,
     },
+    /// The worker did not start the task and gives the lease back (paused by its duty cycle,
+    /// a hidden tab or a low battery, or busy): the relay hands the replica to another worker,
+    /// may offer the task to this one again later, and takes the worker as not accepting work
+    /// until its next heartbeat. Unlike [`WorkerMessage::Failed`], it says nothing against the
+    /// task.
+    Decline {
+        lease: LeaseId,
+        task: TaskId,
+        reason: String,
+    },
     /// Answers [`RelayMessage::Register`]: `proof` is the worker key's signature over
     /// [`crate::sign::register_bytes`]`(contract, owner, worker_key)`, which lets the escrow
     /// contract bond this key under `owner` (and pay `owner` for its verified work).

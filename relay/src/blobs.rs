@@ -123,7 +123,10 @@ mod tests {
         assert_eq!(store.read(&h).await.unwrap(), b"hello");
         assert!(matches!(store.put_bytes(Bytes::from_static(b"too long!")).await, Err(BlobError::TooLarge { .. })));
         let wrong = store
-            .put_stream(futures_util::stream::iter([Ok::<_, std::convert::Infallible>(Bytes::from_static(b"abc"))]), Some(h))
+            .put_stream(
+                futures_util::stream::iter([Ok::<_, std::convert::Infallible>(Bytes::from_static(b"abc"))]),
+                Some(h),
+            )
             .await;
         assert!(matches!(wrong, Err(BlobError::HashMismatch { .. })));
         assert_eq!(store.size(&sha256(b"abc")).await, None, "refused uploads leave nothing behind");

@@ -7,7 +7,7 @@
 use crate::blobs::BlobStore;
 use crate::error::{Error, Result};
 use crate::escrow::settler::{SettleNote, SettleSender};
-use crate::escrow::{Escrow, plan};
+use crate::escrow::{Escrow, EscrowError, plan};
 use crate::scheduler::{JobRequirements, Lease, Scheduler, TaskNeeds};
 use crate::store::{ReturnedReplica, Store};
 use crate::verifier::{self, Decision, Returned, Rule};
@@ -54,6 +54,12 @@ pub enum Command {
         task: TaskId,
         reason: String,
     },
+    Decline {
+        key: PublicKey,
+        lease: LeaseId,
+        task: TaskId,
+        reason: String,
+    },
     CreateJob {
         job: SignedJob,
         req: JobRequirements,
@@ -78,6 +84,8 @@ pub struct Shared {
 
 /// Events buffered per watcher before it counts as lagging.
 const WATCHER_BUFFER: usize = 256;
+/// Job ids found taken in escrow, one after another, before a submission is refused.
+const MAX_ESCROW_ID_SKIPS: u32 = 64;
 
 impl Shared {
     /// Starts receiving a job's events.
@@ -434,6 +442,17 @@ impl Core {
                 let lease = self.sched.lease_failed(lease).expect("lease checked above");
                 self.record_lapse(db, &lease, out).await?;
             }
+            Command::Decline { key, lease, task, reason } => {
+                if !self.sched.lease(lease).is_some_and(|l| l.worker == key && l.task == task) {
+                    out.messages.push((key, lease_not_held(lease)));
+                    return Ok(());
+                }
+                tracing::debug!(worker = %key, %task, %reason, "worker declined task");
+                // The scheduler queues the replica again; the store records this lease as ended
+                // without a result, but no lapse counts against the task: it did nothing wrong.
+                self.sched.lease_declined(lease);
+                Store::set_replica_state(db, lease, &[ReplicaState::Leased], ReplicaState::Lapsed).await?;
+            }
             Command::CreateJob { job, req, reply } => {
                 let mine = self.jobs.values().filter(|j| j.summary.client == job.client).count();
                 if mine >= self.config.max_running_jobs_per_client || self.jobs.len() >= self.config.max_running_jobs {
@@ -445,14 +464,47 @@ impl Core {
                     let _ = reply.send(Err(Error::Limit(limit)));
                     return Ok(());
                 }
+                if Store::job_signed(db, &job.signature).await? {
+                    let _ = reply.send(Err(Error::Duplicate(
+                        "this signed job was already posted; sign it again with a new nonce to post another".into(),
+                    )));
+                    return Ok(());
+                }
                 let created = now_ms();
-                let id = JobId(self.next_job_id);
-                if let (Some(escrow), Some(open)) =
-                    (&self.escrow, plan::open_job(id, job.client, &job.spec, created / 1000))
-                {
+                let mut id = JobId(self.next_job_id);
+                if let (Some(escrow), Some(_)) = (&self.escrow, plan::open_job(id, job.client, &job.spec, created)) {
+                    // An id already taken in escrow (another relay's job on a shared contract,
+                    // or an open whose confirmation timed out and landed later) is skipped, so
+                    // one taken id never blocks every later job.
+                    let mut skipped = 0;
+                    loop {
+                        match escrow.job(id).await {
+                            Ok(None) => break,
+                            Ok(Some(_)) => {}
+                            Err(e) => {
+                                let _ = reply.send(Err(e.into()));
+                                return Ok(());
+                            }
+                        }
+                        skipped += 1;
+                        if skipped > MAX_ESCROW_ID_SKIPS {
+                            let _ = reply.send(Err(Error::Limit(format!(
+                                "{skipped} consecutive job ids are already taken in escrow; retry later"
+                            ))));
+                            return Ok(());
+                        }
+                        self.next_job_id += 1;
+                        id = JobId(self.next_job_id);
+                    }
+                    let open = plan::open_job(id, job.client, &job.spec, created).expect("a paid job");
                     // The deposit is locked before anything is stored: a client that cannot
                     // pay is refused and leaves no trace.
                     if let Err(e) = escrow.open_job(&open).await {
+                        if matches!(e, EscrowError::Unavailable(_)) {
+                            // The open may still land: never reuse its id. Recovery closes an
+                            // escrow job the store never got, refunding it.
+                            self.next_job_id += 1;
+                        }
                         let _ = reply.send(Err(e.into()));
                         return Ok(());
                     }

@@ -21,6 +21,9 @@ pub enum Error {
     /// A bound on running work was reached; the client may retry later.
     #[error("{0}")]
     Limit(String),
+    /// The request repeats one already taken (a replayed signed job).
+    #[error("{0}")]
+    Duplicate(String),
     #[error("escrow: {0}")]
     Escrow(#[from] crate::escrow::EscrowError),
 }
@@ -47,6 +50,7 @@ impl From<Error> for ApiError {
         match e {
             Error::ShuttingDown => ApiError::new(ErrorCode::Internal, "the relay is shutting down"),
             Error::Limit(message) => ApiError::new(ErrorCode::RateLimited, message),
+            Error::Duplicate(message) => ApiError::new(ErrorCode::Conflict, message),
             Error::Escrow(e) => e.into(),
             other => {
                 tracing::error!(error = %other, "internal error while serving a request");

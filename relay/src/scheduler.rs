@@ -198,7 +198,8 @@ impl Scheduler {
     /// out (counting only leases would make the verifier ask again for replicas already queued).
     pub fn outstanding(&self, task: TaskId) -> u8 {
         let leased = self.leases.values().filter(|l| l.task == task).count();
-        let queued = self.jobs.get(&task.job).and_then(|j| j.tasks.get(&task.index)).map_or(0, |t| usize::from(t.wanted));
+        let queued =
+            self.jobs.get(&task.job).and_then(|j| j.tasks.get(&task.index)).map_or(0, |t| usize::from(t.wanted));
         (leased + queued).min(u8::MAX as usize) as u8
     }
 
@@ -210,6 +211,18 @@ impl Scheduler {
     /// The worker gave up on the lease; it stays a holder so it is not handed the task again.
     pub fn lease_failed(&mut self, id: LeaseId) -> Option<Lease> {
         self.release(id, true)
+    }
+
+    /// The worker gave the lease back without starting it (paused, busy): the replica is queued
+    /// again (the task still wants as many as before), the worker may be offered the task again later, and it takes no new work
+    /// until its next heartbeat says it accepts some (so the task does not bounce straight back).
+    pub fn lease_declined(&mut self, id: LeaseId) -> Option<Lease> {
+        let lease = self.release(id, false)?;
+        if let Some(w) = self.workers.get_mut(&lease.worker) {
+            w.state.accepting = false;
+        }
+        self.add_replicas(lease.task, 1);
+        Some(lease)
     }
 
     fn release(&mut self, id: LeaseId, keep_holder: bool) -> Option<Lease> {
@@ -233,7 +246,8 @@ impl Scheduler {
             .leases
             .values()
             .filter(|l| {
-                let silent = self.workers.get(&l.worker).is_none_or(|w| now_ms.saturating_sub(w.last_seen_ms) > lease_ms);
+                let silent =
+                    self.workers.get(&l.worker).is_none_or(|w| now_ms.saturating_sub(w.last_seen_ms) > lease_ms);
                 silent || now_ms.saturating_sub(l.assigned_at_ms) > max_lease_ms
             })
             .map(|l| l.id)
@@ -303,12 +317,8 @@ impl Scheduler {
 
     fn assign_one(&mut self, job_id: JobId, now_ms: u64) -> Option<Lease> {
         let job = self.jobs.get(&job_id)?;
-        let candidates: Vec<&PublicKey> = self
-            .workers
-            .iter()
-            .filter(|(_, w)| self.has_room(w) && Self::fits(&job.req, w))
-            .map(|(k, _)| k)
-            .collect();
+        let candidates: Vec<&PublicKey> =
+            self.workers.iter().filter(|(_, w)| self.has_room(w) && Self::fits(&job.req, w)).map(|(k, _)| k).collect();
         if candidates.is_empty() {
             return None;
         }
@@ -418,7 +428,12 @@ mod tests {
             ("price too high", caps(Backend::Vulkan, 11, 1, 1), req(10), false),
             ("price equal", caps(Backend::Vulkan, 10, 1, 1), req(10), true),
             ("cpu worker, builtin", caps(Backend::Cpu, 0, 1, 0), req(10), true),
-            ("cpu worker, custom wgsl", caps(Backend::Cpu, 0, 1, 0), JobRequirements { needs_gpu: true, ..req(10) }, false),
+            (
+                "cpu worker, custom wgsl",
+                caps(Backend::Cpu, 0, 1, 0),
+                JobRequirements { needs_gpu: true, ..req(10) },
+                false,
+            ),
             ("gpu worker, custom wgsl", base.clone(), JobRequirements { needs_gpu: true, ..req(10) }, true),
             ("buffer too big", base.clone(), JobRequirements { max_binding_bytes: 1 << 28, ..req(10) }, false),
             ("too many buffers", base.clone(), JobRequirements { storage_buffers: 9, ..req(10) }, false),
@@ -521,6 +536,29 @@ mod tests {
         s.lease_failed(lease.id);
         s.add_replicas(lease.task, 1);
         assert!(s.assign(0).is_empty());
+    }
+
+    #[test]
+    fn declined_task_goes_elsewhere_and_may_come_back() {
+        let mut s = sched_with_workers(&[(1, caps(Backend::Vulkan, 0, 1, 1)), (2, caps(Backend::Vulkan, 0, 1, 1))]);
+        s.add_job(JobId(1), req(10), tasks(1, 1));
+        let first = s.assign(0).pop().unwrap();
+        let other = if first.worker == key(1) { key(2) } else { key(1) };
+        s.worker_heartbeat(&other, DeviceState { accepting: false, ..Default::default() }, 0);
+        assert_eq!(s.lease_declined(first.id), Some(first.clone()));
+        assert_eq!(s.outstanding(first.task), 1, "the replica is queued again");
+        // The decliner takes nothing until its next heartbeat; the other is paused too.
+        assert!(s.assign(1).is_empty());
+        // The other worker resumes and gets it.
+        s.worker_heartbeat(&other, DeviceState::default(), 2);
+        let second = s.assign(2).pop().unwrap();
+        assert_eq!((second.worker, second.task), (other, first.task));
+        // Unlike a failure, a decline leaves the worker free to take the task later.
+        s.worker_heartbeat(&first.worker, DeviceState::default(), 3);
+        s.lease_declined(second.id);
+        s.worker_heartbeat(&first.worker, DeviceState::default(), 4);
+        let third = s.assign(4).pop().unwrap();
+        assert_eq!((third.worker, third.task), (first.worker, first.task));
     }
 
     #[test]

@@ -150,6 +150,15 @@ impl Store {
 
     // ---- writes (called by the core inside its transaction) ----
 
+    /// Whether a job with this client signature was already posted.
+    pub async fn job_signed(conn: &mut SqliteConnection, signature: &Signature) -> Result<bool> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT id FROM jobs WHERE signature = $1")
+            .bind(signature.to_hex())
+            .fetch_optional(&mut *conn)
+            .await?;
+        Ok(found.is_some())
+    }
+
     pub async fn insert_job(conn: &mut SqliteConnection, id: JobId, job: &SignedJob, now_ms: u64) -> Result<JobId> {
         let spec_json = serde_json::to_string(&job.spec).expect("spec serializes");
         let deadline_ms = now_ms + job.spec.deadline_secs * 1000;
@@ -577,7 +586,7 @@ impl Store {
             return Ok(None);
         };
         let rows = sqlx::query(
-            "SELECT worker, output_hash, output_len, signature FROM replicas
+            "SELECT worker, output_hash, output_len, signature, state FROM replicas
              WHERE job_id = $1 AND idx = $2 AND signature IS NOT NULL AND state IN ('accepted', 'rejected', 'returned')
              ORDER BY lease_id",
         )
@@ -593,10 +602,25 @@ impl Store {
                     output_hash: parse(r.get::<&str, _>(1), "output hash")?,
                     output_len: r.get::<i64, _>(2) as u64,
                     signature: parse(r.get::<&str, _>(3), "signature")?,
+                    rejected: r.get::<&str, _>(4) == "rejected",
                 })
             })
             .collect::<Result<_>>()?;
         Ok(Some((hash, replicas)))
+    }
+
+    /// Indices of a job's verified tasks with a result the verifier rejected: where slashing
+    /// evidence may be owed.
+    pub async fn tasks_with_rejected_results(&self, job: JobId) -> Result<Vec<u32>> {
+        let rows: Vec<i64> = sqlx::query_scalar(
+            "SELECT DISTINCT r.idx FROM replicas r JOIN tasks t ON t.job_id = r.job_id AND t.idx = r.idx
+             WHERE r.job_id = $1 AND r.state = 'rejected' AND r.signature IS NOT NULL AND t.state = 'verified'
+             ORDER BY r.idx",
+        )
+        .bind(job.0 as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|i| i as u32).collect())
     }
 
     pub async fn count_running_jobs(&self) -> Result<u64> {

@@ -204,13 +204,37 @@ mod tests {
                 vec![r(1, 1, "a")],
                 0,
                 MAX_LAPSES,
-                Decision::Failed { reason: "8 replicas lapsed or failed on workers".into(), dissenting: vec![LeaseId(1)] },
+                Decision::Failed {
+                    reason: "8 replicas lapsed or failed on workers".into(),
+                    dissenting: vec![LeaseId(1)],
+                },
             ),
-            ("same worker twice counts once", exact(2, 4), vec![r(1, 1, "a"), r(2, 1, "a")], 0, 0, Decision::AddReplicas(1)),
+            (
+                "same worker twice counts once",
+                exact(2, 4),
+                vec![r(1, 1, "a"), r(2, 1, "a")],
+                0,
+                0,
+                Decision::AddReplicas(1),
+            ),
             ("quorum of one", exact(1, 1), vec![r(1, 1, "a")], 0, 0, verified("a", &[1], &[])),
             ("cap reached but one still out", exact(2, 2), vec![r(1, 1, "a")], 1, 0, Decision::Wait),
-            ("three of five", exact(3, 5), vec![r(1, 1, "a"), r(2, 2, "a"), r(3, 3, "b")], 0, 0, Decision::AddReplicas(1)),
-            ("partial room while one out", exact(3, 4), vec![r(1, 1, "a"), r(2, 2, "b")], 1, 0, Decision::AddReplicas(1)),
+            (
+                "three of five",
+                exact(3, 5),
+                vec![r(1, 1, "a"), r(2, 2, "a"), r(3, 3, "b")],
+                0,
+                0,
+                Decision::AddReplicas(1),
+            ),
+            (
+                "partial room while one out",
+                exact(3, 4),
+                vec![r(1, 1, "a"), r(2, 2, "b")],
+                1,
+                0,
+                Decision::AddReplicas(1),
+            ),
         ];
         for (name, rule, returned, outstanding, lapsed, want) in cases {
             assert_eq!(decide(rule, &returned, outstanding, lapsed), want, "{name}");
@@ -238,7 +262,11 @@ mod tests {
         let d = decide(rule, &[ret(1, 1, liar), ret(2, 2, a), ret(3, 3, b)], 0, 0);
         assert_eq!(
             d,
-            Decision::Verified { output_hash: sha256(a), agreeing: vec![LeaseId(2), LeaseId(3)], dissenting: vec![LeaseId(1)] }
+            Decision::Verified {
+                output_hash: sha256(a),
+                agreeing: vec![LeaseId(2), LeaseId(3)],
+                dissenting: vec![LeaseId(1)]
+            }
         );
         // The same outputs compared exactly do not agree.
         let d = decide(Rule { comparison: Comparison::Exact, ..rule }, &[ret(2, 2, a), ret(3, 3, b)], 0, 0);

@@ -1,6 +1,8 @@
 //! The web app (`www/`): static files with the right MIME types (`application/wasm` included),
 //! precompressed `.br`/`.gz` siblings when the build wrote them, and `index.html` for deep links
-//! (`/jobs/7`), so the Leptos router can take over. Unknown `/v1/...` paths stay JSON 404s.
+//! (`/jobs/7`), so the Leptos router can take over. A missing file (a path whose last segment
+//! has an extension, like `/pkg/app.wasm`) is a plain 404, never `index.html` with 200, so a
+//! stale cache or a broken build fails loudly. Unknown `/v1/...` paths stay JSON 404s.
 
 use axum::body::Body;
 use axum::http::{HeaderValue, Request, header};
@@ -16,17 +18,19 @@ use tower_http::services::{ServeDir, ServeFile};
 const CACHE_CONTROL: &str = "no-cache";
 
 pub fn service(dir: PathBuf) -> BoxCloneSyncService<Request<Body>, Response, Infallible> {
-    let files = ServeDir::new(&dir)
-        .precompressed_br()
-        .precompressed_gzip()
-        .fallback(ServeFile::new(dir.join("index.html")).precompressed_br().precompressed_gzip());
+    let files = ServeDir::new(&dir).precompressed_br().precompressed_gzip();
+    let app_routes =
+        files.clone().fallback(ServeFile::new(dir.join("index.html")).precompressed_br().precompressed_gzip());
     BoxCloneSyncService::new(tower::service_fn(move |req: Request<Body>| {
-        let files = files.clone();
+        let (files, app_routes) = (files.clone(), app_routes.clone());
         async move {
-            if req.uri().path().starts_with("/v1/") || req.uri().path() == "/v1" {
+            let path = req.uri().path();
+            if path.starts_with("/v1/") || path == "/v1" {
                 return Ok(super::api_not_found());
             }
-            let mut response = match files.oneshot(req).await {
+            let is_file = path.rsplit('/').next().is_some_and(|last| last.contains('.'));
+            let response = if is_file { files.oneshot(req).await } else { app_routes.oneshot(req).await };
+            let mut response = match response {
                 Ok(r) => r.into_response(),
                 Err(e) => match e {},
             };
@@ -34,4 +38,88 @@ pub fn service(dir: PathBuf) -> BoxCloneSyncService<Request<Body>, Response, Inf
             Ok(response)
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::StatusCode;
+
+    /// A `www/` as `scripts/build-web.sh` lays it out: files with precompressed siblings.
+    fn www() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("starling-www-{}-{}", std::process::id(), rand::random::<u64>()));
+        std::fs::create_dir_all(dir.join("pkg")).unwrap();
+        let write = |name: &str, bytes: &[u8]| std::fs::write(dir.join(name), bytes).unwrap();
+        write("index.html", b"<!doctype html><title>Starling</title>");
+        write("index.html.gz", b"gzipped index");
+        write("manifest.webmanifest", br#"{"name":"Starling"}"#);
+        write("pkg/app_bg.wasm", b"\0asm\x01\0\0\0");
+        write("pkg/app_bg.wasm.br", b"brotli wasm");
+        write("pkg/app_bg.wasm.gz", b"gzip wasm");
+        write("pkg/app.js", b"export default 1;");
+        dir
+    }
+
+    async fn get(
+        dir: &std::path::Path,
+        path: &str,
+        accept: Option<&str>,
+    ) -> (StatusCode, Vec<(String, String)>, Vec<u8>) {
+        let mut req = Request::get(path);
+        if let Some(enc) = accept {
+            req = req.header(header::ACCEPT_ENCODING, enc);
+        }
+        let res = service(dir.to_path_buf()).oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+        let status = res.status();
+        let headers = res
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+            .collect();
+        let body = axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap().to_vec();
+        (status, headers, body)
+    }
+
+    fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    #[tokio::test]
+    async fn serves_the_app_with_types_compression_and_deep_links() {
+        let dir = www();
+        // (path, Accept-Encoding, status, content type, content encoding, body)
+        let cases: &[(&str, Option<&str>, u16, Option<&str>, Option<&str>, &[u8])] = &[
+            ("/pkg/app_bg.wasm", None, 200, Some("application/wasm"), None, b"\0asm\x01\0\0\0"),
+            ("/pkg/app_bg.wasm", Some("br, gzip"), 200, Some("application/wasm"), Some("br"), b"brotli wasm"),
+            ("/pkg/app_bg.wasm", Some("gzip"), 200, Some("application/wasm"), Some("gzip"), b"gzip wasm"),
+            ("/pkg/app.js", None, 200, Some("text/javascript"), None, b"export default 1;"),
+            ("/manifest.webmanifest", None, 200, Some("application/manifest+json"), None, br#"{"name":"Starling"}"#),
+            ("/", None, 200, Some("text/html"), None, b"<!doctype html><title>Starling</title>"),
+            // Deep links are the app's routes: index.html, compressed where the client takes it.
+            ("/jobs/7", None, 200, Some("text/html"), None, b"<!doctype html><title>Starling</title>"),
+            ("/contribute", Some("gzip"), 200, Some("text/html"), Some("gzip"), b"gzipped index"),
+            // A missing file is a 404, not the app shell.
+            ("/pkg/missing.wasm", None, 404, None, None, b""),
+        ];
+        for &(path, accept, status, ty, enc, body) in cases {
+            let (got_status, headers, got_body) = get(&dir, path, accept).await;
+            let case = format!("{path} (accept-encoding {accept:?})");
+            assert_eq!(got_status.as_u16(), status, "{case}");
+            if let Some(ty) = ty {
+                let got = header(&headers, "content-type").unwrap_or_default();
+                assert!(got.starts_with(ty), "{case}: content-type {got}");
+            }
+            assert_eq!(header(&headers, "content-encoding"), enc, "{case}");
+            if status == 200 {
+                assert_eq!(got_body, body, "{case}");
+                assert_eq!(header(&headers, "cache-control"), Some(CACHE_CONTROL), "{case}");
+            }
+        }
+        // API paths never fall through to the app.
+        let (status, headers, body) = get(&dir, "/v1/nothing", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(header(&headers, "content-type").unwrap_or_default().starts_with("application/json"));
+        assert!(String::from_utf8_lossy(&body).contains("not_found"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

@@ -207,6 +207,10 @@ async fn serve_worker(app: AppState, socket: WebSocket) {
                 let reason: String = reason.chars().take(MAX_REASON_LEN).collect();
                 Ok(Command::Failed { key, lease, task, reason })
             }
+            Ok(WorkerMessage::Decline { lease, task, reason }) => {
+                let reason: String = reason.chars().take(MAX_REASON_LEN).collect();
+                Ok(Command::Decline { key, lease, task, reason })
+            }
             Ok(WorkerMessage::Register { .. }) => {
                 Err(ErrorBody::new(ErrorCode::OutOfOrder, "registration is answered right after welcome, when asked"))
             }

@@ -5,7 +5,9 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use starling_protocol::job::{BuiltinKernel, JobSpec, KernelSpec, TaskSpec};
 use starling_protocol::sign::Keypair;
-use starling_protocol::worker::{AdapterInfo, Backend, Capabilities, DeviceLimits, DeviceState, Platform, RelayMessage, WorkerMessage};
+use starling_protocol::worker::{
+    AdapterInfo, Backend, Capabilities, DeviceLimits, DeviceState, Platform, RelayMessage, WorkerMessage,
+};
 use starling_protocol::{ErrorBody, ErrorCode, JobId, LeaseId, PROTOCOL_VERSION, Signature, TaskId, sha256};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
@@ -71,12 +73,7 @@ impl Relay {
 
 fn walk(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 })
-                .sum()
-        })
+        .map(|entries| entries.flatten().map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 }).sum())
         .unwrap_or(0)
 }
 
@@ -173,7 +170,10 @@ async fn bad_jobs_and_blobs_are_refused_and_leave_nothing_behind() {
     let resp = relay.http.get(format!("{}/v1/jobs/abc", relay.base)).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 400);
     let resp = relay.http.get(format!("{}/v1/jobs/12345", relay.base)).send().await.unwrap();
-    assert_eq!((resp.status().as_u16(), code(&resp.json::<Value>().await.unwrap()).to_string()), (404, "not_found".into()));
+    assert_eq!(
+        (resp.status().as_u16(), code(&resp.json::<Value>().await.unwrap()).to_string()),
+        (404, "not_found".into())
+    );
     let resp = relay.http.get(format!("{}/v1/jobs?limit=lots", relay.base)).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 400);
 
@@ -183,8 +183,14 @@ async fn bad_jobs_and_blobs_are_refused_and_leave_nothing_behind() {
     assert!(relay.healthy().await);
 
     // A good job still goes through.
-    let (status, body) = relay.post_job(&client.sign_job(pi_spec())).await;
+    let posted = client.sign_job(pi_spec());
+    let (status, body) = relay.post_job(&posted).await;
     assert_eq!(status, 201, "{body}");
+    assert_eq!(relay.jobs().await.len(), 1);
+
+    // Replaying the same signed job is refused, not run (and charged) twice.
+    let (status, body) = relay.post_job(&posted).await;
+    assert_eq!((status, code(&body)), (409, "conflict"), "{body}");
     assert_eq!(relay.jobs().await.len(), 1);
 
     // One client cannot flood the relay with running jobs; others are unaffected.
@@ -293,7 +299,11 @@ async fn worker_protocol_violations_get_error_frames() {
     let mut ws = connect(&relay).await;
     let mut bad = caps();
     bad.duty_cycle = 0.0;
-    send(&mut ws, &WorkerMessage::Hello { protocol_version: PROTOCOL_VERSION, worker_key: key.public(), capabilities: bad }).await;
+    send(
+        &mut ws,
+        &WorkerMessage::Hello { protocol_version: PROTOCOL_VERSION, worker_key: key.public(), capabilities: bad },
+    )
+    .await;
     expect_error(&mut ws, ErrorCode::Malformed).await;
 
     // After auth: garbage, replayed hello, forged and unheld results each get an error frame
@@ -309,13 +319,25 @@ async fn worker_protocol_violations_get_error_frames() {
     let hash = sha256(b"output");
     send(
         &mut ws,
-        &WorkerMessage::Result { lease: LeaseId(1), task, output_hash: hash, output_len: 6, signature: impostor.sign_result(task, &hash, 6) },
+        &WorkerMessage::Result {
+            lease: LeaseId(1),
+            task,
+            output_hash: hash,
+            output_len: 6,
+            signature: impostor.sign_result(task, &hash, 6),
+        },
     )
     .await;
     expect_error(&mut ws, ErrorCode::BadSignature).await;
     send(
         &mut ws,
-        &WorkerMessage::Result { lease: LeaseId(77), task, output_hash: hash, output_len: 6, signature: key.sign_result(task, &hash, 6) },
+        &WorkerMessage::Result {
+            lease: LeaseId(77),
+            task,
+            output_hash: hash,
+            output_len: 6,
+            signature: key.sign_result(task, &hash, 6),
+        },
     )
     .await;
     expect_error(&mut ws, ErrorCode::LeaseNotHeld).await;
@@ -329,7 +351,8 @@ async fn worker_protocol_violations_get_error_frames() {
     assert!(recv(&mut big).await.is_none());
 
     // Nothing was recorded for those results, and the relay still serves.
-    let workers: Vec<Value> = relay.http.get(format!("{}/v1/workers", relay.base)).send().await.unwrap().json().await.unwrap();
+    let workers: Vec<Value> =
+        relay.http.get(format!("{}/v1/workers", relay.base)).send().await.unwrap().json().await.unwrap();
     let me = workers.iter().find(|w| w["key"] == json!(key.public().to_hex())).expect("worker listed");
     assert_eq!(me["replicas_returned"], json!(0));
     assert_eq!(me["online"], json!(true));

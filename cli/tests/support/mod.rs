@@ -118,7 +118,8 @@ impl Api {
     }
 
     pub async fn submit(&self, spec: JobSpec) -> JobSummary {
-        let resp = self.http.post(format!("{}/v1/jobs", self.base)).json(&self.key.sign_job(spec)).send().await.unwrap();
+        let resp =
+            self.http.post(format!("{}/v1/jobs", self.base)).json(&self.key.sign_job(spec)).send().await.unwrap();
         let status = resp.status();
         let text = resp.text().await.unwrap();
         assert_eq!(status.as_u16(), 201, "{text}");
@@ -176,10 +177,22 @@ pub async fn cpu_outputs(api: &Api, spec: &JobSpec) -> Vec<Vec<u8>> {
     for t in &spec.tasks {
         let mut inputs = Vec::new();
         for h in &t.inputs {
-            inputs.push(api.http.get(format!("{}/v1/blobs/{h}", api.base)).send().await.unwrap().bytes().await.unwrap().to_vec());
+            inputs.push(
+                api.http
+                    .get(format!("{}/v1/blobs/{h}", api.base))
+                    .send()
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap()
+                    .to_vec(),
+            );
         }
         let views: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
-        out.push(starling_web_worker::engine::run_task_cpu(name, &t.params, &views, t.workgroups, t.output_size).unwrap());
+        out.push(
+            starling_web_worker::engine::run_task_cpu(name, &t.params, &views, t.workgroups, t.output_size).unwrap(),
+        );
     }
     out
 }

@@ -1,9 +1,7 @@
 //! Every way an escrow message can be refused. Settlement errors name the job and the task (and
 //! the signer where one is at fault) so the relay can tell which entry of a batch was bad.
 
-use cosmwasm_std::{
-    CheckedMultiplyRatioError, ConversionOverflowError, OverflowError, StdError, Uint128,
-};
+use cosmwasm_std::{CheckedMultiplyRatioError, ConversionOverflowError, OverflowError, StdError, Uint128};
 use thiserror::Error;
 
 pub type Result<T> = std::result::Result<T, ContractError>;
@@ -26,11 +24,7 @@ pub enum ContractError {
     InvalidParameter { name: &'static str, reason: String },
 
     #[error("{what} must be {expected} bytes, got {got}")]
-    BadLength {
-        what: &'static str,
-        expected: usize,
-        got: usize,
-    },
+    BadLength { what: &'static str, expected: usize, got: usize },
 
     #[error("expected {expected} attached, got {got}")]
     WrongFunds { expected: String, got: String },
@@ -48,27 +42,17 @@ pub enum ContractError {
     #[error("worker key {worker} is not registered")]
     UnknownWorker { worker: String },
 
-    #[error(
-        "the registration proof is not a valid signature by {worker} over this contract and sender"
-    )]
+    #[error("the registration proof is not a valid signature by {worker} over this contract and sender")]
     BadRegistrationProof { worker: String },
 
     #[error("cannot unbond {requested}: worker {worker} has {bonded} bonded")]
-    UnbondTooLarge {
-        worker: String,
-        requested: Uint128,
-        bonded: Uint128,
-    },
+    UnbondTooLarge { worker: String, requested: Uint128, bonded: Uint128 },
 
     #[error("worker {worker} has nothing to withdraw")]
     NothingToWithdraw { worker: String },
 
     #[error("worker {worker} is still unbonding until {release_at} (now {now})")]
-    StillUnbonding {
-        worker: String,
-        release_at: u64,
-        now: u64,
-    },
+    StillUnbonding { worker: String, release_at: u64, now: u64 },
 
     // Jobs.
     #[error("job {job_id} already exists")]
@@ -78,18 +62,10 @@ pub enum ContractError {
     JobNotFound { job_id: u64 },
 
     #[error("job {job_id} passed its deadline {deadline} (now {now})")]
-    DeadlinePassed {
-        job_id: u64,
-        deadline: u64,
-        now: u64,
-    },
+    DeadlinePassed { job_id: u64, deadline: u64, now: u64 },
 
     #[error("job {job_id} is open until {deadline} (now {now})")]
-    DeadlineNotReached {
-        job_id: u64,
-        deadline: u64,
-        now: u64,
-    },
+    DeadlineNotReached { job_id: u64, deadline: u64, now: u64 },
 
     #[error("job {job_id} was already refunded")]
     AlreadyRefunded { job_id: u64 },
@@ -111,52 +87,27 @@ pub enum ContractError {
     DuplicateTask { job_id: u64, index: u32 },
 
     #[error("task {job_id}/{index}: {signers} signers, quorum is {quorum}")]
-    BelowQuorum {
-        job_id: u64,
-        index: u32,
-        signers: usize,
-        quorum: u8,
-    },
+    BelowQuorum { job_id: u64, index: u32, signers: usize, quorum: u8 },
 
     #[error("task {job_id}/{index}: {signers} signers, the deposit pays {replicas} replicas")]
-    TooManySigners {
-        job_id: u64,
-        index: u32,
-        signers: usize,
-        replicas: u8,
-    },
+    TooManySigners { job_id: u64, index: u32, signers: usize, replicas: u8 },
 
     #[error("task {job_id}/{index}: worker {worker} signed twice")]
-    DuplicateSigner {
-        job_id: u64,
-        index: u32,
-        worker: String,
-    },
+    DuplicateSigner { job_id: u64, index: u32, worker: String },
 
     #[error("task {job_id}/{index}: signer {worker} is not registered")]
-    SignerNotRegistered {
-        job_id: u64,
-        index: u32,
-        worker: String,
-    },
+    SignerNotRegistered { job_id: u64, index: u32, worker: String },
 
     #[error("task {job_id}/{index}: signer {worker} has {bonded} bonded, minimum is {min_bond}")]
-    SignerNotBonded {
-        job_id: u64,
-        index: u32,
-        worker: String,
-        bonded: Uint128,
-        min_bond: Uint128,
-    },
+    SignerNotBonded { job_id: u64, index: u32, worker: String, bonded: Uint128, min_bond: Uint128 },
 
     #[error("task {job_id}/{index}: signature by {worker} does not verify")]
-    InvalidSignature {
-        job_id: u64,
-        index: u32,
-        worker: String,
-    },
+    InvalidSignature { job_id: u64, index: u32, worker: String },
 
     // Slashing.
+    #[error("job {job_id} compares results within a tolerance: its dissenting signatures are not slashable")]
+    NotSlashable { job_id: u64 },
+
     #[error("task {job_id}/{index} is not settled: nothing to contradict")]
     TaskNotSettled { job_id: u64, index: u32 },
 
@@ -164,11 +115,7 @@ pub enum ContractError {
     EvidenceAgrees { job_id: u64, index: u32 },
 
     #[error("task {job_id}/{index}: worker {worker} was already slashed for this task")]
-    AlreadySlashed {
-        job_id: u64,
-        index: u32,
-        worker: String,
-    },
+    AlreadySlashed { job_id: u64, index: u32, worker: String },
 
     #[error("worker {worker} has no stake left to slash")]
     NothingToSlash { worker: String },

@@ -46,6 +46,11 @@ pub enum ExecuteMsg {
         price_per_replica: Uint128,
         /// Block time in seconds; at most `max_job_duration` from now.
         deadline: u64,
+        /// Whether a signature over a different result for a settled task can be slashed: true
+        /// only for jobs whose results are compared byte for byte. On a float-tolerance job,
+        /// honest workers on different GPUs sign different bytes, so a dissenting signature
+        /// proves nothing; there a wrong result is only left unpaid.
+        slashable: bool,
     },
     /// Settles verified tasks (the job's relay only). Any bad entry refuses the whole batch.
     SettleBatch { job_id: u64, tasks: Vec<TaskResult> },
@@ -88,34 +93,20 @@ pub enum QueryMsg {
     Config {},
     /// The exact deposit `CreateJob` needs for this shape.
     #[returns(DepositResponse)]
-    Deposit {
-        tasks: u32,
-        replicas: u8,
-        price_per_replica: Uint128,
-    },
+    Deposit { tasks: u32, replicas: u8, price_per_replica: Uint128 },
     #[returns(JobResponse)]
     Job { job_id: u64 },
     #[returns(JobsResponse)]
-    Jobs {
-        start_after: Option<u64>,
-        limit: Option<u32>,
-    },
+    Jobs { start_after: Option<u64>, limit: Option<u32> },
     #[returns(TaskResponse)]
     Task { job_id: u64, index: u32 },
     /// Settled tasks of a job, by index.
     #[returns(TasksResponse)]
-    Tasks {
-        job_id: u64,
-        start_after: Option<u32>,
-        limit: Option<u32>,
-    },
+    Tasks { job_id: u64, start_after: Option<u32>, limit: Option<u32> },
     #[returns(WorkerResponse)]
     Worker { pubkey: HexBinary },
     #[returns(WorkersResponse)]
-    Workers {
-        start_after: Option<HexBinary>,
-        limit: Option<u32>,
-    },
+    Workers { start_after: Option<HexBinary>, limit: Option<u32> },
     /// What the contract paid to (or received from) an address.
     #[returns(Account)]
     Account { address: String },
@@ -138,6 +129,7 @@ pub struct JobResponse {
     pub price_per_replica: Uint128,
     pub fee_per_replica: Uint128,
     pub deadline: u64,
+    pub slashable: bool,
     pub deposit: Uint128,
     pub settled_tasks: u32,
     pub paid_to_workers: Uint128,

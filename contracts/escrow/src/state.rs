@@ -56,10 +56,7 @@ pub struct Config {
 
 impl Config {
     pub fn validate(&self) -> Result<()> {
-        let invalid = |name, reason: &str| ContractError::InvalidParameter {
-            name,
-            reason: reason.to_owned(),
-        };
+        let invalid = |name, reason: &str| ContractError::InvalidParameter { name, reason: reason.to_owned() };
         if self.denom.is_empty() {
             return Err(invalid("denom", "empty"));
         }
@@ -111,6 +108,8 @@ pub struct Job {
     pub fee_per_replica: Uint128,
     /// Block time (seconds): settlement strictly before, refund at or after.
     pub deadline: u64,
+    /// Dissenting signatures on settled tasks can be slashed (exact-comparison jobs only).
+    pub slashable: bool,
     pub deposit: Uint128,
     pub settled_tasks: u32,
     pub paid_to_workers: Uint128,
@@ -157,11 +156,7 @@ impl Job {
         match self.status(now) {
             JobStatus::Open => Ok(()),
             JobStatus::Closed => Err(ContractError::JobClosed { job_id }),
-            JobStatus::Expired => Err(ContractError::DeadlinePassed {
-                job_id,
-                deadline: self.deadline,
-                now,
-            }),
+            JobStatus::Expired => Err(ContractError::DeadlinePassed { job_id, deadline: self.deadline, now }),
         }
     }
 
@@ -169,10 +164,7 @@ impl Job {
     pub fn record_settlement(&mut self, signers: u8) -> Result<(Uint128, Uint128)> {
         let workers = self.price_per_replica.checked_mul(signers.into())?;
         let fee = self.fee_per_replica.checked_mul(signers.into())?;
-        self.settled_tasks = self
-            .settled_tasks
-            .checked_add(1)
-            .ok_or_else(|| overflow("settled_tasks"))?;
+        self.settled_tasks = self.settled_tasks.checked_add(1).ok_or_else(|| overflow("settled_tasks"))?;
         self.paid_to_workers = self.paid_to_workers.checked_add(workers)?;
         self.paid_to_relay = self.paid_to_relay.checked_add(fee)?;
         Ok((workers, fee))
@@ -190,11 +182,7 @@ impl Job {
     /// Closes the job after its deadline and returns what goes back to the client.
     pub fn take_refund(&mut self, job_id: u64, now: u64) -> Result<Uint128> {
         match self.status(now) {
-            JobStatus::Open => Err(ContractError::DeadlineNotReached {
-                job_id,
-                deadline: self.deadline,
-                now,
-            }),
+            JobStatus::Open => Err(ContractError::DeadlineNotReached { job_id, deadline: self.deadline, now }),
             JobStatus::Closed => Err(ContractError::AlreadyRefunded { job_id }),
             JobStatus::Expired => {
                 let amount = self.remaining()?;
@@ -247,13 +235,7 @@ pub struct Worker {
 
 impl Worker {
     pub fn new(owner: Addr, bond: Uint128) -> Self {
-        Self {
-            owner,
-            bonded: bond,
-            unbonding: Uint128::zero(),
-            release_at: 0,
-            slashed: Uint128::zero(),
-        }
+        Self { owner, bonded: bond, unbonding: Uint128::zero(), release_at: 0, slashed: Uint128::zero() }
     }
 
     /// Everything a slash can reach.
@@ -273,13 +255,7 @@ impl Worker {
 
     /// Moves `amount` from bonded to unbonding. Unbonding again restarts the clock for everything
     /// still unbonding: simpler than a queue of claims, and it never shortens a wait.
-    pub fn start_unbonding(
-        &mut self,
-        worker: &str,
-        amount: Uint128,
-        now: u64,
-        period: u64,
-    ) -> Result<()> {
+    pub fn start_unbonding(&mut self, worker: &str, amount: Uint128, now: u64, period: u64) -> Result<()> {
         if amount.is_zero() || amount > self.bonded {
             return Err(ContractError::UnbondTooLarge {
                 worker: worker.to_owned(),
@@ -289,25 +265,17 @@ impl Worker {
         }
         self.bonded = self.bonded.checked_sub(amount)?;
         self.unbonding = self.unbonding.checked_add(amount)?;
-        self.release_at = now
-            .checked_add(period)
-            .ok_or_else(|| overflow("release_at"))?;
+        self.release_at = now.checked_add(period).ok_or_else(|| overflow("release_at"))?;
         Ok(())
     }
 
     /// Takes everything that finished unbonding.
     pub fn withdraw(&mut self, worker: &str, now: u64) -> Result<Uint128> {
         if self.unbonding.is_zero() {
-            return Err(ContractError::NothingToWithdraw {
-                worker: worker.to_owned(),
-            });
+            return Err(ContractError::NothingToWithdraw { worker: worker.to_owned() });
         }
         if now < self.release_at {
-            return Err(ContractError::StillUnbonding {
-                worker: worker.to_owned(),
-                release_at: self.release_at,
-                now,
-            });
+            return Err(ContractError::StillUnbonding { worker: worker.to_owned(), release_at: self.release_at, now });
         }
         Ok(std::mem::take(&mut self.unbonding))
     }
@@ -316,15 +284,11 @@ impl Worker {
     pub fn slash(&mut self, worker: &str, slash_bps: u16) -> Result<Uint128> {
         let amount = self.stake()?.checked_multiply_ratio(slash_bps, BPS)?;
         if amount.is_zero() {
-            return Err(ContractError::NothingToSlash {
-                worker: worker.to_owned(),
-            });
+            return Err(ContractError::NothingToSlash { worker: worker.to_owned() });
         }
         let from_unbonding = amount.min(self.unbonding);
         self.unbonding = self.unbonding.checked_sub(from_unbonding)?;
-        self.bonded = self
-            .bonded
-            .checked_sub(amount.checked_sub(from_unbonding)?)?;
+        self.bonded = self.bonded.checked_sub(amount.checked_sub(from_unbonding)?)?;
         self.slashed = self.slashed.checked_add(amount)?;
         Ok(amount)
     }
@@ -347,10 +311,7 @@ pub struct Account {
 }
 
 fn overflow(what: &'static str) -> ContractError {
-    ContractError::InvalidParameter {
-        name: what,
-        reason: "overflow".to_owned(),
-    }
+    ContractError::InvalidParameter { name: what, reason: "overflow".to_owned() }
 }
 
 #[cfg(test)]
@@ -401,9 +362,7 @@ mod tests {
             ("slash_bps", |c| c.slash_bps = 10_001),
             ("reporter_share_bps", |c| c.reporter_share_bps = 10_001),
             ("min_bond", |c| c.min_bond = Uint128::zero()),
-            ("unbonding_period", |c| {
-                c.unbonding_period = c.max_job_duration
-            }),
+            ("unbonding_period", |c| c.unbonding_period = c.max_job_duration),
         ];
         for (field, break_it) in cases {
             let mut cfg = config();
@@ -418,88 +377,46 @@ mod tests {
     #[test]
     fn fee_and_deposit_formulas() {
         let cfg = config();
-        assert_eq!(
-            cfg.fee_per_replica(Uint128::new(100)).unwrap(),
-            Uint128::new(5)
-        );
+        assert_eq!(cfg.fee_per_replica(Uint128::new(100)).unwrap(), Uint128::new(5));
         // Floor: 5% of 19 is 0.95.
-        assert_eq!(
-            cfg.fee_per_replica(Uint128::new(19)).unwrap(),
-            Uint128::zero()
-        );
-        assert_eq!(
-            Job::deposit_for(4, 3, Uint128::new(100), Uint128::new(5)).unwrap(),
-            Uint128::new(4 * 3 * 105)
-        );
+        assert_eq!(cfg.fee_per_replica(Uint128::new(19)).unwrap(), Uint128::zero());
+        assert_eq!(Job::deposit_for(4, 3, Uint128::new(100), Uint128::new(5)).unwrap(), Uint128::new(4 * 3 * 105));
         assert!(Job::deposit_for(u32::MAX, u8::MAX, Uint128::MAX, Uint128::zero()).is_err());
-        assert_eq!(
-            cfg.split_slash(Uint128::new(501)).unwrap(),
-            (Uint128::new(100), Uint128::new(401))
-        );
+        assert_eq!(cfg.split_slash(Uint128::new(501)).unwrap(), (Uint128::new(100), Uint128::new(401)));
     }
 
     #[test]
     fn job_settles_then_refunds_only_the_rest() {
         let mut job = job();
         assert_eq!(job.status(99), JobStatus::Open);
-        assert_eq!(
-            job.record_settlement(2).unwrap(),
-            (Uint128::new(200), Uint128::new(10))
-        );
+        assert_eq!(job.record_settlement(2).unwrap(), (Uint128::new(200), Uint128::new(10)));
         assert_eq!(job.remaining().unwrap(), Uint128::new(1260 - 210));
-        assert!(matches!(
-            job.take_refund(1, 99),
-            Err(ContractError::DeadlineNotReached { .. })
-        ));
+        assert!(matches!(job.take_refund(1, 99), Err(ContractError::DeadlineNotReached { .. })));
         assert_eq!(job.status(100), JobStatus::Expired);
-        assert!(matches!(
-            job.ensure_open(1, 100),
-            Err(ContractError::DeadlinePassed { .. })
-        ));
+        assert!(matches!(job.ensure_open(1, 100), Err(ContractError::DeadlinePassed { .. })));
         assert_eq!(job.take_refund(1, 100).unwrap(), Uint128::new(1050));
         assert_eq!(job.status(100), JobStatus::Closed);
         assert_eq!(job.remaining().unwrap(), Uint128::zero());
-        assert!(matches!(
-            job.take_refund(1, 200),
-            Err(ContractError::AlreadyRefunded { .. })
-        ));
+        assert!(matches!(job.take_refund(1, 200), Err(ContractError::AlreadyRefunded { .. })));
     }
 
     #[test]
     fn worker_unbonding_and_slashing() {
         let mut w = Worker::new(Addr::unchecked("owner"), Uint128::new(1_000));
         assert!(w.is_eligible(Uint128::new(1_000)));
-        assert!(
-            w.start_unbonding("w", Uint128::new(1_001), 10, 100)
-                .is_err()
-        );
+        assert!(w.start_unbonding("w", Uint128::new(1_001), 10, 100).is_err());
         assert!(w.start_unbonding("w", Uint128::zero(), 10, 100).is_err());
         w.start_unbonding("w", Uint128::new(400), 10, 100).unwrap();
         assert!(!w.is_eligible(Uint128::new(1_000)));
-        assert_eq!(
-            (w.bonded, w.unbonding, w.release_at),
-            (Uint128::new(600), Uint128::new(400), 110)
-        );
-        assert!(matches!(
-            w.withdraw("w", 109),
-            Err(ContractError::StillUnbonding { .. })
-        ));
+        assert_eq!((w.bonded, w.unbonding, w.release_at), (Uint128::new(600), Uint128::new(400), 110));
+        assert!(matches!(w.withdraw("w", 109), Err(ContractError::StillUnbonding { .. })));
         // Half of 1000 staked: all 400 unbonding, then 100 of the bonded.
         assert_eq!(w.slash("w", 5_000).unwrap(), Uint128::new(500));
-        assert_eq!(
-            (w.bonded, w.unbonding, w.slashed),
-            (Uint128::new(500), Uint128::zero(), Uint128::new(500))
-        );
-        assert!(matches!(
-            w.withdraw("w", 110),
-            Err(ContractError::NothingToWithdraw { .. })
-        ));
+        assert_eq!((w.bonded, w.unbonding, w.slashed), (Uint128::new(500), Uint128::zero(), Uint128::new(500)));
+        assert!(matches!(w.withdraw("w", 110), Err(ContractError::NothingToWithdraw { .. })));
         w.start_unbonding("w", Uint128::new(500), 120, 100).unwrap();
         assert_eq!(w.withdraw("w", 220).unwrap(), Uint128::new(500));
-        assert!(matches!(
-            w.slash("w", 5_000),
-            Err(ContractError::NothingToSlash { .. })
-        ));
+        assert!(matches!(w.slash("w", 5_000), Err(ContractError::NothingToSlash { .. })));
     }
 
     #[test]

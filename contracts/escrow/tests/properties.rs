@@ -168,11 +168,7 @@ struct ModelJob {
 
 impl ModelJob {
     fn remaining(&self) -> u128 {
-        if self.refunded {
-            0
-        } else {
-            self.deposit - self.paid
-        }
+        if self.refunded { 0 } else { self.deposit - self.paid }
     }
 }
 
@@ -187,17 +183,8 @@ struct Model {
 
 impl Model {
     fn new(f: &Fixture) -> Self {
-        let balances = f
-            .accounts()
-            .into_iter()
-            .map(|a| (a.clone(), f.balance(&a)))
-            .collect();
-        Self {
-            balances,
-            workers: vec![None; WORKERS],
-            jobs: Vec::new(),
-            next_job_id: 1,
-        }
+        let balances = f.accounts().into_iter().map(|a| (a.clone(), f.balance(&a))).collect();
+        Self { balances, workers: vec![None; WORKERS], jobs: Vec::new(), next_job_id: 1 }
     }
 
     fn transfer(&mut self, from: &Addr, to: &Addr, amount: u128) {
@@ -216,28 +203,16 @@ fn step(f: &mut Fixture, m: &mut Model, op: &Op) -> Result<(), TestCaseError> {
             let ok = m.workers[worker].is_none();
             let result = f.register(worker, MIN_BOND + extra);
             if ok && result.is_ok() {
-                m.workers[worker] = Some(ModelWorker {
-                    bonded: MIN_BOND + extra,
-                    ..Default::default()
-                });
-                m.transfer(
-                    &f.workers[worker].owner.clone(),
-                    &contract,
-                    MIN_BOND + extra,
-                );
+                m.workers[worker] = Some(ModelWorker { bonded: MIN_BOND + extra, ..Default::default() });
+                m.transfer(&f.workers[worker].owner.clone(), &contract, MIN_BOND + extra);
             }
             (result, ok)
         }
         Op::Bond { worker, amount } => {
             let ok = m.workers[worker].is_some();
             let owner = f.workers[worker].owner.clone();
-            let result = f.execute(
-                &owner,
-                &ExecuteMsg::Bond {
-                    pubkey: f.workers[worker].pubkey(),
-                },
-                &coins(amount, DENOM),
-            );
+            let result =
+                f.execute(&owner, &ExecuteMsg::Bond { pubkey: f.workers[worker].pubkey() }, &coins(amount, DENOM));
             if ok && result.is_ok() {
                 m.workers[worker].as_mut().unwrap().bonded += amount;
                 m.transfer(&owner, &contract, amount);
@@ -245,14 +220,9 @@ fn step(f: &mut Fixture, m: &mut Model, op: &Op) -> Result<(), TestCaseError> {
             (result, ok)
         }
         Op::Unbond { worker, amount } => {
-            let ok = m.workers[worker]
-                .as_ref()
-                .is_some_and(|w| amount <= w.bonded);
+            let ok = m.workers[worker].as_ref().is_some_and(|w| amount <= w.bonded);
             let owner = f.workers[worker].owner.clone();
-            let msg = ExecuteMsg::Unbond {
-                pubkey: f.workers[worker].pubkey(),
-                amount: Uint128::new(amount),
-            };
+            let msg = ExecuteMsg::Unbond { pubkey: f.workers[worker].pubkey(), amount: Uint128::new(amount) };
             let result = f.execute(&owner, &msg, &[]);
             if ok && result.is_ok() {
                 let w = m.workers[worker].as_mut().unwrap();
@@ -264,45 +234,24 @@ fn step(f: &mut Fixture, m: &mut Model, op: &Op) -> Result<(), TestCaseError> {
         }
         Op::Withdraw { worker } => {
             // Mostly a worker that has something unbonding.
-            let leaving: Vec<usize> = (0..WORKERS)
-                .filter(|&w| m.workers[w].as_ref().is_some_and(|w| w.unbonding > 0))
-                .collect();
-            let worker = if leaving.is_empty() || worker == 0 {
-                worker
-            } else {
-                leaving[worker % leaving.len()]
-            };
-            let ok = m.workers[worker]
-                .as_ref()
-                .is_some_and(|w| w.unbonding > 0 && now >= w.release_at);
+            let leaving: Vec<usize> =
+                (0..WORKERS).filter(|&w| m.workers[w].as_ref().is_some_and(|w| w.unbonding > 0)).collect();
+            let worker = if leaving.is_empty() || worker == 0 { worker } else { leaving[worker % leaving.len()] };
+            let ok = m.workers[worker].as_ref().is_some_and(|w| w.unbonding > 0 && now >= w.release_at);
             let owner = f.workers[worker].owner.clone();
-            let result = f.execute(
-                &owner,
-                &ExecuteMsg::Withdraw {
-                    pubkey: f.workers[worker].pubkey(),
-                },
-                &[],
-            );
+            let result = f.execute(&owner, &ExecuteMsg::Withdraw { pubkey: f.workers[worker].pubkey() }, &[]);
             if ok && result.is_ok() {
                 let amount = std::mem::take(&mut m.workers[worker].as_mut().unwrap().unbonding);
                 m.transfer(&contract, &owner, amount);
             }
             (result, ok)
         }
-        Op::CreateJob {
-            tasks,
-            replicas,
-            quorum,
-            price,
-            duration,
-            reuse_id,
-        } => {
+        Op::CreateJob { tasks, replicas, quorum, price, duration, reuse_id } => {
             let id = match m.jobs.last() {
                 Some(job) if reuse_id => job.id,
                 _ => m.next_job_id,
             };
-            let ok =
-                quorum <= replicas && duration <= MAX_JOB && !m.jobs.iter().any(|j| j.id == id);
+            let ok = quorum <= replicas && duration <= MAX_JOB && !m.jobs.iter().any(|j| j.id == id);
             let result = f.create_job(id, tasks, replicas, quorum, price, duration);
             if ok && result.is_ok() {
                 let fee = price * u128::from(FEE_BPS) / 10_000;
@@ -326,21 +275,12 @@ fn step(f: &mut Fixture, m: &mut Model, op: &Op) -> Result<(), TestCaseError> {
             }
             (result, ok)
         }
-        Op::Settle {
-            job,
-            by_relay,
-            tasks,
-            extra_signers,
-            rotate,
-            fault,
-        } => {
+        Op::Settle { job, by_relay, tasks, extra_signers, rotate, fault } => {
             // Count from the newest job: those are the ones still open.
             // Mostly a job that can still settle something; `job == 0` picks among all of them
             // (expired and fully settled ones included).
             let live: Vec<usize> = (0..m.jobs.len())
-                .filter(|&i| {
-                    now < m.jobs[i].deadline && m.jobs[i].settled.len() < m.jobs[i].tasks as usize
-                })
+                .filter(|&i| now < m.jobs[i].deadline && m.jobs[i].settled.len() < m.jobs[i].tasks as usize)
                 .collect();
             let slot = match fault {
                 Some(Fault::UnknownJob) => usize::MAX,
@@ -372,28 +312,16 @@ fn step(f: &mut Fixture, m: &mut Model, op: &Op) -> Result<(), TestCaseError> {
                             e.index < j.tasks
                                 && seen.insert(e.index)
                                 && !j.settled.contains_key(&e.index)
-                                && (usize::from(j.quorum)..=usize::from(j.replicas))
-                                    .contains(&e.signers.len())
+                                && (usize::from(j.quorum)..=usize::from(j.replicas)).contains(&e.signers.len())
                                 && distinct.len() == e.signers.len()
                                 && (!e.forge || e.signers.is_empty())
-                                && e.signers.iter().all(|&w| {
-                                    m.workers[w].as_ref().is_some_and(|w| w.bonded >= MIN_BOND)
-                                })
+                                && e.signers
+                                    .iter()
+                                    .all(|&w| m.workers[w].as_ref().is_some_and(|w| w.bonded >= MIN_BOND))
                         })
                 });
-            let sender = if by_relay {
-                f.relay.clone()
-            } else {
-                f.client.clone()
-            };
-            let result = f.execute(
-                &sender,
-                &ExecuteMsg::SettleBatch {
-                    job_id,
-                    tasks: batch,
-                },
-                &[],
-            );
+            let sender = if by_relay { f.relay.clone() } else { f.client.clone() };
+            let result = f.execute(&sender, &ExecuteMsg::SettleBatch { job_id, tasks: batch }, &[]);
             if ok && result.is_ok() {
                 let slot = m.jobs.iter().position(|j| j.id == job_id).unwrap();
                 for e in &entries {
@@ -409,34 +337,19 @@ fn step(f: &mut Fixture, m: &mut Model, op: &Op) -> Result<(), TestCaseError> {
             }
             (result, ok)
         }
-        Op::Slash {
-            pick,
-            index,
-            worker,
-            settled_task,
-        } => {
-            let settled: Vec<(usize, u32)> = m
-                .jobs
-                .iter()
-                .enumerate()
-                .flat_map(|(j, job)| job.settled.keys().map(move |&i| (j, i)))
-                .collect();
+        Op::Slash { pick, index, worker, settled_task } => {
+            let settled: Vec<(usize, u32)> =
+                m.jobs.iter().enumerate().flat_map(|(j, job)| job.settled.keys().map(move |&i| (j, i))).collect();
             let (job, index) = match settled.len() {
                 n if settled_task && n > 0 => settled[pick % n],
                 _ => (pick, index),
             };
             let (job_id, model_job) = pick_job(m, job);
-            let ok = model_job.as_ref().is_some_and(|j| {
-                j.settled.contains_key(&index) && !j.slashed.contains(&(index, worker))
-            }) && m.workers[worker]
+            let ok = model_job
                 .as_ref()
-                .is_some_and(|w| w.stake() * u128::from(SLASH_BPS) / 10_000 > 0);
-            let evidence = f.evidence(
-                worker,
-                job_id,
-                index,
-                &starling_protocol::sha256(b"a contradicting output"),
-            );
+                .is_some_and(|j| j.settled.contains_key(&index) && !j.slashed.contains(&(index, worker)))
+                && m.workers[worker].as_ref().is_some_and(|w| w.stake() * u128::from(SLASH_BPS) / 10_000 > 0);
+            let evidence = f.evidence(worker, job_id, index, &starling_protocol::sha256(b"a contradicting output"));
             let reporter = f.reporter.clone();
             let result = f.execute(&reporter, &evidence, &[]);
             if ok && result.is_ok() {
@@ -446,12 +359,7 @@ fn step(f: &mut Fixture, m: &mut Model, op: &Op) -> Result<(), TestCaseError> {
                 w.unbonding -= from_unbonding;
                 w.bonded -= slashed - from_unbonding;
                 let to_reporter = slashed * u128::from(REPORTER_BPS) / 10_000;
-                m.jobs
-                    .iter_mut()
-                    .find(|j| j.id == job_id)
-                    .unwrap()
-                    .slashed
-                    .insert((index, worker));
+                m.jobs.iter_mut().find(|j| j.id == job_id).unwrap().slashed.insert((index, worker));
                 m.transfer(&contract, &reporter, to_reporter);
                 m.transfer(&contract, &f.client.clone(), slashed - to_reporter);
             }
@@ -459,9 +367,7 @@ fn step(f: &mut Fixture, m: &mut Model, op: &Op) -> Result<(), TestCaseError> {
         }
         Op::Refund { job } => {
             let (job_id, model_job) = pick_job(m, job);
-            let ok = model_job
-                .as_ref()
-                .is_some_and(|j| now >= j.deadline && !j.refunded);
+            let ok = model_job.as_ref().is_some_and(|j| now >= j.deadline && !j.refunded);
             let reporter = f.reporter.clone();
             let result = f.execute(&reporter, &ExecuteMsg::Refund { job_id }, &[]);
             if ok && result.is_ok() {
@@ -475,11 +381,7 @@ fn step(f: &mut Fixture, m: &mut Model, op: &Op) -> Result<(), TestCaseError> {
         Op::Close { job, by_relay } => {
             let (job_id, model_job) = pick_job(m, job);
             let ok = by_relay && model_job.as_ref().is_some_and(|j| !j.refunded);
-            let sender = if by_relay {
-                f.relay.clone()
-            } else {
-                f.reporter.clone()
-            };
+            let sender = if by_relay { f.relay.clone() } else { f.reporter.clone() };
             let result = f.execute(&sender, &ExecuteMsg::Close { job_id }, &[]);
             if ok && result.is_ok() {
                 let j = m.jobs.iter_mut().find(|j| j.id == job_id).unwrap();
@@ -494,13 +396,7 @@ fn step(f: &mut Fixture, m: &mut Model, op: &Op) -> Result<(), TestCaseError> {
             return Ok(());
         }
     };
-    prop_assert_eq!(
-        accepted.is_ok(),
-        expected_ok,
-        "{:?}: contract said {:?}",
-        op,
-        accepted.err()
-    );
+    prop_assert_eq!(accepted.is_ok(), expected_ok, "{:?}: contract said {:?}", op, accepted.err());
     Ok(())
 }
 
@@ -515,15 +411,10 @@ fn build_batch(
     fault: Option<Fault>,
 ) -> Vec<Entry> {
     let Some(job) = job else {
-        return vec![Entry {
-            index: 0,
-            signers: vec![0, 1],
-            forge: false,
-        }];
+        return vec![Entry { index: 0, signers: vec![0, 1], forge: false }];
     };
-    let mut eligible: Vec<usize> = (0..WORKERS)
-        .filter(|&w| m.workers[w].as_ref().is_some_and(|w| w.bonded >= MIN_BOND))
-        .collect();
+    let mut eligible: Vec<usize> =
+        (0..WORKERS).filter(|&w| m.workers[w].as_ref().is_some_and(|w| w.bonded >= MIN_BOND)).collect();
     let shift = rotate % eligible.len().max(1);
     eligible.rotate_left(shift);
     let count = usize::from(job.quorum.saturating_add(extra_signers).min(job.replicas));
@@ -531,18 +422,10 @@ fn build_batch(
     let mut entries: Vec<Entry> = (0..job.tasks)
         .filter(|i| !job.settled.contains_key(i))
         .take(tasks)
-        .map(|index| Entry {
-            index,
-            signers: signers.clone(),
-            forge: false,
-        })
+        .map(|index| Entry { index, signers: signers.clone(), forge: false })
         .collect();
     if entries.is_empty() {
-        entries.push(Entry {
-            index: 0,
-            signers: signers.clone(),
-            forge: false,
-        });
+        entries.push(Entry { index: 0, signers: signers.clone(), forge: false });
     }
     let first = &mut entries[0];
     match fault {
@@ -595,34 +478,19 @@ fn check_invariants(f: &Fixture, m: &Model, supply: u128) -> Result<(), TestCase
     prop_assert_eq!(f.total_supply(), supply, "total supply changed");
     let stakes: u128 = m.workers.iter().flatten().map(ModelWorker::stake).sum();
     let held: u128 = m.jobs.iter().map(ModelJob::remaining).sum();
-    prop_assert_eq!(
-        f.balance(&f.contract),
-        stakes + held,
-        "contract holds more or less than stakes + open deposits"
-    );
+    prop_assert_eq!(f.balance(&f.contract), stakes + held, "contract holds more or less than stakes + open deposits");
     for (i, w) in m.workers.iter().enumerate() {
         if let Some(w) = w {
-            let on_chain: WorkerResponse = f.query(&QueryMsg::Worker {
-                pubkey: f.workers[i].pubkey(),
-            });
-            prop_assert_eq!(
-                (on_chain.bonded.u128(), on_chain.unbonding.u128()),
-                (w.bonded, w.unbonding)
-            );
+            let on_chain: WorkerResponse = f.query(&QueryMsg::Worker { pubkey: f.workers[i].pubkey() });
+            prop_assert_eq!((on_chain.bonded.u128(), on_chain.unbonding.u128()), (w.bonded, w.unbonding));
         }
     }
     for j in &m.jobs {
         let on_chain: JobResponse = f.query(&QueryMsg::Job { job_id: j.id });
-        prop_assert_eq!(
-            on_chain.paid_to_workers.u128() + on_chain.paid_to_relay.u128(),
-            j.paid
-        );
+        prop_assert_eq!(on_chain.paid_to_workers.u128() + on_chain.paid_to_relay.u128(), j.paid);
         prop_assert_eq!(on_chain.remaining.u128(), j.remaining());
         for (index, signers) in &j.settled {
-            let task: TaskResponse = f.query(&QueryMsg::Task {
-                job_id: j.id,
-                index: *index,
-            });
+            let task: TaskResponse = f.query(&QueryMsg::Task { job_id: j.id, index: *index });
             let paid: Vec<HexBinary> = signers.iter().map(|&w| f.workers[w].pubkey()).collect();
             prop_assert_eq!(task.settled.map(|t| t.paid_workers), Some(paid));
         }

@@ -149,6 +149,7 @@ fn whole_flow_in_cosmwasm_vm_with_gas() {
         quorum: 2,
         price_per_replica: Uint128::new(PRICE),
         deadline,
+        slashable: true,
     };
     let deposit = 8 * 3 * (PRICE + FEE);
     let client = f.client.clone();

@@ -5,8 +5,8 @@
 use super::Alive;
 use crate::app::{Connectivity, set_title};
 use crate::browser;
-use crate::compute::Contributor;
 use crate::components::notice::{Notice, Tone};
+use crate::compute::Contributor;
 use crate::error::Error;
 use crate::format;
 use crate::views::WorkerInfo;

@@ -34,7 +34,8 @@ pub fn Dashboard() -> impl IntoView {
     set_title("Dashboard");
     let client_key = browser::client_keypair();
     let client_hex = client_key.as_ref().ok().map(|k| k.public().to_hex());
-    let key_problem = client_key.as_ref().err().map(|e| format!("No client key: {e}. Jobs cannot be signed in this browser."));
+    let key_problem =
+        client_key.as_ref().err().map(|e| format!("No client key: {e}. Jobs cannot be signed in this browser."));
     view! {
         <section class="page dashboard" data-testid="page-dashboard">
             <h1 data-testid="page-heading">"Dashboard"</h1>
@@ -59,7 +60,8 @@ fn ClientCard(key: Option<String>) -> impl IntoView {
                     break;
                 }
                 // Keep a known balance through a network blip.
-                let blip = matches!(result, Err(Error::Offline | Error::Network(_))) && info.with_untracked(|i| matches!(i, Some(Ok(_))));
+                let blip = matches!(result, Err(Error::Offline | Error::Network(_)))
+                    && info.with_untracked(|i| matches!(i, Some(Ok(_))));
                 if !blip {
                     info.set(Some(result));
                 }
@@ -118,7 +120,8 @@ fn JobFormPanel() -> impl IntoView {
             return;
         }
         wgsl_failure.set(None);
-        let built = files.with_untracked(|files| form.with_untracked(|f| job_form::build(f, files, browser::random_u64())));
+        let built =
+            files.with_untracked(|files| form.with_untracked(|f| job_form::build(f, files, browser::random_u64())));
         let built = match built {
             Ok(built) => built,
             Err(e) => {
@@ -161,7 +164,9 @@ fn JobFormPanel() -> impl IntoView {
                 }
                 Err(e) if e.code() == Some("invalid_wgsl") => {
                     let message = e.to_string();
-                    let _ = submission.try_set(Submission::Failed("The relay refused the kernel: see the error under the editor.".into()));
+                    let _ = submission.try_set(Submission::Failed(
+                        "The relay refused the kernel: see the error under the editor.".into(),
+                    ));
                     point_at_error(editor, &message);
                     let _ = wgsl_failure.try_set(Some(message));
                 }
@@ -420,7 +425,8 @@ fn wgsl_fields(
     let gutter = NodeRef::<leptos::html::Div>::new();
     let location = Memo::new(move |_| wgsl_failure.with(|m| m.as_deref().and_then(wgsl_error::parse)));
     let line_count = Memo::new(move |_| form.with(|f| f.wgsl_source.split('\n').count().max(1)));
-    let source_error = move || error.with(|e| e.as_ref().filter(|e| e.field == Some(Field::WgslSource)).map(|e| e.message.clone()));
+    let source_error =
+        move || error.with(|e| e.as_ref().filter(|e| e.field == Some(Field::WgslSource)).map(|e| e.message.clone()));
     let file_problem = RwSignal::new(None::<String>);
     let add_files = move |ev: leptos::ev::Event| {
         let Some(input) = ev.target().and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok()) else { return };
@@ -580,8 +586,9 @@ fn JobList(client: Option<String>) -> impl IntoView {
     };
 
     let sync_followers = move || {
-        let running: Vec<u64> =
-            jobs.with_untracked(|l| l.iter().filter(|j| j.state == JobState::Running).map(|j| j.id.0).take(MAX_FOLLOWED).collect());
+        let running: Vec<u64> = jobs.with_untracked(|l| {
+            l.iter().filter(|j| j.state == JobState::Running).map(|j| j.id.0).take(MAX_FOLLOWED).collect()
+        });
         followers.update_value(|map| {
             map.retain(|id, _| running.contains(id));
             for id in running {

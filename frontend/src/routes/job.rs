@@ -89,7 +89,9 @@ impl JobData {
             let fresh = detail
                 .tasks
                 .iter()
-                .map(|t| RwSignal::new(Cell { state: t.state, output_hash: t.output_hash, replicas: t.replicas.clone() }))
+                .map(|t| {
+                    RwSignal::new(Cell { state: t.state, output_hash: t.output_hash, replicas: t.replicas.clone() })
+                })
                 .collect();
             self.cells.set(fresh);
             self.outputs.set_value(vec![None; detail.tasks.len()]);
@@ -109,7 +111,8 @@ impl JobData {
     fn apply_event(self, event: JobEvent) {
         match event {
             JobEvent::Snapshot { job } | JobEvent::JobDone { job } | JobEvent::JobFailed { job } => {
-                self.progress.update(|p| p.record(job.finished_at_ms.unwrap_or_else(browser::now_ms), job.tasks_verified));
+                self.progress
+                    .update(|p| p.record(job.finished_at_ms.unwrap_or_else(browser::now_ms), job.tasks_verified));
                 self.summary.set(Some(job));
             }
             JobEvent::TaskVerified { task, output_hash, verified, .. } => {
@@ -158,7 +161,9 @@ impl JobData {
         let missing: Vec<u32> = indices
             .iter()
             .copied()
-            .filter(|&i| self.outputs.try_with_value(|o| o.get(i as usize).is_some_and(Option::is_none)).unwrap_or(false))
+            .filter(|&i| {
+                self.outputs.try_with_value(|o| o.get(i as usize).is_some_and(Option::is_none)).unwrap_or(false)
+            })
             .collect();
         for (n, &index) in missing.iter().enumerate() {
             progress(n, missing.len());
@@ -222,7 +227,8 @@ fn JobView(id: JobId) -> impl IntoView {
                                 follower.set_value(Some(JobFollower::start(
                                     id,
                                     move |event| {
-                                        let ended = matches!(event, JobEvent::JobDone { .. } | JobEvent::JobFailed { .. });
+                                        let ended =
+                                            matches!(event, JobEvent::JobDone { .. } | JobEvent::JobFailed { .. });
                                         data.apply_event(event);
                                         if ended {
                                             // Fetch the final replica states once.
@@ -259,7 +265,9 @@ fn JobView(id: JobId) -> impl IntoView {
                 }
                 browser::sleep(DETAIL_REFRESH_MS).await;
                 // The page may be gone by now, and its signals with it.
-                if !alive.get() || data.summary.with_untracked(|s| s.as_ref().is_some_and(|s| s.state != JobState::Running)) {
+                if !alive.get()
+                    || data.summary.with_untracked(|s| s.as_ref().is_some_and(|s| s.state != JobState::Running))
+                {
                     break;
                 }
             }
@@ -301,9 +309,11 @@ fn JobView(id: JobId) -> impl IntoView {
 
 #[component]
 fn Overview(data: JobData) -> impl IntoView {
-    let get = move |read: fn(&JobSummary) -> u32| Signal::derive(move || data.summary.with(|s| s.as_ref().map_or(0, read)));
+    let get =
+        move |read: fn(&JobSummary) -> u32| Signal::derive(move || data.summary.with(|s| s.as_ref().map_or(0, read)));
     let (verified, failed, total) = (get(|s| s.tasks_verified), get(|s| s.tasks_failed), get(|s| s.tasks_total));
-    let state = move || data.summary.with(|s| s.as_ref().map(|s| state_label(s.state)).unwrap_or(("running", "Running")));
+    let state =
+        move || data.summary.with(|s| s.as_ref().map(|s| state_label(s.state)).unwrap_or(("running", "Running")));
     let now = RwSignal::new(browser::now_ms());
     let tick = set_interval_with_handle(move || now.set(browser::now_ms()), std::time::Duration::from_secs(1)).ok();
     on_cleanup(move || {
@@ -329,8 +339,10 @@ fn Overview(data: JobData) -> impl IntoView {
             if !alive.get() {
                 break;
             }
-            let stop = matches!(result, Err(Error::Unsupported { .. })) || result.as_ref().is_err_and(Error::is_not_found);
-            let blip = matches!(result, Err(Error::Offline | Error::Network(_))) && escrow.with_untracked(|e| matches!(e, Some(Ok(_))));
+            let stop =
+                matches!(result, Err(Error::Unsupported { .. })) || result.as_ref().is_err_and(Error::is_not_found);
+            let blip = matches!(result, Err(Error::Offline | Error::Network(_)))
+                && escrow.with_untracked(|e| matches!(e, Some(Ok(_))));
             if !blip {
                 escrow.set(Some(result));
             }
@@ -542,7 +554,10 @@ fn Throughput(data: JobData) -> impl IntoView {
         data.progress.with(|p| {
             let points = p.points();
             if p.joined_late && points.len() >= 2 {
-                vec![Series { points: points[..2].to_vec(), dashed: true }, Series { points: points[1..].to_vec(), dashed: false }]
+                vec![
+                    Series { points: points[..2].to_vec(), dashed: true },
+                    Series { points: points[1..].to_vec(), dashed: false },
+                ]
             } else {
                 vec![Series { points: points.to_vec(), dashed: false }]
             }
@@ -594,11 +609,17 @@ fn Results(data: JobData) -> impl IntoView {
     let problem: RwSignal<Option<String>> = RwSignal::new(None);
     let busy = RwSignal::new(false);
     let summary: RwSignal<Option<String>> = RwSignal::new(None);
-    let total_output = Memo::new(move |_| data.spec.with(|s| s.as_ref().map_or(0, |s| s.tasks.iter().map(|t| u64::from(t.output_size)).sum::<u64>())));
+    let total_output = Memo::new(move |_| {
+        data.spec.with(|s| s.as_ref().map_or(0, |s| s.tasks.iter().map(|t| u64::from(t.output_size)).sum::<u64>()))
+    });
 
     // A summary of a finished job, when its outputs are small enough to fetch on their own.
     Effect::new(move |_| {
-        if !done.get() || kernel.get().is_none() || total_output.get() > AUTO_SUMMARY_BYTES || summary.with_untracked(Option::is_some) {
+        if !done.get()
+            || kernel.get().is_none()
+            || total_output.get() > AUTO_SUMMARY_BYTES
+            || summary.with_untracked(Option::is_some)
+        {
             return;
         }
         leptos::task::spawn_local(async move {
@@ -608,7 +629,8 @@ fn Results(data: JobData) -> impl IntoView {
                 return;
             }
             let Some(outputs) = data.all_outputs() else { return };
-            let text = data.spec.try_with_untracked(|s| s.as_ref().and_then(|s| results::summary(s, &outputs))).flatten();
+            let text =
+                data.spec.try_with_untracked(|s| s.as_ref().and_then(|s| results::summary(s, &outputs))).flatten();
             let _ = summary.try_set(text);
         });
     });
@@ -652,7 +674,11 @@ fn Results(data: JobData) -> impl IntoView {
             if let Err(e) = browser::download(&format!("job-{id}-outputs.tar"), &archive, "application/x-tar") {
                 let _ = problem.try_set(Some(e.to_string()));
             }
-            let _ = status.try_set(Some(format!("Saved {} outputs ({}).", files.len().saturating_sub(1), format::bytes(archive.len() as u64))));
+            let _ = status.try_set(Some(format!(
+                "Saved {} outputs ({}).",
+                files.len().saturating_sub(1),
+                format::bytes(archive.len() as u64)
+            )));
             let _ = busy.try_set(false);
         });
     };
@@ -730,7 +756,9 @@ fn MandelbrotPreview(data: JobData) -> impl IntoView {
         if too_big() {
             return;
         }
-        let rgba = data.spec.with_untracked(|s| s.as_ref().map(|s| data.outputs.with_value(|o| results::mandelbrot_rgba(s, o))));
+        let rgba = data
+            .spec
+            .with_untracked(|s| s.as_ref().map(|s| data.outputs.with_value(|o| results::mandelbrot_rgba(s, o))));
         match rgba {
             Some(Ok(rgba)) => {
                 if let Err(e) = paint(&canvas, w, h, &rgba) {
@@ -790,7 +818,8 @@ fn paint(canvas: &web_sys::HtmlCanvasElement, width: u32, height: u32, rgba: &[u
         .ok_or("no 2D context")?
         .dyn_into::<web_sys::CanvasRenderingContext2d>()
         .map_err(|_| "not a 2D context".to_string())?;
-    let image = web_sys::ImageData::new_with_u8_clamped_array_and_sh(Clamped(rgba), width, height).map_err(|e| browser::js_text(&e))?;
+    let image = web_sys::ImageData::new_with_u8_clamped_array_and_sh(Clamped(rgba), width, height)
+        .map_err(|e| browser::js_text(&e))?;
     context.put_image_data(&image, 0.0, 0.0).map_err(|e| browser::js_text(&e))
 }
 
@@ -815,7 +844,9 @@ fn MatmulCheck(data: JobData) -> impl IntoView {
                 let a = api::blob(&a_hash).await.map_err(|e| format!("matrix A could not be fetched: {e}"))?;
                 let b = api::blob(&b_hash).await.map_err(|e| format!("matrix B could not be fetched: {e}"))?;
                 let indices: Vec<u32> = (0..spec.tasks.len() as u32).collect();
-                data.fetch_outputs(&indices, |_, _| {}).await.map_err(|e| format!("the outputs could not be fetched: {e}"))?;
+                data.fetch_outputs(&indices, |_, _| {})
+                    .await
+                    .map_err(|e| format!("the outputs could not be fetched: {e}"))?;
                 let outputs = data.all_outputs().ok_or("not every task has an output")?;
                 // Give the browser a frame to paint "Checking…" before the CPU work.
                 browser::sleep(16).await;

@@ -76,7 +76,8 @@ pub fn Network() -> impl IntoView {
     let counter_missing = move || health.with(|h| h.as_ref().is_some_and(|h| h.tasks_verified_total.is_none()));
     let started = browser::monotonic_ms();
     let now = RwSignal::new(started);
-    let tick = set_interval_with_handle(move || now.set(browser::monotonic_ms()), std::time::Duration::from_secs(5)).ok();
+    let tick =
+        set_interval_with_handle(move || now.set(browser::monotonic_ms()), std::time::Duration::from_secs(5)).ok();
     on_cleanup(move || {
         if let Some(t) = tick {
             t.clear();
@@ -94,7 +95,8 @@ pub fn Network() -> impl IntoView {
         vec![Series { points, dashed: false }]
     });
     let domain = Signal::derive(move || Some((-window_minutes, 0.0)));
-    let minutes_label = |m: f64| if m.abs() < 0.05 { "now".to_string() } else { format!("{} min", chart::tick_label(m)) };
+    let minutes_label =
+        |m: f64| if m.abs() < 0.05 { "now".to_string() } else { format!("{} min", chart::tick_label(m)) };
 
     view! {
         <section class="page network" data-testid="page-network">

@@ -54,6 +54,8 @@ pub struct OpenJob {
     pub price_per_replica: u128,
     /// Unix seconds.
     pub deadline: u64,
+    /// Dissenting signatures can be slashed: results are compared byte for byte.
+    pub slashable: bool,
 }
 
 /// One verified task for `SettleBatch`.
@@ -167,6 +169,7 @@ fn create_job_msg(job: &OpenJob) -> starling_escrow::msg::ExecuteMsg {
         quorum: job.quorum,
         price_per_replica: cosmwasm_std::Uint128::new(job.price_per_replica),
         deadline: job.deadline,
+        slashable: job.slashable,
     }
 }
 

@@ -2,7 +2,7 @@
 //! replicas and which keys are bonded) and acts on what these functions return.
 
 use super::{Evidence, OpenJob, SettleTask};
-use starling_protocol::job::JobSpec;
+use starling_protocol::job::{Comparison, JobSpec};
 use starling_protocol::{Hash32, JobId, PublicKey, Signature};
 use std::collections::HashSet;
 
@@ -13,10 +13,21 @@ pub struct SignedReplica {
     pub output_hash: Hash32,
     pub output_len: u64,
     pub signature: Signature,
+    /// The verifier rejected this result: it disagreed with the quorum. Only rejected results
+    /// are evidence; an accepted one that differs in its bytes agreed within the job's tolerance.
+    pub rejected: bool,
 }
 
-/// What a job locks in escrow, or `None` for a free job (price 0 runs unpaid).
-pub fn open_job(job: JobId, client: PublicKey, spec: &JobSpec, created_secs: u64) -> Option<OpenJob> {
+/// How long after the relay's own deadline the escrow still takes settlements: tasks verified
+/// in the job's last moments are still in the settler's batch (or its retries) when the relay's
+/// deadline passes, and must be paid, not refunded. The relay closes a finished job at once, so
+/// the grace delays nothing for the client.
+pub const SETTLE_GRACE_SECS: u64 = 600;
+
+/// What a job locks in escrow, or `None` for a free job (price 0 runs unpaid). `created_ms` is
+/// the job's creation time (Unix milliseconds); the escrow deadline is the relay's deadline,
+/// rounded up to the second, plus [`SETTLE_GRACE_SECS`].
+pub fn open_job(job: JobId, client: PublicKey, spec: &JobSpec, created_ms: u64) -> Option<OpenJob> {
     if spec.price_per_replica == 0 {
         return None;
     }
@@ -27,7 +38,10 @@ pub fn open_job(job: JobId, client: PublicKey, spec: &JobSpec, created_secs: u64
         replicas: spec.max_replicas.max(spec.replicas),
         quorum: spec.quorum,
         price_per_replica: u128::from(spec.price_per_replica),
-        deadline: created_secs + spec.deadline_secs,
+        deadline: created_ms.div_ceil(1000) + spec.deadline_secs + SETTLE_GRACE_SECS,
+        // A signature over a different result proves a lie only when results must match byte
+        // for byte; within a tolerance, honest GPUs differ.
+        slashable: spec.comparison == Comparison::Exact,
     })
 }
 
@@ -64,17 +78,22 @@ pub fn settle_entry(
     })
 }
 
-/// Slashing evidence from a settled task: every registered key that signed a different
-/// result (hash or length), once per key.
+/// Slashing evidence from a settled task of a slashable job: every registered key whose result
+/// the verifier rejected and that signed a different result (hash or length), once per key.
 pub fn evidence(
     job: JobId,
+    slashable: bool,
     settled: &SettleTask,
     replicas: &[SignedReplica],
     registered: &HashSet<PublicKey>,
 ) -> Vec<Evidence> {
+    if !slashable {
+        return Vec::new();
+    }
     let mut seen = HashSet::new();
     replicas
         .iter()
+        .filter(|r| r.rejected)
         .filter(|r| r.output_hash != settled.output_hash || r.output_len != settled.output_len)
         .filter(|r| registered.contains(&r.worker) && seen.insert(r.worker))
         .map(|r| Evidence {
@@ -97,12 +116,15 @@ mod tests {
         PublicKey([n; 32])
     }
 
+    /// A replica the verifier rejected when its hash differs from the agreed one (`1`), as an
+    /// exact comparison does.
     fn replica(worker: u8, hash: u8, len: u64) -> SignedReplica {
         SignedReplica {
             worker: key(worker),
             output_hash: Hash32([hash; 32]),
             output_len: len,
             signature: Signature([worker; 64]),
+            rejected: hash != 1 || len != 8,
         }
     }
 
@@ -181,10 +203,26 @@ mod tests {
             replica(2, 7, 8), // second lie by the same key: one slash
             replica(5, 9, 8), // not registered: nothing to slash
         ];
-        let got = evidence(JobId(7), &settled, &replicas, &registered);
+        let got = evidence(JobId(7), true, &settled, &replicas, &registered);
         let got: Vec<(u8, u8, u64)> = got.iter().map(|e| (e.worker.0[0], e.output_hash.0[0], e.output_len)).collect();
         assert_eq!(got, vec![(2, 9, 8), (3, 1, 9)]);
-        assert!(evidence(JobId(7), &settled, &replicas[..1], &registered).is_empty());
+        assert!(evidence(JobId(7), true, &settled, &replicas[..1], &registered).is_empty());
+    }
+
+    #[test]
+    fn no_evidence_from_results_accepted_within_tolerance() {
+        let settled = SettleTask { index: 0, output_hash: Hash32([1; 32]), output_len: 8, signatures: vec![] };
+        let registered: HashSet<PublicKey> = [key(1), key(2), key(3)].into();
+        // Worker 2's bytes differ but the verifier accepted them (within tolerance): honest.
+        let within = SignedReplica { rejected: false, ..replica(2, 5, 8) };
+        let replicas = vec![replica(1, 1, 8), within, replica(3, 9, 8)];
+        let got: Vec<u8> =
+            evidence(JobId(7), true, &settled, &replicas, &registered).iter().map(|e| e.worker.0[0]).collect();
+        assert_eq!(got, vec![3], "only the rejected dissenter is evidence");
+        assert!(
+            evidence(JobId(7), false, &settled, &replicas, &registered).is_empty(),
+            "a tolerance job (not slashable) gives no evidence at all"
+        );
     }
 
     #[test]
@@ -202,12 +240,17 @@ mod tests {
             homogeneous: false,
             nonce: 0,
         };
-        assert_eq!(open_job(JobId(1), key(1), &spec, 1000), None);
+        assert_eq!(open_job(JobId(1), key(1), &spec, 1_000_000), None);
         spec.price_per_replica = 25;
-        let open = open_job(JobId(1), key(1), &spec, 1000).unwrap();
+        let open = open_job(JobId(1), key(1), &spec, 1_000_000).unwrap();
         assert_eq!(
-            (open.tasks, open.replicas, open.quorum, open.price_per_replica, open.deadline),
-            (3, 4, 2, 25, 1060)
+            (open.tasks, open.replicas, open.quorum, open.price_per_replica, open.deadline, open.slashable),
+            (3, 4, 2, 25, 1000 + 60 + SETTLE_GRACE_SECS, true)
         );
+        // Created part-way through a second: the escrow deadline never falls before the relay's.
+        let open = open_job(JobId(1), key(1), &spec, 1_000_001).unwrap();
+        assert_eq!(open.deadline, 1001 + 60 + SETTLE_GRACE_SECS);
+        spec.comparison = Comparison::Tolerance { rel: 1e-5, abs: 1e-6 };
+        assert!(!open_job(JobId(1), key(1), &spec, 1_000_000).unwrap().slashable);
     }
 }

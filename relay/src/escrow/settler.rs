@@ -4,13 +4,17 @@
 //! different result, and closes finished jobs so clients get the rest of their deposit back.
 //!
 //! It never blocks the core, and it keeps no state that the ledger and the store cannot give
-//! back: after a restart it lists the escrow's open jobs and settles what the store verified
-//! and the ledger has not (so a crash between the two settles nothing twice and loses nothing).
+//! back: after a restart it lists the escrow's open jobs, settles what the store verified and
+//! the ledger has not (so a crash between the two settles nothing twice and loses nothing), and
+//! resubmits the evidence of settled tasks with rejected results (the contract refuses a second
+//! slash for the same task and worker, so nothing is slashed twice and no liar escapes a crash
+//! between settlement and evidence). A job is closed only once its evidence is in.
 
 use super::plan::{self, SignedReplica, Unpayable};
 use super::{Escrow, EscrowError, SettleTask};
 use crate::store::Store;
 use starling_protocol::events::JobState;
+use starling_protocol::job::Comparison;
 use starling_protocol::{JobId, PublicKey, TaskId};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
@@ -38,6 +42,8 @@ const RETRY: Duration = Duration::from_secs(2);
 struct Terms {
     quorum: u8,
     max_signers: u8,
+    /// Exact comparison: dissenting signatures are evidence.
+    slashable: bool,
 }
 
 #[derive(Debug)]
@@ -46,6 +52,8 @@ pub struct Settler {
     store: Store,
     rx: mpsc::UnboundedReceiver<SettleNote>,
     pending: BTreeMap<JobId, BTreeSet<u32>>,
+    /// Settled tasks with rejected results whose evidence is not submitted yet.
+    evidence_owed: BTreeMap<JobId, BTreeSet<u32>>,
     finished: BTreeSet<JobId>,
     terms: HashMap<JobId, Option<Terms>>,
 }
@@ -53,8 +61,15 @@ pub struct Settler {
 /// Starts the settler; the returned sender goes to the core.
 pub fn spawn(escrow: Escrow, store: Store) -> (SettleSender, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let settler =
-        Settler { escrow, store, rx, pending: BTreeMap::new(), finished: BTreeSet::new(), terms: HashMap::new() };
+    let settler = Settler {
+        escrow,
+        store,
+        rx,
+        pending: BTreeMap::new(),
+        evidence_owed: BTreeMap::new(),
+        finished: BTreeSet::new(),
+        terms: HashMap::new(),
+    };
     (tx, tokio::spawn(settler.run()))
 }
 
@@ -65,7 +80,7 @@ impl Settler {
             tokio::time::sleep(RETRY).await;
         }
         loop {
-            let idle = self.pending.is_empty() && self.finished.is_empty();
+            let idle = self.pending.is_empty() && self.evidence_owed.is_empty() && self.finished.is_empty();
             let first = if idle {
                 match self.rx.recv().await {
                     Some(note) => Some(note),
@@ -115,15 +130,27 @@ impl Settler {
                     if !todo.is_empty() {
                         self.pending.insert(job, todo);
                     }
+                    let owed: BTreeSet<u32> = self
+                        .store
+                        .tasks_with_rejected_results(job)
+                        .await?
+                        .into_iter()
+                        .filter(|i| settled.contains(i))
+                        .collect();
+                    if !owed.is_empty() {
+                        self.evidence_owed.insert(job, owed);
+                    }
                     if state != JobState::Running {
                         self.finished.insert(job);
                     }
                 }
             }
         }
-        let (tasks, jobs) = (self.pending.values().map(BTreeSet::len).sum::<usize>(), self.finished.len());
-        if tasks + jobs > 0 {
-            tracing::info!(tasks, jobs, "settlement resumes unfinished work");
+        let tasks = self.pending.values().map(BTreeSet::len).sum::<usize>();
+        let evidence = self.evidence_owed.values().map(BTreeSet::len).sum::<usize>();
+        let jobs = self.finished.len();
+        if tasks + evidence + jobs > 0 {
+            tracing::info!(tasks, evidence, jobs, "settlement resumes unfinished work");
         }
         Ok(())
     }
@@ -133,9 +160,11 @@ impl Settler {
             return Ok(*t);
         }
         let terms = match self.store.job_state_spec(job).await? {
-            Some((_, spec)) if self.escrow.job(job).await?.is_some() => {
-                Some(Terms { quorum: spec.quorum, max_signers: spec.max_replicas.max(spec.replicas) })
-            }
+            Some((_, spec)) if self.escrow.job(job).await?.is_some() => Some(Terms {
+                quorum: spec.quorum,
+                max_signers: spec.max_replicas.max(spec.replicas),
+                slashable: spec.comparison == Comparison::Exact,
+            }),
             _ => None,
         };
         self.terms.insert(job, terms);
@@ -143,8 +172,15 @@ impl Settler {
     }
 
     async fn flush(&mut self) {
-        let jobs: Vec<JobId> =
-            self.pending.keys().chain(self.finished.iter()).copied().collect::<BTreeSet<_>>().into_iter().collect();
+        let jobs: Vec<JobId> = self
+            .pending
+            .keys()
+            .chain(self.evidence_owed.keys())
+            .chain(self.finished.iter())
+            .copied()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         for job in jobs {
             match self.flush_job(job).await {
                 Ok(()) => {}
@@ -160,11 +196,13 @@ impl Settler {
         let terms = if self.store.job_state_spec(job).await?.is_some() { self.terms(job).await? } else { None };
         if let Some(terms) = terms {
             self.settle_pending(job, terms).await?;
+            self.submit_evidence(job, terms).await?;
         } else {
             // Unpaid job (nothing to settle), or an orphan opened in escrow only.
             self.pending.remove(&job);
+            self.evidence_owed.remove(&job);
         }
-        if self.finished.contains(&job) && !self.pending.contains_key(&job) {
+        if self.finished.contains(&job) && !self.pending.contains_key(&job) && !self.evidence_owed.contains_key(&job) {
             if self.escrow.job(job).await?.is_some_and(|j| j.refunded.is_none()) {
                 let refund = self.escrow.close(job).await?;
                 tracing::info!(%job, refund, "job closed in escrow; unpaid deposit refunded");
@@ -189,13 +227,10 @@ impl Settler {
             }
         }
         let keys: BTreeSet<PublicKey> = facts.iter().flat_map(|(_, _, r)| r.iter().map(|r| r.worker)).collect();
-        let (mut eligible, mut registered) = (HashSet::new(), HashSet::new());
+        let mut eligible = HashSet::new();
         for key in keys {
-            if let Some(standing) = self.escrow.worker(&key).await? {
-                registered.insert(key);
-                if standing.eligible {
-                    eligible.insert(key);
-                }
+            if self.escrow.worker(&key).await?.is_some_and(|standing| standing.eligible) {
+                eligible.insert(key);
             }
         }
         let mut entries = Vec::new();
@@ -216,21 +251,61 @@ impl Settler {
             let settled = self.settle_batch(job, batch).await?;
             for entry in settled {
                 self.done(job, entry.index);
-                let replicas = replicas_of.get(&entry.index).map(Vec::as_slice).unwrap_or_default();
-                for evidence in plan::evidence(job, entry, replicas, &registered) {
-                    match self.escrow.slash(&evidence).await {
-                        Ok(()) => {
-                            tracing::warn!(%job, index = entry.index, worker = %evidence.worker, "worker slashed: it signed a different result for a settled task")
-                        }
-                        Err(EscrowError::Refused(why)) => {
-                            tracing::info!(%job, worker = %evidence.worker, %why, "slash refused")
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
+                let lied = replicas_of.get(&entry.index).is_some_and(|r| r.iter().any(|r| r.rejected));
+                if terms.slashable && lied {
+                    self.evidence_owed.entry(job).or_default().insert(entry.index);
                 }
             }
         }
         Ok(())
+    }
+
+    /// Submits the evidence owed for a job's settled tasks. A task leaves the list once each of
+    /// its registered dissenters is slashed or the contract refused (already slashed, say); if
+    /// the escrow is unavailable it stays for the retry.
+    async fn submit_evidence(&mut self, job: JobId, terms: Terms) -> crate::Result<()> {
+        let Some(indices) = self.evidence_owed.get(&job).cloned() else {
+            return Ok(());
+        };
+        for index in indices {
+            let Some((hash, replicas)) = self.store.signed_results(TaskId { job, index }).await? else {
+                self.evidence_paid(job, index);
+                continue;
+            };
+            let Some(output_len) = replicas.iter().find(|r| r.output_hash == hash).map(|r| r.output_len) else {
+                self.evidence_paid(job, index);
+                continue;
+            };
+            let mut registered = HashSet::new();
+            for r in replicas.iter().filter(|r| r.rejected) {
+                if !registered.contains(&r.worker) && self.escrow.worker(&r.worker).await?.is_some() {
+                    registered.insert(r.worker);
+                }
+            }
+            let settled = SettleTask { index, output_hash: hash, output_len, signatures: Vec::new() };
+            for evidence in plan::evidence(job, terms.slashable, &settled, &replicas, &registered) {
+                match self.escrow.slash(&evidence).await {
+                    Ok(()) => {
+                        tracing::warn!(%job, index, worker = %evidence.worker, "worker slashed: it signed a different result for a settled task")
+                    }
+                    Err(EscrowError::Refused(why)) => {
+                        tracing::info!(%job, index, worker = %evidence.worker, %why, "slash refused")
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            self.evidence_paid(job, index);
+        }
+        Ok(())
+    }
+
+    fn evidence_paid(&mut self, job: JobId, index: u32) {
+        if let Some(set) = self.evidence_owed.get_mut(&job) {
+            set.remove(&index);
+            if set.is_empty() {
+                self.evidence_owed.remove(&job);
+            }
+        }
     }
 
     /// Settles a batch; if the escrow refuses it (a signer unbonded meanwhile, a task already

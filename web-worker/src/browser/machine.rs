@@ -468,26 +468,31 @@ impl Machine {
         let refusal = check_assignment(&assignment, caps);
         let Some(Run { link: Link::Ready(session), .. }) = &mut self.run else { return };
         let (lease, task) = (assignment.lease, assignment.task);
-        let reason = if session.job.is_some() {
-            Some("this browser worker runs one task at a time and already has one".to_string())
+        // A task this worker cannot run fails (the relay will not offer it again); one it only
+        // cannot run now is declined (the relay gives it to someone else, maybe back later).
+        let refusal = if session.job.is_some() {
+            Some((false, "this browser worker runs one task at a time and already has one".to_string()))
         } else if let Err(why) = refusal {
-            Some(why)
+            Some((true, why))
         } else if let Pace::Pause(why) = pace {
             // Heartbeats keep a lease alive: holding it while paused could hold it for hours.
-            Some(format!("paused: {why}"))
+            Some((false, format!("paused: {why}")))
         } else {
             session.job = Some(Job { assignment, started_ms: None });
             None
         };
-        if let Some(reason) = reason {
+        if let Some((cannot_run, reason)) = refusal {
             let conn = session.conn;
-            let paused = matches!(pace, Pace::Pause(_));
-            if !paused {
-                self.tasks_failed += 1;
-            }
-            self.log(LogLevel::Warn, format!("task {task} refused: {reason}"));
+            let level = if cannot_run { LogLevel::Warn } else { LogLevel::Info };
+            self.log(level, format!("task {task} refused: {reason}"));
             let reason: String = reason.chars().take(MAX_REASON_LEN).collect();
-            self.actions.push(Action::Send { conn, text: encode(&WorkerMessage::Failed { lease, task, reason }) });
+            let message = if cannot_run {
+                self.tasks_failed += 1;
+                WorkerMessage::Failed { lease, task, reason }
+            } else {
+                WorkerMessage::Decline { lease, task, reason }
+            };
+            self.actions.push(Action::Send { conn, text: encode(&message) });
         }
     }
 
@@ -563,7 +568,7 @@ impl Machine {
                         let reason = format!("paused: {why}");
                         self.actions.push(Action::Send {
                             conn: session.conn,
-                            text: encode(&WorkerMessage::Failed { lease, task, reason }),
+                            text: encode(&WorkerMessage::Decline { lease, task, reason }),
                         });
                     }
                     Pace::Rest { .. } => {}

@@ -58,7 +58,12 @@ impl InputCache {
     }
 }
 
-pub(super) async fn upload(http: &reqwest::Client, relay: &str, hash: &Hash32, body: Vec<u8>) -> Result<(), NativeError> {
+pub(super) async fn upload(
+    http: &reqwest::Client,
+    relay: &str,
+    hash: &Hash32,
+    body: Vec<u8>,
+) -> Result<(), NativeError> {
     let url = format!("{}/v1/blobs/{hash}", relay.trim_end_matches('/'));
     let resp = http.put(url).body(body).send().await.map_err(|e| NativeError::Http(e.to_string()))?;
     if !resp.status().is_success() {

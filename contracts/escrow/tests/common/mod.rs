@@ -7,9 +7,7 @@ use cosmwasm_std::{Addr, Coin, HexBinary, StdResult, Uint128, coins};
 use cw_multi_test::{App, AppResponse, ContractWrapper, Executor};
 use serde::de::DeserializeOwned;
 use starling_escrow::ContractError;
-use starling_escrow::msg::{
-    ExecuteMsg, InstantiateMsg, QueryMsg, TaskResult, WorkerSignature, registration_bytes,
-};
+use starling_escrow::msg::{ExecuteMsg, InstantiateMsg, QueryMsg, TaskResult, WorkerSignature, registration_bytes};
 use starling_protocol::sign::Keypair;
 use starling_protocol::{Hash32, JobId, TaskId, sha256};
 
@@ -49,25 +47,9 @@ impl TestWorker {
         HexBinary::from(self.key.public().0.as_slice())
     }
 
-    pub fn sign(
-        &self,
-        job_id: u64,
-        index: u32,
-        output_hash: &Hash32,
-        output_len: u64,
-    ) -> WorkerSignature {
-        let sig = self.key.sign_result(
-            TaskId {
-                job: JobId(job_id),
-                index,
-            },
-            output_hash,
-            output_len,
-        );
-        WorkerSignature {
-            worker_pubkey: self.pubkey(),
-            signature: HexBinary::from(sig.0.as_slice()),
-        }
+    pub fn sign(&self, job_id: u64, index: u32, output_hash: &Hash32, output_len: u64) -> WorkerSignature {
+        let sig = self.key.sign_result(TaskId { job: JobId(job_id), index }, output_hash, output_len);
+        WorkerSignature { worker_pubkey: self.pubkey(), signature: HexBinary::from(sig.0.as_slice()) }
     }
 }
 
@@ -103,14 +85,8 @@ impl Fixture {
             .collect();
         let deployer = api.addr_make("deployer");
         app.init_modules(|router, _, storage| {
-            for addr in [&relay, &client, &reporter]
-                .into_iter()
-                .chain(workers.iter().map(|w| &w.owner))
-            {
-                let funds = vec![
-                    Coin::new(START_BALANCE, OTHER_DENOM),
-                    Coin::new(START_BALANCE, DENOM),
-                ];
+            for addr in [&relay, &client, &reporter].into_iter().chain(workers.iter().map(|w| &w.owner)) {
+                let funds = vec![Coin::new(START_BALANCE, OTHER_DENOM), Coin::new(START_BALANCE, DENOM)];
                 router.bank.init_balance(storage, addr, funds).unwrap();
             }
         });
@@ -121,23 +97,9 @@ impl Fixture {
         );
         let code_id = app.store_code(Box::new(code));
         let contract = app
-            .instantiate_contract(
-                code_id,
-                deployer,
-                &instantiate_msg(&relay),
-                &[],
-                "starling-escrow",
-                None,
-            )
+            .instantiate_contract(code_id, deployer, &instantiate_msg(&relay), &[], "starling-escrow", None)
             .unwrap();
-        Self {
-            app,
-            contract,
-            relay,
-            client,
-            reporter,
-            workers,
-        }
+        Self { app, contract, relay, client, reporter, workers }
     }
 
     /// A chain whose workers are registered with `MIN_BOND` each.
@@ -160,21 +122,12 @@ impl Fixture {
         });
     }
 
-    pub fn execute(
-        &mut self,
-        sender: &Addr,
-        msg: &ExecuteMsg,
-        funds: &[Coin],
-    ) -> StdResult<AppResponse> {
-        self.app
-            .execute_contract(sender.clone(), self.contract.clone(), msg, funds)
+    pub fn execute(&mut self, sender: &Addr, msg: &ExecuteMsg, funds: &[Coin]) -> StdResult<AppResponse> {
+        self.app.execute_contract(sender.clone(), self.contract.clone(), msg, funds)
     }
 
     pub fn query<T: DeserializeOwned>(&self, msg: &QueryMsg) -> T {
-        self.app
-            .wrap()
-            .query_wasm_smart(&self.contract, msg)
-            .unwrap()
+        self.app.wrap().query_wasm_smart(&self.contract, msg).unwrap()
     }
 
     pub fn registration_proof(&self, worker: usize) -> HexBinary {
@@ -229,6 +182,7 @@ impl Fixture {
             quorum,
             price_per_replica: Uint128::new(price),
             deadline: self.now() + duration,
+            slashable: true,
         }
     }
 
@@ -239,10 +193,7 @@ impl Fixture {
             index,
             output_hash: HexBinary::from(hash.0.as_slice()),
             output_len: OUTPUT_LEN,
-            signatures: signers
-                .iter()
-                .map(|&w| self.workers[w].sign(job_id, index, &hash, OUTPUT_LEN))
-                .collect(),
+            signatures: signers.iter().map(|&w| self.workers[w].sign(job_id, index, &hash, OUTPUT_LEN)).collect(),
         }
     }
 
@@ -265,18 +216,11 @@ impl Fixture {
     }
 
     pub fn balance(&self, addr: &Addr) -> u128 {
-        Uint128::try_from(self.app.wrap().query_balance(addr, DENOM).unwrap().amount)
-            .unwrap()
-            .u128()
+        Uint128::try_from(self.app.wrap().query_balance(addr, DENOM).unwrap().amount).unwrap().u128()
     }
 
     pub fn accounts(&self) -> Vec<Addr> {
-        let mut all = vec![
-            self.relay.clone(),
-            self.client.clone(),
-            self.reporter.clone(),
-            self.contract.clone(),
-        ];
+        let mut all = vec![self.relay.clone(), self.client.clone(), self.reporter.clone(), self.contract.clone()];
         all.extend(self.workers.iter().map(|w| w.owner.clone()));
         all
     }
@@ -300,8 +244,5 @@ pub fn assert_refused(result: StdResult<AppResponse>, expected: ContractError) {
         Err(err) => err,
     };
     let text = format!("{err:?}");
-    assert!(
-        text.contains(&expected.to_string()),
-        "expected refusal `{expected}`, got: {text}"
-    );
+    assert!(text.contains(&expected.to_string()), "expected refusal `{expected}`, got: {text}");
 }
