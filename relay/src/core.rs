@@ -29,7 +29,14 @@ pub enum Command {
         key: PublicKey,
         conn: u64,
         caps: Capabilities,
+        /// Registered and bonded in escrow: may take paid jobs.
+        paid: bool,
         tx: mpsc::Sender<RelayMessage>,
+    },
+    /// A worker's escrow standing changed: whether it may take paid jobs.
+    PaidStanding {
+        key: PublicKey,
+        paid: bool,
     },
     WorkerOffline {
         key: PublicKey,
@@ -221,6 +228,8 @@ pub fn requirements(spec: &JobSpec, input_sizes: &HashMap<Hash32, u64>) -> JobRe
         max_binding_bytes: max_input.max(max_output),
         storage_buffers: spec.tasks.iter().map(|t| t.inputs.len() as u32 + 1).max().unwrap_or(1),
         max_workgroups: spec.tasks.iter().flat_map(|t| t.workgroups).max().unwrap_or(1),
+        // Set by the core, which knows whether an escrow is configured.
+        paid: false,
     }
 }
 
@@ -296,7 +305,8 @@ impl Core {
             let sizes = input_sizes(&job.spec, &core.blobs)
                 .await
                 .map_err(|h| Error::Corrupt(format!("missing input blob {h}")))?;
-            let req = requirements(&job.spec, &sizes);
+            let mut req = requirements(&job.spec, &sizes);
+            req.paid = core.escrow.is_some() && job.spec.price_per_replica > 0;
             let indices: Vec<u32> = job.tasks.iter().map(|t| t.index).collect();
             core.sched.add_job(
                 job.id,
@@ -408,13 +418,14 @@ impl Core {
     async fn apply(&mut self, db: &mut SqliteConnection, cmd: Command, out: &mut Outbox) -> Result<()> {
         let now = self.sched_now();
         match cmd {
-            Command::WorkerOnline { key, conn, caps, tx } => {
+            Command::WorkerOnline { key, conn, caps, paid, tx } => {
                 // A reconnect voids the previous connection's leases: the worker lost them.
                 for lease in self.sched.worker_offline(&key) {
                     self.record_lapse(db, &lease, out).await?;
                 }
                 Store::upsert_worker(db, &key, &caps, now_ms()).await?;
                 self.sched.worker_online(key, caps, now);
+                self.sched.set_paid_eligible(&key, paid);
                 self.workers.insert(key, (conn, tx));
                 self.shared.online.write().expect("online set lock").insert(key);
             }
@@ -430,6 +441,7 @@ impl Core {
                 }
             }
             Command::Heartbeat { key, state } => self.sched.worker_heartbeat(&key, state, now),
+            Command::PaidStanding { key, paid } => self.sched.set_paid_eligible(&key, paid),
             Command::Result { key, lease, task, output_hash, output_len, signature } => {
                 self.on_result(db, key, lease, task, output_hash, output_len, signature, out).await?;
             }
@@ -526,6 +538,7 @@ impl Core {
                 };
                 let replicas = job.spec.replicas;
                 let n = job.spec.tasks.len() as u32;
+                let req = JobRequirements { paid: self.escrow.is_some() && job.spec.price_per_replica > 0, ..req };
                 self.sched.add_job(id, req, (0..n).map(|i| (i, TaskNeeds { wanted: replicas, ..Default::default() })));
                 for index in 0..n {
                     self.tasks.insert(TaskId { job: id, index }, TaskTrack::default());

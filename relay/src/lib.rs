@@ -121,7 +121,8 @@ pub async fn run(
         }
         EscrowConfig::Chain(c) => Some(Arc::new(escrow::chain::Chain::connect(c.clone()).await?)),
     };
-    let settler = escrow.clone().map(|e| escrow::settler::spawn(e.clone(), store.clone()));
+    let (standing_tx, mut standing_rx) = tokio::sync::mpsc::unbounded_channel();
+    let settler = escrow.clone().map(|e| escrow::settler::spawn(e.clone(), store.clone(), standing_tx));
     let (core, handle, rx) = core::Core::recover(
         store.clone(),
         blobs.clone(),
@@ -129,6 +130,16 @@ pub async fn run(
         escrow.clone().zip(settler.as_ref().map(|(tx, _)| tx.clone())),
     )
     .await?;
+    // A slashed worker's new standing reaches the scheduler: below the minimum bond it takes no
+    // more paid work.
+    let core_handle = handle.clone();
+    tokio::spawn(async move {
+        while let Some((key, paid)) = standing_rx.recv().await {
+            if core_handle.send(core::Command::PaidStanding { key, paid }).await.is_err() {
+                break;
+            }
+        }
+    });
     if let Some(e) = &escrow {
         let info = e.info();
         tracing::info!(backend = %info.backend, contract = %info.contract, relay_account = %info.relay_address, "escrow ready");

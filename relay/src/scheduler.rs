@@ -49,6 +49,9 @@ pub struct JobRequirements {
     pub storage_buffers: u32,
     /// Largest workgroup count in any dimension.
     pub max_workgroups: u32,
+    /// Paid through escrow: only workers that can be paid and slashed (registered, bonded) take
+    /// it, so its verified work can settle and a lie costs a bond.
+    pub paid: bool,
 }
 
 /// A task's replication state as the scheduler sees it.
@@ -79,6 +82,8 @@ struct WorkerSlot {
     last_seen_ms: u64,
     active: u32,
     assigned_total: u64,
+    /// Registered and bonded in escrow when it connected: may take paid jobs.
+    paid: bool,
 }
 
 #[derive(Debug)]
@@ -124,10 +129,23 @@ impl Scheduler {
         let class = caps.adapter_class();
         let assigned_total = self.workers.get(&key).map_or(0, |w| w.assigned_total);
         let active = self.leases.values().filter(|l| l.worker == key).count() as u32;
-        self.workers.insert(
-            key,
-            WorkerSlot { caps, class, state: DeviceState::default(), last_seen_ms: now_ms, active, assigned_total },
-        );
+        let slot = WorkerSlot {
+            caps,
+            class,
+            state: DeviceState::default(),
+            last_seen_ms: now_ms,
+            active,
+            assigned_total,
+            paid: false,
+        };
+        self.workers.insert(key, slot);
+    }
+
+    /// Whether the worker may take paid jobs (its escrow standing, read when it connected).
+    pub fn set_paid_eligible(&mut self, key: &PublicKey, eligible: bool) {
+        if let Some(w) = self.workers.get_mut(key) {
+            w.paid = eligible;
+        }
     }
 
     /// Records a heartbeat; its leases stay alive.
@@ -308,6 +326,7 @@ impl Scheduler {
     fn fits(req: &JobRequirements, w: &WorkerSlot) -> bool {
         let l = &w.caps.limits;
         w.caps.asking_price <= req.price_per_replica
+            && (!req.paid || w.paid)
             && (!req.needs_gpu || w.caps.runs_wgsl())
             && req.max_binding_bytes <= l.max_storage_buffer_binding_size
             && req.max_binding_bytes <= l.max_buffer_size
@@ -388,6 +407,7 @@ mod tests {
             max_binding_bytes: 1024,
             storage_buffers: 2,
             max_workgroups: 16,
+            paid: false,
         }
     }
 
@@ -444,6 +464,29 @@ mod tests {
             s.add_job(JobId(1), r, tasks(1, 1));
             assert_eq!(s.assign(0).len() == 1, want, "{name}");
         }
+    }
+
+    #[test]
+    fn paid_jobs_go_only_to_workers_eligible_for_payment() {
+        let paid = JobRequirements { paid: true, ..req(10) };
+        // (case, worker eligible, job paid, assigned)
+        let cases = [
+            ("unpaid job, any worker", false, false, true),
+            ("paid job, unbonded worker", false, true, false),
+            ("paid job, bonded worker", true, true, true),
+        ];
+        for (name, eligible, is_paid, want) in cases {
+            let mut s = sched_with_workers(&[(1, caps(Backend::Vulkan, 0, 1, 1))]);
+            s.set_paid_eligible(&key(1), eligible);
+            s.add_job(JobId(1), if is_paid { paid.clone() } else { req(10) }, tasks(1, 1));
+            assert_eq!(s.assign(0).len() == 1, want, "{name}");
+        }
+        // Eligibility is per connection: a reconnect starts unpaid until the relay says otherwise.
+        let mut s = sched_with_workers(&[(1, caps(Backend::Vulkan, 0, 1, 1))]);
+        s.set_paid_eligible(&key(1), true);
+        s.worker_online(key(1), caps(Backend::Vulkan, 0, 1, 1), 0);
+        s.add_job(JobId(1), paid, tasks(1, 1));
+        assert!(s.assign(0).is_empty());
     }
 
     #[test]

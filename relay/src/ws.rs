@@ -148,10 +148,10 @@ async fn serve_worker(app: AppState, socket: WebSocket) {
     // Paid work needs a registered, bonded key: an unregistered worker is asked to sign up
     // before it gets work, so its first results already count toward paid quorums. A worker
     // that answers anything else declines, and works unpaid.
-    let mut first = None;
+    let (mut first, mut paid) = (None, false);
     if let Some(escrow) = &app.escrow {
         match register(escrow, key, &mut sink, &mut stream).await {
-            Ok(msg) => first = msg,
+            Ok((msg, eligible)) => (first, paid) = (msg, eligible),
             Err(()) => return,
         }
     }
@@ -176,7 +176,7 @@ async fn serve_worker(app: AppState, socket: WebSocket) {
         }
         let _ = sink.close().await;
     });
-    if app.core.send(Command::WorkerOnline { key, conn, caps, tx }).await.is_err() {
+    if app.core.send(Command::WorkerOnline { key, conn, caps, paid, tx }).await.is_err() {
         writer.abort();
         return;
     }
@@ -235,20 +235,24 @@ async fn serve_worker(app: AppState, socket: WebSocket) {
     tracing::debug!(worker = %key, conn, "worker disconnected");
 }
 
+/// A message the worker sent instead of registering (handled as usual), if any.
+type Interjected = Option<Result<WorkerMessage, ErrorBody>>;
+
 /// Asks an unregistered worker to register in escrow and registers it. Returns a message the
-/// worker sent instead of registering (to be handled as usual), or `Err` if the socket closed.
+/// worker sent instead of registering, and whether the key may take paid work (registered and
+/// bonded); `Err` if the socket closed.
 async fn register(
     escrow: &crate::escrow::Escrow,
     key: PublicKey,
     sink: &mut SplitSink<WebSocket, Message>,
     stream: &mut SplitStream<WebSocket>,
-) -> Result<Option<Result<WorkerMessage, ErrorBody>>, ()> {
+) -> Result<(Interjected, bool), ()> {
     match escrow.worker(&key).await {
         Ok(None) => {}
-        Ok(Some(_)) => return Ok(None),
+        Ok(Some(standing)) => return Ok((None, standing.eligible)),
         Err(e) => {
-            tracing::warn!(worker = %key, error = %e, "cannot read the worker's escrow standing; it works unpaid for now");
-            return Ok(None);
+            tracing::warn!(worker = %key, error = %e, "cannot read the worker's escrow standing; it takes only unpaid work for now");
+            return Ok((None, false));
         }
     }
     let ask = RelayMessage::Register { contract: escrow.info().contract, owner: escrow.worker_owner(&key) };
@@ -260,9 +264,9 @@ async fn register(
         match tokio::time::timeout_at(until, next_message(stream)).await {
             Ok(Some(Ok(WorkerMessage::Register { owner, proof }))) => break (owner, proof),
             Ok(Some(Ok(hb @ WorkerMessage::Heartbeat { .. }))) => heartbeat = Some(Ok(hb)),
-            Ok(Some(other)) => return Ok(Some(other)),
+            Ok(Some(other)) => return Ok((Some(other), false)),
             Ok(None) => return Err(()),
-            Err(_) => return Ok(heartbeat),
+            Err(_) => return Ok((heartbeat, false)),
         }
     };
     let (owner, proof) = answer;
@@ -271,14 +275,19 @@ async fn register(
     } else {
         escrow.register_worker(&key, &owner, &proof).await.map_err(|e| crate::error::ApiError::from(e).0)
     };
-    match outcome {
-        Ok(()) => tracing::info!(worker = %key, %owner, "worker registered in escrow"),
-        Err(e) => {
-            tracing::info!(worker = %key, code = ?e.code, message = %e.message, "worker registration refused; it works unpaid");
-            sink.send(encode(&RelayMessage::Error(e))).await.map_err(drop)?;
+    let eligible = match outcome {
+        Ok(()) => {
+            tracing::info!(worker = %key, %owner, "worker registered in escrow");
+            // Registration bonds at least the minimum (the contract refuses less).
+            true
         }
-    }
-    Ok(heartbeat)
+        Err(e) => {
+            tracing::info!(worker = %key, code = ?e.code, message = %e.message, "worker registration refused; it takes only unpaid work");
+            sink.send(encode(&RelayMessage::Error(e))).await.map_err(drop)?;
+            false
+        }
+    };
+    Ok((heartbeat, eligible))
 }
 
 /// `GET /v1/jobs/{id}/events`: a snapshot, then live events until the job ends.

@@ -29,6 +29,10 @@ pub enum SettleNote {
 
 pub type SettleSender = mpsc::UnboundedSender<SettleNote>;
 
+/// A worker's escrow standing changed (a slash took it below the minimum bond): whether it may
+/// still take paid jobs. The relay forwards these to the scheduler.
+pub type StandingSender = mpsc::UnboundedSender<(PublicKey, bool)>;
+
 /// Tasks per `SettleBatch`: one transaction's gas stays bounded (about 80M CosmWasm gas each).
 pub const MAX_BATCH: usize = 64;
 /// How long notes gather before a flush: batches fill up under load, and a lone task still
@@ -56,10 +60,11 @@ pub struct Settler {
     evidence_owed: BTreeMap<JobId, BTreeSet<u32>>,
     finished: BTreeSet<JobId>,
     terms: HashMap<JobId, Option<Terms>>,
+    standing: StandingSender,
 }
 
 /// Starts the settler; the returned sender goes to the core.
-pub fn spawn(escrow: Escrow, store: Store) -> (SettleSender, tokio::task::JoinHandle<()>) {
+pub fn spawn(escrow: Escrow, store: Store, standing: StandingSender) -> (SettleSender, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let settler = Settler {
         escrow,
@@ -69,6 +74,7 @@ pub fn spawn(escrow: Escrow, store: Store) -> (SettleSender, tokio::task::JoinHa
         evidence_owed: BTreeMap::new(),
         finished: BTreeSet::new(),
         terms: HashMap::new(),
+        standing,
     };
     (tx, tokio::spawn(settler.run()))
 }
@@ -286,7 +292,9 @@ impl Settler {
             for evidence in plan::evidence(job, terms.slashable, &settled, &replicas, &registered) {
                 match self.escrow.slash(&evidence).await {
                     Ok(()) => {
-                        tracing::warn!(%job, index, worker = %evidence.worker, "worker slashed: it signed a different result for a settled task")
+                        tracing::warn!(%job, index, worker = %evidence.worker, "worker slashed: it signed a different result for a settled task");
+                        let eligible = self.escrow.worker(&evidence.worker).await?.is_some_and(|s| s.eligible);
+                        let _ = self.standing.send((evidence.worker, eligible));
                     }
                     Err(EscrowError::Refused(why)) => {
                         tracing::info!(%job, index, worker = %evidence.worker, %why, "slash refused")
