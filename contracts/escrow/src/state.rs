@@ -344,6 +344,7 @@ mod tests {
             price_per_replica: price,
             fee_per_replica: fee,
             deadline: 100,
+            slashable: true,
             deposit: Job::deposit_for(4, 3, price, fee).unwrap(),
             settled_tasks: 0,
             paid_to_workers: Uint128::zero(),
