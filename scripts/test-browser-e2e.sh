@@ -4,7 +4,7 @@
 # Dashboard, the job page, invalid WGSL, PWA installability and an offline reload. Screenshots of
 # every page at phone and desktop width land in target/screenshots/.
 #
-# Builds what it needs: the starling binary (debug), the web app (scripts/build-web.sh), and
+# Builds what it needs: the starling binary (debug, with the workspace's test build), the web app (scripts/build-web.sh), and
 # playwright-core (npm, pinned, under target/npm; it drives Debian's Chromium, never downloads one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +16,10 @@ chromium=${CHROMIUM:-/usr/bin/chromium}
 # The relay runs the escrow contract's wasm (embedded ledger): build it when missing or stale.
 scripts/build-contract.sh
 [ -f www/pkg/starling_frontend_bg.wasm ] && [ -f www/pkg/starling_web_worker_bg.wasm ] || scripts/build-web.sh
-cargo build --locked -p starling-cli --bin starling
+# The starling binary as `cargo test --workspace --all-targets` builds it (scripts/test.sh has just
+# done so: nothing to rebuild). A plain `cargo build -p starling-cli` would unify other features
+# and rebuild most dependencies, about 10 minutes on 2 cores.
+cargo test --locked --workspace --all-targets --no-run
 npm_dir="$root/target/npm"
 mkdir -p "$npm_dir"
 installed=$(node -p "require('$npm_dir/node_modules/playwright-core/package.json').version" 2>/dev/null || true)
