@@ -305,8 +305,7 @@ impl Core {
             let sizes = input_sizes(&job.spec, &core.blobs)
                 .await
                 .map_err(|h| Error::Corrupt(format!("missing input blob {h}")))?;
-            let mut req = requirements(&job.spec, &sizes);
-            req.paid = core.escrow.is_some() && job.spec.price_per_replica > 0;
+            let req = JobRequirements { paid: core.paid_in_escrow(&job.spec), ..requirements(&job.spec, &sizes) };
             let indices: Vec<u32> = job.tasks.iter().map(|t| t.index).collect();
             core.sched.add_job(
                 job.id,
@@ -484,7 +483,9 @@ impl Core {
                 }
                 let created = now_ms();
                 let mut id = JobId(self.next_job_id);
-                if let (Some(escrow), Some(_)) = (&self.escrow, plan::open_job(id, job.client, &job.spec, created)) {
+                if let (Some(escrow), Some(mut open)) =
+                    (&self.escrow, plan::open_job(id, job.client, &job.spec, created))
+                {
                     // An id already taken in escrow (another relay's job on a shared contract,
                     // or an open whose confirmation timed out and landed later) is skipped, so
                     // one taken id never blocks every later job.
@@ -507,8 +508,8 @@ impl Core {
                         }
                         self.next_job_id += 1;
                         id = JobId(self.next_job_id);
+                        open.job = id;
                     }
-                    let open = plan::open_job(id, job.client, &job.spec, created).expect("a paid job");
                     // The deposit is locked before anything is stored: a client that cannot
                     // pay is refused and leaves no trace.
                     if let Err(e) = escrow.open_job(&open).await {
@@ -538,7 +539,7 @@ impl Core {
                 };
                 let replicas = job.spec.replicas;
                 let n = job.spec.tasks.len() as u32;
-                let req = JobRequirements { paid: self.escrow.is_some() && job.spec.price_per_replica > 0, ..req };
+                let req = JobRequirements { paid: self.paid_in_escrow(&job.spec), ..req };
                 self.sched.add_job(id, req, (0..n).map(|i| (i, TaskNeeds { wanted: replicas, ..Default::default() })));
                 for index in 0..n {
                     self.tasks.insert(TaskId { job: id, index }, TaskTrack::default());
@@ -707,6 +708,11 @@ impl Core {
             out.messages.push((lease.worker, RelayMessage::Cancel { lease: lease.id }));
         }
         Ok(())
+    }
+
+    /// Whether the job's money is in escrow (so only bonded workers may take it).
+    fn paid_in_escrow(&self, spec: &JobSpec) -> bool {
+        self.escrow.is_some() && spec.price_per_replica > 0
     }
 
     async fn maybe_finish(&mut self, db: &mut SqliteConnection, job_id: JobId, out: &mut Outbox) -> Result<()> {

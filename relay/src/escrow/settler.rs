@@ -240,11 +240,14 @@ impl Settler {
             }
         }
         let mut entries = Vec::new();
-        let mut replicas_of = HashMap::new();
+        // Settled tasks with a rejected result owe evidence (on slashable jobs).
+        let mut with_rejected = HashSet::new();
         for (index, hash, replicas) in facts {
             match plan::settle_entry(index, &hash, &replicas, &eligible, terms.quorum, terms.max_signers) {
                 Ok(entry) => {
-                    replicas_of.insert(index, replicas);
+                    if replicas.iter().any(|r| r.rejected) {
+                        with_rejected.insert(index);
+                    }
                     entries.push(entry);
                 }
                 Err(Unpayable::BelowQuorum { eligible, quorum }) => {
@@ -257,8 +260,7 @@ impl Settler {
             let settled = self.settle_batch(job, batch).await?;
             for entry in settled {
                 self.done(job, entry.index);
-                let lied = replicas_of.get(&entry.index).is_some_and(|r| r.iter().any(|r| r.rejected));
-                if terms.slashable && lied {
+                if terms.slashable && with_rejected.contains(&entry.index) {
                     self.evidence_owed.entry(job).or_default().insert(entry.index);
                 }
             }
@@ -308,12 +310,7 @@ impl Settler {
     }
 
     fn evidence_paid(&mut self, job: JobId, index: u32) {
-        if let Some(set) = self.evidence_owed.get_mut(&job) {
-            set.remove(&index);
-            if set.is_empty() {
-                self.evidence_owed.remove(&job);
-            }
-        }
+        remove_task(&mut self.evidence_owed, job, index);
     }
 
     /// Settles a batch; if the escrow refuses it (a signer unbonded meanwhile, a task already
@@ -346,11 +343,16 @@ impl Settler {
     }
 
     fn done(&mut self, job: JobId, index: u32) {
-        if let Some(set) = self.pending.get_mut(&job) {
-            set.remove(&index);
-            if set.is_empty() {
-                self.pending.remove(&job);
-            }
+        remove_task(&mut self.pending, job, index);
+    }
+}
+
+/// Takes a task off a per-job work list, dropping the job's entry once it is empty.
+fn remove_task(list: &mut BTreeMap<JobId, BTreeSet<u32>>, job: JobId, index: u32) {
+    if let Some(set) = list.get_mut(&job) {
+        set.remove(&index);
+        if set.is_empty() {
+            list.remove(&job);
         }
     }
 }
