@@ -47,9 +47,20 @@ struct RelayArgs {
     /// Longest a single lease may run (milliseconds).
     #[arg(long, default_value_t = 600_000)]
     max_lease_ms: u64,
-    /// Most worker connections at once.
-    #[arg(long, default_value_t = 20_000)]
-    max_workers: usize,
+    /// Most worker connections at once (default: 20,000, or what the open-file hard limit
+    /// leaves room for).
+    #[arg(long)]
+    max_workers: Option<usize>,
+    /// Most connections at once from one remote address (workers, watchers and requests).
+    #[arg(long, default_value_t = 256)]
+    max_connections_per_address: usize,
+    /// Most unpaid jobs running at once over the whole relay.
+    #[arg(long, default_value_t = 1_000)]
+    max_unpaid_jobs: usize,
+    /// Most unpaid jobs running at once from one network (IPv4 /24, IPv6 /48), whatever keys
+    /// sign them.
+    #[arg(long, default_value_t = 16)]
+    max_unpaid_jobs_per_network: usize,
     /// How jobs are paid: `embedded` runs the escrow contract in cosmwasm-vm on a local ledger
     /// in the data folder; `off` runs every job unpaid.
     #[arg(long, value_enum, default_value_t = EscrowMode::Embedded, env = "STARLING_ESCROW")]
@@ -81,8 +92,9 @@ struct RelayArgs {
     #[arg(long, env = "STARLING_CHAIN_GAS_PRICE", default_value_t = 0.025)]
     chain_gas_price: f64,
     /// The web app's folder (default: www/ with its build in www/pkg); `--www ''` serves the API only.
+    // A String, not a PathBuf: clap refuses an empty path, and `''` is how one says "none".
     #[arg(long, env = "STARLING_WWW")]
-    www: Option<PathBuf>,
+    www: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -103,7 +115,12 @@ fn relay_config(args: &RelayArgs) -> Result<starling_relay::Config> {
     let mut config = starling_relay::Config::new(&args.data_dir);
     config.core.scheduler.lease_ms = args.lease_ms;
     config.core.scheduler.max_lease_ms = args.max_lease_ms;
-    config.max_workers = args.max_workers;
+    if let Some(n) = args.max_workers {
+        config.max_workers = n;
+    }
+    config.limits.per_address = args.max_connections_per_address;
+    config.core.max_unpaid_jobs = args.max_unpaid_jobs;
+    config.core.max_unpaid_jobs_per_network = args.max_unpaid_jobs_per_network;
     config.escrow = match args.escrow {
         EscrowMode::Off => starling_relay::EscrowConfig::Off,
         EscrowMode::Chain => {
@@ -132,8 +149,8 @@ fn relay_config(args: &RelayArgs) -> Result<starling_relay::Config> {
         }
     };
     config.www = match &args.www {
-        Some(dir) if dir.as_os_str().is_empty() => None,
-        Some(dir) => Some(dir.clone()),
+        Some(dir) if dir.is_empty() => None,
+        Some(dir) => Some(PathBuf::from(dir)),
         None => locate(&["www/index.html"]).and_then(|index| index.parent().map(PathBuf::from)),
     };
     Ok(config)
@@ -295,4 +312,43 @@ async fn status(args: StatusArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn relay_args(extra: &[&str]) -> RelayArgs {
+        let mut argv = vec!["starling", "relay", "--escrow", "off"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv).expect("arguments parse").command {
+            Command::Relay(args) => args,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn empty_www_serves_the_api_only() {
+        // As the README writes it: `--www ''`.
+        let config = relay_config(&relay_args(&["--www", ""])).expect("config");
+        assert_eq!(config.www, None);
+        let config = relay_config(&relay_args(&["--www", "some/folder"])).expect("config");
+        assert_eq!(config.www, Some(PathBuf::from("some/folder")));
+    }
+
+    #[test]
+    fn abuse_bounds_come_from_the_command_line() {
+        let args = relay_args(&[
+            "--max-connections-per-address",
+            "7",
+            "--max-unpaid-jobs",
+            "9",
+            "--max-unpaid-jobs-per-network",
+            "3",
+        ]);
+        let config = relay_config(&args).expect("config");
+        assert_eq!(config.limits.per_address, 7);
+        assert_eq!(config.core.max_unpaid_jobs, 9);
+        assert_eq!(config.core.max_unpaid_jobs_per_network, 3);
+    }
 }

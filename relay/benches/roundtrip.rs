@@ -193,9 +193,19 @@ fn serve_relay() -> Result<()> {
     runtime.block_on(async {
         let listener = listen_loopback()?;
         announce(listener.local_addr()?)?;
-        starling_relay::run(listener, starling_relay::Config::new(dir), stdin_closed()).await?;
+        starling_relay::run(listener, bench_relay_config(dir), stdin_closed()).await?;
         Ok(())
     })
+}
+
+/// The relay's defaults, except the bounds meant for strangers on the internet: here every
+/// worker and the client share one loopback address.
+fn bench_relay_config(dir: String) -> starling_relay::Config {
+    let mut config = starling_relay::Config::new(dir);
+    config.limits.per_address = usize::MAX;
+    config.core.max_unpaid_jobs_per_network = usize::MAX;
+    config.core.max_running_jobs_per_client = usize::MAX;
+    config
 }
 
 /// The anchor: the smallest axum WebSocket handler there is, on the same tokio and axum.

@@ -1,7 +1,9 @@
 //! REST handlers (`/v1/...`). Each decodes at the edge into protocol types, answers errors as
 //! `{code, message}`, and leaves every state change to the core.
 
-use crate::core::{input_sizes, requirements};
+use crate::blobs::BlobStore;
+use crate::core::requirements;
+use std::collections::HashMap;
 use crate::error::ApiError;
 use crate::{AppState, ws};
 use axum::body::{Body, Bytes};
@@ -14,7 +16,7 @@ use axum::{Json, Router};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use starling_protocol::events::{ClientView, Health, JobState, TaskState};
-use starling_protocol::job::{BuiltinKernel, KernelSpec};
+use starling_protocol::job::{BuiltinKernel, JobSpec, KernelSpec};
 use starling_protocol::limits::MAX_SPEC_BYTES;
 use starling_protocol::sign::SignedJob;
 use starling_protocol::{ErrorCode, Hash32, JobId, PublicKey, TaskId};
@@ -64,8 +66,28 @@ async fn health(State(app): State<AppState>) -> Result<Json<Health>, ApiError> {
     }))
 }
 
+/// Sizes of a spec's input blobs, each read once; the first missing blob is the error.
+pub async fn input_sizes(spec: &JobSpec, blobs: &BlobStore) -> std::result::Result<HashMap<Hash32, u64>, Hash32> {
+    let mut sizes = HashMap::new();
+    for h in spec.tasks.iter().flat_map(|t| &t.inputs) {
+        if !sizes.contains_key(h) {
+            let size = blobs.size(h).await.ok_or(*h)?;
+            sizes.insert(*h, size);
+        }
+    }
+    Ok(sizes)
+}
+
 /// `POST /v1/jobs`: validate everything, store nothing unless all of it holds.
-async fn create_job(State(app): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+async fn create_job(State(app): State<AppState>, request: Request) -> Result<Response, ApiError> {
+    let origin = crate::serve::peer(request.extensions()).map(|a| a.ip());
+    let body = axum::body::to_bytes(request.into_body(), MAX_SPEC_BYTES)
+        .await
+        .map_err(|e| {
+            let text = e.to_string();
+            let code = if text.contains("length limit") { ErrorCode::TooLarge } else { ErrorCode::Malformed };
+            ApiError::new(code, format!("job body: {text}"))
+        })?;
     let job: SignedJob = serde_json::from_slice(&body).map_err(|e| match unknown_kernel(&body) {
         Some(name) => ApiError::new(
             ErrorCode::UnknownKernel,
@@ -104,8 +126,14 @@ async fn create_job(State(app): State<AppState>, body: Bytes) -> Result<Response
                 .map_err(|e| ApiError::new(ErrorCode::InvalidWgsl, e.to_string()))?;
         }
     }
+    if app.store.job_signed(&job.signature).await? {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            "this signed job was already posted; sign it again with a new nonce to post another",
+        ));
+    }
     let req = requirements(&job.spec, &sizes);
-    let summary = app.core.create_job(job, req).await?;
+    let summary = app.core.create_job(job, req, origin).await?;
     Ok((StatusCode::CREATED, Json(summary)).into_response())
 }
 

@@ -1,52 +1,57 @@
-//! The relay core: the one task that changes relay state. Connections and HTTP handlers send it
-//! [`Command`]s; it applies a batch of them inside one database transaction (group commit),
-//! runs the scheduler and verifier, commits, and only then sends assignments, acknowledgements
-//! and events. A crash at any point leaves the database at the last commit, from which
-//! [`Core::recover`] rebuilds the in-memory state.
+//! The relay core: every decision about jobs, tasks, replicas, leases, verification and what to
+//! settle, as a pure state machine. It does no I/O and awaits nothing, in the way raft-rs's core
+//! is driven: the [`crate::driver`] feeds it [`Input`]s with the current time ([`Core::step`]),
+//! runs periodic work ([`Core::tick`]) and drains [`Core::ready`]: rows to write (applied in one
+//! transaction per batch), messages to workers, job events, replies to API callers, escrow
+//! requests and blob reads. Answers to those requests come back as inputs
+//! ([`Input::EscrowOpened`], [`Input::OutputsRead`]), so one slow dependency stalls nobody.
+//!
+//! The in-memory state is authoritative while the relay runs; the store is its durable copy,
+//! from which [`Core::restore`] rebuilds it after a crash. The scheduler and the verifier stay
+//! pure and are called from here.
 
-use crate::blobs::BlobStore;
-use crate::error::{Error, Result};
-use crate::escrow::settler::{SettleNote, SettleSender};
-use crate::escrow::{Escrow, EscrowError, plan};
+use crate::escrow::settler::SettleNote;
+use crate::escrow::{EscrowError, OpenJob, plan};
 use crate::scheduler::{JobRequirements, Lease, Scheduler, TaskNeeds};
-use crate::store::{ReturnedReplica, Store};
+use crate::store::{PendingTask, ReturnedReplica};
 use crate::verifier::{self, Decision, Returned, Rule};
-use sqlx::SqliteConnection;
+use crate::error::Error;
 use starling_protocol::events::{JobEvent, JobState, JobSummary, ReplicaState};
 use starling_protocol::job::{Comparison, JobSpec};
 use starling_protocol::sign::SignedJob;
 use starling_protocol::worker::{Assignment, Capabilities, DeviceState, RelayMessage};
 use starling_protocol::{ErrorBody, ErrorCode, Hash32, JobId, LeaseId, PublicKey, Signature, TaskId};
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Requests to the core.
+/// The time an input is applied at: monotonic milliseconds for leases and silence, wall-clock
+/// Unix milliseconds for what is stored and shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Now {
+    pub mono_ms: u64,
+    pub wall_ms: u64,
+}
+
+/// Identifies an API caller waiting for an answer (a job submission).
+pub type RequestId = u64;
+
+/// What the core is told.
 #[derive(Debug)]
-pub enum Command {
+pub enum Input {
     WorkerOnline {
         key: PublicKey,
         conn: u64,
         caps: Capabilities,
         /// Registered and bonded in escrow: may take paid jobs.
         paid: bool,
-        tx: mpsc::Sender<RelayMessage>,
     },
     /// A worker's escrow standing changed: whether it may take paid jobs.
-    PaidStanding {
-        key: PublicKey,
-        paid: bool,
-    },
-    WorkerOffline {
-        key: PublicKey,
-        conn: u64,
-    },
-    Heartbeat {
-        key: PublicKey,
-        state: DeviceState,
-    },
-    /// The signature was already checked by the connection.
+    PaidStanding { key: PublicKey, paid: bool },
+    WorkerOffline { key: PublicKey, conn: u64 },
+    Heartbeat { key: PublicKey, state: DeviceState },
+    /// The connection checked the signature and that the output blob is stored with this length.
     Result {
         key: PublicKey,
         lease: LeaseId,
@@ -55,23 +60,43 @@ pub enum Command {
         output_len: u64,
         signature: Signature,
     },
-    Failed {
-        key: PublicKey,
-        lease: LeaseId,
-        task: TaskId,
-        reason: String,
-    },
-    Decline {
-        key: PublicKey,
-        lease: LeaseId,
-        task: TaskId,
-        reason: String,
-    },
-    CreateJob {
-        job: SignedJob,
-        req: JobRequirements,
-        reply: oneshot::Sender<Result<JobSummary>>,
-    },
+    Failed { key: PublicKey, lease: LeaseId, task: TaskId, reason: String },
+    Decline { key: PublicKey, lease: LeaseId, task: TaskId, reason: String },
+    /// A validated, signed job whose input blobs exist. `origin` is the submitter's address.
+    CreateJob { request: RequestId, job: SignedJob, req: JobRequirements, origin: Option<IpAddr> },
+    /// The escrow's answer to [`Ready::escrow_opens`].
+    EscrowOpened { request: RequestId, outcome: OpenOutcome },
+    /// Output bytes asked for by [`Ready::reads`] (`None`: unreadable).
+    OutputsRead { task: TaskId, outputs: Vec<(Hash32, Option<Arc<[u8]>>)> },
+}
+
+/// How opening a job in escrow went.
+#[derive(Debug)]
+pub enum OpenOutcome {
+    /// The deposit is locked.
+    Opened,
+    /// The id is already taken in escrow (another relay on a shared contract, or an earlier open
+    /// that landed late): the core picks the next id.
+    IdTaken,
+    Failed(EscrowError),
+}
+
+/// A durable change, applied by the driver in the batch's transaction.
+#[derive(Debug, Clone)]
+pub enum Write {
+    InsertJob { id: JobId, job: Arc<SignedJob>, created_ms: u64, deadline_ms: u64 },
+    UpsertWorker { key: PublicKey, caps: Capabilities, at_ms: u64 },
+    InsertLease { lease: LeaseId, task: TaskId, worker: PublicKey, at_ms: u64 },
+    /// A leased replica's signed result.
+    Returned { lease: LeaseId, output_hash: Hash32, output_len: u64, signature: Signature, at_ms: u64 },
+    /// A replica's final state (accepted, rejected, lapsed, cancelled).
+    ReplicaState { lease: LeaseId, state: ReplicaState },
+    Lapse { task: TaskId },
+    VerifyTask { task: TaskId, output_hash: Hash32, at_ms: u64 },
+    FailTask { task: TaskId, reason: String, at_ms: u64 },
+    FinishJob { job: JobId, state: JobState, failure: Option<String>, at_ms: u64 },
+    /// Added to a worker's record.
+    WorkerCounts { key: PublicKey, returned: i64, accepted: i64, rejected: i64, at_ms: u64 },
 }
 
 /// A job event with the job it belongs to.
@@ -81,86 +106,77 @@ pub struct JobEventFrame {
     pub event: JobEvent,
 }
 
-/// What the API reads without asking the core.
+/// Everything a batch decided, for the driver to carry out: first `writes` in one transaction,
+/// then (only after the commit) the rest.
 #[derive(Debug, Default)]
-pub struct Shared {
-    pub online: RwLock<HashSet<PublicKey>>,
-    /// One event channel per watched job, so a watcher wakes only for its own job's events.
-    watchers: std::sync::Mutex<HashMap<JobId, broadcast::Sender<Arc<JobEvent>>>>,
+pub struct Ready {
+    pub writes: Vec<Write>,
+    pub messages: Vec<(PublicKey, RelayMessage)>,
+    /// Workers to disconnect (silent, or replaced).
+    pub disconnect: Vec<PublicKey>,
+    /// Changes to the set of workers online, in order.
+    pub online: Vec<(PublicKey, bool)>,
+    pub events: Vec<JobEventFrame>,
+    pub replies: Vec<(RequestId, Result<JobSummary, Refusal>)>,
+    /// Jobs to open in escrow; each answer comes back as [`Input::EscrowOpened`].
+    pub escrow_opens: Vec<(RequestId, OpenJob)>,
+    /// Outputs to read for tolerance comparison; answered with [`Input::OutputsRead`].
+    pub reads: Vec<(TaskId, Vec<Hash32>)>,
+    /// For the settler, after the commit.
+    pub settle: Vec<SettleNote>,
+    /// Worker record changes gathered over the batch, written once per worker.
+    counts: HashMap<PublicKey, [i64; 3]>,
 }
 
-/// Events buffered per watcher before it counts as lagging.
-const WATCHER_BUFFER: usize = 256;
-/// Job ids found taken in escrow, one after another, before a submission is refused.
-const MAX_ESCROW_ID_SKIPS: u32 = 64;
-
-impl Shared {
-    /// Starts receiving a job's events.
-    pub fn watch(&self, job: JobId) -> broadcast::Receiver<Arc<JobEvent>> {
-        let mut watchers = self.watchers.lock().expect("watchers lock");
-        watchers.entry(job).or_insert_with(|| broadcast::channel(WATCHER_BUFFER).0).subscribe()
+impl Ready {
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+            && self.messages.is_empty()
+            && self.disconnect.is_empty()
+            && self.online.is_empty()
+            && self.events.is_empty()
+            && self.replies.is_empty()
+            && self.escrow_opens.is_empty()
+            && self.reads.is_empty()
+            && self.settle.is_empty()
+            && self.counts.is_empty()
     }
 
-    /// Called by a watcher after dropping its receiver: forget channels nobody listens to.
-    pub fn unwatch(&self, job: JobId) {
-        let mut watchers = self.watchers.lock().expect("watchers lock");
-        if watchers.get(&job).is_some_and(|tx| tx.receiver_count() == 0) {
-            watchers.remove(&job);
+    fn count(&mut self, worker: PublicKey, returned: i64, accepted: i64, rejected: i64) {
+        let c = self.counts.entry(worker).or_default();
+        c[0] += returned;
+        c[1] += accepted;
+        c[2] += rejected;
+    }
+
+    fn event(&mut self, job: JobId, event: JobEvent) {
+        match &event {
+            JobEvent::TaskVerified { task, .. } => self.settle.push(SettleNote::Verified(*task)),
+            JobEvent::JobDone { .. } | JobEvent::JobFailed { .. } => self.settle.push(SettleNote::Finished(job)),
+            _ => {}
         }
-    }
-
-    fn publish(&self, frame: JobEventFrame) {
-        let mut watchers = self.watchers.lock().expect("watchers lock");
-        let last = matches!(frame.event, JobEvent::JobDone { .. } | JobEvent::JobFailed { .. });
-        if let Some(tx) = watchers.get(&frame.job) {
-            let _ = tx.send(Arc::new(frame.event));
-        }
-        if last {
-            watchers.remove(&frame.job);
-        }
+        self.events.push(JobEventFrame { job, event });
     }
 }
 
-/// Handle for sending commands.
-#[derive(Debug, Clone)]
-pub struct CoreHandle {
-    tx: mpsc::Sender<Command>,
-    pub shared: Arc<Shared>,
-}
-
-impl CoreHandle {
-    pub async fn send(&self, cmd: Command) -> Result<()> {
-        self.tx.send(cmd).await.map_err(|_| Error::ShuttingDown)
-    }
-
-    pub async fn create_job(&self, job: SignedJob, req: JobRequirements) -> Result<JobSummary> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::CreateJob { job, req, reply }).await?;
-        rx.await.map_err(|_| Error::ShuttingDown)?
-    }
-}
-
+/// Why a submission was refused (told to the client as `{code, message}`).
 #[derive(Debug)]
-struct JobTrack {
-    spec: Arc<JobSpec>,
-    summary: JobSummary,
-    deadline_ms: u64,
+pub enum Refusal {
+    /// A bound on running work; retry later.
+    Limit(String),
+    /// This signed job was already posted.
+    Duplicate(String),
+    Escrow(EscrowError),
 }
 
-#[derive(Debug, Default)]
-struct TaskTrack {
-    returned: Vec<ReturnedReplica>,
-    lapses: u32,
-}
-
-/// Effects to perform after the batch commits.
-#[derive(Debug, Default)]
-struct Outbox {
-    /// Worker record changes (returned, accepted, rejected), written once per worker per batch.
-    worker_counts: HashMap<PublicKey, [i64; 3]>,
-    messages: Vec<(PublicKey, RelayMessage)>,
-    events: Vec<JobEventFrame>,
-    replies: Vec<(oneshot::Sender<Result<JobSummary>>, JobSummary)>,
+impl From<Refusal> for Error {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::Limit(m) => Error::Limit(m),
+            Refusal::Duplicate(m) => Error::Duplicate(m),
+            Refusal::Escrow(e) => Error::Escrow(e),
+        }
+    }
 }
 
 /// Core settings.
@@ -170,10 +186,15 @@ pub struct CoreConfig {
     pub tick: Duration,
     /// Commands applied per transaction at most.
     pub max_batch: usize,
-    /// Jobs running at once, over all clients.
+    /// Jobs running (or being opened in escrow) at once, over all clients.
     pub max_running_jobs: usize,
     /// Jobs running at once for one client key.
     pub max_running_jobs_per_client: usize,
+    /// Unpaid jobs running at once over the whole relay: free work is a shared, bounded pool.
+    pub max_unpaid_jobs: usize,
+    /// Unpaid jobs running at once from one network (an IPv4 /24 or IPv6 /48), whatever keys
+    /// they are signed with: fresh keys gain nothing.
+    pub max_unpaid_jobs_per_network: usize,
 }
 
 impl Default for CoreConfig {
@@ -184,35 +205,32 @@ impl Default for CoreConfig {
             max_batch: 1024,
             max_running_jobs: 10_000,
             max_running_jobs_per_client: 64,
+            max_unpaid_jobs: 1_000,
+            max_unpaid_jobs_per_network: 16,
         }
     }
 }
 
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
+/// Job ids found taken in escrow, one after another, before a submission is refused.
+pub const MAX_ESCROW_ID_SKIPS: u32 = 64;
+/// Signatures of finished jobs remembered to refuse a replay racing the store's check.
+const RECENT_SIGNATURES: usize = 4096;
 
-pub struct Core {
-    store: Store,
-    blobs: BlobStore,
-    sched: Scheduler,
-    config: CoreConfig,
-    workers: HashMap<PublicKey, (u64, mpsc::Sender<RelayMessage>)>,
-    jobs: HashMap<JobId, JobTrack>,
-    tasks: HashMap<TaskId, TaskTrack>,
-    shared: Arc<Shared>,
-    started: tokio::time::Instant,
-    /// Where paid jobs lock their deposit; `None` runs every job unpaid.
-    escrow: Option<Escrow>,
-    /// Told about verified tasks and finished jobs after each commit.
-    settle: Option<SettleSender>,
-    /// Ids are never reused, neither in the store nor in escrow.
-    next_job_id: u64,
-}
-
-impl std::fmt::Debug for Core {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Core").field("jobs", &self.jobs.len()).field("workers", &self.workers.len()).finish()
+/// The network a submitter's address belongs to, for per-network bounds: an IPv4 /24 or an IPv6
+/// /48 (what one household, office or small provider typically holds).
+pub fn network_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            IpAddr::from([a, b, c, 0])
+        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => network_of(IpAddr::V4(v4)),
+            None => {
+                let s = v6.segments();
+                IpAddr::from([s[0], s[1], s[2], 0, 0, 0, 0, 0])
+            }
+        },
     }
 }
 
@@ -233,345 +251,427 @@ pub fn requirements(spec: &JobSpec, input_sizes: &HashMap<Hash32, u64>) -> JobRe
     }
 }
 
-/// Sizes of a spec's input blobs, each read once; the first missing blob is the error.
-pub async fn input_sizes(spec: &JobSpec, blobs: &BlobStore) -> std::result::Result<HashMap<Hash32, u64>, Hash32> {
-    let mut sizes = HashMap::new();
-    for h in spec.tasks.iter().flat_map(|t| &t.inputs) {
-        if !sizes.contains_key(h) {
-            let size = blobs.size(h).await.ok_or(*h)?;
-            sizes.insert(*h, size);
-        }
-    }
-    Ok(sizes)
+#[derive(Debug)]
+struct JobTrack {
+    job: Arc<SignedJob>,
+    summary: JobSummary,
+    deadline_ms: u64,
+    /// The network it was posted from, when it runs unpaid (counted against that network).
+    unpaid_from: Option<Option<IpAddr>>,
 }
 
-impl Outbox {
-    fn count(&mut self, worker: PublicKey, returned: i64, accepted: i64, rejected: i64) {
-        let c = self.worker_counts.entry(worker).or_default();
-        c[0] += returned;
-        c[1] += accepted;
-        c[2] += rejected;
-    }
+#[derive(Debug, Default)]
+struct TaskTrack {
+    returned: Vec<ReturnedReplica>,
+    lapses: u32,
+    /// Output bytes read for tolerance comparison, by hash.
+    outputs: HashMap<Hash32, Option<Arc<[u8]>>>,
+    /// A read of missing outputs is in flight.
+    reading: bool,
+}
 
-    /// Writes the batch's worker record changes (inside the batch's transaction).
-    async fn write_counts(&mut self, db: &mut SqliteConnection) -> Result<()> {
-        let now = now_ms();
-        for (worker, [returned, accepted, rejected]) in self.worker_counts.drain() {
-            Store::bump_worker(db, &worker, returned, accepted, rejected, now).await?;
-        }
-        Ok(())
-    }
+/// A paid submission waiting for the escrow to lock its deposit.
+#[derive(Debug)]
+struct PendingOpen {
+    id: JobId,
+    job: SignedJob,
+    req: JobRequirements,
+    created_ms: u64,
+    skipped: u32,
+}
+
+/// The relay's decisions, in memory.
+#[derive(Debug)]
+pub struct Core {
+    sched: Scheduler,
+    config: CoreConfig,
+    /// Whether paid jobs lock their deposit in an escrow (else every job runs unpaid).
+    escrow: bool,
+    /// The live connection of each online worker.
+    conns: HashMap<PublicKey, u64>,
+    jobs: HashMap<JobId, JobTrack>,
+    tasks: HashMap<TaskId, TaskTrack>,
+    /// Running jobs by deadline, so a tick finds overdue jobs without a scan.
+    deadlines: BTreeSet<(u64, JobId)>,
+    pending_opens: HashMap<RequestId, PendingOpen>,
+    /// Running and opening jobs per client key.
+    per_client: HashMap<PublicKey, usize>,
+    /// Running unpaid jobs per submitting network (`None`: address unknown).
+    unpaid_per_network: HashMap<Option<IpAddr>, usize>,
+    unpaid: usize,
+    /// Signatures of running and opening jobs, and of recently finished ones.
+    signatures: HashSet<Signature>,
+    recent_signatures: VecDeque<Signature>,
+    /// Ids are never reused, neither in the store nor in escrow.
+    next_job_id: u64,
+    ready: Ready,
 }
 
 impl Core {
-    /// Loads running jobs from the store and returns the core and its handle.
-    pub async fn recover(
-        store: Store,
-        blobs: BlobStore,
-        config: CoreConfig,
-        escrow: Option<(Escrow, SettleSender)>,
-    ) -> Result<(Core, CoreHandle, mpsc::Receiver<Command>)> {
-        let (tx, rx) = mpsc::channel(8192);
-        let shared = Arc::new(Shared::default());
-        let next_lease = store.next_lease_id().await?;
-        let mut next_job_id = store.max_job_id().await? + 1;
-        if let Some((escrow, _)) = &escrow {
-            next_job_id = next_job_id.max(escrow.max_job_id().await? + 1);
-        }
-        let (escrow, settle) = escrow.unzip();
-        let mut core = Core {
+    /// An empty core; `next_lease` and `next_job_id` continue after what the store (and the
+    /// escrow) already hold.
+    pub fn new(config: CoreConfig, escrow: bool, next_lease: u64, next_job_id: u64) -> Self {
+        Self {
             sched: Scheduler::new(config.scheduler, next_lease),
-            store,
-            blobs,
             config,
-            workers: HashMap::new(),
+            escrow,
+            conns: HashMap::new(),
             jobs: HashMap::new(),
             tasks: HashMap::new(),
-            shared: shared.clone(),
-            started: tokio::time::Instant::now(),
-            escrow,
-            settle,
-            next_job_id,
-        };
-        let mut db = core.store.begin().await?;
-        let orphaned = Store::lapse_orphaned_leases(&mut db).await?;
-        db.commit().await?;
-        let running = core.store.running_jobs().await?;
-        let mut out = Outbox::default();
-        let mut db = core.store.begin().await?;
-        for job in running {
-            let summary =
-                core.store.job_summary(job.id).await?.ok_or_else(|| Error::Corrupt(format!("job {}", job.id)))?;
-            let sizes = input_sizes(&job.spec, &core.blobs)
-                .await
-                .map_err(|h| Error::Corrupt(format!("missing input blob {h}")))?;
-            let req = JobRequirements { paid: core.paid_in_escrow(&job.spec), ..requirements(&job.spec, &sizes) };
-            let indices: Vec<u32> = job.tasks.iter().map(|t| t.index).collect();
-            core.sched.add_job(
-                job.id,
-                req,
-                job.tasks.iter().map(|t| {
-                    let holders = t.returned.iter().map(|r| r.worker).collect();
-                    (t.index, TaskNeeds { wanted: 0, holders, class: None })
-                }),
+            deadlines: BTreeSet::new(),
+            pending_opens: HashMap::new(),
+            per_client: HashMap::new(),
+            unpaid_per_network: HashMap::new(),
+            unpaid: 0,
+            signatures: HashSet::new(),
+            recent_signatures: VecDeque::new(),
+            next_job_id: next_job_id.max(1),
+            ready: Ready::default(),
+        }
+    }
+
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+
+    /// Takes what the inputs since the last call decided. Worker record changes are folded
+    /// into `writes` here, once per worker.
+    pub fn ready(&mut self, now: Now) -> Ready {
+        let mut ready = std::mem::take(&mut self.ready);
+        for (key, [returned, accepted, rejected]) in ready.counts.drain() {
+            ready.writes.push(Write::WorkerCounts { key, returned, accepted, rejected, at_ms: now.wall_ms });
+        }
+        ready
+    }
+
+    pub fn jobs_running(&self) -> usize {
+        self.jobs.len()
+    }
+
+    pub fn workers_online(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Puts a running job read back from the store under management again (recovery). Its
+    /// tasks are re-decided, since a crash may have come between a result and its decision.
+    pub fn restore(
+        &mut self,
+        summary: JobSummary,
+        job: SignedJob,
+        req: JobRequirements,
+        deadline_ms: u64,
+        tasks: Vec<PendingTask>,
+        now: Now,
+    ) {
+        let id = summary.id;
+        let req = JobRequirements { paid: self.paid_in_escrow(&job.spec), ..req };
+        let unpaid_from = (!req.paid).then_some(None);
+        self.sched.add_job(
+            id,
+            req,
+            tasks.iter().map(|t| {
+                let holders = t.returned.iter().map(|r| r.worker).collect();
+                (t.index, TaskNeeds { wanted: 0, holders, class: None })
+            }),
+        );
+        let indices: Vec<u32> = tasks.iter().map(|t| t.index).collect();
+        for t in tasks {
+            self.tasks.insert(
+                TaskId { job: id, index: t.index },
+                TaskTrack { returned: t.returned, lapses: t.lapses, ..Default::default() },
             );
-            for t in job.tasks {
-                core.tasks.insert(
-                    TaskId { job: job.id, index: t.index },
-                    TaskTrack { returned: t.returned, lapses: t.lapses },
-                );
-            }
-            core.jobs.insert(job.id, JobTrack { spec: Arc::new(job.spec), summary, deadline_ms: job.deadline_ms });
-            for index in indices {
-                core.decide(&mut db, TaskId { job: job.id, index }, &mut out).await?;
-            }
-            core.maybe_finish(&mut db, job.id, &mut out).await?;
         }
-        out.write_counts(&mut db).await?;
-        db.commit().await?;
-        tracing::info!(jobs = core.jobs.len(), tasks = core.tasks.len(), orphaned, "relay state recovered");
-        Ok((core, CoreHandle { tx, shared }, rx))
+        self.track_job(id, Arc::new(job), summary, deadline_ms, unpaid_from);
+        for index in indices {
+            self.decide(TaskId { job: id, index }, now);
+        }
+        self.maybe_finish(id, now);
     }
 
-    fn sched_now(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
-    }
-
-    /// Runs until every handle is dropped or `shutdown` resolves. A database error ends the
-    /// core (and so the relay): restart recovers from the last commit.
-    pub async fn run(
-        mut self,
-        mut rx: mpsc::Receiver<Command>,
-        shutdown: impl std::future::Future<Output = ()>,
-    ) -> Result<()> {
-        tokio::pin!(shutdown);
-        let mut tick = tokio::time::interval(self.config.tick);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let mut batch = Vec::new();
-            tokio::select! {
-                cmd = rx.recv() => match cmd {
-                    Some(cmd) => batch.push(cmd),
-                    None => return Ok(()),
-                },
-                _ = tick.tick() => {}
-                _ = &mut shutdown => return Ok(()),
-            }
-            while batch.len() < self.config.max_batch {
-                match rx.try_recv() {
-                    Ok(cmd) => batch.push(cmd),
-                    Err(_) => break,
-                }
-            }
-            self.apply_batch(batch).await?;
-        }
-    }
-
-    async fn apply_batch(&mut self, batch: Vec<Command>) -> Result<()> {
-        let mut out = Outbox::default();
-        let mut db = self.store.begin().await?;
-        for cmd in batch {
-            self.apply(&mut db, cmd, &mut out).await?;
-        }
-        self.on_tick(&mut db, &mut out).await?;
-        out.write_counts(&mut db).await?;
-        db.commit().await?;
-        self.flush(out);
-        Ok(())
-    }
-
-    fn flush(&mut self, out: Outbox) {
-        for (reply, summary) in out.replies {
-            let _ = reply.send(Ok(summary));
-        }
-        let mut overloaded = Vec::new();
-        for (key, msg) in out.messages {
-            if let Some((_, tx)) = self.workers.get(&key)
-                && tx.try_send(msg).is_err()
-            {
-                overloaded.push(key);
-            }
-        }
-        for key in overloaded {
-            // A worker that cannot keep up with its own messages is dropped: removing its sender
-            // closes the connection, whose offline notice lapses its leases in the next batch.
-            tracing::warn!(worker = %key, "worker channel full; disconnecting");
-            self.workers.remove(&key);
-            self.shared.online.write().expect("online set lock").remove(&key);
-        }
-        for event in out.events {
-            if let Some(settle) = &self.settle {
-                let note = match &event.event {
-                    JobEvent::TaskVerified { task, .. } => Some(SettleNote::Verified(*task)),
-                    JobEvent::JobDone { .. } | JobEvent::JobFailed { .. } => Some(SettleNote::Finished(event.job)),
-                    _ => None,
-                };
-                if let Some(note) = note {
-                    let _ = settle.send(note);
-                }
-            }
-            self.shared.publish(event);
-        }
-    }
-
-    async fn apply(&mut self, db: &mut SqliteConnection, cmd: Command, out: &mut Outbox) -> Result<()> {
-        let now = self.sched_now();
-        match cmd {
-            Command::WorkerOnline { key, conn, caps, paid, tx } => {
+    /// Applies one input.
+    pub fn step(&mut self, input: Input, now: Now) {
+        match input {
+            Input::WorkerOnline { key, conn, caps, paid } => {
                 // A reconnect voids the previous connection's leases: the worker lost them.
                 for lease in self.sched.worker_offline(&key) {
-                    self.record_lapse(db, &lease, out).await?;
+                    self.record_lapse(&lease, now);
                 }
-                Store::upsert_worker(db, &key, &caps, now_ms()).await?;
-                self.sched.worker_online(key, caps, now);
+                self.ready.writes.push(Write::UpsertWorker { key, caps: caps.clone(), at_ms: now.wall_ms });
+                self.sched.worker_online(key, caps, now.mono_ms);
                 self.sched.set_paid_eligible(&key, paid);
-                self.workers.insert(key, (conn, tx));
-                self.shared.online.write().expect("online set lock").insert(key);
+                self.conns.insert(key, conn);
+                self.ready.online.push((key, true));
             }
-            Command::WorkerOffline { key, conn } => {
-                if self.workers.get(&key).is_some_and(|(c, _)| *c == conn) {
-                    self.workers.remove(&key);
-                }
-                if !self.workers.contains_key(&key) && self.sched.is_online(&key) {
-                    self.shared.online.write().expect("online set lock").remove(&key);
+            Input::WorkerOffline { key, conn } => {
+                if self.conns.get(&key) == Some(&conn) {
+                    self.conns.remove(&key);
+                    self.ready.online.push((key, false));
                     for lease in self.sched.worker_offline(&key) {
-                        self.record_lapse(db, &lease, out).await?;
+                        self.record_lapse(&lease, now);
                     }
                 }
             }
-            Command::Heartbeat { key, state } => self.sched.worker_heartbeat(&key, state, now),
-            Command::PaidStanding { key, paid } => self.sched.set_paid_eligible(&key, paid),
-            Command::Result { key, lease, task, output_hash, output_len, signature } => {
-                self.on_result(db, key, lease, task, output_hash, output_len, signature, out).await?;
+            Input::Heartbeat { key, state } => self.sched.worker_heartbeat(&key, state, now.mono_ms),
+            Input::PaidStanding { key, paid } => self.sched.set_paid_eligible(&key, paid),
+            Input::Result { key, lease, task, output_hash, output_len, signature } => {
+                self.on_result(key, lease, task, output_hash, output_len, signature, now)
             }
-            Command::Failed { key, lease, task, reason } => {
-                if !self.sched.lease(lease).is_some_and(|l| l.worker == key && l.task == task) {
-                    out.messages.push((key, lease_not_held(lease)));
-                    return Ok(());
+            Input::Failed { key, lease, task, reason } => {
+                if !self.holds(&key, lease, task) {
+                    return;
                 }
                 tracing::info!(worker = %key, %task, %reason, "worker could not run task");
                 let lease = self.sched.lease_failed(lease).expect("lease checked above");
-                self.record_lapse(db, &lease, out).await?;
+                self.record_lapse(&lease, now);
             }
-            Command::Decline { key, lease, task, reason } => {
-                if !self.sched.lease(lease).is_some_and(|l| l.worker == key && l.task == task) {
-                    out.messages.push((key, lease_not_held(lease)));
-                    return Ok(());
+            Input::Decline { key, lease, task, reason } => {
+                if !self.holds(&key, lease, task) {
+                    return;
                 }
                 tracing::debug!(worker = %key, %task, %reason, "worker declined task");
                 // The scheduler queues the replica again; the store records this lease as ended
                 // without a result, but no lapse counts against the task: it did nothing wrong.
                 self.sched.lease_declined(lease);
-                Store::set_replica_state(db, lease, &[ReplicaState::Leased], ReplicaState::Lapsed).await?;
+                self.ready.writes.push(Write::ReplicaState { lease, state: ReplicaState::Lapsed });
             }
-            Command::CreateJob { job, req, reply } => {
-                let mine = self.jobs.values().filter(|j| j.summary.client == job.client).count();
-                if mine >= self.config.max_running_jobs_per_client || self.jobs.len() >= self.config.max_running_jobs {
-                    let limit = if mine >= self.config.max_running_jobs_per_client {
-                        format!("this client already has {mine} jobs running; wait for some to finish")
-                    } else {
-                        "the relay is at its running-job limit; retry later".to_string()
-                    };
-                    let _ = reply.send(Err(Error::Limit(limit)));
-                    return Ok(());
+            Input::CreateJob { request, job, req, origin } => self.on_create_job(request, job, req, origin, now),
+            Input::EscrowOpened { request, outcome } => self.on_escrow_opened(request, outcome),
+            Input::OutputsRead { task, outputs } => {
+                if let Some(track) = self.tasks.get_mut(&task) {
+                    track.reading = false;
+                    track.outputs.extend(outputs);
+                    self.decide(task, now);
                 }
-                if Store::job_signed(db, &job.signature).await? {
-                    let _ = reply.send(Err(Error::Duplicate(
-                        "this signed job was already posted; sign it again with a new nonce to post another".into(),
-                    )));
-                    return Ok(());
-                }
-                let created = now_ms();
-                let mut id = JobId(self.next_job_id);
-                if let (Some(escrow), Some(mut open)) =
-                    (&self.escrow, plan::open_job(id, job.client, &job.spec, created))
-                {
-                    // An id already taken in escrow (another relay's job on a shared contract,
-                    // or an open whose confirmation timed out and landed later) is skipped, so
-                    // one taken id never blocks every later job.
-                    let mut skipped = 0;
-                    loop {
-                        match escrow.job(id).await {
-                            Ok(None) => break,
-                            Ok(Some(_)) => {}
-                            Err(e) => {
-                                let _ = reply.send(Err(e.into()));
-                                return Ok(());
-                            }
-                        }
-                        skipped += 1;
-                        if skipped > MAX_ESCROW_ID_SKIPS {
-                            let _ = reply.send(Err(Error::Limit(format!(
-                                "{skipped} consecutive job ids are already taken in escrow; retry later"
-                            ))));
-                            return Ok(());
-                        }
-                        self.next_job_id += 1;
-                        id = JobId(self.next_job_id);
-                        open.job = id;
-                    }
-                    // The deposit is locked before anything is stored: a client that cannot
-                    // pay is refused and leaves no trace.
-                    if let Err(e) = escrow.open_job(&open).await {
-                        if matches!(e, EscrowError::Unavailable(_)) {
-                            // The open may still land: never reuse its id. Recovery closes an
-                            // escrow job the store never got, refunding it.
-                            self.next_job_id += 1;
-                        }
-                        let _ = reply.send(Err(e.into()));
-                        return Ok(());
-                    }
-                }
-                self.next_job_id += 1;
-                let id = Store::insert_job(db, id, &job, created).await?;
-                let summary = JobSummary {
-                    id,
-                    label: job.spec.label.clone(),
-                    kernel: job.spec.kernel.display_name(),
-                    client: job.client,
-                    state: JobState::Running,
-                    tasks_total: job.spec.tasks.len() as u32,
-                    tasks_verified: 0,
-                    tasks_failed: 0,
-                    created_at_ms: created,
-                    finished_at_ms: None,
-                    failure: None,
-                };
-                let replicas = job.spec.replicas;
-                let n = job.spec.tasks.len() as u32;
-                let req = JobRequirements { paid: self.paid_in_escrow(&job.spec), ..req };
-                self.sched.add_job(id, req, (0..n).map(|i| (i, TaskNeeds { wanted: replicas, ..Default::default() })));
-                for index in 0..n {
-                    self.tasks.insert(TaskId { job: id, index }, TaskTrack::default());
-                }
-                let deadline_ms = created + job.spec.deadline_secs * 1000;
-                self.jobs.insert(id, JobTrack { spec: Arc::new(job.spec), summary: summary.clone(), deadline_ms });
-                tracing::info!(job = %id, tasks = n, "job accepted");
-                out.replies.push((reply, summary));
             }
         }
-        Ok(())
+    }
+
+    /// Whether `key` holds `lease` for `task`; tells the worker when it does not.
+    fn holds(&mut self, key: &PublicKey, lease: LeaseId, task: TaskId) -> bool {
+        let held = self.sched.lease(lease).is_some_and(|l| l.worker == *key && l.task == task);
+        if !held {
+            self.ready.messages.push((*key, lease_not_held(lease)));
+        }
+        held
+    }
+
+    fn on_create_job(
+        &mut self,
+        request: RequestId,
+        job: SignedJob,
+        req: JobRequirements,
+        origin: Option<IpAddr>,
+        now: Now,
+    ) {
+        let paid = self.paid_in_escrow(&job.spec);
+        let network = origin.map(network_of);
+        let mine = self.per_client.get(&job.client).copied().unwrap_or(0);
+        let refusal = if mine >= self.config.max_running_jobs_per_client {
+            Some(format!("this client already has {mine} jobs running; wait for some to finish"))
+        } else if self.jobs.len() + self.pending_opens.len() >= self.config.max_running_jobs {
+            Some("the relay is at its running-job limit; retry later".to_string())
+        } else if !paid && self.unpaid >= self.config.max_unpaid_jobs {
+            Some("the relay is running as much unpaid work as it takes; retry later or post a paid job".to_string())
+        } else if !paid
+            && self.unpaid_per_network.get(&network).copied().unwrap_or(0) >= self.config.max_unpaid_jobs_per_network
+        {
+            Some(format!(
+                "your network already runs {} unpaid jobs; wait for some to finish or post a paid job",
+                self.config.max_unpaid_jobs_per_network
+            ))
+        } else {
+            None
+        };
+        if let Some(message) = refusal {
+            self.ready.replies.push((request, Err(Refusal::Limit(message))));
+            return;
+        }
+        if self.signatures.contains(&job.signature) {
+            self.ready.replies.push((
+                request,
+                Err(Refusal::Duplicate(
+                    "this signed job was already posted; sign it again with a new nonce to post another".into(),
+                )),
+            ));
+            return;
+        }
+        let Some(id) = self.take_job_id() else {
+            self.ready.replies.push((request, Err(Refusal::Limit("the relay has run out of job ids".into()))));
+            return;
+        };
+        match plan::open_job(id, job.client, &job.spec, now.wall_ms) {
+            Some(open) if self.escrow => {
+                // The deposit is locked before anything is stored: a client that cannot pay is
+                // refused and leaves no trace. Meanwhile the job counts against its client.
+                self.signatures.insert(job.signature);
+                *self.per_client.entry(job.client).or_default() += 1;
+                self.pending_opens.insert(request, PendingOpen { id, job, req, created_ms: now.wall_ms, skipped: 0 });
+                self.ready.escrow_opens.push((request, open));
+            }
+            _ => {
+                self.signatures.insert(job.signature);
+                *self.per_client.entry(job.client).or_default() += 1;
+                self.admit(request, id, job, req, now.wall_ms, Some(network));
+            }
+        }
+    }
+
+    fn on_escrow_opened(&mut self, request: RequestId, outcome: OpenOutcome) {
+        let Some(mut pending) = self.pending_opens.remove(&request) else {
+            return;
+        };
+        match outcome {
+            OpenOutcome::Opened => {
+                let PendingOpen { id, job, req, created_ms, .. } = pending;
+                self.admit(request, id, job, req, created_ms, None);
+            }
+            OpenOutcome::IdTaken if pending.skipped < MAX_ESCROW_ID_SKIPS => match self.take_job_id() {
+                Some(id) => {
+                    pending.skipped += 1;
+                    pending.id = id;
+                    let open = plan::open_job(id, pending.job.client, &pending.job.spec, pending.created_ms)
+                        .expect("a paid job stays paid");
+                    self.pending_opens.insert(request, pending);
+                    self.ready.escrow_opens.push((request, open));
+                }
+                None => self.refuse_open(request, pending, Refusal::Limit("the relay has run out of job ids".into())),
+            },
+            OpenOutcome::IdTaken => {
+                let message =
+                    format!("{} consecutive job ids are already taken in escrow; retry later", pending.skipped + 1);
+                self.refuse_open(request, pending, Refusal::Limit(message));
+            }
+            // An open that failed as unavailable may still land: its id is never reused (ids
+            // only grow), and recovery closes an escrow job the store never got, refunding it.
+            OpenOutcome::Failed(e) => self.refuse_open(request, pending, Refusal::Escrow(e)),
+        }
+    }
+
+    fn refuse_open(&mut self, request: RequestId, pending: PendingOpen, why: Refusal) {
+        self.signatures.remove(&pending.job.signature);
+        self.release_client(&pending.job.client);
+        self.ready.replies.push((request, Err(why)));
+    }
+
+    fn release_client(&mut self, client: &PublicKey) {
+        if let Some(n) = self.per_client.get_mut(client) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_client.remove(client);
+            }
+        }
+    }
+
+    fn take_job_id(&mut self) -> Option<JobId> {
+        // Ids are stored as SQL BIGINT: stay within i64.
+        if self.next_job_id >= i64::MAX as u64 {
+            return None;
+        }
+        let id = JobId(self.next_job_id);
+        self.next_job_id += 1;
+        Some(id)
+    }
+
+    /// Stores and starts scheduling an accepted job; the caller is answered after the commit.
+    /// `unpaid_from` is the submitter's network for an unpaid job (`None` for a paid one).
+    fn admit(
+        &mut self,
+        request: RequestId,
+        id: JobId,
+        job: SignedJob,
+        req: JobRequirements,
+        created_ms: u64,
+        unpaid_from: Option<Option<IpAddr>>,
+    ) {
+        let deadline_ms = created_ms.saturating_add(job.spec.deadline_secs.saturating_mul(1000));
+        let summary = JobSummary {
+            id,
+            label: job.spec.label.clone(),
+            kernel: job.spec.kernel.display_name(),
+            client: job.client,
+            state: JobState::Running,
+            tasks_total: job.spec.tasks.len() as u32,
+            tasks_verified: 0,
+            tasks_failed: 0,
+            created_at_ms: created_ms,
+            finished_at_ms: None,
+            failure: None,
+        };
+        let n = job.spec.tasks.len() as u32;
+        let replicas = job.spec.replicas;
+        let req = JobRequirements { paid: self.paid_in_escrow(&job.spec), ..req };
+        self.sched.add_job(id, req, (0..n).map(|i| (i, TaskNeeds { wanted: replicas, ..Default::default() })));
+        for index in 0..n {
+            self.tasks.insert(TaskId { job: id, index }, TaskTrack::default());
+        }
+        let job = Arc::new(job);
+        self.ready.writes.push(Write::InsertJob { id, job: job.clone(), created_ms, deadline_ms });
+        // The client was already counted when the submission was admitted.
+        self.release_client(&job.client);
+        self.track_job(id, job, summary.clone(), deadline_ms, unpaid_from);
+        tracing::info!(job = %id, tasks = n, "job accepted");
+        self.ready.replies.push((request, Ok(summary)));
+    }
+
+    fn track_job(
+        &mut self,
+        id: JobId,
+        job: Arc<SignedJob>,
+        summary: JobSummary,
+        deadline_ms: u64,
+        unpaid_from: Option<Option<IpAddr>>,
+    ) {
+        *self.per_client.entry(summary.client).or_default() += 1;
+        if let Some(network) = unpaid_from {
+            self.unpaid += 1;
+            *self.unpaid_per_network.entry(network).or_default() += 1;
+        }
+        self.signatures.insert(job.signature);
+        self.deadlines.insert((deadline_ms, id));
+        self.jobs.insert(id, JobTrack { job, summary, deadline_ms, unpaid_from });
+    }
+
+    fn untrack_job(&mut self, id: JobId) -> Option<JobTrack> {
+        let job = self.jobs.remove(&id)?;
+        self.deadlines.remove(&(job.deadline_ms, id));
+        self.release_client(&job.summary.client);
+        if let Some(network) = job.unpaid_from {
+            self.unpaid -= 1;
+            if let Some(n) = self.unpaid_per_network.get_mut(&network) {
+                *n -= 1;
+                if *n == 0 {
+                    self.unpaid_per_network.remove(&network);
+                }
+            }
+        }
+        // The store refuses a replay from now on; the recent list covers the moment before the
+        // API's check can see the finished row.
+        self.recent_signatures.push_back(job.job.signature);
+        if self.recent_signatures.len() > RECENT_SIGNATURES
+            && let Some(old) = self.recent_signatures.pop_front()
+        {
+            self.signatures.remove(&old);
+        }
+        Some(job)
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn on_result(
+    fn on_result(
         &mut self,
-        db: &mut SqliteConnection,
         key: PublicKey,
         lease_id: LeaseId,
         task: TaskId,
         output_hash: Hash32,
         output_len: u64,
         signature: Signature,
-        out: &mut Outbox,
-    ) -> Result<()> {
-        if !self.sched.lease(lease_id).is_some_and(|l| l.worker == key && l.task == task) {
-            out.messages.push((key, lease_not_held(lease_id)));
-            return Ok(());
+        now: Now,
+    ) {
+        if !self.holds(&key, lease_id, task) {
+            return;
         }
-        let declared = self.jobs.get(&task.job).map(|j| u64::from(j.spec.tasks[task.index as usize].output_size));
+        let declared = self.jobs.get(&task.job).map(|j| u64::from(j.job.spec.tasks[task.index as usize].output_size));
         if declared != Some(output_len) {
-            out.messages.push((
+            self.ready.messages.push((
                 key,
                 RelayMessage::Error(ErrorBody::new(
                     ErrorCode::Malformed,
@@ -579,70 +679,58 @@ impl Core {
                 )),
             ));
             let lease = self.sched.lease_failed(lease_id).expect("lease checked above");
-            return self.record_lapse(db, &lease, out).await;
+            self.record_lapse(&lease, now);
+            return;
         }
-        if self.blobs.size(&output_hash).await != Some(output_len) {
-            out.messages.push((
-                key,
-                RelayMessage::Error(ErrorBody::new(
-                    ErrorCode::NotFound,
-                    format!("lease {lease_id}: upload output blob {output_hash} before reporting it"),
-                )),
-            ));
-            return Ok(());
-        }
-        if !Store::record_result(db, lease_id, &output_hash, output_len, &signature, now_ms()).await? {
-            return Err(Error::Corrupt(format!("lease {lease_id} held in memory but not leased in the store")));
-        }
-        out.count(key, 1, 0, 0);
+        self.ready.writes.push(Write::Returned { lease: lease_id, output_hash, output_len, signature, at_ms: now.wall_ms });
+        self.ready.count(key, 1, 0, 0);
         self.sched.lease_returned(lease_id);
-        self.tasks.entry(task).or_default().returned.push(ReturnedReplica {
-            lease: lease_id,
-            worker: key,
-            output_hash,
-        });
-        out.messages.push((key, RelayMessage::Ack { lease: lease_id }));
-        self.decide(db, task, out).await
+        self.tasks.entry(task).or_default().returned.push(ReturnedReplica { lease: lease_id, worker: key, output_hash });
+        self.ready.messages.push((key, RelayMessage::Ack { lease: lease_id }));
+        self.decide(task, now);
     }
 
     /// A lease ended without a result (silence, disconnect, failure): record it and re-decide.
-    async fn record_lapse(&mut self, db: &mut SqliteConnection, lease: &Lease, out: &mut Outbox) -> Result<()> {
-        if !Store::set_replica_state(db, lease.id, &[ReplicaState::Leased], ReplicaState::Lapsed).await? {
-            return Ok(());
-        }
-        Store::add_lapse(db, lease.task).await?;
+    fn record_lapse(&mut self, lease: &Lease, now: Now) {
+        self.ready.writes.push(Write::ReplicaState { lease: lease.id, state: ReplicaState::Lapsed });
         if let Some(track) = self.tasks.get_mut(&lease.task) {
+            self.ready.writes.push(Write::Lapse { task: lease.task });
             track.lapses += 1;
-            self.decide(db, lease.task, out).await?;
+            self.decide(lease.task, now);
         }
-        Ok(())
     }
 
-    async fn decide(&mut self, db: &mut SqliteConnection, task: TaskId, out: &mut Outbox) -> Result<()> {
-        let (Some(job), Some(track)) = (self.jobs.get(&task.job), self.tasks.get(&task)) else {
-            return Ok(());
+    fn decide(&mut self, task: TaskId, now: Now) {
+        let (Some(job), Some(track)) = (self.jobs.get(&task.job), self.tasks.get_mut(&task)) else {
+            return;
         };
-        let rule =
-            Rule { comparison: job.spec.comparison, quorum: job.spec.quorum, max_replicas: job.spec.max_replicas };
-        let outputs: Vec<Option<Vec<u8>>> = match rule.comparison {
-            Comparison::Exact => vec![None; track.returned.len()],
-            Comparison::Tolerance { .. } => {
-                let mut v = Vec::with_capacity(track.returned.len());
-                for r in &track.returned {
-                    v.push(self.blobs.read(&r.output_hash).await.ok());
+        let rule = Rule { comparison: job.job.spec.comparison, quorum: job.job.spec.quorum, max_replicas: job.job.spec.max_replicas };
+        if matches!(rule.comparison, Comparison::Tolerance { .. }) {
+            let missing: Vec<Hash32> = track
+                .returned
+                .iter()
+                .map(|r| r.output_hash)
+                .filter(|h| !track.outputs.contains_key(h))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            if !missing.is_empty() {
+                // Decided when the bytes are in; a read already in flight brings them.
+                if !track.reading {
+                    track.reading = true;
+                    self.ready.reads.push((task, missing));
                 }
-                v
+                return;
             }
-        };
+        }
         let returned: Vec<Returned<'_>> = track
             .returned
             .iter()
-            .zip(&outputs)
-            .map(|(r, o)| Returned {
+            .map(|r| Returned {
                 lease: r.lease,
                 worker: r.worker,
                 output_hash: r.output_hash,
-                output: o.as_deref(),
+                output: track.outputs.get(&r.output_hash).and_then(|o| o.as_deref()),
             })
             .collect();
         let decision = verifier::decide(rule, &returned, self.sched.outstanding(task), track.lapses);
@@ -651,138 +739,127 @@ impl Core {
             Decision::Wait => {}
             Decision::AddReplicas(n) => self.sched.add_replicas(task, n),
             Decision::Verified { output_hash, agreeing, dissenting } => {
-                if !Store::verify_task(db, task, &output_hash, now_ms()).await? {
-                    return Ok(());
-                }
+                self.ready.writes.push(Write::VerifyTask { task, output_hash, at_ms: now.wall_ms });
                 for lease in &agreeing {
-                    Store::set_replica_state(db, *lease, &[ReplicaState::Returned], ReplicaState::Accepted).await?;
-                    out.count(workers[lease], 0, 1, 0);
+                    self.ready.writes.push(Write::ReplicaState { lease: *lease, state: ReplicaState::Accepted });
+                    self.ready.count(workers[lease], 0, 1, 0);
                 }
                 for lease in &dissenting {
-                    Store::set_replica_state(db, *lease, &[ReplicaState::Returned], ReplicaState::Rejected).await?;
-                    out.count(workers[lease], 0, 0, 1);
+                    self.ready.writes.push(Write::ReplicaState { lease: *lease, state: ReplicaState::Rejected });
+                    self.ready.count(workers[lease], 0, 0, 1);
                     tracing::warn!(worker = %workers[lease], %task, "result rejected: disagrees with the quorum");
                 }
-                self.close_task(db, task, out).await?;
+                self.close_task(task);
                 let job = self.jobs.get_mut(&task.job).expect("job tracked");
                 job.summary.tasks_verified += 1;
                 let (verified, total) = (job.summary.tasks_verified, job.summary.tasks_total);
-                out.events.push(JobEventFrame {
-                    job: task.job,
-                    event: JobEvent::TaskVerified { task, output_hash, verified, total },
-                });
-                self.maybe_finish(db, task.job, out).await?;
+                self.ready.event(task.job, JobEvent::TaskVerified { task, output_hash, verified, total });
+                self.maybe_finish(task.job, now);
             }
             Decision::Failed { reason, .. } => {
-                self.fail_task(db, task, &reason, out).await?;
-                self.maybe_finish(db, task.job, out).await?;
+                self.fail_task(task, &reason, now);
+                self.maybe_finish(task.job, now);
             }
         }
-        Ok(())
     }
 
-    async fn fail_task(
-        &mut self,
-        db: &mut SqliteConnection,
-        task: TaskId,
-        reason: &str,
-        out: &mut Outbox,
-    ) -> Result<()> {
-        if !Store::fail_task(db, task, reason, now_ms()).await? {
-            return Ok(());
+    fn fail_task(&mut self, task: TaskId, reason: &str, now: Now) {
+        if !self.tasks.contains_key(&task) {
+            return;
         }
         tracing::warn!(%task, %reason, "task failed");
-        self.close_task(db, task, out).await?;
+        self.ready.writes.push(Write::FailTask { task, reason: reason.to_string(), at_ms: now.wall_ms });
+        self.close_task(task);
         if let Some(job) = self.jobs.get_mut(&task.job) {
             job.summary.tasks_failed += 1;
         }
-        out.events
-            .push(JobEventFrame { job: task.job, event: JobEvent::TaskFailed { task, reason: reason.to_string() } });
-        Ok(())
+        self.ready.event(task.job, JobEvent::TaskFailed { task, reason: reason.to_string() });
     }
 
-    async fn close_task(&mut self, db: &mut SqliteConnection, task: TaskId, out: &mut Outbox) -> Result<()> {
+    fn close_task(&mut self, task: TaskId) {
         self.tasks.remove(&task);
         for lease in self.sched.close_task(task) {
-            Store::set_replica_state(db, lease.id, &[ReplicaState::Leased], ReplicaState::Cancelled).await?;
-            out.messages.push((lease.worker, RelayMessage::Cancel { lease: lease.id }));
+            self.ready.writes.push(Write::ReplicaState { lease: lease.id, state: ReplicaState::Cancelled });
+            self.ready.messages.push((lease.worker, RelayMessage::Cancel { lease: lease.id }));
         }
-        Ok(())
     }
 
     /// Whether the job's money is in escrow (so only bonded workers may take it).
     fn paid_in_escrow(&self, spec: &JobSpec) -> bool {
-        self.escrow.is_some() && spec.price_per_replica > 0
+        self.escrow && spec.price_per_replica > 0
     }
 
-    async fn maybe_finish(&mut self, db: &mut SqliteConnection, job_id: JobId, out: &mut Outbox) -> Result<()> {
+    fn maybe_finish(&mut self, job_id: JobId, now: Now) {
         let Some(job) = self.jobs.get(&job_id) else {
-            return Ok(());
+            return;
         };
         let s = &job.summary;
         if s.tasks_verified + s.tasks_failed < s.tasks_total {
-            return Ok(());
+            return;
         }
-        let mut job = self.jobs.remove(&job_id).expect("checked above");
+        let mut job = self.untrack_job(job_id).expect("checked above");
         self.sched.remove_job(job_id);
         let (state, failure) = if job.summary.tasks_failed == 0 {
             (JobState::Done, None)
         } else {
-            (
-                JobState::Failed,
-                Some(format!("{} of {} tasks failed", job.summary.tasks_failed, job.summary.tasks_total)),
-            )
+            (JobState::Failed, Some(format!("{} of {} tasks failed", job.summary.tasks_failed, job.summary.tasks_total)))
         };
-        let finished = now_ms();
-        Store::finish_job(db, job_id, state, failure.as_deref(), finished).await?;
+        self.ready.writes.push(Write::FinishJob { job: job_id, state, failure: failure.clone(), at_ms: now.wall_ms });
         job.summary.state = state;
         job.summary.failure = failure;
-        job.summary.finished_at_ms = Some(finished);
+        job.summary.finished_at_ms = Some(now.wall_ms);
         tracing::info!(job = %job_id, ?state, "job finished");
         let event = match state {
             JobState::Done => JobEvent::JobDone { job: job.summary },
             _ => JobEvent::JobFailed { job: job.summary },
         };
-        out.events.push(JobEventFrame { job: job_id, event });
-        Ok(())
+        self.ready.event(job_id, event);
     }
 
-    /// Periodic work, also run after every batch: lapse expired leases, drop silent workers,
+    /// Periodic work, also run after every batch: drop silent workers, lapse expired leases,
     /// fail tasks past their job's deadline, hand out work.
-    async fn on_tick(&mut self, db: &mut SqliteConnection, out: &mut Outbox) -> Result<()> {
-        let now = self.sched_now();
-        for key in self.sched.silent_workers(now) {
+    pub fn tick(&mut self, now: Now) {
+        for key in self.sched.silent_workers(now.mono_ms) {
             tracing::info!(worker = %key, "worker silent; dropping it");
-            self.workers.remove(&key);
-            self.shared.online.write().expect("online set lock").remove(&key);
+            if self.conns.remove(&key).is_some() {
+                self.ready.online.push((key, false));
+                self.ready.disconnect.push(key);
+            }
             for lease in self.sched.worker_offline(&key) {
-                self.record_lapse(db, &lease, out).await?;
+                self.record_lapse(&lease, now);
             }
         }
-        for lease in self.sched.expire(now) {
-            out.messages.push((lease.worker, RelayMessage::Cancel { lease: lease.id }));
-            self.record_lapse(db, &lease, out).await?;
+        for lease in self.sched.expire(now.mono_ms) {
+            self.ready.messages.push((lease.worker, RelayMessage::Cancel { lease: lease.id }));
+            self.record_lapse(&lease, now);
         }
-        let wall = now_ms();
-        let overdue: Vec<JobId> = self.jobs.iter().filter(|(_, j)| j.deadline_ms <= wall).map(|(id, _)| *id).collect();
-        for job in overdue {
-            let pending: Vec<TaskId> = self.tasks.keys().filter(|t| t.job == job).copied().collect();
-            for task in pending {
-                self.fail_task(db, task, "deadline passed", out).await?;
+        while let Some(&(deadline, job)) = self.deadlines.first() {
+            if deadline > now.wall_ms {
+                break;
             }
-            self.maybe_finish(db, job, out).await?;
+            self.deadlines.pop_first();
+            let total = self.jobs.get(&job).map_or(0, |j| j.summary.tasks_total);
+            for index in 0..total {
+                self.fail_task(TaskId { job, index }, "deadline passed", now);
+            }
+            self.maybe_finish(job, now);
         }
         let lease_ms = self.sched.config().lease_ms;
-        for lease in self.sched.assign(now) {
+        for lease in self.sched.assign(now.mono_ms) {
             let job = &self.jobs[&lease.task.job];
-            let spec = &job.spec.tasks[lease.task.index as usize];
-            Store::insert_lease(db, lease.id, lease.task, &lease.worker, wall).await?;
-            out.messages.push((
+            let spec = &job.job.spec.tasks[lease.task.index as usize];
+            self.ready.writes.push(Write::InsertLease {
+                lease: lease.id,
+                task: lease.task,
+                worker: lease.worker,
+                at_ms: now.wall_ms,
+            });
+            self.ready.messages.push((
                 lease.worker,
                 RelayMessage::Assign(Assignment {
                     lease: lease.id,
                     task: lease.task,
-                    kernel: job.spec.kernel.clone(),
+                    kernel: job.job.spec.kernel.clone(),
                     params: spec.params.clone(),
                     inputs: spec.inputs.clone(),
                     workgroups: spec.workgroups,
@@ -791,10 +868,373 @@ impl Core {
                 }),
             ));
         }
-        Ok(())
+    }
+
+    /// A worker's connection could not keep up with its messages and was closed by the driver:
+    /// the same as going offline.
+    pub fn worker_overloaded(&mut self, key: PublicKey, now: Now) {
+        if let Some(conn) = self.conns.get(&key).copied() {
+            self.step(Input::WorkerOffline { key, conn }, now);
+        }
     }
 }
 
 fn lease_not_held(lease: LeaseId) -> RelayMessage {
     RelayMessage::Error(ErrorBody::new(ErrorCode::LeaseNotHeld, format!("lease {lease} is not held by this worker")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use starling_protocol::job::{BuiltinKernel, KernelSpec, TaskSpec};
+    use starling_protocol::sign::Keypair;
+    use starling_protocol::worker::{AdapterInfo, Backend, DeviceLimits, Platform};
+
+    fn caps() -> Capabilities {
+        Capabilities {
+            backend: Backend::Vulkan,
+            platform: Platform::Native,
+            adapter: AdapterInfo::default(),
+            limits: DeviceLimits {
+                max_buffer_size: 1 << 28,
+                max_storage_buffer_binding_size: 1 << 27,
+                max_storage_buffers_per_shader_stage: 8,
+                max_compute_workgroups_per_dimension: 65_535,
+            },
+            asking_price: 0,
+            duty_cycle: 1.0,
+            slots: 4,
+        }
+    }
+
+    fn spec(tasks: u32, price: u64, nonce: u64) -> JobSpec {
+        JobSpec {
+            label: String::new(),
+            kernel: KernelSpec::Builtin { name: BuiltinKernel::MonteCarloPi },
+            tasks: (0..tasks).map(|i| TaskSpec { params: vec![i], inputs: vec![], workgroups: [1, 1, 1], output_size: 8 }).collect(),
+            comparison: Comparison::Exact,
+            replicas: 2,
+            quorum: 2,
+            max_replicas: 4,
+            price_per_replica: price,
+            deadline_secs: 60,
+            homogeneous: false,
+            nonce,
+        }
+    }
+
+    fn req(spec: &JobSpec) -> JobRequirements {
+        requirements(spec, &HashMap::new())
+    }
+
+    fn at(secs: u64) -> Now {
+        Now { mono_ms: secs * 1000, wall_ms: 1_700_000_000_000 + secs * 1000 }
+    }
+
+    fn worker(n: u8) -> PublicKey {
+        Keypair::from_seed([n; 32]).public()
+    }
+
+    fn online(core: &mut Core, n: u8, now: Now) {
+        core.step(Input::WorkerOnline { key: worker(n), conn: u64::from(n), caps: caps(), paid: true }, now);
+    }
+
+    fn post(core: &mut Core, request: RequestId, client: &Keypair, spec: JobSpec, origin: &str, now: Now) {
+        let job = client.sign_job(spec);
+        let req = req(&job.spec);
+        core.step(Input::CreateJob { request, job, req, origin: Some(origin.parse().unwrap()) }, now);
+    }
+
+    fn accepted(ready: &Ready) -> Vec<RequestId> {
+        ready.replies.iter().filter(|(_, r)| r.is_ok()).map(|(id, _)| *id).collect()
+    }
+
+    fn refused(ready: &Ready) -> Vec<RequestId> {
+        ready.replies.iter().filter(|(_, r)| r.is_err()).map(|(id, _)| *id).collect()
+    }
+
+    fn assignments(ready: &Ready) -> Vec<(PublicKey, Assignment)> {
+        ready
+            .messages
+            .iter()
+            .filter_map(|(k, m)| match m {
+                RelayMessage::Assign(a) => Some((*k, a.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_slow_escrow_open_holds_up_nobody() {
+        let mut core = Core::new(CoreConfig::default(), true, 1, 1);
+        let (payer, other) = (Keypair::from_seed([100; 32]), Keypair::from_seed([101; 32]));
+        online(&mut core, 1, at(0));
+        online(&mut core, 2, at(0));
+        post(&mut core, 1, &payer, spec(1, 10, 0), "10.0.0.1", at(0));
+        core.tick(at(0));
+        let ready = core.ready(at(0));
+        // Asked of the escrow, not stored, not answered yet.
+        assert_eq!(ready.escrow_opens.len(), 1);
+        assert!(ready.replies.is_empty());
+        assert!(!ready.writes.iter().any(|w| matches!(w, Write::InsertJob { .. })));
+        // For a minute the escrow says nothing; heartbeats and other clients go on.
+        for s in 1..=60 {
+            core.step(Input::Heartbeat { key: worker(1), state: DeviceState::default() }, at(s));
+            core.step(Input::Heartbeat { key: worker(2), state: DeviceState::default() }, at(s));
+            if s == 30 {
+                post(&mut core, 2, &other, spec(1, 0, 0), "10.0.1.1", at(s));
+            }
+            core.tick(at(s));
+            let ready = core.ready(at(s));
+            assert!(ready.disconnect.is_empty(), "second {s}: no worker is dropped");
+            if s == 30 {
+                assert_eq!(accepted(&ready), vec![2], "the unpaid job is taken at once");
+                assert_eq!(assignments(&ready).len(), 2);
+            }
+        }
+        core.step(Input::EscrowOpened { request: 1, outcome: OpenOutcome::Opened }, at(61));
+        let ready = core.ready(at(61));
+        assert_eq!(accepted(&ready), vec![1]);
+        assert!(ready.writes.iter().any(|w| matches!(w, Write::InsertJob { id: JobId(1), .. })));
+        assert_eq!(core.workers_online(), 2);
+    }
+
+    #[test]
+    fn ids_taken_in_escrow_are_skipped_up_to_a_bound() {
+        let mut core = Core::new(CoreConfig::default(), true, 1, 5);
+        let client = Keypair::from_seed([100; 32]);
+        post(&mut core, 1, &client, spec(1, 10, 0), "10.0.0.1", at(0));
+        let ready = core.ready(at(0));
+        assert_eq!(ready.escrow_opens[0].1.job, JobId(5));
+        core.step(Input::EscrowOpened { request: 1, outcome: OpenOutcome::IdTaken }, at(0));
+        let ready = core.ready(at(0));
+        assert_eq!(ready.escrow_opens[0].1.job, JobId(6), "the next id is tried");
+        for _ in 0..MAX_ESCROW_ID_SKIPS {
+            core.step(Input::EscrowOpened { request: 1, outcome: OpenOutcome::IdTaken }, at(0));
+        }
+        let ready = core.ready(at(0));
+        assert_eq!(refused(&ready), vec![1]);
+        // The client's slot is free again and a later job gets a fresh id.
+        post(&mut core, 2, &client, spec(1, 10, 1), "10.0.0.1", at(1));
+        let ready = core.ready(at(1));
+        assert!(ready.escrow_opens[0].1.job.0 > 6 + u64::from(MAX_ESCROW_ID_SKIPS) - 1);
+    }
+
+    #[test]
+    fn a_refused_deposit_leaves_no_trace() {
+        let mut core = Core::new(CoreConfig { max_running_jobs_per_client: 1, ..Default::default() }, true, 1, 1);
+        let client = Keypair::from_seed([100; 32]);
+        post(&mut core, 1, &client, spec(1, 10, 0), "10.0.0.1", at(0));
+        // While it is being opened it counts against the client.
+        post(&mut core, 2, &client, spec(1, 10, 1), "10.0.0.1", at(0));
+        assert_eq!(refused(&core.ready(at(0))), vec![2]);
+        core.step(
+            Input::EscrowOpened {
+                request: 1,
+                outcome: OpenOutcome::Failed(EscrowError::InsufficientFunds("no money".into())),
+            },
+            at(1),
+        );
+        let ready = core.ready(at(1));
+        assert!(matches!(ready.replies[..], [(1, Err(Refusal::Escrow(EscrowError::InsufficientFunds(_))))]));
+        assert!(ready.writes.is_empty());
+        assert_eq!(core.jobs_running(), 0);
+        // The same signed job may be posted again once funded: it was never stored.
+        post(&mut core, 3, &client, spec(1, 10, 0), "10.0.0.1", at(2));
+        assert_eq!(core.ready(at(2)).escrow_opens.len(), 1);
+    }
+
+    #[test]
+    fn fresh_keys_gain_no_unpaid_work() {
+        let config = CoreConfig { max_unpaid_jobs: 20, max_unpaid_jobs_per_network: 4, ..Default::default() };
+        let mut core = Core::new(config, true, 1, 1);
+        for n in 0..10u8 {
+            let key = Keypair::from_seed([n; 32]);
+            post(&mut core, u64::from(n), &key, spec(1, 0, 0), &format!("192.0.2.{n}"), at(0));
+        }
+        let ready = core.ready(at(0));
+        assert_eq!(accepted(&ready).len(), 4, "one network, however many keys");
+        // Another network still gets in, and so does paid work from the first.
+        let stranger = Keypair::from_seed([200; 32]);
+        post(&mut core, 100, &stranger, spec(1, 0, 0), "198.51.100.7", at(0));
+        post(&mut core, 101, &Keypair::from_seed([1; 32]), spec(1, 10, 1), "192.0.2.1", at(0));
+        let ready = core.ready(at(0));
+        assert_eq!(accepted(&ready), vec![100]);
+        assert_eq!(ready.escrow_opens.len(), 1);
+        // IPv6 addresses count by /48.
+        assert_eq!(network_of("2001:db8:1:2::1".parse().unwrap()), network_of("2001:db8:1:ffff::9".parse().unwrap()));
+        assert_ne!(network_of("2001:db8:1::1".parse().unwrap()), network_of("2001:db8:2::1".parse().unwrap()));
+        assert_eq!(network_of("::ffff:192.0.2.9".parse().unwrap()), network_of("192.0.2.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn unpaid_work_has_a_relay_wide_cap() {
+        let config = CoreConfig { max_unpaid_jobs: 3, max_unpaid_jobs_per_network: 100, ..Default::default() };
+        let mut core = Core::new(config, false, 1, 1);
+        for n in 0..5u8 {
+            post(&mut core, u64::from(n), &Keypair::from_seed([n; 32]), spec(1, 0, 0), &format!("10.{n}.0.1"), at(0));
+        }
+        assert_eq!(accepted(&core.ready(at(0))).len(), 3);
+    }
+
+    #[test]
+    fn a_replayed_job_is_refused_while_it_runs() {
+        let mut core = Core::new(CoreConfig::default(), false, 1, 1);
+        let client = Keypair::from_seed([100; 32]);
+        post(&mut core, 1, &client, spec(1, 0, 0), "10.0.0.1", at(0));
+        post(&mut core, 2, &client, spec(1, 0, 0), "10.0.0.1", at(0));
+        let ready = core.ready(at(0));
+        assert_eq!(accepted(&ready), vec![1]);
+        assert!(matches!(ready.replies[1], (2, Err(Refusal::Duplicate(_)))));
+    }
+
+    #[test]
+    fn job_ids_never_overflow() {
+        let mut core = Core::new(CoreConfig::default(), false, 1, i64::MAX as u64 - 1);
+        let client = Keypair::from_seed([100; 32]);
+        post(&mut core, 1, &client, spec(1, 0, 0), "10.0.0.1", at(0));
+        post(&mut core, 2, &client, spec(1, 0, 1), "10.0.0.1", at(0));
+        let ready = core.ready(at(0));
+        assert_eq!(accepted(&ready), vec![1]);
+        assert!(matches!(ready.replies[1], (2, Err(Refusal::Limit(_)))));
+    }
+
+    /// One task through its whole life: leased twice, both results in, verified, settled.
+    #[test]
+    fn a_task_is_leased_returned_verified_and_settled() {
+        let mut core = Core::new(CoreConfig::default(), false, 1, 1);
+        online(&mut core, 1, at(0));
+        online(&mut core, 2, at(0));
+        post(&mut core, 1, &Keypair::from_seed([100; 32]), spec(1, 0, 0), "10.0.0.1", at(0));
+        core.tick(at(0));
+        let ready = core.ready(at(0));
+        let leases = assignments(&ready);
+        assert_eq!(leases.len(), 2);
+        assert_ne!(leases[0].0, leases[1].0, "replicas go to distinct workers");
+        assert_eq!(ready.writes.iter().filter(|w| matches!(w, Write::InsertLease { .. })).count(), 2);
+        let hash = Hash32([7; 32]);
+        for (key, a) in &leases {
+            let signature = Signature([0; 64]);
+            core.step(
+                Input::Result { key: *key, lease: a.lease, task: a.task, output_hash: hash, output_len: 8, signature },
+                at(1),
+            );
+        }
+        let ready = core.ready(at(1));
+        assert_eq!(ready.writes.iter().filter(|w| matches!(w, Write::Returned { .. })).count(), 2);
+        assert!(ready.writes.iter().any(|w| matches!(w, Write::VerifyTask { output_hash, .. } if *output_hash == hash)));
+        assert_eq!(
+            ready.writes.iter().filter(|w| matches!(w, Write::ReplicaState { state: ReplicaState::Accepted, .. })).count(),
+            2
+        );
+        assert!(ready.writes.iter().any(|w| matches!(w, Write::FinishJob { state: JobState::Done, .. })));
+        assert_eq!(ready.messages.iter().filter(|(_, m)| matches!(m, RelayMessage::Ack { .. })).count(), 2);
+        assert!(matches!(ready.settle[..], [SettleNote::Verified(_), SettleNote::Finished(JobId(1))]));
+        // Worker records are written once per worker per batch.
+        assert_eq!(ready.writes.iter().filter(|w| matches!(w, Write::WorkerCounts { .. })).count(), 2);
+    }
+
+    #[test]
+    fn a_result_for_someone_elses_lease_is_refused() {
+        let mut core = Core::new(CoreConfig::default(), false, 1, 1);
+        online(&mut core, 1, at(0));
+        online(&mut core, 2, at(0));
+        online(&mut core, 3, at(0));
+        post(&mut core, 1, &Keypair::from_seed([100; 32]), spec(1, 0, 0), "10.0.0.1", at(0));
+        core.tick(at(0));
+        let (holder, a) = assignments(&core.ready(at(0)))[0].clone();
+        let thief = [worker(1), worker(2), worker(3)].into_iter().find(|k| *k != holder).unwrap();
+        let signature = Signature([0; 64]);
+        core.step(
+            Input::Result { key: thief, lease: a.lease, task: a.task, output_hash: Hash32([1; 32]), output_len: 8, signature },
+            at(1),
+        );
+        let ready = core.ready(at(1));
+        assert!(ready.writes.is_empty());
+        assert!(matches!(&ready.messages[..], [(k, RelayMessage::Error(e))] if *k == thief && e.code == ErrorCode::LeaseNotHeld));
+    }
+
+    #[test]
+    fn tolerance_jobs_read_outputs_off_the_core_before_deciding() {
+        let mut core = Core::new(CoreConfig::default(), false, 1, 1);
+        online(&mut core, 1, at(0));
+        online(&mut core, 2, at(0));
+        let spec = JobSpec { comparison: Comparison::Tolerance { rel: 1e-3, abs: 1e-3 }, ..spec(1, 0, 0) };
+        post(&mut core, 1, &Keypair::from_seed([100; 32]), spec, "10.0.0.1", at(0));
+        core.tick(at(0));
+        let leases = assignments(&core.ready(at(0)));
+        let outputs = [1.0f32.to_le_bytes(), 1.0001f32.to_le_bytes()];
+        let hashes: Vec<Hash32> = outputs.iter().map(|o| starling_protocol::sha256(o)).collect();
+        let signature = Signature([0; 64]);
+        let report = |core: &mut Core, i: usize, now: Now| {
+            let (key, a) = &leases[i];
+            core.step(
+                Input::Result { key: *key, lease: a.lease, task: a.task, output_hash: hashes[i], output_len: 8, signature },
+                now,
+            );
+        };
+        let bytes = |i: usize| vec![(hashes[i], Some(Arc::<[u8]>::from(&outputs[i][..])))];
+        report(&mut core, 0, at(1));
+        let ready = core.ready(at(1));
+        assert_eq!(ready.reads, vec![(leases[0].1.task, vec![hashes[0]])], "the bytes are read off the core");
+        // A second result while the read is out asks for nothing more yet, and decides nothing.
+        report(&mut core, 1, at(1));
+        let ready = core.ready(at(1));
+        assert!(ready.reads.is_empty());
+        assert!(!ready.writes.iter().any(|w| matches!(w, Write::VerifyTask { .. })), "not decided without the bytes");
+        core.step(Input::OutputsRead { task: leases[0].1.task, outputs: bytes(0) }, at(2));
+        let ready = core.ready(at(2));
+        assert_eq!(ready.reads, vec![(leases[0].1.task, vec![hashes[1]])]);
+        core.step(Input::OutputsRead { task: leases[0].1.task, outputs: bytes(1) }, at(2));
+        let ready = core.ready(at(2));
+        assert!(ready.writes.iter().any(|w| matches!(w, Write::VerifyTask { output_hash, .. } if *output_hash == hashes[0])));
+    }
+
+    #[test]
+    fn silent_workers_are_dropped_and_their_leases_lapse() {
+        let mut core = Core::new(CoreConfig::default(), false, 1, 1);
+        online(&mut core, 1, at(0));
+        online(&mut core, 2, at(0));
+        online(&mut core, 3, at(0));
+        post(&mut core, 1, &Keypair::from_seed([100; 32]), spec(1, 0, 0), "10.0.0.1", at(0));
+        core.tick(at(0));
+        let leases = assignments(&core.ready(at(0)));
+        let lease_ms = CoreConfig::default().scheduler.lease_ms;
+        // Everyone but the first holder keeps talking.
+        let silent = leases[0].0;
+        let mut now = at(0);
+        while now.mono_ms <= lease_ms + 1000 {
+            now = Now { mono_ms: now.mono_ms + 1000, wall_ms: now.wall_ms + 1000 };
+            for n in 1..=3 {
+                if worker(n) != silent {
+                    core.step(Input::Heartbeat { key: worker(n), state: DeviceState::default() }, now);
+                }
+            }
+            core.tick(now);
+            let ready = core.ready(now);
+            if !ready.disconnect.is_empty() {
+                assert_eq!(ready.disconnect, vec![silent]);
+                assert!(ready.writes.iter().any(|w| matches!(w, Write::ReplicaState { lease, state: ReplicaState::Lapsed } if *lease == leases[0].1.lease)));
+                // The replica goes to the one worker that does not hold the task yet.
+                let again = assignments(&ready);
+                assert_eq!(again.len(), 1);
+                assert!(again[0].0 != silent && again[0].0 != leases[1].0);
+                return;
+            }
+        }
+        panic!("the silent worker was never dropped");
+    }
+
+    #[test]
+    fn overdue_jobs_fail_their_pending_tasks() {
+        let mut core = Core::new(CoreConfig::default(), false, 1, 1);
+        post(&mut core, 1, &Keypair::from_seed([100; 32]), spec(3, 0, 0), "10.0.0.1", at(0));
+        core.tick(at(59));
+        assert!(core.ready(at(59)).events.is_empty());
+        core.tick(at(61));
+        let ready = core.ready(at(61));
+        assert_eq!(ready.writes.iter().filter(|w| matches!(w, Write::FailTask { .. })).count(), 3);
+        assert!(ready.writes.iter().any(|w| matches!(w, Write::FinishJob { state: JobState::Failed, .. })));
+        assert_eq!(core.jobs_running(), 0);
+    }
 }

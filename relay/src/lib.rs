@@ -2,17 +2,24 @@
 //! and pushes live status.
 //!
 //! - [`api`] and [`ws`]: thin HTTP and WebSocket adapters; they decode, validate and forward.
-//! - [`core`]: the single writer; applies commands in batched transactions and runs:
+//! - [`core`]: pure; every decision about jobs, tasks, leases, verification and settlement, as
+//!   inputs in and effects out; it calls:
 //!   - [`scheduler`]: pure; which worker gets which replica, lease expiry;
 //!   - [`verifier`]: pure; quorum decisions over returned results.
+//! - [`driver`]: the single writer around the core: batches commands, commits the core's writes
+//!   in one transaction, then sends; escrow calls and blob reads run off it.
+//! - [`serve`]: the accept loop: connection budgets per address and in all, header and body
+//!   deadlines, the open-file limit.
 //! - [`store`]: SQL state (SQLite in WAL mode by default); [`blobs`]: content-addressed files.
 
 pub mod api;
 pub mod blobs;
 pub mod core;
+pub mod driver;
 pub mod error;
 pub mod escrow;
 pub mod scheduler;
+pub mod serve;
 pub mod store;
 pub mod verifier;
 pub mod web;
@@ -33,7 +40,7 @@ pub use error::{ApiError, Error, Result};
 pub struct AppState {
     pub store: store::Store,
     pub blobs: blobs::BlobStore,
-    pub core: core::CoreHandle,
+    pub core: driver::CoreHandle,
     pub core_config: core::CoreConfig,
     /// Caps concurrent worker connections.
     pub worker_slots: Arc<Semaphore>,
@@ -63,6 +70,8 @@ pub struct Config {
     pub max_workers: usize,
     pub max_watchers: usize,
     pub max_blob_bytes: u64,
+    /// Connection budgets and HTTP deadlines.
+    pub limits: serve::Limits,
     pub escrow: EscrowConfig,
     /// The web app's folder (`www/`), served at `/`; `None` serves the API only.
     pub www: Option<PathBuf>,
@@ -70,12 +79,15 @@ pub struct Config {
 
 impl Config {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let limits = serve::Limits::default();
+        let (max_workers, max_watchers) = serve::default_connection_limits(&limits);
         Self {
             data_dir: data_dir.into(),
             core: core::CoreConfig::default(),
-            max_workers: 20_000,
-            max_watchers: 10_000,
+            max_workers,
+            max_watchers,
             max_blob_bytes: starling_protocol::limits::MAX_BLOB_BYTES,
+            limits,
             escrow: EscrowConfig::Off,
             www: None,
         }
@@ -111,6 +123,35 @@ pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    start(listener, config, shutdown).await?.finished().await
+}
+
+/// A relay that is serving: its shared state (for tests and embedding) and its end.
+#[derive(Debug)]
+pub struct Started {
+    pub state: AppState,
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl Started {
+    /// Waits until the relay stops (after `shutdown`, or a store failure).
+    pub async fn finished(self) -> Result<()> {
+        self.task.await.map_err(|e| Error::Corrupt(format!("relay task panicked: {e}")))?
+    }
+}
+
+/// Like [`run`], returning once the relay serves.
+pub async fn start(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<Started> {
+    // Every connection the limits allow needs a file descriptor, besides the database's and the
+    // blobs' own: raise the soft limit now, or refuse to start and say why.
+    let needed = serve::descriptors_needed(config.max_workers, config.max_watchers, &config.limits);
+    let fds = serve::raise_fd_limit(needed)?;
+    tracing::debug!(fds, needed, "open-file limit");
     std::fs::create_dir_all(&config.data_dir)?;
     let store = store::Store::open(&config.data_dir.join("relay.sqlite")).await?;
     let blobs = blobs::BlobStore::open(&config.data_dir.join("blobs"), config.max_blob_bytes)?;
@@ -123,7 +164,7 @@ pub async fn run(
     };
     let (standing_tx, mut standing_rx) = tokio::sync::mpsc::unbounded_channel();
     let settler = escrow.clone().map(|e| escrow::settler::spawn(e.clone(), store.clone(), standing_tx));
-    let (core, handle, rx) = core::Core::recover(
+    let (core, handle, rx) = driver::Driver::recover(
         store.clone(),
         blobs.clone(),
         config.core,
@@ -135,7 +176,7 @@ pub async fn run(
     let core_handle = handle.clone();
     tokio::spawn(async move {
         while let Some((key, paid)) = standing_rx.recv().await {
-            if core_handle.send(core::Command::PaidStanding { key, paid }).await.is_err() {
+            if core_handle.send(driver::Command::PaidStanding { key, paid }).await.is_err() {
                 break;
             }
         }
@@ -162,11 +203,8 @@ pub async fn run(
     }));
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, "relay listening");
-    // Small frames (an ack then an assign) must not wait on Nagle's algorithm and delayed ACKs.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(listener, app(state, config.www.clone())).with_graceful_shutdown({
+    let total = config.max_workers + config.max_watchers + config.limits.http_connections;
+    let server = serve::serve(listener, app(state.clone(), config.www.clone()), config.limits, total, {
         let mut stop = stop_rx;
         async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -176,12 +214,15 @@ pub async fn run(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    tokio::select! {
-        served = server => served?,
-        core = core_task => {
-            // The core only stops on its own after a store failure: stop serving too.
-            core.map_err(|e| Error::Corrupt(format!("core panicked: {e}")))??;
+    let task = tokio::spawn(async move {
+        tokio::select! {
+            () = server => {}
+            core = core_task => {
+                // The core only stops on its own after a store failure: stop serving too.
+                core.map_err(|e| Error::Corrupt(format!("core panicked: {e}")))??;
+            }
         }
-    }
-    Ok(())
+        Ok(())
+    });
+    Ok(Started { state, addr, task })
 }

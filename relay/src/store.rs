@@ -11,8 +11,9 @@ use starling_protocol::events::{
 };
 use starling_protocol::job::JobSpec;
 use starling_protocol::sign::SignedJob;
-use starling_protocol::worker::Capabilities;
 use starling_protocol::{Hash32, JobId, LeaseId, PublicKey, Signature, TaskId};
+use crate::core::Write;
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -102,7 +103,7 @@ fn ms(v: i64) -> u64 {
 #[derive(Debug, Clone)]
 pub struct RunningJob {
     pub id: JobId,
-    pub spec: JobSpec,
+    pub job: SignedJob,
     pub deadline_ms: u64,
     pub tasks: Vec<PendingTask>,
 }
@@ -120,6 +121,36 @@ pub struct ReturnedReplica {
     pub lease: LeaseId,
     pub worker: PublicKey,
     pub output_hash: Hash32,
+}
+
+/// Rows per multi-row statement: well under SQLite's 32,766 bound parameters at six columns.
+const CHUNK: usize = 1000;
+
+/// `head` followed by `rows` parenthesized rows of `columns` and `tail`. A column given as `""`
+/// is a bound parameter (numbered `$1`, `$2`, ... across the rows, in order); any other text is
+/// written as a literal.
+fn multi_row(head: &str, rows: usize, columns: &[&str], tail: &str) -> String {
+    let mut q = String::with_capacity(head.len() + tail.len() + rows * columns.len() * 6);
+    q.push_str(head);
+    let mut n = 0;
+    for row in 0..rows {
+        q.push_str(if row == 0 { "(" } else { ",(" });
+        for (i, c) in columns.iter().enumerate() {
+            if i > 0 {
+                q.push(',');
+            }
+            if c.is_empty() {
+                n += 1;
+                q.push('$');
+                q.push_str(&n.to_string());
+            } else {
+                q.push_str(c);
+            }
+        }
+        q.push(')');
+    }
+    q.push_str(tail);
+    q
 }
 
 const SUMMARY_COLUMNS: &str = "id, label, kernel, client, state, tasks_total, tasks_verified, tasks_failed, created_at_ms, finished_at_ms, failure";
@@ -148,23 +179,222 @@ impl Store {
         Ok(self.pool.begin().await?)
     }
 
-    // ---- writes (called by the core inside its transaction) ----
+    // ---- writes (applied by the driver, one transaction per batch) ----
 
-    /// Whether a job with this client signature was already posted.
-    pub async fn job_signed(conn: &mut SqliteConnection, signature: &Signature) -> Result<bool> {
+    /// Whether a job with this client signature was already posted (read outside the writer).
+    pub async fn job_signed(&self, signature: &Signature) -> Result<bool> {
         let found: Option<i64> = sqlx::query_scalar("SELECT id FROM jobs WHERE signature = $1")
             .bind(signature.to_hex())
-            .fetch_optional(&mut *conn)
+            .fetch_optional(&self.pool)
             .await?;
         Ok(found.is_some())
     }
 
-    pub async fn insert_job(conn: &mut SqliteConnection, id: JobId, job: &SignedJob, now_ms: u64) -> Result<JobId> {
+    /// Applies a batch of the core's writes with a handful of multi-row statements, grouped by
+    /// kind in an order that respects their dependencies (jobs before their leases, leases before
+    /// their results, results before their final states, workers before their counters).
+    pub async fn apply(conn: &mut SqliteConnection, writes: &[Write]) -> Result<()> {
+        let mut workers = Vec::new();
+        let mut leases = Vec::new();
+        let mut returned = Vec::new();
+        let mut states: HashMap<LeaseId, ReplicaState> = HashMap::new();
+        let mut lapses: HashMap<TaskId, i64> = HashMap::new();
+        let mut decided = Vec::new();
+        let mut finished = Vec::new();
+        let mut counts = Vec::new();
+        for w in writes {
+            match w {
+                Write::InsertJob { id, job, created_ms, deadline_ms } => {
+                    Self::insert_job(conn, *id, job, *created_ms, *deadline_ms).await?
+                }
+                Write::UpsertWorker { key, caps, at_ms } => workers.push((key, caps, at_ms)),
+                Write::InsertLease { lease, task, worker, at_ms } => leases.push((lease, task, worker, at_ms)),
+                Write::Returned { lease, output_hash, output_len, signature, at_ms } => {
+                    returned.push((lease, output_hash, output_len, signature, at_ms))
+                }
+                // The last state a batch gives a replica is the one that holds.
+                Write::ReplicaState { lease, state } => {
+                    states.insert(*lease, *state);
+                }
+                Write::Lapse { task } => *lapses.entry(*task).or_default() += 1,
+                Write::VerifyTask { task, output_hash, at_ms } => {
+                    decided.push((task, "verified", Some(output_hash.to_hex()), None, at_ms))
+                }
+                Write::FailTask { task, reason, at_ms } => {
+                    decided.push((task, "failed", None, Some(reason.as_str()), at_ms))
+                }
+                Write::FinishJob { job, state, failure, at_ms } => finished.push((job, state, failure, at_ms)),
+                Write::WorkerCounts { key, returned, accepted, rejected, at_ms } => {
+                    counts.push((key, returned, accepted, rejected, at_ms))
+                }
+            }
+        }
+        for chunk in workers.chunks(CHUNK) {
+            let q = multi_row(
+                "INSERT INTO workers (key, capabilities, first_seen_ms, last_seen_ms) VALUES ",
+                chunk.len(),
+                &["", "", "", ""],
+                " ON CONFLICT (key) DO UPDATE SET capabilities = excluded.capabilities, last_seen_ms = excluded.last_seen_ms",
+            );
+            let mut query = sqlx::query(&q);
+            for (key, caps, at) in chunk {
+                let at = **at as i64;
+                query = query
+                    .bind(key.to_hex())
+                    .bind(serde_json::to_string(caps).expect("capabilities serialize"))
+                    .bind(at)
+                    .bind(at);
+            }
+            query.execute(&mut *conn).await?;
+        }
+        for chunk in leases.chunks(CHUNK) {
+            let q = multi_row(
+                "INSERT INTO replicas (lease_id, job_id, idx, worker, state, assigned_at_ms) VALUES ",
+                chunk.len(),
+                &["", "", "", "", "'leased'", ""],
+                "",
+            );
+            let mut query = sqlx::query(&q);
+            for (lease, task, worker, at) in chunk {
+                query = query
+                    .bind(lease.0 as i64)
+                    .bind(task.job.0 as i64)
+                    .bind(i64::from(task.index))
+                    .bind(worker.to_hex())
+                    .bind(**at as i64);
+            }
+            query.execute(&mut *conn).await?;
+        }
+        for chunk in returned.chunks(CHUNK) {
+            let q = multi_row(
+                "UPDATE replicas SET state = 'returned', output_hash = v.column2, output_len = v.column3,
+                 signature = v.column4, returned_at_ms = v.column5 FROM (VALUES ",
+                chunk.len(),
+                &["", "", "", "", ""],
+                ") AS v WHERE replicas.lease_id = v.column1 AND replicas.state = 'leased'",
+            );
+            let mut query = sqlx::query(&q);
+            for (lease, hash, len, sig, at) in chunk {
+                query = query
+                    .bind(lease.0 as i64)
+                    .bind(hash.to_hex())
+                    .bind(**len as i64)
+                    .bind(sig.to_hex())
+                    .bind(**at as i64);
+            }
+            query.execute(&mut *conn).await?;
+        }
+        let mut by_state: HashMap<ReplicaState, Vec<i64>> = HashMap::new();
+        for (lease, state) in states {
+            by_state.entry(state).or_default().push(lease.0 as i64);
+        }
+        for (state, ids) in by_state {
+            for chunk in ids.chunks(CHUNK) {
+                let params = (2..chunk.len() + 2).map(|n| format!("${n}")).collect::<Vec<_>>().join(",");
+                let q = format!("UPDATE replicas SET state = $1 WHERE lease_id IN ({params})");
+                let mut query = sqlx::query(&q).bind(replica_state_str(state));
+                for id in chunk {
+                    query = query.bind(*id);
+                }
+                query.execute(&mut *conn).await?;
+            }
+        }
+        let lapses: Vec<(TaskId, i64)> = lapses.into_iter().collect();
+        for chunk in lapses.chunks(CHUNK) {
+            let q = multi_row(
+                "UPDATE tasks SET lapses = lapses + v.column3 FROM (VALUES ",
+                chunk.len(),
+                &["", "", ""],
+                ") AS v WHERE tasks.job_id = v.column1 AND tasks.idx = v.column2",
+            );
+            let mut query = sqlx::query(&q);
+            for (task, n) in chunk {
+                query = query.bind(task.job.0 as i64).bind(i64::from(task.index)).bind(*n);
+            }
+            query.execute(&mut *conn).await?;
+        }
+        let mut job_counters: HashMap<JobId, (i64, i64)> = HashMap::new();
+        for chunk in decided.chunks(CHUNK) {
+            let q = multi_row(
+                "UPDATE tasks SET state = v.column3, output_hash = v.column4, failure = v.column5,
+                 decided_at_ms = v.column6 FROM (VALUES ",
+                chunk.len(),
+                &["", "", "", "", "", ""],
+                ") AS v WHERE tasks.job_id = v.column1 AND tasks.idx = v.column2 AND tasks.state = 'pending'",
+            );
+            let mut query = sqlx::query(&q);
+            for (task, state, hash, failure, at) in chunk {
+                let c = job_counters.entry(task.job).or_default();
+                if *state == "verified" {
+                    c.0 += 1;
+                } else {
+                    c.1 += 1;
+                }
+                query = query
+                    .bind(task.job.0 as i64)
+                    .bind(i64::from(task.index))
+                    .bind(*state)
+                    .bind(hash.clone())
+                    .bind(*failure)
+                    .bind(**at as i64);
+            }
+            query.execute(&mut *conn).await?;
+        }
+        let job_counters: Vec<(JobId, (i64, i64))> = job_counters.into_iter().collect();
+        for chunk in job_counters.chunks(CHUNK) {
+            let q = multi_row(
+                "UPDATE jobs SET tasks_verified = tasks_verified + v.column2, tasks_failed = tasks_failed + v.column3
+                 FROM (VALUES ",
+                chunk.len(),
+                &["", "", ""],
+                ") AS v WHERE jobs.id = v.column1",
+            );
+            let mut query = sqlx::query(&q);
+            for (job, (verified, failed)) in chunk {
+                query = query.bind(job.0 as i64).bind(*verified).bind(*failed);
+            }
+            query.execute(&mut *conn).await?;
+        }
+        for (job, state, failure, at) in finished {
+            sqlx::query(
+                "UPDATE jobs SET state = $1, failure = $2, finished_at_ms = $3 WHERE id = $4 AND state = 'running'",
+            )
+            .bind(job_state_str(*state))
+            .bind(failure.as_deref())
+            .bind(*at as i64)
+            .bind(job.0 as i64)
+            .execute(&mut *conn)
+            .await?;
+        }
+        for chunk in counts.chunks(CHUNK) {
+            let q = multi_row(
+                "UPDATE workers SET replicas_returned = replicas_returned + v.column2,
+                 replicas_accepted = replicas_accepted + v.column3, replicas_rejected = replicas_rejected + v.column4,
+                 last_seen_ms = v.column5 FROM (VALUES ",
+                chunk.len(),
+                &["", "", "", "", ""],
+                ") AS v WHERE workers.key = v.column1",
+            );
+            let mut query = sqlx::query(&q);
+            for (key, r, a, j, at) in chunk {
+                query = query.bind(key.to_hex()).bind(**r).bind(**a).bind(**j).bind(**at as i64);
+            }
+            query.execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_job(
+        conn: &mut SqliteConnection,
+        id: JobId,
+        job: &SignedJob,
+        created_ms: u64,
+        deadline_ms: u64,
+    ) -> Result<()> {
         let spec_json = serde_json::to_string(&job.spec).expect("spec serializes");
-        let deadline_ms = now_ms + job.spec.deadline_secs * 1000;
-        let row = sqlx::query(
+        sqlx::query(
             "INSERT INTO jobs (id, client, signature, spec_json, label, kernel, state, tasks_total, created_at_ms, deadline_ms)
-             VALUES ($9, $1, $2, $3, $4, $5, 'running', $6, $7, $8) RETURNING id",
+             VALUES ($9, $1, $2, $3, $4, $5, 'running', $6, $7, $8)",
         )
         .bind(job.client.to_hex())
         .bind(job.signature.to_hex())
@@ -172,203 +402,19 @@ impl Store {
         .bind(&job.spec.label)
         .bind(job.spec.kernel.display_name())
         .bind(job.spec.tasks.len() as i64)
-        .bind(now_ms as i64)
+        .bind(created_ms as i64)
         .bind(deadline_ms as i64)
         .bind(id.0 as i64)
-        .fetch_one(&mut *conn)
+        .execute(&mut *conn)
         .await?;
-        let id = JobId(row.get::<i64, _>(0) as u64);
-        // One multi-row INSERT per chunk keeps big jobs to a handful of statements.
-        for chunk in (0..job.spec.tasks.len() as i64).collect::<Vec<_>>().chunks(400) {
-            let mut q = String::from("INSERT INTO tasks (job_id, idx, state) VALUES ");
-            for (n, _) in chunk.iter().enumerate() {
-                if n > 0 {
-                    q.push(',');
-                }
-                q.push_str(&format!("($1, ${}, 'pending')", n + 2));
-            }
-            let mut query = sqlx::query(&q).bind(id.0 as i64);
+        for chunk in (0..job.spec.tasks.len() as i64).collect::<Vec<_>>().chunks(CHUNK) {
+            let q = multi_row("INSERT INTO tasks (job_id, idx, state) VALUES ", chunk.len(), &["", "", "'pending'"], "");
+            let mut query = sqlx::query(&q);
             for idx in chunk {
-                query = query.bind(*idx);
+                query = query.bind(id.0 as i64).bind(*idx);
             }
             query.execute(&mut *conn).await?;
         }
-        Ok(id)
-    }
-
-    pub async fn insert_lease(
-        conn: &mut SqliteConnection,
-        lease: LeaseId,
-        task: TaskId,
-        worker: &PublicKey,
-        now_ms: u64,
-    ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO replicas (lease_id, job_id, idx, worker, state, assigned_at_ms) VALUES ($1, $2, $3, $4, 'leased', $5)",
-        )
-        .bind(lease.0 as i64)
-        .bind(task.job.0 as i64)
-        .bind(i64::from(task.index))
-        .bind(worker.to_hex())
-        .bind(now_ms as i64)
-        .execute(&mut *conn)
-        .await?;
-        Ok(())
-    }
-
-    pub async fn record_result(
-        conn: &mut SqliteConnection,
-        lease: LeaseId,
-        output_hash: &Hash32,
-        output_len: u64,
-        signature: &Signature,
-        now_ms: u64,
-    ) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE replicas SET state = 'returned', output_hash = $1, output_len = $2, signature = $3, returned_at_ms = $4
-             WHERE lease_id = $5 AND state = 'leased'",
-        )
-        .bind(output_hash.to_hex())
-        .bind(output_len as i64)
-        .bind(signature.to_hex())
-        .bind(now_ms as i64)
-        .bind(lease.0 as i64)
-        .execute(&mut *conn)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Moves replicas to `to`, only from states listed in `from`.
-    pub async fn set_replica_state(
-        conn: &mut SqliteConnection,
-        lease: LeaseId,
-        from: &[ReplicaState],
-        to: ReplicaState,
-    ) -> Result<bool> {
-        let from_list = from.iter().map(|s| format!("'{}'", replica_state_str(*s))).collect::<Vec<_>>().join(",");
-        let q = format!("UPDATE replicas SET state = $1 WHERE lease_id = $2 AND state IN ({from_list})");
-        let done = sqlx::query(&q).bind(replica_state_str(to)).bind(lease.0 as i64).execute(&mut *conn).await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    pub async fn add_lapse(conn: &mut SqliteConnection, task: TaskId) -> Result<()> {
-        sqlx::query("UPDATE tasks SET lapses = lapses + 1 WHERE job_id = $1 AND idx = $2")
-            .bind(task.job.0 as i64)
-            .bind(i64::from(task.index))
-            .execute(&mut *conn)
-            .await?;
-        Ok(())
-    }
-
-    /// Marks a pending task verified. False if it was already decided: a task is never
-    /// verified twice.
-    pub async fn verify_task(
-        conn: &mut SqliteConnection,
-        task: TaskId,
-        output_hash: &Hash32,
-        now_ms: u64,
-    ) -> Result<bool> {
-        Self::decide_task(conn, task, TaskState::Verified, Some(&output_hash.to_hex()), None, now_ms).await
-    }
-
-    /// Marks a pending task failed. False if it was already decided.
-    pub async fn fail_task(conn: &mut SqliteConnection, task: TaskId, reason: &str, now_ms: u64) -> Result<bool> {
-        Self::decide_task(conn, task, TaskState::Failed, None, Some(reason), now_ms).await
-    }
-
-    async fn decide_task(
-        conn: &mut SqliteConnection,
-        task: TaskId,
-        state: TaskState,
-        output_hash: Option<&str>,
-        failure: Option<&str>,
-        now_ms: u64,
-    ) -> Result<bool> {
-        let (state, counter) = match state {
-            TaskState::Verified => ("verified", "tasks_verified"),
-            TaskState::Failed => ("failed", "tasks_failed"),
-            TaskState::Pending => {
-                return Err(Error::Corrupt("a task cannot be decided back to pending".into()));
-            }
-        };
-        let done = sqlx::query(
-            "UPDATE tasks SET state = $1, output_hash = $2, failure = $3, decided_at_ms = $4
-             WHERE job_id = $5 AND idx = $6 AND state = 'pending'",
-        )
-        .bind(state)
-        .bind(output_hash)
-        .bind(failure)
-        .bind(now_ms as i64)
-        .bind(task.job.0 as i64)
-        .bind(i64::from(task.index))
-        .execute(&mut *conn)
-        .await?;
-        if done.rows_affected() != 1 {
-            return Ok(false);
-        }
-        sqlx::query(&format!("UPDATE jobs SET {counter} = {counter} + 1 WHERE id = $1"))
-            .bind(task.job.0 as i64)
-            .execute(&mut *conn)
-            .await?;
-        Ok(true)
-    }
-
-    pub async fn finish_job(
-        conn: &mut SqliteConnection,
-        job: JobId,
-        state: JobState,
-        failure: Option<&str>,
-        now_ms: u64,
-    ) -> Result<()> {
-        sqlx::query(
-            "UPDATE jobs SET state = $1, failure = $2, finished_at_ms = $3 WHERE id = $4 AND state = 'running'",
-        )
-        .bind(job_state_str(state))
-        .bind(failure)
-        .bind(now_ms as i64)
-        .bind(job.0 as i64)
-        .execute(&mut *conn)
-        .await?;
-        Ok(())
-    }
-
-    pub async fn upsert_worker(
-        conn: &mut SqliteConnection,
-        key: &PublicKey,
-        caps: &Capabilities,
-        now_ms: u64,
-    ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO workers (key, capabilities, first_seen_ms, last_seen_ms) VALUES ($1, $2, $3, $3)
-             ON CONFLICT (key) DO UPDATE SET capabilities = excluded.capabilities, last_seen_ms = excluded.last_seen_ms",
-        )
-        .bind(key.to_hex())
-        .bind(serde_json::to_string(caps).expect("capabilities serialize"))
-        .bind(now_ms as i64)
-        .execute(&mut *conn)
-        .await?;
-        Ok(())
-    }
-
-    pub async fn bump_worker(
-        conn: &mut SqliteConnection,
-        key: &PublicKey,
-        returned: i64,
-        accepted: i64,
-        rejected: i64,
-        now_ms: u64,
-    ) -> Result<()> {
-        sqlx::query(
-            "UPDATE workers SET replicas_returned = replicas_returned + $1, replicas_accepted = replicas_accepted + $2,
-             replicas_rejected = replicas_rejected + $3, last_seen_ms = $4 WHERE key = $5",
-        )
-        .bind(returned)
-        .bind(accepted)
-        .bind(rejected)
-        .bind(now_ms as i64)
-        .bind(key.to_hex())
-        .execute(&mut *conn)
-        .await?;
         Ok(())
     }
 
@@ -387,7 +433,7 @@ impl Store {
     }
 
     pub async fn running_jobs(&self) -> Result<Vec<RunningJob>> {
-        let rows = sqlx::query("SELECT id, spec_json, deadline_ms FROM jobs WHERE state = 'running' ORDER BY id")
+        let rows = sqlx::query("SELECT id, spec_json, deadline_ms, client, signature FROM jobs WHERE state = 'running' ORDER BY id")
             .fetch_all(&self.pool)
             .await?;
         let mut jobs = Vec::with_capacity(rows.len());
@@ -396,6 +442,8 @@ impl Store {
             let spec: JobSpec =
                 serde_json::from_str(row.get::<&str, _>(1)).map_err(|e| Error::Corrupt(e.to_string()))?;
             let deadline_ms = ms(row.get(2));
+            let client = parse(row.get::<&str, _>(3), "client key")?;
+            let signature = parse(row.get::<&str, _>(4), "job signature")?;
             let task_rows =
                 sqlx::query("SELECT idx, lapses FROM tasks WHERE job_id = $1 AND state = 'pending' ORDER BY idx")
                     .bind(id.0 as i64)
@@ -425,7 +473,7 @@ impl Store {
                     });
                 }
             }
-            jobs.push(RunningJob { id, spec, deadline_ms, tasks });
+            jobs.push(RunningJob { id, job: SignedJob { spec, client, signature }, deadline_ms, tasks });
         }
         Ok(jobs)
     }

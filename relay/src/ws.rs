@@ -3,7 +3,7 @@
 //! reader loop; when one ends the other is aborted.
 
 use crate::AppState;
-use crate::core::Command;
+use crate::driver::Command;
 use crate::error::ApiError;
 use axum::extract::rejection::PathRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -16,7 +16,10 @@ use starling_protocol::limits::{MAX_ADDRESS_LEN, MAX_REASON_LEN, MAX_WS_FRAME_BY
 use starling_protocol::sign::{auth_bytes, result_bytes, verify};
 use starling_protocol::worker::{Capabilities, RelayMessage, WorkerMessage};
 use starling_protocol::{ErrorBody, ErrorCode, Hash32, JobId, PROTOCOL_VERSION, PublicKey};
+use starling_protocol::LeaseId;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 
@@ -26,6 +29,38 @@ static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Protocol errors tolerated on one connection before it is closed.
 const MAX_PROTOCOL_ERRORS: u32 = 16;
+/// Messages a worker may send per second on average, and in one burst; more are refused as
+/// protocol errors (and close the connection soon), so no connection can flood the core.
+const MESSAGES_PER_SEC: f64 = 500.0;
+const MESSAGE_BURST: f64 = 1000.0;
+/// Leases a connection remembers as its own (a worker holds at most 64 slots).
+const MAX_LEASES_PER_CONN: usize = 1024;
+
+/// A token bucket over the worker's messages.
+#[derive(Debug)]
+struct RateLimit {
+    tokens: f64,
+    at: tokio::time::Instant,
+}
+
+impl RateLimit {
+    fn new() -> Self {
+        Self { tokens: MESSAGE_BURST, at: tokio::time::Instant::now() }
+    }
+
+    fn allow(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        let refill = now.duration_since(self.at).as_secs_f64() * MESSAGES_PER_SEC;
+        self.tokens = (self.tokens + refill).min(MESSAGE_BURST);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
 
 pub async fn worker_socket(State(app): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
     let Ok(permit) = app.worker_slots.clone().try_acquire_owned() else {
@@ -161,6 +196,10 @@ async fn serve_worker(app: AppState, socket: WebSocket) {
     // Protocol errors found here travel on a separate channel so they do not keep it open.
     let (tx, mut rx) = mpsc::channel::<RelayMessage>(1024);
     let (errors_tx, mut errors_rx) = mpsc::channel::<RelayMessage>(MAX_PROTOCOL_ERRORS as usize);
+    // The leases this connection was handed: answers about any other lease are refused here,
+    // without reaching the core.
+    let held: Arc<Mutex<HashSet<LeaseId>>> = Arc::default();
+    let writer_held = held.clone();
     let mut writer = tokio::spawn(async move {
         loop {
             let msg = tokio::select! {
@@ -170,6 +209,18 @@ async fn serve_worker(app: AppState, socket: WebSocket) {
                 },
                 Some(msg) = errors_rx.recv() => msg,
             };
+            match &msg {
+                RelayMessage::Assign(a) => {
+                    let mut held = writer_held.lock().expect("held leases lock");
+                    if held.len() < MAX_LEASES_PER_CONN {
+                        held.insert(a.lease);
+                    }
+                }
+                RelayMessage::Cancel { lease } => {
+                    writer_held.lock().expect("held leases lock").remove(lease);
+                }
+                _ => {}
+            }
             if sink.send(encode(&msg)).await.is_err() {
                 break;
             }
@@ -182,6 +233,7 @@ async fn serve_worker(app: AppState, socket: WebSocket) {
     }
     tracing::debug!(worker = %key, conn, "worker connected");
     let mut errors = 0u32;
+    let mut rate = RateLimit::new();
     loop {
         let msg = match first.take() {
             Some(msg) => Some(msg),
@@ -191,7 +243,21 @@ async fn serve_worker(app: AppState, socket: WebSocket) {
             },
         };
         let Some(msg) = msg else { break };
+        let lease_of = |m: &WorkerMessage| match m {
+            WorkerMessage::Result { lease, .. } | WorkerMessage::Failed { lease, .. } | WorkerMessage::Decline { lease, .. } => {
+                Some(*lease)
+            }
+            _ => None,
+        };
         let outcome = match msg {
+            _ if !rate.allow() => Err(ErrorBody::new(
+                ErrorCode::RateLimited,
+                format!("more than {MESSAGES_PER_SEC} messages per second; slow down"),
+            )),
+            Ok(m) if lease_of(&m).is_some_and(|l| !held.lock().expect("held leases lock").contains(&l)) => {
+                let lease = lease_of(&m).expect("checked above");
+                Err(ErrorBody::new(ErrorCode::LeaseNotHeld, format!("lease {lease} is not held by this worker")))
+            }
             Err(e) => Err(e),
             Ok(WorkerMessage::Hello { .. } | WorkerMessage::Auth { .. }) => {
                 Err(ErrorBody::new(ErrorCode::OutOfOrder, "already authenticated"))
@@ -199,6 +265,15 @@ async fn serve_worker(app: AppState, socket: WebSocket) {
             Ok(WorkerMessage::Heartbeat { state }) => Ok(Command::Heartbeat { key, state }),
             Ok(WorkerMessage::Result { lease, task, output_hash, output_len, signature }) => {
                 match verify(&key, &result_bytes(task, &output_hash, output_len, &key), &signature) {
+                    // The output must be stored before it is reported: the core decides without
+                    // touching the blob store.
+                    Ok(()) if app.blobs.size(&output_hash).await != Some(output_len) => {
+                        // Still the worker's: it may upload and report again.
+                        Err(ErrorBody::new(
+                            ErrorCode::NotFound,
+                            format!("lease {lease}: upload output blob {output_hash} ({output_len} bytes) before reporting it"),
+                        ))
+                    }
                     Ok(()) => Ok(Command::Result { key, lease, task, output_hash, output_len, signature }),
                     Err(e) => Err(ErrorBody::new(ErrorCode::BadSignature, format!("result for lease {lease}: {e}"))),
                 }
@@ -217,6 +292,10 @@ async fn serve_worker(app: AppState, socket: WebSocket) {
         };
         match outcome {
             Ok(cmd) => {
+                if let Command::Result { lease, .. } | Command::Failed { lease, .. } | Command::Decline { lease, .. } = &cmd {
+                    // Answered: later messages about it are refused here.
+                    held.lock().expect("held leases lock").remove(lease);
+                }
                 if app.core.send(cmd).await.is_err() {
                     break;
                 }
@@ -300,14 +379,16 @@ pub async fn job_events(
     let permit = app.watcher_slots.clone().try_acquire_owned().map_err(|_| {
         ApiError::new(ErrorCode::RateLimited, "too many event watchers; poll GET /v1/jobs/{id} instead")
     })?;
+    // A job that does not exist gets no channel: nothing a stranger sends leaves state behind.
+    if app.store.job_summary(id).await?.is_none() {
+        return Err(ApiError::not_found(format!("job {id}")));
+    }
     // Subscribe before reading the snapshot so no event falls between the two.
-    let events = app.core.shared.watch(id);
+    let watch = app.core.shared.watch(id);
     let summary = app.store.job_summary(id).await?.ok_or_else(|| ApiError::not_found(format!("job {id}")))?;
     let store = app.store.clone();
-    let shared = app.core.shared.clone();
     Ok(upgrade.max_message_size(4096).on_upgrade(move |socket| async move {
-        stream_job_events(socket, store, id, summary, events).await;
-        shared.unwatch(id);
+        stream_job_events(socket, store, id, summary, watch).await;
         drop(permit);
     }))
 }
@@ -317,8 +398,9 @@ async fn stream_job_events(
     store: crate::store::Store,
     id: JobId,
     summary: starling_protocol::events::JobSummary,
-    mut events: broadcast::Receiver<std::sync::Arc<JobEvent>>,
+    mut watch: crate::driver::Watch,
 ) {
+    let events = &mut watch.events;
     let (mut sink, mut stream) = socket.split();
     let send =
         |event: &JobEvent| Message::Text(Utf8Bytes::from(serde_json::to_string(event).expect("events serialize")));

@@ -14,22 +14,34 @@ use tokio_tungstenite::tungstenite::Message;
 
 struct Relay {
     base: String,
+    addr: std::net::SocketAddr,
     dir: tempfile::TempDir,
+    state: starling_relay::AppState,
     _stop: tokio::sync::oneshot::Sender<()>,
     http: reqwest::Client,
 }
 
 async fn start() -> Relay {
+    start_with(|_| {}).await
+}
+
+async fn start_with(configure: impl FnOnce(&mut starling_relay::Config)) -> Relay {
     let dir = tempfile::tempdir().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
+    let addr = listener.local_addr().unwrap();
+    let base = format!("http://{addr}");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let mut config = starling_relay::Config::new(dir.path());
     config.max_blob_bytes = 1 << 20;
     config.core.max_running_jobs_per_client = 2;
-    tokio::spawn(starling_relay::run(listener, config, async move {
+    configure(&mut config);
+    let started = starling_relay::start(listener, config, async move {
         let _ = stopped.await;
-    }));
+    })
+    .await
+    .unwrap();
+    let state = started.state.clone();
+    tokio::spawn(started.finished());
     let http = reqwest::Client::new();
     for _ in 0..100 {
         if http.get(format!("{base}/v1/health")).send().await.is_ok() {
@@ -37,7 +49,7 @@ async fn start() -> Relay {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Relay { base, dir, _stop: stop, http }
+    Relay { base, addr, dir, state, _stop: stop, http }
 }
 
 impl Relay {
@@ -315,16 +327,25 @@ async fn worker_protocol_violations_get_error_frames() {
     expect_error(&mut ws, ErrorCode::Malformed).await;
     send(&mut ws, &hello(&key)).await;
     expect_error(&mut ws, ErrorCode::OutOfOrder).await;
-    let task = TaskId { job: JobId(1), index: 0 };
+    // A result for a lease the worker holds, signed by another key.
+    assert_eq!(relay.post_job(&Keypair::generate().sign_job(pi_spec())).await.0, 201);
+    let assignment = loop {
+        match recv(&mut ws).await {
+            Some(RelayMessage::Assign(a)) => break a,
+            Some(_) => continue,
+            None => panic!("closed before an assignment"),
+        }
+    };
+    let task = assignment.task;
     let hash = sha256(b"output");
     send(
         &mut ws,
         &WorkerMessage::Result {
-            lease: LeaseId(1),
+            lease: assignment.lease,
             task,
             output_hash: hash,
-            output_len: 6,
-            signature: impostor.sign_result(task, &hash, 6),
+            output_len: u64::from(assignment.output_size),
+            signature: impostor.sign_result(task, &hash, u64::from(assignment.output_size)),
         },
     )
     .await;
@@ -357,4 +378,186 @@ async fn worker_protocol_violations_get_error_frames() {
     assert_eq!(me["replicas_returned"], json!(0));
     assert_eq!(me["online"], json!(true));
     assert!(relay.healthy().await);
+}
+
+/// Event sockets for jobs that do not exist are refused before anything is registered: 2,000
+/// of them leave no channel behind (each used to leave one, about 8 KB, for good).
+#[tokio::test]
+async fn event_sockets_for_missing_jobs_leave_nothing_behind() {
+    let relay = start().await;
+    let ws_base = relay.base.replace("http", "ws");
+    for id in 0..2_000u64 {
+        let url = format!("{ws_base}/v1/jobs/{}/events", 1_000_000 + id);
+        match tokio_tungstenite::connect_async(url).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 404),
+            other => panic!("expected a 404, got {:?}", other.map(|_| ())),
+        }
+    }
+    assert_eq!(relay.state.core.shared.watched_jobs(), 0);
+    // A real watcher's channel goes when the watcher leaves.
+    assert_eq!(relay.post_job(&Keypair::generate().sign_job(pi_spec())).await.0, 201);
+    let (mut watcher, _) = tokio_tungstenite::connect_async(format!("{ws_base}/v1/jobs/1/events")).await.unwrap();
+    assert!(matches!(watcher.next().await, Some(Ok(Message::Text(_)))), "snapshot first");
+    assert_eq!(relay.state.core.shared.watched_jobs(), 1);
+    drop(watcher);
+    for _ in 0..100 {
+        if relay.state.core.shared.watched_jobs() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(relay.state.core.shared.watched_jobs(), 0);
+    assert!(relay.healthy().await);
+}
+
+/// Whether the relay closed `tcp` (it reads end-of-file or an error) within `within`.
+async fn closed_within(tcp: &mut tokio::net::TcpStream, within: Duration) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(got),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Connections that trickle their headers are closed at the header deadline, and the relay
+/// keeps serving.
+#[tokio::test]
+async fn trickled_headers_are_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    let relay = start_with(|c| c.limits.header_timeout = Duration::from_secs(1)).await;
+    let mut slow = Vec::new();
+    for _ in 0..100 {
+        let mut tcp = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+        tcp.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        slow.push(tcp);
+    }
+    let trickle = async {
+        for _ in 0..10 {
+            for tcp in &mut slow {
+                let _ = tcp.write_all(b"X").await;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    };
+    trickle.await;
+    for tcp in &mut slow {
+        assert!(closed_within(tcp, Duration::from_secs(3)).await.is_some(), "a trickling connection stayed open");
+    }
+    assert!(relay.healthy().await);
+}
+
+/// A body sent a byte at a time is refused once it falls below the minimum rate (today's
+/// relay waited on a 64 MiB upload at one byte every 5 s for as long as it took).
+#[tokio::test]
+async fn slow_bodies_are_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    let relay = start_with(|c| {
+        c.limits.body_grace = Duration::from_millis(500);
+        c.limits.body_idle = Duration::from_secs(2);
+        c.limits.body_min_rate = 1024;
+    })
+    .await;
+    let mut tcp = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+    tcp.write_all(b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 1000000\r\n\r\n")
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let answer = loop {
+        let _ = tcp.write_all(b" ").await;
+        if let Some(answer) = closed_within(&mut tcp, Duration::from_millis(400)).await {
+            break answer;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the slow body was never cut off");
+    };
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(text.contains("\"code\":\"malformed\""), "{text}");
+    // Silence inside a body is bounded too.
+    let mut tcp = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+    tcp.write_all(b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\ncontent-length: 100\r\n\r\n{").await.unwrap();
+    assert!(closed_within(&mut tcp, Duration::from_secs(5)).await.is_some());
+    assert!(relay.healthy().await);
+}
+
+/// One address may hold only so many connections; the next one gets a 429 with
+/// `{code, message}`, and a place frees when a connection closes.
+#[tokio::test]
+async fn connections_per_address_are_budgeted() {
+    let relay = start_with(|c| c.limits.per_address = 16).await;
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        held.push(tokio::net::TcpStream::connect(relay.addr).await.unwrap());
+    }
+    // Accepting is asynchronous: give the relay a moment to count them all.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut extra = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+    let answer = closed_within(&mut extra, Duration::from_secs(5)).await.expect("refused and closed");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 429"), "{text}");
+    assert!(text.contains("\"code\":\"rate_limited\""), "{text}");
+    held.pop();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(relay.healthy().await, "a freed place is usable again");
+}
+
+/// A worker that floods the relay with results for leases it does not hold is refused on its
+/// own connection and cut off; nothing reaches the core's record and others are served.
+#[tokio::test]
+async fn worker_message_floods_are_cut_off() {
+    let relay = start().await;
+    let key = Keypair::generate();
+    let mut ws = authenticated(&relay, &key).await;
+    let task = TaskId { job: JobId(1), index: 0 };
+    let hash = sha256(b"output");
+    let signature = key.sign_result(task, &hash, 6);
+    let flood = serde_json::to_string(&WorkerMessage::Result {
+        lease: LeaseId(9),
+        task,
+        output_hash: hash,
+        output_len: 6,
+        signature,
+    })
+    .unwrap();
+    let mut sent = 0;
+    for _ in 0..5_000 {
+        if ws.send(Message::Text(flood.clone().into())).await.is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    let mut errors = 0;
+    while let Some(msg) = recv(&mut ws).await {
+        assert!(matches!(msg, RelayMessage::Error(_)), "{msg:?}");
+        errors += 1;
+    }
+    assert!(errors <= 16, "{errors} error frames for {sent} bogus results: the connection is closed early");
+    let workers: Vec<Value> =
+        relay.http.get(format!("{}/v1/workers", relay.base)).send().await.unwrap().json().await.unwrap();
+    let me = workers.iter().find(|w| w["key"] == json!(key.public().to_hex())).expect("worker listed");
+    assert_eq!(me["online"], json!(false));
+    assert_eq!(me["replicas_returned"], json!(0));
+    assert!(relay.healthy().await);
+}
+
+/// Unpaid work from one network is bounded whatever keys sign it: 30 fresh keys get no more
+/// than one key would.
+#[tokio::test]
+async fn fresh_keys_gain_no_unpaid_work() {
+    let relay = start_with(|c| c.core.max_unpaid_jobs_per_network = 4).await;
+    let mut statuses = Vec::new();
+    for _ in 0..30 {
+        let (status, body) = relay.post_job(&Keypair::generate().sign_job(pi_spec())).await;
+        if status != 201 {
+            assert_eq!((status, code(&body)), (429, "rate_limited"), "{body}");
+        }
+        statuses.push(status);
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 4);
+    assert_eq!(relay.jobs().await.len(), 4, "nothing stored for the refused ones");
 }

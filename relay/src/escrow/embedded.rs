@@ -91,6 +91,17 @@ fn ledger_error(e: LedgerError) -> EscrowError {
     }
 }
 
+/// Runs contract code (CPU-bound: wasm with gas metering, signature checks) without holding up
+/// the other tasks of the relay's runtime: on a multi-threaded runtime the thread hands its
+/// other tasks over first. The ledger's lock keeps this to one contract call at a time, so
+/// hundreds of registrations in flight take at most one core, never the whole runtime.
+fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -172,7 +183,7 @@ impl Embedded {
         if let Some((to, amount)) = &faucet {
             inner.ledger.mint(to, *amount);
         }
-        let result = f(&mut inner.ledger);
+        let result = off_the_runtime(|| f(&mut inner.ledger));
         if result.is_err()
             && let Some((to, amount)) = &faucet
         {
@@ -190,7 +201,7 @@ impl Embedded {
 
     async fn query<T: serde::de::DeserializeOwned>(&self, msg: &QueryMsg) -> EscrowResult<T> {
         let inner = self.inner.lock().await;
-        inner.ledger.query(msg).map(|(v, _)| v).map_err(ledger_error)
+        off_the_runtime(|| inner.ledger.query(msg)).map(|(v, _)| v).map_err(ledger_error)
     }
 
     async fn account(&self, address: &Addr) -> EscrowResult<(u128, Account)> {

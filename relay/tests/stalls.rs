@@ -1,0 +1,139 @@
+//! One busy dependency stalls no unrelated client: while 300 workers register in the embedded
+//! escrow (the contract in cosmwasm-vm checks each key's proof), an unrelated unpaid job is
+//! answered within 50 ms. Real relay, real WebSockets, the real contract. Its own test binary,
+//! so no other test shares the machine's two cores while it measures.
+
+use futures_util::{SinkExt, StreamExt};
+use starling_protocol::job::{BuiltinKernel, JobSpec, KernelSpec};
+use starling_protocol::sign::{Keypair, register_bytes};
+use starling_protocol::worker::{AdapterInfo, Backend, Capabilities, DeviceLimits, Platform, RelayMessage, WorkerMessage};
+use starling_protocol::PROTOCOL_VERSION;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+
+const WORKERS: usize = 300;
+
+fn contract() -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/contracts/starling_escrow.wasm");
+    assert!(path.exists(), "{} is missing: run scripts/build-contract.sh first", path.display());
+    path
+}
+
+fn caps() -> Capabilities {
+    Capabilities {
+        backend: Backend::Cpu,
+        platform: Platform::Native,
+        adapter: AdapterInfo::default(),
+        limits: DeviceLimits {
+            max_buffer_size: 1 << 20,
+            max_storage_buffer_binding_size: 1 << 20,
+            max_storage_buffers_per_shader_stage: 8,
+            max_compute_workgroups_per_dimension: 65_535,
+        },
+        asking_price: 0,
+        duty_cycle: 1.0,
+        slots: 1,
+    }
+}
+
+async fn next(ws: &mut (impl StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin)) -> Option<RelayMessage> {
+    loop {
+        match ws.next().await? {
+            Ok(Message::Text(t)) => return serde_json::from_str(t.as_str()).ok(),
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+}
+
+/// Connects, authenticates and registers; returns once the relay has had the registration.
+async fn register(ws_url: String, key: Keypair, registered: Arc<AtomicUsize>) {
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.expect("connect");
+    let send = |m: &WorkerMessage| Message::Text(serde_json::to_string(m).unwrap().into());
+    ws.send(send(&WorkerMessage::Hello { protocol_version: PROTOCOL_VERSION, worker_key: key.public(), capabilities: caps() }))
+        .await
+        .unwrap();
+    let Some(RelayMessage::Challenge { nonce }) = next(&mut ws).await else { panic!("no challenge") };
+    ws.send(send(&WorkerMessage::Auth { signature: key.sign_auth(&nonce) })).await.unwrap();
+    loop {
+        match next(&mut ws).await {
+            Some(RelayMessage::Register { contract, owner }) => {
+                let proof = key.sign(&register_bytes(&contract, &owner, &key.public()));
+                ws.send(send(&WorkerMessage::Register { owner, proof })).await.unwrap();
+                registered.fetch_add(1, Ordering::SeqCst);
+            }
+            Some(_) => continue,
+            // Keep the connection until the test ends.
+            None => return,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unpaid_job_is_answered_within_50_ms_while_300_workers_register() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut config = starling_relay::Config::new(dir.path());
+    config.limits.per_address = 1024;
+    config.escrow = starling_relay::EscrowConfig::Embedded(starling_relay::escrow::embedded::EmbeddedConfig::new(contract()));
+    let started = starling_relay::start(listener, config, std::future::pending()).await.unwrap();
+    let base = format!("http://{addr}");
+    let http = reqwest::Client::new();
+    // Warm up the path the measured request takes.
+    let post = |nonce: u64| {
+        let job = Keypair::generate().sign_job(JobSpec {
+            label: String::new(),
+            kernel: KernelSpec::Builtin { name: BuiltinKernel::MonteCarloPi },
+            tasks: starling_web_worker::kernels::monte_carlo_pi::tasks(1, 2, 4, 16),
+            comparison: Default::default(),
+            replicas: 2,
+            quorum: 2,
+            max_replicas: 4,
+            price_per_replica: 0,
+            deadline_secs: 600,
+            homogeneous: false,
+            nonce,
+        });
+        http.post(format!("{base}/v1/jobs")).json(&job).send()
+    };
+    assert_eq!(post(0).await.unwrap().status(), 201);
+
+    let registered = Arc::new(AtomicUsize::new(0));
+    let ws_url = format!("ws://{addr}/v1/workers/ws");
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..WORKERS {
+        workers.spawn(register(ws_url.clone(), Keypair::generate(), registered.clone()));
+    }
+    // Wait until a good share of registrations is in flight, then measure.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while registered.load(Ordering::SeqCst) < WORKERS / 3 {
+        assert!(tokio::time::Instant::now() < deadline, "registrations never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut worst = Duration::ZERO;
+    for nonce in 1..=5 {
+        let sent = std::time::Instant::now();
+        let response = post(nonce).await.unwrap();
+        let took = sent.elapsed();
+        assert_eq!(response.status(), 201);
+        worst = worst.max(took);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let in_flight = WORKERS - started_standing(&http, &base).await;
+    eprintln!("worst POST /v1/jobs: {worst:?}; registrations still in flight afterwards: {in_flight}");
+    assert!(in_flight > 0, "the registrations were over before the measurement ended; the test proves nothing");
+    assert!(worst < Duration::from_millis(50), "an unrelated POST /v1/jobs took {worst:?}");
+    workers.abort_all();
+    drop(started);
+}
+
+/// Workers whose registration the ledger has taken (their escrow account exists).
+async fn started_standing(http: &reqwest::Client, base: &str) -> usize {
+    let workers: Vec<serde_json::Value> =
+        http.get(format!("{base}/v1/workers?limit=1000")).send().await.unwrap().json().await.unwrap();
+    workers.len().min(WORKERS)
+}
