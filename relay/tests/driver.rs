@@ -1,6 +1,6 @@
-//! The driver around the pure core, on a real SQLite file, with a fake escrow and paused tokio
-//! time: a slow escrow stalls nobody, leases lapse on silence, verified tasks reach the settler
-//! after their commit.
+//! The driver around the pure core, on a real SQLite file, with a fake escrow and a manual clock
+//! (the relay's time moves only when the test says): a slow escrow stalls nobody, leases lapse on
+//! silence, verified tasks reach the settler after their commit.
 
 use async_trait::async_trait;
 use starling_protocol::events::{EscrowAccount, EscrowInfo, JobEscrow, JobState};
@@ -10,7 +10,7 @@ use starling_protocol::worker::{AdapterInfo, Backend, Capabilities, DeviceLimits
 use starling_protocol::{JobId, PublicKey, Signature, sha256};
 use starling_relay::blobs::BlobStore;
 use starling_relay::core::{CoreConfig, requirements};
-use starling_relay::driver::{Command, CoreHandle, Driver};
+use starling_relay::driver::{Command, CoreHandle, Driver, ManualClock};
 use starling_relay::escrow::settler::SettleNote;
 use starling_relay::escrow::{
     Escrow, EscrowBridge, EscrowError, EscrowResult, Evidence, OpenJob, SettleTask, WorkerStanding,
@@ -22,12 +22,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// An escrow that takes `open_delay` to open a job and accepts everything else at once.
+/// An escrow that opens a job only once `release` says so, and accepts everything else at once.
 #[derive(Debug)]
 struct SlowEscrow {
-    open_delay: Duration,
+    release: tokio::sync::watch::Receiver<bool>,
     opened: Mutex<HashSet<JobId>>,
     opens_started: AtomicU32,
+}
+
+impl SlowEscrow {
+    fn new(released: bool) -> (Arc<Self>, tokio::sync::watch::Sender<bool>) {
+        let (tx, release) = tokio::sync::watch::channel(released);
+        (Arc::new(Self { release, opened: Mutex::default(), opens_started: AtomicU32::new(0) }), tx)
+    }
 }
 
 #[async_trait]
@@ -54,7 +61,7 @@ impl EscrowBridge for SlowEscrow {
     }
     async fn open_job(&self, job: &OpenJob) -> EscrowResult<()> {
         self.opens_started.fetch_add(1, Ordering::SeqCst);
-        tokio::time::sleep(self.open_delay).await;
+        let _ = self.release.clone().wait_for(|r| *r).await;
         self.opened.lock().unwrap().insert(job.job);
         Ok(())
     }
@@ -132,6 +139,7 @@ fn spec(price: u64, nonce: u64) -> JobSpec {
 
 struct Harness {
     handle: CoreHandle,
+    clock: Arc<ManualClock>,
     settled: mpsc::UnboundedReceiver<SettleNote>,
     _dir: tempfile::TempDir,
     blobs: BlobStore,
@@ -142,10 +150,24 @@ async fn start(escrow: Option<Escrow>) -> Harness {
     let store = Store::open(&dir.path().join("relay.sqlite")).await.unwrap();
     let blobs = BlobStore::open(&dir.path().join("blobs"), 1 << 20).unwrap();
     let (settle_tx, settled) = mpsc::unbounded_channel();
-    let (driver, handle, rx) =
-        Driver::recover(store, blobs.clone(), CoreConfig::default(), escrow.map(|e| (e, settle_tx))).await.unwrap();
+    let clock = Arc::new(ManualClock::default());
+    let (driver, handle, rx) = Driver::recover_with_clock(
+        store,
+        blobs.clone(),
+        CoreConfig::default(),
+        escrow.map(|e| (e, settle_tx)),
+        clock.clone(),
+    )
+    .await
+    .unwrap();
     tokio::spawn(driver.run(rx, std::future::pending()));
-    Harness { handle, settled, _dir: dir, blobs }
+    Harness { handle, clock, settled, _dir: dir, blobs }
+}
+
+/// Moves the relay's clock on by a second, and gives the driver a moment of real time.
+async fn second_passes(h: &Harness) {
+    h.clock.advance(Duration::from_secs(1));
+    tokio::time::sleep(Duration::from_millis(10)).await;
 }
 
 async fn connect(handle: &CoreHandle, n: u8) -> (PublicKey, mpsc::Receiver<RelayMessage>) {
@@ -161,13 +183,9 @@ async fn heartbeat(handle: &CoreHandle, key: PublicKey) {
 
 /// A paid job whose escrow open takes 60 s: an unrelated unpaid job is taken meanwhile, and
 /// heartbeating workers are never dropped; the paid job is taken once the escrow answers.
-#[tokio::test(start_paused = true)]
+#[tokio::test]
 async fn a_sixty_second_escrow_open_stalls_no_one() {
-    let escrow = Arc::new(SlowEscrow {
-        open_delay: Duration::from_secs(60),
-        opened: Mutex::default(),
-        opens_started: AtomicU32::new(0),
-    });
+    let (escrow, release) = SlowEscrow::new(false);
     let h = start(Some(escrow.clone() as Escrow)).await;
     let (w1, mut rx1) = connect(&h.handle, 1).await;
     let (w2, mut rx2) = connect(&h.handle, 2).await;
@@ -180,17 +198,18 @@ async fn a_sixty_second_escrow_open_stalls_no_one() {
     });
     // Heartbeats every second; at 30 s another client posts unpaid work.
     let mut assigned = 0;
-    for s in 1..=59u64 {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+    for s in 1..=60u64 {
+        second_passes(&h).await;
         heartbeat(&h.handle, w1).await;
         heartbeat(&h.handle, w2).await;
         if s == 30 {
             assert_eq!(escrow.opens_started.load(Ordering::SeqCst), 1, "the paid job is being opened");
             let other = Keypair::from_seed([101; 32]).sign_job(spec(0, 0));
             let req = requirements(&other.spec, &HashMap::new());
-            let started = tokio::time::Instant::now();
-            let summary = h.handle.create_job(other, req, None).await.expect("the unpaid job is taken");
-            assert!(started.elapsed() < Duration::from_secs(2), "answered without waiting for the escrow");
+            let summary = tokio::time::timeout(Duration::from_secs(5), h.handle.create_job(other, req, None))
+                .await
+                .expect("answered without waiting for the escrow")
+                .expect("the unpaid job is taken");
             assert_eq!(summary.state, JobState::Running);
             assert!(escrow.opened.lock().unwrap().is_empty(), "the slow open is still in flight");
             assert!(!paid.is_finished());
@@ -205,6 +224,7 @@ async fn a_sixty_second_escrow_open_stalls_no_one() {
     }
     assert_eq!(assigned, 2, "the unpaid job's two replicas went out while the escrow was busy");
     assert!(!rx1.is_closed() && !rx2.is_closed(), "no worker was dropped");
+    release.send(true).unwrap();
     let summary = paid.await.unwrap().expect("the paid job is taken once the escrow answers");
     assert_eq!(summary.id, JobId(1));
     assert!(escrow.opened.lock().unwrap().contains(&JobId(1)));
@@ -212,13 +232,9 @@ async fn a_sixty_second_escrow_open_stalls_no_one() {
 
 /// A worker that stops talking loses its connection and its lease, and the replica goes to
 /// someone else; results that reach quorum are committed before the settler hears of them.
-#[tokio::test(start_paused = true)]
+#[tokio::test]
 async fn silence_lapses_leases_and_verified_work_reaches_the_settler() {
-    let escrow = Arc::new(SlowEscrow {
-        open_delay: Duration::from_millis(1),
-        opened: Mutex::default(),
-        opens_started: AtomicU32::new(0),
-    });
+    let (escrow, _release) = SlowEscrow::new(true);
     let mut h = start(Some(escrow as Escrow)).await;
     let mut workers = Vec::new();
     for n in 1..=3 {
@@ -227,7 +243,7 @@ async fn silence_lapses_leases_and_verified_work_reaches_the_settler() {
     let job = Keypair::from_seed([100; 32]).sign_job(spec(10, 0));
     let req = requirements(&job.spec, &HashMap::new());
     h.handle.create_job(job, req, None).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    second_passes(&h).await;
     let mut leases = Vec::new();
     for (i, (_, rx)) in workers.iter_mut().enumerate() {
         while let Ok(msg) = rx.try_recv() {
@@ -243,7 +259,7 @@ async fn silence_lapses_leases_and_verified_work_reaches_the_settler() {
     // Two workers heartbeat for 20 s, the first holder says nothing.
     let mut reassigned = None;
     for _ in 0..20 {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        second_passes(&h).await;
         for i in [talker, spare] {
             heartbeat(&h.handle, workers[i].0).await;
         }
