@@ -17,7 +17,7 @@
 //!   task with the verifier.
 //!
 //! Cost: nothing scans all workers or all leases. Indexes kept beside the state answer each
-//! question directly: the workers with room in ranking order ([`Rank`]), leases by worker, by
+//! question directly: the workers with room in ranking order (`Rank`), leases by worker, by
 //! task and by deadline, and workers by last heartbeat. With n workers online and l leases out,
 //! a lease costs O(log n) when the best-ranked worker fits the job; when it does not (price,
 //! limits, already a holder of the task, another adapter class) the lease walks further down the
@@ -25,7 +25,10 @@
 //! bounded O(log n + `WALK_LIMIT` × `SCAN_LIMIT`) per attempt instead of O(n). The price of the
 //! bound: a job that only workers ranked beyond it would fit waits for the next `assign`, when
 //! the ranking has moved (busy workers sink; idle ones that got no work rise, since fewer leases
-//! ever ranks first). Every other operation is O(log(n + l)) plus the size of its answer.
+//! ever ranks first). Every other operation is O(log(n + l)) plus what it touches: the leases it
+//! returns, the job's tasks for `add_job` and `remove_job`, the silent workers (until the relay
+//! disconnects them) for `expire` and `silent_workers`; `assign` adds O(jobs wanting replicas)
+//! per call and stops at once when no worker has room.
 
 use starling_protocol::worker::{Capabilities, DeviceState};
 use starling_protocol::{JobId, LeaseId, PublicKey, TaskId};
