@@ -555,7 +555,7 @@ impl Scheduler {
     /// Workers whose last heartbeat is more than `lease_ms` ago: `now - last_seen > lease_ms`,
     /// that is `last_seen < now - lease_ms`, a prefix of `seen`.
     fn silent(&self, now_ms: u64) -> impl Iterator<Item = &PublicKey> {
-        let cutoff = now_ms.checked_sub(self.config.lease_ms).unwrap_or(0);
+        let cutoff = now_ms.saturating_sub(self.config.lease_ms);
         self.seen.range(..(cutoff, MIN_KEY)).map(|(_, key)| key)
     }
 }
