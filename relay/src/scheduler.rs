@@ -15,10 +15,25 @@
 //! - a lease lapses when its worker is silent for `lease_ms` or the lease is older than
 //!   `max_lease_ms`; lapsed and failed replicas are handed back to the relay, which re-decides the
 //!   task with the verifier.
+//!
+//! Cost: nothing scans all workers or all leases. Indexes kept beside the state answer each
+//! question directly: the workers with room in ranking order (`Rank`), leases by worker, by
+//! task and by deadline, and workers by last heartbeat. With n workers online and l leases out,
+//! a lease costs O(log n) when the best-ranked worker fits the job; when it does not (price,
+//! limits, already a holder of the task, another adapter class) the lease walks further down the
+//! ranking, but never past [`WALK_LIMIT`] workers, so a job that almost nobody fits costs a
+//! bounded O(log n + `WALK_LIMIT` × `SCAN_LIMIT`) per attempt instead of O(n). The price of the
+//! bound: a job that only workers ranked beyond it would fit waits for the next `assign`, when
+//! the ranking has moved (busy workers sink; idle ones that got no work rise, since fewer leases
+//! ever ranks first). Every other operation is O(log(n + l)) plus what it touches: the leases it
+//! returns, the job's tasks for `add_job` and `remove_job`, the silent workers (until the relay
+//! disconnects them) for `expire` and `silent_workers`; `assign` adds O(jobs wanting replicas)
+//! per call and stops at once when no worker has room.
 
 use starling_protocol::worker::{Capabilities, DeviceState};
 use starling_protocol::{JobId, LeaseId, PublicKey, TaskId};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
 
 /// Tunables.
 #[derive(Debug, Clone, Copy)]
@@ -74,6 +89,15 @@ pub struct Lease {
     pub assigned_at_ms: u64,
 }
 
+/// A worker's place in the queue for work; smaller is served first. The field order is the
+/// ranking: active leases per slot (in millionths), then fewest leases ever, then key order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Rank {
+    load: u64,
+    assigned_total: u64,
+    key: PublicKey,
+}
+
 #[derive(Debug)]
 struct WorkerSlot {
     caps: Capabilities,
@@ -84,6 +108,24 @@ struct WorkerSlot {
     assigned_total: u64,
     /// Registered and bonded in escrow when it connected: may take paid jobs.
     paid: bool,
+    /// Its entry in [`Scheduler::ready`] while it has room, so the entry can be found and
+    /// removed when its load, history or state changes.
+    rank: Option<Rank>,
+}
+
+impl WorkerSlot {
+    fn has_room(&self, min_battery: f32) -> bool {
+        let battery_ok = match (self.state.battery, self.state.charging) {
+            (Some(level), charging) => charging == Some(true) || level >= min_battery,
+            (None, _) => true,
+        };
+        self.state.accepting && battery_ok && self.active < self.caps.slots.max(1)
+    }
+
+    fn rank(&self, key: PublicKey) -> Rank {
+        let load = u64::from(self.active) * 1_000_000 / u64::from(self.caps.slots.max(1));
+        Rank { load, assigned_total: self.assigned_total, key }
+    }
 }
 
 #[derive(Debug)]
@@ -94,13 +136,32 @@ struct JobQueue {
     wanting: BTreeSet<u32>,
 }
 
+impl JobQueue {
+    fn pending(&self) -> u64 {
+        self.tasks.values().map(|t| u64::from(t.wanted)).sum()
+    }
+}
+
 /// The scheduler's whole state.
 #[derive(Debug)]
 pub struct Scheduler {
     config: Config,
-    workers: BTreeMap<PublicKey, WorkerSlot>,
+    workers: HashMap<PublicKey, WorkerSlot>,
+    /// Workers with room for another lease, best first: a lease takes the first that fits.
+    ready: BTreeSet<Rank>,
+    /// Every online worker by its last heartbeat, oldest first: the silent ones are a prefix.
+    seen: BTreeSet<(u64, PublicKey)>,
     jobs: BTreeMap<JobId, JobQueue>,
+    /// Jobs with a task that wants replicas: the round-robin visits only these.
+    wanting_jobs: BTreeSet<JobId>,
+    /// Sum of `wanted` over every task of every job.
+    pending: u64,
     leases: HashMap<LeaseId, Lease>,
+    /// The same leases by holder, by task, and by the time they run too long
+    /// (`assigned_at_ms + max_lease_ms`), so disconnects, closes and expiry touch only theirs.
+    leases_by_worker: BTreeSet<(PublicKey, LeaseId)>,
+    leases_by_task: BTreeSet<(TaskId, LeaseId)>,
+    lease_deadlines: BTreeSet<(u64, LeaseId)>,
     next_lease: u64,
     /// The job served last; the next round starts after it.
     cursor: Option<JobId>,
@@ -109,13 +170,27 @@ pub struct Scheduler {
 /// Tasks scanned per job per round while looking for one some free worker may take.
 const SCAN_LIMIT: usize = 64;
 
+/// Workers with room visited, best-ranked first, per job per round while looking for one that
+/// fits the job and one of its first [`SCAN_LIMIT`] wanting tasks. Bounds the cost of a lease
+/// for a job that few workers fit; see the module doc for what it costs such a job.
+pub const WALK_LIMIT: usize = 256;
+
+const MIN_KEY: PublicKey = PublicKey([0; 32]);
+
 impl Scheduler {
     pub fn new(config: Config, next_lease: u64) -> Self {
         Self {
             config,
-            workers: BTreeMap::new(),
+            workers: HashMap::new(),
+            ready: BTreeSet::new(),
+            seen: BTreeSet::new(),
             jobs: BTreeMap::new(),
+            wanting_jobs: BTreeSet::new(),
+            pending: 0,
             leases: HashMap::new(),
+            leases_by_worker: BTreeSet::new(),
+            leases_by_task: BTreeSet::new(),
+            lease_deadlines: BTreeSet::new(),
             next_lease: next_lease.max(1),
             cursor: None,
         }
@@ -127,8 +202,8 @@ impl Scheduler {
 
     pub fn worker_online(&mut self, key: PublicKey, caps: Capabilities, now_ms: u64) {
         let class = caps.adapter_class();
-        let assigned_total = self.workers.get(&key).map_or(0, |w| w.assigned_total);
-        let active = self.leases.values().filter(|l| l.worker == key).count() as u32;
+        let assigned_total = self.remove_worker(&key).map_or(0, |w| w.assigned_total);
+        let active = self.worker_leases(&key).count() as u32;
         let slot = WorkerSlot {
             caps,
             class,
@@ -137,8 +212,11 @@ impl Scheduler {
             active,
             assigned_total,
             paid: false,
+            rank: None,
         };
         self.workers.insert(key, slot);
+        self.seen.insert((now_ms, key));
+        self.rerank(&key);
     }
 
     /// Whether the worker may take paid jobs (its escrow standing, read when it connected).
@@ -151,15 +229,18 @@ impl Scheduler {
     /// Records a heartbeat; its leases stay alive.
     pub fn worker_heartbeat(&mut self, key: &PublicKey, state: DeviceState, now_ms: u64) {
         if let Some(w) = self.workers.get_mut(key) {
+            self.seen.remove(&(w.last_seen_ms, *key));
+            self.seen.insert((now_ms, *key));
             w.state = state;
             w.last_seen_ms = now_ms;
+            self.rerank(key);
         }
     }
 
-    /// The worker disconnected: its leases lapse at once and are returned.
+    /// The worker disconnected: its leases lapse at once and are returned, in lease order.
     pub fn worker_offline(&mut self, key: &PublicKey) -> Vec<Lease> {
-        self.workers.remove(key);
-        let ids: Vec<LeaseId> = self.leases.values().filter(|l| &l.worker == key).map(|l| l.id).collect();
+        self.remove_worker(key);
+        let ids: Vec<LeaseId> = self.worker_leases(key).collect();
         ids.into_iter().filter_map(|id| self.release(id, false)).collect()
     }
 
@@ -171,17 +252,37 @@ impl Scheduler {
         self.workers.len()
     }
 
+    /// Workers online with room for another lease now (accepting, a free slot, battery fine).
+    pub fn workers_with_room(&self) -> usize {
+        self.ready.len()
+    }
+
     /// Starts scheduling a job's tasks.
     pub fn add_job(&mut self, job: JobId, req: JobRequirements, tasks: impl IntoIterator<Item = (u32, TaskNeeds)>) {
         let tasks: BTreeMap<u32, TaskNeeds> = tasks.into_iter().collect();
-        let wanting = tasks.iter().filter(|(_, t)| t.wanted > 0).map(|(&i, _)| i).collect();
-        self.jobs.insert(job, JobQueue { req, tasks, wanting });
+        let wanting: BTreeSet<u32> = tasks.iter().filter(|(_, t)| t.wanted > 0).map(|(&i, _)| i).collect();
+        let queue = JobQueue { req, tasks, wanting };
+        self.pending += queue.pending();
+        if queue.wanting.is_empty() {
+            self.wanting_jobs.remove(&job);
+        } else {
+            self.wanting_jobs.insert(job);
+        }
+        if let Some(replaced) = self.jobs.insert(job, queue) {
+            self.pending -= replaced.pending();
+        }
     }
 
-    /// Stops scheduling a job; returns its outstanding leases so the relay can cancel them.
+    /// Stops scheduling a job; returns its outstanding leases, in lease order, so the relay can
+    /// cancel them.
     pub fn remove_job(&mut self, job: JobId) -> Vec<Lease> {
-        self.jobs.remove(&job);
-        let ids: Vec<LeaseId> = self.leases.values().filter(|l| l.task.job == job).map(|l| l.id).collect();
+        if let Some(removed) = self.jobs.remove(&job) {
+            self.pending -= removed.pending();
+        }
+        self.wanting_jobs.remove(&job);
+        let first = (TaskId { job, index: 0 }, LeaseId(0));
+        let last = (TaskId { job, index: u32::MAX }, LeaseId(u64::MAX));
+        let ids: Vec<LeaseId> = self.leases_by_task.range(first..=last).map(|(_, id)| *id).collect();
         ids.into_iter().filter_map(|id| self.release(id, false)).collect()
     }
 
@@ -190,21 +291,29 @@ impl Scheduler {
         if let Some(job) = self.jobs.get_mut(&task.job)
             && let Some(t) = job.tasks.get_mut(&task.index)
         {
+            let before = t.wanted;
             t.wanted = t.wanted.saturating_add(n);
+            self.pending += u64::from(t.wanted - before);
             if t.wanted > 0 {
                 job.wanting.insert(task.index);
+                self.wanting_jobs.insert(task.job);
             }
         }
     }
 
-    /// The task is decided: nothing more is handed out and outstanding leases are returned for
-    /// cancelling.
+    /// The task is decided: nothing more is handed out and outstanding leases are returned, in
+    /// lease order, for cancelling.
     pub fn close_task(&mut self, task: TaskId) -> Vec<Lease> {
         if let Some(job) = self.jobs.get_mut(&task.job) {
-            job.tasks.remove(&task.index);
+            if let Some(t) = job.tasks.remove(&task.index) {
+                self.pending -= u64::from(t.wanted);
+            }
             job.wanting.remove(&task.index);
+            if job.wanting.is_empty() {
+                self.wanting_jobs.remove(&task.job);
+            }
         }
-        let ids: Vec<LeaseId> = self.leases.values().filter(|l| l.task == task).map(|l| l.id).collect();
+        let ids: Vec<LeaseId> = self.task_leases(task).collect();
         ids.into_iter().filter_map(|id| self.release(id, false)).collect()
     }
 
@@ -215,7 +324,7 @@ impl Scheduler {
     /// Replicas of `task` still to come: leased and not returned, plus those queued to be handed
     /// out (counting only leases would make the verifier ask again for replicas already queued).
     pub fn outstanding(&self, task: TaskId) -> u8 {
-        let leased = self.leases.values().filter(|l| l.task == task).count();
+        let leased = self.task_leases(task).count();
         let queued =
             self.jobs.get(&task.job).and_then(|j| j.tasks.get(&task.index)).map_or(0, |t| usize::from(t.wanted));
         (leased + queued).min(u8::MAX as usize) as u8
@@ -232,95 +341,77 @@ impl Scheduler {
     }
 
     /// The worker gave the lease back without starting it (paused, busy): the replica is queued
-    /// again (the task still wants as many as before), the worker may be offered the task again later, and it takes no new work
-    /// until its next heartbeat says it accepts some (so the task does not bounce straight back).
+    /// again (the task still wants as many as before), the worker may be offered the task again
+    /// later, and it takes no new work until its next heartbeat says it accepts some (so the task
+    /// does not bounce straight back).
     pub fn lease_declined(&mut self, id: LeaseId) -> Option<Lease> {
         let lease = self.release(id, false)?;
         if let Some(w) = self.workers.get_mut(&lease.worker) {
             w.state.accepting = false;
+            self.rerank(&lease.worker);
         }
         self.add_replicas(lease.task, 1);
         Some(lease)
     }
 
-    fn release(&mut self, id: LeaseId, keep_holder: bool) -> Option<Lease> {
-        let lease = self.leases.remove(&id)?;
-        if let Some(w) = self.workers.get_mut(&lease.worker) {
-            w.active = w.active.saturating_sub(1);
-        }
-        if !keep_holder
-            && let Some(job) = self.jobs.get_mut(&lease.task.job)
-            && let Some(t) = job.tasks.get_mut(&lease.task.index)
-        {
-            t.holders.remove(&lease.worker);
-        }
-        Some(lease)
-    }
-
-    /// Leases whose worker went silent or that ran too long lapse; they are returned.
+    /// Leases whose worker went silent or that ran too long lapse; they are returned in lease
+    /// order. Costs O(log) plus the silent workers and the lapsed leases.
     pub fn expire(&mut self, now_ms: u64) -> Vec<Lease> {
-        let Config { lease_ms, max_lease_ms, .. } = self.config;
-        let lapsed: Vec<LeaseId> = self
-            .leases
-            .values()
-            .filter(|l| {
-                let silent =
-                    self.workers.get(&l.worker).is_none_or(|w| now_ms.saturating_sub(w.last_seen_ms) > lease_ms);
-                silent || now_ms.saturating_sub(l.assigned_at_ms) > max_lease_ms
-            })
-            .map(|l| l.id)
-            .collect();
+        let mut lapsed: BTreeSet<LeaseId> = BTreeSet::new();
+        for key in self.silent(now_ms) {
+            lapsed.extend(self.worker_leases(key));
+        }
+        // Too old: `now - assigned_at > max_lease_ms`, that is `deadline < now`.
+        lapsed.extend(self.lease_deadlines.range(..(now_ms, LeaseId(0))).map(|(_, id)| *id));
         lapsed.into_iter().filter_map(|id| self.release(id, false)).collect()
     }
 
-    /// Workers silent for longer than `lease_ms`, to be disconnected by the relay.
+    /// Workers silent for longer than `lease_ms`, in key order, to be disconnected by the relay.
     pub fn silent_workers(&self, now_ms: u64) -> Vec<PublicKey> {
-        self.workers
-            .iter()
-            .filter(|(_, w)| now_ms.saturating_sub(w.last_seen_ms) > self.config.lease_ms)
-            .map(|(k, _)| *k)
-            .collect()
+        let mut keys: Vec<PublicKey> = self.silent(now_ms).copied().collect();
+        keys.sort_unstable();
+        keys
     }
 
     /// Replicas still to hand out, over all jobs.
     pub fn pending_replicas(&self) -> u64 {
-        self.jobs.values().flat_map(|j| j.tasks.values()).map(|t| u64::from(t.wanted)).sum()
+        self.pending
     }
 
     /// Hands out as many replicas as fit, one per job per round.
+    ///
+    /// A job that gets nothing in a round leaves the rotation for the rest of this call: within
+    /// one call workers only fill up and tasks only gain holders, so it would get nothing later
+    /// either. The call ends as soon as no worker has room.
     pub fn assign(&mut self, now_ms: u64) -> Vec<Lease> {
         let mut out = Vec::new();
-        loop {
-            if !self.workers.values().any(|w| self.has_room(w)) {
-                break;
-            }
-            let order: Vec<JobId> = {
-                let start = self.cursor;
-                let (after, upto): (Vec<JobId>, Vec<JobId>) =
-                    self.jobs.keys().copied().partition(|j| start.is_some_and(|c| *j > c));
-                after.into_iter().chain(upto).collect()
-            };
-            let mut progressed = false;
-            for job in order {
+        let mut rotation: Vec<JobId> = match self.cursor {
+            Some(c) => self
+                .wanting_jobs
+                .range((Bound::Excluded(c), Bound::Unbounded))
+                .chain(self.wanting_jobs.range(..=c))
+                .copied()
+                .collect(),
+            None => self.wanting_jobs.iter().copied().collect(),
+        };
+        // Jobs that got a replica this round, in serving order: the next round's order, since
+        // every job served after the last one that got something got nothing.
+        let mut served = Vec::with_capacity(rotation.len());
+        while !rotation.is_empty() {
+            for &job in &rotation {
+                if self.ready.is_empty() {
+                    return out;
+                }
                 if let Some(lease) = self.assign_one(job, now_ms) {
                     self.cursor = Some(job);
                     out.push(lease);
-                    progressed = true;
+                    served.push(job);
                 }
             }
-            if !progressed {
-                break;
-            }
+            std::mem::swap(&mut rotation, &mut served);
+            served.clear();
         }
         out
-    }
-
-    fn has_room(&self, w: &WorkerSlot) -> bool {
-        let battery_ok = match (w.state.battery, w.state.charging) {
-            (Some(level), charging) => charging == Some(true) || level >= self.config.min_battery,
-            (None, _) => true,
-        };
-        w.state.accepting && battery_ok && w.active < w.caps.slots.max(1)
     }
 
     fn fits(req: &JobRequirements, w: &WorkerSlot) -> bool {
@@ -334,26 +425,45 @@ impl Scheduler {
             && req.max_workgroups <= l.max_compute_workgroups_per_dimension
     }
 
+    /// One replica of the job's first wanting task (of the first [`SCAN_LIMIT`]) that some
+    /// worker may take, to the best-ranked such worker among the first [`WALK_LIMIT`] with room.
     fn assign_one(&mut self, job_id: JobId, now_ms: u64) -> Option<Lease> {
         let job = self.jobs.get(&job_id)?;
-        let candidates: Vec<&PublicKey> =
-            self.workers.iter().filter(|(_, w)| self.has_room(w) && Self::fits(&job.req, w)).map(|(k, _)| k).collect();
-        if candidates.is_empty() {
-            return None;
-        }
-        let (index, worker) = job.wanting.iter().take(SCAN_LIMIT).find_map(|&index| {
+        // Workers with room that fit the job, best first, read off the ranking only as far as
+        // needed and kept for the next task.
+        let mut walk = self.ready.iter().take(WALK_LIMIT).filter_map(|rank| {
+            let w = &self.workers[&rank.key];
+            Self::fits(&job.req, w).then_some((rank.key, w))
+        });
+        let mut fitting: Vec<(PublicKey, &WorkerSlot)> = Vec::new();
+        let mut walked_all = false;
+        let mut pick = None;
+        'tasks: for &index in job.wanting.iter().take(SCAN_LIMIT) {
             let task = &job.tasks[&index];
-            candidates
-                .iter()
-                .filter(|k| !task.holders.contains(k))
-                .map(|k| (*k, &self.workers[*k]))
-                .filter(|(_, w)| !job.req.homogeneous || task.class.as_ref().is_none_or(|c| *c == w.class))
-                .min_by(|(ka, a), (kb, b)| {
-                    let load = |w: &WorkerSlot| u64::from(w.active) * 1_000_000 / u64::from(w.caps.slots.max(1));
-                    (load(a), a.assigned_total, *ka).cmp(&(load(b), b.assigned_total, *kb))
-                })
-                .map(|(k, _)| (index, *k))
-        })?;
+            let may_take = |key: &PublicKey, w: &WorkerSlot| {
+                !task.holders.contains(key)
+                    && (!job.req.homogeneous || task.class.as_ref().is_none_or(|c| *c == w.class))
+            };
+            if let Some((key, _)) = fitting.iter().find(|(key, w)| may_take(key, w)) {
+                pick = Some((index, *key));
+                break;
+            }
+            if walked_all {
+                if fitting.is_empty() {
+                    break;
+                }
+                continue;
+            }
+            for (key, w) in walk.by_ref() {
+                fitting.push((key, w));
+                if may_take(&key, w) {
+                    pick = Some((index, key));
+                    break 'tasks;
+                }
+            }
+            walked_all = true;
+        }
+        let (index, worker) = pick?;
 
         let id = LeaseId(self.next_lease);
         self.next_lease += 1;
@@ -361,6 +471,7 @@ impl Scheduler {
         w.active += 1;
         w.assigned_total += 1;
         let class = w.class.clone();
+        self.rerank(&worker);
         let job = self.jobs.get_mut(&job_id).expect("job exists");
         let task = job.tasks.get_mut(&index).expect("task exists");
         task.wanted -= 1;
@@ -370,10 +481,82 @@ impl Scheduler {
         }
         if task.wanted == 0 {
             job.wanting.remove(&index);
+            if job.wanting.is_empty() {
+                self.wanting_jobs.remove(&job_id);
+            }
         }
-        let lease = Lease { id, task: TaskId { job: job_id, index }, worker, assigned_at_ms: now_ms };
+        self.pending -= 1;
+        let task = TaskId { job: job_id, index };
+        let lease = Lease { id, task, worker, assigned_at_ms: now_ms };
+        self.leases_by_worker.insert((worker, id));
+        self.leases_by_task.insert((task, id));
+        self.lease_deadlines.insert((self.deadline(&lease), id));
         self.leases.insert(id, lease.clone());
         Some(lease)
+    }
+
+    fn release(&mut self, id: LeaseId, keep_holder: bool) -> Option<Lease> {
+        let lease = self.leases.remove(&id)?;
+        self.leases_by_worker.remove(&(lease.worker, id));
+        self.leases_by_task.remove(&(lease.task, id));
+        self.lease_deadlines.remove(&(self.deadline(&lease), id));
+        if let Some(w) = self.workers.get_mut(&lease.worker) {
+            w.active = w.active.saturating_sub(1);
+            self.rerank(&lease.worker);
+        }
+        if !keep_holder
+            && let Some(job) = self.jobs.get_mut(&lease.task.job)
+            && let Some(t) = job.tasks.get_mut(&lease.task.index)
+        {
+            t.holders.remove(&lease.worker);
+        }
+        Some(lease)
+    }
+
+    /// When the lease has run too long; saturates, so a lease near the end of time never does.
+    fn deadline(&self, lease: &Lease) -> u64 {
+        lease.assigned_at_ms.saturating_add(self.config.max_lease_ms)
+    }
+
+    /// Puts the worker's entry in `ready` where its state says: at its current rank while it has
+    /// room, nowhere otherwise. Call after anything its rank or room depends on changes.
+    fn rerank(&mut self, key: &PublicKey) {
+        let Some(w) = self.workers.get_mut(key) else { return };
+        let rank = w.has_room(self.config.min_battery).then(|| w.rank(*key));
+        if w.rank != rank {
+            if let Some(old) = w.rank {
+                self.ready.remove(&old);
+            }
+            if let Some(new) = rank {
+                self.ready.insert(new);
+            }
+            w.rank = rank;
+        }
+    }
+
+    /// Takes the worker out of the worker table and its indexes (its leases stay).
+    fn remove_worker(&mut self, key: &PublicKey) -> Option<WorkerSlot> {
+        let w = self.workers.remove(key)?;
+        if let Some(rank) = w.rank {
+            self.ready.remove(&rank);
+        }
+        self.seen.remove(&(w.last_seen_ms, *key));
+        Some(w)
+    }
+
+    fn worker_leases(&self, key: &PublicKey) -> impl Iterator<Item = LeaseId> + use<'_> {
+        self.leases_by_worker.range((*key, LeaseId(0))..=(*key, LeaseId(u64::MAX))).map(|(_, id)| *id)
+    }
+
+    fn task_leases(&self, task: TaskId) -> impl Iterator<Item = LeaseId> + use<'_> {
+        self.leases_by_task.range((task, LeaseId(0))..=(task, LeaseId(u64::MAX))).map(|(_, id)| *id)
+    }
+
+    /// Workers whose last heartbeat is more than `lease_ms` ago: `now - last_seen > lease_ms`,
+    /// that is `last_seen < now - lease_ms`, a prefix of `seen`.
+    fn silent(&self, now_ms: u64) -> impl Iterator<Item = &PublicKey> {
+        let cutoff = now_ms.saturating_sub(self.config.lease_ms);
+        self.seen.range(..(cutoff, MIN_KEY)).map(|(_, key)| key)
     }
 }
 
@@ -657,5 +840,564 @@ mod tests {
         assert_eq!(cancelled, vec![leases[1].clone()]);
         assert_eq!(s.outstanding(leases[0].task), 0);
         assert_eq!(s.pending_replicas(), 0);
+    }
+
+    impl Scheduler {
+        /// Recomputes every index from the primary state and panics where one disagrees.
+        fn check_indexes(&self) {
+            let min_battery = self.config.min_battery;
+            let ready: BTreeSet<Rank> =
+                self.workers.iter().filter(|(_, w)| w.has_room(min_battery)).map(|(k, w)| w.rank(*k)).collect();
+            assert_eq!(self.ready, ready, "ready set");
+            for (k, w) in &self.workers {
+                assert_eq!(w.rank, w.has_room(min_battery).then(|| w.rank(*k)), "stored rank of {k:?}");
+                let active = self.leases.values().filter(|l| l.worker == *k).count() as u32;
+                assert_eq!(w.active, active, "active leases of {k:?}");
+            }
+            let seen: BTreeSet<(u64, PublicKey)> = self.workers.iter().map(|(k, w)| (w.last_seen_ms, *k)).collect();
+            assert_eq!(self.seen, seen, "heartbeat index");
+            let by_worker: BTreeSet<(PublicKey, LeaseId)> = self.leases.values().map(|l| (l.worker, l.id)).collect();
+            assert_eq!(self.leases_by_worker, by_worker, "leases by worker");
+            let by_task: BTreeSet<(TaskId, LeaseId)> = self.leases.values().map(|l| (l.task, l.id)).collect();
+            assert_eq!(self.leases_by_task, by_task, "leases by task");
+            let deadlines: BTreeSet<(u64, LeaseId)> = self
+                .leases
+                .values()
+                .map(|l| (l.assigned_at_ms.saturating_add(self.config.max_lease_ms), l.id))
+                .collect();
+            assert_eq!(self.lease_deadlines, deadlines, "lease deadlines");
+            for l in self.leases.values() {
+                assert!(self.workers.contains_key(&l.worker), "lease {:?} held by a worker offline", l.id);
+                assert!(l.id.0 < self.next_lease);
+            }
+            let pending: u64 = self.jobs.values().map(JobQueue::pending).sum();
+            assert_eq!(self.pending, pending, "pending replicas");
+            for (id, job) in &self.jobs {
+                let wanting: BTreeSet<u32> = job.tasks.iter().filter(|(_, t)| t.wanted > 0).map(|(i, _)| *i).collect();
+                assert_eq!(job.wanting, wanting, "wanting tasks of job {id:?}");
+            }
+            let wanting_jobs: BTreeSet<JobId> =
+                self.jobs.iter().filter(|(_, j)| !j.wanting.is_empty()).map(|(id, _)| *id).collect();
+            assert_eq!(self.wanting_jobs, wanting_jobs, "wanting jobs");
+        }
+    }
+
+    /// The scheduler as it was before the indexes (commit b10a7b5): every lease scans every
+    /// worker, every disconnect, close and expiry scans every lease. Slow and plainly right, it is
+    /// the oracle the indexed scheduler must agree with while fewer than `WALK_LIMIT` workers have
+    /// room (beyond that the indexed walk stops early by design).
+    mod reference {
+        use super::super::{Config, JobRequirements, Lease, TaskNeeds};
+        use starling_protocol::worker::{Capabilities, DeviceState};
+        use starling_protocol::{JobId, LeaseId, PublicKey, TaskId};
+        use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+        const SCAN_LIMIT: usize = super::super::SCAN_LIMIT;
+
+        #[derive(Debug)]
+        struct WorkerSlot {
+            caps: Capabilities,
+            class: String,
+            state: DeviceState,
+            last_seen_ms: u64,
+            active: u32,
+            assigned_total: u64,
+            paid: bool,
+        }
+
+        #[derive(Debug)]
+        struct JobQueue {
+            req: JobRequirements,
+            tasks: BTreeMap<u32, TaskNeeds>,
+            wanting: BTreeSet<u32>,
+        }
+
+        #[derive(Debug)]
+        pub struct Reference {
+            config: Config,
+            workers: BTreeMap<PublicKey, WorkerSlot>,
+            jobs: BTreeMap<JobId, JobQueue>,
+            leases: HashMap<LeaseId, Lease>,
+            next_lease: u64,
+            cursor: Option<JobId>,
+        }
+
+        impl Reference {
+            pub fn new(config: Config, next_lease: u64) -> Self {
+                Self {
+                    config,
+                    workers: BTreeMap::new(),
+                    jobs: BTreeMap::new(),
+                    leases: HashMap::new(),
+                    next_lease: next_lease.max(1),
+                    cursor: None,
+                }
+            }
+
+            pub fn worker_online(&mut self, key: PublicKey, caps: Capabilities, now_ms: u64) {
+                let class = caps.adapter_class();
+                let assigned_total = self.workers.get(&key).map_or(0, |w| w.assigned_total);
+                let active = self.leases.values().filter(|l| l.worker == key).count() as u32;
+                let slot = WorkerSlot {
+                    caps,
+                    class,
+                    state: DeviceState::default(),
+                    last_seen_ms: now_ms,
+                    active,
+                    assigned_total,
+                    paid: false,
+                };
+                self.workers.insert(key, slot);
+            }
+
+            pub fn set_paid_eligible(&mut self, key: &PublicKey, eligible: bool) {
+                if let Some(w) = self.workers.get_mut(key) {
+                    w.paid = eligible;
+                }
+            }
+
+            pub fn worker_heartbeat(&mut self, key: &PublicKey, state: DeviceState, now_ms: u64) {
+                if let Some(w) = self.workers.get_mut(key) {
+                    w.state = state;
+                    w.last_seen_ms = now_ms;
+                }
+            }
+
+            pub fn worker_offline(&mut self, key: &PublicKey) -> Vec<Lease> {
+                self.workers.remove(key);
+                let ids: Vec<LeaseId> = self.leases.values().filter(|l| &l.worker == key).map(|l| l.id).collect();
+                ids.into_iter().filter_map(|id| self.release(id, false)).collect()
+            }
+
+            pub fn is_online(&self, key: &PublicKey) -> bool {
+                self.workers.contains_key(key)
+            }
+
+            pub fn workers_online(&self) -> usize {
+                self.workers.len()
+            }
+
+            pub fn add_job(
+                &mut self,
+                job: JobId,
+                req: JobRequirements,
+                tasks: impl IntoIterator<Item = (u32, TaskNeeds)>,
+            ) {
+                let tasks: BTreeMap<u32, TaskNeeds> = tasks.into_iter().collect();
+                let wanting = tasks.iter().filter(|(_, t)| t.wanted > 0).map(|(&i, _)| i).collect();
+                self.jobs.insert(job, JobQueue { req, tasks, wanting });
+            }
+
+            pub fn remove_job(&mut self, job: JobId) -> Vec<Lease> {
+                self.jobs.remove(&job);
+                let ids: Vec<LeaseId> = self.leases.values().filter(|l| l.task.job == job).map(|l| l.id).collect();
+                ids.into_iter().filter_map(|id| self.release(id, false)).collect()
+            }
+
+            pub fn add_replicas(&mut self, task: TaskId, n: u8) {
+                if let Some(job) = self.jobs.get_mut(&task.job)
+                    && let Some(t) = job.tasks.get_mut(&task.index)
+                {
+                    t.wanted = t.wanted.saturating_add(n);
+                    if t.wanted > 0 {
+                        job.wanting.insert(task.index);
+                    }
+                }
+            }
+
+            pub fn close_task(&mut self, task: TaskId) -> Vec<Lease> {
+                if let Some(job) = self.jobs.get_mut(&task.job) {
+                    job.tasks.remove(&task.index);
+                    job.wanting.remove(&task.index);
+                }
+                let ids: Vec<LeaseId> = self.leases.values().filter(|l| l.task == task).map(|l| l.id).collect();
+                ids.into_iter().filter_map(|id| self.release(id, false)).collect()
+            }
+
+            pub fn lease(&self, id: LeaseId) -> Option<&Lease> {
+                self.leases.get(&id)
+            }
+
+            pub fn outstanding(&self, task: TaskId) -> u8 {
+                let leased = self.leases.values().filter(|l| l.task == task).count();
+                let queued = self
+                    .jobs
+                    .get(&task.job)
+                    .and_then(|j| j.tasks.get(&task.index))
+                    .map_or(0, |t| usize::from(t.wanted));
+                (leased + queued).min(u8::MAX as usize) as u8
+            }
+
+            pub fn lease_returned(&mut self, id: LeaseId) -> Option<Lease> {
+                self.release(id, true)
+            }
+
+            pub fn lease_failed(&mut self, id: LeaseId) -> Option<Lease> {
+                self.release(id, true)
+            }
+
+            pub fn lease_declined(&mut self, id: LeaseId) -> Option<Lease> {
+                let lease = self.release(id, false)?;
+                if let Some(w) = self.workers.get_mut(&lease.worker) {
+                    w.state.accepting = false;
+                }
+                self.add_replicas(lease.task, 1);
+                Some(lease)
+            }
+
+            fn release(&mut self, id: LeaseId, keep_holder: bool) -> Option<Lease> {
+                let lease = self.leases.remove(&id)?;
+                if let Some(w) = self.workers.get_mut(&lease.worker) {
+                    w.active = w.active.saturating_sub(1);
+                }
+                if !keep_holder
+                    && let Some(job) = self.jobs.get_mut(&lease.task.job)
+                    && let Some(t) = job.tasks.get_mut(&lease.task.index)
+                {
+                    t.holders.remove(&lease.worker);
+                }
+                Some(lease)
+            }
+
+            pub fn expire(&mut self, now_ms: u64) -> Vec<Lease> {
+                let Config { lease_ms, max_lease_ms, .. } = self.config;
+                let lapsed: Vec<LeaseId> = self
+                    .leases
+                    .values()
+                    .filter(|l| {
+                        let silent = self
+                            .workers
+                            .get(&l.worker)
+                            .is_none_or(|w| now_ms.saturating_sub(w.last_seen_ms) > lease_ms);
+                        silent || now_ms.saturating_sub(l.assigned_at_ms) > max_lease_ms
+                    })
+                    .map(|l| l.id)
+                    .collect();
+                lapsed.into_iter().filter_map(|id| self.release(id, false)).collect()
+            }
+
+            pub fn silent_workers(&self, now_ms: u64) -> Vec<PublicKey> {
+                self.workers
+                    .iter()
+                    .filter(|(_, w)| now_ms.saturating_sub(w.last_seen_ms) > self.config.lease_ms)
+                    .map(|(k, _)| *k)
+                    .collect()
+            }
+
+            pub fn pending_replicas(&self) -> u64 {
+                self.jobs.values().flat_map(|j| j.tasks.values()).map(|t| u64::from(t.wanted)).sum()
+            }
+
+            pub fn assign(&mut self, now_ms: u64) -> Vec<Lease> {
+                let mut out = Vec::new();
+                loop {
+                    if !self.workers.values().any(|w| self.has_room(w)) {
+                        break;
+                    }
+                    let order: Vec<JobId> = {
+                        let start = self.cursor;
+                        let (after, upto): (Vec<JobId>, Vec<JobId>) =
+                            self.jobs.keys().copied().partition(|j| start.is_some_and(|c| *j > c));
+                        after.into_iter().chain(upto).collect()
+                    };
+                    let mut progressed = false;
+                    for job in order {
+                        if let Some(lease) = self.assign_one(job, now_ms) {
+                            self.cursor = Some(job);
+                            out.push(lease);
+                            progressed = true;
+                        }
+                    }
+                    if !progressed {
+                        break;
+                    }
+                }
+                out
+            }
+
+            fn has_room(&self, w: &WorkerSlot) -> bool {
+                let battery_ok = match (w.state.battery, w.state.charging) {
+                    (Some(level), charging) => charging == Some(true) || level >= self.config.min_battery,
+                    (None, _) => true,
+                };
+                w.state.accepting && battery_ok && w.active < w.caps.slots.max(1)
+            }
+
+            fn fits(req: &JobRequirements, w: &WorkerSlot) -> bool {
+                let l = &w.caps.limits;
+                w.caps.asking_price <= req.price_per_replica
+                    && (!req.paid || w.paid)
+                    && (!req.needs_gpu || w.caps.runs_wgsl())
+                    && req.max_binding_bytes <= l.max_storage_buffer_binding_size
+                    && req.max_binding_bytes <= l.max_buffer_size
+                    && req.storage_buffers <= l.max_storage_buffers_per_shader_stage
+                    && req.max_workgroups <= l.max_compute_workgroups_per_dimension
+            }
+
+            fn assign_one(&mut self, job_id: JobId, now_ms: u64) -> Option<Lease> {
+                let job = self.jobs.get(&job_id)?;
+                let candidates: Vec<&PublicKey> = self
+                    .workers
+                    .iter()
+                    .filter(|(_, w)| self.has_room(w) && Self::fits(&job.req, w))
+                    .map(|(k, _)| k)
+                    .collect();
+                if candidates.is_empty() {
+                    return None;
+                }
+                let (index, worker) = job.wanting.iter().take(SCAN_LIMIT).find_map(|&index| {
+                    let task = &job.tasks[&index];
+                    candidates
+                        .iter()
+                        .filter(|k| !task.holders.contains(k))
+                        .map(|k| (*k, &self.workers[*k]))
+                        .filter(|(_, w)| !job.req.homogeneous || task.class.as_ref().is_none_or(|c| *c == w.class))
+                        .min_by(|(ka, a), (kb, b)| {
+                            let load =
+                                |w: &WorkerSlot| u64::from(w.active) * 1_000_000 / u64::from(w.caps.slots.max(1));
+                            (load(a), a.assigned_total, *ka).cmp(&(load(b), b.assigned_total, *kb))
+                        })
+                        .map(|(k, _)| (index, *k))
+                })?;
+
+                let id = LeaseId(self.next_lease);
+                self.next_lease += 1;
+                let w = self.workers.get_mut(&worker).expect("candidate is online");
+                w.active += 1;
+                w.assigned_total += 1;
+                let class = w.class.clone();
+                let job = self.jobs.get_mut(&job_id).expect("job exists");
+                let task = job.tasks.get_mut(&index).expect("task exists");
+                task.wanted -= 1;
+                task.holders.insert(worker);
+                if job.req.homogeneous && task.class.is_none() {
+                    task.class = Some(class);
+                }
+                if task.wanted == 0 {
+                    job.wanting.remove(&index);
+                }
+                let lease = Lease { id, task: TaskId { job: job_id, index }, worker, assigned_at_ms: now_ms };
+                self.leases.insert(id, lease.clone());
+                Some(lease)
+            }
+        }
+    }
+
+    fn sorted(mut leases: Vec<Lease>) -> Vec<Lease> {
+        leases.sort_by_key(|l| l.id);
+        leases
+    }
+
+    /// Drives the indexed scheduler and the reference through the same random operations (seeded,
+    /// so a failure reproduces) and requires the same answer to every call, with the indexes
+    /// recomputed from scratch after each step.
+    #[test]
+    fn indexed_scheduler_agrees_with_the_reference_on_random_operations() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+
+        let config = Config { lease_ms: 1_000, max_lease_ms: 5_000, min_battery: 0.2 };
+        let backends = [Backend::Vulkan, Backend::Metal, Backend::Cpu];
+        let mut steps_with_leases = 0;
+        let mut leases_seen = 0;
+        for seed in 0..40u64 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut s = Scheduler::new(config, 1);
+            let mut r = reference::Reference::new(config, 1);
+            let mut now = 0u64;
+            let mut job_ids: Vec<JobId> = Vec::new();
+            let mut leases: Vec<LeaseId> = Vec::new();
+            for step in 0..1_500 {
+                let ctx = format!("seed {seed} step {step}");
+                let worker = key(rng.gen_range(1..=12));
+                match rng.gen_range(0..100) {
+                    0..=9 => {
+                        let c = caps(
+                            backends[rng.gen_range(0..backends.len())],
+                            rng.gen_range(0..12),
+                            rng.gen_range(0..=3),
+                            [0x10de, 0x1002][rng.gen_range(0..2)],
+                        );
+                        s.worker_online(worker, c.clone(), now);
+                        r.worker_online(worker, c, now);
+                    }
+                    10..=13 => {
+                        assert_eq!(sorted(s.worker_offline(&worker)), sorted(r.worker_offline(&worker)), "{ctx}")
+                    }
+                    14..=27 => {
+                        let state = DeviceState {
+                            accepting: rng.gen_bool(0.8),
+                            battery: rng.gen_bool(0.3).then(|| rng.gen_range(0.0..1.0)),
+                            charging: rng.gen_bool(0.3).then(|| rng.gen_bool(0.5)),
+                        };
+                        s.worker_heartbeat(&worker, state, now);
+                        r.worker_heartbeat(&worker, state, now);
+                    }
+                    28..=30 => {
+                        let eligible = rng.gen_bool(0.5);
+                        s.set_paid_eligible(&worker, eligible);
+                        r.set_paid_eligible(&worker, eligible);
+                    }
+                    31..=36 => {
+                        let job = JobId(rng.gen_range(1..=5));
+                        let requirements = JobRequirements {
+                            needs_gpu: rng.gen_bool(0.3),
+                            homogeneous: rng.gen_bool(0.4),
+                            paid: rng.gen_bool(0.3),
+                            max_workgroups: if rng.gen_bool(0.1) { 70_000 } else { 16 },
+                            ..req(rng.gen_range(4..14))
+                        };
+                        let tasks: Vec<(u32, TaskNeeds)> = (0..rng.gen_range(1..6))
+                            .map(|i| (i, TaskNeeds { wanted: rng.gen_range(0..4), ..Default::default() }))
+                            .collect();
+                        s.add_job(job, requirements.clone(), tasks.clone());
+                        r.add_job(job, requirements, tasks);
+                        job_ids.push(job);
+                    }
+                    37..=38 => {
+                        let job = JobId(rng.gen_range(1..=5));
+                        assert_eq!(sorted(s.remove_job(job)), sorted(r.remove_job(job)), "{ctx}");
+                    }
+                    39..=44 => {
+                        let task = TaskId { job: JobId(rng.gen_range(1..=5)), index: rng.gen_range(0..6) };
+                        let n = rng.gen_range(0..3);
+                        s.add_replicas(task, n);
+                        r.add_replicas(task, n);
+                    }
+                    45..=47 => {
+                        let task = TaskId { job: JobId(rng.gen_range(1..=5)), index: rng.gen_range(0..6) };
+                        assert_eq!(sorted(s.close_task(task)), sorted(r.close_task(task)), "{ctx}");
+                    }
+                    48..=64 => {
+                        let got = s.assign(now);
+                        assert_eq!(got, r.assign(now), "{ctx}");
+                        leases.extend(got.iter().map(|l| l.id));
+                        leases_seen += got.len();
+                    }
+                    65..=79 if !leases.is_empty() => {
+                        let id = leases.swap_remove(rng.gen_range(0..leases.len()));
+                        let (a, b) = match rng.gen_range(0..3) {
+                            0 => (s.lease_returned(id), r.lease_returned(id)),
+                            1 => (s.lease_failed(id), r.lease_failed(id)),
+                            _ => (s.lease_declined(id), r.lease_declined(id)),
+                        };
+                        assert_eq!(a, b, "{ctx}");
+                    }
+                    80..=89 => now += rng.gen_range(0..800),
+                    _ => {
+                        assert_eq!(s.silent_workers(now), r.silent_workers(now), "{ctx}");
+                        assert_eq!(sorted(s.expire(now)), sorted(r.expire(now)), "{ctx}");
+                    }
+                }
+                s.check_indexes();
+                assert_eq!(s.pending_replicas(), r.pending_replicas(), "{ctx}");
+                assert_eq!(s.workers_online(), r.workers_online(), "{ctx}");
+                for k in 1..=12 {
+                    assert_eq!(s.is_online(&key(k)), r.is_online(&key(k)), "{ctx}");
+                }
+                for job in 1..=5 {
+                    for index in 0..6 {
+                        let task = TaskId { job: JobId(job), index };
+                        assert_eq!(s.outstanding(task), r.outstanding(task), "{ctx} {task}");
+                    }
+                }
+                for id in &leases {
+                    assert_eq!(s.lease(*id), r.lease(*id), "{ctx}");
+                }
+                if !s.leases.is_empty() {
+                    steps_with_leases += 1;
+                }
+            }
+        }
+        // The sequence must exercise leasing, not just churn: guard against a generator that
+        // never gets past the fit rules.
+        assert!(leases_seen > 5_000 && steps_with_leases > 30_000, "{leases_seen} leases, {steps_with_leases} steps");
+    }
+
+    #[test]
+    fn a_lease_walks_at_most_walk_limit_workers_down_the_ranking() {
+        // WALK_LIMIT + 1 idle workers, all ranked alike but for key order; only the last fits.
+        let mut s = Scheduler::new(Config::default(), 1);
+        let worker_key = |i: usize| {
+            let mut bytes = [0u8; 32];
+            bytes[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            PublicKey(bytes)
+        };
+        for i in 0..WALK_LIMIT {
+            s.worker_online(worker_key(i), caps(Backend::Vulkan, 50, 1, 1), 0);
+        }
+        let cheap = worker_key(WALK_LIMIT);
+        s.worker_online(cheap, caps(Backend::Vulkan, 0, 1, 1), 0);
+        s.add_job(JobId(1), req(10), tasks(1, 1));
+        assert!(s.assign(0).is_empty(), "the one worker that fits is past the walk");
+        assert_eq!(s.workers_with_room(), WALK_LIMIT + 1);
+        // One ranked ahead of it gets other work and leaves the ranking (its one slot is full)...
+        s.add_job(JobId(2), req(100), tasks(1, 1));
+        let other = s.assign(0);
+        assert_eq!(other.iter().map(|l| (l.task.job, l.worker)).collect::<Vec<_>>(), vec![(JobId(2), worker_key(0))]);
+        // ...so at the next call the cheap worker is within reach.
+        let found = s.assign(0);
+        assert_eq!(found.iter().map(|l| (l.task.job, l.worker)).collect::<Vec<_>>(), vec![(JobId(1), cheap)]);
+        s.check_indexes();
+    }
+
+    #[test]
+    fn indexes_follow_every_change_of_room() {
+        // (case, change applied to a worker with one free slot, has room afterwards)
+        type Change = fn(&mut Scheduler);
+        let cases: Vec<(&str, Change, bool)> = vec![
+            ("online", |_| {}, true),
+            (
+                "paused",
+                |s| s.worker_heartbeat(&key(1), DeviceState { accepting: false, ..Default::default() }, 1),
+                false,
+            ),
+            (
+                "low battery",
+                |s| s.worker_heartbeat(&key(1), DeviceState { battery: Some(0.1), charging: None, accepting: true }, 1),
+                false,
+            ),
+            ("leased its slot", |s| assert_eq!(s.assign(0).len(), 1), false),
+            (
+                "lease returned",
+                |s| {
+                    let lease = s.assign(0).pop().unwrap();
+                    s.lease_returned(lease.id);
+                },
+                true,
+            ),
+            (
+                "lease declined",
+                |s| {
+                    let lease = s.assign(0).pop().unwrap();
+                    s.lease_declined(lease.id);
+                },
+                false,
+            ),
+            (
+                "task closed under it",
+                |s| {
+                    let lease = s.assign(0).pop().unwrap();
+                    s.close_task(lease.task);
+                },
+                true,
+            ),
+            ("offline", |s| assert!(s.worker_offline(&key(1)).is_empty()), false),
+            (
+                "reconnected while holding a lease",
+                |s| {
+                    s.assign(0);
+                    s.worker_online(key(1), caps(Backend::Vulkan, 0, 1, 1), 1);
+                },
+                false,
+            ),
+        ];
+        for (name, change, room) in cases {
+            let mut s = sched_with_workers(&[(1, caps(Backend::Vulkan, 0, 1, 1))]);
+            s.add_job(JobId(1), req(10), tasks(1, 1));
+            change(&mut s);
+            s.check_indexes();
+            assert_eq!(s.workers_with_room() == 1, room, "{name}");
+        }
     }
 }
