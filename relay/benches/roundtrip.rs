@@ -86,10 +86,32 @@ fn main() -> Result<()> {
         println!("roundtrip: run with `cargo bench -p starling-relay --bench roundtrip`");
         return Ok(());
     }
-    let options = Options::parse(args.into_iter().filter(|a| a != "--bench"))?;
+    let fds = raise_fd_limits();
+    let options = Options::parse(args.into_iter().filter(|a| a != "--bench"), fds)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(bench(options))
 }
+
+/// Open files this process and the servers it starts may hold: raised (hard limit too, where
+/// the benchmark runs as root) so that 100,000 idle workers fit; the children inherit it.
+const WANTED_FDS: u64 = 300_000;
+
+fn raise_fd_limits() -> u64 {
+    let nofile = rlimit::Resource::NOFILE;
+    if let Ok((_, hard)) = nofile.get()
+        && hard < WANTED_FDS
+    {
+        // Only root may raise the hard limit; elsewhere the soft limit goes as far as it allows.
+        let _ = nofile.set(WANTED_FDS, WANTED_FDS);
+    }
+    let _ = rlimit::increase_nofile_limit(WANTED_FDS);
+    nofile.get().map_or(1024, |(soft, _)| soft)
+}
+
+/// Loopback source addresses the load generator spreads its connections over: one source
+/// address reaches one server port through about 28,000 ephemeral ports only.
+const SOURCE_ADDRESSES: u8 = 8;
+static NEXT_SOURCE: AtomicU64 = AtomicU64::new(0);
 
 // ---------------------------------------------------------------------------------------------
 // Options
@@ -110,13 +132,13 @@ struct Options {
 }
 
 impl Options {
-    const USAGE: &str = "options (defaults shown): --workers 100,1000 --idle 1000,10000 --seconds 10 --warmup 2 \
+    const USAGE: &str = "options (defaults shown): --workers 100,1000 --idle 1000,10000,100000 --seconds 10 --warmup 2 \
                          --tasks-per-job 2048, and --out FILE (default: BENCHMARKS.md at the workspace root) or --no-write";
 
-    fn parse(args: impl Iterator<Item = String>) -> Result<Options> {
+    fn parse(args: impl Iterator<Item = String>, fds: u64) -> Result<Options> {
         let mut o = Options {
             workers: vec![100, 1000],
-            idle: vec![1000, 10_000],
+            idle: vec![1000, 10_000, 100_000],
             seconds: 10.0,
             warmup: 2.0,
             tasks_per_job: 2048,
@@ -149,8 +171,12 @@ impl Options {
         ensure!(o.workers.iter().all(|&n| n > 0), "--workers must be positive");
         ensure!((1..=4096).contains(&o.tasks_per_job), "--tasks-per-job must be in 1..=4096");
         o.idle.sort_unstable();
-        // Both ends of every connection live on this machine: keep well inside the fd limit.
-        ensure!(o.idle.last().is_none_or(|&n| n <= 18_000), "--idle counts above 18000 exceed the fd limit");
+        // Each process holds one end of every connection: keep inside the open-file limit.
+        let most = fds.saturating_sub(2_000) as usize;
+        ensure!(
+            o.idle.last().is_none_or(|&n| n <= most),
+            "--idle counts above {most} exceed the open-file limit ({fds}; run as root or raise ulimit -Hn)"
+        );
         Ok(o)
     }
 }
@@ -202,6 +228,10 @@ fn serve_relay() -> Result<()> {
 /// worker and the client share one loopback address.
 fn bench_relay_config(dir: String) -> starling_relay::Config {
     let mut config = starling_relay::Config::new(dir);
+    // Room for the largest idle count, as far as the open-file limit allows.
+    let hard = rlimit::Resource::NOFILE.get().map_or(0, |(_, hard)| hard);
+    let others = (config.max_watchers + config.limits.http_connections) as u64 + 256;
+    config.max_workers = hard.saturating_sub(others).min(150_000) as usize;
     config.limits.per_address = usize::MAX;
     config.core.max_unpaid_jobs_per_network = usize::MAX;
     config.core.max_running_jobs_per_client = usize::MAX;
@@ -379,7 +409,20 @@ async fn next_relay(ws: &mut Ws) -> Result<RelayMessage> {
 /// under test need.
 async fn connect_ws(url: String) -> Result<Ws> {
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(8 << 10);
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true).await?;
+    let server: SocketAddr = url
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .context("ws:// URL")?
+        .parse()
+        .context("the servers listen on a loopback address")?;
+    let source = 1 + (NEXT_SOURCE.fetch_add(1, Ordering::Relaxed) % u64::from(SOURCE_ADDRESSES)) as u8;
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from(([127, 0, 0, source], 0)))?;
+    let tcp = socket.connect(server).await?;
+    tcp.set_nodelay(true)?;
+    let (ws, _) =
+        tokio_tungstenite::client_async_with_config(url, MaybeTlsStream::Plain(tcp), Some(config)).await?;
     Ok(ws)
 }
 
