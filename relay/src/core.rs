@@ -213,6 +213,9 @@ impl Default for CoreConfig {
 
 /// Job ids found taken in escrow, one after another, before a submission is refused.
 pub const MAX_ESCROW_ID_SKIPS: u32 = 64;
+/// How often worker records are written, and how many workers' changes may wait.
+const COUNTS_EVERY_MS: u64 = 1000;
+const MAX_PENDING_COUNTS: usize = 50_000;
 /// Signatures of finished jobs remembered to refuse a replay racing the store's check.
 const RECENT_SIGNATURES: usize = 4096;
 
@@ -304,6 +307,9 @@ pub struct Core {
     recent_signatures: VecDeque<Signature>,
     /// Ids are never reused, neither in the store nor in escrow.
     next_job_id: u64,
+    /// Worker record changes not written yet, and when they last were.
+    counts: HashMap<PublicKey, [i64; 3]>,
+    counts_written_ms: u64,
     ready: Ready,
 }
 
@@ -326,6 +332,8 @@ impl Core {
             signatures: HashSet::new(),
             recent_signatures: VecDeque::new(),
             next_job_id: next_job_id.max(1),
+            counts: HashMap::new(),
+            counts_written_ms: 0,
             ready: Ready::default(),
         }
     }
@@ -338,8 +346,19 @@ impl Core {
     /// into `writes` here, once per worker.
     pub fn ready(&mut self, now: Now) -> Ready {
         let mut ready = std::mem::take(&mut self.ready);
-        for (key, [returned, accepted, rejected]) in ready.counts.drain() {
-            ready.writes.push(Write::WorkerCounts { key, returned, accepted, rejected, at_ms: now.wall_ms });
+        for (key, [r, a, j]) in ready.counts.drain() {
+            let c = self.counts.entry(key).or_default();
+            c[0] += r;
+            c[1] += a;
+            c[2] += j;
+        }
+        // Worker records are statistics (the replicas' rows are the truth): written at most once
+        // a second, so a busy worker costs one row update per second, not one per batch.
+        if now.mono_ms >= self.counts_written_ms + COUNTS_EVERY_MS || self.counts.len() > MAX_PENDING_COUNTS {
+            self.counts_written_ms = now.mono_ms;
+            for (key, [returned, accepted, rejected]) in self.counts.drain() {
+                ready.writes.push(Write::WorkerCounts { key, returned, accepted, rejected, at_ms: now.wall_ms });
+            }
         }
         ready
     }
@@ -786,7 +805,7 @@ impl Core {
 
     /// Whether the job's money is in escrow (so only bonded workers may take it).
     fn paid_in_escrow(&self, spec: &JobSpec) -> bool {
-        self.escrow && spec.price_per_replica > 0
+        self.escrow && plan::is_paid(spec)
     }
 
     fn maybe_finish(&mut self, job_id: JobId, now: Now) {

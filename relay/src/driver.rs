@@ -357,9 +357,12 @@ impl Driver {
     /// and reads the core asked for.
     async fn carry_out(&mut self, ready: Ready) -> Result<()> {
         if !ready.writes.is_empty() {
+            let started = std::time::Instant::now();
             let mut db = self.store.begin().await?;
             Store::apply(&mut db, &ready.writes).await?;
+            let applied = started.elapsed();
             db.commit().await?;
+            tracing::debug!(writes = ready.writes.len(), ?applied, committed = ?started.elapsed(), "batch written");
         }
         for (request, answer) in ready.replies {
             if let Some(reply) = self.replies.remove(&request) {

@@ -123,8 +123,25 @@ pub struct ReturnedReplica {
     pub output_hash: Hash32,
 }
 
-/// Rows per multi-row statement: well under SQLite's 32,766 bound parameters at six columns.
-const CHUNK: usize = 1000;
+/// Rows per multi-row statement. A statement's text depends on its row count, and SQLite
+/// compiles a statement in time proportional to its length: chunks of these few sizes keep every
+/// statement the relay writes among a handful, prepared once and cached by the driver. (256 rows
+/// of six columns stay well under SQLite's 32,766 bound parameters.)
+const CHUNK_SIZES: [usize; 5] = [256, 64, 16, 4, 1];
+
+/// `rows` cut into chunks whose lengths are all in [`CHUNK_SIZES`], largest first.
+fn stable_chunks<T>(rows: &[T]) -> Vec<&[T]> {
+    let mut chunks = Vec::new();
+    let mut rest = rows;
+    for size in CHUNK_SIZES {
+        while rest.len() >= size {
+            let (chunk, tail) = rest.split_at(size);
+            chunks.push(chunk);
+            rest = tail;
+        }
+    }
+    chunks
+}
 
 /// `head` followed by `rows` parenthesized rows of `columns` and `tail`. A column given as `""`
 /// is a bound parameter (numbered `$1`, `$2`, ... across the rows, in order); any other text is
@@ -165,6 +182,9 @@ impl Store {
             // FULL: a commit is on disk before a result is acknowledged or an event is sent.
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
+            // 64 MiB of page cache: the hot rows (running jobs' tasks and replicas) stay in
+            // memory between group commits.
+            .pragma("cache_size", "-65536")
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
         MIGRATOR.run(&pool).await?;
@@ -210,7 +230,7 @@ impl Store {
                 Write::UpsertWorker { key, caps, at_ms } => workers.push((key, caps, at_ms)),
                 Write::InsertLease { lease, task, worker, at_ms } => leases.push((lease, task, worker, at_ms)),
                 Write::Returned { lease, output_hash, output_len, signature, at_ms } => {
-                    returned.push((lease, output_hash, output_len, signature, at_ms))
+                    returned.push((lease, output_hash, output_len, signature, at_ms, ReplicaState::Returned))
                 }
                 // The last state a batch gives a replica is the one that holds.
                 Write::ReplicaState { lease, state } => {
@@ -229,7 +249,7 @@ impl Store {
                 }
             }
         }
-        for chunk in workers.chunks(CHUNK) {
+        for chunk in stable_chunks(&workers) {
             let q = multi_row(
                 "INSERT INTO workers (key, capabilities, first_seen_ms, last_seen_ms) VALUES ",
                 chunk.len(),
@@ -247,7 +267,7 @@ impl Store {
             }
             query.execute(&mut *conn).await?;
         }
-        for chunk in leases.chunks(CHUNK) {
+        for chunk in stable_chunks(&leases) {
             let q = multi_row(
                 "INSERT INTO replicas (lease_id, job_id, idx, worker, state, assigned_at_ms) VALUES ",
                 chunk.len(),
@@ -265,22 +285,29 @@ impl Store {
             }
             query.execute(&mut *conn).await?;
         }
-        for chunk in returned.chunks(CHUNK) {
+        // A result decided in the batch it arrived in is written once, in its final state.
+        for r in &mut returned {
+            if let Some(state) = states.remove(r.0) {
+                r.5 = state;
+            }
+        }
+        for chunk in stable_chunks(&returned) {
             let q = multi_row(
-                "UPDATE replicas SET state = 'returned', output_hash = v.column2, output_len = v.column3,
-                 signature = v.column4, returned_at_ms = v.column5 FROM (VALUES ",
+                "UPDATE replicas SET output_hash = v.column2, output_len = v.column3, signature = v.column4,
+                 returned_at_ms = v.column5, state = v.column6 FROM (VALUES ",
                 chunk.len(),
-                &["", "", "", "", ""],
+                &["", "", "", "", "", ""],
                 ") AS v WHERE replicas.lease_id = v.column1 AND replicas.state = 'leased'",
             );
             let mut query = sqlx::query(&q);
-            for (lease, hash, len, sig, at) in chunk {
+            for (lease, hash, len, sig, at, state) in chunk {
                 query = query
                     .bind(lease.0 as i64)
                     .bind(hash.to_hex())
                     .bind(**len as i64)
                     .bind(sig.to_hex())
-                    .bind(**at as i64);
+                    .bind(**at as i64)
+                    .bind(replica_state_str(*state));
             }
             query.execute(&mut *conn).await?;
         }
@@ -289,7 +316,7 @@ impl Store {
             by_state.entry(state).or_default().push(lease.0 as i64);
         }
         for (state, ids) in by_state {
-            for chunk in ids.chunks(CHUNK) {
+            for chunk in stable_chunks(&ids) {
                 let params = (2..chunk.len() + 2).map(|n| format!("${n}")).collect::<Vec<_>>().join(",");
                 let q = format!("UPDATE replicas SET state = $1 WHERE lease_id IN ({params})");
                 let mut query = sqlx::query(&q).bind(replica_state_str(state));
@@ -300,7 +327,7 @@ impl Store {
             }
         }
         let lapses: Vec<(TaskId, i64)> = lapses.into_iter().collect();
-        for chunk in lapses.chunks(CHUNK) {
+        for chunk in stable_chunks(&lapses) {
             let q = multi_row(
                 "UPDATE tasks SET lapses = lapses + v.column3 FROM (VALUES ",
                 chunk.len(),
@@ -314,7 +341,7 @@ impl Store {
             query.execute(&mut *conn).await?;
         }
         let mut job_counters: HashMap<JobId, (i64, i64)> = HashMap::new();
-        for chunk in decided.chunks(CHUNK) {
+        for chunk in stable_chunks(&decided) {
             let q = multi_row(
                 "UPDATE tasks SET state = v.column3, output_hash = v.column4, failure = v.column5,
                  decided_at_ms = v.column6 FROM (VALUES ",
@@ -341,7 +368,7 @@ impl Store {
             query.execute(&mut *conn).await?;
         }
         let job_counters: Vec<(JobId, (i64, i64))> = job_counters.into_iter().collect();
-        for chunk in job_counters.chunks(CHUNK) {
+        for chunk in stable_chunks(&job_counters) {
             let q = multi_row(
                 "UPDATE jobs SET tasks_verified = tasks_verified + v.column2, tasks_failed = tasks_failed + v.column3
                  FROM (VALUES ",
@@ -366,7 +393,7 @@ impl Store {
             .execute(&mut *conn)
             .await?;
         }
-        for chunk in counts.chunks(CHUNK) {
+        for chunk in stable_chunks(&counts) {
             let q = multi_row(
                 "UPDATE workers SET replicas_returned = replicas_returned + v.column2,
                  replicas_accepted = replicas_accepted + v.column3, replicas_rejected = replicas_rejected + v.column4,
@@ -407,7 +434,7 @@ impl Store {
         .bind(id.0 as i64)
         .execute(&mut *conn)
         .await?;
-        for chunk in (0..job.spec.tasks.len() as i64).collect::<Vec<_>>().chunks(CHUNK) {
+        for chunk in stable_chunks(&(0..job.spec.tasks.len() as i64).collect::<Vec<_>>()) {
             let q = multi_row("INSERT INTO tasks (job_id, idx, state) VALUES ", chunk.len(), &["", "", "'pending'"], "");
             let mut query = sqlx::query(&q);
             for idx in chunk {
@@ -675,5 +702,21 @@ impl Store {
         let n: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE state = 'running'").fetch_one(&self.pool).await?;
         Ok(n as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_written_in_chunks_of_a_few_fixed_sizes() {
+        for n in [0usize, 1, 3, 4, 17, 255, 256, 1000, 4097] {
+            let rows: Vec<usize> = (0..n).collect();
+            let chunks = stable_chunks(&rows);
+            assert!(chunks.iter().all(|c| CHUNK_SIZES.contains(&c.len())), "{n}");
+            assert_eq!(chunks.concat(), rows, "{n}: every row once, in order");
+            assert!(chunks.len() <= n / 256 + 4 * 3, "{n}: {} statements", chunks.len());
+        }
     }
 }

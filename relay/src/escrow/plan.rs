@@ -24,11 +24,16 @@ pub struct SignedReplica {
 /// the grace delays nothing for the client.
 pub const SETTLE_GRACE_SECS: u64 = 600;
 
+/// Whether a job is paid through escrow (when the relay has one): the one place that says so.
+pub fn is_paid(spec: &JobSpec) -> bool {
+    spec.price_per_replica > 0
+}
+
 /// What a job locks in escrow, or `None` for a free job (price 0 runs unpaid). `created_ms` is
 /// the job's creation time (Unix milliseconds); the escrow deadline is the relay's deadline,
 /// rounded up to the second, plus [`SETTLE_GRACE_SECS`].
 pub fn open_job(job: JobId, client: PublicKey, spec: &JobSpec, created_ms: u64) -> Option<OpenJob> {
-    if spec.price_per_replica == 0 {
+    if !is_paid(spec) {
         return None;
     }
     Some(OpenJob {

@@ -14,7 +14,6 @@ use super::plan::{self, SignedReplica, Unpayable};
 use super::{Escrow, EscrowError, SettleTask};
 use crate::store::Store;
 use starling_protocol::events::JobState;
-use starling_protocol::job::Comparison;
 use starling_protocol::{JobId, PublicKey, TaskId};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
@@ -165,12 +164,15 @@ impl Settler {
         if let Some(t) = self.terms.get(&job) {
             return Ok(*t);
         }
+        // The terms the job was opened with in escrow, derived where the opening was.
         let terms = match self.store.job_state_spec(job).await? {
-            Some((_, spec)) if self.escrow.job(job).await?.is_some() => Some(Terms {
-                quorum: spec.quorum,
-                max_signers: spec.max_replicas.max(spec.replicas),
-                slashable: spec.comparison == Comparison::Exact,
-            }),
+            Some((_, spec)) if self.escrow.job(job).await?.is_some() => {
+                plan::open_job(job, PublicKey([0; 32]), &spec, 0).map(|open| Terms {
+                    quorum: open.quorum,
+                    max_signers: open.replicas,
+                    slashable: open.slashable,
+                })
+            }
             _ => None,
         };
         self.terms.insert(job, terms);
