@@ -121,6 +121,20 @@ pub fn mutate_bytes(rng: &mut StdRng, data: &mut Vec<u8>, tokens: &[Vec<u8>]) {
     }
 }
 
+/// Documents stop growing at this many nodes, so repeated copies cannot snowball.
+const MAX_NODES: usize = 20_000;
+
+/// Documents stop being mutated past this depth (see [`JsonMutator::document`]).
+const MAX_DEPTH: usize = 400;
+
+fn depth(v: &Value) -> usize {
+    1 + match v {
+        Value::Array(a) => a.iter().map(depth).max().unwrap_or(0),
+        Value::Object(o) => o.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 fn count_nodes(v: &Value) -> usize {
     1 + match v {
         Value::Array(a) => a.iter().map(count_nodes).sum(),
@@ -233,7 +247,7 @@ impl JsonMutator {
             // Wrong type or an edge value.
             0 | 1 => *node = self.scalar(rng),
             // Another part of the same document (swapped field values, nested copies).
-            2 => *node = donor,
+            2 if total + count_nodes(&donor) <= MAX_NODES => *node = donor,
             3 => {
                 let inner = std::mem::take(node);
                 *node = match rng.gen_range(0..3) {
@@ -242,9 +256,9 @@ impl JsonMutator {
                     _ => Value::Array(vec![]),
                 };
             }
-            // Deep nesting, past serde_json's recursion limit at times.
+            // Deep nesting, around serde_json's recursion limit (deeper still in `bytes`).
             4 => {
-                let depth = *[2usize, 50, 127, 128, 129, 1000].choose(rng).unwrap();
+                let depth = *[2usize, 50, 126, 127, 128, 129, 300].choose(rng).unwrap();
                 let mut inner = std::mem::take(node);
                 for _ in 0..depth {
                     inner = if rng.gen_bool(0.5) {
@@ -286,7 +300,9 @@ impl JsonMutator {
                             // Past a count limit (e.g. 65 params, 7 inputs, 4097 tasks).
                             let to = *[3usize, 7, 8, 65, 130, 4097].choose(rng).unwrap();
                             let fill = a[i].clone();
-                            a.resize(to.max(a.len()), fill);
+                            if total + to * count_nodes(&fill) <= MAX_NODES {
+                                a.resize(to.max(a.len()), fill);
+                            }
                         }
                         3 => a.push(self.scalar(rng)),
                         _ => a[i] = self.scalar(rng),
@@ -320,6 +336,10 @@ impl JsonMutator {
         let index = rng.gen_range(0..self.corpus.len());
         let mut doc = self.corpus[index].clone();
         for _ in 0..rng.gen_range(0..=4) {
+            // Deep documents stop here: the mutator's own recursion must not overflow the stack.
+            if depth(&doc) > MAX_DEPTH {
+                break;
+            }
             self.mutate_value(rng, &mut doc);
         }
         (index, doc)
@@ -341,6 +361,12 @@ impl JsonMutator {
             for _ in 0..rng.gen_range(1..=4) {
                 mutate_bytes(rng, &mut bytes, &self.tokens);
             }
+        }
+        if rng.gen_ratio(1, 50) {
+            // Nesting far past any recursion limit, which only a parser's depth check stops.
+            let open: &[u8] = if rng.r#gen() { b"[" } else { b"{\"a\":" };
+            let at = rng.gen_range(0..=bytes.len());
+            bytes.splice(at..at, open.repeat(rng.gen_range(1_000..100_000)));
         }
         (index, bytes)
     }
