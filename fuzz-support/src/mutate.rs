@@ -407,6 +407,7 @@ pub fn tokenize(source: &str) -> Vec<&str> {
 pub struct TokenMutator {
     corpus: Vec<String>,
     vocabulary: Vec<String>,
+    max_nesting: usize,
 }
 
 impl TokenMutator {
@@ -416,7 +417,13 @@ impl TokenMutator {
             corpus.iter().flat_map(|s| tokenize(s)).map(str::to_string).collect();
         vocabulary.sort();
         vocabulary.dedup();
-        Self { corpus, vocabulary }
+        Self { corpus, vocabulary, max_nesting: 1000 }
+    }
+
+    /// The deepest nesting of brackets or prefix operators to insert (1,000 unless set).
+    pub fn with_max_nesting(mut self, depth: usize) -> Self {
+        self.max_nesting = depth;
+        self
     }
 
     fn word(&self, rng: &mut StdRng) -> String {
@@ -478,10 +485,11 @@ impl TokenMutator {
                 3 => out[i] = self.word(rng),
                 4 => out.insert(i, self.word(rng)),
                 5 => {
-                    let (open, close) = *[("(", ")"), ("{", "}"), ("[", "]"), ("array<", ">"), ("-", "")]
-                        .choose(rng)
-                        .unwrap();
-                    let depth = *[10usize, 100, 1000, 10_000].choose(rng).unwrap();
+                    let (open, close) =
+                        *[("(", ")"), ("{", "}"), ("[", "]"), ("array<", ">"), ("- ", ""), ("!", ""), ("~", "")]
+                            .choose(rng)
+                            .unwrap();
+                    let depth = *[10usize, 100, 1000, self.max_nesting].choose(rng).unwrap();
                     let balanced = rng.gen_bool(0.5);
                     out.insert(i, open.repeat(depth));
                     if balanced {
