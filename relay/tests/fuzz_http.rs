@@ -65,10 +65,15 @@ struct Answer {
 
 impl Relay {
     /// One request on its own connection, exactly as written; `None` when the relay closed the
-    /// connection without an answer.
-    async fn raw(&self, request: &[u8]) -> Option<Answer> {
+    /// connection without an answer. With `end_input`, the client then closes its side, so a
+    /// request cut short ends there instead of waiting for the rest (hyper drops a connection
+    /// whose client closed its side, answer or not).
+    async fn raw(&self, request: &[u8], end_input: bool) -> Option<Answer> {
         let mut stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
         stream.write_all(request).await.ok()?;
+        if end_input {
+            stream.shutdown().await.ok()?;
+        }
         let mut response = Vec::new();
         tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut response))
             .await
@@ -86,7 +91,7 @@ impl Relay {
         )
         .into_bytes();
         request.extend_from_slice(body);
-        self.raw(&request).await
+        self.raw(&request, false).await
     }
 
     async fn healthy(&self) -> bool {
@@ -259,7 +264,7 @@ struct Sent {
 
 fn http_request(rng: &mut StdRng, jobs: &JsonMutator) -> Sent {
     let seg = |rng: &mut StdRng| segment(rng);
-    let (method, path, body): (&'static str, String, Vec<u8>) = match rng.gen_range(0..12) {
+    let (method, path, body): (&'static str, String, Vec<u8>) = match rng.gen_range(0..14) {
         0 => ("GET", format!("/v1/jobs/{}", seg(rng)), vec![]),
         1 => ("GET", format!("/v1/jobs/{}/results", seg(rng)), vec![]),
         2 => ("GET", format!("/v1/jobs/{}/tasks/{}/output", seg(rng), seg(rng)), vec![]),
@@ -273,18 +278,41 @@ fn http_request(rng: &mut StdRng, jobs: &JsonMutator) -> Sent {
         6 => ("GET", format!("/v1/{}/{}", seg(rng), seg(rng)), vec![]),
         7 => ("GET", format!("/v1/{}?{}", ["jobs", "workers"].choose(rng).unwrap(), query(rng)), vec![]),
         8 => ("GET", format!("/v1/{}/{}", ["clients", "workers"].choose(rng).unwrap(), seg(rng)), vec![]),
+        // A method the route does not take.
+        9 => {
+            let method = *["DELETE", "PATCH", "POST", "PUT", "OPTIONS", "GET"].choose(rng).unwrap();
+            let path = ["/v1/health", "/v1/jobs", "/v1/jobs/1", "/v1/blobs", "/v1/workers/ws", "/v1/workers"];
+            (method, path.choose(rng).unwrap().to_string(), vec![])
+        }
+        // WebSocket endpoints without an upgrade.
+        10 => ("GET", ["/v1/workers/ws".to_string(), format!("/v1/jobs/{}/events", seg(rng))].choose(rng).unwrap().clone(), vec![]),
         _ => ("POST", "/v1/jobs".to_string(), jobs.bytes(rng).1),
     };
     Sent { method, target: encode_target(&path), body: Shown(body) }
 }
 
+/// Whether `sent` is a request axum refuses before any relay handler runs, with a body that is
+/// not `{code, message}`. BUG (see `axum_rejections_are_json_errors`): these should be JSON too.
+fn known_plain_rejection(sent: &Sent) -> bool {
+    let path = sent.target.split('?').next().unwrap_or("");
+    let websocket = path == "/v1/workers/ws" || (path.starts_with("/v1/jobs/") && path.ends_with("/events"));
+    let routed_method = match path {
+        "/v1/health" | "/v1/workers" | "/v1/workers/ws" => sent.method == "GET",
+        "/v1/jobs" => sent.method == "GET" || sent.method == "POST",
+        "/v1/blobs" => sent.method == "POST",
+        _ if path.starts_with("/v1/blobs/") => sent.method == "GET" || sent.method == "PUT",
+        _ => sent.method == "GET",
+    };
+    websocket || !routed_method
+}
+
 /// Checks one answer; `Err` says what is wrong.
-fn check_answer(answer: &Option<Answer>) -> Result<(), String> {
+fn check_answer(sent: &Sent, answer: &Option<Answer>) -> Result<(), String> {
     let Some(answer) = answer else { return Err("connection closed without an answer".into()) };
     if !(100..500).contains(&answer.status) {
         return Err(format!("status {}: {}", answer.status, String::from_utf8_lossy(&answer.body)));
     }
-    if (400..500).contains(&answer.status) {
+    if (400..500).contains(&answer.status) && !known_plain_rejection(sent) {
         let body: Value = serde_json::from_slice(&answer.body).map_err(|_| {
             format!("{} body is not JSON: {:?} (headers {:?})", answer.status, Shown(answer.body.clone()), answer.headers)
         })?;
@@ -309,7 +337,7 @@ async fn http_paths_queries_and_bodies_never_5xx() {
     for mut case in fuzz.cases() {
         let sent = http_request(&mut case.rng, &jobs);
         let answer = relay.request(sent.method, &sent.target, &sent.body.0).await;
-        if let Err(problem) = check_answer(&answer) {
+        if let Err(problem) = check_answer(&sent, &answer) {
             panic!("{}\n{problem}\nrequest: {}", case.reproduce(), truncated(&sent));
         }
         *statuses.entry(answer.unwrap().status).or_insert(0u32) += 1;
@@ -339,7 +367,7 @@ async fn malformed_http_leaves_the_relay_serving() {
                 &[b"\r\n".to_vec(), b" ".to_vec(), b"transfer-encoding: chunked\r\n".to_vec(), b"%".to_vec()],
             );
         }
-        if let Some(answer) = relay.raw(&request).await {
+        if let Some(answer) = relay.raw(&request, true).await {
             assert!(answer.status < 500, "{}\nstatus {} for {:?}", case.reproduce(), answer.status, Shown(request));
         }
     }
@@ -488,4 +516,64 @@ async fn worker_socket_frames_before_and_after_the_handshake() {
     // The relay still serves: health, and a fresh worker gets through the handshake.
     assert!(relay.healthy().await, "the relay stopped answering /v1/health");
     authenticate(&relay, &Keypair::from_seed([43; 32])).await;
+}
+
+/// One client request must not take the relay down.
+///
+/// BUG (ignored until fixed; running it aborts this test binary, relay and all): `POST /v1/jobs`
+/// with custom WGSL of about 6,000 nested prefix operators (`let x = !!!…!true;`, 6 KB, well
+/// under `MAX_WGSL_BYTES`) overflows the stack of the tokio blocking thread that runs
+/// `validate_kernel` (naga's WGSL parser recurses once per operator), and the whole relay
+/// process aborts. See `web-worker/tests/fuzz.rs`,
+/// `deepest_nesting_within_the_size_limit_is_refused_on_a_small_stack`, for the thresholds
+/// and the fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bug: deeply nested WGSL overflows naga's parser and aborts the relay"]
+async fn deeply_nested_wgsl_does_not_abort_the_relay() {
+    let relay = start().await;
+    let mut spec = wgsl_spec(1);
+    spec.kernel = KernelSpec::Wgsl {
+        source: format!(
+            "@group(0) @binding(1) var<storage, read_write> o: array<u32>;\n\
+             @compute @workgroup_size(1) fn main() {{ let x = {}true; o[0] = 1u; }}",
+            "!".repeat(30_000)
+        ),
+        entry_point: "main".into(),
+    };
+    let body = serde_json::to_vec(&Keypair::from_seed([1; 32]).sign_job(spec)).unwrap();
+    let answer = relay.request("POST", "/v1/jobs", &body).await;
+    assert_eq!(answer.map(|a| a.status), Some(400));
+    assert!(relay.healthy().await);
+}
+
+/// Every 4xx is a `{code, message}` the client can branch on, including requests axum refuses
+/// before a relay handler runs.
+///
+/// BUG (ignored until fixed): a GET without a WebSocket upgrade to `/v1/workers/ws` or
+/// `/v1/jobs/{id}/events` gets axum's plain-text 400 ("Connection header did not include
+/// 'upgrade'"), and a method a route does not take gets axum's 405 with an empty body. Fix in
+/// the relay's router and handlers: take `Result<WebSocketUpgrade, WebSocketUpgradeRejection>`
+/// and map the rejection to an `ApiError`, and give the router a
+/// `method_not_allowed_fallback` that answers an `ApiError`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bug: axum's WebSocket-upgrade and method rejections are not {code, message}"]
+async fn axum_rejections_are_json_errors() {
+    let relay = start().await;
+    let requests = [
+        ("GET", "/v1/workers/ws"),
+        ("GET", "/v1/jobs/1/events"),
+        ("GET", "/v1/jobs/abc/events"),
+        ("DELETE", "/v1/jobs/1"),
+        ("PUT", "/v1/health"),
+        ("GET", "/v1/blobs"),
+    ];
+    let mut problems = Vec::new();
+    for (method, target) in requests {
+        let answer = relay.request(method, target, &[]).await.expect("an answer");
+        assert!((400..500).contains(&answer.status), "{method} {target}: {}", answer.status);
+        if serde_json::from_slice::<starling_protocol::ErrorBody>(&answer.body).is_err() {
+            problems.push(format!("{method} {target}: {} {:?}", answer.status, Shown(answer.body)));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
