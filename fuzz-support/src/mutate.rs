@@ -63,9 +63,7 @@ pub fn interesting_string(rng: &mut StdRng) -> String {
 pub fn random_bytes(rng: &mut StdRng, max_len: usize) -> Vec<u8> {
     const JSONISH: &[u8] = b"{}[]\":,0123456789-+.eE \\nulltruefalse";
     let len = rng.gen_range(0..=max_len);
-    (0..len)
-        .map(|_| if rng.gen_bool(0.5) { *JSONISH.choose(rng).unwrap() } else { rng.r#gen() })
-        .collect()
+    (0..len).map(|_| if rng.gen_bool(0.5) { *JSONISH.choose(rng).unwrap() } else { rng.r#gen() }).collect()
 }
 
 /// One byte-level change: flip, overwrite, insert, delete, duplicate, truncate, or splice in a
@@ -324,11 +322,7 @@ impl JsonMutator {
     }
 
     fn key(&self, rng: &mut StdRng) -> String {
-        if rng.gen_bool(0.8) {
-            self.keys.choose(rng).cloned().unwrap_or_default()
-        } else {
-            interesting_string(rng)
-        }
+        if rng.gen_bool(0.8) { self.keys.choose(rng).cloned().unwrap_or_default() } else { interesting_string(rng) }
     }
 
     /// A corpus document (and its index) with 0 to 4 structural changes.
@@ -413,8 +407,7 @@ pub struct TokenMutator {
 impl TokenMutator {
     pub fn new(corpus: Vec<String>) -> Self {
         assert!(!corpus.is_empty(), "a mutator needs a corpus");
-        let mut vocabulary: Vec<String> =
-            corpus.iter().flat_map(|s| tokenize(s)).map(str::to_string).collect();
+        let mut vocabulary: Vec<String> = corpus.iter().flat_map(|s| tokenize(s)).map(str::to_string).collect();
         vocabulary.sort();
         vocabulary.dedup();
         Self { corpus, vocabulary, max_nesting: 1000 }

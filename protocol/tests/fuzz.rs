@@ -152,8 +152,9 @@ where
     let value: T = serde_json::from_slice(bytes).ok()?;
     let again = serde_json::to_vec(&value).expect("a decoded message encodes");
     if finite(&value) {
-        let back: T = serde_json::from_slice(&again)
-            .unwrap_or_else(|e| panic!("{value:?} re-encoded as {:?}, which does not decode: {e}", Shown(again.clone())));
+        let back: T = serde_json::from_slice(&again).unwrap_or_else(|e| {
+            panic!("{value:?} re-encoded as {:?}, which does not decode: {e}", Shown(again.clone()))
+        });
         assert_eq!(back, value, "round trip changed the value");
     }
     Some(value)

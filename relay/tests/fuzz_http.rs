@@ -285,7 +285,11 @@ fn http_request(rng: &mut StdRng, jobs: &JsonMutator) -> Sent {
             (method, path.choose(rng).unwrap().to_string(), vec![])
         }
         // WebSocket endpoints without an upgrade.
-        10 => ("GET", ["/v1/workers/ws".to_string(), format!("/v1/jobs/{}/events", seg(rng))].choose(rng).unwrap().clone(), vec![]),
+        10 => (
+            "GET",
+            ["/v1/workers/ws".to_string(), format!("/v1/jobs/{}/events", seg(rng))].choose(rng).unwrap().clone(),
+            vec![],
+        ),
         _ => ("POST", "/v1/jobs".to_string(), jobs.bytes(rng).1),
     };
     Sent { method, target: encode_target(&path), body: Shown(body) }
@@ -314,7 +318,12 @@ fn check_answer(sent: &Sent, answer: &Option<Answer>) -> Result<(), String> {
     }
     if (400..500).contains(&answer.status) && !known_plain_rejection(sent) {
         let body: Value = serde_json::from_slice(&answer.body).map_err(|_| {
-            format!("{} body is not JSON: {:?} (headers {:?})", answer.status, Shown(answer.body.clone()), answer.headers)
+            format!(
+                "{} body is not JSON: {:?} (headers {:?})",
+                answer.status,
+                Shown(answer.body.clone()),
+                answer.headers
+            )
         })?;
         let code: ErrorCode = serde_json::from_value(body["code"].clone())
             .map_err(|_| format!("{} body has no known code: {body}", answer.status))?;
@@ -463,8 +472,11 @@ fn worker_corpus(key: &Keypair) -> JsonMutator {
         WorkerMessage::Decline { lease: LeaseId(3), task, reason: "paused".into() },
         WorkerMessage::Register { owner: "cosmos1owner".into(), proof: key.sign(b"x") },
     ];
-    JsonMutator::new(messages.iter().map(|m| serde_json::to_value(m).unwrap()).collect())
-        .with_limits(&[u64::from(PROTOCOL_VERSION), 512, 128])
+    JsonMutator::new(messages.iter().map(|m| serde_json::to_value(m).unwrap()).collect()).with_limits(&[
+        u64::from(PROTOCOL_VERSION),
+        512,
+        128,
+    ])
 }
 
 /// Reads the relay's answers until it goes quiet for `wait`: every frame must be a relay
@@ -495,7 +507,7 @@ async fn worker_socket_frames_before_and_after_the_handshake() {
         let mut ws = connect(&relay).await;
         if send(&mut ws, text.clone()).await {
             let what = format!("{}\nfirst frame: {}", case.reproduce(), truncated(&text));
-            drain_answers(&mut ws, Duration::from_millis(300), &what).await;
+            drain_answers(&mut ws, Duration::from_millis(100), &what).await;
         }
     }
 

@@ -147,7 +147,11 @@ fn builtin_tasks() -> Vec<(BuiltinKernel, TaskSpec, Vec<u64>)> {
         out.push((BuiltinKernel::Mandelbrot, t, vec![]));
     }
     for (m, n, k) in [(2, 2, 2), (16, 8, 4), (33, 1, 7)] {
-        out.push((BuiltinKernel::MatmulF32, matmul_f32::task_for(m, n, k, h, h), vec![4 * u64::from(m * k), 4 * u64::from(k * n)]));
+        out.push((
+            BuiltinKernel::MatmulF32,
+            matmul_f32::task_for(m, n, k, h, h),
+            vec![4 * u64::from(m * k), 4 * u64::from(k * n)],
+        ));
     }
     for t in monte_carlo_pi::tasks(7, 3, 4, 16) {
         out.push((BuiltinKernel::MonteCarloPi, t, vec![]));
@@ -332,4 +336,3 @@ fn deepest_nesting_within_the_size_limit_is_refused_on_a_small_stack() {
         let _ = result;
     }
 }
-
