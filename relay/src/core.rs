@@ -8,6 +8,7 @@ use crate::blobs::BlobStore;
 use crate::error::{Error, Result};
 use crate::escrow::settler::{SettleNote, SettleSender};
 use crate::escrow::{Escrow, EscrowError, plan};
+use crate::leases::HeldLease;
 use crate::scheduler::{JobRequirements, Lease, Scheduler, TaskNeeds};
 use crate::store::{ReturnedReplica, Store};
 use crate::verifier::{self, Decision, Returned, Rule};
@@ -85,6 +86,8 @@ pub struct JobEventFrame {
 #[derive(Debug, Default)]
 pub struct Shared {
     pub online: RwLock<HashSet<PublicKey>>,
+    /// Leases held now: who may store which output (blob uploads and inline outputs check it).
+    pub leases: crate::leases::LeaseBook,
     /// One event channel per watched job, so a watcher wakes only for its own job's events.
     watchers: std::sync::Mutex<HashMap<JobId, broadcast::Sender<Arc<JobEvent>>>>,
 }
@@ -462,6 +465,7 @@ impl Core {
                 // The scheduler queues the replica again; the store records this lease as ended
                 // without a result, but no lapse counts against the task: it did nothing wrong.
                 self.sched.lease_declined(lease);
+                self.shared.leases.remove(lease);
                 Store::set_replica_state(db, lease, &[ReplicaState::Leased], ReplicaState::Lapsed).await?;
             }
             Command::CreateJob { job, req, reply } => {
@@ -581,6 +585,8 @@ impl Core {
             let lease = self.sched.lease_failed(lease_id).expect("lease checked above");
             return self.record_lapse(db, &lease, out).await;
         }
+        // Named by a result from here on: the output never expires (see `blobs`).
+        self.blobs.keep([&output_hash]);
         if self.blobs.size(&output_hash).await != Some(output_len) {
             out.messages.push((
                 key,
@@ -596,6 +602,7 @@ impl Core {
         }
         out.count(key, 1, 0, 0);
         self.sched.lease_returned(lease_id);
+        self.shared.leases.remove(lease_id);
         self.tasks.entry(task).or_default().returned.push(ReturnedReplica {
             lease: lease_id,
             worker: key,
@@ -607,6 +614,7 @@ impl Core {
 
     /// A lease ended without a result (silence, disconnect, failure): record it and re-decide.
     async fn record_lapse(&mut self, db: &mut SqliteConnection, lease: &Lease, out: &mut Outbox) -> Result<()> {
+        self.shared.leases.remove(lease.id);
         if !Store::set_replica_state(db, lease.id, &[ReplicaState::Leased], ReplicaState::Lapsed).await? {
             return Ok(());
         }
@@ -704,6 +712,7 @@ impl Core {
     async fn close_task(&mut self, db: &mut SqliteConnection, task: TaskId, out: &mut Outbox) -> Result<()> {
         self.tasks.remove(&task);
         for lease in self.sched.close_task(task) {
+            self.shared.leases.remove(lease.id);
             Store::set_replica_state(db, lease.id, &[ReplicaState::Leased], ReplicaState::Cancelled).await?;
             out.messages.push((lease.worker, RelayMessage::Cancel { lease: lease.id }));
         }
@@ -724,7 +733,9 @@ impl Core {
             return Ok(());
         }
         let mut job = self.jobs.remove(&job_id).expect("checked above");
-        self.sched.remove_job(job_id);
+        for lease in self.sched.remove_job(job_id) {
+            self.shared.leases.remove(lease.id);
+        }
         let (state, failure) = if job.summary.tasks_failed == 0 {
             (JobState::Done, None)
         } else {
@@ -777,6 +788,8 @@ impl Core {
             let job = &self.jobs[&lease.task.job];
             let spec = &job.spec.tasks[lease.task.index as usize];
             Store::insert_lease(db, lease.id, lease.task, &lease.worker, wall).await?;
+            let held = HeldLease { worker: lease.worker, task: lease.task, output_size: u64::from(spec.output_size) };
+            self.shared.leases.insert(lease.id, held);
             out.messages.push((
                 lease.worker,
                 RelayMessage::Assign(Assignment {

@@ -5,13 +5,15 @@
 //! - [`core`]: the single writer; applies commands in batched transactions and runs:
 //!   - [`scheduler`]: pure; which worker gets which replica, lease expiry;
 //!   - [`verifier`]: pure; quorum decisions over returned results.
-//! - [`store`]: SQL state (SQLite in WAL mode by default); [`blobs`]: content-addressed files.
+//! - [`store`]: SQL state (SQLite in WAL mode by default); [`blobs`]: content-addressed files,
+//!   charged to their uploader until a job references them; [`leases`]: leases held now.
 
 pub mod api;
 pub mod blobs;
 pub mod core;
 pub mod error;
 pub mod escrow;
+pub mod leases;
 pub mod scheduler;
 pub mod store;
 pub mod verifier;
@@ -63,6 +65,8 @@ pub struct Config {
     pub max_workers: usize,
     pub max_watchers: usize,
     pub max_blob_bytes: u64,
+    /// Bounds on blobs no job references yet, and how long they live.
+    pub blob_quota: blobs::BlobQuota,
     pub escrow: EscrowConfig,
     /// The web app's folder (`www/`), served at `/`; `None` serves the API only.
     pub www: Option<PathBuf>,
@@ -76,6 +80,7 @@ impl Config {
             max_workers: 20_000,
             max_watchers: 10_000,
             max_blob_bytes: starling_protocol::limits::MAX_BLOB_BYTES,
+            blob_quota: blobs::BlobQuota::default(),
             escrow: EscrowConfig::Off,
             www: None,
         }
@@ -113,7 +118,9 @@ pub async fn run(
 ) -> Result<()> {
     std::fs::create_dir_all(&config.data_dir)?;
     let store = store::Store::open(&config.data_dir.join("relay.sqlite")).await?;
-    let blobs = blobs::BlobStore::open(&config.data_dir.join("blobs"), config.max_blob_bytes)?;
+    let blobs = blobs::BlobStore::open(&config.data_dir.join("blobs"), config.max_blob_bytes)?.with_quota(config.blob_quota);
+    let unreferenced = blobs.adopt_unreferenced(&store.referenced_blobs().await?)?;
+    tracing::info!(unreferenced, "blobs no job references will expire");
     let escrow: Option<escrow::Escrow> = match &config.escrow {
         EscrowConfig::Off => None,
         EscrowConfig::Embedded(c) => {
@@ -154,6 +161,7 @@ pub async fn run(
         escrow,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    blobs::spawn_sweeper(state.blobs.clone(), stop_rx.clone());
     let core_task = tokio::spawn(core.run(rx, {
         let mut stop = stop_rx.clone();
         async move {
