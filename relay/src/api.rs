@@ -3,8 +3,8 @@
 
 use crate::blobs::{BlobError, Owner, Upload, wall_ms};
 use crate::core::{input_sizes, requirements};
-use crate::leases::OutputRefused;
 use crate::error::ApiError;
+use crate::leases::OutputRefused;
 use crate::{AppState, ws};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -233,8 +233,8 @@ async fn put_blob(
     req: Request,
 ) -> Result<Response, ApiError> {
     let hash = parse_hash(&hash.map_err(path_error)?.0)?;
-    let auth = UploadAuth::from_headers(|name| req.headers().get(name).and_then(|v| v.to_str().ok()))
-        .map_err(ApiError)?;
+    let auth =
+        UploadAuth::from_headers(|name| req.headers().get(name).and_then(|v| v.to_str().ok())).map_err(ApiError)?;
     let len = content_length(&req)?;
     let limit = app.blobs.max_bytes();
     if len > limit {
@@ -244,7 +244,11 @@ async fn put_blob(
     let owner = match auth.purpose {
         UploadPurpose::Input => Owner::Client(auth.key),
         UploadPurpose::Output { lease } => {
-            app.core.shared.leases.charge(lease, &auth.key, None, &hash, len).map_err(|e| ApiError(output_refused(e)))?;
+            app.core
+                .shared
+                .leases
+                .charge(lease, &auth.key, None, &hash, len)
+                .map_err(|e| ApiError(output_refused(e)))?;
             Owner::Lease(lease)
         }
     };

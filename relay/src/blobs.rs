@@ -368,7 +368,12 @@ impl BlobStore {
 
     /// Writes a body to a temporary file, checking the size limit (and the signed length, when
     /// given) as it arrives and, when given, that the content hashes to `expected`.
-    async fn write_tmp<S, E>(&self, mut body: S, expected: Option<Hash32>, declared: Option<u64>) -> Result<PathBuf, BlobError>
+    async fn write_tmp<S, E>(
+        &self,
+        mut body: S,
+        expected: Option<Hash32>,
+        declared: Option<u64>,
+    ) -> Result<PathBuf, BlobError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
@@ -384,7 +389,9 @@ impl BlobStore {
                 len += chunk.len() as u64;
                 if len > limit {
                     return Err(match declared {
-                        Some(declared) if declared <= self.max_bytes => BlobError::LengthMismatch { declared, actual: len },
+                        Some(declared) if declared <= self.max_bytes => {
+                            BlobError::LengthMismatch { declared, actual: len }
+                        }
                         _ => BlobError::TooLarge { limit: self.max_bytes },
                     });
                 }
@@ -433,7 +440,9 @@ pub fn spawn_sweeper(blobs: BlobStore, mut stop: tokio::sync::watch::Receiver<bo
             }
             let b = blobs.clone();
             match tokio::task::spawn_blocking(move || b.sweep(wall_ms())).await {
-                Ok(deleted) if !deleted.is_empty() => tracing::info!(deleted = deleted.len(), "expired unreferenced blobs"),
+                Ok(deleted) if !deleted.is_empty() => {
+                    tracing::info!(deleted = deleted.len(), "expired unreferenced blobs")
+                }
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "blob sweep panicked"),
             }
@@ -475,9 +484,15 @@ mod tests {
         let wrong = Upload { hash: sha256(b"abd"), ..input(1, b"abc") };
         assert!(matches!(put(&store, wrong, b"abc", 0).await, Err(BlobError::HashMismatch { .. })));
         let short = Upload { len: 4, ..input(1, b"abc") };
-        assert!(matches!(put(&store, short, b"abc", 0).await, Err(BlobError::LengthMismatch { declared: 4, actual: 3 })));
+        assert!(matches!(
+            put(&store, short, b"abc", 0).await,
+            Err(BlobError::LengthMismatch { declared: 4, actual: 3 })
+        ));
         let long = Upload { len: 2, ..input(1, b"abc") };
-        assert!(matches!(put(&store, long, b"abc", 0).await, Err(BlobError::LengthMismatch { declared: 2, actual: 3 })));
+        assert!(matches!(
+            put(&store, long, b"abc", 0).await,
+            Err(BlobError::LengthMismatch { declared: 2, actual: 3 })
+        ));
         assert_eq!(store.size(&sha256(b"abc")).await, None, "refused uploads leave nothing behind");
         assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
         assert_eq!(store.held_by(&PublicKey([1; 32])), ((5, 1), (5, 1)), "refusals charge nothing");
@@ -491,7 +506,10 @@ mod tests {
         let over = put(&store, input(1, b"bbbbb"), b"bbbbb", 0).await;
         assert!(matches!(over, Err(BlobError::Quota(_))), "{over:?}");
         assert_eq!(store.size(&sha256(b"bbbbb")).await, None);
-        assert!(matches!(put(&store, input(1, b"too big for a key"), b"too big for a key", 0).await, Err(BlobError::TooLarge { limit: 10 })));
+        assert!(matches!(
+            put(&store, input(1, b"too big for a key"), b"too big for a key", 0).await,
+            Err(BlobError::TooLarge { limit: 10 })
+        ));
         // Another key still uploads, until all keys together reach the total.
         put(&store, input(2, b"cccccccc"), b"cccccccc", 0).await.unwrap();
         let total = put(&store, input(3, b"ddd"), b"ddd", 0).await;

@@ -112,12 +112,19 @@ mod tests {
         assert_eq!(book.charge(lease, &other, None, &a, 8), Err(OutputRefused::NotHeld(lease)));
         let wrong_task = TaskId { job: JobId(1), index: 1 };
         assert_eq!(book.charge(lease, &worker, Some(wrong_task), &a, 8), Err(OutputRefused::NotHeld(lease)));
-        assert_eq!(book.charge(lease, &worker, None, &a, 9), Err(OutputRefused::WrongSize { lease, len: 9, declared: 8 }));
+        assert_eq!(
+            book.charge(lease, &worker, None, &a, 9),
+            Err(OutputRefused::WrongSize { lease, len: 9, declared: 8 })
+        );
         assert_eq!(book.charge(lease, &worker, Some(task), &a, 8), Ok(()));
         assert_eq!(book.charge(lease, &worker, None, &a, 8), Ok(()), "a retry of the same blob is fine");
         assert_eq!(book.charge(lease, &worker, None, &b, 8), Err(OutputRefused::AlreadyStored { lease, stored: a }));
         book.uncharge(lease, &a);
-        assert_eq!(book.charge(lease, &worker, None, &b, 8), Ok(()), "an upload that failed frees the lease's allowance");
+        assert_eq!(
+            book.charge(lease, &worker, None, &b, 8),
+            Ok(()),
+            "an upload that failed frees the lease's allowance"
+        );
         book.remove(lease);
         assert_eq!(book.charge(lease, &worker, None, &b, 8), Err(OutputRefused::NotHeld(lease)));
         assert!(book.is_empty());

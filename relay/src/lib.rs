@@ -118,7 +118,8 @@ pub async fn run(
 ) -> Result<()> {
     std::fs::create_dir_all(&config.data_dir)?;
     let store = store::Store::open(&config.data_dir.join("relay.sqlite")).await?;
-    let blobs = blobs::BlobStore::open(&config.data_dir.join("blobs"), config.max_blob_bytes)?.with_quota(config.blob_quota);
+    let blobs =
+        blobs::BlobStore::open(&config.data_dir.join("blobs"), config.max_blob_bytes)?.with_quota(config.blob_quota);
     let unreferenced = blobs.adopt_unreferenced(&store.referenced_blobs().await?)?;
     tracing::info!(unreferenced, "blobs no job references will expire");
     let escrow: Option<escrow::Escrow> = match &config.escrow {

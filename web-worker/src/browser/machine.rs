@@ -78,7 +78,11 @@ impl TaskOutput {
     /// An output of at most [`MAX_INLINE_OUTPUT_BYTES`], sent inside the result.
     pub fn inline(output: Vec<u8>) -> Self {
         debug_assert!(output.len() <= MAX_INLINE_OUTPUT_BYTES);
-        TaskOutput { output_hash: starling_protocol::sha256(&output), output_len: output.len() as u64, inline: Some(output) }
+        TaskOutput {
+            output_hash: starling_protocol::sha256(&output),
+            output_len: output.len() as u64,
+            inline: Some(output),
+        }
     }
 }
 

@@ -185,8 +185,7 @@ fn handshake_then_assign_run_sign_rest_and_ack() {
     let output_hash = sha256(b"output");
     let actions = rig.at(2400).finish(1, Ok(TaskOutput { output_hash, output_len: 16, inline: None }));
     let msgs = sent(&actions);
-    let WorkerMessage::Result { lease, task, output_hash: h, output_len, signature, output: None } = &msgs[0].1
-    else {
+    let WorkerMessage::Result { lease, task, output_hash: h, output_len, signature, output: None } = &msgs[0].1 else {
         panic!("{msgs:?}")
     };
     assert_eq!((*lease, *task, *h, *output_len), (LeaseId(1), assignment(1).task, output_hash, 16));
