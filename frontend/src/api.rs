@@ -133,7 +133,8 @@ pub async fn upload(key: &Keypair, bytes: &[u8], expected: &Hash32) -> Result<St
     let endpoint = "PUT /v1/blobs/{hash}";
     let auth = UploadAuth::sign(key, UploadPurpose::Input, expected, bytes.len() as u64);
     let body = Body::Signed(bytes, auth.headers());
-    let stored: StoredBlob = json(send("PUT", &format!("/v1/blobs/{expected}"), body, endpoint).await?, endpoint).await?;
+    let stored: StoredBlob =
+        json(send("PUT", &format!("/v1/blobs/{expected}"), body, endpoint).await?, endpoint).await?;
     if stored.hash != *expected {
         return Err(Error::Decode(format!("the relay stored the upload as {}, not {expected}", stored.hash)));
     }

@@ -1006,11 +1006,8 @@ async fn relay_phase(n: usize, o: &Options) -> Result<RelayFigures> {
     let replicas = s1.acks - s0.acks;
     ensure!(replicas > 0, "no replica completed in the window");
     let mean = |a: u64, b: u64| (b - a) as f64 / replicas as f64 / 1e3;
-    let (compute_us, ack_us, next_assign_us) = (
-        mean(s0.compute_ns, s1.compute_ns),
-        mean(s0.ack_ns, s1.ack_ns),
-        mean(s0.next_assign_ns, s1.next_assign_ns),
-    );
+    let (compute_us, ack_us, next_assign_us) =
+        (mean(s0.compute_ns, s1.compute_ns), mean(s0.ack_ns, s1.ack_ns), mean(s0.next_assign_ns, s1.next_assign_ns));
     let c = &ctx.counters;
     let errors = c.relay_errors.load(Ordering::Relaxed);
     let mut durability = durability;
