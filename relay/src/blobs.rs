@@ -523,9 +523,13 @@ mod tests {
         put(&store, input(1, b"bbbbb"), b"bbbbb", 0).await.unwrap();
         put(&store, input(3, b"ddd"), b"ddd", 0).await.unwrap();
         // A count limit too.
-        put(&store, input(3, b"e"), b"e", 0).await.unwrap();
-        put(&store, input(3, b"f"), b"f", 0).await.unwrap();
-        assert!(matches!(put(&store, input(3, b"g"), b"g", 0).await, Err(BlobError::Quota(_))));
+        let store =
+            BlobStore::open(dir.path(), 64).unwrap().with_quota(BlobQuota { total_bytes: 1 << 20, ..small_quota() });
+        for blob in [&b"e"[..], b"f", b"g"] {
+            store.put_bytes(input(4, blob), Bytes::copy_from_slice(blob), 0).await.unwrap();
+        }
+        assert!(matches!(put(&store, input(4, b"h"), b"h", 0).await, Err(BlobError::Quota(_))));
+        assert_eq!(store.held_by(&PublicKey([4; 32])).0, (3, 3));
     }
 
     #[tokio::test]
