@@ -633,8 +633,6 @@ fn add_elapsed(counter: &AtomicU64, since: Instant) {
 
 /// What one simulated worker shares with the others.
 struct WorkerCtx {
-    base: String,
-    http: reqwest::Client,
     counters: Counters,
     /// Every acknowledged replica, checked against the store after the relay restarts.
     acked: Mutex<Vec<(TaskId, PublicKey)>>,
@@ -955,12 +953,7 @@ async fn relay_phase(n: usize, o: &Options) -> Result<RelayFigures> {
     let base = relay.http();
     let http = reqwest::Client::builder().timeout(PATIENCE).build()?;
     wait_healthy(&http, &base).await?;
-    let ctx = Arc::new(WorkerCtx {
-        base: base.clone(),
-        http: http.clone(),
-        counters: Counters::default(),
-        acked: Mutex::default(),
-    });
+    let ctx = Arc::new(WorkerCtx { counters: Counters::default(), acked: Mutex::default() });
     let (stop_workers, stop_rx) = watch::channel(false);
     let workers = connect_workers(&relay.ws("/v1/workers/ws"), 0..n, &ctx, &stop_rx).await?;
     wait_online(&http, &base, n).await?;
@@ -1121,12 +1114,7 @@ async fn idle_relay(counts: &[usize]) -> Result<Vec<IdleFigure>> {
     let http = reqwest::Client::builder().timeout(PATIENCE).build()?;
     wait_healthy(&http, &base).await?;
     let rss_before = settled_rss(&relay).await?;
-    let ctx = Arc::new(WorkerCtx {
-        base: base.clone(),
-        http: http.clone(),
-        counters: Counters::default(),
-        acked: Mutex::default(),
-    });
+    let ctx = Arc::new(WorkerCtx { counters: Counters::default(), acked: Mutex::default() });
     let (stop, stop_rx) = watch::channel(false);
     let mut workers = Vec::new();
     let mut figures = Vec::new();
