@@ -4,7 +4,8 @@ use anyhow::{Context, Result, bail};
 use futures_util::StreamExt;
 use starling_protocol::events::{JobDetail, JobEvent, JobSummary, WorkerView};
 use starling_protocol::job::JobSpec;
-use starling_protocol::sign::Keypair;
+use starling_protocol::sign::{Keypair, UploadPurpose};
+use starling_protocol::upload::UploadAuth;
 use starling_protocol::{ErrorBody, Hash32, JobId, sha256};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -31,16 +32,16 @@ impl Client {
         Self { base: base.trim_end_matches('/').to_string(), http: reqwest::Client::new() }
     }
 
-    /// Uploads a blob to its content address; returns the hash.
-    pub async fn upload(&self, data: Vec<u8>) -> Result<Hash32> {
+    /// Uploads a job input to its content address, signed by `key` (whose quota it counts
+    /// against until a job uses it); returns the hash.
+    pub async fn upload(&self, key: &Keypair, data: Vec<u8>) -> Result<Hash32> {
         let hash = sha256(&data);
-        let resp = self
-            .http
-            .put(format!("{}/v1/blobs/{hash}", self.base))
-            .body(data)
-            .send()
-            .await
-            .context("uploading blob")?;
+        let auth = UploadAuth::sign(key, UploadPurpose::Input, &hash, data.len() as u64);
+        let mut req = self.http.put(format!("{}/v1/blobs/{hash}", self.base));
+        for (name, value) in auth.headers() {
+            req = req.header(name, value);
+        }
+        let resp = req.body(data).send().await.context("uploading blob")?;
         check(resp).await?;
         Ok(hash)
     }

@@ -105,7 +105,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let mut runs = Vec::new();
     for (label, kind) in [("mandelbrot tiles", render), ("matmul f32", matmul)] {
         let rules = Rules { label: label.into(), ..rules.clone() };
-        let prepared = jobs::prepare(&client, kind, &rules).await?;
+        let prepared = jobs::prepare(&client, &key, kind, &rules).await?;
         let job = client.submit(&key, prepared.spec.clone()).await.with_context(|| format!("submitting {label}"))?;
         let bar = progress.add(ProgressBar::new(u64::from(job.tasks_total)));
         let client = client.clone();

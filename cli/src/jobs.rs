@@ -8,6 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use starling_protocol::events::{JobEvent, JobState, JobSummary};
 use starling_protocol::job::{BuiltinKernel, Comparison, JobSpec, KernelSpec, TaskSpec};
 use starling_protocol::sha256;
+use starling_protocol::sign::Keypair;
 use starling_web_worker::kernels::{mandelbrot, matmul_f32, monte_carlo_pi, sha256_nonce_search};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -186,8 +187,8 @@ fn parse_list(s: &str, task: u32) -> Result<Vec<u32>> {
         .collect()
 }
 
-/// Builds the job, uploading any inputs it needs.
-pub async fn prepare(client: &Client, kind: Kind, rules: &Rules) -> Result<Prepared> {
+/// Builds the job, uploading any inputs it needs under `key`.
+pub async fn prepare(client: &Client, key: &Keypair, kind: Kind, rules: &Rules) -> Result<Prepared> {
     Ok(match kind {
         Kind::Mandelbrot { width, height, tile, max_iter, center_re, center_im, scale, out } => {
             let tasks = mandelbrot::tile_job_tasks(width, height, tile, max_iter, (center_re, center_im), scale);
@@ -202,8 +203,8 @@ pub async fn prepare(client: &Client, kind: Kind, rules: &Rules) -> Result<Prepa
         Kind::Matmul { m, n, k, rows_per_task, seed } => {
             let a = matmul_f32::random_matrix((m * k) as usize, seed);
             let b = matmul_f32::random_matrix((k * n) as usize, seed.wrapping_add(1));
-            let ha = client.upload(matmul_f32::f32s_to_bytes(&a)).await?;
-            let hb = client.upload(matmul_f32::f32s_to_bytes(&b)).await?;
+            let ha = client.upload(key, matmul_f32::f32s_to_bytes(&a)).await?;
+            let hb = client.upload(key, matmul_f32::f32s_to_bytes(&b)).await?;
             let tasks = matmul_f32::tasks_for(m, n, k, ha, hb, rows_per_task);
             if tasks.is_empty() {
                 bail!("matrix sizes must be positive");
@@ -240,7 +241,7 @@ pub async fn prepare(client: &Client, kind: Kind, rules: &Rules) -> Result<Prepa
             let mut hashes = Vec::new();
             for path in &inputs {
                 let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-                hashes.push(client.upload(data).await?);
+                hashes.push(client.upload(key, data).await?);
             }
             let wg = parse_list(&workgroups, 0)?;
             let wg: [u32; 3] = wg.try_into().map_err(|_| anyhow::anyhow!("--workgroups takes x,y,z"))?;
@@ -368,7 +369,7 @@ pub async fn finish(client: &Client, job: &JobSummary, spec: &JobSpec, finish: &
 pub async fn submit(args: SubmitArgs) -> Result<()> {
     let client = Client::new(&args.relay);
     let key = starling_web_worker::native::load_or_create_key(&args.key_file)?;
-    let prepared = prepare(&client, args.kind, &args.rules).await?;
+    let prepared = prepare(&client, &key, args.kind, &args.rules).await?;
     let started = Instant::now();
     let job = client.submit(&key, prepared.spec.clone()).await?;
     println!("job {} accepted: {} tasks × {} replicas", job.id, job.tasks_total, prepared.spec.replicas);

@@ -49,7 +49,10 @@ async fn jobs_complete_with_verified_results_equal_to_the_cpu_reference() {
     let api = Api::new(&relay.base);
     api.wait_workers(2).await;
 
-    let render = mandelbrot_job(96, 64, 32, 200);
+    // 96×64 pixel tiles (24 KiB of output each) are uploaded under a signature for their lease;
+    // the matmul and pi outputs are small enough to travel inside the result message.
+    let render = mandelbrot_job(192, 64, 96, 200);
+    assert!(render.tasks.iter().all(|t| t.output_size as usize > starling_protocol::limits::MAX_INLINE_OUTPUT_BYTES));
     let render_job = api.submit(render.clone()).await;
     // Watch the render live.
     let url = format!("{}/v1/jobs/{}/events", relay.base.replace("http", "ws"), render_job.id);

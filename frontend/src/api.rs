@@ -7,7 +7,8 @@ use crate::{Error, Result};
 use js_sys::Uint8Array;
 use serde::de::DeserializeOwned;
 use starling_protocol::events::{JobDetail, JobEvent, JobSummary};
-use starling_protocol::sign::SignedJob;
+use starling_protocol::sign::{Keypair, SignedJob, UploadPurpose};
+use starling_protocol::upload::UploadAuth;
 use starling_protocol::{Hash32, JobId};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -18,7 +19,8 @@ use wasm_bindgen_futures::JsFuture;
 enum Body<'a> {
     None,
     Json(String),
-    Bytes(&'a [u8]),
+    /// Bytes with the headers that sign them (a blob upload).
+    Signed(&'a [u8], Vec<(&'static str, String)>),
 }
 
 /// One request; `endpoint` names it in errors (`GET /v1/health`).
@@ -32,8 +34,11 @@ async fn send(method: &str, path: &str, body: Body<'_>, endpoint: &str) -> Resul
             let _ = headers.set("content-type", "application/json");
             init.set_body(&JsValue::from_str(&text));
         }
-        Body::Bytes(bytes) => {
+        Body::Signed(bytes, signed) => {
             let _ = headers.set("content-type", "application/octet-stream");
+            for (name, value) in signed {
+                headers.set(name, &value).map_err(|e| Error::Browser(js_text(&e)))?;
+            }
             init.set_body(&Uint8Array::from(bytes));
         }
     }
@@ -121,10 +126,15 @@ pub async fn blob(hash: &Hash32) -> Result<Vec<u8>> {
     bytes_of(&response).await
 }
 
-/// Uploads `bytes` and checks the relay stored them under the hash the spec names.
-pub async fn upload(bytes: &[u8], expected: &Hash32) -> Result<StoredBlob> {
-    let endpoint = "POST /v1/blobs";
-    let stored: StoredBlob = json(send("POST", "/v1/blobs", Body::Bytes(bytes), endpoint).await?, endpoint).await?;
+/// Uploads `bytes` as a job input signed by the client `key` (the relay counts it against the
+/// key's quota until a job uses it), and checks the relay stored them under the hash the spec
+/// names.
+pub async fn upload(key: &Keypair, bytes: &[u8], expected: &Hash32) -> Result<StoredBlob> {
+    let endpoint = "PUT /v1/blobs/{hash}";
+    let auth = UploadAuth::sign(key, UploadPurpose::Input, expected, bytes.len() as u64);
+    let body = Body::Signed(bytes, auth.headers());
+    let stored: StoredBlob =
+        json(send("PUT", &format!("/v1/blobs/{expected}"), body, endpoint).await?, endpoint).await?;
     if stored.hash != *expected {
         return Err(Error::Decode(format!("the relay stored the upload as {}, not {expected}", stored.hash)));
     }

@@ -113,7 +113,7 @@ pub struct TaskResult {
     pub output_hash: Option<Hash32>,
 }
 
-/// `POST /v1/blobs` answer.
+/// `PUT /v1/blobs/{hash}` answer.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct StoredBlob {
     pub hash: Hash32,

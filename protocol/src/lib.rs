@@ -6,6 +6,7 @@
 //!   worker capabilities.
 //! - [`events`]: live events pushed to clients watching jobs and the network.
 //! - [`sign`]: domain-separated signed byte encodings (the escrow contract verifies the same bytes).
+//! - [`upload`]: the signed headers that tie a blob upload to a client key or a worker's lease.
 //! - [`error`]: the error codes every API and channel uses.
 //!
 //! No I/O here: the crate builds for native targets and `wasm32-unknown-unknown`.
@@ -17,6 +18,7 @@ pub mod ids;
 pub mod job;
 pub mod limits;
 pub mod sign;
+pub mod upload;
 pub mod worker;
 
 pub use bytes::{Hash32, PublicKey, Signature, sha256};

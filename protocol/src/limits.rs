@@ -33,3 +33,7 @@ pub const MAX_DEADLINE_SECS: u64 = 7 * 24 * 3600;
 /// Longest chain address or contract address accepted in protocol messages (bech32 addresses
 /// are at most 90 characters).
 pub const MAX_ADDRESS_LEN: usize = 128;
+
+/// Largest output a worker may send inline in its `result` message instead of uploading it:
+/// base64 makes it 4/3 as large, still far below [`MAX_WS_FRAME_BYTES`].
+pub const MAX_INLINE_OUTPUT_BYTES: usize = 16 << 10;

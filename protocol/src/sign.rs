@@ -10,12 +10,13 @@
 //! | result | tag `starling/result/v1` ‖ job id (u64) ‖ task index (u32) ‖ output SHA-256 (32) ‖ output length (u64) ‖ worker key (32) |
 //! | job    | tag `starling/job/v1` ‖ SHA-256 of the spec's canonical JSON (32) ‖ client key (32) |
 //! | register | tag `starling/register/v1` ‖ contract address length (u16) ‖ contract address ‖ owner length (u16) ‖ owner address ‖ worker key (32) |
+//! | upload | tag `starling/upload/v1` ‖ purpose (u8: 0 client input, 1 worker output) ‖ lease id (u64; 0 for an input) ‖ blob SHA-256 (32) ‖ blob length (u64) ‖ uploader key (32) |
 //!
 //! The escrow contract rebuilds `result` bytes from settled data and verifies the signatures
 //! itself, so these encodings never change within a version tag. `tests::golden_vectors` pins them.
 
 use crate::bytes::{Hash32, PublicKey, Signature};
-use crate::ids::TaskId;
+use crate::ids::{LeaseId, TaskId};
 use crate::job::JobSpec;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,7 @@ pub const TAG_AUTH: &str = "starling/auth/v1";
 pub const TAG_RESULT: &str = "starling/result/v1";
 pub const TAG_JOB: &str = "starling/job/v1";
 pub const TAG_REGISTER: &str = "starling/register/v1";
+pub const TAG_UPLOAD: &str = "starling/upload/v1";
 
 fn tagged(tag: &str, capacity: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + tag.len() + capacity);
@@ -69,6 +71,32 @@ pub fn register_bytes(contract: &str, owner: &str, worker: &PublicKey) -> Vec<u8
         out.extend_from_slice(part.as_bytes());
     }
     out.extend_from_slice(&worker.0);
+    out
+}
+
+/// Why a blob is uploaded, and so whose allowance it spends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UploadPurpose {
+    /// A client's job input: counts against the client key's quota until a job names it.
+    Input,
+    /// A worker's output for the lease it holds: at most one blob of the task's declared size.
+    Output { lease: LeaseId },
+}
+
+/// Bytes an uploader signs over a blob it stores on the relay (`PUT /v1/blobs/{hash}`): the
+/// relay charges the blob to `uploader` (or to its lease) only with this proof, and the length
+/// it signs is the length the relay reserves before reading the body.
+pub fn upload_bytes(purpose: UploadPurpose, blob: &Hash32, len: u64, uploader: &PublicKey) -> Vec<u8> {
+    let mut out = tagged(TAG_UPLOAD, 81);
+    let (kind, lease) = match purpose {
+        UploadPurpose::Input => (0u8, 0u64),
+        UploadPurpose::Output { lease } => (1u8, lease.0),
+    };
+    out.push(kind);
+    out.extend_from_slice(&lease.to_be_bytes());
+    out.extend_from_slice(&blob.0);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&uploader.0);
     out
 }
 
@@ -126,6 +154,10 @@ impl Keypair {
 
     pub fn sign_result(&self, task: TaskId, output_hash: &Hash32, output_len: u64) -> Signature {
         self.sign(&result_bytes(task, output_hash, output_len, &self.public()))
+    }
+
+    pub fn sign_upload(&self, purpose: UploadPurpose, blob: &Hash32, len: u64) -> Signature {
+        self.sign(&upload_bytes(purpose, blob, len, &self.public()))
     }
 
     /// Signs `spec` for submission.
@@ -217,6 +249,51 @@ mod tests {
             )
         );
     }
+
+    #[test]
+    fn golden_upload_bytes() {
+        let key = worker();
+        let blob = sha256(b"output");
+        assert_eq!(
+            hex::encode(upload_bytes(UploadPurpose::Input, &blob, 4096, &key.public())),
+            concat!(
+                "12",
+                "737461726c696e672f75706c6f61642f7631",
+                "00",
+                "0000000000000000",
+                "e0ee8bb50685e05fa0f47ed04203ae953fdfd055f5bd2892ea186504254f8c3a",
+                "0000000000001000",
+                "ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c"
+            )
+        );
+        let output = upload_bytes(UploadPurpose::Output { lease: LeaseId(0x0102) }, &blob, 4096, &key.public());
+        assert_eq!(
+            hex::encode(&output),
+            concat!(
+                "12",
+                "737461726c696e672f75706c6f61642f7631",
+                "01",
+                "0000000000000102",
+                "e0ee8bb50685e05fa0f47ed04203ae953fdfd055f5bd2892ea186504254f8c3a",
+                "0000000000001000",
+                "ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c"
+            )
+        );
+        let sig = key.sign_upload(UploadPurpose::Output { lease: LeaseId(0x0102) }, &blob, 4096);
+        assert_eq!(sig.to_hex(), GOLDEN_UPLOAD_SIGNATURE);
+        verify(&key.public(), &output, &sig).unwrap();
+        // The same blob for another lease, another purpose or another length does not verify.
+        for other in [
+            upload_bytes(UploadPurpose::Output { lease: LeaseId(0x0103) }, &blob, 4096, &key.public()),
+            upload_bytes(UploadPurpose::Input, &blob, 4096, &key.public()),
+            upload_bytes(UploadPurpose::Output { lease: LeaseId(0x0102) }, &blob, 4095, &key.public()),
+        ] {
+            assert_eq!(verify(&key.public(), &other, &sig), Err(SignatureError::Invalid));
+        }
+    }
+
+    /// Cross-checked against Python `cryptography`, as the result signature is.
+    const GOLDEN_UPLOAD_SIGNATURE: &str = "582b21f4f9b326adc8ea9fa16f63dbfa4f508507ed70ae0faa6aafb199d2c79771d54ea18bba88f5b2f51354b296f059eac876c46f7d37f8c59a489c1aa7270f";
 
     /// Cross-checked against an independent ed25519 implementation (Python `cryptography`).
     const GOLDEN_RESULT_SIGNATURE: &str = "898047d6f3c27b8b6431e937ebe3b4bbf8c2ee54038d40af23cb1c61aaeb4343f3bbf6a2027f7dfa194674bc5cd8bc206662319b15469af52a9b4d89280bad0c";

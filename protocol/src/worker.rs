@@ -26,13 +26,17 @@ pub enum WorkerMessage {
     Heartbeat {
         state: DeviceState,
     },
-    /// The output blob was uploaded first; `signature` is over [`crate::sign::result_bytes`].
+    /// `signature` is over [`crate::sign::result_bytes`]. An output of at most
+    /// [`crate::limits::MAX_INLINE_OUTPUT_BYTES`] may travel here as `output`; a larger one is
+    /// uploaded first (`PUT /v1/blobs/{output_hash}` signed for this lease).
     Result {
         lease: LeaseId,
         task: TaskId,
         output_hash: Hash32,
         output_len: u64,
         signature: Signature,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<InlineBytes>,
     },
     /// The worker could not run the task (bad input, device lost, limits exceeded).
     Failed {
@@ -57,6 +61,34 @@ pub enum WorkerMessage {
         owner: String,
         proof: Signature,
     },
+}
+
+/// Bytes carried inside a JSON message, as standard base64.
+#[derive(Clone, PartialEq, Eq)]
+pub struct InlineBytes(pub Vec<u8>);
+
+impl std::fmt::Debug for InlineBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "InlineBytes({} bytes)", self.0.len())
+    }
+}
+
+impl Serialize for InlineBytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine;
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for InlineBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use base64::Engine;
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(s.as_bytes())
+            .map(InlineBytes)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// Messages the relay sends.
@@ -213,5 +245,38 @@ mod tests {
         let json = serde_json::to_string(&e).unwrap();
         assert_eq!(json, r#"{"type":"error","code":"out_of_order","message":"auth first"}"#);
         assert_eq!(serde_json::from_str::<RelayMessage>(&json).unwrap(), e);
+    }
+
+    #[test]
+    fn inline_output_is_base64_and_optional() {
+        let result = |output| WorkerMessage::Result {
+            lease: LeaseId(1),
+            task: TaskId { job: crate::JobId(2), index: 3 },
+            output_hash: Hash32([0; 32]),
+            output_len: 3,
+            signature: Signature([0; 64]),
+            output,
+        };
+        let plain = serde_json::to_string(&result(None)).unwrap();
+        assert!(!plain.contains("output\""), "absent inline output is not sent: {plain}");
+        assert_eq!(serde_json::from_str::<WorkerMessage>(&plain).unwrap(), result(None));
+        let inline = serde_json::to_string(&result(Some(InlineBytes(b"abc".to_vec())))).unwrap();
+        assert!(inline.contains(r#""output":"YWJj""#), "{inline}");
+        assert_eq!(serde_json::from_str::<WorkerMessage>(&inline).unwrap(), result(Some(InlineBytes(b"abc".to_vec()))));
+        assert!(serde_json::from_str::<WorkerMessage>(&inline.replace("YWJj", "!!")).is_err());
+    }
+
+    #[test]
+    fn the_largest_inline_output_fits_a_frame() {
+        let output = InlineBytes(vec![0xff; crate::limits::MAX_INLINE_OUTPUT_BYTES]);
+        let msg = WorkerMessage::Result {
+            lease: LeaseId(u64::MAX),
+            task: TaskId { job: crate::JobId(u64::MAX), index: u32::MAX },
+            output_hash: Hash32([0; 32]),
+            output_len: u64::MAX,
+            signature: Signature([0; 64]),
+            output: Some(output),
+        };
+        assert!(serde_json::to_string(&msg).unwrap().len() < crate::limits::MAX_WS_FRAME_BYTES);
     }
 }

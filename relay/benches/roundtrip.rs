@@ -15,8 +15,8 @@
 //! 1. **echo**: N connections to a bare axum WebSocket echo handler, each a closed loop that
 //!    sends one text frame the size of a worker `result` message and awaits the echo.
 //! 2. **relay**: N real protocol clients (hello, challenge, ed25519 auth, welcome, heartbeats).
-//!    On `assign` a worker computes the real output with the CPU reference, uploads it with
-//!    `PUT /v1/blobs/{sha256}`, sends the signed `result` and awaits the `ack`. A client posts
+//!    On `assign` a worker computes the real output with the CPU reference, sends the signed
+//!    `result` with the (small) output inline and awaits the `ack`. A client posts
 //!    signed jobs of tiny `monte_carlo_pi` tasks (2 replicas, quorum 2), follows them on
 //!    `/v1/jobs/{id}/events` and posts another whenever fewer than workers + one job's tasks are
 //!    left unverified, so the workers never run dry. Afterwards the relay is killed with SIGKILL,
@@ -33,7 +33,7 @@ use futures_util::{SinkExt, StreamExt};
 use starling_protocol::events::{JobDetail, JobEvent, JobState, JobSummary, ReplicaState, TaskState};
 use starling_protocol::job::{BuiltinKernel, Comparison, JobSpec, KernelSpec};
 use starling_protocol::sign::Keypair;
-use starling_protocol::worker::{Capabilities, DeviceState, RelayMessage, WorkerMessage};
+use starling_protocol::worker::{Capabilities, DeviceState, InlineBytes, RelayMessage, WorkerMessage};
 use starling_protocol::{Hash32, JobId, LeaseId, PROTOCOL_VERSION, PublicKey, TaskId, sha256};
 use starling_web_worker::engine::run_task_cpu;
 use starling_web_worker::kernels::monte_carlo_pi;
@@ -497,6 +497,7 @@ fn typical_result_message() -> String {
         output_hash,
         output_len: 4,
         signature: key.sign_result(task, &output_hash, 4),
+        output: Some(InlineBytes(vec![1, 2, 3, 4])),
     })
     .expect("serializes")
 }
@@ -647,14 +648,10 @@ struct Counters {
     acks: AtomicU64,
     /// `assign` in hand to output hashed: the CPU reference and SHA-256.
     compute_ns: AtomicU64,
-    /// The `PUT /v1/blobs/{hash}` request.
-    upload_ns: AtomicU64,
     /// Signing and sending `result` until its `ack` arrives (the relay's batch and commit).
     ack_ns: AtomicU64,
     /// `ack` to the next `assign` (the relay hands out work in the batch that frees the slot).
     next_assign_ns: AtomicU64,
-    uploads_stored: AtomicU64,
-    uploads_already_there: AtomicU64,
     /// Error frames other than `lease_not_held` (none expected).
     relay_errors: AtomicU64,
     /// `cancel` frames: the relay took a lease back.
@@ -667,11 +664,8 @@ struct Counters {
 struct CounterSnapshot {
     acks: u64,
     compute_ns: u64,
-    upload_ns: u64,
     ack_ns: u64,
     next_assign_ns: u64,
-    uploads_stored: u64,
-    uploads_already_there: u64,
 }
 
 impl Counters {
@@ -680,11 +674,8 @@ impl Counters {
         CounterSnapshot {
             acks: l(&self.acks),
             compute_ns: l(&self.compute_ns),
-            upload_ns: l(&self.upload_ns),
             ack_ns: l(&self.ack_ns),
             next_assign_ns: l(&self.next_assign_ns),
-            uploads_stored: l(&self.uploads_stored),
-            uploads_already_there: l(&self.uploads_already_there),
         }
     }
 }
@@ -695,8 +686,6 @@ fn add_elapsed(counter: &AtomicU64, since: Instant) {
 
 /// What one simulated worker shares with the others.
 struct WorkerCtx {
-    base: String,
-    http: reqwest::Client,
     counters: Counters,
     /// Every acknowledged replica, checked against the store after the relay restarts.
     acked: Mutex<Vec<(TaskId, PublicKey)>>,
@@ -752,7 +741,7 @@ async fn connect_workers(
     Ok(sessions)
 }
 
-/// A worker's session: heartbeats, and for every assignment compute, upload, report, await ack.
+/// A worker's session: heartbeats, and for every assignment compute, report (output inline), await ack.
 /// Ends when `stop` flips or the relay goes away.
 async fn run_worker(
     mut ws: Ws,
@@ -808,19 +797,11 @@ async fn run_worker(
                 let output_hash = sha256(&output);
                 let output_len = output.len() as u64;
                 add_elapsed(&c.compute_ns, started);
-                let uploading = Instant::now();
-                let put = ctx.http.put(format!("{}/v1/blobs/{output_hash}", ctx.base)).body(output).send().await;
-                add_elapsed(&c.upload_ns, uploading);
-                match put.map(|r| r.status().as_u16()) {
-                    Ok(201) => c.uploads_stored.fetch_add(1, Ordering::Relaxed),
-                    Ok(200) => c.uploads_already_there.fetch_add(1, Ordering::Relaxed),
-                    _ => {
-                        c.relay_errors.fetch_add(1, Ordering::Relaxed);
-                        break;
-                    }
-                };
+                // The output is a few bytes: it travels inside the result, as real workers send it.
                 let signature = key.sign_result(a.task, &output_hash, output_len);
-                let result = WorkerMessage::Result { lease: a.lease, task: a.task, output_hash, output_len, signature };
+                let output = Some(InlineBytes(output));
+                let result =
+                    WorkerMessage::Result { lease: a.lease, task: a.task, output_hash, output_len, signature, output };
                 pending = Some((a.lease, a.task, Instant::now()));
                 if ws.send(text(&result)).await.is_err() {
                     break;
@@ -995,12 +976,9 @@ struct RelayFigures {
     tasks_per_sec: f64,
     /// Per-replica means over the window, in microseconds, as the workers saw them.
     compute_us: f64,
-    upload_us: f64,
     ack_us: f64,
     next_assign_us: f64,
     cycle_us: f64,
-    uploads_stored: u64,
-    uploads_already_there: u64,
     relay_rss_under_load: u64,
     cpu: CpuShare,
     durability: Durability,
@@ -1028,12 +1006,7 @@ async fn relay_phase(n: usize, o: &Options) -> Result<RelayFigures> {
     let base = relay.http();
     let http = reqwest::Client::builder().timeout(PATIENCE).build()?;
     wait_healthy(&http, &base).await?;
-    let ctx = Arc::new(WorkerCtx {
-        base: base.clone(),
-        http: http.clone(),
-        counters: Counters::default(),
-        acked: Mutex::default(),
-    });
+    let ctx = Arc::new(WorkerCtx { counters: Counters::default(), acked: Mutex::default() });
     let (stop_workers, stop_rx) = watch::channel(false);
     let workers = connect_workers(&relay.ws("/v1/workers/ws"), 0..n, &ctx, &stop_rx).await?;
     wait_online(&http, &base, n).await?;
@@ -1079,12 +1052,8 @@ async fn relay_phase(n: usize, o: &Options) -> Result<RelayFigures> {
     let replicas = s1.acks - s0.acks;
     ensure!(replicas > 0, "no replica completed in the window");
     let mean = |a: u64, b: u64| (b - a) as f64 / replicas as f64 / 1e3;
-    let (compute_us, upload_us, ack_us, next_assign_us) = (
-        mean(s0.compute_ns, s1.compute_ns),
-        mean(s0.upload_ns, s1.upload_ns),
-        mean(s0.ack_ns, s1.ack_ns),
-        mean(s0.next_assign_ns, s1.next_assign_ns),
-    );
+    let (compute_us, ack_us, next_assign_us) =
+        (mean(s0.compute_ns, s1.compute_ns), mean(s0.ack_ns, s1.ack_ns), mean(s0.next_assign_ns, s1.next_assign_ns));
     let c = &ctx.counters;
     let errors = c.relay_errors.load(Ordering::Relaxed);
     let mut durability = durability;
@@ -1098,12 +1067,9 @@ async fn relay_phase(n: usize, o: &Options) -> Result<RelayFigures> {
         replicas_per_sec: per_second(replicas, window),
         tasks_per_sec: per_second(v1 - v0, window),
         compute_us,
-        upload_us,
         ack_us,
         next_assign_us,
         cycle_us: n as f64 / per_second(replicas, window) * 1e6,
-        uploads_stored: s1.uploads_stored - s0.uploads_stored,
-        uploads_already_there: s1.uploads_already_there - s0.uploads_already_there,
         relay_rss_under_load,
         cpu: cpu_share(cpu0, cpu1, window),
         durability,
@@ -1201,12 +1167,7 @@ async fn idle_relay(counts: &[usize]) -> Result<Vec<IdleFigure>> {
     let http = reqwest::Client::builder().timeout(PATIENCE).build()?;
     wait_healthy(&http, &base).await?;
     let rss_before = settled_rss(&relay).await?;
-    let ctx = Arc::new(WorkerCtx {
-        base: base.clone(),
-        http: http.clone(),
-        counters: Counters::default(),
-        acked: Mutex::default(),
-    });
+    let ctx = Arc::new(WorkerCtx { counters: Counters::default(), acked: Mutex::default() });
     let (stop, stop_rx) = watch::channel(false);
     let mut workers = Vec::new();
     let mut figures = Vec::new();
@@ -1391,8 +1352,8 @@ impl Report {
         }
         line("Where a replica's time goes, per replica as the workers saw it (mean over the window, µs):".into());
         line(String::new());
-        line("| workers | compute + hash | blob PUT | result → ack | ack → next assign | cycle (workers ÷ rate) | echo RTT | PUTs stored / already there | relay RSS under load |".into());
-        line("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |".into());
+        line("| workers | compute + hash | result (output inline) → ack | ack → next assign | cycle (workers ÷ rate) | echo RTT | relay RSS under load |".into());
+        line("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |".into());
         for r in &self.relay {
             let rtt = self
                 .echo
@@ -1400,15 +1361,12 @@ impl Report {
                 .find(|e| e.connections == r.workers)
                 .map_or("n/a".into(), |e| format!("{:.0}", e.mean_rtt_us));
             line(format!(
-                "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {rtt} | {} / {} | {} |",
+                "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {rtt} | {} |",
                 r.workers,
                 r.compute_us,
-                r.upload_us,
                 r.ack_us,
                 r.next_assign_us,
                 r.cycle_us,
-                r.uploads_stored,
-                r.uploads_already_there,
                 mib(r.relay_rss_under_load)
             ));
         }
@@ -1537,21 +1495,15 @@ async fn bench(o: Options) -> Result<()> {
         report.echo.push(e);
         let r = relay_phase(n, &o).await.with_context(|| format!("relay with {n} workers"))?;
         println!(
-            "relay  {n:>6} workers:     {:>9.0} replicas/s, {:.0} tasks/s, ratio {:.3}; per replica µs: compute {:.0}, PUT {:.0}, result→ack {:.0}, ack→assign {:.0}",
+            "relay  {n:>6} workers:     {:>9.0} replicas/s, {:.0} tasks/s, ratio {:.3}; per replica µs: compute {:.0}, result→ack {:.0}, ack→assign {:.0}",
             r.replicas_per_sec,
             r.tasks_per_sec,
             r.replicas_per_sec / e.echoes_per_sec,
             r.compute_us,
-            r.upload_us,
             r.ack_us,
             r.next_assign_us
         );
-        println!(
-            "       cores busy: {}; blob PUTs stored {} / already there {}",
-            r.cpu.describe(),
-            r.uploads_stored,
-            r.uploads_already_there
-        );
+        println!("       cores busy: {}", r.cpu.describe());
         if r.durability.problems.is_empty() {
             println!(
                 "       durable after SIGKILL + restart: {} jobs, {} tasks verified with 2 accepted replicas each, all {} acknowledged replicas accepted",

@@ -1,10 +1,11 @@
 //! REST handlers (`/v1/...`). Each decodes at the edge into protocol types, answers errors as
 //! `{code, message}`, and leaves every state change to the core.
 
-use crate::blobs::BlobStore;
+use crate::blobs::{BlobError, BlobStore, Owner, Upload, wall_ms};
 use crate::core::requirements;
 use std::collections::HashMap;
 use crate::error::ApiError;
+use crate::leases::OutputRefused;
 use crate::{AppState, ws};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -18,8 +19,9 @@ use serde::{Deserialize, Serialize};
 use starling_protocol::events::{ClientView, Health, JobState, TaskState};
 use starling_protocol::job::{BuiltinKernel, JobSpec, KernelSpec};
 use starling_protocol::limits::MAX_SPEC_BYTES;
-use starling_protocol::sign::SignedJob;
-use starling_protocol::{ErrorCode, Hash32, JobId, PublicKey, TaskId};
+use starling_protocol::sign::{SignedJob, UploadPurpose};
+use starling_protocol::upload::UploadAuth;
+use starling_protocol::{ErrorBody, ErrorCode, Hash32, JobId, PublicKey, TaskId};
 use starling_web_worker::{kernels, validate};
 use tokio::io::AsyncReadExt;
 
@@ -31,7 +33,6 @@ pub fn router() -> Router<AppState> {
         .route("/v1/jobs/{id}/results", get(job_results))
         .route("/v1/jobs/{id}/tasks/{index}/output", get(task_output))
         .route("/v1/jobs/{id}/events", get(ws::job_events))
-        .route("/v1/blobs", post(post_blob))
         .route("/v1/blobs/{hash}", put(put_blob).get(get_blob))
         .route("/v1/jobs/{id}/escrow", get(job_escrow))
         .route("/v1/clients/{key}", get(get_client))
@@ -100,6 +101,10 @@ async fn create_job(State(app): State<AppState>, request: Request) -> Result<Res
     })?;
     job.spec.validate().map_err(|e| ApiError::new(e.code, e.message))?;
     job.verify().map_err(|e| ApiError::new(ErrorCode::BadSignature, format!("job signature: {e}")))?;
+    let inputs: Vec<Hash32> = job.spec.tasks.iter().flat_map(|t| t.inputs.iter().copied()).collect();
+    // Nothing this submission names may expire while it is checked; once accepted, its inputs
+    // are kept for good and stop counting against their uploaders.
+    app.blobs.touch(&inputs, wall_ms());
     let sizes = input_sizes(&job.spec, &app.blobs)
         .await
         .map_err(|h| ApiError::new(ErrorCode::InvalidSpec, format!("input blob {h} has not been uploaded")))?;
@@ -134,6 +139,7 @@ async fn create_job(State(app): State<AppState>, request: Request) -> Result<Res
     }
     let req = requirements(&job.spec, &sizes);
     let summary = app.core.create_job(job, req, origin).await?;
+    app.blobs.keep(&inputs);
     Ok((StatusCode::CREATED, Json(summary)).into_response())
 }
 
@@ -215,51 +221,72 @@ struct Stored {
     size: u64,
 }
 
-fn blob_error(e: crate::blobs::BlobError) -> ApiError {
-    use crate::blobs::BlobError;
+fn blob_error(e: BlobError) -> ApiError {
     match e {
         BlobError::TooLarge { .. } => ApiError::new(ErrorCode::TooLarge, e.to_string()),
         BlobError::HashMismatch { .. } => ApiError::new(ErrorCode::HashMismatch, e.to_string()),
-        BlobError::Body(_) => ApiError::new(ErrorCode::Malformed, e.to_string()),
+        BlobError::LengthMismatch { .. } | BlobError::Body(_) => ApiError::new(ErrorCode::Malformed, e.to_string()),
+        BlobError::Quota(m) => ApiError::new(ErrorCode::RateLimited, m),
         BlobError::Io(io) => crate::error::Error::Io(io).into(),
     }
 }
 
-fn declared_too_large(req: &Request, limit: u64) -> bool {
+/// Why a worker may not store an output, as the error it is told (HTTP and protocol frames).
+pub(crate) fn output_refused(e: OutputRefused) -> ErrorBody {
+    let code = match e {
+        OutputRefused::NotHeld(_) => ErrorCode::LeaseNotHeld,
+        OutputRefused::WrongSize { .. } => ErrorCode::Malformed,
+        OutputRefused::AlreadyStored { .. } => ErrorCode::Conflict,
+    };
+    ErrorBody::new(code, e.to_string())
+}
+
+/// The signed length of an upload: its `Content-Length`.
+fn content_length(req: &Request) -> Result<u64, ApiError> {
     req.headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|n| n > limit)
+        .ok_or_else(|| ApiError::new(ErrorCode::Malformed, "blob uploads need a Content-Length (the signed length)"))
 }
 
-/// `POST /v1/blobs`: store a blob, answer its hash.
-async fn post_blob(State(app): State<AppState>, req: Request) -> Result<Response, ApiError> {
-    store_blob(&app, req, None).await
-}
-
-/// `PUT /v1/blobs/{hash}`: store a blob that must hash to `hash`.
+/// `PUT /v1/blobs/{hash}`: store a blob that must hash to `hash`, signed by its uploader
+/// ([`UploadAuth`]): a client key for an input, charged to the key's quota; a worker key and the
+/// lease it holds for an output of the task's declared size. Nothing is read or stored before
+/// the signature, the quota and the lease check out.
 async fn put_blob(
     State(app): State<AppState>,
     hash: Result<Path<String>, PathRejection>,
     req: Request,
 ) -> Result<Response, ApiError> {
     let hash = parse_hash(&hash.map_err(path_error)?.0)?;
-    if let Some(size) = app.blobs.size(&hash).await {
-        // Content-addressed: the same hash is the same bytes. Skip the upload.
-        return Ok((StatusCode::OK, Json(Stored { hash, size })).into_response());
-    }
-    store_blob(&app, req, Some(hash)).await
-}
-
-async fn store_blob(app: &AppState, req: Request, expected: Option<Hash32>) -> Result<Response, ApiError> {
+    let auth =
+        UploadAuth::from_headers(|name| req.headers().get(name).and_then(|v| v.to_str().ok())).map_err(ApiError)?;
+    let len = content_length(&req)?;
     let limit = app.blobs.max_bytes();
-    if declared_too_large(&req, limit) {
+    if len > limit {
         return Err(ApiError::new(ErrorCode::TooLarge, format!("blob is larger than {limit} bytes")));
     }
+    auth.verify(&hash, len).map_err(|e| ApiError::new(ErrorCode::BadSignature, format!("upload signature: {e}")))?;
+    let owner = match auth.purpose {
+        UploadPurpose::Input => Owner::Client(auth.key),
+        UploadPurpose::Output { lease } => {
+            app.core
+                .shared
+                .leases
+                .charge(lease, &auth.key, None, &hash, len)
+                .map_err(|e| ApiError(output_refused(e)))?;
+            Owner::Lease(lease)
+        }
+    };
     let stream = req.into_body().into_data_stream().map(|r| r.map_err(|e| e.to_string()));
-    let (hash, size) = app.blobs.put_stream(Box::pin(stream), expected).await.map_err(blob_error)?;
-    Ok((StatusCode::CREATED, Json(Stored { hash, size })).into_response())
+    let stored = app.blobs.put(Upload { hash, len, owner }, Box::pin(stream), wall_ms()).await;
+    if let (Err(_), Owner::Lease(lease)) = (&stored, owner) {
+        app.core.shared.leases.uncharge(lease, &hash);
+    }
+    let stored = stored.map_err(blob_error)?;
+    let status = if stored.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(Stored { hash, size: stored.size })).into_response())
 }
 
 async fn get_blob(

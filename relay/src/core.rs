@@ -12,6 +12,7 @@
 
 use crate::escrow::settler::SettleNote;
 use crate::escrow::{EscrowError, OpenJob, plan};
+use crate::leases::HeldLease;
 use crate::scheduler::{JobRequirements, Lease, Scheduler, TaskNeeds};
 use crate::store::{PendingTask, ReturnedReplica};
 use crate::verifier::{self, Decision, Returned, Rule};
@@ -124,6 +125,10 @@ pub struct Ready {
     pub reads: Vec<(TaskId, Vec<Hash32>)>,
     /// For the settler, after the commit.
     pub settle: Vec<SettleNote>,
+    /// Leases handed out and ended, for the lease book the API checks uploads against (updated
+    /// before the batch's messages go out).
+    pub leases_opened: Vec<(LeaseId, HeldLease)>,
+    pub leases_closed: Vec<LeaseId>,
     /// Worker record changes gathered over the batch, written once per worker.
     counts: HashMap<PublicKey, [i64; 3]>,
 }
@@ -139,6 +144,8 @@ impl Ready {
             && self.escrow_opens.is_empty()
             && self.reads.is_empty()
             && self.settle.is_empty()
+            && self.leases_opened.is_empty()
+            && self.leases_closed.is_empty()
             && self.counts.is_empty()
     }
 
@@ -451,6 +458,7 @@ impl Core {
                 // The scheduler queues the replica again; the store records this lease as ended
                 // without a result, but no lapse counts against the task: it did nothing wrong.
                 self.sched.lease_declined(lease);
+                self.ready.leases_closed.push(lease);
                 self.ready.writes.push(Write::ReplicaState { lease, state: ReplicaState::Lapsed });
             }
             Input::CreateJob { request, job, req, origin } => self.on_create_job(request, job, req, origin, now),
@@ -704,6 +712,7 @@ impl Core {
         self.ready.writes.push(Write::Returned { lease: lease_id, output_hash, output_len, signature, at_ms: now.wall_ms });
         self.ready.count(key, 1, 0, 0);
         self.sched.lease_returned(lease_id);
+        self.ready.leases_closed.push(lease_id);
         self.tasks.entry(task).or_default().returned.push(ReturnedReplica { lease: lease_id, worker: key, output_hash });
         self.ready.messages.push((key, RelayMessage::Ack { lease: lease_id }));
         self.decide(task, now);
@@ -711,6 +720,7 @@ impl Core {
 
     /// A lease ended without a result (silence, disconnect, failure): record it and re-decide.
     fn record_lapse(&mut self, lease: &Lease, now: Now) {
+        self.ready.leases_closed.push(lease.id);
         self.ready.writes.push(Write::ReplicaState { lease: lease.id, state: ReplicaState::Lapsed });
         if let Some(track) = self.tasks.get_mut(&lease.task) {
             self.ready.writes.push(Write::Lapse { task: lease.task });
@@ -798,6 +808,7 @@ impl Core {
     fn close_task(&mut self, task: TaskId) {
         self.tasks.remove(&task);
         for lease in self.sched.close_task(task) {
+            self.ready.leases_closed.push(lease.id);
             self.ready.writes.push(Write::ReplicaState { lease: lease.id, state: ReplicaState::Cancelled });
             self.ready.messages.push((lease.worker, RelayMessage::Cancel { lease: lease.id }));
         }
@@ -817,7 +828,9 @@ impl Core {
             return;
         }
         let mut job = self.untrack_job(job_id).expect("checked above");
-        self.sched.remove_job(job_id);
+        for lease in self.sched.remove_job(job_id) {
+            self.ready.leases_closed.push(lease.id);
+        }
         let (state, failure) = if job.summary.tasks_failed == 0 {
             (JobState::Done, None)
         } else {
@@ -867,6 +880,8 @@ impl Core {
         for lease in self.sched.assign(now.mono_ms) {
             let job = &self.jobs[&lease.task.job];
             let spec = &job.job.spec.tasks[lease.task.index as usize];
+            let held = HeldLease { worker: lease.worker, task: lease.task, output_size: u64::from(spec.output_size) };
+            self.ready.leases_opened.push((lease.id, held));
             self.ready.writes.push(Write::InsertLease {
                 lease: lease.id,
                 task: lease.task,

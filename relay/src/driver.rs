@@ -54,6 +54,8 @@ pub enum Command {
 #[derive(Debug, Default)]
 pub struct Shared {
     pub online: RwLock<HashSet<PublicKey>>,
+    /// Leases held now: who may store which output (blob uploads and inline outputs check it).
+    pub leases: crate::leases::LeaseBook,
     /// One event channel per watched job, so a watcher wakes only for its own job's events.
     watchers: std::sync::Mutex<HashMap<JobId, broadcast::Sender<Arc<JobEvent>>>>,
 }
@@ -364,6 +366,17 @@ impl Driver {
             db.commit().await?;
             tracing::debug!(writes = ready.writes.len(), ?applied, committed = ?started.elapsed(), "batch written");
         }
+        for id in ready.leases_closed {
+            self.shared.leases.remove(id);
+        }
+        for (id, held) in ready.leases_opened {
+            self.shared.leases.insert(id, held);
+        }
+        // Outputs named by a stored result never expire (see `blobs`).
+        self.blobs.keep(ready.writes.iter().filter_map(|w| match w {
+            crate::core::Write::Returned { output_hash, .. } => Some(output_hash),
+            _ => None,
+        }));
         for (request, answer) in ready.replies {
             if let Some(reply) = self.replies.remove(&request) {
                 let _ = reply.send(answer.map_err(Error::from));

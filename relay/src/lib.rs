@@ -10,7 +10,8 @@
 //!   in one transaction, then sends; escrow calls and blob reads run off it.
 //! - [`serve`]: the accept loop: connection budgets per address and in all, header and body
 //!   deadlines, the open-file limit.
-//! - [`store`]: SQL state (SQLite in WAL mode by default); [`blobs`]: content-addressed files.
+//! - [`store`]: SQL state (SQLite in WAL mode by default); [`blobs`]: content-addressed files,
+//!   charged to their uploader until a job references them; [`leases`]: leases held now.
 
 pub mod api;
 pub mod blobs;
@@ -18,6 +19,7 @@ pub mod core;
 pub mod driver;
 pub mod error;
 pub mod escrow;
+pub mod leases;
 pub mod scheduler;
 pub mod serve;
 pub mod store;
@@ -72,6 +74,8 @@ pub struct Config {
     pub max_blob_bytes: u64,
     /// Connection budgets and HTTP deadlines.
     pub limits: serve::Limits,
+    /// Bounds on blobs no job references yet, and how long they live.
+    pub blob_quota: blobs::BlobQuota,
     pub escrow: EscrowConfig,
     /// The web app's folder (`www/`), served at `/`; `None` serves the API only.
     pub www: Option<PathBuf>,
@@ -88,6 +92,7 @@ impl Config {
             max_watchers,
             max_blob_bytes: starling_protocol::limits::MAX_BLOB_BYTES,
             limits,
+            blob_quota: blobs::BlobQuota::default(),
             escrow: EscrowConfig::Off,
             www: None,
         }
@@ -105,7 +110,9 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// The whole HTTP surface: the API under `/v1`, and the web app from `www` at every other path.
 pub fn app(state: AppState, www: Option<PathBuf>) -> Router {
-    let router = api::router();
+    let router = api::router().method_not_allowed_fallback(|method: axum::http::Method| async move {
+        ApiError::new(starling_protocol::ErrorCode::Malformed, format!("{method} is not allowed on this path")).into_response()
+    });
     let router = match www {
         Some(dir) => router.fallback_service(web::service(dir)),
         None => router.fallback(|| async { api_not_found() }),
@@ -154,7 +161,10 @@ pub async fn start(
     tracing::debug!(fds, needed, "open-file limit");
     std::fs::create_dir_all(&config.data_dir)?;
     let store = store::Store::open(&config.data_dir.join("relay.sqlite")).await?;
-    let blobs = blobs::BlobStore::open(&config.data_dir.join("blobs"), config.max_blob_bytes)?;
+    let blobs =
+        blobs::BlobStore::open(&config.data_dir.join("blobs"), config.max_blob_bytes)?.with_quota(config.blob_quota);
+    let unreferenced = blobs.adopt_unreferenced(&store.referenced_blobs().await?)?;
+    tracing::info!(unreferenced, "blobs no job references will expire");
     let escrow: Option<escrow::Escrow> = match &config.escrow {
         EscrowConfig::Off => None,
         EscrowConfig::Embedded(c) => {
@@ -195,6 +205,7 @@ pub async fn start(
         escrow,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    blobs::spawn_sweeper(state.blobs.clone(), stop_rx.clone());
     let core_task = tokio::spawn(core.run(rx, {
         let mut stop = stop_rx.clone();
         async move {

@@ -698,6 +698,25 @@ impl Store {
         Ok(rows.into_iter().map(|i| i as u32).collect())
     }
 
+    /// Every blob a stored job references: inputs in job specs and outputs named by results. At
+    /// start-up, blobs outside this set are unreferenced uploads that expire (see `blobs`).
+    pub async fn referenced_blobs(&self) -> Result<std::collections::HashSet<Hash32>> {
+        let mut out = std::collections::HashSet::new();
+        let specs: Vec<String> = sqlx::query_scalar("SELECT spec_json FROM jobs").fetch_all(&self.pool).await?;
+        for spec in specs {
+            let spec: JobSpec = serde_json::from_str(&spec).map_err(|e| Error::Corrupt(e.to_string()))?;
+            out.extend(spec.tasks.iter().flat_map(|t| t.inputs.iter().copied()));
+        }
+        let outputs: Vec<String> =
+            sqlx::query_scalar("SELECT DISTINCT output_hash FROM replicas WHERE output_hash IS NOT NULL")
+                .fetch_all(&self.pool)
+                .await?;
+        for hash in outputs {
+            out.insert(parse(&hash, "output hash")?);
+        }
+        Ok(out)
+    }
+
     pub async fn count_running_jobs(&self) -> Result<u64> {
         let n: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE state = 'running'").fetch_one(&self.pool).await?;

@@ -3,20 +3,20 @@
 //! reader loop; when one ends the other is aborted.
 
 use crate::AppState;
+use crate::blobs::{Owner, Upload, wall_ms};
 use crate::driver::Command;
 use crate::error::ApiError;
-use axum::extract::rejection::PathRejection;
+use axum::extract::rejection::{PathRejection, WebSocketUpgradeRejection};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use starling_protocol::events::{JobEvent, JobState};
-use starling_protocol::limits::{MAX_ADDRESS_LEN, MAX_REASON_LEN, MAX_WS_FRAME_BYTES};
+use starling_protocol::limits::{MAX_ADDRESS_LEN, MAX_INLINE_OUTPUT_BYTES, MAX_REASON_LEN, MAX_WS_FRAME_BYTES};
 use starling_protocol::sign::{auth_bytes, result_bytes, verify};
-use starling_protocol::worker::{Capabilities, RelayMessage, WorkerMessage};
-use starling_protocol::{ErrorBody, ErrorCode, Hash32, JobId, PROTOCOL_VERSION, PublicKey};
-use starling_protocol::LeaseId;
+use starling_protocol::worker::{Capabilities, InlineBytes, RelayMessage, WorkerMessage};
+use starling_protocol::{ErrorBody, ErrorCode, Hash32, JobId, LeaseId, PROTOCOL_VERSION, PublicKey, TaskId, sha256};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -62,7 +62,19 @@ impl RateLimit {
     }
 }
 
-pub async fn worker_socket(State(app): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+/// A request to a WebSocket endpoint that is not a WebSocket upgrade, as `{code, message}`.
+fn not_an_upgrade(e: WebSocketUpgradeRejection) -> ApiError {
+    ApiError::new(ErrorCode::Malformed, format!("this endpoint speaks WebSocket: {}", e.body_text()))
+}
+
+pub async fn worker_socket(
+    State(app): State<AppState>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(e) => return not_an_upgrade(e).into_response(),
+    };
     let Ok(permit) = app.worker_slots.clone().try_acquire_owned() else {
         return ApiError::new(ErrorCode::RateLimited, "relay is at its worker connection limit").into_response();
     };
@@ -263,18 +275,29 @@ async fn serve_worker(app: AppState, socket: WebSocket) {
                 Err(ErrorBody::new(ErrorCode::OutOfOrder, "already authenticated"))
             }
             Ok(WorkerMessage::Heartbeat { state }) => Ok(Command::Heartbeat { key, state }),
-            Ok(WorkerMessage::Result { lease, task, output_hash, output_len, signature }) => {
+            Ok(WorkerMessage::Result { lease, task, output_hash, output_len, signature, output }) => {
                 match verify(&key, &result_bytes(task, &output_hash, output_len, &key), &signature) {
-                    // The output must be stored before it is reported: the core decides without
-                    // touching the blob store.
-                    Ok(()) if app.blobs.size(&output_hash).await != Some(output_len) => {
-                        // Still the worker's: it may upload and report again.
-                        Err(ErrorBody::new(
+                    Ok(()) => match output {
+                        Some(InlineBytes(bytes)) => {
+                            let inline = InlineOutput { key, lease, task, output_hash, output_len, bytes };
+                            store_inline_output(&app, inline).await.map(|()| Command::Result {
+                                key,
+                                lease,
+                                task,
+                                output_hash,
+                                output_len,
+                                signature,
+                            })
+                        }
+                        // The output must be stored before it is reported: the core decides without
+                        // touching the blob store. The lease stays the worker's: it may upload
+                        // and report again.
+                        None if app.blobs.size(&output_hash).await != Some(output_len) => Err(ErrorBody::new(
                             ErrorCode::NotFound,
                             format!("lease {lease}: upload output blob {output_hash} ({output_len} bytes) before reporting it"),
-                        ))
-                    }
-                    Ok(()) => Ok(Command::Result { key, lease, task, output_hash, output_len, signature }),
+                        )),
+                        None => Ok(Command::Result { key, lease, task, output_hash, output_len, signature }),
+                    },
                     Err(e) => Err(ErrorBody::new(ErrorCode::BadSignature, format!("result for lease {lease}: {e}"))),
                 }
             }
@@ -312,6 +335,51 @@ async fn serve_worker(app: AppState, socket: WebSocket) {
     let _ = app.core.send(Command::WorkerOffline { key, conn }).await;
     writer.abort();
     tracing::debug!(worker = %key, conn, "worker disconnected");
+}
+
+/// An output sent inside a result message.
+struct InlineOutput {
+    key: PublicKey,
+    lease: LeaseId,
+    task: TaskId,
+    output_hash: Hash32,
+    output_len: u64,
+    bytes: Vec<u8>,
+}
+
+/// Stores an inline output as the lease's output blob, on the connection's side: only a small
+/// one, only the bytes the signed hash and length name, and only for a lease this worker holds
+/// for this task and of the task's declared size (one output per lease).
+async fn store_inline_output(app: &AppState, o: InlineOutput) -> Result<(), ErrorBody> {
+    let len = o.bytes.len() as u64;
+    if o.bytes.len() > MAX_INLINE_OUTPUT_BYTES {
+        return Err(ErrorBody::new(
+            ErrorCode::TooLarge,
+            format!("lease {}: inline outputs are at most {MAX_INLINE_OUTPUT_BYTES} bytes; upload it", o.lease),
+        ));
+    }
+    if len != o.output_len {
+        return Err(ErrorBody::new(
+            ErrorCode::Malformed,
+            format!("lease {}: inline output is {len} bytes, the result says {}", o.lease, o.output_len),
+        ));
+    }
+    let actual = sha256(&o.bytes);
+    if actual != o.output_hash {
+        return Err(ErrorBody::new(
+            ErrorCode::HashMismatch,
+            format!("lease {}: inline output hashes to {actual}, the result says {}", o.lease, o.output_hash),
+        ));
+    }
+    let leases = &app.core.shared.leases;
+    leases.charge(o.lease, &o.key, Some(o.task), &o.output_hash, len).map_err(crate::api::output_refused)?;
+    let upload = Upload { hash: o.output_hash, len, owner: Owner::Lease(o.lease) };
+    if let Err(e) = app.blobs.put_bytes(upload, o.bytes.into(), wall_ms()).await {
+        leases.uncharge(o.lease, &o.output_hash);
+        tracing::error!(lease = %o.lease, error = %e, "cannot store an inline output");
+        return Err(ErrorBody::new(ErrorCode::Internal, format!("lease {}: could not store the output", o.lease)));
+    }
+    Ok(())
 }
 
 /// A message the worker sent instead of registering (handled as usual), if any.
@@ -373,8 +441,9 @@ async fn register(
 pub async fn job_events(
     State(app): State<AppState>,
     id: Result<Path<String>, PathRejection>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    let upgrade = upgrade.map_err(not_an_upgrade)?;
     let id = crate::api::parse_job_id(&id.map_err(|e| ApiError::new(ErrorCode::Malformed, e.body_text()))?.0)?;
     let permit = app.watcher_slots.clone().try_acquire_owned().map_err(|_| {
         ApiError::new(ErrorCode::RateLimited, "too many event watchers; poll GET /v1/jobs/{id} instead")

@@ -4,7 +4,8 @@
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use starling_protocol::job::{BuiltinKernel, JobSpec, KernelSpec, TaskSpec};
-use starling_protocol::sign::Keypair;
+use starling_protocol::sign::{Keypair, UploadPurpose};
+use starling_protocol::upload::UploadAuth;
 use starling_protocol::worker::{
     AdapterInfo, Backend, Capabilities, DeviceLimits, DeviceState, Platform, RelayMessage, WorkerMessage,
 };
@@ -171,10 +172,23 @@ async fn bad_jobs_and_blobs_are_refused_and_leave_nothing_behind() {
     let (status, body) = relay.post_job(&client.sign_job(missing)).await;
     assert_eq!((status, code(&body)), (400, "invalid_spec"), "{body}");
 
-    // Blobs: over the size limit, and content that does not match its address.
-    let resp = relay.http.post(format!("{}/v1/blobs", relay.base)).body(vec![0u8; (1 << 20) + 1]).send().await.unwrap();
-    assert_eq!(resp.status().as_u16(), 413);
-    let resp = relay.http.put(format!("{}/v1/blobs/{}", relay.base, sha256(b"x"))).body("y").send().await.unwrap();
+    // Blobs: unsigned, over the size limit, and content that does not match its address.
+    let resp = relay.http.put(format!("{}/v1/blobs/{}", relay.base, sha256(b"x"))).body("x").send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    assert_eq!(code(&resp.json::<Value>().await.unwrap()), "bad_signature");
+    let big = vec![0u8; (1 << 20) + 1];
+    let auth = UploadAuth::sign(&client, UploadPurpose::Input, &sha256(&big), big.len() as u64);
+    let mut put = relay.http.put(format!("{}/v1/blobs/{}", relay.base, sha256(&big)));
+    for (name, value) in auth.headers() {
+        put = put.header(name, value);
+    }
+    assert_eq!(put.body(big).send().await.unwrap().status().as_u16(), 413);
+    let auth = UploadAuth::sign(&client, UploadPurpose::Input, &sha256(b"x"), 1);
+    let mut put = relay.http.put(format!("{}/v1/blobs/{}", relay.base, sha256(b"x")));
+    for (name, value) in auth.headers() {
+        put = put.header(name, value);
+    }
+    let resp = put.body("y").send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 400);
     assert_eq!(code(&resp.json::<Value>().await.unwrap()), "hash_mismatch");
     let resp = relay.http.get(format!("{}/v1/blobs/not-a-hash", relay.base)).send().await.unwrap();
@@ -346,6 +360,7 @@ async fn worker_protocol_violations_get_error_frames() {
             output_hash: hash,
             output_len: u64::from(assignment.output_size),
             signature: impostor.sign_result(task, &hash, u64::from(assignment.output_size)),
+            output: None,
         },
     )
     .await;
@@ -358,6 +373,7 @@ async fn worker_protocol_violations_get_error_frames() {
             output_hash: hash,
             output_len: 6,
             signature: key.sign_result(task, &hash, 6),
+            output: None,
         },
     )
     .await;
@@ -522,6 +538,7 @@ async fn worker_message_floods_are_cut_off() {
         output_hash: hash,
         output_len: 6,
         signature,
+        output: None,
     })
     .unwrap();
     let mut sent = 0;

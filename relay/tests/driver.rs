@@ -275,7 +275,8 @@ async fn silence_lapses_leases_and_verified_work_reaches_the_settler() {
     // Both live holders report the same output: verified, then settled.
     let output = [1u8; 8];
     let hash = sha256(&output);
-    h.blobs.put_bytes(bytes::Bytes::copy_from_slice(&output)).await.unwrap();
+    let upload = starling_relay::blobs::Upload { hash, len: 8, owner: starling_relay::blobs::Owner::Found };
+    h.blobs.put_bytes(upload, bytes::Bytes::copy_from_slice(&output), 0).await.unwrap();
     for (i, lease) in [(talker, talking_lease), (spare, again)] {
         let seed = [i as u8 + 1; 32];
         let key = Keypair::from_seed(seed);

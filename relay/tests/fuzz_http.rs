@@ -295,20 +295,6 @@ fn http_request(rng: &mut StdRng, jobs: &JsonMutator) -> Sent {
     Sent { method, target: encode_target(&path), body: Shown(body) }
 }
 
-/// Whether `sent` is a request axum refuses before any relay handler runs, with a body that is
-/// not `{code, message}`. BUG (see `axum_rejections_are_json_errors`): these should be JSON too.
-fn known_plain_rejection(sent: &Sent) -> bool {
-    let path = sent.target.split('?').next().unwrap_or("");
-    let websocket = path == "/v1/workers/ws" || (path.starts_with("/v1/jobs/") && path.ends_with("/events"));
-    let routed_method = match path {
-        "/v1/health" | "/v1/workers" | "/v1/workers/ws" => sent.method == "GET",
-        "/v1/jobs" => sent.method == "GET" || sent.method == "POST",
-        "/v1/blobs" => sent.method == "POST",
-        _ if path.starts_with("/v1/blobs/") => sent.method == "GET" || sent.method == "PUT",
-        _ => sent.method == "GET",
-    };
-    websocket || !routed_method
-}
 
 /// Checks one answer; `Err` says what is wrong.
 fn check_answer(sent: &Sent, answer: &Option<Answer>) -> Result<(), String> {
@@ -316,7 +302,7 @@ fn check_answer(sent: &Sent, answer: &Option<Answer>) -> Result<(), String> {
     if !(100..500).contains(&answer.status) {
         return Err(format!("status {}: {}", answer.status, String::from_utf8_lossy(&answer.body)));
     }
-    if (400..500).contains(&answer.status) && !known_plain_rejection(sent) {
+    if (400..500).contains(&answer.status) {
         let body: Value = serde_json::from_slice(&answer.body).map_err(|_| {
             format!(
                 "{} body is not JSON: {:?} (headers {:?})",
@@ -467,6 +453,7 @@ fn worker_corpus(key: &Keypair) -> JsonMutator {
             output_hash: hash,
             output_len: 4,
             signature: key.sign_result(task, &hash, 4),
+            output: None,
         },
         WorkerMessage::Failed { lease: LeaseId(2), task, reason: "device lost".into() },
         WorkerMessage::Decline { lease: LeaseId(3), task, reason: "paused".into() },
@@ -532,7 +519,7 @@ async fn worker_socket_frames_before_and_after_the_handshake() {
 
 /// One client request must not take the relay down.
 ///
-/// BUG (ignored until fixed; running it aborts this test binary, relay and all): `POST /v1/jobs`
+/// Was a bug (it aborted the relay): `POST /v1/jobs`
 /// with custom WGSL of about 6,000 nested prefix operators (`let x = !!!…!true;`, 6 KB, well
 /// under `MAX_WGSL_BYTES`) overflows the stack of the tokio blocking thread that runs
 /// `validate_kernel` (naga's WGSL parser recurses once per operator), and the whole relay
@@ -540,7 +527,6 @@ async fn worker_socket_frames_before_and_after_the_handshake() {
 /// `deepest_nesting_within_the_size_limit_is_refused_on_a_small_stack`, for the thresholds
 /// and the fix.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: deeply nested WGSL overflows naga's parser and aborts the relay"]
 async fn deeply_nested_wgsl_does_not_abort_the_relay() {
     let relay = start().await;
     let mut spec = wgsl_spec(1);
@@ -561,14 +547,13 @@ async fn deeply_nested_wgsl_does_not_abort_the_relay() {
 /// Every 4xx is a `{code, message}` the client can branch on, including requests axum refuses
 /// before a relay handler runs.
 ///
-/// BUG (ignored until fixed): a GET without a WebSocket upgrade to `/v1/workers/ws` or
+/// Was a bug: a GET without a WebSocket upgrade to `/v1/workers/ws` or
 /// `/v1/jobs/{id}/events` gets axum's plain-text 400 ("Connection header did not include
 /// 'upgrade'"), and a method a route does not take gets axum's 405 with an empty body. Fix in
 /// the relay's router and handlers: take `Result<WebSocketUpgrade, WebSocketUpgradeRejection>`
 /// and map the rejection to an `ApiError`, and give the router a
 /// `method_not_allowed_fallback` that answers an `ApiError`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: axum's WebSocket-upgrade and method rejections are not {code, message}"]
 async fn axum_rejections_are_json_errors() {
     let relay = start().await;
     let requests = [

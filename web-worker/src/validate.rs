@@ -40,6 +40,32 @@ impl WgslError {
 /// - nothing else: no other bindings, textures, samplers or immediates (push constants);
 /// - the workgroup size and workgroup memory fit WebGPU's default limits.
 pub fn validate_kernel(source: &str, entry_point: &str, n_inputs: usize) -> Result<naga::Module, WgslError> {
+    // naga's WGSL parser recurses once per prefix operator with no depth limit: 6,000 of them
+    // (6 KB of `!`) overflow a 2 MiB stack and abort the process. Parsing on a thread with a
+    // stack that fits the deepest nesting `MAX_WGSL_BYTES` allows (about 400 bytes a level)
+    // turns every such source into an answer. The stack is reserved, not committed: only what
+    // the parse touches costs memory.
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("wgsl-validate".into())
+                .stack_size(PARSER_STACK_BYTES)
+                .spawn_scoped(scope, || validate_here(source, entry_point, n_inputs))
+                .map_err(|e| WgslError { line: 1, column: 1, message: format!("validator unavailable: {e}") })?
+                .join()
+                .unwrap_or_else(|_| Err(WgslError { line: 1, column: 1, message: "the validator failed".into() }))
+        })
+    }
+    #[cfg(target_arch = "wasm32")]
+    validate_here(source, entry_point, n_inputs)
+}
+
+/// Stack for parsing client WGSL: 64 KiB of nested operators needs about 26 MiB.
+#[cfg(not(target_arch = "wasm32"))]
+const PARSER_STACK_BYTES: usize = 64 << 20;
+
+fn validate_here(source: &str, entry_point: &str, n_inputs: usize) -> Result<naga::Module, WgslError> {
     let module = naga::front::wgsl::parse_str(source).map_err(|e| {
         let (line, column) = e.location(source).map_or((1, 1), |l| (l.line_number, l.line_position));
         WgslError { line, column, message: e.message().to_string() }

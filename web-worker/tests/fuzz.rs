@@ -202,19 +202,6 @@ fn mutated_builtin_task(rng: &mut rand::rngs::StdRng, valid: &[BuiltinCase]) -> 
     (kernel, task, sizes)
 }
 
-/// BUG: `MatmulParams::from_words` (matmul_f32.rs) checks `u64::from(r) * u64::from(c) * 4`, which
-/// overflows u64 when both dimensions are near `u32::MAX`: a panic in debug builds (the relay's
-/// request task dies and the client's connection drops), a wrapped size in release. A client
-/// reaches it with `POST /v1/jobs`: matmul_f32 params `[4294967295, 1, 4294967294, 0, 2147483648]`
-/// pass `JobSpec::validate`. Fix: compare `r * c` with `u64::from(u32::MAX) / 4`, or use
-/// `checked_mul`. Until then the in-suite target skips these inputs; the ignored target below
-/// keeps them.
-fn known_matmul_overflow(kernel: BuiltinKernel, task: &TaskSpec) -> bool {
-    let p = &task.params;
-    kernel == BuiltinKernel::MatmulF32
-        && p.len() == 5
-        && [(p[0], p[2]), (p[2], p[1])].iter().any(|&(r, c)| u128::from(r) * u128::from(c) * 4 > u128::from(u64::MAX))
-}
 
 /// What the relay does with a built-in task a client posts: `JobSpec::validate`, then
 /// `kernels::check_sizes` on the tasks it let through.
@@ -243,7 +230,6 @@ fn builtin_task_checks_as_the_relay_runs_them() {
                 nonce: 0,
             };
             if spec.validate().is_ok()
-                && !known_matmul_overflow(*kernel, task)
                 && kernels::check_sizes(*kernel, &task.params, sizes, task.workgroups, task.output_size).is_ok()
             {
                 accepted += 1;
@@ -255,9 +241,9 @@ fn builtin_task_checks_as_the_relay_runs_them() {
 
 /// What a worker does with an assignment from its relay: `kernels::check` runs on whatever the
 /// relay sent, before the engine compares workgroups with the device's limits. Includes the
-/// inputs of [`known_matmul_overflow`].
+/// inputs that used to overflow.
 ///
-/// BUG (ignored until fixed): `kernels::total_workgroups` multiplies the three counts in u64
+/// Was a bug: `kernels::total_workgroups` multiplies the three counts in u64
 /// unchecked, so workgroups beyond `JobSpec::validate`'s bounds overflow in
 /// `MonteCarloParams::output_size` (monte_carlo_pi.rs) and `Sha256Params::output_size`: a panic in
 /// debug builds, and in release a wrapped product that can match a small `output_size`, after
@@ -266,7 +252,6 @@ fn builtin_task_checks_as_the_relay_runs_them() {
 /// Fix: saturating or checked products in `total_workgroups`, or `check_sizes` refusing any
 /// count over `MAX_WORKGROUPS_PER_DIM` before the kernel's own check.
 #[test]
-#[ignore = "bugs: kernels::total_workgroups and MatmulParams::from_words overflow u64"]
 fn builtin_task_checks_on_any_assignment() {
     let valid = builtin_tasks();
     Fuzz::new("builtin_task_checks_any", 200_000).run(
@@ -281,7 +266,7 @@ fn builtin_task_checks_on_any_assignment() {
 /// deepest nesting that fits in `MAX_WGSL_BYTES` must come back as an error, not overflow the
 /// stack and abort the relay.
 ///
-/// BUG (ignored until fixed; running it aborts this test binary): naga's WGSL parser recurses
+/// Was a bug (it aborted the process): naga's WGSL parser recurses
 /// once per prefix unary operator with no depth limit (its limit covers parentheses, which come
 /// back as an error). On a 2 MiB stack `let x = !!!…!true;` parses at 4,000 operators and
 /// overflows the stack at 6,000 (`!`, `-`, `~` and `*&` alike), about 6 KB of source; the relay
@@ -292,7 +277,6 @@ fn builtin_task_checks_on_any_assignment() {
 /// thread whose stack fits the deepest nesting `MAX_WGSL_BYTES` allows (about 400 bytes per
 /// level: 64 KiB of operators needs about 26 MiB).
 #[test]
-#[ignore = "bug: naga's WGSL parser overflows the stack on ~6,000 nested unary operators"]
 fn deepest_nesting_within_the_size_limit_is_refused_on_a_small_stack() {
     let body = |open: &str, close: &str, filler: &str| {
         let frame = "@group(0) @binding(1) var<storage, read_write> o: array<u32>;\n\

@@ -112,7 +112,17 @@ impl Api {
 
     pub async fn upload(&self, data: Vec<u8>) -> starling_protocol::Hash32 {
         let hash = starling_protocol::sha256(&data);
-        let resp = self.http.put(format!("{}/v1/blobs/{hash}", self.base)).body(data).send().await.unwrap();
+        let auth = starling_protocol::upload::UploadAuth::sign(
+            &self.key,
+            starling_protocol::sign::UploadPurpose::Input,
+            &hash,
+            data.len() as u64,
+        );
+        let mut req = self.http.put(format!("{}/v1/blobs/{hash}", self.base));
+        for (name, value) in auth.headers() {
+            req = req.header(name, value);
+        }
+        let resp = req.body(data).send().await.unwrap();
         assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
         hash
     }

@@ -135,6 +135,14 @@ fn JobFormPanel() -> impl IntoView {
         error.set(None);
         let navigate = navigate.clone();
         leptos::task::spawn_local(async move {
+            // The client key signs the uploads (charged to it until the job uses them) and the job.
+            let key = match browser::client_keypair() {
+                Ok(key) => key,
+                Err(e) => {
+                    let _ = submission.try_set(Submission::Failed(format!("The job could not be signed: {e}")));
+                    return;
+                }
+            };
             let total = built.uploads.len();
             for (i, upload) in built.uploads.iter().enumerate() {
                 let _ = submission.try_set(Submission::Working(format!(
@@ -143,19 +151,12 @@ fn JobFormPanel() -> impl IntoView {
                     format::bytes(upload.bytes.len() as u64),
                     i + 1
                 )));
-                if let Err(e) = api::upload(&upload.bytes, &upload.hash).await {
+                if let Err(e) = api::upload(&key, &upload.bytes, &upload.hash).await {
                     let _ = submission.try_set(Submission::Failed(format!("Uploading {} failed: {e}", upload.name)));
                     return;
                 }
             }
             let _ = submission.try_set(Submission::Working("Signing and posting the job…".into()));
-            let key = match browser::client_keypair() {
-                Ok(key) => key,
-                Err(e) => {
-                    let _ = submission.try_set(Submission::Failed(format!("The job could not be signed: {e}")));
-                    return;
-                }
-            };
             let signed = key.sign_job(built.spec);
             match api::submit(&signed).await {
                 Ok(job) => {

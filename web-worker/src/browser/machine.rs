@@ -16,11 +16,14 @@ use super::page::{LogLevel, RelayUrls, State, Status, WorkerEvent};
 use crate::pacing::{self, DeviceReport, Pace, Settings};
 use starling_protocol::job::KernelSpec;
 use starling_protocol::limits::{
-    MAX_ADDRESS_LEN, MAX_ENTRY_POINT_LEN, MAX_INPUTS_PER_TASK, MAX_OUTPUT_BYTES, MAX_PARAM_WORDS, MAX_REASON_LEN,
-    MAX_WGSL_BYTES, MAX_WORKGROUPS_PER_DIM, MAX_WS_FRAME_BYTES,
+    MAX_ADDRESS_LEN, MAX_ENTRY_POINT_LEN, MAX_INLINE_OUTPUT_BYTES, MAX_INPUTS_PER_TASK, MAX_OUTPUT_BYTES,
+    MAX_PARAM_WORDS, MAX_REASON_LEN, MAX_WGSL_BYTES, MAX_WORKGROUPS_PER_DIM, MAX_WS_FRAME_BYTES,
 };
-use starling_protocol::sign::{Keypair, register_bytes};
-use starling_protocol::worker::{Assignment, Backend, Capabilities, DeviceState, RelayMessage, WorkerMessage};
+use starling_protocol::sign::{Keypair, UploadPurpose, register_bytes};
+use starling_protocol::upload::UploadAuth;
+use starling_protocol::worker::{
+    Assignment, Backend, Capabilities, DeviceState, InlineBytes, RelayMessage, WorkerMessage,
+};
 use starling_protocol::{Hash32, LeaseId, PROTOCOL_VERSION, PublicKey};
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -52,20 +55,49 @@ pub enum Action {
     Send { conn: ConnId, text: String },
     /// Close `conn`; its later events are ignored.
     Close { conn: ConnId },
-    /// Fetch the inputs from `relay`, run the kernel, upload the output there, then call
-    /// [`Machine::task_finished`].
-    RunTask { assignment: Box<Assignment>, relay: RelayUrls },
+    /// Fetch the inputs from `relay`, run the kernel, then call [`Machine::task_finished`]: with
+    /// the output inline when it is at most [`MAX_INLINE_OUTPUT_BYTES`], else after uploading it
+    /// there under `signer`'s signature for this lease.
+    RunTask { assignment: Box<Assignment>, relay: RelayUrls, signer: LeaseSigner },
     /// Stop working on `lease`: its lease is void, nobody wants the result.
     AbortTask { lease: LeaseId },
     /// `postMessage` to the page.
     Post(WorkerEvent),
 }
 
-/// A task's output, uploaded to `/v1/blobs/{output_hash}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A task's output: sent inline in the result, or already uploaded to
+/// `/v1/blobs/{output_hash}` (then `inline` is `None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskOutput {
     pub output_hash: Hash32,
     pub output_len: u64,
+    pub inline: Option<Vec<u8>>,
+}
+
+impl TaskOutput {
+    /// An output of at most [`MAX_INLINE_OUTPUT_BYTES`], sent inside the result.
+    pub fn inline(output: Vec<u8>) -> Self {
+        debug_assert!(output.len() <= MAX_INLINE_OUTPUT_BYTES);
+        TaskOutput {
+            output_hash: starling_protocol::sha256(&output),
+            output_len: output.len() as u64,
+            inline: Some(output),
+        }
+    }
+}
+
+/// Signs the upload of one lease's output (`PUT /v1/blobs/{hash}` with [`UploadAuth`] headers),
+/// and nothing else: the glue uploads, the machine keeps the key.
+#[derive(Debug)]
+pub struct LeaseSigner {
+    key: Keypair,
+    lease: LeaseId,
+}
+
+impl LeaseSigner {
+    pub fn sign(&self, output_hash: &Hash32, output_len: u64) -> UploadAuth {
+        UploadAuth::sign(&self.key, UploadPurpose::Output { lease: self.lease }, output_hash, output_len)
+    }
 }
 
 /// Why a task could not run.
@@ -405,9 +437,10 @@ impl Machine {
         let conn = session.conn;
         let mut device_lost = false;
         match outcome {
-            Ok(TaskOutput { output_hash, output_len }) => {
+            Ok(TaskOutput { output_hash, output_len, inline }) => {
                 let signature = run.key.sign_result(task, &output_hash, output_len);
-                let result = WorkerMessage::Result { lease, task, output_hash, output_len, signature };
+                let output = inline.map(InlineBytes);
+                let result = WorkerMessage::Result { lease, task, output_hash, output_len, signature, output };
                 self.actions.push(Action::Send { conn, text: encode(&result) });
                 if session.awaiting_ack.len() == MAX_AWAITING_ACK {
                     session.awaiting_ack.pop_front();
@@ -552,7 +585,7 @@ impl Machine {
         }
         let pace = self.pace(now_ms);
         let battery = self.device.battery;
-        if let Some(Run { link: Link::Ready(session), urls, .. }) = &mut self.run {
+        if let Some(Run { link: Link::Ready(session), urls, key, .. }) = &mut self.run {
             if let Some(job) = &mut session.job
                 && job.started_ms.is_none()
             {
@@ -560,7 +593,8 @@ impl Machine {
                     Pace::Work => {
                         job.started_ms = Some(now_ms);
                         let assignment = Box::new(job.assignment.clone());
-                        self.actions.push(Action::RunTask { assignment, relay: urls.clone() });
+                        let signer = LeaseSigner { key: Keypair::from_seed(key.seed()), lease: assignment.lease };
+                        self.actions.push(Action::RunTask { assignment, relay: urls.clone(), signer });
                     }
                     Pace::Pause(why) => {
                         let (lease, task) = (job.assignment.lease, job.assignment.task);

@@ -54,7 +54,7 @@ impl MatmulParams {
             return Err(kernel_error("matmul row block reaches past row m"));
         }
         for (name, r, c) in [("A", p.m, p.k), ("B", p.k, p.n)] {
-            if u64::from(r) * u64::from(c) * 4 > u64::from(u32::MAX) {
+            if (u64::from(r) * u64::from(c)).saturating_mul(4) > u64::from(u32::MAX) {
                 return Err(kernel_error(format!("matmul {name} is over 4 GiB")));
             }
         }

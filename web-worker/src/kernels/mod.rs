@@ -141,8 +141,10 @@ pub(crate) fn expect_output_size(kernel: BuiltinKernel, output_size: u32, expect
 
 /// The number of workgroups in a dispatch, and the linear index order every kernel uses:
 /// `x + y * nx + z * nx * ny`.
+/// Saturates rather than overflow: a dispatch a relay (or a fuzzer) names may be absurd, and
+/// must then fail the size checks, not wrap into a small count.
 pub(crate) fn total_workgroups(workgroups: [u32; 3]) -> u64 {
-    workgroups.iter().map(|&w| u64::from(w)).product()
+    workgroups.iter().fold(1u64, |n, &w| n.saturating_mul(u64::from(w)))
 }
 
 /// Splits `count` workgroups into a dispatch no dimension of which is over the WebGPU limit

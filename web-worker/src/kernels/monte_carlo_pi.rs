@@ -62,7 +62,7 @@ impl MonteCarloParams {
 
     /// Bytes of output for a dispatch of `workgroups`: one u32 per workgroup.
     pub fn output_size(workgroups: [u32; 3]) -> u64 {
-        total_workgroups(workgroups) * 4
+        total_workgroups(workgroups).saturating_mul(4)
     }
 
     pub(crate) fn check(&self, workgroups: [u32; 3], output_size: u32) -> Result<()> {

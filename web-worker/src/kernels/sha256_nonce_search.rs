@@ -84,7 +84,7 @@ impl Sha256Params {
 
     /// Bytes of output for a dispatch of `workgroups`: one 12-byte record per workgroup.
     pub fn output_size(workgroups: [u32; 3]) -> u64 {
-        total_workgroups(workgroups) * u64::from(RECORD_BYTES)
+        total_workgroups(workgroups).saturating_mul(u64::from(RECORD_BYTES))
     }
 
     pub(crate) fn check(&self, workgroups: [u32; 3], output_size: u32) -> Result<()> {

@@ -1,7 +1,9 @@
 //! Blob transfer for the native worker: inputs fetched over HTTP, checked against their hash and
-//! cached (bounded); outputs uploaded to their content address.
+//! cached (bounded); outputs too large to send inline uploaded to their content address, signed
+//! for their lease.
 
 use super::NativeError;
+use starling_protocol::upload::UploadAuth;
 use starling_protocol::{Hash32, sha256};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -58,14 +60,20 @@ impl InputCache {
     }
 }
 
+/// Uploads an output too large to travel inline, signed for the lease it answers.
 pub(super) async fn upload(
     http: &reqwest::Client,
     relay: &str,
+    auth: &UploadAuth,
     hash: &Hash32,
     body: Vec<u8>,
 ) -> Result<(), NativeError> {
     let url = format!("{}/v1/blobs/{hash}", relay.trim_end_matches('/'));
-    let resp = http.put(url).body(body).send().await.map_err(|e| NativeError::Http(e.to_string()))?;
+    let mut req = http.put(url);
+    for (name, value) in auth.headers() {
+        req = req.header(name, value);
+    }
+    let resp = req.body(body).send().await.map_err(|e| NativeError::Http(e.to_string()))?;
     if !resp.status().is_success() {
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();

@@ -1,6 +1,6 @@
 //! The native worker: connects to a relay, proves its key, announces capabilities, runs leased
-//! tasks on the GPU (or the CPU references with `cpu_only`), uploads outputs, reports signed
-//! result hashes, heartbeats, honours a duty cycle, and reconnects with backoff until shut down.
+//! tasks on the GPU (or the CPU references with `cpu_only`), reports signed result hashes (small
+//! outputs inline, larger ones uploaded first under a signature for their lease), heartbeats, honours a duty cycle, and reconnects with backoff until shut down.
 
 mod blobs;
 mod keys;
@@ -12,9 +12,12 @@ use crate::engine;
 use crate::gpu::GpuContext;
 use futures_util::{SinkExt, StreamExt};
 use starling_protocol::job::KernelSpec;
-use starling_protocol::sign::{Keypair, register_bytes};
+use starling_protocol::limits::MAX_INLINE_OUTPUT_BYTES;
+use starling_protocol::sign::{Keypair, UploadPurpose, register_bytes};
+use starling_protocol::upload::UploadAuth;
 use starling_protocol::worker::{
-    AdapterInfo, Assignment, Backend, Capabilities, DeviceLimits, DeviceState, Platform, RelayMessage, WorkerMessage,
+    AdapterInfo, Assignment, Backend, Capabilities, DeviceLimits, DeviceState, InlineBytes, Platform, RelayMessage,
+    WorkerMessage,
 };
 use starling_protocol::{LeaseId, PROTOCOL_VERSION, sha256};
 use std::collections::HashSet;
@@ -429,9 +432,17 @@ impl Executor {
         }
         let output_hash = sha256(&output);
         let output_len = output.len() as u64;
-        blobs::upload(&self.http, &self.config.relay, &output_hash, output)
-            .await
-            .map_err(|e| format!("upload: {e}"))?;
+        // Small outputs travel inside the result; larger ones are uploaded first, signed for
+        // this lease.
+        let inline = if output.len() <= MAX_INLINE_OUTPUT_BYTES {
+            Some(InlineBytes(output))
+        } else {
+            let auth = UploadAuth::sign(&self.key, UploadPurpose::Output { lease: a.lease }, &output_hash, output_len);
+            blobs::upload(&self.http, &self.config.relay, &auth, &output_hash, output)
+                .await
+                .map_err(|e| format!("upload: {e}"))?;
+            None
+        };
         self.stats.lock().expect("stats lock").tasks_run += 1;
         Ok(WorkerMessage::Result {
             lease: a.lease,
@@ -439,6 +450,7 @@ impl Executor {
             output_hash,
             output_len,
             signature: self.key.sign_result(a.task, &output_hash, output_len),
+            output: inline,
         })
     }
 }

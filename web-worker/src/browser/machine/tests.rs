@@ -169,8 +169,13 @@ fn handshake_then_assign_run_sign_rest_and_ack() {
 
     // Assigned at 2000: runs at once, and the relay hears we are busy.
     let actions = rig.at(2000).relay(RelayMessage::Assign(assignment(1)));
-    let Some(Action::RunTask { assignment: task, relay }) = actions.first() else { panic!("{actions:?}") };
+    let Some(Action::RunTask { assignment: task, relay, signer }) = actions.first() else { panic!("{actions:?}") };
     assert_eq!(**task, assignment(1));
+    // The signer signs uploads for this lease only, with the worker's key.
+    let auth = signer.sign(&sha256(b"big output"), 20_000);
+    assert_eq!(auth.key, rig.key.public());
+    assert_eq!(auth.purpose, starling_protocol::sign::UploadPurpose::Output { lease: LeaseId(1) });
+    auth.verify(&sha256(b"big output"), 20_000).unwrap();
     assert_eq!(relay.blob(&sha256(b"in")), format!("{RELAY}/v1/blobs/{}", sha256(b"in")));
     assert_eq!(heartbeats(&actions), [DeviceState { accepting: false, battery: None, charging: None }]);
     let status = last_status(&actions);
@@ -178,9 +183,9 @@ fn handshake_then_assign_run_sign_rest_and_ack() {
 
     // Done at 2400: the result is signed over result_bytes; at duty 0.5 it rests 400 ms.
     let output_hash = sha256(b"output");
-    let actions = rig.at(2400).finish(1, Ok(TaskOutput { output_hash, output_len: 16 }));
+    let actions = rig.at(2400).finish(1, Ok(TaskOutput { output_hash, output_len: 16, inline: None }));
     let msgs = sent(&actions);
-    let WorkerMessage::Result { lease, task, output_hash: h, output_len, signature } = &msgs[0].1 else {
+    let WorkerMessage::Result { lease, task, output_hash: h, output_len, signature, output: None } = &msgs[0].1 else {
         panic!("{msgs:?}")
     };
     assert_eq!((*lease, *task, *h, *output_len), (LeaseId(1), assignment(1).task, output_hash, 16));
@@ -211,10 +216,23 @@ fn handshake_then_assign_run_sign_rest_and_ack() {
 }
 
 #[test]
+fn small_outputs_travel_inside_the_result() {
+    let small = TaskOutput::inline(b"small output".to_vec());
+    assert_eq!((small.output_hash, small.output_len), (sha256(b"small output"), 12));
+
+    let (mut rig, _) = Rig::welcomed(1.0, Backend::BrowserWebgpu);
+    rig.at(2000).relay(RelayMessage::Assign(assignment(1)));
+    let actions = rig.at(2100).finish(1, Ok(small));
+    let msgs = sent(&actions);
+    let WorkerMessage::Result { output: Some(inline), output_hash, .. } = &msgs[0].1 else { panic!("{msgs:?}") };
+    assert_eq!((inline.0.as_slice(), *output_hash), (&b"small output"[..], sha256(b"small output")));
+}
+
+#[test]
 fn an_assignment_during_a_rest_waits_for_the_rest_to_end() {
     let (mut rig, _) = Rig::welcomed(0.25, Backend::BrowserWebgpu);
     rig.at(2000).relay(RelayMessage::Assign(assignment(1)));
-    rig.at(2100).finish(1, Ok(TaskOutput { output_hash: sha256(b"o"), output_len: 16 }));
+    rig.at(2100).finish(1, Ok(TaskOutput { output_hash: sha256(b"o"), output_len: 16, inline: None }));
     // 100 ms busy at 25%: 300 ms rest, until 2400. The relay raced us with a second task.
     let actions = rig.at(2150).relay(RelayMessage::Assign(assignment(2)));
     assert!(!actions.iter().any(|a| matches!(a, Action::RunTask { .. })), "{actions:?}");
@@ -279,7 +297,7 @@ fn a_pause_during_a_task_lets_it_finish_then_pauses() {
         (status.state, status.reason.as_deref()),
         (State::Working, Some("pausing after this task: the page is hidden"))
     );
-    let actions = rig.at(2500).finish(1, Ok(TaskOutput { output_hash: sha256(b"o"), output_len: 16 }));
+    let actions = rig.at(2500).finish(1, Ok(TaskOutput { output_hash: sha256(b"o"), output_len: 16, inline: None }));
     assert!(matches!(sent(&actions)[0].1, WorkerMessage::Result { .. }));
     assert_eq!(last_status(&actions).state, State::Paused);
 }
@@ -292,7 +310,7 @@ fn cancel_aborts_the_task_and_sends_nothing_for_it() {
     assert!(matches!(actions.first(), Some(Action::AbortTask { lease: LeaseId(1) })), "{actions:?}");
     assert_eq!(heartbeats(&actions), [DeviceState { accepting: true, battery: None, charging: None }]);
     // If the glue finishes it anyway, the result is not sent.
-    let actions = rig.at(2200).finish(1, Ok(TaskOutput { output_hash: sha256(b"o"), output_len: 16 }));
+    let actions = rig.at(2200).finish(1, Ok(TaskOutput { output_hash: sha256(b"o"), output_len: 16, inline: None }));
     assert!(sent(&actions).is_empty(), "{actions:?}");
     // Cancelling a lease we do not hold does nothing.
     assert!(rig.relay(RelayMessage::Cancel { lease: LeaseId(5) }).is_empty());
@@ -347,7 +365,7 @@ fn a_second_assignment_while_busy_is_refused() {
     // Declined, not failed: the relay may offer it to this worker again once it is free.
     assert!(matches!(&msgs[..], [(_, WorkerMessage::Decline { lease: LeaseId(2), .. })]), "{msgs:?}");
     // The first one still reports.
-    let actions = rig.finish(1, Ok(TaskOutput { output_hash: sha256(b"o"), output_len: 16 }));
+    let actions = rig.finish(1, Ok(TaskOutput { output_hash: sha256(b"o"), output_len: 16, inline: None }));
     assert!(matches!(sent(&actions)[0].1, WorkerMessage::Result { lease: LeaseId(1), .. }));
 }
 
@@ -491,7 +509,7 @@ fn stop_really_stops_and_start_again_resumes() {
     assert_eq!(rig.m.next_deadline(), None, "no timers, no retries");
     // Nothing from the old socket or task gets through.
     assert!(rig.relay(RelayMessage::Assign(assignment(2))).is_empty());
-    assert!(rig.finish(1, Ok(TaskOutput { output_hash: sha256(b"o"), output_len: 16 })).is_empty());
+    assert!(rig.finish(1, Ok(TaskOutput { output_hash: sha256(b"o"), output_len: 16, inline: None })).is_empty());
     rig.m.tick(100_000);
     assert!(rig.m.take_actions().is_empty());
 
@@ -535,7 +553,7 @@ fn bad_settings_are_refused_and_the_old_ones_kept() {
     let actions = rig.m.take_actions();
     assert!(actions.iter().any(|a| matches!(a, Action::Post(WorkerEvent::Log { level: LogLevel::Error, .. }))));
     rig.relay(RelayMessage::Assign(assignment(1)));
-    let actions = rig.at(3500).finish(1, Ok(TaskOutput { output_hash: sha256(b"o"), output_len: 16 }));
+    let actions = rig.at(3500).finish(1, Ok(TaskOutput { output_hash: sha256(b"o"), output_len: 16, inline: None }));
     assert_eq!(last_status(&actions).reason.unwrap(), "duty cycle 50%: resting 2.5 s after 2.5 s of work");
 }
 

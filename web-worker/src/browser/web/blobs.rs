@@ -1,19 +1,21 @@
 //! Blob transfer in the browser, as the native worker does it: inputs fetched from
 //! `GET /v1/blobs/{hash}`, read with a size bound, checked against their hash and cached (bounded);
-//! outputs uploaded with `PUT /v1/blobs/{hash}`. Every request has a deadline.
+//! outputs too large to travel inline uploaded with `PUT /v1/blobs/{hash}`, signed for their lease.
+//! Every request has a deadline.
 
 use super::describe_js;
 use super::timer::{Sleep, with_timeout};
 use crate::browser::page::RelayUrls;
 use js_sys::{Reflect, Uint8Array};
 use starling_protocol::limits::MAX_BLOB_BYTES;
+use starling_protocol::upload::UploadAuth;
 use starling_protocol::{Hash32, sha256};
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{AbortController, ReadableStreamDefaultReader, RequestInit, Response};
+use web_sys::{AbortController, Headers, ReadableStreamDefaultReader, RequestInit, Response};
 
 /// Longest a single blob request may take, like the native worker's HTTP client timeout.
 const REQUEST_TIMEOUT_MS: u32 = 120_000;
@@ -88,12 +90,17 @@ async fn fetch_blob(url: &str) -> Result<Vec<u8>, String> {
     result.unwrap_or_else(|| Err(format!("GET {url}: no answer within {} s", REQUEST_TIMEOUT_MS / 1000)))
 }
 
-/// PUTs `body` to the blob's content address.
-pub async fn upload(relay: &RelayUrls, hash: &Hash32, body: &[u8]) -> Result<(), String> {
+/// PUTs `body` to the blob's content address, with the upload's signed headers.
+pub async fn upload(relay: &RelayUrls, auth: &UploadAuth, hash: &Hash32, body: &[u8]) -> Result<(), String> {
     let url = relay.blob(hash);
     let controller = AbortController::new().map_err(|e| describe_js(&e))?;
     let init = RequestInit::new();
     init.set_method("PUT");
+    let headers = Headers::new().map_err(|e| describe_js(&e))?;
+    for (name, value) in auth.headers() {
+        headers.set(name, &value).map_err(|e| describe_js(&e))?;
+    }
+    init.set_headers(&headers);
     init.set_signal(Some(&controller.signal()));
     init.set_body(&Uint8Array::from(body).into());
     let send = async {

@@ -11,7 +11,7 @@ pub mod compute;
 pub mod socket;
 pub mod timer;
 
-use super::machine::{Action, ConnId, Machine, TaskFailure, TaskOutput};
+use super::machine::{Action, ConnId, LeaseSigner, Machine, TaskFailure, TaskOutput};
 use super::page::{LogLevel, PageMessage, State, Status, WorkerEvent, parse_secret_key};
 use compute::{Compute, Opened, open_compute};
 use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
@@ -19,6 +19,7 @@ use futures_util::StreamExt;
 use futures_util::future::LocalBoxFuture;
 use serde::Serialize;
 use socket::{Socket, SocketEvent};
+use starling_protocol::limits::MAX_INLINE_OUTPUT_BYTES;
 use starling_protocol::sign::Keypair;
 use starling_protocol::worker::Assignment;
 use starling_protocol::{LeaseId, sha256};
@@ -239,9 +240,9 @@ impl Glue {
             Action::Close { conn } => {
                 self.sockets.remove(&conn);
             }
-            Action::RunTask { assignment, relay } => {
+            Action::RunTask { assignment, relay, signer } => {
                 let lease = assignment.lease;
-                let run = run_assignment(self.compute.clone(), self.inputs.clone(), relay, *assignment);
+                let run = run_assignment(self.compute.clone(), self.inputs.clone(), relay, signer, *assignment);
                 self.task = Some((lease, Box::pin(run)));
             }
             Action::AbortTask { lease } => {
@@ -271,12 +272,14 @@ impl Glue {
     }
 }
 
-/// One task from lease to uploaded output: fetch and check the inputs, run the kernel, upload the
-/// output to its content address. The machine signs and reports.
+/// One task from lease to output: fetch and check the inputs, run the kernel, and upload the
+/// output to its content address (signed for the lease) unless it is small enough to travel
+/// inline in the result. The machine signs and reports.
 async fn run_assignment(
     compute: Option<Rc<Compute>>,
     inputs: Rc<blobs::InputCache>,
     relay: super::page::RelayUrls,
+    signer: LeaseSigner,
     a: Assignment,
 ) -> Result<TaskOutput, TaskFailure> {
     let failed = |reason: String| TaskFailure { reason, device_lost: false };
@@ -290,9 +293,13 @@ async fn run_assignment(
         .run(&a.kernel, &a.params, &views, a.workgroups, a.output_size)
         .await
         .map_err(|e| TaskFailure { device_lost: matches!(e, crate::Error::DeviceLost(_)), reason: e.to_string() })?;
-    let output_hash = sha256(&output);
-    blobs::upload(&relay, &output_hash, &output).await.map_err(|e| failed(format!("upload: {e}")))?;
-    Ok(TaskOutput { output_hash, output_len: output.len() as u64 })
+    if output.len() <= MAX_INLINE_OUTPUT_BYTES {
+        return Ok(TaskOutput::inline(output));
+    }
+    let (output_hash, output_len) = (sha256(&output), output.len() as u64);
+    let auth = signer.sign(&output_hash, output_len);
+    blobs::upload(&relay, &auth, &output_hash, &output).await.map_err(|e| failed(format!("upload: {e}")))?;
+    Ok(TaskOutput { output_hash, output_len, inline: None })
 }
 
 /// Posts `event` to the page as a plain object (numbers, not BigInts; objects, not Maps).

@@ -1,0 +1,132 @@
+//! The leases held right now, readable outside the core: a worker may store an output blob
+//! (uploaded, or inline in its result) only for a lease it holds, of exactly the task's declared
+//! size, and only one per lease. The core writes this book where it hands out and ends leases;
+//! connections and HTTP handlers read it without asking the core.
+
+use starling_protocol::{Hash32, LeaseId, PublicKey, TaskId};
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+/// One held lease: who holds it and what output it may store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldLease {
+    pub worker: PublicKey,
+    pub task: TaskId,
+    /// The task's declared output size: the only length an output for this lease may have.
+    pub output_size: u64,
+}
+
+/// Why a worker may not store an output for a lease.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OutputRefused {
+    #[error("lease {0} is not held by this worker")]
+    NotHeld(LeaseId),
+    #[error("lease {lease}: output is {len} bytes, the task declares {declared}")]
+    WrongSize { lease: LeaseId, len: u64, declared: u64 },
+    #[error("lease {lease} already stored output {stored}; one output per lease")]
+    AlreadyStored { lease: LeaseId, stored: Hash32 },
+}
+
+#[derive(Debug, Default)]
+pub struct LeaseBook {
+    held: RwLock<HashMap<LeaseId, (HeldLease, Option<Hash32>)>>,
+}
+
+impl LeaseBook {
+    /// The core handed `lease` out.
+    pub fn insert(&self, lease: LeaseId, held: HeldLease) {
+        self.held.write().expect("lease book lock").insert(lease, (held, None));
+    }
+
+    /// The lease ended (returned, lapsed, failed, declined, cancelled).
+    pub fn remove(&self, lease: LeaseId) {
+        self.held.write().expect("lease book lock").remove(&lease);
+    }
+
+    pub fn get(&self, lease: LeaseId) -> Option<HeldLease> {
+        self.held.read().expect("lease book lock").get(&lease).map(|(held, _)| *held)
+    }
+
+    pub fn len(&self) -> usize {
+        self.held.read().expect("lease book lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Charges `blob` of `len` bytes to `lease` held by `worker`, once: the same blob again is
+    /// allowed (a retried upload), another blob is refused. `task` is checked when known (the
+    /// inline path has it; an HTTP upload names only the lease). Undo with [`LeaseBook::uncharge`]
+    /// if the blob is then not stored.
+    pub fn charge(
+        &self,
+        lease: LeaseId,
+        worker: &PublicKey,
+        task: Option<TaskId>,
+        blob: &Hash32,
+        len: u64,
+    ) -> Result<(), OutputRefused> {
+        let mut held = self.held.write().expect("lease book lock");
+        let Some((entry, stored)) =
+            held.get_mut(&lease).filter(|(h, _)| h.worker == *worker && task.is_none_or(|t| t == h.task))
+        else {
+            return Err(OutputRefused::NotHeld(lease));
+        };
+        if len != entry.output_size {
+            return Err(OutputRefused::WrongSize { lease, len, declared: entry.output_size });
+        }
+        match stored {
+            Some(stored) if stored != blob => Err(OutputRefused::AlreadyStored { lease, stored: *stored }),
+            _ => {
+                *stored = Some(*blob);
+                Ok(())
+            }
+        }
+    }
+
+    /// The charged blob was not stored after all (the body broke off, or failed its hash).
+    pub fn uncharge(&self, lease: LeaseId, blob: &Hash32) {
+        if let Some((_, stored)) = self.held.write().expect("lease book lock").get_mut(&lease)
+            && stored.as_ref() == Some(blob)
+        {
+            *stored = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use starling_protocol::{JobId, sha256};
+
+    #[test]
+    fn one_output_of_the_declared_size_per_held_lease() {
+        let book = LeaseBook::default();
+        let (worker, other) = (PublicKey([1; 32]), PublicKey([2; 32]));
+        let task = TaskId { job: JobId(1), index: 0 };
+        let lease = LeaseId(7);
+        let (a, b) = (sha256(b"a"), sha256(b"b"));
+        assert_eq!(book.charge(lease, &worker, None, &a, 8), Err(OutputRefused::NotHeld(lease)));
+        book.insert(lease, HeldLease { worker, task, output_size: 8 });
+        assert_eq!(book.charge(lease, &other, None, &a, 8), Err(OutputRefused::NotHeld(lease)));
+        let wrong_task = TaskId { job: JobId(1), index: 1 };
+        assert_eq!(book.charge(lease, &worker, Some(wrong_task), &a, 8), Err(OutputRefused::NotHeld(lease)));
+        assert_eq!(
+            book.charge(lease, &worker, None, &a, 9),
+            Err(OutputRefused::WrongSize { lease, len: 9, declared: 8 })
+        );
+        assert_eq!(book.charge(lease, &worker, Some(task), &a, 8), Ok(()));
+        assert_eq!(book.charge(lease, &worker, None, &a, 8), Ok(()), "a retry of the same blob is fine");
+        assert_eq!(book.charge(lease, &worker, None, &b, 8), Err(OutputRefused::AlreadyStored { lease, stored: a }));
+        book.uncharge(lease, &a);
+        assert_eq!(
+            book.charge(lease, &worker, None, &b, 8),
+            Ok(()),
+            "an upload that failed frees the lease's allowance"
+        );
+        book.remove(lease);
+        assert_eq!(book.charge(lease, &worker, None, &b, 8), Err(OutputRefused::NotHeld(lease)));
+        assert!(book.is_empty());
+    }
+}
