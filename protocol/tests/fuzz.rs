@@ -90,6 +90,9 @@ fn worker_message(rng: &mut StdRng) -> WorkerMessage {
             output_hash: hash(rng),
             output_len: rng.r#gen(),
             signature: signature(rng),
+            output: rng.gen_bool(0.5).then(|| {
+                starling_protocol::worker::InlineBytes((0..rng.gen_range(0..64)).map(|_| rng.r#gen()).collect())
+            }),
         },
         4 => WorkerMessage::Failed { lease, task, reason: text(rng) },
         5 => WorkerMessage::Decline { lease, task, reason: text(rng) },

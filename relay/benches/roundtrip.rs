@@ -421,8 +421,7 @@ async fn connect_ws(url: String) -> Result<Ws> {
     socket.bind(SocketAddr::from(([127, 0, 0, source], 0)))?;
     let tcp = socket.connect(server).await?;
     tcp.set_nodelay(true)?;
-    let (ws, _) =
-        tokio_tungstenite::client_async_with_config(url, MaybeTlsStream::Plain(tcp), Some(config)).await?;
+    let (ws, _) = tokio_tungstenite::client_async_with_config(url, MaybeTlsStream::Plain(tcp), Some(config)).await?;
     Ok(ws)
 }
 

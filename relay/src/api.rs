@@ -3,7 +3,6 @@
 
 use crate::blobs::{BlobError, BlobStore, Owner, Upload, wall_ms};
 use crate::core::requirements;
-use std::collections::HashMap;
 use crate::error::ApiError;
 use crate::leases::OutputRefused;
 use crate::{AppState, ws};
@@ -23,6 +22,7 @@ use starling_protocol::sign::{SignedJob, UploadPurpose};
 use starling_protocol::upload::UploadAuth;
 use starling_protocol::{ErrorBody, ErrorCode, Hash32, JobId, PublicKey, TaskId};
 use starling_web_worker::{kernels, validate};
+use std::collections::HashMap;
 use tokio::io::AsyncReadExt;
 
 pub fn router() -> Router<AppState> {
@@ -82,13 +82,11 @@ pub async fn input_sizes(spec: &JobSpec, blobs: &BlobStore) -> std::result::Resu
 /// `POST /v1/jobs`: validate everything, store nothing unless all of it holds.
 async fn create_job(State(app): State<AppState>, request: Request) -> Result<Response, ApiError> {
     let origin = crate::serve::peer(request.extensions()).map(|a| a.ip());
-    let body = axum::body::to_bytes(request.into_body(), MAX_SPEC_BYTES)
-        .await
-        .map_err(|e| {
-            let text = e.to_string();
-            let code = if text.contains("length limit") { ErrorCode::TooLarge } else { ErrorCode::Malformed };
-            ApiError::new(code, format!("job body: {text}"))
-        })?;
+    let body = axum::body::to_bytes(request.into_body(), MAX_SPEC_BYTES).await.map_err(|e| {
+        let text = e.to_string();
+        let code = if text.contains("length limit") { ErrorCode::TooLarge } else { ErrorCode::Malformed };
+        ApiError::new(code, format!("job body: {text}"))
+    })?;
     let job: SignedJob = serde_json::from_slice(&body).map_err(|e| match unknown_kernel(&body) {
         Some(name) => ApiError::new(
             ErrorCode::UnknownKernel,

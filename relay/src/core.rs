@@ -10,13 +10,13 @@
 //! from which [`Core::restore`] rebuilds it after a crash. The scheduler and the verifier stay
 //! pure and are called from here.
 
+use crate::error::Error;
 use crate::escrow::settler::SettleNote;
 use crate::escrow::{EscrowError, OpenJob, plan};
 use crate::leases::HeldLease;
 use crate::scheduler::{JobRequirements, Lease, Scheduler, TaskNeeds};
 use crate::store::{PendingTask, ReturnedReplica};
 use crate::verifier::{self, Decision, Returned, Rule};
-use crate::error::Error;
 use starling_protocol::events::{JobEvent, JobState, JobSummary, ReplicaState};
 use starling_protocol::job::{Comparison, JobSpec};
 use starling_protocol::sign::SignedJob;
@@ -49,9 +49,18 @@ pub enum Input {
         paid: bool,
     },
     /// A worker's escrow standing changed: whether it may take paid jobs.
-    PaidStanding { key: PublicKey, paid: bool },
-    WorkerOffline { key: PublicKey, conn: u64 },
-    Heartbeat { key: PublicKey, state: DeviceState },
+    PaidStanding {
+        key: PublicKey,
+        paid: bool,
+    },
+    WorkerOffline {
+        key: PublicKey,
+        conn: u64,
+    },
+    Heartbeat {
+        key: PublicKey,
+        state: DeviceState,
+    },
     /// The connection checked the signature and that the output blob is stored with this length.
     Result {
         key: PublicKey,
@@ -61,14 +70,35 @@ pub enum Input {
         output_len: u64,
         signature: Signature,
     },
-    Failed { key: PublicKey, lease: LeaseId, task: TaskId, reason: String },
-    Decline { key: PublicKey, lease: LeaseId, task: TaskId, reason: String },
+    Failed {
+        key: PublicKey,
+        lease: LeaseId,
+        task: TaskId,
+        reason: String,
+    },
+    Decline {
+        key: PublicKey,
+        lease: LeaseId,
+        task: TaskId,
+        reason: String,
+    },
     /// A validated, signed job whose input blobs exist. `origin` is the submitter's address.
-    CreateJob { request: RequestId, job: SignedJob, req: JobRequirements, origin: Option<IpAddr> },
+    CreateJob {
+        request: RequestId,
+        job: SignedJob,
+        req: JobRequirements,
+        origin: Option<IpAddr>,
+    },
     /// The escrow's answer to [`Ready::escrow_opens`].
-    EscrowOpened { request: RequestId, outcome: OpenOutcome },
+    EscrowOpened {
+        request: RequestId,
+        outcome: OpenOutcome,
+    },
     /// Output bytes asked for by [`Ready::reads`] (`None`: unreadable).
-    OutputsRead { task: TaskId, outputs: Vec<(Hash32, Option<Arc<[u8]>>)> },
+    OutputsRead {
+        task: TaskId,
+        outputs: Vec<(Hash32, Option<Arc<[u8]>>)>,
+    },
 }
 
 /// How opening a job in escrow went.
@@ -85,19 +115,63 @@ pub enum OpenOutcome {
 /// A durable change, applied by the driver in the batch's transaction.
 #[derive(Debug, Clone)]
 pub enum Write {
-    InsertJob { id: JobId, job: Arc<SignedJob>, created_ms: u64, deadline_ms: u64 },
-    UpsertWorker { key: PublicKey, caps: Capabilities, at_ms: u64 },
-    InsertLease { lease: LeaseId, task: TaskId, worker: PublicKey, at_ms: u64 },
+    InsertJob {
+        id: JobId,
+        job: Arc<SignedJob>,
+        created_ms: u64,
+        deadline_ms: u64,
+    },
+    UpsertWorker {
+        key: PublicKey,
+        caps: Capabilities,
+        at_ms: u64,
+    },
+    InsertLease {
+        lease: LeaseId,
+        task: TaskId,
+        worker: PublicKey,
+        at_ms: u64,
+    },
     /// A leased replica's signed result.
-    Returned { lease: LeaseId, output_hash: Hash32, output_len: u64, signature: Signature, at_ms: u64 },
+    Returned {
+        lease: LeaseId,
+        output_hash: Hash32,
+        output_len: u64,
+        signature: Signature,
+        at_ms: u64,
+    },
     /// A replica's final state (accepted, rejected, lapsed, cancelled).
-    ReplicaState { lease: LeaseId, state: ReplicaState },
-    Lapse { task: TaskId },
-    VerifyTask { task: TaskId, output_hash: Hash32, at_ms: u64 },
-    FailTask { task: TaskId, reason: String, at_ms: u64 },
-    FinishJob { job: JobId, state: JobState, failure: Option<String>, at_ms: u64 },
+    ReplicaState {
+        lease: LeaseId,
+        state: ReplicaState,
+    },
+    Lapse {
+        task: TaskId,
+    },
+    VerifyTask {
+        task: TaskId,
+        output_hash: Hash32,
+        at_ms: u64,
+    },
+    FailTask {
+        task: TaskId,
+        reason: String,
+        at_ms: u64,
+    },
+    FinishJob {
+        job: JobId,
+        state: JobState,
+        failure: Option<String>,
+        at_ms: u64,
+    },
     /// Added to a worker's record.
-    WorkerCounts { key: PublicKey, returned: i64, accepted: i64, rejected: i64, at_ms: u64 },
+    WorkerCounts {
+        key: PublicKey,
+        returned: i64,
+        accepted: i64,
+        rejected: i64,
+        at_ms: u64,
+    },
 }
 
 /// A job event with the job it belongs to.
@@ -709,11 +783,21 @@ impl Core {
             self.record_lapse(&lease, now);
             return;
         }
-        self.ready.writes.push(Write::Returned { lease: lease_id, output_hash, output_len, signature, at_ms: now.wall_ms });
+        self.ready.writes.push(Write::Returned {
+            lease: lease_id,
+            output_hash,
+            output_len,
+            signature,
+            at_ms: now.wall_ms,
+        });
         self.ready.count(key, 1, 0, 0);
         self.sched.lease_returned(lease_id);
         self.ready.leases_closed.push(lease_id);
-        self.tasks.entry(task).or_default().returned.push(ReturnedReplica { lease: lease_id, worker: key, output_hash });
+        self.tasks.entry(task).or_default().returned.push(ReturnedReplica {
+            lease: lease_id,
+            worker: key,
+            output_hash,
+        });
         self.ready.messages.push((key, RelayMessage::Ack { lease: lease_id }));
         self.decide(task, now);
     }
@@ -733,7 +817,11 @@ impl Core {
         let (Some(job), Some(track)) = (self.jobs.get(&task.job), self.tasks.get_mut(&task)) else {
             return;
         };
-        let rule = Rule { comparison: job.job.spec.comparison, quorum: job.job.spec.quorum, max_replicas: job.job.spec.max_replicas };
+        let rule = Rule {
+            comparison: job.job.spec.comparison,
+            quorum: job.job.spec.quorum,
+            max_replicas: job.job.spec.max_replicas,
+        };
         if matches!(rule.comparison, Comparison::Tolerance { .. }) {
             let missing: Vec<Hash32> = track
                 .returned
@@ -834,7 +922,10 @@ impl Core {
         let (state, failure) = if job.summary.tasks_failed == 0 {
             (JobState::Done, None)
         } else {
-            (JobState::Failed, Some(format!("{} of {} tasks failed", job.summary.tasks_failed, job.summary.tasks_total)))
+            (
+                JobState::Failed,
+                Some(format!("{} of {} tasks failed", job.summary.tasks_failed, job.summary.tasks_total)),
+            )
         };
         self.ready.writes.push(Write::FinishJob { job: job_id, state, failure: failure.clone(), at_ms: now.wall_ms });
         job.summary.state = state;
@@ -945,7 +1036,9 @@ mod tests {
         JobSpec {
             label: String::new(),
             kernel: KernelSpec::Builtin { name: BuiltinKernel::MonteCarloPi },
-            tasks: (0..tasks).map(|i| TaskSpec { params: vec![i], inputs: vec![], workgroups: [1, 1, 1], output_size: 8 }).collect(),
+            tasks: (0..tasks)
+                .map(|i| TaskSpec { params: vec![i], inputs: vec![], workgroups: [1, 1, 1], output_size: 8 })
+                .collect(),
             comparison: Comparison::Exact,
             replicas: 2,
             quorum: 2,
@@ -1156,9 +1249,15 @@ mod tests {
         }
         let ready = core.ready(at(1));
         assert_eq!(ready.writes.iter().filter(|w| matches!(w, Write::Returned { .. })).count(), 2);
-        assert!(ready.writes.iter().any(|w| matches!(w, Write::VerifyTask { output_hash, .. } if *output_hash == hash)));
+        assert!(
+            ready.writes.iter().any(|w| matches!(w, Write::VerifyTask { output_hash, .. } if *output_hash == hash))
+        );
         assert_eq!(
-            ready.writes.iter().filter(|w| matches!(w, Write::ReplicaState { state: ReplicaState::Accepted, .. })).count(),
+            ready
+                .writes
+                .iter()
+                .filter(|w| matches!(w, Write::ReplicaState { state: ReplicaState::Accepted, .. }))
+                .count(),
             2
         );
         assert!(ready.writes.iter().any(|w| matches!(w, Write::FinishJob { state: JobState::Done, .. })));
@@ -1180,12 +1279,21 @@ mod tests {
         let thief = [worker(1), worker(2), worker(3)].into_iter().find(|k| *k != holder).unwrap();
         let signature = Signature([0; 64]);
         core.step(
-            Input::Result { key: thief, lease: a.lease, task: a.task, output_hash: Hash32([1; 32]), output_len: 8, signature },
+            Input::Result {
+                key: thief,
+                lease: a.lease,
+                task: a.task,
+                output_hash: Hash32([1; 32]),
+                output_len: 8,
+                signature,
+            },
             at(1),
         );
         let ready = core.ready(at(1));
         assert!(ready.writes.is_empty());
-        assert!(matches!(&ready.messages[..], [(k, RelayMessage::Error(e))] if *k == thief && e.code == ErrorCode::LeaseNotHeld));
+        assert!(
+            matches!(&ready.messages[..], [(k, RelayMessage::Error(e))] if *k == thief && e.code == ErrorCode::LeaseNotHeld)
+        );
     }
 
     #[test]
@@ -1203,7 +1311,14 @@ mod tests {
         let report = |core: &mut Core, i: usize, now: Now| {
             let (key, a) = &leases[i];
             core.step(
-                Input::Result { key: *key, lease: a.lease, task: a.task, output_hash: hashes[i], output_len: 8, signature },
+                Input::Result {
+                    key: *key,
+                    lease: a.lease,
+                    task: a.task,
+                    output_hash: hashes[i],
+                    output_len: 8,
+                    signature,
+                },
                 now,
             );
         };
@@ -1221,7 +1336,12 @@ mod tests {
         assert_eq!(ready.reads, vec![(leases[0].1.task, vec![hashes[1]])]);
         core.step(Input::OutputsRead { task: leases[0].1.task, outputs: bytes(1) }, at(2));
         let ready = core.ready(at(2));
-        assert!(ready.writes.iter().any(|w| matches!(w, Write::VerifyTask { output_hash, .. } if *output_hash == hashes[0])));
+        assert!(
+            ready
+                .writes
+                .iter()
+                .any(|w| matches!(w, Write::VerifyTask { output_hash, .. } if *output_hash == hashes[0]))
+        );
     }
 
     #[test]

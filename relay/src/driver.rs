@@ -35,13 +35,39 @@ pub enum Command {
         tx: mpsc::Sender<RelayMessage>,
     },
     /// A worker's escrow standing changed: whether it may take paid jobs.
-    PaidStanding { key: PublicKey, paid: bool },
-    WorkerOffline { key: PublicKey, conn: u64 },
-    Heartbeat { key: PublicKey, state: DeviceState },
+    PaidStanding {
+        key: PublicKey,
+        paid: bool,
+    },
+    WorkerOffline {
+        key: PublicKey,
+        conn: u64,
+    },
+    Heartbeat {
+        key: PublicKey,
+        state: DeviceState,
+    },
     /// The connection checked the signature and that the output blob is stored.
-    Result { key: PublicKey, lease: LeaseId, task: TaskId, output_hash: Hash32, output_len: u64, signature: Signature },
-    Failed { key: PublicKey, lease: LeaseId, task: TaskId, reason: String },
-    Decline { key: PublicKey, lease: LeaseId, task: TaskId, reason: String },
+    Result {
+        key: PublicKey,
+        lease: LeaseId,
+        task: TaskId,
+        output_hash: Hash32,
+        output_len: u64,
+        signature: Signature,
+    },
+    Failed {
+        key: PublicKey,
+        lease: LeaseId,
+        task: TaskId,
+        reason: String,
+    },
+    Decline {
+        key: PublicKey,
+        lease: LeaseId,
+        task: TaskId,
+        reason: String,
+    },
     CreateJob {
         job: SignedJob,
         req: JobRequirements,

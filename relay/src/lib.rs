@@ -111,7 +111,8 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// The whole HTTP surface: the API under `/v1`, and the web app from `www` at every other path.
 pub fn app(state: AppState, www: Option<PathBuf>) -> Router {
     let router = api::router().method_not_allowed_fallback(|method: axum::http::Method| async move {
-        ApiError::new(starling_protocol::ErrorCode::Malformed, format!("{method} is not allowed on this path")).into_response()
+        ApiError::new(starling_protocol::ErrorCode::Malformed, format!("{method} is not allowed on this path"))
+            .into_response()
     });
     let router = match www {
         Some(dir) => router.fallback_service(web::service(dir)),

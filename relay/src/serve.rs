@@ -121,7 +121,12 @@ impl Drop for Place {
 }
 
 /// Why a connection was not admitted.
-fn admit(budget: &Arc<Mutex<Budget>>, ip: IpAddr, per_address: usize, total: usize) -> std::result::Result<Place, &'static str> {
+fn admit(
+    budget: &Arc<Mutex<Budget>>,
+    ip: IpAddr,
+    per_address: usize,
+    total: usize,
+) -> std::result::Result<Place, &'static str> {
     let mut b = budget.lock().expect("budget lock");
     if b.total >= total {
         return Err("the relay is at its connection limit; retry later");
@@ -177,8 +182,9 @@ impl AsyncWrite for Guarded {
 /// Refuses a connection over budget with a plain `429` and `{code, message}`, without reading
 /// its request.
 async fn refuse(mut tcp: TcpStream, message: &str) {
-    let body = serde_json::to_string(&starling_protocol::ErrorBody::new(starling_protocol::ErrorCode::RateLimited, message))
-        .expect("error bodies serialize");
+    let body =
+        serde_json::to_string(&starling_protocol::ErrorBody::new(starling_protocol::ErrorCode::RateLimited, message))
+            .expect("error bodies serialize");
     let response = format!(
         "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
@@ -270,11 +276,12 @@ pub async fn serve(
         };
         // Small frames (an ack then an assign) must not wait on Nagle's algorithm.
         let _ = tcp.set_nodelay(true);
-        let service = tower::ServiceExt::map_request(app.clone(), move |req: axum::http::Request<hyper::body::Incoming>| {
-            let (mut parts, body) = req.into_parts();
-            parts.extensions.insert(ConnectInfo(peer));
-            axum::http::Request::from_parts(parts, bounded_body(Body::new(body), limits))
-        });
+        let service =
+            tower::ServiceExt::map_request(app.clone(), move |req: axum::http::Request<hyper::body::Incoming>| {
+                let (mut parts, body) = req.into_parts();
+                parts.extensions.insert(ConnectInfo(peer));
+                axum::http::Request::from_parts(parts, bounded_body(Body::new(body), limits))
+            });
         let io = TokioIo::new(Guarded { tcp, _place: place });
         let builder = builder.clone();
         let conn = builder.serve_connection_with_upgrades(io, TowerToHyperService::new(service)).into_owned();

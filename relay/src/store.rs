@@ -2,6 +2,7 @@
 //! relay core, one writer per relay; API handlers read through the pool. Queries use `$N`
 //! placeholders and portable SQL so a PostgreSQL backend can share them.
 
+use crate::core::Write;
 use crate::error::{Error, Result};
 use crate::escrow::plan::SignedReplica;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -12,7 +13,6 @@ use starling_protocol::events::{
 use starling_protocol::job::JobSpec;
 use starling_protocol::sign::SignedJob;
 use starling_protocol::{Hash32, JobId, LeaseId, PublicKey, Signature, TaskId};
-use crate::core::Write;
 use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
@@ -435,7 +435,8 @@ impl Store {
         .execute(&mut *conn)
         .await?;
         for chunk in stable_chunks(&(0..job.spec.tasks.len() as i64).collect::<Vec<_>>()) {
-            let q = multi_row("INSERT INTO tasks (job_id, idx, state) VALUES ", chunk.len(), &["", "", "'pending'"], "");
+            let q =
+                multi_row("INSERT INTO tasks (job_id, idx, state) VALUES ", chunk.len(), &["", "", "'pending'"], "");
             let mut query = sqlx::query(&q);
             for idx in chunk {
                 query = query.bind(id.0 as i64).bind(*idx);
@@ -460,9 +461,11 @@ impl Store {
     }
 
     pub async fn running_jobs(&self) -> Result<Vec<RunningJob>> {
-        let rows = sqlx::query("SELECT id, spec_json, deadline_ms, client, signature FROM jobs WHERE state = 'running' ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT id, spec_json, deadline_ms, client, signature FROM jobs WHERE state = 'running' ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         let mut jobs = Vec::with_capacity(rows.len());
         for row in rows {
             let id = JobId(row.get::<i64, _>(0) as u64);

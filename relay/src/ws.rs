@@ -6,7 +6,8 @@ use crate::AppState;
 use crate::blobs::{Owner, Upload, wall_ms};
 use crate::driver::Command;
 use crate::error::ApiError;
-use axum::extract::rejection::{PathRejection, WebSocketUpgradeRejection};
+use axum::extract::rejection::PathRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
@@ -256,9 +257,9 @@ async fn serve_worker(app: AppState, socket: WebSocket) {
         };
         let Some(msg) = msg else { break };
         let lease_of = |m: &WorkerMessage| match m {
-            WorkerMessage::Result { lease, .. } | WorkerMessage::Failed { lease, .. } | WorkerMessage::Decline { lease, .. } => {
-                Some(*lease)
-            }
+            WorkerMessage::Result { lease, .. }
+            | WorkerMessage::Failed { lease, .. }
+            | WorkerMessage::Decline { lease, .. } => Some(*lease),
             _ => None,
         };
         let outcome = match msg {
@@ -294,7 +295,9 @@ async fn serve_worker(app: AppState, socket: WebSocket) {
                         // and report again.
                         None if app.blobs.size(&output_hash).await != Some(output_len) => Err(ErrorBody::new(
                             ErrorCode::NotFound,
-                            format!("lease {lease}: upload output blob {output_hash} ({output_len} bytes) before reporting it"),
+                            format!(
+                                "lease {lease}: upload output blob {output_hash} ({output_len} bytes) before reporting it"
+                            ),
                         )),
                         None => Ok(Command::Result { key, lease, task, output_hash, output_len, signature }),
                     },
@@ -315,7 +318,9 @@ async fn serve_worker(app: AppState, socket: WebSocket) {
         };
         match outcome {
             Ok(cmd) => {
-                if let Command::Result { lease, .. } | Command::Failed { lease, .. } | Command::Decline { lease, .. } = &cmd {
+                if let Command::Result { lease, .. } | Command::Failed { lease, .. } | Command::Decline { lease, .. } =
+                    &cmd
+                {
                     // Answered: later messages about it are refused here.
                     held.lock().expect("held leases lock").remove(lease);
                 }

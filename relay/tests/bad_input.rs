@@ -385,7 +385,10 @@ async fn worker_protocol_violations_get_error_frames() {
     // An oversized frame ends that connection only.
     let mut big = authenticated(&relay, &Keypair::generate()).await;
     let _ = big.send(Message::Text("x".repeat(1 << 20).into())).await;
-    assert!(recv(&mut big).await.is_none());
+    // (It may have been handed the job's other replica before it misbehaved.)
+    while let Some(msg) = recv(&mut big).await {
+        assert!(matches!(msg, RelayMessage::Assign(_)), "{msg:?}");
+    }
 
     // Nothing was recorded for those results, and the relay still serves.
     let workers: Vec<Value> =
@@ -480,9 +483,11 @@ async fn slow_bodies_are_cut_off() {
     })
     .await;
     let mut tcp = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
-    tcp.write_all(b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 1000000\r\n\r\n")
-        .await
-        .unwrap();
+    tcp.write_all(
+        b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 1000000\r\n\r\n",
+    )
+    .await
+    .unwrap();
     let started = tokio::time::Instant::now();
     let answer = loop {
         let _ = tcp.write_all(b" ").await;

@@ -6,7 +6,9 @@ use async_trait::async_trait;
 use starling_protocol::events::{EscrowAccount, EscrowInfo, JobEscrow, JobState};
 use starling_protocol::job::{BuiltinKernel, Comparison, JobSpec, KernelSpec, TaskSpec};
 use starling_protocol::sign::Keypair;
-use starling_protocol::worker::{AdapterInfo, Backend, Capabilities, DeviceLimits, DeviceState, Platform, RelayMessage};
+use starling_protocol::worker::{
+    AdapterInfo, Backend, Capabilities, DeviceLimits, DeviceState, Platform, RelayMessage,
+};
 use starling_protocol::{JobId, PublicKey, Signature, sha256};
 use starling_relay::blobs::BlobStore;
 use starling_relay::core::{CoreConfig, requirements};

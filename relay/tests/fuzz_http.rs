@@ -295,7 +295,6 @@ fn http_request(rng: &mut StdRng, jobs: &JsonMutator) -> Sent {
     Sent { method, target: encode_target(&path), body: Shown(body) }
 }
 
-
 /// Checks one answer; `Err` says what is wrong.
 fn check_answer(sent: &Sent, answer: &Option<Answer>) -> Result<(), String> {
     let Some(answer) = answer else { return Err("connection closed without an answer".into()) };
@@ -539,8 +538,9 @@ async fn deeply_nested_wgsl_does_not_abort_the_relay() {
         entry_point: "main".into(),
     };
     let body = serde_json::to_vec(&Keypair::from_seed([1; 32]).sign_job(spec)).unwrap();
-    let answer = relay.request("POST", "/v1/jobs", &body).await;
-    assert_eq!(answer.map(|a| a.status), Some(400));
+    let answer = relay.request("POST", "/v1/jobs", &body).await.expect("an answer, not an abort");
+    assert_eq!(answer.status, 400, "refused: workers must never be handed it");
+    assert!(String::from_utf8_lossy(&answer.body).contains("nested deeper"));
     assert!(relay.healthy().await);
 }
 

@@ -4,10 +4,12 @@
 //! so no other test shares the machine's two cores while it measures.
 
 use futures_util::{SinkExt, StreamExt};
+use starling_protocol::PROTOCOL_VERSION;
 use starling_protocol::job::{BuiltinKernel, JobSpec, KernelSpec};
 use starling_protocol::sign::{Keypair, register_bytes};
-use starling_protocol::worker::{AdapterInfo, Backend, Capabilities, DeviceLimits, Platform, RelayMessage, WorkerMessage};
-use starling_protocol::PROTOCOL_VERSION;
+use starling_protocol::worker::{
+    AdapterInfo, Backend, Capabilities, DeviceLimits, Platform, RelayMessage, WorkerMessage,
+};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -39,7 +41,9 @@ fn caps() -> Capabilities {
     }
 }
 
-async fn next(ws: &mut (impl StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin)) -> Option<RelayMessage> {
+async fn next(
+    ws: &mut (impl StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin),
+) -> Option<RelayMessage> {
     loop {
         match ws.next().await? {
             Ok(Message::Text(t)) => return serde_json::from_str(t.as_str()).ok(),
@@ -53,9 +57,13 @@ async fn next(ws: &mut (impl StreamExt<Item = Result<Message, tokio_tungstenite:
 async fn register(ws_url: String, key: Keypair, registered: Arc<AtomicUsize>) {
     let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.expect("connect");
     let send = |m: &WorkerMessage| Message::Text(serde_json::to_string(m).unwrap().into());
-    ws.send(send(&WorkerMessage::Hello { protocol_version: PROTOCOL_VERSION, worker_key: key.public(), capabilities: caps() }))
-        .await
-        .unwrap();
+    ws.send(send(&WorkerMessage::Hello {
+        protocol_version: PROTOCOL_VERSION,
+        worker_key: key.public(),
+        capabilities: caps(),
+    }))
+    .await
+    .unwrap();
     let Some(RelayMessage::Challenge { nonce }) = next(&mut ws).await else { panic!("no challenge") };
     ws.send(send(&WorkerMessage::Auth { signature: key.sign_auth(&nonce) })).await.unwrap();
     loop {
@@ -79,7 +87,8 @@ async fn an_unpaid_job_is_answered_within_50_ms_while_300_workers_register() {
     let addr = listener.local_addr().unwrap();
     let mut config = starling_relay::Config::new(dir.path());
     config.limits.per_address = 1024;
-    config.escrow = starling_relay::EscrowConfig::Embedded(starling_relay::escrow::embedded::EmbeddedConfig::new(contract()));
+    config.escrow =
+        starling_relay::EscrowConfig::Embedded(starling_relay::escrow::embedded::EmbeddedConfig::new(contract()));
     let started = starling_relay::start(listener, config, std::future::pending()).await.unwrap();
     let base = format!("http://{addr}");
     let http = reqwest::Client::new();

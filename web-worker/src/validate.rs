@@ -65,7 +65,71 @@ pub fn validate_kernel(source: &str, entry_point: &str, n_inputs: usize) -> Resu
 #[cfg(not(target_arch = "wasm32"))]
 const PARSER_STACK_BYTES: usize = 64 << 20;
 
+/// Deepest nesting of brackets, and longest run of prefix operators, that client WGSL may use.
+/// Real kernels stay far below; deeper sources could still overflow the stack of a worker whose
+/// driver parses WGSL on its own thread.
+pub const MAX_WGSL_NESTING: usize = 256;
+
+/// Refuses sources nested deeper than [`MAX_WGSL_NESTING`], pointing at where the limit is passed.
+fn check_nesting(source: &str) -> Result<(), WgslError> {
+    let (mut depth, mut run, mut line, mut column) = (0usize, 0usize, 1u32, 0u32);
+    let mut chars = source.chars().peekable();
+    let mut block_comments = 0usize;
+    while let Some(ch) = chars.next() {
+        column += ch.len_utf8() as u32;
+        if ch == '\n' {
+            (line, column) = (line + 1, 0);
+            run = 0;
+            continue;
+        }
+        if block_comments > 0 {
+            match (ch, chars.peek()) {
+                ('*', Some('/')) => {
+                    chars.next();
+                    column += 1;
+                    block_comments -= 1;
+                }
+                ('/', Some('*')) => {
+                    chars.next();
+                    column += 1;
+                    block_comments += 1;
+                }
+                _ => {}
+            }
+            continue;
+        }
+        match (ch, chars.peek()) {
+            ('/', Some('/')) => {
+                // A line comment: skip to its end.
+                while chars.peek().is_some_and(|c| *c != '\n') {
+                    chars.next();
+                }
+                continue;
+            }
+            ('/', Some('*')) => {
+                chars.next();
+                column += 1;
+                block_comments = 1;
+                continue;
+            }
+            _ => {}
+        }
+        match ch {
+            '(' | '[' | '{' => (depth, run) = (depth + 1, 0),
+            ')' | ']' | '}' => (depth, run) = (depth.saturating_sub(1), 0),
+            '!' | '-' | '~' | '*' | '&' => run += 1,
+            c if c.is_whitespace() => {}
+            _ => run = 0,
+        }
+        if depth > MAX_WGSL_NESTING || run > MAX_WGSL_NESTING {
+            return Err(WgslError { line, column, message: format!("nested deeper than {MAX_WGSL_NESTING} levels") });
+        }
+    }
+    Ok(())
+}
+
 fn validate_here(source: &str, entry_point: &str, n_inputs: usize) -> Result<naga::Module, WgslError> {
+    check_nesting(source)?;
     let module = naga::front::wgsl::parse_str(source).map_err(|e| {
         let (line, column) = e.location(source).map_or((1, 1), |l| (l.line_number, l.line_position));
         WgslError { line, column, message: e.message().to_string() }
@@ -247,6 +311,25 @@ fn check_workgroup_memory(module: &naga::Module, source: &str) -> Result<(), Wgs
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deep_nesting_is_refused_with_where_but_comments_and_real_kernels_pass() {
+        let frame = |body: &str| {
+            format!(
+                "@group(0) @binding(1) var<storage, read_write> o: array<u32>;\n\
+                 @compute @workgroup_size(1) fn main() {{\n let x = {body}; o[0] = 1u; }}"
+            )
+        };
+        for body in ["!".repeat(300) + "true", "(".repeat(300) + "1u" + &")".repeat(300), "- ".repeat(300) + "1"] {
+            let e = validate_kernel(&frame(&body), "main", 0).expect_err("refused");
+            assert!(e.message.contains("nested deeper"), "{e}");
+            assert_eq!(e.line, 3, "{e}");
+        }
+        // Long runs of operator characters in comments are not nesting.
+        let commented = format!("// {}\n/* {} */\n{}", "-".repeat(400), "*".repeat(400), frame("!true"));
+        validate_kernel(&commented, "main", 0).expect("a comment is not nesting");
+        validate_kernel(&frame(&("!".repeat(200) + "true")), "main", 0).expect("within the limit");
+    }
 
     const DOUBLE: &str = "\
 @group(0) @binding(0) var<uniform> params: vec4<u32>;

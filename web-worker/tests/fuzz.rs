@@ -202,7 +202,6 @@ fn mutated_builtin_task(rng: &mut rand::rngs::StdRng, valid: &[BuiltinCase]) -> 
     (kernel, task, sizes)
 }
 
-
 /// What the relay does with a built-in task a client posts: `JobSpec::validate`, then
 /// `kernels::check_sizes` on the tasks it let through.
 #[test]
