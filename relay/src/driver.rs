@@ -15,15 +15,16 @@ use crate::scheduler::JobRequirements;
 use crate::store::Store;
 use starling_protocol::events::{JobEvent, JobSummary};
 use starling_protocol::sign::SignedJob;
-use starling_protocol::worker::{Capabilities, DeviceState, RelayMessage};
-use starling_protocol::{Hash32, JobId, LeaseId, PublicKey, Signature, TaskId};
+use starling_protocol::worker::{Capabilities, RelayMessage};
+use starling_protocol::{JobId, PublicKey};
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-/// Requests to the relay's state, from connections and handlers.
+/// Requests to the relay's state, from connections and handlers: the core's inputs, and the two
+/// that carry something for the driver to keep (a worker's outgoing queue, a caller's reply).
 #[derive(Debug)]
 pub enum Command {
     WorkerOnline {
@@ -34,46 +35,14 @@ pub enum Command {
         paid: bool,
         tx: mpsc::Sender<RelayMessage>,
     },
-    /// A worker's escrow standing changed: whether it may take paid jobs.
-    PaidStanding {
-        key: PublicKey,
-        paid: bool,
-    },
-    WorkerOffline {
-        key: PublicKey,
-        conn: u64,
-    },
-    Heartbeat {
-        key: PublicKey,
-        state: DeviceState,
-    },
-    /// The connection checked the signature and that the output blob is stored.
-    Result {
-        key: PublicKey,
-        lease: LeaseId,
-        task: TaskId,
-        output_hash: Hash32,
-        output_len: u64,
-        signature: Signature,
-    },
-    Failed {
-        key: PublicKey,
-        lease: LeaseId,
-        task: TaskId,
-        reason: String,
-    },
-    Decline {
-        key: PublicKey,
-        lease: LeaseId,
-        task: TaskId,
-        reason: String,
-    },
     CreateJob {
         job: SignedJob,
         req: JobRequirements,
         origin: Option<IpAddr>,
         reply: oneshot::Sender<Result<JobSummary>>,
     },
+    /// Any other input, handed to the core as it is.
+    Core(Input),
 }
 
 /// What the API reads without asking the core.
@@ -359,24 +328,19 @@ impl Driver {
                 self.workers.insert(key, (conn, tx));
                 Input::WorkerOnline { key, conn, caps, paid }
             }
-            Command::WorkerOffline { key, conn } => {
-                if self.workers.get(&key).is_some_and(|(c, _)| *c == conn) {
-                    self.workers.remove(&key);
-                }
-                Input::WorkerOffline { key, conn }
-            }
-            Command::PaidStanding { key, paid } => Input::PaidStanding { key, paid },
-            Command::Heartbeat { key, state } => Input::Heartbeat { key, state },
-            Command::Result { key, lease, task, output_hash, output_len, signature } => {
-                Input::Result { key, lease, task, output_hash, output_len, signature }
-            }
-            Command::Failed { key, lease, task, reason } => Input::Failed { key, lease, task, reason },
-            Command::Decline { key, lease, task, reason } => Input::Decline { key, lease, task, reason },
             Command::CreateJob { job, req, origin, reply } => {
                 let request = self.next_request;
                 self.next_request += 1;
                 self.replies.insert(request, reply);
                 Input::CreateJob { request, job, req, origin }
+            }
+            Command::Core(input) => {
+                if let Input::WorkerOffline { key, conn } = &input
+                    && self.workers.get(key).is_some_and(|(c, _)| c == conn)
+                {
+                    self.workers.remove(key);
+                }
+                input
             }
         }
     }

@@ -187,7 +187,7 @@ pub async fn start(
     let core_handle = handle.clone();
     tokio::spawn(async move {
         while let Some((key, paid)) = standing_rx.recv().await {
-            if core_handle.send(driver::Command::PaidStanding { key, paid }).await.is_err() {
+            if core_handle.send(driver::Command::Core(core::Input::PaidStanding { key, paid })).await.is_err() {
                 break;
             }
         }

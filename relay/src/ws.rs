@@ -4,6 +4,7 @@
 
 use crate::AppState;
 use crate::blobs::{Owner, Upload, wall_ms};
+use crate::core::Input;
 use crate::driver::Command;
 use crate::error::ApiError;
 use axum::extract::rejection::PathRejection;
@@ -275,19 +276,14 @@ async fn serve_worker(app: AppState, socket: WebSocket) {
             Ok(WorkerMessage::Hello { .. } | WorkerMessage::Auth { .. }) => {
                 Err(ErrorBody::new(ErrorCode::OutOfOrder, "already authenticated"))
             }
-            Ok(WorkerMessage::Heartbeat { state }) => Ok(Command::Heartbeat { key, state }),
+            Ok(WorkerMessage::Heartbeat { state }) => Ok(Command::Core(Input::Heartbeat { key, state })),
             Ok(WorkerMessage::Result { lease, task, output_hash, output_len, signature, output }) => {
                 match verify(&key, &result_bytes(task, &output_hash, output_len, &key), &signature) {
                     Ok(()) => match output {
                         Some(InlineBytes(bytes)) => {
                             let inline = InlineOutput { key, lease, task, output_hash, output_len, bytes };
-                            store_inline_output(&app, inline).await.map(|()| Command::Result {
-                                key,
-                                lease,
-                                task,
-                                output_hash,
-                                output_len,
-                                signature,
+                            store_inline_output(&app, inline).await.map(|()| {
+                                Command::Core(Input::Result { key, lease, task, output_hash, output_len, signature })
                             })
                         }
                         // The output must be stored before it is reported: the core decides without
@@ -299,18 +295,20 @@ async fn serve_worker(app: AppState, socket: WebSocket) {
                                 "lease {lease}: upload output blob {output_hash} ({output_len} bytes) before reporting it"
                             ),
                         )),
-                        None => Ok(Command::Result { key, lease, task, output_hash, output_len, signature }),
+                        None => {
+                            Ok(Command::Core(Input::Result { key, lease, task, output_hash, output_len, signature }))
+                        }
                     },
                     Err(e) => Err(ErrorBody::new(ErrorCode::BadSignature, format!("result for lease {lease}: {e}"))),
                 }
             }
             Ok(WorkerMessage::Failed { lease, task, reason }) => {
                 let reason: String = reason.chars().take(MAX_REASON_LEN).collect();
-                Ok(Command::Failed { key, lease, task, reason })
+                Ok(Command::Core(Input::Failed { key, lease, task, reason }))
             }
             Ok(WorkerMessage::Decline { lease, task, reason }) => {
                 let reason: String = reason.chars().take(MAX_REASON_LEN).collect();
-                Ok(Command::Decline { key, lease, task, reason })
+                Ok(Command::Core(Input::Decline { key, lease, task, reason }))
             }
             Ok(WorkerMessage::Register { .. }) => {
                 Err(ErrorBody::new(ErrorCode::OutOfOrder, "registration is answered right after welcome, when asked"))
@@ -318,8 +316,9 @@ async fn serve_worker(app: AppState, socket: WebSocket) {
         };
         match outcome {
             Ok(cmd) => {
-                if let Command::Result { lease, .. } | Command::Failed { lease, .. } | Command::Decline { lease, .. } =
-                    &cmd
+                if let Command::Core(
+                    Input::Result { lease, .. } | Input::Failed { lease, .. } | Input::Decline { lease, .. },
+                ) = &cmd
                 {
                     // Answered: later messages about it are refused here.
                     held.lock().expect("held leases lock").remove(lease);
@@ -337,7 +336,7 @@ async fn serve_worker(app: AppState, socket: WebSocket) {
             }
         }
     }
-    let _ = app.core.send(Command::WorkerOffline { key, conn }).await;
+    let _ = app.core.send(Command::Core(Input::WorkerOffline { key, conn })).await;
     writer.abort();
     tracing::debug!(worker = %key, conn, "worker disconnected");
 }

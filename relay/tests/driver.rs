@@ -11,7 +11,7 @@ use starling_protocol::worker::{
 };
 use starling_protocol::{JobId, PublicKey, Signature, sha256};
 use starling_relay::blobs::BlobStore;
-use starling_relay::core::{CoreConfig, requirements};
+use starling_relay::core::{CoreConfig, Input, requirements};
 use starling_relay::driver::{Command, CoreHandle, Driver, ManualClock};
 use starling_relay::escrow::settler::SettleNote;
 use starling_relay::escrow::{
@@ -180,7 +180,7 @@ async fn connect(handle: &CoreHandle, n: u8) -> (PublicKey, mpsc::Receiver<Relay
 }
 
 async fn heartbeat(handle: &CoreHandle, key: PublicKey) {
-    handle.send(Command::Heartbeat { key, state: DeviceState::default() }).await.unwrap();
+    handle.send(Command::Core(Input::Heartbeat { key, state: DeviceState::default() })).await.unwrap();
 }
 
 /// A paid job whose escrow open takes 60 s: an unrelated unpaid job is taken meanwhile, and
@@ -284,14 +284,14 @@ async fn silence_lapses_leases_and_verified_work_reaches_the_settler() {
         let key = Keypair::from_seed(seed);
         let signature = key.sign_result(lease.task, &hash, 8);
         h.handle
-            .send(Command::Result {
+            .send(Command::Core(Input::Result {
                 key: key.public(),
                 lease: lease.lease,
                 task: lease.task,
                 output_hash: hash,
                 output_len: 8,
                 signature,
-            })
+            }))
             .await
             .unwrap();
     }

@@ -296,7 +296,7 @@ fn http_request(rng: &mut StdRng, jobs: &JsonMutator) -> Sent {
 }
 
 /// Checks one answer; `Err` says what is wrong.
-fn check_answer(sent: &Sent, answer: &Option<Answer>) -> Result<(), String> {
+fn check_answer(_sent: &Sent, answer: &Option<Answer>) -> Result<(), String> {
     let Some(answer) = answer else { return Err("connection closed without an answer".into()) };
     if !(100..500).contains(&answer.status) {
         return Err(format!("status {}: {}", answer.status, String::from_utf8_lossy(&answer.body)));
