@@ -434,8 +434,13 @@ impl Core {
             c[2] += j;
         }
         // Worker records are statistics (the replicas' rows are the truth): written at most once
-        // a second, so a busy worker costs one row update per second, not one per batch.
-        if now.mono_ms >= self.counts_written_ms + COUNTS_EVERY_MS || self.counts.len() > MAX_PENDING_COUNTS {
+        // a second, so a busy worker costs one row update per second, not one per batch; and
+        // whenever a job ends, so they are whole when its client looks.
+        let job_ended = ready.settle.iter().any(|n| matches!(n, SettleNote::Finished(_)));
+        if job_ended
+            || now.mono_ms >= self.counts_written_ms + COUNTS_EVERY_MS
+            || self.counts.len() > MAX_PENDING_COUNTS
+        {
             self.counts_written_ms = now.mono_ms;
             for (key, [returned, accepted, rejected]) in self.counts.drain() {
                 ready.writes.push(Write::WorkerCounts { key, returned, accepted, rejected, at_ms: now.wall_ms });
