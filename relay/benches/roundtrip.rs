@@ -228,7 +228,9 @@ fn serve_relay() -> Result<()> {
 /// worker and the client share one loopback address.
 fn bench_relay_config(dir: String) -> starling_relay::Config {
     let mut config = starling_relay::Config::new(dir);
-    // Room for the largest idle count, as far as the open-file limit allows.
+    // Room for the largest idle count, as far as the open-file limit allows (the benchmark
+    // needs few watchers).
+    config.max_watchers = 64;
     let hard = rlimit::Resource::NOFILE.get().map_or(0, |(_, hard)| hard);
     let others = (config.max_watchers + config.limits.http_connections) as u64 + 256;
     config.max_workers = hard.saturating_sub(others).min(150_000) as usize;
