@@ -269,7 +269,7 @@ fn builtin_task_checks_on_any_assignment() {
 /// once per prefix unary operator with no depth limit (its limit covers parentheses, which come
 /// back as an error). On a 2 MiB stack `let x = !!!…!true;` parses at 4,000 operators and
 /// overflows the stack at 6,000 (`!`, `-`, `~` and `*&` alike), about 6 KB of source; the relay
-/// process aborts on one `POST /v1/jobs` (see `relay/tests/fuzz_http.rs`,
+/// process aborts on one `POST /v1/jobs` (see `relay/tests/it/fuzz_http.rs`,
 /// `deeply_nested_wgsl_does_not_abort_the_relay`). Same family as gfx-rs/wgpu#5759 and #4352.
 /// Fix in `validate_kernel` (or where the relay calls it): refuse sources whose nesting of
 /// prefix operators and brackets passes a few hundred before calling naga, or run naga on a

@@ -6,7 +6,7 @@
 //! in full, every deposit accounted for, total supply equal to what the faucet minted, and all of it unchanged after the relay is
 //! killed with -9 and restarted.
 
-mod support;
+
 
 use serde_json::Value;
 use sqlx::Row;
@@ -16,7 +16,7 @@ use starling_protocol::job::{BuiltinKernel, Comparison, JobSpec, KernelSpec};
 use starling_web_worker::kernels::mandelbrot;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use support::*;
+use crate::support::*;
 
 /// The embedded ledger's defaults (relay/src/escrow/embedded.rs), which this test relies on.
 const FAUCET: u128 = 1_000_000_000;

@@ -1,0 +1,5 @@
+//! End-to-end tests with real relay and worker processes: one binary, linked once.
+
+mod e2e;
+mod escrow;
+mod support;
