@@ -12,8 +12,20 @@
 //! | register | tag `starling/register/v1` ‖ contract address length (u16) ‖ contract address ‖ owner length (u16) ‖ owner address ‖ worker key (32) |
 //! | upload | tag `starling/upload/v1` ‖ purpose (u8: 0 client input, 1 worker output) ‖ lease id (u64; 0 for an input) ‖ blob SHA-256 (32) ‖ blob length (u64) ‖ uploader key (32) |
 //!
-//! The escrow contract rebuilds `result` bytes from settled data and verifies the signatures
-//! itself, so these encodings never change within a version tag. `tests::golden_vectors` pins them.
+//! The escrow contract checks the following itself; each names the deployment it is for (chain id
+//! and contract address, each a u16 big-endian length and the bytes, written `str` below), so a
+//! signature made for one chain, contract or job never counts in another:
+//!
+//! | message | bytes |
+//! | --- | --- |
+//! | result v2 | tag `starling/result/v2` ‖ chain id (str) ‖ contract (str) ‖ job id (u64) ‖ job spec digest (32) ‖ task index (u32) ‖ output SHA-256 (32) ‖ output length (u64) ‖ worker key (32) |
+//! | register v2 | tag `starling/register/v2` ‖ chain id (str) ‖ contract (str) ‖ owner account key (32) ‖ worker key (32) |
+//! | account | tag `starling/account/v1` ‖ chain id (str) ‖ contract (str) ‖ account key (32) ‖ nonce (u64) ‖ action: 0 bond ‖ worker key (32) ‖ amount (u128), 1 unbond ‖ worker key (32) ‖ amount (u128), 2 withdraw ‖ recipient address (str) ‖ amount (u128) |
+//! | deposit | tag `starling/deposit/v1` ‖ chain id (str) ‖ contract (str) ‖ relay address (str) ‖ client account key (32) ‖ job spec digest (32) ‖ tasks (u32) ‖ replicas (u8) ‖ quorum (u8) ‖ price per replica (u128) ‖ comparison (u8: 0 exact, 1 tolerance) ‖ deadline duration in seconds (u64) ‖ not after, block time in seconds (u64) |
+//!
+//! `result` v1 and `register` v1 are what the relay and workers speak today; the escrow no longer
+//! accepts them. These encodings never change within a version tag: the golden-vector tests pin
+//! every one of them.
 
 use crate::bytes::{Hash32, PublicKey, Signature};
 use crate::ids::{LeaseId, TaskId};
@@ -26,6 +38,10 @@ pub const TAG_RESULT: &str = "starling/result/v1";
 pub const TAG_JOB: &str = "starling/job/v1";
 pub const TAG_REGISTER: &str = "starling/register/v1";
 pub const TAG_UPLOAD: &str = "starling/upload/v1";
+pub const TAG_RESULT_V2: &str = "starling/result/v2";
+pub const TAG_REGISTER_V2: &str = "starling/register/v2";
+pub const TAG_ACCOUNT: &str = "starling/account/v1";
+pub const TAG_DEPOSIT: &str = "starling/deposit/v1";
 
 fn tagged(tag: &str, capacity: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + tag.len() + capacity);
@@ -71,6 +87,159 @@ pub fn register_bytes(contract: &str, owner: &str, worker: &PublicKey) -> Vec<u8
         out.extend_from_slice(part.as_bytes());
     }
     out.extend_from_slice(&worker.0);
+    out
+}
+
+/// Appends a string as a u16 big-endian length and its bytes. Chain ids and bech32 addresses are
+/// far below 64 KiB (the Cosmos SDK caps addresses at 255 bytes); a longer string is a caller's
+/// bug, refused loudly rather than encoded ambiguously.
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    let len = u16::try_from(s.len()).expect("chain ids and addresses are shorter than 64 KiB");
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// One escrow deployment: the chain and the contract on it. Every signature the escrow checks
+/// names one, so it cannot be replayed on another chain or into another contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deployment<'a> {
+    pub chain_id: &'a str,
+    pub contract: &'a str,
+}
+
+impl Deployment<'_> {
+    fn tagged(&self, tag: &str, capacity: usize) -> Vec<u8> {
+        let mut out = tagged(tag, 4 + self.chain_id.len() + self.contract.len() + capacity);
+        put_str(&mut out, self.chain_id);
+        put_str(&mut out, self.contract);
+        out
+    }
+}
+
+/// Bytes a worker signs over a task's output, bound to one deployment and one job: the escrow
+/// stores the job's spec digest when the job opens and checks these on settlement and slashing.
+pub fn result_bytes_v2(
+    deployment: Deployment<'_>,
+    task: TaskId,
+    spec_digest: &Hash32,
+    output_hash: &Hash32,
+    output_len: u64,
+    worker: &PublicKey,
+) -> Vec<u8> {
+    let mut out = deployment.tagged(TAG_RESULT_V2, 116);
+    out.extend_from_slice(&task.job.0.to_be_bytes());
+    out.extend_from_slice(&spec_digest.0);
+    out.extend_from_slice(&task.index.to_be_bytes());
+    out.extend_from_slice(&output_hash.0);
+    out.extend_from_slice(&output_len.to_be_bytes());
+    out.extend_from_slice(&worker.0);
+    out
+}
+
+/// Bytes a worker key signs to be bonded under an owner account (an ed25519 key of the escrow's
+/// accounts): proof of possession, so nobody can put someone else's worker key under their own
+/// account and collect its pay.
+pub fn register_bytes_v2(deployment: Deployment<'_>, owner: &PublicKey, worker: &PublicKey) -> Vec<u8> {
+    let mut out = deployment.tagged(TAG_REGISTER_V2, 64);
+    out.extend_from_slice(&owner.0);
+    out.extend_from_slice(&worker.0);
+    out
+}
+
+/// What an account's owner authorizes the escrow to do with its funds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountAction {
+    /// Move `amount` from the account's balance into `worker`'s bond (registering the key under
+    /// this account if it is new).
+    Bond { worker: PublicKey, amount: u128 },
+    /// Start unbonding `amount` of `worker`'s bond; it returns to the account after the
+    /// unbonding period.
+    Unbond { worker: PublicKey, amount: u128 },
+    /// Send `amount` from the account's balance to the chain address `to`.
+    Withdraw { to: String, amount: u128 },
+}
+
+/// Bytes an account's key signs to authorize one action on its funds. `nonce` is the account's
+/// current nonce in the contract: each authorization is accepted once, in order.
+pub fn account_bytes(deployment: Deployment<'_>, account: &PublicKey, nonce: u64, action: &AccountAction) -> Vec<u8> {
+    let mut out = deployment.tagged(TAG_ACCOUNT, 32 + 8 + 1 + 34 + 16);
+    out.extend_from_slice(&account.0);
+    out.extend_from_slice(&nonce.to_be_bytes());
+    match action {
+        AccountAction::Bond { worker, amount } => {
+            out.push(0);
+            out.extend_from_slice(&worker.0);
+            out.extend_from_slice(&amount.to_be_bytes());
+        }
+        AccountAction::Unbond { worker, amount } => {
+            out.push(1);
+            out.extend_from_slice(&worker.0);
+            out.extend_from_slice(&amount.to_be_bytes());
+        }
+        AccountAction::Withdraw { to, amount } => {
+            out.push(2);
+            put_str(&mut out, to);
+            out.extend_from_slice(&amount.to_be_bytes());
+        }
+    }
+    out
+}
+
+/// How the verifier compares a job's replicas, as far as money is concerned: only exact jobs
+/// are slashable, and tolerance jobs pay signers of different hashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ComparisonKind {
+    Exact,
+    Tolerance,
+}
+
+impl ComparisonKind {
+    fn code(self) -> u8 {
+        match self {
+            Self::Exact => 0,
+            Self::Tolerance => 1,
+        }
+    }
+}
+
+impl From<crate::job::Comparison> for ComparisonKind {
+    fn from(comparison: crate::job::Comparison) -> Self {
+        match comparison {
+            crate::job::Comparison::Exact => Self::Exact,
+            crate::job::Comparison::Tolerance { .. } => Self::Tolerance,
+        }
+    }
+}
+
+/// The terms of a job's deposit that its client signs ([`deposit_bytes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DepositTerms {
+    /// [`JobSpec::digest`] of the job: one signed deposit opens at most one job.
+    pub spec_digest: Hash32,
+    pub tasks: u32,
+    pub replicas: u8,
+    pub quorum: u8,
+    pub price_per_replica: u128,
+    pub comparison: ComparisonKind,
+    /// Seconds from the job's opening to its escrow deadline.
+    pub deadline_secs: u64,
+    /// The last block time (seconds) at which the relay may open the job with this signature.
+    pub not_after: u64,
+}
+
+/// Bytes a client signs to let `relay` open one job in the escrow, paid from the client's account.
+pub fn deposit_bytes(deployment: Deployment<'_>, relay: &str, client: &PublicKey, terms: &DepositTerms) -> Vec<u8> {
+    let mut out = deployment.tagged(TAG_DEPOSIT, 2 + relay.len() + 64 + 4 + 2 + 16 + 1 + 16);
+    put_str(&mut out, relay);
+    out.extend_from_slice(&client.0);
+    out.extend_from_slice(&terms.spec_digest.0);
+    out.extend_from_slice(&terms.tasks.to_be_bytes());
+    out.push(terms.replicas);
+    out.push(terms.quorum);
+    out.extend_from_slice(&terms.price_per_replica.to_be_bytes());
+    out.push(terms.comparison.code());
+    out.extend_from_slice(&terms.deadline_secs.to_be_bytes());
+    out.extend_from_slice(&terms.not_after.to_be_bytes());
     out
 }
 
@@ -158,6 +327,32 @@ impl Keypair {
 
     pub fn sign_upload(&self, purpose: UploadPurpose, blob: &Hash32, len: u64) -> Signature {
         self.sign(&upload_bytes(purpose, blob, len, &self.public()))
+    }
+
+    pub fn sign_result_v2(
+        &self,
+        deployment: Deployment<'_>,
+        task: TaskId,
+        spec_digest: &Hash32,
+        output_hash: &Hash32,
+        output_len: u64,
+    ) -> Signature {
+        self.sign(&result_bytes_v2(deployment, task, spec_digest, output_hash, output_len, &self.public()))
+    }
+
+    /// This worker key's consent to be bonded under `owner`.
+    pub fn sign_register_v2(&self, deployment: Deployment<'_>, owner: &PublicKey) -> Signature {
+        self.sign(&register_bytes_v2(deployment, owner, &self.public()))
+    }
+
+    /// This account key's authorization of `action` at `nonce`.
+    pub fn sign_account_action(&self, deployment: Deployment<'_>, nonce: u64, action: &AccountAction) -> Signature {
+        self.sign(&account_bytes(deployment, &self.public(), nonce, action))
+    }
+
+    /// This client key's consent to pay for one job opened by `relay`.
+    pub fn sign_deposit(&self, deployment: Deployment<'_>, relay: &str, terms: &DepositTerms) -> Signature {
+        self.sign(&deposit_bytes(deployment, relay, &self.public(), terms))
     }
 
     /// Signs `spec` for submission.
@@ -324,6 +519,184 @@ mod tests {
         // An auth signature over the same 32 bytes is not a result signature.
         let auth_sig = key.sign_auth(&h);
         assert!(verify(&key.public(), &result_bytes(task, &h, 32, &key.public()), &auth_sig).is_err());
+    }
+
+    const DEPLOYMENT: Deployment<'static> = Deployment { chain_id: "starling-1", contract: "cosmos1contract" };
+    /// `tag` ‖ chain id "starling-1" ‖ contract "cosmos1contract", hex.
+    const DEPLOYMENT_HEX: &str = concat!("000a", "737461726c696e672d31", "000f", "636f736d6f7331636f6e7472616374");
+    const WORKER_HEX: &str = "ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c";
+    const OWNER_HEX: &str = "fd1724385aa0c75b64fb78cd602fa1d991fdebf76b13c58ed702eac835e9f618";
+    /// sha256("spec"), standing in for a job spec digest.
+    const SPEC_HEX: &str = "d4f02eaafd1a9e9de7d10972ca8e47fa7a985825c3c9c1e249c72683cb3e4f19";
+
+    fn owner() -> Keypair {
+        Keypair::from_seed([9; 32])
+    }
+
+    /// Checks `bytes` against its expected hex, and that `signature` (made by `key` over them)
+    /// is the pinned one and verifies.
+    #[track_caller]
+    fn assert_golden(bytes: &[u8], expected_hex: &str, key: &Keypair, signature: Signature, expected_sig: &str) {
+        assert_eq!(hex::encode(bytes), expected_hex);
+        assert_eq!(signature.to_hex(), expected_sig);
+        verify(&key.public(), bytes, &signature).unwrap();
+    }
+
+    /// Pinned v2 encodings and signatures, built field by field; each signature was also computed
+    /// by an independent ed25519 implementation (Python `cryptography`) over independently
+    /// encoded bytes.
+    #[test]
+    fn golden_result_v2() {
+        let key = worker();
+        assert_eq!(owner().public().to_hex(), OWNER_HEX);
+        let spec = sha256(b"spec");
+        assert_eq!(spec.to_hex(), SPEC_HEX);
+        let task = TaskId { job: JobId(42), index: 7 };
+        let out = sha256(b"output");
+        let bytes = result_bytes_v2(DEPLOYMENT, task, &spec, &out, 4096, &key.public());
+        let expected = [
+            "12",
+            "737461726c696e672f726573756c742f7632",
+            DEPLOYMENT_HEX,
+            "000000000000002a",
+            SPEC_HEX,
+            "00000007",
+            "e0ee8bb50685e05fa0f47ed04203ae953fdfd055f5bd2892ea186504254f8c3a",
+            "0000000000001000",
+            WORKER_HEX,
+        ]
+        .concat();
+        let sig = key.sign_result_v2(DEPLOYMENT, task, &spec, &out, 4096);
+        assert_golden(&bytes, &expected, &key, sig, "7ae12e6f43c797c9da69153b404832c84c9d8a18a0a04c3c7ca6ac4e52462901c3e23afd98d8e5136f08b88f462ed14723f189b760f54813574da87246d31609");
+
+        // Another chain, contract, job digest, task or a v1 encoding of the same result: no.
+        let others = [
+            result_bytes_v2(Deployment { chain_id: "starling-2", ..DEPLOYMENT }, task, &spec, &out, 4096, &key.public()),
+            result_bytes_v2(Deployment { contract: "cosmos1other", ..DEPLOYMENT }, task, &spec, &out, 4096, &key.public()),
+            result_bytes_v2(DEPLOYMENT, task, &sha256(b"another spec"), &out, 4096, &key.public()),
+            result_bytes_v2(DEPLOYMENT, TaskId { job: JobId(43), index: 7 }, &spec, &out, 4096, &key.public()),
+            result_bytes(task, &out, 4096, &key.public()),
+        ];
+        for other in others {
+            assert_eq!(verify(&key.public(), &other, &sig), Err(SignatureError::Invalid));
+        }
+        // A v1 signature over the same result is not a v2 signature.
+        assert!(verify(&key.public(), &bytes, &key.sign_result(task, &out, 4096)).is_err());
+    }
+
+    #[test]
+    fn golden_register_v2() {
+        let key = worker();
+        let bytes = register_bytes_v2(DEPLOYMENT, &owner().public(), &key.public());
+        let expected =
+            ["14", "737461726c696e672f72656769737465722f7632", DEPLOYMENT_HEX, OWNER_HEX, WORKER_HEX].concat();
+        let sig = key.sign_register_v2(DEPLOYMENT, &owner().public());
+        assert_golden(&bytes, &expected, &key, sig, "01fd67298d27a4378b8aca8d0ae725d3ed1cff759fc316a769069b9e257cb5f0d693ffea8c158fa5453a2ca13c2550b4f0516d4e278074150c23651f4053a806");
+        // The proof names its owner: it does not put the key under another account.
+        let stranger = Keypair::from_seed([10; 32]).public();
+        let other = register_bytes_v2(DEPLOYMENT, &stranger, &key.public());
+        assert_eq!(verify(&key.public(), &other, &sig), Err(SignatureError::Invalid));
+    }
+
+    #[test]
+    fn golden_account_actions() {
+        let account = owner();
+        let header = |nonce: &str| ["13", "737461726c696e672f6163636f756e742f7631", DEPLOYMENT_HEX, OWNER_HEX, nonce].concat();
+        let cases = [
+            (
+                5,
+                AccountAction::Bond { worker: worker().public(), amount: 1_000_000 },
+                [header("0000000000000005"), "00".into(), WORKER_HEX.into(), "000000000000000000000000000f4240".into()].concat(),
+                "3d7b054f8cd2ce40331499306bf7c7a5bfca06a419655eeedf0ec2e1cd9add76c90917f6a5f0630a9beab1da65aa600e1c07e3702b5ee9df53af0f539ff7490d",
+            ),
+            (
+                6,
+                AccountAction::Unbond { worker: worker().public(), amount: 250 },
+                [header("0000000000000006"), "01".into(), WORKER_HEX.into(), "000000000000000000000000000000fa".into()].concat(),
+                "764e74b474acb76cbee6fee48ed34ce7b5b9a354a977bc8430c26850751b8f9510d066bed426c3f01c8128139d3d6f95a2a93af2b6762d20ac7cc682d7850e06",
+            ),
+            (
+                7,
+                AccountAction::Withdraw { to: "cosmos1owner".into(), amount: 12_345 },
+                [
+                    header("0000000000000007"),
+                    "02".into(),
+                    "000c636f736d6f73316f776e6572".into(),
+                    "00000000000000000000000000003039".into(),
+                ]
+                .concat(),
+                "18b91c9b986e08fd5a76a3a0ca2d3369af0e1efa86b05f2595ddd4b323d94cb45060a6bbc988c259239cd461aa1b3c3ba184f9b9c83144518601d70edf6de707",
+            ),
+        ];
+        for (nonce, action, expected, expected_sig) in cases {
+            let bytes = account_bytes(DEPLOYMENT, &account.public(), nonce, &action);
+            let sig = account.sign_account_action(DEPLOYMENT, nonce, &action);
+            assert_golden(&bytes, &expected, &account, sig, expected_sig);
+            // The next nonce, or the same action for another account, does not verify.
+            let replay = account_bytes(DEPLOYMENT, &account.public(), nonce + 1, &action);
+            assert_eq!(verify(&account.public(), &replay, &sig), Err(SignatureError::Invalid));
+        }
+    }
+
+    #[test]
+    fn golden_deposit() {
+        let client = owner();
+        let terms = DepositTerms {
+            spec_digest: sha256(b"spec"),
+            tasks: 8,
+            replicas: 3,
+            quorum: 2,
+            price_per_replica: 1_000,
+            comparison: ComparisonKind::Tolerance,
+            deadline_secs: 3_600,
+            not_after: 1_700_000_000,
+        };
+        let bytes = deposit_bytes(DEPLOYMENT, "cosmos1relay", &client.public(), &terms);
+        let expected = [
+            "13",
+            "737461726c696e672f6465706f7369742f7631",
+            DEPLOYMENT_HEX,
+            "000c636f736d6f733172656c6179",
+            OWNER_HEX,
+            SPEC_HEX,
+            "00000008",
+            "03",
+            "02",
+            "000000000000000000000000000003e8",
+            "01",
+            "0000000000000e10",
+            "000000006553f100",
+        ]
+        .concat();
+        let sig = client.sign_deposit(DEPLOYMENT, "cosmos1relay", &terms);
+        assert_golden(&bytes, &expected, &client, sig, "245f981118f690a5070278a198cfb954e8b593fb7246e71a9262c93751cd29358cf80d574696014c96bf71565c06290aaee464f764261d2015a9d64ebdedbf04");
+        // Every term is covered: change any one and the signature no longer verifies.
+        let changed = [
+            DepositTerms { tasks: 9, ..terms },
+            DepositTerms { replicas: 4, ..terms },
+            DepositTerms { quorum: 1, ..terms },
+            DepositTerms { price_per_replica: 1_001, ..terms },
+            DepositTerms { comparison: ComparisonKind::Exact, ..terms },
+            DepositTerms { deadline_secs: 3_601, ..terms },
+            DepositTerms { not_after: 1_700_000_001, ..terms },
+            DepositTerms { spec_digest: sha256(b"other"), ..terms },
+        ];
+        for other in changed {
+            let bytes = deposit_bytes(DEPLOYMENT, "cosmos1relay", &client.public(), &other);
+            assert_eq!(verify(&client.public(), &bytes, &sig), Err(SignatureError::Invalid), "{other:?}");
+        }
+        let other_relay = deposit_bytes(DEPLOYMENT, "cosmos1relay2", &client.public(), &terms);
+        assert_eq!(verify(&client.public(), &other_relay, &sig), Err(SignatureError::Invalid));
+        assert_eq!(ComparisonKind::from(crate::job::Comparison::Tolerance { rel: 0.0, abs: 0.0 }), ComparisonKind::Tolerance);
+        assert_eq!(ComparisonKind::from(crate::job::Comparison::Exact), ComparisonKind::Exact);
+    }
+
+    #[test]
+    fn strings_are_length_prefixed_so_fields_cannot_slide() {
+        // "ab" + "c" and "a" + "bc" would collide without the length prefixes.
+        let one = register_bytes_v2(Deployment { chain_id: "ab", contract: "c" }, &owner().public(), &worker().public());
+        let two = register_bytes_v2(Deployment { chain_id: "a", contract: "bc" }, &owner().public(), &worker().public());
+        assert_ne!(one, two);
     }
 
     #[test]

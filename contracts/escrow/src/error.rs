@@ -35,21 +35,43 @@ pub enum ContractError {
     #[error("only {expected} may do this")]
     Unauthorized { expected: String },
 
-    // Workers.
-    #[error("worker key {worker} is already registered")]
-    WorkerExists { worker: String },
+    // Accounts.
+    #[error("account {account} has {balance}, needs {needed}")]
+    InsufficientBalance { account: String, balance: Uint128, needed: Uint128 },
 
+    #[error("account {account}: authorization carries nonce {got}, the account is at {expected}")]
+    BadNonce { account: String, expected: u64, got: u64 },
+
+    #[error("account {account}: the authorization is not its key's signature over this action, chain and contract")]
+    BadAuthorization { account: String },
+
+    #[error("{name} must be more than zero")]
+    ZeroAmount { name: &'static str },
+
+    #[error("cannot withdraw to {address}: the escrow's own address")]
+    BadRecipient { address: String },
+
+    // Workers.
     #[error("worker key {worker} is not registered")]
     UnknownWorker { worker: String },
 
-    #[error("the registration proof is not a valid signature by {worker} over this contract and sender")]
-    BadRegistrationProof { worker: String },
+    #[error("worker key {worker} belongs to account {owner}")]
+    NotOwner { worker: String, owner: String },
+
+    #[error("worker key {worker} is new: registering it needs its proof (a signature over register_bytes_v2 naming the owner)")]
+    MissingRegistrationProof { worker: String },
+
+    #[error("the registration proof is not a valid signature by {worker} naming account {owner} on this chain and contract")]
+    BadRegistrationProof { worker: String, owner: String },
+
+    #[error("registering worker {worker} needs a bond of at least {min_bond}, got {amount}")]
+    BondTooSmall { worker: String, amount: Uint128, min_bond: Uint128 },
 
     #[error("cannot unbond {requested}: worker {worker} has {bonded} bonded")]
     UnbondTooLarge { worker: String, requested: Uint128, bonded: Uint128 },
 
-    #[error("worker {worker} has nothing to withdraw")]
-    NothingToWithdraw { worker: String },
+    #[error("worker {worker} has nothing unbonding to release")]
+    NothingToRelease { worker: String },
 
     #[error("worker {worker} is still unbonding until {release_at} (now {now})")]
     StillUnbonding { worker: String, release_at: u64, now: u64 },
@@ -60,6 +82,15 @@ pub enum ContractError {
 
     #[error("job {job_id} not found")]
     JobNotFound { job_id: u64 },
+
+    #[error("client {client} already opened job {job_id} with spec {spec_digest}: a signed deposit opens one job")]
+    SpecAlreadyOpened { client: String, spec_digest: String, job_id: u64 },
+
+    #[error("the client's deposit signature expired at {not_after} (now {now})")]
+    DepositExpired { not_after: u64, now: u64 },
+
+    #[error("the deposit is not a valid signature by client {client} over these terms, this relay, chain and contract")]
+    BadDepositSignature { client: String },
 
     #[error("job {job_id} passed its deadline {deadline} (now {now})")]
     DeadlinePassed { job_id: u64, deadline: u64, now: u64 },
@@ -95,13 +126,22 @@ pub enum ContractError {
     #[error("task {job_id}/{index}: worker {worker} signed twice")]
     DuplicateSigner { job_id: u64, index: u32, worker: String },
 
+    #[error("task {job_id}/{index}: signers {worker} and {other} have the same owner {owner}, which counts once toward the quorum")]
+    SameOwner { job_id: u64, index: u32, worker: String, other: String, owner: String },
+
     #[error("task {job_id}/{index}: signer {worker} is not registered")]
     SignerNotRegistered { job_id: u64, index: u32, worker: String },
 
     #[error("task {job_id}/{index}: signer {worker} has {bonded} bonded, minimum is {min_bond}")]
     SignerNotBonded { job_id: u64, index: u32, worker: String, bonded: Uint128, min_bond: Uint128 },
 
-    #[error("task {job_id}/{index}: signature by {worker} does not verify")]
+    #[error("task {job_id}/{index}: signer {worker} names its own hash on an exact job, where every signer signs the task's hash")]
+    SignerHashOnExactJob { job_id: u64, index: u32, worker: String },
+
+    #[error("task {job_id}/{index}: no signer signed the delivered output hash")]
+    ResultUnsigned { job_id: u64, index: u32 },
+
+    #[error("task {job_id}/{index}: signature by {worker} does not verify (v2 result bytes for this chain, contract and job)")]
     InvalidSignature { job_id: u64, index: u32, worker: String },
 
     // Slashing.

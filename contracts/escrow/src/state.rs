@@ -2,15 +2,22 @@
 //! methods (no storage access here, so they are unit-tested on their own).
 //!
 //! Money rules, all in the native denom and all with checked math:
+//! - Money enters only by `Deposit` into an account (an ed25519 key), and leaves only by a
+//!   `Withdraw` its key signed, by the relay's fee on paid work, or by a slash, which burns.
 //! - `fee_per_replica = floor(price_per_replica × relay_fee_bps / 10_000)`.
-//! - `deposit = tasks × replicas × (price_per_replica + fee_per_replica)`.
-//! - Settling a task with `n` signers (`quorum ≤ n ≤ replicas`) pays `price_per_replica` to the
-//!   owner of each of the `n` keys and `n × fee_per_replica` to the job's relay.
-//! - A refund returns `deposit − paid to workers − paid to the relay`: the full share of every
-//!   unsettled task plus the unused replica slots of settled ones. Paid money is never touched.
+//! - `deposit = tasks × replicas × (price_per_replica + fee_per_replica)`, taken from the client's
+//!   account balance when the job opens.
+//! - Settling a task with `n` signers (`quorum ≤ n ≤ replicas`, distinct owners) credits
+//!   `price_per_replica` to the account owning each of the `n` keys and sends `n × fee_per_replica`
+//!   to the job's relay.
+//! - A refund credits the client's account with `deposit − paid to workers − paid to the relay`:
+//!   the full share of every unsettled task plus the unused replica slots of settled ones.
 //! - A slash takes `floor((bonded + unbonding) × slash_bps / 10_000)`, from the unbonding funds
-//!   first; the reporter gets `floor(slashed × reporter_share_bps / 10_000)`, the job's client the
-//!   rest.
+//!   first, and burns it.
+//!
+//! So at every moment: the contract's balance = Σ account balances + Σ bonds + Σ unbonding +
+//! Σ what jobs still hold, and everything ever deposited = that + withdrawn + fees paid + burned
+//! ([`Totals`]).
 
 use crate::error::{ContractError, Result};
 use cosmwasm_schema::cw_serde;
@@ -21,37 +28,41 @@ use cw_storage_plus::{Item, Map};
 pub const BPS: u16 = 10_000;
 
 pub const CONFIG: Item<Config> = Item::new("config");
-/// Jobs by the relay's job id.
-pub const JOBS: Map<u64, Job> = Map::new("jobs");
-/// Settled tasks by (job id, task index). A task without an entry is unsettled.
-pub const TASKS: Map<(u64, u32), SettledTask> = Map::new("tasks");
-/// Workers by their 32-byte ed25519 public key.
+/// What came in and what went out, for the conservation check anyone can run.
+pub const TOTALS: Item<Totals> = Item::new("totals");
+/// Accounts by their 32-byte ed25519 key: the only way money is held for someone here.
+pub const ACCOUNTS: Map<&[u8], Account> = Map::new("accounts");
+/// Workers by their 32-byte ed25519 key.
 pub const WORKERS: Map<&[u8], Worker> = Map::new("workers");
-/// (job id, task index, worker key) of every slash taken, so evidence counts once.
-pub const SLASHED: Map<(u64, u32, &[u8]), Empty> = Map::new("slashed");
-/// Running totals per address, for dashboards and the demo's closing balance sheet.
-pub const ACCOUNTS: Map<&Addr, Account> = Map::new("accounts");
+/// Jobs by (the relay that opened them, the relay's job id): each relay numbers its own jobs.
+pub const JOBS: Map<(&Addr, u64), Job> = Map::new("jobs");
+/// The job a (client key, spec digest) pair opened: a signed deposit opens at most one job.
+pub const SPEC_JOBS: Map<(&[u8], &[u8]), JobRef> = Map::new("spec_jobs");
+/// Settled tasks by (relay, job id, task index). A task without an entry is unsettled.
+pub const TASKS: Map<(&Addr, u64, u32), SettledTask> = Map::new("tasks");
+/// (relay, job id, (task index, worker key)) of every slash taken, so evidence counts once.
+pub const SLASHED: Map<(&Addr, u64, (u32, &[u8])), Empty> = Map::new("slashed");
 
 #[cw_serde]
 pub struct Config {
     /// The native denom of deposits, bonds and payments.
     pub denom: String,
-    /// The relay: the only sender of settlements, and the recipient of fees.
+    /// The relay: the only sender of job openings, settlements and early closes, and the
+    /// recipient of fees. It moves no account's money without that account's signature.
     pub relay: Addr,
     /// The relay's fee on each paid replica, in basis points of `price_per_replica`.
     pub relay_fee_bps: u16,
-    /// Least bond a worker needs for its signature to count toward a quorum.
+    /// Least bond a worker needs for its signature to count toward a quorum (and to register).
     pub min_bond: Uint128,
-    /// Seconds unbonding funds stay in the contract (and slashable) before they can be withdrawn.
+    /// Seconds unbonding funds stay in the contract (and slashable) before they return to the
+    /// owner's account.
     pub unbonding_period: u64,
-    /// Longest allowed `deadline − creation time`. Kept below `unbonding_period` so a worker that
+    /// Longest allowed deadline duration of a job. Kept below `unbonding_period` so a worker that
     /// starts unbonding after signing for a job still has funds here when that job's last task can
     /// settle, and for `unbonding_period − max_job_duration` seconds after it (the evidence window).
     pub max_job_duration: u64,
-    /// Share of a worker's stake (bonded + unbonding) taken per proven contradiction.
+    /// Share of a worker's stake (bonded + unbonding) taken, and burned, per proven contradiction.
     pub slash_bps: u16,
-    /// Share of the slashed amount paid to whoever reports the evidence; the client gets the rest.
-    pub reporter_share_bps: u16,
 }
 
 impl Config {
@@ -60,11 +71,7 @@ impl Config {
         if self.denom.is_empty() {
             return Err(invalid("denom", "empty"));
         }
-        for (name, bps) in [
-            ("relay_fee_bps", self.relay_fee_bps),
-            ("slash_bps", self.slash_bps),
-            ("reporter_share_bps", self.reporter_share_bps),
-        ] {
+        for (name, bps) in [("relay_fee_bps", self.relay_fee_bps), ("slash_bps", self.slash_bps)] {
             if bps > BPS {
                 return Err(invalid(name, "more than 10000 basis points"));
             }
@@ -87,34 +94,106 @@ impl Config {
     pub fn fee_per_replica(&self, price_per_replica: Uint128) -> Result<Uint128> {
         Ok(price_per_replica.checked_multiply_ratio(self.relay_fee_bps, BPS)?)
     }
+}
 
-    /// Splits `slashed` into (reporter's share, client's share).
-    pub fn split_slash(&self, slashed: Uint128) -> Result<(Uint128, Uint128)> {
-        let reporter = slashed.checked_multiply_ratio(self.reporter_share_bps, BPS)?;
-        Ok((reporter, slashed.checked_sub(reporter)?))
+/// Money in and out of the contract since it was instantiated.
+#[cw_serde]
+#[derive(Default)]
+pub struct Totals {
+    /// Everything `Deposit` brought in.
+    pub deposited: Uint128,
+    /// Everything `Withdraw` sent out.
+    pub withdrawn: Uint128,
+    /// Relay fees sent out.
+    pub fees_paid: Uint128,
+    /// Slashed stake, burned.
+    pub burned: Uint128,
+}
+
+/// One ed25519 key's money in the contract. Only a signature by that key spends it.
+#[cw_serde]
+#[derive(Default)]
+pub struct Account {
+    /// Free to bond, to pay for jobs or to withdraw.
+    pub balance: Uint128,
+    /// The nonce the next authorization must carry; each accepted one increments it.
+    pub nonce: u64,
+    /// Running totals, for dashboards and balance sheets.
+    pub deposited: Uint128,
+    pub withdrawn: Uint128,
+    /// Paid by this account's worker keys' verified work.
+    pub earned: Uint128,
+    /// Taken from the balance for job deposits.
+    pub spent_on_jobs: Uint128,
+    /// Returned from job deposits.
+    pub refunded: Uint128,
+}
+
+impl Account {
+    pub fn credit(&mut self, amount: Uint128) -> Result<()> {
+        self.balance = self.balance.checked_add(amount)?;
+        Ok(())
     }
+
+    pub fn debit(&mut self, account: &str, amount: Uint128) -> Result<()> {
+        self.balance = self.balance.checked_sub(amount).map_err(|_| ContractError::InsufficientBalance {
+            account: account.to_owned(),
+            balance: self.balance,
+            needed: amount,
+        })?;
+        Ok(())
+    }
+
+    /// Accepts `nonce` only if it is the account's current one, and moves on to the next.
+    pub fn use_nonce(&mut self, account: &str, nonce: u64) -> Result<()> {
+        if nonce != self.nonce {
+            return Err(ContractError::BadNonce { account: account.to_owned(), expected: self.nonce, got: nonce });
+        }
+        self.nonce = self.nonce.checked_add(1).ok_or_else(|| overflow("nonce"))?;
+        Ok(())
+    }
+}
+
+/// How replicas of a job are compared, as far as money is concerned.
+#[cw_serde]
+#[derive(Copy)]
+pub enum JobComparison {
+    /// Byte-for-byte: every paid signer signed the same hash, and a dissenting signature on a
+    /// settled task is proof of a wrong result (slashable).
+    Exact,
+    /// Float output within a tolerance, checked by the relay's verifier only: each paid signer
+    /// signs its own hash, and nothing is slashable.
+    Tolerance,
+}
+
+/// Where a (client, spec digest) pair's job lives.
+#[cw_serde]
+pub struct JobRef {
+    pub relay: Addr,
+    pub job_id: u64,
 }
 
 #[cw_serde]
 pub struct Job {
-    /// Who paid the deposit and gets refunds and slashed stake.
-    pub client: Addr,
-    /// The relay when the job was opened: settles it and earns its fees.
+    /// The client's account key: paid the deposit, gets the refund.
+    pub client: HexBinary,
+    /// The relay that opened the job: settles it and earns its fees.
     pub relay: Addr,
+    /// `JobSpec::digest` the client signed; every result signature names it.
+    pub spec_digest: HexBinary,
     pub tasks: u32,
     pub replicas: u8,
     pub quorum: u8,
     pub price_per_replica: Uint128,
     pub fee_per_replica: Uint128,
+    pub comparison: JobComparison,
     /// Block time (seconds): settlement strictly before, refund at or after.
     pub deadline: u64,
-    /// Dissenting signatures on settled tasks can be slashed (exact-comparison jobs only).
-    pub slashable: bool,
     pub deposit: Uint128,
     pub settled_tasks: u32,
     pub paid_to_workers: Uint128,
     pub paid_to_relay: Uint128,
-    /// Set once, by the refund.
+    /// Set once, by the refund or the relay's early close.
     pub refunded: Option<Uint128>,
 }
 
@@ -140,6 +219,12 @@ impl Job {
         let per_replica = price_per_replica.checked_add(fee_per_replica)?;
         let replicas_total = Uint128::from(tasks).checked_mul(Uint128::from(replicas))?;
         Ok(per_replica.checked_mul(replicas_total)?)
+    }
+
+    /// Only exact jobs: on a tolerance job honest workers on different GPUs sign different bytes,
+    /// so a dissenting signature proves nothing.
+    pub fn slashable(&self) -> bool {
+        self.comparison == JobComparison::Exact
     }
 
     pub fn status(&self, now: u64) -> JobStatus {
@@ -206,10 +291,16 @@ impl Job {
 
 #[cw_serde]
 pub struct SettledTask {
+    /// The result the relay delivered: on an exact job the hash every paid worker signed; on a
+    /// tolerance job one of `signer_hashes`.
     pub output_hash: HexBinary,
     pub output_len: u64,
-    /// Keys of the workers paid for this task, in the order the relay submitted them.
+    /// Keys of the workers paid for this task (distinct owners), in the order the relay submitted
+    /// them.
     pub paid_workers: Vec<HexBinary>,
+    /// Tolerance jobs only: the hash each paid worker signed, in the order of `paid_workers`.
+    /// Empty on exact jobs, where it is `output_hash` for all.
+    pub signer_hashes: Vec<HexBinary>,
     pub settled_at: u64,
 }
 
@@ -222,19 +313,20 @@ impl SettledTask {
 
 #[cw_serde]
 pub struct Worker {
-    /// The account that registered the key: it receives payments and withdrawals.
-    pub owner: Addr,
+    /// The account key that bonded this worker key (with the worker key's consent): its pay
+    /// and its returned stake are credited there.
+    pub owner: HexBinary,
     pub bonded: Uint128,
-    /// Leaving, but still slashable until `release_at`.
+    /// Leaving, but still slashable until it is released to the owner's account.
     pub unbonding: Uint128,
-    /// Block time (seconds) from which `unbonding` can be withdrawn.
+    /// Block time (seconds) from which `unbonding` can be released.
     pub release_at: u64,
     /// Total taken by slashes.
     pub slashed: Uint128,
 }
 
 impl Worker {
-    pub fn new(owner: Addr, bond: Uint128) -> Self {
+    pub fn new(owner: HexBinary, bond: Uint128) -> Self {
         Self { owner, bonded: bond, unbonding: Uint128::zero(), release_at: 0, slashed: Uint128::zero() }
     }
 
@@ -269,10 +361,15 @@ impl Worker {
         Ok(())
     }
 
-    /// Takes everything that finished unbonding.
-    pub fn withdraw(&mut self, worker: &str, now: u64) -> Result<Uint128> {
+    /// Whether there is unbonding stake whose wait is over.
+    pub fn can_release(&self, now: u64) -> bool {
+        !self.unbonding.is_zero() && now >= self.release_at
+    }
+
+    /// Takes everything that finished unbonding (for the owner's account).
+    pub fn release(&mut self, worker: &str, now: u64) -> Result<Uint128> {
         if self.unbonding.is_zero() {
-            return Err(ContractError::NothingToWithdraw { worker: worker.to_owned() });
+            return Err(ContractError::NothingToRelease { worker: worker.to_owned() });
         }
         if now < self.release_at {
             return Err(ContractError::StillUnbonding { worker: worker.to_owned(), release_at: self.release_at, now });
@@ -294,22 +391,6 @@ impl Worker {
     }
 }
 
-/// Running totals of what the contract paid to (or took from) one address.
-#[cw_serde]
-#[derive(Default)]
-pub struct Account {
-    /// Deposits paid in as a client.
-    pub deposited: Uint128,
-    /// Paid for verified work, to the owner of the worker keys.
-    pub earned_work: Uint128,
-    /// Relay fees.
-    pub earned_fees: Uint128,
-    /// Slashed stake received, as reporter or as the wronged client.
-    pub slash_rewards: Uint128,
-    /// Deposits returned by refunds.
-    pub refunded: Uint128,
-}
-
 fn overflow(what: &'static str) -> ContractError {
     ContractError::InvalidParameter { name: what, reason: "overflow".to_owned() }
 }
@@ -327,7 +408,6 @@ mod tests {
             unbonding_period: 1_000,
             max_job_duration: 500,
             slash_bps: 5_000,
-            reporter_share_bps: 2_000,
         }
     }
 
@@ -336,15 +416,16 @@ mod tests {
         let price = Uint128::new(100);
         let fee = cfg.fee_per_replica(price).unwrap();
         Job {
-            client: Addr::unchecked("client"),
+            client: HexBinary::from(vec![9; 32]),
             relay: cfg.relay,
+            spec_digest: HexBinary::from(vec![1; 32]),
             tasks: 4,
             replicas: 3,
             quorum: 2,
             price_per_replica: price,
             fee_per_replica: fee,
+            comparison: JobComparison::Exact,
             deadline: 100,
-            slashable: true,
             deposit: Job::deposit_for(4, 3, price, fee).unwrap(),
             settled_tasks: 0,
             paid_to_workers: Uint128::zero(),
@@ -353,15 +434,18 @@ mod tests {
         }
     }
 
+    fn owner() -> HexBinary {
+        HexBinary::from(vec![7; 32])
+    }
+
     #[test]
     fn config_validation_table() {
         assert!(config().validate().is_ok());
         type Case = (&'static str, fn(&mut Config));
-        let cases: [Case; 6] = [
+        let cases: [Case; 5] = [
             ("denom", |c| c.denom.clear()),
             ("relay_fee_bps", |c| c.relay_fee_bps = 10_001),
             ("slash_bps", |c| c.slash_bps = 10_001),
-            ("reporter_share_bps", |c| c.reporter_share_bps = 10_001),
             ("min_bond", |c| c.min_bond = Uint128::zero()),
             ("unbonding_period", |c| c.unbonding_period = c.max_job_duration),
         ];
@@ -383,12 +467,30 @@ mod tests {
         assert_eq!(cfg.fee_per_replica(Uint128::new(19)).unwrap(), Uint128::zero());
         assert_eq!(Job::deposit_for(4, 3, Uint128::new(100), Uint128::new(5)).unwrap(), Uint128::new(4 * 3 * 105));
         assert!(Job::deposit_for(u32::MAX, u8::MAX, Uint128::MAX, Uint128::zero()).is_err());
-        assert_eq!(cfg.split_slash(Uint128::new(501)).unwrap(), (Uint128::new(100), Uint128::new(401)));
+    }
+
+    #[test]
+    fn account_spends_only_what_it_holds_and_each_nonce_once() {
+        let mut a = Account::default();
+        a.credit(Uint128::new(100)).unwrap();
+        let err = a.debit("a", Uint128::new(101)).unwrap_err();
+        assert!(matches!(err, ContractError::InsufficientBalance { balance, needed, .. }
+            if balance == Uint128::new(100) && needed == Uint128::new(101)));
+        a.debit("a", Uint128::new(60)).unwrap();
+        assert_eq!(a.balance, Uint128::new(40));
+        assert!(matches!(a.use_nonce("a", 1), Err(ContractError::BadNonce { expected: 0, got: 1, .. })));
+        a.use_nonce("a", 0).unwrap();
+        assert!(matches!(a.use_nonce("a", 0), Err(ContractError::BadNonce { expected: 1, got: 0, .. })));
+        a.use_nonce("a", 1).unwrap();
+        assert_eq!(a.nonce, 2);
+        a.nonce = u64::MAX;
+        assert!(a.use_nonce("a", u64::MAX).is_err(), "the last nonce cannot wrap to 0");
     }
 
     #[test]
     fn job_settles_then_refunds_only_the_rest() {
         let mut job = job();
+        assert!(job.slashable());
         assert_eq!(job.status(99), JobStatus::Open);
         assert_eq!(job.record_settlement(2).unwrap(), (Uint128::new(200), Uint128::new(10)));
         assert_eq!(job.remaining().unwrap(), Uint128::new(1260 - 210));
@@ -399,30 +501,36 @@ mod tests {
         assert_eq!(job.status(100), JobStatus::Closed);
         assert_eq!(job.remaining().unwrap(), Uint128::zero());
         assert!(matches!(job.take_refund(1, 200), Err(ContractError::AlreadyRefunded { .. })));
+        assert!(matches!(job.take_close(1), Err(ContractError::AlreadyRefunded { .. })));
+        job.comparison = JobComparison::Tolerance;
+        assert!(!job.slashable());
     }
 
     #[test]
-    fn worker_unbonding_and_slashing() {
-        let mut w = Worker::new(Addr::unchecked("owner"), Uint128::new(1_000));
+    fn worker_unbonding_release_and_slashing() {
+        let mut w = Worker::new(owner(), Uint128::new(1_000));
         assert!(w.is_eligible(Uint128::new(1_000)));
         assert!(w.start_unbonding("w", Uint128::new(1_001), 10, 100).is_err());
         assert!(w.start_unbonding("w", Uint128::zero(), 10, 100).is_err());
         w.start_unbonding("w", Uint128::new(400), 10, 100).unwrap();
         assert!(!w.is_eligible(Uint128::new(1_000)));
         assert_eq!((w.bonded, w.unbonding, w.release_at), (Uint128::new(600), Uint128::new(400), 110));
-        assert!(matches!(w.withdraw("w", 109), Err(ContractError::StillUnbonding { .. })));
+        assert!(!w.can_release(109));
+        assert!(matches!(w.release("w", 109), Err(ContractError::StillUnbonding { .. })));
         // Half of 1000 staked: all 400 unbonding, then 100 of the bonded.
         assert_eq!(w.slash("w", 5_000).unwrap(), Uint128::new(500));
         assert_eq!((w.bonded, w.unbonding, w.slashed), (Uint128::new(500), Uint128::zero(), Uint128::new(500)));
-        assert!(matches!(w.withdraw("w", 110), Err(ContractError::NothingToWithdraw { .. })));
+        assert!(!w.can_release(110));
+        assert!(matches!(w.release("w", 110), Err(ContractError::NothingToRelease { .. })));
         w.start_unbonding("w", Uint128::new(500), 120, 100).unwrap();
-        assert_eq!(w.withdraw("w", 220).unwrap(), Uint128::new(500));
+        assert!(w.can_release(220));
+        assert_eq!(w.release("w", 220).unwrap(), Uint128::new(500));
         assert!(matches!(w.slash("w", 5_000), Err(ContractError::NothingToSlash { .. })));
     }
 
     #[test]
     fn unbonding_again_restarts_the_clock() {
-        let mut w = Worker::new(Addr::unchecked("owner"), Uint128::new(1_000));
+        let mut w = Worker::new(owner(), Uint128::new(1_000));
         w.start_unbonding("w", Uint128::new(100), 10, 100).unwrap();
         w.start_unbonding("w", Uint128::new(100), 50, 100).unwrap();
         assert_eq!((w.unbonding, w.release_at), (Uint128::new(200), 150));
@@ -434,6 +542,7 @@ mod tests {
             output_hash: HexBinary::from(vec![1; 32]),
             output_len: 8,
             paid_workers: vec![],
+            signer_hashes: vec![],
             settled_at: 0,
         };
         assert!(!t.contradicted_by(&[1; 32], 8));

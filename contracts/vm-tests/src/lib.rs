@@ -13,8 +13,9 @@
 //!   convert them to their chain's storage gas (the VM's own figures cover only execution).
 //! - [`Executed`] / [`GasUsed`]: what a call did and cost.
 //!
-//! Limits, on purpose: one contract per ledger, bank sends as the only messages a contract may
-//! emit (no submessages), and the `cosmwasm` bech32 prefix of the VM's mock API.
+//! Limits, on purpose: one contract per ledger, bank sends and burns in the ledger's denom as the
+//! only messages a contract may emit (no submessages), and the `cosmwasm` bech32 prefix of the
+//! VM's mock API.
 
 pub mod artifact;
 mod storage;
@@ -60,7 +61,7 @@ pub enum LedgerError {
     Refused(String),
     #[error("{account} has {balance}{denom}, cannot pay {amount}{denom}")]
     InsufficientFunds { account: String, balance: u128, amount: u128, denom: String },
-    #[error("the ledger only runs bank sends in {denom}; the contract emitted {message}")]
+    #[error("the ledger only runs bank sends and burns in {denom}; the contract emitted {message}")]
     Unsupported { message: String, denom: String },
     #[error("the contract is not instantiated yet")]
     NotInstantiated,
@@ -99,6 +100,8 @@ pub struct Executed {
     pub events: Vec<Event>,
     /// Bank sends made from the contract on the contract's behalf: (recipient, amount).
     pub transfers: Vec<(Addr, u128)>,
+    /// Coins the contract burned (taken out of the supply).
+    pub burned: u128,
 }
 
 impl Executed {
@@ -135,6 +138,14 @@ impl Querier for LedgerQuerier {
             }
         };
         (Ok(answer), gas)
+    }
+}
+
+/// The amount of a single coin of `denom`, the only kind of coin this ledger moves.
+fn amount_in(denom: &str, coins: &[Coin]) -> Option<u128> {
+    match coins {
+        [coin] if coin.denom == denom => cosmwasm_std::Uint128::try_from(coin.amount).ok().map(|a| a.u128()),
+        _ => None,
     }
 }
 
@@ -409,7 +420,7 @@ impl Ledger {
     }
 
     /// Runs one message as a transaction: funds move to the contract, the contract runs in a
-    /// fresh instance over a copy of its storage, its bank sends are paid; any failure leaves
+    /// fresh instance over a copy of its storage, its bank sends and burns are applied; any failure leaves
     /// storage and balances as they were.
     fn run(
         &mut self,
@@ -465,26 +476,25 @@ impl Ledger {
             ContractResult::Err(text) => return Err(LedgerError::Refused(text)),
         };
         let mut transfers = Vec::new();
+        let mut burned = 0u128;
         for sub in &response.messages {
+            let unsupported = || LedgerError::Unsupported { message: format!("{:?}", sub.msg), denom: self.denom.clone() };
+            if sub.reply_on != cosmwasm_std::ReplyOn::Never {
+                return Err(unsupported());
+            }
             match &sub.msg {
-                CosmosMsg::Bank(BankMsg::Send { to_address, amount })
-                    if sub.reply_on == cosmwasm_std::ReplyOn::Never
-                        && amount.len() == 1
-                        && amount[0].denom == self.denom =>
-                {
+                CosmosMsg::Bank(BankMsg::Send { to_address, amount }) => {
+                    let amount = amount_in(&self.denom, amount).ok_or_else(unsupported)?;
                     let to = Addr::unchecked(to_address);
-                    let Ok(amount) = cosmwasm_std::Uint128::try_from(amount[0].amount).map(|a| a.u128()) else {
-                        return Err(LedgerError::Unsupported {
-                            message: format!("{:?}", sub.msg),
-                            denom: self.denom.clone(),
-                        });
-                    };
                     self.transfer(&contract, &to, amount)?;
                     transfers.push((to, amount));
                 }
-                other => {
-                    return Err(LedgerError::Unsupported { message: format!("{other:?}"), denom: self.denom.clone() });
+                CosmosMsg::Bank(BankMsg::Burn { amount }) => {
+                    let amount = amount_in(&self.denom, amount).ok_or_else(unsupported)?;
+                    self.burn(&contract, amount)?;
+                    burned += amount;
                 }
+                _ => return Err(unsupported()),
             }
         }
         self.storage = storage;
@@ -493,6 +503,7 @@ impl Ledger {
             attributes: response.attributes.into_iter().map(|a| (a.key, a.value)).collect(),
             events: response.events,
             transfers,
+            burned,
         })
     }
 

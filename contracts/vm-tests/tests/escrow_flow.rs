@@ -1,20 +1,23 @@
 //! The deployable artifact (`target/contracts/starling_escrow.wasm`, from
 //! `scripts/build-contract.sh`) in cosmwasm-vm: static checks, then the whole flow with real
-//! signatures (instantiate, register and bond workers, create a job, settle batches, slash,
-//! unbond and withdraw, refund), checking every payment and that the ledger's supply never
-//! changes, and measuring gas per operation, per settled task and per extra signature.
+//! signatures (instantiate, deposit into accounts, register and bond workers with their owners'
+//! authorizations, open a job with the client's signed deposit, settle batches with v2 result
+//! signatures, slash and burn, unbond, release and withdraw, refund), checking every payment,
+//! every refusal that must move nothing, and that the ledger's supply changes only by what was
+//! burned; and measuring gas per operation, per settled task and per extra signature.
 //!
 //! `STARLING_RECORD_GAS=1 cargo test -p starling-escrow-vm --test escrow_flow` also writes the
 //! figures into BENCHMARKS.md, between the `gas:begin` / `gas:end` markers.
 
 use cosmwasm_std::{Addr, HexBinary, Uint128};
 use starling_escrow::msg::{
-    ExecuteMsg, InstantiateMsg, JobResponse, QueryMsg, TaskResult, WorkerResponse, WorkerSignature, registration_bytes,
+    Authorization, ExecuteMsg, InstantiateMsg, JobResponse, JobTerms, QueryMsg, TaskResult, WorkerResponse,
+    WorkerSignature,
 };
-use starling_escrow::state::JobStatus;
+use starling_escrow::state::{Account, JobComparison, JobStatus, Totals};
 use starling_escrow_vm::artifact::{self, workspace_root};
 use starling_escrow_vm::{Executed, GasUsed, Ledger};
-use starling_protocol::sign::Keypair;
+use starling_protocol::sign::{AccountAction, Deployment, Keypair};
 use starling_protocol::{Hash32, JobId, TaskId, sha256};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -37,46 +40,95 @@ fn artifact() -> (Vec<u8>, PathBuf) {
     (wasm, root.join(artifact::ARTIFACT_PATH))
 }
 
+fn hex(bytes: &[u8]) -> HexBinary {
+    HexBinary::from(bytes)
+}
+
 struct Flow {
     ledger: Ledger,
     deployer: Addr,
     relay: Addr,
-    client: Addr,
+    /// Pays deposits into accounts from its chain wallet.
+    payer: Addr,
     reporter: Addr,
-    workers: Vec<(Keypair, Addr)>,
+    client: Keypair,
+    /// Worker keys and their owners' account keys.
+    workers: Vec<(Keypair, Keypair)>,
+    spec: Hash32,
 }
 
 impl Flow {
     fn new(wasm: &[u8]) -> Self {
         let mut ledger = Ledger::new(wasm, DENOM).expect("the artifact passes cosmwasm-vm's static checks");
-        let [deployer, relay, client, reporter] =
-            ["deployer", "relay", "client", "reporter"].map(|n| ledger.addr_make(n));
-        let workers: Vec<(Keypair, Addr)> =
-            (0..4u8).map(|i| (Keypair::from_seed([i + 11; 32]), ledger.addr_make(&format!("worker{i}")))).collect();
-        for addr in [&deployer, &relay, &client, &reporter].into_iter().chain(workers.iter().map(|(_, a)| a)) {
+        let [deployer, relay, payer, reporter] = ["deployer", "relay", "payer", "reporter"].map(|n| ledger.addr_make(n));
+        let workers = (0..4u8).map(|i| (Keypair::from_seed([i + 11; 32]), Keypair::from_seed([i + 21; 32]))).collect();
+        for addr in [&deployer, &relay, &payer, &reporter] {
             ledger.mint(addr, START);
         }
-        Self { ledger, deployer, relay, client, reporter, workers }
+        Self { ledger, deployer, relay, payer, reporter, client: Keypair::from_seed([9; 32]), workers, spec: sha256(b"job spec") }
+    }
+
+    fn deployment(&self) -> (String, String) {
+        (self.ledger.block().chain_id.clone(), self.ledger.contract().to_string())
     }
 
     fn pubkey(&self, worker: usize) -> HexBinary {
-        HexBinary::from(self.workers[worker].0.public().0.as_slice())
+        hex(&self.workers[worker].0.public().0)
     }
 
     fn exec(&mut self, sender: &Addr, msg: &ExecuteMsg, funds: u128) -> Executed {
         self.ledger.execute(sender, msg, funds).unwrap_or_else(|e| panic!("{msg:?}: {e}"))
     }
 
+    fn query<T: serde::de::DeserializeOwned>(&self, msg: &QueryMsg) -> T {
+        self.ledger.query(msg).unwrap().0
+    }
+
+    fn account(&self, key: &Keypair) -> Account {
+        self.query(&QueryMsg::Account { pubkey: hex(&key.public().0) })
+    }
+
+    fn authorization(&self, key: &Keypair, action: &AccountAction) -> Authorization {
+        let nonce = self.account(key).nonce;
+        let (chain_id, contract) = self.deployment();
+        let signature = key.sign_account_action(Deployment { chain_id: &chain_id, contract: &contract }, nonce, action);
+        Authorization { account: hex(&key.public().0), nonce, signature: hex(&signature.0) }
+    }
+
+    fn deposit(&mut self, account: &Keypair, amount: u128) -> Executed {
+        let payer = self.payer.clone();
+        self.exec(&payer, &ExecuteMsg::Deposit { account: hex(&account.public().0) }, amount)
+    }
+
+    fn bond(&mut self, worker: usize, amount: u128, register: bool) -> Executed {
+        let (chain_id, contract) = self.deployment();
+        let deployment = Deployment { chain_id: &chain_id, contract: &contract };
+        let (key, owner) = &self.workers[worker];
+        let action = AccountAction::Bond { worker: key.public(), amount };
+        let proof = register.then(|| hex(&key.sign_register_v2(deployment, &owner.public()).0));
+        let msg = ExecuteMsg::Bond {
+            authorization: self.authorization(owner, &action),
+            worker: self.pubkey(worker),
+            amount: Uint128::new(amount),
+            proof,
+        };
+        let relay = self.relay.clone();
+        self.exec(&relay, &msg, 0)
+    }
+
     fn sign(&self, worker: usize, index: u32, hash: &Hash32) -> WorkerSignature {
-        let sig = self.workers[worker].0.sign_result(TaskId { job: JobId(JOB), index }, hash, OUTPUT_LEN);
-        WorkerSignature { worker_pubkey: self.pubkey(worker), signature: HexBinary::from(sig.0.as_slice()) }
+        let (chain_id, contract) = self.deployment();
+        let deployment = Deployment { chain_id: &chain_id, contract: &contract };
+        let task = TaskId { job: JobId(JOB), index };
+        let sig = self.workers[worker].0.sign_result_v2(deployment, task, &self.spec, hash, OUTPUT_LEN);
+        WorkerSignature { worker_pubkey: self.pubkey(worker), signature: hex(&sig.0), output_hash: None }
     }
 
     fn task(&self, index: u32, signers: &[usize]) -> TaskResult {
         let hash = sha256(format!("output of task {index}").as_bytes());
         TaskResult {
             index,
-            output_hash: HexBinary::from(hash.0.as_slice()),
+            output_hash: hex(&hash.0),
             output_len: OUTPUT_LEN,
             signatures: signers.iter().map(|&w| self.sign(w, index, &hash)).collect(),
         }
@@ -119,124 +171,183 @@ fn whole_flow_in_cosmwasm_vm_with_gas() {
         unbonding_period: 14 * 24 * 3600,
         max_job_duration: 7 * 24 * 3600,
         slash_bps: 5_000,
-        reporter_share_bps: 2_000,
     };
     let deployer = f.deployer.clone();
     let done = f.ledger.instantiate(&deployer, &init, 0).unwrap();
     rows.push(row("instantiate", done.gas));
 
-    // Register four workers; one tops its bond up.
-    let contract = f.ledger.contract().clone();
+    // Each owner pays its bond into its account, then the relay submits the owner's signed bond
+    // with the worker key's registration proof; one owner tops its bond up.
+    let mut deposit_gas = None;
     let mut register_gas = None;
     for i in 0..4 {
-        let (key, owner) = (&f.workers[i].0, f.workers[i].1.clone());
-        let proof = key.sign(&registration_bytes(contract.as_str(), owner.as_str(), &key.public().0));
-        let msg = ExecuteMsg::RegisterWorker { pubkey: f.pubkey(i), proof: HexBinary::from(proof.0.as_slice()) };
-        let done = f.exec(&owner, &msg, MIN_BOND);
-        register_gas.get_or_insert(done.gas);
+        let owner = Keypair::from_seed(f.workers[i].1.seed());
+        let amount = if i == 0 { MIN_BOND + 5_000 } else { MIN_BOND };
+        deposit_gas.get_or_insert(f.deposit(&owner, amount).gas);
+        register_gas.get_or_insert(f.bond(i, MIN_BOND, true).gas);
     }
-    rows.push(row("register worker (proof check + bond)", register_gas.unwrap()));
-    let owner0 = f.workers[0].1.clone();
-    let done = f.exec(&owner0, &ExecuteMsg::Bond { pubkey: f.pubkey(0) }, 5_000);
-    rows.push(row("bond top-up", done.gas));
+    rows.push(row("deposit into an account", deposit_gas.unwrap()));
+    rows.push(row("register worker (owner's authorization + key's proof, one batch verify)", register_gas.unwrap()));
+    let done = f.bond(0, 5_000, false);
+    rows.push(row("bond top-up (owner's authorization)", done.gas));
 
-    // Job 1: 8 tasks × 3 replicas, quorum 2.
-    let deadline = f.ledger.now() + 3_600;
-    let create = ExecuteMsg::CreateJob {
-        job_id: JOB,
+    // A bond out of owner 1's account signed by someone else moves nothing.
+    let before = f.ledger.balances().clone();
+    let owner1 = Keypair::from_seed(f.workers[1].1.seed());
+    let action = AccountAction::Bond { worker: f.workers[1].0.public(), amount: 1 };
+    let nonce = f.account(&owner1).nonce;
+    let (chain_id, contract) = f.deployment();
+    let bytes = starling_protocol::sign::account_bytes(
+        Deployment { chain_id: &chain_id, contract: &contract },
+        &owner1.public(),
+        nonce,
+        &action,
+    );
+    let thief = Keypair::from_seed([66; 32]);
+    let stolen = ExecuteMsg::Bond {
+        authorization: Authorization { account: hex(&owner1.public().0), nonce, signature: hex(&thief.sign(&bytes).0) },
+        worker: f.pubkey(1),
+        amount: Uint128::new(1),
+        proof: None,
+    };
+    let relay = f.relay.clone();
+    let err = f.ledger.execute(&relay, &stolen, 0).unwrap_err();
+    assert!(err.refusal().is_some_and(|t| t.contains("authorization")), "{err}");
+    assert_eq!(f.ledger.balances(), &before);
+
+    // Job 1: 8 tasks × 3 replicas, quorum 2, paid from the client's account with its signature.
+    let deposit = 8 * 3 * (PRICE + FEE);
+    let client = Keypair::from_seed(f.client.seed());
+    f.deposit(&client, deposit - 1);
+    let terms = JobTerms {
+        spec_digest: hex(&f.spec.0),
         tasks: 8,
         replicas: 3,
         quorum: 2,
         price_per_replica: Uint128::new(PRICE),
-        deadline,
-        slashable: true,
+        comparison: JobComparison::Exact,
+        deadline_secs: 3_600,
+        not_after: f.ledger.now() + 600,
     };
-    let deposit = 8 * 3 * (PRICE + FEE);
-    let client = f.client.clone();
-    let refused = f.ledger.execute(&client, &create, deposit - 1).unwrap_err();
-    assert!(refused.refusal().is_some_and(|t| t.contains("expected")), "{refused}");
-    assert_eq!(f.ledger.balance(&client), START, "a refused deposit is returned");
-    let done = f.exec(&client, &create, deposit);
-    rows.push(row("create job", done.gas));
+    let (chain_id, contract) = f.deployment();
+    let signature = client.sign_deposit(
+        Deployment { chain_id: &chain_id, contract: &contract },
+        f.relay.as_str(),
+        &terms.to_protocol().unwrap(),
+    );
+    let create = ExecuteMsg::CreateJob { job_id: JOB, client: hex(&client.public().0), terms, signature: hex(&signature.0) };
+    let refused = f.ledger.execute(&relay, &create, 0).unwrap_err();
+    assert!(refused.refusal().is_some_and(|t| t.contains("needs")), "{refused}");
+    f.deposit(&client, 1);
+    let done = f.exec(&relay, &create, 0);
+    rows.push(row("create job (client's deposit signature)", done.gas));
+    assert_eq!(f.account(&client).balance, Uint128::zero());
 
     // Settlement batches, shaped to separate the cost of a task and of a signature.
     let one_task = f.settle(vec![f.task(0, &[0, 1])]);
     let one_task_three_sigs = f.settle(vec![f.task(1, &[0, 1, 2])]);
     let four_tasks = f.settle((2..6).map(|i| f.task(i, &[1, 2])).collect());
-    assert_eq!(four_tasks.transfers.len(), 3, "two workers and the relay, one send each");
+    assert_eq!(four_tasks.transfers, vec![(f.relay.clone(), 8 * FEE)], "workers are paid into accounts");
     rows.push(row("settle batch: 1 task, 2 signatures", one_task.gas));
     rows.push(row("settle batch: 1 task, 3 signatures", one_task_three_sigs.gas));
     rows.push(row("settle batch: 4 tasks, 2 signatures each", four_tasks.gas));
     let per_task = (four_tasks.gas.total - one_task.gas.total) / 3;
     let per_signature = one_task_three_sigs.gas.total - one_task.gas.total;
 
-    // Payments so far: worker0 2 replicas, worker1 6, worker2 5, the relay 13 fees.
+    // Paid so far: worker0 2 replicas, worker1 6, worker2 5, the relay 13 fees.
     let paid = [2, 2 + 4, 1 + 4, 0];
     for (i, replicas) in paid.iter().enumerate() {
-        let bond = if i == 0 { MIN_BOND + 5_000 } else { MIN_BOND };
-        assert_eq!(f.ledger.balance(&f.workers[i].1), START - bond + replicas * PRICE, "worker {i}");
+        assert_eq!(f.account(&f.workers[i].1).earned.u128(), replicas * PRICE, "owner of worker {i}");
     }
     assert_eq!(f.ledger.balance(&f.relay), START + 13 * FEE);
 
     // A forged batch is refused whole, naming the task, and nothing moves.
     let before = f.ledger.balances().clone();
     let mut forged = f.task(7, &[0, 3]);
-    forged.signatures[1].signature = HexBinary::from(vec![1; 64]);
-    let relay = f.relay.clone();
+    forged.signatures[1].signature = hex(&[1; 64]);
     let err = f
         .ledger
         .execute(&relay, &ExecuteMsg::SettleBatch { job_id: JOB, tasks: vec![f.task(6, &[0, 1]), forged] }, 0)
         .unwrap_err();
     assert!(err.refusal().is_some_and(|t| t.contains("task 1/7") && t.contains("does not verify")), "{err}");
     assert_eq!(f.ledger.balances(), &before);
-    let replay = f
-        .ledger
-        .execute(&relay, &ExecuteMsg::SettleBatch { job_id: JOB, tasks: vec![f.task(0, &[2, 3])] }, 0)
-        .unwrap_err();
+    let replay =
+        f.ledger.execute(&relay, &ExecuteMsg::SettleBatch { job_id: JOB, tasks: vec![f.task(0, &[2, 3])] }, 0).unwrap_err();
     assert!(replay.refusal().is_some_and(|t| t.contains("already settled")), "{replay}");
+    // A v1 signature (what workers sign today) does not settle.
+    let mut v1 = f.task(6, &[0, 1]);
+    let hash = Hash32(v1.output_hash.to_array().unwrap());
+    v1.signatures[1].signature = hex(&f.workers[1].0.sign_result(TaskId { job: JobId(JOB), index: 6 }, &hash, OUTPUT_LEN).0);
+    let err = f.ledger.execute(&relay, &ExecuteMsg::SettleBatch { job_id: JOB, tasks: vec![v1] }, 0).unwrap_err();
+    assert!(err.refusal().is_some_and(|t| t.contains("does not verify")), "{err}");
 
-    // Worker 3 signed a different output for task 0: the reporter takes 20% of half its bond.
+    // Worker 3 signed a different output for task 0: half its bond is burned, nobody is paid.
     let wrong = sha256(b"a wrong output");
     let sig = f.sign(3, 0, &wrong);
     let evidence = ExecuteMsg::Slash {
+        relay: f.relay.to_string(),
         job_id: JOB,
         index: 0,
         worker_pubkey: sig.worker_pubkey,
-        output_hash: HexBinary::from(wrong.0.as_slice()),
+        output_hash: hex(&wrong.0),
         output_len: OUTPUT_LEN,
         signature: sig.signature,
     };
     let reporter = f.reporter.clone();
-    let client_before = f.ledger.balance(&client);
     let done = f.exec(&reporter, &evidence, 0);
-    rows.push(row("slash (one signature check)", done.gas));
+    rows.push(row("slash (one signature check, burn)", done.gas));
     let slashed = MIN_BOND / 2;
-    assert_eq!(f.ledger.balance(&reporter), START + slashed / 5);
-    assert_eq!(f.ledger.balance(&client), client_before + slashed - slashed / 5);
+    assert_eq!((done.burned, done.transfers.len()), (slashed, 0));
+    assert_eq!(f.ledger.balance(&reporter), START);
 
-    // Worker 2 leaves: unbond, wait, withdraw.
-    let owner2 = f.workers[2].1.clone();
-    let done = f.exec(&owner2, &ExecuteMsg::Unbond { pubkey: f.pubkey(2), amount: Uint128::new(MIN_BOND) }, 0);
-    rows.push(row("unbond", done.gas));
-    let worker: WorkerResponse = f.ledger.query(&QueryMsg::Worker { pubkey: f.pubkey(2) }).unwrap().0;
+    // Worker 2 leaves: unbond, wait, release to its owner's account, withdraw to a wallet.
+    let owner2 = Keypair::from_seed(f.workers[2].1.seed());
+    let action = AccountAction::Unbond { worker: f.workers[2].0.public(), amount: MIN_BOND };
+    let unbond = ExecuteMsg::Unbond { authorization: f.authorization(&owner2, &action), worker: f.pubkey(2), amount: Uint128::new(MIN_BOND) };
+    let done = f.exec(&relay, &unbond, 0);
+    rows.push(row("unbond (owner's authorization)", done.gas));
+    let worker: WorkerResponse = f.query(&QueryMsg::Worker { pubkey: f.pubkey(2) });
     f.ledger.set_time(cosmwasm_std::Timestamp::from_seconds(worker.release_at));
-    let done = f.exec(&owner2, &ExecuteMsg::Withdraw { pubkey: f.pubkey(2) }, 0);
-    rows.push(row("withdraw", done.gas));
-    assert_eq!(f.ledger.balance(&owner2), START + 5 * PRICE);
+    let done = f.exec(&reporter, &ExecuteMsg::Release { worker: f.pubkey(2) }, 0);
+    rows.push(row("release finished unbonding to the owner's account", done.gas));
+    let earned2 = 5 * PRICE;
+    assert_eq!(f.account(&owner2).balance.u128(), MIN_BOND + earned2);
+    let wallet = f.ledger.addr_make("owner2-wallet");
+    let action = AccountAction::Withdraw { to: wallet.to_string(), amount: MIN_BOND + earned2 };
+    let withdraw = ExecuteMsg::Withdraw {
+        authorization: f.authorization(&owner2, &action),
+        to: wallet.to_string(),
+        amount: Uint128::new(MIN_BOND + earned2),
+    };
+    let done = f.exec(&relay, &withdraw, 0);
+    rows.push(row("withdraw (owner's authorization, bank send)", done.gas));
+    assert_eq!(f.ledger.balance(&wallet), MIN_BOND + earned2);
+    let replayed = f.ledger.execute(&relay, &withdraw, 0).unwrap_err();
+    assert!(replayed.refusal().is_some_and(|t| t.contains("nonce")), "{replayed}");
 
-    // Past the deadline: tasks 6 and 7 and task 0, 2..5's unused third replica come back.
-    let done = f.exec(&reporter, &ExecuteMsg::Refund { job_id: JOB }, 0);
-    rows.push(row("refund", done.gas));
+    // Past the deadline: tasks 6 and 7 and the unused third replica of tasks 0, 2..5 go back to
+    // the client's account.
+    let done = f.exec(&reporter, &ExecuteMsg::Refund { relay: f.relay.to_string(), job_id: JOB }, 0);
+    rows.push(row("refund (to the client's account)", done.gas));
     let settled_replicas = 2 + 3 + 4 * 2;
     let refund = deposit - settled_replicas * (PRICE + FEE);
-    assert_eq!(done.transfers, vec![(client.clone(), refund)]);
-    let (job, query_gas): (JobResponse, GasUsed) = f.ledger.query(&QueryMsg::Job { job_id: JOB }).unwrap();
+    assert_eq!(f.account(&client).balance.u128(), refund);
+    let (job, query_gas): (JobResponse, GasUsed) =
+        f.ledger.query(&QueryMsg::Job { relay: f.relay.to_string(), job_id: JOB }).unwrap();
     rows.push(row("query job", query_gas));
     assert_eq!((job.status, job.settled_tasks, job.remaining), (JobStatus::Closed, 6, Uint128::zero()));
 
-    // Money only moved: the contract holds the remaining bonds, nothing else.
-    assert_eq!(f.ledger.total_supply(), supply);
-    assert_eq!(f.ledger.balance(&contract), MIN_BOND + 5_000 + MIN_BOND + (MIN_BOND - slashed));
+    // Money only moved, except what was burned; the contract holds exactly what it owes.
+    assert_eq!(f.ledger.total_supply(), supply - slashed);
+    let totals: Totals = f.query(&QueryMsg::Totals {});
+    assert_eq!(totals.burned.u128(), slashed);
+    let mut owed = f.account(&client).balance.u128();
+    for i in 0..4 {
+        owed += f.account(&f.workers[i].1).balance.u128();
+        let w: WorkerResponse = f.query(&QueryMsg::Worker { pubkey: f.pubkey(i) });
+        owed += w.bonded.u128() + w.unbonding.u128();
+    }
+    assert_eq!(f.ledger.balance(&contract_addr(&f)), owed);
 
     // Sanity of the measurement itself: signatures dominate, and costs grow with the batch.
     assert!(per_signature > 0 && per_task > per_signature, "per task {per_task}, per signature {per_signature}");
@@ -246,7 +357,7 @@ fn whole_flow_in_cosmwasm_vm_with_gas() {
         storage: String::new(),
     });
     rows.push(Row {
-        operation: "→ per additional signature on a task (its worker is a new payee)".into(),
+        operation: "→ per additional signature on a task (its owner is a new payee)".into(),
         gas: per_signature,
         storage: String::new(),
     });
@@ -256,6 +367,10 @@ fn whole_flow_in_cosmwasm_vm_with_gas() {
     if std::env::var("STARLING_RECORD_GAS").is_ok_and(|v| v == "1") {
         record(&table);
     }
+}
+
+fn contract_addr(f: &Flow) -> Addr {
+    f.ledger.contract().clone()
 }
 
 fn render(rows: &[Row], wasm: &[u8], path: &Path, checksum: String) -> String {
@@ -272,7 +387,7 @@ fn render(rows: &[Row], wasm: &[u8], path: &Path, checksum: String) -> String {
         "Figures are CosmWasm gas as cosmwasm-vm meters it (Wasm execution, host crypto, and the mock\n\
          storage's per-byte costs); a chain converts to SDK gas with its own multiplier and adds its\n\
          own storage gas, for which the reads / writes column gives the counts. Job: 8 tasks × 3\n\
-         replicas, quorum 2; workers' signatures are real ed25519 over `result_bytes`. Gas is\n\
+         replicas, quorum 2; workers' signatures are real ed25519 over `result_bytes_v2`. Gas is\n\
          deterministic for a given artifact; the machine only matters for the build.\n\n",
     );
     out.push_str("| operation | CosmWasm gas | storage reads / writes (bytes written) |\n| --- | ---: | --- |\n");
