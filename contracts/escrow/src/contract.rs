@@ -1226,13 +1226,13 @@ mod tests {
         let err = exec(&mut deps, 0, "relay", 0, msg).unwrap_err();
         assert!(matches!(err, ContractError::BadAuthorization { .. }), "{err}");
         let contract = mock_env().contract.address.into_string();
-        let err = exec(&mut deps, 0, "relay", 0, withdraw(&deps, &contract, 400)).unwrap_err();
+        let err = { let msg = withdraw(&deps, &contract, 400); exec(&mut deps, 0, "relay", 0, msg) }.unwrap_err();
         assert!(matches!(err, ContractError::BadRecipient { .. }), "{err}");
-        let err = exec(&mut deps, 0, "relay", 0, withdraw(&deps, &to, 1_001)).unwrap_err();
+        let err = { let msg = withdraw(&deps, &to, 1_001); exec(&mut deps, 0, "relay", 0, msg) }.unwrap_err();
         assert!(matches!(err, ContractError::InsufficientBalance { .. }), "{err}");
-        let err = exec(&mut deps, 0, "relay", 0, withdraw(&deps, &to, 0)).unwrap_err();
+        let err = { let msg = withdraw(&deps, &to, 0); exec(&mut deps, 0, "relay", 0, msg) }.unwrap_err();
         assert!(matches!(err, ContractError::ZeroAmount { .. }), "{err}");
-        let response = exec(&mut deps, 0, "relay", 0, withdraw(&deps, &to, 400)).unwrap();
+        let response = { let msg = withdraw(&deps, &to, 400); exec(&mut deps, 0, "relay", 0, msg) }.unwrap();
         assert_eq!(sends(&response), vec![(to, 400)]);
         let a = account(&deps, &owner);
         assert_eq!((a.balance, a.withdrawn, a.nonce), (Uint128::new(600), Uint128::new(400), 1));
