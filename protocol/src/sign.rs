@@ -567,12 +567,32 @@ mod tests {
         ]
         .concat();
         let sig = key.sign_result_v2(DEPLOYMENT, task, &spec, &out, 4096);
-        assert_golden(&bytes, &expected, &key, sig, "7ae12e6f43c797c9da69153b404832c84c9d8a18a0a04c3c7ca6ac4e52462901c3e23afd98d8e5136f08b88f462ed14723f189b760f54813574da87246d31609");
+        assert_golden(
+            &bytes,
+            &expected,
+            &key,
+            sig,
+            "7ae12e6f43c797c9da69153b404832c84c9d8a18a0a04c3c7ca6ac4e52462901c3e23afd98d8e5136f08b88f462ed14723f189b760f54813574da87246d31609",
+        );
 
         // Another chain, contract, job digest, task or a v1 encoding of the same result: no.
         let others = [
-            result_bytes_v2(Deployment { chain_id: "starling-2", ..DEPLOYMENT }, task, &spec, &out, 4096, &key.public()),
-            result_bytes_v2(Deployment { contract: "cosmos1other", ..DEPLOYMENT }, task, &spec, &out, 4096, &key.public()),
+            result_bytes_v2(
+                Deployment { chain_id: "starling-2", ..DEPLOYMENT },
+                task,
+                &spec,
+                &out,
+                4096,
+                &key.public(),
+            ),
+            result_bytes_v2(
+                Deployment { contract: "cosmos1other", ..DEPLOYMENT },
+                task,
+                &spec,
+                &out,
+                4096,
+                &key.public(),
+            ),
             result_bytes_v2(DEPLOYMENT, task, &sha256(b"another spec"), &out, 4096, &key.public()),
             result_bytes_v2(DEPLOYMENT, TaskId { job: JobId(43), index: 7 }, &spec, &out, 4096, &key.public()),
             result_bytes(task, &out, 4096, &key.public()),
@@ -591,7 +611,13 @@ mod tests {
         let expected =
             ["14", "737461726c696e672f72656769737465722f7632", DEPLOYMENT_HEX, OWNER_HEX, WORKER_HEX].concat();
         let sig = key.sign_register_v2(DEPLOYMENT, &owner().public());
-        assert_golden(&bytes, &expected, &key, sig, "01fd67298d27a4378b8aca8d0ae725d3ed1cff759fc316a769069b9e257cb5f0d693ffea8c158fa5453a2ca13c2550b4f0516d4e278074150c23651f4053a806");
+        assert_golden(
+            &bytes,
+            &expected,
+            &key,
+            sig,
+            "01fd67298d27a4378b8aca8d0ae725d3ed1cff759fc316a769069b9e257cb5f0d693ffea8c158fa5453a2ca13c2550b4f0516d4e278074150c23651f4053a806",
+        );
         // The proof names its owner: it does not put the key under another account.
         let stranger = Keypair::from_seed([10; 32]).public();
         let other = register_bytes_v2(DEPLOYMENT, &stranger, &key.public());
@@ -601,18 +627,21 @@ mod tests {
     #[test]
     fn golden_account_actions() {
         let account = owner();
-        let header = |nonce: &str| ["13", "737461726c696e672f6163636f756e742f7631", DEPLOYMENT_HEX, OWNER_HEX, nonce].concat();
+        let header =
+            |nonce: &str| ["13", "737461726c696e672f6163636f756e742f7631", DEPLOYMENT_HEX, OWNER_HEX, nonce].concat();
         let cases = [
             (
                 5,
                 AccountAction::Bond { worker: worker().public(), amount: 1_000_000 },
-                [header("0000000000000005"), "00".into(), WORKER_HEX.into(), "000000000000000000000000000f4240".into()].concat(),
+                [header("0000000000000005"), "00".into(), WORKER_HEX.into(), "000000000000000000000000000f4240".into()]
+                    .concat(),
                 "3d7b054f8cd2ce40331499306bf7c7a5bfca06a419655eeedf0ec2e1cd9add76c90917f6a5f0630a9beab1da65aa600e1c07e3702b5ee9df53af0f539ff7490d",
             ),
             (
                 6,
                 AccountAction::Unbond { worker: worker().public(), amount: 250 },
-                [header("0000000000000006"), "01".into(), WORKER_HEX.into(), "000000000000000000000000000000fa".into()].concat(),
+                [header("0000000000000006"), "01".into(), WORKER_HEX.into(), "000000000000000000000000000000fa".into()]
+                    .concat(),
                 "764e74b474acb76cbee6fee48ed34ce7b5b9a354a977bc8430c26850751b8f9510d066bed426c3f01c8128139d3d6f95a2a93af2b6762d20ac7cc682d7850e06",
             ),
             (
@@ -669,7 +698,13 @@ mod tests {
         ]
         .concat();
         let sig = client.sign_deposit(DEPLOYMENT, "cosmos1relay", &terms);
-        assert_golden(&bytes, &expected, &client, sig, "245f981118f690a5070278a198cfb954e8b593fb7246e71a9262c93751cd29358cf80d574696014c96bf71565c06290aaee464f764261d2015a9d64ebdedbf04");
+        assert_golden(
+            &bytes,
+            &expected,
+            &client,
+            sig,
+            "245f981118f690a5070278a198cfb954e8b593fb7246e71a9262c93751cd29358cf80d574696014c96bf71565c06290aaee464f764261d2015a9d64ebdedbf04",
+        );
         // Every term is covered: change any one and the signature no longer verifies.
         let changed = [
             DepositTerms { tasks: 9, ..terms },
@@ -687,15 +722,20 @@ mod tests {
         }
         let other_relay = deposit_bytes(DEPLOYMENT, "cosmos1relay2", &client.public(), &terms);
         assert_eq!(verify(&client.public(), &other_relay, &sig), Err(SignatureError::Invalid));
-        assert_eq!(ComparisonKind::from(crate::job::Comparison::Tolerance { rel: 0.0, abs: 0.0 }), ComparisonKind::Tolerance);
+        assert_eq!(
+            ComparisonKind::from(crate::job::Comparison::Tolerance { rel: 0.0, abs: 0.0 }),
+            ComparisonKind::Tolerance
+        );
         assert_eq!(ComparisonKind::from(crate::job::Comparison::Exact), ComparisonKind::Exact);
     }
 
     #[test]
     fn strings_are_length_prefixed_so_fields_cannot_slide() {
         // "ab" + "c" and "a" + "bc" would collide without the length prefixes.
-        let one = register_bytes_v2(Deployment { chain_id: "ab", contract: "c" }, &owner().public(), &worker().public());
-        let two = register_bytes_v2(Deployment { chain_id: "a", contract: "bc" }, &owner().public(), &worker().public());
+        let one =
+            register_bytes_v2(Deployment { chain_id: "ab", contract: "c" }, &owner().public(), &worker().public());
+        let two =
+            register_bytes_v2(Deployment { chain_id: "a", contract: "bc" }, &owner().public(), &worker().public());
         assert_ne!(one, two);
     }
 

@@ -63,7 +63,9 @@ pub fn execute(deps: DepsMut, env: Env, info: MessageInfo, msg: ExecuteMsg) -> R
         ExecuteMsg::Bond { authorization, worker, amount, proof } => {
             execute_bond(deps, env, authorization, worker, amount, proof)
         }
-        ExecuteMsg::Unbond { authorization, worker, amount } => execute_unbond(deps, env, authorization, worker, amount),
+        ExecuteMsg::Unbond { authorization, worker, amount } => {
+            execute_unbond(deps, env, authorization, worker, amount)
+        }
         ExecuteMsg::Release { worker } => execute_release(deps, env, worker),
         ExecuteMsg::Withdraw { authorization, to, amount } => execute_withdraw(deps, env, authorization, to, amount),
         ExecuteMsg::CreateJob { job_id, client, terms, signature } => {
@@ -122,8 +124,7 @@ fn authorize(storage: &dyn Storage, env: &Env, auth: &Authorization, action: &Ac
     let signature: [u8; 64] = fixed(&auth.signature, "signature")?;
     let mut account = ACCOUNTS.may_load(storage, &key)?.unwrap_or_default();
     account.use_nonce(&auth.account.to_hex(), auth.nonce)?;
-    let message =
-        authorization_bytes(&env.block.chain_id, env.contract.address.as_str(), &key, auth.nonce, action);
+    let message = authorization_bytes(&env.block.chain_id, env.contract.address.as_str(), &key, auth.nonce, action);
     Ok(Authorized { key, account, message, signature })
 }
 
@@ -156,7 +157,8 @@ pub fn execute_bond(
             if amount < config.min_bond {
                 return Err(ContractError::BondTooSmall { worker: worker.to_hex(), amount, min_bond: config.min_bond });
             }
-            let proof = proof.as_ref().ok_or_else(|| ContractError::MissingRegistrationProof { worker: worker.to_hex() })?;
+            let proof =
+                proof.as_ref().ok_or_else(|| ContractError::MissingRegistrationProof { worker: worker.to_hex() })?;
             let proof: [u8; 64] = fixed(proof, "proof")?;
             let message =
                 registration_bytes(&env.block.chain_id, env.contract.address.as_str(), &authorized.key, &worker_key);
@@ -655,8 +657,7 @@ pub fn execute_close(deps: DepsMut, info: MessageInfo, job_id: u64) -> Result<Re
     if info.sender != config.relay {
         return Err(ContractError::Unauthorized { expected: config.relay.into_string() });
     }
-    let mut job =
-        JOBS.may_load(deps.storage, (&info.sender, job_id))?.ok_or(ContractError::JobNotFound { job_id })?;
+    let mut job = JOBS.may_load(deps.storage, (&info.sender, job_id))?.ok_or(ContractError::JobNotFound { job_id })?;
     let amount = job.take_close(job_id)?;
     pay_refund(deps, job_id, &job, amount, "close")
 }
@@ -976,8 +977,7 @@ mod tests {
 
     fn create_msg(deps: &Deps, client: &Keypair, job_id: u64, terms: JobTerms) -> ExecuteMsg {
         let relay = addr(deps, "relay");
-        let signature =
-            with_deployment(|d| client.sign_deposit(d, relay.as_str(), &terms.to_protocol().unwrap()));
+        let signature = with_deployment(|d| client.sign_deposit(d, relay.as_str(), &terms.to_protocol().unwrap()));
         ExecuteMsg::CreateJob {
             job_id,
             client: hex_key(client),
@@ -1081,8 +1081,7 @@ mod tests {
         let k = key(1);
         let msg = || ExecuteMsg::Deposit { account: hex_key(&k) };
         let payer = addr(&deps, "payer");
-        let err =
-            execute(deps.as_mut(), env_at(0), message_info(&payer, &coins(5, "uatom")), msg()).unwrap_err();
+        let err = execute(deps.as_mut(), env_at(0), message_info(&payer, &coins(5, "uatom")), msg()).unwrap_err();
         assert!(matches!(err, ContractError::WrongFunds { .. }), "{err}");
         let err = execute(deps.as_mut(), env_at(0), message_info(&payer, &[]), msg()).unwrap_err();
         assert!(matches!(err, ContractError::WrongFunds { .. }), "{err}");
@@ -1226,13 +1225,29 @@ mod tests {
         let err = exec(&mut deps, 0, "relay", 0, msg).unwrap_err();
         assert!(matches!(err, ContractError::BadAuthorization { .. }), "{err}");
         let contract = mock_env().contract.address.into_string();
-        let err = { let msg = withdraw(&deps, &contract, 400); exec(&mut deps, 0, "relay", 0, msg) }.unwrap_err();
+        let err = {
+            let msg = withdraw(&deps, &contract, 400);
+            exec(&mut deps, 0, "relay", 0, msg)
+        }
+        .unwrap_err();
         assert!(matches!(err, ContractError::BadRecipient { .. }), "{err}");
-        let err = { let msg = withdraw(&deps, &to, 1_001); exec(&mut deps, 0, "relay", 0, msg) }.unwrap_err();
+        let err = {
+            let msg = withdraw(&deps, &to, 1_001);
+            exec(&mut deps, 0, "relay", 0, msg)
+        }
+        .unwrap_err();
         assert!(matches!(err, ContractError::InsufficientBalance { .. }), "{err}");
-        let err = { let msg = withdraw(&deps, &to, 0); exec(&mut deps, 0, "relay", 0, msg) }.unwrap_err();
+        let err = {
+            let msg = withdraw(&deps, &to, 0);
+            exec(&mut deps, 0, "relay", 0, msg)
+        }
+        .unwrap_err();
         assert!(matches!(err, ContractError::ZeroAmount { .. }), "{err}");
-        let response = { let msg = withdraw(&deps, &to, 400); exec(&mut deps, 0, "relay", 0, msg) }.unwrap();
+        let response = {
+            let msg = withdraw(&deps, &to, 400);
+            exec(&mut deps, 0, "relay", 0, msg)
+        }
+        .unwrap();
         assert_eq!(sends(&response), vec![(to, 400)]);
         let a = account(&deps, &owner);
         assert_eq!((a.balance, a.withdrawn, a.nonce), (Uint128::new(600), Uint128::new(400), 1));
@@ -1244,8 +1259,15 @@ mod tests {
         let client = key(9);
         deposit(&mut deps, &client, 439);
         // fee = floor(100 × 10%) = 10; deposit = 2 × 2 × 110.
-        let cost: DepositResponse =
-            from_json(query(deps.as_ref(), env_at(0), QueryMsg::Deposit { tasks: 2, replicas: 2, price_per_replica: Uint128::new(100) }).unwrap()).unwrap();
+        let cost: DepositResponse = from_json(
+            query(
+                deps.as_ref(),
+                env_at(0),
+                QueryMsg::Deposit { tasks: 2, replicas: 2, price_per_replica: Uint128::new(100) },
+            )
+            .unwrap(),
+        )
+        .unwrap();
         assert_eq!((cost.fee_per_replica, cost.deposit), (Uint128::new(10), Uint128::new(440)));
         let msg = create_msg(&deps, &client, 1, terms(2, JobComparison::Exact));
         let err = exec(&mut deps, 0, "relay", 0, msg.clone()).unwrap_err();
@@ -1293,7 +1315,8 @@ mod tests {
     #[test]
     fn settle_batch_credits_owners_and_pays_the_relay_fee() {
         let (mut deps, a, b) = with_job(JobComparison::Exact);
-        let response = settle(&mut deps, 99, vec![signed(0, [7; 32], &[&a, &b]), signed(1, [8; 32], &[&b, &a])]).unwrap();
+        let response =
+            settle(&mut deps, 99, vec![signed(0, [7; 32], &[&a, &b]), signed(1, [8; 32], &[&b, &a])]).unwrap();
         assert_eq!(sends(&response), vec![(relay_str(&deps), 40)]);
         for owner in [key(11), key(12)] {
             let acc = account(&deps, &owner);
@@ -1352,8 +1375,14 @@ mod tests {
         );
         assert!(TASKS.is_empty(&deps.storage), "a refused batch wrote a task");
 
-        let err = exec(&mut deps, 0, "client", 0, ExecuteMsg::SettleBatch { job_id: 1, tasks: vec![signed(0, [7; 32], &[&a, &b])] })
-            .unwrap_err();
+        let err = exec(
+            &mut deps,
+            0,
+            "client",
+            0,
+            ExecuteMsg::SettleBatch { job_id: 1, tasks: vec![signed(0, [7; 32], &[&a, &b])] },
+        )
+        .unwrap_err();
         assert!(matches!(err, ContractError::Unauthorized { .. }), "{err}");
     }
 
@@ -1375,8 +1404,10 @@ mod tests {
         for owner in [key(11), key(12)] {
             assert_eq!(account(&deps, &owner).earned, Uint128::new(100));
         }
-        let settled: TaskResponse =
-            from_json(query(deps.as_ref(), env_at(1), QueryMsg::Task { relay: relay_str(&deps), job_id: 1, index: 0 }).unwrap()).unwrap();
+        let settled: TaskResponse = from_json(
+            query(deps.as_ref(), env_at(1), QueryMsg::Task { relay: relay_str(&deps), job_id: 1, index: 0 }).unwrap(),
+        )
+        .unwrap();
         let settled = settled.settled.unwrap();
         assert_eq!(settled.signer_hashes, vec![HexBinary::from(vec![7; 32]), HexBinary::from(vec![8; 32])]);
     }

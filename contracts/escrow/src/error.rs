@@ -58,10 +58,14 @@ pub enum ContractError {
     #[error("worker key {worker} belongs to account {owner}")]
     NotOwner { worker: String, owner: String },
 
-    #[error("worker key {worker} is new: registering it needs its proof (a signature over register_bytes_v2 naming the owner)")]
+    #[error(
+        "worker key {worker} is new: registering it needs its proof (a signature over register_bytes_v2 naming the owner)"
+    )]
     MissingRegistrationProof { worker: String },
 
-    #[error("the registration proof is not a valid signature by {worker} naming account {owner} on this chain and contract")]
+    #[error(
+        "the registration proof is not a valid signature by {worker} naming account {owner} on this chain and contract"
+    )]
     BadRegistrationProof { worker: String, owner: String },
 
     #[error("registering worker {worker} needs a bond of at least {min_bond}, got {amount}")]
@@ -126,7 +130,9 @@ pub enum ContractError {
     #[error("task {job_id}/{index}: worker {worker} signed twice")]
     DuplicateSigner { job_id: u64, index: u32, worker: String },
 
-    #[error("task {job_id}/{index}: signers {worker} and {other} have the same owner {owner}, which counts once toward the quorum")]
+    #[error(
+        "task {job_id}/{index}: signers {worker} and {other} have the same owner {owner}, which counts once toward the quorum"
+    )]
     SameOwner { job_id: u64, index: u32, worker: String, other: String, owner: String },
 
     #[error("task {job_id}/{index}: signer {worker} is not registered")]
@@ -135,13 +141,17 @@ pub enum ContractError {
     #[error("task {job_id}/{index}: signer {worker} has {bonded} bonded, minimum is {min_bond}")]
     SignerNotBonded { job_id: u64, index: u32, worker: String, bonded: Uint128, min_bond: Uint128 },
 
-    #[error("task {job_id}/{index}: signer {worker} names its own hash on an exact job, where every signer signs the task's hash")]
+    #[error(
+        "task {job_id}/{index}: signer {worker} names its own hash on an exact job, where every signer signs the task's hash"
+    )]
     SignerHashOnExactJob { job_id: u64, index: u32, worker: String },
 
     #[error("task {job_id}/{index}: no signer signed the delivered output hash")]
     ResultUnsigned { job_id: u64, index: u32 },
 
-    #[error("task {job_id}/{index}: signature by {worker} does not verify (v2 result bytes for this chain, contract and job)")]
+    #[error(
+        "task {job_id}/{index}: signature by {worker} does not verify (v2 result bytes for this chain, contract and job)"
+    )]
     InvalidSignature { job_id: u64, index: u32, worker: String },
 
     // Slashing.

@@ -288,12 +288,6 @@ impl JobTerms {
 }
 
 /// What a client signs to have `relay` open a job on these terms ([`sign::deposit_bytes`]).
-pub fn deposit_bytes(
-    chain_id: &str,
-    contract: &str,
-    relay: &str,
-    client: &[u8; 32],
-    terms: &DepositTerms,
-) -> Vec<u8> {
+pub fn deposit_bytes(chain_id: &str, contract: &str, relay: &str, client: &[u8; 32], terms: &DepositTerms) -> Vec<u8> {
     sign::deposit_bytes(Deployment { chain_id, contract }, relay, &PublicKey(*client), terms)
 }

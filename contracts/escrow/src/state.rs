@@ -40,8 +40,10 @@ pub const JOBS: Map<(&Addr, u64), Job> = Map::new("jobs");
 pub const SPEC_JOBS: Map<(&[u8], &[u8]), JobRef> = Map::new("spec_jobs");
 /// Settled tasks by (relay, job id, task index). A task without an entry is unsettled.
 pub const TASKS: Map<(&Addr, u64, u32), SettledTask> = Map::new("tasks");
-/// (relay, job id, (task index, worker key)) of every slash taken, so evidence counts once.
-pub const SLASHED: Map<(&Addr, u64, (u32, &[u8])), Empty> = Map::new("slashed");
+/// Key of one slash: (relay, job id, (task index, worker key)).
+pub type SlashKey<'a> = (&'a Addr, u64, (u32, &'a [u8]));
+/// Every slash taken, so evidence counts once.
+pub const SLASHED: Map<SlashKey, Empty> = Map::new("slashed");
 
 #[cw_serde]
 pub struct Config {

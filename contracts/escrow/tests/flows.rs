@@ -141,7 +141,10 @@ fn happy_path_pays_accounts_and_relay_refunds_the_rest_and_withdraws() {
     assert_eq!(account.balance.u128(), START_BALANCE / 10 - deposit + refund);
     assert_eq!((account.spent_on_jobs.u128(), account.refunded.u128()), (deposit, refund));
     let job = job_query(&f, JOB);
-    assert_eq!((job.status, job.refunded, job.remaining), (JobStatus::Closed, Some(Uint128::new(refund)), Uint128::zero()));
+    assert_eq!(
+        (job.status, job.refunded, job.remaining),
+        (JobStatus::Closed, Some(Uint128::new(refund)), Uint128::zero())
+    );
 
     // Worker 1's owner takes its pay out to its wallet.
     let owner = f.owner_of(1);
@@ -185,7 +188,19 @@ fn a_spend_without_the_owners_signature_is_refused_and_moves_nothing() {
         &msg,
         ContractError::NotOwner { worker: pubkey_hex(&f, 0), owner: key_hex(&f.owner_of(0)).to_hex() },
     );
-    assert_conserved(&f, &[]);
+
+    // Bonding one's own money into someone else's key (to take over its pay) is refused too.
+    f.deposit(&thief, MIN_BOND).unwrap();
+    let action = AccountAction::Bond { worker, amount: MIN_BOND };
+    let authorization = f.authorization(&thief, &action);
+    let msg =
+        ExecuteMsg::Bond { authorization, worker: f.workers[0].pubkey(), amount: Uint128::new(MIN_BOND), proof: None };
+    f.refused_unchanged(
+        &relay,
+        &msg,
+        ContractError::NotOwner { worker: pubkey_hex(&f, 0), owner: key_hex(&f.owner_of(0)).to_hex() },
+    );
+    assert_conserved(&f, &[&thief]);
 }
 
 #[test]
@@ -216,8 +231,12 @@ fn registering_with_another_account_as_owner_is_refused() {
     f.deposit(&owner, MIN_BOND).unwrap();
     let authorization = f.authorization(&owner, &action);
     let proof = hex(&worker_key.sign_register_v2(f.deployment(), &victim.public()).0);
-    let msg =
-        ExecuteMsg::Bond { authorization, worker: key_hex(&worker_key), amount: Uint128::new(MIN_BOND), proof: Some(proof) };
+    let msg = ExecuteMsg::Bond {
+        authorization,
+        worker: key_hex(&worker_key),
+        amount: Uint128::new(MIN_BOND),
+        proof: Some(proof),
+    };
     f.refused_unchanged(
         &relay,
         &msg,
@@ -255,7 +274,8 @@ fn a_replayed_authorization_is_refused() {
     // A signature for a future nonce is refused too, until its turn comes.
     let action = AccountAction::Bond { worker: f.workers[0].key.public(), amount: 5 };
     let early = Fixture::authorization_by(f.deployment(), &owner, &owner, 2, &action);
-    let msg = ExecuteMsg::Bond { authorization: early, worker: f.workers[0].pubkey(), amount: Uint128::new(5), proof: None };
+    let msg =
+        ExecuteMsg::Bond { authorization: early, worker: f.workers[0].pubkey(), amount: Uint128::new(5), proof: None };
     f.refused_unchanged(
         &relay,
         &msg,
@@ -331,8 +351,12 @@ fn create_job_is_the_relays_and_takes_the_clients_signed_deposit_once() {
     // Signed for another relay.
     let other_relay = f.app.api().addr_make("other-relay");
     let signature = client.sign_deposit(f.deployment(), other_relay.as_str(), &terms.to_protocol().unwrap());
-    let elsewhere =
-        ExecuteMsg::CreateJob { job_id: JOB, client: key_hex(&client), terms: terms.clone(), signature: hex(&signature.0) };
+    let elsewhere = ExecuteMsg::CreateJob {
+        job_id: JOB,
+        client: key_hex(&client),
+        terms: terms.clone(),
+        signature: hex(&signature.0),
+    };
     f.refused_unchanged(&relay, &elsewhere, ContractError::BadDepositSignature { client: key_hex(&client).to_hex() });
     // Terms changed after signing: more replicas, a tolerance comparison.
     for change in [
@@ -344,7 +368,11 @@ fn create_job_is_the_relays_and_takes_the_clients_signed_deposit_once() {
         if let ExecuteMsg::CreateJob { terms, .. } = &mut tampered {
             change(terms);
         }
-        f.refused_unchanged(&relay, &tampered, ContractError::BadDepositSignature { client: key_hex(&client).to_hex() });
+        f.refused_unchanged(
+            &relay,
+            &tampered,
+            ContractError::BadDepositSignature { client: key_hex(&client).to_hex() },
+        );
     }
     // Past its expiry.
     f.advance(61);
@@ -365,9 +393,14 @@ fn create_job_is_the_relays_and_takes_the_clients_signed_deposit_once() {
     f.refused_unchanged(
         &relay,
         &msg,
-        ContractError::SpecAlreadyOpened { client: key_hex(&client).to_hex(), spec_digest: terms.spec_digest.to_hex(), job_id: JOB },
+        ContractError::SpecAlreadyOpened {
+            client: key_hex(&client).to_hex(),
+            spec_digest: terms.spec_digest.to_hex(),
+            job_id: JOB,
+        },
     );
-    let found: SpecJobResponse = f.query(&QueryMsg::JobOfSpec { client: key_hex(&client), spec_digest: terms.spec_digest });
+    let found: SpecJobResponse =
+        f.query(&QueryMsg::JobOfSpec { client: key_hex(&client), spec_digest: terms.spec_digest });
     assert_eq!(found.job, Some(JobRef { relay: f.relay.clone(), job_id: JOB }));
 
     // A client that cannot pay opens nothing.
@@ -454,8 +487,20 @@ fn v1_and_other_deployment_signatures_do_not_settle() {
         // The v1 bytes the relay and workers use today.
         worker.sign_result(task, &hash, OUTPUT_LEN),
         // Another chain, another contract, another job's digest, another job id.
-        worker.sign_result_v2(Deployment { chain_id: "another-chain", contract: &contract }, task, &digest, &hash, OUTPUT_LEN),
-        worker.sign_result_v2(Deployment { chain_id: CHAIN_ID, contract: "cosmwasm1other" }, task, &digest, &hash, OUTPUT_LEN),
+        worker.sign_result_v2(
+            Deployment { chain_id: "another-chain", contract: &contract },
+            task,
+            &digest,
+            &hash,
+            OUTPUT_LEN,
+        ),
+        worker.sign_result_v2(
+            Deployment { chain_id: CHAIN_ID, contract: "cosmwasm1other" },
+            task,
+            &digest,
+            &hash,
+            OUTPUT_LEN,
+        ),
         worker.sign_result_v2(f.deployment(), task, &spec_of(JOB + 1), &hash, OUTPUT_LEN),
         worker.sign_result_v2(f.deployment(), TaskId { job: JobId(JOB + 1), index: 0 }, &digest, &hash, OUTPUT_LEN),
     ];
@@ -481,15 +526,31 @@ fn v1_and_other_deployment_signatures_do_not_slash() {
     let digest = f.digest(JOB);
     let bad = [
         worker.sign_result(task, &wrong, OUTPUT_LEN),
-        worker.sign_result_v2(Deployment { chain_id: "another-chain", contract: &contract }, task, &digest, &wrong, OUTPUT_LEN),
-        worker.sign_result_v2(Deployment { chain_id: CHAIN_ID, contract: "cosmwasm1other" }, task, &digest, &wrong, OUTPUT_LEN),
+        worker.sign_result_v2(
+            Deployment { chain_id: "another-chain", contract: &contract },
+            task,
+            &digest,
+            &wrong,
+            OUTPUT_LEN,
+        ),
+        worker.sign_result_v2(
+            Deployment { chain_id: CHAIN_ID, contract: "cosmwasm1other" },
+            task,
+            &digest,
+            &wrong,
+            OUTPUT_LEN,
+        ),
         // Made for another job that had the same id somewhere (another spec).
         worker.sign_result_v2(f.deployment(), task, &spec_of(JOB + 1), &wrong, OUTPUT_LEN),
     ];
     let reporter = f.reporter.clone();
     for signature in bad {
         let msg = f.evidence_with(2, JOB, 0, &wrong, hex(&signature.0));
-        f.refused_unchanged(&reporter, &msg, ContractError::InvalidSignature { job_id: JOB, index: 0, worker: pubkey_hex(&f, 2) });
+        f.refused_unchanged(
+            &reporter,
+            &msg,
+            ContractError::InvalidSignature { job_id: JOB, index: 0, worker: pubkey_hex(&f, 2) },
+        );
     }
     let worker: WorkerResponse = f.query(&QueryMsg::Worker { pubkey: f.workers[2].pubkey() });
     assert_eq!((worker.bonded.u128(), worker.slashed.u128()), (MIN_BOND, 0));
@@ -571,7 +632,10 @@ fn an_exact_job_refuses_per_signer_hashes() {
     let mut f = with_job();
     let mut task = f.signed(JOB, 0, &[0, 1]);
     task.signatures[1].output_hash = Some(task.output_hash.clone());
-    f.settle_refused(vec![task], ContractError::SignerHashOnExactJob { job_id: JOB, index: 0, worker: pubkey_hex(&f, 1) });
+    f.settle_refused(
+        vec![task],
+        ContractError::SignerHashOnExactJob { job_id: JOB, index: 0, worker: pubkey_hex(&f, 1) },
+    );
 }
 
 #[test]
@@ -685,14 +749,22 @@ fn slash_burns_the_stake_of_a_contradicting_worker_once_and_nobody_gains() {
 
     // Once per (worker, task), whatever the evidence.
     let again = f.evidence(2, JOB, 0, &sha256(b"another wrong output"));
-    f.refused_unchanged(&reporter, &again, ContractError::AlreadySlashed { job_id: JOB, index: 0, worker: pubkey_hex(&f, 2) });
+    f.refused_unchanged(
+        &reporter,
+        &again,
+        ContractError::AlreadySlashed { job_id: JOB, index: 0, worker: pubkey_hex(&f, 2) },
+    );
     // Evidence that agrees, evidence for an unsettled task, and forged evidence are refused.
     let agreeing = f.evidence(3, JOB, 0, &output_of(JOB, 0));
     f.refused_unchanged(&reporter, &agreeing, ContractError::EvidenceAgrees { job_id: JOB, index: 0 });
     let unsettled = f.evidence(3, JOB, 1, &wrong);
     f.refused_unchanged(&reporter, &unsettled, ContractError::TaskNotSettled { job_id: JOB, index: 1 });
     let forged = f.evidence_with(3, JOB, 0, &wrong, HexBinary::from(vec![7; 64]));
-    f.refused_unchanged(&reporter, &forged, ContractError::InvalidSignature { job_id: JOB, index: 0, worker: pubkey_hex(&f, 3) });
+    f.refused_unchanged(
+        &reporter,
+        &forged,
+        ContractError::InvalidSignature { job_id: JOB, index: 0, worker: pubkey_hex(&f, 3) },
+    );
     // A worker reporting its own contradiction only loses its stake.
     let own_owner = f.owner_of(3);
     let msg = f.evidence(3, JOB, 0, &wrong);
@@ -785,7 +857,11 @@ fn the_relay_closes_a_job_early_and_the_client_gets_the_rest_at_once() {
     let mut f = with_job();
     f.settle(JOB, vec![f.signed(JOB, 1, &[0, 1])]).unwrap();
     let payer = f.payer.clone();
-    f.refused_unchanged(&payer, &ExecuteMsg::Close { job_id: JOB }, ContractError::Unauthorized { expected: f.relay.to_string() });
+    f.refused_unchanged(
+        &payer,
+        &ExecuteMsg::Close { job_id: JOB },
+        ContractError::Unauthorized { expected: f.relay.to_string() },
+    );
     let client = f.client_key();
     let before = f.account(&client).balance.u128();
     f.relay_executes(&ExecuteMsg::Close { job_id: JOB }).unwrap();
@@ -793,7 +869,10 @@ fn the_relay_closes_a_job_early_and_the_client_gets_the_rest_at_once() {
     assert_eq!(f.account(&client).balance.u128(), before + deposit - 2 * (PRICE + FEE));
     let task = f.signed(JOB, 2, &[0, 1]);
     assert_refused(f.settle(JOB, vec![task]), ContractError::JobClosed { job_id: JOB });
-    assert_refused(f.relay_executes(&ExecuteMsg::Close { job_id: JOB }), ContractError::AlreadyRefunded { job_id: JOB });
+    assert_refused(
+        f.relay_executes(&ExecuteMsg::Close { job_id: JOB }),
+        ContractError::AlreadyRefunded { job_id: JOB },
+    );
     // Settled tasks stay slashable after the close.
     let reporter = f.reporter.clone();
     let msg = f.evidence(3, JOB, 1, &sha256(b"wrong"));

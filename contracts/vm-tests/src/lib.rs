@@ -478,7 +478,8 @@ impl Ledger {
         let mut transfers = Vec::new();
         let mut burned = 0u128;
         for sub in &response.messages {
-            let unsupported = || LedgerError::Unsupported { message: format!("{:?}", sub.msg), denom: self.denom.clone() };
+            let unsupported =
+                || LedgerError::Unsupported { message: format!("{:?}", sub.msg), denom: self.denom.clone() };
             if sub.reply_on != cosmwasm_std::ReplyOn::Never {
                 return Err(unsupported());
             }

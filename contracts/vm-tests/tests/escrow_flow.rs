@@ -60,12 +60,22 @@ struct Flow {
 impl Flow {
     fn new(wasm: &[u8]) -> Self {
         let mut ledger = Ledger::new(wasm, DENOM).expect("the artifact passes cosmwasm-vm's static checks");
-        let [deployer, relay, payer, reporter] = ["deployer", "relay", "payer", "reporter"].map(|n| ledger.addr_make(n));
+        let [deployer, relay, payer, reporter] =
+            ["deployer", "relay", "payer", "reporter"].map(|n| ledger.addr_make(n));
         let workers = (0..4u8).map(|i| (Keypair::from_seed([i + 11; 32]), Keypair::from_seed([i + 21; 32]))).collect();
         for addr in [&deployer, &relay, &payer, &reporter] {
             ledger.mint(addr, START);
         }
-        Self { ledger, deployer, relay, payer, reporter, client: Keypair::from_seed([9; 32]), workers, spec: sha256(b"job spec") }
+        Self {
+            ledger,
+            deployer,
+            relay,
+            payer,
+            reporter,
+            client: Keypair::from_seed([9; 32]),
+            workers,
+            spec: sha256(b"job spec"),
+        }
     }
 
     fn deployment(&self) -> (String, String) {
@@ -235,7 +245,8 @@ fn whole_flow_in_cosmwasm_vm_with_gas() {
         f.relay.as_str(),
         &terms.to_protocol().unwrap(),
     );
-    let create = ExecuteMsg::CreateJob { job_id: JOB, client: hex(&client.public().0), terms, signature: hex(&signature.0) };
+    let create =
+        ExecuteMsg::CreateJob { job_id: JOB, client: hex(&client.public().0), terms, signature: hex(&signature.0) };
     let refused = f.ledger.execute(&relay, &create, 0).unwrap_err();
     assert!(refused.refusal().is_some_and(|t| t.contains("needs")), "{refused}");
     f.deposit(&client, 1);
@@ -271,13 +282,16 @@ fn whole_flow_in_cosmwasm_vm_with_gas() {
         .unwrap_err();
     assert!(err.refusal().is_some_and(|t| t.contains("task 1/7") && t.contains("does not verify")), "{err}");
     assert_eq!(f.ledger.balances(), &before);
-    let replay =
-        f.ledger.execute(&relay, &ExecuteMsg::SettleBatch { job_id: JOB, tasks: vec![f.task(0, &[2, 3])] }, 0).unwrap_err();
+    let replay = f
+        .ledger
+        .execute(&relay, &ExecuteMsg::SettleBatch { job_id: JOB, tasks: vec![f.task(0, &[2, 3])] }, 0)
+        .unwrap_err();
     assert!(replay.refusal().is_some_and(|t| t.contains("already settled")), "{replay}");
     // A v1 signature (what workers sign today) does not settle.
     let mut v1 = f.task(6, &[0, 1]);
     let hash = Hash32(v1.output_hash.to_array().unwrap());
-    v1.signatures[1].signature = hex(&f.workers[1].0.sign_result(TaskId { job: JobId(JOB), index: 6 }, &hash, OUTPUT_LEN).0);
+    v1.signatures[1].signature =
+        hex(&f.workers[1].0.sign_result(TaskId { job: JobId(JOB), index: 6 }, &hash, OUTPUT_LEN).0);
     let err = f.ledger.execute(&relay, &ExecuteMsg::SettleBatch { job_id: JOB, tasks: vec![v1] }, 0).unwrap_err();
     assert!(err.refusal().is_some_and(|t| t.contains("does not verify")), "{err}");
 
@@ -303,7 +317,11 @@ fn whole_flow_in_cosmwasm_vm_with_gas() {
     // Worker 2 leaves: unbond, wait, release to its owner's account, withdraw to a wallet.
     let owner2 = Keypair::from_seed(f.workers[2].1.seed());
     let action = AccountAction::Unbond { worker: f.workers[2].0.public(), amount: MIN_BOND };
-    let unbond = ExecuteMsg::Unbond { authorization: f.authorization(&owner2, &action), worker: f.pubkey(2), amount: Uint128::new(MIN_BOND) };
+    let unbond = ExecuteMsg::Unbond {
+        authorization: f.authorization(&owner2, &action),
+        worker: f.pubkey(2),
+        amount: Uint128::new(MIN_BOND),
+    };
     let done = f.exec(&relay, &unbond, 0);
     rows.push(row("unbond (owner's authorization)", done.gas));
     let worker: WorkerResponse = f.query(&QueryMsg::Worker { pubkey: f.pubkey(2) });

@@ -358,7 +358,14 @@ impl Fixture {
     }
 
     /// `Slash` evidence carrying `signature` over (`wrong`, `OUTPUT_LEN`) by `worker`.
-    pub fn evidence_with(&self, worker: usize, job_id: u64, index: u32, wrong: &Hash32, signature: HexBinary) -> ExecuteMsg {
+    pub fn evidence_with(
+        &self,
+        worker: usize,
+        job_id: u64,
+        index: u32,
+        wrong: &Hash32,
+        signature: HexBinary,
+    ) -> ExecuteMsg {
         ExecuteMsg::Slash {
             relay: self.relay.to_string(),
             job_id,
