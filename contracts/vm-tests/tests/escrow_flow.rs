@@ -202,8 +202,9 @@ fn whole_flow_in_cosmwasm_vm_with_gas() {
     rows.push(row("bond top-up (owner's authorization)", done.gas));
 
     // A bond out of owner 1's account signed by someone else moves nothing.
-    let before = f.ledger.balances().clone();
     let owner1 = Keypair::from_seed(f.workers[1].1.seed());
+    f.deposit(&owner1, 1);
+    let before = f.ledger.balances().clone();
     let action = AccountAction::Bond { worker: f.workers[1].0.public(), amount: 1 };
     let nonce = f.account(&owner1).nonce;
     let (chain_id, contract) = f.deployment();
@@ -224,6 +225,7 @@ fn whole_flow_in_cosmwasm_vm_with_gas() {
     let err = f.ledger.execute(&relay, &stolen, 0).unwrap_err();
     assert!(err.refusal().is_some_and(|t| t.contains("authorization")), "{err}");
     assert_eq!(f.ledger.balances(), &before);
+    assert_eq!((f.account(&owner1).balance.u128(), f.account(&owner1).nonce), (1, nonce));
 
     // Job 1: 8 tasks × 3 replicas, quorum 2, paid from the client's account with its signature.
     let deposit = 8 * 3 * (PRICE + FEE);
