@@ -1281,7 +1281,9 @@ mod tests {
         assert_ne!(leases[0].0, leases[1].0, "replicas go to distinct workers");
         // Open leases are not written: a replica's row is written once, with its result.
         assert!(!ready.writes.iter().any(|w| matches!(w, Write::Returned { .. } | Write::LeaseEnded { .. })));
-        assert!(ready.writes.iter().any(|w| matches!(w, Write::ReserveLeases { below } if *below > leases[1].1.lease.0)));
+        assert!(
+            ready.writes.iter().any(|w| matches!(w, Write::ReserveLeases { below } if *below > leases[1].1.lease.0))
+        );
         let hash = Hash32([7; 32]);
         for (key, a) in &leases {
             let signature = Signature([0; 64]);
@@ -1411,7 +1413,7 @@ mod tests {
             let ready = core.ready(now);
             if !ready.disconnect.is_empty() {
                 assert_eq!(ready.disconnect, vec![silent]);
-                assert!(ready.writes.iter().any(|w| matches!(w, Write::ReplicaState { lease, state: ReplicaState::Lapsed } if *lease == leases[0].1.lease)));
+                assert!(ready.writes.iter().any(|w| matches!(w, Write::LeaseEnded { lease, state: ReplicaState::Lapsed, .. } if *lease == leases[0].1.lease)));
                 // The replica goes to the one worker that does not hold the task yet.
                 let again = assignments(&ready);
                 assert_eq!(again.len(), 1);

@@ -4,8 +4,8 @@
 
 use crate::core::Write;
 use crate::error::{Error, Result};
-use crate::leases::HeldLease;
 use crate::escrow::plan::SignedReplica;
+use crate::leases::HeldLease;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use starling_protocol::events::{
@@ -617,11 +617,12 @@ impl Store {
                 replicas: vec![],
             });
         }
-        let replica_rows =
-            sqlx::query("SELECT idx, worker, state, output_hash, lease_id FROM replicas WHERE job_id = $1 ORDER BY lease_id")
-                .bind(id.0 as i64)
-                .fetch_all(&self.pool)
-                .await?;
+        let replica_rows = sqlx::query(
+            "SELECT idx, worker, state, output_hash, lease_id FROM replicas WHERE job_id = $1 ORDER BY lease_id",
+        )
+        .bind(id.0 as i64)
+        .fetch_all(&self.pool)
+        .await?;
         let mut written = std::collections::HashSet::with_capacity(replica_rows.len());
         for r in &replica_rows {
             let idx = r.get::<i64, _>(0) as usize;

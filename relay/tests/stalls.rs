@@ -136,7 +136,9 @@ async fn an_unpaid_job_is_answered_within_50_ms_while_300_workers_register() {
     took.sort();
     let (median, worst) = (took[took.len() / 2], took[took.len() - 1]);
     let in_flight = WORKERS - started_standing(&http, &base).await;
-    eprintln!("POST /v1/jobs: median {median:?}, worst {worst:?}; registrations still in flight afterwards: {in_flight}");
+    eprintln!(
+        "POST /v1/jobs: median {median:?}, worst {worst:?}; registrations still in flight afterwards: {in_flight}"
+    );
     assert!(in_flight > 0, "the registrations were over before the measurement ended; the test proves nothing");
     // On two shared cores one request can lose a scheduling slice to whatever else runs (a
     // compiler, the registrations' contract calls): the median answers within 50 ms, and no
