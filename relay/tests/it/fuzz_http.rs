@@ -19,7 +19,7 @@ use starling_fuzz::mutate::{JsonMutator, interesting_string};
 use starling_fuzz::{Fuzz, Shown, truncated};
 use starling_protocol::job::{BuiltinKernel, JobSpec, KernelSpec, TaskSpec};
 use starling_protocol::sign::Keypair;
-use starling_protocol::worker::{Capabilities, DeviceState, RelayMessage, WorkerMessage};
+use starling_protocol::worker::{DeviceState, RelayMessage, WorkerMessage};
 use starling_protocol::{ErrorCode, JobId, LeaseId, PROTOCOL_VERSION, TaskId, sha256};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -396,10 +396,6 @@ async fn next_frame(ws: &mut Ws, wait: Duration) -> Next {
             Ok(Some(Ok(_))) => continue,
         }
     }
-}
-
-fn caps() -> Capabilities {
-    crate::support::cpu_caps(1)
 }
 
 use crate::support::hello;
