@@ -96,7 +96,7 @@ fn job_requirements(job: u64) -> JobRequirements {
     JobRequirements {
         price_per_replica: 10,
         needs_gpu: false,
-        homogeneous: job % 10 == 0,
+        homogeneous: job.is_multiple_of(10),
         max_binding_bytes: 1024,
         storage_buffers: 2,
         max_workgroups: 16,

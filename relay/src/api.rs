@@ -173,7 +173,9 @@ async fn list_jobs(
 
 async fn get_job(State(app): State<AppState>, id: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {
     let id = parse_job_id(&id.map_err(path_error)?.0)?;
-    let detail = app.store.job_detail(id).await?.ok_or_else(|| ApiError::not_found(format!("job {id}")))?;
+    // Open leases first: one that ends while the rows are read is then found among the rows.
+    let open = app.core.shared.leases.of_job(id);
+    let detail = app.store.job_detail(id, &open).await?.ok_or_else(|| ApiError::not_found(format!("job {id}")))?;
     Ok(Json(detail).into_response())
 }
 
@@ -189,7 +191,7 @@ async fn job_results(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = parse_job_id(&id.map_err(path_error)?.0)?;
-    let detail = app.store.job_detail(id).await?.ok_or_else(|| ApiError::not_found(format!("job {id}")))?;
+    let detail = app.store.job_detail(id, &[]).await?.ok_or_else(|| ApiError::not_found(format!("job {id}")))?;
     let results: Vec<TaskResult> = detail
         .tasks
         .into_iter()

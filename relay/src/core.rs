@@ -112,6 +112,9 @@ pub enum OpenOutcome {
     Failed(EscrowError),
 }
 
+/// Lease ids reserved in the store at a time (see [`Write::ReserveLeases`]).
+pub const LEASE_ID_BLOCK: u64 = 1 << 16;
+
 /// A durable change, applied by the driver in the batch's transaction.
 #[derive(Debug, Clone)]
 pub enum Write {
@@ -126,21 +129,33 @@ pub enum Write {
         caps: Capabilities,
         at_ms: u64,
     },
-    InsertLease {
+    /// Lease ids below `below` may be handed out: a restart continues from there, so an id held
+    /// when the relay died is never handed out again. Written once per [`LEASE_ID_BLOCK`] leases.
+    ReserveLeases {
+        below: u64,
+    },
+    /// A replica's signed result: the replica's first row. Open leases are kept in memory only
+    /// (a restart lapses them all anyway), so a replica costs one insert, not an insert and an
+    /// update.
+    Returned {
         lease: LeaseId,
         task: TaskId,
         worker: PublicKey,
-        at_ms: u64,
-    },
-    /// A leased replica's signed result.
-    Returned {
-        lease: LeaseId,
+        assigned_ms: u64,
         output_hash: Hash32,
         output_len: u64,
         signature: Signature,
         at_ms: u64,
     },
-    /// A replica's final state (accepted, rejected, lapsed, cancelled).
+    /// A lease that ended without a result (lapsed, declined, cancelled): its only row.
+    LeaseEnded {
+        lease: LeaseId,
+        task: TaskId,
+        worker: PublicKey,
+        assigned_ms: u64,
+        state: ReplicaState,
+    },
+    /// A returned replica's verdict (accepted or rejected).
     ReplicaState {
         lease: LeaseId,
         state: ReplicaState,
@@ -391,6 +406,8 @@ pub struct Core {
     /// Worker record changes not written yet, and when they last were.
     counts: HashMap<PublicKey, [i64; 3]>,
     counts_written_ms: u64,
+    /// Lease ids below this are reserved in the store.
+    leases_reserved: u64,
     ready: Ready,
 }
 
@@ -415,6 +432,7 @@ impl Core {
             next_job_id: next_job_id.max(1),
             counts: HashMap::new(),
             counts_written_ms: 0,
+            leases_reserved: next_lease.max(1),
             ready: Ready::default(),
         }
     }
@@ -536,9 +554,9 @@ impl Core {
                 tracing::debug!(worker = %key, %task, %reason, "worker declined task");
                 // The scheduler queues the replica again; the store records this lease as ended
                 // without a result, but no lapse counts against the task: it did nothing wrong.
-                self.sched.lease_declined(lease);
-                self.ready.leases_closed.push(lease);
-                self.ready.writes.push(Write::ReplicaState { lease, state: ReplicaState::Lapsed });
+                let lease = self.sched.lease_declined(lease).expect("lease checked above");
+                self.ready.leases_closed.push(lease.id);
+                self.ready.writes.push(ended(&lease, ReplicaState::Lapsed, now));
             }
             Input::CreateJob { request, job, req, origin } => self.on_create_job(request, job, req, origin, now),
             Input::EscrowOpened { request, outcome } => self.on_escrow_opened(request, outcome),
@@ -788,15 +806,18 @@ impl Core {
             self.record_lapse(&lease, now);
             return;
         }
+        let lease = self.sched.lease_returned(lease_id).expect("lease checked above");
         self.ready.writes.push(Write::Returned {
             lease: lease_id,
+            task,
+            worker: key,
+            assigned_ms: assigned_wall_ms(&lease, now),
             output_hash,
             output_len,
             signature,
             at_ms: now.wall_ms,
         });
         self.ready.count(key, 1, 0, 0);
-        self.sched.lease_returned(lease_id);
         self.ready.leases_closed.push(lease_id);
         self.tasks.entry(task).or_default().returned.push(ReturnedReplica {
             lease: lease_id,
@@ -810,7 +831,7 @@ impl Core {
     /// A lease ended without a result (silence, disconnect, failure): record it and re-decide.
     fn record_lapse(&mut self, lease: &Lease, now: Now) {
         self.ready.leases_closed.push(lease.id);
-        self.ready.writes.push(Write::ReplicaState { lease: lease.id, state: ReplicaState::Lapsed });
+        self.ready.writes.push(ended(lease, ReplicaState::Lapsed, now));
         if let Some(track) = self.tasks.get_mut(&lease.task) {
             self.ready.writes.push(Write::Lapse { task: lease.task });
             track.lapses += 1;
@@ -871,7 +892,7 @@ impl Core {
                     self.ready.count(workers[lease], 0, 0, 1);
                     tracing::warn!(worker = %workers[lease], %task, "result rejected: disagrees with the quorum");
                 }
-                self.close_task(task);
+                self.close_task(task, now);
                 let job = self.jobs.get_mut(&task.job).expect("job tracked");
                 job.summary.tasks_verified += 1;
                 let (verified, total) = (job.summary.tasks_verified, job.summary.tasks_total);
@@ -891,18 +912,18 @@ impl Core {
         }
         tracing::warn!(%task, %reason, "task failed");
         self.ready.writes.push(Write::FailTask { task, reason: reason.to_string(), at_ms: now.wall_ms });
-        self.close_task(task);
+        self.close_task(task, now);
         if let Some(job) = self.jobs.get_mut(&task.job) {
             job.summary.tasks_failed += 1;
         }
         self.ready.event(task.job, JobEvent::TaskFailed { task, reason: reason.to_string() });
     }
 
-    fn close_task(&mut self, task: TaskId) {
+    fn close_task(&mut self, task: TaskId, now: Now) {
         self.tasks.remove(&task);
         for lease in self.sched.close_task(task) {
             self.ready.leases_closed.push(lease.id);
-            self.ready.writes.push(Write::ReplicaState { lease: lease.id, state: ReplicaState::Cancelled });
+            self.ready.writes.push(ended(&lease, ReplicaState::Cancelled, now));
             self.ready.messages.push((lease.worker, RelayMessage::Cancel { lease: lease.id }));
         }
     }
@@ -978,12 +999,6 @@ impl Core {
             let spec = &job.job.spec.tasks[lease.task.index as usize];
             let held = HeldLease { worker: lease.worker, task: lease.task, output_size: u64::from(spec.output_size) };
             self.ready.leases_opened.push((lease.id, held));
-            self.ready.writes.push(Write::InsertLease {
-                lease: lease.id,
-                task: lease.task,
-                worker: lease.worker,
-                at_ms: now.wall_ms,
-            });
             self.ready.messages.push((
                 lease.worker,
                 RelayMessage::Assign(Assignment {
@@ -998,6 +1013,11 @@ impl Core {
                 }),
             ));
         }
+        let next = self.sched.next_lease_id();
+        if next >= self.leases_reserved {
+            self.leases_reserved = next.saturating_add(LEASE_ID_BLOCK);
+            self.ready.writes.push(Write::ReserveLeases { below: self.leases_reserved });
+        }
     }
 
     /// A worker's connection could not keep up with its messages and was closed by the driver:
@@ -1006,6 +1026,22 @@ impl Core {
         if let Some(conn) = self.conns.get(&key).copied() {
             self.step(Input::WorkerOffline { key, conn }, now);
         }
+    }
+}
+
+/// The wall-clock time a lease was handed out, from the scheduler's monotonic time.
+fn assigned_wall_ms(lease: &Lease, now: Now) -> u64 {
+    now.wall_ms.saturating_sub(now.mono_ms.saturating_sub(lease.assigned_at_ms))
+}
+
+/// The one row of a lease that ended without a result.
+fn ended(lease: &Lease, state: ReplicaState, now: Now) -> Write {
+    Write::LeaseEnded {
+        lease: lease.id,
+        task: lease.task,
+        worker: lease.worker,
+        assigned_ms: assigned_wall_ms(lease, now),
+        state,
     }
 }
 
@@ -1243,7 +1279,11 @@ mod tests {
         let leases = assignments(&ready);
         assert_eq!(leases.len(), 2);
         assert_ne!(leases[0].0, leases[1].0, "replicas go to distinct workers");
-        assert_eq!(ready.writes.iter().filter(|w| matches!(w, Write::InsertLease { .. })).count(), 2);
+        // Open leases are not written: a replica's row is written once, with its result.
+        assert!(!ready.writes.iter().any(|w| matches!(w, Write::Returned { .. } | Write::LeaseEnded { .. })));
+        assert!(
+            ready.writes.iter().any(|w| matches!(w, Write::ReserveLeases { below } if *below > leases[1].1.lease.0))
+        );
         let hash = Hash32([7; 32]);
         for (key, a) in &leases {
             let signature = Signature([0; 64]);
@@ -1373,7 +1413,7 @@ mod tests {
             let ready = core.ready(now);
             if !ready.disconnect.is_empty() {
                 assert_eq!(ready.disconnect, vec![silent]);
-                assert!(ready.writes.iter().any(|w| matches!(w, Write::ReplicaState { lease, state: ReplicaState::Lapsed } if *lease == leases[0].1.lease)));
+                assert!(ready.writes.iter().any(|w| matches!(w, Write::LeaseEnded { lease, state: ReplicaState::Lapsed, .. } if *lease == leases[0].1.lease)));
                 // The replica goes to the one worker that does not hold the task yet.
                 let again = assignments(&ready);
                 assert_eq!(again.len(), 1);

@@ -197,6 +197,9 @@ pub struct Driver {
     /// Workers whose queue was full at the last flush: they go offline in the next batch.
     overloaded: Vec<PublicKey>,
     clock: Arc<dyn Clock>,
+    /// The runtime that escrow calls and blob reads run on: the one the driver was recovered on,
+    /// so they never queue behind the driver when it runs on a thread of its own.
+    side: tokio::runtime::Handle,
 }
 
 impl std::fmt::Debug for Driver {
@@ -249,6 +252,7 @@ impl Driver {
             answers_rx,
             overloaded: Vec::new(),
             clock,
+            side: tokio::runtime::Handle::current(),
         };
         let mut db = driver.store.begin().await?;
         let orphaned = Store::lapse_orphaned_leases(&mut db).await?;
@@ -268,6 +272,24 @@ impl Driver {
         driver.carry_out(ready).await?;
         tracing::info!(jobs = driver.core.jobs_running(), orphaned, "relay state recovered");
         Ok((driver, CoreHandle { tx, shared }, rx))
+    }
+
+    /// [`Driver::run`] on a thread of its own with a current-thread runtime, so that its wake-ups
+    /// (each batch's SQL, the commit) never queue behind thousands of connection tasks on the
+    /// shared runtime. Measured on the round-trip benchmark: see BENCHMARKS.md. Escrow calls and
+    /// blob reads still run on the runtime this is called from.
+    pub fn spawn_on_own_thread(
+        self,
+        rx: mpsc::Receiver<Command>,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<oneshot::Receiver<Result<()>>> {
+        let (done_tx, done_rx) = oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        std::thread::Builder::new().name("relay-core".into()).spawn(move || {
+            let outcome = runtime.block_on(self.run(rx, shutdown));
+            let _ = done_tx.send(outcome);
+        })?;
+        Ok(done_rx)
     }
 
     /// Runs until every handle is dropped or `shutdown` resolves. A database error ends the
@@ -410,7 +432,7 @@ impl Driver {
                 continue;
             };
             let answers = self.answers_tx.clone();
-            tokio::spawn(async move {
+            self.side.spawn(async move {
                 let outcome = match escrow.job(open.job).await {
                     Ok(Some(_)) => OpenOutcome::IdTaken,
                     Err(e) => OpenOutcome::Failed(e),
@@ -425,7 +447,7 @@ impl Driver {
         for (task, hashes) in ready.reads {
             let blobs = self.blobs.clone();
             let answers = self.answers_tx.clone();
-            tokio::spawn(async move {
+            self.side.spawn(async move {
                 let mut outputs = Vec::with_capacity(hashes.len());
                 for h in hashes {
                     outputs.push((h, blobs.read(&h).await.ok().map(Arc::from)));

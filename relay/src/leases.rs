@@ -3,7 +3,7 @@
 //! size, and only one per lease. The core writes this book where it hands out and ends leases;
 //! connections and HTTP handlers read it without asking the core.
 
-use starling_protocol::{Hash32, LeaseId, PublicKey, TaskId};
+use starling_protocol::{Hash32, JobId, LeaseId, PublicKey, TaskId};
 use std::collections::HashMap;
 use std::sync::RwLock;
 
@@ -45,6 +45,12 @@ impl LeaseBook {
 
     pub fn get(&self, lease: LeaseId) -> Option<HeldLease> {
         self.held.read().expect("lease book lock").get(&lease).map(|(held, _)| *held)
+    }
+
+    /// The open leases of one job.
+    pub fn of_job(&self, job: JobId) -> Vec<(LeaseId, HeldLease)> {
+        let held = self.held.read().expect("lease book lock");
+        held.iter().filter(|(_, (h, _))| h.task.job == job).map(|(id, (h, _))| (*id, *h)).collect()
     }
 
     pub fn len(&self) -> usize {

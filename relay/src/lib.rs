@@ -207,12 +207,12 @@ pub async fn start(
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     blobs::spawn_sweeper(state.blobs.clone(), stop_rx.clone());
-    let core_task = tokio::spawn(core.run(rx, {
+    let core_task = core.spawn_on_own_thread(rx, {
         let mut stop = stop_rx.clone();
         async move {
             let _ = stop.wait_for(|s| *s).await;
         }
-    }));
+    })?;
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, "relay listening");
     let total = config.max_workers + config.max_watchers + config.limits.http_connections;
@@ -231,7 +231,7 @@ pub async fn start(
             () = server => {}
             core = core_task => {
                 // The core only stops on its own after a store failure: stop serving too.
-                core.map_err(|e| Error::Corrupt(format!("core panicked: {e}")))??;
+                core.map_err(|_| Error::Corrupt("core panicked".into()))??;
             }
         }
         Ok(())

@@ -321,6 +321,11 @@ impl Scheduler {
         self.leases.get(&id)
     }
 
+    /// The id the next lease will get.
+    pub fn next_lease_id(&self) -> u64 {
+        self.next_lease
+    }
+
     /// Replicas of `task` still to come: leased and not returned, plus those queued to be handed
     /// out (counting only leases would make the verifier ask again for replicas already queued).
     pub fn outstanding(&self, task: TaskId) -> u8 {

@@ -5,6 +5,7 @@
 use crate::core::Write;
 use crate::error::{Error, Result};
 use crate::escrow::plan::SignedReplica;
+use crate::leases::HeldLease;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use starling_protocol::events::{
@@ -146,6 +147,19 @@ fn stable_chunks<T>(rows: &[T]) -> Vec<&[T]> {
 /// `head` followed by `rows` parenthesized rows of `columns` and `tail`. A column given as `""`
 /// is a bound parameter (numbered `$1`, `$2`, ... across the rows, in order); any other text is
 /// written as a literal.
+/// A replica's row as its result arrives.
+struct ReturnedRow {
+    lease: LeaseId,
+    task: TaskId,
+    worker: PublicKey,
+    assigned_ms: u64,
+    output_hash: Hash32,
+    output_len: u64,
+    signature: Signature,
+    at_ms: u64,
+    state: ReplicaState,
+}
+
 fn multi_row(head: &str, rows: usize, columns: &[&str], tail: &str) -> String {
     let mut q = String::with_capacity(head.len() + tail.len() + rows * columns.len() * 6);
     q.push_str(head);
@@ -215,8 +229,9 @@ impl Store {
     /// their results, results before their final states, workers before their counters).
     pub async fn apply(conn: &mut SqliteConnection, writes: &[Write]) -> Result<()> {
         let mut workers = Vec::new();
-        let mut leases = Vec::new();
         let mut returned = Vec::new();
+        let mut ended = Vec::new();
+        let mut reserve = None;
         let mut states: HashMap<LeaseId, ReplicaState> = HashMap::new();
         let mut lapses: HashMap<TaskId, i64> = HashMap::new();
         let mut decided = Vec::new();
@@ -228,9 +243,22 @@ impl Store {
                     Self::insert_job(conn, *id, job, *created_ms, *deadline_ms).await?
                 }
                 Write::UpsertWorker { key, caps, at_ms } => workers.push((key, caps, at_ms)),
-                Write::InsertLease { lease, task, worker, at_ms } => leases.push((lease, task, worker, at_ms)),
-                Write::Returned { lease, output_hash, output_len, signature, at_ms } => {
-                    returned.push((lease, output_hash, output_len, signature, at_ms, ReplicaState::Returned))
+                Write::ReserveLeases { below } => reserve = Some(*below),
+                Write::Returned { lease, task, worker, assigned_ms, output_hash, output_len, signature, at_ms } => {
+                    returned.push(ReturnedRow {
+                        lease: *lease,
+                        task: *task,
+                        worker: *worker,
+                        assigned_ms: *assigned_ms,
+                        output_hash: *output_hash,
+                        output_len: *output_len,
+                        signature: *signature,
+                        at_ms: *at_ms,
+                        state: ReplicaState::Returned,
+                    })
+                }
+                Write::LeaseEnded { lease, task, worker, assigned_ms, state } => {
+                    ended.push((lease, task, worker, assigned_ms, state))
                 }
                 // The last state a batch gives a replica is the one that holds.
                 Write::ReplicaState { lease, state } => {
@@ -267,47 +295,61 @@ impl Store {
             }
             query.execute(&mut *conn).await?;
         }
-        for chunk in stable_chunks(&leases) {
+        if let Some(below) = reserve {
+            sqlx::query(
+                "INSERT INTO relay_meta (key, value) VALUES ('leases_reserved', $1)
+                 ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+            )
+            .bind(i64::try_from(below).unwrap_or(i64::MAX))
+            .execute(&mut *conn)
+            .await?;
+        }
+        // A result decided in the batch it arrived in is written once, in its final state.
+        for r in &mut returned {
+            if let Some(state) = states.remove(&r.lease) {
+                r.state = state;
+            }
+        }
+        for chunk in stable_chunks(&returned) {
             let q = multi_row(
-                "INSERT INTO replicas (lease_id, job_id, idx, worker, state, assigned_at_ms) VALUES ",
+                "INSERT INTO replicas (lease_id, job_id, idx, worker, state, assigned_at_ms, output_hash,
+                 output_len, signature, returned_at_ms) VALUES ",
                 chunk.len(),
-                &["", "", "", "", "'leased'", ""],
+                &["", "", "", "", "", "", "", "", "", ""],
                 "",
             );
             let mut query = sqlx::query(&q);
-            for (lease, task, worker, at) in chunk {
+            for r in chunk {
+                query = query
+                    .bind(r.lease.0 as i64)
+                    .bind(r.task.job.0 as i64)
+                    .bind(i64::from(r.task.index))
+                    .bind(r.worker.to_hex())
+                    .bind(replica_state_str(r.state))
+                    .bind(r.assigned_ms as i64)
+                    .bind(r.output_hash.to_hex())
+                    .bind(r.output_len as i64)
+                    .bind(r.signature.to_hex())
+                    .bind(r.at_ms as i64);
+            }
+            query.execute(&mut *conn).await?;
+        }
+        for chunk in stable_chunks(&ended) {
+            let q = multi_row(
+                "INSERT INTO replicas (lease_id, job_id, idx, worker, state, assigned_at_ms) VALUES ",
+                chunk.len(),
+                &["", "", "", "", "", ""],
+                "",
+            );
+            let mut query = sqlx::query(&q);
+            for (lease, task, worker, assigned, state) in chunk {
                 query = query
                     .bind(lease.0 as i64)
                     .bind(task.job.0 as i64)
                     .bind(i64::from(task.index))
                     .bind(worker.to_hex())
-                    .bind(**at as i64);
-            }
-            query.execute(&mut *conn).await?;
-        }
-        // A result decided in the batch it arrived in is written once, in its final state.
-        for r in &mut returned {
-            if let Some(state) = states.remove(r.0) {
-                r.5 = state;
-            }
-        }
-        for chunk in stable_chunks(&returned) {
-            let q = multi_row(
-                "UPDATE replicas SET output_hash = v.column2, output_len = v.column3, signature = v.column4,
-                 returned_at_ms = v.column5, state = v.column6 FROM (VALUES ",
-                chunk.len(),
-                &["", "", "", "", "", ""],
-                ") AS v WHERE replicas.lease_id = v.column1 AND replicas.state = 'leased'",
-            );
-            let mut query = sqlx::query(&q);
-            for (lease, hash, len, sig, at, state) in chunk {
-                query = query
-                    .bind(lease.0 as i64)
-                    .bind(hash.to_hex())
-                    .bind(**len as i64)
-                    .bind(sig.to_hex())
-                    .bind(**at as i64)
-                    .bind(replica_state_str(*state));
+                    .bind(replica_state_str(**state))
+                    .bind(**assigned as i64);
             }
             query.execute(&mut *conn).await?;
         }
@@ -446,7 +488,8 @@ impl Store {
         Ok(())
     }
 
-    /// Leases left `leased` by a previous run: their workers are gone with the old process.
+    /// Leases left `leased` by a relay from before migration 0004 (which wrote open leases): their
+    /// workers are gone with the old process.
     pub async fn lapse_orphaned_leases(conn: &mut SqliteConnection) -> Result<u64> {
         let done =
             sqlx::query("UPDATE replicas SET state = 'lapsed' WHERE state = 'leased'").execute(&mut *conn).await?;
@@ -455,9 +498,15 @@ impl Store {
 
     // ---- reads ----
 
+    /// Above every lease id stored or reserved by an earlier run.
     pub async fn next_lease_id(&self) -> Result<u64> {
-        let row = sqlx::query("SELECT COALESCE(MAX(lease_id), 0) FROM replicas").fetch_one(&self.pool).await?;
-        Ok(row.get::<i64, _>(0) as u64 + 1)
+        let row = sqlx::query(
+            "SELECT MAX((SELECT COALESCE(MAX(lease_id), 0) + 1 FROM replicas),
+                        (SELECT COALESCE(MAX(value), 1) FROM relay_meta WHERE key = 'leases_reserved'))",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.get::<i64, _>(0) as u64)
     }
 
     pub async fn running_jobs(&self) -> Result<Vec<RunningJob>> {
@@ -544,7 +593,9 @@ impl Store {
         rows.iter().map(Self::summary_from_row).collect()
     }
 
-    pub async fn job_detail(&self, id: JobId) -> Result<Option<JobDetail>> {
+    /// A job with its tasks and their replicas. Open leases live in memory only: `open` (read
+    /// before this call, from the lease book) adds those that had not ended when the rows were read.
+    pub async fn job_detail(&self, id: JobId, open: &[(LeaseId, HeldLease)]) -> Result<Option<JobDetail>> {
         let Some(summary) = self.job_summary(id).await? else {
             return Ok(None);
         };
@@ -566,19 +617,30 @@ impl Store {
                 replicas: vec![],
             });
         }
-        let replica_rows =
-            sqlx::query("SELECT idx, worker, state, output_hash FROM replicas WHERE job_id = $1 ORDER BY lease_id")
-                .bind(id.0 as i64)
-                .fetch_all(&self.pool)
-                .await?;
+        let replica_rows = sqlx::query(
+            "SELECT idx, worker, state, output_hash, lease_id FROM replicas WHERE job_id = $1 ORDER BY lease_id",
+        )
+        .bind(id.0 as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut written = std::collections::HashSet::with_capacity(replica_rows.len());
         for r in &replica_rows {
             let idx = r.get::<i64, _>(0) as usize;
+            written.insert(r.get::<i64, _>(4) as u64);
             if let Some(task) = tasks.get_mut(idx) {
                 task.replicas.push(ReplicaView {
                     worker: parse(r.get::<&str, _>(1), "worker key")?,
                     state: replica_state(r.get::<&str, _>(2))?,
                     output_hash: r.get::<Option<&str>, _>(3).map(|h| parse(h, "output hash")).transpose()?,
                 });
+            }
+        }
+        let mut open: Vec<&(LeaseId, HeldLease)> =
+            open.iter().filter(|(lease, held)| held.task.job == id && !written.contains(&lease.0)).collect();
+        open.sort_by_key(|(lease, _)| *lease);
+        for (_, held) in open {
+            if let Some(task) = tasks.get_mut(held.task.index as usize) {
+                task.replicas.push(ReplicaView { worker: held.worker, state: ReplicaState::Leased, output_hash: None });
             }
         }
         Ok(Some(JobDetail { summary, spec, tasks }))

@@ -88,7 +88,8 @@ mod tests {
     async fn serves_the_app_with_types_compression_and_deep_links() {
         let dir = www();
         // (path, Accept-Encoding, status, content type, content encoding, body)
-        let cases: &[(&str, Option<&str>, u16, Option<&str>, Option<&str>, &[u8])] = &[
+        type Case<'a> = (&'a str, Option<&'a str>, u16, Option<&'a str>, Option<&'a str>, &'a [u8]);
+        let cases: &[Case] = &[
             ("/pkg/app_bg.wasm", None, 200, Some("application/wasm"), None, b"\0asm\x01\0\0\0"),
             ("/pkg/app_bg.wasm", Some("br, gzip"), 200, Some("application/wasm"), Some("br"), b"brotli wasm"),
             ("/pkg/app_bg.wasm", Some("gzip"), 200, Some("application/wasm"), Some("gzip"), b"gzip wasm"),

@@ -6,9 +6,7 @@ use serde_json::{Value, json};
 use starling_protocol::job::{BuiltinKernel, JobSpec, KernelSpec, TaskSpec};
 use starling_protocol::sign::{Keypair, UploadPurpose};
 use starling_protocol::upload::UploadAuth;
-use starling_protocol::worker::{
-    AdapterInfo, Backend, Capabilities, DeviceLimits, DeviceState, Platform, RelayMessage, WorkerMessage,
-};
+use starling_protocol::worker::{Capabilities, DeviceState, RelayMessage, WorkerMessage};
 use starling_protocol::{ErrorBody, ErrorCode, JobId, LeaseId, PROTOCOL_VERSION, Signature, TaskId, sha256};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
@@ -267,25 +265,10 @@ async fn expect_error(ws: &mut Ws, want: ErrorCode) -> ErrorBody {
 }
 
 fn caps() -> Capabilities {
-    Capabilities {
-        backend: Backend::Cpu,
-        platform: Platform::Native,
-        adapter: AdapterInfo::default(),
-        limits: DeviceLimits {
-            max_buffer_size: 1 << 20,
-            max_storage_buffer_binding_size: 1 << 20,
-            max_storage_buffers_per_shader_stage: 8,
-            max_compute_workgroups_per_dimension: 65_535,
-        },
-        asking_price: 0,
-        duty_cycle: 1.0,
-        slots: 1,
-    }
+    crate::support::cpu_caps(1)
 }
 
-fn hello(key: &Keypair) -> WorkerMessage {
-    WorkerMessage::Hello { protocol_version: PROTOCOL_VERSION, worker_key: key.public(), capabilities: caps() }
-}
+use crate::support::hello;
 
 async fn authenticated(relay: &Relay, key: &Keypair) -> Ws {
     let mut ws = connect(relay).await;

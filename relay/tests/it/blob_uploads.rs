@@ -9,9 +9,7 @@ use serde_json::Value;
 use starling_protocol::job::{BuiltinKernel, JobSpec, KernelSpec};
 use starling_protocol::sign::{Keypair, UploadPurpose};
 use starling_protocol::upload::{KEY_HEADER, SIGNATURE_HEADER, UploadAuth};
-use starling_protocol::worker::{
-    AdapterInfo, Assignment, Backend, Capabilities, DeviceLimits, InlineBytes, Platform, RelayMessage, WorkerMessage,
-};
+use starling_protocol::worker::{Assignment, Capabilities, InlineBytes, RelayMessage, WorkerMessage};
 use starling_protocol::{ErrorCode, Hash32, PROTOCOL_VERSION, sha256};
 use starling_relay::blobs::BlobQuota;
 use std::time::Duration;
@@ -182,20 +180,7 @@ async fn each_key_has_a_quota_and_all_keys_together_a_cap() {
 }
 
 fn caps() -> Capabilities {
-    Capabilities {
-        backend: Backend::Cpu,
-        platform: Platform::Native,
-        adapter: AdapterInfo::default(),
-        limits: DeviceLimits {
-            max_buffer_size: 1 << 20,
-            max_storage_buffer_binding_size: 1 << 20,
-            max_storage_buffers_per_shader_stage: 8,
-            max_compute_workgroups_per_dimension: 65_535,
-        },
-        asking_price: 0,
-        duty_cycle: 1.0,
-        slots: 4,
-    }
+    crate::support::cpu_caps(4)
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;

@@ -302,3 +302,37 @@ async fn silence_lapses_leases_and_verified_work_reaches_the_settler() {
 fn lease_task(leases: &[(usize, starling_protocol::worker::Assignment)]) -> starling_protocol::TaskId {
     leases[0].1.task
 }
+
+/// Open leases live in memory only: nothing is written when a replica is handed out, the job's
+/// view still shows it as leased, and a relay restarted on the same store never hands out a lease
+/// id a worker of the previous run may still hold.
+#[tokio::test]
+async fn open_leases_are_not_written_yet_their_ids_are_never_reused() {
+    let h = start(None).await;
+    let mut workers = Vec::new();
+    for n in 1..=2 {
+        workers.push(connect(&h.handle, n).await);
+    }
+    let job = Keypair::from_seed([100; 32]).sign_job(spec(0, 0));
+    let req = requirements(&job.spec, &HashMap::new());
+    let id = h.handle.create_job(job, req, None).await.unwrap().id;
+    second_passes(&h).await;
+    let mut leases = Vec::new();
+    for (_, rx) in &mut workers {
+        while let Ok(msg) = rx.try_recv() {
+            if let RelayMessage::Assign(a) = msg {
+                leases.push(a.lease.0);
+            }
+        }
+    }
+    assert_eq!(leases.len(), 2);
+    let store = Store::open(&h._dir.path().join("relay.sqlite")).await.unwrap();
+    let stored = store.job_detail(id, &[]).await.unwrap().unwrap();
+    assert!(stored.tasks[0].replicas.is_empty(), "no row for an open lease");
+    let open = h.handle.shared.leases.of_job(id);
+    let view = store.job_detail(id, &open).await.unwrap().unwrap();
+    assert_eq!(view.tasks[0].replicas.len(), 2);
+    assert!(view.tasks[0].replicas.iter().all(|r| r.state == starling_protocol::events::ReplicaState::Leased));
+    let next = store.next_lease_id().await.unwrap();
+    assert!(leases.iter().all(|l| next > *l), "next lease id {next} is above the open leases {leases:?}");
+}

@@ -19,9 +19,7 @@ use starling_fuzz::mutate::{JsonMutator, interesting_string};
 use starling_fuzz::{Fuzz, Shown, truncated};
 use starling_protocol::job::{BuiltinKernel, JobSpec, KernelSpec, TaskSpec};
 use starling_protocol::sign::Keypair;
-use starling_protocol::worker::{
-    AdapterInfo, Backend, Capabilities, DeviceLimits, DeviceState, Platform, RelayMessage, WorkerMessage,
-};
+use starling_protocol::worker::{DeviceState, RelayMessage, WorkerMessage};
 use starling_protocol::{ErrorCode, JobId, LeaseId, PROTOCOL_VERSION, TaskId, sha256};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -400,26 +398,7 @@ async fn next_frame(ws: &mut Ws, wait: Duration) -> Next {
     }
 }
 
-fn caps() -> Capabilities {
-    Capabilities {
-        backend: Backend::Cpu,
-        platform: Platform::Native,
-        adapter: AdapterInfo::default(),
-        limits: DeviceLimits {
-            max_buffer_size: 1 << 20,
-            max_storage_buffer_binding_size: 1 << 20,
-            max_storage_buffers_per_shader_stage: 8,
-            max_compute_workgroups_per_dimension: 65_535,
-        },
-        asking_price: 0,
-        duty_cycle: 1.0,
-        slots: 1,
-    }
-}
-
-fn hello(key: &Keypair) -> WorkerMessage {
-    WorkerMessage::Hello { protocol_version: PROTOCOL_VERSION, worker_key: key.public(), capabilities: caps() }
-}
+use crate::support::hello;
 
 async fn send(ws: &mut Ws, text: String) -> bool {
     ws.send(Message::Text(text.into())).await.is_ok()

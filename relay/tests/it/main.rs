@@ -6,3 +6,4 @@ mod bad_input;
 mod blob_uploads;
 mod driver;
 mod fuzz_http;
+mod support;
