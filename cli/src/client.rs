@@ -4,10 +4,14 @@ use anyhow::{Context, Result, bail};
 use futures_util::StreamExt;
 use starling_protocol::events::{JobDetail, JobEvent, JobSummary, WorkerView};
 use starling_protocol::job::JobSpec;
-use starling_protocol::sign::{Keypair, UploadPurpose};
+use starling_protocol::sign::{Deployment, Keypair, UploadPurpose};
 use starling_protocol::upload::UploadAuth;
 use starling_protocol::{ErrorBody, Hash32, JobId, sha256};
 use tokio_tungstenite::tungstenite::Message;
+
+/// How long a signed deposit authorization stays usable: the relay opens the job at once, so a
+/// short window limits what a leaked signature could still open.
+pub const DEPOSIT_VALID_SECS: u64 = 600;
 
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -55,8 +59,23 @@ impl Client {
         self.download(&format!("/v1/jobs/{job}/tasks/{index}/output")).await
     }
 
+    /// Posts `spec` signed by `key`. A paid job on a relay with escrow carries the client's
+    /// deposit authorization: its consent that this relay open this one job, on the terms the
+    /// spec implies, paid from its account, within the next [`DEPOSIT_VALID_SECS`].
     pub async fn submit(&self, key: &Keypair, spec: JobSpec) -> Result<JobSummary> {
-        let body = key.sign_job(spec);
+        let escrow = if spec.price_per_replica > 0 {
+            self.get::<starling_protocol::events::Health>("/v1/health").await?.escrow
+        } else {
+            None
+        };
+        let body = match escrow {
+            Some(e) => {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+                let deployment = Deployment { chain_id: &e.chain_id, contract: &e.contract };
+                key.sign_paid_job(spec, deployment, &e.relay_address, now + DEPOSIT_VALID_SECS)
+            }
+            None => key.sign_job(spec),
+        };
         let resp = self.http.post(format!("{}/v1/jobs", self.base)).json(&body).send().await.context("posting job")?;
         Ok(check(resp).await?.json().await?)
     }

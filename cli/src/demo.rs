@@ -46,6 +46,9 @@ pub struct DemoArgs {
     contract: Option<PathBuf>,
 }
 
+/// What the demo's faucet deposits into each new account: a hundred minimum bonds.
+pub const DEMO_FAUCET: u128 = 1_000_000_000;
+
 pub async fn run(args: DemoArgs) -> Result<()> {
     let temp = tempfile::tempdir()?;
     let data_dir = args.data_dir.clone().unwrap_or_else(|| temp.path().join("relay"));
@@ -59,8 +62,12 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let contract = args.contract.clone().or_else(|| crate::locate(&["target/contracts/starling_escrow.wasm"]));
     let paid = contract.is_some() && args.price > 0;
     if let Some(wasm) = contract.filter(|_| paid) {
-        config.escrow =
-            starling_relay::EscrowConfig::Embedded(starling_relay::escrow::embedded::EmbeddedConfig::new(wasm));
+        // The demo's accounts are funded by the faucet: each client and worker once.
+        let embedded = starling_relay::escrow::embedded::EmbeddedConfig {
+            faucet: DEMO_FAUCET,
+            ..starling_relay::escrow::embedded::EmbeddedConfig::new(wasm)
+        };
+        config.escrow = starling_relay::EscrowConfig::Embedded(embedded);
     } else {
         println!("escrow    off (no contract: run scripts/build-contract.sh for paid jobs)");
     }

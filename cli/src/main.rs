@@ -69,9 +69,11 @@ struct RelayArgs {
     /// scripts/build-contract.sh).
     #[arg(long, env = "STARLING_CONTRACT")]
     contract: Option<PathBuf>,
-    /// Embedded ledger only: what the local faucet gives each new client account, and each
-    /// worker's bond (0 turns the faucet off).
-    #[arg(long, default_value_t = 1_000_000_000)]
+    /// Embedded ledger only: a faucet that deposits this much, once, into each new account that
+    /// posts a paid job or registers a worker. Off (0) by default: free money lets anyone bond
+    /// and post jobs at no cost. `starling demo` turns it on; a server funds accounts with
+    /// `starling fund` instead.
+    #[arg(long, default_value_t = 0)]
     faucet: u128,
     /// `--escrow chain`: the node's Tendermint RPC URL.
     #[arg(long, env = "STARLING_CHAIN_RPC", required_if_eq("escrow", "chain"))]
@@ -182,9 +184,20 @@ struct WorkerArgs {
     /// TESTING ONLY: take tasks and never finish them, like a hung device.
     #[arg(long, hide = true)]
     stall_tasks: bool,
-    /// Payout account for escrow settlement (default: the one the relay proposes).
+    /// TESTING ONLY: move the first f32 of every output by one ulp, like another GPU's rounding.
+    #[arg(long, hide = true)]
+    perturb_floats: bool,
+    /// The escrow account that bonds this worker and is paid for its work: a key file like
+    /// `--key-file` (created if missing). Default: the worker key owns itself. One owner may
+    /// hold many worker keys; its keys count once toward any task's quorum.
     #[arg(long)]
-    payout: Option<String>,
+    owner_key_file: Option<PathBuf>,
+    /// The largest bond this worker's owner signs for when a relay asks it to register.
+    #[arg(long, default_value_t = starling_web_worker::escrow::DEFAULT_MAX_BOND)]
+    max_bond: u64,
+    /// Refuse relays that do not settle through this escrow contract.
+    #[arg(long)]
+    expect_contract: Option<String>,
 }
 
 fn parse_duty(s: &str) -> Result<f32, String> {
@@ -237,7 +250,13 @@ async fn main() -> Result<()> {
                 cpu_only: args.cpu,
                 corrupt_results: args.corrupt_results,
                 stall_tasks: args.stall_tasks,
-                payout: args.payout,
+                perturb_floats: args.perturb_floats,
+                owner_seed: match &args.owner_key_file {
+                    Some(path) => Some(native::load_or_create_key(path)?.seed()),
+                    None => None,
+                },
+                max_bond: args.max_bond,
+                expect_contract: args.expect_contract,
                 ..WorkerConfig::new(args.relay)
             };
             println!("starling worker {}", key.public());

@@ -61,13 +61,14 @@ pub struct AdapterInfo {
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(default)]
 pub struct EscrowAccount {
+    /// The account's key: only its signature spends from it.
     pub address: String,
-    /// Spendable balance on the ledger.
+    /// Free to bond, to pay job deposits or to withdraw.
     pub balance: String,
     /// Worker keys only: the bond the contract holds, and what slashing took from it.
     pub bonded: Option<String>,
     pub slashed: Option<String>,
-    /// What the contract paid this account (workers: earnings; clients: refunds).
+    /// What the contract paid this account: earnings for verified work, and refunds.
     pub received: Option<String>,
     pub denom: String,
 }
@@ -89,6 +90,8 @@ pub struct EscrowInfo {
     pub chain_id: String,
     pub contract: String,
     pub denom: String,
+    /// The relay's own account: a paid job's deposit authorization names it.
+    pub relay_address: String,
     pub relay_fee_bps: u32,
     pub min_bond: String,
 }

@@ -103,15 +103,20 @@ pub struct WorkerView {
 /// `denom` (they can exceed 2^53).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EscrowAccount {
+    /// The account's ed25519 key (hex): only its signature spends from it.
     pub address: String,
-    /// Spendable balance on the ledger.
+    /// Free to bond, to pay job deposits or to withdraw.
     pub balance: String,
+    /// The nonce the account's next signed authorization (bond, unbond, withdraw) must carry.
+    #[serde(default)]
+    pub nonce: u64,
     /// Worker keys only: bond held by the contract, and what slashing took from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bonded: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slashed: Option<String>,
-    /// What the contract paid this account (workers: earnings; clients: refunds).
+    /// What the contract paid this account: earnings for its workers' verified work, and
+    /// refunds of job deposits.
     pub received: String,
     pub denom: String,
 }

@@ -23,8 +23,9 @@
 //! | account | tag `starling/account/v1` ‖ chain id (str) ‖ contract (str) ‖ account key (32) ‖ nonce (u64) ‖ action: 0 bond ‖ worker key (32) ‖ amount (u128), 1 unbond ‖ worker key (32) ‖ amount (u128), 2 withdraw ‖ recipient address (str) ‖ amount (u128) |
 //! | deposit | tag `starling/deposit/v1` ‖ chain id (str) ‖ contract (str) ‖ relay address (str) ‖ client account key (32) ‖ job spec digest (32) ‖ tasks (u32) ‖ replicas (u8) ‖ quorum (u8) ‖ price per replica (u128) ‖ comparison (u8: 0 exact, 1 tolerance) ‖ deadline duration in seconds (u64) ‖ not after, block time in seconds (u64) |
 //!
-//! `result` v1 and `register` v1 are what the relay and workers speak today; the escrow no longer
-//! accepts them. These encodings never change within a version tag: the golden-vector tests pin
+//! `result` v1 and `register` v1 are kept for their golden vectors only: workers sign `result`
+//! v2 (an unpaid relay names the empty deployment, `""`/`""`, which no contract accepts), and the
+//! escrow accepts nothing else. These encodings never change within a version tag: the golden-vector tests pin
 //! every one of them.
 
 use crate::bytes::{Hash32, PublicKey, Signature};
@@ -243,6 +244,65 @@ pub fn deposit_bytes(deployment: Deployment<'_>, relay: &str, client: &PublicKey
     out
 }
 
+/// How long after the relay's own deadline the escrow still takes settlements: tasks verified
+/// in a job's last moments are still in the settler's batch (or its retries) when the relay's
+/// deadline passes, and must be paid, not refunded. The relay closes a finished job at once, so
+/// the grace delays nothing for the client.
+pub const SETTLE_GRACE_SECS: u64 = 600;
+
+impl DepositTerms {
+    /// The terms a relay opens `spec` with: clients sign exactly these. The escrow deadline is
+    /// the job's own plus one second (the relay's clock rounds up) plus [`SETTLE_GRACE_SECS`];
+    /// the escrow pays at most `max(max_replicas, replicas)` signers per task, so the replicas
+    /// added after a disagreement are covered.
+    pub fn for_spec(spec: &JobSpec, not_after: u64) -> Self {
+        Self {
+            spec_digest: spec.digest(),
+            tasks: u32::try_from(spec.tasks.len()).unwrap_or(u32::MAX),
+            replicas: spec.max_replicas.max(spec.replicas),
+            quorum: spec.quorum,
+            price_per_replica: u128::from(spec.price_per_replica),
+            comparison: spec.comparison.into(),
+            deadline_secs: spec.deadline_secs.saturating_add(1 + SETTLE_GRACE_SECS),
+            not_after,
+        }
+    }
+}
+
+/// An escrow deployment as it travels on the wire (`welcome`, `assign`, `register`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EscrowDeployment {
+    pub chain_id: String,
+    pub contract: String,
+}
+
+impl EscrowDeployment {
+    pub fn as_deployment(&self) -> Deployment<'_> {
+        Deployment { chain_id: &self.chain_id, contract: &self.contract }
+    }
+}
+
+/// What workers of a relay without escrow sign their results for: no contract has an empty
+/// chain id or address, so these signatures can never settle or slash anything.
+pub const UNPAID: Deployment<'static> = Deployment { chain_id: "", contract: "" };
+
+/// The deployment a worker signs results for, given what its relay's `welcome` named.
+pub fn result_deployment(escrow: Option<&EscrowDeployment>) -> Deployment<'_> {
+    escrow.map_or(UNPAID, EscrowDeployment::as_deployment)
+}
+
+/// A client's consent to pay for one job: its signature over [`deposit_bytes`] of
+/// [`DepositTerms::for_spec`]`(spec, not_after)`, for the relay and deployment its escrow info
+/// names (`GET /v1/health`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DepositAuthorization {
+    /// The last block time (Unix seconds) at which the job may be opened.
+    pub not_after: u64,
+    pub signature: Signature,
+}
+
 /// Why a blob is uploaded, and so whose allowance it spends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum UploadPurpose {
@@ -355,11 +415,20 @@ impl Keypair {
         self.sign(&deposit_bytes(deployment, relay, &self.public(), terms))
     }
 
-    /// Signs `spec` for submission.
+    /// Signs `spec` for submission to a relay that runs it unpaid (price 0, or no escrow).
     pub fn sign_job(&self, spec: JobSpec) -> SignedJob {
         let client = self.public();
         let signature = self.sign(&job_bytes(&spec.digest(), &client));
-        SignedJob { spec, client, signature }
+        SignedJob { spec, client, signature, deposit: None }
+    }
+
+    /// Signs `spec` for submission with the deposit authorization a paid job needs: `relay` may
+    /// open it in `deployment`'s escrow until `not_after` (Unix seconds), paid from this key's
+    /// account.
+    pub fn sign_paid_job(&self, spec: JobSpec, deployment: Deployment<'_>, relay: &str, not_after: u64) -> SignedJob {
+        let terms = DepositTerms::for_spec(&spec, not_after);
+        let deposit = DepositAuthorization { not_after, signature: self.sign_deposit(deployment, relay, &terms) };
+        SignedJob { deposit: Some(deposit), ..self.sign_job(spec) }
     }
 }
 
@@ -370,6 +439,10 @@ pub struct SignedJob {
     pub spec: JobSpec,
     pub client: PublicKey,
     pub signature: Signature,
+    /// Required for a paid job on a relay with escrow; the relay hands it to the contract,
+    /// which checks it. It is not stored: the escrow opens the job before the relay keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deposit: Option<DepositAuthorization>,
 }
 
 impl SignedJob {

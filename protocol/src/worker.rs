@@ -8,6 +8,7 @@ use crate::bytes::{Hash32, PublicKey, Signature};
 use crate::error::ErrorBody;
 use crate::ids::{LeaseId, TaskId};
 use crate::job::KernelSpec;
+use crate::sign::EscrowDeployment;
 use serde::{Deserialize, Serialize};
 
 /// Messages a worker sends.
@@ -26,7 +27,8 @@ pub enum WorkerMessage {
     Heartbeat {
         state: DeviceState,
     },
-    /// `signature` is over [`crate::sign::result_bytes`]. An output of at most
+    /// `signature` is over [`crate::sign::result_bytes_v2`] for the deployment `welcome` named
+    /// ([`crate::sign::result_deployment`]) and the assignment's spec digest. An output of at most
     /// [`crate::limits::MAX_INLINE_OUTPUT_BYTES`] may travel here as `output`; a larger one is
     /// uploaded first (`PUT /v1/blobs/{output_hash}` signed for this lease).
     Result {
@@ -54,11 +56,17 @@ pub enum WorkerMessage {
         task: TaskId,
         reason: String,
     },
-    /// Answers [`RelayMessage::Register`]: `proof` is the worker key's signature over
-    /// [`crate::sign::register_bytes`]`(contract, owner, worker_key)`, which lets the escrow
-    /// contract bond this key under `owner` (and pay `owner` for its verified work).
+    /// Answers [`RelayMessage::Register`]. `owner` is the escrow account (an ed25519 key) that
+    /// bonds this worker and is paid for its work: often the worker key itself. `authorization`
+    /// is the owner's signature over [`crate::sign::account_bytes`] of
+    /// [`crate::sign::AccountAction::Bond`]`{worker, bond}` at `nonce`; `proof` is the worker
+    /// key's over [`crate::sign::register_bytes_v2`]`(owner, worker)`. The contract checks both:
+    /// no relay can bond a key, or spend an account, without their holders.
     Register {
-        owner: String,
+        owner: PublicKey,
+        nonce: u64,
+        bond: u64,
+        authorization: Signature,
         proof: Signature,
     },
 }
@@ -101,6 +109,10 @@ pub enum RelayMessage {
     Welcome {
         heartbeat_ms: u64,
         lease_ms: u64,
+        /// The escrow this relay settles through; results are signed for it. Absent: the relay
+        /// runs unpaid and results are signed for [`crate::sign::UNPAID`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        escrow: Option<EscrowDeployment>,
     },
     Assign(Assignment),
     /// The lease is void (task verified or failed elsewhere, or lease expired): stop and discard.
@@ -112,11 +124,13 @@ pub enum RelayMessage {
         lease: LeaseId,
     },
     /// Sent after `welcome` when settlement runs through an escrow contract and this key is not
-    /// registered there yet: only registered, bonded keys count toward a paid quorum. The worker
-    /// answers [`WorkerMessage::Register`] if it accepts `owner` as its payout account.
+    /// registered there yet: only registered, bonded keys count toward a paid quorum. `nonce` is
+    /// the worker key's own account nonce (for a worker that owns itself) and `bond` the least
+    /// the contract bonds. The worker answers [`WorkerMessage::Register`] if it wants paid work.
     Register {
-        contract: String,
-        owner: String,
+        escrow: EscrowDeployment,
+        nonce: u64,
+        bond: u64,
     },
     Error(ErrorBody),
 }
@@ -134,6 +148,12 @@ pub struct Assignment {
     pub output_size: u32,
     /// The lease lapses this long after the last heartbeat from the worker.
     pub lease_ms: u64,
+    /// [`crate::job::JobSpec::digest`] of the task's job: the result signature names it.
+    pub spec_digest: Hash32,
+    /// The escrow the job is paid through, as `welcome` named it; a worker refuses an
+    /// assignment that names another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escrow: Option<EscrowDeployment>,
 }
 
 /// How a worker computes.

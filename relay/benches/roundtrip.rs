@@ -32,7 +32,7 @@ use anyhow::{Context, Result, bail, ensure};
 use futures_util::{SinkExt, StreamExt};
 use starling_protocol::events::{JobDetail, JobEvent, JobState, JobSummary, ReplicaState, TaskState};
 use starling_protocol::job::{BuiltinKernel, Comparison, JobSpec, KernelSpec};
-use starling_protocol::sign::Keypair;
+use starling_protocol::sign::{Keypair, UNPAID};
 use starling_protocol::worker::{Capabilities, DeviceState, InlineBytes, RelayMessage, WorkerMessage};
 use starling_protocol::{Hash32, JobId, LeaseId, PROTOCOL_VERSION, PublicKey, TaskId, sha256};
 use starling_web_worker::engine::run_task_cpu;
@@ -497,7 +497,7 @@ fn typical_result_message() -> String {
         task,
         output_hash,
         output_len: 4,
-        signature: key.sign_result(task, &output_hash, 4),
+        signature: key.sign_result_v2(UNPAID, task, &output_hash, &output_hash, 4),
         output: Some(InlineBytes(vec![1, 2, 3, 4])),
     })
     .expect("serializes")
@@ -537,8 +537,8 @@ fn fixed_costs() -> FixedCosts {
     let public = key.public();
     let task = TaskId { job: JobId(12), index: 1234 };
     let hash = sha256(b"output");
-    let signature = key.sign_result(task, &hash, 4);
-    let message = starling_protocol::sign::result_bytes(task, &hash, 4, &public);
+    let signature = key.sign_result_v2(UNPAID, task, &hash, &hash, 4);
+    let message = starling_protocol::sign::result_bytes_v2(UNPAID, task, &hash, &hash, 4, &public);
     let verify_result_us = mean_us(N, || {
         starling_protocol::sign::verify(black_box(&public), black_box(&message), black_box(&signature)).expect("valid");
     });
@@ -561,12 +561,14 @@ fn fixed_costs() -> FixedCosts {
         workgroups: spec.workgroups,
         output_size: spec.output_size,
         lease_ms: 15_000,
+        spec_digest: hash,
+        escrow: None,
     });
     let encode_assign_us = mean_us(N, || {
         black_box(serde_json::to_string(black_box(&assign)).expect("encodes"));
     });
     let sign_result_us = mean_us(N, || {
-        black_box(key.sign_result(black_box(task), black_box(&hash), 4));
+        black_box(key.sign_result_v2(UNPAID, black_box(task), &hash, black_box(&hash), 4));
     });
     FixedCosts { verify_result_us, verify_strict_us, decode_result_us, encode_assign_us, sign_result_us }
 }
@@ -799,7 +801,7 @@ async fn run_worker(
                 let output_len = output.len() as u64;
                 add_elapsed(&c.compute_ns, started);
                 // The output is a few bytes: it travels inside the result, as real workers send it.
-                let signature = key.sign_result(a.task, &output_hash, output_len);
+                let signature = starling_web_worker::escrow::sign_result(&key, None, &a, &output_hash, output_len);
                 let output = Some(InlineBytes(output));
                 let result =
                     WorkerMessage::Result { lease: a.lease, task: a.task, output_hash, output_len, signature, output };

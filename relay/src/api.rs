@@ -359,14 +359,15 @@ async fn get_worker(
     Ok(Json(worker).into_response())
 }
 
-/// `GET /v1/clients/{key}`: a client key's escrow account (what it can spend on jobs).
+/// `GET /v1/clients/{key}`: an account in escrow (a client's, or a worker owner's): its balance
+/// and the nonce its next signed authorization must carry.
 async fn get_client(
     State(app): State<AppState>,
     key: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let key = parse_key(&key.map_err(path_error)?.0)?;
     let escrow = match &app.escrow {
-        Some(escrow) => Some(escrow.client_account(&key).await?),
+        Some(escrow) => Some(escrow.account(&key).await?),
         None => None,
     };
     Ok(Json(ClientView { key, escrow }).into_response())

@@ -19,7 +19,7 @@ use crate::store::{PendingTask, ReturnedReplica};
 use crate::verifier::{self, Decision, Returned, Rule};
 use starling_protocol::events::{JobEvent, JobState, JobSummary, ReplicaState};
 use starling_protocol::job::{Comparison, JobSpec};
-use starling_protocol::sign::SignedJob;
+use starling_protocol::sign::{EscrowDeployment, SignedJob};
 use starling_protocol::worker::{Assignment, Capabilities, DeviceState, RelayMessage};
 use starling_protocol::{ErrorBody, ErrorCode, Hash32, JobId, LeaseId, PublicKey, Signature, TaskId};
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -353,6 +353,8 @@ pub fn requirements(spec: &JobSpec, input_sizes: &HashMap<Hash32, u64>) -> JobRe
 #[derive(Debug)]
 struct JobTrack {
     job: Arc<SignedJob>,
+    /// `job.spec.digest()`, named in every assignment (and so in every result signature).
+    digest: Hash32,
     summary: JobSummary,
     deadline_ms: u64,
     /// The network it was posted from, when it runs unpaid (counted against that network).
@@ -386,6 +388,8 @@ pub struct Core {
     config: CoreConfig,
     /// Whether paid jobs lock their deposit in an escrow (else every job runs unpaid).
     escrow: bool,
+    /// The escrow's deployment, named in every assignment (`None` without escrow).
+    deployment: Option<EscrowDeployment>,
     /// The live connection of each online worker.
     conns: HashMap<PublicKey, u64>,
     jobs: HashMap<JobId, JobTrack>,
@@ -414,11 +418,12 @@ pub struct Core {
 impl Core {
     /// An empty core; `next_lease` and `next_job_id` continue after what the store (and the
     /// escrow) already hold.
-    pub fn new(config: CoreConfig, escrow: bool, next_lease: u64, next_job_id: u64) -> Self {
+    pub fn new(config: CoreConfig, deployment: Option<EscrowDeployment>, next_lease: u64, next_job_id: u64) -> Self {
         Self {
             sched: Scheduler::new(config.scheduler, next_lease),
             config,
-            escrow,
+            escrow: deployment.is_some(),
+            deployment,
             conns: HashMap::new(),
             jobs: HashMap::new(),
             tasks: HashMap::new(),
@@ -619,12 +624,16 @@ impl Core {
             ));
             return;
         }
+        if paid && let Err(e) = plan::open_job(JobId(0), &job) {
+            self.ready.replies.push((request, Err(Refusal::Escrow(EscrowError::Refused(e.to_string())))));
+            return;
+        }
         let Some(id) = self.take_job_id() else {
             self.ready.replies.push((request, Err(Refusal::Limit("the relay has run out of job ids".into()))));
             return;
         };
-        match plan::open_job(id, job.client, &job.spec, now.wall_ms) {
-            Some(open) if self.escrow => {
+        match plan::open_job(id, &job) {
+            Ok(Some(open)) if paid => {
                 // The deposit is locked before anything is stored: a client that cannot pay is
                 // refused and leaves no trace. Meanwhile the job counts against its client.
                 self.signatures.insert(job.signature);
@@ -653,8 +662,7 @@ impl Core {
                 Some(id) => {
                     pending.skipped += 1;
                     pending.id = id;
-                    let open = plan::open_job(id, pending.job.client, &pending.job.spec, pending.created_ms)
-                        .expect("a paid job stays paid");
+                    let open = plan::open_job(id, &pending.job).ok().flatten().expect("a paid job stays paid");
                     self.pending_opens.insert(request, pending);
                     self.ready.escrow_opens.push((request, open));
                 }
@@ -752,7 +760,8 @@ impl Core {
         }
         self.signatures.insert(job.signature);
         self.deadlines.insert((deadline_ms, id));
-        self.jobs.insert(id, JobTrack { job, summary, deadline_ms, unpaid_from });
+        let digest = job.spec.digest();
+        self.jobs.insert(id, JobTrack { job, digest, summary, deadline_ms, unpaid_from });
     }
 
     fn untrack_job(&mut self, id: JobId) -> Option<JobTrack> {
@@ -1010,6 +1019,8 @@ impl Core {
                     workgroups: spec.workgroups,
                     output_size: spec.output_size,
                     lease_ms,
+                    spec_digest: job.digest,
+                    escrow: self.deployment.clone(),
                 }),
             ));
         }
@@ -1055,6 +1066,10 @@ mod tests {
     use starling_protocol::job::{BuiltinKernel, KernelSpec, TaskSpec};
     use starling_protocol::sign::Keypair;
     use starling_protocol::worker::{AdapterInfo, Backend, DeviceLimits, Platform};
+
+    fn test_deployment() -> EscrowDeployment {
+        EscrowDeployment { chain_id: "test-chain".into(), contract: "test-contract".into() }
+    }
 
     fn caps() -> Capabilities {
         Capabilities {
@@ -1134,7 +1149,7 @@ mod tests {
 
     #[test]
     fn a_slow_escrow_open_holds_up_nobody() {
-        let mut core = Core::new(CoreConfig::default(), true, 1, 1);
+        let mut core = Core::new(CoreConfig::default(), Some(test_deployment()), 1, 1);
         let (payer, other) = (Keypair::from_seed([100; 32]), Keypair::from_seed([101; 32]));
         online(&mut core, 1, at(0));
         online(&mut core, 2, at(0));
@@ -1169,7 +1184,7 @@ mod tests {
 
     #[test]
     fn ids_taken_in_escrow_are_skipped_up_to_a_bound() {
-        let mut core = Core::new(CoreConfig::default(), true, 1, 5);
+        let mut core = Core::new(CoreConfig::default(), Some(test_deployment()), 1, 5);
         let client = Keypair::from_seed([100; 32]);
         post(&mut core, 1, &client, spec(1, 10, 0), "10.0.0.1", at(0));
         let ready = core.ready(at(0));
@@ -1190,7 +1205,7 @@ mod tests {
 
     #[test]
     fn a_refused_deposit_leaves_no_trace() {
-        let mut core = Core::new(CoreConfig { max_running_jobs_per_client: 1, ..Default::default() }, true, 1, 1);
+        let mut core = Core::new(CoreConfig { max_running_jobs_per_client: 1, ..Default::default() }, Some(test_deployment()), 1, 1);
         let client = Keypair::from_seed([100; 32]);
         post(&mut core, 1, &client, spec(1, 10, 0), "10.0.0.1", at(0));
         // While it is being opened it counts against the client.
@@ -1215,7 +1230,7 @@ mod tests {
     #[test]
     fn fresh_keys_gain_no_unpaid_work() {
         let config = CoreConfig { max_unpaid_jobs: 20, max_unpaid_jobs_per_network: 4, ..Default::default() };
-        let mut core = Core::new(config, true, 1, 1);
+        let mut core = Core::new(config, Some(test_deployment()), 1, 1);
         for n in 0..10u8 {
             let key = Keypair::from_seed([n; 32]);
             post(&mut core, u64::from(n), &key, spec(1, 0, 0), &format!("192.0.2.{n}"), at(0));
@@ -1238,7 +1253,7 @@ mod tests {
     #[test]
     fn unpaid_work_has_a_relay_wide_cap() {
         let config = CoreConfig { max_unpaid_jobs: 3, max_unpaid_jobs_per_network: 100, ..Default::default() };
-        let mut core = Core::new(config, false, 1, 1);
+        let mut core = Core::new(config, None, 1, 1);
         for n in 0..5u8 {
             post(&mut core, u64::from(n), &Keypair::from_seed([n; 32]), spec(1, 0, 0), &format!("10.{n}.0.1"), at(0));
         }
@@ -1247,7 +1262,7 @@ mod tests {
 
     #[test]
     fn a_replayed_job_is_refused_while_it_runs() {
-        let mut core = Core::new(CoreConfig::default(), false, 1, 1);
+        let mut core = Core::new(CoreConfig::default(), None, 1, 1);
         let client = Keypair::from_seed([100; 32]);
         post(&mut core, 1, &client, spec(1, 0, 0), "10.0.0.1", at(0));
         post(&mut core, 2, &client, spec(1, 0, 0), "10.0.0.1", at(0));
@@ -1258,7 +1273,7 @@ mod tests {
 
     #[test]
     fn job_ids_never_overflow() {
-        let mut core = Core::new(CoreConfig::default(), false, 1, i64::MAX as u64 - 1);
+        let mut core = Core::new(CoreConfig::default(), None, 1, i64::MAX as u64 - 1);
         let client = Keypair::from_seed([100; 32]);
         post(&mut core, 1, &client, spec(1, 0, 0), "10.0.0.1", at(0));
         post(&mut core, 2, &client, spec(1, 0, 1), "10.0.0.1", at(0));
@@ -1270,7 +1285,7 @@ mod tests {
     /// One task through its whole life: leased twice, both results in, verified, settled.
     #[test]
     fn a_task_is_leased_returned_verified_and_settled() {
-        let mut core = Core::new(CoreConfig::default(), false, 1, 1);
+        let mut core = Core::new(CoreConfig::default(), None, 1, 1);
         online(&mut core, 1, at(0));
         online(&mut core, 2, at(0));
         post(&mut core, 1, &Keypair::from_seed([100; 32]), spec(1, 0, 0), "10.0.0.1", at(0));
@@ -1314,7 +1329,7 @@ mod tests {
 
     #[test]
     fn a_result_for_someone_elses_lease_is_refused() {
-        let mut core = Core::new(CoreConfig::default(), false, 1, 1);
+        let mut core = Core::new(CoreConfig::default(), None, 1, 1);
         online(&mut core, 1, at(0));
         online(&mut core, 2, at(0));
         online(&mut core, 3, at(0));
@@ -1343,7 +1358,7 @@ mod tests {
 
     #[test]
     fn tolerance_jobs_read_outputs_off_the_core_before_deciding() {
-        let mut core = Core::new(CoreConfig::default(), false, 1, 1);
+        let mut core = Core::new(CoreConfig::default(), None, 1, 1);
         online(&mut core, 1, at(0));
         online(&mut core, 2, at(0));
         let spec = JobSpec { comparison: Comparison::Tolerance { rel: 1e-3, abs: 1e-3 }, ..spec(1, 0, 0) };
@@ -1391,7 +1406,7 @@ mod tests {
 
     #[test]
     fn silent_workers_are_dropped_and_their_leases_lapse() {
-        let mut core = Core::new(CoreConfig::default(), false, 1, 1);
+        let mut core = Core::new(CoreConfig::default(), None, 1, 1);
         online(&mut core, 1, at(0));
         online(&mut core, 2, at(0));
         online(&mut core, 3, at(0));
@@ -1426,7 +1441,7 @@ mod tests {
 
     #[test]
     fn overdue_jobs_fail_their_pending_tasks() {
-        let mut core = Core::new(CoreConfig::default(), false, 1, 1);
+        let mut core = Core::new(CoreConfig::default(), None, 1, 1);
         post(&mut core, 1, &Keypair::from_seed([100; 32]), spec(3, 0, 0), "10.0.0.1", at(0));
         core.tick(at(59));
         assert!(core.ready(at(59)).events.is_empty());

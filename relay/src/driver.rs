@@ -239,7 +239,7 @@ impl Driver {
         let (escrow, settle) = escrow.unzip();
         let (answers_tx, answers_rx) = mpsc::unbounded_channel();
         let mut driver = Driver {
-            core: Core::new(config, escrow.is_some(), next_lease, next_job_id),
+            core: Core::new(config, escrow.as_ref().map(|e| e.deployment()), next_lease, next_job_id),
             store,
             blobs,
             escrow,

@@ -552,7 +552,7 @@ impl Store {
                     });
                 }
             }
-            jobs.push(RunningJob { id, job: SignedJob { spec, client, signature }, deadline_ms, tasks });
+            jobs.push(RunningJob { id, job: SignedJob { spec, client, signature, deposit: None }, deadline_ms, tasks });
         }
         Ok(jobs)
     }
@@ -742,6 +742,7 @@ impl Store {
                     output_hash: parse(r.get::<&str, _>(1), "output hash")?,
                     output_len: r.get::<i64, _>(2) as u64,
                     signature: parse(r.get::<&str, _>(3), "signature")?,
+                    accepted: r.get::<&str, _>(4) == "accepted",
                     rejected: r.get::<&str, _>(4) == "rejected",
                 })
             })

@@ -15,11 +15,12 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use starling_protocol::events::{JobEvent, JobState};
-use starling_protocol::limits::{MAX_ADDRESS_LEN, MAX_INLINE_OUTPUT_BYTES, MAX_REASON_LEN, MAX_WS_FRAME_BYTES};
-use starling_protocol::sign::{auth_bytes, result_bytes, verify};
+use starling_protocol::limits::{MAX_INLINE_OUTPUT_BYTES, MAX_REASON_LEN, MAX_WS_FRAME_BYTES};
+use crate::escrow::Registration;
+use starling_protocol::sign::{auth_bytes, result_bytes_v2, result_deployment, verify};
 use starling_protocol::worker::{Capabilities, InlineBytes, RelayMessage, WorkerMessage};
 use starling_protocol::{ErrorBody, ErrorCode, Hash32, JobId, LeaseId, PROTOCOL_VERSION, PublicKey, TaskId, sha256};
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -189,8 +190,13 @@ async fn serve_worker(app: AppState, socket: WebSocket) {
         }
     };
     let config = app.core_config;
-    let welcome =
-        RelayMessage::Welcome { heartbeat_ms: config.scheduler.lease_ms / 3, lease_ms: config.scheduler.lease_ms };
+    // Results are signed for this deployment and verified here for it.
+    let deployment = app.escrow.as_ref().map(|e| e.deployment());
+    let welcome = RelayMessage::Welcome {
+        heartbeat_ms: config.scheduler.lease_ms / 3,
+        lease_ms: config.scheduler.lease_ms,
+        escrow: deployment.clone(),
+    };
     if sink.send(encode(&welcome)).await.is_err() {
         return;
     }
@@ -210,9 +216,10 @@ async fn serve_worker(app: AppState, socket: WebSocket) {
     // Protocol errors found here travel on a separate channel so they do not keep it open.
     let (tx, mut rx) = mpsc::channel::<RelayMessage>(1024);
     let (errors_tx, mut errors_rx) = mpsc::channel::<RelayMessage>(MAX_PROTOCOL_ERRORS as usize);
-    // The leases this connection was handed: answers about any other lease are refused here,
-    // without reaching the core.
-    let held: Arc<Mutex<HashSet<LeaseId>>> = Arc::default();
+    // The leases this connection was handed, with their job's spec digest (which the result
+    // signature names): answers about any other lease are refused here, without reaching the
+    // core.
+    let held: Arc<Mutex<HashMap<LeaseId, Hash32>>> = Arc::default();
     let writer_held = held.clone();
     let mut writer = tokio::spawn(async move {
         loop {
@@ -227,7 +234,7 @@ async fn serve_worker(app: AppState, socket: WebSocket) {
                 RelayMessage::Assign(a) => {
                     let mut held = writer_held.lock().expect("held leases lock");
                     if held.len() < MAX_LEASES_PER_CONN {
-                        held.insert(a.lease);
+                        held.insert(a.lease, a.spec_digest);
                     }
                 }
                 RelayMessage::Cancel { lease } => {
@@ -268,7 +275,7 @@ async fn serve_worker(app: AppState, socket: WebSocket) {
                 ErrorCode::RateLimited,
                 format!("more than {MESSAGES_PER_SEC} messages per second; slow down"),
             )),
-            Ok(m) if lease_of(&m).is_some_and(|l| !held.lock().expect("held leases lock").contains(&l)) => {
+            Ok(m) if lease_of(&m).is_some_and(|l| !held.lock().expect("held leases lock").contains_key(&l)) => {
                 let lease = lease_of(&m).expect("checked above");
                 Err(ErrorBody::new(ErrorCode::LeaseNotHeld, format!("lease {lease} is not held by this worker")))
             }
@@ -278,7 +285,9 @@ async fn serve_worker(app: AppState, socket: WebSocket) {
             }
             Ok(WorkerMessage::Heartbeat { state }) => Ok(Command::Core(Input::Heartbeat { key, state })),
             Ok(WorkerMessage::Result { lease, task, output_hash, output_len, signature, output }) => {
-                match verify(&key, &result_bytes(task, &output_hash, output_len, &key), &signature) {
+                let digest = held.lock().expect("held leases lock").get(&lease).copied().unwrap_or(Hash32([0; 32]));
+                let signed = result_bytes_v2(result_deployment(deployment.as_ref()), task, &digest, &output_hash, output_len, &key);
+                match verify(&key, &signed, &signature) {
                     Ok(()) => match output {
                         Some(InlineBytes(bytes)) => {
                             let inline = InlineOutput { key, lease, task, output_hash, output_len, bytes };
@@ -406,26 +415,40 @@ async fn register(
             return Ok((None, false));
         }
     }
-    let ask = RelayMessage::Register { contract: escrow.info().contract, owner: escrow.worker_owner(&key) };
+    let deployment = escrow.deployment();
+    let Ok(bond) = escrow.info().min_bond.parse::<u64>() else {
+        tracing::warn!("the escrow's minimum bond does not fit the protocol's u64; workers take only unpaid work");
+        return Ok((None, false));
+    };
+    let nonce = match escrow.nonce(&key).await {
+        Ok(nonce) => nonce,
+        Err(e) => {
+            tracing::warn!(worker = %key, error = %e, "cannot read the worker's account nonce; it takes only unpaid work for now");
+            return Ok((None, false));
+        }
+    };
+    let ask = RelayMessage::Register { escrow: deployment.clone(), nonce, bond };
     sink.send(encode(&ask)).await.map_err(drop)?;
     // Heartbeats may cross the question; the last one is handed on, anything else declines.
     let until = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
     let mut heartbeat = None;
-    let answer = loop {
+    let registration = loop {
         match tokio::time::timeout_at(until, next_message(stream)).await {
-            Ok(Some(Ok(WorkerMessage::Register { owner, proof }))) => break (owner, proof),
+            Ok(Some(Ok(WorkerMessage::Register { owner, nonce, bond, authorization, proof }))) => {
+                break Registration { worker: key, owner, nonce, bond, authorization, proof };
+            }
             Ok(Some(Ok(hb @ WorkerMessage::Heartbeat { .. }))) => heartbeat = Some(Ok(hb)),
             Ok(Some(other)) => return Ok((Some(other), false)),
             Ok(None) => return Err(()),
             Err(_) => return Ok((heartbeat, false)),
         }
     };
-    let (owner, proof) = answer;
-    let outcome = if owner.len() > MAX_ADDRESS_LEN {
-        Err(ErrorBody::new(ErrorCode::Malformed, "owner address is too long"))
-    } else {
-        escrow.register_worker(&key, &owner, &proof).await.map_err(|e| crate::error::ApiError::from(e).0)
+    // Checked here first: on a chain, a forged registration would cost the relay gas.
+    let outcome = match registration.verify(deployment.as_deployment()) {
+        Err(e) => Err(ErrorBody::new(ErrorCode::BadSignature, format!("registration: {e}"))),
+        Ok(()) => escrow.register_worker(&registration).await.map_err(|e| crate::error::ApiError::from(e).0),
     };
+    let owner = registration.owner;
     let eligible = match outcome {
         Ok(()) => {
             tracing::info!(worker = %key, %owner, "worker registered in escrow");
@@ -433,7 +456,7 @@ async fn register(
             true
         }
         Err(e) => {
-            tracing::info!(worker = %key, code = ?e.code, message = %e.message, "worker registration refused; it takes only unpaid work");
+            tracing::info!(worker = %key, %owner, code = ?e.code, message = %e.message, "worker registration refused; it takes only unpaid work");
             sink.send(encode(&RelayMessage::Error(e))).await.map_err(drop)?;
             false
         }

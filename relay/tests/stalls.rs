@@ -6,7 +6,7 @@
 use futures_util::{SinkExt, StreamExt};
 use starling_protocol::PROTOCOL_VERSION;
 use starling_protocol::job::{BuiltinKernel, JobSpec, KernelSpec};
-use starling_protocol::sign::{Keypair, register_bytes};
+use starling_protocol::sign::Keypair;
 use starling_protocol::worker::{
     AdapterInfo, Backend, Capabilities, DeviceLimits, Platform, RelayMessage, WorkerMessage,
 };
@@ -70,9 +70,10 @@ async fn register(ws_url: String, key: Keypair, registered: Arc<AtomicUsize>) {
     ws.send(send(&WorkerMessage::Auth { signature: key.sign_auth(&nonce) })).await.unwrap();
     loop {
         match next(&mut ws).await {
-            Some(RelayMessage::Register { contract, owner }) => {
-                let proof = key.sign(&register_bytes(&contract, &owner, &key.public()));
-                ws.send(send(&WorkerMessage::Register { owner, proof })).await.unwrap();
+            Some(RelayMessage::Register { escrow, nonce, bond }) => {
+                let answer = starling_web_worker::escrow::register(&key, &key, Some(&escrow), &escrow, nonce, bond, bond)
+                    .expect("the relay's own request");
+                ws.send(send(&answer)).await.unwrap();
                 registered.fetch_add(1, Ordering::SeqCst);
             }
             Some(_) => continue,
@@ -89,8 +90,13 @@ async fn an_unpaid_job_is_answered_within_50_ms_while_300_workers_register() {
     let addr = listener.local_addr().unwrap();
     let mut config = starling_relay::Config::new(dir.path());
     config.limits.per_address = 1024;
-    config.escrow =
-        starling_relay::EscrowConfig::Embedded(starling_relay::escrow::embedded::EmbeddedConfig::new(contract()));
+    // The faucet funds each worker's bond: every registration is a deposit and a bond, both
+    // contract calls in the VM.
+    let embedded = starling_relay::escrow::embedded::EmbeddedConfig {
+        faucet: 1_000_000_000,
+        ..starling_relay::escrow::embedded::EmbeddedConfig::new(contract())
+    };
+    config.escrow = starling_relay::EscrowConfig::Embedded(embedded);
     let started = starling_relay::start(listener, config, std::future::pending()).await.unwrap();
     let base = format!("http://{addr}");
     let http = reqwest::Client::new();

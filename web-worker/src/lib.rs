@@ -13,6 +13,8 @@
 //!   plain Rust, built and tested everywhere; its Web Worker glue and the exported
 //!   `worker_main` exist on wasm32 with the `gpu` feature (WebGPU through wgpu).
 //! - [`pacing`]: duty-cycle rest and pause rules, shared by both workers.
+//! - [`escrow`]: what both workers sign for the escrow (results, registration), and what they
+//!   refuse to sign.
 //!
 //! Without the default `gpu` feature only [`kernels`], [`error`], [`pacing`] and the pure parts of
 //! [`browser`] remain (no wgpu, no naga): job builders, parameter layouts and CPU references, for
@@ -24,6 +26,7 @@ pub mod browser;
 #[cfg(feature = "gpu")]
 pub mod engine;
 pub mod error;
+pub mod escrow;
 #[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod kernels;

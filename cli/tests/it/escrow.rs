@@ -1,19 +1,35 @@
 //! Payment end to end: a real relay with the embedded ledger (the escrow contract's wasm in
-//! cosmwasm-vm), real native workers (one of them lying), a paid job. Checks, from the ledger:
-//! honest workers paid exactly for their accepted replicas, the liar paid nothing and slashed
-//! once per settled task it contradicted, the relay's fees, the client's refund of the unused
-//! deposit, a second job that cannot verify (the slashed liar gets no more paid work) refunded
-//! in full, every deposit accounted for, total supply equal to what the faucet minted, and all of it unchanged after the relay is
-//! killed with -9 and restarted.
+//! cosmwasm-vm), real native workers (one of them lying), paid jobs.
+//!
+//! The first test checks, from the ledger: honest workers paid exactly for their accepted
+//! replicas, the liar paid nothing and slashed (burned) once per settled task it contradicted,
+//! the relay's fees, the client's refund of the unused deposit, a second job that cannot verify
+//! (the slashed liar gets no more paid work) refunded in full, supply equal to what the faucet
+//! minted less what slashing burned, and all of it unchanged after the relay is killed with -9
+//! and restarted.
+//!
+//! The second is issue 9's attacks on money: a registration naming someone else's account as
+//! owner is refused and that account keeps its money; a result signature a worker made for
+//! another deployment does not slash it here (one made for this deployment does); a tolerance
+//! job whose workers return floats one ulp apart pays every one of them.
 
-
-
+use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use sqlx::Row;
-use starling_protocol::JobId;
-use starling_protocol::events::{ClientView, EscrowAccount, JobEscrow, JobState, ReplicaState, TaskState, WorkerView};
+use starling_protocol::events::{
+    ClientView, EscrowAccount, Health, JobEscrow, JobState, ReplicaState, TaskState, WorkerView,
+};
 use starling_protocol::job::{BuiltinKernel, Comparison, JobSpec, KernelSpec};
-use starling_web_worker::kernels::mandelbrot;
+use starling_protocol::sign::{AccountAction, EscrowDeployment, Keypair, account_bytes};
+use starling_protocol::worker::{
+    AdapterInfo, Backend, Capabilities, DeviceLimits, Platform, RelayMessage, WorkerMessage,
+};
+use starling_protocol::{ErrorBody, ErrorCode, JobId, PROTOCOL_VERSION, TaskId, sha256};
+use starling_relay::escrow::embedded::{Embedded, EmbeddedConfig};
+use starling_relay::escrow::{EscrowBridge, EscrowError, Evidence};
+use starling_web_worker::kernels::{mandelbrot, matmul_f32};
+use starling_web_worker::native;
+use tokio_tungstenite::tungstenite::Message;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use crate::support::*;
@@ -23,8 +39,9 @@ const FAUCET: u128 = 1_000_000_000;
 const MIN_BOND: u128 = 10_000_000;
 const FEE_BPS: u128 = 500;
 const SLASH_BPS: u128 = 5_000;
-const REPORTER_BPS: u128 = 1_000;
 const PRICE: u64 = 1_000;
+/// The faucet the tests turn on (it is off by default).
+const FAUCET_ARGS: [&str; 2] = ["--faucet", "1000000000"];
 
 fn amount(s: &str) -> u128 {
     s.parse().unwrap()
@@ -70,7 +87,7 @@ async fn wait_closed(api: &Api, job: JobId) -> JobEscrow {
     }
 }
 
-/// Sum of all balances, everything the faucet minted, and `account`'s balance, read from the
+/// Sum of all bank balances (the contract's included), everything the faucet minted, and `account`'s balance, read from the
 /// ledger's own file.
 async fn ledger_totals(data: &std::path::Path, account: &str) -> (u128, u128, u128) {
     let url = format!("sqlite://{}?mode=ro", data.join("ledger.sqlite").display());
@@ -90,7 +107,7 @@ async fn ledger_totals(data: &std::path::Path, account: &str) -> (u128, u128, u1
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn honest_workers_are_paid_exactly_the_liar_is_slashed_and_the_client_refunded() {
     let (dir, data) = tempdir();
-    let mut relay = spawn_relay(&data, 0, &[]);
+    let mut relay = spawn_relay(&data, 0, &FAUCET_ARGS);
     let mut procs = Vec::new();
     let mut keys = Vec::new();
     for name in ["w1", "w2", "w3"] {
@@ -124,7 +141,7 @@ async fn honest_workers_are_paid_exactly_the_liar_is_slashed_and_the_client_refu
         nonce: 1,
     };
     let resp =
-        api.http.post(format!("{}/v1/jobs", relay.base)).json(&api.key.sign_job(greedy.clone())).send().await.unwrap();
+        api.http.post(format!("{}/v1/jobs", relay.base)).json(&api.sign(greedy.clone()).await).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 402, "{}", resp.text().await.unwrap());
     let jobs: Vec<Value> = get(&api, "/v1/jobs").await;
     assert!(jobs.is_empty(), "a refused job was stored: {jobs:?}");
@@ -166,13 +183,15 @@ async fn honest_workers_are_paid_exactly_the_liar_is_slashed_and_the_client_refu
     assert_eq!(refund, deposit - paid_replicas * (price + fee));
     assert!(refund > 0, "unused replicas are refunded");
 
-    // Honest workers: paid exactly for their accepted replicas, bonds intact.
+    // Honest workers (each its own owner): paid exactly for their accepted replicas, bonds
+    // intact; the bond came from the faucet's deposit into their account.
     for key in &keys {
         let (view, account) = worker_account(&api, key).await;
         let n = accepted.get(key).copied().unwrap_or(0);
         assert_eq!(u128::from(view.replicas_accepted as u32), n);
+        assert_eq!(account.address, *key, "the worker key owns itself");
         assert_eq!(amount(&account.received), n * price, "worker {key} earned");
-        assert_eq!(amount(&account.balance), n * price, "worker {key} balance");
+        assert_eq!(amount(&account.balance), FAUCET - MIN_BOND + n * price, "worker {key} balance");
         assert_eq!(amount(account.bonded.as_deref().unwrap()), MIN_BOND);
         assert_eq!(account.slashed.as_deref(), Some("0"));
     }
@@ -189,21 +208,12 @@ async fn honest_workers_are_paid_exactly_the_liar_is_slashed_and_the_client_refu
     assert_eq!(amount(liar_account.slashed.as_deref().unwrap()), slashed, "one slash per contradicted task");
     assert_eq!(amount(liar_account.bonded.as_deref().unwrap()), stake);
 
-    // The client: the faucet's grant, less what work and fees cost, plus its share of slashes.
-    let to_reporter = |cut: u128| cut * REPORTER_BPS / 10_000;
-    let mut client_share = 0;
-    let mut relay_share = 0;
-    let mut s = MIN_BOND;
-    for _ in 0..liar_contradicted {
-        let cut = s * SLASH_BPS / 10_000;
-        s -= cut;
-        relay_share += to_reporter(cut);
-        client_share += cut - to_reporter(cut);
-    }
+    // The client: the faucet's grant, less what work and fees cost. Slashed stake is burned:
+    // nobody who can arrange a dissent (the client least of all) gains from it.
     let client: ClientView = get(&api, &format!("/v1/clients/{}", api.key.public())).await;
     let client = client.escrow.unwrap();
-    assert_eq!(amount(&client.balance), FAUCET - paid_replicas * (price + fee) + client_share);
-    assert_eq!(amount(&client.received), refund + client_share);
+    assert_eq!(amount(&client.balance), FAUCET - paid_replicas * (price + fee));
+    assert_eq!(amount(&client.received), refund);
 
     // Work that is never verified is refunded in full. The liar, slashed below the minimum
     // bond, takes no more paid work; this job wants 4 agreeing workers and only the 3 honest
@@ -238,19 +248,20 @@ async fn honest_workers_are_paid_exactly_the_liar_is_slashed_and_the_client_refu
         "unverified work is refunded in full"
     );
     let after: ClientView = get(&api, &format!("/v1/clients/{}", api.key.public())).await;
-    assert_eq!(amount(&after.escrow.unwrap().balance), FAUCET - paid_replicas * (price + fee) + client_share);
+    assert_eq!(amount(&after.escrow.unwrap().balance), FAUCET - paid_replicas * (price + fee));
 
-    // Supply: only the faucet creates money (the client's grant and four bonds).
+    // Supply: only the faucet creates money (one grant each to the client and four workers);
+    // only slashing destroys it.
     let relay_address = health["escrow"]["relay_address"].as_str().unwrap().to_string();
     relay.proc.kill9();
     let (supply, minted, relay_balance) = ledger_totals(&data, &relay_address).await;
-    assert_eq!(minted, FAUCET + 4 * MIN_BOND);
-    assert_eq!(supply, minted, "money was created or destroyed");
-    // The relay: its fees, and the reporter's share of each slash it proved.
-    assert_eq!(relay_balance, paid_replicas * fee + relay_share);
+    assert_eq!(minted, 5 * FAUCET);
+    assert_eq!(supply, minted - slashed, "money was created or destroyed");
+    // The relay: its fees, nothing else.
+    assert_eq!(relay_balance, paid_replicas * fee);
 
     // The ledger survives kill -9: same accounts after a restart.
-    let relay = spawn_relay(&data, 0, &[]);
+    let relay = spawn_relay(&data, 0, &FAUCET_ARGS);
     let api = Api::new(&relay.base);
     for key in &keys {
         let (_, account) = worker_account(&api, key).await;
@@ -260,4 +271,184 @@ async fn honest_workers_are_paid_exactly_the_liar_is_slashed_and_the_client_refu
     assert_eq!(again, escrow);
     drop(procs);
     drop(liar);
+}
+
+/// The capabilities of a CPU-only native worker, for a hand-driven connection.
+fn cpu_caps() -> Capabilities {
+    Capabilities {
+        backend: Backend::Cpu,
+        platform: Platform::Native,
+        adapter: AdapterInfo::default(),
+        limits: DeviceLimits {
+            max_buffer_size: 1 << 28,
+            max_storage_buffer_binding_size: 1 << 27,
+            max_storage_buffers_per_shader_stage: 8,
+            max_compute_workgroups_per_dimension: 65_535,
+        },
+        asking_price: 0,
+        duty_cycle: 1.0,
+        slots: 1,
+    }
+}
+
+/// A worker that speaks the protocol by hand: it answers the relay's registration request by
+/// naming `victim` as the owner to bond from, an account whose key it does not hold. Returns
+/// what the relay answered.
+async fn register_as(base: &str, attacker: &Keypair, victim: &Keypair) -> ErrorBody {
+    let url = format!("{}/v1/workers/ws", base.replacen("http", "ws", 1));
+    let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let (mut ws, mut stream) = ws.split();
+    let send = |m: &WorkerMessage| Message::Text(serde_json::to_string(m).unwrap().into());
+    let mut next = async || loop {
+        match stream.next().await.expect("relay answers").unwrap() {
+            Message::Text(t) => return serde_json::from_str::<RelayMessage>(t.as_str()).unwrap(),
+            _ => continue,
+        }
+    };
+    let hello = WorkerMessage::Hello { protocol_version: PROTOCOL_VERSION, worker_key: attacker.public(), capabilities: cpu_caps() };
+    ws.send(send(&hello)).await.unwrap();
+    let RelayMessage::Challenge { nonce } = next().await else { panic!("no challenge") };
+    ws.send(send(&WorkerMessage::Auth { signature: attacker.sign_auth(&nonce) })).await.unwrap();
+    let RelayMessage::Welcome { escrow: Some(welcomed), .. } = next().await else { panic!("no paid welcome") };
+    let RelayMessage::Register { escrow, bond, .. } = next().await else { panic!("not asked to register") };
+    assert_eq!(escrow, welcomed);
+    let deployment = escrow.as_deployment();
+    let action = AccountAction::Bond { worker: attacker.public(), amount: u128::from(bond) };
+    // The owner's authorization, signed by the attacker: the one signature it cannot make.
+    let forged = WorkerMessage::Register {
+        owner: victim.public(),
+        nonce: 0,
+        bond,
+        authorization: attacker.sign(&account_bytes(deployment, &victim.public(), 0, &action)),
+        proof: attacker.sign_register_v2(deployment, &victim.public()),
+    };
+    ws.send(send(&forged)).await.unwrap();
+    loop {
+        if let RelayMessage::Error(e) = next().await {
+            return e;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owners_consent_signatures_bind_to_one_deployment_and_tolerance_pays_every_accepted_worker() {
+    let (dir, data) = tempdir();
+    // Another relay with its own embedded ledger: another deployment.
+    let other_data = dir.path().join("other-relay");
+    let other = spawn_relay(&other_data, 0, &FAUCET_ARGS);
+    let other_health: Health = get(&Api::new(&other.base), "/v1/health").await;
+    let other_escrow = other_health.escrow.expect("the other relay has escrow");
+    drop(other);
+
+    let relay = spawn_relay(&data, 0, &FAUCET_ARGS);
+    let api = Api::new(&relay.base);
+    let health: Health = get(&api, "/v1/health").await;
+    let here = health.escrow.expect("escrow");
+    assert_ne!(here.chain_id, other_escrow.chain_id, "two embedded ledgers are two deployments");
+    let mut w1 = spawn_worker(&relay.base, dir.path(), "w1", &[]);
+    let mut w3 = spawn_worker(&relay.base, dir.path(), "w3", &[]);
+    let (k1, k3) = (worker_key(&mut w1), worker_key(&mut w3));
+    wait_registered(&api, &[&k1, &k3]).await;
+
+    // An exact job settled by w1 and w3; the client's account is funded by the faucet.
+    let exact = JobSpec {
+        label: "exact".into(),
+        kernel: KernelSpec::Builtin { name: BuiltinKernel::Mandelbrot },
+        tasks: mandelbrot::tile_job_tasks(16, 16, 16, 40, (-0.6, 0.0), 3.0),
+        comparison: Comparison::Exact,
+        replicas: 2,
+        quorum: 2,
+        max_replicas: 2,
+        price_per_replica: PRICE,
+        deadline_secs: 600,
+        homogeneous: false,
+        nonce: 7,
+    };
+    let exact_job = api.submit(exact.clone()).await;
+    let exact_detail = api.wait_done(exact_job.id).await;
+    let exact_escrow = wait_closed(&api, exact_job.id).await;
+    assert_eq!(exact_escrow.settled_tasks, 1);
+
+    // 1. A stranger names the client's account as the owner of its bond: refused, and the
+    //    client's balance does not move; the stranger is not registered.
+    let victim_before: ClientView = get(&api, &format!("/v1/clients/{}", api.key.public())).await;
+    let victim_before = victim_before.escrow.unwrap();
+    assert!(amount(&victim_before.balance) >= MIN_BOND, "the victim has money to steal");
+    let attacker = Keypair::generate();
+    let refusal = register_as(&relay.base, &attacker, &api.key).await;
+    assert_eq!(refusal.code, ErrorCode::BadSignature, "{refusal:?}");
+    let victim_after: ClientView = get(&api, &format!("/v1/clients/{}", api.key.public())).await;
+    assert_eq!(victim_after.escrow.unwrap(), victim_before, "the victim's account moved");
+    let stranger: WorkerView = get(&api, &format!("/v1/workers/{}", attacker.public())).await;
+    assert_eq!(stranger.escrow, None, "the stranger was registered");
+
+    // 2. A tolerance job: w2's floats are one ulp off the others'. Every worker is paid.
+    let mut w2 = spawn_worker(&relay.base, dir.path(), "w2", &["--perturb-floats"]);
+    let k2 = worker_key(&mut w2);
+    wait_registered(&api, &[&k2]).await;
+    let (m, n, k) = (8, 8, 8);
+    let a = api.upload(matmul_f32::f32s_to_bytes(&matmul_f32::random_matrix((m * k) as usize, 1))).await;
+    let b = api.upload(matmul_f32::f32s_to_bytes(&matmul_f32::random_matrix((k * n) as usize, 2))).await;
+    let tolerant = JobSpec {
+        label: "tolerance".into(),
+        kernel: KernelSpec::Builtin { name: BuiltinKernel::MatmulF32 },
+        tasks: matmul_f32::tasks_for(m, n, k, a, b, 4),
+        comparison: Comparison::Tolerance { rel: 1e-4, abs: 1e-5 },
+        replicas: 3,
+        quorum: 3,
+        max_replicas: 3,
+        nonce: 8,
+        ..exact.clone()
+    };
+    let tasks = tolerant.tasks.len() as u128;
+    let before: HashMap<String, u128> = {
+        let mut m = HashMap::new();
+        for key in [&k1, &k2, &k3] {
+            m.insert(key.clone(), amount(&worker_account(&api, key).await.1.received));
+        }
+        m
+    };
+    let tolerant_job = api.submit(tolerant).await;
+    let detail = api.wait_done(tolerant_job.id).await;
+    let hashes: std::collections::HashSet<_> =
+        detail.tasks.iter().flat_map(|t| t.replicas.iter().map(|r| r.output_hash)).collect();
+    assert!(hashes.len() > tasks as usize, "w2's results differ in their bytes");
+    let escrow = wait_closed(&api, tolerant_job.id).await;
+    assert_eq!(escrow.settled_tasks as u128, tasks);
+    assert_eq!(amount(&escrow.paid_to_workers), tasks * 3 * u128::from(PRICE), "every accepted replica is paid");
+    for key in [&k1, &k2, &k3] {
+        let earned = amount(&worker_account(&api, key).await.1.received) - before[key];
+        assert_eq!(earned, tasks * u128::from(PRICE), "worker {key} was paid for its accepted work");
+    }
+
+    // 3. Evidence against w1 for the exact job's settled task: a signature w1 made for the other
+    //    deployment fails `Slash` here; the same claim signed for this deployment succeeds.
+    drop(relay);
+    let w1_key = native::load_or_create_key(&dir.path().join("w1.key")).unwrap();
+    assert_eq!(w1_key.public().to_hex(), k1);
+    let task = TaskId { job: exact_job.id, index: 0 };
+    assert!(exact_detail.tasks[0].replicas.iter().any(|r| r.worker == w1_key.public()), "w1 signed task 0");
+    let output_len = u64::from(exact.tasks[0].output_size);
+    let forged = sha256(b"a result w1 never computed here");
+    let digest = exact.digest();
+    let contract = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/contracts/starling_escrow.wasm");
+    let ledger = Embedded::open(&data, EmbeddedConfig::new(contract)).await.unwrap();
+    let evidence = |d: &EscrowDeployment| Evidence {
+        job: exact_job.id,
+        index: 0,
+        worker: w1_key.public(),
+        output_hash: forged,
+        output_len,
+        signature: w1_key.sign_result_v2(d.as_deployment(), task, &digest, &forged, output_len),
+    };
+    let elsewhere = EscrowDeployment { chain_id: other_escrow.chain_id.clone(), contract: other_escrow.contract.clone() };
+    let refused = ledger.slash(&evidence(&elsewhere)).await;
+    assert!(matches!(refused, Err(EscrowError::Refused(_))), "{refused:?}");
+    let standing = ledger.worker_account(&w1_key.public()).await.unwrap().unwrap();
+    assert_eq!(standing.slashed.as_deref(), Some("0"), "slashed by a signature for another deployment");
+    let here = EscrowDeployment { chain_id: here.chain_id, contract: here.contract };
+    ledger.slash(&evidence(&here)).await.expect("a signature for this deployment is evidence");
+    let standing = ledger.worker_account(&w1_key.public()).await.unwrap().unwrap();
+    assert_eq!(amount(standing.slashed.as_deref().unwrap()), MIN_BOND * SLASH_BPS / 10_000);
+    drop((w1, w2, w3));
 }

@@ -127,9 +127,24 @@ impl Api {
         hash
     }
 
+    /// Signs `spec` as the CLI does: a paid job on a relay with escrow carries the client's
+    /// deposit authorization for that relay's escrow.
+    pub async fn sign(&self, spec: JobSpec) -> starling_protocol::sign::SignedJob {
+        let health: starling_protocol::events::Health =
+            self.http.get(format!("{}/v1/health", self.base)).send().await.unwrap().json().await.unwrap();
+        match health.escrow.filter(|_| spec.price_per_replica > 0) {
+            Some(e) => {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+                let deployment = starling_protocol::sign::Deployment { chain_id: &e.chain_id, contract: &e.contract };
+                self.key.sign_paid_job(spec, deployment, &e.relay_address, now + 600)
+            }
+            None => self.key.sign_job(spec),
+        }
+    }
+
     pub async fn submit(&self, spec: JobSpec) -> JobSummary {
-        let resp =
-            self.http.post(format!("{}/v1/jobs", self.base)).json(&self.key.sign_job(spec)).send().await.unwrap();
+        let signed = self.sign(spec).await;
+        let resp = self.http.post(format!("{}/v1/jobs", self.base)).json(&signed).send().await.unwrap();
         let status = resp.status();
         let text = resp.text().await.unwrap();
         assert_eq!(status.as_u16(), 201, "{text}");

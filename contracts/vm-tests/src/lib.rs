@@ -329,6 +329,12 @@ impl Ledger {
         self.block.time = time;
     }
 
+    /// Names the chain every contract call sees (`env.block.chain_id`): signatures for the
+    /// escrow name it, so two ledgers with different ids cannot use each other's.
+    pub fn set_chain_id(&mut self, chain_id: &str) {
+        self.block.chain_id = chain_id.to_owned();
+    }
+
     /// Creates money out of nothing: the faucet. Everything else moves existing money.
     pub fn mint(&mut self, to: &Addr, amount: u128) {
         self.dirty_accounts.insert(to.clone());

@@ -17,6 +17,7 @@ use leptos::prelude::*;
 use leptos_router::hooks::use_navigate;
 use starling_protocol::JobId;
 use starling_protocol::events::{JobEvent, JobState, JobSummary};
+use starling_protocol::sign::Deployment;
 use std::collections::HashMap;
 use wasm_bindgen::JsCast;
 
@@ -26,6 +27,8 @@ const LIST_REFRESH_MS: u32 = 10_000;
 const BALANCE_REFRESH_MS: u32 = 15_000;
 /// Jobs shown in the list.
 const LIST_LIMIT: u32 = 50;
+/// How long a paid job's signed deposit authorization stays usable (the relay opens it at once).
+const DEPOSIT_VALID_SECS: u64 = 600;
 /// Running jobs followed live at once: the relay bounds event watchers per client.
 const MAX_FOLLOWED: usize = 16;
 
@@ -157,7 +160,27 @@ fn JobFormPanel() -> impl IntoView {
                 }
             }
             let _ = submission.try_set(Submission::Working("Signing and posting the job…".into()));
-            let signed = key.sign_job(built.spec);
+            // A paid job carries this key's consent to pay its deposit: the exact terms, for this
+            // relay and its escrow only, usable for the next ten minutes.
+            let escrow = if built.spec.price_per_replica > 0 {
+                match api::health().await {
+                    Ok(health) => health.escrow,
+                    Err(e) => {
+                        let _ = submission.try_set(Submission::Failed(format!("Cannot reach the relay: {e}")));
+                        return;
+                    }
+                }
+            } else {
+                None
+            };
+            let signed = match escrow {
+                Some(e) => {
+                    let deployment = Deployment { chain_id: &e.chain_id, contract: &e.contract };
+                    let not_after = browser::now_ms() / 1000 + DEPOSIT_VALID_SECS;
+                    key.sign_paid_job(built.spec, deployment, &e.relay_address, not_after)
+                }
+                None => key.sign_job(built.spec),
+            };
             match api::submit(&signed).await {
                 Ok(job) => {
                     let _ = submission.try_set(Submission::Idle);

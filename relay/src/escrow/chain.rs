@@ -2,35 +2,32 @@
 //! Tendermint/CometBFT RPC. Transactions are built and signed (SIGN_MODE_DIRECT, secp256k1) with
 //! `cosmrs`; queries go through `abci_query` to the wasm module's `SmartContractState`.
 //!
-//! The relay signs with its own account (the one instantiated as the contract's `relay`):
-//! settlements, slashing evidence and early closes. On a chain the relay cannot spend for other
-//! accounts, so two things differ from the embedded ledger:
-//! - **Deposits**: the relay opens each job from its own account, fronting the client's deposit
-//!   (it bills clients off-chain); refunds come back to it. Workers are still paid only for
-//!   quorum-verified work, by the contract, and liars are still slashed.
-//! - **Worker registration**: a worker's payout account must send `RegisterWorker` (with its bond)
-//!   itself; the relay answers a registration offer with instructions.
+//! The relay signs with its own account (the one instantiated as the contract's `relay`): job
+//! openings, worker registrations, settlements, slashing evidence and early closes. It pays the
+//! gas, never anyone's money: a job's deposit comes from its client's account in the contract
+//! (funded by the client's own `Deposit` transaction) with the client's signed terms, and a
+//! registration bonds from the owner's account with the owner's signed authorization. The
+//! contract checks every one of those signatures.
 //!
 //! Deployment is described in `contracts/escrow/README.md` ("Deploying on a chain").
 
 use super::{
-    EscrowBridge, EscrowError, EscrowResult, Evidence, OpenJob, SettleTask, WorkerStanding, create_job_msg, queries,
-    settle_msg, slash_msg,
+    EscrowBridge, EscrowError, EscrowResult, Evidence, OpenJob, Registration, SettleTask, WorkerStanding, bond_msg,
+    create_job_msg, queries, settle_msg, slash_msg, standing,
 };
 use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use cosmrs::proto::cosmos::auth::v1beta1::{BaseAccount, QueryAccountRequest, QueryAccountResponse};
-use cosmrs::proto::cosmos::bank::v1beta1::{QueryBalanceRequest, QueryBalanceResponse};
 use cosmrs::proto::cosmwasm::wasm::v1::{QuerySmartContractStateRequest, QuerySmartContractStateResponse};
 use cosmrs::proto::prost::Message;
 use cosmrs::tx::{Body, Fee, Msg, SignDoc, SignerInfo};
 use cosmrs::{AccountId, Coin, crypto::secp256k1::SigningKey};
 use serde_json::{Value, json};
-use starling_escrow::msg::{DepositResponse, ExecuteMsg, QueryMsg};
-use starling_escrow::state::{Account, Config};
+use starling_escrow::msg::{ExecuteMsg, QueryMsg};
+use starling_escrow::state::Config;
 use starling_protocol::events::{EscrowAccount, EscrowInfo, JobEscrow};
-use starling_protocol::{JobId, PublicKey, Signature};
+use starling_protocol::{JobId, PublicKey};
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -159,7 +156,6 @@ impl Chain {
                 unbonding_period: 0,
                 max_job_duration: 0,
                 slash_bps: 0,
-                reporter_share_bps: 0,
             },
             sequence: Mutex::new(Sequence::default()),
         };
@@ -206,12 +202,6 @@ impl Chain {
         serde_json::from_slice(&response.data).map_err(unavailable)
     }
 
-    async fn bank_balance(&self, address: &str) -> EscrowResult<u128> {
-        let request = QueryBalanceRequest { address: address.to_owned(), denom: self.contract_config.denom.clone() };
-        let bytes = self.abci_query("/cosmos.bank.v1beta1.Query/Balance", request.encode_to_vec()).await?;
-        let response = QueryBalanceResponse::decode(bytes.as_slice()).map_err(unavailable)?;
-        Ok(response.balance.map_or(0, |c| c.amount.parse().unwrap_or(0)))
-    }
 
     async fn account(&self) -> EscrowResult<(u64, u64)> {
         let request = QueryAccountRequest { address: self.address.to_string() };
@@ -297,23 +287,23 @@ fn classify(code: u64, log: String) -> EscrowError {
     if log.contains("insufficient funds") {
         EscrowError::InsufficientFunds(log)
     } else if log.contains("execute wasm contract failed") || log.contains("wasm") && code == 5 {
-        EscrowError::Refused(log)
+        super::refused(log)
     } else {
         EscrowError::Unavailable(format!("transaction failed with code {code}: {log}"))
     }
 }
 
-/// Sum of the `amount` attributes of `transfer` events to `recipient`.
-fn transferred_to(events: &Value, recipient: &str) -> u128 {
+/// The refund a `Close` credited to the client's account: the contract's `amount` attribute.
+fn refunded(events: &Value) -> u128 {
     let mut total = 0;
-    for event in events.as_array().into_iter().flatten().filter(|e| e["type"] == "transfer") {
+    for event in events.as_array().into_iter().flatten().filter(|e| e["type"] == "wasm") {
         let attrs = event["attributes"].as_array().cloned().unwrap_or_default();
         let get =
             |key: &str| attrs.iter().find(|a| a["key"] == key).and_then(|a| a["value"].as_str()).map(str::to_owned);
-        if get("recipient").as_deref() == Some(recipient)
+        if matches!(get("action").as_deref(), Some("close"))
             && let Some(amount) = get("amount")
         {
-            total += amount.trim_end_matches(|c: char| !c.is_ascii_digit()).parse::<u128>().unwrap_or(0);
+            total += amount.parse::<u128>().unwrap_or(0);
         }
     }
     total
@@ -333,33 +323,16 @@ impl EscrowBridge for Chain {
         }
     }
 
-    /// The relay fronts deposits on a chain: every job's escrow client is the relay account.
-    fn client_address(&self, _client: &PublicKey) -> String {
-        self.address.to_string()
-    }
-
-    /// The relay proposes no payout account on a chain: workers register from their own.
-    fn worker_owner(&self, _worker: &PublicKey) -> String {
-        String::new()
-    }
-
     async fn max_job_id(&self) -> EscrowResult<u64> {
         queries::max_job_id(self).await
     }
 
     async fn open_job(&self, job: &OpenJob) -> EscrowResult<()> {
-        let deposit: DepositResponse = self
-            .smart(&QueryMsg::Deposit {
-                tasks: job.tasks,
-                replicas: job.replicas,
-                price_per_replica: cosmwasm_std::Uint128::new(job.price_per_replica),
-            })
-            .await?;
-        self.execute(&create_job_msg(job), deposit.deposit.u128(), self.cfg.gas_base).await.map(drop)
+        self.execute(&create_job_msg(job), 0, self.cfg.gas_base).await.map(drop)
     }
 
     async fn open_jobs(&self) -> EscrowResult<Vec<JobId>> {
-        queries::open_jobs(self, self.address.as_ref()).await
+        queries::open_jobs(self).await
     }
 
     async fn settled_tasks(&self, job: JobId) -> EscrowResult<HashSet<u32>> {
@@ -371,17 +344,15 @@ impl EscrowBridge for Chain {
     }
 
     async fn worker(&self, worker: &PublicKey) -> EscrowResult<Option<WorkerStanding>> {
-        Ok(queries::worker(self, worker)
-            .await?
-            .map(|w| WorkerStanding { owner: w.owner.to_string(), eligible: w.eligible }))
+        queries::worker(self, worker).await.map(|w| w.and_then(standing))
     }
 
-    async fn register_worker(&self, _worker: &PublicKey, _owner: &str, _proof: &Signature) -> EscrowResult<()> {
-        Err(EscrowError::Refused(format!(
-            "on chain {} workers register themselves: from your payout account, execute RegisterWorker {{pubkey, proof}} on {} \
-             with a bond of at least {}{} (proof: your worker key's signature over register_bytes(contract, owner, key))",
-            self.cfg.chain_id, self.contract, self.contract_config.min_bond, self.contract_config.denom
-        )))
+    async fn nonce(&self, account: &PublicKey) -> EscrowResult<u64> {
+        Ok(queries::account(self, account).await?.nonce)
+    }
+
+    async fn register_worker(&self, registration: &Registration) -> EscrowResult<()> {
+        self.execute(&bond_msg(registration), 0, self.cfg.gas_base).await.map(drop)
     }
 
     async fn settle(&self, job: JobId, tasks: &[SettleTask]) -> EscrowResult<()> {
@@ -390,41 +361,29 @@ impl EscrowBridge for Chain {
     }
 
     async fn slash(&self, evidence: &Evidence) -> EscrowResult<()> {
-        self.execute(&slash_msg(evidence), 0, self.cfg.gas_base).await.map(drop)
+        self.execute(&slash_msg(self.address.as_ref(), evidence), 0, self.cfg.gas_base).await.map(drop)
     }
 
     async fn close(&self, job: JobId) -> EscrowResult<u128> {
         let events = self.execute(&ExecuteMsg::Close { job_id: job.0 }, 0, self.cfg.gas_base).await?;
-        Ok(transferred_to(&events, self.address.as_ref()))
+        Ok(refunded(&events))
     }
 
     async fn worker_account(&self, worker: &PublicKey) -> EscrowResult<Option<EscrowAccount>> {
-        let Some(w) = queries::worker(self, worker).await? else { return Ok(None) };
-        let account: Account = self.smart(&QueryMsg::Account { address: w.owner.to_string() }).await?;
-        Ok(Some(EscrowAccount {
-            address: w.owner.to_string(),
-            balance: self.bank_balance(w.owner.as_str()).await?.to_string(),
-            bonded: Some((w.bonded + w.unbonding).to_string()),
-            slashed: Some(w.slashed.to_string()),
-            received: account.earned_work.to_string(),
-            denom: self.contract_config.denom.clone(),
-        }))
+        queries::worker_account(self, worker, &self.contract_config.denom).await
     }
 
-    async fn client_account(&self, _client: &PublicKey) -> EscrowResult<EscrowAccount> {
-        let account: Account = self.smart(&QueryMsg::Account { address: self.address.to_string() }).await?;
-        Ok(EscrowAccount {
-            address: self.address.to_string(),
-            balance: self.bank_balance(self.address.as_ref()).await?.to_string(),
-            bonded: None,
-            slashed: None,
-            received: (account.refunded + account.slash_rewards).to_string(),
-            denom: self.contract_config.denom.clone(),
-        })
+    async fn account(&self, account: &PublicKey) -> EscrowResult<EscrowAccount> {
+        let a = queries::account(self, account).await?;
+        Ok(super::account_view(account, &a, &self.contract_config.denom))
     }
 }
 
 impl queries::SmartQuery for Chain {
+    fn relay(&self) -> String {
+        self.address.to_string()
+    }
+
     async fn smart_query<T: serde::de::DeserializeOwned>(&self, msg: &QueryMsg) -> EscrowResult<T> {
         self.smart(msg).await
     }
@@ -499,13 +458,13 @@ mod tests {
     }
 
     #[test]
-    fn refunds_are_read_from_transfer_events() {
+    fn refunds_are_read_from_the_close_event() {
         let events = json!([
-            {"type": "transfer", "attributes": [{"key": "recipient", "value": "wasm1relay"}, {"key": "amount", "value": "250ustar"}]},
-            {"type": "transfer", "attributes": [{"key": "recipient", "value": "wasm1other"}, {"key": "amount", "value": "9ustar"}]},
-            {"type": "message", "attributes": [{"key": "recipient", "value": "wasm1relay"}, {"key": "amount", "value": "1ustar"}]}
+            {"type": "wasm", "attributes": [{"key": "action", "value": "close"}, {"key": "amount", "value": "250"}]},
+            {"type": "wasm", "attributes": [{"key": "action", "value": "settle"}, {"key": "amount", "value": "9"}]},
+            {"type": "transfer", "attributes": [{"key": "recipient", "value": "wasm1relay"}, {"key": "amount", "value": "1ustar"}]}
         ]);
-        assert_eq!(transferred_to(&events, "wasm1relay"), 250);
-        assert_eq!(transferred_to(&events, "nobody"), 0);
+        assert_eq!(refunded(&events), 250);
+        assert_eq!(refunded(&json!([])), 0);
     }
 }

@@ -2,25 +2,26 @@
 //! cosmwasm-vm on a one-denom local ledger, so what runs on one machine is the code a chain
 //! would run. The ledger lives in `ledger.sqlite` next to the relay's database: every accepted
 //! transaction writes the contract storage keys and balances it changed, in one SQL
-//! transaction, before the call returns. A local faucet funds demo accounts: each new client
-//! account once, and each worker's bond when it registers through the relay.
+//! transaction, before the call returns.
 //!
-//! Addresses are derived from keys (`client/<hex>`, `worker/<hex>`) with the VM's mock API
-//! (bech32, prefix `cosmwasm`); the relay's own account receives fees and slashing rewards.
+//! Money enters only through the contract's `Deposit`, sent by the ledger's operator account
+//! after minting ([`Embedded::deposit`]): an operator funding accounts on a server, or the demo
+//! faucet ([`EmbeddedConfig::faucet`], off unless asked for), which deposits once into each
+//! new account that opens a job or registers a worker. Every mint is recorded, so the ledger's
+//! supply can be checked against it. The relay's own bank account receives fees.
 
 use super::{
-    EscrowBridge, EscrowError, EscrowResult, Evidence, OpenJob, SettleTask, WorkerStanding, create_job_msg, hex,
-    queries, settle_msg, slash_msg,
+    EscrowBridge, EscrowError, EscrowResult, Evidence, OpenJob, Registration, SettleTask, WorkerStanding, account_view,
+    bond_msg, create_job_msg, hex, queries, settle_msg, slash_msg, standing,
 };
 use async_trait::async_trait;
 use cosmwasm_std::{Addr, Timestamp, Uint128};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 use starling_escrow::msg::{ExecuteMsg, InstantiateMsg, QueryMsg};
-use starling_escrow::state::Account;
-use starling_escrow_vm::{Ledger, LedgerChanges, LedgerError, LedgerState, addr_make};
+use starling_escrow_vm::{Ledger, LedgerChanges, LedgerError, LedgerState};
 use starling_protocol::events::{EscrowAccount, EscrowInfo, JobEscrow};
-use starling_protocol::{JobId, PublicKey, Signature};
+use starling_protocol::{JobId, PublicKey};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -32,14 +33,14 @@ pub struct EmbeddedConfig {
     /// The contract artifact (`target/contracts/starling_escrow.wasm`).
     pub wasm: PathBuf,
     pub denom: String,
-    /// Minted once into each new client account (0: no faucet).
+    /// Deposited once into each new account that opens a job or registers a worker (0: no
+    /// faucet, the default; `starling demo` turns it on).
     pub faucet: u128,
     pub relay_fee_bps: u16,
     pub min_bond: u128,
     pub unbonding_period: u64,
     pub max_job_duration: u64,
     pub slash_bps: u16,
-    pub reporter_share_bps: u16,
 }
 
 impl EmbeddedConfig {
@@ -47,13 +48,12 @@ impl EmbeddedConfig {
         Self {
             wasm: wasm.into(),
             denom: "ustar".into(),
-            faucet: 1_000_000_000,
+            faucet: 0,
             relay_fee_bps: 500,
             min_bond: 10_000_000,
             unbonding_period: 21 * 24 * 3600,
             max_job_duration: starling_protocol::limits::MAX_DEADLINE_SECS + 3600,
             slash_bps: 5_000,
-            reporter_share_bps: 1_000,
         }
     }
 }
@@ -71,6 +71,9 @@ pub struct Embedded {
     config: EmbeddedConfig,
     contract: Addr,
     relay: Addr,
+    /// The operator's bank account: newly minted money passes through it into `Deposit`.
+    operator: Addr,
+    chain_id: String,
 }
 
 impl std::fmt::Debug for Embedded {
@@ -85,7 +88,7 @@ fn unavailable(e: impl std::fmt::Display) -> EscrowError {
 
 fn ledger_error(e: LedgerError) -> EscrowError {
     match e {
-        LedgerError::Refused(text) => EscrowError::Refused(text),
+        LedgerError::Refused(text) => super::refused(text),
         LedgerError::InsufficientFunds { .. } => EscrowError::InsufficientFunds(e.to_string()),
         other => unavailable(other),
     }
@@ -131,7 +134,20 @@ impl Embedded {
             None => Ledger::new(&wasm, &config.denom).map_err(unavailable)?,
         };
         ledger.set_block_seconds(0);
+        // Each ledger is its own deployment: a chain id drawn when it is created, so a signature
+        // made for one relay's ledger (every ledger's contract has the same address) is worth
+        // nothing on another's.
+        let chain_id = match meta(&db, "chain_id").await.map_err(unavailable)? {
+            Some(id) => id,
+            None => {
+                let id = format!("starling-local-{}", hex::encode(rand::random::<[u8; 8]>()));
+                set_meta(&db, "chain_id", &id).await.map_err(unavailable)?;
+                id
+            }
+        };
+        ledger.set_chain_id(&chain_id);
         let relay = ledger.addr_make("relay");
+        let operator = ledger.addr_make("operator");
         let contract = ledger.contract().clone();
         let checksum = ledger.checksum().to_hex();
         if let Some(saved) = meta(&db, "checksum").await.map_err(unavailable)?
@@ -139,7 +155,8 @@ impl Embedded {
         {
             tracing::warn!(%saved, now = %checksum, "the escrow artifact changed since this ledger was saved; running the new code over the saved state");
         }
-        let me = Self { inner: Mutex::new(Inner { ledger, poisoned: false }), db, config, contract, relay };
+        let me =
+            Self { inner: Mutex::new(Inner { ledger, poisoned: false }), db, config, contract, relay, operator, chain_id };
         if fresh {
             let msg = InstantiateMsg {
                 denom: me.config.denom.clone(),
@@ -149,7 +166,6 @@ impl Embedded {
                 unbonding_period: me.config.unbonding_period,
                 max_job_duration: me.config.max_job_duration,
                 slash_bps: me.config.slash_bps,
-                reporter_share_bps: me.config.reporter_share_bps,
             };
             let relay = me.relay.clone();
             me.transact(|l| l.instantiate(&relay, &msg, 0).map(drop)).await?;
@@ -159,17 +175,16 @@ impl Embedded {
         Ok(me)
     }
 
-    /// Runs `f` on the ledger at the current wall-clock time and saves what it changed. A
-    /// refusal changes nothing.
+    /// Runs `f` on the ledger at the current wall-clock time and saves what it changed, with
+    /// `minted` (an account key and an amount) recorded as minted for it. A refusal changes
+    /// nothing.
     async fn transact<T>(&self, f: impl FnOnce(&mut Ledger) -> Result<T, LedgerError>) -> EscrowResult<T> {
-        self.transact_with_faucet(None, f).await
+        self.transact_minting(None, f).await
     }
 
-    /// Like [`Embedded::transact`], first minting `(account, amount)` from the faucet; the mint
-    /// is undone if `f` fails.
-    async fn transact_with_faucet<T>(
+    async fn transact_minting<T>(
         &self,
-        faucet: Option<(Addr, u128)>,
+        minted: Option<(String, u128)>,
         f: impl FnOnce(&mut Ledger) -> Result<T, LedgerError>,
     ) -> EscrowResult<T> {
         let mut inner = self.inner.lock().await;
@@ -180,18 +195,9 @@ impl Embedded {
         if now > inner.ledger.block().time {
             inner.ledger.set_time(now);
         }
-        if let Some((to, amount)) = &faucet {
-            inner.ledger.mint(to, *amount);
-        }
         let result = off_the_runtime(|| f(&mut inner.ledger));
-        if result.is_err()
-            && let Some((to, amount)) = &faucet
-        {
-            // The failed transaction rolled back to just after the mint: take the grant back.
-            let _ = inner.ledger.burn(to, *amount);
-        }
         let changes = inner.ledger.take_changes();
-        if let Err(e) = save(&self.db, &changes, faucet.as_ref().filter(|_| result.is_ok())).await {
+        if let Err(e) = save(&self.db, &changes, minted.as_ref().filter(|_| result.is_ok())).await {
             inner.poisoned = true;
             tracing::error!(error = %e, "saving the embedded ledger failed; refusing escrow calls until restart");
             return Err(unavailable(e));
@@ -199,19 +205,50 @@ impl Embedded {
         result.map_err(ledger_error)
     }
 
+    /// Mints `amount` and deposits it into `account` through the contract's `Deposit`, sent by
+    /// the operator's bank account: how an operator funds accounts on a server.
+    pub async fn deposit(&self, account: &PublicKey, amount: u128) -> EscrowResult<()> {
+        if amount == 0 {
+            return Err(EscrowError::Refused("amount: zero".into()));
+        }
+        let (operator, msg) = (self.operator.clone(), ExecuteMsg::Deposit { account: hex(&account.0) });
+        self.transact_minting(Some((account.to_hex(), amount)), |l| {
+            l.mint(&operator, amount);
+            match l.execute(&operator, &msg, amount) {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    // The refused deposit rolled back to just after the mint: take it back.
+                    let _ = l.burn(&operator, amount);
+                    Err(e)
+                }
+            }
+        })
+        .await
+    }
+
+    /// The demo faucet: deposits [`EmbeddedConfig::faucet`] into an account it never funded.
+    async fn faucet(&self, account: &PublicKey) -> EscrowResult<()> {
+        if self.config.faucet == 0 {
+            return Ok(());
+        }
+        let funded = sqlx::query("SELECT 1 FROM ledger_faucet WHERE address = $1")
+            .bind(account.to_hex())
+            .fetch_optional(&self.db)
+            .await
+            .map_err(unavailable)?;
+        if funded.is_some() {
+            return Ok(());
+        }
+        self.deposit(account, self.config.faucet).await
+    }
+
     async fn query<T: serde::de::DeserializeOwned>(&self, msg: &QueryMsg) -> EscrowResult<T> {
         let inner = self.inner.lock().await;
         off_the_runtime(|| inner.ledger.query(msg)).map(|(v, _)| v).map_err(ledger_error)
     }
 
-    async fn account(&self, address: &Addr) -> EscrowResult<(u128, Account)> {
-        let account: Account = self.query(&QueryMsg::Account { address: address.to_string() }).await?;
-        let balance = self.inner.lock().await.ledger.balance(address);
-        Ok((balance, account))
-    }
-
-    /// Everything the faucet ever minted: with no other source of money, the ledger's total
-    /// supply must equal it.
+    /// Everything ever minted (operator deposits and the faucet): with no other source of
+    /// money, the ledger's total supply plus what slashing burned must equal it.
     pub async fn minted(&self) -> EscrowResult<u128> {
         let rows = sqlx::query("SELECT amount FROM ledger_faucet").fetch_all(&self.db).await.map_err(unavailable)?;
         Ok(rows.iter().map(|r| r.get::<&str, _>(0).parse::<u128>().unwrap_or(0)).sum())
@@ -225,9 +262,6 @@ impl Embedded {
         self.inner.lock().await.ledger.balance(&Addr::unchecked(address))
     }
 
-    fn client_addr(&self, client: &PublicKey) -> Addr {
-        addr_make(&format!("client/{}", client.to_hex()))
-    }
 }
 
 #[async_trait]
@@ -235,7 +269,7 @@ impl EscrowBridge for Embedded {
     fn info(&self) -> EscrowInfo {
         EscrowInfo {
             backend: "embedded".into(),
-            chain_id: "starling-local".into(),
+            chain_id: self.chain_id.clone(),
             contract: self.contract.to_string(),
             denom: self.config.denom.clone(),
             relay_address: self.relay.to_string(),
@@ -244,51 +278,18 @@ impl EscrowBridge for Embedded {
         }
     }
 
-    fn client_address(&self, client: &PublicKey) -> String {
-        self.client_addr(client).to_string()
-    }
-
-    fn worker_owner(&self, worker: &PublicKey) -> String {
-        addr_make(&format!("worker/{}", worker.to_hex())).to_string()
-    }
-
     async fn max_job_id(&self) -> EscrowResult<u64> {
         queries::max_job_id(self).await
     }
 
     async fn open_job(&self, job: &OpenJob) -> EscrowResult<()> {
-        let client = self.client_addr(&job.client);
-        let (deposit, _): (starling_escrow::msg::DepositResponse, _) = {
-            let inner = self.inner.lock().await;
-            inner
-                .ledger
-                .query(&QueryMsg::Deposit {
-                    tasks: job.tasks,
-                    replicas: job.replicas,
-                    price_per_replica: Uint128::new(job.price_per_replica),
-                })
-                .map_err(ledger_error)?
-        };
-        let deposit = deposit.deposit.u128();
-        let faucet = self.faucet_for(&client).await?;
-        let msg = create_job_msg(job);
-        self.transact_with_faucet(faucet, |l| {
-            let balance = l.balance(&client);
-            if balance < deposit {
-                return Err(LedgerError::InsufficientFunds {
-                    account: client.to_string(),
-                    balance,
-                    amount: deposit,
-                    denom: l.denom().to_owned(),
-                });
-            }
-            l.execute(&client, &msg, deposit).map(drop)
-        })
-        .await
+        self.faucet(&job.client).await?;
+        let (relay, msg) = (self.relay.clone(), create_job_msg(job));
+        self.transact(|l| l.execute(&relay, &msg, 0).map(drop)).await
     }
 
     async fn open_jobs(&self) -> EscrowResult<Vec<JobId>> {
-        queries::open_jobs(self, self.relay.as_str()).await
+        queries::open_jobs(self).await
     }
 
     async fn settled_tasks(&self, job: JobId) -> EscrowResult<HashSet<u32>> {
@@ -300,19 +301,17 @@ impl EscrowBridge for Embedded {
     }
 
     async fn worker(&self, worker: &PublicKey) -> EscrowResult<Option<WorkerStanding>> {
-        Ok(queries::worker(self, worker)
-            .await?
-            .map(|w| WorkerStanding { owner: w.owner.to_string(), eligible: w.eligible }))
+        queries::worker(self, worker).await.map(|w| w.and_then(standing))
     }
 
-    async fn register_worker(&self, worker: &PublicKey, owner: &str, proof: &Signature) -> EscrowResult<()> {
-        let owner = Addr::unchecked(owner);
-        let bond = self.config.min_bond;
-        let balance = self.inner.lock().await.ledger.balance(&owner);
-        // The faucet pays the bond of a demo worker; a funded owner bonds its own money.
-        let faucet = (self.config.faucet > 0 && balance < bond).then(|| (owner.clone(), bond - balance));
-        let msg = ExecuteMsg::RegisterWorker { pubkey: hex(&worker.0), proof: hex(&proof.0) };
-        self.transact_with_faucet(faucet, |l| l.execute(&owner, &msg, bond).map(drop)).await
+    async fn nonce(&self, account: &PublicKey) -> EscrowResult<u64> {
+        Ok(queries::account(self, account).await?.nonce)
+    }
+
+    async fn register_worker(&self, registration: &Registration) -> EscrowResult<()> {
+        self.faucet(&registration.owner).await?;
+        let (relay, msg) = (self.relay.clone(), bond_msg(registration));
+        self.transact(|l| l.execute(&relay, &msg, 0).map(drop)).await
     }
 
     async fn settle(&self, job: JobId, tasks: &[SettleTask]) -> EscrowResult<()> {
@@ -322,7 +321,7 @@ impl EscrowBridge for Embedded {
     }
 
     async fn slash(&self, e: &Evidence) -> EscrowResult<()> {
-        let msg = slash_msg(e);
+        let msg = slash_msg(self.relay.as_str(), e);
         let relay = self.relay.clone();
         self.transact(|l| l.execute(&relay, &msg, 0).map(drop)).await
     }
@@ -331,48 +330,16 @@ impl EscrowBridge for Embedded {
         let relay = self.relay.clone();
         let msg = ExecuteMsg::Close { job_id: job.0 };
         let executed = self.transact(|l| l.execute(&relay, &msg, 0)).await?;
-        Ok(executed.transfers.iter().map(|(_, amount)| amount).sum())
+        Ok(executed.attribute("amount").and_then(|a| a.parse().ok()).unwrap_or(0))
     }
 
     async fn worker_account(&self, worker: &PublicKey) -> EscrowResult<Option<EscrowAccount>> {
-        let Some(w) = queries::worker(self, worker).await? else { return Ok(None) };
-        let (balance, account) = self.account(&w.owner).await?;
-        Ok(Some(EscrowAccount {
-            address: w.owner.to_string(),
-            balance: balance.to_string(),
-            bonded: Some((w.bonded + w.unbonding).to_string()),
-            slashed: Some(w.slashed.to_string()),
-            received: account.earned_work.to_string(),
-            denom: self.config.denom.clone(),
-        }))
+        queries::worker_account(self, worker, &self.config.denom).await
     }
 
-    async fn client_account(&self, client: &PublicKey) -> EscrowResult<EscrowAccount> {
-        let address = self.client_addr(client);
-        let (balance, account) = self.account(&address).await?;
-        Ok(EscrowAccount {
-            address: address.to_string(),
-            balance: balance.to_string(),
-            bonded: None,
-            slashed: None,
-            received: (account.refunded + account.slash_rewards).to_string(),
-            denom: self.config.denom.clone(),
-        })
-    }
-}
-
-impl Embedded {
-    /// The faucet's grant for a client account it never funded (once per account).
-    async fn faucet_for(&self, client: &Addr) -> EscrowResult<Option<(Addr, u128)>> {
-        if self.config.faucet == 0 {
-            return Ok(None);
-        }
-        let funded = sqlx::query("SELECT 1 FROM ledger_faucet WHERE address = $1")
-            .bind(client.as_str())
-            .fetch_optional(&self.db)
-            .await
-            .map_err(unavailable)?;
-        Ok(funded.is_none().then(|| (client.clone(), self.config.faucet)))
+    async fn account(&self, account: &PublicKey) -> EscrowResult<EscrowAccount> {
+        let a = queries::account(self, account).await?;
+        Ok(account_view(account, &a, &self.config.denom))
     }
 }
 
@@ -419,8 +386,8 @@ async fn load(db: &SqlitePool) -> sqlx::Result<Option<LedgerState>> {
     }))
 }
 
-/// Writes one transaction's changes (and its faucet grant) atomically.
-async fn save(db: &SqlitePool, changes: &LedgerChanges, faucet: Option<&(Addr, u128)>) -> sqlx::Result<()> {
+/// Writes one transaction's changes (and what it minted, by account) atomically.
+async fn save(db: &SqlitePool, changes: &LedgerChanges, minted: Option<&(String, u128)>) -> sqlx::Result<()> {
     let mut tx = db.begin().await?;
     for (key, value) in &changes.storage {
         match value {
@@ -443,7 +410,7 @@ async fn save(db: &SqlitePool, changes: &LedgerChanges, faucet: Option<&(Addr, u
             .execute(&mut *tx)
             .await?;
     }
-    if let Some((to, amount)) = faucet {
+    if let Some((to, amount)) = minted {
         let before: Option<String> = sqlx::query_scalar("SELECT amount FROM ledger_faucet WHERE address = $1")
             .bind(to.as_str())
             .fetch_optional(&mut *tx)
@@ -470,6 +437,10 @@ async fn save(db: &SqlitePool, changes: &LedgerChanges, faucet: Option<&(Addr, u
 }
 
 impl queries::SmartQuery for Embedded {
+    fn relay(&self) -> String {
+        self.relay.to_string()
+    }
+
     async fn smart_query<T: serde::de::DeserializeOwned>(&self, msg: &QueryMsg) -> EscrowResult<T> {
         self.query(msg).await
     }

@@ -19,6 +19,10 @@ pub mod settler;
 
 use async_trait::async_trait;
 use starling_protocol::events::{EscrowAccount, EscrowInfo, JobEscrow};
+use starling_protocol::sign::{
+    AccountAction, ComparisonKind, DepositTerms, Deployment, EscrowDeployment, SignatureError, account_bytes,
+    register_bytes_v2, verify,
+};
 use starling_protocol::{Hash32, JobId, PublicKey, Signature};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -41,21 +45,62 @@ pub enum EscrowError {
 
 pub type EscrowResult<T> = std::result::Result<T, EscrowError>;
 
-/// A job as the contract's `CreateJob` sees it.
+/// A contract refusal, with an account's shortfall told apart (the client must fund its account;
+/// nothing is wrong with the request itself).
+fn refused(text: String) -> EscrowError {
+    // `ContractError::InsufficientBalance`'s message: "account {key} has {balance}, needs {needed}".
+    let short = text.split("account ").nth(1).is_some_and(|rest| rest.contains(" has ") && rest.contains(", needs "));
+    if short { EscrowError::InsufficientFunds(text) } else { EscrowError::Refused(text) }
+}
+
+/// A job as the contract's `CreateJob` sees it: the terms its client signed, and the signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenJob {
     pub job: JobId,
     pub client: PublicKey,
-    pub tasks: u32,
-    /// Signers paid per task at most (the job's `max_replicas`, so extra replicas after a
-    /// disagreement are covered by the deposit).
-    pub replicas: u8,
-    pub quorum: u8,
-    pub price_per_replica: u128,
-    /// Unix seconds.
-    pub deadline: u64,
+    pub terms: DepositTerms,
+    /// The client's signature over `deposit_bytes(terms)`.
+    pub signature: Signature,
+}
+
+impl OpenJob {
     /// Dissenting signatures can be slashed: results are compared byte for byte.
-    pub slashable: bool,
+    pub fn slashable(&self) -> bool {
+        self.terms.comparison == ComparisonKind::Exact
+    }
+}
+
+/// A worker key's signed request to be bonded under an owner account (the contract's `Bond`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub worker: PublicKey,
+    pub owner: PublicKey,
+    pub nonce: u64,
+    pub bond: u64,
+    /// The owner's signature over `account_bytes(owner, nonce, Bond {worker, bond})`.
+    pub authorization: Signature,
+    /// The worker key's signature over `register_bytes_v2(owner, worker)`.
+    pub proof: Signature,
+}
+
+impl Registration {
+    /// Checks both signatures for `deployment` (the contract checks them again): a relay on a
+    /// chain pays gas for every transaction it sends, so a forged registration is refused
+    /// before it costs anything.
+    pub fn verify(&self, deployment: Deployment<'_>) -> Result<(), SignatureError> {
+        let action = AccountAction::Bond { worker: self.worker, amount: u128::from(self.bond) };
+        verify(&self.owner, &account_bytes(deployment, &self.owner, self.nonce, &action), &self.authorization)?;
+        verify(&self.worker, &register_bytes_v2(deployment, &self.owner, &self.worker), &self.proof)
+    }
+}
+
+/// One signer of a settled task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signer {
+    pub worker: PublicKey,
+    pub signature: Signature,
+    /// Tolerance jobs: the hash this signer signed, when it is not the task's `output_hash`.
+    pub output_hash: Option<Hash32>,
 }
 
 /// One verified task for `SettleBatch`.
@@ -64,8 +109,8 @@ pub struct SettleTask {
     pub index: u32,
     pub output_hash: Hash32,
     pub output_len: u64,
-    /// Distinct, eligible signers that agree, with their signatures over `result_bytes`.
-    pub signatures: Vec<(PublicKey, Signature)>,
+    /// Agreeing signers of distinct owners, with their signatures over `result_bytes_v2`.
+    pub signatures: Vec<Signer>,
 }
 
 /// A worker's signature over a different result for a settled task.
@@ -82,23 +127,29 @@ pub struct Evidence {
 /// A worker key's standing in escrow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerStanding {
-    pub owner: String,
+    /// The account key it is bonded under and paid to.
+    pub owner: PublicKey,
     /// Its signatures count toward a paid quorum now.
     pub eligible: bool,
 }
 
 /// What a relay needs from an escrow. Amounts are in the smallest unit of the escrow's denom.
+/// The relay moves no account's money: every spend is signed by the account's key and checked
+/// by the contract.
 #[async_trait]
 pub trait EscrowBridge: Send + Sync + std::fmt::Debug {
     fn info(&self) -> EscrowInfo;
-    /// The account a client key pays from.
-    fn client_address(&self, client: &PublicKey) -> String;
-    /// The payout account the relay proposes for a worker key that registers through it.
-    fn worker_owner(&self, worker: &PublicKey) -> String;
 
-    /// The highest job id the contract holds (the relay never reuses one).
+    /// The chain and contract every signature for this escrow names.
+    fn deployment(&self) -> EscrowDeployment {
+        let info = self.info();
+        EscrowDeployment { chain_id: info.chain_id, contract: info.contract }
+    }
+
+    /// The highest job id this relay holds in the contract (the relay never reuses one).
     async fn max_job_id(&self) -> EscrowResult<u64>;
-    /// Locks the client's deposit for a job (the contract's `CreateJob`).
+    /// Opens a job paid from its client's account, with the client's signed terms (the
+    /// contract's `CreateJob`).
     async fn open_job(&self, job: &OpenJob) -> EscrowResult<()>;
     /// Jobs of this relay's that are not closed yet, for recovery.
     async fn open_jobs(&self) -> EscrowResult<Vec<JobId>>;
@@ -108,9 +159,10 @@ pub trait EscrowBridge: Send + Sync + std::fmt::Debug {
 
     /// `None`: not registered.
     async fn worker(&self, worker: &PublicKey) -> EscrowResult<Option<WorkerStanding>>;
-    /// Registers and bonds `worker` under `owner` with the key's `proof` over
-    /// `register_bytes(contract, owner, worker)`.
-    async fn register_worker(&self, worker: &PublicKey, owner: &str, proof: &Signature) -> EscrowResult<()>;
+    /// The nonce an account's next authorization must carry.
+    async fn nonce(&self, account: &PublicKey) -> EscrowResult<u64>;
+    /// Bonds a new worker key under its owner (the contract's `Bond`, both signatures checked).
+    async fn register_worker(&self, registration: &Registration) -> EscrowResult<()>;
 
     /// Settles verified tasks atomically: any bad entry refuses the whole batch.
     async fn settle(&self, job: JobId, tasks: &[SettleTask]) -> EscrowResult<()>;
@@ -118,8 +170,10 @@ pub trait EscrowBridge: Send + Sync + std::fmt::Debug {
     /// Ends a job early and returns the unpaid deposit to its client; the amount refunded.
     async fn close(&self, job: JobId) -> EscrowResult<u128>;
 
+    /// A worker key's bond, with its owner's account.
     async fn worker_account(&self, worker: &PublicKey) -> EscrowResult<Option<EscrowAccount>>;
-    async fn client_account(&self, client: &PublicKey) -> EscrowResult<EscrowAccount>;
+    /// An account (a client's, or a worker owner's).
+    async fn account(&self, account: &PublicKey) -> EscrowResult<EscrowAccount>;
 }
 
 /// Hex-encoded bytes as the contract's messages take them.
@@ -141,16 +195,21 @@ fn settle_msg(job: JobId, tasks: &[SettleTask]) -> starling_escrow::msg::Execute
                 signatures: t
                     .signatures
                     .iter()
-                    .map(|(k, s)| WorkerSignature { worker_pubkey: hex(&k.0), signature: hex(&s.0) })
+                    .map(|s| WorkerSignature {
+                        worker_pubkey: hex(&s.worker.0),
+                        signature: hex(&s.signature.0),
+                        output_hash: s.output_hash.map(|h| hex(&h.0)),
+                    })
                     .collect(),
             })
             .collect(),
     }
 }
 
-/// The contract's `Slash` for `e`.
-fn slash_msg(e: &Evidence) -> starling_escrow::msg::ExecuteMsg {
+/// The contract's `Slash` for `e`, against a job of `relay`'s.
+fn slash_msg(relay: &str, e: &Evidence) -> starling_escrow::msg::ExecuteMsg {
     starling_escrow::msg::ExecuteMsg::Slash {
+        relay: relay.to_owned(),
         job_id: e.job.0,
         index: e.index,
         worker_pubkey: hex(&e.worker.0),
@@ -162,14 +221,58 @@ fn slash_msg(e: &Evidence) -> starling_escrow::msg::ExecuteMsg {
 
 /// The contract's `CreateJob` for `job`.
 fn create_job_msg(job: &OpenJob) -> starling_escrow::msg::ExecuteMsg {
+    use starling_escrow::msg::JobTerms;
+    use starling_escrow::state::JobComparison;
+    let t = &job.terms;
     starling_escrow::msg::ExecuteMsg::CreateJob {
         job_id: job.job.0,
-        tasks: job.tasks,
-        replicas: job.replicas,
-        quorum: job.quorum,
-        price_per_replica: cosmwasm_std::Uint128::new(job.price_per_replica),
-        deadline: job.deadline,
-        slashable: job.slashable,
+        client: hex(&job.client.0),
+        terms: JobTerms {
+            spec_digest: hex(&t.spec_digest.0),
+            tasks: t.tasks,
+            replicas: t.replicas,
+            quorum: t.quorum,
+            price_per_replica: cosmwasm_std::Uint128::new(t.price_per_replica),
+            comparison: match t.comparison {
+                ComparisonKind::Exact => JobComparison::Exact,
+                ComparisonKind::Tolerance => JobComparison::Tolerance,
+            },
+            deadline_secs: t.deadline_secs,
+            not_after: t.not_after,
+        },
+        signature: hex(&job.signature.0),
+    }
+}
+
+/// The contract's `Bond` registering a new worker key.
+fn bond_msg(r: &Registration) -> starling_escrow::msg::ExecuteMsg {
+    starling_escrow::msg::ExecuteMsg::Bond {
+        authorization: starling_escrow::msg::Authorization {
+            account: hex(&r.owner.0),
+            nonce: r.nonce,
+            signature: hex(&r.authorization.0),
+        },
+        worker: hex(&r.worker.0),
+        amount: cosmwasm_std::Uint128::new(u128::from(r.bond)),
+        proof: Some(hex(&r.proof.0)),
+    }
+}
+
+/// A worker's standing from the contract's answer (`None` if the owner is not a key).
+fn standing(w: starling_escrow::msg::WorkerResponse) -> Option<WorkerStanding> {
+    Some(WorkerStanding { owner: PublicKey(w.owner.to_array().ok()?), eligible: w.eligible })
+}
+
+/// An account as the API shows it, from the contract's answer.
+fn account_view(key: &PublicKey, a: &starling_escrow::state::Account, denom: &str) -> EscrowAccount {
+    EscrowAccount {
+        address: key.to_hex(),
+        balance: a.balance.to_string(),
+        nonce: a.nonce,
+        bonded: None,
+        slashed: None,
+        received: (a.earned + a.refunded).to_string(),
+        denom: denom.to_owned(),
     }
 }
 
@@ -177,12 +280,30 @@ fn create_job_msg(job: &OpenJob) -> starling_escrow::msg::ExecuteMsg {
 fn job_escrow(job: JobId, j: starling_escrow::msg::JobResponse, denom: &str) -> JobEscrow {
     JobEscrow {
         job,
-        client_address: j.client.to_string(),
+        client_address: j.client.to_hex(),
         deposit: j.deposit.to_string(),
         paid_to_workers: j.paid_to_workers.to_string(),
         paid_to_relay: j.paid_to_relay.to_string(),
         refunded: j.refunded.map(|r| r.to_string()),
         settled_tasks: j.settled_tasks,
         denom: denom.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use starling_escrow::ContractError;
+
+    #[test]
+    fn a_short_account_is_told_apart_from_other_refusals() {
+        let short = ContractError::InsufficientBalance {
+            account: "ab".repeat(32),
+            balance: cosmwasm_std::Uint128::new(5),
+            needed: cosmwasm_std::Uint128::new(9),
+        };
+        assert!(matches!(refused(format!("execute: {short}")), EscrowError::InsufficientFunds(_)));
+        let other = ContractError::JobExists { job_id: 4 };
+        assert!(matches!(refused(other.to_string()), EscrowError::Refused(_)));
     }
 }

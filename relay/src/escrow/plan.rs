@@ -1,10 +1,11 @@
 //! Settlement decisions, pure: no ledger, no database. The settler gathers the facts (a task's
 //! replicas and which keys are bonded) and acts on what these functions return.
 
-use super::{Evidence, OpenJob, SettleTask};
+use super::{Evidence, OpenJob, SettleTask, Signer};
 use starling_protocol::job::{Comparison, JobSpec};
+use starling_protocol::sign::{DepositTerms, SignedJob};
 use starling_protocol::{Hash32, JobId, PublicKey, Signature};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// A returned replica of a task, as the store keeps it (its signature was checked on receipt).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,73 +14,112 @@ pub struct SignedReplica {
     pub output_hash: Hash32,
     pub output_len: u64,
     pub signature: Signature,
+    /// The verifier accepted this result (it agreed with the quorum, within the job's tolerance).
+    pub accepted: bool,
     /// The verifier rejected this result: it disagreed with the quorum. Only rejected results
     /// are evidence; an accepted one that differs in its bytes agreed within the job's tolerance.
     pub rejected: bool,
 }
-
-/// How long after the relay's own deadline the escrow still takes settlements: tasks verified
-/// in the job's last moments are still in the settler's batch (or its retries) when the relay's
-/// deadline passes, and must be paid, not refunded. The relay closes a finished job at once, so
-/// the grace delays nothing for the client.
-pub const SETTLE_GRACE_SECS: u64 = 600;
 
 /// Whether a job is paid through escrow (when the relay has one): the one place that says so.
 pub fn is_paid(spec: &JobSpec) -> bool {
     spec.price_per_replica > 0
 }
 
-/// What a job locks in escrow, or `None` for a free job (price 0 runs unpaid). `created_ms` is
-/// the job's creation time (Unix milliseconds); the escrow deadline is the relay's deadline,
-/// rounded up to the second, plus [`SETTLE_GRACE_SECS`].
-pub fn open_job(job: JobId, client: PublicKey, spec: &JobSpec, created_ms: u64) -> Option<OpenJob> {
-    if !is_paid(spec) {
-        return None;
+/// Why a paid job cannot be opened in escrow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CannotOpen {
+    #[error(
+        "a paid job needs a deposit authorization: the client's signature over its deposit terms (see GET /v1/health for the escrow)"
+    )]
+    NoDeposit,
+}
+
+/// What a job asks the escrow to open, with its client's signed terms, or `None` for a free job
+/// (price 0 runs unpaid). The terms are derived from the spec exactly as the client derived
+/// them ([`DepositTerms::for_spec`]); the contract checks the signature over them.
+pub fn open_job(job: JobId, signed: &SignedJob) -> Result<Option<OpenJob>, CannotOpen> {
+    if !is_paid(&signed.spec) {
+        return Ok(None);
     }
-    Some(OpenJob {
+    let deposit = signed.deposit.ok_or(CannotOpen::NoDeposit)?;
+    Ok(Some(OpenJob {
         job,
-        client,
-        tasks: spec.tasks.len() as u32,
-        replicas: spec.max_replicas.max(spec.replicas),
+        client: signed.client,
+        terms: DepositTerms::for_spec(&signed.spec, deposit.not_after),
+        signature: deposit.signature,
+    }))
+}
+
+/// How a paid job settles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SettleTerms {
+    pub quorum: u8,
+    /// Signers paid per task at most (the escrow's `replicas`).
+    pub max_signers: u8,
+    /// Results must match byte for byte: only then does a different signature prove a lie, and
+    /// only then is it evidence.
+    pub exact: bool,
+}
+
+/// The settlement terms of a job, or `None` for a job that runs unpaid.
+pub fn settle_terms(spec: &JobSpec) -> Option<SettleTerms> {
+    is_paid(spec).then(|| SettleTerms {
         quorum: spec.quorum,
-        price_per_replica: u128::from(spec.price_per_replica),
-        deadline: created_ms.div_ceil(1000) + spec.deadline_secs + SETTLE_GRACE_SECS,
-        // A signature over a different result proves a lie only when results must match byte
-        // for byte; within a tolerance, honest GPUs differ.
-        slashable: spec.comparison == Comparison::Exact,
+        max_signers: spec.max_replicas.max(spec.replicas),
+        exact: spec.comparison == Comparison::Exact,
     })
 }
 
 /// Why a verified task cannot be settled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unpayable {
-    /// Fewer bonded agreeing signers than the quorum: the client keeps that task's deposit.
+    /// Fewer bonded agreeing signers of distinct owners than the quorum: the client keeps that
+    /// task's deposit.
     BelowQuorum { eligible: usize, quorum: u8 },
 }
 
-/// The settlement entry for a verified task: agreeing replicas from distinct eligible keys,
-/// ordered by key, at most `max_signers` of them, at least `quorum`.
+/// The settlement entry for a verified task: agreeing replicas from distinct eligible keys of
+/// distinct owners (one owner is one independent replica, as the contract counts), ordered by
+/// key, at most `max_signers` of them, at least `quorum`. `eligible` maps each bonded key to its
+/// owner. On an exact job the agreeing replicas are those of the verified hash; on a tolerance
+/// job, those the verifier accepted, each paid for the hash it signed.
 pub fn settle_entry(
     index: u32,
     verified: &Hash32,
     replicas: &[SignedReplica],
-    eligible: &HashSet<PublicKey>,
-    quorum: u8,
-    max_signers: u8,
+    eligible: &HashMap<PublicKey, PublicKey>,
+    terms: SettleTerms,
 ) -> Result<SettleTask, Unpayable> {
+    let below = |n: usize| Unpayable::BelowQuorum { eligible: n, quorum: terms.quorum };
+    let Some(output_len) = replicas.iter().find(|r| r.output_hash == *verified).map(|r| r.output_len) else {
+        return Err(below(0));
+    };
+    let agrees = |r: &SignedReplica| {
+        r.output_len == output_len && if terms.exact { r.output_hash == *verified } else { r.accepted || r.output_hash == *verified }
+    };
     let mut agreeing: Vec<&SignedReplica> =
-        replicas.iter().filter(|r| r.output_hash == *verified && eligible.contains(&r.worker)).collect();
+        replicas.iter().filter(|r| agrees(r) && eligible.contains_key(&r.worker)).collect();
     agreeing.sort_by_key(|r| r.worker.0);
     agreeing.dedup_by_key(|r| r.worker);
-    agreeing.truncate(usize::from(max_signers));
-    if agreeing.len() < usize::from(quorum) {
-        return Err(Unpayable::BelowQuorum { eligible: agreeing.len(), quorum });
+    let mut owners = HashSet::new();
+    agreeing.retain(|r| owners.insert(eligible[&r.worker]));
+    agreeing.truncate(usize::from(terms.max_signers));
+    if agreeing.len() < usize::from(terms.quorum) {
+        return Err(below(agreeing.len()));
     }
     Ok(SettleTask {
         index,
         output_hash: *verified,
-        output_len: agreeing[0].output_len,
-        signatures: agreeing.iter().map(|r| (r.worker, r.signature)).collect(),
+        output_len,
+        signatures: agreeing
+            .iter()
+            .map(|r| Signer {
+                worker: r.worker,
+                signature: r.signature,
+                output_hash: (r.output_hash != *verified).then_some(r.output_hash),
+            })
+            .collect(),
     })
 }
 
@@ -124,22 +164,35 @@ mod tests {
     /// A replica the verifier rejected when its hash differs from the agreed one (`1`), as an
     /// exact comparison does.
     fn replica(worker: u8, hash: u8, len: u64) -> SignedReplica {
+        let rejected = hash != 1 || len != 8;
         SignedReplica {
             worker: key(worker),
             output_hash: Hash32([hash; 32]),
             output_len: len,
             signature: Signature([worker; 64]),
-            rejected: hash != 1 || len != 8,
+            accepted: !rejected,
+            rejected,
         }
     }
 
+    /// Each key its own owner.
+    fn owners<'a>(keys: impl IntoIterator<Item = &'a u8>) -> HashMap<PublicKey, PublicKey> {
+        keys.into_iter().map(|&n| (key(n), key(100 + n))).collect()
+    }
+
+    fn exact(quorum: u8, max_signers: u8) -> SettleTerms {
+        SettleTerms { quorum, max_signers, exact: true }
+    }
+
     /// (case, replicas, eligible keys, quorum, max signers, expected signers or `Err(eligible)`).
-    type Case = (&'static str, Vec<SignedReplica>, HashSet<PublicKey>, u8, u8, Result<Vec<u8>, usize>);
+    type Case = (&'static str, Vec<SignedReplica>, HashMap<PublicKey, PublicKey>, u8, u8, Result<Vec<u8>, usize>);
 
     #[test]
     fn settle_entries() {
         let h = Hash32([1; 32]);
-        let all: HashSet<PublicKey> = (1..=5).map(key).collect();
+        let all = owners(&[1, 2, 3, 4, 5]);
+        let mut shared = all.clone();
+        shared.insert(key(2), key(101)); // key 2 belongs to key 1's owner
         let cases: Vec<Case> = vec![
             ("two agree", vec![replica(2, 1, 8), replica(1, 1, 8)], all.clone(), 2, 3, Ok(vec![1, 2])),
             (
@@ -162,15 +215,24 @@ mod tests {
             (
                 "unbonded signer dropped",
                 vec![replica(1, 1, 8), replica(2, 1, 8), replica(3, 1, 8)],
-                [key(1), key(3)].into(),
+                owners(&[1, 3]),
                 2,
                 3,
                 Ok(vec![1, 3]),
             ),
             (
+                "one owner's second key counts once",
+                vec![replica(1, 1, 8), replica(2, 1, 8), replica(3, 1, 8)],
+                shared.clone(),
+                2,
+                3,
+                Ok(vec![1, 3]),
+            ),
+            ("one owner is no quorum", vec![replica(1, 1, 8), replica(2, 1, 8)], shared, 2, 3, Err(1)),
+            (
                 "below quorum once unbonded dropped",
                 vec![replica(1, 1, 8), replica(2, 1, 8)],
-                [key(1)].into(),
+                owners(&[1]),
                 2,
                 3,
                 Err(1),
@@ -178,15 +240,15 @@ mod tests {
             ("nothing agrees", vec![replica(1, 9, 8)], all.clone(), 1, 3, Err(0)),
         ];
         for (case, replicas, eligible, quorum, max, want) in cases {
-            let got = settle_entry(4, &h, &replicas, &eligible, quorum, max);
+            let got = settle_entry(4, &h, &replicas, &eligible, exact(quorum, max));
             match (got, want) {
                 (Ok(entry), Ok(signers)) => {
                     assert_eq!(entry.index, 4, "{case}");
                     assert_eq!(entry.output_len, 8, "{case}");
-                    assert_eq!(entry.signatures.iter().map(|(k, _)| k.0[0]).collect::<Vec<_>>(), signers, "{case}");
+                    assert_eq!(entry.signatures.iter().map(|s| s.worker.0[0]).collect::<Vec<_>>(), signers, "{case}");
                     assert!(
-                        entry.signatures.iter().all(|(k, s)| s.0[0] == k.0[0]),
-                        "{case}: signatures stay with their keys"
+                        entry.signatures.iter().all(|s| s.signature.0[0] == s.worker.0[0] && s.output_hash.is_none()),
+                        "{case}: signatures stay with their keys, and exact jobs name no own hash"
                     );
                 }
                 (Err(Unpayable::BelowQuorum { eligible, quorum: q }), Err(n)) => {
@@ -231,8 +293,25 @@ mod tests {
     }
 
     #[test]
-    fn deposits_cover_extra_replicas_and_free_jobs_skip_escrow() {
-        let mut spec = JobSpec {
+    fn tolerance_pays_each_accepted_signer_for_its_own_hash() {
+        let h = Hash32([1; 32]);
+        let terms = SettleTerms { quorum: 2, max_signers: 3, exact: false };
+        // Worker 2's floats differ by an ulp: accepted within tolerance. Worker 3 was rejected.
+        let within = SignedReplica { accepted: true, rejected: false, ..replica(2, 5, 8) };
+        let replicas = vec![replica(1, 1, 8), within, replica(3, 9, 8)];
+        let entry = settle_entry(0, &h, &replicas, &owners(&[1, 2, 3]), terms).unwrap();
+        let got: Vec<(u8, Option<u8>)> =
+            entry.signatures.iter().map(|s| (s.worker.0[0], s.output_hash.map(|h| h.0[0]))).collect();
+        assert_eq!(got, vec![(1, None), (2, Some(5))]);
+        // The same replicas on an exact job: only the verified hash is paid, below quorum.
+        assert_eq!(
+            settle_entry(0, &h, &replicas, &owners(&[1, 2, 3]), SettleTerms { exact: true, ..terms }),
+            Err(Unpayable::BelowQuorum { eligible: 1, quorum: 2 })
+        );
+    }
+
+    fn spec(price: u64) -> JobSpec {
+        JobSpec {
             label: String::new(),
             kernel: KernelSpec::Builtin { name: BuiltinKernel::MonteCarloPi },
             tasks: vec![TaskSpec { params: vec![], inputs: vec![], workgroups: [1, 1, 1], output_size: 8 }; 3],
@@ -240,22 +319,36 @@ mod tests {
             replicas: 2,
             quorum: 2,
             max_replicas: 4,
-            price_per_replica: 0,
+            price_per_replica: price,
             deadline_secs: 60,
             homogeneous: false,
             nonce: 0,
-        };
-        assert_eq!(open_job(JobId(1), key(1), &spec, 1_000_000), None);
-        spec.price_per_replica = 25;
-        let open = open_job(JobId(1), key(1), &spec, 1_000_000).unwrap();
+        }
+    }
+
+    #[test]
+    fn paid_jobs_open_with_the_terms_their_client_signed() {
+        use starling_protocol::sign::{Deployment, Keypair, deposit_bytes, verify};
+        let client = Keypair::from_seed([3; 32]);
+        let here = Deployment { chain_id: "c", contract: "k" };
+        assert_eq!(open_job(JobId(1), &client.sign_job(spec(0))), Ok(None), "free jobs skip escrow");
+        assert_eq!(open_job(JobId(1), &client.sign_job(spec(25))), Err(CannotOpen::NoDeposit));
+        let signed = client.sign_paid_job(spec(25), here, "relay", 1_000);
+        let open = open_job(JobId(1), &signed).unwrap().unwrap();
+        let t = open.terms;
         assert_eq!(
-            (open.tasks, open.replicas, open.quorum, open.price_per_replica, open.deadline, open.slashable),
-            (3, 4, 2, 25, 1000 + 60 + SETTLE_GRACE_SECS, true)
+            (t.tasks, t.replicas, t.quorum, t.price_per_replica, t.deadline_secs, t.not_after),
+            (3, 4, 2, 25, 60 + 1 + starling_protocol::sign::SETTLE_GRACE_SECS, 1_000),
+            "the deposit covers the extra replicas; the escrow deadline outlasts the relay's"
         );
-        // Created part-way through a second: the escrow deadline never falls before the relay's.
-        let open = open_job(JobId(1), key(1), &spec, 1_000_001).unwrap();
-        assert_eq!(open.deadline, 1001 + 60 + SETTLE_GRACE_SECS);
-        spec.comparison = Comparison::Tolerance { rel: 1e-5, abs: 1e-6 };
-        assert!(!open_job(JobId(1), key(1), &spec, 1_000_000).unwrap().slashable);
+        verify(&client.public(), &deposit_bytes(here, "relay", &client.public(), &t), &open.signature)
+            .expect("the relay's terms are the ones the client signed");
+        assert!(open.slashable());
+        let mut tolerant = spec(25);
+        tolerant.comparison = Comparison::Tolerance { rel: 1e-5, abs: 1e-6 };
+        let open = open_job(JobId(1), &client.sign_paid_job(tolerant.clone(), here, "relay", 1_000)).unwrap().unwrap();
+        assert!(!open.slashable());
+        assert_eq!(settle_terms(&tolerant), Some(SettleTerms { quorum: 2, max_signers: 4, exact: false }));
+        assert_eq!(settle_terms(&spec(0)), None);
     }
 }

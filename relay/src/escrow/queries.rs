@@ -1,7 +1,9 @@
 //! Reading the contract: the paging and "not found" handling both backends share, over each
 //! backend's own way of running a smart query.
 
-use super::{EscrowError, EscrowResult, hex, job_escrow};
+use super::{EscrowError, EscrowResult, account_view, hex, job_escrow};
+use starling_escrow::state::Account;
+use starling_protocol::events::EscrowAccount;
 use starling_escrow::msg::{JobResponse, JobsResponse, QueryMsg, TasksResponse, WorkerResponse};
 use starling_escrow::state::JobStatus;
 use starling_protocol::events::JobEscrow;
@@ -13,6 +15,9 @@ const PAGE: u32 = 100;
 
 /// A backend that can run the contract's smart queries.
 pub(super) trait SmartQuery: Sync {
+    /// The relay's own address: its jobs are the ones it reads.
+    fn relay(&self) -> String;
+
     fn smart_query<T: serde::de::DeserializeOwned>(
         &self,
         msg: &QueryMsg,
@@ -28,12 +33,15 @@ async fn optional<T: serde::de::DeserializeOwned>(q: &impl SmartQuery, msg: &Que
     }
 }
 
-/// Every job, page by page, ascending by id.
+/// This relay's jobs, page by page, ascending by id (nobody else can open a job in its
+/// namespace).
 async fn jobs(q: &impl SmartQuery) -> EscrowResult<Vec<JobResponse>> {
     let mut all: Vec<JobResponse> = Vec::new();
+    let relay = q.relay();
     loop {
         let start_after = all.last().map(|j| j.job_id);
-        let page: JobsResponse = q.smart_query(&QueryMsg::Jobs { start_after, limit: Some(PAGE) }).await?;
+        let msg = QueryMsg::Jobs { relay: relay.clone(), start_after, limit: Some(PAGE) };
+        let page: JobsResponse = q.smart_query(&msg).await?;
         if page.jobs.is_empty() {
             return Ok(all);
         }
@@ -45,12 +53,12 @@ pub(super) async fn max_job_id(q: &impl SmartQuery) -> EscrowResult<u64> {
     Ok(jobs(q).await?.last().map_or(0, |j| j.job_id))
 }
 
-/// Jobs opened by `relay` and not closed yet.
-pub(super) async fn open_jobs(q: &impl SmartQuery, relay: &str) -> EscrowResult<Vec<JobId>> {
+/// This relay's jobs that are not closed yet.
+pub(super) async fn open_jobs(q: &impl SmartQuery) -> EscrowResult<Vec<JobId>> {
     Ok(jobs(q)
         .await?
         .iter()
-        .filter(|j| j.relay.as_str() == relay && !matches!(j.status, JobStatus::Closed))
+        .filter(|j| !matches!(j.status, JobStatus::Closed))
         .map(|j| JobId(j.job_id))
         .collect())
 }
@@ -60,7 +68,7 @@ pub(super) async fn settled_tasks(q: &impl SmartQuery, job: JobId) -> EscrowResu
     let mut start_after = None;
     loop {
         let page: TasksResponse =
-            q.smart_query(&QueryMsg::Tasks { job_id: job.0, start_after, limit: Some(PAGE) }).await?;
+            q.smart_query(&QueryMsg::Tasks { relay: q.relay(), job_id: job.0, start_after, limit: Some(PAGE) }).await?;
         let Some(last) = page.tasks.last() else { return Ok(settled) };
         start_after = Some(last.index);
         settled.extend(page.tasks.iter().filter(|t| t.settled.is_some()).map(|t| t.index));
@@ -68,9 +76,29 @@ pub(super) async fn settled_tasks(q: &impl SmartQuery, job: JobId) -> EscrowResu
 }
 
 pub(super) async fn job(q: &impl SmartQuery, job: JobId, denom: &str) -> EscrowResult<Option<JobEscrow>> {
-    Ok(optional::<JobResponse>(q, &QueryMsg::Job { job_id: job.0 }).await?.map(|j| job_escrow(job, j, denom)))
+    Ok(optional::<JobResponse>(q, &QueryMsg::Job { relay: q.relay(), job_id: job.0 }).await?.map(|j| job_escrow(job, j, denom)))
 }
 
 pub(super) async fn worker(q: &impl SmartQuery, worker: &PublicKey) -> EscrowResult<Option<WorkerResponse>> {
     optional(q, &QueryMsg::Worker { pubkey: hex(&worker.0) }).await
+}
+
+pub(super) async fn account(q: &impl SmartQuery, key: &PublicKey) -> EscrowResult<Account> {
+    q.smart_query(&QueryMsg::Account { pubkey: hex(&key.0) }).await
+}
+
+/// A worker key's bond and its owner's account, as the API shows them.
+pub(super) async fn worker_account(
+    q: &impl SmartQuery,
+    worker: &PublicKey,
+    denom: &str,
+) -> EscrowResult<Option<EscrowAccount>> {
+    let Some(w) = self::worker(q, worker).await? else { return Ok(None) };
+    let owner = PublicKey(w.owner.to_array().map_err(|e| EscrowError::Unavailable(e.to_string()))?);
+    let account = account(q, &owner).await?;
+    Ok(Some(EscrowAccount {
+        bonded: Some((w.bonded + w.unbonding).to_string()),
+        slashed: Some(w.slashed.to_string()),
+        ..account_view(&owner, &account, denom)
+    }))
 }

@@ -10,7 +10,7 @@
 //! slash for the same task and worker, so nothing is slashed twice and no liar escapes a crash
 //! between settlement and evidence). A job is closed only once its evidence is in.
 
-use super::plan::{self, SignedReplica, Unpayable};
+use super::plan::{self, SettleTerms as Terms, SignedReplica, Unpayable};
 use super::{Escrow, EscrowError, SettleTask};
 use crate::store::Store;
 use starling_protocol::events::JobState;
@@ -39,15 +39,6 @@ pub const MAX_BATCH: usize = 64;
 const GATHER: Duration = Duration::from_millis(200);
 /// Retry delay after the escrow was unavailable.
 const RETRY: Duration = Duration::from_secs(2);
-
-/// Escrow parameters of a job, or `None` for a job that runs unpaid.
-#[derive(Debug, Clone, Copy)]
-struct Terms {
-    quorum: u8,
-    max_signers: u8,
-    /// Exact comparison: dissenting signatures are evidence.
-    slashable: bool,
-}
 
 #[derive(Debug)]
 pub struct Settler {
@@ -166,13 +157,7 @@ impl Settler {
         }
         // The terms the job was opened with in escrow, derived where the opening was.
         let terms = match self.store.job_state_spec(job).await? {
-            Some((_, spec)) if self.escrow.job(job).await?.is_some() => {
-                plan::open_job(job, PublicKey([0; 32]), &spec, 0).map(|open| Terms {
-                    quorum: open.quorum,
-                    max_signers: open.replicas,
-                    slashable: open.slashable,
-                })
-            }
+            Some((_, spec)) if self.escrow.job(job).await?.is_some() => plan::settle_terms(&spec),
             _ => None,
         };
         self.terms.insert(job, terms);
@@ -235,17 +220,18 @@ impl Settler {
             }
         }
         let keys: BTreeSet<PublicKey> = facts.iter().flat_map(|(_, _, r)| r.iter().map(|r| r.worker)).collect();
-        let mut eligible = HashSet::new();
+        // Bonded keys and their owners: one owner counts once toward a quorum.
+        let mut eligible = HashMap::new();
         for key in keys {
-            if self.escrow.worker(&key).await?.is_some_and(|standing| standing.eligible) {
-                eligible.insert(key);
+            if let Some(standing) = self.escrow.worker(&key).await?.filter(|standing| standing.eligible) {
+                eligible.insert(key, standing.owner);
             }
         }
         let mut entries = Vec::new();
         // Settled tasks with a rejected result owe evidence (on slashable jobs).
         let mut with_rejected = HashSet::new();
         for (index, hash, replicas) in facts {
-            match plan::settle_entry(index, &hash, &replicas, &eligible, terms.quorum, terms.max_signers) {
+            match plan::settle_entry(index, &hash, &replicas, &eligible, terms) {
                 Ok(entry) => {
                     if replicas.iter().any(|r| r.rejected) {
                         with_rejected.insert(index);
@@ -262,7 +248,7 @@ impl Settler {
             let settled = self.settle_batch(job, batch).await?;
             for entry in settled {
                 self.done(job, entry.index);
-                if terms.slashable && with_rejected.contains(&entry.index) {
+                if terms.exact && with_rejected.contains(&entry.index) {
                     self.evidence_owed.entry(job).or_default().insert(entry.index);
                 }
             }
@@ -293,7 +279,7 @@ impl Settler {
                 }
             }
             let settled = SettleTask { index, output_hash: hash, output_len, signatures: Vec::new() };
-            for evidence in plan::evidence(job, terms.slashable, &settled, &replicas, &registered) {
+            for evidence in plan::evidence(job, terms.exact, &settled, &replicas, &registered) {
                 match self.escrow.slash(&evidence).await {
                     Ok(()) => {
                         tracing::warn!(%job, index, worker = %evidence.worker, "worker slashed: it signed a different result for a settled task");

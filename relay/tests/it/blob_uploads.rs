@@ -230,7 +230,7 @@ fn result(key: &Keypair, a: &Assignment, output: &[u8], inline: bool) -> WorkerM
         task: a.task,
         output_hash,
         output_len,
-        signature: key.sign_result(a.task, &output_hash, output_len),
+        signature: starling_web_worker::escrow::sign_result(key, None, a, &output_hash, output_len),
         output: inline.then(|| InlineBytes(output.to_vec())),
     }
 }

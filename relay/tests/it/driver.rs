@@ -5,17 +5,17 @@
 use async_trait::async_trait;
 use starling_protocol::events::{EscrowAccount, EscrowInfo, JobEscrow, JobState};
 use starling_protocol::job::{BuiltinKernel, Comparison, JobSpec, KernelSpec, TaskSpec};
-use starling_protocol::sign::Keypair;
+use starling_protocol::sign::{Deployment, Keypair};
 use starling_protocol::worker::{
     AdapterInfo, Backend, Capabilities, DeviceLimits, DeviceState, Platform, RelayMessage,
 };
-use starling_protocol::{JobId, PublicKey, Signature, sha256};
+use starling_protocol::{JobId, PublicKey, sha256};
 use starling_relay::blobs::BlobStore;
 use starling_relay::core::{CoreConfig, Input, requirements};
 use starling_relay::driver::{Command, CoreHandle, Driver, ManualClock};
 use starling_relay::escrow::settler::SettleNote;
 use starling_relay::escrow::{
-    Escrow, EscrowBridge, EscrowError, EscrowResult, Evidence, OpenJob, SettleTask, WorkerStanding,
+    Escrow, EscrowBridge, EscrowError, EscrowResult, Evidence, OpenJob, Registration, SettleTask, WorkerStanding,
 };
 use starling_relay::store::Store;
 use std::collections::{HashMap, HashSet};
@@ -39,6 +39,9 @@ impl SlowEscrow {
     }
 }
 
+/// The deployment [`SlowEscrow`] names.
+const FAKE: Deployment<'static> = Deployment { chain_id: "test", contract: "fake" };
+
 #[async_trait]
 impl EscrowBridge for SlowEscrow {
     fn info(&self) -> EscrowInfo {
@@ -51,12 +54,6 @@ impl EscrowBridge for SlowEscrow {
             relay_fee_bps: 0,
             min_bond: "0".into(),
         }
-    }
-    fn client_address(&self, client: &PublicKey) -> String {
-        format!("client/{client}")
-    }
-    fn worker_owner(&self, worker: &PublicKey) -> String {
-        format!("worker/{worker}")
     }
     async fn max_job_id(&self) -> EscrowResult<u64> {
         Ok(0)
@@ -77,9 +74,12 @@ impl EscrowBridge for SlowEscrow {
         Ok(None)
     }
     async fn worker(&self, worker: &PublicKey) -> EscrowResult<Option<WorkerStanding>> {
-        Ok(Some(WorkerStanding { owner: self.worker_owner(worker), eligible: true }))
+        Ok(Some(WorkerStanding { owner: *worker, eligible: true }))
     }
-    async fn register_worker(&self, _: &PublicKey, _: &str, _: &Signature) -> EscrowResult<()> {
+    async fn nonce(&self, _: &PublicKey) -> EscrowResult<u64> {
+        Ok(0)
+    }
+    async fn register_worker(&self, _: &Registration) -> EscrowResult<()> {
         Ok(())
     }
     async fn settle(&self, _: JobId, _: &[SettleTask]) -> EscrowResult<()> {
@@ -94,10 +94,11 @@ impl EscrowBridge for SlowEscrow {
     async fn worker_account(&self, _: &PublicKey) -> EscrowResult<Option<EscrowAccount>> {
         Ok(None)
     }
-    async fn client_account(&self, client: &PublicKey) -> EscrowResult<EscrowAccount> {
+    async fn account(&self, account: &PublicKey) -> EscrowResult<EscrowAccount> {
         Ok(EscrowAccount {
-            address: self.client_address(client),
+            address: account.to_hex(),
             balance: "0".into(),
+            nonce: 0,
             bonded: None,
             slashed: None,
             received: "0".into(),
@@ -194,7 +195,7 @@ async fn a_sixty_second_escrow_open_stalls_no_one() {
     let payer = Keypair::from_seed([100; 32]);
     let paid = tokio::spawn({
         let handle = h.handle.clone();
-        let job = payer.sign_job(spec(10, 0));
+        let job = payer.sign_paid_job(spec(10, 0), FAKE, "relay", u64::MAX);
         let req = requirements(&job.spec, &HashMap::new());
         async move { handle.create_job(job, req, None).await }
     });
@@ -242,7 +243,7 @@ async fn silence_lapses_leases_and_verified_work_reaches_the_settler() {
     for n in 1..=3 {
         workers.push(connect(&h.handle, n).await);
     }
-    let job = Keypair::from_seed([100; 32]).sign_job(spec(10, 0));
+    let job = Keypair::from_seed([100; 32]).sign_paid_job(spec(10, 0), FAKE, "relay", u64::MAX);
     let req = requirements(&job.spec, &HashMap::new());
     h.handle.create_job(job, req, None).await.unwrap();
     second_passes(&h).await;

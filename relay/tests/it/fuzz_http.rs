@@ -435,7 +435,13 @@ fn worker_corpus(key: &Keypair) -> JsonMutator {
         },
         WorkerMessage::Failed { lease: LeaseId(2), task, reason: "device lost".into() },
         WorkerMessage::Decline { lease: LeaseId(3), task, reason: "paused".into() },
-        WorkerMessage::Register { owner: "cosmos1owner".into(), proof: key.sign(b"x") },
+        WorkerMessage::Register {
+            owner: Keypair::from_seed([3; 32]).public(),
+            nonce: 0,
+            bond: 10_000_000,
+            authorization: key.sign(b"x"),
+            proof: key.sign(b"y"),
+        },
     ];
     JsonMutator::new(messages.iter().map(|m| serde_json::to_value(m).unwrap()).collect()).with_limits(&[
         u64::from(PROTOCOL_VERSION),

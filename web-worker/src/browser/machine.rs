@@ -16,10 +16,11 @@ use super::page::{LogLevel, RelayUrls, State, Status, WorkerEvent};
 use crate::pacing::{self, DeviceReport, Pace, Settings};
 use starling_protocol::job::KernelSpec;
 use starling_protocol::limits::{
-    MAX_ADDRESS_LEN, MAX_ENTRY_POINT_LEN, MAX_INLINE_OUTPUT_BYTES, MAX_INPUTS_PER_TASK, MAX_OUTPUT_BYTES,
+    MAX_ENTRY_POINT_LEN, MAX_INLINE_OUTPUT_BYTES, MAX_INPUTS_PER_TASK, MAX_OUTPUT_BYTES,
     MAX_PARAM_WORDS, MAX_REASON_LEN, MAX_WGSL_BYTES, MAX_WORKGROUPS_PER_DIM, MAX_WS_FRAME_BYTES,
 };
-use starling_protocol::sign::{Keypair, UploadPurpose, register_bytes};
+use crate::escrow::{self, DEFAULT_MAX_BOND};
+use starling_protocol::sign::{EscrowDeployment, Keypair, UploadPurpose};
 use starling_protocol::upload::UploadAuth;
 use starling_protocol::worker::{
     Assignment, Backend, Capabilities, DeviceState, InlineBytes, RelayMessage, WorkerMessage,
@@ -179,6 +180,9 @@ enum Handshake {
 #[derive(Debug)]
 struct Session {
     conn: ConnId,
+    /// The escrow `welcome` named: results are signed for it, and assignments or registration
+    /// requests naming another are refused.
+    escrow: Option<EscrowDeployment>,
     heartbeat_ms: u64,
     next_heartbeat_ms: u64,
     /// The device state last sent; a change is sent at once, not at the next beat.
@@ -351,11 +355,12 @@ impl Machine {
                 let auth = WorkerMessage::Auth { signature: run.key.sign_auth(&nonce) };
                 self.actions.push(Action::Send { conn, text: encode(&auth) });
             }
-            (Link::Handshake { step: Handshake::AwaitWelcome, .. }, RelayMessage::Welcome { heartbeat_ms, .. }) => {
+            (Link::Handshake { step: Handshake::AwaitWelcome, .. }, RelayMessage::Welcome { heartbeat_ms, escrow, .. }) => {
                 let heartbeat_ms = heartbeat_ms.clamp(HEARTBEAT_MIN_MS, HEARTBEAT_MAX_MS);
                 run.backoff_ms = BACKOFF_FIRST_MS;
                 run.link = Link::Ready(Session {
                     conn,
+                    escrow,
                     heartbeat_ms,
                     next_heartbeat_ms: now_ms,
                     sent_state: None,
@@ -391,18 +396,16 @@ impl Machine {
                     self.tasks_done += 1;
                 }
             }
-            (Link::Ready(session), RelayMessage::Register { contract, owner }) => {
-                // Only registered keys are paid. Like the native worker without `--payout`, the
-                // browser accepts the account the relay proposes (on the embedded ledger, one
-                // derived from this key); the page has no payout setting to override it with.
-                if contract.len() > MAX_ADDRESS_LEN || owner.len() > MAX_ADDRESS_LEN {
-                    self.log(LogLevel::Warn, "ignored a registration request with an over-long address");
-                } else {
-                    let proof = run.key.sign(&register_bytes(&contract, &owner, &run.key.public()));
-                    let register = WorkerMessage::Register { owner: owner.clone(), proof };
-                    self.actions.push(Action::Send { conn: session.conn, text: encode(&register) });
-                    let note = format!("registering with the relay's escrow {contract}, paid to {owner}");
-                    self.log(LogLevel::Info, note);
+            (Link::Ready(session), RelayMessage::Register { escrow: asked, nonce, bond }) => {
+                // Only registered keys are paid. The browser's key owns itself: its account is
+                // paid, and the same key signs the bond's authorization and its own consent.
+                match escrow::register(&run.key, &run.key, session.escrow.as_ref(), &asked, nonce, bond, DEFAULT_MAX_BOND) {
+                    Ok(register) => {
+                        self.actions.push(Action::Send { conn: session.conn, text: encode(&register) });
+                        let note = format!("registering with the relay's escrow {}: bond {bond}", asked.contract);
+                        self.log(LogLevel::Info, note);
+                    }
+                    Err(why) => self.log(LogLevel::Warn, format!("refused to register: {why}")),
                 }
             }
             (Link::Ready(_), RelayMessage::Error(e)) => {
@@ -438,7 +441,8 @@ impl Machine {
         let mut device_lost = false;
         match outcome {
             Ok(TaskOutput { output_hash, output_len, inline }) => {
-                let signature = run.key.sign_result(task, &output_hash, output_len);
+                let signature =
+                    escrow::sign_result(&run.key, session.escrow.as_ref(), &job.assignment, &output_hash, output_len);
                 let output = inline.map(InlineBytes);
                 let result = WorkerMessage::Result { lease, task, output_hash, output_len, signature, output };
                 self.actions.push(Action::Send { conn, text: encode(&result) });
@@ -507,6 +511,8 @@ impl Machine {
             Some((false, "this browser worker runs one task at a time and already has one".to_string()))
         } else if let Err(why) = refusal {
             Some((true, why))
+        } else if let Err(why) = escrow::check_assignment(session.escrow.as_ref(), &assignment) {
+            Some((true, why.to_string()))
         } else if let Pace::Pause(why) = pace {
             // Heartbeats keep a lease alive: holding it while paused could hold it for hours.
             Some((false, format!("paused: {why}")))

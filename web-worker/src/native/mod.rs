@@ -13,7 +13,8 @@ use crate::gpu::GpuContext;
 use futures_util::{SinkExt, StreamExt};
 use starling_protocol::job::KernelSpec;
 use starling_protocol::limits::MAX_INLINE_OUTPUT_BYTES;
-use starling_protocol::sign::{Keypair, UploadPurpose, register_bytes};
+use crate::escrow;
+use starling_protocol::sign::{EscrowDeployment, Keypair, UploadPurpose};
 use starling_protocol::upload::UploadAuth;
 use starling_protocol::worker::{
     AdapterInfo, Assignment, Backend, Capabilities, DeviceLimits, DeviceState, InlineBytes, Platform, RelayMessage,
@@ -60,12 +61,20 @@ pub struct WorkerConfig {
     pub corrupt_results: bool,
     /// FOR TESTING LEASES ONLY: accept tasks and never finish them, like a hung device.
     pub stall_tasks: bool,
+    /// FOR TESTING TOLERANCE ONLY: move the first f32 of every output up by one ulp, as another
+    /// GPU's rounding might. A tolerance job must accept (and pay) such a result; an exact job
+    /// must not.
+    pub perturb_floats: bool,
     /// Cap on the in-memory input cache.
     pub cache_bytes: u64,
-    /// Account paid for this worker's verified work when the relay settles through escrow.
-    /// `None` accepts the payout account the relay proposes (on the embedded ledger, one
-    /// derived from this worker's key).
-    pub payout: Option<String>,
+    /// The escrow account (its seed) that bonds this worker and is paid for its verified work,
+    /// when the relay settles through escrow. `None`: the worker key owns itself.
+    pub owner_seed: Option<[u8; 32]>,
+    /// The largest bond this worker's owner signs for; a relay asking more is refused.
+    pub max_bond: u64,
+    /// Refuse a relay whose escrow is not this contract (the worker's own choice of deployment,
+    /// so a relay cannot have it sign for another one it is registered in).
+    pub expect_contract: Option<String>,
 }
 
 impl WorkerConfig {
@@ -78,8 +87,11 @@ impl WorkerConfig {
             cpu_only: false,
             corrupt_results: false,
             stall_tasks: false,
+            perturb_floats: false,
             cache_bytes: 256 << 20,
-            payout: None,
+            owner_seed: None,
+            max_bond: escrow::DEFAULT_MAX_BOND,
+            expect_contract: None,
         }
     }
 }
@@ -257,12 +269,19 @@ impl Session<'_> {
             other => return Err(NativeError::Connection(format!("expected challenge, got {other:?}"))),
         };
         sink.send(send(&WorkerMessage::Auth { signature: self.key.sign_auth(&nonce) })).await.map_err(conn)?;
-        let heartbeat_ms = match next_relay_message(&mut stream).await? {
-            RelayMessage::Welcome { heartbeat_ms, .. } => heartbeat_ms,
+        let (heartbeat_ms, deployment) = match next_relay_message(&mut stream).await? {
+            RelayMessage::Welcome { heartbeat_ms, escrow, .. } => (heartbeat_ms, escrow),
             RelayMessage::Error(e) => return Err(NativeError::Refused(format!("{:?}: {}", e.code, e.message))),
             other => return Err(NativeError::Connection(format!("expected welcome, got {other:?}"))),
         };
-        tracing::info!(relay = %self.config.relay, "connected");
+        if let Some(expected) = &self.config.expect_contract
+            && deployment.as_ref().is_none_or(|d| &d.contract != expected)
+        {
+            return Err(NativeError::Refused(format!(
+                "the relay settles through {deployment:?}, not the expected contract {expected}"
+            )));
+        }
+        tracing::info!(relay = %self.config.relay, escrow = ?deployment, "connected");
         self.stats.lock().expect("stats lock").sessions += 1;
 
         let slots = self.config.slots.max(1) as usize;
@@ -277,6 +296,7 @@ impl Session<'_> {
             let ex = Executor {
                 config: self.config.clone(),
                 key: self.key.clone(),
+                deployment: deployment.clone(),
                 compute: self.compute.clone(),
                 http: self.http.clone(),
                 inputs: self.inputs.clone(),
@@ -308,6 +328,12 @@ impl Session<'_> {
                     }
                 }
                 msg = next_relay_message(&mut stream) => match msg {
+                    Ok(RelayMessage::Assign(a)) if escrow::check_assignment(deployment.as_ref(), &a).is_err() => {
+                        let reason = escrow::check_assignment(deployment.as_ref(), &a).expect_err("checked").to_string();
+                        tracing::warn!(lease = %a.lease, %reason, "refused an assignment");
+                        let msg = WorkerMessage::Failed { lease: a.lease, task: a.task, reason };
+                        if let Err(e) = sink.send(send(&msg)).await { break Err(conn(e)); }
+                    }
                     Ok(RelayMessage::Assign(a)) => {
                         in_flight += 1;
                         tracing::debug!(lease = %a.lease, task = %a.task, kernel = %a.kernel.display_name(), "assigned");
@@ -317,12 +343,17 @@ impl Session<'_> {
                     }
                     Ok(RelayMessage::Cancel { lease }) => { cancelled.lock().expect("cancel lock").insert(lease); }
                     Ok(RelayMessage::Ack { .. }) => {}
-                    Ok(RelayMessage::Register { contract, owner }) => {
-                        // Only registered keys are paid: bond this key under our payout account.
-                        let owner = self.config.payout.clone().unwrap_or(owner);
-                        let proof = self.key.sign(&register_bytes(&contract, &owner, &self.key.public()));
-                        tracing::info!(%contract, %owner, "registering with the relay's escrow");
-                        if let Err(e) = sink.send(send(&WorkerMessage::Register { owner, proof })).await { break Err(conn(e)); }
+                    Ok(RelayMessage::Register { escrow: asked, nonce, bond }) => {
+                        // Only registered keys are paid: bond this key under its owner account.
+                        let owner = self.config.owner_seed.map(Keypair::from_seed);
+                        let owner = owner.as_ref().unwrap_or(&self.key);
+                        match escrow::register(&self.key, owner, deployment.as_ref(), &asked, nonce, bond, self.config.max_bond) {
+                            Ok(msg) => {
+                                tracing::info!(contract = %asked.contract, owner = %owner.public(), bond, "registering with the relay's escrow");
+                                if let Err(e) = sink.send(send(&msg)).await { break Err(conn(e)); }
+                            }
+                            Err(why) => tracing::warn!(%why, "refused to register; this worker takes only unpaid work"),
+                        }
                     }
                     Ok(RelayMessage::Error(e)) => tracing::warn!(code = ?e.code, message = %e.message, "relay reported an error"),
                     Ok(other) => tracing::warn!(?other, "unexpected relay message"),
@@ -377,6 +408,8 @@ where
 struct Executor {
     config: WorkerConfig,
     key: Arc<Keypair>,
+    /// The escrow the relay's `welcome` named: results are signed for it.
+    deployment: Option<EscrowDeployment>,
     compute: Compute,
     http: reqwest::Client,
     inputs: Arc<blobs::InputCache>,
@@ -430,6 +463,12 @@ impl Executor {
         {
             *b ^= 1;
         }
+        if self.config.perturb_floats
+            && let Some(first) = output.get_mut(..4)
+        {
+            let v = f32::from_le_bytes(first.try_into().expect("four bytes"));
+            first.copy_from_slice(&f32::from_bits(v.to_bits().wrapping_add(1)).to_le_bytes());
+        }
         let output_hash = sha256(&output);
         let output_len = output.len() as u64;
         // Small outputs travel inside the result; larger ones are uploaded first, signed for
@@ -449,7 +488,7 @@ impl Executor {
             task: a.task,
             output_hash,
             output_len,
-            signature: self.key.sign_result(a.task, &output_hash, output_len),
+            signature: escrow::sign_result(&self.key, self.deployment.as_ref(), a, &output_hash, output_len),
             output: inline,
         })
     }
