@@ -1122,8 +1122,10 @@ mod tests {
         core.step(Input::WorkerOnline { key: worker(n), conn: u64::from(n), caps: caps(), paid: true }, now);
     }
 
+    /// Posts `spec` as a client would: signed, with a deposit authorization when it is paid.
     fn post(core: &mut Core, request: RequestId, client: &Keypair, spec: JobSpec, origin: &str, now: Now) {
-        let job = client.sign_job(spec);
+        let d = test_deployment();
+        let job = client.sign_paid_job(spec, d.as_deployment(), "relay", u64::MAX);
         let req = req(&job.spec);
         core.step(Input::CreateJob { request, job, req, origin: Some(origin.parse().unwrap()) }, now);
     }
@@ -1201,6 +1203,26 @@ mod tests {
         post(&mut core, 2, &client, spec(1, 10, 1), "10.0.0.1", at(1));
         let ready = core.ready(at(1));
         assert!(ready.escrow_opens[0].1.job.0 > 6 + u64::from(MAX_ESCROW_ID_SKIPS) - 1);
+    }
+
+    #[test]
+    fn a_paid_job_without_a_deposit_authorization_is_refused_and_stored_nowhere() {
+        let client = Keypair::from_seed([9; 32]);
+        let unsigned = |core: &mut Core| {
+            let job = client.sign_job(spec(1, 10, 0));
+            let req = req(&job.spec);
+            core.step(Input::CreateJob { request: 1, job, req, origin: Some("10.0.0.1".parse().unwrap()) }, at(0));
+            core.ready(at(0))
+        };
+        let mut core = Core::new(CoreConfig::default(), Some(test_deployment()), 1, 1);
+        let ready = unsigned(&mut core);
+        assert_eq!(refused(&ready), vec![1]);
+        assert!(ready.escrow_opens.is_empty() && ready.writes.is_empty(), "nothing opened or stored");
+        // Without escrow the same job runs unpaid.
+        let mut unpaid = Core::new(CoreConfig::default(), None, 1, 1);
+        let ready = unsigned(&mut unpaid);
+        assert!(refused(&ready).is_empty() && ready.escrow_opens.is_empty());
+        assert!(ready.writes.iter().any(|w| matches!(w, Write::InsertJob { .. })), "stored to run unpaid");
     }
 
     #[test]

@@ -4,7 +4,10 @@
 use super::*;
 use crate::pacing::Battery;
 use starling_protocol::job::BuiltinKernel;
-use starling_protocol::sign::{auth_bytes, result_bytes, verify};
+use crate::escrow::DEFAULT_MAX_BOND;
+use starling_protocol::sign::{
+    AccountAction, EscrowDeployment, account_bytes, auth_bytes, register_bytes_v2, result_bytes_v2, verify,
+};
 use starling_protocol::worker::{AdapterInfo, DeviceLimits, Platform};
 use starling_protocol::{ErrorBody, ErrorCode, JobId, TaskId, sha256};
 
@@ -41,7 +44,14 @@ fn assignment(lease: u64) -> Assignment {
         workgroups: [4, 1, 1],
         output_size: 16,
         lease_ms: 30_000,
+        spec_digest: sha256(b"spec"),
+        escrow: Some(deployment()),
     }
+}
+
+/// The escrow the test relay names in its welcome.
+fn deployment() -> EscrowDeployment {
+    EscrowDeployment { chain_id: "starling-test".into(), contract: "starling1contract".into() }
 }
 
 fn relay(message: RelayMessage) -> String {
@@ -129,7 +139,8 @@ impl Rig {
         let [(_, WorkerMessage::Auth { signature })] = &auth[..] else { panic!("{auth:?}") };
         verify(&key.public(), &auth_bytes(&nonce, &key.public()), signature).expect("auth signs the challenge");
 
-        m.socket_text(conn, &relay(RelayMessage::Welcome { heartbeat_ms: 5_000, lease_ms: 30_000 }), 1000);
+        let welcome = RelayMessage::Welcome { heartbeat_ms: 5_000, lease_ms: 30_000, escrow: Some(deployment()) };
+        m.socket_text(conn, &relay(welcome), 1000);
         let actions = m.take_actions();
         (Rig { m, key, conn, now: 1000 }, actions)
     }
@@ -181,7 +192,8 @@ fn handshake_then_assign_run_sign_rest_and_ack() {
     let status = last_status(&actions);
     assert_eq!((status.state, status.kernel.as_deref()), (State::Working, Some("monte_carlo_pi")));
 
-    // Done at 2400: the result is signed over result_bytes; at duty 0.5 it rests 400 ms.
+    // Done at 2400: the result is signed over result_bytes_v2 for the welcomed escrow and the
+    // job's spec digest; at duty 0.5 it rests 400 ms.
     let output_hash = sha256(b"output");
     let actions = rig.at(2400).finish(1, Ok(TaskOutput { output_hash, output_len: 16, inline: None }));
     let msgs = sent(&actions);
@@ -189,7 +201,15 @@ fn handshake_then_assign_run_sign_rest_and_ack() {
         panic!("{msgs:?}")
     };
     assert_eq!((*lease, *task, *h, *output_len), (LeaseId(1), assignment(1).task, output_hash, 16));
-    verify(&rig.key.public(), &result_bytes(*task, &output_hash, 16, &rig.key.public()), signature).unwrap();
+    let signed = result_bytes_v2(
+        deployment().as_deployment(),
+        *task,
+        &assignment(1).spec_digest,
+        &output_hash,
+        16,
+        &rig.key.public(),
+    );
+    verify(&rig.key.public(), &signed, signature).unwrap();
     let status = last_status(&actions);
     assert_eq!(status.state, State::Resting);
     assert_eq!(status.reason.as_deref(), Some("duty cycle 50%: resting 400 ms after 400 ms of work"));
@@ -437,7 +457,7 @@ fn dropped_connections_retry_with_growing_jittered_backoff_until_welcomed() {
     let Some(Action::Connect { conn, .. }) = rig.m.take_actions().into_iter().next() else { panic!() };
     rig.m.socket_opened(conn, at);
     rig.m.socket_text(conn, &relay(RelayMessage::Challenge { nonce: sha256(b"n") }), at);
-    rig.m.socket_text(conn, &relay(RelayMessage::Welcome { heartbeat_ms: 5000, lease_ms: 30_000 }), at);
+    rig.m.socket_text(conn, &relay(RelayMessage::Welcome { heartbeat_ms: 5000, lease_ms: 30_000, escrow: None }), at);
     rig.m.socket_closed(conn, "again", at + 1);
     rig.m.take_actions();
     let delay = rig.m.next_deadline().unwrap() - (at + 1);
@@ -482,7 +502,7 @@ fn handshake_problems_drop_the_socket_and_refusals_show_as_errors() {
 
     // Out of order, garbage, and oversized frames.
     for frame in [
-        relay(RelayMessage::Welcome { heartbeat_ms: 1, lease_ms: 1 }),
+        relay(RelayMessage::Welcome { heartbeat_ms: 1, lease_ms: 1, escrow: None }),
         "not json".to_string(),
         format!("{{\"type\":\"ack\",\"lease\":1,\"pad\":\"{}\"}}", "x".repeat(MAX_WS_FRAME_BYTES)),
     ] {
@@ -567,16 +587,34 @@ fn statuses_are_posted_only_on_change() {
 }
 
 #[test]
-fn registration_requests_are_answered_with_a_proof_of_the_key() {
+fn registration_requests_are_answered_with_the_owners_consent_and_the_keys() {
     let (mut rig, _) = Rig::welcomed(1.0, Backend::BrowserWebgpu);
-    let (contract, owner) = ("starling1contract".to_string(), "starling1owner".to_string());
-    let actions = rig.relay(RelayMessage::Register { contract: contract.clone(), owner: owner.clone() });
+    let actions = rig.relay(RelayMessage::Register { escrow: deployment(), nonce: 3, bond: 10 });
     let msgs = sent(&actions);
-    let [(conn, WorkerMessage::Register { owner: signed_owner, proof })] = &msgs[..] else { panic!("{msgs:?}") };
-    assert_eq!((*conn, signed_owner), (rig.conn, &owner));
-    verify(&rig.key.public(), &register_bytes(&contract, &owner, &rig.key.public()), proof).expect("proof verifies");
+    let [(conn, WorkerMessage::Register { owner, nonce, bond, authorization, proof })] = &msgs[..] else {
+        panic!("{msgs:?}")
+    };
+    let key = rig.key.public();
+    assert_eq!((*conn, *owner, *nonce, *bond), (rig.conn, key, 3, 10), "the browser's key owns itself");
+    let d = deployment();
+    let action = AccountAction::Bond { worker: key, amount: 10 };
+    verify(&key, &account_bytes(d.as_deployment(), &key, 3, &action), authorization).expect("the owner's consent");
+    verify(&key, &register_bytes_v2(d.as_deployment(), &key, &key), proof).expect("the key's consent");
 
-    // Absurd addresses are not signed.
-    let long = "x".repeat(MAX_ADDRESS_LEN + 1);
-    assert!(sent(&rig.relay(RelayMessage::Register { contract, owner: long })).is_empty());
+    // Another deployment than the welcome's, or a bond above the cap: nothing is signed.
+    let elsewhere = EscrowDeployment { contract: "starling1other".into(), ..deployment() };
+    assert!(sent(&rig.relay(RelayMessage::Register { escrow: elsewhere, nonce: 3, bond: 10 })).is_empty());
+    let greedy = RelayMessage::Register { escrow: deployment(), nonce: 3, bond: DEFAULT_MAX_BOND + 1 };
+    assert!(sent(&rig.relay(greedy)).is_empty());
+}
+
+#[test]
+fn assignments_naming_another_deployment_fail_unsigned() {
+    let (mut rig, _) = Rig::welcomed(1.0, Backend::BrowserWebgpu);
+    let mut a = assignment(1);
+    a.escrow = Some(EscrowDeployment { chain_id: "elsewhere".into(), ..deployment() });
+    let msgs = sent(&rig.relay(RelayMessage::Assign(a)));
+    let [(_, WorkerMessage::Failed { lease, reason, .. })] = &msgs[..] else { panic!("{msgs:?}") };
+    assert_eq!(*lease, LeaseId(1));
+    assert!(reason.contains("deployment"), "{reason}");
 }
