@@ -31,6 +31,25 @@ enum Command {
     Status(StatusArgs),
     /// Start a relay and several workers here, run a Mandelbrot render and a matmul, and report.
     Demo(demo::DemoArgs),
+    /// Operator of an embedded ledger: deposit new money into an account (a client's, or a
+    /// worker owner's) through the relay's admin route.
+    Fund(FundArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct FundArgs {
+    /// Relay URL.
+    #[arg(long, default_value = "http://127.0.0.1:7070", env = "STARLING_RELAY")]
+    relay: String,
+    /// The file holding the relay's admin token (the relay's `--admin-token-file`).
+    #[arg(long)]
+    admin_token_file: PathBuf,
+    /// The account's ed25519 key (64 hex digits): a client key, or a worker owner's.
+    #[arg(long)]
+    account: starling_protocol::PublicKey,
+    /// Amount, in the escrow's smallest unit.
+    #[arg(long)]
+    amount: u128,
 }
 
 #[derive(Debug, clap::Args)]
@@ -75,6 +94,10 @@ struct RelayArgs {
     /// `starling fund` instead.
     #[arg(long, default_value_t = 0)]
     faucet: u128,
+    /// Enables `POST /v1/admin/deposits` (`starling fund`) with the secret in this file, created
+    /// with a fresh random token (readable by its owner only) if it does not exist.
+    #[arg(long, env = "STARLING_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
     /// `--escrow chain`: the node's Tendermint RPC URL.
     #[arg(long, env = "STARLING_CHAIN_RPC", required_if_eq("escrow", "chain"))]
     chain_rpc: Option<String>,
@@ -150,12 +173,64 @@ fn relay_config(args: &RelayArgs) -> Result<starling_relay::Config> {
             starling_relay::EscrowConfig::Embedded(embedded)
         }
     };
+    if let Some(path) = &args.admin_token_file {
+        config.admin_token = Some(admin_token(path)?);
+    }
     config.www = match &args.www {
         Some(dir) if dir.is_empty() => None,
         Some(dir) => Some(PathBuf::from(dir)),
         None => locate(&["www/index.html"]).and_then(|index| index.parent().map(PathBuf::from)),
     };
     Ok(config)
+}
+
+/// Reads the admin token in `path`, or creates it (32 random bytes as hex, mode 0600).
+fn admin_token(path: &std::path::Path) -> Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if text.trim().len() >= 32 => Ok(text.trim().to_owned()),
+        Ok(_) => anyhow::bail!("{} holds a token shorter than 32 characters", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let token = hex_token();
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            file.write_all(token.as_bytes())?;
+            eprintln!("admin token written to {}", path.display());
+            Ok(token)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn hex_token() -> String {
+    rand::random::<[u8; 32]>().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `starling fund`: one operator deposit.
+async fn fund(args: FundArgs) -> Result<()> {
+    let token = std::fs::read_to_string(&args.admin_token_file)
+        .with_context(|| format!("reading {}", args.admin_token_file.display()))?;
+    let body = serde_json::json!({ "account": args.account, "amount": args.amount.to_string() });
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/admin/deposits", args.relay.trim_end_matches('/')))
+        .bearer_auth(token.trim())
+        .json(&body)
+        .send()
+        .await
+        .context("posting the deposit")?;
+    let status = resp.status();
+    let text = resp.text().await?;
+    if !status.is_success() {
+        anyhow::bail!("the relay refused the deposit ({status}): {text}");
+    }
+    let account: starling_protocol::events::EscrowAccount = serde_json::from_str(&text)?;
+    println!("account {}: balance {} {}", account.address, account.balance, account.denom);
+    Ok(())
 }
 
 #[derive(Debug, clap::Args)]
@@ -274,6 +349,10 @@ async fn main() -> Result<()> {
         Command::Status(args) => {
             init_tracing("warn");
             status(args).await?;
+        }
+        Command::Fund(args) => {
+            init_tracing("warn");
+            fund(args).await?;
         }
         Command::Demo(args) => {
             init_tracing("error,wgpu_hal::gles=off");

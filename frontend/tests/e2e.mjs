@@ -98,7 +98,11 @@ async function shoot(page, name) {
   }
 }
 
-const relay = start(['relay', '--listen', '127.0.0.1:0', '--data-dir', join(tmp, 'relay'), '--www', WWW], 'relay');
+// The faucet funds the browser's client account and both workers' bonds (it is off by default).
+const relay = start(
+  ['relay', '--listen', '127.0.0.1:0', '--data-dir', join(tmp, 'relay'), '--www', WWW, '--faucet', '1000000000'],
+  'relay',
+);
 const [, base] = await firstLine(relay, /listening on (http:\/\/\S+)/);
 console.log(`relay ${base}`);
 

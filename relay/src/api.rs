@@ -9,7 +9,7 @@ use crate::{AppState, ws};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -36,6 +36,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/blobs/{hash}", put(put_blob).get(get_blob))
         .route("/v1/jobs/{id}/escrow", get(job_escrow))
         .route("/v1/clients/{key}", get(get_client))
+        .route("/v1/admin/deposits", post(admin_deposit).layer(DefaultBodyLimit::max(4096)))
         .route("/v1/workers", get(list_workers))
         .route("/v1/workers/{key}", get(get_worker))
         .route("/v1/workers/ws", get(ws::worker_socket))
@@ -371,6 +372,48 @@ async fn get_client(
         None => None,
     };
     Ok(Json(ClientView { key, escrow }).into_response())
+}
+
+/// The body of `POST /v1/admin/deposits`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminDeposit {
+    account: PublicKey,
+    /// Decimal, in the escrow's smallest unit.
+    amount: String,
+}
+
+/// Largest single operator deposit: far above any real grant, far below overflow.
+const MAX_ADMIN_DEPOSIT: u128 = 1_000_000_000_000_000_000_000_000;
+
+/// Compares secrets in time independent of where they differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `POST /v1/admin/deposits` (`Authorization: Bearer <admin token>`): the operator of an
+/// embedded ledger funds an account with new money, through the contract's `Deposit`. Off
+/// unless the relay was given an admin token.
+async fn admin_deposit(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let Some(token) = &app.admin_token else {
+        return Err(ApiError::not_found("admin routes (start the relay with --admin-token-file)"));
+    };
+    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !same_secret(given.strip_prefix("Bearer ").unwrap_or("").as_bytes(), token.as_bytes()) {
+        return Err(ApiError::new(ErrorCode::BadSignature, "admin routes need Authorization: Bearer <admin token>"));
+    }
+    let req: AdminDeposit =
+        serde_json::from_slice(&body).map_err(|e| ApiError::new(ErrorCode::Malformed, format!("deposit: {e}")))?;
+    let amount = req
+        .amount
+        .parse::<u128>()
+        .ok()
+        .filter(|a| (1..=MAX_ADMIN_DEPOSIT).contains(a))
+        .ok_or_else(|| ApiError::new(ErrorCode::Malformed, format!("amount must be 1..={MAX_ADMIN_DEPOSIT}")))?;
+    let escrow = app.escrow.as_ref().ok_or_else(|| ApiError::not_found("escrow (this relay runs jobs unpaid)"))?;
+    escrow.mint_deposit(&req.account, amount).await?;
+    tracing::info!(account = %req.account, amount, "operator deposit");
+    Ok(Json(escrow.account(&req.account).await?).into_response())
 }
 
 /// `GET /v1/jobs/{id}/escrow`: the job's deposit, payouts and refund.

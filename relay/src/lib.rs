@@ -50,6 +50,8 @@ pub struct AppState {
     pub watcher_slots: Arc<Semaphore>,
     /// Payment; `None` runs every job unpaid.
     pub escrow: Option<escrow::Escrow>,
+    /// The operator's secret for `POST /v1/admin/deposits`; `None` turns the route off.
+    pub admin_token: Option<Arc<str>>,
 }
 
 /// How the relay settles payment.
@@ -79,6 +81,9 @@ pub struct Config {
     pub escrow: EscrowConfig,
     /// The web app's folder (`www/`), served at `/`; `None` serves the API only.
     pub www: Option<PathBuf>,
+    /// The operator's secret for `POST /v1/admin/deposits` (funding accounts on the embedded
+    /// ledger); `None` turns the route off.
+    pub admin_token: Option<String>,
 }
 
 impl Config {
@@ -95,6 +100,7 @@ impl Config {
             blob_quota: blobs::BlobQuota::default(),
             escrow: EscrowConfig::Off,
             www: None,
+            admin_token: None,
         }
     }
 }
@@ -204,6 +210,7 @@ pub async fn start(
         worker_slots: Arc::new(Semaphore::new(config.max_workers)),
         watcher_slots: Arc::new(Semaphore::new(config.max_watchers)),
         escrow,
+        admin_token: config.admin_token.as_deref().map(Arc::from),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     blobs::spawn_sweeper(state.blobs.clone(), stop_rx.clone());

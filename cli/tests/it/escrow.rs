@@ -340,10 +340,36 @@ async fn owners_consent_signatures_bind_to_one_deployment_and_tolerance_pays_eve
     let other_escrow = other_health.escrow.expect("the other relay has escrow");
     drop(other);
 
-    let relay = spawn_relay(&data, 0, &FAUCET_ARGS);
+    let token_file = dir.path().join("admin.token");
+    let token_arg = token_file.to_str().unwrap();
+    let relay = spawn_relay(&data, 0, &[FAUCET_ARGS[0], FAUCET_ARGS[1], "--admin-token-file", token_arg]);
     let api = Api::new(&relay.base);
     let health: Health = get(&api, "/v1/health").await;
     let here = health.escrow.expect("escrow");
+
+    // An operator funds an account with `starling fund`; a wrong admin token moves nothing.
+    let funded = Keypair::generate();
+    let forged = api
+        .http
+        .post(format!("{}/v1/admin/deposits", relay.base))
+        .bearer_auth("0".repeat(64))
+        .json(&serde_json::json!({"account": funded.public(), "amount": "5"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 401);
+    let balance = async |key: &Keypair| {
+        let view: ClientView = get(&api, &format!("/v1/clients/{}", key.public())).await;
+        amount(&view.escrow.unwrap().balance)
+    };
+    assert_eq!(balance(&funded).await, 0);
+    let out = std::process::Command::new(BIN)
+        .args(["fund", "--relay", &relay.base, "--admin-token-file", token_arg, "--amount", "12345", "--account"])
+        .arg(funded.public().to_hex())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(balance(&funded).await, 12_345);
     assert_ne!(here.chain_id, other_escrow.chain_id, "two embedded ledgers are two deployments");
     let mut w1 = spawn_worker(&relay.base, dir.path(), "w1", &[]);
     let mut w3 = spawn_worker(&relay.base, dir.path(), "w3", &[]);

@@ -207,7 +207,7 @@ impl Embedded {
 
     /// Mints `amount` and deposits it into `account` through the contract's `Deposit`, sent by
     /// the operator's bank account: how an operator funds accounts on a server.
-    pub async fn deposit(&self, account: &PublicKey, amount: u128) -> EscrowResult<()> {
+    async fn deposit(&self, account: &PublicKey, amount: u128) -> EscrowResult<()> {
         if amount == 0 {
             return Err(EscrowError::Refused("amount: zero".into()));
         }
@@ -340,6 +340,10 @@ impl EscrowBridge for Embedded {
     async fn account(&self, account: &PublicKey) -> EscrowResult<EscrowAccount> {
         let a = queries::account(self, account).await?;
         Ok(account_view(account, &a, &self.config.denom))
+    }
+
+    async fn mint_deposit(&self, account: &PublicKey, amount: u128) -> EscrowResult<()> {
+        self.deposit(account, amount).await
     }
 }
 

@@ -174,6 +174,14 @@ pub trait EscrowBridge: Send + Sync + std::fmt::Debug {
     async fn worker_account(&self, worker: &PublicKey) -> EscrowResult<Option<EscrowAccount>>;
     /// An account (a client's, or a worker owner's).
     async fn account(&self, account: &PublicKey) -> EscrowResult<EscrowAccount>;
+
+    /// New money into `account`, by the ledger's operator (the embedded ledger only: on a chain,
+    /// owners deposit from their own wallets).
+    async fn mint_deposit(&self, _account: &PublicKey, _amount: u128) -> EscrowResult<()> {
+        Err(EscrowError::Refused(
+            "this escrow is on a chain: fund the account with the contract's deposit message from a wallet".into(),
+        ))
+    }
 }
 
 /// Hex-encoded bytes as the contract's messages take them.
