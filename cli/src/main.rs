@@ -273,6 +273,10 @@ struct WorkerArgs {
     /// Refuse relays that do not settle through this escrow contract.
     #[arg(long)]
     expect_contract: Option<String>,
+    /// Refuse relays that do not settle on this chain (embedded ledgers: the id in the relay's
+    /// `GET /v1/health`; each draws its own).
+    #[arg(long)]
+    expect_chain_id: Option<String>,
 }
 
 fn parse_duty(s: &str) -> Result<f32, String> {
@@ -332,6 +336,7 @@ async fn main() -> Result<()> {
                 },
                 max_bond: args.max_bond,
                 expect_contract: args.expect_contract,
+                expect_chain_id: args.expect_chain_id,
                 ..WorkerConfig::new(args.relay)
             };
             println!("starling worker {}", key.public());

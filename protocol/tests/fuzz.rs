@@ -96,7 +96,13 @@ fn worker_message(rng: &mut StdRng) -> WorkerMessage {
         },
         4 => WorkerMessage::Failed { lease, task, reason: text(rng) },
         5 => WorkerMessage::Decline { lease, task, reason: text(rng) },
-        _ => WorkerMessage::Register { owner: text(rng), proof: signature(rng) },
+        _ => WorkerMessage::Register {
+            owner: starling_protocol::PublicKey(rng.r#gen()),
+            nonce: rng.r#gen(),
+            bond: rng.r#gen(),
+            authorization: signature(rng),
+            proof: signature(rng),
+        },
     }
 }
 
@@ -113,10 +119,18 @@ fn kernel(rng: &mut StdRng) -> KernelSpec {
     }
 }
 
+fn deployment(rng: &mut StdRng) -> starling_protocol::sign::EscrowDeployment {
+    starling_protocol::sign::EscrowDeployment { chain_id: text(rng), contract: text(rng) }
+}
+
 fn relay_message(rng: &mut StdRng) -> RelayMessage {
     match rng.gen_range(0..6) {
         0 => RelayMessage::Challenge { nonce: hash(rng) },
-        1 => RelayMessage::Welcome { heartbeat_ms: rng.r#gen(), lease_ms: rng.r#gen() },
+        1 => RelayMessage::Welcome {
+            heartbeat_ms: rng.r#gen(),
+            lease_ms: rng.r#gen(),
+            escrow: rng.gen_bool(0.5).then(|| deployment(rng)),
+        },
         2 => RelayMessage::Assign(Assignment {
             lease: LeaseId(rng.r#gen()),
             task: task_id(rng),
@@ -126,9 +140,11 @@ fn relay_message(rng: &mut StdRng) -> RelayMessage {
             workgroups: rng.r#gen(),
             output_size: rng.r#gen(),
             lease_ms: rng.r#gen(),
+            spec_digest: hash(rng),
+            escrow: rng.gen_bool(0.5).then(|| deployment(rng)),
         }),
         3 => RelayMessage::Cancel { lease: LeaseId(rng.r#gen()) },
-        4 => RelayMessage::Register { contract: text(rng), owner: text(rng) },
+        4 => RelayMessage::Register { escrow: deployment(rng), nonce: rng.r#gen(), bond: rng.r#gen() },
         _ => RelayMessage::Error(ErrorBody::new(ErrorCode::OutOfOrder, text(rng))),
     }
 }

@@ -1227,7 +1227,12 @@ mod tests {
 
     #[test]
     fn a_refused_deposit_leaves_no_trace() {
-        let mut core = Core::new(CoreConfig { max_running_jobs_per_client: 1, ..Default::default() }, Some(test_deployment()), 1, 1);
+        let mut core = Core::new(
+            CoreConfig { max_running_jobs_per_client: 1, ..Default::default() },
+            Some(test_deployment()),
+            1,
+            1,
+        );
         let client = Keypair::from_seed([100; 32]);
         post(&mut core, 1, &client, spec(1, 10, 0), "10.0.0.1", at(0));
         // While it is being opened it counts against the client.

@@ -7,6 +7,7 @@ use crate::blobs::{Owner, Upload, wall_ms};
 use crate::core::Input;
 use crate::driver::Command;
 use crate::error::ApiError;
+use crate::escrow::Registration;
 use axum::extract::rejection::PathRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -16,7 +17,6 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use starling_protocol::events::{JobEvent, JobState};
 use starling_protocol::limits::{MAX_INLINE_OUTPUT_BYTES, MAX_REASON_LEN, MAX_WS_FRAME_BYTES};
-use crate::escrow::Registration;
 use starling_protocol::sign::{auth_bytes, result_bytes_v2, result_deployment, verify};
 use starling_protocol::worker::{Capabilities, InlineBytes, RelayMessage, WorkerMessage};
 use starling_protocol::{ErrorBody, ErrorCode, Hash32, JobId, LeaseId, PROTOCOL_VERSION, PublicKey, TaskId, sha256};
@@ -285,9 +285,22 @@ async fn serve_worker(app: AppState, socket: WebSocket) {
             }
             Ok(WorkerMessage::Heartbeat { state }) => Ok(Command::Core(Input::Heartbeat { key, state })),
             Ok(WorkerMessage::Result { lease, task, output_hash, output_len, signature, output }) => {
-                let digest = held.lock().expect("held leases lock").get(&lease).copied().unwrap_or(Hash32([0; 32]));
-                let signed = result_bytes_v2(result_deployment(deployment.as_ref()), task, &digest, &output_hash, output_len, &key);
-                match verify(&key, &signed, &signature) {
+                // Read once: a cancel may have taken the lease since the check above.
+                let digest = held.lock().expect("held leases lock").get(&lease).copied();
+                let checked = match digest {
+                    Some(digest) => {
+                        let d = result_deployment(deployment.as_ref());
+                        verify(&key, &result_bytes_v2(d, task, &digest, &output_hash, output_len, &key), &signature)
+                            .map_err(|e| {
+                                ErrorBody::new(ErrorCode::BadSignature, format!("result for lease {lease}: {e}"))
+                            })
+                    }
+                    None => Err(ErrorBody::new(
+                        ErrorCode::LeaseNotHeld,
+                        format!("lease {lease} is not held by this worker"),
+                    )),
+                };
+                match checked {
                     Ok(()) => match output {
                         Some(InlineBytes(bytes)) => {
                             let inline = InlineOutput { key, lease, task, output_hash, output_len, bytes };
@@ -308,7 +321,7 @@ async fn serve_worker(app: AppState, socket: WebSocket) {
                             Ok(Command::Core(Input::Result { key, lease, task, output_hash, output_len, signature }))
                         }
                     },
-                    Err(e) => Err(ErrorBody::new(ErrorCode::BadSignature, format!("result for lease {lease}: {e}"))),
+                    Err(e) => Err(e),
                 }
             }
             Ok(WorkerMessage::Failed { lease, task, reason }) => {
@@ -443,10 +456,16 @@ async fn register(
             Err(_) => return Ok((heartbeat, false)),
         }
     };
-    // Checked here first: on a chain, a forged registration would cost the relay gas.
-    let outcome = match registration.verify(deployment.as_deployment()) {
-        Err(e) => Err(ErrorBody::new(ErrorCode::BadSignature, format!("registration: {e}"))),
-        Ok(()) => escrow.register_worker(&registration).await.map_err(|e| crate::error::ApiError::from(e).0),
+    // Checked here first: on a chain, a refused registration would cost the relay gas.
+    let outcome = if registration.bond < bond {
+        Err(ErrorBody::new(
+            ErrorCode::EscrowRefused,
+            format!("registration bonds {}, below the minimum {bond}", registration.bond),
+        ))
+    } else if let Err(e) = registration.verify(deployment.as_deployment()) {
+        Err(ErrorBody::new(ErrorCode::BadSignature, format!("registration: {e}")))
+    } else {
+        escrow.register_worker(&registration).await.map_err(|e| crate::error::ApiError::from(e).0)
     };
     let owner = registration.owner;
     let eligible = match outcome {

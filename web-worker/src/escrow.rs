@@ -38,7 +38,13 @@ pub fn check_assignment(welcomed: Option<&EscrowDeployment>, a: &Assignment) -> 
 }
 
 /// The worker's signature over its result for `a` (`result_bytes_v2`).
-pub fn sign_result(key: &Keypair, welcomed: Option<&EscrowDeployment>, a: &Assignment, hash: &Hash32, len: u64) -> Signature {
+pub fn sign_result(
+    key: &Keypair,
+    welcomed: Option<&EscrowDeployment>,
+    a: &Assignment,
+    hash: &Hash32,
+    len: u64,
+) -> Signature {
     key.sign_result_v2(result_deployment(welcomed), a.task, &a.spec_digest, hash, len)
 }
 

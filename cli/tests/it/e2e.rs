@@ -2,15 +2,13 @@
 //! (lavapipe). Covers a job verified against the CPU reference with live events, a lying worker,
 //! a worker killed (and one frozen) mid-task, and the relay killed with -9 mid-job.
 
-
-
+use crate::support::*;
 use futures_util::StreamExt;
 use starling_protocol::events::{JobEvent, JobState, ReplicaState, TaskState};
 use starling_protocol::job::{BuiltinKernel, Comparison, JobSpec, KernelSpec, TaskSpec};
 use starling_web_worker::kernels::{mandelbrot, matmul_f32, monte_carlo_pi};
 use std::collections::HashMap;
 use std::time::Duration;
-use crate::support::*;
 
 fn job(kernel: BuiltinKernel, tasks: Vec<TaskSpec>, comparison: Comparison) -> JobSpec {
     JobSpec {

@@ -13,6 +13,7 @@
 //! another deployment does not slash it here (one made for this deployment does); a tolerance
 //! job whose workers return floats one ulp apart pays every one of them.
 
+use crate::support::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use sqlx::Row;
@@ -20,7 +21,7 @@ use starling_protocol::events::{
     ClientView, EscrowAccount, Health, JobEscrow, JobState, ReplicaState, TaskState, WorkerView,
 };
 use starling_protocol::job::{BuiltinKernel, Comparison, JobSpec, KernelSpec};
-use starling_protocol::sign::{AccountAction, EscrowDeployment, Keypair, account_bytes};
+use starling_protocol::sign::{AccountAction, Deployment, EscrowDeployment, Keypair, account_bytes};
 use starling_protocol::worker::{
     AdapterInfo, Backend, Capabilities, DeviceLimits, Platform, RelayMessage, WorkerMessage,
 };
@@ -29,10 +30,9 @@ use starling_relay::escrow::embedded::{Embedded, EmbeddedConfig};
 use starling_relay::escrow::{EscrowBridge, EscrowError, Evidence};
 use starling_web_worker::kernels::{mandelbrot, matmul_f32};
 use starling_web_worker::native;
-use tokio_tungstenite::tungstenite::Message;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use crate::support::*;
+use tokio_tungstenite::tungstenite::Message;
 
 /// The embedded ledger's defaults (relay/src/escrow/embedded.rs), which this test relies on.
 const FAUCET: u128 = 1_000_000_000;
@@ -305,7 +305,11 @@ async fn register_as(base: &str, attacker: &Keypair, victim: &Keypair) -> ErrorB
             _ => continue,
         }
     };
-    let hello = WorkerMessage::Hello { protocol_version: PROTOCOL_VERSION, worker_key: attacker.public(), capabilities: cpu_caps() };
+    let hello = WorkerMessage::Hello {
+        protocol_version: PROTOCOL_VERSION,
+        worker_key: attacker.public(),
+        capabilities: cpu_caps(),
+    };
     ws.send(send(&hello)).await.unwrap();
     let RelayMessage::Challenge { nonce } = next().await else { panic!("no challenge") };
     ws.send(send(&WorkerMessage::Auth { signature: attacker.sign_auth(&nonce) })).await.unwrap();
@@ -408,6 +412,27 @@ async fn owners_consent_signatures_bind_to_one_deployment_and_tolerance_pays_eve
     let stranger: WorkerView = get(&api, &format!("/v1/workers/{}", attacker.public())).await;
     assert_eq!(stranger.escrow, None, "the stranger was registered");
 
+    // A paid job posted without its client's deposit authorization, or with one signed for the
+    // other deployment, is refused: nothing is stored and the client's account does not move.
+    let again = JobSpec { nonce: 70, ..exact.clone() };
+    let unsigned = api.key.sign_job(again.clone());
+    let foreign = api.key.sign_paid_job(
+        again,
+        Deployment { chain_id: &other_escrow.chain_id, contract: &other_escrow.contract },
+        &other_escrow.relay_address,
+        u64::MAX,
+    );
+    for (case, body) in [("no deposit authorization", unsigned), ("signed for another deployment", foreign)] {
+        let resp = api.http.post(format!("{}/v1/jobs", relay.base)).json(&body).send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        assert_eq!(status, 422, "{case}: {text}");
+    }
+    let jobs: Vec<Value> = get(&api, "/v1/jobs").await;
+    assert_eq!(jobs.len(), 1, "a refused job was stored: {jobs:?}");
+    let unmoved: ClientView = get(&api, &format!("/v1/clients/{}", api.key.public())).await;
+    assert_eq!(unmoved.escrow.unwrap(), victim_before);
+
     // 2. A tolerance job: w2's floats are one ulp off the others'. Every worker is paid.
     let mut w2 = spawn_worker(&relay.base, dir.path(), "w2", &["--perturb-floats"]);
     let k2 = worker_key(&mut w2);
@@ -457,7 +482,8 @@ async fn owners_consent_signatures_bind_to_one_deployment_and_tolerance_pays_eve
     let output_len = u64::from(exact.tasks[0].output_size);
     let forged = sha256(b"a result w1 never computed here");
     let digest = exact.digest();
-    let contract = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/contracts/starling_escrow.wasm");
+    let contract =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/contracts/starling_escrow.wasm");
     let ledger = Embedded::open(&data, EmbeddedConfig::new(contract)).await.unwrap();
     let evidence = |d: &EscrowDeployment| Evidence {
         job: exact_job.id,
@@ -467,7 +493,8 @@ async fn owners_consent_signatures_bind_to_one_deployment_and_tolerance_pays_eve
         output_len,
         signature: w1_key.sign_result_v2(d.as_deployment(), task, &digest, &forged, output_len),
     };
-    let elsewhere = EscrowDeployment { chain_id: other_escrow.chain_id.clone(), contract: other_escrow.contract.clone() };
+    let elsewhere =
+        EscrowDeployment { chain_id: other_escrow.chain_id.clone(), contract: other_escrow.contract.clone() };
     let refused = ledger.slash(&evidence(&elsewhere)).await;
     assert!(matches!(refused, Err(EscrowError::Refused(_))), "{refused:?}");
     let standing = ledger.worker_account(&w1_key.public()).await.unwrap().unwrap();

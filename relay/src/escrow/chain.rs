@@ -24,9 +24,10 @@ use cosmrs::proto::prost::Message;
 use cosmrs::tx::{Body, Fee, Msg, SignDoc, SignerInfo};
 use cosmrs::{AccountId, Coin, crypto::secp256k1::SigningKey};
 use serde_json::{Value, json};
-use starling_escrow::msg::{ExecuteMsg, QueryMsg};
+use starling_escrow::msg::{DepositResponse, ExecuteMsg, QueryMsg, SpecJobResponse};
 use starling_escrow::state::Config;
 use starling_protocol::events::{EscrowAccount, EscrowInfo, JobEscrow};
+use starling_protocol::sign::{deposit_bytes, verify};
 use starling_protocol::{JobId, PublicKey};
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -202,7 +203,6 @@ impl Chain {
         serde_json::from_slice(&response.data).map_err(unavailable)
     }
 
-
     async fn account(&self) -> EscrowResult<(u64, u64)> {
         let request = QueryAccountRequest { address: self.address.to_string() };
         let bytes = self.abci_query("/cosmos.auth.v1beta1.Query/Account", request.encode_to_vec()).await?;
@@ -328,6 +328,46 @@ impl EscrowBridge for Chain {
     }
 
     async fn open_job(&self, job: &OpenJob) -> EscrowResult<()> {
+        // Every transaction costs the relay gas, a refused one too: what queries and a local
+        // signature check can refuse is refused here, for free.
+        let deployment = self.deployment();
+        let message = deposit_bytes(deployment.as_deployment(), self.address.as_ref(), &job.client, &job.terms);
+        verify(&job.client, &message, &job.signature)
+            .map_err(|e| EscrowError::Refused(format!("deposit authorization: {e}")))?;
+        let t = &job.terms;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if now > t.not_after {
+            return Err(EscrowError::Refused(format!("the deposit authorization expired at {}", t.not_after)));
+        }
+        if t.deadline_secs > self.contract_config.max_job_duration {
+            return Err(EscrowError::Refused(format!(
+                "the job's escrow deadline ({} s) is beyond the contract's max_job_duration ({} s)",
+                t.deadline_secs, self.contract_config.max_job_duration
+            )));
+        }
+        let opened: SpecJobResponse = self
+            .smart(&QueryMsg::JobOfSpec {
+                client: super::hex(&job.client.0),
+                spec_digest: super::hex(&t.spec_digest.0),
+            })
+            .await?;
+        if let Some(opened) = opened.job {
+            return Err(EscrowError::Refused(format!("this signed deposit already opened job {}", opened.job_id)));
+        }
+        let deposit: DepositResponse = self
+            .smart(&QueryMsg::Deposit {
+                tasks: t.tasks,
+                replicas: t.replicas,
+                price_per_replica: cosmwasm_std::Uint128::new(t.price_per_replica),
+            })
+            .await?;
+        let balance = queries::account(self, &job.client).await?.balance;
+        if balance < deposit.deposit {
+            return Err(EscrowError::InsufficientFunds(format!(
+                "account {} has {balance}, needs {}",
+                job.client, deposit.deposit
+            )));
+        }
         self.execute(&create_job_msg(job), 0, self.cfg.gas_base).await.map(drop)
     }
 
@@ -352,6 +392,18 @@ impl EscrowBridge for Chain {
     }
 
     async fn register_worker(&self, registration: &Registration) -> EscrowResult<()> {
+        // As for jobs: a bond the owner's account cannot pay is refused before it costs gas.
+        let account = queries::account(self, &registration.owner).await?;
+        let bond = u128::from(registration.bond);
+        if account.nonce != registration.nonce
+            || account.balance.u128() < bond
+            || bond < self.contract_config.min_bond.u128()
+        {
+            return Err(EscrowError::Refused(format!(
+                "account {} has {} at nonce {}; the registration bonds {} at nonce {}",
+                registration.owner, account.balance, account.nonce, registration.bond, registration.nonce
+            )));
+        }
         self.execute(&bond_msg(registration), 0, self.cfg.gas_base).await.map(drop)
     }
 

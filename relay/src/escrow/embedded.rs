@@ -155,8 +155,15 @@ impl Embedded {
         {
             tracing::warn!(%saved, now = %checksum, "the escrow artifact changed since this ledger was saved; running the new code over the saved state");
         }
-        let me =
-            Self { inner: Mutex::new(Inner { ledger, poisoned: false }), db, config, contract, relay, operator, chain_id };
+        let me = Self {
+            inner: Mutex::new(Inner { ledger, poisoned: false }),
+            db,
+            config,
+            contract,
+            relay,
+            operator,
+            chain_id,
+        };
         if fresh {
             let msg = InstantiateMsg {
                 denom: me.config.denom.clone(),
@@ -261,7 +268,6 @@ impl Embedded {
     pub async fn balance(&self, address: &str) -> u128 {
         self.inner.lock().await.ledger.balance(&Addr::unchecked(address))
     }
-
 }
 
 #[async_trait]

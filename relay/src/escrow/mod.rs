@@ -20,7 +20,7 @@ pub mod settler;
 use async_trait::async_trait;
 use starling_protocol::events::{EscrowAccount, EscrowInfo, JobEscrow};
 use starling_protocol::sign::{
-    AccountAction, ComparisonKind, DepositTerms, Deployment, EscrowDeployment, SignatureError, account_bytes,
+    AccountAction, ComparisonKind, Deployment, DepositTerms, EscrowDeployment, SignatureError, account_bytes,
     register_bytes_v2, verify,
 };
 use starling_protocol::{Hash32, JobId, PublicKey, Signature};
@@ -302,6 +302,43 @@ fn job_escrow(job: JobId, j: starling_escrow::msg::JobResponse, denom: &str) -> 
 mod tests {
     use super::*;
     use starling_escrow::ContractError;
+
+    #[test]
+    fn the_contract_is_sent_exactly_the_terms_the_client_signed() {
+        use starling_protocol::job::{BuiltinKernel, Comparison, JobSpec, KernelSpec, TaskSpec};
+        use starling_protocol::sign::{Keypair, deposit_bytes};
+        let client = Keypair::from_seed([4; 32]);
+        let here = Deployment { chain_id: "c", contract: "k" };
+        for comparison in [Comparison::Exact, Comparison::Tolerance { rel: 1e-5, abs: 1e-6 }] {
+            let spec = JobSpec {
+                label: String::new(),
+                kernel: KernelSpec::Builtin { name: BuiltinKernel::MonteCarloPi },
+                tasks: vec![TaskSpec { params: vec![], inputs: vec![], workgroups: [1, 1, 1], output_size: 8 }; 5],
+                comparison,
+                replicas: 3,
+                quorum: 2,
+                max_replicas: 5,
+                price_per_replica: 77,
+                deadline_secs: 120,
+                homogeneous: false,
+                nonce: 9,
+            };
+            let signed = client.sign_paid_job(spec, here, "relay1", 5_000);
+            let open = plan::open_job(JobId(3), &signed).unwrap().unwrap();
+            let starling_escrow::msg::ExecuteMsg::CreateJob { job_id, client: key, terms, signature } =
+                create_job_msg(&open)
+            else {
+                panic!("not a CreateJob")
+            };
+            assert_eq!((job_id, key.as_slice()), (3, client.public().0.as_slice()));
+            // What the contract will rebuild and check the signature over.
+            let rebuilt = terms.to_protocol().unwrap();
+            let message = deposit_bytes(here, "relay1", &client.public(), &rebuilt);
+            verify(&client.public(), &message, &Signature(signature.to_array().unwrap()))
+                .expect("the client's signature holds");
+            assert_eq!(rebuilt.comparison, ComparisonKind::from(signed.spec.comparison));
+        }
+    }
 
     #[test]
     fn a_short_account_is_told_apart_from_other_refusals() {

@@ -96,28 +96,37 @@ pub fn settle_entry(
         return Err(below(0));
     };
     let agrees = |r: &SignedReplica| {
-        r.output_len == output_len && if terms.exact { r.output_hash == *verified } else { r.accepted || r.output_hash == *verified }
+        r.output_len == output_len
+            && if terms.exact { r.output_hash == *verified } else { r.accepted || r.output_hash == *verified }
     };
     let mut agreeing: Vec<&SignedReplica> =
         replicas.iter().filter(|r| agrees(r) && eligible.contains_key(&r.worker)).collect();
-    agreeing.sort_by_key(|r| r.worker.0);
-    agreeing.dedup_by_key(|r| r.worker);
+    // Signers of the verified hash first (then by key), so that keeping one key per owner and
+    // capping the signers never drops them in favour of a within-tolerance neighbour: the
+    // settled result should be the one the client got.
+    agreeing.sort_by_key(|r| (r.output_hash != *verified, r.worker.0));
+    let mut keys = HashSet::new();
     let mut owners = HashSet::new();
-    agreeing.retain(|r| owners.insert(eligible[&r.worker]));
+    agreeing.retain(|r| keys.insert(r.worker) && owners.insert(eligible[&r.worker]));
     agreeing.truncate(usize::from(terms.max_signers));
     if agreeing.len() < usize::from(terms.quorum) {
         return Err(below(agreeing.len()));
     }
+    agreeing.sort_by_key(|r| r.worker.0);
+    // The contract wants the task's result among its signers' hashes: the verified one when a
+    // signer of it is eligible, else (tolerance only) the first signer's.
+    let output_hash =
+        if agreeing.iter().any(|r| r.output_hash == *verified) { *verified } else { agreeing[0].output_hash };
     Ok(SettleTask {
         index,
-        output_hash: *verified,
+        output_hash,
         output_len,
         signatures: agreeing
             .iter()
             .map(|r| Signer {
                 worker: r.worker,
                 signature: r.signature,
-                output_hash: (r.output_hash != *verified).then_some(r.output_hash),
+                output_hash: (r.output_hash != output_hash).then_some(r.output_hash),
             })
             .collect(),
     })
@@ -303,6 +312,17 @@ mod tests {
         let got: Vec<(u8, Option<u8>)> =
             entry.signatures.iter().map(|s| (s.worker.0[0], s.output_hash.map(|h| h.0[0]))).collect();
         assert_eq!(got, vec![(1, None), (2, Some(5))]);
+        // The verified hash's signer is of the same owner as a within-tolerance one, or the
+        // signers are capped: it is kept, and the task still settles on the hash the client got.
+        let mut shared = owners(&[1, 2, 3]);
+        shared.insert(key(1), key(102)); // key 1 belongs to key 2's owner
+        let entry =
+            settle_entry(0, &h, &replicas, &shared, SettleTerms { quorum: 1, max_signers: 1, exact: false }).unwrap();
+        assert_eq!((entry.output_hash, entry.signatures[0].worker, entry.signatures[0].output_hash), (h, key(1), None));
+        // Its signer no longer bonded: the task settles on the remaining signer's own hash.
+        let entry = settle_entry(0, &h, &replicas, &owners(&[2, 3]), SettleTerms { quorum: 1, ..terms }).unwrap();
+        assert_eq!((entry.output_hash, entry.signatures.len()), (Hash32([5; 32]), 1));
+        assert_eq!(entry.signatures[0].output_hash, None, "it signed the task's hash itself");
         // The same replicas on an exact job: only the verified hash is paid, below quorum.
         assert_eq!(
             settle_entry(0, &h, &replicas, &owners(&[1, 2, 3]), SettleTerms { exact: true, ..terms }),

@@ -2,10 +2,10 @@
 //! backend's own way of running a smart query.
 
 use super::{EscrowError, EscrowResult, account_view, hex, job_escrow};
-use starling_escrow::state::Account;
-use starling_protocol::events::EscrowAccount;
 use starling_escrow::msg::{JobResponse, JobsResponse, QueryMsg, TasksResponse, WorkerResponse};
+use starling_escrow::state::Account;
 use starling_escrow::state::JobStatus;
+use starling_protocol::events::EscrowAccount;
 use starling_protocol::events::JobEscrow;
 use starling_protocol::{JobId, PublicKey};
 use std::collections::HashSet;
@@ -55,12 +55,7 @@ pub(super) async fn max_job_id(q: &impl SmartQuery) -> EscrowResult<u64> {
 
 /// This relay's jobs that are not closed yet.
 pub(super) async fn open_jobs(q: &impl SmartQuery) -> EscrowResult<Vec<JobId>> {
-    Ok(jobs(q)
-        .await?
-        .iter()
-        .filter(|j| !matches!(j.status, JobStatus::Closed))
-        .map(|j| JobId(j.job_id))
-        .collect())
+    Ok(jobs(q).await?.iter().filter(|j| !matches!(j.status, JobStatus::Closed)).map(|j| JobId(j.job_id)).collect())
 }
 
 pub(super) async fn settled_tasks(q: &impl SmartQuery, job: JobId) -> EscrowResult<HashSet<u32>> {
@@ -76,7 +71,9 @@ pub(super) async fn settled_tasks(q: &impl SmartQuery, job: JobId) -> EscrowResu
 }
 
 pub(super) async fn job(q: &impl SmartQuery, job: JobId, denom: &str) -> EscrowResult<Option<JobEscrow>> {
-    Ok(optional::<JobResponse>(q, &QueryMsg::Job { relay: q.relay(), job_id: job.0 }).await?.map(|j| job_escrow(job, j, denom)))
+    Ok(optional::<JobResponse>(q, &QueryMsg::Job { relay: q.relay(), job_id: job.0 })
+        .await?
+        .map(|j| job_escrow(job, j, denom)))
 }
 
 pub(super) async fn worker(q: &impl SmartQuery, worker: &PublicKey) -> EscrowResult<Option<WorkerResponse>> {

@@ -13,13 +13,13 @@
 //! browser); [`Machine::next_deadline`] says when to call [`Machine::tick`] next.
 
 use super::page::{LogLevel, RelayUrls, State, Status, WorkerEvent};
+use crate::escrow::{self, DEFAULT_MAX_BOND};
 use crate::pacing::{self, DeviceReport, Pace, Settings};
 use starling_protocol::job::KernelSpec;
 use starling_protocol::limits::{
-    MAX_ENTRY_POINT_LEN, MAX_INLINE_OUTPUT_BYTES, MAX_INPUTS_PER_TASK, MAX_OUTPUT_BYTES,
-    MAX_PARAM_WORDS, MAX_REASON_LEN, MAX_WGSL_BYTES, MAX_WORKGROUPS_PER_DIM, MAX_WS_FRAME_BYTES,
+    MAX_ENTRY_POINT_LEN, MAX_INLINE_OUTPUT_BYTES, MAX_INPUTS_PER_TASK, MAX_OUTPUT_BYTES, MAX_PARAM_WORDS,
+    MAX_REASON_LEN, MAX_WGSL_BYTES, MAX_WORKGROUPS_PER_DIM, MAX_WS_FRAME_BYTES,
 };
-use crate::escrow::{self, DEFAULT_MAX_BOND};
 use starling_protocol::sign::{EscrowDeployment, Keypair, UploadPurpose};
 use starling_protocol::upload::UploadAuth;
 use starling_protocol::worker::{
@@ -355,7 +355,10 @@ impl Machine {
                 let auth = WorkerMessage::Auth { signature: run.key.sign_auth(&nonce) };
                 self.actions.push(Action::Send { conn, text: encode(&auth) });
             }
-            (Link::Handshake { step: Handshake::AwaitWelcome, .. }, RelayMessage::Welcome { heartbeat_ms, escrow, .. }) => {
+            (
+                Link::Handshake { step: Handshake::AwaitWelcome, .. },
+                RelayMessage::Welcome { heartbeat_ms, escrow, .. },
+            ) => {
                 let heartbeat_ms = heartbeat_ms.clamp(HEARTBEAT_MIN_MS, HEARTBEAT_MAX_MS);
                 run.backoff_ms = BACKOFF_FIRST_MS;
                 run.link = Link::Ready(Session {
@@ -399,7 +402,15 @@ impl Machine {
             (Link::Ready(session), RelayMessage::Register { escrow: asked, nonce, bond }) => {
                 // Only registered keys are paid. The browser's key owns itself: its account is
                 // paid, and the same key signs the bond's authorization and its own consent.
-                match escrow::register(&run.key, &run.key, session.escrow.as_ref(), &asked, nonce, bond, DEFAULT_MAX_BOND) {
+                match escrow::register(
+                    &run.key,
+                    &run.key,
+                    session.escrow.as_ref(),
+                    &asked,
+                    nonce,
+                    bond,
+                    DEFAULT_MAX_BOND,
+                ) {
                     Ok(register) => {
                         self.actions.push(Action::Send { conn: session.conn, text: encode(&register) });
                         let note = format!("registering with the relay's escrow {}: bond {bond}", asked.contract);

@@ -9,18 +9,19 @@ pub use crate::pacing::rest_after;
 pub use keys::load_or_create_key;
 
 use crate::engine;
+use crate::escrow;
 use crate::gpu::GpuContext;
 use futures_util::{SinkExt, StreamExt};
+use starling_protocol::events::ClientView;
 use starling_protocol::job::KernelSpec;
 use starling_protocol::limits::MAX_INLINE_OUTPUT_BYTES;
-use crate::escrow;
 use starling_protocol::sign::{EscrowDeployment, Keypair, UploadPurpose};
 use starling_protocol::upload::UploadAuth;
 use starling_protocol::worker::{
     AdapterInfo, Assignment, Backend, Capabilities, DeviceLimits, DeviceState, InlineBytes, Platform, RelayMessage,
     WorkerMessage,
 };
-use starling_protocol::{LeaseId, PROTOCOL_VERSION, sha256};
+use starling_protocol::{LeaseId, PROTOCOL_VERSION, PublicKey, sha256};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -72,9 +73,11 @@ pub struct WorkerConfig {
     pub owner_seed: Option<[u8; 32]>,
     /// The largest bond this worker's owner signs for; a relay asking more is refused.
     pub max_bond: u64,
-    /// Refuse a relay whose escrow is not this contract (the worker's own choice of deployment,
-    /// so a relay cannot have it sign for another one it is registered in).
+    /// Refuse a relay whose escrow is not this deployment (the worker's own choice, so a relay
+    /// cannot have it sign for another one it is registered in). Embedded ledgers share one
+    /// contract address: pin the chain id too.
     pub expect_contract: Option<String>,
+    pub expect_chain_id: Option<String>,
 }
 
 impl WorkerConfig {
@@ -92,6 +95,7 @@ impl WorkerConfig {
             owner_seed: None,
             max_bond: escrow::DEFAULT_MAX_BOND,
             expect_contract: None,
+            expect_chain_id: None,
         }
     }
 }
@@ -274,11 +278,15 @@ impl Session<'_> {
             RelayMessage::Error(e) => return Err(NativeError::Refused(format!("{:?}: {}", e.code, e.message))),
             other => return Err(NativeError::Connection(format!("expected welcome, got {other:?}"))),
         };
-        if let Some(expected) = &self.config.expect_contract
-            && deployment.as_ref().is_none_or(|d| &d.contract != expected)
+        let pinned = |want: &Option<String>, got: fn(&EscrowDeployment) -> &String| {
+            want.as_ref().is_none_or(|want| deployment.as_ref().is_some_and(|d| got(d) == want))
+        };
+        if !pinned(&self.config.expect_contract, |d| &d.contract)
+            || !pinned(&self.config.expect_chain_id, |d| &d.chain_id)
         {
             return Err(NativeError::Refused(format!(
-                "the relay settles through {deployment:?}, not the expected contract {expected}"
+                "the relay settles through {deployment:?}, not the expected chain {:?} and contract {:?}",
+                self.config.expect_chain_id, self.config.expect_contract
             )));
         }
         tracing::info!(relay = %self.config.relay, escrow = ?deployment, "connected");
@@ -347,6 +355,18 @@ impl Session<'_> {
                         // Only registered keys are paid: bond this key under its owner account.
                         let owner = self.config.owner_seed.map(Keypair::from_seed);
                         let owner = owner.as_ref().unwrap_or(&self.key);
+                        // The relay told us the worker key's own nonce; another owner's we read.
+                        let nonce = if owner.public() == self.key.public() {
+                            nonce
+                        } else {
+                            match self.account_nonce(&owner.public()).await {
+                                Ok(nonce) => nonce,
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "cannot read the owner's account nonce; not registering");
+                                    continue;
+                                }
+                            }
+                        };
                         match escrow::register(&self.key, owner, deployment.as_ref(), &asked, nonce, bond, self.config.max_bond) {
                             Ok(msg) => {
                                 tracing::info!(contract = %asked.contract, owner = %owner.public(), bond, "registering with the relay's escrow");
@@ -382,6 +402,17 @@ impl Session<'_> {
             NativeError::Connection(_) => Ok(true),
             other => Err(other),
         })
+    }
+}
+
+impl Session<'_> {
+    /// An escrow account's current nonce, from the relay (`GET /v1/clients/{key}`).
+    async fn account_nonce(&self, account: &PublicKey) -> Result<u64, NativeError> {
+        let url = format!("{}/v1/clients/{account}", self.config.relay.trim_end_matches('/'));
+        let resp = self.http.get(url).send().await.map_err(|e| NativeError::Http(e.to_string()))?;
+        let http = |e: reqwest::Error| NativeError::Http(e.to_string());
+        let view: ClientView = resp.error_for_status().map_err(http)?.json().await.map_err(http)?;
+        view.escrow.map(|a| a.nonce).ok_or_else(|| NativeError::Http("the relay has no escrow".into()))
     }
 }
 

@@ -2,9 +2,9 @@
 //! on one side, a scripted page on the other, time moved by hand.
 
 use super::*;
+use crate::escrow::DEFAULT_MAX_BOND;
 use crate::pacing::Battery;
 use starling_protocol::job::BuiltinKernel;
-use crate::escrow::DEFAULT_MAX_BOND;
 use starling_protocol::sign::{
     AccountAction, EscrowDeployment, account_bytes, auth_bytes, register_bytes_v2, result_bytes_v2, verify,
 };
