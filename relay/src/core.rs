@@ -47,6 +47,9 @@ pub enum Input {
         caps: Capabilities,
         /// Registered and bonded in escrow: may take paid jobs.
         paid: bool,
+        /// The escrow account that owns the key, when registered: its keys hold at most one
+        /// replica of a task between them.
+        owner: Option<PublicKey>,
     },
     /// A worker's escrow standing changed: whether it may take paid jobs.
     PaidStanding {
@@ -519,7 +522,7 @@ impl Core {
     /// Applies one input.
     pub fn step(&mut self, input: Input, now: Now) {
         match input {
-            Input::WorkerOnline { key, conn, caps, paid } => {
+            Input::WorkerOnline { key, conn, caps, paid, owner } => {
                 // A reconnect voids the previous connection's leases: the worker lost them.
                 for lease in self.sched.worker_offline(&key) {
                     self.record_lapse(&lease, now);
@@ -527,6 +530,9 @@ impl Core {
                 self.ready.writes.push(Write::UpsertWorker { key, caps: caps.clone(), at_ms: now.wall_ms });
                 self.sched.worker_online(key, caps, now.mono_ms);
                 self.sched.set_paid_eligible(&key, paid);
+                if let Some(owner) = owner {
+                    self.sched.set_owner(&key, owner);
+                }
                 self.conns.insert(key, conn);
                 self.ready.online.push((key, true));
             }
@@ -1119,7 +1125,10 @@ mod tests {
     }
 
     fn online(core: &mut Core, n: u8, now: Now) {
-        core.step(Input::WorkerOnline { key: worker(n), conn: u64::from(n), caps: caps(), paid: true }, now);
+        core.step(
+            Input::WorkerOnline { key: worker(n), conn: u64::from(n), caps: caps(), paid: true, owner: None },
+            now,
+        );
     }
 
     /// Posts `spec` as a client would: signed, with a deposit authorization when it is paid.

@@ -33,6 +33,8 @@ pub enum Command {
         caps: Capabilities,
         /// Registered and bonded in escrow: may take paid jobs.
         paid: bool,
+        /// Its owner account in escrow, when registered.
+        owner: Option<PublicKey>,
         tx: mpsc::Sender<RelayMessage>,
     },
     CreateJob {
@@ -345,10 +347,10 @@ impl Driver {
     /// hands the rest to the core.
     fn admit_command(&mut self, cmd: Command) -> Input {
         match cmd {
-            Command::WorkerOnline { key, conn, caps, paid, tx } => {
+            Command::WorkerOnline { key, conn, caps, paid, owner, tx } => {
                 // Replacing the previous connection's queue closes it.
                 self.workers.insert(key, (conn, tx));
-                Input::WorkerOnline { key, conn, caps, paid }
+                Input::WorkerOnline { key, conn, caps, paid, owner }
             }
             Command::CreateJob { job, req, origin, reply } => {
                 let request = self.next_request;

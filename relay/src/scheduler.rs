@@ -74,7 +74,9 @@ pub struct JobRequirements {
 pub struct TaskNeeds {
     /// Replicas to hand out now.
     pub wanted: u8,
-    /// Workers that hold or returned a replica of this task (never given another one).
+    /// Holders of a replica of this task, held or returned (never given another one): each
+    /// worker's owner account when it is registered in escrow (keys of one owner are one
+    /// independent replica, as the contract counts them), else its key.
     pub holders: BTreeSet<PublicKey>,
     /// Adapter class all replicas must share (homogeneous jobs), once known.
     pub class: Option<String>,
@@ -86,6 +88,8 @@ pub struct Lease {
     pub id: LeaseId,
     pub task: TaskId,
     pub worker: PublicKey,
+    /// What [`TaskNeeds::holders`] counts it as: the worker's owner, or its key.
+    pub holder: PublicKey,
     pub assigned_at_ms: u64,
 }
 
@@ -108,6 +112,8 @@ struct WorkerSlot {
     assigned_total: u64,
     /// Registered and bonded in escrow when it connected: may take paid jobs.
     paid: bool,
+    /// Its owner account in escrow, else its own key: no two replicas of a task go to one.
+    identity: PublicKey,
     /// Its entry in [`Scheduler::ready`] while it has room, so the entry can be found and
     /// removed when its load, history or state changes.
     rank: Option<Rank>,
@@ -212,6 +218,7 @@ impl Scheduler {
             active,
             assigned_total,
             paid: false,
+            identity: key,
             rank: None,
         };
         self.workers.insert(key, slot);
@@ -223,6 +230,13 @@ impl Scheduler {
     pub fn set_paid_eligible(&mut self, key: &PublicKey, eligible: bool) {
         if let Some(w) = self.workers.get_mut(key) {
             w.paid = eligible;
+        }
+    }
+
+    /// The escrow account that owns the worker key: its keys count as one holder of a task.
+    pub fn set_owner(&mut self, key: &PublicKey, owner: PublicKey) {
+        if let Some(w) = self.workers.get_mut(key) {
+            w.identity = owner;
         }
     }
 
@@ -445,8 +459,8 @@ impl Scheduler {
         let mut pick = None;
         'tasks: for &index in job.wanting.iter().take(SCAN_LIMIT) {
             let task = &job.tasks[&index];
-            let may_take = |key: &PublicKey, w: &WorkerSlot| {
-                !task.holders.contains(key)
+            let may_take = |_: &PublicKey, w: &WorkerSlot| {
+                !task.holders.contains(&w.identity)
                     && (!job.req.homogeneous || task.class.as_ref().is_none_or(|c| *c == w.class))
             };
             if let Some((key, _)) = fitting.iter().find(|(key, w)| may_take(key, w)) {
@@ -476,11 +490,12 @@ impl Scheduler {
         w.active += 1;
         w.assigned_total += 1;
         let class = w.class.clone();
+        let holder = w.identity;
         self.rerank(&worker);
         let job = self.jobs.get_mut(&job_id).expect("job exists");
         let task = job.tasks.get_mut(&index).expect("task exists");
         task.wanted -= 1;
-        task.holders.insert(worker);
+        task.holders.insert(holder);
         if job.req.homogeneous && task.class.is_none() {
             task.class = Some(class);
         }
@@ -492,7 +507,7 @@ impl Scheduler {
         }
         self.pending -= 1;
         let task = TaskId { job: job_id, index };
-        let lease = Lease { id, task, worker, assigned_at_ms: now_ms };
+        let lease = Lease { id, task, worker, holder, assigned_at_ms: now_ms };
         self.leases_by_worker.insert((worker, id));
         self.leases_by_task.insert((task, id));
         self.lease_deadlines.insert((self.deadline(&lease), id));
@@ -513,7 +528,7 @@ impl Scheduler {
             && let Some(job) = self.jobs.get_mut(&lease.task.job)
             && let Some(t) = job.tasks.get_mut(&lease.task.index)
         {
-            t.holders.remove(&lease.worker);
+            t.holders.remove(&lease.holder);
         }
         Some(lease)
     }
@@ -626,6 +641,29 @@ mod tests {
         let more = s.assign(0);
         assert_eq!(more.len(), 1);
         assert_eq!(more[0].worker, key(3));
+    }
+
+    #[test]
+    fn keys_of_one_owner_hold_one_replica_of_a_task() {
+        let mut s = sched_with_workers(&[(1, caps(Backend::Vulkan, 0, 4, 1)), (2, caps(Backend::Vulkan, 0, 4, 1))]);
+        // Keys 1 and 2 belong to one escrow account: one independent replica, as the contract
+        // counts a quorum.
+        s.set_owner(&key(1), key(9));
+        s.set_owner(&key(2), key(9));
+        s.add_job(JobId(1), req(10), tasks(1, 2));
+        let leases = s.assign(0);
+        assert_eq!(leases.len(), 1, "the owner's second key waits: {leases:?}");
+        assert_eq!(leases[0].holder, key(9));
+        s.worker_online(key(3), caps(Backend::Vulkan, 0, 4, 1), 0);
+        let more = s.assign(0);
+        assert_eq!(more.iter().map(|l| l.worker).collect::<Vec<_>>(), vec![key(3)]);
+        // A lapsed lease frees the owner's place: its other key may take the replica.
+        s.worker_offline(&leases[0].worker);
+        s.add_replicas(TaskId { job: JobId(1), index: 0 }, 1);
+        let again = s.assign(0);
+        assert_eq!(again.len(), 1);
+        assert_ne!(again[0].worker, leases[0].worker);
+        assert_eq!(again[0].holder, key(9));
     }
 
     #[test]
@@ -1181,7 +1219,8 @@ mod tests {
                 if task.wanted == 0 {
                     job.wanting.remove(&index);
                 }
-                let lease = Lease { id, task: TaskId { job: job_id, index }, worker, assigned_at_ms: now_ms };
+                let lease =
+                    Lease { id, task: TaskId { job: job_id, index }, worker, holder: worker, assigned_at_ms: now_ms };
                 self.leases.insert(id, lease.clone());
                 Some(lease)
             }

@@ -203,10 +203,10 @@ async fn serve_worker(app: AppState, socket: WebSocket) {
     // Paid work needs a registered, bonded key: an unregistered worker is asked to sign up
     // before it gets work, so its first results already count toward paid quorums. A worker
     // that answers anything else declines, and works unpaid.
-    let (mut first, mut paid) = (None, false);
+    let (mut first, mut paid, mut owner) = (None, false, None);
     if let Some(escrow) = &app.escrow {
         match register(escrow, key, &mut sink, &mut stream).await {
-            Ok((msg, eligible)) => (first, paid) = (msg, eligible),
+            Ok(Standing { interjected, eligible, owner: o }) => (first, paid, owner) = (interjected, eligible, o),
             Err(()) => return,
         }
     }
@@ -248,7 +248,7 @@ async fn serve_worker(app: AppState, socket: WebSocket) {
         }
         let _ = sink.close().await;
     });
-    if app.core.send(Command::WorkerOnline { key, conn, caps, paid, tx }).await.is_err() {
+    if app.core.send(Command::WorkerOnline { key, conn, caps, paid, owner, tx }).await.is_err() {
         writer.abort();
         return;
     }
@@ -408,36 +408,43 @@ async fn store_inline_output(app: &AppState, o: InlineOutput) -> Result<(), Erro
     Ok(())
 }
 
-/// A message the worker sent instead of registering (handled as usual), if any.
-type Interjected = Option<Result<WorkerMessage, ErrorBody>>;
+/// A worker's escrow standing as its connection starts.
+struct Standing {
+    /// A message the worker sent instead of registering (handled as usual), if any.
+    interjected: Option<Result<WorkerMessage, ErrorBody>>,
+    /// Registered and bonded: may take paid work.
+    eligible: bool,
+    /// The account that owns the key, when registered.
+    owner: Option<PublicKey>,
+}
 
-/// Asks an unregistered worker to register in escrow and registers it. Returns a message the
-/// worker sent instead of registering, and whether the key may take paid work (registered and
-/// bonded); `Err` if the socket closed.
+/// Asks an unregistered worker to register in escrow and registers it; `Err` if the socket
+/// closed.
 async fn register(
     escrow: &crate::escrow::Escrow,
     key: PublicKey,
     sink: &mut SplitSink<WebSocket, Message>,
     stream: &mut SplitStream<WebSocket>,
-) -> Result<(Interjected, bool), ()> {
+) -> Result<Standing, ()> {
+    let unpaid = |interjected| Ok(Standing { interjected, eligible: false, owner: None });
     match escrow.worker(&key).await {
         Ok(None) => {}
-        Ok(Some(standing)) => return Ok((None, standing.eligible)),
+        Ok(Some(s)) => return Ok(Standing { interjected: None, eligible: s.eligible, owner: Some(s.owner) }),
         Err(e) => {
             tracing::warn!(worker = %key, error = %e, "cannot read the worker's escrow standing; it takes only unpaid work for now");
-            return Ok((None, false));
+            return unpaid(None);
         }
     }
     let deployment = escrow.deployment();
     let Ok(bond) = escrow.info().min_bond.parse::<u64>() else {
         tracing::warn!("the escrow's minimum bond does not fit the protocol's u64; workers take only unpaid work");
-        return Ok((None, false));
+        return unpaid(None);
     };
     let nonce = match escrow.nonce(&key).await {
         Ok(nonce) => nonce,
         Err(e) => {
             tracing::warn!(worker = %key, error = %e, "cannot read the worker's account nonce; it takes only unpaid work for now");
-            return Ok((None, false));
+            return unpaid(None);
         }
     };
     let ask = RelayMessage::Register { escrow: deployment.clone(), nonce, bond };
@@ -451,9 +458,9 @@ async fn register(
                 break Registration { worker: key, owner, nonce, bond, authorization, proof };
             }
             Ok(Some(Ok(hb @ WorkerMessage::Heartbeat { .. }))) => heartbeat = Some(Ok(hb)),
-            Ok(Some(other)) => return Ok((Some(other), false)),
+            Ok(Some(other)) => return unpaid(Some(other)),
             Ok(None) => return Err(()),
-            Err(_) => return Ok((heartbeat, false)),
+            Err(_) => return unpaid(heartbeat),
         }
     };
     // Checked here first: on a chain, a refused registration would cost the relay gas.
@@ -480,7 +487,7 @@ async fn register(
             false
         }
     };
-    Ok((heartbeat, eligible))
+    Ok(Standing { interjected: heartbeat, eligible, owner: eligible.then_some(owner) })
 }
 
 /// `GET /v1/jobs/{id}/events`: a snapshot, then live events until the job ends.

@@ -176,7 +176,10 @@ async fn second_passes(h: &Harness) {
 async fn connect(handle: &CoreHandle, n: u8) -> (PublicKey, mpsc::Receiver<RelayMessage>) {
     let key = Keypair::from_seed([n; 32]).public();
     let (tx, rx) = mpsc::channel(64);
-    handle.send(Command::WorkerOnline { key, conn: u64::from(n), caps: caps(), paid: true, tx }).await.unwrap();
+    handle
+        .send(Command::WorkerOnline { key, conn: u64::from(n), caps: caps(), paid: true, owner: None, tx })
+        .await
+        .unwrap();
     (key, rx)
 }
 
