@@ -115,6 +115,19 @@ pub enum OpenOutcome {
     Failed(EscrowError),
 }
 
+/// A replica's row as its result arrives (see [`Write::Returned`]).
+#[derive(Debug, Clone)]
+pub struct ReturnedRow {
+    pub lease: LeaseId,
+    pub task: TaskId,
+    pub worker: PublicKey,
+    pub assigned_ms: u64,
+    pub output_hash: Hash32,
+    pub output_len: u64,
+    pub signature: Signature,
+    pub at_ms: u64,
+}
+
 /// Lease ids reserved in the store at a time (see [`Write::ReserveLeases`]).
 pub const LEASE_ID_BLOCK: u64 = 1 << 16;
 
@@ -140,16 +153,7 @@ pub enum Write {
     /// A replica's signed result: the replica's first row. Open leases are kept in memory only
     /// (a restart lapses them all anyway), so a replica costs one insert, not an insert and an
     /// update.
-    Returned {
-        lease: LeaseId,
-        task: TaskId,
-        worker: PublicKey,
-        assigned_ms: u64,
-        output_hash: Hash32,
-        output_len: u64,
-        signature: Signature,
-        at_ms: u64,
-    },
+    Returned(ReturnedRow),
     /// A lease that ended without a result (lapsed, declined, cancelled): its only row.
     LeaseEnded {
         lease: LeaseId,
@@ -822,7 +826,7 @@ impl Core {
             return;
         }
         let lease = self.sched.lease_returned(lease_id).expect("lease checked above");
-        self.ready.writes.push(Write::Returned {
+        self.ready.writes.push(Write::Returned(ReturnedRow {
             lease: lease_id,
             task,
             worker: key,
@@ -831,7 +835,7 @@ impl Core {
             output_len,
             signature,
             at_ms: now.wall_ms,
-        });
+        }));
         self.ready.count(key, 1, 0, 0);
         self.ready.leases_closed.push(lease_id);
         self.tasks.entry(task).or_default().returned.push(ReturnedReplica {
@@ -1331,7 +1335,7 @@ mod tests {
         assert_eq!(leases.len(), 2);
         assert_ne!(leases[0].0, leases[1].0, "replicas go to distinct workers");
         // Open leases are not written: a replica's row is written once, with its result.
-        assert!(!ready.writes.iter().any(|w| matches!(w, Write::Returned { .. } | Write::LeaseEnded { .. })));
+        assert!(!ready.writes.iter().any(|w| matches!(w, Write::Returned(_) | Write::LeaseEnded { .. })));
         assert!(
             ready.writes.iter().any(|w| matches!(w, Write::ReserveLeases { below } if *below > leases[1].1.lease.0))
         );
@@ -1344,7 +1348,7 @@ mod tests {
             );
         }
         let ready = core.ready(at(1));
-        assert_eq!(ready.writes.iter().filter(|w| matches!(w, Write::Returned { .. })).count(), 2);
+        assert_eq!(ready.writes.iter().filter(|w| matches!(w, Write::Returned(_))).count(), 2);
         assert!(
             ready.writes.iter().any(|w| matches!(w, Write::VerifyTask { output_hash, .. } if *output_hash == hash))
         );

@@ -388,7 +388,7 @@ impl Driver {
         }
         // Outputs named by a stored result never expire (see `blobs`).
         self.blobs.keep(ready.writes.iter().filter_map(|w| match w {
-            crate::core::Write::Returned { output_hash, .. } => Some(output_hash),
+            crate::core::Write::Returned(row) => Some(&row.output_hash),
             _ => None,
         }));
         for (request, answer) in ready.replies {

@@ -4,7 +4,7 @@
 //! connections and HTTP handlers read it without asking the core.
 
 use starling_protocol::{Hash32, JobId, LeaseId, PublicKey, TaskId};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::RwLock;
 
 /// One held lease: who holds it and what output it may store.
@@ -27,34 +27,52 @@ pub enum OutputRefused {
     AlreadyStored { lease: LeaseId, stored: Hash32 },
 }
 
+/// The held leases, with an index by job.
+#[derive(Debug, Default)]
+struct Book {
+    held: HashMap<LeaseId, (HeldLease, Option<Hash32>)>,
+    by_job: BTreeSet<(JobId, LeaseId)>,
+}
+
 #[derive(Debug, Default)]
 pub struct LeaseBook {
-    held: RwLock<HashMap<LeaseId, (HeldLease, Option<Hash32>)>>,
+    held: RwLock<Book>,
 }
 
 impl LeaseBook {
     /// The core handed `lease` out.
     pub fn insert(&self, lease: LeaseId, held: HeldLease) {
-        self.held.write().expect("lease book lock").insert(lease, (held, None));
+        let mut book = self.held.write().expect("lease book lock");
+        if let Some((old, _)) = book.held.insert(lease, (held, None)) {
+            book.by_job.remove(&(old.task.job, lease));
+        }
+        book.by_job.insert((held.task.job, lease));
     }
 
     /// The lease ended (returned, lapsed, failed, declined, cancelled).
     pub fn remove(&self, lease: LeaseId) {
-        self.held.write().expect("lease book lock").remove(&lease);
+        let mut book = self.held.write().expect("lease book lock");
+        if let Some((old, _)) = book.held.remove(&lease) {
+            book.by_job.remove(&(old.task.job, lease));
+        }
     }
 
     pub fn get(&self, lease: LeaseId) -> Option<HeldLease> {
-        self.held.read().expect("lease book lock").get(&lease).map(|(held, _)| *held)
+        self.held.read().expect("lease book lock").held.get(&lease).map(|(held, _)| *held)
     }
 
-    /// The open leases of one job.
+    /// The open leases of one job, in lease order: a range of the job index, so a stranger
+    /// reading job views costs what the job holds, not what the whole relay holds.
     pub fn of_job(&self, job: JobId) -> Vec<(LeaseId, HeldLease)> {
-        let held = self.held.read().expect("lease book lock");
-        held.iter().filter(|(_, (h, _))| h.task.job == job).map(|(id, (h, _))| (*id, *h)).collect()
+        let book = self.held.read().expect("lease book lock");
+        book.by_job
+            .range((job, LeaseId(0))..=(job, LeaseId(u64::MAX)))
+            .filter_map(|(_, id)| book.held.get(id).map(|(h, _)| (*id, *h)))
+            .collect()
     }
 
     pub fn len(&self) -> usize {
-        self.held.read().expect("lease book lock").len()
+        self.held.read().expect("lease book lock").held.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -73,7 +91,8 @@ impl LeaseBook {
         blob: &Hash32,
         len: u64,
     ) -> Result<(), OutputRefused> {
-        let mut held = self.held.write().expect("lease book lock");
+        let mut book = self.held.write().expect("lease book lock");
+        let held = &mut book.held;
         let Some((entry, stored)) =
             held.get_mut(&lease).filter(|(h, _)| h.worker == *worker && task.is_none_or(|t| t == h.task))
         else {
@@ -93,7 +112,7 @@ impl LeaseBook {
 
     /// The charged blob was not stored after all (the body broke off, or failed its hash).
     pub fn uncharge(&self, lease: LeaseId, blob: &Hash32) {
-        if let Some((_, stored)) = self.held.write().expect("lease book lock").get_mut(&lease)
+        if let Some((_, stored)) = self.held.write().expect("lease book lock").held.get_mut(&lease)
             && stored.as_ref() == Some(blob)
         {
             *stored = None;
@@ -105,6 +124,26 @@ impl LeaseBook {
 mod tests {
     use super::*;
     use starling_protocol::{JobId, sha256};
+
+    #[test]
+    fn a_jobs_open_leases_come_from_its_own_index() {
+        let book = LeaseBook::default();
+        let worker = PublicKey([1; 32]);
+        let held = |job, index| HeldLease { worker, task: TaskId { job: JobId(job), index }, output_size: 8 };
+        for (lease, job, index) in [(5, 2, 0), (3, 1, 0), (4, 2, 1), (9, 3, 0)] {
+            book.insert(LeaseId(lease), held(job, index));
+        }
+        let ids = |job| book.of_job(JobId(job)).iter().map(|(l, _)| l.0).collect::<Vec<_>>();
+        assert_eq!(ids(2), vec![4, 5]);
+        assert_eq!(ids(1), vec![3]);
+        assert!(ids(7).is_empty());
+        // Ended, or handed out again for another job: gone from the old job's list.
+        book.remove(LeaseId(4));
+        book.insert(LeaseId(5), held(3, 1));
+        assert!(ids(2).is_empty());
+        assert_eq!(ids(3), vec![5, 9]);
+        assert_eq!(book.len(), 3);
+    }
 
     #[test]
     fn one_output_of_the_declared_size_per_held_lease() {

@@ -147,19 +147,6 @@ fn stable_chunks<T>(rows: &[T]) -> Vec<&[T]> {
 /// `head` followed by `rows` parenthesized rows of `columns` and `tail`. A column given as `""`
 /// is a bound parameter (numbered `$1`, `$2`, ... across the rows, in order); any other text is
 /// written as a literal.
-/// A replica's row as its result arrives.
-struct ReturnedRow {
-    lease: LeaseId,
-    task: TaskId,
-    worker: PublicKey,
-    assigned_ms: u64,
-    output_hash: Hash32,
-    output_len: u64,
-    signature: Signature,
-    at_ms: u64,
-    state: ReplicaState,
-}
-
 fn multi_row(head: &str, rows: usize, columns: &[&str], tail: &str) -> String {
     let mut q = String::with_capacity(head.len() + tail.len() + rows * columns.len() * 6);
     q.push_str(head);
@@ -244,19 +231,7 @@ impl Store {
                 }
                 Write::UpsertWorker { key, caps, at_ms } => workers.push((key, caps, at_ms)),
                 Write::ReserveLeases { below } => reserve = Some(*below),
-                Write::Returned { lease, task, worker, assigned_ms, output_hash, output_len, signature, at_ms } => {
-                    returned.push(ReturnedRow {
-                        lease: *lease,
-                        task: *task,
-                        worker: *worker,
-                        assigned_ms: *assigned_ms,
-                        output_hash: *output_hash,
-                        output_len: *output_len,
-                        signature: *signature,
-                        at_ms: *at_ms,
-                        state: ReplicaState::Returned,
-                    })
-                }
+                Write::Returned(row) => returned.push((row, ReplicaState::Returned)),
                 Write::LeaseEnded { lease, task, worker, assigned_ms, state } => {
                     ended.push((lease, task, worker, assigned_ms, state))
                 }
@@ -305,9 +280,9 @@ impl Store {
             .await?;
         }
         // A result decided in the batch it arrived in is written once, in its final state.
-        for r in &mut returned {
-            if let Some(state) = states.remove(&r.lease) {
-                r.state = state;
+        for (row, state) in &mut returned {
+            if let Some(last) = states.remove(&row.lease) {
+                *state = last;
             }
         }
         for chunk in stable_chunks(&returned) {
@@ -319,13 +294,13 @@ impl Store {
                 "",
             );
             let mut query = sqlx::query(&q);
-            for r in chunk {
+            for (r, state) in chunk {
                 query = query
                     .bind(r.lease.0 as i64)
                     .bind(r.task.job.0 as i64)
                     .bind(i64::from(r.task.index))
                     .bind(r.worker.to_hex())
-                    .bind(replica_state_str(r.state))
+                    .bind(replica_state_str(*state))
                     .bind(r.assigned_ms as i64)
                     .bind(r.output_hash.to_hex())
                     .bind(r.output_len as i64)

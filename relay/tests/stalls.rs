@@ -3,13 +3,15 @@
 //! answered within 50 ms. Real relay, real WebSockets, the real contract. Its own test binary,
 //! so no other test shares the machine's two cores while it measures.
 
+#[path = "it/support.rs"]
+#[allow(dead_code)]
+mod support;
+
 use futures_util::{SinkExt, StreamExt};
 use starling_protocol::PROTOCOL_VERSION;
 use starling_protocol::job::{BuiltinKernel, JobSpec, KernelSpec};
 use starling_protocol::sign::Keypair;
-use starling_protocol::worker::{
-    AdapterInfo, Backend, Capabilities, DeviceLimits, Platform, RelayMessage, WorkerMessage,
-};
+use starling_protocol::worker::{Capabilities, RelayMessage, WorkerMessage};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,20 +29,7 @@ fn contract() -> PathBuf {
 }
 
 fn caps() -> Capabilities {
-    Capabilities {
-        backend: Backend::Cpu,
-        platform: Platform::Native,
-        adapter: AdapterInfo::default(),
-        limits: DeviceLimits {
-            max_buffer_size: 1 << 20,
-            max_storage_buffer_binding_size: 1 << 20,
-            max_storage_buffers_per_shader_stage: 8,
-            max_compute_workgroups_per_dimension: 65_535,
-        },
-        asking_price: 0,
-        duty_cycle: 1.0,
-        slots: 1,
-    }
+    support::cpu_caps(1)
 }
 
 async fn next(
