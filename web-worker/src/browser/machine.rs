@@ -163,7 +163,8 @@ enum Link {
         deadline_ms: u64,
         step: Handshake,
     },
-    Ready(Session),
+    /// Boxed: a session (its assignment, its escrow) is far larger than the other states.
+    Ready(Box<Session>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -361,7 +362,7 @@ impl Machine {
             ) => {
                 let heartbeat_ms = heartbeat_ms.clamp(HEARTBEAT_MIN_MS, HEARTBEAT_MAX_MS);
                 run.backoff_ms = BACKOFF_FIRST_MS;
-                run.link = Link::Ready(Session {
+                run.link = Link::Ready(Box::new(Session {
                     conn,
                     escrow,
                     heartbeat_ms,
@@ -369,7 +370,7 @@ impl Machine {
                     sent_state: None,
                     job: None,
                     awaiting_ack: VecDeque::new(),
-                });
+                }));
                 let relay = run.urls.http.clone();
                 self.log(LogLevel::Info, format!("connected to {relay}"));
             }
