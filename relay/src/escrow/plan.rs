@@ -132,6 +132,24 @@ pub fn settle_entry(
     })
 }
 
+/// A settlement entry without the signers `keep` refuses (unbonded or slashed since the entry
+/// was made), or `None` if fewer than `quorum` remain: one refused signer costs only its own
+/// pay, not its co-signers'. The task's result stays a hash one of the remaining signers signed.
+pub fn without_signers(entry: &SettleTask, keep: impl Fn(&PublicKey) -> bool, quorum: u8) -> Option<SettleTask> {
+    let signers: Vec<Signer> = entry.signatures.iter().filter(|s| keep(&s.worker)).cloned().collect();
+    if signers.len() < usize::from(quorum.max(1)) {
+        return None;
+    }
+    let hash_of = |s: &Signer| s.output_hash.unwrap_or(entry.output_hash);
+    let output_hash =
+        if signers.iter().any(|s| s.output_hash.is_none()) { entry.output_hash } else { hash_of(&signers[0]) };
+    let signatures = signers
+        .iter()
+        .map(|s| Signer { output_hash: (hash_of(s) != output_hash).then_some(hash_of(s)), ..s.clone() })
+        .collect();
+    Some(SettleTask { index: entry.index, output_hash, output_len: entry.output_len, signatures })
+}
+
 /// Slashing evidence from a settled task of a slashable job: every registered key whose result
 /// the verifier rejected and that signed a different result (hash or length), once per key.
 pub fn evidence(
@@ -328,6 +346,35 @@ mod tests {
             settle_entry(0, &h, &replicas, &owners(&[1, 2, 3]), SettleTerms { exact: true, ..terms }),
             Err(Unpayable::BelowQuorum { eligible: 1, quorum: 2 })
         );
+    }
+
+    #[test]
+    fn a_refused_signer_costs_only_its_own_pay() {
+        let (h, own) = (Hash32([1; 32]), Hash32([5; 32]));
+        let signer =
+            |n: u8, hash: Option<Hash32>| Signer { worker: key(n), signature: Signature([n; 64]), output_hash: hash };
+        let entry = SettleTask {
+            index: 3,
+            output_hash: h,
+            output_len: 8,
+            signatures: vec![signer(1, None), signer(2, Some(own)), signer(3, None)],
+        };
+        // (case, refused signers, quorum, remaining signers with their own hashes, or None)
+        type Want = Option<(Hash32, Vec<(u8, Option<Hash32>)>)>;
+        let cases: Vec<(&str, Vec<u8>, u8, Want)> = vec![
+            ("nobody refused", vec![], 2, Some((h, vec![(1, None), (2, Some(own)), (3, None)]))),
+            ("one dropped, quorum kept", vec![3], 2, Some((h, vec![(1, None), (2, Some(own))]))),
+            ("below quorum", vec![1, 3], 2, None),
+            // Only the within-tolerance signer is left: the task settles on its own hash.
+            ("verified signers gone", vec![1, 3], 1, Some((own, vec![(2, None)]))),
+            ("everyone gone", vec![1, 2, 3], 1, None),
+        ];
+        for (case, refused, quorum, want) in cases {
+            let got = without_signers(&entry, |k| !refused.contains(&k.0[0]), quorum).map(|e| {
+                (e.output_hash, e.signatures.iter().map(|s| (s.worker.0[0], s.output_hash)).collect::<Vec<_>>())
+            });
+            assert_eq!(got, want, "{case}");
+        }
     }
 
     fn spec(price: u64) -> JobSpec {

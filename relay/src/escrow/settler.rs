@@ -245,11 +245,11 @@ impl Settler {
             }
         }
         for batch in entries.chunks(MAX_BATCH) {
-            let settled = self.settle_batch(job, batch).await?;
-            for entry in settled {
-                self.done(job, entry.index);
-                if terms.exact && with_rejected.contains(&entry.index) {
-                    self.evidence_owed.entry(job).or_default().insert(entry.index);
+            let settled = self.settle_batch(job, batch, terms.quorum).await?;
+            for index in settled {
+                self.done(job, index);
+                if terms.exact && with_rejected.contains(&index) {
+                    self.evidence_owed.entry(job).or_default().insert(index);
                 }
             }
         }
@@ -302,24 +302,50 @@ impl Settler {
     }
 
     /// Settles a batch; if the escrow refuses it (a signer unbonded meanwhile, a task already
-    /// settled before a crash), settles its tasks one by one so one bad entry costs only itself.
-    async fn settle_batch<'a>(&mut self, job: JobId, batch: &'a [SettleTask]) -> crate::Result<Vec<&'a SettleTask>> {
-        match self.escrow.settle(job, batch).await {
-            Ok(()) => return Ok(batch.iter().collect()),
-            Err(EscrowError::Refused(why)) if batch.len() > 1 => {
-                tracing::info!(%job, %why, tasks = batch.len(), "batch refused; settling its tasks one by one");
-            }
-            Err(EscrowError::Refused(why)) => {
-                tracing::warn!(%job, index = batch[0].index, %why, "escrow refused to settle task");
-                self.done(job, batch[0].index);
-                return Ok(Vec::new());
-            }
+    /// settled before a crash), settles its tasks one by one so one bad entry costs only itself,
+    /// and a refused entry is tried once more without the signers no longer eligible, so one
+    /// unbonded co-signer costs only its own pay. Returns the indices settled.
+    async fn settle_batch(&mut self, job: JobId, batch: &[SettleTask], quorum: u8) -> crate::Result<Vec<u32>> {
+        let refused = match self.escrow.settle(job, batch).await {
+            Ok(()) => return Ok(batch.iter().map(|e| e.index).collect()),
+            Err(EscrowError::Refused(why)) => why,
             Err(e) => return Err(e.into()),
+        };
+        if batch.len() > 1 {
+            tracing::info!(%job, why = %refused, tasks = batch.len(), "batch refused; settling its tasks one by one");
         }
         let mut settled = Vec::new();
         for entry in batch {
-            match self.escrow.settle(job, std::slice::from_ref(entry)).await {
-                Ok(()) => settled.push(entry),
+            let alone = if batch.len() == 1 {
+                Err(EscrowError::Refused(refused.clone()))
+            } else {
+                self.escrow.settle(job, std::slice::from_ref(entry)).await
+            };
+            let why = match alone {
+                Ok(()) => {
+                    settled.push(entry.index);
+                    continue;
+                }
+                Err(EscrowError::Refused(why)) => why,
+                Err(e) => return Err(e.into()),
+            };
+            let mut eligible = HashSet::new();
+            for s in &entry.signatures {
+                if self.escrow.worker(&s.worker).await?.is_some_and(|standing| standing.eligible) {
+                    eligible.insert(s.worker);
+                }
+            }
+            let retry = plan::without_signers(entry, |k| eligible.contains(k), quorum)
+                .filter(|fewer| fewer.signatures.len() < entry.signatures.len());
+            let outcome = match &retry {
+                Some(fewer) => self.escrow.settle(job, std::slice::from_ref(fewer)).await,
+                None => Err(EscrowError::Refused(why)),
+            };
+            match outcome {
+                Ok(()) => {
+                    tracing::info!(%job, index = entry.index, "task settled without its signers that lost their bond");
+                    settled.push(entry.index);
+                }
                 Err(EscrowError::Refused(why)) => {
                     tracing::warn!(%job, index = entry.index, %why, "escrow refused to settle task");
                     self.done(job, entry.index);
