@@ -128,6 +128,45 @@ pub struct ClientView {
     pub escrow: Option<EscrowAccount>,
 }
 
+/// An account owner's signed action on its escrow funds (`POST /v1/accounts/{key}/actions`): the
+/// relay submits it; the contract checks the signature over
+/// [`crate::sign::account_bytes`]`(deployment, key, nonce, action)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountRequest {
+    /// The account's current nonce (`GET /v1/clients/{key}`).
+    pub nonce: u64,
+    pub action: AccountActionView,
+    pub signature: crate::bytes::Signature,
+}
+
+/// The actions an owner can sign over the API. Amounts are decimal strings (they can exceed
+/// 2^53); bonding happens through worker registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum AccountActionView {
+    /// Start unbonding part of a worker's bond; it returns to the account after the unbonding
+    /// period (then anyone may release it).
+    Unbond { worker: PublicKey, amount: String },
+    /// Send part of the balance to a chain address.
+    Withdraw { to: String, amount: String },
+}
+
+impl AccountActionView {
+    /// The action as signed, or why its amount is not one.
+    pub fn to_action(&self) -> Result<crate::sign::AccountAction, String> {
+        let amount = |a: &str| a.parse::<u128>().map_err(|_| format!("amount {a:?} is not a whole number"));
+        Ok(match self {
+            Self::Unbond { worker, amount: a } => {
+                crate::sign::AccountAction::Unbond { worker: *worker, amount: amount(a)? }
+            }
+            Self::Withdraw { to, amount: a } => {
+                crate::sign::AccountAction::Withdraw { to: to.clone(), amount: amount(a)? }
+            }
+        })
+    }
+}
+
 /// How the relay settles payment (in [`Health`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EscrowInfo {

@@ -15,10 +15,10 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use starling_protocol::events::{ClientView, Health, JobState, TaskState};
+use starling_protocol::events::{AccountRequest, ClientView, Health, JobState, TaskState};
 use starling_protocol::job::{BuiltinKernel, JobSpec, KernelSpec};
 use starling_protocol::limits::MAX_SPEC_BYTES;
-use starling_protocol::sign::{SignedJob, UploadPurpose};
+use starling_protocol::sign::{SignedJob, UploadPurpose, account_bytes, verify};
 use starling_protocol::upload::UploadAuth;
 use starling_protocol::{ErrorBody, ErrorCode, Hash32, JobId, PublicKey, TaskId};
 use starling_web_worker::{kernels, validate};
@@ -36,6 +36,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/blobs/{hash}", put(put_blob).get(get_blob))
         .route("/v1/jobs/{id}/escrow", get(job_escrow))
         .route("/v1/clients/{key}", get(get_client))
+        .route("/v1/accounts/{key}/actions", post(account_action).layer(DefaultBodyLimit::max(4096)))
         .route("/v1/admin/deposits", post(admin_deposit).layer(DefaultBodyLimit::max(4096)))
         .route("/v1/workers", get(list_workers))
         .route("/v1/workers/{key}", get(get_worker))
@@ -372,6 +373,27 @@ async fn get_client(
         None => None,
     };
     Ok(Json(ClientView { key, escrow }).into_response())
+}
+
+/// `POST /v1/accounts/{key}/actions`: submits an owner's signed `unbond` or `withdraw` to the
+/// escrow. The signature is checked here first (a forged one costs nothing), then by the
+/// contract, with the nonce: a replay is refused.
+async fn account_action(
+    State(app): State<AppState>,
+    key: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let key = parse_key(&key.map_err(path_error)?.0)?;
+    let req: AccountRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError::new(ErrorCode::Malformed, format!("action: {e}")))?;
+    let action = req.action.to_action().map_err(|e| ApiError::new(ErrorCode::Malformed, e))?;
+    let escrow = app.escrow.as_ref().ok_or_else(|| ApiError::not_found("escrow (this relay runs jobs unpaid)"))?;
+    let deployment = escrow.deployment();
+    let message = account_bytes(deployment.as_deployment(), &key, req.nonce, &action);
+    verify(&key, &message, &req.signature)
+        .map_err(|e| ApiError::new(ErrorCode::BadSignature, format!("the account's signature over the action: {e}")))?;
+    escrow.authorized(&key, req.nonce, &action, &req.signature).await?;
+    Ok(Json(escrow.account(&key).await?).into_response())
 }
 
 /// The body of `POST /v1/admin/deposits`.

@@ -11,14 +11,16 @@
 //! The second is issue 9's attacks on money: a registration naming someone else's account as
 //! owner is refused and that account keeps its money; a result signature a worker made for
 //! another deployment does not slash it here (one made for this deployment does); a tolerance
-//! job whose workers return floats one ulp apart pays every one of them.
+//! job whose workers return floats one ulp apart pays every one of them; an owner unbonds with
+//! its own signature, while a stranger's or a replayed one moves nothing.
 
 use crate::support::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use sqlx::Row;
 use starling_protocol::events::{
-    ClientView, EscrowAccount, Health, JobEscrow, JobState, ReplicaState, TaskState, WorkerView,
+    AccountActionView, AccountRequest, ClientView, EscrowAccount, Health, JobEscrow, JobState, ReplicaState, TaskState,
+    WorkerView,
 };
 use starling_protocol::job::{BuiltinKernel, Comparison, JobSpec, KernelSpec};
 use starling_protocol::sign::{AccountAction, Deployment, EscrowDeployment, Keypair, account_bytes};
@@ -472,7 +474,38 @@ async fn owners_consent_signatures_bind_to_one_deployment_and_tolerance_pays_eve
         assert_eq!(earned, tasks * u128::from(PRICE), "worker {key} was paid for its accepted work");
     }
 
-    // 3. Evidence against w1 for the exact job's settled task: a signature w1 made for the other
+    // 3. An owner takes its stake back with its own signature; a forged or replayed one moves
+    //    nothing.
+    let w3_key = native::load_or_create_key(&dir.path().join("w3.key")).unwrap();
+    let account = |key: &Keypair| {
+        let api = &api;
+        let key = key.public();
+        async move { get::<ClientView>(api, &format!("/v1/clients/{key}")).await.escrow.unwrap() }
+    };
+    let before = account(&w3_key).await;
+    let unbond = AccountActionView::Unbond { worker: w3_key.public(), amount: MIN_BOND.to_string() };
+    let d = EscrowDeployment { chain_id: here.chain_id.clone(), contract: here.contract.clone() };
+    let sign = |key: &Keypair| {
+        key.sign(&account_bytes(d.as_deployment(), &w3_key.public(), before.nonce, &unbond.to_action().unwrap()))
+    };
+    let post = async |signature| {
+        let req = AccountRequest { nonce: before.nonce, action: unbond.clone(), signature };
+        let url = format!("{}/v1/accounts/{}/actions", relay.base, w3_key.public());
+        let resp = api.http.post(url).json(&req).send().await.unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    };
+    let (status, text) = post(sign(&attacker)).await;
+    assert_eq!(status, 401, "a stranger's signature: {text}");
+    assert_eq!(account(&w3_key).await, before);
+    let (status, text) = post(sign(&w3_key)).await;
+    assert_eq!(status, 200, "the owner's own unbond: {text}");
+    let after: EscrowAccount = serde_json::from_str(&text).unwrap();
+    assert_eq!(after.nonce, before.nonce + 1);
+    let (status, text) = post(sign(&w3_key)).await;
+    assert_eq!(status, 422, "a replayed unbond: {text}");
+    assert_eq!(account(&w3_key).await, after);
+
+    // 4. Evidence against w1 for the exact job's settled task: a signature w1 made for the other
     //    deployment fails `Slash` here; the same claim signed for this deployment succeeds.
     drop(relay);
     let w1_key = native::load_or_create_key(&dir.path().join("w1.key")).unwrap();

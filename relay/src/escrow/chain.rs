@@ -12,8 +12,8 @@
 //! Deployment is described in `contracts/escrow/README.md` ("Deploying on a chain").
 
 use super::{
-    EscrowBridge, EscrowError, EscrowResult, Evidence, OpenJob, Registration, SettleTask, WorkerStanding, bond_msg,
-    create_job_msg, queries, settle_msg, slash_msg, standing,
+    EscrowBridge, EscrowError, EscrowResult, Evidence, OpenJob, Registration, SettleTask, WorkerStanding,
+    authorized_msg, bond_msg, create_job_msg, queries, settle_msg, slash_msg, standing,
 };
 use async_trait::async_trait;
 use base64::Engine;
@@ -27,8 +27,8 @@ use serde_json::{Value, json};
 use starling_escrow::msg::{DepositResponse, ExecuteMsg, QueryMsg, SpecJobResponse};
 use starling_escrow::state::Config;
 use starling_protocol::events::{EscrowAccount, EscrowInfo, JobEscrow};
-use starling_protocol::sign::{deposit_bytes, verify};
-use starling_protocol::{JobId, PublicKey};
+use starling_protocol::sign::{AccountAction, account_bytes, deposit_bytes, verify};
+use starling_protocol::{JobId, PublicKey, Signature};
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -405,6 +405,23 @@ impl EscrowBridge for Chain {
             )));
         }
         self.execute(&bond_msg(registration), 0, self.cfg.gas_base).await.map(drop)
+    }
+
+    async fn authorized(
+        &self,
+        account: &PublicKey,
+        nonce: u64,
+        action: &AccountAction,
+        signature: &Signature,
+    ) -> EscrowResult<()> {
+        // The relay pays the gas: a stale nonce or a forged signature is refused before.
+        let message = account_bytes(self.deployment().as_deployment(), account, nonce, action);
+        verify(account, &message, signature).map_err(|e| EscrowError::Refused(format!("authorization: {e}")))?;
+        let current = queries::account(self, account).await?.nonce;
+        if current != nonce {
+            return Err(EscrowError::Refused(format!("the account's nonce is {current}, not {nonce}")));
+        }
+        self.execute(&authorized_msg(account, nonce, action, signature)?, 0, self.cfg.gas_base).await.map(drop)
     }
 
     async fn settle(&self, job: JobId, tasks: &[SettleTask]) -> EscrowResult<()> {

@@ -12,7 +12,7 @@
 
 use super::{
     EscrowBridge, EscrowError, EscrowResult, Evidence, OpenJob, Registration, SettleTask, WorkerStanding, account_view,
-    bond_msg, create_job_msg, hex, queries, settle_msg, slash_msg, standing,
+    authorized_msg, bond_msg, create_job_msg, hex, queries, settle_msg, slash_msg, standing,
 };
 use async_trait::async_trait;
 use cosmwasm_std::{Addr, Timestamp, Uint128};
@@ -21,7 +21,8 @@ use sqlx::{Row, SqlitePool};
 use starling_escrow::msg::{ExecuteMsg, InstantiateMsg, QueryMsg};
 use starling_escrow_vm::{Ledger, LedgerChanges, LedgerError, LedgerState};
 use starling_protocol::events::{EscrowAccount, EscrowInfo, JobEscrow};
-use starling_protocol::{JobId, PublicKey};
+use starling_protocol::sign::AccountAction;
+use starling_protocol::{JobId, PublicKey, Signature};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -346,6 +347,18 @@ impl EscrowBridge for Embedded {
     async fn account(&self, account: &PublicKey) -> EscrowResult<EscrowAccount> {
         let a = queries::account(self, account).await?;
         Ok(account_view(account, &a, &self.config.denom))
+    }
+
+    async fn authorized(
+        &self,
+        account: &PublicKey,
+        nonce: u64,
+        action: &AccountAction,
+        signature: &Signature,
+    ) -> EscrowResult<()> {
+        // Sent by the operator's account: on a chain anyone may send it, the signature is what counts.
+        let (operator, msg) = (self.operator.clone(), authorized_msg(account, nonce, action, signature)?);
+        self.transact(|l| l.execute(&operator, &msg, 0).map(drop)).await
     }
 
     async fn mint_deposit(&self, account: &PublicKey, amount: u128) -> EscrowResult<()> {

@@ -175,6 +175,16 @@ pub trait EscrowBridge: Send + Sync + std::fmt::Debug {
     /// An account (a client's, or a worker owner's).
     async fn account(&self, account: &PublicKey) -> EscrowResult<EscrowAccount>;
 
+    /// Submits an account owner's signed `unbond` or `withdraw` (anyone may submit one; the
+    /// contract checks the signature and the nonce).
+    async fn authorized(
+        &self,
+        account: &PublicKey,
+        nonce: u64,
+        action: &AccountAction,
+        signature: &Signature,
+    ) -> EscrowResult<()>;
+
     /// New money into `account`, by the ledger's operator (the embedded ledger only: on a chain,
     /// owners deposit from their own wallets).
     async fn mint_deposit(&self, _account: &PublicKey, _amount: u128) -> EscrowResult<()> {
@@ -269,6 +279,29 @@ fn bond_msg(r: &Registration) -> starling_escrow::msg::ExecuteMsg {
 /// A worker's standing from the contract's answer (`None` if the owner is not a key).
 fn standing(w: starling_escrow::msg::WorkerResponse) -> Option<WorkerStanding> {
     Some(WorkerStanding { owner: PublicKey(w.owner.to_array().ok()?), eligible: w.eligible })
+}
+
+/// The contract's message for an owner's signed action (bonds go through [`bond_msg`]).
+fn authorized_msg(
+    account: &PublicKey,
+    nonce: u64,
+    action: &AccountAction,
+    signature: &Signature,
+) -> EscrowResult<starling_escrow::msg::ExecuteMsg> {
+    use starling_escrow::msg::{Authorization, ExecuteMsg};
+    let authorization = Authorization { account: hex(&account.0), nonce, signature: hex(&signature.0) };
+    let amount = |a: u128| cosmwasm_std::Uint128::new(a);
+    Ok(match action {
+        AccountAction::Unbond { worker, amount: a } => {
+            ExecuteMsg::Unbond { authorization, worker: hex(&worker.0), amount: amount(*a) }
+        }
+        AccountAction::Withdraw { to, amount: a } => {
+            ExecuteMsg::Withdraw { authorization, to: to.clone(), amount: amount(*a) }
+        }
+        AccountAction::Bond { .. } => {
+            return Err(EscrowError::Refused("bonds are made by registering a worker".into()));
+        }
+    })
 }
 
 /// An account as the API shows it, from the contract's answer.

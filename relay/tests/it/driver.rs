@@ -5,11 +5,11 @@
 use async_trait::async_trait;
 use starling_protocol::events::{EscrowAccount, EscrowInfo, JobEscrow, JobState};
 use starling_protocol::job::{BuiltinKernel, Comparison, JobSpec, KernelSpec, TaskSpec};
-use starling_protocol::sign::{Deployment, Keypair};
+use starling_protocol::sign::{AccountAction, Deployment, Keypair};
 use starling_protocol::worker::{
     AdapterInfo, Backend, Capabilities, DeviceLimits, DeviceState, Platform, RelayMessage,
 };
-use starling_protocol::{JobId, PublicKey, sha256};
+use starling_protocol::{JobId, PublicKey, Signature, sha256};
 use starling_relay::blobs::BlobStore;
 use starling_relay::core::{CoreConfig, Input, requirements};
 use starling_relay::driver::{Command, CoreHandle, Driver, ManualClock};
@@ -81,6 +81,9 @@ impl EscrowBridge for SlowEscrow {
     }
     async fn register_worker(&self, _: &Registration) -> EscrowResult<()> {
         Ok(())
+    }
+    async fn authorized(&self, _: &PublicKey, _: u64, _: &AccountAction, _: &Signature) -> EscrowResult<()> {
+        Err(EscrowError::Refused("not in this test".into()))
     }
     async fn settle(&self, _: JobId, _: &[SettleTask]) -> EscrowResult<()> {
         Ok(())
