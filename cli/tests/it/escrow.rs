@@ -275,6 +275,23 @@ async fn honest_workers_are_paid_exactly_the_liar_is_slashed_and_the_client_refu
     drop(liar);
 }
 
+/// A small paid job.
+fn pi_job() -> JobSpec {
+    JobSpec {
+        label: "pi".into(),
+        kernel: KernelSpec::Builtin { name: BuiltinKernel::MonteCarloPi },
+        tasks: starling_web_worker::kernels::monte_carlo_pi::tasks(1, 1, 4, 32),
+        comparison: Comparison::Exact,
+        replicas: 2,
+        quorum: 2,
+        max_replicas: 2,
+        price_per_replica: PRICE,
+        deadline_secs: 600,
+        homogeneous: false,
+        nonce: 0,
+    }
+}
+
 /// The capabilities of a CPU-only native worker, for a hand-driven connection.
 fn cpu_caps() -> Capabilities {
     Capabilities {
@@ -339,11 +356,19 @@ async fn register_as(base: &str, attacker: &Keypair, victim: &Keypair) -> ErrorB
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn owners_consent_signatures_bind_to_one_deployment_and_tolerance_pays_every_accepted_worker() {
     let (dir, data) = tempdir();
-    // Another relay with its own embedded ledger: another deployment.
+    // Another relay with its own embedded ledger: another deployment. It runs the defaults, so
+    // no faucet: a new client has no money and its paid job is refused, nothing stored.
     let other_data = dir.path().join("other-relay");
-    let other = spawn_relay(&other_data, 0, &FAUCET_ARGS);
-    let other_health: Health = get(&Api::new(&other.base), "/v1/health").await;
+    let other = spawn_relay(&other_data, 0, &[]);
+    let other_api = Api::new(&other.base);
+    let other_health: Health = get(&other_api, "/v1/health").await;
     let other_escrow = other_health.escrow.expect("the other relay has escrow");
+    let penniless = other_api.sign(JobSpec { nonce: 1, ..pi_job() }).await;
+    let resp = other_api.http.post(format!("{}/v1/jobs", other.base)).json(&penniless).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 402, "{}", resp.text().await.unwrap());
+    let broke: ClientView = get(&other_api, &format!("/v1/clients/{}", other_api.key.public())).await;
+    assert_eq!(amount(&broke.escrow.unwrap().balance), 0, "the faucet is off by default");
+    assert!(get::<Vec<Value>>(&other_api, "/v1/jobs").await.is_empty());
     drop(other);
 
     let token_file = dir.path().join("admin.token");
