@@ -634,8 +634,9 @@ impl Core {
             ));
             return;
         }
-        if paid && let Err(e) = plan::open_job(JobId(0), &job) {
-            self.ready.replies.push((request, Err(Refusal::Escrow(EscrowError::Refused(e.to_string())))));
+        if paid && job.deposit.is_none() {
+            let why = plan::CannotOpen::NoDeposit.to_string();
+            self.ready.replies.push((request, Err(Refusal::Escrow(EscrowError::Refused(why)))));
             return;
         }
         let Some(id) = self.take_job_id() else {

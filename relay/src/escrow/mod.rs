@@ -176,7 +176,8 @@ pub trait EscrowBridge: Send + Sync + std::fmt::Debug {
     async fn account(&self, account: &PublicKey) -> EscrowResult<EscrowAccount>;
 
     /// Submits an account owner's signed `unbond` or `withdraw` (anyone may submit one; the
-    /// contract checks the signature and the nonce).
+    /// contract checks the signature and the nonce). Callers check the signature first, so a
+    /// forged one costs nothing (`POST /v1/accounts/{key}/actions`).
     async fn authorized(
         &self,
         account: &PublicKey,
