@@ -382,7 +382,13 @@ async fn status(args: StatusArgs) -> Result<()> {
         for t in &job.tasks {
             let replicas: Vec<String> =
                 t.replicas.iter().map(|r| format!("{}…:{:?}", &r.worker.to_hex()[..8], r.state)).collect();
-            println!("  task {:>4} {:?} {}", t.index, t.state, replicas.join(" "));
+            // The relay shows a task's replicas only once it is decided.
+            let replicas = if t.state == starling_protocol::events::TaskState::Pending {
+                "(replicas hidden until decided)".into()
+            } else {
+                replicas.join(" ")
+            };
+            println!("  task {:>4} {:?} {replicas}", t.index, t.state);
         }
         return Ok(());
     }

@@ -72,7 +72,10 @@ pub struct JobDetail {
 pub struct TaskView {
     pub index: u32,
     pub state: TaskState,
+    /// The verified output's hash; none before the task is verified.
     pub output_hash: Option<Hash32>,
+    /// Who took the task and what each returned: empty until the task is decided (verified or
+    /// failed), so that nobody can copy an answer, or tell how many replicas a task has.
     pub replicas: Vec<ReplicaView>,
 }
 
@@ -83,15 +86,18 @@ pub struct ReplicaView {
     pub output_hash: Option<Hash32>,
 }
 
-/// `GET /v1/workers`.
+/// `GET /v1/workers`. Nothing here moves when a worker returns a result, only when its task is
+/// decided: a watcher cannot tell who holds a replica of a pending task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerView {
     pub key: PublicKey,
     pub online: bool,
     pub capabilities: Option<Capabilities>,
+    /// Results returned for tasks since decided (verified or failed).
     pub replicas_returned: u64,
     pub replicas_accepted: u64,
     pub replicas_rejected: u64,
+    /// When the worker last connected, or last had a result judged.
     pub last_seen_ms: u64,
     /// The worker's payout account in escrow (`GET /v1/workers/{key}` only; null when the relay
     /// settles without escrow or the key never registered).

@@ -69,16 +69,32 @@ async fn health(State(app): State<AppState>) -> Result<Json<Health>, ApiError> {
     }))
 }
 
-/// Sizes of a spec's input blobs, each read once; the first missing blob is the error.
-pub async fn input_sizes(spec: &JobSpec, blobs: &BlobStore) -> std::result::Result<HashMap<Hash32, u64>, Hash32> {
+/// Sizes of a spec's input blobs, each read once; the first missing blob, or the first that
+/// `unavailable` says may not be used, is the error.
+pub async fn input_sizes(
+    spec: &JobSpec,
+    blobs: &BlobStore,
+    unavailable: impl Fn(&Hash32) -> bool,
+) -> std::result::Result<HashMap<Hash32, u64>, Hash32> {
     let mut sizes = HashMap::new();
     for h in spec.tasks.iter().flat_map(|t| &t.inputs) {
         if !sizes.contains_key(h) {
+            if unavailable(h) {
+                return Err(*h);
+            }
             let size = blobs.size(h).await.ok_or(*h)?;
             sizes.insert(*h, size);
         }
     }
     Ok(sizes)
+}
+
+/// Whether `hash` is an output nobody may read yet: returned for a task not yet decided (and not
+/// also an input of a running job), or uploaded for a lease and not reported yet. Such a blob is
+/// answered exactly as an absent one, for downloads and as a job's input alike (a job naming it
+/// would publish it), so that nobody learns even that it exists.
+pub(crate) fn withheld(app: &AppState, hash: &Hash32) -> bool {
+    app.core.shared.withheld.hides(hash) || app.blobs.is_unreported_output(hash)
 }
 
 /// `POST /v1/jobs`: validate everything, store nothing unless all of it holds.
@@ -105,7 +121,7 @@ async fn create_job(State(app): State<AppState>, request: Request) -> Result<Res
     // Nothing this submission names may expire while it is checked; once accepted, its inputs
     // are kept for good and stop counting against their uploaders.
     app.blobs.touch(&inputs, wall_ms());
-    let sizes = input_sizes(&job.spec, &app.blobs)
+    let sizes = input_sizes(&job.spec, &app.blobs, |h| withheld(&app, h))
         .await
         .map_err(|h| ApiError::new(ErrorCode::InvalidSpec, format!("input blob {h} has not been uploaded")))?;
     match &job.spec.kernel {
@@ -282,25 +298,44 @@ async fn put_blob(
         }
     };
     let stream = req.into_body().into_data_stream().map(|r| r.map_err(|e| e.to_string()));
+    // Whether the blob is an output nobody may read yet, asked before it is stored: the answer
+    // must not tell an uploader that someone else already stored these bytes.
+    let withheld = withheld(&app, &hash);
     let stored = app.blobs.put(Upload { hash, len, owner }, Box::pin(stream), wall_ms()).await;
-    if let (Err(_), Owner::Lease(lease)) = (&stored, owner) {
-        app.core.shared.leases.uncharge(lease, &hash);
+    if let Owner::Lease(lease) = owner {
+        match &stored {
+            Ok(_) => app.core.shared.leases.confirm(lease, &hash),
+            Err(_) => app.core.shared.leases.uncharge(lease, &hash),
+        }
     }
     let stored = stored.map_err(blob_error)?;
-    let status = if stored.created { StatusCode::CREATED } else { StatusCode::OK };
+    if withheld && owner == Owner::Client(auth.key) {
+        // The client proved it holds these bytes: they read as its own upload now.
+        app.core.shared.withheld.publish(hash);
+    }
+    let status = if stored.created || withheld { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(Stored { hash, size: stored.size })).into_response())
 }
 
+/// `GET /v1/blobs/{hash}`: inputs, and outputs of decided tasks. An output of a task not yet
+/// decided is answered as absent: reading it would let a worker copy instead of compute.
 async fn get_blob(
     State(app): State<AppState>,
     hash: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let hash = parse_hash(&hash.map_err(path_error)?.0)?;
+    if withheld(&app, &hash) {
+        return Err(blob_not_found(&hash));
+    }
     serve_blob(&app, &hash).await
 }
 
+fn blob_not_found(hash: &Hash32) -> ApiError {
+    ApiError::not_found(format!("blob {hash}"))
+}
+
 async fn serve_blob(app: &AppState, hash: &Hash32) -> Result<Response, ApiError> {
-    let file = app.blobs.open_file(hash).await.map_err(|_| ApiError::not_found(format!("blob {hash}")))?;
+    let file = app.blobs.open_file(hash).await.map_err(|_| blob_not_found(hash))?;
     let len = file.metadata().await.map_err(crate::error::Error::Io)?.len();
     // Stream in 64 KiB chunks so large outputs never sit whole in memory.
     let chunks = futures_util::stream::unfold(file, |mut file| async move {

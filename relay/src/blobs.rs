@@ -243,6 +243,14 @@ impl BlobStore {
         self.ledger.lock().expect("blob ledger lock").unreferenced.contains_key(hash)
     }
 
+    /// Whether `hash` is stored, unreferenced and not a client's input: an output a worker
+    /// uploaded and has not reported yet, or a blob found at start-up whose uploader is gone.
+    /// Nobody reads such a blob over the API (see `api::withheld`).
+    pub fn is_unreported_output(&self, hash: &Hash32) -> bool {
+        let ledger = self.ledger.lock().expect("blob ledger lock");
+        matches!(ledger.unreferenced.get(hash).map(|e| e.owner), Some(Owner::Lease(_) | Owner::Found))
+    }
+
     /// A job submission names these blobs: restart their expiry, so none is swept between the
     /// submission's checks and its acceptance. (If it is refused, they expire a TTL later.)
     pub fn touch<'a>(&self, hashes: impl IntoIterator<Item = &'a Hash32>, now_ms: u64) {
@@ -335,7 +343,14 @@ impl BlobStore {
         }
         self.touch([&upload.hash], now_ms);
         if let Some(size) = self.size(&upload.hash).await {
-            // Content-addressed: the same hash is the same bytes. Skip the upload.
+            // Content-addressed: the same hash is the same bytes, so nothing is written again.
+            // The body is still read and checked: an upload proves that its uploader holds the
+            // bytes (a worker's result counts only with its own upload), and an answer without
+            // that proof would tell anyone who knows a hash whether someone stored it.
+            self.read_checked(body, upload.hash, upload.len, None).await?;
+            if let Owner::Client(key) = upload.owner {
+                self.claim_unreported(key, &upload.hash, now_ms)?;
+            }
             return Ok(Stored { hash: upload.hash, size, created: false });
         }
         let mut reservation = Reservation { ledger: &self.ledger, owner: upload.owner, bytes: upload.len, held: false };
@@ -343,7 +358,7 @@ impl BlobStore {
             self.ledger.lock().expect("blob ledger lock").charge(&self.quota, key, upload.len)?;
             reservation.held = true;
         }
-        let tmp = self.write_tmp(body, Some(upload.hash), Some(upload.len)).await?;
+        let tmp = self.write_tmp(body, upload.hash, upload.len).await?;
         // The check that the blob is new, the rename and the record are one step under the
         // ledger lock: a blob that a job started referencing meanwhile is never tracked again.
         let dest = self.path(&upload.hash);
@@ -369,14 +384,24 @@ impl BlobStore {
         Ok(Stored { hash: upload.hash, size: upload.len, created: true })
     }
 
-    /// Writes a body to a temporary file, checking the size limit (and the signed length, when
-    /// given) as it arrives and, when given, that the content hashes to `expected`.
-    async fn write_tmp<S, E>(
-        &self,
-        mut body: S,
-        expected: Option<Hash32>,
-        declared: Option<u64>,
-    ) -> Result<PathBuf, BlobError>
+    /// A client uploaded bytes stored as an output not yet reported (or found at start-up): it
+    /// holds them, so they become its input, charged to its quota as a new upload would be.
+    /// Otherwise it would find them unreadable after its own upload, and so learn that someone
+    /// else had stored them.
+    fn claim_unreported(&self, key: PublicKey, hash: &Hash32, now_ms: u64) -> Result<(), BlobError> {
+        let mut ledger = self.ledger.lock().expect("blob ledger lock");
+        let Some(entry) = ledger.unreferenced.get(hash).copied() else { return Ok(()) };
+        if !matches!(entry.owner, Owner::Lease(_) | Owner::Found) {
+            return Ok(());
+        }
+        ledger.charge(&self.quota, key, entry.bytes)?;
+        let since_ms = entry.since_ms.max(now_ms);
+        ledger.unreferenced.insert(*hash, Unreferenced { owner: Owner::Client(key), since_ms, ..entry });
+        Ok(())
+    }
+
+    /// Writes a body to a temporary file, checking it as [`BlobStore::read_checked`] does.
+    async fn write_tmp<S, E>(&self, body: S, expected: Hash32, declared: u64) -> Result<PathBuf, BlobError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
@@ -384,34 +409,7 @@ impl BlobStore {
         let tmp = self.root.join("tmp").join(format!("{:016x}", rand::random::<u64>()));
         let result = async {
             let mut file = tokio::fs::File::create(&tmp).await?;
-            let mut hasher = Sha256::new();
-            let mut len = 0u64;
-            let limit = declared.unwrap_or(self.max_bytes).min(self.max_bytes);
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|e| BlobError::Body(e.to_string()))?;
-                len += chunk.len() as u64;
-                if len > limit {
-                    return Err(match declared {
-                        Some(declared) if declared <= self.max_bytes => {
-                            BlobError::LengthMismatch { declared, actual: len }
-                        }
-                        _ => BlobError::TooLarge { limit: self.max_bytes },
-                    });
-                }
-                hasher.update(&chunk);
-                file.write_all(&chunk).await?;
-            }
-            if let Some(declared) = declared
-                && declared != len
-            {
-                return Err(BlobError::LengthMismatch { declared, actual: len });
-            }
-            let actual = Hash32(hasher.finalize().into());
-            if let Some(expected) = expected
-                && expected != actual
-            {
-                return Err(BlobError::HashMismatch { expected, actual });
-            }
+            self.read_checked(body, expected, declared, Some(&mut file)).await?;
             file.sync_all().await?;
             Ok(())
         }
@@ -425,7 +423,49 @@ impl BlobStore {
         }
     }
 
-    /// Stores bytes in hand (an inline output, a test fixture) as `upload`.
+    /// Reads a body to its end, into `file` when given, checking the size limit and the signed
+    /// length as it arrives, and that the content hashes to `expected`.
+    async fn read_checked<S, E>(
+        &self,
+        mut body: S,
+        expected: Hash32,
+        declared: u64,
+        mut file: Option<&mut tokio::fs::File>,
+    ) -> Result<(), BlobError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let mut hasher = Sha256::new();
+        let mut len = 0u64;
+        let limit = declared.min(self.max_bytes);
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| BlobError::Body(e.to_string()))?;
+            len += chunk.len() as u64;
+            if len > limit {
+                return Err(if declared <= self.max_bytes {
+                    BlobError::LengthMismatch { declared, actual: len }
+                } else {
+                    BlobError::TooLarge { limit: self.max_bytes }
+                });
+            }
+            hasher.update(&chunk);
+            if let Some(file) = file.as_mut() {
+                file.write_all(&chunk).await?;
+            }
+        }
+        if declared != len {
+            return Err(BlobError::LengthMismatch { declared, actual: len });
+        }
+        let actual = Hash32(hasher.finalize().into());
+        if expected != actual {
+            return Err(BlobError::HashMismatch { expected, actual });
+        }
+        Ok(())
+    }
+
+    /// Stores bytes in hand (an inline output, a test fixture) as `upload`. A small blob already
+    /// stored is not checked again: the caller has the bytes in hand and has hashed them.
     pub async fn put_bytes(&self, upload: Upload, data: Bytes, now_ms: u64) -> Result<Stored, BlobError> {
         // Most inline outputs are already stored (many tasks share an output): one `stat` of a
         // cached directory entry answers that in microseconds, without the blocking pool's hop
@@ -474,6 +514,12 @@ mod tests {
         Upload { hash: sha256(data), len: data.len() as u64, owner: Owner::Client(PublicKey([key; 32])) }
     }
 
+    /// `data` as an upload's body (the streaming path, which `put_bytes` skips for small blobs
+    /// already stored).
+    fn body(data: &'static [u8]) -> impl Stream<Item = Result<Bytes, std::convert::Infallible>> + Unpin {
+        futures_util::stream::iter([Ok(Bytes::from_static(data))])
+    }
+
     async fn put(store: &BlobStore, upload: Upload, data: &'static [u8], now_ms: u64) -> Result<Stored, BlobError> {
         store.put_bytes(upload, Bytes::from_static(data), now_ms).await
     }
@@ -491,9 +537,15 @@ mod tests {
         assert_eq!(store.read(&stored.hash).await.unwrap(), b"hello");
         let too_long = put(&store, input(1, b"too long!"), b"too long!", 0).await;
         assert!(matches!(too_long, Err(BlobError::TooLarge { .. })), "{too_long:?}");
-        let wrong = Upload { hash: stored.hash, ..input(1, b"abc") };
-        // Stored already under that hash: nothing is read.
-        assert!(!put(&store, wrong, b"abc", 0).await.unwrap().created);
+        // Stored already under that hash: nothing is written, but the body must still prove it
+        // holds those bytes.
+        let again = store.put(input(1, b"hello"), body(b"hello"), 0).await.unwrap();
+        assert_eq!(again, Stored { hash: stored.hash, size: 5, created: false });
+        let wrong = Upload { hash: stored.hash, ..input(1, b"hellp") };
+        let refused = store.put(wrong, body(b"hellp"), 0).await;
+        assert!(matches!(refused, Err(BlobError::HashMismatch { .. })), "{refused:?}");
+        let refused = store.put(Upload { hash: stored.hash, ..input(1, b"hello") }, body(b"hell"), 0).await;
+        assert!(matches!(refused, Err(BlobError::LengthMismatch { declared: 5, actual: 4 })), "{refused:?}");
         let wrong = Upload { hash: sha256(b"abd"), ..input(1, b"abc") };
         assert!(matches!(put(&store, wrong, b"abc", 0).await, Err(BlobError::HashMismatch { .. })));
         let short = Upload { len: 4, ..input(1, b"abc") };
@@ -571,6 +623,22 @@ mod tests {
         assert!(store.sweep(t0 + 100 * HOUR_MS).is_empty(), "a referenced blob never expires");
         assert_eq!(store.size(&used).await, Some(4));
         assert_eq!(store.held_by(&PublicKey([1; 32])), ((0, 0), (0, 0)));
+    }
+
+    #[tokio::test]
+    async fn a_client_that_uploads_an_unreported_output_takes_it_over_as_its_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path(), 64).unwrap();
+        let output = Upload { owner: Owner::Lease(LeaseId(3)), ..input(0, b"output") };
+        assert!(store.put(output, body(b"output"), 0).await.unwrap().created);
+        assert!(store.is_unreported_output(&output.hash));
+        // Without the bytes, nothing changes; with them, the client holds the blob as its own.
+        let guess = store.put(input(1, b"output"), body(b"outpux"), 0).await;
+        assert!(matches!(guess, Err(BlobError::HashMismatch { .. })), "{guess:?}");
+        assert!(store.is_unreported_output(&output.hash));
+        assert!(!store.put(input(1, b"output"), body(b"output"), 0).await.unwrap().created);
+        assert!(!store.is_unreported_output(&output.hash));
+        assert_eq!(store.held_by(&PublicKey([1; 32])).0, (6, 1), "charged as its own upload");
     }
 
     #[tokio::test]

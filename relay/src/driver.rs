@@ -16,7 +16,7 @@ use crate::store::Store;
 use starling_protocol::events::{JobEvent, JobSummary};
 use starling_protocol::sign::SignedJob;
 use starling_protocol::worker::{Capabilities, RelayMessage};
-use starling_protocol::{JobId, PublicKey};
+use starling_protocol::{JobId, PublicKey, TaskId};
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
@@ -53,6 +53,8 @@ pub struct Shared {
     pub online: RwLock<HashSet<PublicKey>>,
     /// Leases held now: who may store which output (blob uploads and inline outputs check it).
     pub leases: crate::leases::LeaseBook,
+    /// Outputs of undecided tasks, which nobody may read yet.
+    pub withheld: crate::withheld::Withheld,
     /// One event channel per watched job, so a watcher wakes only for its own job's events.
     watchers: std::sync::Mutex<HashMap<JobId, broadcast::Sender<Arc<JobEvent>>>>,
 }
@@ -264,10 +266,17 @@ impl Driver {
         for job in running {
             let summary =
                 driver.store.job_summary(job.id).await?.ok_or_else(|| Error::Corrupt(format!("job {}", job.id)))?;
-            let sizes = crate::api::input_sizes(&job.job.spec, &driver.blobs)
+            let sizes = crate::api::input_sizes(&job.job.spec, &driver.blobs, |_| false)
                 .await
                 .map_err(|h| Error::Corrupt(format!("missing input blob {h}")))?;
             let req = requirements(&job.job.spec, &sizes);
+            let withheld = &driver.shared.withheld;
+            withheld.job_running(job.id, job.job.spec.tasks.iter().flat_map(|t| t.inputs.iter().copied()));
+            for task in &job.tasks {
+                for r in &task.returned {
+                    withheld.returned(TaskId { job: job.id, index: task.index }, r.output_hash);
+                }
+            }
             driver.core.restore(summary, job.job, req, job.deadline_ms, job.tasks, now);
         }
         let ready = driver.core.ready(now);
@@ -373,12 +382,16 @@ impl Driver {
     /// and reads the core asked for.
     async fn carry_out(&mut self, ready: Ready) -> Result<()> {
         if !ready.writes.is_empty() {
+            // A result is hidden before anyone can read its row, and revealed only once its
+            // task's decision is committed.
+            self.shared.withheld.before_commit(&ready.writes);
             let started = std::time::Instant::now();
             let mut db = self.store.begin().await?;
             Store::apply(&mut db, &ready.writes).await?;
             let applied = started.elapsed();
             db.commit().await?;
             tracing::debug!(writes = ready.writes.len(), ?applied, committed = ?started.elapsed(), "batch written");
+            self.shared.withheld.after_commit(&ready.writes);
         }
         for id in ready.leases_closed {
             self.shared.leases.remove(id);

@@ -2,6 +2,10 @@
 //! (uploaded, or inline in its result) only for a lease it holds, of exactly the task's declared
 //! size, and only one per lease. The core writes this book where it hands out and ends leases;
 //! connections and HTTP handlers read it without asking the core.
+//!
+//! The book also says which output a lease's own upload stored: a result counts only with the
+//! worker's own upload of the output it signed ([`LeaseBook::uploaded`]), so a worker that
+//! learned someone else's hash gains nothing by reporting it.
 
 use starling_protocol::{Hash32, JobId, LeaseId, PublicKey, TaskId};
 use std::collections::{BTreeSet, HashMap};
@@ -27,10 +31,18 @@ pub enum OutputRefused {
     AlreadyStored { lease: LeaseId, stored: Hash32 },
 }
 
+/// The output a lease's worker is storing or has stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Output {
+    hash: Hash32,
+    /// The blob is whole on disk (not merely an upload in flight).
+    stored: bool,
+}
+
 /// The held leases, with an index by job.
 #[derive(Debug, Default)]
 struct Book {
-    held: HashMap<LeaseId, (HeldLease, Option<Hash32>)>,
+    held: HashMap<LeaseId, (HeldLease, Option<Output>)>,
     by_job: BTreeSet<(JobId, LeaseId)>,
 }
 
@@ -81,8 +93,8 @@ impl LeaseBook {
 
     /// Charges `blob` of `len` bytes to `lease` held by `worker`, once: the same blob again is
     /// allowed (a retried upload), another blob is refused. `task` is checked when known (the
-    /// inline path has it; an HTTP upload names only the lease). Undo with [`LeaseBook::uncharge`]
-    /// if the blob is then not stored.
+    /// inline path has it; an HTTP upload names only the lease). Then [`LeaseBook::confirm`] once
+    /// the blob is stored, or [`LeaseBook::uncharge`] if it is not.
     pub fn charge(
         &self,
         lease: LeaseId,
@@ -102,20 +114,43 @@ impl LeaseBook {
             return Err(OutputRefused::WrongSize { lease, len, declared: entry.output_size });
         }
         match stored {
-            Some(stored) if stored != blob => Err(OutputRefused::AlreadyStored { lease, stored: *stored }),
-            _ => {
-                *stored = Some(*blob);
+            Some(stored) if stored.hash != *blob => Err(OutputRefused::AlreadyStored { lease, stored: stored.hash }),
+            Some(_) => Ok(()),
+            None => {
+                *stored = Some(Output { hash: *blob, stored: false });
                 Ok(())
             }
         }
     }
 
-    /// The charged blob was not stored after all (the body broke off, or failed its hash).
+    /// The charged blob is whole on disk: from now on it is this lease's upload.
+    pub fn confirm(&self, lease: LeaseId, blob: &Hash32) {
+        if let Some((_, Some(output))) = self.held.write().expect("lease book lock").held.get_mut(&lease)
+            && output.hash == *blob
+        {
+            output.stored = true;
+        }
+    }
+
+    /// The charged blob was not stored after all (the body broke off, or failed its hash). An
+    /// upload already confirmed stays: a failed retry does not undo the blob on disk.
     pub fn uncharge(&self, lease: LeaseId, blob: &Hash32) {
         if let Some((_, stored)) = self.held.write().expect("lease book lock").held.get_mut(&lease)
-            && stored.as_ref() == Some(blob)
+            && stored.is_some_and(|o| o.hash == *blob && !o.stored)
         {
             *stored = None;
+        }
+    }
+
+    /// The output `worker`'s own upload stored for `lease` it holds, and the task's declared
+    /// size: what a result without inline output may report, and nothing else. An upload still
+    /// in flight does not count (its body may yet fail its hash), nor does the same blob stored
+    /// by anyone else.
+    pub fn uploaded(&self, lease: LeaseId, worker: &PublicKey) -> Option<(Hash32, u64)> {
+        let book = self.held.read().expect("lease book lock");
+        match book.held.get(&lease)? {
+            (held, Some(output)) if held.worker == *worker && output.stored => Some((output.hash, held.output_size)),
+            _ => None,
         }
     }
 }
@@ -173,5 +208,42 @@ mod tests {
         book.remove(lease);
         assert_eq!(book.charge(lease, &worker, None, &b, 8), Err(OutputRefused::NotHeld(lease)));
         assert!(book.is_empty());
+    }
+
+    #[test]
+    fn a_lease_counts_as_uploaded_only_once_its_own_blob_is_stored() {
+        let book = LeaseBook::default();
+        let (worker, copier) = (PublicKey([1; 32]), PublicKey([2; 32]));
+        let task = TaskId { job: JobId(1), index: 0 };
+        let (lease, copied) = (LeaseId(7), LeaseId(8));
+        let (a, b) = (sha256(b"a"), sha256(b"b"));
+        book.insert(lease, HeldLease { worker, task, output_size: 8 });
+        book.insert(copied, HeldLease { worker: copier, task, output_size: 8 });
+        /// What happens, who asks about which lease, what its upload is then.
+        type Step<'a> = (&'a str, &'a dyn Fn(), PublicKey, LeaseId, Option<(Hash32, u64)>);
+        let steps: [Step<'_>; 8] = [
+            ("nothing uploaded", &|| {}, worker, lease, None),
+            ("an upload in flight", &|| book.charge(lease, &worker, None, &a, 8).unwrap(), worker, lease, None),
+            ("stored", &|| book.confirm(lease, &a), worker, lease, Some((a, 8))),
+            ("asked by another key", &|| {}, copier, lease, None),
+            ("a failed retry of the same blob", &|| book.uncharge(lease, &a), worker, lease, Some((a, 8))),
+            // The copier starts an upload of the same hash for its own lease: until its body
+            // proves it, it has uploaded nothing, whatever is already on disk under that hash.
+            (
+                "the copier's upload in flight",
+                &|| book.charge(copied, &copier, None, &a, 8).unwrap(),
+                copier,
+                copied,
+                None,
+            ),
+            ("the copier's body fails its hash", &|| book.uncharge(copied, &a), copier, copied, None),
+            ("confirming another blob than the charged one", &|| book.confirm(copied, &b), copier, copied, None),
+        ];
+        for (case, step, asker, asked, expected) in steps {
+            step();
+            assert_eq!(book.uploaded(asked, &asker), expected, "{case}");
+        }
+        book.remove(lease);
+        assert_eq!(book.uploaded(lease, &worker), None, "an ended lease has no upload");
     }
 }

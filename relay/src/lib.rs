@@ -11,7 +11,9 @@
 //! - [`serve`]: the accept loop: connection budgets per address and in all, header and body
 //!   deadlines, the open-file limit.
 //! - [`store`]: SQL state (SQLite in WAL mode by default); [`blobs`]: content-addressed files,
-//!   charged to their uploader until a job references them; [`leases`]: leases held now.
+//!   charged to their uploader until a job references them; [`leases`]: leases held now, and the
+//!   output each one's own upload stored; [`withheld`]: outputs nobody may read before their task
+//!   is decided.
 
 pub mod api;
 pub mod blobs;
@@ -25,6 +27,7 @@ pub mod serve;
 pub mod store;
 pub mod verifier;
 pub mod web;
+pub mod withheld;
 pub mod ws;
 
 use axum::Router;

@@ -410,18 +410,37 @@ impl Store {
             .execute(&mut *conn)
             .await?;
         }
-        for chunk in stable_chunks(&counts) {
+        // A worker's record shows nothing of a result before its task is decided: a returned
+        // count or a last-seen time that moved when the result arrived would tell a watcher who
+        // holds a replica of a pending task. Results are counted when their task is decided
+        // (below), and only verdicts move a worker's last-seen time.
+        let verdicts: Vec<_> = counts.into_iter().filter(|(_, _, a, j, _)| **a != 0 || **j != 0).collect();
+        for chunk in stable_chunks(&verdicts) {
             let q = multi_row(
-                "UPDATE workers SET replicas_returned = replicas_returned + v.column2,
-                 replicas_accepted = replicas_accepted + v.column3, replicas_rejected = replicas_rejected + v.column4,
-                 last_seen_ms = v.column5 FROM (VALUES ",
+                "UPDATE workers SET replicas_accepted = replicas_accepted + v.column2,
+                 replicas_rejected = replicas_rejected + v.column3, last_seen_ms = v.column4 FROM (VALUES ",
                 chunk.len(),
-                &["", "", "", "", ""],
+                &["", "", "", ""],
                 ") AS v WHERE workers.key = v.column1",
             );
             let mut query = sqlx::query(&q);
-            for (key, r, a, j, at) in chunk {
-                query = query.bind(key.to_hex()).bind(**r).bind(**a).bind(**j).bind(**at as i64);
+            for (key, _, a, j, at) in chunk {
+                query = query.bind(key.to_hex()).bind(**a).bind(**j).bind(**at as i64);
+            }
+            query.execute(&mut *conn).await?;
+        }
+        for chunk in stable_chunks(&decided) {
+            let q = multi_row(
+                "UPDATE workers SET replicas_returned = replicas_returned + v.n FROM
+                 (SELECT r.worker AS key, COUNT(*) AS n FROM (VALUES ",
+                chunk.len(),
+                &["", ""],
+                ") AS d JOIN replicas r ON r.job_id = d.column1 AND r.idx = d.column2
+                 WHERE r.output_hash IS NOT NULL GROUP BY r.worker) AS v WHERE workers.key = v.key",
+            );
+            let mut query = sqlx::query(&q);
+            for (task, ..) in chunk {
+                query = query.bind(task.job.0 as i64).bind(i64::from(task.index));
             }
             query.execute(&mut *conn).await?;
         }
@@ -568,8 +587,11 @@ impl Store {
         rows.iter().map(Self::summary_from_row).collect()
     }
 
-    /// A job with its tasks and their replicas. Open leases live in memory only: `open` (read
-    /// before this call, from the lease book) adds those that had not ended when the rows were read.
+    /// A job with its tasks, and the replicas of its decided tasks. A task not yet decided shows
+    /// none (no holders, no hashes, not even how many): a worker that could see them could copy
+    /// another's answer, or learn whether it holds the last replica. Open leases live in memory
+    /// only: `open` (read before this call, from the lease book) adds those that had not ended
+    /// when the rows were read.
     pub async fn job_detail(&self, id: JobId, open: &[(LeaseId, HeldLease)]) -> Result<Option<JobDetail>> {
         let Some(summary) = self.job_summary(id).await? else {
             return Ok(None);
@@ -592,17 +614,22 @@ impl Store {
                 replicas: vec![],
             });
         }
+        // Read after the tasks: a task read as decided stays decided, so its replicas are
+        // whole; one decided meanwhile shows none until the next read.
         let replica_rows = sqlx::query(
-            "SELECT idx, worker, state, output_hash, lease_id FROM replicas WHERE job_id = $1 ORDER BY lease_id",
+            "SELECT r.idx, r.worker, r.state, r.output_hash, r.lease_id FROM replicas r
+             JOIN tasks t ON t.job_id = r.job_id AND t.idx = r.idx
+             WHERE r.job_id = $1 AND t.state <> 'pending' ORDER BY r.lease_id",
         )
         .bind(id.0 as i64)
         .fetch_all(&self.pool)
         .await?;
+        let decided = |task: &TaskView| task.state != TaskState::Pending;
         let mut written = std::collections::HashSet::with_capacity(replica_rows.len());
         for r in &replica_rows {
             let idx = r.get::<i64, _>(0) as usize;
             written.insert(r.get::<i64, _>(4) as u64);
-            if let Some(task) = tasks.get_mut(idx) {
+            if let Some(task) = tasks.get_mut(idx).filter(|t| decided(t)) {
                 task.replicas.push(ReplicaView {
                     worker: parse(r.get::<&str, _>(1), "worker key")?,
                     state: replica_state(r.get::<&str, _>(2))?,
@@ -614,7 +641,7 @@ impl Store {
             open.iter().filter(|(lease, held)| held.task.job == id && !written.contains(&lease.0)).collect();
         open.sort_by_key(|(lease, _)| *lease);
         for (_, held) in open {
-            if let Some(task) = tasks.get_mut(held.task.index as usize) {
+            if let Some(task) = tasks.get_mut(held.task.index as usize).filter(|t| decided(t)) {
                 task.replicas.push(ReplicaView { worker: held.worker, state: ReplicaState::Leased, output_hash: None });
             }
         }

@@ -308,18 +308,9 @@ async fn serve_worker(app: AppState, socket: WebSocket) {
                                 Command::Core(Input::Result { key, lease, task, output_hash, output_len, signature })
                             })
                         }
-                        // The output must be stored before it is reported: the core decides without
-                        // touching the blob store. The lease stays the worker's: it may upload
-                        // and report again.
-                        None if app.blobs.size(&output_hash).await != Some(output_len) => Err(ErrorBody::new(
-                            ErrorCode::NotFound,
-                            format!(
-                                "lease {lease}: upload output blob {output_hash} ({output_len} bytes) before reporting it"
-                            ),
-                        )),
-                        None => {
-                            Ok(Command::Core(Input::Result { key, lease, task, output_hash, output_len, signature }))
-                        }
+                        None => check_own_upload(&app, key, lease, &output_hash, output_len).await.map(|()| {
+                            Command::Core(Input::Result { key, lease, task, output_hash, output_len, signature })
+                        }),
                     },
                     Err(e) => Err(e),
                 }
@@ -361,6 +352,43 @@ async fn serve_worker(app: AppState, socket: WebSocket) {
     let _ = app.core.send(Command::Core(Input::WorkerOffline { key, conn })).await;
     writer.abort();
     tracing::debug!(worker = %key, conn, "worker disconnected");
+}
+
+/// A result without inline output counts only with this lease's own upload, stored whole, of
+/// exactly the signed hash and length: a blob with that hash stored by someone else proves
+/// nothing about this worker (it may have copied the hash), and the core decides without
+/// touching the blob store. The lease stays the worker's: it may upload and report again.
+async fn check_own_upload(
+    app: &AppState,
+    key: PublicKey,
+    lease: LeaseId,
+    output_hash: &Hash32,
+    output_len: u64,
+) -> Result<(), ErrorBody> {
+    let upload_first = || {
+        ErrorBody::new(
+            ErrorCode::NotFound,
+            format!(
+                "lease {lease}: upload your output first (PUT /v1/blobs/{output_hash}, {output_len} bytes, signed \
+                 for this lease), then report it"
+            ),
+        )
+    };
+    match app.core.shared.leases.uploaded(lease, &key) {
+        None => Err(upload_first()),
+        Some((uploaded, _)) if uploaded != *output_hash => Err(ErrorBody::new(
+            ErrorCode::HashMismatch,
+            format!("lease {lease}: this lease's upload is {uploaded}, the result says {output_hash}"),
+        )),
+        Some((_, size)) if size != output_len => Err(ErrorBody::new(
+            ErrorCode::Malformed,
+            format!("lease {lease}: the result says {output_len} bytes, the task declares {size}"),
+        )),
+        // Confirmed uploads are on disk; an unreferenced one could only be gone if it outlived
+        // the blob TTL, far beyond any lease.
+        Some(_) if app.blobs.size(output_hash).await != Some(output_len) => Err(upload_first()),
+        Some(_) => Ok(()),
+    }
 }
 
 /// An output sent inside a result message.
@@ -405,6 +433,7 @@ async fn store_inline_output(app: &AppState, o: InlineOutput) -> Result<(), Erro
         tracing::error!(lease = %o.lease, error = %e, "cannot store an inline output");
         return Err(ErrorBody::new(ErrorCode::Internal, format!("lease {}: could not store the output", o.lease)));
     }
+    leases.confirm(o.lease, &o.output_hash);
     Ok(())
 }
 

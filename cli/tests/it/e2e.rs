@@ -4,6 +4,7 @@
 
 use crate::support::*;
 use futures_util::StreamExt;
+use starling_protocol::TaskId;
 use starling_protocol::events::{JobEvent, JobState, ReplicaState, TaskState};
 use starling_protocol::job::{BuiltinKernel, Comparison, JobSpec, KernelSpec, TaskSpec};
 use starling_web_worker::kernels::{mandelbrot, matmul_f32, monte_carlo_pi};
@@ -155,19 +156,25 @@ async fn leases_of_killed_and_frozen_workers_are_reassigned() {
     let (dir, data) = tempdir();
     let relay = spawn_relay(&data, 0, &["--lease-ms", "1500"]);
     let api = Api::new(&relay.base);
-    let mut killed = spawn_worker(&relay.base, dir.path(), "killed", &["--stall-tasks"]);
+    let mut killed = spawn_worker_logging_assignments(&relay.base, dir.path(), "killed", &["--stall-tasks"]);
     let killed_key = worker_key(&mut killed);
-    let mut frozen = spawn_worker(&relay.base, dir.path(), "frozen", &["--stall-tasks"]);
+    let mut frozen = spawn_worker_logging_assignments(&relay.base, dir.path(), "frozen", &["--stall-tasks"]);
     let frozen_key = worker_key(&mut frozen);
     api.wait_workers(2).await;
 
     let spec = job(BuiltinKernel::MonteCarloPi, monte_carlo_pi::tasks(3, 1, 4, 32), Comparison::Exact);
     let summary = api.submit(spec.clone()).await;
-    // Both replicas of the task are leased, one to each stalled worker.
-    api.wait_for(summary.id, Duration::from_secs(30), |d| {
-        d.tasks[0].replicas.iter().filter(|r| r.state == ReplicaState::Leased).count() == 2
-    })
-    .await;
+    // Both replicas of the task are leased, one to each stalled worker: each says so in its own
+    // log, while the relay shows nobody who holds the undecided task.
+    let task = TaskId { job: summary.id, index: 0 };
+    let start = std::time::Instant::now();
+    while !(assigned(dir.path(), "killed", task) && assigned(dir.path(), "frozen", task)) {
+        assert!(start.elapsed() < Duration::from_secs(30), "the stalled workers were never both handed the task");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pending = api.job(summary.id).await;
+    assert_eq!(pending.tasks[0].state, TaskState::Pending);
+    assert!(pending.tasks[0].replicas.is_empty(), "an undecided task's holders were shown");
     killed.kill9();
     frozen.signal("-STOP");
 

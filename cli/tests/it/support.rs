@@ -75,8 +75,19 @@ fn rand_suffix() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 % 1_000_000_007
 }
 
-/// Starts `starling worker` with its own key file in `dir`.
+/// Starts `starling worker` with its own key file in `dir`; it logs to `dir/{name}.log`.
 pub fn spawn_worker(base: &str, dir: &Path, name: &str, extra: &[&str]) -> Proc {
+    spawn_worker_with_env(base, dir, name, extra, &[])
+}
+
+/// [`spawn_worker`] that also logs every assignment it receives (see [`assigned`]): what a worker
+/// is handed is its own to know, while the relay shows nobody who holds an undecided task.
+pub fn spawn_worker_logging_assignments(base: &str, dir: &Path, name: &str, extra: &[&str]) -> Proc {
+    let filter = "info,starling_web_worker::native=debug,wgpu_core=warn,wgpu_hal=warn,wgpu_hal::gles=off,naga=warn";
+    spawn_worker_with_env(base, dir, name, extra, &[("RUST_LOG", filter), ("NO_COLOR", "1")])
+}
+
+fn spawn_worker_with_env(base: &str, dir: &Path, name: &str, extra: &[&str], env: &[(&str, &str)]) -> Proc {
     let runtime = dir.join("xdg");
     std::fs::create_dir_all(&runtime).unwrap();
     let child = Command::new(BIN)
@@ -84,11 +95,38 @@ pub fn spawn_worker(base: &str, dir: &Path, name: &str, extra: &[&str]) -> Proc 
         .arg(dir.join(format!("{name}.key")))
         .args(extra)
         .env("XDG_RUNTIME_DIR", &runtime)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(log_file(dir, name))
         .spawn()
         .unwrap();
     Proc(child)
+}
+
+/// The lines of a worker's log so far, without terminal colours.
+pub fn worker_log(dir: &Path, name: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // An escape sequence: ESC [ ... letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain.lines().map(str::to_string).collect()
+}
+
+/// Whether a worker started with [`spawn_worker_logging_assignments`] was handed `task`.
+pub fn assigned(dir: &Path, name: &str, task: starling_protocol::TaskId) -> bool {
+    let needle = format!("task={task}");
+    worker_log(dir, name).iter().any(|l| l.contains("assigned") && l.split_whitespace().any(|w| w == needle))
 }
 
 /// Reads the public key a worker prints on its first line.

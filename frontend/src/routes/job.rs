@@ -521,8 +521,11 @@ fn TaskDetail(data: JobData, index: u32, cell: RwSignal<Cell>) -> impl IntoView 
                 <dd class="mono wrap">{move || cell.with(|c| c.output_hash.map(|h| h.to_hex()).unwrap_or_else(|| "–".into()))}</dd>
             </dl>
             <h4>"Replicas"</h4>
-            {move || cell.with(|c| if c.replicas.is_empty() {
-                view! { <p class="hint">"No device has taken this task yet."</p> }.into_any()
+            {move || cell.with(|c| if c.state == TaskState::Pending {
+                // The relay shows no replicas before the decision: nobody can copy an answer.
+                view! { <p class="hint" data-testid="replicas-hidden">"Who computes this task, and what they returned, stays hidden until it is decided."</p> }.into_any()
+            } else if c.replicas.is_empty() {
+                view! { <p class="hint">"No replicas recorded for this task."</p> }.into_any()
             } else {
                 view! {
                     <ul class="replicas">

@@ -373,7 +373,9 @@ async fn worker_protocol_violations_get_error_frames() {
         assert!(matches!(msg, RelayMessage::Assign(_)), "{msg:?}");
     }
 
-    // Nothing was recorded for those results, and the relay still serves.
+    // Nothing was recorded for those results (a recorded result would have ended the lease),
+    // and the relay still serves.
+    assert!(relay.state.core.shared.leases.get(assignment.lease).is_some(), "a forged result ended the lease");
     let workers: Vec<Value> =
         relay.http.get(format!("{}/v1/workers", relay.base)).send().await.unwrap().json().await.unwrap();
     let me = workers.iter().find(|w| w["key"] == json!(key.public().to_hex())).expect("worker listed");

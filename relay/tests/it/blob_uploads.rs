@@ -250,7 +250,7 @@ async fn outputs_are_stored_only_for_a_held_lease_of_the_declared_size() {
     let relay = start(BlobQuota::default()).await;
     let (key, stranger) = (Keypair::generate(), Keypair::generate());
     let mut ws = worker(&relay, &key).await;
-    let _stranger_ws = worker(&relay, &stranger).await;
+    let mut stranger_ws = worker(&relay, &stranger).await;
     // Four tasks, two replicas each: each worker holds one replica of every task.
     let tasks = starling_web_worker::kernels::monte_carlo_pi::tasks(1, 4, 4, 16);
     let (status, answer) = relay.post_job(&Keypair::generate(), spec(BuiltinKernel::MonteCarloPi, tasks, 1)).await;
@@ -306,8 +306,22 @@ async fn outputs_are_stored_only_for_a_held_lease_of_the_declared_size() {
     send(&mut ws, &result(&key, &held[1], &inline, true)).await;
     assert_eq!(next_answer(&mut ws).await, RelayMessage::Ack { lease: held[1].lease });
     assert!(relay.stored(&sha256(&inline)));
-    let fetched = relay.http.get(format!("{}/v1/blobs/{}", relay.base, sha256(&inline))).send().await.unwrap();
-    assert_eq!(fetched.bytes().await.unwrap().as_ref(), inline.as_slice());
+    // Nobody reads it while its task is undecided; once the other replica agrees, anyone may.
+    let fetch = async |hash: Hash32| relay.http.get(format!("{}/v1/blobs/{hash}", relay.base)).send().await.unwrap();
+    assert_eq!(fetch(sha256(&inline)).await.status().as_u16(), 404, "an undecided task's output was served");
+    let other = assignments(&mut stranger_ws, 4).await.into_iter().find(|a| a.task == held[1].task).unwrap();
+    send(&mut stranger_ws, &result(&stranger, &other, &inline, true)).await;
+    assert_eq!(next_answer(&mut stranger_ws).await, RelayMessage::Ack { lease: other.lease });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let served = loop {
+        let resp = fetch(sha256(&inline)).await;
+        if resp.status().is_success() {
+            break resp.bytes().await.unwrap();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the verified output never became readable");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(served.as_ref(), inline.as_slice());
     assert!(relay.healthy().await);
 }
 

@@ -6,4 +6,5 @@ mod bad_input;
 mod blob_uploads;
 mod driver;
 mod fuzz_http;
+mod secrecy;
 mod support;
