@@ -66,6 +66,11 @@ struct RelayArgs {
     /// Longest a single lease may run (milliseconds).
     #[arg(long, default_value_t = 600_000)]
     max_lease_ms: u64,
+    /// How often each online worker's escrow standing is read again (milliseconds): a worker
+    /// whose bond falls below the minimum stops getting paid work within about this long. The
+    /// reads are spread evenly over the period, a few at a time.
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..))]
+    standing_refresh_ms: u64,
     /// Most worker connections at once (default: 20,000, or what the open-file hard limit
     /// leaves room for).
     #[arg(long)]
@@ -140,6 +145,7 @@ fn relay_config(args: &RelayArgs) -> Result<starling_relay::Config> {
     let mut config = starling_relay::Config::new(&args.data_dir);
     config.core.scheduler.lease_ms = args.lease_ms;
     config.core.scheduler.max_lease_ms = args.max_lease_ms;
+    config.standing_refresh = std::time::Duration::from_millis(args.standing_refresh_ms);
     if let Some(n) = args.max_workers {
         config.max_workers = n;
     }

@@ -55,6 +55,9 @@ pub struct Shared {
     pub leases: crate::leases::LeaseBook,
     /// Outputs of undecided tasks, which nobody may read yet.
     pub withheld: crate::withheld::Withheld,
+    /// Online workers registered in escrow, and whether the core was last told each may take
+    /// paid work: whose standing [`crate::standing`] re-reads.
+    pub registered: RwLock<crate::standing::Registered>,
     /// One event channel per watched job, so a watcher wakes only for its own job's events.
     watchers: std::sync::Mutex<HashMap<JobId, broadcast::Sender<Arc<JobEvent>>>>,
 }
@@ -359,6 +362,11 @@ impl Driver {
             Command::WorkerOnline { key, conn, caps, paid, owner, tx } => {
                 // Replacing the previous connection's queue closes it.
                 self.workers.insert(key, (conn, tx));
+                let mut registered = self.shared.registered.write().expect("registered lock");
+                match owner {
+                    Some(_) => registered.insert(key, paid),
+                    None => registered.remove(&key),
+                };
                 Input::WorkerOnline { key, conn, caps, paid, owner }
             }
             Command::CreateJob { job, req, origin, reply } => {
@@ -372,6 +380,11 @@ impl Driver {
                     && self.workers.get(key).is_some_and(|(c, _)| c == conn)
                 {
                     self.workers.remove(key);
+                }
+                if let Input::PaidStanding { key, paid } = &input
+                    && let Some(told) = self.shared.registered.write().expect("registered lock").get_mut(key)
+                {
+                    *told = *paid;
                 }
                 input
             }
@@ -411,11 +424,21 @@ impl Driver {
         }
         {
             let mut online = self.shared.online.write().expect("online set lock");
+            let mut last = HashMap::with_capacity(ready.online.len());
             for (key, up) in ready.online {
                 if up {
                     online.insert(key);
                 } else {
                     online.remove(&key);
+                }
+                last.insert(key, up);
+            }
+            // A worker's standing is entered when its connection is admitted: forget it only if
+            // the batch ended with the worker offline (not after a reconnect in the same batch).
+            let mut registered = self.shared.registered.write().expect("registered lock");
+            for (key, up) in last {
+                if !up {
+                    registered.remove(&key);
                 }
             }
         }

@@ -8,6 +8,8 @@
 //!   - [`verifier`]: pure; quorum decisions over returned results.
 //! - [`driver`]: the single writer around the core: batches commands, commits the core's writes
 //!   in one transaction, then sends; escrow calls and blob reads run off it.
+//! - [`standing`]: re-reads online workers' escrow standing, so that one whose bond fell below
+//!   the minimum stops getting paid work.
 //! - [`serve`]: the accept loop: connection budgets per address and in all, header and body
 //!   deadlines, the open-file limit.
 //! - [`store`]: SQL state (SQLite in WAL mode by default); [`blobs`]: content-addressed files,
@@ -24,6 +26,7 @@ pub mod escrow;
 pub mod leases;
 pub mod scheduler;
 pub mod serve;
+pub mod standing;
 pub mod store;
 pub mod verifier;
 pub mod web;
@@ -87,6 +90,9 @@ pub struct Config {
     /// The operator's secret for `POST /v1/admin/deposits` (funding accounts on the embedded
     /// ledger); `None` turns the route off.
     pub admin_token: Option<String>,
+    /// How often an online worker's escrow standing is read again (see [`standing`]): a worker
+    /// whose bond falls below the minimum stops getting paid work within about this long.
+    pub standing_refresh: std::time::Duration,
 }
 
 impl Config {
@@ -104,6 +110,7 @@ impl Config {
             escrow: EscrowConfig::Off,
             www: None,
             admin_token: None,
+            standing_refresh: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -217,6 +224,9 @@ pub async fn start(
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     blobs::spawn_sweeper(state.blobs.clone(), stop_rx.clone());
+    if let Some(e) = &state.escrow {
+        standing::spawn(e.clone(), state.core.clone(), config.standing_refresh, stop_rx.clone());
+    }
     let core_task = core.spawn_on_own_thread(rx, {
         let mut stop = stop_rx.clone();
         async move {

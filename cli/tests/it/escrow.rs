@@ -13,6 +13,9 @@
 //! another deployment does not slash it here (one made for this deployment does); a tolerance
 //! job whose workers return floats one ulp apart pays every one of them; an owner unbonds with
 //! its own signature, while a stranger's or a replayed one moves nothing.
+//!
+//! The third is issue 10's stale standing: a worker whose owner unbonds below the minimum after
+//! connecting gets no more paid work within the relay's standing refresh.
 
 use crate::support::*;
 use futures_util::{SinkExt, StreamExt};
@@ -568,4 +571,76 @@ async fn owners_consent_signatures_bind_to_one_deployment_and_tolerance_pays_eve
     let standing = ledger.worker_account(&w1_key.public()).await.unwrap().unwrap();
     assert_eq!(amount(standing.slashed.as_deref().unwrap()), MIN_BOND * SLASH_BPS / 10_000);
     drop((w1, w2, w3));
+}
+
+/// Issue 10's stale standing: a worker's escrow standing is read again while it stays online, so
+/// an owner that unbonds below the minimum after connecting takes its worker out of paid work
+/// within the relay's `--standing-refresh-ms`; the worker keeps doing unpaid work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_unbonded_below_the_minimum_gets_no_more_paid_work() {
+    const REFRESH_MS: u64 = 300;
+    let (dir, data) = tempdir();
+    let refresh = REFRESH_MS.to_string();
+    let relay = spawn_relay(&data, 0, &[FAUCET_ARGS[0], FAUCET_ARGS[1], "--standing-refresh-ms", &refresh]);
+    let api = Api::new(&relay.base);
+    let mut w1 = spawn_worker(&relay.base, dir.path(), "w1", &[]);
+    let mut w2 = spawn_worker(&relay.base, dir.path(), "w2", &[]);
+    let (k1, k2) = (worker_key(&mut w1), worker_key(&mut w2));
+    wait_registered(&api, &[&k1, &k2]).await;
+    let accepted = |detail: &starling_protocol::events::JobDetail| {
+        let mut keys: Vec<String> = detail.tasks[0]
+            .replicas
+            .iter()
+            .filter(|r| r.state == ReplicaState::Accepted)
+            .map(|r| r.worker.to_hex())
+            .collect();
+        keys.sort();
+        keys
+    };
+    let mut both = vec![k1.clone(), k2.clone()];
+    both.sort();
+
+    // Both bonded: a paid job that needs two workers is verified by both.
+    let paid = JobSpec { label: "paid, both bonded".into(), nonce: 1, ..pi_job() };
+    let first = api.submit(paid.clone()).await;
+    assert_eq!(accepted(&api.wait_done(first.id).await), both);
+
+    // w2's owner (its own key) unbonds one unit, leaving the bond below the minimum.
+    let w2_key = native::load_or_create_key(&dir.path().join("w2.key")).unwrap();
+    assert_eq!(w2_key.public().to_hex(), k2);
+    let health: Health = get(&api, "/v1/health").await;
+    let here = health.escrow.expect("escrow");
+    let deployment = EscrowDeployment { chain_id: here.chain_id, contract: here.contract };
+    let before: ClientView = get(&api, &format!("/v1/clients/{k2}")).await;
+    let nonce = before.escrow.unwrap().nonce;
+    let unbond = AccountActionView::Unbond { worker: w2_key.public(), amount: "1".into() };
+    let signature =
+        w2_key.sign(&account_bytes(deployment.as_deployment(), &w2_key.public(), nonce, &unbond.to_action().unwrap()));
+    let resp = api
+        .http
+        .post(format!("{}/v1/accounts/{k2}/actions", relay.base))
+        .json(&AccountRequest { nonce, action: unbond, signature })
+        .send()
+        .await
+        .unwrap();
+    let (status, text) = (resp.status().as_u16(), resp.text().await.unwrap());
+    assert_eq!(status, 200, "{text}");
+    let after: EscrowAccount = serde_json::from_str(&text).unwrap();
+    assert_eq!(after.nonce, nonce + 1, "the unbond was applied");
+
+    // Within the refresh (waited three times over) the relay has read it again: a paid job that
+    // needs two workers finds only w1 and fails at its deadline, never handed to w2.
+    tokio::time::sleep(Duration::from_millis(3 * REFRESH_MS)).await;
+    let stuck = api.submit(JobSpec { label: "paid, w2 unbonded".into(), nonce: 2, deadline_secs: 3, ..pi_job() }).await;
+    let detail = api.wait_for(stuck.id, Duration::from_secs(60), |d| d.summary.state != JobState::Running).await;
+    assert_eq!(detail.summary.state, JobState::Failed, "{:?}", detail.summary);
+    let holders: Vec<String> = detail.tasks[0].replicas.iter().map(|r| r.worker.to_hex()).collect();
+    assert!(!holders.contains(&k2), "a worker below the minimum bond was given paid work: {holders:?}");
+    assert!(holders.contains(&k1), "the bonded worker took part: {holders:?}");
+
+    // w2 is still online, and still does unpaid work.
+    let unpaid = JobSpec { label: "unpaid".into(), nonce: 3, price_per_replica: 0, ..pi_job() };
+    let free = api.submit(unpaid).await;
+    assert_eq!(accepted(&api.wait_done(free.id).await), both);
+    drop((w1, w2));
 }
