@@ -466,4 +466,14 @@ mod tests {
         assert_eq!(config.core.max_unpaid_jobs, 9);
         assert_eq!(config.core.max_unpaid_jobs_per_network, 3);
     }
+
+    #[test]
+    fn standing_refresh_comes_from_the_command_line() {
+        let config = relay_config(&relay_args(&[])).expect("config");
+        assert_eq!(config.standing_refresh, std::time::Duration::from_secs(30));
+        let config = relay_config(&relay_args(&["--standing-refresh-ms", "250"])).expect("config");
+        assert_eq!(config.standing_refresh, std::time::Duration::from_millis(250));
+        let too_often = Cli::try_parse_from(["starling", "relay", "--standing-refresh-ms", "5"]);
+        assert!(too_often.is_err(), "a refresh under 100 ms would hammer the escrow");
+    }
 }
