@@ -4,16 +4,15 @@
 //! `{code, message}` 4xx or a protocol error frame, and the relay keeps serving everyone else.
 //! Runs a real relay on 127.0.0.1:0 with a real SQLite file.
 
-use futures_util::{SinkExt, StreamExt};
+use crate::support::{Ws, assignments, connect_worker, next_answer, send};
 use serde_json::Value;
 use starling_protocol::job::{BuiltinKernel, JobSpec, KernelSpec};
 use starling_protocol::sign::{Keypair, UploadPurpose};
 use starling_protocol::upload::{KEY_HEADER, SIGNATURE_HEADER, UploadAuth};
 use starling_protocol::worker::{Assignment, Capabilities, InlineBytes, RelayMessage, WorkerMessage};
-use starling_protocol::{ErrorCode, Hash32, PROTOCOL_VERSION, sha256};
+use starling_protocol::{ErrorCode, Hash32, sha256};
 use starling_relay::blobs::BlobQuota;
 use std::time::Duration;
-use tokio_tungstenite::tungstenite::Message;
 
 struct Relay {
     base: String,
@@ -183,44 +182,8 @@ fn caps() -> Capabilities {
     crate::support::cpu_caps(4)
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn send(ws: &mut Ws, msg: &WorkerMessage) {
-    ws.send(Message::Text(serde_json::to_string(msg).unwrap().into())).await.unwrap();
-}
-
-async fn recv(ws: &mut Ws) -> RelayMessage {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("relay answers") {
-            Some(Ok(Message::Text(t))) => return serde_json::from_str(t.as_str()).unwrap(),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            other => panic!("connection ended: {other:?}"),
-        }
-    }
-}
-
 async fn worker(relay: &Relay, key: &Keypair) -> Ws {
-    let url = format!("{}/v1/workers/ws", relay.base.replace("http", "ws"));
-    let mut ws = tokio_tungstenite::connect_async(url).await.unwrap().0;
-    send(
-        &mut ws,
-        &WorkerMessage::Hello { protocol_version: PROTOCOL_VERSION, worker_key: key.public(), capabilities: caps() },
-    )
-    .await;
-    let RelayMessage::Challenge { nonce } = recv(&mut ws).await else { panic!("no challenge") };
-    send(&mut ws, &WorkerMessage::Auth { signature: key.sign_auth(&nonce) }).await;
-    assert!(matches!(recv(&mut ws).await, RelayMessage::Welcome { .. }));
-    ws
-}
-
-async fn assignments(ws: &mut Ws, n: usize) -> Vec<Assignment> {
-    let mut out = Vec::new();
-    while out.len() < n {
-        if let RelayMessage::Assign(a) = recv(ws).await {
-            out.push(a);
-        }
-    }
-    out
+    connect_worker(&relay.base, key, caps()).await
 }
 
 fn result(key: &Keypair, a: &Assignment, output: &[u8], inline: bool) -> WorkerMessage {
@@ -232,16 +195,6 @@ fn result(key: &Keypair, a: &Assignment, output: &[u8], inline: bool) -> WorkerM
         output_len,
         signature: starling_web_worker::escrow::sign_result(key, None, a, &output_hash, output_len),
         output: inline.then(|| InlineBytes(output.to_vec())),
-    }
-}
-
-/// The next frame that is not a heartbeat-driven assignment.
-async fn next_answer(ws: &mut Ws) -> RelayMessage {
-    loop {
-        match recv(ws).await {
-            RelayMessage::Assign(_) => continue,
-            other => return other,
-        }
     }
 }
 

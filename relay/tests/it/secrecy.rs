@@ -7,14 +7,14 @@
 //! without uploading the output for its own lease is refused, and the task does not verify on its
 //! word.
 
-use crate::support::cpu_caps;
-use futures_util::{SinkExt, StreamExt};
+use crate::support::{Ws, assignments, connect_worker, cpu_caps, next_answer, send};
+use futures_util::StreamExt;
 use serde_json::Value;
 use starling_protocol::job::{BuiltinKernel, Comparison, JobSpec, KernelSpec};
 use starling_protocol::sign::{Keypair, UploadPurpose};
 use starling_protocol::upload::UploadAuth;
 use starling_protocol::worker::{Assignment, InlineBytes, RelayMessage, WorkerMessage};
-use starling_protocol::{ErrorCode, Hash32, JobId, PROTOCOL_VERSION, sha256};
+use starling_protocol::{ErrorCode, Hash32, JobId, sha256};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -83,46 +83,14 @@ impl Relay {
     }
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn send(ws: &mut Ws, msg: &WorkerMessage) {
-    ws.send(Message::Text(serde_json::to_string(msg).unwrap().into())).await.unwrap();
-}
-
-async fn recv(ws: &mut Ws) -> RelayMessage {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("relay answers") {
-            Some(Ok(Message::Text(t))) => return serde_json::from_str(t.as_str()).unwrap(),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            other => panic!("connection ended: {other:?}"),
-        }
-    }
-}
-
 /// A worker with `slots` slots, through the handshake.
 async fn worker(relay: &Relay, key: &Keypair, slots: u32) -> Ws {
-    let url = format!("{}/v1/workers/ws", relay.base.replace("http", "ws"));
-    let mut ws = tokio_tungstenite::connect_async(url).await.unwrap().0;
-    let hello = WorkerMessage::Hello {
-        protocol_version: PROTOCOL_VERSION,
-        worker_key: key.public(),
-        capabilities: cpu_caps(slots),
-    };
-    send(&mut ws, &hello).await;
-    let RelayMessage::Challenge { nonce } = recv(&mut ws).await else { panic!("no challenge") };
-    send(&mut ws, &WorkerMessage::Auth { signature: key.sign_auth(&nonce) }).await;
-    assert!(matches!(recv(&mut ws).await, RelayMessage::Welcome { .. }));
-    ws
+    connect_worker(&relay.base, key, cpu_caps(slots)).await
 }
 
 /// The next `n` assignments, by task index.
-async fn assignments(ws: &mut Ws, n: usize) -> Vec<Assignment> {
-    let mut out = Vec::new();
-    while out.len() < n {
-        if let RelayMessage::Assign(a) = recv(ws).await {
-            out.push(a);
-        }
-    }
+async fn assignments_by_index(ws: &mut Ws, n: usize) -> Vec<Assignment> {
+    let mut out = assignments(ws, n).await;
     out.sort_by_key(|a| a.task.index);
     out
 }
@@ -137,16 +105,6 @@ fn reported(key: &Keypair, a: &Assignment, output_hash: Hash32) -> WorkerMessage
         output_len,
         signature: starling_web_worker::escrow::sign_result(key, None, a, &output_hash, output_len),
         output: None,
-    }
-}
-
-/// The next frame that is not an assignment.
-async fn next_answer(ws: &mut Ws) -> RelayMessage {
-    loop {
-        match recv(ws).await {
-            RelayMessage::Assign(_) => continue,
-            other => return other,
-        }
     }
 }
 
@@ -186,7 +144,8 @@ async fn a_stranger_learns_nothing_of_an_undecided_task() {
     let (status, job) = relay.post_job(&client, two_replica_job(1, 1)).await;
     assert_eq!(status, 201, "{job}");
     let id = JobId(job["id"].as_u64().unwrap());
-    let (a_lease, b_lease) = (assignments(&mut a, 1).await.remove(0), assignments(&mut b, 1).await.remove(0));
+    let (a_lease, b_lease) =
+        (assignments_by_index(&mut a, 1).await.remove(0), assignments_by_index(&mut b, 1).await.remove(0));
     let worker_view = async |key: &Keypair| relay.get_json(&format!("/v1/workers/{}", key.public())).await;
     let a_before = worker_view(&a_key).await;
 
@@ -285,7 +244,7 @@ async fn a_copied_hash_without_an_upload_counts_for_nothing() {
     let (status, job) = relay.post_job(&Keypair::generate(), two_replica_job(2, 1)).await;
     assert_eq!(status, 201, "{job}");
     let id = JobId(job["id"].as_u64().unwrap());
-    let (a_held, b_held) = (assignments(&mut a, 2).await, assignments(&mut b, 2).await);
+    let (a_held, b_held) = (assignments_by_index(&mut a, 2).await, assignments_by_index(&mut b, 2).await);
 
     // A computes task 0 honestly: uploads, reports.
     let bytes = output(&a_held[0], 7);

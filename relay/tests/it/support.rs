@@ -1,8 +1,13 @@
 //! Helpers the relay's integration tests share.
 
+use futures_util::{SinkExt, StreamExt};
 use starling_protocol::PROTOCOL_VERSION;
 use starling_protocol::sign::Keypair;
-use starling_protocol::worker::{AdapterInfo, Backend, Capabilities, DeviceLimits, Platform, WorkerMessage};
+use starling_protocol::worker::{
+    AdapterInfo, Assignment, Backend, Capabilities, DeviceLimits, Platform, RelayMessage, WorkerMessage,
+};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
 
 /// A CPU worker with 1 MiB buffers and `slots` parallel tasks.
 pub fn cpu_caps(slots: u32) -> Capabilities {
@@ -25,4 +30,55 @@ pub fn cpu_caps(slots: u32) -> Capabilities {
 /// A worker's first frame, with [`cpu_caps`] of one slot.
 pub fn hello(key: &Keypair) -> WorkerMessage {
     WorkerMessage::Hello { protocol_version: PROTOCOL_VERSION, worker_key: key.public(), capabilities: cpu_caps(1) }
+}
+
+/// A worker's WebSocket, spoken by hand.
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+pub async fn send(ws: &mut Ws, msg: &WorkerMessage) {
+    ws.send(Message::Text(serde_json::to_string(msg).unwrap().into())).await.unwrap();
+}
+
+/// The next relay frame (pings skipped); panics after 10 s of silence or when the connection ends.
+pub async fn recv(ws: &mut Ws) -> RelayMessage {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("relay answers") {
+            Some(Ok(Message::Text(t))) => return serde_json::from_str(t.as_str()).unwrap(),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("connection ended: {other:?}"),
+        }
+    }
+}
+
+/// A worker connected to the relay at `base` (`http://…`), through the handshake.
+pub async fn connect_worker(base: &str, key: &Keypair, capabilities: Capabilities) -> Ws {
+    let url = format!("{}/v1/workers/ws", base.replace("http", "ws"));
+    let mut ws = tokio_tungstenite::connect_async(url).await.unwrap().0;
+    let hello = WorkerMessage::Hello { protocol_version: PROTOCOL_VERSION, worker_key: key.public(), capabilities };
+    send(&mut ws, &hello).await;
+    let RelayMessage::Challenge { nonce } = recv(&mut ws).await else { panic!("no challenge") };
+    send(&mut ws, &WorkerMessage::Auth { signature: key.sign_auth(&nonce) }).await;
+    assert!(matches!(recv(&mut ws).await, RelayMessage::Welcome { .. }));
+    ws
+}
+
+/// The next `n` assignments, in the order they came.
+pub async fn assignments(ws: &mut Ws, n: usize) -> Vec<Assignment> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        if let RelayMessage::Assign(a) = recv(ws).await {
+            out.push(a);
+        }
+    }
+    out
+}
+
+/// The next frame that is not an assignment.
+pub async fn next_answer(ws: &mut Ws) -> RelayMessage {
+    loop {
+        match recv(ws).await {
+            RelayMessage::Assign(_) => continue,
+            other => return other,
+        }
+    }
 }
