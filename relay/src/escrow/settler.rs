@@ -370,3 +370,213 @@ fn remove_task(list: &mut BTreeMap<JobId, BTreeSet<u32>>, job: JobId, index: u32
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::escrow::embedded::{Embedded, EmbeddedConfig};
+    use crate::escrow::queries::{self, SmartQuery};
+    use crate::escrow::{EscrowBridge, Registration};
+    use starling_escrow::msg::{QueryMsg, TasksResponse};
+    use starling_protocol::Hash32;
+    use starling_protocol::job::{BuiltinKernel, Comparison, JobSpec, KernelSpec, TaskSpec};
+    use starling_protocol::sign::{AccountAction, Keypair};
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    const PRICE: u64 = 1_000;
+    const OUTPUT_LEN: u64 = 8;
+
+    /// The contract's deployable wasm, as `scripts/build-contract.sh` builds it.
+    fn contract() -> PathBuf {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/contracts/starling_escrow.wasm");
+        assert!(path.exists(), "{} is missing: run scripts/build-contract.sh first", path.display());
+        path
+    }
+
+    /// A settler over `escrow` with nothing to do yet but `pending`.
+    fn settler(escrow: Escrow, store: Store, pending: BTreeMap<JobId, BTreeSet<u32>>) -> Settler {
+        let (_, rx) = mpsc::unbounded_channel();
+        let (standing, _) = mpsc::unbounded_channel();
+        Settler {
+            escrow,
+            store,
+            rx,
+            pending,
+            evidence_owed: BTreeMap::new(),
+            finished: BTreeSet::new(),
+            terms: HashMap::new(),
+            standing,
+        }
+    }
+
+    fn amount(text: &str) -> u128 {
+        text.parse().expect("an amount")
+    }
+
+    /// All the money on the ledger, counted where it sits: the contract's accounts, its
+    /// workers' stakes and the job's unspent deposit, plus the relay's fees in its bank account.
+    /// Checks on the way that the contract's bank balance is exactly what its books hold.
+    async fn money(ledger: &Embedded, accounts: &[PublicKey], workers: &[PublicKey], job: JobId) -> u128 {
+        let mut books = 0;
+        for key in accounts {
+            books += queries::account(ledger, key).await.unwrap().balance.u128();
+        }
+        for key in workers {
+            let w = queries::worker(ledger, key).await.unwrap().expect("registered");
+            books += (w.bonded + w.unbonding).u128();
+        }
+        let j = ledger.job(job).await.unwrap().expect("opened");
+        books += amount(&j.deposit)
+            - amount(&j.paid_to_workers)
+            - amount(&j.paid_to_relay)
+            - j.refunded.as_deref().map_or(0, amount);
+        let info = ledger.info();
+        assert_eq!(ledger.balance(&info.contract).await, books, "the contract holds exactly what its books say");
+        books + ledger.balance(&info.relay_address).await
+    }
+
+    /// Issue 10, item 7, against the real contract: a signer whose owner unbonds below the
+    /// minimum between the settler building a batch and submitting it costs only its own pay.
+    /// The contract refuses the batch [A, B]; `settle_batch` settles A with its two remaining
+    /// signers (paid, with the relay's fee on two replicas, the unbonded one paid nothing), and
+    /// gives up B, whose other signer alone is below the quorum: B's whole deposit share goes
+    /// back to the client when the job closes. No money appears or disappears on the way.
+    #[tokio::test]
+    async fn an_unbonded_signer_costs_only_its_own_pay_against_the_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Arc::new(Embedded::open(dir.path(), EmbeddedConfig::new(contract())).await.unwrap());
+        let info = ledger.info();
+        let here = ledger.deployment();
+        let d = here.as_deployment();
+        let min_bond = amount(&info.min_bond);
+
+        // Three worker keys of three owners, each bonded at the minimum.
+        let workers: Vec<Keypair> = (1..=3).map(|n| Keypair::from_seed([n; 32])).collect();
+        let owners: Vec<Keypair> = (11..=13).map(|n| Keypair::from_seed([n; 32])).collect();
+        for (worker, owner) in workers.iter().zip(&owners) {
+            ledger.mint_deposit(&owner.public(), min_bond).await.unwrap();
+            let nonce = ledger.nonce(&owner.public()).await.unwrap();
+            let bond = AccountAction::Bond { worker: worker.public(), amount: min_bond };
+            let registration = Registration {
+                worker: worker.public(),
+                owner: owner.public(),
+                nonce,
+                bond: u64::try_from(min_bond).unwrap(),
+                authorization: owner.sign_account_action(d, nonce, &bond),
+                proof: worker.sign_register_v2(d, &owner.public()),
+            };
+            ledger.register_worker(&registration).await.unwrap();
+        }
+        let (w1, w2, w3) = (&workers[0], &workers[1], &workers[2]);
+
+        // A paid exact job of two tasks, quorum 2, up to three paid signers a task; the client
+        // deposits exactly what the contract asks.
+        let fee = u128::from(PRICE) * u128::from(info.relay_fee_bps) / 10_000;
+        let replica_cost = u128::from(PRICE) + fee;
+        let deposit = 2 * 3 * replica_cost;
+        let spec = JobSpec {
+            label: String::new(),
+            kernel: KernelSpec::Builtin { name: BuiltinKernel::MonteCarloPi },
+            tasks: vec![TaskSpec { params: vec![], inputs: vec![], workgroups: [1, 1, 1], output_size: 8 }; 2],
+            comparison: Comparison::Exact,
+            replicas: 3,
+            quorum: 2,
+            max_replicas: 3,
+            price_per_replica: PRICE,
+            deadline_secs: 600,
+            homogeneous: false,
+            nonce: 0,
+        };
+        let client = Keypair::from_seed([20; 32]);
+        ledger.mint_deposit(&client.public(), deposit).await.unwrap();
+        let job = JobId(1);
+        let not_after = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
+        let signed = client.sign_paid_job(spec.clone(), d, &info.relay_address, not_after);
+        ledger.open_job(&plan::open_job(job, &signed).unwrap().unwrap()).await.unwrap();
+        assert_eq!(amount(&ledger.job(job).await.unwrap().unwrap().deposit), deposit);
+
+        let accounts: Vec<PublicKey> = owners.iter().chain([&client]).map(Keypair::public).collect();
+        let worker_keys: Vec<PublicKey> = workers.iter().map(Keypair::public).collect();
+        let minted = ledger.minted().await.unwrap();
+        assert_eq!(money(&ledger, &accounts, &worker_keys, job).await, minted, "every minted unit is accounted for");
+
+        // Task A signed by all three, task B by w1 and w3: entries built as `settle_pending`
+        // builds them, while all three are bonded.
+        let hash = |index: u32| Hash32([0xa0 + u8::try_from(index).unwrap(); 32]);
+        let digest = spec.digest();
+        let replicas = |index: u32, signers: &[&Keypair]| -> Vec<SignedReplica> {
+            let task = TaskId { job, index };
+            signers
+                .iter()
+                .map(|w| SignedReplica {
+                    worker: w.public(),
+                    output_hash: hash(index),
+                    output_len: OUTPUT_LEN,
+                    signature: w.sign_result_v2(d, task, &digest, &hash(index), OUTPUT_LEN),
+                    accepted: true,
+                    rejected: false,
+                })
+                .collect()
+        };
+        let mut eligible = HashMap::new();
+        for key in &worker_keys {
+            let standing = ledger.worker(key).await.unwrap().expect("registered");
+            assert!(standing.eligible);
+            eligible.insert(*key, standing.owner);
+        }
+        let terms = plan::settle_terms(&spec).unwrap();
+        let a = plan::settle_entry(0, &hash(0), &replicas(0, &[w1, w2, w3]), &eligible, terms).unwrap();
+        let b = plan::settle_entry(1, &hash(1), &replicas(1, &[w1, w3]), &eligible, terms).unwrap();
+        assert_eq!((a.signatures.len(), b.signatures.len()), (3, 2));
+
+        // Then w3's owner unbonds one unit with its own signature: w3 is below the minimum bond.
+        let o3 = &owners[2];
+        let nonce = ledger.nonce(&o3.public()).await.unwrap();
+        let unbond = AccountAction::Unbond { worker: w3.public(), amount: 1 };
+        let signature = o3.sign_account_action(d, nonce, &unbond);
+        ledger.authorized(&o3.public(), nonce, &unbond, &signature).await.unwrap();
+        assert!(!ledger.worker(&w3.public()).await.unwrap().unwrap().eligible);
+
+        // One call settles the batch [A, B].
+        let store = Store::open(&dir.path().join("relay.sqlite")).await.unwrap();
+        let mut settler = settler(ledger.clone(), store, BTreeMap::from([(job, BTreeSet::from([0, 1]))]));
+        let settled = settler.settle_batch(job, &[a, b], terms.quorum).await.unwrap();
+        assert_eq!(settled, vec![0], "A settles without w3; B cannot");
+        assert!(!settler.pending[&job].contains(&1), "B is given up, not retried forever");
+
+        // The ledger: A settled and paid to w1 and w2 only; B unsettled.
+        assert_eq!(ledger.settled_tasks(job).await.unwrap(), HashSet::from([0]));
+        let msg = QueryMsg::Tasks { relay: info.relay_address.clone(), job_id: job.0, start_after: None, limit: None };
+        let tasks: TasksResponse = ledger.smart_query(&msg).await.unwrap();
+        let [task_a] = &tasks.tasks[..] else { panic!("one settled task, A: {tasks:?}") };
+        let paid: BTreeSet<Vec<u8>> =
+            task_a.settled.as_ref().expect("A settled").paid_workers.iter().map(|k| k.to_vec()).collect();
+        assert_eq!((task_a.index, paid), (0, BTreeSet::from([w1.public().0.to_vec(), w2.public().0.to_vec()])));
+        for (owner, earned) in owners.iter().zip([PRICE, PRICE, 0]) {
+            let account = queries::account(&*ledger, &owner.public()).await.unwrap();
+            assert_eq!((account.earned.u128(), account.balance.u128()), (earned.into(), earned.into()));
+        }
+        let w3_standing = queries::worker(&*ledger, &w3.public()).await.unwrap().unwrap();
+        assert_eq!(
+            ((w3_standing.bonded + w3_standing.unbonding).u128(), w3_standing.slashed.u128()),
+            (min_bond, 0),
+            "unpaid, not punished"
+        );
+        let j = ledger.job(job).await.unwrap().unwrap();
+        assert_eq!(
+            (j.settled_tasks, amount(&j.paid_to_workers), amount(&j.paid_to_relay)),
+            (1, 2 * u128::from(PRICE), 2 * fee)
+        );
+        assert_eq!(ledger.balance(&info.relay_address).await, 2 * fee, "the relay's fee on A's two paid replicas");
+        assert_eq!(money(&ledger, &accounts, &worker_keys, job).await, minted);
+
+        // Closing the job returns B's whole share and A's unpaid third replica to the client.
+        let refund = settler.escrow.close(job).await.unwrap();
+        assert_eq!(refund, 3 * replica_cost + replica_cost);
+        let account = queries::account(&*ledger, &client.public()).await.unwrap();
+        assert_eq!((account.balance.u128(), account.refunded.u128()), (refund, refund));
+        assert_eq!(money(&ledger, &accounts, &worker_keys, job).await, minted);
+        assert_eq!(ledger.total_supply().await, minted, "nothing minted or burned on the way");
+    }
+}
