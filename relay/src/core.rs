@@ -17,11 +17,13 @@ use crate::leases::HeldLease;
 use crate::scheduler::{JobRequirements, Lease, Scheduler, TaskNeeds};
 use crate::store::{PendingTask, ReturnedReplica};
 use crate::verifier::{self, Decision, Returned, Rule};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use starling_protocol::events::{JobEvent, JobState, JobSummary, ReplicaState};
 use starling_protocol::job::{Comparison, JobSpec};
 use starling_protocol::sign::{EscrowDeployment, SignedJob};
 use starling_protocol::worker::{Assignment, Capabilities, DeviceState, RelayMessage};
-use starling_protocol::{ErrorBody, ErrorCode, Hash32, JobId, LeaseId, PublicKey, Signature, TaskId};
+use starling_protocol::{ErrorBody, ErrorCode, Hash32, JobId, LeaseId, PublicKey, Signature, TaskId, sha256};
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -50,6 +52,8 @@ pub enum Input {
         /// The escrow account that owns the key, when registered: its keys hold at most one
         /// replica of a task between them.
         owner: Option<PublicKey>,
+        /// The address it connected from: paid tasks go to distinct networks.
+        addr: Option<IpAddr>,
     },
     /// A worker's escrow standing changed: whether it may take paid jobs.
     PaidStanding {
@@ -298,6 +302,11 @@ pub struct CoreConfig {
     /// Unpaid jobs running at once from one network (an IPv4 /24 or IPv6 /48), whatever keys
     /// they are signed with: fresh keys gain nothing.
     pub max_unpaid_jobs_per_network: usize,
+    /// Chance that a task gets an unannounced extra replica, and waits for it before deciding.
+    pub extra_rate: f64,
+    /// Chance that an agreed task gets a hidden audit replica on another independent worker
+    /// before it is decided.
+    pub audit_rate: f64,
 }
 
 impl Default for CoreConfig {
@@ -310,6 +319,8 @@ impl Default for CoreConfig {
             max_running_jobs_per_client: 64,
             max_unpaid_jobs: 1_000,
             max_unpaid_jobs_per_network: 16,
+            extra_rate: 0.0,
+            audit_rate: 0.0,
         }
     }
 }
@@ -338,6 +349,17 @@ pub fn network_of(ip: IpAddr) -> IpAddr {
             }
         },
     }
+}
+
+/// The network a worker counts as for independent replicas, or `None` for a loopback address:
+/// workers on the relay's own machine (tests, the demo, one operator's workers) prove nothing
+/// about independence either way, and a relay behind a local reverse proxy sees only those.
+pub fn worker_network(ip: IpAddr) -> Option<IpAddr> {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    (!ip.is_loopback() && !ip.is_unspecified()).then(|| network_of(ip))
 }
 
 /// Job requirements from a spec and the sizes of its input blobs.
@@ -371,6 +393,12 @@ struct JobTrack {
 #[derive(Debug, Default)]
 struct TaskTrack {
     returned: Vec<ReturnedReplica>,
+    /// Each returned lease's vote: its holder (escrow owner, or key) when it was leased.
+    owners: HashMap<LeaseId, PublicKey>,
+    /// Results to wait for before deciding (hidden extra replica or audit drawn), else 0.
+    hold_for: u8,
+    /// Whether the audit draw was made (once per task).
+    audit_drawn: bool,
     lapses: u32,
     /// Output bytes read for tolerance comparison, by hash.
     outputs: HashMap<Hash32, Option<Arc<[u8]>>>,
@@ -420,6 +448,8 @@ pub struct Core {
     /// Lease ids below this are reserved in the store.
     leases_reserved: u64,
     ready: Ready,
+    /// Draws hidden extra replicas and audits; seeded from the scheduler's secret seed.
+    rng: StdRng,
 }
 
 impl Core {
@@ -446,6 +476,7 @@ impl Core {
             counts_written_ms: 0,
             leases_reserved: next_lease.max(1),
             ready: Ready::default(),
+            rng: StdRng::from_seed(sha256(&[&config.scheduler.seed[..], b"audits"].concat()).0),
         }
     }
 
@@ -506,14 +537,14 @@ impl Core {
             req,
             tasks.iter().map(|t| {
                 let holders = t.returned.iter().map(|r| r.worker).collect();
-                (t.index, TaskNeeds { wanted: 0, holders, class: None })
+                (t.index, TaskNeeds { wanted: 0, holders, ..Default::default() })
             }),
         );
         let indices: Vec<u32> = tasks.iter().map(|t| t.index).collect();
         for t in tasks {
             self.tasks.insert(
                 TaskId { job: id, index: t.index },
-                TaskTrack { returned: t.returned, lapses: t.lapses, ..Default::default() },
+                TaskTrack { returned: t.returned, lapses: t.lapses, audit_drawn: true, ..Default::default() },
             );
         }
         self.track_job(id, Arc::new(job), summary, deadline_ms, unpaid_from);
@@ -526,9 +557,9 @@ impl Core {
     /// Applies one input.
     pub fn step(&mut self, input: Input, now: Now) {
         match input {
-            Input::WorkerOnline { key, conn, caps, paid, owner } => {
+            Input::WorkerOnline { key, conn, caps, paid, owner, addr } => {
                 // A reconnect voids the previous connection's leases: the worker lost them.
-                for lease in self.sched.worker_offline(&key) {
+                for lease in self.sched.worker_offline(&key, now.mono_ms) {
                     self.record_lapse(&lease, now);
                 }
                 self.ready.writes.push(Write::UpsertWorker { key, caps: caps.clone(), at_ms: now.wall_ms });
@@ -537,6 +568,7 @@ impl Core {
                 if let Some(owner) = owner {
                     self.sched.set_owner(&key, owner);
                 }
+                self.sched.set_network(&key, addr.and_then(worker_network));
                 self.conns.insert(key, conn);
                 self.ready.online.push((key, true));
             }
@@ -544,7 +576,7 @@ impl Core {
                 if self.conns.get(&key) == Some(&conn) {
                     self.conns.remove(&key);
                     self.ready.online.push((key, false));
-                    for lease in self.sched.worker_offline(&key) {
+                    for lease in self.sched.worker_offline(&key, now.mono_ms) {
                         self.record_lapse(&lease, now);
                     }
                 }
@@ -559,7 +591,7 @@ impl Core {
                     return;
                 }
                 tracing::info!(worker = %key, %task, %reason, "worker could not run task");
-                let lease = self.sched.lease_failed(lease).expect("lease checked above");
+                let lease = self.sched.lease_failed(lease, now.mono_ms).expect("lease checked above");
                 self.record_lapse(&lease, now);
             }
             Input::Decline { key, lease, task, reason } => {
@@ -741,11 +773,19 @@ impl Core {
             failure: None,
         };
         let n = job.spec.tasks.len() as u32;
-        let replicas = job.spec.replicas;
+        let (replicas, max) = (job.spec.replicas, job.spec.max_replicas);
         let req = JobRequirements { paid: self.paid_in_escrow(&job.spec), ..req };
-        self.sched.add_job(id, req, (0..n).map(|i| (i, TaskNeeds { wanted: replicas, ..Default::default() })));
+        // Some tasks get one more replica than the spec asks, unannounced, and wait for it.
+        let extra: Vec<bool> =
+            (0..n).map(|_| replicas < max && self.rng.gen_bool(self.config.extra_rate.clamp(0.0, 1.0))).collect();
+        self.sched.add_job(
+            id,
+            req,
+            (0..n).map(|i| (i, TaskNeeds { wanted: replicas + u8::from(extra[i as usize]), ..Default::default() })),
+        );
         for index in 0..n {
-            self.tasks.insert(TaskId { job: id, index }, TaskTrack::default());
+            let hold_for = if extra[index as usize] { replicas + 1 } else { 0 };
+            self.tasks.insert(TaskId { job: id, index }, TaskTrack { hold_for, ..Default::default() });
         }
         let job = Arc::new(job);
         self.ready.writes.push(Write::InsertJob { id, job: job.clone(), created_ms, deadline_ms });
@@ -822,7 +862,7 @@ impl Core {
                     format!("lease {lease_id}: output is {output_len} bytes, the task declares {declared:?}"),
                 )),
             ));
-            let lease = self.sched.lease_failed(lease_id).expect("lease checked above");
+            let lease = self.sched.lease_failed(lease_id, now.mono_ms).expect("lease checked above");
             self.record_lapse(&lease, now);
             return;
         }
@@ -839,11 +879,9 @@ impl Core {
         }));
         self.ready.count(key, 1, 0, 0);
         self.ready.leases_closed.push(lease_id);
-        self.tasks.entry(task).or_default().returned.push(ReturnedReplica {
-            lease: lease_id,
-            worker: key,
-            output_hash,
-        });
+        let track = self.tasks.entry(task).or_default();
+        track.owners.insert(lease_id, lease.holder);
+        track.returned.push(ReturnedReplica { lease: lease_id, worker: key, output_hash });
         self.ready.messages.push((key, RelayMessage::Ack { lease: lease_id }));
         self.decide(task, now);
     }
@@ -891,12 +929,21 @@ impl Core {
             .iter()
             .map(|r| Returned {
                 lease: r.lease,
-                worker: r.worker,
+                worker: track.owners.get(&r.lease).copied().unwrap_or(r.worker),
                 output_hash: r.output_hash,
                 output: track.outputs.get(&r.output_hash).and_then(|o| o.as_deref()),
             })
             .collect();
-        let decision = verifier::decide(rule, &returned, self.sched.outstanding(task), track.lapses);
+        let outstanding = self.sched.outstanding(task);
+        let mut decision = verifier::decide(rule, &returned, outstanding, track.lapses, track.hold_for);
+        if matches!(decision, Decision::Verified { .. }) && !track.audit_drawn {
+            // An agreed task may get a hidden audit replica on another independent worker.
+            track.audit_drawn = true;
+            if self.rng.gen_bool(self.config.audit_rate.clamp(0.0, 1.0)) {
+                track.hold_for = (track.returned.len() as u8).saturating_add(1);
+                decision = verifier::decide(rule, &returned, outstanding, track.lapses, track.hold_for);
+            }
+        }
         let workers: HashMap<LeaseId, PublicKey> = track.returned.iter().map(|r| (r.lease, r.worker)).collect();
         match decision {
             Decision::Wait => {}
@@ -906,10 +953,12 @@ impl Core {
                 for lease in &agreeing {
                     self.ready.writes.push(Write::ReplicaState { lease: *lease, state: ReplicaState::Accepted });
                     self.ready.count(workers[lease], 0, 1, 0);
+                    self.sched.record_accepted(&workers[lease]);
                 }
                 for lease in &dissenting {
                     self.ready.writes.push(Write::ReplicaState { lease: *lease, state: ReplicaState::Rejected });
                     self.ready.count(workers[lease], 0, 0, 1);
+                    self.sched.record_rejected(&workers[lease]);
                     tracing::warn!(worker = %workers[lease], %task, "result rejected: disagrees with the quorum");
                 }
                 self.close_task(task, now);
@@ -994,7 +1043,7 @@ impl Core {
                 self.ready.online.push((key, false));
                 self.ready.disconnect.push(key);
             }
-            for lease in self.sched.worker_offline(&key) {
+            for lease in self.sched.worker_offline(&key, now.mono_ms) {
                 self.record_lapse(&lease, now);
             }
         }
@@ -1131,7 +1180,14 @@ mod tests {
 
     fn online(core: &mut Core, n: u8, now: Now) {
         core.step(
-            Input::WorkerOnline { key: worker(n), conn: u64::from(n), caps: caps(), paid: true, owner: None },
+            Input::WorkerOnline {
+                key: worker(n),
+                conn: u64::from(n),
+                caps: caps(),
+                paid: true,
+                owner: None,
+                addr: None,
+            },
             now,
         );
     }

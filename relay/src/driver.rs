@@ -35,6 +35,8 @@ pub enum Command {
         paid: bool,
         /// Its owner account in escrow, when registered.
         owner: Option<PublicKey>,
+        /// The address it connected from.
+        addr: Option<IpAddr>,
         tx: mpsc::Sender<RelayMessage>,
     },
     CreateJob {
@@ -359,7 +361,7 @@ impl Driver {
     /// hands the rest to the core.
     fn admit_command(&mut self, cmd: Command) -> Input {
         match cmd {
-            Command::WorkerOnline { key, conn, caps, paid, owner, tx } => {
+            Command::WorkerOnline { key, conn, caps, paid, owner, addr, tx } => {
                 // Replacing the previous connection's queue closes it.
                 self.workers.insert(key, (conn, tx));
                 let mut registered = self.shared.registered.write().expect("registered lock");
@@ -367,7 +369,7 @@ impl Driver {
                     Some(_) => registered.insert(key, paid),
                     None => registered.remove(&key),
                 };
-                Input::WorkerOnline { key, conn, caps, paid, owner }
+                Input::WorkerOnline { key, conn, caps, paid, owner, addr }
             }
             Command::CreateJob { job, req, origin, reply } => {
                 let request = self.next_request;

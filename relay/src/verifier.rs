@@ -3,8 +3,15 @@
 //! Exact comparison groups results by output hash. Tolerance comparison reads outputs as
 //! little-endian f32 and groups each result with those that agree with it element-wise; the
 //! largest group wins (earliest result on ties) and its first member's hash becomes the task's
-//! canonical output. A group of at least `quorum` results from distinct workers verifies the task;
-//! every result outside it is a dissent whose signed hash is kept as evidence.
+//! canonical output. Votes count by independent holder (the core passes each replica's escrow
+//! owner, or the key of an unregistered worker), so one owner's keys are one vote.
+//!
+//! A task verifies when its largest group has at least `quorum` votes and more than twice as
+//! many as the largest group outside it (a supermajority of the contested votes: 2 against 0
+//! verifies, 2 against 1 does not, 3 against 1 does). Otherwise it escalates to more
+//! independent replicas, up to `max_replicas`. Every result outside the winning group is a
+//! dissent whose signed hash is kept as evidence. A task may also be *held*: it verifies only
+//! once `hold_for` results are back (hidden extra replicas and audits, which the core draws).
 
 use starling_protocol::job::Comparison;
 use starling_protocol::{Hash32, LeaseId, PublicKey};
@@ -13,6 +20,7 @@ use starling_protocol::{Hash32, LeaseId, PublicKey};
 #[derive(Debug, Clone)]
 pub struct Returned<'a> {
     pub lease: LeaseId,
+    /// Its vote: the escrow owner of the worker key, or the key itself.
     pub worker: PublicKey,
     pub output_hash: Hash32,
     /// The output bytes; needed only for tolerance comparison.
@@ -45,13 +53,25 @@ pub enum Decision {
 pub const MAX_LAPSES: u32 = 8;
 
 /// Decides a task given its returned results, the replicas still outstanding (leased, not
-/// returned) and how many replicas lapsed or failed. Lapses do not count against
-/// `max_replicas`: a worker that vanished gave no answer.
-pub fn decide(rule: Rule, returned: &[Returned<'_>], outstanding: u8, lapsed: u32) -> Decision {
+/// returned, or queued) and how many replicas lapsed or failed, holding the decision until
+/// `hold_for` results are back. Lapses do not count against `max_replicas`: a worker that
+/// vanished gave no answer (and the scheduler never offers it the task again).
+pub fn decide(rule: Rule, returned: &[Returned<'_>], outstanding: u8, lapsed: u32, hold_for: u8) -> Decision {
     let issued = (returned.len() as u8).saturating_add(outstanding);
-    let best = largest_agreeing_group(rule.comparison, returned);
+    let room = rule.max_replicas.saturating_sub(issued);
+    let best = largest_agreeing_group(rule.comparison, returned, &[]);
     let best_len = best.as_ref().map_or(0, |g| g.len());
-    if best_len >= usize::from(rule.quorum) {
+    let second =
+        best.as_ref().and_then(|g| largest_agreeing_group(rule.comparison, returned, g)).map_or(0, |g| g.len());
+    if best_len >= usize::from(rule.quorum) && best_len > 2 * second {
+        let held = usize::from(hold_for).saturating_sub(returned.len()).min(usize::from(u8::MAX)) as u8;
+        if held > 0 && (outstanding > 0 || room > 0) {
+            return if outstanding >= held || room == 0 {
+                Decision::Wait
+            } else {
+                Decision::AddReplicas((held - outstanding).min(room))
+            };
+        }
         let group = best.expect("non-empty group");
         let agreeing: Vec<LeaseId> = group.iter().map(|&i| returned[i].lease).collect();
         let dissenting = returned.iter().filter(|r| !agreeing.contains(&r.lease)).map(|r| r.lease).collect();
@@ -63,11 +83,12 @@ pub fn decide(rule: Rule, returned: &[Returned<'_>], outstanding: u8, lapsed: u3
             dissenting: returned.iter().map(|r| r.lease).collect(),
         };
     }
-    let missing = rule.quorum - best_len as u8;
+    // Votes still needed by the leading group: the quorum, and a supermajority over the runner-up.
+    let needed = usize::from(rule.quorum).max(2 * second + 1);
+    let missing = needed.saturating_sub(best_len).min(usize::from(u8::MAX)) as u8;
     if outstanding >= missing {
         return Decision::Wait;
     }
-    let room = rule.max_replicas.saturating_sub(issued);
     let want = missing - outstanding;
     if room >= want {
         return Decision::AddReplicas(want);
@@ -78,25 +99,31 @@ pub fn decide(rule: Rule, returned: &[Returned<'_>], outstanding: u8, lapsed: u3
     }
     Decision::Failed {
         reason: format!(
-            "no {} agreeing results within {} replicas ({} returned, largest agreement {})",
+            "no supermajority of {} or more agreeing results within {} replicas ({} returned, largest agreement {}, next {})",
             rule.quorum,
             rule.max_replicas,
             returned.len(),
-            best_len
+            best_len,
+            second
         ),
         dissenting: returned.iter().map(|r| r.lease).collect(),
     }
 }
 
 /// Indices into `returned` of the largest group of mutually agreeing results from distinct
-/// workers (a worker counts once even if it returned twice).
-fn largest_agreeing_group(comparison: Comparison, returned: &[Returned<'_>]) -> Option<Vec<usize>> {
+/// workers (a worker counts once even if it returned twice), leaving out the indices in
+/// `excluded` and every result of their workers.
+fn largest_agreeing_group(comparison: Comparison, returned: &[Returned<'_>], excluded: &[usize]) -> Option<Vec<usize>> {
+    let out = |j: usize| excluded.contains(&j) || excluded.iter().any(|&e| returned[e].worker == returned[j].worker);
     let mut best: Option<Vec<usize>> = None;
     for (i, anchor) in returned.iter().enumerate() {
+        if out(i) {
+            continue;
+        }
         let mut group = vec![i];
         let mut workers = vec![anchor.worker];
         for (j, other) in returned.iter().enumerate() {
-            if j == i || workers.contains(&other.worker) {
+            if j == i || out(j) || workers.contains(&other.worker) {
                 continue;
             }
             if agrees(comparison, anchor, other) {
@@ -169,22 +196,58 @@ mod tests {
             ("fresh task", exact(2, 4), vec![], 0, 0, Decision::AddReplicas(2)),
             ("one back, one out", exact(2, 4), vec![r(1, 1, "a")], 1, 0, Decision::Wait),
             ("two agree", exact(2, 4), vec![r(1, 1, "a"), r(2, 2, "a")], 0, 0, verified("a", &[1, 2], &[])),
-            ("disagree, room to add", exact(2, 4), vec![r(1, 1, "a"), r(2, 2, "b")], 0, 0, Decision::AddReplicas(1)),
+            // One against one: a supermajority needs three against one.
+            ("disagree, room to add", exact(2, 4), vec![r(1, 1, "a"), r(2, 2, "b")], 0, 0, Decision::AddReplicas(2)),
             (
-                "tie broken by third",
+                "two against one escalates",
                 exact(2, 4),
                 vec![r(1, 1, "a"), r(2, 2, "b"), r(3, 3, "b")],
                 0,
                 0,
-                verified("b", &[2, 3], &[1]),
+                Decision::AddReplicas(1),
             ),
             (
-                "liar outvoted",
+                "liar outvoted three to one",
                 exact(2, 4),
-                vec![r(1, 1, "bad"), r(2, 2, "a"), r(3, 3, "a")],
+                vec![r(1, 1, "bad"), r(2, 2, "a"), r(3, 3, "a"), r(4, 4, "a")],
                 0,
                 1,
-                verified("a", &[2, 3], &[1]),
+                verified("a", &[2, 3, 4], &[1]),
+            ),
+            (
+                "scattered lies count one by one",
+                exact(2, 5),
+                vec![r(1, 1, "x"), r(2, 2, "a"), r(3, 3, "y"), r(4, 4, "a"), r(5, 5, "a")],
+                0,
+                0,
+                verified("a", &[2, 4, 5], &[1, 3]),
+            ),
+            (
+                "two against two escalates by three",
+                exact(2, 8),
+                vec![r(1, 1, "a"), r(2, 2, "b"), r(3, 3, "b"), r(4, 4, "a")],
+                0,
+                0,
+                Decision::AddReplicas(3),
+            ),
+            (
+                "one owner's keys are one vote",
+                exact(2, 5),
+                vec![r(1, 7, "bad"), r(2, 7, "bad"), r(3, 3, "a")],
+                0,
+                0,
+                Decision::AddReplicas(2),
+            ),
+            (
+                "two against one at the cap fails",
+                exact(2, 3),
+                vec![r(1, 1, "a"), r(2, 2, "b"), r(3, 3, "b")],
+                0,
+                0,
+                Decision::Failed {
+                    reason: "no supermajority of 2 or more agreeing results within 3 replicas (3 returned, largest agreement 2, next 1)".into(),
+                    dissenting: vec![LeaseId(1), LeaseId(2), LeaseId(3)],
+                },
             ),
             (
                 "all disagree at cap",
@@ -193,7 +256,7 @@ mod tests {
                 0,
                 0,
                 Decision::Failed {
-                    reason: "no 2 agreeing results within 3 replicas (3 returned, largest agreement 1)".into(),
+                    reason: "no supermajority of 2 or more agreeing results within 3 replicas (3 returned, largest agreement 1, next 1)".into(),
                     dissenting: vec![LeaseId(1), LeaseId(2), LeaseId(3)],
                 },
             ),
@@ -237,7 +300,52 @@ mod tests {
             ),
         ];
         for (name, rule, returned, outstanding, lapsed, want) in cases {
-            assert_eq!(decide(rule, &returned, outstanding, lapsed), want, "{name}");
+            assert_eq!(decide(rule, &returned, outstanding, lapsed, 0), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn held_tasks_wait_for_their_hidden_replicas() {
+        let two = vec![r(1, 1, "a"), r(2, 2, "a")];
+        // (case, returned, outstanding, hold_for, max, expected)
+        let cases: Vec<(&str, Vec<Returned<'static>>, u8, u8, u8, Decision)> = vec![
+            ("agreed, extra still out", two.clone(), 1, 3, 4, Decision::Wait),
+            ("agreed, audit drawn", two.clone(), 0, 3, 4, Decision::AddReplicas(1)),
+            (
+                "agreed, no room for an audit",
+                two.clone(),
+                0,
+                3,
+                2,
+                Decision::Verified {
+                    output_hash: sha256(b"a"),
+                    agreeing: vec![LeaseId(1), LeaseId(2)],
+                    dissenting: vec![],
+                },
+            ),
+            (
+                "audit disagrees: escalate",
+                vec![r(1, 1, "a"), r(2, 2, "a"), r(3, 3, "b")],
+                0,
+                3,
+                5,
+                Decision::AddReplicas(1),
+            ),
+            (
+                "audit agrees",
+                vec![r(1, 1, "a"), r(2, 2, "a"), r(3, 3, "a")],
+                0,
+                3,
+                4,
+                Decision::Verified {
+                    output_hash: sha256(b"a"),
+                    agreeing: vec![LeaseId(1), LeaseId(2), LeaseId(3)],
+                    dissenting: vec![],
+                },
+            ),
+        ];
+        for (name, returned, outstanding, hold_for, max, want) in cases {
+            assert_eq!(decide(exact(2, max), &returned, outstanding, 0, hold_for), want, "{name}");
         }
     }
 
@@ -259,18 +367,16 @@ mod tests {
         };
         let (a, b, liar): (&'static [u8], &'static [u8], &'static [u8]) =
             (Box::leak(a.into_boxed_slice()), Box::leak(b.into_boxed_slice()), Box::leak(liar.into_boxed_slice()));
-        let d = decide(rule, &[ret(1, 1, liar), ret(2, 2, a), ret(3, 3, b)], 0, 0);
+        let d = decide(rule, &[ret(1, 1, liar), ret(2, 2, a), ret(3, 3, b)], 0, 0, 0);
+        assert_eq!(d, Decision::AddReplicas(1), "two against one escalates");
+        let d = decide(rule, &[ret(2, 2, a), ret(3, 3, b), ret(1, 1, liar)][..2].to_vec().as_slice(), 0, 0, 0);
         assert_eq!(
             d,
-            Decision::Verified {
-                output_hash: sha256(a),
-                agreeing: vec![LeaseId(2), LeaseId(3)],
-                dissenting: vec![LeaseId(1)]
-            }
+            Decision::Verified { output_hash: sha256(a), agreeing: vec![LeaseId(2), LeaseId(3)], dissenting: vec![] }
         );
         // The same outputs compared exactly do not agree.
-        let d = decide(Rule { comparison: Comparison::Exact, ..rule }, &[ret(2, 2, a), ret(3, 3, b)], 0, 0);
-        assert_eq!(d, Decision::AddReplicas(1));
+        let d = decide(Rule { comparison: Comparison::Exact, ..rule }, &[ret(2, 2, a), ret(3, 3, b)], 0, 0, 0);
+        assert_eq!(d, Decision::AddReplicas(2));
     }
 
     #[test]

@@ -72,8 +72,10 @@ fn not_an_upgrade(e: WebSocketUpgradeRejection) -> ApiError {
 
 pub async fn worker_socket(
     State(app): State<AppState>,
+    extensions: axum::http::Extensions,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    let addr = crate::serve::peer(&extensions).map(|a| a.ip());
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
         Err(e) => return not_an_upgrade(e).into_response(),
@@ -88,7 +90,7 @@ pub async fn worker_socket(
         .max_message_size(MAX_WS_FRAME_BYTES)
         .max_frame_size(MAX_WS_FRAME_BYTES)
         .on_upgrade(move |socket| async move {
-            serve_worker(app, socket).await;
+            serve_worker(app, socket, addr).await;
             drop(permit);
         })
 }
@@ -180,7 +182,7 @@ async fn handshake(
     Ok((key, caps))
 }
 
-async fn serve_worker(app: AppState, socket: WebSocket) {
+async fn serve_worker(app: AppState, socket: WebSocket, addr: Option<std::net::IpAddr>) {
     let (mut sink, mut stream) = socket.split();
     let (key, caps) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut sink, &mut stream)).await {
         Ok(Ok(v)) => v,
@@ -248,7 +250,7 @@ async fn serve_worker(app: AppState, socket: WebSocket) {
         }
         let _ = sink.close().await;
     });
-    if app.core.send(Command::WorkerOnline { key, conn, caps, paid, owner, tx }).await.is_err() {
+    if app.core.send(Command::WorkerOnline { key, conn, caps, paid, owner, addr, tx }).await.is_err() {
         writer.abort();
         return;
     }

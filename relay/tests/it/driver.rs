@@ -180,7 +180,7 @@ async fn connect(handle: &CoreHandle, n: u8) -> (PublicKey, mpsc::Receiver<Relay
     let key = Keypair::from_seed([n; 32]).public();
     let (tx, rx) = mpsc::channel(64);
     handle
-        .send(Command::WorkerOnline { key, conn: u64::from(n), caps: caps(), paid: true, owner: None, tx })
+        .send(Command::WorkerOnline { key, conn: u64::from(n), caps: caps(), paid: true, owner: None, addr: None, tx })
         .await
         .unwrap();
     (key, rx)
