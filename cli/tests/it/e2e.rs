@@ -122,10 +122,12 @@ async fn a_lying_worker_never_gets_a_wrong_result_accepted() {
     let relay = spawn_relay(&data, 0, &[]);
     let _h1 = spawn_worker(&relay.base, dir.path(), "honest1", &[]);
     let _h2 = spawn_worker(&relay.base, dir.path(), "honest2", &[]);
+    // Two honest results against the liar's escalate; three against one verify.
+    let _h3 = spawn_worker(&relay.base, dir.path(), "honest3", &[]);
     let mut liar = spawn_worker(&relay.base, dir.path(), "liar", &["--corrupt-results"]);
     let liar_key = worker_key(&mut liar);
     let api = Api::new(&relay.base);
-    api.wait_workers(3).await;
+    api.wait_workers(4).await;
 
     let spec = mandelbrot_job(128, 64, 16, 100);
     let summary = api.submit(spec.clone()).await;

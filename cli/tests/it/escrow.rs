@@ -139,7 +139,8 @@ async fn honest_workers_are_paid_exactly_the_liar_is_slashed_and_the_client_refu
         comparison: Comparison::Exact,
         replicas: 2,
         quorum: 2,
-        max_replicas: 3,
+        // Two against the liar escalates: three honest owners against one verifies.
+        max_replicas: 4,
         price_per_replica: u64::MAX / 64,
         deadline_secs: 600,
         homogeneous: false,
@@ -179,7 +180,7 @@ async fn honest_workers_are_paid_exactly_the_liar_is_slashed_and_the_client_refu
     let fee = price * FEE_BPS / 10_000;
 
     // The deposit covers max_replicas per task; what was not paid came back.
-    let deposit = tasks * 3 * (price + fee);
+    let deposit = tasks * 4 * (price + fee);
     assert_eq!(amount(&escrow.deposit), deposit);
     assert_eq!(escrow.settled_tasks as u128, tasks, "every verified task settled");
     assert_eq!(amount(&escrow.paid_to_workers), paid_replicas * price);

@@ -204,11 +204,12 @@ async fn outputs_are_stored_only_for_a_held_lease_of_the_declared_size() {
     let (key, stranger) = (Keypair::generate(), Keypair::generate());
     let mut ws = worker(&relay, &key).await;
     let mut stranger_ws = worker(&relay, &stranger).await;
-    // Four tasks, two replicas each: each worker holds one replica of every task.
+    // Four tasks, two replicas each; a new key holds two leases at most, so each worker holds
+    // one replica of each of the first two tasks.
     let tasks = starling_web_worker::kernels::monte_carlo_pi::tasks(1, 4, 4, 16);
     let (status, answer) = relay.post_job(&Keypair::generate(), spec(BuiltinKernel::MonteCarloPi, tasks, 1)).await;
     assert_eq!(status, 201, "{answer}");
-    let held = assignments(&mut ws, 4).await;
+    let held = assignments(&mut ws, 2).await;
     let size = held[0].output_size as usize;
     let lease = UploadPurpose::Output { lease: held[0].lease };
 
@@ -262,7 +263,7 @@ async fn outputs_are_stored_only_for_a_held_lease_of_the_declared_size() {
     // Nobody reads it while its task is undecided; once the other replica agrees, anyone may.
     let fetch = async |hash: Hash32| relay.http.get(format!("{}/v1/blobs/{hash}", relay.base)).send().await.unwrap();
     assert_eq!(fetch(sha256(&inline)).await.status().as_u16(), 404, "an undecided task's output was served");
-    let other = assignments(&mut stranger_ws, 4).await.into_iter().find(|a| a.task == held[1].task).unwrap();
+    let other = assignments(&mut stranger_ws, 2).await.into_iter().find(|a| a.task == held[1].task).unwrap();
     send(&mut stranger_ws, &result(&stranger, &other, &inline, true)).await;
     assert_eq!(next_answer(&mut stranger_ws).await, RelayMessage::Ack { lease: other.lease });
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
