@@ -641,9 +641,10 @@ impl Scheduler {
         let distinct_networks = job.req.paid && self.config.distinct_networks;
         // Whether the worker may hold a replica of the task, anchors aside.
         let independent = |task: &TaskNeeds, w: &WorkerSlot| {
-            !task.holders.contains(&w.identity)
-                && (!job.req.homogeneous || task.class.as_ref().is_none_or(|c| *c == w.class))
-                && !(distinct_networks && w.network.is_some_and(|n| task.networks.contains(&n)))
+            let same_owner = task.holders.contains(&w.identity);
+            let other_class = job.req.homogeneous && task.class.as_ref().is_some_and(|c| *c != w.class);
+            let same_network = distinct_networks && w.network.is_some_and(|n| task.networks.contains(&n));
+            !(same_owner || other_class || same_network)
         };
         // The task's last wanted replica waits for a reliable worker when none of its holders is
         // one and a reliable worker that could take it is online and not paused or cooling.
@@ -1249,7 +1250,8 @@ mod tests {
     fn paid_replicas_go_to_distinct_networks() {
         let net = |a: u8| Some(IpAddr::from([10, 0, a, 0]));
         // (case, networks of workers 1..=3, distinct_networks, paid, workers that get a replica)
-        let cases: Vec<(&str, [Option<IpAddr>; 3], bool, bool, usize)> = vec![
+        type Case = (&'static str, [Option<IpAddr>; 3], bool, bool, usize);
+        let cases: Vec<Case> = vec![
             ("one network, paid", [net(1), net(1), net(1)], true, true, 1),
             ("two networks, paid", [net(1), net(1), net(2)], true, true, 2),
             ("one network, unpaid", [net(1), net(1), net(1)], true, false, 3),
