@@ -360,17 +360,6 @@ impl Scheduler {
         self.records.get(key).copied()
     }
 
-    /// Seeds a key's record (the relay's store of records, read back at start).
-    pub fn restore_record(&mut self, key: PublicKey, valid_run: u32, abandoned: u32) {
-        let r = self.records.entry(key).or_default();
-        r.valid_run = valid_run;
-        r.abandoned = abandoned;
-        if self.workers.contains_key(&key) {
-            self.refresh_reliable(&key);
-            self.rerank(&key);
-        }
-    }
-
     /// Whether the key has `trusted_after` accepted results in a row.
     pub fn is_reliable(&self, key: &PublicKey) -> bool {
         self.records.get(key).is_some_and(|r| r.valid_run >= self.config.trusted_after)
