@@ -4,6 +4,7 @@
 mod client;
 mod demo;
 mod jobs;
+mod simulate;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -34,6 +35,9 @@ enum Command {
     /// Operator of an embedded ledger: deposit new money into an account (a client's, or a
     /// worker owner's) through the relay's admin route.
     Fund(FundArgs),
+    /// Run the market simulator: strategies of cheaters against the relay's decision code and
+    /// the real contract, seeded; print (and with --write record) what cheating earns.
+    Simulate(simulate::SimulateArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -360,6 +364,10 @@ async fn main() -> Result<()> {
         Command::Status(args) => {
             init_tracing("warn");
             status(args).await?;
+        }
+        Command::Simulate(args) => {
+            init_tracing("error");
+            simulate::run(args)?;
         }
         Command::Fund(args) => {
             init_tracing("warn");

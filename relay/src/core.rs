@@ -307,6 +307,9 @@ pub struct CoreConfig {
     /// Chance that an agreed task gets a hidden audit replica on another independent worker
     /// before it is decided.
     pub audit_rate: f64,
+    /// How long an agreed task waits for its hidden replica before it is decided without it
+    /// (no independent worker took it): audits never hold up a small or busy network for long.
+    pub hold_wait_ms: u64,
 }
 
 impl Default for CoreConfig {
@@ -319,8 +322,9 @@ impl Default for CoreConfig {
             max_running_jobs_per_client: 64,
             max_unpaid_jobs: 1_000,
             max_unpaid_jobs_per_network: 16,
-            extra_rate: 0.0,
-            audit_rate: 0.0,
+            extra_rate: 0.05,
+            audit_rate: 0.1,
+            hold_wait_ms: 30_000,
         }
     }
 }
@@ -399,6 +403,8 @@ struct TaskTrack {
     hold_for: u8,
     /// Whether the audit draw was made (once per task).
     audit_drawn: bool,
+    /// The task agreed and waits only for its hidden replica, since then (monotonic ms).
+    held_since_ms: Option<u64>,
     lapses: u32,
     /// Output bytes read for tolerance comparison, by hash.
     outputs: HashMap<Hash32, Option<Arc<[u8]>>>,
@@ -450,6 +456,8 @@ pub struct Core {
     ready: Ready,
     /// Draws hidden extra replicas and audits; seeded from the scheduler's secret seed.
     rng: StdRng,
+    /// Agreed tasks waiting for a hidden replica, by when they stop waiting.
+    held: BTreeSet<(u64, TaskId)>,
 }
 
 impl Core {
@@ -477,6 +485,7 @@ impl Core {
             leases_reserved: next_lease.max(1),
             ready: Ready::default(),
             rng: StdRng::from_seed(sha256(&[&config.scheduler.seed[..], b"audits"].concat()).0),
+            held: BTreeSet::new(),
         }
     }
 
@@ -775,9 +784,12 @@ impl Core {
         let n = job.spec.tasks.len() as u32;
         let (replicas, max) = (job.spec.replicas, job.spec.max_replicas);
         let req = JobRequirements { paid: self.paid_in_escrow(&job.spec), ..req };
-        // Some tasks get one more replica than the spec asks, unannounced, and wait for it.
-        let extra: Vec<bool> =
-            (0..n).map(|_| replicas < max && self.rng.gen_bool(self.config.extra_rate.clamp(0.0, 1.0))).collect();
+        // Some tasks of paid jobs get one more replica than the spec asks, unannounced, and wait
+        // for it (when more workers are online than the spec's replicas: else nobody could take it).
+        let hidden = req.paid && self.sched.workers_online() > usize::from(replicas);
+        let extra: Vec<bool> = (0..n)
+            .map(|_| hidden && replicas < max && self.rng.gen_bool(self.config.extra_rate.clamp(0.0, 1.0)))
+            .collect();
         self.sched.add_job(
             id,
             req,
@@ -937,12 +949,24 @@ impl Core {
         let outstanding = self.sched.outstanding(task);
         let mut decision = verifier::decide(rule, &returned, outstanding, track.lapses, track.hold_for);
         if matches!(decision, Decision::Verified { .. }) && !track.audit_drawn {
-            // An agreed task may get a hidden audit replica on another independent worker.
+            // An agreed task of a paid job may get a hidden audit replica on another independent
+            // worker, when more workers are online than hold it.
             track.audit_drawn = true;
-            if self.rng.gen_bool(self.config.audit_rate.clamp(0.0, 1.0)) {
+            let paid = self.escrow && plan::is_paid(&job.job.spec);
+            let others = self.sched.workers_online() > returned.len() + usize::from(outstanding);
+            if paid && others && self.rng.gen_bool(self.config.audit_rate.clamp(0.0, 1.0)) {
                 track.hold_for = (track.returned.len() as u8).saturating_add(1);
                 decision = verifier::decide(rule, &returned, outstanding, track.lapses, track.hold_for);
             }
+        }
+        if track.hold_for > 0
+            && track.held_since_ms.is_none()
+            && !matches!(decision, Decision::Verified { .. })
+            && matches!(verifier::decide(rule, &returned, outstanding, track.lapses, 0), Decision::Verified { .. })
+        {
+            // Agreed, and waiting only for the hidden replica: for a bounded time.
+            track.held_since_ms = Some(now.mono_ms);
+            self.held.insert((now.mono_ms.saturating_add(self.config.hold_wait_ms), task));
         }
         let workers: HashMap<LeaseId, PublicKey> = track.returned.iter().map(|r| (r.lease, r.worker)).collect();
         match decision {
@@ -1061,6 +1085,22 @@ impl Core {
                 self.fail_task(TaskId { job, index }, "deadline passed", now);
             }
             self.maybe_finish(job, now);
+        }
+        while let Some(&(until, task)) = self.held.first() {
+            if until > now.mono_ms {
+                break;
+            }
+            self.held.pop_first();
+            // Nobody independent took the hidden replica in time: decide without it; a lease of
+            // it still out is cancelled with the task.
+            if let Some(track) = self.tasks.get_mut(&task)
+                && track.hold_for > 0
+            {
+                track.hold_for = 0;
+                track.audit_drawn = true;
+                self.sched.withdraw_queued(task);
+                self.decide(task, now);
+            }
         }
         let lease_ms = self.sched.config().lease_ms;
         for lease in self.sched.assign(now.mono_ms) {
@@ -1422,6 +1462,135 @@ mod tests {
         assert!(matches!(ready.settle[..], [SettleNote::Verified(_), SettleNote::Finished(JobId(1))]));
         // Worker records are written once per worker per batch.
         assert_eq!(ready.writes.iter().filter(|w| matches!(w, Write::WorkerCounts { .. })).count(), 2);
+    }
+
+    fn answer(core: &mut Core, (key, a): &(PublicKey, Assignment), hash: u8, now: Now) {
+        let signature = Signature([0; 64]);
+        let input =
+            Input::Result { key: *key, lease: a.lease, task: a.task, output_hash: Hash32([hash; 32]), output_len: 8, signature };
+        core.step(input, now);
+    }
+
+    fn verified(ready: &Ready) -> Option<Hash32> {
+        ready.writes.iter().find_map(|w| match w {
+            Write::VerifyTask { output_hash, .. } => Some(*output_hash),
+            _ => None,
+        })
+    }
+
+    fn hidden(audit_rate: f64, extra_rate: f64) -> CoreConfig {
+        CoreConfig { audit_rate, extra_rate, ..CoreConfig::default() }
+    }
+
+    /// Two workers that agree on a wrong answer do not settle it when an audit is drawn: the
+    /// task waits for a third, independent worker, whose different answer makes it a dispute.
+    #[test]
+    fn an_agreed_paid_task_may_wait_for_a_hidden_audit_that_turns_agreement_into_dispute() {
+        let mut core = Core::new(hidden(1.0, 0.0), Some(test_deployment()), 1, 1);
+        for n in 1..=3 {
+            online(&mut core, n, at(0));
+        }
+        post(&mut core, 1, &Keypair::from_seed([100; 32]), spec(1, 10, 0), "10.0.0.1", at(0));
+        core.step(Input::EscrowOpened { request: 1, outcome: OpenOutcome::Opened }, at(0));
+        core.tick(at(0));
+        let leases = assignments(&core.ready(at(0)));
+        assert_eq!(leases.len(), 2, "the spec's two replicas, nothing that reveals an audit");
+        for l in &leases {
+            answer(&mut core, l, 9, at(1));
+        }
+        core.tick(at(1));
+        let ready = core.ready(at(1));
+        assert_eq!(verified(&ready), None, "two agreeing results are held for the audit");
+        let audit = assignments(&ready);
+        assert_eq!(audit.len(), 1);
+        assert!(!leases.iter().any(|(k, _)| *k == audit[0].0), "the audit goes to another worker");
+        assert_eq!(audit[0].1.task, leases[0].1.task);
+        assert_eq!(
+            (audit[0].1.lease_ms, &audit[0].1.spec_digest),
+            (leases[0].1.lease_ms, &leases[0].1.spec_digest),
+            "an audit lease looks like any other"
+        );
+        answer(&mut core, &audit[0], 7, at(2));
+        core.tick(at(2));
+        let ready = core.ready(at(2));
+        assert_eq!(verified(&ready), None, "2 against 1 is no supermajority: it escalates");
+        assert!(ready.writes.iter().all(|w| !matches!(w, Write::ReplicaState { .. })));
+    }
+
+    /// A hidden replica nobody independent takes (here the only other worker is paused) holds
+    /// an agreed task for `hold_wait_ms`, no longer.
+    #[test]
+    fn a_hidden_replica_nobody_takes_is_given_up_after_the_wait() {
+        let config = hidden(1.0, 0.0);
+        let wait = config.hold_wait_ms;
+        let mut core = Core::new(config, Some(test_deployment()), 1, 1);
+        for n in 1..=3 {
+            online(&mut core, n, at(0));
+        }
+        post(&mut core, 1, &Keypair::from_seed([100; 32]), spec(1, 10, 0), "10.0.0.1", at(0));
+        core.step(Input::EscrowOpened { request: 1, outcome: OpenOutcome::Opened }, at(0));
+        core.tick(at(0));
+        let leases = assignments(&core.ready(at(0)));
+        let idle = (1..=3).map(worker).find(|k| leases.iter().all(|(h, _)| h != k)).unwrap();
+        let paused = DeviceState { accepting: false, ..DeviceState::default() };
+        core.step(Input::Heartbeat { key: idle, state: paused }, at(0));
+        for l in &leases {
+            answer(&mut core, l, 9, at(1));
+        }
+        let mut s = 1;
+        while s * 1000 < 1000 + wait {
+            for n in 1..=3 {
+                let state = if worker(n) == idle { paused } else { DeviceState::default() };
+                core.step(Input::Heartbeat { key: worker(n), state }, at(s));
+            }
+            core.tick(at(s));
+            let ready = core.ready(at(s));
+            assert_eq!(verified(&ready), None, "second {s}: still waiting for the audit");
+            assert!(assignments(&ready).is_empty());
+            s += 1;
+        }
+        core.tick(at(s));
+        assert_eq!(verified(&core.ready(at(s))), Some(Hash32([9; 32])), "decided without the audit at {s} s");
+    }
+
+    /// No hidden replica where nobody else could take one, nor on unpaid jobs (nothing to slash):
+    /// two workers alone settle at once.
+    #[test]
+    fn hidden_replicas_are_drawn_only_for_paid_jobs_with_other_workers_online() {
+        for (workers, price, held) in [(2u8, 10u64, false), (3, 0, false), (3, 10, true)] {
+            let mut core = Core::new(hidden(1.0, 0.0), Some(test_deployment()), 1, 1);
+            for n in 1..=workers {
+                online(&mut core, n, at(0));
+            }
+            post(&mut core, 1, &Keypair::from_seed([100; 32]), spec(1, price, 0), "10.0.0.1", at(0));
+            core.step(Input::EscrowOpened { request: 1, outcome: OpenOutcome::Opened }, at(0));
+            core.tick(at(0));
+            for l in &assignments(&core.ready(at(0))) {
+                answer(&mut core, l, 9, at(1));
+            }
+            core.tick(at(1));
+            assert_eq!(verified(&core.ready(at(1))).is_none(), held, "{workers} workers, price {price}");
+        }
+    }
+
+    /// An unannounced extra replica: the task goes to one more worker than the spec says, and
+    /// is decided only with its answer.
+    #[test]
+    fn an_extra_replica_is_leased_unannounced_and_waited_for() {
+        let mut core = Core::new(hidden(0.0, 1.0), Some(test_deployment()), 1, 1);
+        for n in 1..=4 {
+            online(&mut core, n, at(0));
+        }
+        post(&mut core, 1, &Keypair::from_seed([100; 32]), spec(1, 10, 0), "10.0.0.1", at(0));
+        core.step(Input::EscrowOpened { request: 1, outcome: OpenOutcome::Opened }, at(0));
+        core.tick(at(0));
+        let leases = assignments(&core.ready(at(0)));
+        assert_eq!(leases.len(), 3);
+        answer(&mut core, &leases[0], 9, at(1));
+        answer(&mut core, &leases[1], 9, at(1));
+        assert_eq!(verified(&core.ready(at(1))), None, "the extra replica is waited for");
+        answer(&mut core, &leases[2], 9, at(2));
+        assert_eq!(verified(&core.ready(at(2))), Some(Hash32([9; 32])));
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //!   - [`verifier`]: pure; quorum decisions over returned results.
 //! - [`driver`]: the single writer around the core: batches commands, commits the core's writes
 //!   in one transaction, then sends; escrow calls and blob reads run off it.
+//! - [`sim`]: the market simulator: many workers with chosen strategies against the core and the
+//!   real contract, no sockets.
 //! - [`standing`]: re-reads online workers' escrow standing, so that one whose bond fell below
 //!   the minimum stops getting paid work.
 //! - [`serve`]: the accept loop: connection budgets per address and in all, header and body
@@ -26,6 +28,7 @@ pub mod escrow;
 pub mod leases;
 pub mod scheduler;
 pub mod serve;
+pub mod sim;
 pub mod standing;
 pub mod store;
 pub mod verifier;

@@ -491,6 +491,20 @@ impl Scheduler {
         }
     }
 
+    /// Takes back `task`'s replicas that are queued and not leased yet (a hidden replica nobody
+    /// took in time); returns how many.
+    pub fn withdraw_queued(&mut self, task: TaskId) -> u8 {
+        let Some(job) = self.jobs.get_mut(&task.job) else { return 0 };
+        let Some(t) = job.tasks.get_mut(&task.index) else { return 0 };
+        let withdrawn = std::mem::take(&mut t.wanted);
+        self.pending -= u64::from(withdrawn);
+        job.wanting.remove(&task.index);
+        if job.wanting.is_empty() {
+            self.wanting_jobs.remove(&task.job);
+        }
+        withdrawn
+    }
+
     /// The task is decided: nothing more is handed out and outstanding leases are returned, in
     /// lease order, for cancelling.
     pub fn close_task(&mut self, task: TaskId) -> Vec<Lease> {

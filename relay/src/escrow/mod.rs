@@ -201,7 +201,7 @@ fn hex(bytes: &[u8]) -> cosmwasm_std::HexBinary {
 }
 
 /// The contract's `SettleBatch` for `tasks` (both backends send exactly this).
-fn settle_msg(job: JobId, tasks: &[SettleTask]) -> starling_escrow::msg::ExecuteMsg {
+pub(crate) fn settle_msg(job: JobId, tasks: &[SettleTask]) -> starling_escrow::msg::ExecuteMsg {
     use starling_escrow::msg::{ExecuteMsg, TaskResult, WorkerSignature};
     ExecuteMsg::SettleBatch {
         job_id: job.0,
@@ -226,7 +226,7 @@ fn settle_msg(job: JobId, tasks: &[SettleTask]) -> starling_escrow::msg::Execute
 }
 
 /// The contract's `Slash` for `e`, against a job of `relay`'s.
-fn slash_msg(relay: &str, e: &Evidence) -> starling_escrow::msg::ExecuteMsg {
+pub(crate) fn slash_msg(relay: &str, e: &Evidence) -> starling_escrow::msg::ExecuteMsg {
     starling_escrow::msg::ExecuteMsg::Slash {
         relay: relay.to_owned(),
         job_id: e.job.0,
@@ -239,7 +239,7 @@ fn slash_msg(relay: &str, e: &Evidence) -> starling_escrow::msg::ExecuteMsg {
 }
 
 /// The contract's `CreateJob` for `job`.
-fn create_job_msg(job: &OpenJob) -> starling_escrow::msg::ExecuteMsg {
+pub(crate) fn create_job_msg(job: &OpenJob) -> starling_escrow::msg::ExecuteMsg {
     use starling_escrow::msg::JobTerms;
     use starling_escrow::state::JobComparison;
     let t = &job.terms;
@@ -264,7 +264,7 @@ fn create_job_msg(job: &OpenJob) -> starling_escrow::msg::ExecuteMsg {
 }
 
 /// The contract's `Bond` registering a new worker key.
-fn bond_msg(r: &Registration) -> starling_escrow::msg::ExecuteMsg {
+pub(crate) fn bond_msg(r: &Registration) -> starling_escrow::msg::ExecuteMsg {
     starling_escrow::msg::ExecuteMsg::Bond {
         authorization: starling_escrow::msg::Authorization {
             account: hex(&r.owner.0),
