@@ -956,6 +956,8 @@ impl Core {
             let others = self.sched.workers_online() > returned.len() + usize::from(outstanding);
             if paid && others && self.rng.gen_bool(self.config.audit_rate.clamp(0.0, 1.0)) {
                 track.hold_for = (track.returned.len() as u8).saturating_add(1);
+                // The auditor is drawn from the reliable workers, busy or not.
+                self.sched.set_sampled(task);
                 decision = verifier::decide(rule, &returned, outstanding, track.lapses, track.hold_for);
             }
         }
@@ -971,7 +973,16 @@ impl Core {
         let workers: HashMap<LeaseId, PublicKey> = track.returned.iter().map(|r| (r.lease, r.worker)).collect();
         match decision {
             Decision::Wait => {}
-            Decision::AddReplicas(n) => self.sched.add_replicas(task, n),
+            Decision::AddReplicas(n) => {
+                let mut hashes = track.returned.iter().map(|r| r.output_hash);
+                let first = hashes.next();
+                if hashes.any(|h| Some(h) != first) {
+                    // A dispute is settled by a sample of the reliable workers, not by whoever
+                    // is idle.
+                    self.sched.set_sampled(task);
+                }
+                self.sched.add_replicas(task, n)
+            }
             Decision::Verified { output_hash, agreeing, dissenting } => {
                 self.ready.writes.push(Write::VerifyTask { task, output_hash, at_ms: now.wall_ms });
                 for lease in &agreeing {

@@ -47,7 +47,7 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use starling_protocol::worker::{Capabilities, DeviceState};
-use starling_protocol::{JobId, LeaseId, PublicKey, TaskId};
+use starling_protocol::{JobId, LeaseId, PublicKey, TaskId, sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::ops::Bound;
@@ -145,6 +145,10 @@ pub struct TaskNeeds {
     pub networks: BTreeSet<IpAddr>,
     /// Holders that were reliable when they took their replica.
     pub anchors: u8,
+    /// Its results disagree, or it carries a hidden replica: further replicas are drawn at random
+    /// among the reliable workers online, busy or not, rather than taken by the first idle one
+    /// (see [`Scheduler::set_sampled`]).
+    pub sampled: bool,
 }
 
 /// A replica leased to a worker.
@@ -491,6 +495,17 @@ impl Scheduler {
         }
     }
 
+    /// The task's further replicas are a sample of the network: drawn at random among the
+    /// reliable workers online that may take it, busy or not (a busy one takes it beyond its
+    /// slots), instead of going to the first idle worker. A worker that computes nothing is
+    /// always idle; were disputes and audits settled by the idle, such workers would settle
+    /// them. Falls back to the usual ranking when no reliable worker may take it.
+    pub fn set_sampled(&mut self, task: TaskId) {
+        if let Some(t) = self.jobs.get_mut(&task.job).and_then(|j| j.tasks.get_mut(&task.index)) {
+            t.sampled = true;
+        }
+    }
+
     /// Takes back `task`'s replicas that are queued and not leased yet (a hidden replica nobody
     /// took in time); returns how many.
     pub fn withdraw_queued(&mut self, task: TaskId) -> u8 {
@@ -670,6 +685,27 @@ impl Scheduler {
         let mut pick = None;
         'tasks: for &index in job.wanting.iter().take(SCAN_LIMIT) {
             let task = &job.tasks[&index];
+            if task.sampled {
+                // A reliable worker drawn at random: the first, going round the reliable keys
+                // from a point drawn from the secret seed, that may take it and is not already
+                // one lease past its slots.
+                let point = sha256(
+                    &[&self.config.seed[..], &job_id.0.to_le_bytes(), &index.to_le_bytes(), &self.next_lease.to_le_bytes()]
+                        .concat(),
+                );
+                let start = PublicKey(point.0);
+                let drawn = self.reliable.range(start..).chain(self.reliable.range(..start)).find(|k| {
+                    let w = &self.workers[*k];
+                    w.available(self.config.min_battery)
+                        && w.active <= w.caps.slots.max(1)
+                        && Self::fits(&job.req, w)
+                        && independent(task, w)
+                });
+                if let Some(key) = drawn {
+                    pick = Some((index, *key));
+                    break;
+                }
+            }
             let anchor = needs_anchor(task);
             let may_take =
                 |key: &PublicKey, w: &WorkerSlot| independent(task, w) && (!anchor || self.reliable.contains(key));
@@ -920,6 +956,40 @@ mod tests {
         let more = s.assign(0);
         assert_eq!(more.len(), 1);
         assert_eq!(more[0].worker, key(3));
+    }
+
+    /// Disputes and audits are settled by a sample of the reliable workers, not by whoever is
+    /// idle: a worker that computes nothing is always idle.
+    #[test]
+    fn a_sampled_replica_goes_to_a_reliable_worker_busy_or_not() {
+        let one = caps(Backend::Vulkan, 0, 1, 1);
+        for sampled in [false, true] {
+            let mut s = sched_with_workers(&[(1, one.clone()), (2, one.clone())]);
+            proven(&mut s, 1, 10);
+            proven(&mut s, 2, 10);
+            // Both reliable workers busy.
+            s.add_job(JobId(1), req(10), tasks(1, 2));
+            assert_eq!(s.assign(0).len(), 2);
+            // An idle key without a record, always first in line.
+            s.worker_online(key(3), one.clone(), 0);
+            let needs = TaskNeeds { wanted: 1, anchors: 1, holders: [key(7)].into(), ..Default::default() };
+            s.add_job(JobId(2), req(10), [(0, needs)]);
+            if sampled {
+                s.set_sampled(TaskId { job: JobId(2), index: 0 });
+            }
+            let lease = s.assign(0);
+            let worker = lease.iter().map(|l| l.worker).collect::<Vec<_>>();
+            if sampled {
+                assert!(worker == [key(1)] || worker == [key(2)], "a busy reliable worker: {worker:?}");
+                // One lease past its slots at most.
+                s.add_job(JobId(3), req(10), [(0, TaskNeeds { wanted: 2, anchors: 1, ..Default::default() })]);
+                s.set_sampled(TaskId { job: JobId(3), index: 0 });
+                let more = s.assign(0);
+                assert!(more.iter().all(|l| l.worker != worker[0] || l.worker == key(3)), "{more:?}");
+            } else {
+                assert_eq!(worker, [key(3)], "unsampled: the idle worker");
+            }
+        }
     }
 
     #[test]

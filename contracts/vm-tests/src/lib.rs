@@ -392,8 +392,7 @@ impl Ledger {
 
     /// A read-only query, with the gas it used.
     pub fn query<M: Serialize, T: DeserializeOwned>(&self, msg: &M) -> Result<(T, GasUsed)> {
-        let mut storage = self.storage.clone();
-        storage.reset_ops();
+        let storage = self.storage.fork();
         let mut instance = self.instance(storage)?;
         let result = call_query(&mut instance, &self.env(), &serde_json::to_vec(msg)?)?;
         let report = instance.create_gas_report();
@@ -465,8 +464,7 @@ impl Ledger {
             sender: sender.clone(),
             funds: if funds == 0 { vec![] } else { vec![Coin::new(funds, self.denom.clone())] },
         };
-        let mut storage = self.storage.clone();
-        storage.reset_ops();
+        let storage = self.storage.fork();
         let mut instance = self.instance(storage)?;
         let result = call(&mut instance, &self.env(), &info);
         let report = instance.create_gas_report();
@@ -504,7 +502,8 @@ impl Ledger {
                 _ => return Err(unsupported()),
             }
         }
-        self.storage = storage;
+        // The previous copy is dropped first, so the committed map is updated in place.
+        self.storage.apply(storage);
         Ok(Executed {
             gas,
             attributes: response.attributes.into_iter().map(|a| (a.key, a.value)).collect(),

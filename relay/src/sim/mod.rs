@@ -126,8 +126,6 @@ pub struct Params {
     /// The core's hidden extra replica and audit rates.
     pub extra_rate: f64,
     pub audit_rate: f64,
-    /// How long a worker's escrow standing takes to reach the relay (its standing refresh).
-    pub standing_refresh_ms: u64,
 }
 
 impl Default for Params {
@@ -150,7 +148,6 @@ impl Default for Params {
             compute_cost: 0.5,
             extra_rate: core.extra_rate,
             audit_rate: core.audit_rate,
-            standing_refresh_ms: 30_000,
         }
     }
 }
@@ -253,6 +250,7 @@ struct SimWorker {
     group: usize,
     speed_ms: u64,
     paid: bool,
+    online: bool,
     first_lease_ms: Option<u64>,
 }
 
@@ -266,7 +264,7 @@ struct OwnerAccount {
 enum Event {
     /// A worker's answer to a lease is due.
     Answer { worker: usize, lease: LeaseId, task: TaskId, digest: Hash32 },
-    /// A slashed key's lost standing reaches the relay.
+    /// A slashed key lost its standing.
     Standing { worker: usize },
 }
 
@@ -302,6 +300,12 @@ struct Sim {
     next_event: u64,
     now_ms: u64,
     jobs_posted: usize,
+    /// Tasks still to post in the current phase.
+    to_post: usize,
+    /// Past the warm-up: strategies are on and everything is counted.
+    warm: bool,
+    /// What each group had earned when the warm-up ended.
+    earned_before: Vec<u128>,
     jobs_running: usize,
     next_request: u64,
     tasks: HashMap<TaskId, TaskReplicas>,
@@ -319,6 +323,8 @@ struct Sim {
     wrong: u64,
     returned: u64,
     eject_ms: Vec<Vec<u64>>,
+    /// Wall time spent in the contract, for the run's log.
+    ledger_time: std::time::Duration,
 }
 
 /// The correct output of a task: only honest work yields it.
@@ -418,6 +424,9 @@ impl Sim {
             next_event: 0,
             now_ms: 0,
             jobs_posted: 0,
+            to_post: 0,
+            warm: false,
+            earned_before: Vec::new(),
             jobs_running: 0,
             next_request: 1,
             tasks: HashMap::new(),
@@ -431,11 +440,12 @@ impl Sim {
             failed: 0,
             wrong: 0,
             returned: 0,
+            ledger_time: std::time::Duration::ZERO,
         };
         // The client pays for every replica the jobs may use, fees included.
         let per_task = u128::from(sim.p.price) * u128::from(sim.p.max_replicas.max(sim.p.replicas)) * 2;
         let client_key = sim.client.public();
-        sim.deposit(&client_key, per_task * sim.p.tasks as u128 + 1)?;
+        sim.deposit(&client_key, per_task * (sim.p.tasks + sim.warmup_tasks()) as u128 + 1)?;
         // Cheating groups first (their exact counts), the honest rest after; shuffled turns do
         // the mixing.
         let mut counts: Vec<usize> =
@@ -507,6 +517,7 @@ impl Sim {
             group,
             speed_ms: self.rng.gen_range(1_000..=5_000),
             paid: true,
+            online: true,
             first_lease_ms: None,
         });
         let now = self.now();
@@ -540,7 +551,8 @@ impl Sim {
     }
 
     fn spec(&mut self) -> JobSpec {
-        let n = self.p.tasks_per_job.min((self.p.tasks - self.jobs_posted * self.p.tasks_per_job as usize) as u32);
+        let n = self.p.tasks_per_job.min(self.to_post as u32);
+        self.to_post -= n as usize;
         JobSpec {
             label: format!("sim {}", self.jobs_posted),
             kernel: KernelSpec::Builtin { name: BuiltinKernel::MonteCarloPi },
@@ -558,12 +570,49 @@ impl Sim {
         }
     }
 
+    /// Tasks of the warm-up: enough for every worker to build a record of `trusted_after`
+    /// accepted results, so that cheaters join a network with history (as a real one has).
+    fn warmup_tasks(&self) -> usize {
+        let trusted_after = self.core.config().scheduler.trusted_after as usize;
+        self.p.workers * trusted_after * 2 / usize::from(self.p.replicas.max(1))
+    }
+
+    /// The warm-up, with every worker honest, then the measured run.
     fn run(&mut self) -> Result<(), SimError> {
-        let mut next_heartbeat = HEARTBEAT_MS;
+        self.to_post = self.warmup_tasks();
+        self.phase()?;
+        self.earned_before = self.earned()?;
+        self.warm = true;
+        self.verified = 0;
+        self.failed = 0;
+        self.wrong = 0;
+        self.returned = 0;
+        for o in &mut self.outcomes {
+            (o.returned, o.computed, o.accepted, o.rejected, o.wrong_accepted) = (0, 0, 0, 0, 0);
+        }
+        self.to_post = self.p.tasks;
+        self.phase()
+    }
+
+    /// What each group's accounts have earned so far.
+    fn earned(&self) -> Result<Vec<u128>, SimError> {
+        let mut earned = vec![0u128; self.groups.len()];
+        for (i, owner) in self.owners.iter().enumerate() {
+            let account: Account =
+                self.ledger.query(&QueryMsg::Account { pubkey: HexBinary::from(&owner.kp.public().0[..]) })?.0;
+            // An owner's keys are all of one group.
+            let group = self.workers.iter().find(|w| w.owner == i).map_or(0, |w| w.group);
+            earned[group] += account.earned.u128();
+        }
+        Ok(earned)
+    }
+
+    /// Posts `to_post` tasks, keeping `jobs_in_flight` jobs running, until all are decided.
+    fn phase(&mut self) -> Result<(), SimError> {
+        let mut next_heartbeat = self.now_ms + HEARTBEAT_MS;
+        let mut core_time = std::time::Duration::ZERO;
         loop {
-            while self.jobs_running < self.p.jobs_in_flight
-                && self.jobs_posted * (self.p.tasks_per_job as usize) < self.p.tasks
-            {
+            while self.jobs_running < self.p.jobs_in_flight && self.to_post > 0 {
                 let spec = self.spec();
                 let job = self.client.sign_paid_job(
                     spec,
@@ -579,6 +628,7 @@ impl Sim {
                 self.core.step(Input::CreateJob { request, job, req, origin: None }, self.now());
             }
             if self.jobs_running == 0 || self.now_ms > MAX_SIM_MS {
+                tracing::info!(?core_time, ledger_time = ?self.ledger_time, "run done");
                 return Ok(());
             }
             while let Some(&Reverse((at, id))) = self.events.peek() {
@@ -591,16 +641,30 @@ impl Sim {
             }
             if self.now_ms >= next_heartbeat {
                 next_heartbeat += HEARTBEAT_MS;
+                if self.now_ms % 60_000 == 0 {
+                    tracing::info!(
+                        sim_secs = self.now_ms / 1000,
+                        verified = self.verified,
+                        failed = self.failed,
+                        keys = self.workers.len(),
+                        jobs = self.jobs_running,
+                        "simulating"
+                    );
+                }
                 let now = self.now();
-                for w in &self.workers {
+                for w in self.workers.iter().filter(|w| w.online) {
                     self.core.step(Input::Heartbeat { key: w.kp.public(), state: DeviceState::default() }, now);
                 }
             }
             let now = self.now();
+            let started = std::time::Instant::now();
             self.core.tick(now);
             let ready = self.core.ready(now);
+            core_time += started.elapsed();
             self.handle(ready)?;
+            let started = std::time::Instant::now();
             self.settle()?;
+            self.ledger_time += started.elapsed();
             self.now_ms += TICK_MS;
         }
     }
@@ -610,6 +674,9 @@ impl Sim {
             Event::Standing { worker } => {
                 let key = self.workers[worker].kp.public();
                 self.core.step(Input::PaidStanding { key, paid: false }, self.at(at_ms));
+                // A key without standing earns nothing more: its owner takes it offline.
+                self.workers[worker].online = false;
+                self.core.step(Input::WorkerOffline { key, conn: worker as u64 }, self.at(at_ms));
                 // The strategy goes on with a fresh key while its budget lasts.
                 let group = self.workers[worker].group;
                 if self.groups[group].reenter {
@@ -621,7 +688,7 @@ impl Sim {
                     return Ok(());
                 }
                 let group = self.workers[worker].group;
-                let strategy = self.groups[group].strategy;
+                let strategy = if self.warm { self.groups[group].strategy } else { Strategy::Honest };
                 let (hash, computed) = match strategy {
                     Strategy::Honest => (truth(task), true),
                     Strategy::Liar { p } => {
@@ -709,9 +776,12 @@ impl Sim {
                 RelayMessage::Assign(a) => {
                     let worker = self.by_key[&key];
                     let w = &mut self.workers[worker];
-                    w.first_lease_ms.get_or_insert(self.now_ms);
+                    if self.warm {
+                        w.first_lease_ms.get_or_insert(self.now_ms);
+                    }
                     let group = w.group;
-                    let delay = match self.groups[group].strategy {
+                    let strategy = if self.warm { self.groups[group].strategy } else { Strategy::Honest };
+                    let delay = match strategy {
                         Strategy::Honest => w.speed_ms,
                         Strategy::Liar { .. } => w.speed_ms,
                         Strategy::Lazy | Strategy::Copier => SHORTCUT_MS,
@@ -778,6 +848,8 @@ impl Sim {
             max_signers: self.p.max_replicas.max(self.p.replicas),
             exact: true,
         };
+        let registered: HashSet<PublicKey> =
+            if self.to_settle.is_empty() { HashSet::new() } else { self.by_key.keys().copied().collect() };
         for (job, tasks) in std::mem::take(&mut self.to_settle) {
             let mut entries = Vec::new();
             for &task in &tasks {
@@ -800,7 +872,6 @@ impl Sim {
             if !entries.is_empty() {
                 self.ledger.execute(&self.relay, &settle_msg(job, &entries), 0)?;
             }
-            let registered: HashSet<PublicKey> = self.by_key.keys().copied().collect();
             for entry in &entries {
                 let task = TaskId { job, index: entry.index };
                 let evidence = plan::evidence(job, true, entry, &self.tasks[&task].replicas, &registered);
@@ -833,19 +904,15 @@ impl Sim {
             let first = self.workers[worker].first_lease_ms.unwrap_or(self.now_ms);
             self.eject_ms[group].push(self.now_ms.saturating_sub(first));
             self.outcomes[group].ejected += 1;
-            let delay = self.rng.gen_range(0..=self.p.standing_refresh_ms);
-            self.schedule(self.now_ms + delay, Event::Standing { worker });
+            // The relay made the slash, so it knows at once (as the settler tells the core).
+            self.schedule(self.now_ms, Event::Standing { worker });
         }
         Ok(())
     }
 
     fn finish(mut self, scenario: &Scenario) -> Result<Outcome, SimError> {
-        for (i, owner) in self.owners.iter().enumerate() {
-            let account: Account =
-                self.ledger.query(&QueryMsg::Account { pubkey: HexBinary::from(&owner.kp.public().0[..]) })?.0;
-            // An owner's keys are all of one group.
-            let group = self.workers.iter().find(|w| w.owner == i).map_or(0, |w| w.group);
-            self.outcomes[group].earned += account.earned.u128();
+        for (group, earned) in self.earned()?.into_iter().enumerate() {
+            self.outcomes[group].earned = earned - self.earned_before[group];
         }
         for w in &self.workers {
             let standing: WorkerResponse =
