@@ -149,6 +149,9 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         let jobs: Vec<_> = finished.iter().map(|(job, _)| job.id).collect();
         settlement_report(&client, &key, &jobs, &worker_keys).await?;
     }
+    if let Some(wasm) = args.contract.clone().or_else(|| crate::locate(&["target/contracts/starling_escrow.wasm"])) {
+        market_summary(&wasm)?;
+    }
     let _ = stop_tx.send(true);
     for w in workers {
         let _ = w.await;
@@ -219,5 +222,16 @@ async fn settlement_report(
     println!("  relay   fees {fees}");
     ensure!(earned_total == to_workers, "workers earned {earned_total} but the jobs paid out {to_workers}");
     println!("  check   deposits {deposits} = workers {to_workers} + relay {fees} + refunds {refunds}  ✓");
+    Ok(())
+}
+
+/// The market simulator's headline run at the default parameters, small enough to take seconds:
+/// what a cartel of 30% of the keys gets for lying (`starling simulate` runs them all).
+fn market_summary(wasm: &std::path::Path) -> Result<()> {
+    use starling_relay::sim::{self, Params, report};
+    let wasm = std::fs::read(wasm)?;
+    let params = Params { workers: 100, tasks: 1_000, ..Params::default() };
+    let outcome = sim::run(&report::cartel(&params), &wasm)?;
+    println!("market    {} (starling simulate for every population)", report::summary(&outcome));
     Ok(())
 }

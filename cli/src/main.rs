@@ -75,6 +75,30 @@ struct RelayArgs {
     /// reads are spread evenly over the period, a few at a time.
     #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..))]
     standing_refresh_ms: u64,
+    /// Chance that an agreed task of a paid job waits for a hidden audit replica, drawn among
+    /// reliable workers, before it is decided (0 to 1).
+    #[arg(long, default_value_t = starling_relay::core::CoreConfig::default().audit_rate, value_parser = rate)]
+    audit_rate: f64,
+    /// Chance that a task of a paid job gets one unannounced replica more than its spec asks
+    /// (0 to 1).
+    #[arg(long, default_value_t = starling_relay::core::CoreConfig::default().extra_rate, value_parser = rate)]
+    extra_rate: f64,
+    /// How long an agreed task waits for its hidden replica before it is decided without it
+    /// (milliseconds).
+    #[arg(long, default_value_t = starling_relay::core::CoreConfig::default().hold_wait_ms)]
+    hold_wait_ms: u64,
+    /// Accepted results in a row after which a worker is reliable: an anchor for new keys and a
+    /// candidate for disputes and audits.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    trusted_after: u32,
+    /// Cooldown after a worker's first abandoned lease (milliseconds); it doubles with each
+    /// further abandon.
+    #[arg(long, default_value_t = 10_000)]
+    abandon_backoff_ms: u64,
+    /// Let workers of one network (IPv4 /24, IPv6 /48) hold replicas of one paid task (off by
+    /// default: replicas go to distinct networks).
+    #[arg(long)]
+    shared_networks: bool,
     /// Most worker connections at once (default: 20,000, or what the open-file hard limit
     /// leaves room for).
     #[arg(long)]
@@ -145,11 +169,23 @@ pub(crate) fn locate(candidates: &[&str]) -> Option<PathBuf> {
     candidates.iter().flat_map(|c| [PathBuf::from(c), workspace.join(c)]).find(|p| p.exists())
 }
 
+/// A probability given on the command line.
+fn rate(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..=1.0).contains(&v) { Ok(v) } else { Err(format!("{v} is not between 0 and 1")) }
+}
+
 fn relay_config(args: &RelayArgs) -> Result<starling_relay::Config> {
     let mut config = starling_relay::Config::new(&args.data_dir);
     config.core.scheduler.lease_ms = args.lease_ms;
     config.core.scheduler.max_lease_ms = args.max_lease_ms;
     config.standing_refresh = std::time::Duration::from_millis(args.standing_refresh_ms);
+    config.core.audit_rate = args.audit_rate;
+    config.core.extra_rate = args.extra_rate;
+    config.core.hold_wait_ms = args.hold_wait_ms;
+    config.core.scheduler.trusted_after = args.trusted_after;
+    config.core.scheduler.abandon_backoff_ms = args.abandon_backoff_ms;
+    config.core.scheduler.distinct_networks = !args.shared_networks;
     if let Some(n) = args.max_workers {
         config.max_workers = n;
     }

@@ -399,6 +399,8 @@ struct TaskTrack {
     returned: Vec<ReturnedReplica>,
     /// Each returned lease's vote: its holder (escrow owner, or key) when it was leased.
     owners: HashMap<LeaseId, PublicKey>,
+    /// Returned leases that were part of a sample (audit or dispute).
+    sampled: HashSet<LeaseId>,
     /// Results to wait for before deciding (hidden extra replica or audit drawn), else 0.
     hold_for: u8,
     /// Whether the audit draw was made (once per task).
@@ -893,6 +895,9 @@ impl Core {
         self.ready.leases_closed.push(lease_id);
         let track = self.tasks.entry(task).or_default();
         track.owners.insert(lease_id, lease.holder);
+        if lease.sampled {
+            track.sampled.insert(lease_id);
+        }
         track.returned.push(ReturnedReplica { lease: lease_id, worker: key, output_hash });
         self.ready.messages.push((key, RelayMessage::Ack { lease: lease_id }));
         self.decide(task, now);
@@ -944,6 +949,7 @@ impl Core {
                 worker: track.owners.get(&r.lease).copied().unwrap_or(r.worker),
                 output_hash: r.output_hash,
                 output: track.outputs.get(&r.output_hash).and_then(|o| o.as_deref()),
+                sampled: track.sampled.contains(&r.lease),
             })
             .collect();
         let outstanding = self.sched.outstanding(task);

@@ -164,6 +164,9 @@ pub struct Lease {
     pub network: Option<IpAddr>,
     /// The worker was reliable when it took the lease.
     pub anchor: bool,
+    /// Handed out as part of a sample (see [`Scheduler::set_sampled`]): its result is a vote in
+    /// a dispute.
+    pub sampled: bool,
 }
 
 /// A worker's place in the queue for work; smaller is served first. The field order is the
@@ -733,6 +736,7 @@ impl Scheduler {
         let id = LeaseId(self.next_lease);
         self.next_lease += 1;
         let anchor = self.reliable.contains(&worker);
+        let sampled = self.jobs[&job_id].tasks[&index].sampled;
         // Served: its next turn is drawn behind the workers online.
         let n = self.workers.len() as u64;
         let turn = self.clock + self.rng.gen_range(n..2 * n);
@@ -765,7 +769,7 @@ impl Scheduler {
         }
         self.pending -= 1;
         let task = TaskId { job: job_id, index };
-        let lease = Lease { id, task, worker, holder, assigned_at_ms: now_ms, network, anchor };
+        let lease = Lease { id, task, worker, holder, assigned_at_ms: now_ms, network, anchor, sampled };
         self.leases_by_worker.insert((worker, id));
         self.leases_by_task.insert((task, id));
         self.lease_deadlines.insert((self.deadline(&lease), id));
@@ -1801,7 +1805,16 @@ mod tests {
                     job.wanting.remove(&index);
                 }
                 let task = TaskId { job: job_id, index };
-                let lease = Lease { id, task, worker, holder: worker, assigned_at_ms: now_ms, network: None, anchor };
+                let lease = Lease {
+                    id,
+                    task,
+                    worker,
+                    holder: worker,
+                    assigned_at_ms: now_ms,
+                    network: None,
+                    anchor,
+                    sampled: false,
+                };
                 self.leases.insert(id, lease.clone());
                 Some(lease)
             }

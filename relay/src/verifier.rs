@@ -6,6 +6,11 @@
 //! canonical output. Votes count by independent holder (the core passes each replica's escrow
 //! owner, or the key of an unregistered worker), so one owner's keys are one vote.
 //!
+//! A dispute (results that disagree) is settled only by *sampled* results: those of an audit
+//! and those handed out after the disagreement, drawn at random among reliable workers. The
+//! replicas before it went to whoever was idle, and a cartel lies only where it holds them all,
+//! so their votes settle nothing; they join the winning side or are its dissenters.
+//!
 //! A task verifies when its largest group has at least `quorum` votes and more than twice as
 //! many as the largest group outside it (a supermajority of the contested votes: 2 against 0
 //! verifies, 2 against 1 does not, 3 against 1 does). Otherwise it escalates to more
@@ -25,6 +30,9 @@ pub struct Returned<'a> {
     pub output_hash: Hash32,
     /// The output bytes; needed only for tolerance comparison.
     pub output: Option<&'a [u8]>,
+    /// It was handed out as part of a sample (an audit, or after the results disagreed): only
+    /// such results settle a dispute.
+    pub sampled: bool,
 }
 
 /// The replication rule of a job.
@@ -59,10 +67,21 @@ pub const MAX_LAPSES: u32 = 8;
 pub fn decide(rule: Rule, returned: &[Returned<'_>], outstanding: u8, lapsed: u32, hold_for: u8) -> Decision {
     let issued = (returned.len() as u8).saturating_add(outstanding);
     let room = rule.max_replicas.saturating_sub(issued);
-    let best = largest_agreeing_group(rule.comparison, returned, &[]);
-    let best_len = best.as_ref().map_or(0, |g| g.len());
-    let second =
+    let mut best = largest_agreeing_group(rule.comparison, returned, &[]);
+    let mut second =
         best.as_ref().and_then(|g| largest_agreeing_group(rule.comparison, returned, g)).map_or(0, |g| g.len());
+    if second > 0 {
+        // A dispute: one side lies. The replicas handed out before it were placed by whoever was
+        // idle, and a cartel lies only where it holds them all, so they settle nothing; the
+        // sampled ones (audits, and those added since) are votes.
+        let unsampled: Vec<usize> = (0..returned.len()).filter(|&i| !returned[i].sampled).collect();
+        best = largest_agreeing_group(rule.comparison, returned, &unsampled);
+        second = best
+            .as_ref()
+            .and_then(|g| largest_agreeing_group(rule.comparison, returned, &[&unsampled[..], g].concat()))
+            .map_or(0, |g| g.len());
+    }
+    let best_len = best.as_ref().map_or(0, |g| g.len());
     if best_len >= usize::from(rule.quorum) && best_len > 2 * second {
         let held = usize::from(hold_for).saturating_sub(returned.len()).min(usize::from(u8::MAX)) as u8;
         if held > 0 && (outstanding > 0 || room > 0) {
@@ -73,9 +92,18 @@ pub fn decide(rule: Rule, returned: &[Returned<'_>], outstanding: u8, lapsed: u3
             };
         }
         let group = best.expect("non-empty group");
-        let agreeing: Vec<LeaseId> = group.iter().map(|&i| returned[i].lease).collect();
+        // Every result that agrees with the winner, sampled or not, from distinct workers.
+        let anchor = &returned[group[0]];
+        let mut workers = Vec::new();
+        let mut agreeing: Vec<LeaseId> = Vec::new();
+        for r in returned.iter().filter(|r| agrees(rule.comparison, anchor, r)) {
+            if !workers.contains(&r.worker) {
+                workers.push(r.worker);
+                agreeing.push(r.lease);
+            }
+        }
         let dissenting = returned.iter().filter(|r| !agreeing.contains(&r.lease)).map(|r| r.lease).collect();
-        return Decision::Verified { output_hash: returned[group[0]].output_hash, agreeing, dissenting };
+        return Decision::Verified { output_hash: anchor.output_hash, agreeing, dissenting };
     }
     if lapsed >= MAX_LAPSES {
         return Decision::Failed {
@@ -178,7 +206,7 @@ mod tests {
     }
 
     fn r(lease: u64, worker: u8, out: &str) -> Returned<'static> {
-        Returned { lease: LeaseId(lease), worker: key(worker), output_hash: sha256(out.as_bytes()), output: None }
+        Returned { lease: LeaseId(lease), worker: key(worker), output_hash: sha256(out.as_bytes()), output: None, sampled: true }
     }
 
     #[test]
@@ -304,6 +332,58 @@ mod tests {
         }
     }
 
+    /// In a dispute only sampled results vote: a pair that agreed before an audit cannot outvote
+    /// the audit by being first.
+    #[test]
+    fn a_dispute_is_settled_by_sampled_results_only() {
+        let first = |lease, worker, out: &str| Returned { sampled: false, ..r(lease, worker, out) };
+        let h = |s: &str| sha256(s.as_bytes());
+        // (name, returned, expected)
+        let cases: Vec<(&str, Vec<Returned<'static>>, Decision)> = vec![
+            (
+                "a pair's lie against one audit: the audit needs a sampled second",
+                vec![first(1, 1, "bad"), first(2, 2, "bad"), r(3, 3, "a")],
+                Decision::AddReplicas(1),
+            ),
+            (
+                "two sampled votes settle it against the unsampled pair",
+                vec![first(1, 1, "bad"), first(2, 2, "bad"), r(3, 3, "a"), r(4, 4, "a")],
+                Decision::Verified {
+                    output_hash: h("a"),
+                    agreeing: vec![LeaseId(3), LeaseId(4)],
+                    dissenting: vec![LeaseId(1), LeaseId(2)],
+                },
+            ),
+            (
+                "a cartel key among the sampled one: one against one, more are drawn",
+                vec![first(1, 1, "bad"), first(2, 2, "bad"), r(3, 3, "a"), r(4, 4, "bad")],
+                Decision::AddReplicas(2),
+            ),
+            (
+                "unsampled results on the winning side are accepted with it",
+                vec![first(1, 1, "bad"), first(2, 2, "a"), r(3, 3, "a"), r(4, 4, "a")],
+                Decision::Verified {
+                    output_hash: h("a"),
+                    agreeing: vec![LeaseId(2), LeaseId(3), LeaseId(4)],
+                    dissenting: vec![LeaseId(1)],
+                },
+            ),
+            (
+                "a one-to-one dispute before any sample draws two",
+                vec![first(1, 1, "bad"), first(2, 2, "a")],
+                Decision::AddReplicas(2),
+            ),
+            ("agreement needs no sample", vec![first(1, 1, "a"), first(2, 2, "a")], Decision::Verified {
+                output_hash: h("a"),
+                agreeing: vec![LeaseId(1), LeaseId(2)],
+                dissenting: vec![],
+            }),
+        ];
+        for (name, returned, want) in cases {
+            assert_eq!(decide(exact(2, 7), &returned, 0, 0, 0), want, "{name}");
+        }
+    }
+
     #[test]
     fn held_tasks_wait_for_their_hidden_replicas() {
         let two = vec![r(1, 1, "a"), r(2, 2, "a")];
@@ -364,7 +444,7 @@ mod tests {
             lease: LeaseId(lease),
             worker: key(worker),
             output_hash: sha256(out),
-            output: Some(out),
+            output: Some(out), sampled: true,
         };
         let (a, b, liar): (&'static [u8], &'static [u8], &'static [u8]) =
             (Box::leak(a.into_boxed_slice()), Box::leak(b.into_boxed_slice()), Box::leak(liar.into_boxed_slice()));

@@ -938,3 +938,50 @@ impl Sim {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn wasm() -> Vec<u8> {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/contracts/starling_escrow.wasm");
+        std::fs::read(&path).expect("the contract artifact; build it with scripts/build-contract.sh")
+    }
+
+    fn small(groups: Vec<Group>) -> Scenario {
+        let params = Params { workers: 40, tasks: 300, tasks_per_job: 20, jobs_in_flight: 5, ..Params::default() };
+        Scenario { name: "small".into(), groups, params }
+    }
+
+    /// One seed, one outcome; money is conserved; honest work earns what it should; a liar
+    /// loses its bond faster than lies could earn, and is ejected.
+    #[test]
+    fn a_small_market_is_reproducible_conserves_money_and_makes_liars_lose() {
+        let wasm = wasm();
+        let scenario = small(vec![Group::new("liars", Strategy::Liar { p: 1.0 }, 0.1)]);
+        let a = run(&scenario, &wasm).unwrap();
+        let b = run(&scenario, &wasm).unwrap();
+        assert_eq!(a, b, "the same seed gives the same run");
+        assert!(a.conserved, "minted = supply + burned");
+        assert_eq!(a.tasks_verified + a.tasks_failed, 300);
+        assert_eq!(a.wrong_accepted, 0, "a lone liar is always outvoted");
+        let (honest, liars) = (&a.groups[0], &a.groups[1]);
+        let per = |g: &GroupOutcome| g.profit_per_replica(a.params.compute_cost, a.params.price).unwrap();
+        assert!((per(honest) - 0.5).abs() < 0.05, "honest: price less cost, {}", per(honest));
+        assert!(per(liars) < -100.0, "liars lose their bonds: {}", per(liars));
+        assert!(liars.ejected > 0 && liars.slashed > 0);
+        assert!(liars.keys > 4, "ejected liars came back with fresh keys");
+        let other = Scenario { params: Params { seed: 2, ..scenario.params.clone() }, ..scenario };
+        assert_ne!(run(&other, &wasm).unwrap().replicas_returned, a.replicas_returned, "the seed matters");
+    }
+
+    /// A cartel under one owner is one vote: it never holds every replica of a task.
+    #[test]
+    fn keys_of_one_owner_never_outvote_anyone() {
+        let cartel = Group { owners: Owners::One, ..Group::new("cartel", Strategy::Cartel, 0.3) };
+        let o = run(&small(vec![cartel]), &wasm()).unwrap();
+        assert_eq!((o.wrong_accepted, o.groups[1].rejected, o.groups[1].slashed), (0, 0, 0));
+        assert!(o.groups[1].accepted > 0, "it worked honestly instead");
+    }
+}
