@@ -76,15 +76,31 @@ fn write(path: &Path, p: &Params, tables: &str, elapsed: f64) -> Result<()> {
     let date = chrono_date();
     let machine = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|c| {
+            c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let section = format!(
         "{begin}\n_Measured {date} on {machine} ({cores} cores): `starling simulate --workers {} --tasks {} --seed {} --write BENCHMARKS.md`, {elapsed:.0} s in all. \
          Each run: {} workers, {} tasks in jobs of {}, {} replicas (quorum {}, at most {}), price {} per replica, bond {} ({}× the price), slash {}% of the bond, \
          honest work costing {}% of the price, audit rate {}, hidden extra replica rate {}._\n\n{tables}\n![the sweep](docs/simulator.svg)\n{end}",
-        p.workers, p.tasks, p.seed, p.workers, p.tasks, p.tasks_per_job, p.replicas, p.replicas, p.max_replicas, p.price, p.min_bond,
-        p.min_bond / u128::from(p.price), p.slash_bps / 100, p.compute_cost * 100.0, p.audit_rate, p.extra_rate,
+        p.workers,
+        p.tasks,
+        p.seed,
+        p.workers,
+        p.tasks,
+        p.tasks_per_job,
+        p.replicas,
+        p.replicas,
+        p.max_replicas,
+        p.price,
+        p.min_bond,
+        p.min_bond / u128::from(p.price),
+        p.slash_bps / 100,
+        p.compute_cost * 100.0,
+        p.audit_rate,
+        p.extra_rate,
     );
     let out = format!("{}{section}{}", &text[..b], &text[e + end.len()..]);
     std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))
@@ -92,7 +108,8 @@ fn write(path: &Path, p: &Params, tables: &str, elapsed: f64) -> Result<()> {
 
 /// Today's date (UTC) as YYYY-MM-DD, from the system clock.
 fn chrono_date() -> String {
-    let days = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() / 86_400) as i64;
+    let days =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() / 86_400) as i64;
     // Civil from days (Howard Hinnant's algorithm).
     let z = days + 719_468;
     let era = z.div_euclid(146_097);

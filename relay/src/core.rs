@@ -1483,8 +1483,14 @@ mod tests {
 
     fn answer(core: &mut Core, (key, a): &(PublicKey, Assignment), hash: u8, now: Now) {
         let signature = Signature([0; 64]);
-        let input =
-            Input::Result { key: *key, lease: a.lease, task: a.task, output_hash: Hash32([hash; 32]), output_len: 8, signature };
+        let input = Input::Result {
+            key: *key,
+            lease: a.lease,
+            task: a.task,
+            output_hash: Hash32([hash; 32]),
+            output_len: 8,
+            signature,
+        };
         core.step(input, now);
     }
 

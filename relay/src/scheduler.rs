@@ -693,8 +693,13 @@ impl Scheduler {
                 // from a point drawn from the secret seed, that may take it and is not already
                 // one lease past its slots.
                 let point = sha256(
-                    &[&self.config.seed[..], &job_id.0.to_le_bytes(), &index.to_le_bytes(), &self.next_lease.to_le_bytes()]
-                        .concat(),
+                    &[
+                        &self.config.seed[..],
+                        &job_id.0.to_le_bytes(),
+                        &index.to_le_bytes(),
+                        &self.next_lease.to_le_bytes(),
+                    ]
+                    .concat(),
                 );
                 let start = PublicKey(point.0);
                 let drawn = self.reliable.range(start..).chain(self.reliable.range(..start)).find(|k| {

@@ -206,7 +206,13 @@ mod tests {
     }
 
     fn r(lease: u64, worker: u8, out: &str) -> Returned<'static> {
-        Returned { lease: LeaseId(lease), worker: key(worker), output_hash: sha256(out.as_bytes()), output: None, sampled: true }
+        Returned {
+            lease: LeaseId(lease),
+            worker: key(worker),
+            output_hash: sha256(out.as_bytes()),
+            output: None,
+            sampled: true,
+        }
     }
 
     #[test]
@@ -373,11 +379,11 @@ mod tests {
                 vec![first(1, 1, "bad"), first(2, 2, "a")],
                 Decision::AddReplicas(2),
             ),
-            ("agreement needs no sample", vec![first(1, 1, "a"), first(2, 2, "a")], Decision::Verified {
-                output_hash: h("a"),
-                agreeing: vec![LeaseId(1), LeaseId(2)],
-                dissenting: vec![],
-            }),
+            (
+                "agreement needs no sample",
+                vec![first(1, 1, "a"), first(2, 2, "a")],
+                Decision::Verified { output_hash: h("a"), agreeing: vec![LeaseId(1), LeaseId(2)], dissenting: vec![] },
+            ),
         ];
         for (name, returned, want) in cases {
             assert_eq!(decide(exact(2, 7), &returned, 0, 0, 0), want, "{name}");
@@ -444,7 +450,8 @@ mod tests {
             lease: LeaseId(lease),
             worker: key(worker),
             output_hash: sha256(out),
-            output: Some(out), sampled: true,
+            output: Some(out),
+            sampled: true,
         };
         let (a, b, liar): (&'static [u8], &'static [u8], &'static [u8]) =
             (Box::leak(a.into_boxed_slice()), Box::leak(b.into_boxed_slice()), Box::leak(liar.into_boxed_slice()));

@@ -361,7 +361,9 @@ impl Sim {
         let p = scenario.params.clone();
         let total_share: f64 = scenario.groups.iter().map(|g| g.share).sum();
         if !(0.0..1.0).contains(&total_share) {
-            return Err(SimError::Setup(format!("the groups' shares add up to {total_share}; they must leave honest workers")));
+            return Err(SimError::Setup(format!(
+                "the groups' shares add up to {total_share}; they must leave honest workers"
+            )));
         }
         let mut rng = StdRng::seed_from_u64(p.seed);
         let mut ledger = Ledger::new(wasm, "ustar")?;
@@ -462,7 +464,11 @@ impl Sim {
     fn deposit(&mut self, account: &PublicKey, amount: u128) -> Result<(), SimError> {
         self.ledger.mint(&self.operator, amount);
         self.minted += amount;
-        self.ledger.execute(&self.operator, &ExecuteMsg::Deposit { account: HexBinary::from(&account.0[..]) }, amount)?;
+        self.ledger.execute(
+            &self.operator,
+            &ExecuteMsg::Deposit { account: HexBinary::from(&account.0[..]) },
+            amount,
+        )?;
         Ok(())
     }
 
@@ -641,7 +647,7 @@ impl Sim {
             }
             if self.now_ms >= next_heartbeat {
                 next_heartbeat += HEARTBEAT_MS;
-                if self.now_ms % 60_000 == 0 {
+                if self.now_ms.is_multiple_of(60_000) {
                     tracing::info!(
                         sim_secs = self.now_ms / 1000,
                         verified = self.verified,

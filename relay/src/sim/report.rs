@@ -72,7 +72,8 @@ fn per_replica(o: &Outcome, g: &super::GroupOutcome) -> String {
 /// The cheater's net loss per wrong result accepted, in replica prices.
 pub fn loss_per_wrong(o: &Outcome) -> Option<f64> {
     let g = cheater(o)?;
-    (g.wrong_accepted > 0).then(|| -g.profit(o.params.compute_cost, o.params.price) / g.wrong_accepted as f64 / o.params.price as f64)
+    (g.wrong_accepted > 0)
+        .then(|| -g.profit(o.params.compute_cost, o.params.price) / g.wrong_accepted as f64 / o.params.price as f64)
 }
 
 fn loss_cell(o: &Outcome) -> String {
@@ -145,9 +146,7 @@ pub fn sweep_table(outcomes: &[Outcome]) -> String {
 
 /// One line for `starling demo`.
 pub fn summary(o: &Outcome) -> String {
-    let cheat = cheater(o).map_or(String::new(), |g| {
-        format!(", {} profit per replica {}", g.name, per_replica(o, g))
-    });
+    let cheat = cheater(o).map_or(String::new(), |g| format!(", {} profit per replica {}", g.name, per_replica(o, g)));
     format!(
         "{}: {} workers, {} tasks verified, {:.1} wrong per 10,000, {:.2} replicas per task, honest profit per replica {}{}",
         o.scenario,
@@ -163,7 +162,8 @@ pub fn summary(o: &Outcome) -> String {
 /// An SVG chart of the sweep's audit rows: wrong results accepted per 10,000 tasks (left axis)
 /// and replicas per verified task (right axis) against the audit rate.
 pub fn chart(outcomes: &[Outcome]) -> String {
-    let rows: Vec<&Outcome> = outcomes.iter().filter(|o| o.params.replicas == 2 && o.scenario.starts_with("audit")).collect();
+    let rows: Vec<&Outcome> =
+        outcomes.iter().filter(|o| o.params.replicas == 2 && o.scenario.starts_with("audit")).collect();
     let (w, h, left, right, top, bottom) = (640.0, 360.0, 70.0, 70.0, 40.0, 50.0);
     let max_x = rows.iter().map(|o| o.params.audit_rate).fold(0.0_f64, f64::max).max(0.01);
     let max_wrong = rows.iter().map(|o| o.wrong_per_10k()).fold(0.0_f64, f64::max).max(1.0);
@@ -171,31 +171,87 @@ pub fn chart(outcomes: &[Outcome]) -> String {
     let x = |v: f64| left + v / max_x * (w - left - right);
     let y = |v: f64, max: f64| h - bottom - v / max * (h - top - bottom);
     let mut s = String::new();
-    let _ = writeln!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#);
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
+    );
     let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
-    let _ = writeln!(s, r#"<text x="{}" y="22" text-anchor="middle" font-size="14">Cartel of 30% (many owners): what audits buy</text>"#, w / 2.0);
-    let _ = writeln!(s, r#"<line x1="{left}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#, h - bottom, w - right, h - bottom);
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="22" text-anchor="middle" font-size="14">Cartel of 30% (many owners): what audits buy</text>"#,
+        w / 2.0
+    );
+    let _ =
+        writeln!(s, r#"<line x1="{left}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#, h - bottom, w - right, h - bottom);
     let _ = writeln!(s, r#"<line x1="{left}" y1="{top}" x2="{left}" y2="{}" stroke="black"/>"#, h - bottom);
-    let _ = writeln!(s, r#"<line x1="{}" y1="{top}" x2="{}" y2="{}" stroke="black"/>"#, w - right, w - right, h - bottom);
+    let _ =
+        writeln!(s, r#"<line x1="{}" y1="{top}" x2="{}" y2="{}" stroke="black"/>"#, w - right, w - right, h - bottom);
     for i in 0..=4 {
         let f = f64::from(i) / 4.0;
-        let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">{:.2}</text>"#, x(f * max_x), h - bottom + 16.0, f * max_x);
-        let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="end" fill="firebrick">{:.0}</text>"#, left - 6.0, y(f * max_wrong, max_wrong) + 4.0, f * max_wrong);
-        let _ = writeln!(s, r#"<text x="{}" y="{}" fill="steelblue">{:.2}</text>"#, w - right + 6.0, y(f * max_rep, max_rep) + 4.0, f * max_rep);
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="middle">{:.2}</text>"#,
+            x(f * max_x),
+            h - bottom + 16.0,
+            f * max_x
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="end" fill="firebrick">{:.0}</text>"#,
+            left - 6.0,
+            y(f * max_wrong, max_wrong) + 4.0,
+            f * max_wrong
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" fill="steelblue">{:.2}</text>"#,
+            w - right + 6.0,
+            y(f * max_rep, max_rep) + 4.0,
+            f * max_rep
+        );
     }
-    let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">audit rate (hidden extra replicas alongside, see table)</text>"#, w / 2.0, h - 12.0);
-    let _ = writeln!(s, r#"<text x="16" y="{}" fill="firebrick" transform="rotate(-90 16 {})" text-anchor="middle">wrong results accepted per 10,000 tasks</text>"#, h / 2.0, h / 2.0);
-    let _ = writeln!(s, r#"<text x="{}" y="{}" fill="steelblue" transform="rotate(90 {} {})" text-anchor="middle">replicas per verified task</text>"#, w - 16.0, h / 2.0, w - 16.0, h / 2.0);
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">audit rate (hidden extra replicas alongside, see table)</text>"#,
+        w / 2.0,
+        h - 12.0
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="16" y="{}" fill="firebrick" transform="rotate(-90 16 {})" text-anchor="middle">wrong results accepted per 10,000 tasks</text>"#,
+        h / 2.0,
+        h / 2.0
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" fill="steelblue" transform="rotate(90 {} {})" text-anchor="middle">replicas per verified task</text>"#,
+        w - 16.0,
+        h / 2.0,
+        w - 16.0,
+        h / 2.0
+    );
     let line = |vals: Vec<(f64, f64)>, color: &str| {
         let points: Vec<String> = vals.iter().map(|(a, b)| format!("{a:.1},{b:.1}")).collect();
-        let mut l = format!(r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#, points.join(" "));
+        let mut l =
+            format!(r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#, points.join(" "));
         for (a, b) in vals {
             let _ = write!(l, r#"<circle cx="{a:.1}" cy="{b:.1}" r="3" fill="{color}"/>"#);
         }
         l
     };
-    let _ = writeln!(s, "{}", line(rows.iter().map(|o| (x(o.params.audit_rate), y(o.wrong_per_10k(), max_wrong))).collect(), "firebrick"));
-    let _ = writeln!(s, "{}", line(rows.iter().map(|o| (x(o.params.audit_rate), y(o.replicas_per_verified(), max_rep))).collect(), "steelblue"));
+    let _ = writeln!(
+        s,
+        "{}",
+        line(rows.iter().map(|o| (x(o.params.audit_rate), y(o.wrong_per_10k(), max_wrong))).collect(), "firebrick")
+    );
+    let _ = writeln!(
+        s,
+        "{}",
+        line(
+            rows.iter().map(|o| (x(o.params.audit_rate), y(o.replicas_per_verified(), max_rep))).collect(),
+            "steelblue"
+        )
+    );
     s.push_str("</svg>\n");
     s
 }
