@@ -392,6 +392,26 @@ struct JobTrack {
     deadline_ms: u64,
     /// The network it was posted from, when it runs unpaid (counted against that network).
     unpaid_from: Option<Option<IpAddr>>,
+    /// How long its latest accepted results took, lease to result (ms), newest last.
+    durations: VecDeque<u64>,
+}
+
+/// Accepted results of a job whose durations are kept, and how many it takes before a result
+/// can be called fast.
+const DURATIONS_KEPT: usize = 64;
+const DURATIONS_NEEDED: usize = 8;
+
+impl JobTrack {
+    /// Whether a result that took `ms` came back in under half the job's median time: a worker
+    /// that computes nothing answers at once, and is always idle for the next lease.
+    fn fast(&self, ms: u64) -> bool {
+        if self.durations.len() < DURATIONS_NEEDED {
+            return false;
+        }
+        let mut d: Vec<u64> = self.durations.iter().copied().collect();
+        d.sort_unstable();
+        ms.saturating_mul(2) < d[d.len() / 2]
+    }
 }
 
 #[derive(Debug, Default)]
@@ -401,6 +421,8 @@ struct TaskTrack {
     owners: HashMap<LeaseId, PublicKey>,
     /// Returned leases that were part of a sample (audit or dispute).
     sampled: HashSet<LeaseId>,
+    /// How long each returned lease took (ms).
+    took: HashMap<LeaseId, u64>,
     /// Results to wait for before deciding (hidden extra replica or audit drawn), else 0.
     hold_for: u8,
     /// Whether the audit draw was made (once per task).
@@ -826,7 +848,7 @@ impl Core {
         self.signatures.insert(job.signature);
         self.deadlines.insert((deadline_ms, id));
         let digest = job.spec.digest();
-        self.jobs.insert(id, JobTrack { job, digest, summary, deadline_ms, unpaid_from });
+        self.jobs.insert(id, JobTrack { job, digest, summary, deadline_ms, unpaid_from, durations: VecDeque::new() });
     }
 
     fn untrack_job(&mut self, id: JobId) -> Option<JobTrack> {
@@ -898,6 +920,7 @@ impl Core {
         if lease.sampled {
             track.sampled.insert(lease_id);
         }
+        track.took.insert(lease_id, now.mono_ms.saturating_sub(lease.assigned_at_ms));
         track.returned.push(ReturnedReplica { lease: lease_id, worker: key, output_hash });
         self.ready.messages.push((key, RelayMessage::Ack { lease: lease_id }));
         self.decide(task, now);
@@ -960,7 +983,11 @@ impl Core {
             track.audit_drawn = true;
             let paid = self.escrow && plan::is_paid(&job.job.spec);
             let others = self.sched.workers_online() > returned.len() + usize::from(outstanding);
-            if paid && others && self.rng.gen_bool(self.config.audit_rate.clamp(0.0, 1.0)) {
+            // A result back in under half the job's median time is always audited: answering
+            // without computing buys no share of the work without being checked.
+            let fast = track.took.values().any(|&ms| job.fast(ms));
+            let rate = if fast { 1.0 } else { self.config.audit_rate.clamp(0.0, 1.0) };
+            if paid && others && self.rng.gen_bool(rate) {
                 track.hold_for = (track.returned.len() as u8).saturating_add(1);
                 // The auditor is drawn from the reliable workers, busy or not.
                 self.sched.set_sampled(task);
@@ -991,6 +1018,15 @@ impl Core {
             }
             Decision::Verified { output_hash, agreeing, dissenting } => {
                 self.ready.writes.push(Write::VerifyTask { task, output_hash, at_ms: now.wall_ms });
+                let took: Vec<u64> = agreeing.iter().filter_map(|l| track.took.get(l).copied()).collect();
+                if let Some(job) = self.jobs.get_mut(&task.job) {
+                    for ms in took {
+                        if job.durations.len() == DURATIONS_KEPT {
+                            job.durations.pop_front();
+                        }
+                        job.durations.push_back(ms);
+                    }
+                }
                 for lease in &agreeing {
                     self.ready.writes.push(Write::ReplicaState { lease: *lease, state: ReplicaState::Accepted });
                     self.ready.count(workers[lease], 0, 1, 0);
@@ -1503,6 +1539,42 @@ mod tests {
 
     fn hidden(audit_rate: f64, extra_rate: f64) -> CoreConfig {
         CoreConfig { audit_rate, extra_rate, ..CoreConfig::default() }
+    }
+
+    /// A result back in under half the job's median time is fast (always audited); it takes
+    /// eight accepted results before anything is.
+    #[test]
+    fn a_result_far_faster_than_the_jobs_median_is_fast() {
+        let job = Keypair::from_seed([100; 32]).sign_job(spec(1, 10, 0));
+        let mut track = JobTrack {
+            digest: job.spec.digest(),
+            job: Arc::new(job.clone()),
+            summary: JobSummary {
+                id: JobId(1),
+                label: String::new(),
+                kernel: String::new(),
+                client: job.client,
+                state: JobState::Running,
+                tasks_total: 1,
+                tasks_verified: 0,
+                tasks_failed: 0,
+                created_at_ms: 0,
+                finished_at_ms: None,
+                failure: None,
+            },
+            deadline_ms: 0,
+            unpaid_from: None,
+            durations: VecDeque::new(),
+        };
+        for ms in [3000, 4000, 2000, 5000, 3500, 2500, 4500] {
+            track.durations.push_back(ms);
+        }
+        assert!(!track.fast(10), "seven results are too few to judge");
+        track.durations.push_back(3000);
+        // Median of the eight: 3500.
+        for (ms, fast) in [(10, true), (1749, true), (1750, false), (3000, false)] {
+            assert_eq!(track.fast(ms), fast, "{ms} ms");
+        }
     }
 
     /// Two workers that agree on a wrong answer do not settle it when an audit is drawn: the

@@ -11,8 +11,8 @@ use cosmwasm_std::{Order, Record};
 use cosmwasm_vm::{BackendError, BackendResult, GasInfo, Storage};
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
 use std::ops::Bound;
+use std::sync::Arc;
 
 const GAS_COST_RANGE: u64 = 11;
 const GAS_COST_LAST_ITERATION: u64 = 37;
