@@ -68,18 +68,24 @@ pub fn decide(rule: Rule, returned: &[Returned<'_>], outstanding: u8, lapsed: u3
     let issued = (returned.len() as u8).saturating_add(outstanding);
     let room = rule.max_replicas.saturating_sub(issued);
     let mut best = largest_agreeing_group(rule.comparison, returned, &[]);
-    let mut second =
+    let mut second: usize =
         best.as_ref().and_then(|g| largest_agreeing_group(rule.comparison, returned, g)).map_or(0, |g| g.len());
     if second > 0 {
         // A dispute: one side lies. The replicas handed out before it were placed by whoever was
         // idle, and a cartel lies only where it holds them all, so they settle nothing; the
-        // sampled ones (audits, and those added since) are votes.
+        // sampled ones (audits, and those added since) are votes, as long as the job's
+        // `max_replicas` leaves room for enough of them (else every result votes).
         let unsampled: Vec<usize> = (0..returned.len()).filter(|&i| !returned[i].sampled).collect();
-        best = largest_agreeing_group(rule.comparison, returned, &unsampled);
-        second = best
+        let best_s = largest_agreeing_group(rule.comparison, returned, &unsampled);
+        let second_s = best_s
             .as_ref()
             .and_then(|g| largest_agreeing_group(rule.comparison, returned, &[&unsampled[..], g].concat()))
             .map_or(0, |g| g.len());
+        let best_s_len = best_s.as_ref().map_or(0, |g| g.len());
+        let missing = usize::from(rule.quorum).max(2 * second_s + 1).saturating_sub(best_s_len);
+        if missing <= usize::from(outstanding) + usize::from(room) {
+            (best, second) = (best_s, second_s);
+        }
     }
     let best_len = best.as_ref().map_or(0, |g| g.len());
     if best_len >= usize::from(rule.quorum) && best_len > 2 * second {
@@ -388,6 +394,17 @@ mod tests {
         for (name, returned, want) in cases {
             assert_eq!(decide(exact(2, 7), &returned, 0, 0, 0), want, "{name}");
         }
+        // Where `max_replicas` leaves no room for a sampled majority, every result votes.
+        let tight = vec![first(1, 1, "bad"), first(2, 2, "a"), first(3, 3, "a"), first(4, 4, "a")];
+        assert_eq!(
+            decide(exact(2, 4), &tight, 0, 0, 0),
+            Decision::Verified {
+                output_hash: h("a"),
+                agreeing: vec![LeaseId(2), LeaseId(3), LeaseId(4)],
+                dissenting: vec![LeaseId(1)]
+            }
+        );
+        assert_eq!(decide(exact(2, 7), &tight, 0, 0, 0), Decision::AddReplicas(2), "with room, a sample decides");
     }
 
     #[test]
