@@ -302,6 +302,9 @@ struct WorkerArgs {
     /// TESTING ONLY: corrupt every output before signing it, to exercise verification.
     #[arg(long, hide = true)]
     corrupt_results: bool,
+    /// TESTING ONLY: sign an earlier task's output again instead of computing, like a copier.
+    #[arg(long, hide = true)]
+    copy_results: bool,
     /// TESTING ONLY: take tasks and never finish them, like a hung device.
     #[arg(long, hide = true)]
     stall_tasks: bool,
@@ -374,6 +377,7 @@ async fn main() -> Result<()> {
                 slots: args.slots,
                 cpu_only: args.cpu,
                 corrupt_results: args.corrupt_results,
+                copy_results: args.copy_results,
                 stall_tasks: args.stall_tasks,
                 perturb_floats: args.perturb_floats,
                 owner_seed: match &args.owner_key_file {

@@ -574,6 +574,73 @@ async fn owners_consent_signatures_bind_to_one_deployment_and_tolerance_pays_eve
     drop((w1, w2, w3));
 }
 
+/// Issue 10: two colluding workers (their corruption is the same, so they always agree) and a
+/// copier (it signs an earlier task's output again) among four honest workers. With every agreed
+/// task audited, no wrong result is accepted, and every cheater is slashed below the minimum
+/// bond: out of paid work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn colluders_and_a_copier_get_no_wrong_result_accepted_and_lose_paid_work() {
+    let (dir, data) = tempdir();
+    let relay = spawn_relay(&data, 0, &[FAUCET_ARGS[0], FAUCET_ARGS[1], "--audit-rate", "1"]);
+    let mut procs = Vec::new();
+    let mut honest = Vec::new();
+    for name in ["h1", "h2", "h3", "h4"] {
+        let mut w = spawn_worker(&relay.base, dir.path(), name, &[]);
+        honest.push(worker_key(&mut w));
+        procs.push(w);
+    }
+    let mut cheaters = Vec::new();
+    for (name, flag) in
+        [("colluder1", "--corrupt-results"), ("colluder2", "--corrupt-results"), ("copier", "--copy-results")]
+    {
+        let mut w = spawn_worker(&relay.base, dir.path(), name, &[flag]);
+        cheaters.push(worker_key(&mut w));
+        procs.push(w);
+    }
+    let api = Api::new(&relay.base);
+    api.wait_workers(7).await;
+    let all: Vec<&str> = honest.iter().chain(&cheaters).map(String::as_str).collect();
+    wait_registered(&api, &all).await;
+
+    let spec = JobSpec {
+        label: "colluders".into(),
+        kernel: KernelSpec::Builtin { name: BuiltinKernel::Mandelbrot },
+        tasks: mandelbrot::tile_job_tasks(64, 64, 16, 60, (-0.6, 0.0), 3.0),
+        comparison: Comparison::Exact,
+        replicas: 2,
+        quorum: 2,
+        max_replicas: 7,
+        price_per_replica: PRICE,
+        deadline_secs: 600,
+        homogeneous: false,
+        nonce: 1,
+    };
+    let job = api.submit(spec.clone()).await;
+    let detail = api.wait_for(job.id, Duration::from_secs(180), |d| d.summary.state != JobState::Running).await;
+    let expected = cpu_outputs(&api, &spec).await;
+    // On a network this small the colluders can hold out against a sample (two of seven votes
+    // need five against them): such a task fails and is refunded. None is settled wrong.
+    let mut verified = 0;
+    for (i, want) in expected.iter().enumerate() {
+        if detail.tasks[i].state == TaskState::Verified {
+            verified += 1;
+            assert_eq!(&api.output(job.id, i as u32).await, want, "task {i} accepted a wrong result");
+        }
+    }
+    assert!(verified * 2 > expected.len(), "most tasks verified: {verified} of {}", expected.len());
+    wait_closed(&api, job.id).await;
+    for key in &cheaters {
+        let (view, account) = worker_account(&api, key).await;
+        assert!(view.replicas_rejected > 0, "cheater {key} took part and was caught");
+        assert!(amount(account.slashed.as_deref().unwrap()) > 0, "cheater {key} slashed");
+        assert!(amount(account.bonded.as_deref().unwrap()) < MIN_BOND, "cheater {key} is out of paid work");
+    }
+    for key in &honest {
+        let (view, account) = worker_account(&api, key).await;
+        assert_eq!((view.replicas_rejected, account.slashed.as_deref()), (0, Some("0")), "honest {key}");
+    }
+}
+
 /// Issue 10's stale standing: a worker's escrow standing is read again while it stays online, so
 /// an owner that unbonds below the minimum after connecting takes its worker out of paid work
 /// within the relay's `--standing-refresh-ms`; the worker keeps doing unpaid work.

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 use starling_protocol::JobId;
-use starling_protocol::events::{JobDetail, JobState, JobSummary};
+use starling_protocol::events::{JobDetail, JobState, JobSummary, TaskState};
 use starling_protocol::job::{JobSpec, KernelSpec};
 use starling_protocol::sign::Keypair;
 use std::io::{BufRead, BufReader};
@@ -210,7 +210,8 @@ impl Api {
 
     pub async fn wait_done(&self, id: JobId) -> JobDetail {
         let detail = self.wait_for(id, Duration::from_secs(180), |d| d.summary.state != JobState::Running).await;
-        assert_eq!(detail.summary.state, JobState::Done, "job failed: {:?}", detail.summary.failure);
+        let failed: Vec<_> = detail.tasks.iter().filter(|t| t.state != TaskState::Verified).collect();
+        assert_eq!(detail.summary.state, JobState::Done, "job failed: {:?} {failed:?}", detail.summary.failure);
         detail
     }
 

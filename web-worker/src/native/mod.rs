@@ -60,6 +60,10 @@ pub struct WorkerConfig {
     /// FOR TESTING VERIFICATION ONLY: flip a bit in every output before signing it, as a
     /// cheating worker would. The relay must never accept such a result.
     pub corrupt_results: bool,
+    /// FOR TESTING VERIFICATION ONLY: sign the output of an earlier task again instead of
+    /// computing (a copier: before a task is decided nothing of it is public to copy). The
+    /// first task is computed, to have something to copy.
+    pub copy_results: bool,
     /// FOR TESTING LEASES ONLY: accept tasks and never finish them, like a hung device.
     pub stall_tasks: bool,
     /// FOR TESTING TOLERANCE ONLY: move the first f32 of every output up by one ulp, as another
@@ -89,6 +93,7 @@ impl WorkerConfig {
             slots: 1,
             cpu_only: false,
             corrupt_results: false,
+            copy_results: false,
             stall_tasks: false,
             perturb_floats: false,
             cache_bytes: 256 << 20,
@@ -300,6 +305,7 @@ impl Session<'_> {
         let (resting_tx, mut resting_rx) = watch::channel(0usize);
         let resting_tx = Arc::new(resting_tx);
         let mut executors = Vec::new();
+        let copied = Arc::new(Mutex::new(None));
         for _ in 0..slots {
             let ex = Executor {
                 config: self.config.clone(),
@@ -311,6 +317,7 @@ impl Session<'_> {
                 stats: self.stats.clone(),
                 cancelled: cancelled.clone(),
                 resting: resting_tx.clone(),
+                copied: copied.clone(),
             };
             executors.push(tokio::spawn(ex.run(assign_rx.clone(), outcome_tx.clone())));
         }
@@ -447,6 +454,8 @@ struct Executor {
     stats: Arc<Mutex<WorkerStats>>,
     cancelled: Arc<Mutex<HashSet<LeaseId>>>,
     resting: Arc<watch::Sender<usize>>,
+    /// The last output computed (`copy_results` only).
+    copied: Arc<Mutex<Option<Vec<u8>>>>,
 }
 
 impl Executor {
@@ -488,7 +497,18 @@ impl Executor {
         for h in &a.inputs {
             inputs.push(self.inputs.get(h).await.map_err(|e| format!("input {h}: {e}"))?);
         }
-        let mut output = self.compute.run(a, inputs).await?;
+        let earlier = if self.config.copy_results {
+            self.copied.lock().expect("copy lock").clone().filter(|o| o.len() == a.output_size as usize)
+        } else {
+            None
+        };
+        let mut output = match earlier {
+            Some(copy) => copy,
+            None => self.compute.run(a, inputs).await?,
+        };
+        if self.config.copy_results {
+            *self.copied.lock().expect("copy lock") = Some(output.clone());
+        }
         if self.config.corrupt_results
             && let Some(b) = output.first_mut()
         {
