@@ -690,8 +690,8 @@ impl Scheduler {
             let task = &job.tasks[&index];
             if task.sampled {
                 // A reliable worker drawn at random: the first, going round the reliable keys
-                // from a point drawn from the secret seed, that may take it and is not already
-                // one lease past its slots.
+                // from a point drawn from the secret seed (at most ANCHOR_SCAN of them), that
+                // may take it and is not already one lease past its slots.
                 let point = sha256(
                     &[
                         &self.config.seed[..],
@@ -702,13 +702,14 @@ impl Scheduler {
                     .concat(),
                 );
                 let start = PublicKey(point.0);
-                let drawn = self.reliable.range(start..).chain(self.reliable.range(..start)).find(|k| {
-                    let w = &self.workers[*k];
-                    w.available(self.config.min_battery)
-                        && w.active <= w.caps.slots.max(1)
-                        && Self::fits(&job.req, w)
-                        && independent(task, w)
-                });
+                let drawn =
+                    self.reliable.range(start..).chain(self.reliable.range(..start)).take(ANCHOR_SCAN).find(|k| {
+                        let w = &self.workers[*k];
+                        w.available(self.config.min_battery)
+                            && w.active <= w.caps.slots.max(1)
+                            && Self::fits(&job.req, w)
+                            && independent(task, w)
+                    });
                 if let Some(key) = drawn {
                     pick = Some((index, *key));
                     break;
