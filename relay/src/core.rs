@@ -989,6 +989,8 @@ impl Core {
             let rate = if fast { 1.0 } else { self.config.audit_rate.clamp(0.0, 1.0) };
             if paid && others && self.rng.gen_bool(rate) {
                 track.hold_for = (track.returned.len() as u8).saturating_add(1);
+                // Its own wait, whatever an extra replica's already used.
+                track.held_since_ms = None;
                 // The auditor is drawn from the reliable workers, busy or not.
                 self.sched.set_sampled(task);
                 decision = verifier::decide(rule, &returned, outstanding, track.lapses, track.hold_for);
@@ -1004,18 +1006,16 @@ impl Core {
             self.held.insert((now.mono_ms.saturating_add(self.config.hold_wait_ms), task));
         }
         let workers: HashMap<LeaseId, PublicKey> = track.returned.iter().map(|r| (r.lease, r.worker)).collect();
+        let mut hashes = track.returned.iter().map(|r| r.output_hash);
+        let first = hashes.next();
+        if hashes.any(|h| Some(h) != first) {
+            // A dispute is settled by a sample of the reliable workers, not by whoever is idle:
+            // every replica handed out from now on, queued ones included.
+            self.sched.set_sampled(task);
+        }
         match decision {
             Decision::Wait => {}
-            Decision::AddReplicas(n) => {
-                let mut hashes = track.returned.iter().map(|r| r.output_hash);
-                let first = hashes.next();
-                if hashes.any(|h| Some(h) != first) {
-                    // A dispute is settled by a sample of the reliable workers, not by whoever
-                    // is idle.
-                    self.sched.set_sampled(task);
-                }
-                self.sched.add_replicas(task, n)
-            }
+            Decision::AddReplicas(n) => self.sched.add_replicas(task, n),
             Decision::Verified { output_hash, agreeing, dissenting } => {
                 self.ready.writes.push(Write::VerifyTask { task, output_hash, at_ms: now.wall_ms });
                 let took: Vec<u64> = agreeing.iter().filter_map(|l| track.took.get(l).copied()).collect();
@@ -1149,9 +1149,15 @@ impl Core {
             if let Some(track) = self.tasks.get_mut(&task)
                 && track.hold_for > 0
             {
+                self.sched.withdraw_queued(task);
+                if self.sched.outstanding(task) > 0 {
+                    // Taken and running: its answer (or its abandon, which costs the worker)
+                    // decides. A stalling auditor cannot time its own audit out.
+                    track.held_since_ms = None;
+                    continue;
+                }
                 track.hold_for = 0;
                 track.audit_drawn = true;
-                self.sched.withdraw_queued(task);
                 self.decide(task, now);
             }
         }
@@ -1646,6 +1652,37 @@ mod tests {
         }
         core.tick(at(s));
         assert_eq!(verified(&core.ready(at(s))), Some(Hash32([9; 32])), "decided without the audit at {s} s");
+    }
+
+    /// The wait bounds only a hidden replica nobody took: one that was taken is answered (or
+    /// abandoned, at the holder's cost), so an auditor cannot time its own audit out by stalling.
+    #[test]
+    fn a_taken_audit_is_waited_for_past_the_hold_wait() {
+        let config = hidden(1.0, 0.0);
+        let wait = config.hold_wait_ms;
+        let mut core = Core::new(config, Some(test_deployment()), 1, 1);
+        for n in 1..=3 {
+            online(&mut core, n, at(0));
+        }
+        post(&mut core, 1, &Keypair::from_seed([100; 32]), spec(1, 10, 0), "10.0.0.1", at(0));
+        core.step(Input::EscrowOpened { request: 1, outcome: OpenOutcome::Opened }, at(0));
+        core.tick(at(0));
+        for l in &assignments(&core.ready(at(0))) {
+            answer(&mut core, l, 9, at(1));
+        }
+        core.tick(at(1));
+        let audit = assignments(&core.ready(at(1)));
+        assert_eq!(audit.len(), 1);
+        let end = (wait / 1000) + 5;
+        for s in 2..=end {
+            for n in 1..=3 {
+                core.step(Input::Heartbeat { key: worker(n), state: DeviceState::default() }, at(s));
+            }
+            core.tick(at(s));
+            assert_eq!(verified(&core.ready(at(s))), None, "second {s}: the running audit is waited for");
+        }
+        answer(&mut core, &audit[0], 9, at(end + 1));
+        assert_eq!(verified(&core.ready(at(end + 1))), Some(Hash32([9; 32])));
     }
 
     /// No hidden replica where nobody else could take one, nor on unpaid jobs (nothing to slash):

@@ -213,6 +213,16 @@ impl WorkerSlot {
         self.state.accepting && battery_ok && !self.cooling
     }
 
+    /// Whether it may be drawn for a sample: as [`WorkerSlot::available`], except that a worker
+    /// that stopped accepting because its slots are full still counts (it queues the lease).
+    fn samplable(&self, min_battery: f32) -> bool {
+        let battery_ok = match (self.state.battery, self.state.charging) {
+            (Some(level), charging) => charging == Some(true) || level >= min_battery,
+            (None, _) => true,
+        };
+        battery_ok && !self.cooling
+    }
+
     fn rank(&self, key: PublicKey, record: &Record) -> Rank {
         Rank { active: self.active, turn: record.turn, key }
     }
@@ -686,6 +696,8 @@ impl Scheduler {
         let mut fitting: Vec<(PublicKey, &WorkerSlot)> = Vec::new();
         let mut walked_all = false;
         let mut pick = None;
+        // Whether the pick was drawn as a sample (only then is its result a sampled vote).
+        let mut via_sample = false;
         'tasks: for &index in job.wanting.iter().take(SCAN_LIMIT) {
             let task = &job.tasks[&index];
             if task.sampled {
@@ -705,13 +717,14 @@ impl Scheduler {
                 let drawn =
                     self.reliable.range(start..).chain(self.reliable.range(..start)).take(ANCHOR_SCAN).find(|k| {
                         let w = &self.workers[*k];
-                        w.available(self.config.min_battery)
+                        w.samplable(self.config.min_battery)
                             && w.active <= w.caps.slots.max(1)
                             && Self::fits(&job.req, w)
                             && independent(task, w)
                     });
                 if let Some(key) = drawn {
                     pick = Some((index, *key));
+                    via_sample = true;
                     break;
                 }
             }
@@ -742,7 +755,7 @@ impl Scheduler {
         let id = LeaseId(self.next_lease);
         self.next_lease += 1;
         let anchor = self.reliable.contains(&worker);
-        let sampled = self.jobs[&job_id].tasks[&index].sampled;
+        let sampled = via_sample;
         // Served: its next turn is drawn behind the workers online.
         let n = self.workers.len() as u64;
         let turn = self.clock + self.rng.gen_range(n..2 * n);
@@ -989,6 +1002,7 @@ mod tests {
             }
             let lease = s.assign(0);
             let worker = lease.iter().map(|l| l.worker).collect::<Vec<_>>();
+            assert_eq!(lease[0].sampled, sampled, "a sampled vote only when drawn as one");
             if sampled {
                 assert!(worker == [key(1)] || worker == [key(2)], "a busy reliable worker: {worker:?}");
                 // One lease past its slots at most.
@@ -1000,6 +1014,17 @@ mod tests {
                 assert_eq!(worker, [key(3)], "unsampled: the idle worker");
             }
         }
+    }
+
+    /// With no reliable worker to draw, a sampled task falls back to the ranking, and that lease
+    /// is no sampled vote: whoever is idle gets no say in a dispute.
+    #[test]
+    fn a_sample_with_nobody_reliable_is_an_ordinary_lease() {
+        let mut s = sched_with_workers(&[(1, caps(Backend::Vulkan, 0, 1, 1))]);
+        s.add_job(JobId(1), req(10), tasks(1, 1));
+        s.set_sampled(TaskId { job: JobId(1), index: 0 });
+        let lease = s.assign(0);
+        assert_eq!((lease.len(), lease[0].sampled), (1, false));
     }
 
     #[test]

@@ -67,28 +67,16 @@ pub const MAX_LAPSES: u32 = 8;
 pub fn decide(rule: Rule, returned: &[Returned<'_>], outstanding: u8, lapsed: u32, hold_for: u8) -> Decision {
     let issued = (returned.len() as u8).saturating_add(outstanding);
     let room = rule.max_replicas.saturating_sub(issued);
-    let mut best = largest_agreeing_group(rule.comparison, returned, &[]);
-    let mut second: usize =
+    let best = largest_agreeing_group(rule.comparison, returned, &[]);
+    let second =
         best.as_ref().and_then(|g| largest_agreeing_group(rule.comparison, returned, g)).map_or(0, |g| g.len());
-    if second > 0 {
-        // A dispute: one side lies. The replicas handed out before it were placed by whoever was
-        // idle, and a cartel lies only where it holds them all, so they settle nothing; the
-        // sampled ones (audits, and those added since) are votes, as long as the job's
-        // `max_replicas` leaves room for enough of them (else every result votes).
-        let unsampled: Vec<usize> = (0..returned.len()).filter(|&i| !returned[i].sampled).collect();
-        let best_s = largest_agreeing_group(rule.comparison, returned, &unsampled);
-        let second_s = best_s
-            .as_ref()
-            .and_then(|g| largest_agreeing_group(rule.comparison, returned, &[&unsampled[..], g].concat()))
-            .map_or(0, |g| g.len());
-        let best_s_len = best_s.as_ref().map_or(0, |g| g.len());
-        let missing = usize::from(rule.quorum).max(2 * second_s + 1).saturating_sub(best_s_len);
-        if missing <= usize::from(outstanding) + usize::from(room) {
-            (best, second) = (best_s, second_s);
-        }
-    }
     let best_len = best.as_ref().map_or(0, |g| g.len());
-    if best_len >= usize::from(rule.quorum) && best_len > 2 * second {
+    let elected = best_len >= usize::from(rule.quorum) && best_len > 2 * second;
+    if second > 0 {
+        if let Some(decision) = dispute(rule, returned, outstanding, room, elected.then(|| best.clone()).flatten()) {
+            return decision;
+        }
+    } else if elected {
         let held = usize::from(hold_for).saturating_sub(returned.len()).min(usize::from(u8::MAX)) as u8;
         if held > 0 && (outstanding > 0 || room > 0) {
             return if outstanding >= held || room == 0 {
@@ -97,19 +85,7 @@ pub fn decide(rule: Rule, returned: &[Returned<'_>], outstanding: u8, lapsed: u3
                 Decision::AddReplicas((held - outstanding).min(room))
             };
         }
-        let group = best.expect("non-empty group");
-        // Every result that agrees with the winner, sampled or not, from distinct workers.
-        let anchor = &returned[group[0]];
-        let mut workers = Vec::new();
-        let mut agreeing: Vec<LeaseId> = Vec::new();
-        for r in returned.iter().filter(|r| agrees(rule.comparison, anchor, r)) {
-            if !workers.contains(&r.worker) {
-                workers.push(r.worker);
-                agreeing.push(r.lease);
-            }
-        }
-        let dissenting = returned.iter().filter(|r| !agreeing.contains(&r.lease)).map(|r| r.lease).collect();
-        return Decision::Verified { output_hash: anchor.output_hash, agreeing, dissenting };
+        return verified(rule, returned, best.expect("non-empty group")[0]);
     }
     if lapsed >= MAX_LAPSES {
         return Decision::Failed {
@@ -117,6 +93,103 @@ pub fn decide(rule: Rule, returned: &[Returned<'_>], outstanding: u8, lapsed: u3
             dissenting: returned.iter().map(|r| r.lease).collect(),
         };
     }
+    escalate(rule, returned, outstanding, room, best_len, second)
+}
+
+/// A dispute (results that disagree): one side lies. The replicas handed out before it were
+/// placed by whoever was idle, and a cartel lies only where it holds them all, so only *sampled*
+/// results (audits, and replicas drawn since the disagreement) elect a winner; the others may
+/// block one (a sampled winner must have at least as many results in all as any other side).
+/// Where the job's `max_replicas` leaves no room for a sampled majority every result votes, but a
+/// side with fewer sampled results than another never wins. `None`: decide as without a dispute
+/// (`elected`, the winner by every result, did not win here; escalate or fail).
+fn dispute(
+    rule: Rule,
+    returned: &[Returned<'_>],
+    outstanding: u8,
+    room: u8,
+    elected: Option<Vec<usize>>,
+) -> Option<Decision> {
+    let unsampled: Vec<usize> = (0..returned.len()).filter(|&i| !returned[i].sampled).collect();
+    let best_s = largest_agreeing_group(rule.comparison, returned, &unsampled);
+    let second_s = best_s
+        .as_ref()
+        .and_then(|g| largest_agreeing_group(rule.comparison, returned, &[&unsampled[..], g].concat()))
+        .map_or(0, |g| g.len());
+    let best_s_len = best_s.as_ref().map_or(0, |g| g.len());
+    let missing = usize::from(rule.quorum).max(2 * second_s + 1).saturating_sub(best_s_len);
+    let one_more = || {
+        if outstanding > 0 {
+            Decision::Wait
+        } else if room > 0 {
+            Decision::AddReplicas(1)
+        } else {
+            Decision::Failed {
+                reason: "the sampled results and the others disagree, and no replica is left to settle it".into(),
+                dissenting: returned.iter().map(|r| r.lease).collect(),
+            }
+        }
+    };
+    if missing <= usize::from(outstanding) + usize::from(room) {
+        if missing > 0 {
+            let want = (missing as u8).saturating_sub(outstanding).min(room);
+            return Some(if want == 0 { Decision::Wait } else { Decision::AddReplicas(want) });
+        }
+        let winner = best_s.expect("a sampled majority");
+        let total = supporters(rule, returned, winner[0]).len();
+        let others = largest_agreeing_group(rule.comparison, returned, &winner_side(rule, returned, winner[0]))
+            .map_or(0, |g| g.len());
+        return Some(if total >= others { verified(rule, returned, winner[0]) } else { one_more() });
+    }
+    let winner = elected?;
+    // Every result votes; the winner must not have fewer sampled results than another side.
+    let sampled_for =
+        |anchor: usize| supporters(rule, returned, anchor).iter().filter(|&&i| returned[i].sampled).count();
+    let mine = sampled_for(winner[0]);
+    let theirs = (0..returned.len())
+        .filter(|&i| !agrees(rule.comparison, &returned[winner[0]], &returned[i]))
+        .map(sampled_for)
+        .max()
+        .unwrap_or(0);
+    Some(if mine >= theirs { verified(rule, returned, winner[0]) } else { one_more() })
+}
+
+/// Indices of the results that agree with `returned[anchor]`, one per worker.
+fn supporters(rule: Rule, returned: &[Returned<'_>], anchor: usize) -> Vec<usize> {
+    let mut workers = Vec::new();
+    let mut out = Vec::new();
+    for (i, r) in returned.iter().enumerate() {
+        if agrees(rule.comparison, &returned[anchor], r) && !workers.contains(&r.worker) {
+            workers.push(r.worker);
+            out.push(i);
+        }
+    }
+    out
+}
+
+/// Indices of every result that agrees with `returned[anchor]` (to leave out when looking for
+/// the largest other side).
+fn winner_side(rule: Rule, returned: &[Returned<'_>], anchor: usize) -> Vec<usize> {
+    (0..returned.len()).filter(|&i| agrees(rule.comparison, &returned[anchor], &returned[i])).collect()
+}
+
+/// The task verifies with `returned[anchor]`'s result: every result that agrees with it, sampled
+/// or not, from distinct workers, is accepted; every other is a dissent.
+fn verified(rule: Rule, returned: &[Returned<'_>], anchor: usize) -> Decision {
+    let agreeing: Vec<LeaseId> = supporters(rule, returned, anchor).into_iter().map(|i| returned[i].lease).collect();
+    let dissenting = returned.iter().filter(|r| !agreeing.contains(&r.lease)).map(|r| r.lease).collect();
+    Decision::Verified { output_hash: returned[anchor].output_hash, agreeing, dissenting }
+}
+
+/// More replicas for the leading side, within `max_replicas`, or the task fails.
+fn escalate(
+    rule: Rule,
+    returned: &[Returned<'_>],
+    outstanding: u8,
+    room: u8,
+    best_len: usize,
+    second: usize,
+) -> Decision {
     // Votes still needed by the leading group: the quorum, and a supermajority over the runner-up.
     let needed = usize::from(rule.quorum).max(2 * second + 1);
     let missing = needed.saturating_sub(best_len).min(usize::from(u8::MAX)) as u8;
@@ -405,6 +478,23 @@ mod tests {
             }
         );
         assert_eq!(decide(exact(2, 7), &tight, 0, 0, 0), Decision::AddReplicas(2), "with room, a sample decides");
+        // ...but a side with fewer sampled results than another never wins: three colluders
+        // against their audit, with no replica left, fail the task instead.
+        let colluders = vec![first(1, 1, "bad"), first(2, 2, "bad"), first(3, 3, "bad"), r(4, 4, "a")];
+        assert!(matches!(decide(exact(3, 4), &colluders, 0, 0, 0), Decision::Failed { .. }));
+        // Unsampled results may block a sampled winner, not elect one: two sampled votes for a
+        // lie do not overturn four results against it; one more is drawn.
+        let blocked = vec![
+            first(1, 1, "a"),
+            first(2, 2, "a"),
+            first(3, 3, "a"),
+            first(4, 4, "a"),
+            first(5, 5, "bad"),
+            r(6, 6, "bad"),
+            r(7, 7, "bad"),
+        ];
+        assert_eq!(decide(exact(2, 8), &blocked, 0, 0, 0), Decision::AddReplicas(1));
+        assert!(matches!(decide(exact(2, 7), &blocked, 0, 0, 0), Decision::Failed { .. }), "and none is left");
     }
 
     #[test]

@@ -171,7 +171,7 @@ pub struct GroupOutcome {
     pub slashed: u128,
     /// Put into bonds.
     pub bonded: u128,
-    /// Verified tasks whose accepted (wrong) result it signed.
+    /// Its signatures on accepted wrong results (a task it signed with two keys counts twice).
     pub wrong_accepted: u64,
     /// Keys that lost their standing, and the median time from a key's first lease to that.
     pub ejected: usize,

@@ -69,7 +69,8 @@ fn per_replica(o: &Outcome, g: &super::GroupOutcome) -> String {
     g.profit_per_replica(o.params.compute_cost, o.params.price).map_or("–".into(), |v| format!("{v:+.3}"))
 }
 
-/// The cheater's net loss per wrong result accepted, in replica prices.
+/// The cheater's net loss per accepted wrong signature (a wrong task signed by two of its keys
+/// counts twice), in replica prices.
 pub fn loss_per_wrong(o: &Outcome) -> Option<f64> {
     let g = cheater(o)?;
     (g.wrong_accepted > 0)
@@ -98,7 +99,7 @@ fn eject_cell(o: &Outcome) -> String {
 /// The populations' table.
 pub fn table(outcomes: &[Outcome]) -> String {
     let mut s = String::new();
-    s.push_str("| population | wrong results accepted per 10,000 tasks | replicas per verified task | tasks failed | honest profit per replica | cheater profit per replica | cheater's net loss per wrong result accepted (× price) | cheater keys ejected | money conserved |\n");
+    s.push_str("| population | wrong results accepted per 10,000 tasks | replicas per verified task | tasks failed | honest profit per replica | cheater profit per replica | cheater's net loss per accepted wrong signature (× price) | cheater keys ejected | money conserved |\n");
     s.push_str("|---|---:|---:|---:|---:|---:|---:|---|---|\n");
     for o in outcomes {
         let cheat = cheater(o).map_or("–".into(), |g| per_replica(o, g));
@@ -122,7 +123,7 @@ pub fn table(outcomes: &[Outcome]) -> String {
 /// The sweep's table: the trade-off between verification spending and what cheating buys.
 pub fn sweep_table(outcomes: &[Outcome]) -> String {
     let mut s = String::new();
-    s.push_str("| cartel 30%, many owners, at | audit rate | extra rate | replicas | bond ÷ price | wrong per 10,000 | replicas per verified task | cartel profit per replica | cartel loss per wrong accepted (× price) |\n");
+    s.push_str("| cartel 30%, many owners, at | audit rate | extra rate | replicas | bond ÷ price | wrong per 10,000 | replicas per verified task | cartel profit per replica | cartel loss per accepted wrong signature (× price) |\n");
     s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for o in outcomes {
         let p = &o.params;
