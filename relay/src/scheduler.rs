@@ -1388,9 +1388,13 @@ mod tests {
         ]);
         s.add_job(JobId(1), JobRequirements { homogeneous: true, ..req(10) }, tasks(1, 2));
         let leases = s.assign(0);
-        assert_eq!(leases.len(), 2);
         let workers: BTreeSet<PublicKey> = leases.iter().map(|l| l.worker).collect();
-        assert_eq!(workers, BTreeSet::from([key(1), key(3)]));
+        // Turns are drawn at random: whoever is served first fixes the class.
+        if leases[0].worker == key(2) {
+            assert_eq!(workers, BTreeSet::from([key(2)]), "no second worker of the AMD class");
+        } else {
+            assert_eq!(workers, BTreeSet::from([key(1), key(3)]));
+        }
     }
 
     #[test]
