@@ -47,7 +47,7 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use starling_protocol::worker::{Capabilities, DeviceState};
-use starling_protocol::{JobId, LeaseId, PublicKey, TaskId, sha256};
+use starling_protocol::{Hash32, JobId, LeaseId, PublicKey, TaskId, sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::ops::Bound;
@@ -283,7 +283,9 @@ pub struct Scheduler {
     /// Online workers in a cooldown, by its end.
     cooling: BTreeSet<(u64, PublicKey)>,
     /// Online reliable workers.
-    reliable: BTreeSet<PublicKey>,
+    /// Online reliable workers, on a ring ordered by a keyed hash of their key
+    /// ([`Scheduler::ring`]): where a key sits is secret, so grinding keys buys no place on it.
+    reliable: BTreeSet<(Hash32, PublicKey)>,
     /// Leases handed out since start: turns are counted in it.
     clock: u64,
     rng: StdRng,
@@ -346,7 +348,7 @@ impl Scheduler {
             self.cooling.insert((record.cooling_until_ms, key));
         }
         if record.valid_run >= self.config.trusted_after {
-            self.reliable.insert(key);
+            self.reliable.insert(self.ring(&key));
         }
         let slot = WorkerSlot {
             caps,
@@ -400,11 +402,21 @@ impl Scheduler {
     }
 
     fn refresh_reliable(&mut self, key: &PublicKey) {
+        let at = self.ring(key);
         if self.workers.contains_key(key) && self.is_reliable(key) {
-            self.reliable.insert(*key);
+            self.reliable.insert(at);
         } else {
-            self.reliable.remove(key);
+            self.reliable.remove(&at);
         }
+    }
+
+    /// A key's place on the ring of reliable workers: a hash keyed with the secret seed.
+    fn ring(&self, key: &PublicKey) -> (Hash32, PublicKey) {
+        (sha256(&[&self.config.seed[..], b"ring", &key.0[..]].concat()), *key)
+    }
+
+    fn reliable_contains(&self, key: &PublicKey) -> bool {
+        self.reliable.contains(&self.ring(key))
     }
 
     /// Drops records of offline keys with nothing to remember: no run, no abandon, no cooldown,
@@ -447,7 +459,8 @@ impl Scheduler {
         let ids: Vec<LeaseId> = self.worker_leases(key).collect();
         let out = ids.into_iter().filter_map(|id| self.release(id, Release::Abandoned(now_ms))).collect();
         self.remove_worker(key);
-        self.reliable.remove(key);
+        let at = self.ring(key);
+        self.reliable.remove(&at);
         out
     }
 
@@ -682,7 +695,7 @@ impl Scheduler {
         let needs_anchor = |task: &TaskNeeds| {
             task.wanted == 1
                 && task.anchors == 0
-                && self.reliable.iter().take(ANCHOR_SCAN).any(|k| {
+                && self.reliable.iter().map(|(_, k)| k).take(ANCHOR_SCAN).any(|k| {
                     let w = &self.workers[k];
                     w.available(self.config.min_battery) && Self::fits(&job.req, w) && independent(task, w)
                 })
@@ -713,9 +726,14 @@ impl Scheduler {
                     ]
                     .concat(),
                 );
-                let start = PublicKey(point.0);
-                let drawn =
-                    self.reliable.range(start..).chain(self.reliable.range(..start)).take(ANCHOR_SCAN).find(|k| {
+                let start = (point, MIN_KEY);
+                let drawn = self
+                    .reliable
+                    .range(start..)
+                    .chain(self.reliable.range(..start))
+                    .map(|(_, k)| k)
+                    .take(ANCHOR_SCAN)
+                    .find(|k| {
                         let w = &self.workers[*k];
                         w.samplable(self.config.min_battery)
                             && w.active <= w.caps.slots.max(1)
@@ -730,7 +748,7 @@ impl Scheduler {
             }
             let anchor = needs_anchor(task);
             let may_take =
-                |key: &PublicKey, w: &WorkerSlot| independent(task, w) && (!anchor || self.reliable.contains(key));
+                |key: &PublicKey, w: &WorkerSlot| independent(task, w) && (!anchor || self.reliable_contains(key));
             if let Some((key, _)) = fitting.iter().find(|(key, w)| may_take(key, w)) {
                 pick = Some((index, *key));
                 break;
@@ -754,7 +772,7 @@ impl Scheduler {
 
         let id = LeaseId(self.next_lease);
         self.next_lease += 1;
-        let anchor = self.reliable.contains(&worker);
+        let anchor = self.reliable_contains(&worker);
         let sampled = via_sample;
         // Served: its next turn is drawn behind the workers online.
         let n = self.workers.len() as u64;
@@ -1436,7 +1454,8 @@ mod tests {
             let cooling: BTreeSet<(u64, PublicKey)> =
                 self.workers.iter().filter(|(_, w)| w.cooling).map(|(k, _)| (rec(k).cooling_until_ms, *k)).collect();
             assert_eq!(self.cooling, cooling, "cooling index");
-            let reliable: BTreeSet<PublicKey> = self.workers.keys().filter(|k| self.is_reliable(k)).copied().collect();
+            let reliable: BTreeSet<(Hash32, PublicKey)> =
+                self.workers.keys().filter(|k| self.is_reliable(k)).map(|k| self.ring(k)).collect();
             assert_eq!(self.reliable, reliable, "reliable index");
             for (k, w) in &self.workers {
                 assert!(self.records.contains_key(k), "online worker {k:?} has a record");
@@ -1799,22 +1818,31 @@ mod tests {
                     !task.holders.contains(k)
                         && (!job.req.homogeneous || task.class.as_ref().is_none_or(|c| *c == w.class))
                 };
-                let (index, worker) =
-                    job.wanting.iter().take(SCAN_LIMIT).find_map(|&index| {
-                        let task = &job.tasks[&index];
-                        let anchor =
-                            task.wanted == 1
-                                && task.anchors == 0
-                                && self.workers.iter().filter(|(k, _)| self.reliable(k)).take(ANCHOR_SCAN).any(
-                                    |(k, w)| self.available(w) && Self::fits(&job.req, w) && independent(task, k, w),
-                                );
-                        candidates
+                // Reliable workers in the order of their secret place on the ring.
+                let mut ring: Vec<(starling_protocol::Hash32, &PublicKey, &WorkerSlot)> = self
+                    .workers
+                    .iter()
+                    .filter(|(k, _)| self.reliable(k))
+                    .map(|(k, w)| {
+                        (starling_protocol::sha256(&[&self.config.seed[..], b"ring", &k.0[..]].concat()), k, w)
+                    })
+                    .collect();
+                ring.sort_by_key(|r| r.0);
+                let (index, worker) = job.wanting.iter().take(SCAN_LIMIT).find_map(|&index| {
+                    let task = &job.tasks[&index];
+                    let anchor = task.wanted == 1
+                        && task.anchors == 0
+                        && ring
                             .iter()
-                            .map(|k| (*k, &self.workers[*k]))
-                            .filter(|(k, w)| independent(task, k, w) && (!anchor || self.reliable(k)))
-                            .min_by_key(|(k, w)| (w.active, self.records[*k].turn, **k))
-                            .map(|(k, _)| (index, *k))
-                    })?;
+                            .take(ANCHOR_SCAN)
+                            .any(|&(_, k, w)| self.available(w) && Self::fits(&job.req, w) && independent(task, k, w));
+                    candidates
+                        .iter()
+                        .map(|k| (*k, &self.workers[*k]))
+                        .filter(|(k, w)| independent(task, k, w) && (!anchor || self.reliable(k)))
+                        .min_by_key(|(k, w)| (w.active, self.records[*k].turn, **k))
+                        .map(|(k, _)| (index, *k))
+                })?;
 
                 let id = LeaseId(self.next_lease);
                 self.next_lease += 1;
