@@ -73,16 +73,9 @@ fn write(path: &Path, p: &Params, tables: &str, elapsed: f64) -> Result<()> {
     let (Some(b), Some(e)) = (text.find(begin), text.find(end)) else {
         bail!("{} has no {begin} … {end} section", path.display());
     };
-    let date = chrono_date();
-    let machine = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (date, machine) = (starling_escrow_vm::record::utc_date(), starling_escrow_vm::record::machine());
     let section = format!(
-        "{begin}\n_Measured {date} on {machine} ({cores} cores): `starling simulate --workers {} --tasks {} --seed {} --write BENCHMARKS.md`, {elapsed:.0} s in all. \
+        "{begin}\n_Measured {date} on {machine}: `starling simulate --workers {} --tasks {} --seed {} --write BENCHMARKS.md`, {elapsed:.0} s in all. \
          Each run: {} workers, {} tasks in jobs of {}, {} replicas (quorum {}, at most {}), price {} per replica, bond {} ({}× the price), slash {}% of the bond, \
          honest work costing {}% of the price, audit rate {}, hidden extra replica rate {}._\n\n{tables}\n![the sweep](docs/simulator.svg)\n{end}",
         p.workers,
@@ -104,21 +97,4 @@ fn write(path: &Path, p: &Params, tables: &str, elapsed: f64) -> Result<()> {
     );
     let out = format!("{}{section}{}", &text[..b], &text[e + end.len()..]);
     std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))
-}
-
-/// Today's date (UTC) as YYYY-MM-DD, from the system clock.
-fn chrono_date() -> String {
-    let days =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() / 86_400) as i64;
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
 }

@@ -1583,18 +1583,25 @@ mod tests {
         }
     }
 
-    /// Two workers that agree on a wrong answer do not settle it when an audit is drawn: the
-    /// task waits for a third, independent worker, whose different answer makes it a dispute.
-    #[test]
-    fn an_agreed_paid_task_may_wait_for_a_hidden_audit_that_turns_agreement_into_dispute() {
-        let mut core = Core::new(hidden(1.0, 0.0), Some(test_deployment()), 1, 1);
-        for n in 1..=3 {
+    /// A core with `workers` workers online and one paid task posted, opened in escrow and
+    /// leased; with the leases handed out.
+    fn paid_task(config: CoreConfig, workers: u8) -> (Core, Vec<(PublicKey, Assignment)>) {
+        let mut core = Core::new(config, Some(test_deployment()), 1, 1);
+        for n in 1..=workers {
             online(&mut core, n, at(0));
         }
         post(&mut core, 1, &Keypair::from_seed([100; 32]), spec(1, 10, 0), "10.0.0.1", at(0));
         core.step(Input::EscrowOpened { request: 1, outcome: OpenOutcome::Opened }, at(0));
         core.tick(at(0));
         let leases = assignments(&core.ready(at(0)));
+        (core, leases)
+    }
+
+    /// Two workers that agree on a wrong answer do not settle it when an audit is drawn: the
+    /// task waits for a third, independent worker, whose different answer makes it a dispute.
+    #[test]
+    fn an_agreed_paid_task_may_wait_for_a_hidden_audit_that_turns_agreement_into_dispute() {
+        let (mut core, leases) = paid_task(hidden(1.0, 0.0), 3);
         assert_eq!(leases.len(), 2, "the spec's two replicas, nothing that reveals an audit");
         for l in &leases {
             answer(&mut core, l, 9, at(1));
@@ -1624,14 +1631,7 @@ mod tests {
     fn a_hidden_replica_nobody_takes_is_given_up_after_the_wait() {
         let config = hidden(1.0, 0.0);
         let wait = config.hold_wait_ms;
-        let mut core = Core::new(config, Some(test_deployment()), 1, 1);
-        for n in 1..=3 {
-            online(&mut core, n, at(0));
-        }
-        post(&mut core, 1, &Keypair::from_seed([100; 32]), spec(1, 10, 0), "10.0.0.1", at(0));
-        core.step(Input::EscrowOpened { request: 1, outcome: OpenOutcome::Opened }, at(0));
-        core.tick(at(0));
-        let leases = assignments(&core.ready(at(0)));
+        let (mut core, leases) = paid_task(config, 3);
         let idle = (1..=3).map(worker).find(|k| leases.iter().all(|(h, _)| h != k)).unwrap();
         let paused = DeviceState { accepting: false, ..DeviceState::default() };
         core.step(Input::Heartbeat { key: idle, state: paused }, at(0));
@@ -1660,14 +1660,8 @@ mod tests {
     fn a_taken_audit_is_waited_for_past_the_hold_wait() {
         let config = hidden(1.0, 0.0);
         let wait = config.hold_wait_ms;
-        let mut core = Core::new(config, Some(test_deployment()), 1, 1);
-        for n in 1..=3 {
-            online(&mut core, n, at(0));
-        }
-        post(&mut core, 1, &Keypair::from_seed([100; 32]), spec(1, 10, 0), "10.0.0.1", at(0));
-        core.step(Input::EscrowOpened { request: 1, outcome: OpenOutcome::Opened }, at(0));
-        core.tick(at(0));
-        for l in &assignments(&core.ready(at(0))) {
+        let (mut core, leases) = paid_task(config, 3);
+        for l in &leases {
             answer(&mut core, l, 9, at(1));
         }
         core.tick(at(1));
@@ -1709,14 +1703,7 @@ mod tests {
     /// is decided only with its answer.
     #[test]
     fn an_extra_replica_is_leased_unannounced_and_waited_for() {
-        let mut core = Core::new(hidden(0.0, 1.0), Some(test_deployment()), 1, 1);
-        for n in 1..=4 {
-            online(&mut core, n, at(0));
-        }
-        post(&mut core, 1, &Keypair::from_seed([100; 32]), spec(1, 10, 0), "10.0.0.1", at(0));
-        core.step(Input::EscrowOpened { request: 1, outcome: OpenOutcome::Opened }, at(0));
-        core.tick(at(0));
-        let leases = assignments(&core.ready(at(0)));
+        let (mut core, leases) = paid_task(hidden(0.0, 1.0), 4);
         assert_eq!(leases.len(), 3);
         answer(&mut core, &leases[0], 9, at(1));
         answer(&mut core, &leases[1], 9, at(1));

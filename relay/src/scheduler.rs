@@ -206,11 +206,7 @@ impl WorkerSlot {
 
     /// Could take work now or soon: accepting, battery fine, not cooling (its slots may be full).
     fn available(&self, min_battery: f32) -> bool {
-        let battery_ok = match (self.state.battery, self.state.charging) {
-            (Some(level), charging) => charging == Some(true) || level >= min_battery,
-            (None, _) => true,
-        };
-        self.state.accepting && battery_ok && !self.cooling
+        self.state.accepting && self.samplable(min_battery)
     }
 
     /// Whether it may be drawn for a sample: as [`WorkerSlot::available`], except that a worker

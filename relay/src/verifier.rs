@@ -137,7 +137,7 @@ fn dispute(
         }
         let winner = best_s.expect("a sampled majority");
         let total = supporters(rule, returned, winner[0]).len();
-        let others = largest_agreeing_group(rule.comparison, returned, &winner_side(rule, returned, winner[0]))
+        let others = largest_agreeing_group(rule.comparison, returned, &supporters(rule, returned, winner[0]))
             .map_or(0, |g| g.len());
         return Some(if total >= others { verified(rule, returned, winner[0]) } else { one_more() });
     }
@@ -165,12 +165,6 @@ fn supporters(rule: Rule, returned: &[Returned<'_>], anchor: usize) -> Vec<usize
         }
     }
     out
-}
-
-/// Indices of every result that agrees with `returned[anchor]` (to leave out when looking for
-/// the largest other side).
-fn winner_side(rule: Rule, returned: &[Returned<'_>], anchor: usize) -> Vec<usize> {
-    (0..returned.len()).filter(|&i| agrees(rule.comparison, &returned[anchor], &returned[i])).collect()
 }
 
 /// The task verifies with `returned[anchor]`'s result: every result that agrees with it, sampled

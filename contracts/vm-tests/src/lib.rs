@@ -18,6 +18,7 @@
 //! VM's mock API.
 
 pub mod artifact;
+pub mod record;
 mod storage;
 
 pub use storage::{LedgerStorage, StorageOps};

@@ -20,7 +20,6 @@ use starling_escrow_vm::{Executed, GasUsed, Ledger};
 use starling_protocol::sign::{AccountAction, Deployment, Keypair};
 use starling_protocol::{Hash32, JobId, TaskId, sha256};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 const DENOM: &str = "ustar";
 const RECORD_COMMAND: &str =
@@ -396,7 +395,11 @@ fn contract_addr(f: &Flow) -> Addr {
 fn render(rows: &[Row], wasm: &[u8], path: &Path, checksum: String) -> String {
     let mut out = String::new();
     out.push_str("## Escrow contract gas (cosmwasm-vm)\n\n");
-    out.push_str(&format!("Recorded {} on {} by `{RECORD_COMMAND}`.\n", utc_date(), machine()));
+    out.push_str(&format!(
+        "Recorded {} on {} by `{RECORD_COMMAND}`.\n",
+        starling_escrow_vm::record::utc_date(),
+        starling_escrow_vm::record::machine()
+    ));
     out.push_str(&format!(
         "Artifact `{}`: {} bytes, sha256 `{checksum}`, built with {}; VM: cosmwasm-vm 3.0.10 (singlepass).\n\n",
         path.strip_prefix(workspace_root()).unwrap_or(path).display(),
@@ -454,20 +457,6 @@ fn group(n: u64) -> String {
     out
 }
 
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    format!("{} {}, {cpu}, {cores} cores", std::env::consts::OS, std::env::consts::ARCH)
-}
-
 fn rustc_version() -> String {
     std::process::Command::new("rustc")
         .arg("--version")
@@ -476,21 +465,4 @@ fn rustc_version() -> String {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|| "rustc (unknown version)".into())
-}
-
-/// Today's date (UTC) as YYYY-MM-DD, without a date crate.
-fn utc_date() -> String {
-    let secs = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
-    let days = (secs / 86_400) as i64;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
 }

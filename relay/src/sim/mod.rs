@@ -245,7 +245,6 @@ const MAX_SIM_MS: u64 = 6 * 3600 * 1000;
 #[derive(Debug)]
 struct SimWorker {
     kp: Keypair,
-    owner: usize,
     /// Index into [`Sim::groups`]; 0 is the honest majority.
     group: usize,
     speed_ms: u64,
@@ -258,6 +257,8 @@ struct SimWorker {
 struct OwnerAccount {
     kp: Keypair,
     nonce: u64,
+    /// The group its keys belong to.
+    group: usize,
 }
 
 #[derive(Debug)]
@@ -485,7 +486,7 @@ impl Sim {
         let owner = match (g.owners, self.group_owner[group]) {
             (Owners::One, Some(o)) => o,
             (owners, _) => {
-                self.owners.push(OwnerAccount { kp: Keypair::from_seed(self.rng.r#gen()), nonce: 0 });
+                self.owners.push(OwnerAccount { kp: Keypair::from_seed(self.rng.r#gen()), nonce: 0, group });
                 let o = self.owners.len() - 1;
                 if owners == Owners::One {
                     self.group_owner[group] = Some(o);
@@ -519,7 +520,6 @@ impl Sim {
         self.by_key.insert(key, index);
         self.workers.push(SimWorker {
             kp,
-            owner,
             group,
             speed_ms: self.rng.gen_range(1_000..=5_000),
             paid: true,
@@ -603,12 +603,10 @@ impl Sim {
     /// What each group's accounts have earned so far.
     fn earned(&self) -> Result<Vec<u128>, SimError> {
         let mut earned = vec![0u128; self.groups.len()];
-        for (i, owner) in self.owners.iter().enumerate() {
+        for owner in &self.owners {
             let account: Account =
                 self.ledger.query(&QueryMsg::Account { pubkey: HexBinary::from(&owner.kp.public().0[..]) })?.0;
-            // An owner's keys are all of one group.
-            let group = self.workers.iter().find(|w| w.owner == i).map_or(0, |w| w.group);
-            earned[group] += account.earned.u128();
+            earned[owner.group] += account.earned.u128();
         }
         Ok(earned)
     }
