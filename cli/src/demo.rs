@@ -93,7 +93,15 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let client = Client::new(&base);
     let key = Keypair::generate();
     let price = if paid { args.price } else { 0 };
-    let rules = Rules { replicas: 2, quorum: 2, max_replicas: 4, price, deadline: 3600, label: String::new() };
+    let rules = Rules {
+        replicas: 2,
+        quorum: 2,
+        max_replicas: 4,
+        price,
+        deadline: 3600,
+        label: String::new(),
+        adaptive_audit: None,
+    };
     let render = Kind::Mandelbrot {
         width: args.width,
         height: args.height,

@@ -51,6 +51,11 @@ pub struct Rules {
     /// Label shown on dashboards.
     #[arg(long, default_value = "", global = true)]
     pub label: String,
+    /// Allow adaptive replication, auditing this percentage of the tasks that run on one worker
+    /// (1 to 100): a task whose first worker has a long record of verified results may run on it
+    /// alone. Needs `--quorum 1` (escrow then pays one signature) and an exact kernel.
+    #[arg(long, global = true, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub adaptive_audit: Option<u8>,
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -169,6 +174,7 @@ fn spec(kernel: KernelSpec, tasks: Vec<TaskSpec>, comparison: Comparison, rules:
         deadline_secs: rules.deadline,
         homogeneous: false,
         nonce: rand::random(),
+        adaptive: rules.adaptive_audit.map(|audit_percent| starling_protocol::job::Adaptive { audit_percent }),
     }
 }
 

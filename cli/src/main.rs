@@ -83,6 +83,12 @@ struct RelayArgs {
     /// (0 to 1).
     #[arg(long, default_value_t = starling_relay::core::CoreConfig::default().extra_rate, value_parser = rate)]
     extra_rate: f64,
+    /// Chance that a returned result of a built-in kernel is checked against the relay's own CPU
+    /// reference (a known-answer check); a job's first results and results far faster than its
+    /// median always are; 0 turns checks off. A worker whose result fails one gets no more paid
+    /// work here (0 to 1).
+    #[arg(long, default_value_t = starling_relay::core::CoreConfig::default().canary_rate, value_parser = rate)]
+    canary_rate: f64,
     /// How long an agreed task waits for its hidden replica before it is decided without it
     /// (milliseconds).
     #[arg(long, default_value_t = starling_relay::core::CoreConfig::default().hold_wait_ms)]
@@ -182,6 +188,7 @@ fn relay_config(args: &RelayArgs) -> Result<starling_relay::Config> {
     config.standing_refresh = std::time::Duration::from_millis(args.standing_refresh_ms);
     config.core.audit_rate = args.audit_rate;
     config.core.extra_rate = args.extra_rate;
+    config.core.canary_rate = args.canary_rate;
     config.core.hold_wait_ms = args.hold_wait_ms;
     config.core.scheduler.trusted_after = args.trusted_after;
     config.core.scheduler.abandon_backoff_ms = args.abandon_backoff_ms;

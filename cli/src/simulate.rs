@@ -77,7 +77,7 @@ fn write(path: &Path, p: &Params, tables: &str, elapsed: f64) -> Result<()> {
     let section = format!(
         "{begin}\n_Measured {date} on {machine}: `starling simulate --workers {} --tasks {} --seed {} --write BENCHMARKS.md`, {elapsed:.0} s in all. \
          Each run: {} workers, {} tasks in jobs of {}, {} replicas (quorum {}, at most {}), price {} per replica, bond {} ({}× the price), slash {}% of the bond, \
-         honest work costing {}% of the price, audit rate {}, hidden extra replica rate {}._\n\n{tables}\n![the sweep](docs/simulator.svg)\n{end}",
+         honest work costing {}% of the price, audit rate {}, hidden extra replica rate {}, known-answer check rate {}._\n\n{tables}\n![the sweep](docs/simulator.svg)\n{end}",
         p.workers,
         p.tasks,
         p.seed,
@@ -94,6 +94,7 @@ fn write(path: &Path, p: &Params, tables: &str, elapsed: f64) -> Result<()> {
         p.compute_cost * 100.0,
         p.audit_rate,
         p.extra_rate,
+        p.canary_rate,
     );
     let out = format!("{}{section}{}", &text[..b], &text[e + end.len()..]);
     std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))

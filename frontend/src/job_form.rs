@@ -461,6 +461,7 @@ pub fn build(form: &JobForm, files: &[InputFile], nonce: u64) -> Result<BuiltJob
         deadline_secs: rules.deadline_secs,
         homogeneous: false,
         nonce,
+        adaptive: None,
     };
     // The relay's own checks, so the form says what is wrong before anything is uploaded.
     spec.validate().map_err(|e| whole(e.message))?;

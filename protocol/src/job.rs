@@ -43,6 +43,21 @@ pub struct JobSpec {
     /// Makes otherwise identical submissions distinct.
     #[serde(default)]
     pub nonce: u64,
+    /// Adaptive replication, when the client allows it: a task whose first replica goes to a
+    /// worker with a long record of verified results may run on that worker alone, audited at the
+    /// client's rate. Needs `quorum` 1 (the escrow then pays a single signature, which the client
+    /// signed for in its deposit) and exact comparison. Absent: every task gets `replicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive: Option<Adaptive>,
+}
+
+/// The client's terms for adaptive replication (see [`JobSpec::adaptive`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Adaptive {
+    /// Chance, in percent (1..=100), that a task run on one worker gets an unannounced audit
+    /// replica on another before it is accepted.
+    pub audit_percent: u8,
 }
 
 fn default_replicas() -> u8 {
@@ -97,6 +112,12 @@ impl BuiltinKernel {
             BuiltinKernel::MonteCarloPi => "monte_carlo_pi",
             BuiltinKernel::Sha256NonceSearch => "sha256_nonce_search",
         }
+    }
+
+    /// Whether every device and the CPU reference produce the same bytes (integer arithmetic
+    /// only): a result can be checked against the CPU reference exactly.
+    pub fn exact(self) -> bool {
+        !matches!(self, BuiltinKernel::MatmulF32)
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
@@ -198,6 +219,17 @@ impl JobSpec {
         if self.max_replicas < self.replicas || self.max_replicas > MAX_REPLICAS {
             return Err(invalid(format!("need replicas <= max_replicas <= {MAX_REPLICAS}")));
         }
+        if let Some(a) = self.adaptive {
+            if self.quorum != 1 || self.replicas < 2 {
+                return Err(invalid("adaptive replication needs quorum 1 and at least 2 replicas"));
+            }
+            if self.comparison != Comparison::Exact {
+                return Err(invalid("adaptive replication needs exact comparison"));
+            }
+            if a.audit_percent == 0 || a.audit_percent > 100 {
+                return Err(invalid("adaptive audit_percent must be in 1..=100"));
+            }
+        }
         if self.deadline_secs == 0 || self.deadline_secs > MAX_DEADLINE_SECS {
             return Err(invalid(format!("deadline_secs must be in 1..={MAX_DEADLINE_SECS}")));
         }
@@ -253,6 +285,7 @@ pub(crate) mod tests_support {
             deadline_secs: 600,
             homogeneous: false,
             nonce: 1,
+            adaptive: None,
         }
     }
 }
@@ -297,6 +330,31 @@ mod tests {
                 Some(ErrorCode::TooLarge),
             ),
             ("zero deadline", |s| s.deadline_secs = 0, Some(ErrorCode::InvalidSpec)),
+            ("adaptive with quorum 1", |s| (s.quorum, s.adaptive) = (1, Some(Adaptive { audit_percent: 10 })), None),
+            (
+                "adaptive with quorum 2",
+                |s| s.adaptive = Some(Adaptive { audit_percent: 10 }),
+                Some(ErrorCode::InvalidSpec),
+            ),
+            (
+                "adaptive with one replica",
+                |s| (s.replicas, s.quorum, s.adaptive) = (1, 1, Some(Adaptive { audit_percent: 10 })),
+                Some(ErrorCode::InvalidSpec),
+            ),
+            (
+                "adaptive without audits",
+                |s| (s.quorum, s.adaptive) = (1, Some(Adaptive { audit_percent: 0 })),
+                Some(ErrorCode::InvalidSpec),
+            ),
+            (
+                "adaptive on tolerance",
+                |s| {
+                    s.quorum = 1;
+                    s.adaptive = Some(Adaptive { audit_percent: 10 });
+                    s.comparison = Comparison::Tolerance { rel: 0.0, abs: 0.0 };
+                },
+                Some(ErrorCode::InvalidSpec),
+            ),
             (
                 "nan tolerance",
                 |s| s.comparison = Comparison::Tolerance { rel: f32::NAN, abs: 0.0 },
@@ -330,5 +388,10 @@ mod tests {
         let mut other = spec.clone();
         other.nonce = 2;
         assert_ne!(other.digest(), spec.digest());
+        // Absent adaptive terms leave the encoding (and so every digest signed before) as it was.
+        assert!(!serde_json::to_string(&spec).unwrap().contains("adaptive"));
+        let adaptive = JobSpec { quorum: 1, adaptive: Some(Adaptive { audit_percent: 5 }), ..spec.clone() };
+        let back: JobSpec = serde_json::from_str(&serde_json::to_string(&adaptive).unwrap()).unwrap();
+        assert_eq!(back.digest(), adaptive.digest());
     }
 }

@@ -244,11 +244,14 @@ fn task(rng: &mut StdRng) -> TaskSpec {
 fn valid_spec(rng: &mut StdRng) -> JobSpec {
     let quorum = rng.gen_range(1..=3);
     let replicas = rng.gen_range(quorum..=4);
+    let comparison = if rng.r#gen() { Comparison::Exact } else { Comparison::Tolerance { rel: 1e-5, abs: 0.0 } };
+    let adaptive = (quorum == 1 && replicas >= 2 && comparison == Comparison::Exact && rng.r#gen())
+        .then(|| starling_protocol::job::Adaptive { audit_percent: rng.gen_range(1..=100) });
     JobSpec {
         label: if rng.r#gen() { String::new() } else { "tiles ✓".into() },
         kernel: kernel(rng),
         tasks: (0..rng.gen_range(1..=3)).map(|_| task(rng)).collect(),
-        comparison: if rng.r#gen() { Comparison::Exact } else { Comparison::Tolerance { rel: 1e-5, abs: 0.0 } },
+        comparison,
         replicas,
         quorum,
         max_replicas: rng.gen_range(replicas..=MAX_REPLICAS),
@@ -256,6 +259,7 @@ fn valid_spec(rng: &mut StdRng) -> JobSpec {
         deadline_secs: rng.gen_range(1..=MAX_DEADLINE_SECS),
         homogeneous: rng.r#gen(),
         nonce: rng.r#gen(),
+        adaptive,
     }
 }
 

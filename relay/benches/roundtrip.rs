@@ -869,6 +869,7 @@ fn bench_job(seed: u64, tasks: u32) -> (JobSpec, Vec<Hash32>) {
         deadline_secs: 3600,
         homogeneous: false,
         nonce: seed,
+        adaptive: None,
     };
     (spec, expected)
 }

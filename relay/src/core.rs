@@ -4,7 +4,8 @@
 //! runs periodic work ([`Core::tick`]) and drains [`Core::ready`]: rows to write (applied in one
 //! transaction per batch), messages to workers, job events, replies to API callers, escrow
 //! requests and blob reads. Answers to those requests come back as inputs
-//! ([`Input::EscrowOpened`], [`Input::OutputsRead`]), so one slow dependency stalls nobody.
+//! ([`Input::EscrowOpened`], [`Input::OutputsRead`], [`Input::Checked`]), so one slow dependency
+//! stalls nobody.
 //!
 //! The in-memory state is authoritative while the relay runs; the store is its durable copy,
 //! from which [`Core::restore`] rebuilds it after a crash. The scheduler and the verifier stay
@@ -14,13 +15,13 @@ use crate::error::Error;
 use crate::escrow::settler::SettleNote;
 use crate::escrow::{EscrowError, OpenJob, plan};
 use crate::leases::HeldLease;
-use crate::scheduler::{JobRequirements, Lease, Scheduler, TaskNeeds};
+use crate::scheduler::{JobRequirements, Lease, Record, Scheduler, TaskNeeds};
 use crate::store::{PendingTask, ReturnedReplica};
 use crate::verifier::{self, Decision, Returned, Rule};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use starling_protocol::events::{JobEvent, JobState, JobSummary, ReplicaState};
-use starling_protocol::job::{Comparison, JobSpec};
+use starling_protocol::job::{Comparison, JobSpec, KernelSpec};
 use starling_protocol::sign::{EscrowDeployment, SignedJob};
 use starling_protocol::worker::{Assignment, Capabilities, DeviceState, RelayMessage};
 use starling_protocol::{ErrorBody, ErrorCode, Hash32, JobId, LeaseId, PublicKey, Signature, TaskId, sha256};
@@ -106,6 +107,45 @@ pub enum Input {
         task: TaskId,
         outputs: Vec<(Hash32, Option<Arc<[u8]>>)>,
     },
+    /// The answer to a known-answer check asked for by [`Ready::checks`].
+    Checked {
+        task: TaskId,
+        lease: LeaseId,
+        outcome: CheckOutcome,
+    },
+}
+
+/// A returned result to compare with the answer the relay computes itself (the kernel's CPU
+/// reference): a known-answer check, or *canary*. Drawn after the result is in, at random, so
+/// no worker can tell which of its results are checked: every result of a checkable job is a
+/// possible canary.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub task: TaskId,
+    pub lease: LeaseId,
+    pub job: Arc<SignedJob>,
+    pub output_hash: Hash32,
+}
+
+/// How a known-answer check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckOutcome {
+    /// The result is the reference's (or within the job's tolerance of it).
+    Matches,
+    /// The result is not what the kernel computes: its worker signed a wrong answer.
+    Differs,
+    /// Not checked (the checker was busy, or a blob could not be read): it counts as nothing.
+    Unchecked,
+}
+
+/// Whether the relay can compute a job's results itself to check them: a built-in kernel whose
+/// CPU reference gives every device's bytes (exact kernels), or any built-in on a tolerance job
+/// (compared within the job's tolerance). Client WGSL has no reference.
+pub fn checkable(spec: &JobSpec) -> bool {
+    match spec.kernel {
+        KernelSpec::Builtin { name } => name.exact() || matches!(spec.comparison, Comparison::Tolerance { .. }),
+        KernelSpec::Wgsl { .. } => false,
+    }
 }
 
 /// How opening a job in escrow went.
@@ -171,6 +211,11 @@ pub enum Write {
         lease: LeaseId,
         state: ReplicaState,
     },
+    /// A rejected replica that is not slashing evidence: it lost a dispute on a side that had
+    /// sampled votes of its own (see [`Core::decide`]).
+    NotEvidence {
+        lease: LeaseId,
+    },
     Lapse {
         task: TaskId,
     },
@@ -198,6 +243,22 @@ pub enum Write {
         rejected: i64,
         at_ms: u64,
     },
+    /// The scheduler's record of a worker key (see [`crate::scheduler::Record`]), kept across
+    /// restarts; its cooldown as a wall-clock time.
+    WorkerRecord {
+        key: PublicKey,
+        record: StoredRecord,
+    },
+}
+
+/// A worker's scheduling record as the store keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoredRecord {
+    pub valid_run: u32,
+    pub abandoned: u32,
+    /// Unix milliseconds until which it gets no new lease.
+    pub cooling_until_wall_ms: u64,
+    pub barred: bool,
 }
 
 /// A job event with the job it belongs to.
@@ -223,6 +284,10 @@ pub struct Ready {
     pub escrow_opens: Vec<(RequestId, OpenJob)>,
     /// Outputs to read for tolerance comparison; answered with [`Input::OutputsRead`].
     pub reads: Vec<(TaskId, Vec<Hash32>)>,
+    /// Results to check against the relay's own answer; answered with [`Input::Checked`].
+    pub checks: Vec<Check>,
+    /// Keys barred from paid work in this batch (a failed known-answer check).
+    pub barred: Vec<PublicKey>,
     /// For the settler, after the commit.
     pub settle: Vec<SettleNote>,
     /// Leases handed out and ended, for the lease book the API checks uploads against (updated
@@ -243,6 +308,8 @@ impl Ready {
             && self.replies.is_empty()
             && self.escrow_opens.is_empty()
             && self.reads.is_empty()
+            && self.checks.is_empty()
+            && self.barred.is_empty()
             && self.settle.is_empty()
             && self.leases_opened.is_empty()
             && self.leases_closed.is_empty()
@@ -310,6 +377,12 @@ pub struct CoreConfig {
     /// How long an agreed task waits for its hidden replica before it is decided without it
     /// (no independent worker took it): audits never hold up a small or busy network for long.
     pub hold_wait_ms: u64,
+    /// Chance that a returned result of a checkable job ([`checkable`]) is checked against the
+    /// relay's own answer (a known-answer check); a job's first results, until it has a median
+    /// time, and results far faster than that median are always checked; 0 turns checks off. A
+    /// result that fails one is thrown out, its worker barred from paid work and its record
+    /// reset.
+    pub canary_rate: f64,
 }
 
 impl Default for CoreConfig {
@@ -325,6 +398,7 @@ impl Default for CoreConfig {
             extra_rate: 0.05,
             audit_rate: 0.1,
             hold_wait_ms: 30_000,
+            canary_rate: 0.05,
         }
     }
 }
@@ -402,15 +476,31 @@ const DURATIONS_KEPT: usize = 64;
 const DURATIONS_NEEDED: usize = 8;
 
 impl JobTrack {
+    /// Whether enough of its results were accepted to know how long its tasks take.
+    fn timed(&self) -> bool {
+        self.durations.len() >= DURATIONS_NEEDED
+    }
+
     /// Whether a result that took `ms` came back in under half the job's median time: a worker
     /// that computes nothing answers at once, and is always idle for the next lease.
     fn fast(&self, ms: u64) -> bool {
-        if self.durations.len() < DURATIONS_NEEDED {
+        if !self.timed() {
             return false;
         }
         let mut d: Vec<u64> = self.durations.iter().copied().collect();
         d.sort_unstable();
         ms.saturating_mul(2) < d[d.len() / 2]
+    }
+}
+
+impl TaskTrack {
+    /// A task that was to run alone lost its only replica before a result: whoever takes it next
+    /// is judged afresh, as its first worker was.
+    fn reopen_adaptive(&mut self) {
+        if self.single && self.returned.is_empty() {
+            self.single = false;
+            self.adaptive_open = true;
+        }
     }
 }
 
@@ -434,6 +524,13 @@ struct TaskTrack {
     outputs: HashMap<Hash32, Option<Arc<[u8]>>>,
     /// A read of missing outputs is in flight.
     reading: bool,
+    /// Returned leases whose known-answer check is in flight: the task is not decided before.
+    checking: HashSet<LeaseId>,
+    /// Adaptive replication: the task's first replica is out and how many more it gets is
+    /// decided when its worker is known.
+    adaptive_open: bool,
+    /// Adaptive replication chose to run it on its first worker alone.
+    single: bool,
 }
 
 /// A paid submission waiting for the escrow to lock its deposit.
@@ -539,8 +636,42 @@ impl Core {
             for (key, [returned, accepted, rejected]) in self.counts.drain() {
                 ready.writes.push(Write::WorkerCounts { key, returned, accepted, rejected, at_ms: now.wall_ms });
             }
+            for (key, r) in self.sched.take_changed_records() {
+                let cooling_until_wall_ms = if r.cooling_until_ms > now.mono_ms {
+                    now.wall_ms.saturating_add(r.cooling_until_ms - now.mono_ms)
+                } else {
+                    0
+                };
+                let record = StoredRecord {
+                    valid_run: r.valid_run,
+                    abandoned: r.abandoned,
+                    cooling_until_wall_ms,
+                    barred: r.barred,
+                };
+                ready.writes.push(Write::WorkerRecord { key, record });
+            }
         }
         ready
+    }
+
+    /// Puts back the worker records the store kept (at start, before any worker connects): runs,
+    /// abandons, cooldowns and bars survive a restart.
+    pub fn restore_records(&mut self, records: impl IntoIterator<Item = (PublicKey, StoredRecord)>, now: Now) {
+        for (key, r) in records {
+            let cooling_until_ms = if r.cooling_until_wall_ms > now.wall_ms {
+                now.mono_ms.saturating_add(r.cooling_until_wall_ms - now.wall_ms)
+            } else {
+                0
+            };
+            let record =
+                Record { valid_run: r.valid_run, abandoned: r.abandoned, cooling_until_ms, turn: 0, barred: r.barred };
+            self.sched.restore_record(key, record);
+        }
+    }
+
+    /// What the scheduler remembers of a worker key.
+    pub fn record(&self, key: &PublicKey) -> Option<Record> {
+        self.sched.record(key)
     }
 
     pub fn jobs_running(&self) -> usize {
@@ -635,6 +766,9 @@ impl Core {
                 // The scheduler queues the replica again; the store records this lease as ended
                 // without a result, but no lapse counts against the task: it did nothing wrong.
                 let lease = self.sched.lease_declined(lease).expect("lease checked above");
+                if let Some(track) = self.tasks.get_mut(&task) {
+                    track.reopen_adaptive();
+                }
                 self.ready.leases_closed.push(lease.id);
                 self.ready.writes.push(ended(&lease, ReplicaState::Lapsed, now));
             }
@@ -647,6 +781,7 @@ impl Core {
                     self.decide(task, now);
                 }
             }
+            Input::Checked { task, lease, outcome } => self.on_checked(task, lease, outcome, now),
         }
     }
 
@@ -811,17 +946,23 @@ impl Core {
         // Some tasks of paid jobs get one more replica than the spec asks, unannounced, and wait
         // for it (when more workers are online than the spec's replicas: else nobody could take it).
         let hidden = req.paid && self.sched.workers_online() > usize::from(replicas);
+        // Adaptive replication: one replica first; the rest once its worker is known (`tick`).
+        let adaptive = job.spec.adaptive.is_some();
         let extra: Vec<bool> = (0..n)
-            .map(|_| hidden && replicas < max && self.rng.gen_bool(self.config.extra_rate.clamp(0.0, 1.0)))
+            .map(|_| !adaptive && hidden && replicas < max && self.rng.gen_bool(self.config.extra_rate.clamp(0.0, 1.0)))
             .collect();
+        let first = if adaptive { 1 } else { replicas };
         self.sched.add_job(
             id,
             req,
-            (0..n).map(|i| (i, TaskNeeds { wanted: replicas + u8::from(extra[i as usize]), ..Default::default() })),
+            (0..n).map(|i| (i, TaskNeeds { wanted: first + u8::from(extra[i as usize]), ..Default::default() })),
         );
         for index in 0..n {
             let hold_for = if extra[index as usize] { replicas + 1 } else { 0 };
-            self.tasks.insert(TaskId { job: id, index }, TaskTrack { hold_for, ..Default::default() });
+            self.tasks.insert(
+                TaskId { job: id, index },
+                TaskTrack { hold_for, adaptive_open: adaptive, ..Default::default() },
+            );
         }
         let job = Arc::new(job);
         self.ready.writes.push(Write::InsertJob { id, job: job.clone(), created_ms, deadline_ms });
@@ -922,7 +1063,58 @@ impl Core {
         }
         track.took.insert(lease_id, now.mono_ms.saturating_sub(lease.assigned_at_ms));
         track.returned.push(ReturnedReplica { lease: lease_id, worker: key, output_hash });
+        // A known-answer check, drawn after the fact: any result of a checkable job may be one.
+        // One back in under half the job's median time always is (answering without computing
+        // is what makes a worker fast), and so is every result until the job has a median: its
+        // first results are the ones nobody could yet call fast. A rate of 0 turns checks off.
+        let drawn = self.rng.gen_bool(self.config.canary_rate.clamp(0.0, 1.0));
+        if let Some(job) = self.jobs.get(&task.job)
+            && self.config.canary_rate > 0.0
+            && checkable(&job.job.spec)
+            && (drawn || !job.timed() || job.fast(now.mono_ms.saturating_sub(lease.assigned_at_ms)))
+        {
+            track.checking.insert(lease_id);
+            self.ready.checks.push(Check { task, lease: lease_id, job: job.job.clone(), output_hash });
+        }
         self.ready.messages.push((key, RelayMessage::Ack { lease: lease_id }));
+        self.decide(task, now);
+    }
+
+    /// A known-answer check came back. A result that is not what the kernel computes is thrown
+    /// out with every result of the task that signed the same bytes: rejected (its signature is
+    /// evidence once the task settles), its worker barred from paid work and its record reset,
+    /// and the task's further replicas are sampled.
+    fn on_checked(&mut self, task: TaskId, lease: LeaseId, outcome: CheckOutcome, now: Now) {
+        let Some(track) = self.tasks.get_mut(&task) else { return };
+        if !track.checking.remove(&lease) {
+            return;
+        }
+        if outcome == CheckOutcome::Differs
+            && let Some(wrong) = track.returned.iter().find(|r| r.lease == lease).map(|r| r.output_hash)
+        {
+            let caught: Vec<(LeaseId, PublicKey)> =
+                track.returned.iter().filter(|r| r.output_hash == wrong).map(|r| (r.lease, r.worker)).collect();
+            track.returned.retain(|r| r.output_hash != wrong);
+            for (l, worker) in caught {
+                track.owners.remove(&l);
+                track.sampled.remove(&l);
+                track.took.remove(&l);
+                track.checking.remove(&l);
+                tracing::warn!(%worker, %task, "result failed a known-answer check; worker barred from paid work");
+                self.ready.writes.push(Write::ReplicaState { lease: l, state: ReplicaState::Rejected });
+                self.ready.count(worker, 0, 0, 1);
+                self.sched.bar(&worker);
+                self.ready.barred.push(worker);
+            }
+            // A task that was to run alone no longer does: it waits for the job's replicas, and
+            // what comes next is drawn as a sample.
+            if std::mem::take(&mut track.single)
+                && let Some(job) = self.jobs.get(&task.job)
+            {
+                track.hold_for = track.hold_for.max(job.job.spec.replicas);
+            }
+            self.sched.set_sampled(task);
+        }
         self.decide(task, now);
     }
 
@@ -933,6 +1125,7 @@ impl Core {
         if let Some(track) = self.tasks.get_mut(&lease.task) {
             self.ready.writes.push(Write::Lapse { task: lease.task });
             track.lapses += 1;
+            track.reopen_adaptive();
             self.decide(lease.task, now);
         }
     }
@@ -941,6 +1134,10 @@ impl Core {
         let (Some(job), Some(track)) = (self.jobs.get(&task.job), self.tasks.get_mut(&task)) else {
             return;
         };
+        if !track.checking.is_empty() {
+            // Decided once the relay's own answer is in.
+            return;
+        }
         let rule = Rule {
             comparison: job.job.spec.comparison,
             quorum: job.job.spec.quorum,
@@ -976,6 +1173,17 @@ impl Core {
             })
             .collect();
         let outstanding = self.sched.outstanding(task);
+        let disputed = returned.iter().any(|r| r.output_hash != returned[0].output_hash);
+        let rule = if disputed {
+            // A dispute asks only for replicas someone online could take: where every worker that
+            // could is a holder already (a small network, or its other workers barred), the votes
+            // in hand decide it rather than a wait until the deadline.
+            let issued = returned.len() + usize::from(outstanding);
+            let spare = self.sched.could_take(task, usize::from(rule.max_replicas));
+            Rule { max_replicas: rule.max_replicas.min((issued + spare).min(usize::from(u8::MAX)) as u8), ..rule }
+        } else {
+            rule
+        };
         let mut decision = verifier::decide(rule, &returned, outstanding, track.lapses, track.hold_for);
         if matches!(decision, Decision::Verified { .. }) && !track.audit_drawn {
             // An agreed task of a paid job may get a hidden audit replica on another independent
@@ -984,10 +1192,15 @@ impl Core {
             let paid = self.escrow && plan::is_paid(&job.job.spec);
             let others = self.sched.workers_online() > returned.len() + usize::from(outstanding);
             // A result back in under half the job's median time is always audited: answering
-            // without computing buys no share of the work without being checked.
+            // without computing buys no share of the work without being checked. A task run on
+            // one worker (adaptive replication) is audited at the client's rate, paid or not.
             let fast = track.took.values().any(|&ms| job.fast(ms));
-            let rate = if fast { 1.0 } else { self.config.audit_rate.clamp(0.0, 1.0) };
-            if paid && others && self.rng.gen_bool(rate) {
+            let rate = match (fast, job.job.spec.adaptive) {
+                (true, _) => 1.0,
+                (false, Some(a)) if track.single => f64::from(a.audit_percent.min(100)) / 100.0,
+                (false, _) => self.config.audit_rate.clamp(0.0, 1.0),
+            };
+            if (paid || track.single) && others && self.rng.gen_bool(rate) {
                 track.hold_for = (track.returned.len() as u8).saturating_add(1);
                 // Its own wait, whatever an extra replica's already used.
                 track.held_since_ms = None;
@@ -1027,13 +1240,29 @@ impl Core {
                         job.durations.push_back(ms);
                     }
                 }
+                // A result nobody else computed (adaptive replication, unaudited) is paid, but
+                // proves nothing: it does not lengthen its worker's run.
+                let proven = !(track.single && agreeing.len() == 1);
                 for lease in &agreeing {
                     self.ready.writes.push(Write::ReplicaState { lease: *lease, state: ReplicaState::Accepted });
                     self.ready.count(workers[lease], 0, 1, 0);
-                    self.sched.record_accepted(&workers[lease]);
+                    if proven {
+                        self.sched.record_accepted(&workers[lease]);
+                    }
                 }
+                // A dissent is slashing evidence only when no sampled vote stood on its side. A
+                // side that drew sampled votes lost a vote among reliable workers drawn at random,
+                // which a large enough cartel sometimes wins: the loser's record is reset, but
+                // the relay does not ask the contract to take its bond on such a count.
+                let hash_of: HashMap<LeaseId, Hash32> =
+                    track.returned.iter().map(|r| (r.lease, r.output_hash)).collect();
+                let sampled_sides: HashSet<Hash32> =
+                    track.sampled.iter().filter_map(|l| hash_of.get(l).copied()).collect();
                 for lease in &dissenting {
                     self.ready.writes.push(Write::ReplicaState { lease: *lease, state: ReplicaState::Rejected });
+                    if hash_of.get(lease).is_some_and(|h| sampled_sides.contains(h)) {
+                        self.ready.writes.push(Write::NotEvidence { lease: *lease });
+                    }
                     self.ready.count(workers[lease], 0, 0, 1);
                     self.sched.record_rejected(&workers[lease]);
                     tracing::warn!(worker = %workers[lease], %task, "result rejected: disagrees with the quorum");
@@ -1162,7 +1391,25 @@ impl Core {
             }
         }
         let lease_ms = self.sched.config().lease_ms;
+        let trusted_after = self.sched.config().trusted_after.max(1);
         for lease in self.sched.assign(now.mono_ms) {
+            if let Some(track) = self.tasks.get_mut(&lease.task)
+                && std::mem::take(&mut track.adaptive_open)
+            {
+                // Adaptive replication (BOINC's rule): a worker with a run of N >= trusted_after
+                // verified results runs the task alone with probability 1 - 1/N; otherwise the
+                // task gets the job's replicas, and waits for all of them.
+                let run = self.sched.record(&lease.worker).map_or(0, |r| r.valid_run);
+                let alone =
+                    lease.anchor && run >= trusted_after && self.rng.gen_bool(1.0 - 1.0 / f64::from(run.max(1)));
+                if alone {
+                    track.single = true;
+                } else {
+                    let replicas = self.jobs[&lease.task.job].job.spec.replicas;
+                    track.hold_for = replicas;
+                    self.sched.add_replicas(lease.task, replicas.saturating_sub(1));
+                }
+            }
             let job = &self.jobs[&lease.task.job];
             let spec = &job.job.spec.tasks[lease.task.index as usize];
             let held = HeldLease { worker: lease.worker, task: lease.task, output_size: u64::from(spec.output_size) };
@@ -1226,6 +1473,12 @@ mod tests {
     use starling_protocol::sign::Keypair;
     use starling_protocol::worker::{AdapterInfo, Backend, DeviceLimits, Platform};
 
+    /// The defaults without known-answer checks, which tests that do not answer them would wait
+    /// on forever.
+    fn quiet() -> CoreConfig {
+        CoreConfig { canary_rate: 0.0, ..CoreConfig::default() }
+    }
+
     fn test_deployment() -> EscrowDeployment {
         EscrowDeployment { chain_id: "test-chain".into(), contract: "test-contract".into() }
     }
@@ -1262,6 +1515,7 @@ mod tests {
             deadline_secs: 60,
             homogeneous: false,
             nonce,
+            adaptive: None,
         }
     }
 
@@ -1320,7 +1574,7 @@ mod tests {
 
     #[test]
     fn a_slow_escrow_open_holds_up_nobody() {
-        let mut core = Core::new(CoreConfig::default(), Some(test_deployment()), 1, 1);
+        let mut core = Core::new(quiet(), Some(test_deployment()), 1, 1);
         let (payer, other) = (Keypair::from_seed([100; 32]), Keypair::from_seed([101; 32]));
         online(&mut core, 1, at(0));
         online(&mut core, 2, at(0));
@@ -1355,7 +1609,7 @@ mod tests {
 
     #[test]
     fn ids_taken_in_escrow_are_skipped_up_to_a_bound() {
-        let mut core = Core::new(CoreConfig::default(), Some(test_deployment()), 1, 5);
+        let mut core = Core::new(quiet(), Some(test_deployment()), 1, 5);
         let client = Keypair::from_seed([100; 32]);
         post(&mut core, 1, &client, spec(1, 10, 0), "10.0.0.1", at(0));
         let ready = core.ready(at(0));
@@ -1383,12 +1637,12 @@ mod tests {
             core.step(Input::CreateJob { request: 1, job, req, origin: Some("10.0.0.1".parse().unwrap()) }, at(0));
             core.ready(at(0))
         };
-        let mut core = Core::new(CoreConfig::default(), Some(test_deployment()), 1, 1);
+        let mut core = Core::new(quiet(), Some(test_deployment()), 1, 1);
         let ready = unsigned(&mut core);
         assert_eq!(refused(&ready), vec![1]);
         assert!(ready.escrow_opens.is_empty() && ready.writes.is_empty(), "nothing opened or stored");
         // Without escrow the same job runs unpaid.
-        let mut unpaid = Core::new(CoreConfig::default(), None, 1, 1);
+        let mut unpaid = Core::new(quiet(), None, 1, 1);
         let ready = unsigned(&mut unpaid);
         assert!(refused(&ready).is_empty() && ready.escrow_opens.is_empty());
         assert!(ready.writes.iter().any(|w| matches!(w, Write::InsertJob { .. })), "stored to run unpaid");
@@ -1458,7 +1712,7 @@ mod tests {
 
     #[test]
     fn a_replayed_job_is_refused_while_it_runs() {
-        let mut core = Core::new(CoreConfig::default(), None, 1, 1);
+        let mut core = Core::new(quiet(), None, 1, 1);
         let client = Keypair::from_seed([100; 32]);
         post(&mut core, 1, &client, spec(1, 0, 0), "10.0.0.1", at(0));
         post(&mut core, 2, &client, spec(1, 0, 0), "10.0.0.1", at(0));
@@ -1469,7 +1723,7 @@ mod tests {
 
     #[test]
     fn job_ids_never_overflow() {
-        let mut core = Core::new(CoreConfig::default(), None, 1, i64::MAX as u64 - 1);
+        let mut core = Core::new(quiet(), None, 1, i64::MAX as u64 - 1);
         let client = Keypair::from_seed([100; 32]);
         post(&mut core, 1, &client, spec(1, 0, 0), "10.0.0.1", at(0));
         post(&mut core, 2, &client, spec(1, 0, 1), "10.0.0.1", at(0));
@@ -1481,7 +1735,7 @@ mod tests {
     /// One task through its whole life: leased twice, both results in, verified, settled.
     #[test]
     fn a_task_is_leased_returned_verified_and_settled() {
-        let mut core = Core::new(CoreConfig::default(), None, 1, 1);
+        let mut core = Core::new(quiet(), None, 1, 1);
         online(&mut core, 1, at(0));
         online(&mut core, 2, at(0));
         post(&mut core, 1, &Keypair::from_seed([100; 32]), spec(1, 0, 0), "10.0.0.1", at(0));
@@ -1544,7 +1798,7 @@ mod tests {
     }
 
     fn hidden(audit_rate: f64, extra_rate: f64) -> CoreConfig {
-        CoreConfig { audit_rate, extra_rate, ..CoreConfig::default() }
+        CoreConfig { audit_rate, extra_rate, ..quiet() }
     }
 
     /// A result back in under half the job's median time is fast (always audited); it takes
@@ -1595,6 +1849,233 @@ mod tests {
         core.tick(at(0));
         let leases = assignments(&core.ready(at(0)));
         (core, leases)
+    }
+
+    fn checks(ready: &Ready) -> Vec<LeaseId> {
+        ready.checks.iter().map(|c| c.lease).collect()
+    }
+
+    /// A result that fails a known-answer check is thrown out before the task is decided, with
+    /// every result that signed the same bytes; their workers are barred from paid work (not
+    /// from unpaid work) and their records reset; the task is decided by fresh replicas.
+    #[test]
+    fn a_result_that_fails_a_known_answer_check_is_thrown_out_and_its_worker_barred() {
+        let config = CoreConfig { canary_rate: 1.0, ..hidden(0.0, 0.0) };
+        let (mut core, leases) = paid_task(config, 5);
+        assert_eq!(leases.len(), 2);
+        let liar = leases[1].0;
+        for _ in 0..20 {
+            core.sched.record_accepted(&liar);
+        }
+        answer(&mut core, &leases[0], 7, at(1));
+        answer(&mut core, &leases[1], 9, at(1));
+        let ready = core.ready(at(1));
+        assert_eq!(checks(&ready), vec![leases[0].1.lease, leases[1].1.lease], "every result is checked");
+        assert_eq!(verified(&ready), None, "nothing is decided while a check is out");
+        core.step(
+            Input::Checked { task: leases[0].1.task, lease: leases[0].1.lease, outcome: CheckOutcome::Matches },
+            at(2),
+        );
+        assert!(
+            core.ready(at(2)).writes.iter().all(|w| !matches!(w, Write::VerifyTask { .. } | Write::FailTask { .. }))
+        );
+        core.step(
+            Input::Checked { task: leases[1].1.task, lease: leases[1].1.lease, outcome: CheckOutcome::Differs },
+            at(2),
+        );
+        core.tick(at(2));
+        let ready = core.ready(at(2));
+        assert!(ready.writes.iter().any(|w| matches!(
+            w,
+            Write::ReplicaState { lease, state: ReplicaState::Rejected } if *lease == leases[1].1.lease
+        )));
+        assert_eq!(ready.barred, vec![liar]);
+        let record = core.record(&liar).unwrap();
+        assert!(record.barred && record.valid_run == 0, "{record:?}");
+        // Another worker is asked; its agreement with the first decides the task.
+        let more = assignments(&ready);
+        assert_eq!(more.len(), 1);
+        assert!(more[0].0 != liar && more[0].0 != leases[0].0);
+        answer(&mut core, &more[0], 7, at(3));
+        let check = checks(&core.ready(at(3)));
+        core.step(Input::Checked { task: more[0].1.task, lease: check[0], outcome: CheckOutcome::Matches }, at(3));
+        assert_eq!(verified(&core.ready(at(3))), Some(Hash32([7; 32])));
+        // Paid work never reaches the barred key again; unpaid work still may.
+        post(&mut core, 2, &Keypair::from_seed([101; 32]), spec(20, 10, 1), "10.0.0.1", at(4));
+        core.step(Input::EscrowOpened { request: 2, outcome: OpenOutcome::Opened }, at(4));
+        core.tick(at(4));
+        let paid = assignments(&core.ready(at(4)));
+        assert!(!paid.is_empty() && paid.iter().all(|(k, _)| *k != liar));
+        // The barred key reconnects: still barred.
+        let n = (1..=5).find(|&n| worker(n) == liar).unwrap();
+        online(&mut core, n, at(5));
+        assert!(core.record(&liar).unwrap().barred);
+    }
+
+    /// However rare the drawn checks, a job's first results are always checked: before it has a
+    /// median time nothing can be called fast, and workers that answer without computing would
+    /// set that median themselves.
+    #[test]
+    fn a_jobs_first_results_are_always_checked() {
+        let (mut core, leases) = paid_task(CoreConfig { canary_rate: 1e-12, ..hidden(0.0, 0.0) }, 3);
+        answer(&mut core, &leases[0], 7, at(1));
+        assert_eq!(checks(&core.ready(at(1))), vec![leases[0].1.lease]);
+        let (mut core, leases) = paid_task(CoreConfig { canary_rate: 0.0, ..hidden(0.0, 0.0) }, 3);
+        answer(&mut core, &leases[0], 7, at(1));
+        assert!(checks(&core.ready(at(1))).is_empty(), "a rate of 0 turns checks off");
+    }
+
+    /// A check that could not be made (a busy checker) decides nothing against anyone.
+    #[test]
+    fn an_unchecked_result_counts_as_an_ordinary_one() {
+        let (mut core, leases) = paid_task(CoreConfig { canary_rate: 1.0, ..hidden(0.0, 0.0) }, 3);
+        answer(&mut core, &leases[0], 7, at(1));
+        answer(&mut core, &leases[1], 7, at(1));
+        for (_, a) in &leases {
+            core.step(Input::Checked { task: a.task, lease: a.lease, outcome: CheckOutcome::Unchecked }, at(1));
+        }
+        let ready = core.ready(at(1));
+        assert_eq!(verified(&ready), Some(Hash32([7; 32])));
+        assert!(ready.barred.is_empty());
+    }
+
+    /// Client WGSL has no reference, and an exact job of a float kernel none that every device
+    /// matches: neither is ever checked.
+    #[test]
+    fn only_jobs_the_relay_can_compute_are_checked() {
+        let mut s = spec(1, 10, 0);
+        assert!(checkable(&s));
+        s.kernel = KernelSpec::Builtin { name: BuiltinKernel::MatmulF32 };
+        assert!(!checkable(&s));
+        s.comparison = Comparison::Tolerance { rel: 1e-3, abs: 1e-3 };
+        assert!(checkable(&s));
+        s.kernel = KernelSpec::Wgsl { source: String::new(), entry_point: "main".into() };
+        assert!(!checkable(&s));
+    }
+
+    fn adaptive_spec(tasks: u32, audit_percent: u8) -> JobSpec {
+        JobSpec { quorum: 1, adaptive: Some(starling_protocol::job::Adaptive { audit_percent }), ..spec(tasks, 10, 0) }
+    }
+
+    /// A core with a fixed seed (its draws are then fixed too), workers 1..=n online, and
+    /// worker 1 on a run of `run` verified results.
+    fn adaptive_core(n: u8, run: u32) -> Core {
+        let scheduler = crate::scheduler::Config { seed: [7; 32], ..Default::default() };
+        let mut core = Core::new(CoreConfig { scheduler, ..hidden(0.0, 0.0) }, Some(test_deployment()), 1, 1);
+        for k in 1..=n {
+            online(&mut core, k, at(0));
+        }
+        for _ in 0..run {
+            core.sched.record_accepted(&worker(1));
+        }
+        core
+    }
+
+    fn post_paid(core: &mut Core, spec: JobSpec, now: Now) -> Vec<(PublicKey, Assignment)> {
+        post(core, 1, &Keypair::from_seed([100; 32]), spec, "10.0.0.1", now);
+        core.step(Input::EscrowOpened { request: 1, outcome: OpenOutcome::Opened }, now);
+        core.tick(now);
+        assignments(&core.ready(now))
+    }
+
+    /// Adaptive replication: a worker with a long verified run gets the task's first replica and
+    /// runs it alone; its result is paid but does not lengthen its run (only results someone
+    /// else computed too do).
+    #[test]
+    fn adaptive_replication_runs_a_task_alone_on_a_long_proven_worker() {
+        let mut core = adaptive_core(3, 1000);
+        let leases = post_paid(&mut core, adaptive_spec(1, 1), at(0));
+        assert_eq!(leases.len(), 1, "one replica first");
+        assert_eq!(leases[0].0, worker(1), "the reliable worker anchors it");
+        core.tick(at(1));
+        assert!(assignments(&core.ready(at(1))).is_empty(), "it runs alone");
+        answer(&mut core, &leases[0], 7, at(2));
+        let ready = core.ready(at(2));
+        assert_eq!(verified(&ready), Some(Hash32([7; 32])));
+        assert_eq!(core.record(&worker(1)).unwrap().valid_run, 1000, "an unchecked result proves nothing");
+    }
+
+    /// A task whose first worker has no long record gets the job's replicas and waits for all
+    /// of them, although the quorum is 1.
+    #[test]
+    fn adaptive_replication_replicates_for_a_worker_without_a_record() {
+        let mut core = adaptive_core(3, 0);
+        let leases = post_paid(&mut core, adaptive_spec(1, 1), at(0));
+        assert_eq!(leases.len(), 1);
+        core.tick(at(1));
+        let more = assignments(&core.ready(at(1)));
+        assert_eq!(more.len(), 1, "the second replica follows");
+        answer(&mut core, &leases[0], 7, at(2));
+        assert_eq!(verified(&core.ready(at(2))), None, "waits for the second result");
+        answer(&mut core, &more[0], 7, at(3));
+        assert_eq!(verified(&core.ready(at(3))), Some(Hash32([7; 32])));
+        assert_eq!(core.record(&leases[0].0).unwrap().valid_run, 1);
+    }
+
+    /// A task run alone is audited at the client's rate; an audit that disagrees is a dispute
+    /// that one sampled vote does not settle.
+    #[test]
+    fn a_task_run_alone_is_audited_at_the_clients_rate() {
+        let mut core = adaptive_core(4, 1000);
+        for k in 2..=4 {
+            for _ in 0..20 {
+                core.sched.record_accepted(&worker(k));
+            }
+        }
+        let leases = post_paid(&mut core, adaptive_spec(1, 100), at(0));
+        assert_eq!(leases.len(), 1);
+        core.tick(at(1));
+        assert!(assignments(&core.ready(at(1))).is_empty());
+        answer(&mut core, &leases[0], 9, at(2));
+        core.tick(at(2));
+        let ready = core.ready(at(2));
+        assert_eq!(verified(&ready), None, "held for its audit");
+        let audit = assignments(&ready);
+        assert_eq!(audit.len(), 1);
+        answer(&mut core, &audit[0], 7, at(3));
+        core.tick(at(3));
+        let ready = core.ready(at(3));
+        assert_eq!(verified(&ready), None, "one auditor against one worker settles nothing");
+        let third = assignments(&ready);
+        assert_eq!(third.len(), 1);
+        answer(&mut core, &third[0], 7, at(4));
+        let ready = core.ready(at(4));
+        assert_eq!(verified(&ready), Some(Hash32([7; 32])));
+        assert!(ready.writes.iter().any(|w| matches!(
+            w,
+            Write::ReplicaState { lease, state: ReplicaState::Rejected } if *lease == leases[0].1.lease
+        )));
+    }
+
+    /// Worker records (runs, abandons, cooldowns, bars) are written when they change and put
+    /// back into a fresh core: a restart forgets nobody's record.
+    #[test]
+    fn worker_records_survive_a_restart() {
+        let mut core = Core::new(quiet(), Some(test_deployment()), 1, 1);
+        online(&mut core, 1, at(0));
+        online(&mut core, 2, at(0));
+        for _ in 0..12 {
+            core.sched.record_accepted(&worker(1));
+        }
+        core.sched.bar(&worker(2));
+        let ready = core.ready(at(5));
+        let stored: Vec<(PublicKey, StoredRecord)> = ready
+            .writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::WorkerRecord { key, record } => Some((*key, *record)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(stored.len(), 2);
+        let mut fresh = Core::new(quiet(), Some(test_deployment()), 1, 1);
+        fresh.restore_records(stored, at(100));
+        assert_eq!(fresh.record(&worker(1)).unwrap().valid_run, 12);
+        assert!(fresh.sched.is_reliable(&worker(1)));
+        let barred = fresh.record(&worker(2)).unwrap();
+        assert!(barred.barred && barred.valid_run == 0);
+        // Nothing changed since: nothing more to write.
+        assert!(!core.ready(at(7)).writes.iter().any(|w| matches!(w, Write::WorkerRecord { .. })));
     }
 
     /// Two workers that agree on a wrong answer do not settle it when an audit is drawn: the
@@ -1714,7 +2195,7 @@ mod tests {
 
     #[test]
     fn a_result_for_someone_elses_lease_is_refused() {
-        let mut core = Core::new(CoreConfig::default(), None, 1, 1);
+        let mut core = Core::new(quiet(), None, 1, 1);
         online(&mut core, 1, at(0));
         online(&mut core, 2, at(0));
         online(&mut core, 3, at(0));
@@ -1743,7 +2224,7 @@ mod tests {
 
     #[test]
     fn tolerance_jobs_read_outputs_off_the_core_before_deciding() {
-        let mut core = Core::new(CoreConfig::default(), None, 1, 1);
+        let mut core = Core::new(quiet(), None, 1, 1);
         online(&mut core, 1, at(0));
         online(&mut core, 2, at(0));
         let spec = JobSpec { comparison: Comparison::Tolerance { rel: 1e-3, abs: 1e-3 }, ..spec(1, 0, 0) };
@@ -1791,14 +2272,14 @@ mod tests {
 
     #[test]
     fn silent_workers_are_dropped_and_their_leases_lapse() {
-        let mut core = Core::new(CoreConfig::default(), None, 1, 1);
+        let mut core = Core::new(quiet(), None, 1, 1);
         online(&mut core, 1, at(0));
         online(&mut core, 2, at(0));
         online(&mut core, 3, at(0));
         post(&mut core, 1, &Keypair::from_seed([100; 32]), spec(1, 0, 0), "10.0.0.1", at(0));
         core.tick(at(0));
         let leases = assignments(&core.ready(at(0)));
-        let lease_ms = CoreConfig::default().scheduler.lease_ms;
+        let lease_ms = quiet().scheduler.lease_ms;
         // Everyone but the first holder keeps talking.
         let silent = leases[0].0;
         let mut now = at(0);
@@ -1826,7 +2307,7 @@ mod tests {
 
     #[test]
     fn overdue_jobs_fail_their_pending_tasks() {
-        let mut core = Core::new(CoreConfig::default(), None, 1, 1);
+        let mut core = Core::new(quiet(), None, 1, 1);
         post(&mut core, 1, &Keypair::from_seed([100; 32]), spec(3, 0, 0), "10.0.0.1", at(0));
         core.tick(at(59));
         assert!(core.ready(at(59)).events.is_empty());

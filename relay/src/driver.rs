@@ -209,7 +209,13 @@ pub struct Driver {
     /// The runtime that escrow calls and blob reads run on: the one the driver was recovered on,
     /// so they never queue behind the driver when it runs on a thread of its own.
     side: tokio::runtime::Handle,
+    /// Runs the known-answer checks the core draws.
+    checker: crate::canary::Checker,
 }
+
+/// Known-answer checks computed at once (each a CPU reference run on the blocking pool); a check
+/// drawn while all are busy is skipped.
+const CHECK_THREADS: usize = 1;
 
 impl std::fmt::Debug for Driver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -247,6 +253,7 @@ impl Driver {
         }
         let (escrow, settle) = escrow.unzip();
         let (answers_tx, answers_rx) = mpsc::unbounded_channel();
+        let blobs_for_checks = blobs.clone();
         let mut driver = Driver {
             core: Core::new(config, escrow.as_ref().map(|e| e.deployment()), next_lease, next_job_id),
             store,
@@ -262,12 +269,14 @@ impl Driver {
             overloaded: Vec::new(),
             clock,
             side: tokio::runtime::Handle::current(),
+            checker: crate::canary::Checker::new(blobs_for_checks, CHECK_THREADS),
         };
         let mut db = driver.store.begin().await?;
         let orphaned = Store::lapse_orphaned_leases(&mut db).await?;
         db.commit().await?;
-        let running = driver.store.running_jobs().await?;
         let now = driver.clock.now();
+        driver.core.restore_records(driver.store.worker_records().await?, now);
+        let running = driver.store.running_jobs().await?;
         for job in running {
             let summary =
                 driver.store.job_summary(job.id).await?.ok_or_else(|| Error::Corrupt(format!("job {}", job.id)))?;
@@ -483,6 +492,9 @@ impl Driver {
                 };
                 let _ = answers.send(Input::EscrowOpened { request, outcome });
             });
+        }
+        for check in ready.checks {
+            self.checker.start(check, &self.side, self.answers_tx.clone());
         }
         for (task, hashes) in ready.reads {
             let blobs = self.blobs.clone();

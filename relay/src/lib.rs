@@ -21,6 +21,7 @@
 
 pub mod api;
 pub mod blobs;
+pub mod canary;
 pub mod core;
 pub mod driver;
 pub mod error;

@@ -48,7 +48,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use starling_protocol::worker::{Capabilities, DeviceState};
 use starling_protocol::{Hash32, JobId, LeaseId, PublicKey, TaskId, sha256};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::ops::Bound;
 
@@ -111,6 +111,8 @@ pub struct Record {
     pub cooling_until_ms: u64,
     /// Its place in the queue among workers with as many active leases.
     pub turn: u64,
+    /// A result of it failed a known-answer check: it gets no paid work on this relay.
+    pub barred: bool,
 }
 
 /// What a job needs of a worker, aggregated over its tasks.
@@ -193,6 +195,8 @@ struct WorkerSlot {
     network: Option<IpAddr>,
     /// In a cooldown after an abandon (its end is in the record and in [`Scheduler::cooling`]).
     cooling: bool,
+    /// Out of paid work after a failed known-answer check (as in its record).
+    barred: bool,
     /// Its entry in [`Scheduler::ready`] while it has room, so the entry can be found and
     /// removed when its load, history or state changes.
     rank: Option<Rank>,
@@ -285,6 +289,8 @@ pub struct Scheduler {
     /// Leases handed out since start: turns are counted in it.
     clock: u64,
     rng: StdRng,
+    /// Keys whose record changed since [`Scheduler::take_changed_records`] (for the store).
+    changed: HashSet<PublicKey>,
 }
 
 /// Tasks scanned per job per round while looking for one some free worker may take.
@@ -318,6 +324,7 @@ impl Scheduler {
             reliable: BTreeSet::new(),
             clock: 0,
             rng: StdRng::from_seed(config.seed),
+            changed: HashSet::new(),
         }
     }
 
@@ -356,6 +363,7 @@ impl Scheduler {
             identity: key,
             network: None,
             cooling,
+            barred: record.barred,
             rank: None,
         };
         self.workers.insert(key, slot);
@@ -385,6 +393,7 @@ impl Scheduler {
     pub fn record_accepted(&mut self, key: &PublicKey) {
         let r = self.records.entry(*key).or_default();
         r.valid_run = r.valid_run.saturating_add(1);
+        self.changed.insert(*key);
         self.refresh_reliable(key);
         self.rerank(key);
     }
@@ -393,8 +402,41 @@ impl Scheduler {
     pub fn record_rejected(&mut self, key: &PublicKey) {
         let r = self.records.entry(*key).or_default();
         r.valid_run = 0;
+        self.changed.insert(*key);
         self.refresh_reliable(key);
         self.rerank(key);
+    }
+
+    /// A result of the key failed a known-answer check: its run starts over and it gets no paid
+    /// work on this relay from now on, whatever its escrow standing (its record keeps the mark
+    /// across reconnects and, through the store, restarts).
+    pub fn bar(&mut self, key: &PublicKey) {
+        let r = self.records.entry(*key).or_default();
+        r.valid_run = 0;
+        r.barred = true;
+        self.changed.insert(*key);
+        if let Some(w) = self.workers.get_mut(key) {
+            w.barred = true;
+        }
+        self.refresh_reliable(key);
+        self.rerank(key);
+    }
+
+    /// Records that changed since the last call, in key order, for the store. A record's
+    /// `cooling_until_ms` is on this scheduler's clock.
+    pub fn take_changed_records(&mut self) -> Vec<(PublicKey, Record)> {
+        let mut out: Vec<(PublicKey, Record)> =
+            self.changed.drain().filter_map(|k| self.records.get(&k).map(|r| (k, *r))).collect();
+        out.sort_unstable_by_key(|(k, _)| *k);
+        out
+    }
+
+    /// Puts back a record read from the store (at start, before any worker connects). Its turn
+    /// is not kept: turns count leases of this run.
+    pub fn restore_record(&mut self, key: PublicKey, record: Record) {
+        if self.records.len() < MAX_RECORDS {
+            self.records.insert(key, Record { turn: 0, ..record });
+        }
     }
 
     fn refresh_reliable(&mut self, key: &PublicKey) {
@@ -420,7 +462,12 @@ impl Scheduler {
     fn forget_idle_records(&mut self) {
         let (clock, workers) = (self.clock, &self.workers);
         self.records.retain(|k, r| {
-            workers.contains_key(k) || r.valid_run > 0 || r.abandoned > 0 || r.cooling_until_ms > 0 || r.turn > clock
+            workers.contains_key(k)
+                || r.valid_run > 0
+                || r.abandoned > 0
+                || r.cooling_until_ms > 0
+                || r.turn > clock
+                || r.barred
         });
     }
 
@@ -526,6 +573,26 @@ impl Scheduler {
         if let Some(t) = self.jobs.get_mut(&task.job).and_then(|j| j.tasks.get_mut(&task.index)) {
             t.sampled = true;
         }
+    }
+
+    /// How many workers online, up to `max`, could still hold a replica of `task`: they fit its
+    /// job (paid standing and bars included) and are independent of its holders (owner, network,
+    /// adapter class), busy or not. A task that asks for more than this waits for workers that
+    /// are not there. Costs O(workers online) at worst (when fewer than `max` qualify).
+    pub fn could_take(&self, task: TaskId, max: usize) -> usize {
+        let Some(job) = self.jobs.get(&task.job) else { return 0 };
+        let Some(t) = job.tasks.get(&task.index) else { return 0 };
+        let distinct_networks = job.req.paid && self.config.distinct_networks;
+        self.workers
+            .values()
+            .filter(|w| {
+                Self::fits(&job.req, w)
+                    && !t.holders.contains(&w.identity)
+                    && !(job.req.homogeneous && t.class.as_ref().is_some_and(|c| *c != w.class))
+                    && !(distinct_networks && w.network.is_some_and(|n| t.networks.contains(&n)))
+            })
+            .take(max)
+            .count()
     }
 
     /// Takes back `task`'s replicas that are queued and not leased yet (a hidden replica nobody
@@ -666,7 +733,7 @@ impl Scheduler {
     fn fits(req: &JobRequirements, w: &WorkerSlot) -> bool {
         let l = &w.caps.limits;
         w.caps.asking_price <= req.price_per_replica
-            && (!req.paid || w.paid)
+            && (!req.paid || (w.paid && !w.barred))
             && (!req.needs_gpu || w.caps.runs_wgsl())
             && req.max_binding_bytes <= l.max_storage_buffer_binding_size
             && req.max_binding_bytes <= l.max_buffer_size
@@ -840,6 +907,7 @@ impl Scheduler {
 
     /// Counts an abandon against the worker and starts (or lengthens) its cooldown.
     fn abandoned(&mut self, key: &PublicKey, now_ms: u64) {
+        self.changed.insert(*key);
         let r = self.records.entry(*key).or_default();
         let before = r.cooling_until_ms;
         r.abandoned = r.abandoned.saturating_add(1);

@@ -2,7 +2,7 @@
 //! relay core, one writer per relay; API handlers read through the pool. Queries use `$N`
 //! placeholders and portable SQL so a PostgreSQL backend can share them.
 
-use crate::core::Write;
+use crate::core::{StoredRecord, Write};
 use crate::error::{Error, Result};
 use crate::escrow::plan::SignedReplica;
 use crate::leases::HeldLease;
@@ -224,6 +224,8 @@ impl Store {
         let mut decided = Vec::new();
         let mut finished = Vec::new();
         let mut counts = Vec::new();
+        let mut records: HashMap<PublicKey, StoredRecord> = HashMap::new();
+        let mut not_evidence = Vec::new();
         for w in writes {
             match w {
                 Write::InsertJob { id, job, created_ms, deadline_ms } => {
@@ -250,7 +252,32 @@ impl Store {
                 Write::WorkerCounts { key, returned, accepted, rejected, at_ms } => {
                     counts.push((key, returned, accepted, rejected, at_ms))
                 }
+                Write::WorkerRecord { key, record } => {
+                    records.insert(*key, *record);
+                }
+                Write::NotEvidence { lease } => not_evidence.push(*lease),
             }
+        }
+        let mut records: Vec<(PublicKey, StoredRecord)> = records.into_iter().collect();
+        records.sort_unstable_by_key(|(k, _)| *k);
+        for chunk in stable_chunks(&records) {
+            let q = multi_row(
+                "INSERT INTO worker_records (key, valid_run, abandoned, cooling_until_ms, barred) VALUES ",
+                chunk.len(),
+                &["", "", "", "", ""],
+                " ON CONFLICT (key) DO UPDATE SET valid_run = excluded.valid_run, abandoned = excluded.abandoned,
+                 cooling_until_ms = excluded.cooling_until_ms, barred = excluded.barred",
+            );
+            let mut query = sqlx::query(&q);
+            for (key, r) in chunk {
+                query = query
+                    .bind(key.to_hex())
+                    .bind(i64::from(r.valid_run))
+                    .bind(i64::from(r.abandoned))
+                    .bind(i64::try_from(r.cooling_until_wall_ms).unwrap_or(i64::MAX))
+                    .bind(i64::from(r.barred));
+            }
+            query.execute(&mut *conn).await?;
         }
         for chunk in stable_chunks(&workers) {
             let q = multi_row(
@@ -444,6 +471,15 @@ impl Store {
             }
             query.execute(&mut *conn).await?;
         }
+        // After the replicas' rows, which a result decided in its own batch only now has.
+        for chunk in stable_chunks(&not_evidence) {
+            let q = multi_row("UPDATE replicas SET evidence = 0 WHERE lease_id IN ", 1, &vec![""; chunk.len()], "");
+            let mut query = sqlx::query(&q);
+            for lease in chunk {
+                query = query.bind(lease.0 as i64);
+            }
+            query.execute(&mut *conn).await?;
+        }
         Ok(())
     }
 
@@ -501,6 +537,25 @@ impl Store {
         .fetch_one(&self.pool)
         .await?;
         Ok(row.get::<i64, _>(0) as u64)
+    }
+
+    /// Every worker record kept by earlier runs (see [`Write::WorkerRecord`]).
+    pub async fn worker_records(&self) -> Result<Vec<(PublicKey, StoredRecord)>> {
+        let rows = sqlx::query("SELECT key, valid_run, abandoned, cooling_until_ms, barred FROM worker_records")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let key: PublicKey = parse(r.get::<&str, _>(0), "worker key")?;
+                let record = StoredRecord {
+                    valid_run: u32::try_from(r.get::<i64, _>(1)).unwrap_or(0),
+                    abandoned: u32::try_from(r.get::<i64, _>(2)).unwrap_or(u32::MAX),
+                    cooling_until_wall_ms: u64::try_from(r.get::<i64, _>(3)).unwrap_or(0),
+                    barred: r.get::<i64, _>(4) != 0,
+                };
+                Ok((key, record))
+            })
+            .collect()
     }
 
     pub async fn running_jobs(&self) -> Result<Vec<RunningJob>> {
@@ -728,7 +783,7 @@ impl Store {
             return Ok(None);
         };
         let rows = sqlx::query(
-            "SELECT worker, output_hash, output_len, signature, state FROM replicas
+            "SELECT worker, output_hash, output_len, signature, state, evidence FROM replicas
              WHERE job_id = $1 AND idx = $2 AND signature IS NOT NULL AND state IN ('accepted', 'rejected', 'returned')
              ORDER BY lease_id",
         )
@@ -745,7 +800,7 @@ impl Store {
                     output_len: r.get::<i64, _>(2) as u64,
                     signature: parse(r.get::<&str, _>(3), "signature")?,
                     accepted: r.get::<&str, _>(4) == "accepted",
-                    rejected: r.get::<&str, _>(4) == "rejected",
+                    rejected: r.get::<&str, _>(4) == "rejected" && r.get::<i64, _>(5) != 0,
                 })
             })
             .collect::<Result<_>>()?;
@@ -757,7 +812,8 @@ impl Store {
     pub async fn tasks_with_rejected_results(&self, job: JobId) -> Result<Vec<u32>> {
         let rows: Vec<i64> = sqlx::query_scalar(
             "SELECT DISTINCT r.idx FROM replicas r JOIN tasks t ON t.job_id = r.job_id AND t.idx = r.idx
-             WHERE r.job_id = $1 AND r.state = 'rejected' AND r.signature IS NOT NULL AND t.state = 'verified'
+             WHERE r.job_id = $1 AND r.state = 'rejected' AND r.evidence = 1 AND r.signature IS NOT NULL
+             AND t.state = 'verified'
              ORDER BY r.idx",
         )
         .bind(job.0 as i64)
@@ -805,5 +861,29 @@ mod tests {
             assert_eq!(chunks.concat(), rows, "{n}: every row once, in order");
             assert!(chunks.len() <= n / 256 + 4 * 3, "{n}: {} statements", chunks.len());
         }
+    }
+
+    /// Worker records survive a restart: the last one a batch gives a key is what is read back.
+    #[tokio::test]
+    async fn worker_records_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("relay.db")).await.unwrap();
+        let (a, b) = (PublicKey([1; 32]), PublicKey([2; 32]));
+        let first = StoredRecord { valid_run: 12, abandoned: 0, cooling_until_wall_ms: 0, barred: false };
+        let barred =
+            StoredRecord { valid_run: 0, abandoned: 3, cooling_until_wall_ms: 1_900_000_000_000, barred: true };
+        let writes = vec![
+            Write::WorkerRecord { key: a, record: first },
+            Write::WorkerRecord { key: b, record: first },
+            Write::WorkerRecord { key: b, record: barred },
+        ];
+        let mut db = store.begin().await.unwrap();
+        Store::apply(&mut db, &writes).await.unwrap();
+        db.commit().await.unwrap();
+        drop(store);
+        let store = Store::open(&dir.path().join("relay.db")).await.unwrap();
+        let mut back = store.worker_records().await.unwrap();
+        back.sort_by_key(|(k, _)| *k);
+        assert_eq!(back, vec![(a, first), (b, barred)]);
     }
 }

@@ -117,7 +117,9 @@ fn dispute(
         .and_then(|g| largest_agreeing_group(rule.comparison, returned, &[&unsampled[..], g].concat()))
         .map_or(0, |g| g.len());
     let best_s_len = best_s.as_ref().map_or(0, |g| g.len());
-    let missing = usize::from(rule.quorum).max(2 * second_s + 1).saturating_sub(best_s_len);
+    // Two sampled votes at least, whatever the quorum: one drawn worker alone never settles a
+    // dispute (nor gets the other side slashed).
+    let missing = usize::from(rule.quorum).max(2).max(2 * second_s + 1).saturating_sub(best_s_len);
     let one_more = || {
         if outstanding > 0 {
             Decision::Wait
@@ -489,6 +491,18 @@ mod tests {
         ];
         assert_eq!(decide(exact(2, 8), &blocked, 0, 0, 0), Decision::AddReplicas(1));
         assert!(matches!(decide(exact(2, 7), &blocked, 0, 0, 0), Decision::Failed { .. }), "and none is left");
+        // Even at quorum 1 (a task run alone, then audited), one sampled vote settles no dispute.
+        let audited = vec![first(1, 1, "bad"), r(2, 2, "a")];
+        assert_eq!(decide(exact(1, 4), &audited, 0, 0, 0), Decision::AddReplicas(1));
+        let confirmed = vec![first(1, 1, "bad"), r(2, 2, "a"), r(3, 3, "a")];
+        assert_eq!(
+            decide(exact(1, 4), &confirmed, 0, 0, 0),
+            Decision::Verified {
+                output_hash: h("a"),
+                agreeing: vec![LeaseId(2), LeaseId(3)],
+                dissenting: vec![LeaseId(1)]
+            }
+        );
     }
 
     #[test]

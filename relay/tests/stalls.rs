@@ -104,6 +104,7 @@ async fn an_unpaid_job_is_answered_within_50_ms_while_300_workers_register() {
             deadline_secs: 600,
             homogeneous: false,
             nonce,
+            adaptive: None,
         });
         http.post(format!("{base}/v1/jobs")).json(&job).send()
     };

@@ -227,6 +227,7 @@ fn builtin_task_checks_as_the_relay_runs_them() {
                 deadline_secs: 600,
                 homogeneous: false,
                 nonce: 0,
+                adaptive: None,
             };
             if spec.validate().is_ok()
                 && kernels::check_sizes(*kernel, &task.params, sizes, task.workgroups, task.output_size).is_ok()

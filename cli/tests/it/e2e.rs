@@ -24,6 +24,7 @@ fn job(kernel: BuiltinKernel, tasks: Vec<TaskSpec>, comparison: Comparison) -> J
         deadline_secs: 600,
         homogeneous: false,
         nonce: rand_nonce(),
+        adaptive: None,
     }
 }
 

@@ -145,6 +145,7 @@ async fn honest_workers_are_paid_exactly_the_liar_is_slashed_and_the_client_refu
         deadline_secs: 600,
         homogeneous: false,
         nonce: 1,
+        adaptive: None,
     };
     let resp =
         api.http.post(format!("{}/v1/jobs", relay.base)).json(&api.sign(greedy.clone()).await).send().await.unwrap();
@@ -293,6 +294,7 @@ fn pi_job() -> JobSpec {
         deadline_secs: 600,
         homogeneous: false,
         nonce: 0,
+        adaptive: None,
     }
 }
 
@@ -424,6 +426,7 @@ async fn owners_consent_signatures_bind_to_one_deployment_and_tolerance_pays_eve
         deadline_secs: 600,
         homogeneous: false,
         nonce: 7,
+        adaptive: None,
     };
     let exact_job = api.submit(exact.clone()).await;
     let exact_detail = api.wait_done(exact_job.id).await;
@@ -614,6 +617,7 @@ async fn colluders_and_a_copier_get_no_wrong_result_accepted_and_lose_paid_work(
         deadline_secs: 600,
         homogeneous: false,
         nonce: 1,
+        adaptive: None,
     };
     let job = api.submit(spec.clone()).await;
     let detail = api.wait_for(job.id, Duration::from_secs(180), |d| d.summary.state != JobState::Running).await;

@@ -356,6 +356,7 @@ mod tests {
                 deadline_secs: 120,
                 homogeneous: false,
                 nonce: 9,
+                adaptive: None,
             };
             let signed = client.sign_paid_job(spec, here, "relay1", 5_000);
             let open = plan::open_job(JobId(3), &signed).unwrap().unwrap();

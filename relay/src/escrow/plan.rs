@@ -390,6 +390,7 @@ mod tests {
             deadline_secs: 60,
             homogeneous: false,
             nonce: 0,
+            adaptive: None,
         }
     }
 

@@ -487,6 +487,7 @@ mod tests {
             deadline_secs: 600,
             homogeneous: false,
             nonce: 0,
+            adaptive: None,
         };
         let client = Keypair::from_seed([20; 32]);
         ledger.mint_deposit(&client.public(), deposit).await.unwrap();

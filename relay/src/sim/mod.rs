@@ -16,7 +16,7 @@
 
 pub mod report;
 
-use crate::core::{Core, CoreConfig, Input, Now, OpenOutcome, Ready, Write};
+use crate::core::{CheckOutcome, Core, CoreConfig, Input, Now, OpenOutcome, Ready, Write};
 use crate::escrow::settler::SettleNote;
 use crate::escrow::{Evidence, OpenJob, Registration, bond_msg, create_job_msg, plan, settle_msg, slash_msg};
 use crate::scheduler;
@@ -123,9 +123,13 @@ pub struct Params {
     pub relay_fee_bps: u16,
     /// What computing one replica costs an honest worker (power, wear), as a share of the price.
     pub compute_cost: f64,
-    /// The core's hidden extra replica and audit rates.
+    /// The core's hidden extra replica, audit and known-answer check rates.
     pub extra_rate: f64,
     pub audit_rate: f64,
+    pub canary_rate: f64,
+    /// Jobs allow adaptive replication with this audit rate in percent (quorum 1): a task whose
+    /// first worker has a long verified run may run on it alone.
+    pub adaptive: Option<u8>,
 }
 
 impl Default for Params {
@@ -148,6 +152,8 @@ impl Default for Params {
             compute_cost: 0.5,
             extra_rate: core.extra_rate,
             audit_rate: core.audit_rate,
+            canary_rate: core.canary_rate,
+            adaptive: None,
         }
     }
 }
@@ -173,8 +179,11 @@ pub struct GroupOutcome {
     pub bonded: u128,
     /// Its signatures on accepted wrong results (a task it signed with two keys counts twice).
     pub wrong_accepted: u64,
-    /// Keys that lost their standing, and the median time from a key's first lease to that.
+    /// Keys that lost their standing (slashed below the minimum bond, or barred from paid work
+    /// by a failed known-answer check), and the median time from a key's first lease to that.
     pub ejected: usize,
+    /// Of those, barred by a known-answer check.
+    pub barred: usize,
     pub median_eject_secs: Option<f64>,
 }
 
@@ -265,7 +274,7 @@ struct OwnerAccount {
 enum Event {
     /// A worker's answer to a lease is due.
     Answer { worker: usize, lease: LeaseId, task: TaskId, digest: Hash32 },
-    /// A slashed key lost its standing.
+    /// A key lost its standing: slashed below the minimum bond, or barred from paid work.
     Standing { worker: usize },
 }
 
@@ -394,6 +403,7 @@ impl Sim {
             max_running_jobs_per_client: p.jobs_in_flight.max(1),
             extra_rate: p.extra_rate,
             audit_rate: p.audit_rate,
+            canary_rate: p.canary_rate,
             ..Default::default()
         };
         let core = Core::new(config, Some(deployment.clone()), 1, 1);
@@ -567,12 +577,13 @@ impl Sim {
                 .collect(),
             comparison: Comparison::Exact,
             replicas: self.p.replicas,
-            quorum: self.p.replicas,
+            quorum: if self.p.adaptive.is_some() { 1 } else { self.p.replicas },
             max_replicas: self.p.max_replicas.max(self.p.replicas),
             price_per_replica: self.p.price,
             deadline_secs: 24 * 3600,
             homogeneous: false,
             nonce: self.jobs_posted as u64,
+            adaptive: self.p.adaptive.map(|audit_percent| starling_protocol::job::Adaptive { audit_percent }),
         }
     }
 
@@ -676,6 +687,9 @@ impl Sim {
     fn apply(&mut self, event: Event, at_ms: u64) -> Result<(), SimError> {
         match event {
             Event::Standing { worker } => {
+                if !self.workers[worker].online {
+                    return Ok(());
+                }
                 let key = self.workers[worker].kp.public();
                 self.core.step(Input::PaidStanding { key, paid: false }, self.at(at_ms));
                 // A key without standing earns nothing more: its owner takes it offline.
@@ -708,8 +722,10 @@ impl Sim {
                     }
                     Strategy::Cartel => {
                         let seen = self.cartel_seen.entry((group, task)).or_default();
-                        // The job's replica count is public: holding that many, it holds all it sees.
-                        if seen.1 || seen.0 >= self.p.replicas {
+                        // The job's replica count is public: holding that many, it holds all it
+                        // sees. Where the job allows adaptive replication one may be all there is.
+                        let enough = if self.p.adaptive.is_some() { 1 } else { self.p.replicas };
+                        if seen.1 || seen.0 >= enough {
                             seen.1 = true;
                             (sha256(format!("cartel {group} {task}").as_bytes()), false)
                         } else {
@@ -751,7 +767,7 @@ impl Sim {
                     self.lease_task.insert(row.lease, row.task);
                 }
                 Write::ReplicaState { lease, state } => {
-                    let Some(task) = self.lease_task.remove(&lease) else { continue };
+                    let Some(&task) = self.lease_task.get(&lease) else { continue };
                     let t = self.tasks.get_mut(&task).expect("returned first");
                     let r = &mut t.replicas[t.leases[&lease]];
                     r.accepted = state == ReplicaState::Accepted;
@@ -762,6 +778,12 @@ impl Sim {
                         ReplicaState::Rejected => self.outcomes[group].rejected += 1,
                         _ => {}
                     }
+                }
+                Write::NotEvidence { lease } => {
+                    // Rejected, but the settler reports it to nobody.
+                    let Some(&task) = self.lease_task.get(&lease) else { continue };
+                    let t = self.tasks.get_mut(&task).expect("returned first");
+                    t.replicas[t.leases[&lease]].rejected = false;
                 }
                 Write::VerifyTask { task, output_hash, .. } => {
                     self.verified += 1;
@@ -807,6 +829,27 @@ impl Sim {
                 _ => {}
             }
         }
+        for check in ready.checks {
+            // The relay's own answer: the kernel's CPU reference, which only honest work matches.
+            let outcome =
+                if check.output_hash == truth(check.task) { CheckOutcome::Matches } else { CheckOutcome::Differs };
+            self.core.step(Input::Checked { task: check.task, lease: check.lease, outcome }, self.now());
+        }
+        for key in ready.barred {
+            let worker = self.by_key[&key];
+            if self.workers[worker].paid {
+                // Its bond is intact: what it signed before still settles.
+                self.workers[worker].paid = false;
+                let group = self.workers[worker].group;
+                let first = self.workers[worker].first_lease_ms.unwrap_or(self.now_ms);
+                self.eject_ms[group].push(self.now_ms.saturating_sub(first));
+                self.outcomes[group].ejected += 1;
+                self.outcomes[group].barred += 1;
+                // No paid work left for it on this relay: its owner takes it offline (its bond
+                // stays its own) and the strategy goes on with a fresh key.
+                self.schedule(self.now_ms, Event::Standing { worker });
+            }
+        }
         for (request, reply) in ready.replies {
             if let Err(e) = reply {
                 return Err(SimError::Setup(format!("job {request} refused: {e:?}")));
@@ -848,7 +891,7 @@ impl Sim {
     fn settle(&mut self) -> Result<(), SimError> {
         self.ledger.set_time(Timestamp::from_seconds((START_WALL_MS + self.now_ms) / 1000));
         let terms = plan::SettleTerms {
-            quorum: self.p.replicas,
+            quorum: if self.p.adaptive.is_some() { 1 } else { self.p.replicas },
             max_signers: self.p.max_replicas.max(self.p.replicas),
             exact: true,
         };
@@ -978,6 +1021,32 @@ mod tests {
         assert!(liars.keys > 4, "ejected liars came back with fresh keys");
         let other = Scenario { params: Params { seed: 2, ..scenario.params.clone() }, ..scenario };
         assert_ne!(run(&other, &wasm).unwrap().replicas_returned, a.replicas_returned, "the seed matters");
+    }
+
+    /// Workers that sign a constant without computing are caught by known-answer checks and
+    /// barred, however fast they answer, and honest work keeps paying.
+    #[test]
+    fn lazy_workers_are_barred_by_known_answer_checks() {
+        let o = run(&small(vec![Group::new("lazy", Strategy::Lazy, 0.3)]), &wasm()).unwrap();
+        let (honest, lazy) = (&o.groups[0], &o.groups[1]);
+        assert!(o.conserved);
+        assert!(lazy.barred > 0, "{lazy:?}");
+        assert!(o.wrong_per_10k() < 100.0, "{} wrong per 10,000", o.wrong_per_10k());
+        let per = |g: &GroupOutcome| g.profit_per_replica(o.params.compute_cost, o.params.price).unwrap();
+        assert!(per(honest) > 0.4 && per(lazy) < 0.0, "honest {}, lazy {}", per(honest), per(lazy));
+    }
+
+    /// Adaptive replication on an honest network after warm-up: at most 1.3 replicas per
+    /// verified task, every result right.
+    #[test]
+    fn adaptive_replication_spends_few_replicas_on_an_honest_network() {
+        let mut s = small(vec![]);
+        s.params.adaptive = Some(10);
+        let o = run(&s, &wasm()).unwrap();
+        assert_eq!((o.wrong_accepted, o.tasks_failed), (0, 0));
+        assert!(o.replicas_per_verified() <= 1.3, "{} replicas per task", o.replicas_per_verified());
+        let plain = run(&small(vec![]), &wasm()).unwrap();
+        assert!(plain.replicas_per_verified() >= 2.0, "{}", plain.replicas_per_verified());
     }
 
     /// A cartel under one owner is one vote: it never holds every replica of a task.

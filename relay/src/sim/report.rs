@@ -42,7 +42,17 @@ pub fn scenarios(params: &Params) -> Vec<Scenario> {
             params,
             vec![Group { budget: Some(budget), ..Group::new("attacker", Strategy::Cartel, 0.3) }],
         ),
+        scenario("all honest, adaptive replication (audit 10%)", &adaptive(params), vec![]),
+        Scenario {
+            name: "cartel 30%, many owners, adaptive replication (audit 10%)".into(),
+            ..cartel(&adaptive(params))
+        },
     ]
+}
+
+/// `params` with jobs that allow adaptive replication, audited at 10%.
+fn adaptive(params: &Params) -> Params {
+    Params { adaptive: Some(10), ..params.clone() }
 }
 
 /// The headline cartel over a small grid: audit and hidden-replica rates (against replicas per
@@ -52,6 +62,10 @@ pub fn sweep(params: &Params) -> Vec<Scenario> {
     for (audit, extra) in [(0.0, 0.0), (0.02, 0.02), (0.05, 0.05), (0.1, 0.05), (0.2, 0.1), (0.4, 0.1)] {
         let p = Params { audit_rate: audit, extra_rate: extra, ..params.clone() };
         out.push(Scenario { name: format!("audit {audit}, extra {extra}"), ..cartel(&p) });
+    }
+    for canary in [0.0, 0.2] {
+        let p = Params { canary_rate: canary, ..params.clone() };
+        out.push(Scenario { name: format!("known-answer checks {canary}"), ..cartel(&p) });
     }
     let p = Params { replicas: 3, ..params.clone() };
     out.push(Scenario { name: "3 replicas".into(), ..cartel(&p) });
@@ -88,9 +102,13 @@ fn loss_cell(o: &Outcome) -> String {
 
 fn eject_cell(o: &Outcome) -> String {
     match cheater(o) {
-        Some(g) if g.ejected > 0 => {
-            format!("{} of {} keys, median {:.0} s", g.ejected, g.keys, g.median_eject_secs.unwrap_or(0.0))
-        }
+        Some(g) if g.ejected > 0 => format!(
+            "{} of {} keys ({} by a known-answer check), median {:.0} s",
+            g.ejected,
+            g.keys,
+            g.barred,
+            g.median_eject_secs.unwrap_or(0.0)
+        ),
         Some(g) => format!("0 of {}", g.keys),
         None => "–".into(),
     }
@@ -123,17 +141,18 @@ pub fn table(outcomes: &[Outcome]) -> String {
 /// The sweep's table: the trade-off between verification spending and what cheating buys.
 pub fn sweep_table(outcomes: &[Outcome]) -> String {
     let mut s = String::new();
-    s.push_str("| cartel 30%, many owners, at | audit rate | extra rate | replicas | bond ÷ price | wrong per 10,000 | replicas per verified task | cartel profit per replica | cartel loss per accepted wrong signature (× price) |\n");
-    s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    s.push_str("| cartel 30%, many owners, at | audit rate | extra rate | known-answer check rate | replicas | bond ÷ price | wrong per 10,000 | replicas per verified task | cartel profit per replica | cartel loss per accepted wrong signature (× price) |\n");
+    s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for o in outcomes {
         let p = &o.params;
         let cheat = cheater(o).map_or("–".into(), |g| per_replica(o, g));
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {:.1} | {:.3} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {:.1} | {:.3} | {} | {} |",
             o.scenario,
             p.audit_rate,
             p.extra_rate,
+            p.canary_rate,
             p.replicas,
             p.min_bond / u128::from(p.price.max(1)),
             o.wrong_per_10k(),
@@ -165,6 +184,7 @@ pub fn summary(o: &Outcome) -> String {
 pub fn chart(outcomes: &[Outcome]) -> String {
     let rows: Vec<&Outcome> =
         outcomes.iter().filter(|o| o.params.replicas == 2 && o.scenario.starts_with("audit")).collect();
+    let canaries = rows.first().map_or(0.0, |o| o.params.canary_rate);
     let (w, h, left, right, top, bottom) = (640.0, 360.0, 70.0, 70.0, 40.0, 50.0);
     let max_x = rows.iter().map(|o| o.params.audit_rate).fold(0.0_f64, f64::max).max(0.01);
     let max_wrong = rows.iter().map(|o| o.wrong_per_10k()).fold(0.0_f64, f64::max).max(1.0);
@@ -179,7 +199,7 @@ pub fn chart(outcomes: &[Outcome]) -> String {
     let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
     let _ = writeln!(
         s,
-        r#"<text x="{}" y="22" text-anchor="middle" font-size="14">Cartel of 30% (many owners): what audits buy</text>"#,
+        r#"<text x="{}" y="22" text-anchor="middle" font-size="14">Cartel of 30% (many owners): what audits buy (known-answer checks at {canaries})</text>"#,
         w / 2.0
     );
     let _ =

@@ -101,6 +101,7 @@ fn pi_spec() -> JobSpec {
         deadline_secs: 600,
         homogeneous: false,
         nonce: 1,
+        adaptive: None,
     }
 }
 

@@ -28,6 +28,8 @@ async fn start(quota: BlobQuota) -> Relay {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let mut config = starling_relay::Config::new(dir.path());
     config.blob_quota = quota;
+    // These workers sign made-up outputs: the relay's known-answer checks would bar them.
+    config.core.canary_rate = 0.0;
     tokio::spawn(starling_relay::run(listener, config, async move {
         let _ = stopped.await;
     }));
@@ -97,6 +99,7 @@ fn spec(kernel: BuiltinKernel, tasks: Vec<starling_protocol::job::TaskSpec>, non
         deadline_secs: 600,
         homogeneous: false,
         nonce,
+        adaptive: None,
     }
 }
 

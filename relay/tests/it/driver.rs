@@ -140,6 +140,7 @@ fn spec(price: u64, nonce: u64) -> JobSpec {
         deadline_secs: 600,
         homogeneous: false,
         nonce,
+        adaptive: None,
     }
 }
 

@@ -225,6 +225,7 @@ fn pi_spec(nonce: u64) -> JobSpec {
         deadline_secs: 600,
         homogeneous: false,
         nonce,
+        adaptive: None,
     }
 }
 

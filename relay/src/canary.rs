@@ -1,0 +1,130 @@
+//! Known-answer checks ("canaries"): the relay computes a result itself with the kernel's CPU
+//! reference and compares it with what a worker signed. The core draws which results are checked
+//! ([`crate::core::CoreConfig::canary_rate`]), after they are in, so a worker cannot tell a checked
+//! task from any other: every task of a checkable job ([`crate::core::checkable`]) may be one.
+//!
+//! The comparison ([`compare`]) is pure; [`Checker`] runs it off the driver, at most
+//! `concurrency` at a time, and answers [`CheckOutcome::Unchecked`] at once when all its slots are
+//! busy (a flood of results costs the relay at most that many CPU threads, never a queue).
+//!
+//! What a failed check does is relay-side only: the result is thrown out and the worker barred
+//! from paid work on this relay (see `docs/TRUST.md`, "Canaries"). It is not slashed for it: the
+//! contract cannot check the relay's answer. Its signature becomes slashable evidence only if the
+//! task then settles through an independent quorum with a different result, as any dissent does.
+
+use crate::blobs::BlobStore;
+use crate::core::{Check, CheckOutcome, Input};
+use crate::verifier::floats_agree;
+use starling_protocol::job::{Comparison, KernelSpec};
+use starling_protocol::{Hash32, sha256};
+use starling_web_worker::kernels;
+use std::sync::Arc;
+use tokio::sync::{Semaphore, mpsc};
+
+/// Compares a worker's result with the reference output: by hash on exact jobs, element-wise
+/// within the job's tolerance on tolerance jobs (which needs the worker's bytes).
+pub fn compare(comparison: Comparison, reference: &[u8], output_hash: &Hash32, output: Option<&[u8]>) -> CheckOutcome {
+    if sha256(reference) == *output_hash {
+        return CheckOutcome::Matches;
+    }
+    match (comparison, output) {
+        (Comparison::Exact, _) => CheckOutcome::Differs,
+        (Comparison::Tolerance { rel, abs }, Some(bytes)) if sha256(bytes) == *output_hash => {
+            if floats_agree(reference, bytes, rel, abs) { CheckOutcome::Matches } else { CheckOutcome::Differs }
+        }
+        // The bytes are missing or are not what was signed: nothing proven either way.
+        (Comparison::Tolerance { .. }, _) => CheckOutcome::Unchecked,
+    }
+}
+
+/// Runs checks on the blocking pool, a bounded number at a time.
+#[derive(Debug, Clone)]
+pub struct Checker {
+    slots: Arc<Semaphore>,
+    blobs: BlobStore,
+}
+
+impl Checker {
+    pub fn new(blobs: BlobStore, concurrency: usize) -> Self {
+        Self { slots: Arc::new(Semaphore::new(concurrency.max(1))), blobs }
+    }
+
+    /// Starts `check` on `runtime`; its answer comes back through `answers`.
+    pub fn start(&self, check: Check, runtime: &tokio::runtime::Handle, answers: mpsc::UnboundedSender<Input>) {
+        let (task, lease) = (check.task, check.lease);
+        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+            let _ = answers.send(Input::Checked { task, lease, outcome: CheckOutcome::Unchecked });
+            return;
+        };
+        let blobs = self.blobs.clone();
+        runtime.spawn(async move {
+            let outcome = run(&blobs, &check).await;
+            drop(permit);
+            if outcome == CheckOutcome::Differs {
+                tracing::warn!(%task, %lease, "known-answer check failed");
+            }
+            let _ = answers.send(Input::Checked { task, lease, outcome });
+        });
+    }
+}
+
+async fn run(blobs: &BlobStore, check: &Check) -> CheckOutcome {
+    let spec = &check.job.spec;
+    let KernelSpec::Builtin { name } = spec.kernel else { return CheckOutcome::Unchecked };
+    let Some(task) = spec.tasks.get(check.task.index as usize) else { return CheckOutcome::Unchecked };
+    let mut inputs = Vec::with_capacity(task.inputs.len());
+    for h in &task.inputs {
+        match blobs.read(h).await {
+            Ok(bytes) => inputs.push(bytes),
+            Err(_) => return CheckOutcome::Unchecked,
+        }
+    }
+    let output = match spec.comparison {
+        Comparison::Tolerance { .. } => match blobs.read(&check.output_hash).await {
+            Ok(bytes) => Some(bytes),
+            Err(_) => return CheckOutcome::Unchecked,
+        },
+        Comparison::Exact => None,
+    };
+    let (params, workgroups, output_size, comparison, hash) =
+        (task.params.clone(), task.workgroups, task.output_size, spec.comparison, check.output_hash);
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&[u8]> = inputs.iter().map(|i| i.as_slice()).collect();
+        match kernels::run_cpu(name, &params, &refs, workgroups, output_size) {
+            Ok(reference) => compare(comparison, &reference, &hash, output.as_deref()),
+            Err(_) => CheckOutcome::Unchecked,
+        }
+    })
+    .await
+    .unwrap_or(CheckOutcome::Unchecked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f32s(v: &[f32]) -> Vec<u8> {
+        v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn comparison_table() {
+        let exact = Comparison::Exact;
+        let tol = Comparison::Tolerance { rel: 1e-3, abs: 0.0 };
+        let reference = f32s(&[1.0, 2.0]);
+        let close = f32s(&[1.0, 2.0005]);
+        let far = f32s(&[1.0, 2.5]);
+        let cases: &[(&str, Comparison, &[u8], Option<&[u8]>, CheckOutcome)] = &[
+            ("exact, same bytes", exact, &reference, None, CheckOutcome::Matches),
+            ("exact, other bytes", exact, &close, None, CheckOutcome::Differs),
+            ("tolerance, same bytes", tol, &reference, None, CheckOutcome::Matches),
+            ("tolerance, within", tol, &close, Some(&close), CheckOutcome::Matches),
+            ("tolerance, outside", tol, &far, Some(&far), CheckOutcome::Differs),
+            ("tolerance, bytes missing", tol, &far, None, CheckOutcome::Unchecked),
+            ("tolerance, bytes not the signed ones", tol, &far, Some(&close), CheckOutcome::Unchecked),
+        ];
+        for (case, comparison, signed, bytes, want) in cases {
+            assert_eq!(compare(*comparison, &reference, &sha256(signed), *bytes), *want, "{case}");
+        }
+    }
+}
