@@ -114,7 +114,9 @@ mod tests {
         let reference = f32s(&[1.0, 2.0]);
         let close = f32s(&[1.0, 2.0005]);
         let far = f32s(&[1.0, 2.5]);
-        let cases: &[(&str, Comparison, &[u8], Option<&[u8]>, CheckOutcome)] = &[
+        // (case, job's comparison, bytes the worker signed, bytes read back, outcome)
+        type Case<'a> = (&'a str, Comparison, &'a [u8], Option<&'a [u8]>, CheckOutcome);
+        let cases: &[Case<'_>] = &[
             ("exact, same bytes", exact, &reference, None, CheckOutcome::Matches),
             ("exact, other bytes", exact, &close, None, CheckOutcome::Differs),
             ("tolerance, same bytes", tol, &reference, None, CheckOutcome::Matches),

@@ -586,10 +586,10 @@ impl Scheduler {
         self.workers
             .values()
             .filter(|w| {
-                Self::fits(&job.req, w)
-                    && !t.holders.contains(&w.identity)
-                    && !(job.req.homogeneous && t.class.as_ref().is_some_and(|c| *c != w.class))
-                    && !(distinct_networks && w.network.is_some_and(|n| t.networks.contains(&n)))
+                let same_owner = t.holders.contains(&w.identity);
+                let other_class = job.req.homogeneous && t.class.as_ref().is_some_and(|c| *c != w.class);
+                let same_network = distinct_networks && w.network.is_some_and(|n| t.networks.contains(&n));
+                Self::fits(&job.req, w) && !(same_owner || other_class || same_network)
             })
             .take(max)
             .count()

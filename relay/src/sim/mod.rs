@@ -944,9 +944,12 @@ impl Sim {
         let standing: WorkerResponse =
             self.ledger.query(&QueryMsg::Worker { pubkey: HexBinary::from(&e.worker.0[..]) })?.0;
         let worker = self.by_key[&e.worker];
+        if !standing.eligible {
+            // Its signature no longer counts toward a quorum, whether or not it was barred first.
+            self.eligible.remove(&e.worker);
+        }
         if !standing.eligible && self.workers[worker].paid {
             self.workers[worker].paid = false;
-            self.eligible.remove(&e.worker);
             let group = self.workers[worker].group;
             let first = self.workers[worker].first_lease_ms.unwrap_or(self.now_ms);
             self.eject_ms[group].push(self.now_ms.saturating_sub(first));
