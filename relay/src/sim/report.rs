@@ -43,10 +43,6 @@ pub fn scenarios(params: &Params) -> Vec<Scenario> {
             vec![Group { budget: Some(budget), ..Group::new("attacker", Strategy::Cartel, 0.3) }],
         ),
         scenario("all honest, adaptive replication (audit 10%)", &adaptive(params), vec![]),
-        Scenario {
-            name: "cartel 30%, many owners, adaptive replication (audit 10%)".into(),
-            ..cartel(&adaptive(params))
-        },
     ]
 }
 
