@@ -1219,9 +1219,7 @@ impl Core {
             self.held.insert((now.mono_ms.saturating_add(self.config.hold_wait_ms), task));
         }
         let workers: HashMap<LeaseId, PublicKey> = track.returned.iter().map(|r| (r.lease, r.worker)).collect();
-        let mut hashes = track.returned.iter().map(|r| r.output_hash);
-        let first = hashes.next();
-        if hashes.any(|h| Some(h) != first) {
+        if disputed {
             // A dispute is settled by a sample of the reliable workers, not by whoever is idle:
             // every replica handed out from now on, queued ones included.
             self.sched.set_sampled(task);
