@@ -25,7 +25,7 @@ use starling_protocol::job::{Comparison, JobSpec, KernelSpec};
 use starling_protocol::sign::{EscrowDeployment, SignedJob};
 use starling_protocol::worker::{Assignment, Capabilities, DeviceState, RelayMessage};
 use starling_protocol::{ErrorBody, ErrorCode, Hash32, JobId, LeaseId, PublicKey, Signature, TaskId, sha256};
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -526,6 +526,8 @@ struct TaskTrack {
     reading: bool,
     /// Returned leases whose known-answer check is in flight: the task is not decided before.
     checking: HashSet<LeaseId>,
+    /// Output hashes the relay's own answer confirmed, or that a dispute already sent to it.
+    vetted: HashSet<Hash32>,
     /// Adaptive replication: the task's first replica is out and how many more it gets is
     /// decided when its worker is known.
     adaptive_open: bool,
@@ -1089,12 +1091,29 @@ impl Core {
         if !track.checking.remove(&lease) {
             return;
         }
-        if outcome == CheckOutcome::Differs
-            && let Some(wrong) = track.returned.iter().find(|r| r.lease == lease).map(|r| r.output_hash)
-        {
+        let Some(hash) = track.returned.iter().find(|r| r.lease == lease).map(|r| r.output_hash) else {
+            self.decide(task, now);
+            return;
+        };
+        // What the check proves wrong: the result itself when it differs; under exact comparison,
+        // when it matches, every other answer (there is only one right one).
+        let exact = self.jobs.get(&task.job).is_some_and(|j| j.job.spec.comparison == Comparison::Exact);
+        let wrong: HashSet<Hash32> = match outcome {
+            CheckOutcome::Differs => HashSet::from([hash]),
+            CheckOutcome::Matches => {
+                track.vetted.insert(hash);
+                if exact {
+                    track.returned.iter().map(|r| r.output_hash).filter(|h| *h != hash).collect()
+                } else {
+                    HashSet::new()
+                }
+            }
+            CheckOutcome::Unchecked => HashSet::new(),
+        };
+        if !wrong.is_empty() {
             let caught: Vec<(LeaseId, PublicKey)> =
-                track.returned.iter().filter(|r| r.output_hash == wrong).map(|r| (r.lease, r.worker)).collect();
-            track.returned.retain(|r| r.output_hash != wrong);
+                track.returned.iter().filter(|r| wrong.contains(&r.output_hash)).map(|r| (r.lease, r.worker)).collect();
+            track.returned.retain(|r| !wrong.contains(&r.output_hash));
             for (l, worker) in caught {
                 track.owners.remove(&l);
                 track.sampled.remove(&l);
@@ -1172,6 +1191,30 @@ impl Core {
                 sampled: track.sampled.contains(&r.lease),
             })
             .collect();
+        if self.config.canary_rate > 0.0 && checkable(&job.job.spec) && verifier::contested(rule.comparison, &returned)
+        {
+            // Results that disagree on a job the relay can compute: its own answer settles the
+            // dispute, not a vote a large enough cartel could win. Each answer not yet sent to the
+            // checker goes now, and the task waits for them (an answer the checker was too busy
+            // for is left to the sampled vote).
+            let fresh: Vec<(LeaseId, Hash32)> = returned
+                .iter()
+                .filter(|r| !track.vetted.contains(&r.output_hash))
+                .map(|r| (r.output_hash, r.lease))
+                .collect::<BTreeMap<Hash32, LeaseId>>()
+                .into_iter()
+                .map(|(h, l)| (l, h))
+                .collect();
+            if !fresh.is_empty() {
+                for (lease, output_hash) in fresh {
+                    track.vetted.insert(output_hash);
+                    track.checking.insert(lease);
+                    self.ready.checks.push(Check { task, lease, job: job.job.clone(), output_hash });
+                }
+                self.sched.set_sampled(task);
+                return;
+            }
+        }
         let outstanding = self.sched.outstanding(task);
         let disputed = returned.iter().any(|r| r.output_hash != returned[0].output_hash);
         let rule = if disputed {
@@ -1871,18 +1914,12 @@ mod tests {
         assert_eq!(checks(&ready), vec![leases[0].1.lease, leases[1].1.lease], "every result is checked");
         assert_eq!(verified(&ready), None, "nothing is decided while a check is out");
         core.step(
-            Input::Checked { task: leases[0].1.task, lease: leases[0].1.lease, outcome: CheckOutcome::Matches },
-            at(2),
-        );
-        assert!(
-            core.ready(at(2)).writes.iter().all(|w| !matches!(w, Write::VerifyTask { .. } | Write::FailTask { .. }))
-        );
-        core.step(
             Input::Checked { task: leases[1].1.task, lease: leases[1].1.lease, outcome: CheckOutcome::Differs },
             at(2),
         );
         core.tick(at(2));
         let ready = core.ready(at(2));
+        assert!(ready.writes.iter().all(|w| !matches!(w, Write::VerifyTask { .. } | Write::FailTask { .. })));
         assert!(ready.writes.iter().any(|w| matches!(
             w,
             Write::ReplicaState { lease, state: ReplicaState::Rejected } if *lease == leases[1].1.lease
@@ -1890,8 +1927,16 @@ mod tests {
         assert_eq!(ready.barred, vec![liar]);
         let record = core.record(&liar).unwrap();
         assert!(record.barred && record.valid_run == 0, "{record:?}");
-        // Another worker is asked; its agreement with the first decides the task.
+        // Once the other check is in, another worker is asked; its agreement with the first
+        // decides the task.
+        core.step(
+            Input::Checked { task: leases[0].1.task, lease: leases[0].1.lease, outcome: CheckOutcome::Matches },
+            at(2),
+        );
+        core.tick(at(2));
+        let ready = core.ready(at(2));
         let more = assignments(&ready);
+        assert!(ready.writes.iter().all(|w| !matches!(w, Write::VerifyTask { .. } | Write::FailTask { .. })));
         assert_eq!(more.len(), 1);
         assert!(more[0].0 != liar && more[0].0 != leases[0].0);
         answer(&mut core, &more[0], 7, at(3));
@@ -1908,6 +1953,52 @@ mod tests {
         let n = (1..=5).find(|&n| worker(n) == liar).unwrap();
         online(&mut core, n, at(5));
         assert!(core.record(&liar).unwrap().barred);
+    }
+
+    /// Results that disagree on a job the relay can compute are settled by its own answer, not
+    /// by a vote: the side it matches stands whatever its number, every other answer is thrown
+    /// out (under exact comparison there is one right answer) and its workers barred, and their
+    /// signatures stay slashing evidence once the task settles. A cartel that wins the sampled
+    /// vote cannot outvote an honest minority, so the honest are never slashed for it.
+    #[test]
+    fn a_dispute_on_a_checkable_job_is_settled_by_the_relays_answer() {
+        let (mut core, leases) = paid_task(CoreConfig { canary_rate: 1.0, ..hidden(0.0, 0.0) }, 6);
+        let (liar, honest) = (&leases[0], &leases[1]);
+        answer(&mut core, liar, 7, at(1));
+        answer(&mut core, honest, 9, at(1));
+        assert_eq!(checks(&core.ready(at(1))).len(), 2);
+        // The checker was too busy for either: the disagreement sends both answers again.
+        for (_, a) in &leases {
+            core.step(Input::Checked { task: a.task, lease: a.lease, outcome: CheckOutcome::Unchecked }, at(1));
+        }
+        let ready = core.ready(at(1));
+        assert_eq!(checks(&ready), vec![liar.1.lease, honest.1.lease], "each answer once, by hash");
+        assert_eq!(verified(&ready), None);
+        // The relay's answer matches the honest one: the other is thrown out at once.
+        core.step(Input::Checked { task: honest.1.task, lease: honest.1.lease, outcome: CheckOutcome::Matches }, at(2));
+        core.step(Input::Checked { task: liar.1.task, lease: liar.1.lease, outcome: CheckOutcome::Unchecked }, at(2));
+        core.tick(at(2));
+        let ready = core.ready(at(2));
+        assert_eq!(ready.barred, vec![liar.0]);
+        assert!(ready.writes.iter().any(|w| matches!(
+            w,
+            Write::ReplicaState { lease, state: ReplicaState::Rejected } if *lease == liar.1.lease
+        )));
+        let more = assignments(&ready);
+        assert_eq!(more.len(), 1, "one more replica for the quorum");
+        answer(&mut core, &more[0], 9, at(3));
+        let check = checks(&core.ready(at(3)));
+        core.step(Input::Checked { task: more[0].1.task, lease: check[0], outcome: CheckOutcome::Matches }, at(3));
+        let ready = core.ready(at(3));
+        assert_eq!(verified(&ready), Some(Hash32([9; 32])));
+        assert!(
+            !ready.writes.iter().any(|w| matches!(w, Write::NotEvidence { .. })),
+            "the thrown-out signature is evidence"
+        );
+        assert!(!ready.writes.iter().any(|w| matches!(
+            w,
+            Write::ReplicaState { lease, state: ReplicaState::Rejected } if *lease == honest.1.lease
+        )));
     }
 
     /// However rare the drawn checks, a job's first results are always checked: before it has a

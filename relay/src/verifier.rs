@@ -241,6 +241,13 @@ fn largest_agreeing_group(comparison: Comparison, returned: &[Returned<'_>], exc
     best
 }
 
+/// Whether the results disagree: some result is outside what the largest agreeing group's first
+/// member agrees with (a dispute, however the votes stand).
+pub fn contested(comparison: Comparison, returned: &[Returned<'_>]) -> bool {
+    largest_agreeing_group(comparison, returned, &[])
+        .is_some_and(|best| returned.iter().any(|r| !agrees(comparison, &returned[best[0]], r)))
+}
+
 fn agrees(comparison: Comparison, a: &Returned<'_>, b: &Returned<'_>) -> bool {
     if a.output_hash == b.output_hash {
         return true;
@@ -548,6 +555,34 @@ mod tests {
         ];
         for (name, returned, outstanding, hold_for, max, want) in cases {
             assert_eq!(decide(exact(2, max), &returned, outstanding, 0, hold_for), want, "{name}");
+        }
+    }
+
+    /// A dispute is any result the largest agreeing group does not agree with, however the
+    /// votes stand; under tolerance, close outputs are no dispute.
+    #[test]
+    fn contested_table() {
+        let tol = Comparison::Tolerance { rel: 1e-3, abs: 0.0 };
+        let (a, b, far) = (floats(&[1.0, 2.0]), floats(&[1.0, 2.0005]), floats(&[1.0, 3.0]));
+        let f = |lease: u64, worker: u8, bytes: &'static [u8]| Returned {
+            lease: LeaseId(lease),
+            worker: key(worker),
+            output_hash: sha256(bytes),
+            output: Some(bytes),
+            sampled: false,
+        };
+        let (a, b, far): (&'static [u8], &'static [u8], &'static [u8]) = (a.leak(), b.leak(), far.leak());
+        let cases: Vec<(&str, Comparison, Vec<Returned<'static>>, bool)> = vec![
+            ("nothing back", exact(2, 4).comparison, vec![], false),
+            ("one result", exact(2, 4).comparison, vec![r(1, 1, "a")], false),
+            ("same hash", exact(2, 4).comparison, vec![r(1, 1, "a"), r(2, 2, "a")], false),
+            ("other hash", exact(2, 4).comparison, vec![r(1, 1, "a"), r(2, 2, "b")], true),
+            ("two against one", exact(2, 4).comparison, vec![r(1, 1, "a"), r(2, 2, "a"), r(3, 3, "b")], true),
+            ("within tolerance", tol, vec![f(1, 1, a), f(2, 2, b)], false),
+            ("outside tolerance", tol, vec![f(1, 1, a), f(2, 2, b), f(3, 3, far)], true),
+        ];
+        for (case, comparison, returned, want) in cases {
+            assert_eq!(contested(comparison, &returned), want, "{case}");
         }
     }
 
