@@ -4,8 +4,10 @@
 //! task from any other: every task of a checkable job ([`crate::core::checkable`]) may be one.
 //!
 //! The comparison ([`compare`]) is pure; [`Checker`] runs it off the driver, at most
-//! `concurrency` at a time, and answers [`CheckOutcome::Unchecked`] at once when all its slots are
-//! busy (a flood of results costs the relay at most that many CPU threads, never a queue).
+//! `concurrency` at a time. A drawn check answers [`CheckOutcome::Unchecked`] at once when all its
+//! slots are busy; a check that settles a dispute waits for a slot, in a queue of at most
+//! [`DISPUTE_QUEUE`] (beyond it, unchecked too). A flood of results costs the relay at most that
+//! many CPU threads and that many waiting checks.
 //!
 //! What a failed check does is relay-side only: the result is thrown out and the worker barred
 //! from paid work on this relay (see `docs/TRUST.md`, "Canaries"). It is not slashed for it: the
@@ -37,27 +39,57 @@ pub fn compare(comparison: Comparison, reference: &[u8], output_hash: &Hash32, o
     }
 }
 
+/// Dispute checks that may wait for a free slot at once.
+pub const DISPUTE_QUEUE: usize = 64;
+
 /// Runs checks on the blocking pool, a bounded number at a time.
 #[derive(Debug, Clone)]
 pub struct Checker {
     slots: Arc<Semaphore>,
+    /// Places in the queue of dispute checks waiting for a slot.
+    queue: Arc<Semaphore>,
     blobs: BlobStore,
 }
 
 impl Checker {
     pub fn new(blobs: BlobStore, concurrency: usize) -> Self {
-        Self { slots: Arc::new(Semaphore::new(concurrency.max(1))), blobs }
+        Self {
+            slots: Arc::new(Semaphore::new(concurrency.max(1))),
+            queue: Arc::new(Semaphore::new(DISPUTE_QUEUE)),
+            blobs,
+        }
     }
 
     /// Starts `check` on `runtime`; its answer comes back through `answers`.
     pub fn start(&self, check: Check, runtime: &tokio::runtime::Handle, answers: mpsc::UnboundedSender<Input>) {
         let (task, lease) = (check.task, check.lease);
-        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+        let (now, place) = match self.slots.clone().try_acquire_owned() {
+            Ok(permit) => (Some(permit), None),
+            Err(_) if check.dispute => match self.queue.clone().try_acquire_owned() {
+                Ok(place) => (None, Some(place)),
+                Err(_) => (None, None),
+            },
+            Err(_) => (None, None),
+        };
+        if now.is_none() && place.is_none() {
             let _ = answers.send(Input::Checked { task, lease, outcome: CheckOutcome::Unchecked });
             return;
-        };
-        let blobs = self.blobs.clone();
+        }
+        let (blobs, slots) = (self.blobs.clone(), self.slots.clone());
         runtime.spawn(async move {
+            let permit = match now {
+                Some(permit) => permit,
+                None => match slots.acquire_owned().await {
+                    Ok(permit) => {
+                        drop(place);
+                        permit
+                    }
+                    Err(_) => {
+                        let _ = answers.send(Input::Checked { task, lease, outcome: CheckOutcome::Unchecked });
+                        return;
+                    }
+                },
+            };
             let outcome = run(&blobs, &check).await;
             drop(permit);
             if outcome == CheckOutcome::Differs {
@@ -102,6 +134,63 @@ async fn run(blobs: &BlobStore, check: &Check) -> CheckOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A Monte Carlo check of task 0 whose signed hash is the reference's.
+    fn pi_check(dispute: bool) -> Check {
+        use starling_protocol::job::{BuiltinKernel, JobSpec};
+        let tasks = kernels::monte_carlo_pi::tasks(1, 1, 1, 16);
+        let t = &tasks[0];
+        let reference = kernels::run_cpu(BuiltinKernel::MonteCarloPi, &t.params, &[], t.workgroups, t.output_size);
+        let spec = JobSpec {
+            label: String::new(),
+            kernel: KernelSpec::Builtin { name: BuiltinKernel::MonteCarloPi },
+            tasks,
+            comparison: Comparison::Exact,
+            replicas: 2,
+            quorum: 2,
+            max_replicas: 4,
+            price_per_replica: 0,
+            deadline_secs: 600,
+            homogeneous: false,
+            nonce: 0,
+            adaptive: None,
+        };
+        let job = starling_protocol::sign::Keypair::from_seed([9; 32]).sign_job(spec);
+        Check {
+            task: starling_protocol::TaskId { job: starling_protocol::JobId(1), index: 0 },
+            lease: starling_protocol::LeaseId(if dispute { 2 } else { 1 }),
+            job: Arc::new(job),
+            output_hash: sha256(&reference.unwrap()),
+            dispute,
+        }
+    }
+
+    /// A busy checker skips a drawn check at once, queues a dispute check until a slot frees
+    /// (then really runs it), and skips a dispute check too once its queue is full.
+    #[tokio::test]
+    async fn a_busy_checker_skips_drawn_checks_and_queues_disputes() {
+        let dir = tempfile::tempdir().unwrap();
+        let checker = Checker::new(BlobStore::open(dir.path(), 1 << 20).unwrap(), 1);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let runtime = tokio::runtime::Handle::current();
+        let busy = checker.slots.clone().acquire_owned().await.unwrap();
+        checker.start(pi_check(false), &runtime, tx.clone());
+        let answer = rx.recv().await.unwrap();
+        assert!(matches!(answer, Input::Checked { outcome: CheckOutcome::Unchecked, .. }), "{answer:?}");
+        checker.start(pi_check(true), &runtime, tx.clone());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(rx.try_recv().is_err(), "the dispute check waits for the slot");
+        drop(busy);
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(30), rx.recv()).await.unwrap().unwrap();
+        assert!(matches!(answer, Input::Checked { outcome: CheckOutcome::Matches, .. }), "{answer:?}");
+        // The queue full, and the slot busy: a dispute check is skipped too.
+        let busy = checker.slots.clone().acquire_owned().await.unwrap();
+        let full = checker.queue.clone().acquire_many_owned(DISPUTE_QUEUE as u32).await.unwrap();
+        checker.start(pi_check(true), &runtime, tx.clone());
+        let answer = rx.recv().await.unwrap();
+        assert!(matches!(answer, Input::Checked { outcome: CheckOutcome::Unchecked, .. }), "{answer:?}");
+        drop((busy, full));
+    }
 
     fn f32s(v: &[f32]) -> Vec<u8> {
         v.iter().flat_map(|x| x.to_le_bytes()).collect()

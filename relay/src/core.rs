@@ -125,6 +125,9 @@ pub struct Check {
     pub lease: LeaseId,
     pub job: Arc<SignedJob>,
     pub output_hash: Hash32,
+    /// Asked for because the task's results disagree: the check settles the dispute, so it
+    /// waits for the checker (in a bounded queue) rather than being skipped when it is busy.
+    pub dispute: bool,
 }
 
 /// How a known-answer check came out.
@@ -1076,7 +1079,7 @@ impl Core {
             && (drawn || !job.timed() || job.fast(now.mono_ms.saturating_sub(lease.assigned_at_ms)))
         {
             track.checking.insert(lease_id);
-            self.ready.checks.push(Check { task, lease: lease_id, job: job.job.clone(), output_hash });
+            self.ready.checks.push(Check { task, lease: lease_id, job: job.job.clone(), output_hash, dispute: false });
         }
         self.ready.messages.push((key, RelayMessage::Ack { lease: lease_id }));
         self.decide(task, now);
@@ -1195,8 +1198,8 @@ impl Core {
         {
             // Results that disagree on a job the relay can compute: its own answer settles the
             // dispute, not a vote a large enough cartel could win. Each answer not yet sent to the
-            // checker goes now, and the task waits for them (an answer the checker was too busy
-            // for is left to the sampled vote).
+            // checker goes now, and the task waits for them (only an answer the checker's queue
+            // had no room for is left to the sampled vote).
             let fresh: Vec<(LeaseId, Hash32)> = returned
                 .iter()
                 .filter(|r| !track.vetted.contains(&r.output_hash))
@@ -1209,7 +1212,7 @@ impl Core {
                 for (lease, output_hash) in fresh {
                     track.vetted.insert(output_hash);
                     track.checking.insert(lease);
-                    self.ready.checks.push(Check { task, lease, job: job.job.clone(), output_hash });
+                    self.ready.checks.push(Check { task, lease, job: job.job.clone(), output_hash, dispute: true });
                 }
                 self.sched.set_sampled(task);
                 return;

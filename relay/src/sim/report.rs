@@ -137,14 +137,14 @@ pub fn table(outcomes: &[Outcome]) -> String {
 /// The sweep's table: the trade-off between verification spending and what cheating buys.
 pub fn sweep_table(outcomes: &[Outcome]) -> String {
     let mut s = String::new();
-    s.push_str("| cartel 30%, many owners, at | audit rate | extra rate | known-answer check rate | replicas | bond ÷ price | wrong per 10,000 | replicas per verified task | cartel profit per replica | cartel loss per accepted wrong signature (× price) |\n");
-    s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    s.push_str("| cartel 30%, many owners, at | audit rate | extra rate | known-answer check rate | replicas | bond ÷ price | wrong per 10,000 | replicas per verified task | honest profit per replica | cartel profit per replica | cartel loss per accepted wrong signature (× price) |\n");
+    s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for o in outcomes {
         let p = &o.params;
         let cheat = cheater(o).map_or("–".into(), |g| per_replica(o, g));
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {:.1} | {:.3} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {:.1} | {:.3} | {} | {} | {} |",
             o.scenario,
             p.audit_rate,
             p.extra_rate,
@@ -153,6 +153,7 @@ pub fn sweep_table(outcomes: &[Outcome]) -> String {
             p.min_bond / u128::from(p.price.max(1)),
             o.wrong_per_10k(),
             o.replicas_per_verified(),
+            per_replica(o, o.honest()),
             cheat,
             loss_cell(o),
         );
