@@ -529,8 +529,13 @@ struct TaskTrack {
     reading: bool,
     /// Returned leases whose known-answer check is in flight: the task is not decided before.
     checking: HashSet<LeaseId>,
-    /// Output hashes the relay's own answer confirmed, or that a dispute already sent to it.
-    vetted: HashSet<Hash32>,
+    /// Output hashes the relay's own answer confirmed.
+    confirmed: HashSet<Hash32>,
+    /// Output hashes the relay's own answer refuted: any result that signs one again is thrown
+    /// out as soon as it is in.
+    refuted: HashSet<Hash32>,
+    /// Output hashes a dispute already sent to the checker.
+    asked: HashSet<Hash32>,
     /// Adaptive replication: the task's first replica is out and how many more it gets is
     /// decided when its worker is known.
     adaptive_open: bool,
@@ -1077,6 +1082,8 @@ impl Core {
             && self.config.canary_rate > 0.0
             && checkable(&job.job.spec)
             && (drawn || !job.timed() || job.fast(now.mono_ms.saturating_sub(lease.assigned_at_ms)))
+            && !track.confirmed.contains(&output_hash)
+            && !track.refuted.contains(&output_hash)
         {
             track.checking.insert(lease_id);
             self.ready.checks.push(Check { task, lease: lease_id, job: job.job.clone(), output_hash, dispute: false });
@@ -1085,59 +1092,65 @@ impl Core {
         self.decide(task, now);
     }
 
-    /// A known-answer check came back. A result that is not what the kernel computes is thrown
-    /// out with every result of the task that signed the same bytes: rejected (its signature is
-    /// evidence once the task settles), its worker barred from paid work and its record reset,
-    /// and the task's further replicas are sampled.
+    /// A known-answer check came back: the answer it confirmed or refuted is remembered, and
+    /// what it proves wrong is thrown out before the task is decided ([`Core::throw_out_refuted`]).
     fn on_checked(&mut self, task: TaskId, lease: LeaseId, outcome: CheckOutcome, now: Now) {
         let Some(track) = self.tasks.get_mut(&task) else { return };
         if !track.checking.remove(&lease) {
             return;
         }
-        let Some(hash) = track.returned.iter().find(|r| r.lease == lease).map(|r| r.output_hash) else {
-            self.decide(task, now);
-            return;
-        };
-        // What the check proves wrong: the result itself when it differs; under exact comparison,
-        // when it matches, every other answer (there is only one right one).
-        let exact = self.jobs.get(&task.job).is_some_and(|j| j.job.spec.comparison == Comparison::Exact);
-        let wrong: HashSet<Hash32> = match outcome {
-            CheckOutcome::Differs => HashSet::from([hash]),
-            CheckOutcome::Matches => {
-                track.vetted.insert(hash);
-                if exact {
-                    track.returned.iter().map(|r| r.output_hash).filter(|h| *h != hash).collect()
-                } else {
-                    HashSet::new()
-                }
-            }
-            CheckOutcome::Unchecked => HashSet::new(),
-        };
-        if !wrong.is_empty() {
-            let caught: Vec<(LeaseId, PublicKey)> =
-                track.returned.iter().filter(|r| wrong.contains(&r.output_hash)).map(|r| (r.lease, r.worker)).collect();
-            track.returned.retain(|r| !wrong.contains(&r.output_hash));
-            for (l, worker) in caught {
-                track.owners.remove(&l);
-                track.sampled.remove(&l);
-                track.took.remove(&l);
-                track.checking.remove(&l);
-                tracing::warn!(%worker, %task, "result failed a known-answer check; worker barred from paid work");
-                self.ready.writes.push(Write::ReplicaState { lease: l, state: ReplicaState::Rejected });
-                self.ready.count(worker, 0, 0, 1);
-                self.sched.bar(&worker);
-                self.ready.barred.push(worker);
-            }
-            // A task that was to run alone no longer does: it waits for the job's replicas, and
-            // what comes next is drawn as a sample.
-            if std::mem::take(&mut track.single)
-                && let Some(job) = self.jobs.get(&task.job)
-            {
-                track.hold_for = track.hold_for.max(job.job.spec.replicas);
-            }
-            self.sched.set_sampled(task);
+        if let Some(hash) = track.returned.iter().find(|r| r.lease == lease).map(|r| r.output_hash) {
+            match outcome {
+                CheckOutcome::Differs => track.refuted.insert(hash),
+                CheckOutcome::Matches => track.confirmed.insert(hash),
+                CheckOutcome::Unchecked => false,
+            };
         }
         self.decide(task, now);
+    }
+
+    /// Throws out every result of `task` the relay's own answer proved wrong: one that signs a
+    /// refuted hash, and under exact comparison (one right answer) any other than a confirmed
+    /// one. Each is rejected (its signature is evidence once the task settles through an
+    /// independent quorum), its worker barred from paid work and its record reset, and the
+    /// task's further replicas are sampled. Known answers are remembered for the task's life:
+    /// a liar drawn later to the same task is thrown out as soon as its result is in, and never
+    /// gets to vote.
+    fn throw_out_refuted(&mut self, task: TaskId) {
+        let exact = self.jobs.get(&task.job).is_some_and(|j| j.job.spec.comparison == Comparison::Exact);
+        let Some(track) = self.tasks.get_mut(&task) else { return };
+        if track.refuted.is_empty() && track.confirmed.is_empty() {
+            return;
+        }
+        let wrong = |h: &Hash32| {
+            track.refuted.contains(h) || (exact && !track.confirmed.is_empty() && !track.confirmed.contains(h))
+        };
+        let caught: Vec<(LeaseId, PublicKey)> =
+            track.returned.iter().filter(|r| wrong(&r.output_hash)).map(|r| (r.lease, r.worker)).collect();
+        if caught.is_empty() {
+            return;
+        }
+        let wrong_leases: HashSet<LeaseId> = caught.iter().map(|(l, _)| *l).collect();
+        track.returned.retain(|r| !wrong_leases.contains(&r.lease));
+        for (l, worker) in caught {
+            track.owners.remove(&l);
+            track.sampled.remove(&l);
+            track.took.remove(&l);
+            track.checking.remove(&l);
+            tracing::warn!(%worker, %task, "result failed a known-answer check; worker barred from paid work");
+            self.ready.writes.push(Write::ReplicaState { lease: l, state: ReplicaState::Rejected });
+            self.ready.count(worker, 0, 0, 1);
+            self.sched.bar(&worker);
+            self.ready.barred.push(worker);
+        }
+        // A task that was to run alone no longer does: it waits for the job's replicas, and what
+        // comes next is drawn as a sample.
+        if std::mem::take(&mut track.single)
+            && let Some(job) = self.jobs.get(&task.job)
+        {
+            track.hold_for = track.hold_for.max(job.job.spec.replicas);
+        }
+        self.sched.set_sampled(task);
     }
 
     /// A lease ended without a result (silence, disconnect, failure): record it and re-decide.
@@ -1153,6 +1166,7 @@ impl Core {
     }
 
     fn decide(&mut self, task: TaskId, now: Now) {
+        self.throw_out_refuted(task);
         let (Some(job), Some(track)) = (self.jobs.get(&task.job), self.tasks.get_mut(&task)) else {
             return;
         };
@@ -1202,7 +1216,7 @@ impl Core {
             // had no room for is left to the sampled vote).
             let fresh: Vec<(LeaseId, Hash32)> = returned
                 .iter()
-                .filter(|r| !track.vetted.contains(&r.output_hash))
+                .filter(|r| !track.asked.contains(&r.output_hash) && !track.confirmed.contains(&r.output_hash))
                 .map(|r| (r.output_hash, r.lease))
                 .collect::<BTreeMap<Hash32, LeaseId>>()
                 .into_iter()
@@ -1210,7 +1224,7 @@ impl Core {
                 .collect();
             if !fresh.is_empty() {
                 for (lease, output_hash) in fresh {
-                    track.vetted.insert(output_hash);
+                    track.asked.insert(output_hash);
                     track.checking.insert(lease);
                     self.ready.checks.push(Check { task, lease, job: job.job.clone(), output_hash, dispute: true });
                 }
@@ -1943,9 +1957,9 @@ mod tests {
         assert_eq!(more.len(), 1);
         assert!(more[0].0 != liar && more[0].0 != leases[0].0);
         answer(&mut core, &more[0], 7, at(3));
-        let check = checks(&core.ready(at(3)));
-        core.step(Input::Checked { task: more[0].1.task, lease: check[0], outcome: CheckOutcome::Matches }, at(3));
-        assert_eq!(verified(&core.ready(at(3))), Some(Hash32([7; 32])));
+        let ready = core.ready(at(3));
+        assert!(checks(&ready).is_empty(), "an answer the relay already confirmed is not checked again");
+        assert_eq!(verified(&ready), Some(Hash32([7; 32])));
         // Paid work never reaches the barred key again; unpaid work still may.
         post(&mut core, 2, &Keypair::from_seed([101; 32]), spec(20, 10, 1), "10.0.0.1", at(4));
         core.step(Input::EscrowOpened { request: 2, outcome: OpenOutcome::Opened }, at(4));
@@ -1990,8 +2004,6 @@ mod tests {
         let more = assignments(&ready);
         assert_eq!(more.len(), 1, "one more replica for the quorum");
         answer(&mut core, &more[0], 9, at(3));
-        let check = checks(&core.ready(at(3)));
-        core.step(Input::Checked { task: more[0].1.task, lease: check[0], outcome: CheckOutcome::Matches }, at(3));
         let ready = core.ready(at(3));
         assert_eq!(verified(&ready), Some(Hash32([9; 32])));
         assert!(
@@ -2002,6 +2014,46 @@ mod tests {
             w,
             Write::ReplicaState { lease, state: ReplicaState::Rejected } if *lease == honest.1.lease
         )));
+    }
+
+    /// The relay's answer is remembered for the task's life: a second key that signs the refuted
+    /// bytes later (an escalation replica the cartel landed) is thrown out as soon as its result
+    /// is in, and never votes; under exact comparison so is any answer but the confirmed one.
+    #[test]
+    fn a_refuted_answer_signed_again_is_thrown_out_at_once() {
+        let (mut core, leases) = paid_task(CoreConfig { canary_rate: 1.0, ..hidden(0.0, 0.0) }, 6);
+        answer(&mut core, &leases[0], 7, at(1));
+        answer(&mut core, &leases[1], 9, at(1));
+        core.step(
+            Input::Checked { task: leases[0].1.task, lease: leases[0].1.lease, outcome: CheckOutcome::Differs },
+            at(1),
+        );
+        core.step(
+            Input::Checked { task: leases[1].1.task, lease: leases[1].1.lease, outcome: CheckOutcome::Matches },
+            at(1),
+        );
+        core.tick(at(1));
+        let ready = core.ready(at(1));
+        assert_eq!(ready.barred, vec![leases[0].0]);
+        let more = assignments(&ready);
+        assert_eq!(more.len(), 1);
+        // The replica's holder signs the refuted bytes again: out before any vote, no check.
+        answer(&mut core, &more[0], 7, at(2));
+        core.tick(at(2));
+        let ready = core.ready(at(2));
+        assert!(checks(&ready).is_empty());
+        assert_eq!(ready.barred, vec![more[0].0]);
+        assert_eq!(verified(&ready), None);
+        let again = assignments(&ready);
+        assert_eq!(again.len(), 1);
+        // A third answer, neither refuted nor confirmed: wrong all the same under exact comparison.
+        answer(&mut core, &again[0], 8, at(3));
+        core.tick(at(3));
+        let ready = core.ready(at(3));
+        assert_eq!(ready.barred, vec![again[0].0]);
+        let last = assignments(&ready);
+        answer(&mut core, &last[0], 9, at(4));
+        assert_eq!(verified(&core.ready(at(4))), Some(Hash32([9; 32])));
     }
 
     /// However rare the drawn checks, a job's first results are always checked: before it has a
