@@ -3,12 +3,45 @@
 # tests with real relay and worker processes on software Vulkan (cargo test), the browser
 # engine's kernels on WebGPU in headless Chromium (wasm-bindgen-test), and the browser end to end
 # (Playwright driving Chromium against a real relay; screenshots in target/screenshots/).
+#
+# At the end (pass or fail) it prints how long each phase took; BENCHMARKS.md ("Test time") keeps
+# the figures against the budget of 35 minutes cold on a 2-core machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-eval "$(scripts/setup.sh)"
+
+phases=()
+started=$(date +%s)
+phase_start=$started
+report() {
+  local status=$?
+  local now
+  now=$(date +%s)
+  echo "test.sh: phase times (s):" >&2
+  for p in "${phases[@]}"; do echo "  $p" >&2; done
+  [ "$status" -eq 0 ] || echo "  $current: $((now - phase_start)) (failed, exit $status)" >&2
+  echo "  total: $((now - started))" >&2
+}
+trap report EXIT
+# Runs one phase and records its time.
+current=setup
+phase() {
+  local name=$1
+  current=$name
+  shift
+  "$@"
+  local now
+  now=$(date +%s)
+  phases+=("$name: $((now - phase_start))")
+  phase_start=$now
+}
+
+setup_env=$(scripts/setup.sh)
+eval "$setup_env"
+phases+=("setup: $(($(date +%s) - phase_start))")
+phase_start=$(date +%s)
 export RUST_BACKTRACE=1
-scripts/build-contract.sh
-scripts/build-web.sh
-cargo test --locked --workspace --all-targets "$@"
-scripts/test-browser-kernels.sh
-scripts/test-browser-e2e.sh
+phase "contract build" scripts/build-contract.sh
+phase "web build" scripts/build-web.sh
+phase "cargo test (build and run)" cargo test --locked --workspace --all-targets "$@"
+phase "browser kernels" scripts/test-browser-kernels.sh
+phase "browser end to end" scripts/test-browser-e2e.sh

@@ -15,13 +15,13 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
+use starling_kernels::{self as kernels, validate};
 use starling_protocol::events::{AccountRequest, ClientView, Health, JobState, TaskState};
 use starling_protocol::job::{BuiltinKernel, JobSpec, KernelSpec};
 use starling_protocol::limits::MAX_SPEC_BYTES;
 use starling_protocol::sign::{SignedJob, UploadPurpose, account_bytes, verify};
 use starling_protocol::upload::UploadAuth;
 use starling_protocol::{ErrorBody, ErrorCode, Hash32, JobId, PublicKey, TaskId};
-use starling_web_worker::{kernels, validate};
 use std::collections::HashMap;
 use tokio::io::AsyncReadExt;
 

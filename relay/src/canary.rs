@@ -17,9 +17,9 @@
 use crate::blobs::BlobStore;
 use crate::core::{Check, CheckOutcome, Input};
 use crate::verifier::floats_agree;
+use starling_kernels as kernels;
 use starling_protocol::job::{Comparison, KernelSpec};
 use starling_protocol::{Hash32, sha256};
-use starling_web_worker::kernels;
 use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc};
 

@@ -147,7 +147,7 @@ pub fn run_task_cpu(
     workgroups: [u32; 3],
     output_size: u32,
 ) -> Result<Vec<u8>> {
-    kernels::run_cpu(kernel, params, inputs, workgroups, output_size)
+    Ok(kernels::run_cpu(kernel, params, inputs, workgroups, output_size)?)
 }
 
 /// Refuses a task this device cannot hold, before anything is allocated.

@@ -31,13 +31,13 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// A problem in client WGSL, located in its source.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, thiserror::Error)]
-#[error("{line}:{column}: {message}")]
-pub struct WgslError {
-    /// 1-based line.
-    pub line: u32,
-    /// 1-based column, in bytes.
-    pub column: u32,
-    pub message: String,
+pub use starling_kernels::WgslError;
+
+impl From<starling_kernels::Error> for Error {
+    fn from(e: starling_kernels::Error) -> Self {
+        match e {
+            starling_kernels::Error::Kernel(message) => Error::Kernel(message),
+            starling_kernels::Error::Validation(e) => Error::Validation(e),
+        }
+    }
 }

@@ -5,9 +5,10 @@
 //!   back with `map_async` (the same code path natively and in the browser).
 //! - [`engine`]: [`engine::run_task`] runs one task (built-in or client WGSL) under the binding
 //!   convention of [`starling_protocol::job`]; [`engine::run_task_cpu`] runs a built-in on the CPU.
-//! - [`kernels`]: one module per [`starling_protocol::job::BuiltinKernel`]: its WGSL, typed
-//!   parameters, dispatch helpers, job builders and CPU reference.
-//! - [`validate`]: naga-based validation of client WGSL, with line and column in every error.
+//! - [`kernels`]: the kernel library (the `starling-kernels` crate, re-exported): one module per
+//!   [`starling_protocol::job::BuiltinKernel`] with its WGSL, typed parameters, dispatch helpers,
+//!   job builders and CPU reference.
+//! - [`validate`]: naga-based validation of client WGSL (`starling_kernels::validate`).
 //! - `native` (not on wasm32): the native worker's network loop around the engine.
 //! - [`browser`]: the browser worker. Its decisions ([`browser::machine`]) and page messages are
 //!   plain Rust, built and tested everywhere; its Web Worker glue and the exported
@@ -22,6 +23,7 @@
 //!
 //! Library code stays portable to `wasm32-unknown-unknown`: no threads, no clocks, no tokio.
 
+pub mod blob_cache;
 pub mod browser;
 #[cfg(feature = "gpu")]
 pub mod engine;
@@ -29,12 +31,12 @@ pub mod error;
 pub mod escrow;
 #[cfg(feature = "gpu")]
 pub mod gpu;
-pub mod kernels;
+pub use starling_kernels as kernels;
 #[cfg(all(feature = "gpu", not(target_arch = "wasm32")))]
 pub mod native;
 pub mod pacing;
 #[cfg(feature = "gpu")]
-pub mod validate;
+pub use starling_kernels::validate;
 
 pub use error::{Error, Result};
 #[cfg(feature = "gpu")]

@@ -3,36 +3,29 @@
 //! for their lease.
 
 use super::NativeError;
+use crate::blob_cache::BlobCache;
+use starling_protocol::limits::MAX_BLOB_BYTES;
 use starling_protocol::upload::UploadAuth;
 use starling_protocol::{Hash32, sha256};
-use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug)]
 pub(super) struct InputCache {
     http: reqwest::Client,
     relay: String,
-    capacity: u64,
-    inner: Mutex<CacheInner>,
-}
-
-#[derive(Debug, Default)]
-struct CacheInner {
-    blobs: HashMap<Hash32, Arc<Vec<u8>>>,
-    order: VecDeque<Hash32>,
-    bytes: u64,
+    inner: Mutex<BlobCache<Arc<Vec<u8>>>>,
 }
 
 impl InputCache {
     pub(super) fn new(http: reqwest::Client, relay: String, capacity: u64) -> Self {
-        Self { http, relay: relay.trim_end_matches('/').to_string(), capacity, inner: Mutex::default() }
+        Self { http, relay: relay.trim_end_matches('/').to_string(), inner: Mutex::new(BlobCache::new(capacity)) }
     }
 
     pub(super) async fn get(&self, hash: &Hash32) -> Result<Arc<Vec<u8>>, NativeError> {
-        if let Some(hit) = self.inner.lock().expect("cache lock").blobs.get(hash) {
-            return Ok(hit.clone());
+        if let Some(hit) = self.inner.lock().expect("cache lock").get(hash) {
+            return Ok(hit);
         }
-        let resp = self
+        let mut resp = self
             .http
             .get(format!("{}/v1/blobs/{hash}", self.relay))
             .send()
@@ -41,21 +34,22 @@ impl InputCache {
         if !resp.status().is_success() {
             return Err(NativeError::Http(format!("GET blob {hash}: {}", resp.status())));
         }
-        let body = resp.bytes().await.map_err(|e| NativeError::Http(e.to_string()))?.to_vec();
+        // At most a blob's size, whatever the server announces or sends.
+        if resp.content_length().is_some_and(|len| len > MAX_BLOB_BYTES) {
+            return Err(NativeError::Http(format!("GET blob {hash}: over the {MAX_BLOB_BYTES} byte blob limit")));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| NativeError::Http(e.to_string()))? {
+            if body.len() as u64 + chunk.len() as u64 > MAX_BLOB_BYTES {
+                return Err(NativeError::Http(format!("GET blob {hash}: over the {MAX_BLOB_BYTES} byte blob limit")));
+            }
+            body.extend_from_slice(&chunk);
+        }
         if sha256(&body) != *hash {
             return Err(NativeError::Http(format!("blob {hash} arrived with different content")));
         }
         let blob = Arc::new(body);
-        let mut inner = self.inner.lock().expect("cache lock");
-        inner.bytes += blob.len() as u64;
-        inner.blobs.insert(*hash, blob.clone());
-        inner.order.push_back(*hash);
-        while inner.bytes > self.capacity {
-            let Some(old) = inner.order.pop_front() else { break };
-            if let Some(b) = inner.blobs.remove(&old) {
-                inner.bytes -= b.len() as u64;
-            }
-        }
+        self.inner.lock().expect("cache lock").insert(*hash, blob.clone());
         Ok(blob)
     }
 }

@@ -5,13 +5,13 @@
 
 use super::describe_js;
 use super::timer::{Sleep, with_timeout};
+use crate::blob_cache::BlobCache;
 use crate::browser::page::RelayUrls;
 use js_sys::{Reflect, Uint8Array};
 use starling_protocol::limits::MAX_BLOB_BYTES;
 use starling_protocol::upload::UploadAuth;
 use starling_protocol::{Hash32, sha256};
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -24,43 +24,25 @@ const REQUEST_TIMEOUT_MS: u32 = 120_000;
 /// inputs (a matrix, a prefix), and a tab should not hold more than a few blobs.
 #[derive(Debug)]
 pub struct InputCache {
-    capacity: u64,
-    inner: RefCell<CacheInner>,
-}
-
-#[derive(Debug, Default)]
-struct CacheInner {
-    blobs: HashMap<Hash32, Rc<Vec<u8>>>,
-    order: VecDeque<Hash32>,
-    bytes: u64,
+    inner: RefCell<BlobCache<Rc<Vec<u8>>>>,
 }
 
 impl InputCache {
     pub fn new(capacity: u64) -> Self {
-        InputCache { capacity, inner: RefCell::default() }
+        InputCache { inner: RefCell::new(BlobCache::new(capacity)) }
     }
 
     /// The blob with `hash`, from the cache or the relay.
     pub async fn get(&self, relay: &RelayUrls, hash: &Hash32) -> Result<Rc<Vec<u8>>, String> {
-        if let Some(hit) = self.inner.borrow().blobs.get(hash) {
-            return Ok(hit.clone());
+        if let Some(hit) = self.inner.borrow().get(hash) {
+            return Ok(hit);
         }
         let body = fetch_blob(&relay.blob(hash)).await?;
         if sha256(&body) != *hash {
             return Err(format!("blob {hash} arrived with different content"));
         }
         let blob = Rc::new(body);
-        let mut inner = self.inner.borrow_mut();
-        if inner.blobs.insert(*hash, blob.clone()).is_none() {
-            inner.bytes += blob.len() as u64;
-            inner.order.push_back(*hash);
-        }
-        while inner.bytes > self.capacity {
-            let Some(old) = inner.order.pop_front() else { break };
-            if let Some(b) = inner.blobs.remove(&old) {
-                inner.bytes -= b.len() as u64;
-            }
-        }
+        self.inner.borrow_mut().insert(*hash, blob.clone());
         Ok(blob)
     }
 }

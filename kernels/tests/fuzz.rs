@@ -1,21 +1,21 @@
-//! Fuzz targets for the engine's front doors that the relay exposes to every client: the WGSL
+//! Fuzz targets for the kernel library's front doors that the relay exposes to every client: the WGSL
 //! validator (`validate::validate_kernel`, run on each custom kernel posted to `/v1/jobs`) and
 //! the built-in kernels' task checks (`kernels::check_sizes`, run on each built-in task).
 //!
 //! Bounded by `STARLING_FUZZ_SECS` per target (2 s by default) and a case cap; see
 //! `starling-fuzz` for the knobs and how to rerun one failing case.
 
-#![cfg(all(not(target_arch = "wasm32"), feature = "gpu"))]
+#![cfg(all(not(target_arch = "wasm32"), feature = "validate"))]
 
 use naga::{AddressSpace, ShaderStage, StorageAccess};
 use rand::Rng;
 use rand::seq::SliceRandom;
 use starling_fuzz::Fuzz;
 use starling_fuzz::mutate::TokenMutator;
+use starling_kernels as kernels;
+use starling_kernels::validate::{MAX_INVOCATIONS_PER_WORKGROUP, MAX_WORKGROUP_SIZE, validate_kernel};
 use starling_protocol::job::{BuiltinKernel, JobSpec, KernelSpec, TaskSpec};
 use starling_protocol::limits::{MAX_INPUTS_PER_TASK, MAX_PARAM_WORDS, MAX_WGSL_BYTES};
-use starling_web_worker::kernels;
-use starling_web_worker::validate::{MAX_INVOCATIONS_PER_WORKGROUP, MAX_WORKGROUP_SIZE, validate_kernel};
 use std::time::{Duration, Instant};
 
 /// Custom kernels in the style clients write, beside the built-ins.

@@ -10,8 +10,17 @@
 //!
 //! Hot loops are unrolled by hand: wgpu bounds every loop by default, which stops drivers from
 //! unrolling them (see TOOLCHAIN.md).
+//!
+//! This crate has no GPU dependency: the relay, the CLI and the web app build jobs and check
+//! results with it. [`validate`] (naga validation of client WGSL, with line and column in every
+//! error) is behind the `validate` feature; the GPU engine that runs these kernels is
+//! `starling-web-worker`.
 
-use crate::{Error, Result};
+pub mod error;
+#[cfg(feature = "validate")]
+pub mod validate;
+
+pub use error::{Error, Result, WgslError};
 use starling_protocol::job::BuiltinKernel;
 
 pub mod mandelbrot;
@@ -216,6 +225,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "validate")]
     #[test]
     fn every_builtin_follows_the_binding_convention() {
         for kernel in BuiltinKernel::ALL {
