@@ -2,7 +2,8 @@
 
 use anyhow::{Context, Result, bail};
 use futures_util::StreamExt;
-use starling_protocol::events::{JobDetail, JobEvent, JobSummary, WorkerView};
+use starling_protocol::api::{JobDetail, JobSummary, WorkerView};
+use starling_protocol::events::JobEvent;
 use starling_protocol::job::JobSpec;
 use starling_protocol::sign::{Deployment, Keypair, UploadPurpose};
 use starling_protocol::upload::UploadAuth;
@@ -64,7 +65,7 @@ impl Client {
     /// spec implies, paid from its account, within the next [`DEPOSIT_VALID_SECS`].
     pub async fn submit(&self, key: &Keypair, spec: JobSpec) -> Result<JobSummary> {
         let escrow = if spec.price_per_replica > 0 {
-            self.get::<starling_protocol::events::Health>("/v1/health").await?.escrow
+            self.get::<starling_protocol::api::Health>("/v1/health").await?.escrow
         } else {
             None
         };
@@ -111,7 +112,7 @@ impl Client {
             on_event(&event);
             match event {
                 JobEvent::JobDone { job } | JobEvent::JobFailed { job } => return Ok(job),
-                JobEvent::Snapshot { job } if job.state != starling_protocol::events::JobState::Running => {
+                JobEvent::Snapshot { job } if job.state != starling_protocol::api::JobState::Running => {
                     return Ok(job);
                 }
                 _ => {}

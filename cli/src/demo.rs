@@ -6,7 +6,7 @@ use crate::client::Client;
 use crate::jobs::{self, Kind, Rules};
 use anyhow::{Context, Result, bail, ensure};
 use indicatif::{MultiProgress, ProgressBar};
-use starling_protocol::events::{ClientView, JobEscrow, ReplicaState, WorkerView};
+use starling_protocol::api::{ClientView, JobEscrow, ReplicaState, WorkerView};
 use starling_protocol::sign::Keypair;
 use starling_web_worker::native::{self, Compute, WorkerConfig};
 use std::path::PathBuf;

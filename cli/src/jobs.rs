@@ -5,7 +5,8 @@
 use crate::client::Client;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use starling_protocol::events::{JobEvent, JobState, JobSummary};
+use starling_protocol::api::{JobState, JobSummary};
+use starling_protocol::events::JobEvent;
 use starling_protocol::job::{BuiltinKernel, Comparison, JobSpec, KernelSpec, TaskSpec};
 use starling_protocol::sha256;
 use starling_protocol::sign::Keypair;

@@ -281,7 +281,7 @@ async fn fund(args: FundArgs) -> Result<()> {
     if !status.is_success() {
         anyhow::bail!("the relay refused the deposit ({status}): {text}");
     }
-    let account: starling_protocol::events::EscrowAccount = serde_json::from_str(&text)?;
+    let account: starling_protocol::api::EscrowAccount = serde_json::from_str(&text)?;
     println!("account {}: balance {} {}", account.address, account.balance, account.denom);
     Ok(())
 }
@@ -444,7 +444,7 @@ async fn status(args: StatusArgs) -> Result<()> {
             let replicas: Vec<String> =
                 t.replicas.iter().map(|r| format!("{}…:{:?}", &r.worker.to_hex()[..8], r.state)).collect();
             // The relay shows a task's replicas only once it is decided.
-            let replicas = if t.state == starling_protocol::events::TaskState::Pending {
+            let replicas = if t.state == starling_protocol::api::TaskState::Pending {
                 "(replicas hidden until decided)".into()
             } else {
                 replicas.join(" ")

@@ -2,11 +2,13 @@
 //! edge into typed values or an [`Error`] a person can read. The relay is this page's origin.
 
 use crate::browser::{self, js_text};
-use crate::views::{ClientInfo, HealthView, JobEscrow, StoredBlob, WorkerInfo};
+use crate::views::{HealthView, WorkerInfo};
 use crate::{Error, Result};
 use js_sys::Uint8Array;
 use serde::de::DeserializeOwned;
-use starling_protocol::events::{JobDetail, JobEvent, JobSummary};
+use starling_protocol::api::{ClientView, JobEscrow, StoredBlob};
+use starling_protocol::api::{JobDetail, JobSummary};
+use starling_protocol::events::JobEvent;
 use starling_protocol::sign::{Keypair, SignedJob, UploadPurpose};
 use starling_protocol::upload::UploadAuth;
 use starling_protocol::{Hash32, JobId};
@@ -95,7 +97,7 @@ pub async fn workers(limit: u32) -> Result<Vec<WorkerInfo>> {
     get_json(&format!("/v1/workers?limit={limit}"), "GET /v1/workers").await
 }
 
-pub async fn client(key: &str) -> Result<ClientInfo> {
+pub async fn client(key: &str) -> Result<ClientView> {
     get_json(&format!("/v1/clients/{key}"), "GET /v1/clients/{key}").await
 }
 

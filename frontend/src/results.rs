@@ -1,7 +1,7 @@
 //! What a job's verified outputs become on its page: a readable summary per kernel, a Mandelbrot
 //! preview, a throughput series, and one archive holding every output.
 
-use starling_protocol::events::{JobDetail, JobSummary};
+use starling_protocol::api::{JobDetail, JobSummary};
 use starling_protocol::job::{BuiltinKernel, JobSpec, KernelSpec, TaskSpec};
 use starling_web_worker::kernels::{mandelbrot, matmul_f32, monte_carlo_pi, sha256_nonce_search};
 
@@ -265,7 +265,7 @@ impl Progress {
 mod tests {
     use super::*;
     use crate::job_form::{self, JobKind};
-    use starling_protocol::events::JobState;
+    use starling_protocol::api::JobState;
     use starling_protocol::{JobId, PublicKey};
 
     fn spec(kind: JobKind, tweak: impl FnOnce(&mut job_form::JobForm)) -> JobSpec {

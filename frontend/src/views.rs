@@ -1,11 +1,12 @@
-//! What the page reads from the relay beyond `starling_protocol::events`: the health line, worker
-//! and client records. These are read leniently (missing fields default, unknown ones are
-//! ignored) because relays older and newer than this page differ in them; `None` for a field the
-//! relay does not send lets the page say so instead of showing a made-up zero.
+//! The page's lenient readings of two relay views, `starling_protocol::api::Health` and
+//! `WorkerView`: the health line and worker records, read with missing fields defaulted and
+//! unknown ones ignored (relays older and newer than this page differ in them), and capabilities
+//! kept as the strings the pages show. `None` for a field the relay does not send lets the page
+//! say so instead of showing a made-up zero. Every other view the page reads is the protocol's
+//! own type (`starling_protocol::api`).
 
 use serde::Deserialize;
-use starling_protocol::Hash32;
-use starling_protocol::events::TaskState;
+use starling_protocol::api::{EscrowAccount, EscrowInfo};
 
 /// `GET /v1/health`.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
@@ -54,73 +55,6 @@ pub struct AdapterInfo {
     pub device: u32,
     pub device_type: String,
     pub driver: String,
-}
-
-/// An account at the relay's escrow. Amounts are decimal strings in the smallest unit of `denom`
-/// (they can exceed 2^53, so they are never read as JS numbers).
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
-#[serde(default)]
-pub struct EscrowAccount {
-    /// The account's key: only its signature spends from it.
-    pub address: String,
-    /// Free to bond, to pay job deposits or to withdraw.
-    pub balance: String,
-    /// Worker keys only: the bond the contract holds, and what slashing took from it.
-    pub bonded: Option<String>,
-    pub slashed: Option<String>,
-    /// What the contract paid this account: earnings for verified work, and refunds.
-    pub received: Option<String>,
-    pub denom: String,
-}
-
-/// `GET /v1/clients/{key}`.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
-#[serde(default)]
-pub struct ClientInfo {
-    pub key: String,
-    pub escrow: Option<EscrowAccount>,
-}
-
-/// How the relay settles payment (`escrow` in the health answer); absent when jobs run unpaid.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
-#[serde(default)]
-pub struct EscrowInfo {
-    /// `embedded` (the contract on a local ledger) or `chain`.
-    pub backend: String,
-    pub chain_id: String,
-    pub contract: String,
-    pub denom: String,
-    /// The relay's own account: a paid job's deposit authorization names it.
-    pub relay_address: String,
-    pub relay_fee_bps: u32,
-    pub min_bond: String,
-}
-
-/// `GET /v1/jobs/{id}/escrow`: a job's money.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
-#[serde(default)]
-pub struct JobEscrow {
-    pub deposit: String,
-    pub paid_to_workers: String,
-    pub paid_to_relay: String,
-    pub refunded: Option<String>,
-    pub settled_tasks: u32,
-    pub denom: String,
-}
-
-/// One line of `GET /v1/jobs/{id}/results`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct TaskResult {
-    pub index: u32,
-    pub state: TaskState,
-    pub output_hash: Option<Hash32>,
-}
-
-/// `PUT /v1/blobs/{hash}` answer.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct StoredBlob {
-    pub hash: Hash32,
-    pub size: u64,
 }
 
 impl AdapterInfo {
@@ -180,8 +114,9 @@ mod tests {
         )
         .unwrap();
         let escrow = with_escrow.escrow.unwrap();
-        assert_eq!((escrow.received.as_deref(), escrow.slashed), (Some("250"), None));
-        let client: ClientInfo = serde_json::from_str(r#"{"key":"ab","escrow":null}"#).unwrap();
+        assert_eq!((escrow.received.as_str(), escrow.slashed), ("250", None));
+        let client: starling_protocol::api::ClientView =
+            serde_json::from_str(&format!(r#"{{"key":"{}","escrow":null}}"#, "ab".repeat(32))).unwrap();
         assert_eq!(client.escrow, None);
     }
 

@@ -4,13 +4,15 @@
 //! - [`job`]: what a client posts (`JobSpec`) and its structural validation against [`limits`].
 //! - [`worker`]: the worker WebSocket channel (`WorkerMessage` up, `RelayMessage` down) and
 //!   worker capabilities.
-//! - [`events`]: live events pushed to clients watching jobs and the network.
+//! - [`api`]: every view the REST API serves (jobs, tasks, workers, clients, escrow, health).
+//! - [`events`]: live events pushed to clients watching jobs.
 //! - [`sign`]: domain-separated signed byte encodings (the escrow contract verifies the same bytes).
 //! - [`upload`]: the signed headers that tie a blob upload to a client key or a worker's lease.
 //! - [`error`]: the error codes every API and channel uses.
 //!
 //! No I/O here: the crate builds for native targets and `wasm32-unknown-unknown`.
 
+pub mod api;
 pub mod bytes;
 pub mod error;
 pub mod events;

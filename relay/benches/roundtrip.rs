@@ -30,7 +30,8 @@
 
 use anyhow::{Context, Result, bail, ensure};
 use futures_util::{SinkExt, StreamExt};
-use starling_protocol::events::{JobDetail, JobEvent, JobState, JobSummary, ReplicaState, TaskState};
+use starling_protocol::api::{JobDetail, JobState, JobSummary, ReplicaState, TaskState};
+use starling_protocol::events::JobEvent;
 use starling_protocol::job::{BuiltinKernel, Comparison, JobSpec, KernelSpec};
 use starling_protocol::sign::{Keypair, UNPAID};
 use starling_protocol::worker::{Capabilities, DeviceState, InlineBytes, RelayMessage, WorkerMessage};
@@ -447,7 +448,7 @@ async fn wait_healthy(http: &reqwest::Client, base: &str) -> Result<()> {
 }
 
 async fn workers_online(http: &reqwest::Client, base: &str) -> Result<u64> {
-    let health: starling_protocol::events::Health = http.get(format!("{base}/v1/health")).send().await?.json().await?;
+    let health: starling_protocol::api::Health = http.get(format!("{base}/v1/health")).send().await?.json().await?;
     Ok(health.workers_online)
 }
 

@@ -14,9 +14,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use starling_kernels::{self as kernels, validate};
-use starling_protocol::events::{AccountRequest, ClientView, Health, JobState, TaskState};
+use starling_protocol::api::{AccountRequest, ClientView, Health, JobState, StoredBlob, TaskResult, TaskState};
 use starling_protocol::job::{BuiltinKernel, JobSpec, KernelSpec};
 use starling_protocol::limits::MAX_SPEC_BYTES;
 use starling_protocol::sign::{SignedJob, UploadPurpose, account_bytes, verify};
@@ -197,13 +197,6 @@ async fn get_job(State(app): State<AppState>, id: Result<Path<String>, PathRejec
     Ok(Json(detail).into_response())
 }
 
-#[derive(Debug, Serialize)]
-struct TaskResult {
-    index: u32,
-    state: TaskState,
-    output_hash: Option<Hash32>,
-}
-
 async fn job_results(
     State(app): State<AppState>,
     id: Result<Path<String>, PathRejection>,
@@ -231,12 +224,6 @@ async fn task_output(
         Some((TaskState::Verified, Some(hash))) => serve_blob(&app, &hash).await,
         Some((state, _)) => Err(ApiError::new(ErrorCode::Conflict, format!("task {task} is {state:?}, not verified"))),
     }
-}
-
-#[derive(Debug, Serialize)]
-struct Stored {
-    hash: Hash32,
-    size: u64,
 }
 
 fn blob_error(e: BlobError) -> ApiError {
@@ -314,7 +301,7 @@ async fn put_blob(
         app.core.shared.withheld.publish(hash);
     }
     let status = if stored.created || withheld { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(Stored { hash, size: stored.size })).into_response())
+    Ok((status, Json(StoredBlob { hash, size: stored.size })).into_response())
 }
 
 /// `GET /v1/blobs/{hash}`: inputs, and outputs of decided tasks. An output of a task not yet

@@ -8,7 +8,7 @@ use crate::escrow::plan::SignedReplica;
 use crate::leases::HeldLease;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqliteConnection, SqlitePool};
-use starling_protocol::events::{
+use starling_protocol::api::{
     JobDetail, JobState, JobSummary, ReplicaState, ReplicaView, TaskState, TaskView, WorkerView,
 };
 use starling_protocol::job::JobSpec;

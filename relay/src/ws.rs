@@ -15,7 +15,8 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use starling_protocol::events::{JobEvent, JobState};
+use starling_protocol::api::JobState;
+use starling_protocol::events::JobEvent;
 use starling_protocol::limits::{MAX_INLINE_OUTPUT_BYTES, MAX_REASON_LEN, MAX_WS_FRAME_BYTES};
 use starling_protocol::sign::{auth_bytes, result_bytes_v2, result_deployment, verify};
 use starling_protocol::worker::{Capabilities, InlineBytes, RelayMessage, WorkerMessage};
@@ -550,7 +551,7 @@ async fn stream_job_events(
     socket: WebSocket,
     store: crate::store::Store,
     id: JobId,
-    summary: starling_protocol::events::JobSummary,
+    summary: starling_protocol::api::JobSummary,
     mut watch: crate::driver::Watch,
 ) {
     let events = &mut watch.events;

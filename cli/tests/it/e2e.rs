@@ -5,7 +5,8 @@
 use crate::support::*;
 use futures_util::StreamExt;
 use starling_protocol::TaskId;
-use starling_protocol::events::{JobEvent, JobState, ReplicaState, TaskState};
+use starling_protocol::api::{JobState, ReplicaState, TaskState};
+use starling_protocol::events::JobEvent;
 use starling_protocol::job::{BuiltinKernel, Comparison, JobSpec, KernelSpec, TaskSpec};
 use starling_web_worker::kernels::{mandelbrot, matmul_f32, monte_carlo_pi};
 use std::collections::HashMap;

@@ -21,7 +21,7 @@ use crate::support::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use sqlx::Row;
-use starling_protocol::events::{
+use starling_protocol::api::{
     AccountActionView, AccountRequest, ClientView, EscrowAccount, Health, JobEscrow, JobState, ReplicaState, TaskState,
     WorkerView,
 };
@@ -659,7 +659,7 @@ async fn a_worker_unbonded_below_the_minimum_gets_no_more_paid_work() {
     let mut w2 = spawn_worker(&relay.base, dir.path(), "w2", &[]);
     let (k1, k2) = (worker_key(&mut w1), worker_key(&mut w2));
     wait_registered(&api, &[&k1, &k2]).await;
-    let accepted = |detail: &starling_protocol::events::JobDetail| {
+    let accepted = |detail: &starling_protocol::api::JobDetail| {
         let mut keys: Vec<String> = detail.tasks[0]
             .replicas
             .iter()

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 use starling_protocol::JobId;
-use starling_protocol::events::{JobDetail, JobState, JobSummary, TaskState};
+use starling_protocol::api::{JobDetail, JobState, JobSummary, TaskState};
 use starling_protocol::job::{JobSpec, KernelSpec};
 use starling_protocol::sign::Keypair;
 use std::io::{BufRead, BufReader};
@@ -168,7 +168,7 @@ impl Api {
     /// Signs `spec` as the CLI does: a paid job on a relay with escrow carries the client's
     /// deposit authorization for that relay's escrow.
     pub async fn sign(&self, spec: JobSpec) -> starling_protocol::sign::SignedJob {
-        let health: starling_protocol::events::Health =
+        let health: starling_protocol::api::Health =
             self.http.get(format!("{}/v1/health", self.base)).send().await.unwrap().json().await.unwrap();
         match health.escrow.filter(|_| spec.price_per_replica > 0) {
             Some(e) => {

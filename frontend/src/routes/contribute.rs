@@ -207,7 +207,7 @@ fn relay_count(record: RwSignal<Option<Result<WorkerInfo, Error>>>, count: fn(&W
 fn earnings(record: RwSignal<Option<Result<WorkerInfo, Error>>>) -> String {
     record.with(|r| match r {
         Some(Ok(WorkerInfo { escrow: Some(e), .. })) => {
-            let received = e.received.as_deref().unwrap_or("0");
+            let received = if e.received.is_empty() { "0" } else { e.received.as_str() };
             format::amount(received, &e.denom)
         }
         Some(Ok(_)) => "Unpaid relay".to_string(),

@@ -11,12 +11,13 @@ use crate::components::notice::{Notice, Tone};
 use crate::components::progress::ProgressBar;
 use crate::error::Error;
 use crate::job_form::{self, Field, FormError, InputFile, JobForm, JobKind, REGIONS};
-use crate::views::ClientInfo;
 use crate::{access, format, wgsl_error};
 use leptos::prelude::*;
 use leptos_router::hooks::use_navigate;
 use starling_protocol::JobId;
-use starling_protocol::events::{JobEvent, JobState, JobSummary};
+use starling_protocol::api::ClientView;
+use starling_protocol::api::{JobState, JobSummary};
+use starling_protocol::events::JobEvent;
 use starling_protocol::sign::Deployment;
 use std::collections::HashMap;
 use wasm_bindgen::JsCast;
@@ -53,7 +54,7 @@ pub fn Dashboard() -> impl IntoView {
 
 #[component]
 fn ClientCard(key: Option<String>) -> impl IntoView {
-    let info: RwSignal<Option<Result<ClientInfo, Error>>> = RwSignal::new(None);
+    let info: RwSignal<Option<Result<ClientView, Error>>> = RwSignal::new(None);
     if let Some(key) = key.clone() {
         let alive = Alive::for_current_page();
         leptos::task::spawn_local(async move {
@@ -75,7 +76,7 @@ fn ClientCard(key: Option<String>) -> impl IntoView {
     let balance = move || {
         info.with(|i| match i {
             None => "Checking…".to_string(),
-            Some(Ok(ClientInfo { escrow: Some(e), .. })) => format::amount(&e.balance, &e.denom),
+            Some(Ok(ClientView { escrow: Some(e), .. })) => format::amount(&e.balance, &e.denom),
             Some(Ok(_)) => "This relay runs jobs without payment".to_string(),
             Some(Err(e)) if e.is_not_found() => "No account yet: it opens with your first job".to_string(),
             Some(Err(e)) => format!("Unavailable: {e}"),

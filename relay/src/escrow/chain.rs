@@ -26,7 +26,7 @@ use cosmrs::{AccountId, Coin, crypto::secp256k1::SigningKey};
 use serde_json::{Value, json};
 use starling_escrow::msg::{DepositResponse, ExecuteMsg, QueryMsg, SpecJobResponse};
 use starling_escrow::state::Config;
-use starling_protocol::events::{EscrowAccount, EscrowInfo, JobEscrow};
+use starling_protocol::api::{EscrowAccount, EscrowInfo, JobEscrow};
 use starling_protocol::sign::{AccountAction, deposit_bytes, verify};
 use starling_protocol::{JobId, PublicKey, Signature};
 use std::collections::HashSet;

@@ -20,7 +20,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 use starling_escrow::msg::{ExecuteMsg, InstantiateMsg, QueryMsg};
 use starling_escrow_vm::{Ledger, LedgerChanges, LedgerError, LedgerState};
-use starling_protocol::events::{EscrowAccount, EscrowInfo, JobEscrow};
+use starling_protocol::api::{EscrowAccount, EscrowInfo, JobEscrow};
 use starling_protocol::sign::AccountAction;
 use starling_protocol::{JobId, PublicKey, Signature};
 use std::collections::HashSet;

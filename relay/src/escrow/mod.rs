@@ -18,7 +18,7 @@ mod queries;
 pub mod settler;
 
 use async_trait::async_trait;
-use starling_protocol::events::{EscrowAccount, EscrowInfo, JobEscrow};
+use starling_protocol::api::{EscrowAccount, EscrowInfo, JobEscrow};
 use starling_protocol::sign::{
     AccountAction, ComparisonKind, Deployment, DepositTerms, EscrowDeployment, SignatureError, account_bytes,
     register_bytes_v2, verify,

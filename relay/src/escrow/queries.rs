@@ -5,8 +5,8 @@ use super::{EscrowError, EscrowResult, account_view, hex, job_escrow};
 use starling_escrow::msg::{JobResponse, JobsResponse, QueryMsg, TasksResponse, WorkerResponse};
 use starling_escrow::state::Account;
 use starling_escrow::state::JobStatus;
-use starling_protocol::events::EscrowAccount;
-use starling_protocol::events::JobEscrow;
+use starling_protocol::api::EscrowAccount;
+use starling_protocol::api::JobEscrow;
 use starling_protocol::{JobId, PublicKey};
 use std::collections::HashSet;
 

@@ -13,7 +13,7 @@
 use super::plan::{self, SettleTerms as Terms, SignedReplica, Unpayable};
 use super::{Escrow, EscrowError, SettleTask};
 use crate::store::Store;
-use starling_protocol::events::JobState;
+use starling_protocol::api::JobState;
 use starling_protocol::{JobId, PublicKey, TaskId};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;

@@ -26,7 +26,7 @@ use rand::{Rng, SeedableRng};
 use starling_escrow::msg::{ExecuteMsg, InstantiateMsg, QueryMsg, WorkerResponse};
 use starling_escrow::state::Account;
 use starling_escrow_vm::{Ledger, LedgerError};
-use starling_protocol::events::ReplicaState;
+use starling_protocol::api::ReplicaState;
 use starling_protocol::job::{BuiltinKernel, Comparison, JobSpec, KernelSpec, TaskSpec};
 use starling_protocol::sign::{AccountAction, EscrowDeployment, Keypair};
 use starling_protocol::worker::{

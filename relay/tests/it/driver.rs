@@ -3,7 +3,7 @@
 //! silence, verified tasks reach the settler after their commit.
 
 use async_trait::async_trait;
-use starling_protocol::events::{EscrowAccount, EscrowInfo, JobEscrow, JobState};
+use starling_protocol::api::{EscrowAccount, EscrowInfo, JobEscrow, JobState};
 use starling_protocol::job::{BuiltinKernel, Comparison, JobSpec, KernelSpec, TaskSpec};
 use starling_protocol::sign::{AccountAction, Deployment, Keypair};
 use starling_protocol::worker::{

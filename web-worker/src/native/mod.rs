@@ -12,7 +12,7 @@ use crate::engine;
 use crate::escrow;
 use crate::gpu::GpuContext;
 use futures_util::{SinkExt, StreamExt};
-use starling_protocol::events::ClientView;
+use starling_protocol::api::ClientView;
 use starling_protocol::job::KernelSpec;
 use starling_protocol::limits::MAX_INLINE_OUTPUT_BYTES;
 use starling_protocol::sign::{EscrowDeployment, Keypair, UploadPurpose};

@@ -1,0 +1,238 @@
+//! Every view the REST API serves and reads (`/v1/...`): jobs, tasks, workers, clients, escrow,
+//! health, results and stored blobs. The relay writes them, the CLI and the web app read them;
+//! none is defined anywhere else. Fields a page must read leniently from relays older or newer
+//! than itself carry `#[serde(default)]`.
+
+use crate::bytes::{Hash32, PublicKey};
+use crate::ids::JobId;
+use crate::job::JobSpec;
+use crate::sign::SignedJob;
+use crate::worker::Capabilities;
+use serde::{Deserialize, Serialize};
+
+/// A job's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Running,
+    Done,
+    Failed,
+}
+
+/// A task's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    Pending,
+    Verified,
+    Failed,
+}
+
+/// A replica's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplicaState {
+    /// Leased to a worker, no answer yet.
+    Leased,
+    /// The worker returned a signed result not yet compared.
+    Returned,
+    /// Agreed with the quorum.
+    Accepted,
+    /// Disagreed with the quorum; its signed hash is kept as evidence.
+    Rejected,
+    /// The lease lapsed or the worker gave up.
+    Lapsed,
+    /// Cancelled because the task was decided without it.
+    Cancelled,
+}
+
+/// `POST /v1/jobs` answer and the summary line of job lists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSummary {
+    pub id: JobId,
+    pub label: String,
+    pub kernel: String,
+    pub client: PublicKey,
+    pub state: JobState,
+    pub tasks_total: u32,
+    pub tasks_verified: u32,
+    pub tasks_failed: u32,
+    pub created_at_ms: u64,
+    pub finished_at_ms: Option<u64>,
+    pub failure: Option<String>,
+}
+
+/// `GET /v1/jobs/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobDetail {
+    #[serde(flatten)]
+    pub summary: JobSummary,
+    pub spec: JobSpec,
+    pub tasks: Vec<TaskView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskView {
+    pub index: u32,
+    pub state: TaskState,
+    /// The verified output's hash; none before the task is verified.
+    pub output_hash: Option<Hash32>,
+    /// Who took the task and what each returned: empty until the task is decided (verified or
+    /// failed), so that nobody can copy an answer, or tell how many replicas a task has.
+    pub replicas: Vec<ReplicaView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaView {
+    pub worker: PublicKey,
+    pub state: ReplicaState,
+    pub output_hash: Option<Hash32>,
+}
+
+/// `GET /v1/workers`. Nothing here moves when a worker returns a result, only when its task is
+/// decided: a watcher cannot tell who holds a replica of a pending task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerView {
+    pub key: PublicKey,
+    pub online: bool,
+    pub capabilities: Option<Capabilities>,
+    /// Results returned for tasks since decided (verified or failed).
+    pub replicas_returned: u64,
+    pub replicas_accepted: u64,
+    pub replicas_rejected: u64,
+    /// When the worker last connected, or last had a result judged.
+    pub last_seen_ms: u64,
+    /// The worker's payout account in escrow (`GET /v1/workers/{key}` only; null when the relay
+    /// settles without escrow or the key never registered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escrow: Option<EscrowAccount>,
+}
+
+/// An account in the relay's escrow. Amounts are decimal strings in the smallest unit of
+/// `denom` (they can exceed 2^53).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EscrowAccount {
+    /// The account's ed25519 key (hex): only its signature spends from it.
+    pub address: String,
+    /// Free to bond, to pay job deposits or to withdraw.
+    pub balance: String,
+    /// The nonce the account's next signed authorization (bond, unbond, withdraw) must carry.
+    #[serde(default)]
+    pub nonce: u64,
+    /// Worker keys only: bond held by the contract, and what slashing took from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bonded: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slashed: Option<String>,
+    /// What the contract paid this account: earnings for its workers' verified work, and
+    /// refunds of job deposits (empty from relays that do not report it).
+    #[serde(default)]
+    pub received: String,
+    pub denom: String,
+}
+
+/// `GET /v1/clients/{key}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientView {
+    pub key: PublicKey,
+    pub escrow: Option<EscrowAccount>,
+}
+
+/// An account owner's signed action on its escrow funds (`POST /v1/accounts/{key}/actions`): the
+/// relay submits it; the contract checks the signature over
+/// [`crate::sign::account_bytes`]`(deployment, key, nonce, action)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountRequest {
+    /// The account's current nonce (`GET /v1/clients/{key}`).
+    pub nonce: u64,
+    pub action: AccountActionView,
+    pub signature: crate::bytes::Signature,
+}
+
+/// The actions an owner can sign over the API. Amounts are decimal strings (they can exceed
+/// 2^53); bonding happens through worker registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum AccountActionView {
+    /// Start unbonding part of a worker's bond; it returns to the account after the unbonding
+    /// period (then anyone may release it).
+    Unbond { worker: PublicKey, amount: String },
+    /// Send part of the balance to a chain address.
+    Withdraw { to: String, amount: String },
+}
+
+impl AccountActionView {
+    /// The action as signed, or why its amount is not one.
+    pub fn to_action(&self) -> Result<crate::sign::AccountAction, String> {
+        let amount = |a: &str| a.parse::<u128>().map_err(|_| format!("amount {a:?} is not a whole number"));
+        Ok(match self {
+            Self::Unbond { worker, amount: a } => {
+                crate::sign::AccountAction::Unbond { worker: *worker, amount: amount(a)? }
+            }
+            Self::Withdraw { to, amount: a } => {
+                crate::sign::AccountAction::Withdraw { to: to.clone(), amount: amount(a)? }
+            }
+        })
+    }
+}
+
+/// How the relay settles payment (in [`Health`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EscrowInfo {
+    /// `embedded` (the contract in cosmwasm-vm on a local ledger) or `chain`.
+    pub backend: String,
+    pub chain_id: String,
+    pub contract: String,
+    pub denom: String,
+    /// The relay's own account: it sends settlements and receives fees.
+    pub relay_address: String,
+    pub relay_fee_bps: u16,
+    pub min_bond: String,
+}
+
+/// `GET /v1/health`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+    pub workers_online: u64,
+    pub jobs_running: u64,
+    /// Tasks verified since this relay's database was created: rates come from its deltas.
+    pub tasks_verified_total: u64,
+    /// Null when jobs run unpaid (no escrow configured).
+    pub escrow: Option<EscrowInfo>,
+}
+
+/// A job's money in escrow (`GET /v1/jobs/{id}/escrow`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobEscrow {
+    pub job: crate::JobId,
+    pub client_address: String,
+    pub deposit: String,
+    pub paid_to_workers: String,
+    pub paid_to_relay: String,
+    /// Set once the job is closed (early by the relay, or after its deadline).
+    pub refunded: Option<String>,
+    pub settled_tasks: u32,
+    pub denom: String,
+}
+
+/// `POST /v1/jobs` body.
+pub type SubmitJob = SignedJob;
+
+/// One line of `GET /v1/jobs/{id}/results`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskResult {
+    pub index: u32,
+    pub state: TaskState,
+    /// The verified output's hash; none before the task is verified.
+    pub output_hash: Option<Hash32>,
+}
+
+/// The answer to `PUT /v1/blobs/{hash}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredBlob {
+    pub hash: Hash32,
+    pub size: u64,
+}
