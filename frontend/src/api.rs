@@ -2,10 +2,11 @@
 //! edge into typed values or an [`Error`] a person can read. The relay is this page's origin.
 
 use crate::browser::{self, js_text};
-use crate::views::{HealthView, WorkerInfo};
+use crate::views::WorkerInfo;
 use crate::{Error, Result};
 use js_sys::Uint8Array;
 use serde::de::DeserializeOwned;
+use starling_protocol::api::Health;
 use starling_protocol::api::{ClientView, JobEscrow, StoredBlob};
 use starling_protocol::api::{JobDetail, JobSummary};
 use starling_protocol::events::JobEvent;
@@ -85,7 +86,7 @@ async fn get_json<T: DeserializeOwned>(path: &str, endpoint: &str) -> Result<T> 
     json(send("GET", path, Body::None, endpoint).await?, endpoint).await
 }
 
-pub async fn health() -> Result<HealthView> {
+pub async fn health() -> Result<Health> {
     get_json("/v1/health", "GET /v1/health").await
 }
 

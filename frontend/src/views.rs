@@ -1,25 +1,11 @@
-//! The page's lenient readings of two relay views, `starling_protocol::api::Health` and
-//! `WorkerView`: the health line and worker records, read with missing fields defaulted and
-//! unknown ones ignored (relays older and newer than this page differ in them), and capabilities
-//! kept as the strings the pages show. `None` for a field the relay does not send lets the page
-//! say so instead of showing a made-up zero. Every other view the page reads is the protocol's
-//! own type (`starling_protocol::api`).
+//! The page's lenient reading of one relay view, `starling_protocol::api::WorkerView`: worker
+//! records read with missing fields defaulted and unknown ones ignored (relays older and newer
+//! than this page differ in them), and capabilities kept as the strings the pages show, so that a
+//! backend or platform this page does not know still reads. Every other view the page reads is
+//! the protocol's own type (`starling_protocol::api`).
 
 use serde::Deserialize;
-use starling_protocol::api::{EscrowAccount, EscrowInfo};
-
-/// `GET /v1/health`.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
-#[serde(default)]
-pub struct HealthView {
-    pub status: String,
-    pub version: String,
-    pub workers_online: u64,
-    pub jobs_running: u64,
-    /// Missing on relays that do not count it yet.
-    pub tasks_verified_total: Option<u64>,
-    pub escrow: Option<EscrowInfo>,
-}
+use starling_protocol::api::EscrowAccount;
 
 /// `GET /v1/workers`, `GET /v1/workers/{key}`.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
@@ -87,10 +73,10 @@ mod tests {
 
     #[test]
     fn health_without_the_verified_counter_reads_as_unknown() {
-        let h: HealthView =
+        let h: starling_protocol::api::Health =
             serde_json::from_str(r#"{"status":"ok","version":"0.1.0","workers_online":3,"jobs_running":1}"#).unwrap();
         assert_eq!(h.tasks_verified_total, None);
-        let h: HealthView = serde_json::from_str(
+        let h: starling_protocol::api::Health = serde_json::from_str(
             r#"{"status":"ok","version":"0.1.0","workers_online":3,"jobs_running":1,"tasks_verified_total":42,"new":true}"#,
         )
         .unwrap();

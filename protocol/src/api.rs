@@ -191,15 +191,18 @@ pub struct EscrowInfo {
     pub min_bond: String,
 }
 
-/// `GET /v1/health`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `GET /v1/health`. Read leniently: a field a relay does not send defaults (the web app reads
+/// relays older and newer than itself).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Health {
     pub status: String,
     pub version: String,
     pub workers_online: u64,
     pub jobs_running: u64,
-    /// Tasks verified since this relay's database was created: rates come from its deltas.
-    pub tasks_verified_total: u64,
+    /// Tasks verified since this relay's database was created: rates come from its deltas. None
+    /// from relays that do not count them, so a page can say so instead of showing a zero.
+    pub tasks_verified_total: Option<u64>,
     /// Null when jobs run unpaid (no escrow configured).
     pub escrow: Option<EscrowInfo>,
 }

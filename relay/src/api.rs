@@ -64,7 +64,7 @@ async fn health(State(app): State<AppState>) -> Result<Json<Health>, ApiError> {
         version: env!("CARGO_PKG_VERSION").into(),
         workers_online,
         jobs_running: app.store.count_running_jobs().await?,
-        tasks_verified_total: app.store.tasks_verified_total().await?,
+        tasks_verified_total: Some(app.store.tasks_verified_total().await?),
         escrow: app.escrow.as_ref().map(|e| e.info()),
     }))
 }

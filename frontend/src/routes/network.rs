@@ -11,9 +11,10 @@ use crate::components::notice::{Notice, Tone};
 use crate::error::Error;
 use crate::format;
 use crate::network_stats::{self, History};
-use crate::views::{HealthView, WorkerInfo};
+use crate::views::WorkerInfo;
 use crate::worker_protocol::backend_label;
 use leptos::prelude::*;
+use starling_protocol::api::Health;
 
 const HEALTH_POLL_MS: u32 = 5_000;
 const WORKERS_POLL_MS: u32 = 15_000;
@@ -25,7 +26,7 @@ const WORKER_LIMIT: u32 = 200;
 #[component]
 pub fn Network() -> impl IntoView {
     set_title("Network");
-    let health: RwSignal<Option<HealthView>> = RwSignal::new(None);
+    let health: RwSignal<Option<Health>> = RwSignal::new(None);
     let health_problem: RwSignal<Option<String>> = RwSignal::new(None);
     let history = RwSignal::new(History::new(HISTORY));
     let workers: RwSignal<Option<Vec<WorkerInfo>>> = RwSignal::new(None);
