@@ -1131,8 +1131,7 @@ impl Core {
         if caught.is_empty() {
             return;
         }
-        let wrong_leases: HashSet<LeaseId> = caught.iter().map(|(l, _)| *l).collect();
-        track.returned.retain(|r| !wrong_leases.contains(&r.lease));
+        track.returned.retain(|r| !wrong(&r.output_hash));
         for (l, worker) in caught {
             track.owners.remove(&l);
             track.sampled.remove(&l);
@@ -1215,16 +1214,13 @@ impl Core {
             // dispute, not a vote a large enough cartel could win. Each answer not yet sent to the
             // checker goes now, and the task waits for them (only an answer the checker's queue
             // had no room for is left to the sampled vote).
-            let fresh: Vec<(LeaseId, Hash32)> = returned
+            let fresh: BTreeMap<Hash32, LeaseId> = returned
                 .iter()
                 .filter(|r| !track.asked.contains(&r.output_hash) && !track.confirmed.contains(&r.output_hash))
                 .map(|r| (r.output_hash, r.lease))
-                .collect::<BTreeMap<Hash32, LeaseId>>()
-                .into_iter()
-                .map(|(h, l)| (l, h))
                 .collect();
             if !fresh.is_empty() {
-                for (lease, output_hash) in fresh {
+                for (output_hash, lease) in fresh {
                     track.asked.insert(output_hash);
                     track.checking.insert(lease);
                     self.ready.checks.push(Check { task, lease, job: job.job.clone(), output_hash, dispute: true });
