@@ -10,7 +10,7 @@ use starling_protocol::events::JobEvent;
 use starling_protocol::job::{BuiltinKernel, Comparison, JobSpec, KernelSpec, TaskSpec};
 use starling_protocol::sha256;
 use starling_protocol::sign::Keypair;
-use starling_web_worker::kernels::{mandelbrot, matmul_f32, monte_carlo_pi, sha256_nonce_search};
+use starling_web_worker::kernels::{job, mandelbrot, matmul_f32, monte_carlo_pi, sha256_nonce_search};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -162,21 +162,19 @@ pub enum Finish {
     Files { dir: PathBuf },
 }
 
+/// The job `kernel` over `tasks` makes under the command line's rules (the builder the web app's
+/// job form uses too).
 fn spec(kernel: KernelSpec, tasks: Vec<TaskSpec>, comparison: Comparison, rules: &Rules) -> JobSpec {
-    JobSpec {
+    let rules = job::Rules {
         label: rules.label.clone(),
-        kernel,
-        tasks,
-        comparison,
         replicas: rules.replicas,
         quorum: rules.quorum,
         max_replicas: rules.max_replicas,
         price_per_replica: rules.price,
         deadline_secs: rules.deadline,
-        homogeneous: false,
-        nonce: rand::random(),
-        adaptive: rules.adaptive_audit.map(|audit_percent| starling_protocol::job::Adaptive { audit_percent }),
-    }
+        adaptive_audit: rules.adaptive_audit,
+    };
+    rules.spec(kernel, tasks, comparison, rand::random())
 }
 
 fn builtin(name: BuiltinKernel) -> KernelSpec {

@@ -2,7 +2,7 @@
 //! edge into typed values or an [`Error`] a person can read. The relay is this page's origin.
 
 use crate::browser::{self, js_text};
-use crate::views::WorkerInfo;
+use crate::views::WorkerView;
 use crate::{Error, Result};
 use js_sys::Uint8Array;
 use serde::de::DeserializeOwned;
@@ -90,11 +90,11 @@ pub async fn health() -> Result<Health> {
     get_json("/v1/health", "GET /v1/health").await
 }
 
-pub async fn worker(key: &str) -> Result<WorkerInfo> {
+pub async fn worker(key: &str) -> Result<WorkerView> {
     get_json(&format!("/v1/workers/{key}"), "GET /v1/workers/{key}").await
 }
 
-pub async fn workers(limit: u32) -> Result<Vec<WorkerInfo>> {
+pub async fn workers(limit: u32) -> Result<Vec<WorkerView>> {
     get_json(&format!("/v1/workers?limit={limit}"), "GET /v1/workers").await
 }
 

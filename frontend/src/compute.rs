@@ -4,7 +4,9 @@
 //! goes on while the contributor looks at other pages.
 
 use crate::browser::{self, js_text};
-use crate::worker_protocol::{Battery, FromWorker, Settings, ToWorker, WorkerState, WorkerStatus};
+use crate::worker_protocol::{
+    self, Battery, DeviceReport, LogLevel, PageMessage, Settings, State, Status, WorkerEvent,
+};
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
@@ -30,7 +32,7 @@ pub struct Contributor {
     /// The contributor pressed Start (and not Stop since).
     pub wanted: RwSignal<bool>,
     /// The worker's latest `status`.
-    pub status: RwSignal<WorkerStatus>,
+    pub status: RwSignal<Status>,
     pub settings: RwSignal<Settings>,
     /// This device's worker key (public half), once known.
     pub public_key: RwSignal<Option<String>>,
@@ -50,8 +52,10 @@ impl Contributor {
     pub fn new() -> Contributor {
         let contributor = Contributor {
             wanted: RwSignal::new(false),
-            status: RwSignal::new(WorkerStatus::default()),
-            settings: RwSignal::new(Settings::from_stored(browser::stored(browser::CONTRIBUTE_SETTINGS).as_deref())),
+            status: RwSignal::new(Status::default()),
+            settings: RwSignal::new(worker_protocol::stored_settings(
+                browser::stored(browser::CONTRIBUTE_SETTINGS).as_deref(),
+            )),
             public_key: RwSignal::new(browser::worker_public_key()),
             failure: RwSignal::new(None),
             last_log: RwSignal::new(None),
@@ -80,31 +84,35 @@ impl Contributor {
             }
         }
         let secret_key = browser::stored(browser::WORKER_SECRET_KEY).filter(|k| k.len() == 64);
-        self.post(&ToWorker::Start { relay: browser::origin(), secret_key, settings: self.settings.get_untracked() });
+        self.post(&PageMessage::Start {
+            relay: browser::origin(),
+            secret_key,
+            settings: self.settings.get_untracked(),
+        });
         self.report_device();
     }
 
     /// Stops taking work; the worker stays loaded for a quick restart.
     pub fn stop(self) {
         self.wanted.set(false);
-        self.post(&ToWorker::Stop);
+        self.post(&PageMessage::Stop);
     }
 
     /// Saves new settings and tells the worker at once.
     pub fn update_settings(self, settings: Settings) {
-        let settings = settings.sanitized();
+        let settings = worker_protocol::sanitized(settings);
         self.settings.set(settings);
-        match browser::store(browser::CONTRIBUTE_SETTINGS, &settings.to_stored()) {
+        match browser::store(browser::CONTRIBUTE_SETTINGS, &worker_protocol::to_stored(&settings)) {
             Ok(()) => self.storage_problem.set(None),
             Err(e) => self.storage_problem.set(Some(format!("Your settings apply now but were not saved: {e}"))),
         }
-        self.post(&ToWorker::Settings { settings });
+        self.post(&PageMessage::Settings { settings });
     }
 
-    fn post(self, message: &ToWorker) {
+    fn post(self, message: &PageMessage) {
         self.worker.with_value(|worker| {
             if let Some(w) = worker {
-                match js_sys::JSON::parse(&message.to_json()) {
+                match js_sys::JSON::parse(&worker_protocol::to_json(message)) {
                     Ok(value) => {
                         if let Err(e) = w.worker.post_message(&value) {
                             self.failure.set(Some(format!("Could not reach the compute worker: {}", js_text(&e))));
@@ -119,7 +127,8 @@ impl Contributor {
     }
 
     fn report_device(self) {
-        self.post(&ToWorker::Device { hidden: self.hidden.get_untracked(), battery: self.battery.get_untracked() });
+        let device = DeviceReport { hidden: self.hidden.get_untracked(), battery: self.battery.get_untracked() };
+        self.post(&PageMessage::Device(device));
     }
 
     fn spawn(self) -> Result<ComputeWorker, String> {
@@ -138,7 +147,7 @@ impl Contributor {
                     return;
                 }
             };
-            match FromWorker::from_json(&text) {
+            match worker_protocol::read_event(&text) {
                 Ok(message) => self.receive(message),
                 Err(e) => web_sys::console::warn_1(&JsValue::from_str(&e)),
             }
@@ -152,7 +161,7 @@ impl Contributor {
             event.prevent_default();
             self.failure.set(Some(format!("The compute worker stopped: {detail}. Reload the page to try again.")));
             self.wanted.set(false);
-            self.status.update(|s| s.state = WorkerState::Error);
+            self.status.update(|s| s.state = State::Error);
             // Drop it: the next Start loads a fresh one.
             self.worker.set_value(None);
         });
@@ -161,42 +170,42 @@ impl Contributor {
         Ok(ComputeWorker { worker, _on_message: on_message, _on_error: on_error })
     }
 
-    fn receive(self, message: FromWorker) {
+    fn receive(self, message: WorkerEvent) {
         match message {
-            FromWorker::Key { secret_key, public_key } => {
+            WorkerEvent::Key { secret_key, public_key } => {
                 if let Err(e) = browser::store(browser::WORKER_SECRET_KEY, &secret_key) {
                     self.storage_problem.set(Some(format!(
                         "This device's worker key could not be saved, so its record starts over next visit: {e}"
                     )));
                 }
-                self.public_key.set(Some(public_key));
+                self.public_key.set(Some(public_key.to_string()));
             }
-            FromWorker::Status(status) => {
-                if let Some(key) = status.public_key.clone().filter(|k| !k.is_empty())
+            WorkerEvent::Status(status) => {
+                if let Some(key) = status.public_key.map(|k| k.to_string())
                     && self.public_key.get_untracked().as_deref() != Some(key.as_str())
                 {
                     self.public_key.set(Some(key));
                 }
-                if status.state == WorkerState::Stopped
+                if status.state == State::Stopped
                     && self.wanted.get_untracked()
                     && self.status.get_untracked().state.is_active()
                 {
                     // The worker stopped by itself (not on our request): reflect it in the button.
                     self.wanted.set(false);
                 }
-                if status.state == WorkerState::Error {
+                if status.state == State::Error {
                     self.wanted.set(false);
                 }
                 self.status.set(status);
             }
-            FromWorker::Log { level, message } => {
+            WorkerEvent::Log { level, message } => {
                 let text = JsValue::from_str(&format!("worker: {message}"));
-                match level.as_str() {
-                    "error" => web_sys::console::error_1(&text),
-                    "warn" => web_sys::console::warn_1(&text),
-                    _ => web_sys::console::log_1(&text),
+                match level {
+                    LogLevel::Error => web_sys::console::error_1(&text),
+                    LogLevel::Warn => web_sys::console::warn_1(&text),
+                    LogLevel::Info | LogLevel::Debug => web_sys::console::log_1(&text),
                 }
-                self.last_log.set(Some((level, message)));
+                self.last_log.set(Some((worker_protocol::level_name(level).to_string(), message)));
             }
         }
     }
@@ -228,7 +237,7 @@ impl Contributor {
                     let level = browser::get_f64(&manager, "level");
                     let charging = browser::get_bool(&manager, "charging");
                     if let (Some(level), Some(charging)) = (level, charging) {
-                        self.battery.set(Some(Battery { level, charging }));
+                        self.battery.set(Some(Battery { level: level as f32, charging }));
                         self.report_device();
                     }
                 }

@@ -9,6 +9,7 @@
 use starling_protocol::job::{BuiltinKernel, Comparison, JobSpec, KernelSpec, TaskSpec};
 use starling_protocol::limits::{MAX_BLOB_BYTES, MAX_DEADLINE_SECS, MAX_REPLICAS, MAX_TASKS, MAX_WGSL_BYTES};
 use starling_protocol::{Hash32, sha256};
+use starling_web_worker::kernels::job::Rules;
 use starling_web_worker::kernels::{self, mandelbrot, matmul_f32, monte_carlo_pi, sha256_nonce_search};
 
 /// What kind of job the form describes.
@@ -392,15 +393,6 @@ pub const MAX_MATRIX_DIM: u32 = 4096;
 /// Largest Mandelbrot image side: the assembled preview lives in the page's memory.
 pub const MAX_IMAGE_SIDE: u32 = 8192;
 
-struct Rules {
-    label: String,
-    replicas: u8,
-    quorum: u8,
-    max_replicas: u8,
-    price: u64,
-    deadline_secs: u64,
-}
-
 fn rules(form: &JobForm) -> Result<Rules, FormError> {
     let label = form.label.trim().to_string();
     if label.chars().count() > starling_protocol::limits::MAX_LABEL_LEN {
@@ -428,7 +420,8 @@ fn rules(form: &JobForm) -> Result<Rules, FormError> {
     let price = parse_u64(Field::Price, &form.price, "Price per replica")?;
     let max_minutes = (MAX_DEADLINE_SECS / 60) as u32;
     let minutes = parse_positive(Field::Deadline, &form.deadline_minutes, "The deadline (minutes)", max_minutes)?;
-    Ok(Rules { label, replicas, quorum, max_replicas, price, deadline_secs: u64::from(minutes) * 60 })
+    let deadline_secs = u64::from(minutes) * 60;
+    Ok(Rules { label, replicas, quorum, max_replicas, price_per_replica: price, deadline_secs, adaptive_audit: None })
 }
 
 fn check_task_count(field: Field, n: usize) -> Result<(), FormError> {
@@ -449,34 +442,10 @@ pub fn build(form: &JobForm, files: &[InputFile], nonce: u64) -> Result<BuiltJob
         JobKind::Sha256NonceSearch => sha_job(form)?,
         JobKind::Wgsl => wgsl_job(form, files)?,
     };
-    let spec = JobSpec {
-        label: rules.label,
-        kernel,
-        tasks,
-        comparison,
-        replicas: rules.replicas,
-        quorum: rules.quorum,
-        max_replicas: rules.max_replicas,
-        price_per_replica: rules.price,
-        deadline_secs: rules.deadline_secs,
-        homogeneous: false,
-        nonce,
-        adaptive: None,
-    };
+    let spec = rules.spec(kernel, tasks, comparison, nonce);
     // The relay's own checks, so the form says what is wrong before anything is uploaded.
-    spec.validate().map_err(|e| whole(e.message))?;
-    if let KernelSpec::Builtin { name } = spec.kernel {
-        let sizes = |task: &TaskSpec| -> Vec<u64> {
-            task.inputs
-                .iter()
-                .map(|h| uploads.iter().find(|u| u.hash == *h).map_or(0, |u| u.bytes.len() as u64))
-                .collect()
-        };
-        for (i, task) in spec.tasks.iter().enumerate() {
-            kernels::check_sizes(name, &task.params, &sizes(task), task.workgroups, task.output_size)
-                .map_err(|e| whole(format!("task {i}: {e}")))?;
-        }
-    }
+    let upload_size = |h: &Hash32| uploads.iter().find(|u| u.hash == *h).map(|u| u.bytes.len() as u64);
+    kernels::job::check(&spec, upload_size).map_err(whole)?;
     Ok(BuiltJob { spec, uploads })
 }
 

@@ -9,7 +9,7 @@
 //! - **Network** shows workers online by backend and adapter, and verified tasks per second.
 //!
 //! Logic that decides or computes lives in plain modules that build and test natively:
-//! [`format`], [`chart`], [`job_form`], [`results`], [`network_stats`], [`worker_protocol`],
+//! [`format`], [`chart`], [`job_form`], [`job_model`], [`results`], [`network_stats`], [`poll`], [`worker_protocol`],
 //! [`wgsl_error`], [`views`] and [`error`]. The browser-only modules (`app`, `api`, `browser`,
 //! `compute`, `routes`, `components`) exist only on wasm32.
 
@@ -17,7 +17,9 @@ pub mod chart;
 pub mod error;
 pub mod format;
 pub mod job_form;
+pub mod job_model;
 pub mod network_stats;
+pub mod poll;
 pub mod results;
 pub mod views;
 pub mod wgsl_error;

@@ -1,7 +1,7 @@
 //! The Network page's numbers: workers grouped by backend and adapter, and the verified-task rate
 //! from successive `tasks_verified_total` readings.
 
-use crate::views::WorkerInfo;
+use crate::views::{WorkerView, adapter_label};
 use crate::worker_protocol::backend_label;
 use std::collections::{BTreeMap, VecDeque};
 
@@ -17,11 +17,11 @@ pub struct BackendGroup {
 
 /// Online workers grouped by backend (most workers first) and, within each, by adapter. Workers
 /// that have not announced capabilities yet count under "not announced".
-pub fn group_workers(workers: &[WorkerInfo]) -> Vec<BackendGroup> {
+pub fn group_workers(workers: &[WorkerView]) -> Vec<BackendGroup> {
     let mut by_backend: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
     for w in workers.iter().filter(|w| w.online) {
         let (backend, adapter) = match &w.capabilities {
-            Some(c) => (c.backend.clone(), c.adapter.label()),
+            Some(c) => (c.backend.as_str().to_string(), adapter_label(&c.adapter)),
             None => (String::new(), "not announced".to_string()),
         };
         *by_backend.entry(backend).or_default().entry(adapter).or_default() += 1;
@@ -104,29 +104,44 @@ impl History {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::views::{AdapterInfo, CapabilitiesInfo};
+    use starling_protocol::PublicKey;
+    use starling_protocol::worker::{AdapterInfo, Backend, Capabilities, DeviceLimits, Platform};
 
-    fn worker(online: bool, backend: &str, adapter: &str) -> WorkerInfo {
-        WorkerInfo {
+    fn worker(online: bool, backend: Option<Backend>, adapter: &str) -> WorkerView {
+        WorkerView {
+            key: PublicKey([1; 32]),
             online,
-            capabilities: (!backend.is_empty()).then(|| CapabilitiesInfo {
-                backend: backend.into(),
+            capabilities: backend.map(|backend| Capabilities {
+                backend,
+                platform: Platform::Native,
                 adapter: AdapterInfo { name: adapter.into(), ..Default::default() },
-                ..Default::default()
+                limits: DeviceLimits {
+                    max_buffer_size: 1 << 28,
+                    max_storage_buffer_binding_size: 1 << 28,
+                    max_storage_buffers_per_shader_stage: 8,
+                    max_compute_workgroups_per_dimension: 65_535,
+                },
+                asking_price: 0,
+                duty_cycle: 1.0,
+                slots: 1,
             }),
-            ..Default::default()
+            replicas_returned: 0,
+            replicas_accepted: 0,
+            replicas_rejected: 0,
+            last_seen_ms: 0,
+            escrow: None,
         }
     }
 
     #[test]
     fn groups_count_online_workers_only() {
         let workers = [
-            worker(true, "vulkan", "H100"),
-            worker(true, "vulkan", "H100"),
-            worker(true, "vulkan", "A10"),
-            worker(true, "browser_webgpu", ""),
-            worker(false, "metal", "M2"),
-            worker(true, "", ""),
+            worker(true, Some(Backend::Vulkan), "H100"),
+            worker(true, Some(Backend::Vulkan), "H100"),
+            worker(true, Some(Backend::Vulkan), "A10"),
+            worker(true, Some(Backend::BrowserWebgpu), ""),
+            worker(false, Some(Backend::Metal), "M2"),
+            worker(true, None, ""),
         ];
         let groups = group_workers(&workers);
         assert_eq!(groups.len(), 3);

@@ -11,12 +11,15 @@
 //! Hot loops are unrolled by hand: wgpu bounds every loop by default, which stops drivers from
 //! unrolling them (see TOOLCHAIN.md).
 //!
+//! [`job`] assembles and checks a whole job's spec (the CLI and the web app build through it).
+//!
 //! This crate has no GPU dependency: the relay, the CLI and the web app build jobs and check
 //! results with it. [`validate`] (naga validation of client WGSL, with line and column in every
 //! error) is behind the `validate` feature; the GPU engine that runs these kernels is
 //! `starling-web-worker`.
 
 pub mod error;
+pub mod job;
 #[cfg(feature = "validate")]
 pub mod validate;
 

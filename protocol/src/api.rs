@@ -91,16 +91,25 @@ pub struct ReplicaView {
 
 /// `GET /v1/workers`. Nothing here moves when a worker returns a result, only when its task is
 /// decided: a watcher cannot tell who holds a replica of a pending task.
+///
+/// Read leniently (the web app may talk to relays older or newer than itself): a missing counter
+/// reads as 0, and capabilities this build cannot read (a newer backend, say) as none.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerView {
     pub key: PublicKey,
+    #[serde(default)]
     pub online: bool,
+    #[serde(default, deserialize_with = "known_or_none")]
     pub capabilities: Option<Capabilities>,
     /// Results returned for tasks since decided (verified or failed).
+    #[serde(default)]
     pub replicas_returned: u64,
+    #[serde(default)]
     pub replicas_accepted: u64,
+    #[serde(default)]
     pub replicas_rejected: u64,
     /// When the worker last connected, or last had a result judged.
+    #[serde(default)]
     pub last_seen_ms: u64,
     /// The worker's payout account in escrow (`GET /v1/workers/{key}` only; null when the relay
     /// settles without escrow or the key never registered).
@@ -238,4 +247,14 @@ pub struct TaskResult {
 pub struct StoredBlob {
     pub hash: Hash32,
     pub size: u64,
+}
+
+/// Reads an optional value, taking one this build cannot read as none (lenient views).
+pub(crate) fn known_or_none<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let value = <serde_json::Value as serde::Deserialize>::deserialize(d)?;
+    Ok(serde_json::from_value(value).ok())
 }

@@ -60,17 +60,23 @@ pub struct Adaptive {
     pub audit_percent: u8,
 }
 
+/// What a spec that leaves them out gets.
+pub const DEFAULT_REPLICAS: u8 = 2;
+pub const DEFAULT_QUORUM: u8 = 2;
+pub const DEFAULT_MAX_REPLICAS: u8 = 4;
+pub const DEFAULT_DEADLINE_SECS: u64 = 3600;
+
 fn default_replicas() -> u8 {
-    2
+    DEFAULT_REPLICAS
 }
 fn default_quorum() -> u8 {
-    2
+    DEFAULT_QUORUM
 }
 fn default_max_replicas() -> u8 {
-    4
+    DEFAULT_MAX_REPLICAS
 }
 fn default_deadline() -> u64 {
-    3600
+    DEFAULT_DEADLINE_SECS
 }
 
 /// Which code a task runs.

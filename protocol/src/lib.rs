@@ -6,6 +6,7 @@
 //!   worker capabilities.
 //! - [`api`]: every view the REST API serves (jobs, tasks, workers, clients, escrow, health).
 //! - [`events`]: live events pushed to clients watching jobs.
+//! - [`page`]: the web app's page ↔ browser compute worker messages (`postMessage`).
 //! - [`sign`]: domain-separated signed byte encodings (the escrow contract verifies the same bytes).
 //! - [`upload`]: the signed headers that tie a blob upload to a client key or a worker's lease.
 //! - [`error`]: the error codes every API and channel uses.
@@ -19,6 +20,7 @@ pub mod events;
 pub mod ids;
 pub mod job;
 pub mod limits;
+pub mod page;
 pub mod sign;
 pub mod upload;
 pub mod worker;

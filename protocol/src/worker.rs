@@ -170,6 +170,20 @@ pub enum Backend {
     Cpu,
 }
 
+impl Backend {
+    /// The snake_case name, as on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Vulkan => "vulkan",
+            Backend::Metal => "metal",
+            Backend::Dx12 => "dx12",
+            Backend::Gl => "gl",
+            Backend::BrowserWebgpu => "browser_webgpu",
+            Backend::Cpu => "cpu",
+        }
+    }
+}
+
 /// Where the worker runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

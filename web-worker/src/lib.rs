@@ -9,16 +9,20 @@
 //!   [`starling_protocol::job::BuiltinKernel`] with its WGSL, typed parameters, dispatch helpers,
 //!   job builders and CPU reference.
 //! - [`validate`]: naga-based validation of client WGSL (`starling_kernels::validate`).
-//! - `native` (not on wasm32): the native worker's network loop around the engine.
-//! - [`browser`]: the browser worker. Its decisions ([`browser::machine`]) and page messages are
-//!   plain Rust, built and tested everywhere; its Web Worker glue and the exported
-//!   `worker_main` exist on wasm32 with the `gpu` feature (WebGPU through wgpu).
-//! - [`pacing`]: duty-cycle rest and pause rules, shared by both workers.
+//! - [`machine`]: every worker's decisions (handshake, assignments, slots, cancels, heartbeats,
+//!   backoff, duty cycle, pauses, registration) as one pure state machine: events in, actions
+//!   out. Both workers are thin drivers of it.
+//! - `native` (not on wasm32): the native worker, driving the machine with tokio, WebSockets,
+//!   HTTP and the engine.
+//! - [`browser`]: the browser worker. Its page side is plain Rust, built and tested everywhere;
+//!   its Web Worker glue and the exported `worker_main` exist on wasm32 with the `gpu` feature
+//!   (WebGPU through wgpu).
+//! - [`pacing`]: duty-cycle rest and pause rules.
 //! - [`escrow`]: what both workers sign for the escrow (results, registration), and what they
 //!   refuse to sign.
 //!
-//! Without the default `gpu` feature only [`kernels`], [`error`], [`pacing`] and the pure parts of
-//! [`browser`] remain (no wgpu, no naga): job builders, parameter layouts and CPU references, for
+//! Without the default `gpu` feature only [`kernels`], [`error`], [`pacing`], [`machine`] and the
+//! pure parts of [`browser`] remain (no wgpu, no naga): job builders, parameter layouts and CPU references, for
 //! front ends that build jobs.
 //!
 //! Library code stays portable to `wasm32-unknown-unknown`: no threads, no clocks, no tokio.
@@ -32,9 +36,11 @@ pub mod escrow;
 #[cfg(feature = "gpu")]
 pub mod gpu;
 pub use starling_kernels as kernels;
+pub mod machine;
 #[cfg(all(feature = "gpu", not(target_arch = "wasm32")))]
 pub mod native;
 pub mod pacing;
+pub mod relay_urls;
 #[cfg(feature = "gpu")]
 pub use starling_kernels::validate;
 

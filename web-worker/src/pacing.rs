@@ -2,58 +2,8 @@
 //! (hidden tab, low battery). Pure functions of settings, device readings and time, so both
 //! workers share them and the tables below pin them down without a browser or a clock.
 
-use serde::{Deserialize, Serialize};
+pub use starling_protocol::page::{Battery, DeviceReport, Settings};
 use std::time::Duration;
-
-/// The contributor's limits, set on the page (web-worker/BROWSER.md).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Settings {
-    /// Largest fraction of wall time spent computing, in (0, 1].
-    pub duty_cycle: f32,
-    /// Stop taking work while the page is hidden.
-    pub pause_when_hidden: bool,
-    /// Stop taking work below this charge (0..=1) unless charging.
-    pub min_battery: f32,
-}
-
-impl Default for Settings {
-    /// What BROWSER.md shows: a tenth of the time, only while visible, not below 20% charge.
-    fn default() -> Self {
-        Settings { duty_cycle: 0.1, pause_when_hidden: true, min_battery: 0.2 }
-    }
-}
-
-impl Settings {
-    /// Refuses settings outside their ranges (NaN included) instead of clamping them silently:
-    /// the page shows the contributor what was wrong.
-    pub fn check(&self) -> Result<(), String> {
-        if !(self.duty_cycle > 0.0 && self.duty_cycle <= 1.0) {
-            return Err(format!("duty_cycle must be in (0, 1], got {}", self.duty_cycle));
-        }
-        if !(0.0..=1.0).contains(&self.min_battery) {
-            return Err(format!("min_battery must be in [0, 1], got {}", self.min_battery));
-        }
-        Ok(())
-    }
-}
-
-/// A Battery Status API reading, taken on the page (workers have no `navigator.getBattery`).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Battery {
-    /// Charge, 0..=1.
-    pub level: f32,
-    pub charging: bool,
-}
-
-/// What the page last reported about the device.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
-pub struct DeviceReport {
-    /// The page is not visible (another tab, minimised, screen off).
-    pub hidden: bool,
-    /// `None` where the browser has no Battery Status API (or no battery).
-    #[serde(default)]
-    pub battery: Option<Battery>,
-}
 
 /// Why the worker takes no work.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -184,23 +134,6 @@ mod tests {
         for (name, settings, device, rest_until, now, want) in cases {
             assert_eq!(pace(&settings, &device, rest_until, now), want, "{name}");
         }
-    }
-
-    #[test]
-    fn settings_ranges() {
-        let ok = Settings::default();
-        assert!(ok.check().is_ok());
-        for (name, bad) in [
-            ("zero duty", Settings { duty_cycle: 0.0, ..ok }),
-            ("duty over 1", Settings { duty_cycle: 1.5, ..ok }),
-            ("NaN duty", Settings { duty_cycle: f32::NAN, ..ok }),
-            ("negative battery", Settings { min_battery: -0.1, ..ok }),
-            ("battery over 1", Settings { min_battery: 1.01, ..ok }),
-            ("NaN battery", Settings { min_battery: f32::NAN, ..ok }),
-        ] {
-            assert!(bad.check().is_err(), "{name}");
-        }
-        assert!(Settings { duty_cycle: 1.0, min_battery: 1.0, ..ok }.check().is_ok());
     }
 
     #[test]

@@ -2,15 +2,15 @@
 //! settings (duty cycle, pause when hidden, minimum battery) apply at once and are remembered;
 //! the page shows what the worker reports and, from the relay, verified work and earnings.
 
-use super::Alive;
 use crate::app::{Connectivity, set_title};
 use crate::browser;
 use crate::components::notice::{Notice, Tone};
 use crate::compute::Contributor;
 use crate::error::Error;
 use crate::format;
-use crate::views::WorkerInfo;
-use crate::worker_protocol::{self, Settings, WorkerState};
+use crate::poll;
+use crate::views::WorkerView;
+use crate::worker_protocol::{self, Settings, State};
 use crate::{api, worker_protocol::describe};
 use leptos::prelude::*;
 
@@ -22,7 +22,7 @@ pub fn Contribute() -> impl IntoView {
     set_title("Contribute");
     let contributor = expect_context::<Contributor>();
     let online = expect_context::<Connectivity>().online;
-    let record: RwSignal<Option<Result<WorkerInfo, Error>>> = RwSignal::new(None);
+    let record: RwSignal<Option<Result<WorkerView, Error>>> = RwSignal::new(None);
     poll_record(contributor, record);
 
     let line = Memo::new(move |_| contributor.status.with(|s| describe(s, online.get(), contributor.wanted.get())));
@@ -35,7 +35,7 @@ pub fn Contribute() -> impl IntoView {
         }
     };
     let settings = contributor.settings;
-    let set = move |change: fn(&mut Settings, f64), value: f64| {
+    let set = move |change: fn(&mut Settings, f32), value: f32| {
         let mut s = settings.get_untracked();
         change(&mut s, value);
         contributor.update_settings(s);
@@ -76,14 +76,14 @@ pub fn Contribute() -> impl IntoView {
                         <dd data-testid="worker-device">{browser::device_description()}</dd>
                         <dt>"Backend"</dt>
                         <dd data-testid="worker-backend">
-                            {move || contributor.status.with(|s| match s.backend.as_deref() {
-                                Some(b) if !b.is_empty() => worker_protocol::backend_label(b),
+                            {move || contributor.status.with(|s| match s.backend {
+                                Some(b) => worker_protocol::backend_label(b.as_str()),
                                 _ => "Known once started".to_string(),
                             })}
                         </dd>
                         <dt>"Adapter"</dt>
                         <dd data-testid="worker-adapter">
-                            {move || contributor.status.with(|s| match (s.adapter.as_deref(), s.backend.as_deref()) {
+                            {move || contributor.status.with(|s| match (s.adapter.as_deref(), s.backend.map(|b| b.as_str())) {
                                 (Some(a), _) if !a.trim().is_empty() => a.to_string(),
                                 (_, Some("browser_webgpu")) => "WebGPU adapter (the browser does not name it)".to_string(),
                                 (_, Some("cpu")) => "No WebGPU adapter: built-in kernels run on the CPU".to_string(),
@@ -93,14 +93,14 @@ pub fn Contribute() -> impl IntoView {
                         <dt>"Battery"</dt>
                         <dd data-testid="worker-battery">
                             {move || match contributor.battery.get() {
-                                Some(b) => format!("{}{}", format::percent(b.level), if b.charging { ", charging" } else { "" }),
+                                Some(b) => format!("{}{}", format::percent(f64::from(b.level)), if b.charging { ", charging" } else { "" }),
                                 None => "Not reported by this browser".to_string(),
                             }}
                         </dd>
                         <dt>"Running now"</dt>
                         <dd data-testid="current-kernel">
                             {move || contributor.status.with(|s| match (&s.kernel, s.state) {
-                                (Some(k), WorkerState::Working) if !k.is_empty() => k.clone(),
+                                (Some(k), State::Working) if !k.is_empty() => k.clone(),
                                 _ => "Nothing".to_string(),
                             })}
                         </dd>
@@ -141,14 +141,14 @@ pub fn Contribute() -> impl IntoView {
                             step="5"
                             prop:value=move || ((settings.with(|s| s.duty_cycle) * 100.0).round() as u32).to_string()
                             aria-describedby="duty-cycle-hint"
-                            aria-valuetext=move || format::percent(settings.with(|s| s.duty_cycle))
+                            aria-valuetext=move || format::percent(f64::from(settings.with(|s| s.duty_cycle)))
                             on:input:target=move |ev| {
-                                if let Ok(v) = ev.target().value().parse::<f64>() {
+                                if let Ok(v) = ev.target().value().parse::<f32>() {
                                     set(|s, v| s.duty_cycle = v / 100.0, v);
                                 }
                             }
                         />
-                        <output for="duty-cycle" data-testid="duty-cycle-value">{move || format::percent(settings.with(|s| s.duty_cycle))}</output>
+                        <output for="duty-cycle" data-testid="duty-cycle-value">{move || format::percent(f64::from(settings.with(|s| s.duty_cycle)))}</output>
                     </div>
                     <small id="duty-cycle-hint" class="hint">"After each task the worker rests so that it computes at most this share of the time. Lower keeps the device cool."</small>
                 </div>
@@ -180,7 +180,7 @@ pub fn Contribute() -> impl IntoView {
                             prop:value=move || ((settings.with(|s| s.min_battery) * 100.0).round() as u32).to_string()
                             aria-valuetext=move || battery_text(settings.with(|s| s.min_battery))
                             on:input:target=move |ev| {
-                                if let Ok(v) = ev.target().value().parse::<f64>() {
+                                if let Ok(v) = ev.target().value().parse::<f32>() {
                                     set(|s, v| s.min_battery = v / 100.0, v);
                                 }
                             }
@@ -193,20 +193,20 @@ pub fn Contribute() -> impl IntoView {
     }
 }
 
-fn battery_text(level: f64) -> String {
-    if level <= 0.0 { "Never".to_string() } else { format::percent(level) }
+fn battery_text(level: f32) -> String {
+    if level <= 0.0 { "Never".to_string() } else { format::percent(f64::from(level)) }
 }
 
-fn relay_count(record: RwSignal<Option<Result<WorkerInfo, Error>>>, count: fn(&WorkerInfo) -> u64) -> String {
+fn relay_count(record: RwSignal<Option<Result<WorkerView, Error>>>, count: fn(&WorkerView) -> u64) -> String {
     record.with(|r| match r {
         Some(Ok(w)) => format::count(count(w)),
         _ => "–".to_string(),
     })
 }
 
-fn earnings(record: RwSignal<Option<Result<WorkerInfo, Error>>>) -> String {
+fn earnings(record: RwSignal<Option<Result<WorkerView, Error>>>) -> String {
     record.with(|r| match r {
-        Some(Ok(WorkerInfo { escrow: Some(e), .. })) => {
+        Some(Ok(WorkerView { escrow: Some(e), .. })) => {
             let received = if e.received.is_empty() { "0" } else { e.received.as_str() };
             format::amount(received, &e.denom)
         }
@@ -216,7 +216,7 @@ fn earnings(record: RwSignal<Option<Result<WorkerInfo, Error>>>) -> String {
 }
 
 /// A sentence on where the relay-side numbers come from, or why they are missing.
-fn record_note(record: RwSignal<Option<Result<WorkerInfo, Error>>>, has_key: bool) -> String {
+fn record_note(record: RwSignal<Option<Result<WorkerView, Error>>>, has_key: bool) -> String {
     record.with(|r| match r {
         _ if !has_key => "Verified work and earnings appear here after this device's first start.".to_string(),
         None => "Asking the relay for this device's record…".to_string(),
@@ -240,23 +240,7 @@ fn record_note(record: RwSignal<Option<Result<WorkerInfo, Error>>>, has_key: boo
 
 /// Refreshes the relay's record of this worker while the page is open (hidden tabs' timers are
 /// slowed by the browser anyway).
-fn poll_record(contributor: Contributor, record: RwSignal<Option<Result<WorkerInfo, Error>>>) {
-    let alive = Alive::for_current_page();
-    leptos::task::spawn_local(async move {
-        while alive.get() {
-            if let Some(key) = contributor.public_key.get_untracked() {
-                let result = api::worker(&key).await;
-                if !alive.get() {
-                    break;
-                }
-                // Keep the last good numbers through a network blip.
-                let keep_last = matches!(result, Err(Error::Offline | Error::Network(_)))
-                    && record.with_untracked(|r| matches!(r, Some(Ok(_))));
-                if !keep_last {
-                    record.set(Some(result));
-                }
-            }
-            browser::sleep(POLL_MS).await;
-        }
-    });
+fn poll_record(contributor: Contributor, record: RwSignal<Option<Result<WorkerView, Error>>>) {
+    let fetch = move || contributor.public_key.get_untracked().map(|key| async move { api::worker(&key).await });
+    poll::into_signal(POLL_MS, record, fetch, |_| false);
 }

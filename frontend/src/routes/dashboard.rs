@@ -2,7 +2,6 @@
 //! kernels' own job builders ([`crate::job_form`]), uploads the inputs, posts it, and opens the
 //! job's page. Relay refusals show next to what caused them (WGSL errors at their line).
 
-use super::Alive;
 use crate::api::{self, JobFollower, Link};
 use crate::app::set_title;
 use crate::browser;
@@ -11,6 +10,8 @@ use crate::components::notice::{Notice, Tone};
 use crate::components::progress::ProgressBar;
 use crate::error::Error;
 use crate::job_form::{self, Field, FormError, InputFile, JobForm, JobKind, REGIONS};
+use crate::job_model;
+use crate::poll::{self, Then};
 use crate::{access, format, wgsl_error};
 use leptos::prelude::*;
 use leptos_router::hooks::use_navigate;
@@ -56,22 +57,11 @@ pub fn Dashboard() -> impl IntoView {
 fn ClientCard(key: Option<String>) -> impl IntoView {
     let info: RwSignal<Option<Result<ClientView, Error>>> = RwSignal::new(None);
     if let Some(key) = key.clone() {
-        let alive = Alive::for_current_page();
-        leptos::task::spawn_local(async move {
-            while alive.get() {
-                let result = api::client(&key).await;
-                if !alive.get() {
-                    break;
-                }
-                // Keep a known balance through a network blip.
-                let blip = matches!(result, Err(Error::Offline | Error::Network(_)))
-                    && info.with_untracked(|i| matches!(i, Some(Ok(_))));
-                if !blip {
-                    info.set(Some(result));
-                }
-                browser::sleep(BALANCE_REFRESH_MS).await;
-            }
-        });
+        let fetch = move || {
+            let key = key.clone();
+            Some(async move { api::client(&key).await })
+        };
+        poll::into_signal(BALANCE_REFRESH_MS, info, fetch, |_| false);
     }
     let balance = move || {
         info.with(|i| match i {
@@ -579,35 +569,8 @@ fn JobList(client: Option<String>) -> impl IntoView {
     let loaded = RwSignal::new(false);
     let filter = RwSignal::new(Filter::All);
     let followers: StoredValue<HashMap<u64, JobFollower>, LocalStorage> = StoredValue::new_local(HashMap::new());
-    let alive = Alive::for_current_page();
-
     let apply = move |event: JobEvent| {
-        let updated = match event {
-            JobEvent::Snapshot { job } | JobEvent::JobDone { job } | JobEvent::JobFailed { job } => Some(job),
-            JobEvent::TaskVerified { task, verified, .. } => {
-                jobs.update(|list| {
-                    if let Some(j) = list.iter_mut().find(|j| j.id == task.job) {
-                        j.tasks_verified = j.tasks_verified.max(verified);
-                    }
-                });
-                None
-            }
-            JobEvent::TaskFailed { task, .. } => {
-                jobs.update(|list| {
-                    if let Some(j) = list.iter_mut().find(|j| j.id == task.job) {
-                        j.tasks_failed += 1;
-                    }
-                });
-                None
-            }
-        };
-        if let Some(job) = updated {
-            jobs.update(|list| {
-                if let Some(j) = list.iter_mut().find(|j| j.id == job.id) {
-                    *j = job;
-                }
-            });
-        }
+        jobs.maybe_update(|list| job_model::apply_to_list(list, event));
     };
 
     let sync_followers = move || {
@@ -628,32 +591,22 @@ fn JobList(client: Option<String>) -> impl IntoView {
         });
     };
 
-    {
-        let alive = alive.clone();
-        leptos::task::spawn_local(async move {
-            while alive.get() {
-                match api::jobs(LIST_LIMIT).await {
-                    Ok(list) => {
-                        if !alive.get() {
-                            break;
-                        }
-                        jobs.set(list);
-                        problem.set(None);
-                        loaded.set(true);
-                        sync_followers();
-                    }
-                    Err(e) => {
-                        if !alive.get() {
-                            break;
-                        }
-                        problem.set(Some(format!("The job list could not be refreshed: {e}")));
-                        loaded.set(true);
-                    }
+    poll::every(
+        LIST_REFRESH_MS,
+        || Some(api::jobs(LIST_LIMIT)),
+        move |result| {
+            match result {
+                Ok(list) => {
+                    jobs.set(list);
+                    problem.set(None);
+                    sync_followers();
                 }
-                browser::sleep(LIST_REFRESH_MS).await;
+                Err(e) => problem.set(Some(format!("The job list could not be refreshed: {e}"))),
             }
-        });
-    }
+            loaded.set(true);
+            Then::Again
+        },
+    );
 
     let mine_key = client.clone();
     let shown = Memo::new(move |_| {

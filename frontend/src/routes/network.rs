@@ -1,7 +1,6 @@
 //! Network: who is computing and how fast. Workers online grouped by backend and adapter, and
 //! verified tasks per second from successive `tasks_verified_total` readings, drawn over time.
 
-use super::Alive;
 use crate::api;
 use crate::app::set_title;
 use crate::browser;
@@ -11,7 +10,8 @@ use crate::components::notice::{Notice, Tone};
 use crate::error::Error;
 use crate::format;
 use crate::network_stats::{self, History};
-use crate::views::WorkerInfo;
+use crate::poll::{self, Then};
+use crate::views::{WorkerView, adapter_label};
 use crate::worker_protocol::backend_label;
 use leptos::prelude::*;
 use starling_protocol::api::Health;
@@ -29,38 +29,29 @@ pub fn Network() -> impl IntoView {
     let health: RwSignal<Option<Health>> = RwSignal::new(None);
     let health_problem: RwSignal<Option<String>> = RwSignal::new(None);
     let history = RwSignal::new(History::new(HISTORY));
-    let workers: RwSignal<Option<Vec<WorkerInfo>>> = RwSignal::new(None);
+    let workers: RwSignal<Option<Vec<WorkerView>>> = RwSignal::new(None);
     let workers_problem: RwSignal<Option<String>> = RwSignal::new(None);
-    let alive = Alive::for_current_page();
-
-    {
-        let alive = alive.clone();
-        leptos::task::spawn_local(async move {
-            while alive.get() {
-                let result = api::health().await;
-                if !alive.get() {
-                    break;
+    poll::every(
+        HEALTH_POLL_MS,
+        || Some(api::health()),
+        move |result| {
+            match result {
+                Ok(h) => {
+                    history.update(|hist| {
+                        hist.record(browser::monotonic_ms(), h.workers_online, h.tasks_verified_total);
+                    });
+                    health.set(Some(h));
+                    health_problem.set(None);
                 }
-                match result {
-                    Ok(h) => {
-                        history.update(|hist| {
-                            hist.record(browser::monotonic_ms(), h.workers_online, h.tasks_verified_total);
-                        });
-                        health.set(Some(h));
-                        health_problem.set(None);
-                    }
-                    Err(e) => health_problem.set(Some(problem_text("The relay's health", &e))),
-                }
-                browser::sleep(HEALTH_POLL_MS).await;
+                Err(e) => health_problem.set(Some(problem_text("The relay's health", &e))),
             }
-        });
-    }
-    leptos::task::spawn_local(async move {
-        while alive.get() {
-            let result = api::workers(WORKER_LIMIT).await;
-            if !alive.get() {
-                break;
-            }
+            Then::Again
+        },
+    );
+    poll::every(
+        WORKERS_POLL_MS,
+        || Some(api::workers(WORKER_LIMIT)),
+        move |result| {
             match result {
                 Ok(list) => {
                     workers.set(Some(list));
@@ -68,9 +59,9 @@ pub fn Network() -> impl IntoView {
                 }
                 Err(e) => workers_problem.set(Some(problem_text("The worker list", &e))),
             }
-            browser::sleep(WORKERS_POLL_MS).await;
-        }
-    });
+            Then::Again
+        },
+    );
 
     let groups = Memo::new(move |_| workers.with(|w| w.as_deref().map(network_stats::group_workers)));
     let rate = move || history.with(History::window_rate);
@@ -210,12 +201,12 @@ pub fn Network() -> impl IntoView {
                         <tbody>
                             {move || workers.get().unwrap_or_default().into_iter().filter(|w| w.online).map(|w| {
                                 let (backend, adapter, duty) = match &w.capabilities {
-                                    Some(c) => (backend_label(&c.backend), c.adapter.label(), format::percent(c.duty_cycle)),
+                                    Some(c) => (backend_label(c.backend.as_str()), adapter_label(&c.adapter), format::percent(f64::from(c.duty_cycle))),
                                     None => ("–".to_string(), "–".to_string(), "–".to_string()),
                                 };
                                 view! {
                                     <tr data-testid="network-worker-row">
-                                        <td class="mono" title=w.key.clone()>{format::short_key(&w.key)}</td>
+                                        <td class="mono" title=w.key.to_string()>{format::short_key(&w.key.to_string())}</td>
                                         <td>{backend}</td>
                                         <td>{adapter}</td>
                                         <td>{format::count(w.replicas_accepted)}</td>

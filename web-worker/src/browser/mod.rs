@@ -1,17 +1,16 @@
 //! The browser worker: the engine in a dedicated module Web Worker, steered by the page with
 //! `postMessage` (web-worker/BROWSER.md) and talking to the relay exactly like the native worker.
 //!
-//! - [`page`]: the page ↔ worker messages, and the relay URLs and key the page hands over.
-//! - [`machine`]: every decision (handshake, assignments, heartbeats, backoff, duty cycle, pause),
-//!   as a pure state machine: events in, actions out. Tested natively.
+//! - [`page`]: the page ↔ worker messages (the protocol's), and the key the page hands over.
+//! - [`crate::machine`]: every decision (handshake, assignments, heartbeats, backoff, duty cycle,
+//!   pause), as a pure state machine shared with the native worker: events in, actions out.
 //! - `web` (wasm32 with the `gpu` feature): the thin glue that carries out the machine's actions
 //!   with the browser's APIs (WebSocket, fetch, timers, WebGPU through wgpu) and exports
 //!   `worker_main`, which `www/worker.js` calls.
 
-pub mod machine;
 pub mod page;
 #[cfg(all(target_arch = "wasm32", feature = "gpu"))]
 pub mod web;
 
-pub use machine::{Action, Machine};
+pub use crate::machine::{Action, Machine};
 pub use page::{PageMessage, WorkerEvent};

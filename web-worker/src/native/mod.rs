@@ -1,6 +1,15 @@
-//! The native worker: connects to a relay, proves its key, announces capabilities, runs leased
-//! tasks on the GPU (or the CPU references with `cpu_only`), reports signed result hashes (small
-//! outputs inline, larger ones uploaded first under a signature for their lease), heartbeats, honours a duty cycle, and reconnects with backoff until shut down.
+//! The native worker: a thin tokio driver of the worker [`Machine`] (the same one the browser
+//! runs). The machine decides everything (handshake, which assignments to take, decline or fail,
+//! heartbeats, the duty cycle, cancels, backoff, registration); this module carries out its
+//! actions with a WebSocket, HTTP and the engine, and feeds back what happened:
+//!
+//! - each connection is one task that forwards text frames (bounded by the protocol's frame
+//!   limit) and writes what the machine sends;
+//! - each leased task runs in its own task, on the GPU (or the CPU references with `cpu_only`),
+//!   inputs fetched through one byte-bounded cache, outputs too large to travel inline uploaded
+//!   under a signature for their lease; a cancel aborts it at once (a dispatch already on the GPU
+//!   finishes and is dropped);
+//! - time is tokio's clock, so tests can pause it.
 
 mod blobs;
 mod keys;
@@ -11,23 +20,24 @@ pub use keys::load_or_create_key;
 use crate::engine;
 use crate::escrow;
 use crate::gpu::GpuContext;
+use crate::machine::{Action, ConnId, LeaseSigner, Machine, Options, RelayUrls, TaskFailure, TaskOutput};
+use crate::pacing::Settings;
 use futures_util::{SinkExt, StreamExt};
 use starling_protocol::api::ClientView;
 use starling_protocol::job::KernelSpec;
-use starling_protocol::limits::MAX_INLINE_OUTPUT_BYTES;
-use starling_protocol::sign::{EscrowDeployment, Keypair, UploadPurpose};
-use starling_protocol::upload::UploadAuth;
-use starling_protocol::worker::{
-    AdapterInfo, Assignment, Backend, Capabilities, DeviceLimits, DeviceState, InlineBytes, Platform, RelayMessage,
-    WorkerMessage,
-};
-use starling_protocol::{LeaseId, PROTOCOL_VERSION, PublicKey, sha256};
-use std::collections::HashSet;
+use starling_protocol::limits::{MAX_INLINE_OUTPUT_BYTES, MAX_WS_FRAME_BYTES};
+use starling_protocol::page::{LogLevel, WorkerEvent};
+use starling_protocol::sign::{EscrowDeployment, Keypair};
+use starling_protocol::worker::{AdapterInfo, Assignment, Backend, Capabilities, DeviceLimits, Platform};
+use starling_protocol::{LeaseId, PublicKey, sha256};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// Why a worker stopped or a session ended.
 #[derive(Debug, thiserror::Error)]
@@ -108,8 +118,11 @@ impl WorkerConfig {
 /// Counters a worker reports when it stops (and that tests read).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct WorkerStats {
+    /// Signed results sent.
     pub tasks_run: u64,
+    /// Tasks that failed here or were refused as beyond this worker.
     pub tasks_failed: u64,
+    /// Connections the relay welcomed.
     pub sessions: u64,
 }
 
@@ -181,321 +194,266 @@ pub async fn run(
     compute: Compute,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<WorkerStats, NativeError> {
+    let urls = RelayUrls::from_origin(&config.relay).map_err(NativeError::Connection)?;
+    // Native workers have no page to hide and no battery reading: only the duty cycle paces them.
+    let settings = Settings { duty_cycle: config.duty_cycle, pause_when_hidden: false, min_battery: 0.0 };
+    settings.check().map_err(NativeError::Connection)?;
     let caps = compute.capabilities(&config);
     tracing::info!(worker = %key.public(), backend = ?caps.backend, adapter = %caps.adapter.name, "worker starting");
-    let key = Arc::new(key);
-    let stats = Arc::new(Mutex::new(WorkerStats::default()));
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()
         .map_err(|e| NativeError::Http(e.to_string()))?;
-    let inputs = Arc::new(blobs::InputCache::new(http.clone(), config.relay.clone(), config.cache_bytes));
-    tokio::pin!(shutdown);
-    let mut backoff = Duration::from_millis(250);
-    loop {
-        let session = Session {
-            config: &config,
-            key: key.clone(),
-            compute: &compute,
-            caps: &caps,
-            http: &http,
-            inputs: &inputs,
-            stats: &stats,
-        };
-        tokio::select! {
-            ended = session.run() => {
-                match ended {
-                    Ok(welcomed) => { if welcomed { backoff = Duration::from_millis(250); } }
-                    Err(NativeError::Refused(why)) => tracing::warn!(%why, "relay refused the session"),
-                    Err(e) => tracing::info!(error = %e, "session ended"),
-                }
-            }
-            _ = &mut shutdown => break,
-        }
-        let jitter = Duration::from_millis(rand::random::<u64>() % (backoff.as_millis() as u64 / 2 + 1));
-        tracing::info!(after = ?(backoff + jitter), "reconnecting");
-        tokio::select! {
-            _ = tokio::time::sleep(backoff + jitter) => {}
-            _ = &mut shutdown => break,
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
-    }
-    tracing::info!("worker stopped");
-    let s = *stats.lock().expect("stats lock");
-    Ok(s)
-}
-
-struct Session<'a> {
-    config: &'a WorkerConfig,
-    key: Arc<Keypair>,
-    compute: &'a Compute,
-    caps: &'a Capabilities,
-    http: &'a reqwest::Client,
-    inputs: &'a Arc<blobs::InputCache>,
-    stats: &'a Arc<Mutex<WorkerStats>>,
-}
-
-fn ws_url(relay: &str) -> String {
-    let base = relay.trim_end_matches('/');
-    let base = if let Some(rest) = base.strip_prefix("https://") {
-        format!("wss://{rest}")
-    } else if let Some(rest) = base.strip_prefix("http://") {
-        format!("ws://{rest}")
-    } else {
-        base.to_string()
+    let options = Options {
+        slots: config.slots,
+        owner: config.owner_seed.map(Keypair::from_seed),
+        max_bond: config.max_bond,
+        expect_contract: config.expect_contract.clone(),
+        expect_chain_id: config.expect_chain_id.clone(),
     };
-    format!("{base}/v1/workers/ws")
-}
-
-/// Outcome of running one task, sent from executors to the session loop.
-enum Outcome {
-    /// A slot freed; report the message if any (none when the relay cancelled the lease).
-    Done(Option<WorkerMessage>),
-}
-
-impl Session<'_> {
-    /// One connection's life. Ok(true) when the relay welcomed us (resets the backoff).
-    async fn run(self) -> Result<bool, NativeError> {
-        // No Nagle: results and heartbeats are small frames that should leave at once.
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(ws_url(&self.config.relay), None, true)
-            .await
-            .map_err(|e| NativeError::Connection(e.to_string()))?;
-        let (mut sink, mut stream) = ws.split();
-        let send =
-            |m: &WorkerMessage| Message::Text(serde_json::to_string(m).expect("worker messages serialize").into());
-        let conn = |e: tokio_tungstenite::tungstenite::Error| NativeError::Connection(e.to_string());
-
-        sink.send(send(&WorkerMessage::Hello {
-            protocol_version: PROTOCOL_VERSION,
-            worker_key: self.key.public(),
-            capabilities: self.caps.clone(),
-        }))
-        .await
-        .map_err(conn)?;
-        let nonce = match next_relay_message(&mut stream).await? {
-            RelayMessage::Challenge { nonce } => nonce,
-            RelayMessage::Error(e) => return Err(NativeError::Refused(format!("{:?}: {}", e.code, e.message))),
-            other => return Err(NativeError::Connection(format!("expected challenge, got {other:?}"))),
-        };
-        sink.send(send(&WorkerMessage::Auth { signature: self.key.sign_auth(&nonce) })).await.map_err(conn)?;
-        let (heartbeat_ms, deployment) = match next_relay_message(&mut stream).await? {
-            RelayMessage::Welcome { heartbeat_ms, escrow, .. } => (heartbeat_ms, escrow),
-            RelayMessage::Error(e) => return Err(NativeError::Refused(format!("{:?}: {}", e.code, e.message))),
-            other => return Err(NativeError::Connection(format!("expected welcome, got {other:?}"))),
-        };
-        let pinned = |want: &Option<String>, got: fn(&EscrowDeployment) -> &String| {
-            want.as_ref().is_none_or(|want| deployment.as_ref().is_some_and(|d| got(d) == want))
-        };
-        if !pinned(&self.config.expect_contract, |d| &d.contract)
-            || !pinned(&self.config.expect_chain_id, |d| &d.chain_id)
-        {
-            return Err(NativeError::Refused(format!(
-                "the relay settles through {deployment:?}, not the expected chain {:?} and contract {:?}",
-                self.config.expect_chain_id, self.config.expect_contract
-            )));
-        }
-        tracing::info!(relay = %self.config.relay, escrow = ?deployment, "connected");
-        self.stats.lock().expect("stats lock").sessions += 1;
-
-        let slots = self.config.slots.max(1) as usize;
-        let (assign_tx, assign_rx) = mpsc::channel::<Assignment>(slots * 4);
-        let assign_rx = Arc::new(tokio::sync::Mutex::new(assign_rx));
-        let (outcome_tx, mut outcome_rx) = mpsc::channel::<Outcome>(slots * 4);
-        let cancelled = Arc::new(Mutex::new(HashSet::<LeaseId>::new()));
-        let (resting_tx, mut resting_rx) = watch::channel(0usize);
-        let resting_tx = Arc::new(resting_tx);
-        let mut executors = Vec::new();
-        let copied = Arc::new(Mutex::new(None));
-        for _ in 0..slots {
-            let ex = Executor {
-                config: self.config.clone(),
-                key: self.key.clone(),
-                deployment: deployment.clone(),
-                compute: self.compute.clone(),
-                http: self.http.clone(),
-                inputs: self.inputs.clone(),
-                stats: self.stats.clone(),
-                cancelled: cancelled.clone(),
-                resting: resting_tx.clone(),
-                copied: copied.clone(),
-            };
-            executors.push(tokio::spawn(ex.run(assign_rx.clone(), outcome_tx.clone())));
-        }
-        drop(outcome_tx);
-
-        let mut heartbeat = tokio::time::interval(Duration::from_millis(heartbeat_ms.clamp(100, 60_000)));
-        let mut in_flight = 0usize;
-        let state = |in_flight: usize, resting: usize| DeviceState {
-            accepting: in_flight < slots && resting == 0,
-            battery: None,
-            charging: None,
-        };
-        let result = loop {
-            tokio::select! {
-                _ = heartbeat.tick() => {
-                    let msg = WorkerMessage::Heartbeat { state: state(in_flight, *resting_rx.borrow()) };
-                    if let Err(e) = sink.send(send(&msg)).await { break Err(conn(e)); }
-                }
-                changed = resting_rx.changed() => {
-                    if changed.is_ok() {
-                        let msg = WorkerMessage::Heartbeat { state: state(in_flight, *resting_rx.borrow()) };
-                        if let Err(e) = sink.send(send(&msg)).await { break Err(conn(e)); }
-                    }
-                }
-                msg = next_relay_message(&mut stream) => match msg {
-                    Ok(RelayMessage::Assign(a)) if escrow::check_assignment(deployment.as_ref(), &a).is_err() => {
-                        let reason = escrow::check_assignment(deployment.as_ref(), &a).expect_err("checked").to_string();
-                        tracing::warn!(lease = %a.lease, %reason, "refused an assignment");
-                        let msg = WorkerMessage::Failed { lease: a.lease, task: a.task, reason };
-                        if let Err(e) = sink.send(send(&msg)).await { break Err(conn(e)); }
-                    }
-                    Ok(RelayMessage::Assign(a)) => {
-                        in_flight += 1;
-                        tracing::debug!(lease = %a.lease, task = %a.task, kernel = %a.kernel.display_name(), "assigned");
-                        if assign_tx.try_send(a).is_err() {
-                            break Err(NativeError::Connection("relay sent more work than we have room for".into()));
-                        }
-                    }
-                    Ok(RelayMessage::Cancel { lease }) => { cancelled.lock().expect("cancel lock").insert(lease); }
-                    Ok(RelayMessage::Ack { .. }) => {}
-                    Ok(RelayMessage::Register { escrow: asked, nonce, bond }) => {
-                        // Only registered keys are paid: bond this key under its owner account.
-                        let owner = self.config.owner_seed.map(Keypair::from_seed);
-                        let owner = owner.as_ref().unwrap_or(&self.key);
-                        // The relay told us the worker key's own nonce; another owner's we read.
-                        let nonce = if owner.public() == self.key.public() {
-                            nonce
-                        } else {
-                            match self.account_nonce(&owner.public()).await {
-                                Ok(nonce) => nonce,
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "cannot read the owner's account nonce; not registering");
-                                    continue;
-                                }
-                            }
-                        };
-                        match escrow::register(&self.key, owner, deployment.as_ref(), &asked, nonce, bond, self.config.max_bond) {
-                            Ok(msg) => {
-                                tracing::info!(contract = %asked.contract, owner = %owner.public(), bond, "registering with the relay's escrow");
-                                if let Err(e) = sink.send(send(&msg)).await { break Err(conn(e)); }
-                            }
-                            Err(why) => tracing::warn!(%why, "refused to register; this worker takes only unpaid work"),
-                        }
-                    }
-                    Ok(RelayMessage::Error(e)) => tracing::warn!(code = ?e.code, message = %e.message, "relay reported an error"),
-                    Ok(other) => tracing::warn!(?other, "unexpected relay message"),
-                    Err(e) => break Err(e),
-                },
-                outcome = outcome_rx.recv() => match outcome {
-                    Some(Outcome::Done(msg)) => {
-                        in_flight = in_flight.saturating_sub(1);
-                        if let Some(msg) = msg
-                            && let Err(e) = sink.send(send(&msg)).await
-                        {
-                            break Err(conn(e));
-                        }
-                        let msg = WorkerMessage::Heartbeat { state: state(in_flight, *resting_rx.borrow()) };
-                        if let Err(e) = sink.send(send(&msg)).await { break Err(conn(e)); }
-                    }
-                    None => break Err(NativeError::Connection("executors stopped".into())),
-                },
-            }
-        };
-        for ex in executors {
-            ex.abort();
-        }
-        let _ = sink.close().await;
-        result.map(|()| true).or_else(|e| match e {
-            NativeError::Connection(_) => Ok(true),
-            other => Err(other),
-        })
-    }
-}
-
-impl Session<'_> {
-    /// An escrow account's current nonce, from the relay (`GET /v1/clients/{key}`).
-    async fn account_nonce(&self, account: &PublicKey) -> Result<u64, NativeError> {
-        let url = format!("{}/v1/clients/{account}", self.config.relay.trim_end_matches('/'));
-        let resp = self.http.get(url).send().await.map_err(|e| NativeError::Http(e.to_string()))?;
-        let http = |e: reqwest::Error| NativeError::Http(e.to_string());
-        let view: ClientView = resp.error_for_status().map_err(http)?.json().await.map_err(http)?;
-        view.escrow.map(|a| a.nonce).ok_or_else(|| NativeError::Http("the relay has no escrow".into()))
-    }
-}
-
-async fn next_relay_message<S>(stream: &mut S) -> Result<RelayMessage, NativeError>
-where
-    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
-{
+    let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+    let mut driver = Driver {
+        machine: Machine::with_options(rand::random(), options),
+        clock: Instant::now(),
+        caps,
+        events_tx,
+        events,
+        sockets: HashMap::new(),
+        tasks: HashMap::new(),
+        runner: Arc::new(Runner {
+            inputs: blobs::InputCache::new(http.clone(), urls.http.clone(), config.cache_bytes),
+            config,
+            compute,
+            http,
+            copied: Mutex::new(None),
+        }),
+    };
+    let now = driver.now_ms();
+    driver.machine.start(&driver.runner.config.relay, Ok(key), settings, now);
+    tokio::pin!(shutdown);
     loop {
-        match stream.next().await {
-            Some(Ok(Message::Text(t))) => {
-                return serde_json::from_str(t.as_str())
-                    .map_err(|e| NativeError::Connection(format!("bad relay message: {e}")));
+        driver.carry_out_actions();
+        let deadline = driver.machine.next_deadline().map(|ms| driver.clock + Duration::from_millis(ms));
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = sleep_until(deadline) => {
+                let now = driver.now_ms();
+                driver.machine.tick(now);
             }
-            Some(Ok(Message::Close(frame))) => {
-                return Err(NativeError::Connection(format!("relay closed the connection: {frame:?}")));
+            event = driver.events.recv() => {
+                let event = event.expect("the driver holds a sender");
+                driver.handle(event);
             }
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => return Err(NativeError::Connection(e.to_string())),
-            None => return Err(NativeError::Connection("relay closed the connection".into())),
         }
     }
+    let now = driver.now_ms();
+    driver.machine.stop(now);
+    driver.carry_out_actions();
+    tracing::info!("worker stopped");
+    let counters = driver.machine.counters();
+    Ok(WorkerStats {
+        tasks_run: counters.results_sent,
+        tasks_failed: counters.tasks_failed,
+        sessions: counters.sessions,
+    })
 }
 
-struct Executor {
-    config: WorkerConfig,
-    key: Arc<Keypair>,
-    /// The escrow the relay's `welcome` named: results are signed for it.
-    deployment: Option<EscrowDeployment>,
-    compute: Compute,
-    http: reqwest::Client,
-    inputs: Arc<blobs::InputCache>,
-    stats: Arc<Mutex<WorkerStats>>,
-    cancelled: Arc<Mutex<HashSet<LeaseId>>>,
-    resting: Arc<watch::Sender<usize>>,
-    /// The last output computed (`copy_results` only).
-    copied: Arc<Mutex<Option<Vec<u8>>>>,
+/// Events from sockets and tasks waiting for the driver; a socket that outpaces it waits.
+const EVENT_QUEUE: usize = 256;
+/// How long a closing socket may take to say goodbye.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What happened, reported to the driver loop by the tasks it spawned.
+enum Event {
+    Opened(ConnId),
+    Text(ConnId, String),
+    Closed(ConnId, String),
+    Finished(LeaseId, Result<TaskOutput, TaskFailure>),
+    Nonce { conn: ConnId, asked: EscrowDeployment, bond: u64, nonce: Result<u64, String> },
 }
 
-impl Executor {
-    async fn run(self, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Assignment>>>, out: mpsc::Sender<Outcome>) {
-        loop {
-            let Some(a) = rx.lock().await.recv().await else { return };
-            let started = Instant::now();
-            let msg = self.execute(&a).await;
-            let busy = started.elapsed();
-            let cancelled = self.cancelled.lock().expect("cancel lock").remove(&a.lease);
-            let msg = match msg {
-                _ if cancelled => None,
-                Ok(msg) => Some(msg),
-                Err(reason) => {
-                    self.stats.lock().expect("stats lock").tasks_failed += 1;
-                    tracing::warn!(lease = %a.lease, task = %a.task, %reason, "task failed");
-                    Some(WorkerMessage::Failed { lease: a.lease, task: a.task, reason })
-                }
-            };
-            let rest = rest_after(busy, self.config.duty_cycle);
-            if !rest.is_zero() {
-                self.resting.send_modify(|n| *n += 1);
+struct Driver {
+    machine: Machine,
+    /// The machine's time zero.
+    clock: Instant,
+    caps: Capabilities,
+    events_tx: mpsc::Sender<Event>,
+    events: mpsc::Receiver<Event>,
+    /// Frames to write on each open connection; dropping the sender closes it.
+    sockets: HashMap<ConnId, mpsc::UnboundedSender<String>>,
+    tasks: HashMap<LeaseId, AbortHandle>,
+    runner: Arc<Runner>,
+}
+
+impl Driver {
+    fn now_ms(&self) -> u64 {
+        self.clock.elapsed().as_millis() as u64
+    }
+
+    fn handle(&mut self, event: Event) {
+        let now = self.now_ms();
+        match event {
+            Event::Opened(conn) => self.machine.socket_opened(conn, now),
+            Event::Text(conn, text) => self.machine.socket_text(conn, &text, now),
+            Event::Closed(conn, why) => {
+                self.sockets.remove(&conn);
+                self.machine.socket_closed(conn, &why, now);
             }
-            if out.send(Outcome::Done(msg)).await.is_err() {
+            Event::Finished(lease, outcome) => {
+                self.tasks.remove(&lease);
+                self.machine.task_finished(lease, outcome, now);
+            }
+            Event::Nonce { conn, asked, bond, nonce } => self.machine.nonce_read(conn, asked, bond, nonce, now),
+        }
+    }
+
+    /// Carries out the machine's actions, including those that carrying out produced.
+    fn carry_out_actions(&mut self) {
+        loop {
+            let actions = self.machine.take_actions();
+            if actions.is_empty() {
                 return;
             }
-            if !rest.is_zero() {
-                tokio::time::sleep(rest).await;
-                self.resting.send_modify(|n| *n -= 1);
+            for action in actions {
+                self.carry_out(action);
             }
         }
     }
 
-    async fn execute(&self, a: &Assignment) -> Result<WorkerMessage, String> {
+    fn carry_out(&mut self, action: Action) {
+        match action {
+            Action::OpenCompute => {
+                // Opened before the machine started; a lost device is not told apart natively.
+                let now = self.now_ms();
+                self.machine.compute_ready(self.caps.clone(), now);
+            }
+            Action::Connect { conn, url } => {
+                let (frames, outgoing) = mpsc::unbounded_channel();
+                self.sockets.insert(conn, frames);
+                tokio::spawn(socket(conn, url, outgoing, self.events_tx.clone()));
+            }
+            Action::Send { conn, text } => {
+                if let Some(frames) = self.sockets.get(&conn) {
+                    let _ = frames.send(text);
+                }
+            }
+            Action::Close { conn } => {
+                self.sockets.remove(&conn);
+            }
+            Action::RunTask { assignment, relay: _, signer } => {
+                let lease = assignment.lease;
+                let kernel = assignment.kernel.display_name();
+                tracing::debug!(%lease, task = %assignment.task, %kernel, "assigned");
+                let (runner, events) = (self.runner.clone(), self.events_tx.clone());
+                let task = tokio::spawn(async move {
+                    let outcome = runner.execute(&assignment, &signer).await;
+                    if let Err(failure) = &outcome {
+                        tracing::warn!(%lease, task = %assignment.task, reason = %failure.reason, "task failed");
+                    }
+                    let _ = events.send(Event::Finished(lease, outcome)).await;
+                });
+                self.tasks.insert(lease, task.abort_handle());
+            }
+            Action::AbortTask { lease } => {
+                if let Some(task) = self.tasks.remove(&lease) {
+                    task.abort();
+                }
+            }
+            Action::ReadNonce { conn, account, asked, bond } => {
+                let (runner, events) = (self.runner.clone(), self.events_tx.clone());
+                tokio::spawn(async move {
+                    let nonce = runner.account_nonce(&account).await.map_err(|e| e.to_string());
+                    let _ = events.send(Event::Nonce { conn, asked, bond, nonce }).await;
+                });
+            }
+            Action::Post(WorkerEvent::Log { level, message }) => match level {
+                LogLevel::Error => tracing::error!("{message}"),
+                LogLevel::Warn => tracing::warn!("{message}"),
+                LogLevel::Info => tracing::info!("{message}"),
+                LogLevel::Debug => tracing::debug!("{message}"),
+            },
+            Action::Post(WorkerEvent::Status(status)) => {
+                tracing::debug!(state = status.state.as_str(), reason = ?status.reason, "worker status");
+            }
+            Action::Post(WorkerEvent::Key { .. }) => {}
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One WebSocket: reports it open, forwards its text frames and its end, and writes the frames
+/// the machine sends until the driver drops `outgoing`'s sender.
+async fn socket(conn: ConnId, url: String, mut outgoing: mpsc::UnboundedReceiver<String>, events: mpsc::Sender<Event>) {
+    let limits =
+        WebSocketConfig::default().max_message_size(Some(MAX_WS_FRAME_BYTES)).max_frame_size(Some(MAX_WS_FRAME_BYTES));
+    // No Nagle: results and heartbeats are small frames that should leave at once.
+    let ws = match tokio_tungstenite::connect_async_with_config(url, Some(limits), true).await {
+        Ok((ws, _)) => ws,
+        Err(e) => {
+            let _ = events.send(Event::Closed(conn, e.to_string())).await;
+            return;
+        }
+    };
+    if events.send(Event::Opened(conn)).await.is_err() {
+        return;
+    }
+    let (mut sink, mut stream) = ws.split();
+    let why = loop {
+        tokio::select! {
+            frame = outgoing.recv() => match frame {
+                Some(text) => {
+                    if let Err(e) = sink.send(Message::Text(text.into())).await {
+                        break e.to_string();
+                    }
+                }
+                None => {
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
+                    return;
+                }
+            },
+            message = stream.next() => match message {
+                Some(Ok(Message::Text(text))) => {
+                    if events.send(Event::Text(conn, text.as_str().to_owned())).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => break format!("the relay closed the connection: {frame:?}"),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => break e.to_string(),
+                None => break "the relay closed the connection".to_string(),
+            },
+        }
+    };
+    let _ = events.send(Event::Closed(conn, why)).await;
+}
+
+/// What runs tasks, shared by every task of the worker's life.
+struct Runner {
+    config: WorkerConfig,
+    compute: Compute,
+    http: reqwest::Client,
+    inputs: blobs::InputCache,
+    /// The last output computed (`copy_results` only).
+    copied: Mutex<Option<Vec<u8>>>,
+}
+
+impl Runner {
+    /// Fetches the inputs, runs the kernel (or plays one of the testing cheats), and uploads an
+    /// output too large to travel inline.
+    async fn execute(&self, a: &Assignment, signer: &LeaseSigner) -> Result<TaskOutput, TaskFailure> {
+        let failed = |reason: String| TaskFailure { reason, device_lost: false };
         if self.config.stall_tasks {
             std::future::pending::<()>().await;
         }
         let mut inputs = Vec::with_capacity(a.inputs.len());
         for h in &a.inputs {
-            inputs.push(self.inputs.get(h).await.map_err(|e| format!("input {h}: {e}"))?);
+            inputs.push(self.inputs.get(h).await.map_err(|e| failed(format!("input {h}: {e}")))?);
         }
         let earlier = if self.config.copy_results {
             self.copied.lock().expect("copy lock").clone().filter(|o| o.len() == a.output_size as usize)
@@ -504,7 +462,7 @@ impl Executor {
         };
         let mut output = match earlier {
             Some(copy) => copy,
-            None => self.compute.run(a, inputs).await?,
+            None => self.compute.run(a, inputs).await.map_err(failed)?,
         };
         if self.config.copy_results {
             *self.copied.lock().expect("copy lock") = Some(output.clone());
@@ -520,38 +478,26 @@ impl Executor {
             let v = f32::from_le_bytes(first.try_into().expect("four bytes"));
             first.copy_from_slice(&f32::from_bits(v.to_bits().wrapping_add(1)).to_le_bytes());
         }
-        let output_hash = sha256(&output);
-        let output_len = output.len() as u64;
-        // Small outputs travel inside the result; larger ones are uploaded first, signed for
-        // this lease.
-        let inline = if output.len() <= MAX_INLINE_OUTPUT_BYTES {
-            Some(InlineBytes(output))
-        } else {
-            let auth = UploadAuth::sign(&self.key, UploadPurpose::Output { lease: a.lease }, &output_hash, output_len);
-            blobs::upload(&self.http, &self.config.relay, &auth, &output_hash, output)
-                .await
-                .map_err(|e| format!("upload: {e}"))?;
-            None
-        };
-        self.stats.lock().expect("stats lock").tasks_run += 1;
-        Ok(WorkerMessage::Result {
-            lease: a.lease,
-            task: a.task,
-            output_hash,
-            output_len,
-            signature: escrow::sign_result(&self.key, self.deployment.as_ref(), a, &output_hash, output_len),
-            output: inline,
-        })
+        if output.len() <= MAX_INLINE_OUTPUT_BYTES {
+            return Ok(TaskOutput::inline(output));
+        }
+        let (output_hash, output_len) = (sha256(&output), output.len() as u64);
+        let auth = signer.sign(&output_hash, output_len);
+        blobs::upload(&self.http, &self.config.relay, &auth, &output_hash, output)
+            .await
+            .map_err(|e| failed(format!("upload: {e}")))?;
+        Ok(TaskOutput { output_hash, output_len, inline: None })
+    }
+
+    /// An escrow account's current nonce, from the relay (`GET /v1/clients/{key}`).
+    async fn account_nonce(&self, account: &PublicKey) -> Result<u64, NativeError> {
+        let url = format!("{}/v1/clients/{account}", self.config.relay.trim_end_matches('/'));
+        let resp = self.http.get(url).send().await.map_err(|e| NativeError::Http(e.to_string()))?;
+        let http = |e: reqwest::Error| NativeError::Http(e.to_string());
+        let view: ClientView = resp.error_for_status().map_err(http)?.json().await.map_err(http)?;
+        view.escrow.map(|a| a.nonce).ok_or_else(|| NativeError::Http("the relay has no escrow".into()))
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn relay_urls_map_to_websocket_urls() {
-        assert_eq!(ws_url("http://127.0.0.1:7070/"), "ws://127.0.0.1:7070/v1/workers/ws");
-        assert_eq!(ws_url("https://relay.example"), "wss://relay.example/v1/workers/ws");
-    }
-}
+mod tests;

@@ -6,7 +6,7 @@
 use super::describe_js;
 use super::timer::{Sleep, with_timeout};
 use crate::blob_cache::BlobCache;
-use crate::browser::page::RelayUrls;
+use crate::relay_urls::RelayUrls;
 use js_sys::{Reflect, Uint8Array};
 use starling_protocol::limits::MAX_BLOB_BYTES;
 use starling_protocol::upload::UploadAuth;

@@ -11,8 +11,8 @@ pub mod compute;
 pub mod socket;
 pub mod timer;
 
-use super::machine::{Action, ConnId, LeaseSigner, Machine, TaskFailure, TaskOutput};
 use super::page::{LogLevel, PageMessage, State, Status, WorkerEvent, parse_secret_key};
+use crate::machine::{Action, ConnId, LeaseSigner, Machine, TaskFailure, TaskOutput};
 use compute::{Compute, Opened, open_compute};
 use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
 use futures_util::StreamExt;
@@ -250,6 +250,11 @@ impl Glue {
                     self.task = None;
                 }
             }
+            Action::ReadNonce { conn, asked, bond, .. } => {
+                // The browser's key owns itself, so the machine never asks; answer all the same.
+                let now = self.now_ms();
+                self.machine.nonce_read(conn, asked, bond, Err("a browser worker owns itself".into()), now);
+            }
             Action::Post(event) => post(&self.scope, &event),
         }
     }
@@ -278,7 +283,7 @@ impl Glue {
 async fn run_assignment(
     compute: Option<Rc<Compute>>,
     inputs: Rc<blobs::InputCache>,
-    relay: super::page::RelayUrls,
+    relay: crate::relay_urls::RelayUrls,
     signer: LeaseSigner,
     a: Assignment,
 ) -> Result<TaskOutput, TaskFailure> {

@@ -2,7 +2,7 @@
 //! tagged with the machine's connection id so a replaced socket's late events are ignored.
 
 use super::Event;
-use crate::browser::machine::ConnId;
+use crate::machine::ConnId;
 use futures_channel::mpsc::UnboundedSender;
 use starling_protocol::limits::MAX_WS_FRAME_BYTES;
 use wasm_bindgen::JsCast;

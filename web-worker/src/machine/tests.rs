@@ -103,8 +103,14 @@ struct Rig {
 
 impl Rig {
     fn welcomed(duty_cycle: f32, backend: Backend) -> (Rig, Vec<Action>) {
+        Rig::welcomed_with(duty_cycle, backend, Options::default())
+    }
+
+    /// As [`Rig::welcomed`], for a worker with `options` (the welcome's actions are returned
+    /// unchecked: a pinned escrow may refuse it).
+    fn welcomed_with(duty_cycle: f32, backend: Backend, options: Options) -> (Rig, Vec<Action>) {
         let key = Keypair::from_seed([3; 32]);
-        let mut m = Machine::new(42);
+        let mut m = Machine::with_options(42, options);
         assert_eq!(last_status(&m.take_actions()).state, State::Stopped);
 
         m.start(RELAY, Ok(Keypair::from_seed(key.seed())), settings(duty_cycle), 0);
@@ -344,7 +350,7 @@ fn refused_tasks_fail_with_a_reason_and_count() {
             "custom WGSL without WebGPU",
             Backend::Cpu,
             Box::new(|a| a.kernel = KernelSpec::Wgsl { source: "fn main() {}".into(), entry_point: "main".into() }),
-            "custom WGSL needs WebGPU",
+            "custom WGSL needs a GPU",
         ),
         ("too many inputs", Backend::BrowserWebgpu, Box::new(|a| a.inputs = vec![sha256(b"x"); 7]), "7 inputs"),
         ("too many params", Backend::BrowserWebgpu, Box::new(|a| a.params = vec![0; 65]), "65 param words"),
@@ -617,4 +623,139 @@ fn assignments_naming_another_deployment_fail_unsigned() {
     let [(_, WorkerMessage::Failed { lease, reason, .. })] = &msgs[..] else { panic!("{msgs:?}") };
     assert_eq!(*lease, LeaseId(1));
     assert!(reason.contains("deployment"), "{reason}");
+}
+
+fn slots(n: u32) -> Options {
+    Options { slots: n, ..Options::default() }
+}
+
+fn accepting(actions: &[Action]) -> Vec<bool> {
+    heartbeats(actions).iter().map(|s| s.accepting).collect()
+}
+
+#[test]
+fn several_slots_run_side_by_side_and_decline_past_them() {
+    let (mut rig, _) = Rig::welcomed_with(1.0, Backend::Vulkan, slots(2));
+    let actions = rig.at(2000).relay(RelayMessage::Assign(assignment(1)));
+    assert!(matches!(actions.first(), Some(Action::RunTask { .. })), "{actions:?}");
+    assert!(accepting(&actions).is_empty(), "one of two slots busy: still accepting, nothing new to say");
+    let actions = rig.relay(RelayMessage::Assign(assignment(2)));
+    assert!(matches!(actions.first(), Some(Action::RunTask { .. })), "{actions:?}");
+    assert_eq!(accepting(&actions), [false], "both slots busy");
+
+    let msgs = sent(&rig.relay(RelayMessage::Assign(assignment(3))));
+    let [(_, WorkerMessage::Decline { lease: LeaseId(3), reason, .. })] = &msgs[..] else { panic!("{msgs:?}") };
+    assert!(reason.contains("2 of this worker's slots are busy"), "{reason}");
+
+    // Either may finish first; each is reported for its own lease and frees its slot.
+    let actions = rig.at(2300).finish(2, Ok(TaskOutput::inline(b"two".to_vec())));
+    assert!(matches!(sent(&actions)[0].1, WorkerMessage::Result { lease: LeaseId(2), .. }));
+    assert_eq!(accepting(&actions), [true]);
+    assert!(statuses(&actions).is_empty(), "task 1 still runs: the status (working on it) stays");
+    // A cancel aborts only its own task.
+    let actions = rig.relay(RelayMessage::Cancel { lease: LeaseId(1) });
+    let aborted: Vec<_> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::AbortTask { lease } => Some(*lease),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(aborted, [LeaseId(1)]);
+    assert_eq!(rig.m.counters(), Counters { tasks_done: 0, tasks_failed: 0, results_sent: 1, sessions: 1 });
+    // A dropped connection aborts whatever still runs.
+    rig.relay(RelayMessage::Assign(assignment(4)));
+    rig.relay(RelayMessage::Assign(assignment(5)));
+    rig.m.socket_closed(rig.conn, "reset", rig.now);
+    let mut aborted: Vec<_> = rig
+        .m
+        .take_actions()
+        .iter()
+        .filter_map(|a| match a {
+            Action::AbortTask { lease } => Some(*lease),
+            _ => None,
+        })
+        .collect();
+    aborted.sort();
+    assert_eq!(aborted, [LeaseId(4), LeaseId(5)]);
+}
+
+#[test]
+fn rests_of_tasks_ending_together_do_not_add_up() {
+    let (mut rig, _) = Rig::welcomed_with(0.5, Backend::Vulkan, slots(2));
+    rig.at(2000).relay(RelayMessage::Assign(assignment(1)));
+    rig.relay(RelayMessage::Assign(assignment(2)));
+    let actions = rig.at(2400).finish(1, Ok(TaskOutput::inline(b"one".to_vec())));
+    assert!(statuses(&actions).is_empty(), "task 2 still runs through the rest: still working");
+    assert_eq!(rig.m.next_deadline(), Some(2800));
+    rig.at(2600).finish(2, Ok(TaskOutput::inline(b"two".to_vec())));
+    assert_eq!(rig.m.next_deadline(), Some(3200), "600 ms of work, 600 ms of rest: the later end wins");
+    // A task assigned during the rest waits for its end.
+    let actions = rig.at(2900).relay(RelayMessage::Assign(assignment(3)));
+    assert!(!actions.iter().any(|a| matches!(a, Action::RunTask { .. })), "{actions:?}");
+    let actions = rig.at(3200).tick();
+    assert!(matches!(actions.first(), Some(Action::RunTask { .. })), "{actions:?}");
+}
+
+#[test]
+fn an_owner_other_than_the_key_reads_its_own_nonce_before_consenting() {
+    let owner = Keypair::from_seed([8; 32]);
+    let options = Options { owner: Some(Keypair::from_seed(owner.seed())), max_bond: 50, ..Options::default() };
+    let (mut rig, _) = Rig::welcomed_with(1.0, Backend::Vulkan, options);
+    // The relay's nonce is the worker key's; the owner's is read, not taken on the relay's word.
+    let actions = rig.relay(RelayMessage::Register { escrow: deployment(), nonce: 3, bond: 40 });
+    assert!(sent(&actions).is_empty(), "{actions:?}");
+    let Some(Action::ReadNonce { conn, account, asked, bond }) =
+        actions.iter().find(|a| matches!(a, Action::ReadNonce { .. }))
+    else {
+        panic!("{actions:?}")
+    };
+    assert_eq!((*conn, *account, asked, *bond), (rig.conn, owner.public(), &deployment(), 40));
+
+    rig.m.nonce_read(rig.conn, deployment(), 40, Ok(8), rig.now);
+    let msgs = sent(&rig.m.take_actions());
+    let [(_, WorkerMessage::Register { owner: named, nonce, bond, authorization, proof })] = &msgs[..] else {
+        panic!("{msgs:?}")
+    };
+    assert_eq!((*named, *nonce, *bond), (owner.public(), 8, 40));
+    let d = deployment();
+    let key = rig.key.public();
+    let action = AccountAction::Bond { worker: key, amount: 40 };
+    verify(&owner.public(), &account_bytes(d.as_deployment(), &owner.public(), 8, &action), authorization)
+        .expect("the owner consents under its own nonce");
+    verify(&key, &register_bytes_v2(d.as_deployment(), &owner.public(), &key), proof).expect("the key's consent");
+
+    // A failed read, an answer for a connection already gone, and a bond over the owner's cap
+    // sign nothing.
+    rig.m.nonce_read(rig.conn, deployment(), 40, Err("timed out".into()), rig.now);
+    assert!(sent(&rig.m.take_actions()).is_empty());
+    rig.m.nonce_read(rig.conn + 1, deployment(), 40, Ok(8), rig.now);
+    assert!(sent(&rig.m.take_actions()).is_empty());
+    rig.m.nonce_read(rig.conn, deployment(), 51, Ok(8), rig.now);
+    assert!(sent(&rig.m.take_actions()).is_empty());
+}
+
+#[test]
+fn a_relay_naming_another_escrow_than_the_pinned_one_is_refused() {
+    for (name, options) in [
+        ("contract", Options { expect_contract: Some("starling1other".into()), ..Options::default() }),
+        ("chain", Options { expect_chain_id: Some("mainnet".into()), ..Options::default() }),
+    ] {
+        let (rig, actions) = Rig::welcomed_with(1.0, Backend::Vulkan, options);
+        assert!(actions.iter().any(|a| matches!(a, Action::Close { conn } if *conn == rig.conn)), "{name}");
+        assert!(heartbeats(&actions).is_empty(), "{name}: no session, no heartbeat");
+        let status = last_status(&actions);
+        assert_eq!(status.state, State::Error, "{name}");
+        assert!(status.reason.as_deref().is_some_and(|r| r.contains("expected chain")), "{name}: {status:?}");
+        assert_eq!(rig.m.counters().sessions, 0, "{name}");
+    }
+    // Pinned to the deployment the relay names: welcomed.
+    let pinned = Options {
+        expect_contract: Some(deployment().contract),
+        expect_chain_id: Some(deployment().chain_id),
+        ..Options::default()
+    };
+    let (rig, actions) = Rig::welcomed_with(1.0, Backend::Vulkan, pinned);
+    assert_eq!(accepting(&actions), [true]);
+    assert_eq!(rig.m.counters().sessions, 1);
 }

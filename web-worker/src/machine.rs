@@ -1,18 +1,23 @@
-//! The browser worker's decisions, with no I/O: [`Machine`] takes what happened (a page message,
-//! a socket event, a finished task, the time) and answers with [`Action`]s for the Web Worker
-//! glue to carry out (open a socket, send a frame, run a task, post a message to the page).
+//! Every worker's decisions, with no I/O: [`Machine`] takes what happened (a start or a setting,
+//! a socket event, a finished task, the time) and answers with [`Action`]s for a driver to carry
+//! out (open a socket, send a frame, run or abort a task, read an account's nonce, post a status).
+//! Two thin drivers run it: the browser's Web Worker glue (`crate::browser::web`) and the native
+//! worker (`crate::native`), so both speak the protocol through this one piece of code.
 //!
-//! It speaks the same protocol as the native worker (`crate::native`): `hello` → `challenge` →
-//! `auth` → `welcome`, then heartbeats, `assign`/`cancel`/`ack`/`register` from the relay and
-//! signed `result`s, `failed` or `register` from us; it reconnects with jittered exponential
-//! backoff. On top it keeps the browser's rules: one task at a time, the duty-cycle rest after
-//! each task, and the pause rules of [`crate::pacing`]. Being pure, every path here is
-//! unit-tested natively.
+//! The protocol: `hello` → `challenge` → `auth` → `welcome` (the escrow it names may be pinned by
+//! [`Options`]), then heartbeats carrying whether the worker accepts work, `assign`/`cancel`/
+//! `ack`/`register` from the relay and signed `result`s, `failed`, `decline` or `register` from
+//! the worker; it reconnects with jittered exponential backoff. An assignment is checked before
+//! anything is downloaded ([`check_assignment`], the escrow it names); one the worker cannot run
+//! fails, one it only cannot run now (all [`Options::slots`] busy, paused) is declined, so the
+//! relay gives it to someone else. A cancelled task is aborted at once. On top it keeps the
+//! pacing rules of [`crate::pacing`]: the duty-cycle rest after each task, and the browser's
+//! pauses (hidden page, low battery). Being pure, every path is unit-tested natively.
 //!
-//! Time is a monotonic millisecond count passed in by the caller (`performance.now()` in the
-//! browser); [`Machine::next_deadline`] says when to call [`Machine::tick`] next.
+//! Time is a monotonic millisecond count passed in by the driver (`performance.now()` in the
+//! browser, tokio's clock natively); [`Machine::next_deadline`] says when to call
+//! [`Machine::tick`] next.
 
-use super::page::{LogLevel, RelayUrls, State, Status, WorkerEvent};
 use crate::escrow::{self, DEFAULT_MAX_BOND};
 use crate::pacing::{self, DeviceReport, Pace, Settings};
 use starling_protocol::job::KernelSpec;
@@ -20,6 +25,7 @@ use starling_protocol::limits::{
     MAX_ENTRY_POINT_LEN, MAX_INLINE_OUTPUT_BYTES, MAX_INPUTS_PER_TASK, MAX_OUTPUT_BYTES, MAX_PARAM_WORDS,
     MAX_REASON_LEN, MAX_WGSL_BYTES, MAX_WORKGROUPS_PER_DIM, MAX_WS_FRAME_BYTES,
 };
+use starling_protocol::page::{LogLevel, State, Status, WorkerEvent};
 use starling_protocol::sign::{EscrowDeployment, Keypair, UploadPurpose};
 use starling_protocol::upload::UploadAuth;
 use starling_protocol::worker::{
@@ -28,6 +34,8 @@ use starling_protocol::worker::{
 use starling_protocol::{Hash32, LeaseId, PROTOCOL_VERSION, PublicKey};
 use std::collections::VecDeque;
 use std::time::Duration;
+
+pub use crate::relay_urls::RelayUrls;
 
 /// Names one WebSocket, so events from a socket already given up are told apart and ignored.
 pub type ConnId = u64;
@@ -41,9 +49,48 @@ pub const BACKOFF_MAX_MS: u64 = 30_000;
 /// Heartbeat period bounds, whatever the relay asks for.
 const HEARTBEAT_MIN_MS: u64 = 100;
 const HEARTBEAT_MAX_MS: u64 = 60_000;
-/// Results sent and not yet acknowledged that are remembered (to count `tasks_done`); one task
-/// runs at a time, so more than a handful means the relay stopped acknowledging.
+/// Results sent and not yet acknowledged that are remembered (to count `tasks_done`); more than a
+/// few per slot means the relay stopped acknowledging.
 const MAX_AWAITING_ACK: usize = 64;
+/// The most tasks one worker runs at once, whatever it is configured with.
+pub const MAX_SLOTS: u32 = 64;
+
+/// What a worker is, fixed for its life: how many tasks it runs at once, who owns it in the
+/// escrow and what it agrees to there. The browser's worker is [`Options::default`]: one slot,
+/// its key owning itself.
+#[derive(Debug)]
+pub struct Options {
+    /// Tasks run at once, 1 to [`MAX_SLOTS`].
+    pub slots: u32,
+    /// The escrow account that bonds this worker and is paid for its work. `None`: the worker
+    /// key owns itself.
+    pub owner: Option<Keypair>,
+    /// The largest bond the owner signs for; a relay asking more is refused.
+    pub max_bond: u64,
+    /// Refuse a relay whose `welcome` names another escrow contract or chain (the worker's own
+    /// choice, so a relay cannot have it sign for a deployment it did not pick).
+    pub expect_contract: Option<String>,
+    pub expect_chain_id: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { slots: 1, owner: None, max_bond: DEFAULT_MAX_BOND, expect_contract: None, expect_chain_id: None }
+    }
+}
+
+/// Counters for the driver's report (the page's status shows the first two).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counters {
+    /// Results the relay acknowledged.
+    pub tasks_done: u64,
+    /// Tasks this worker could not run, or refused as beyond it.
+    pub tasks_failed: u64,
+    /// Signed results sent.
+    pub results_sent: u64,
+    /// Connections the relay welcomed.
+    pub sessions: u64,
+}
 
 /// What the glue must do. Carried out in order.
 #[derive(Debug)]
@@ -62,6 +109,9 @@ pub enum Action {
     RunTask { assignment: Box<Assignment>, relay: RelayUrls, signer: LeaseSigner },
     /// Stop working on `lease`: its lease is void, nobody wants the result.
     AbortTask { lease: LeaseId },
+    /// Read `account`'s escrow nonce from the relay (`GET /v1/clients/{account}`), then call
+    /// [`Machine::nonce_read`] with the rest: the owner signs its consent to `asked` under it.
+    ReadNonce { conn: ConnId, account: PublicKey, asked: EscrowDeployment, bond: u64 },
     /// `postMessage` to the page.
     Post(WorkerEvent),
 }
@@ -109,9 +159,10 @@ pub struct TaskFailure {
     pub device_lost: bool,
 }
 
-/// The browser worker's state; see the module docs.
+/// A worker's state; see the module docs.
 #[derive(Debug)]
 pub struct Machine {
+    options: Options,
     settings: Settings,
     device: DeviceReport,
     compute: Compute,
@@ -122,8 +173,7 @@ pub struct Machine {
     /// Kept after `stop` so the page can still show who this worker was.
     public_key: Option<PublicKey>,
     rest: Option<Rest>,
-    tasks_done: u64,
-    tasks_failed: u64,
+    counters: Counters,
     next_conn: ConnId,
     /// xorshift64 state for backoff jitter (no clock or OS randomness in here).
     jitter_state: u64,
@@ -188,7 +238,8 @@ struct Session {
     next_heartbeat_ms: u64,
     /// The device state last sent; a change is sent at once, not at the next beat.
     sent_state: Option<DeviceState>,
-    job: Option<Job>,
+    /// At most [`Options::slots`].
+    jobs: Vec<Job>,
     awaiting_ack: VecDeque<LeaseId>,
 }
 
@@ -208,9 +259,17 @@ struct Rest {
 }
 
 impl Machine {
-    /// A stopped worker. `jitter_seed` seeds the backoff jitter (any value).
+    /// A stopped browser worker ([`Options::default`]). `jitter_seed` seeds the backoff jitter
+    /// (any value).
     pub fn new(jitter_seed: u64) -> Machine {
+        Machine::with_options(jitter_seed, Options::default())
+    }
+
+    /// A stopped worker with `options` (slots clamped to 1..=[`MAX_SLOTS`]).
+    pub fn with_options(jitter_seed: u64, options: Options) -> Machine {
+        let options = Options { slots: options.slots.clamp(1, MAX_SLOTS), ..options };
         let mut machine = Machine {
+            options,
             settings: Settings::default(),
             device: DeviceReport::default(),
             compute: Compute::Unknown,
@@ -218,8 +277,7 @@ impl Machine {
             start_error: None,
             public_key: None,
             rest: None,
-            tasks_done: 0,
-            tasks_failed: 0,
+            counters: Counters::default(),
             next_conn: 0,
             jitter_state: jitter_seed | 1,
             posted: None,
@@ -227,6 +285,10 @@ impl Machine {
         };
         machine.reconcile(0);
         machine
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.counters
     }
 
     /// The actions decided since the last call, in order.
@@ -360,6 +422,9 @@ impl Machine {
                 Link::Handshake { step: Handshake::AwaitWelcome, .. },
                 RelayMessage::Welcome { heartbeat_ms, escrow, .. },
             ) => {
+                if let Err(why) = pinned(&self.options, escrow.as_ref()) {
+                    return self.drop_connection(why, true, now_ms);
+                }
                 let heartbeat_ms = heartbeat_ms.clamp(HEARTBEAT_MIN_MS, HEARTBEAT_MAX_MS);
                 run.backoff_ms = BACKOFF_FIRST_MS;
                 run.link = Link::Ready(Box::new(Session {
@@ -368,9 +433,10 @@ impl Machine {
                     heartbeat_ms,
                     next_heartbeat_ms: now_ms,
                     sent_state: None,
-                    job: None,
+                    jobs: Vec::new(),
                     awaiting_ack: VecDeque::new(),
                 }));
+                self.counters.sessions += 1;
                 let relay = run.urls.http.clone();
                 self.log(LogLevel::Info, format!("connected to {relay}"));
             }
@@ -385,8 +451,8 @@ impl Machine {
             (Link::Ready(_), RelayMessage::Assign(assignment)) => self.assigned(assignment, now_ms),
             (Link::Ready(session), RelayMessage::Cancel { lease }) => {
                 session.awaiting_ack.retain(|&l| l != lease);
-                if session.job.as_ref().is_some_and(|job| job.assignment.lease == lease) {
-                    let job = session.job.take().expect("checked above");
+                if let Some(at) = session.jobs.iter().position(|job| job.assignment.lease == lease) {
+                    let job = session.jobs.remove(at);
                     if let Some(started_ms) = job.started_ms {
                         self.actions.push(Action::AbortTask { lease });
                         self.start_rest(now_ms.saturating_sub(started_ms), now_ms);
@@ -397,27 +463,19 @@ impl Machine {
             (Link::Ready(session), RelayMessage::Ack { lease }) => {
                 if let Some(at) = session.awaiting_ack.iter().position(|&l| l == lease) {
                     session.awaiting_ack.remove(at);
-                    self.tasks_done += 1;
+                    self.counters.tasks_done += 1;
                 }
             }
             (Link::Ready(session), RelayMessage::Register { escrow: asked, nonce, bond }) => {
-                // Only registered keys are paid. The browser's key owns itself: its account is
-                // paid, and the same key signs the bond's authorization and its own consent.
-                match escrow::register(
-                    &run.key,
-                    &run.key,
-                    session.escrow.as_ref(),
-                    &asked,
-                    nonce,
-                    bond,
-                    DEFAULT_MAX_BOND,
-                ) {
-                    Ok(register) => {
-                        self.actions.push(Action::Send { conn: session.conn, text: encode(&register) });
-                        let note = format!("registering with the relay's escrow {}: bond {bond}", asked.contract);
-                        self.log(LogLevel::Info, note);
+                // Only registered keys are paid. A key that owns itself signs both the bond's
+                // authorization and its consent under the nonce the relay names; another owner's
+                // nonce is read first (the relay's word on it is not the owner's).
+                match &self.options.owner {
+                    Some(owner) if owner.public() != run.key.public() => {
+                        let (conn, account) = (session.conn, owner.public());
+                        self.actions.push(Action::ReadNonce { conn, account, asked, bond });
                     }
-                    Err(why) => self.log(LogLevel::Warn, format!("refused to register: {why}")),
+                    _ => self.register(asked, nonce, bond),
                 }
             }
             (Link::Ready(_), RelayMessage::Error(e)) => {
@@ -442,12 +500,12 @@ impl Machine {
     pub fn task_finished(&mut self, lease: LeaseId, outcome: Result<TaskOutput, TaskFailure>, now_ms: u64) {
         let Some(run) = &mut self.run else { return };
         let Link::Ready(session) = &mut run.link else { return };
-        let Some(started_ms) =
-            session.job.as_ref().filter(|job| job.assignment.lease == lease).and_then(|job| job.started_ms)
+        let Some(at) = session.jobs.iter().position(|job| job.assignment.lease == lease && job.started_ms.is_some())
         else {
             return;
         };
-        let job = session.job.take().expect("checked above");
+        let job = session.jobs.remove(at);
+        let started_ms = job.started_ms.expect("checked above");
         let task = job.assignment.task;
         let conn = session.conn;
         let mut device_lost = false;
@@ -462,9 +520,10 @@ impl Machine {
                     session.awaiting_ack.pop_front();
                 }
                 session.awaiting_ack.push_back(lease);
+                self.counters.results_sent += 1;
             }
             Err(failure) => {
-                self.tasks_failed += 1;
+                self.counters.tasks_failed += 1;
                 let reason: String = failure.reason.chars().take(MAX_REASON_LEN).collect();
                 self.actions.push(Action::Send { conn, text: encode(&WorkerMessage::Failed { lease, task, reason }) });
                 self.log(LogLevel::Warn, format!("task {task} failed: {}", failure.reason));
@@ -483,6 +542,47 @@ impl Machine {
             self.log(LogLevel::Warn, "the GPU device was lost; opening it again");
         }
         self.reconcile(now_ms);
+    }
+
+    /// The owner's escrow nonce, read for an [`Action::ReadNonce`] on `conn`: the owner consents
+    /// under it, or registration waits for the relay's next request.
+    pub fn nonce_read(
+        &mut self,
+        conn: ConnId,
+        asked: EscrowDeployment,
+        bond: u64,
+        nonce: Result<u64, String>,
+        now_ms: u64,
+    ) {
+        if self.current_conn() != Some(conn) {
+            return;
+        }
+        match nonce {
+            Ok(nonce) => self.register(asked, nonce, bond),
+            Err(why) => {
+                self.log(LogLevel::Warn, format!("cannot read the owner's escrow nonce ({why}); not registering"))
+            }
+        }
+        self.reconcile(now_ms);
+    }
+
+    /// Answers the relay's registration request, signed by the worker key (the bond's
+    /// authorization) and its owner (consent under `nonce`), unless [`escrow::register`] refuses.
+    fn register(&mut self, asked: EscrowDeployment, nonce: u64, bond: u64) {
+        let Some(Run { link: Link::Ready(session), key, .. }) = &self.run else { return };
+        let owner = self.options.owner.as_ref().unwrap_or(key);
+        let max_bond = self.options.max_bond;
+        let outcome = escrow::register(key, owner, session.escrow.as_ref(), &asked, nonce, bond, max_bond)
+            .map(|register| (session.conn, register, owner.public()));
+        match outcome {
+            Ok((conn, register, owner)) => {
+                self.actions.push(Action::Send { conn, text: encode(&register) });
+                let note =
+                    format!("registering with the relay's escrow {}: owner {owner}, bond {bond}", asked.contract);
+                self.log(LogLevel::Info, note);
+            }
+            Err(why) => self.log(LogLevel::Warn, format!("refused to register: {why}")),
+        }
     }
 
     /// Time passed: retry, time out the handshake, beat, end a rest.
@@ -519,8 +619,9 @@ impl Machine {
         let (lease, task) = (assignment.lease, assignment.task);
         // A task this worker cannot run fails (the relay will not offer it again); one it only
         // cannot run now is declined (the relay gives it to someone else, maybe back later).
-        let refusal = if session.job.is_some() {
-            Some((false, "this browser worker runs one task at a time and already has one".to_string()))
+        let slots = self.options.slots as usize;
+        let refusal = if session.jobs.len() >= slots {
+            Some((false, format!("all {slots} of this worker's slots are busy")))
         } else if let Err(why) = refusal {
             Some((true, why))
         } else if let Err(why) = escrow::check_assignment(session.escrow.as_ref(), &assignment) {
@@ -529,7 +630,7 @@ impl Machine {
             // Heartbeats keep a lease alive: holding it while paused could hold it for hours.
             Some((false, format!("paused: {why}")))
         } else {
-            session.job = Some(Job { assignment, started_ms: None });
+            session.jobs.push(Job { assignment, started_ms: None });
             None
         };
         if let Some((cannot_run, reason)) = refusal {
@@ -538,7 +639,7 @@ impl Machine {
             self.log(level, format!("task {task} refused: {reason}"));
             let reason: String = reason.chars().take(MAX_REASON_LEN).collect();
             let message = if cannot_run {
-                self.tasks_failed += 1;
+                self.counters.tasks_failed += 1;
                 WorkerMessage::Failed { lease, task, reason }
             } else {
                 WorkerMessage::Decline { lease, task, reason }
@@ -562,8 +663,8 @@ impl Machine {
         match std::mem::replace(&mut run.link, Link::AwaitCompute) {
             Link::Handshake { conn, .. } => self.actions.push(Action::Close { conn }),
             Link::Ready(session) => {
-                if let Some(Job { assignment, started_ms: Some(_) }) = &session.job {
-                    self.actions.push(Action::AbortTask { lease: assignment.lease });
+                for job in session.jobs.iter().filter(|job| job.started_ms.is_some()) {
+                    self.actions.push(Action::AbortTask { lease: job.assignment.lease });
                 }
                 self.actions.push(Action::Close { conn: session.conn });
             }
@@ -584,9 +685,14 @@ impl Machine {
         self.reconcile(now_ms);
     }
 
+    /// The rest that keeps the duty cycle after `busy_ms` of work ending now. With several slots
+    /// the rests of tasks ending together do not add up: the longest wins.
     fn start_rest(&mut self, busy_ms: u64, now_ms: u64) {
         let rest_ms = pacing::rest_after(Duration::from_millis(busy_ms), self.settings.duty_cycle).as_millis() as u64;
-        self.rest = (rest_ms > 0).then_some(Rest { until_ms: now_ms + rest_ms, rest_ms, busy_ms });
+        let rest = Rest { until_ms: now_ms + rest_ms, rest_ms, busy_ms };
+        if rest_ms > 0 && self.rest.is_none_or(|r| r.until_ms < rest.until_ms) {
+            self.rest = Some(rest);
+        }
     }
 
     fn pace(&self, now_ms: u64) -> Pace {
@@ -604,30 +710,32 @@ impl Machine {
         let pace = self.pace(now_ms);
         let battery = self.device.battery;
         if let Some(Run { link: Link::Ready(session), urls, key, .. }) = &mut self.run {
-            if let Some(job) = &mut session.job
-                && job.started_ms.is_none()
-            {
+            let conn = session.conn;
+            let actions = &mut self.actions;
+            session.jobs.retain_mut(|job| {
+                if job.started_ms.is_some() {
+                    return true;
+                }
                 match pace {
                     Pace::Work => {
                         job.started_ms = Some(now_ms);
                         let assignment = Box::new(job.assignment.clone());
                         let signer = LeaseSigner { key: Keypair::from_seed(key.seed()), lease: assignment.lease };
-                        self.actions.push(Action::RunTask { assignment, relay: urls.clone(), signer });
+                        actions.push(Action::RunTask { assignment, relay: urls.clone(), signer });
+                        true
                     }
                     Pace::Pause(why) => {
                         let (lease, task) = (job.assignment.lease, job.assignment.task);
-                        session.job = None;
                         let reason = format!("paused: {why}");
-                        self.actions.push(Action::Send {
-                            conn: session.conn,
-                            text: encode(&WorkerMessage::Decline { lease, task, reason }),
-                        });
+                        let decline = WorkerMessage::Decline { lease, task, reason };
+                        actions.push(Action::Send { conn, text: encode(&decline) });
+                        false
                     }
-                    Pace::Rest { .. } => {}
+                    Pace::Rest { .. } => true,
                 }
-            }
+            });
             let state = DeviceState {
-                accepting: session.job.is_none() && pace == Pace::Work,
+                accepting: session.jobs.len() < self.options.slots as usize && pace == Pace::Work,
                 battery: battery.map(|b| b.level).filter(|level| level.is_finite()),
                 charging: battery.map(|b| b.charging),
             };
@@ -652,14 +760,14 @@ impl Machine {
                 None => (State::Stopped, None, None),
             },
             Some(run) => match &run.link {
-                Link::AwaitCompute => (State::Starting, Some("looking for a WebGPU adapter".to_string()), None),
+                Link::AwaitCompute => (State::Starting, Some("looking for a GPU adapter".to_string()), None),
                 Link::Backoff { delay_ms, why, refused, .. } => {
                     let state = if *refused { State::Error } else { State::Connecting };
                     (state, Some(format!("{why}; retrying in {:.1} s", *delay_ms as f64 / 1000.0)), None)
                 }
                 Link::Handshake { .. } => (State::Connecting, None, None),
-                Link::Ready(session) => match (&session.job, pace) {
-                    (Some(Job { assignment, started_ms: Some(_) }), pace) => {
+                Link::Ready(session) => match (session.jobs.iter().find(|job| job.started_ms.is_some()), pace) {
+                    (Some(Job { assignment, .. }), pace) => {
                         let reason = match pace {
                             Pace::Pause(why) => Some(format!("pausing after this task: {why}")),
                             _ => None,
@@ -692,8 +800,8 @@ impl Machine {
             backend: caps.map(|c| c.backend),
             adapter: caps.map(|c| c.adapter.name.clone()),
             public_key: self.public_key,
-            tasks_done: self.tasks_done,
-            tasks_failed: self.tasks_failed,
+            tasks_done: self.counters.tasks_done,
+            tasks_failed: self.counters.tasks_failed,
             kernel,
         }
     }
@@ -710,6 +818,20 @@ impl Machine {
         self.jitter_state = x;
         x
     }
+}
+
+/// Whether the escrow a relay's `welcome` names is the one [`Options`] pins, if it pins one.
+fn pinned(options: &Options, escrow: Option<&EscrowDeployment>) -> Result<(), String> {
+    let holds = |want: &Option<String>, got: fn(&EscrowDeployment) -> &String| {
+        want.as_ref().is_none_or(|want| escrow.is_some_and(|d| got(d) == want))
+    };
+    if holds(&options.expect_contract, |d| &d.contract) && holds(&options.expect_chain_id, |d| &d.chain_id) {
+        return Ok(());
+    }
+    Err(format!(
+        "the relay settles through {escrow:?}, not the expected chain {:?} and contract {:?}",
+        options.expect_chain_id, options.expect_contract
+    ))
 }
 
 /// Refuses, before any download, a task this worker cannot or must not run: beyond the protocol's
@@ -736,7 +858,9 @@ pub fn check_assignment(a: &Assignment, caps: &Capabilities) -> Result<(), Strin
     }
     if let KernelSpec::Wgsl { source, entry_point } = &a.kernel {
         if caps.backend == Backend::Cpu {
-            return Err("custom WGSL needs WebGPU, and this browser has no WebGPU adapter".into());
+            return Err(
+                "custom WGSL needs a GPU, and this worker has none (it runs built-in kernels on the CPU)".into()
+            );
         }
         if source.len() > MAX_WGSL_BYTES || entry_point.len() > MAX_ENTRY_POINT_LEN {
             return Err("WGSL source or entry point over the protocol's limits".into());

@@ -1,0 +1,61 @@
+//! An in-page CPU check of a matrix-multiply job's verified output.
+
+use super::*;
+
+#[component]
+pub(super) fn MatmulCheck(data: JobData) -> impl IntoView {
+    let result: RwSignal<Option<Result<String, String>>> = RwSignal::new(None);
+    let busy = RwSignal::new(false);
+    let work = Memo::new(move |_| data.spec.with(|s| s.as_ref().and_then(results::matmul_work)));
+    let check = move |_| {
+        busy.set(true);
+        result.set(None);
+        leptos::task::spawn_local(async move {
+            let outcome = async {
+                let (spec, a_hash, b_hash) = data
+                    .spec
+                    .with_untracked(|s| s.clone())
+                    .and_then(|s| {
+                        let inputs = s.tasks.first()?.inputs.clone();
+                        Some((s, *inputs.first()?, *inputs.get(1)?))
+                    })
+                    .ok_or("this job has no matrix inputs")?;
+                let a = api::blob(&a_hash).await.map_err(|e| format!("matrix A could not be fetched: {e}"))?;
+                let b = api::blob(&b_hash).await.map_err(|e| format!("matrix B could not be fetched: {e}"))?;
+                let indices: Vec<u32> = (0..spec.tasks.len() as u32).collect();
+                data.fetch_outputs(&indices, |_, _| {})
+                    .await
+                    .map_err(|e| format!("the outputs could not be fetched: {e}"))?;
+                let outputs = data.all_outputs().ok_or("not every task has an output")?;
+                // Give the browser a frame to paint "Checking…" before the CPU work.
+                browser::sleep(16).await;
+                let max_error = results::matmul_max_error(&spec, &a, &b, &outputs)?;
+                let ok = results::matmul_within_tolerance(&spec, max_error);
+                Ok::<String, String>(format!(
+                    "{} the CPU: largest difference {max_error:.2e}",
+                    if ok { "Matches" } else { "Differs from" }
+                ))
+            }
+            .await;
+            let _ = result.try_set(Some(outcome));
+            let _ = busy.try_set(false);
+        });
+    };
+    view! {
+        <div class="matmul-check">
+            {move || match work.get() {
+                Some(w) if w <= MAX_CHECK_WORK => view! {
+                    <button type="button" data-testid="matmul-check" on:click=check disabled=move || busy.get()>
+                        {move || if busy.get() { "Checking…" } else { "Check the product on this device's CPU" }}
+                    </button>
+                }.into_any(),
+                Some(_) => view! { <p class="hint">"This product is too large to check in the browser; `starling submit matmul` checks it natively."</p> }.into_any(),
+                None => view! { <span></span> }.into_any(),
+            }}
+            {move || result.get().map(|r| match r {
+                Ok(text) => view! { <p class="result-summary" data-testid="matmul-check-result">{text}</p> }.into_any(),
+                Err(text) => view! { <p class="notice error" role="alert" data-testid="matmul-check-result">{format!("The check failed: {text}")}</p> }.into_any(),
+            })}
+        </div>
+    }
+}
