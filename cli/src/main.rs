@@ -268,7 +268,7 @@ fn hex_token() -> String {
 async fn fund(args: FundArgs) -> Result<()> {
     let token = std::fs::read_to_string(&args.admin_token_file)
         .with_context(|| format!("reading {}", args.admin_token_file.display()))?;
-    let body = serde_json::json!({ "account": args.account, "amount": args.amount.to_string() });
+    let body = starling_protocol::api::AdminDeposit { account: args.account, amount: args.amount.to_string() };
     let resp = reqwest::Client::new()
         .post(format!("{}/v1/admin/deposits", args.relay.trim_end_matches('/')))
         .bearer_auth(token.trim())

@@ -2,6 +2,7 @@
 //! a sentence that says what happened and, where it helps, what to do about it.
 
 use starling_protocol::ErrorBody;
+use starling_protocol::error::ErrorReply;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Error {
@@ -37,7 +38,7 @@ impl Error {
     /// Interprets a non-success HTTP answer from `endpoint` (`"GET /v1/workers/{key}"`).
     pub fn from_response(endpoint: &str, status: u16, content_type: Option<&str>, body: &[u8]) -> Error {
         let json = content_type.is_some_and(|t| t.contains("json"));
-        if json && let Ok(error) = serde_json::from_slice::<ErrorBodyLoose>(body) {
+        if json && let Ok(error) = serde_json::from_slice::<ErrorReply>(body) {
             if error.code == OFFLINE_CODE {
                 return Error::Offline;
             }
@@ -70,13 +71,6 @@ impl Error {
     pub fn is_not_found(&self) -> bool {
         self.code() == Some("not_found")
     }
-}
-
-/// [`ErrorBody`] with a free-form code, so codes newer than this build still read.
-#[derive(Debug, serde::Deserialize)]
-struct ErrorBodyLoose {
-    code: String,
-    message: String,
 }
 
 impl From<ErrorBody> for Error {

@@ -249,6 +249,31 @@ pub struct StoredBlob {
     pub size: u64,
 }
 
+/// `GET /v1/jobs?state=&limit=`: the query, every part optional; unknown parameters are refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsQuery {
+    pub state: Option<JobState>,
+    pub limit: Option<u32>,
+}
+
+/// `GET /v1/workers?limit=`: the query; unknown parameters are refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkersQuery {
+    pub limit: Option<u32>,
+}
+
+/// The body of `POST /v1/admin/deposits` (`starling fund`): credit `account` on the embedded
+/// ledger, for demos and tests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminDeposit {
+    pub account: PublicKey,
+    /// Decimal, in the escrow's smallest unit.
+    pub amount: String,
+}
+
 /// Reads an optional value, taking one this build cannot read as none (lenient views).
 pub(crate) fn known_or_none<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where

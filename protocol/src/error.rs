@@ -77,6 +77,14 @@ pub struct ErrorBody {
     pub message: String,
 }
 
+/// [`ErrorBody`] as a client reads it: the code as text, so a code newer than the client still
+/// reads (the web app shows the message and keys on the codes it knows).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    pub code: String,
+    pub message: String,
+}
+
 impl ErrorBody {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self { code, message: message.into() }

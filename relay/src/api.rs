@@ -14,9 +14,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use futures_util::StreamExt;
-use serde::Deserialize;
 use starling_kernels::{self as kernels, validate};
-use starling_protocol::api::{AccountRequest, ClientView, Health, JobState, StoredBlob, TaskResult, TaskState};
+use starling_protocol::api::{
+    AccountRequest, AdminDeposit, ClientView, Health, JobsQuery, StoredBlob, TaskResult, TaskState, WorkersQuery,
+};
 use starling_protocol::job::{BuiltinKernel, JobSpec, KernelSpec};
 use starling_protocol::limits::MAX_SPEC_BYTES;
 use starling_protocol::sign::{SignedJob, UploadPurpose, account_bytes, verify};
@@ -173,16 +174,9 @@ fn unknown_kernel(body: &[u8]) -> Option<String> {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListJobs {
-    state: Option<JobState>,
-    limit: Option<u32>,
-}
-
 async fn list_jobs(
     State(app): State<AppState>,
-    q: Result<Query<ListJobs>, QueryRejection>,
+    q: Result<Query<JobsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::new(ErrorCode::Malformed, e.body_text()))?;
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
@@ -348,15 +342,9 @@ async fn serve_blob(app: &AppState, hash: &Hash32) -> Result<Response, ApiError>
         .into_response())
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListWorkers {
-    limit: Option<u32>,
-}
-
 async fn list_workers(
     State(app): State<AppState>,
-    q: Result<Query<ListWorkers>, QueryRejection>,
+    q: Result<Query<WorkersQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::new(ErrorCode::Malformed, e.body_text()))?;
     let online = app.core.shared.online.read().expect("online set lock").clone();
@@ -416,15 +404,6 @@ async fn account_action(
         .map_err(|e| ApiError::new(ErrorCode::BadSignature, format!("the account's signature over the action: {e}")))?;
     escrow.authorized(&key, req.nonce, &action, &req.signature).await?;
     Ok(Json(escrow.account(&key).await?).into_response())
-}
-
-/// The body of `POST /v1/admin/deposits`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AdminDeposit {
-    account: PublicKey,
-    /// Decimal, in the escrow's smallest unit.
-    amount: String,
 }
 
 /// Largest single operator deposit: far above any real grant, far below overflow.
