@@ -112,9 +112,9 @@ impl JobData {
                     self.outputs.set_value(vec![None; m.cells.len()]);
                 }
                 Cells::Changed(indices) => {
-                    let signals = self.cells.get_untracked();
                     for index in indices {
-                        if let (Some(signal), Some(cell)) = (signals.get(index as usize), m.cells.get(index as usize)) {
+                        let signal = self.cells.with_untracked(|signals| signals.get(index as usize).copied());
+                        if let (Some(signal), Some(cell)) = (signal, m.cells.get(index as usize)) {
                             signal.set(cell.clone());
                         }
                     }
