@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs what Starling needs on a fresh Debian/Ubuntu machine: Mesa's software Vulkan
 # (lavapipe) so GPU code runs without a GPU, Chromium and chromedriver (WebGPU through SwiftShader,
-# for the browser tests), Node.js with npm, and the pinned Rust toolchain (rust-toolchain.toml).
+# for the browser tests), PostgreSQL (the tests start a private server), Node.js with npm, and the
+# pinned Rust toolchain (rust-toolchain.toml).
 # Safe to run again: it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_pkgs=()
-for pkg in mesa-vulkan-drivers libvulkan1 chromium chromium-driver; do
+# postgresql: the tests start a private server of their own (scripts/postgres.sh).
+for pkg in mesa-vulkan-drivers libvulkan1 chromium chromium-driver postgresql; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_pkgs+=("$pkg")
 done
 # npm fetches binaryen's wasm-opt for the escrow contract's build (scripts/build-contract.sh).

@@ -3,6 +3,8 @@
 # tests with real relay and worker processes on software Vulkan (cargo test), the browser
 # engine's kernels on WebGPU in headless Chromium (wasm-bindgen-test), and the browser end to end
 # (Playwright driving Chromium against a real relay; screenshots in target/screenshots/).
+# A private PostgreSQL server (scripts/postgres.sh) runs for the whole command: the tests that
+# need one use it, and the relay's integration tests run a second time with their relays on it.
 #
 # At the end (pass or fail) it prints how long each phase took; BENCHMARKS.md ("Test time") keeps
 # the figures against the budget of 35 minutes cold on a 2-core machine.
@@ -42,6 +44,24 @@ phase_start=$(date +%s)
 export RUST_BACKTRACE=1
 phase "contract build" scripts/build-contract.sh
 phase "web build" scripts/build-web.sh
+eval "$(scripts/postgres.sh start)"
+trap 'status=$?; scripts/postgres.sh stop "$STARLING_TEST_PGDATA"; (exit $status); report' EXIT
 phase "cargo test (build and run)" cargo test --locked --workspace --all-targets "$@"
+# The relay's integration tests again, every relay on PostgreSQL: the binary the run above built
+# (same arguments, so nothing is rebuilt), started the way cargo starts it (in its crate's folder).
+relay_tests_on_postgres() {
+  local bin
+  bin=$(cargo test --locked --workspace --all-targets --no-run --message-format=json 2>/dev/null | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "it" \
+            and m["package_id"].find("/relay#") != -1 and m.get("executable"):
+        print(m["executable"])
+')
+  [ -n "$bin" ] || { echo "test.sh: the relay's integration test binary was not found" >&2; return 1; }
+  (cd relay && STARLING_TEST_STORE=postgres "$bin")
+}
+phase "relay tests on PostgreSQL" relay_tests_on_postgres
 phase "browser kernels" scripts/test-browser-kernels.sh
 phase "browser end to end" scripts/test-browser-e2e.sh

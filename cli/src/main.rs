@@ -64,6 +64,10 @@ struct RelayArgs {
     /// Folder for the SQLite database and blobs.
     #[arg(long, default_value = ".starling/relay", env = "STARLING_DATA_DIR")]
     data_dir: PathBuf,
+    /// The relay's database, when not SQLite in the data folder: `postgres://USER@HOST/DB`
+    /// (several relays may share one; see the README).
+    #[arg(long, env = "STARLING_DATABASE")]
+    database: Option<String>,
     /// A worker silent this long loses its leases (milliseconds).
     #[arg(long, default_value_t = 15_000)]
     lease_ms: u64,
@@ -183,6 +187,7 @@ fn rate(s: &str) -> Result<f64, String> {
 
 fn relay_config(args: &RelayArgs) -> Result<starling_relay::Config> {
     let mut config = starling_relay::Config::new(&args.data_dir);
+    config.database = args.database.clone();
     config.core.scheduler.lease_ms = args.lease_ms;
     config.core.scheduler.max_lease_ms = args.max_lease_ms;
     config.standing_refresh = std::time::Duration::from_millis(args.standing_refresh_ms);

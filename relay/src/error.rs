@@ -12,6 +12,9 @@ pub enum Error {
     Db(#[from] sqlx::Error),
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A setting the relay cannot start with.
+    #[error("configuration: {0}")]
+    Config(String),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
     #[error("stored data is corrupt: {0}")]

@@ -80,6 +80,9 @@ pub enum EscrowConfig {
 pub struct Config {
     /// Folder for `relay.sqlite` and `blobs/`.
     pub data_dir: PathBuf,
+    /// The relay's database: `None` is SQLite in `data_dir/relay.sqlite`; otherwise a
+    /// `postgres://` (or `sqlite://`) URL.
+    pub database: Option<String>,
     pub core: core::CoreConfig,
     pub max_workers: usize,
     pub max_watchers: usize,
@@ -105,6 +108,7 @@ impl Config {
         let (max_workers, max_watchers) = serve::default_connection_limits(&limits);
         Self {
             data_dir: data_dir.into(),
+            database: None,
             core: core::CoreConfig::default(),
             max_workers,
             max_watchers,
@@ -181,7 +185,10 @@ pub async fn start(
     let fds = serve::raise_fd_limit(needed)?;
     tracing::debug!(fds, needed, "open-file limit");
     std::fs::create_dir_all(&config.data_dir)?;
-    let store = store::Store::open(&config.data_dir.join("relay.sqlite")).await?;
+    let store = match &config.database {
+        None => store::Store::open(&config.data_dir.join("relay.sqlite")).await?,
+        Some(url) => store::Store::connect(url).await?,
+    };
     let blobs =
         blobs::BlobStore::open(&config.data_dir.join("blobs"), config.max_blob_bytes)?.with_quota(config.blob_quota);
     let unreferenced = blobs.adopt_unreferenced(&store.referenced_blobs().await?)?;

@@ -1,13 +1,16 @@
-//! Relay state in SQL (SQLite by default). Writes happen only inside transactions owned by the
-//! relay core, one writer per relay; API handlers read through the pool. Queries use `$N`
-//! placeholders and portable SQL so a PostgreSQL backend can share them.
+//! Relay state in SQL: SQLite by default (one file, nothing to install), PostgreSQL to share one
+//! database between relays. Both through sqlx's `Any` driver with the same queries: `$N`
+//! placeholders and portable SQL, with the few differences in [`Dialect`]. Writes happen only
+//! inside transactions owned by the relay core, one writer per relay; API handlers read through
+//! the pool.
 
 use crate::core::{StoredRecord, Write};
 use crate::error::{Error, Result};
 use crate::escrow::plan::SignedReplica;
 use crate::leases::HeldLease;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyConnection, AnyPool};
+use sqlx::{Executor, Row};
 use starling_protocol::api::{
     JobDetail, JobState, JobSummary, ReplicaState, ReplicaView, TaskState, TaskView, WorkerView,
 };
@@ -17,17 +20,49 @@ use starling_protocol::{Hash32, JobId, LeaseId, PublicKey, Signature, TaskId};
 use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
-use std::time::Duration;
 
 /// Handle to the relay database.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+/// Which SQL the database speaks, where SQLite and PostgreSQL differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// The dialect of a connection (sqlx's `Any` names its backend).
+    pub fn of(conn: &AnyConnection) -> Dialect {
+        if conn.backend_name().eq_ignore_ascii_case("postgresql") { Dialect::Postgres } else { Dialect::Sqlite }
+    }
+
+    fn of_url(url: &str) -> Option<Dialect> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Dialect::Postgres)
+        } else if url.starts_with("sqlite:") {
+            Some(Dialect::Sqlite)
+        } else {
+            None
+        }
+    }
+
+    /// The larger of two values: SQLite's two-argument `MAX`, PostgreSQL's `GREATEST`.
+    fn greatest(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "MAX",
+            Dialect::Postgres => "GREATEST",
+        }
+    }
 }
 
 const WORKER_COLUMNS: &str = "key, capabilities, replicas_returned, replicas_accepted, replicas_rejected, last_seen_ms";
 
-fn worker_view(r: &sqlx::sqlite::SqliteRow, online: &std::collections::HashSet<PublicKey>) -> Result<WorkerView> {
+fn worker_view(r: &AnyRow, online: &std::collections::HashSet<PublicKey>) -> Result<WorkerView> {
     let key: PublicKey = parse(r.get::<&str, _>(0), "worker key")?;
     Ok(WorkerView {
         online: online.contains(&key),
@@ -41,7 +76,10 @@ fn worker_view(r: &sqlx::sqlite::SqliteRow, online: &std::collections::HashSet<P
     })
 }
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// The schema, once per dialect: each version exists in both folders with the same name
+/// (`migrations_are_in_step`), and the relay's integration tests run on both.
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 fn parse<T: FromStr>(s: &str, what: &str) -> Result<T> {
     s.parse().map_err(|_| Error::Corrupt(format!("bad {what}: {s}")))
@@ -176,27 +214,56 @@ const SUMMARY_COLUMNS: &str = "id, label, kernel, client, state, tasks_total, ta
 impl Store {
     /// Opens (creating if needed) the SQLite file at `path` in WAL mode and migrates it.
     pub async fn open(path: &Path) -> Result<Store> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a commit is on disk before a result is acknowledged or an event is sent.
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            // 64 MiB of page cache: the hot rows (running jobs' tasks and replicas) stay in
-            // memory between group commits.
-            .pragma("cache_size", "-65536")
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
-        MIGRATOR.run(&pool).await?;
-        Ok(Store { pool })
+        let path =
+            path.to_str().ok_or_else(|| Error::Config(format!("database path {} is not UTF-8", path.display())))?;
+        Self::connect(&format!("sqlite://{path}?mode=rwc")).await
     }
 
-    pub fn pool(&self) -> &SqlitePool {
+    /// Connects to the database at `url` (`sqlite://PATH` or `postgres://…`) and migrates it.
+    pub async fn connect(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let dialect = Dialect::of_url(url)
+            .ok_or_else(|| Error::Config("the database URL must start with sqlite:// or postgres://".into()))?;
+        let pool = match dialect {
+            Dialect::Sqlite => {
+                AnyPoolOptions::new()
+                    .max_connections(8)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            // WAL: readers never wait for the writer. synchronous FULL: a commit is
+                            // on disk before a result is acknowledged or an event is sent. 64 MiB
+                            // of page cache: the hot rows (running jobs' tasks and replicas) stay
+                            // in memory between group commits.
+                            conn.execute(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;
+                                 PRAGMA cache_size = -65536; PRAGMA busy_timeout = 10000;",
+                            )
+                            .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(url)
+                    .await?
+            }
+            // Reads from API handlers on every relay, the writer, and the leader's lock.
+            Dialect::Postgres => AnyPoolOptions::new().max_connections(16).connect(url).await?,
+        };
+        match dialect {
+            Dialect::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
+            Dialect::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
+        }
+        Ok(Store { pool, dialect })
+    }
+
+    pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
 
-    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
         Ok(self.pool.begin().await?)
     }
 
@@ -214,7 +281,7 @@ impl Store {
     /// Applies a batch of the core's writes with a handful of multi-row statements, grouped by
     /// kind in an order that respects their dependencies (jobs before their leases, leases before
     /// their results, results before their final states, workers before their counters).
-    pub async fn apply(conn: &mut SqliteConnection, writes: &[Write]) -> Result<()> {
+    pub async fn apply(conn: &mut AnyConnection, writes: &[Write]) -> Result<()> {
         let mut workers = Vec::new();
         let mut returned = Vec::new();
         let mut ended = Vec::new();
@@ -298,10 +365,11 @@ impl Store {
             query.execute(&mut *conn).await?;
         }
         if let Some(below) = reserve {
-            sqlx::query(
+            sqlx::query(&format!(
                 "INSERT INTO relay_meta (key, value) VALUES ('leases_reserved', $1)
-                 ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
-            )
+                     ON CONFLICT (key) DO UPDATE SET value = {}(relay_meta.value, excluded.value)",
+                Dialect::of(conn).greatest()
+            ))
             .bind(i64::try_from(below).unwrap_or(i64::MAX))
             .execute(&mut *conn)
             .await?;
@@ -484,7 +552,7 @@ impl Store {
     }
 
     async fn insert_job(
-        conn: &mut SqliteConnection,
+        conn: &mut AnyConnection,
         id: JobId,
         job: &SignedJob,
         created_ms: u64,
@@ -520,7 +588,7 @@ impl Store {
 
     /// Leases left `leased` by a relay from before migration 0004 (which wrote open leases): their
     /// workers are gone with the old process.
-    pub async fn lapse_orphaned_leases(conn: &mut SqliteConnection) -> Result<u64> {
+    pub async fn lapse_orphaned_leases(conn: &mut AnyConnection) -> Result<u64> {
         let done =
             sqlx::query("UPDATE replicas SET state = 'lapsed' WHERE state = 'leased'").execute(&mut *conn).await?;
         Ok(done.rows_affected())
@@ -530,10 +598,11 @@ impl Store {
 
     /// Above every lease id stored or reserved by an earlier run.
     pub async fn next_lease_id(&self) -> Result<u64> {
-        let row = sqlx::query(
-            "SELECT MAX((SELECT COALESCE(MAX(lease_id), 0) + 1 FROM replicas),
+        let row = sqlx::query(&format!(
+            "SELECT {}((SELECT COALESCE(MAX(lease_id), 0) + 1 FROM replicas),
                         (SELECT COALESCE(MAX(value), 1) FROM relay_meta WHERE key = 'leases_reserved'))",
-        )
+            self.dialect.greatest()
+        ))
         .fetch_one(&self.pool)
         .await?;
         Ok(row.get::<i64, _>(0) as u64)
@@ -606,7 +675,7 @@ impl Store {
         Ok(jobs)
     }
 
-    fn summary_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<JobSummary> {
+    fn summary_from_row(row: &AnyRow) -> Result<JobSummary> {
         Ok(JobSummary {
             id: JobId(row.get::<i64, _>("id") as u64),
             label: row.get("label"),
@@ -741,8 +810,9 @@ impl Store {
 
     /// Tasks verified over all jobs, ever.
     pub async fn tasks_verified_total(&self) -> Result<u64> {
-        let n: i64 =
-            sqlx::query_scalar("SELECT COALESCE(SUM(tasks_verified), 0) FROM jobs").fetch_one(&self.pool).await?;
+        let n: i64 = sqlx::query_scalar("SELECT CAST(COALESCE(SUM(tasks_verified), 0) AS BIGINT) FROM jobs")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(n as u64)
     }
 
@@ -861,6 +931,26 @@ mod tests {
             assert_eq!(chunks.concat(), rows, "{n}: every row once, in order");
             assert!(chunks.len() <= n / 256 + 4 * 3, "{n}: {} statements", chunks.len());
         }
+    }
+
+    /// Every schema version exists for both databases under the same name, so a relay on either
+    /// is at the same version after the same release. (That each pair gives the same tables and
+    /// columns is checked on a real PostgreSQL by the integration tests, `schema_matches_sqlite`.)
+    #[test]
+    fn migrations_are_in_step() {
+        let names =
+            |m: &sqlx::migrate::Migrator| m.iter().map(|m| (m.version, m.description.to_string())).collect::<Vec<_>>();
+        let sqlite = names(&SQLITE_MIGRATIONS);
+        assert!(sqlite.len() >= 5, "{sqlite:?}");
+        assert_eq!(sqlite, names(&POSTGRES_MIGRATIONS));
+    }
+
+    #[test]
+    fn database_urls_name_their_dialect() {
+        assert_eq!(Dialect::of_url("postgres://u@h/db"), Some(Dialect::Postgres));
+        assert_eq!(Dialect::of_url("postgresql://u@h/db"), Some(Dialect::Postgres));
+        assert_eq!(Dialect::of_url("sqlite:///tmp/x.db"), Some(Dialect::Sqlite));
+        assert_eq!(Dialect::of_url("mysql://h/db"), None);
     }
 
     /// Worker records survive a restart: the last one a batch gives a key is what is read back.

@@ -31,6 +31,7 @@ async fn start_with(configure: impl FnOnce(&mut starling_relay::Config)) -> Rela
     let base = format!("http://{addr}");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let mut config = starling_relay::Config::new(dir.path());
+    config.database = Some(crate::support::database_url(dir.path()).await);
     config.max_blob_bytes = 1 << 20;
     config.core.max_running_jobs_per_client = 2;
     configure(&mut config);

@@ -27,6 +27,7 @@ async fn start(quota: BlobQuota) -> Relay {
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let mut config = starling_relay::Config::new(dir.path());
+    config.database = Some(crate::support::database_url(dir.path()).await);
     config.blob_quota = quota;
     // These workers sign made-up outputs: the relay's known-answer checks would bar them.
     config.core.canary_rate = 0.0;

@@ -149,12 +149,15 @@ struct Harness {
     clock: Arc<ManualClock>,
     settled: mpsc::UnboundedReceiver<SettleNote>,
     _dir: tempfile::TempDir,
+    /// The database's URL, to read it back.
+    database: String,
     blobs: BlobStore,
 }
 
 async fn start(escrow: Option<Escrow>) -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("relay.sqlite")).await.unwrap();
+    let database = crate::support::database_url(dir.path()).await;
+    let store = Store::connect(&database).await.unwrap();
     let blobs = BlobStore::open(&dir.path().join("blobs"), 1 << 20).unwrap();
     let (settle_tx, settled) = mpsc::unbounded_channel();
     let clock = Arc::new(ManualClock::default());
@@ -170,7 +173,7 @@ async fn start(escrow: Option<Escrow>) -> Harness {
     .await
     .unwrap();
     tokio::spawn(driver.run(rx, std::future::pending()));
-    Harness { handle, clock, settled, _dir: dir, blobs }
+    Harness { handle, clock, settled, _dir: dir, database, blobs }
 }
 
 /// Moves the relay's clock on by a second, and gives the driver a moment of real time.
@@ -337,7 +340,7 @@ async fn open_leases_are_not_written_yet_their_ids_are_never_reused() {
         }
     }
     assert_eq!(leases.len(), 2);
-    let store = Store::open(&h._dir.path().join("relay.sqlite")).await.unwrap();
+    let store = Store::connect(&h.database).await.unwrap();
     let stored = store.job_detail(id, &[]).await.unwrap().unwrap();
     assert!(stored.tasks[0].replicas.is_empty(), "no row for an open lease");
     let open = h.handle.shared.leases.of_job(id);

@@ -6,5 +6,6 @@ mod bad_input;
 mod blob_uploads;
 mod driver;
 mod fuzz_http;
+mod postgres;
 mod secrecy;
 mod support;

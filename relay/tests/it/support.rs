@@ -82,3 +82,30 @@ pub async fn next_answer(ws: &mut Ws) -> RelayMessage {
         }
     }
 }
+
+/// The database a test's relay uses: SQLite in `dir` by default; with `STARLING_TEST_STORE=postgres`,
+/// a fresh database of its own on the PostgreSQL server named by `STARLING_TEST_POSTGRES` (a
+/// server URL, as `scripts/postgres.sh start` exports). The README's test command runs these
+/// tests both ways.
+pub async fn database_url(dir: &std::path::Path) -> String {
+    if std::env::var("STARLING_TEST_STORE").is_ok_and(|s| s == "postgres") {
+        let server = postgres_server().expect("STARLING_TEST_STORE=postgres needs STARLING_TEST_POSTGRES");
+        return fresh_postgres_database(&server).await;
+    }
+    format!("sqlite://{}?mode=rwc", dir.join("relay.sqlite").display())
+}
+
+/// Creates an empty database on the PostgreSQL server at `server` and returns its URL.
+pub async fn fresh_postgres_database(server: &str) -> String {
+    use sqlx::Connection;
+    let name = format!("starling_{:016x}", rand::random::<u64>());
+    let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres")).await.expect("connect to PostgreSQL");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create database");
+    admin.close().await.ok();
+    format!("{server}/{name}")
+}
+
+/// The PostgreSQL server the tests may use (`STARLING_TEST_POSTGRES`), if any.
+pub fn postgres_server() -> Option<String> {
+    std::env::var("STARLING_TEST_POSTGRES").ok().filter(|s| !s.is_empty())
+}
