@@ -68,6 +68,16 @@ struct RelayArgs {
     /// (several relays may share one; see the README).
     #[arg(long, env = "STARLING_DATABASE")]
     database: Option<String>,
+    /// With a PostgreSQL database: where this relay takes connections the cluster's other relays
+    /// hand over while it leads (keep it on a private interface).
+    #[arg(long, env = "STARLING_PEER_LISTEN", default_value = "127.0.0.1:0")]
+    peer_listen: SocketAddr,
+    /// The peer address the other relays connect to (`host:port`), when not the bound one.
+    #[arg(long, env = "STARLING_PEER_ADVERTISE")]
+    peer_advertise: Option<String>,
+    /// The blob folder, when not `<data-dir>/blobs`: relays sharing a database share one.
+    #[arg(long, env = "STARLING_BLOBS")]
+    blobs: Option<PathBuf>,
     /// A worker silent this long loses its leases (milliseconds).
     #[arg(long, default_value_t = 15_000)]
     lease_ms: u64,
@@ -188,6 +198,13 @@ fn rate(s: &str) -> Result<f64, String> {
 fn relay_config(args: &RelayArgs) -> Result<starling_relay::Config> {
     let mut config = starling_relay::Config::new(&args.data_dir);
     config.database = args.database.clone();
+    config.blobs_dir = args.blobs.clone();
+    if args.database.as_deref().is_some_and(|url| url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        config.cluster = Some(starling_relay::cluster::ClusterConfig {
+            peer_listen: args.peer_listen,
+            advertise: args.peer_advertise.clone(),
+        });
+    }
     config.core.scheduler.lease_ms = args.lease_ms;
     config.core.scheduler.max_lease_ms = args.max_lease_ms;
     config.standing_refresh = std::time::Duration::from_millis(args.standing_refresh_ms);
@@ -293,7 +310,8 @@ async fn fund(args: FundArgs) -> Result<()> {
 
 #[derive(Debug, clap::Args)]
 struct WorkerArgs {
-    /// Relay URL.
+    /// Relay URL; several relays of one network comma-separated: the worker moves to the next
+    /// when its connection is lost.
     #[arg(long, default_value = "http://127.0.0.1:7070", env = "STARLING_RELAY")]
     relay: String,
     /// The worker's ed25519 key (created on first run).
@@ -378,7 +396,11 @@ async fn main() -> Result<()> {
                 // stderr: scripts read only the first stdout line and may close the pipe.
                 eprintln!("web app: http://{addr}/ (from {})", www.display());
             }
-            starling_relay::run(listener, config, ctrl_c()).await?;
+            if config.cluster.is_some() {
+                starling_relay::cluster::run(listener, config, ctrl_c()).await?;
+            } else {
+                starling_relay::run(listener, config, ctrl_c()).await?;
+            }
         }
         Command::Worker(args) => {
             init_tracing("info,wgpu_core=warn,wgpu_hal=warn,wgpu_hal::gles=off,naga=warn");

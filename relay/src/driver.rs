@@ -212,6 +212,8 @@ pub struct Driver {
     side: tokio::runtime::Handle,
     /// Runs the known-answer checks the core draws.
     checker: crate::canary::Checker,
+    /// The cluster epoch this driver leads in, checked by every write (see [`crate::cluster`]).
+    fence: Option<i64>,
 }
 
 /// Known-answer checks computed at once (each a CPU reference run on the blocking pool); a check
@@ -271,6 +273,7 @@ impl Driver {
             clock,
             side: tokio::runtime::Handle::current(),
             checker: crate::canary::Checker::new(blobs_for_checks, CHECK_THREADS),
+            fence: None,
         };
         let mut db = driver.store.begin().await?;
         let orphaned = Store::lapse_orphaned_leases(&mut db).await?;
@@ -298,6 +301,13 @@ impl Driver {
         driver.carry_out(ready).await?;
         tracing::info!(jobs = driver.core.jobs_running(), orphaned, "relay state recovered");
         Ok((driver, CoreHandle { tx, shared }, rx))
+    }
+
+    /// Makes every write check that `epoch` still leads the cluster: a relay that lost the lead
+    /// fails its next write and stops, and nothing it decided after losing it is stored.
+    pub fn fenced(mut self, epoch: Option<i64>) -> Self {
+        self.fence = epoch;
+        self
     }
 
     /// [`Driver::run`] on a thread of its own with a current-thread runtime, so that its wake-ups
@@ -412,6 +422,9 @@ impl Driver {
             self.shared.withheld.before_commit(&ready.writes);
             let started = std::time::Instant::now();
             let mut db = self.store.begin().await?;
+            if let Some(epoch) = self.fence {
+                Store::check_fence(&mut db, epoch).await?;
+            }
             Store::apply(&mut db, &ready.writes).await?;
             let applied = started.elapsed();
             db.commit().await?;

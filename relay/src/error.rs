@@ -15,6 +15,9 @@ pub enum Error {
     /// A setting the relay cannot start with.
     #[error("configuration: {0}")]
     Config(String),
+    /// Another relay leads the cluster now: this one must stop deciding.
+    #[error("another relay leads the cluster now (this relay led epoch {0})")]
+    Fenced(i64),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
     #[error("stored data is corrupt: {0}")]

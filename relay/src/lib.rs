@@ -22,6 +22,7 @@
 pub mod api;
 pub mod blobs;
 pub mod canary;
+pub mod cluster;
 pub mod core;
 pub mod driver;
 pub mod error;
@@ -83,6 +84,10 @@ pub struct Config {
     /// The relay's database: `None` is SQLite in `data_dir/relay.sqlite`; otherwise a
     /// `postgres://` (or `sqlite://`) URL.
     pub database: Option<String>,
+    /// The blob folder, when not `data_dir/blobs` (relays of one cluster share one).
+    pub blobs_dir: Option<PathBuf>,
+    /// Several relays on one PostgreSQL database (see [`cluster`]); `None`: this relay alone.
+    pub cluster: Option<cluster::ClusterConfig>,
     pub core: core::CoreConfig,
     pub max_workers: usize,
     pub max_watchers: usize,
@@ -109,6 +114,8 @@ impl Config {
         Self {
             data_dir: data_dir.into(),
             database: None,
+            blobs_dir: None,
+            cluster: None,
             core: core::CoreConfig::default(),
             max_workers,
             max_watchers,
@@ -179,6 +186,23 @@ pub async fn start(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<Started> {
+    let addr: SocketAddr = listener.local_addr()?;
+    start_serving(Box::pin(serve::accepted(listener)), addr, config, None, shutdown).await
+}
+
+/// Connections to serve, each with the address it counts against.
+pub(crate) type Incoming =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = (tokio::net::TcpStream, SocketAddr)> + Send>>;
+
+/// [`start`] over connections from anywhere. `fence`: the cluster epoch this relay leads in (see
+/// [`cluster`]); every write checks it is still current.
+pub(crate) async fn start_serving(
+    incoming: Incoming,
+    addr: SocketAddr,
+    config: Config,
+    fence: Option<i64>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<Started> {
     // Every connection the limits allow needs a file descriptor, besides the database's and the
     // blobs' own: raise the soft limit now, or refuse to start and say why.
     let needed = serve::descriptors_needed(config.max_workers, config.max_watchers, &config.limits);
@@ -189,14 +213,21 @@ pub async fn start(
         None => store::Store::open(&config.data_dir.join("relay.sqlite")).await?,
         Some(url) => store::Store::connect(url).await?,
     };
-    let blobs =
-        blobs::BlobStore::open(&config.data_dir.join("blobs"), config.max_blob_bytes)?.with_quota(config.blob_quota);
+    let blob_dir = config.blobs_dir.clone().unwrap_or_else(|| config.data_dir.join("blobs"));
+    let blobs = blobs::BlobStore::open(&blob_dir, config.max_blob_bytes)?.with_quota(config.blob_quota);
     let unreferenced = blobs.adopt_unreferenced(&store.referenced_blobs().await?)?;
     tracing::info!(unreferenced, "blobs no job references will expire");
     let escrow: Option<escrow::Escrow> = match &config.escrow {
         EscrowConfig::Off => None,
         EscrowConfig::Embedded(c) => {
-            Some(Arc::new(escrow::embedded::Embedded::open(&config.data_dir, c.clone()).await?))
+            let mut c = c.clone();
+            // On PostgreSQL the ledger lives in the relay's database (its own schema), so that
+            // whichever relay leads a cluster runs the same ledger.
+            if let Some(url) = config.database.as_deref().filter(|_| store.dialect() == store::Dialect::Postgres) {
+                c.database = Some(store.ledger_url(url).await?);
+                c.fence = fence;
+            }
+            Some(Arc::new(escrow::embedded::Embedded::open(&config.data_dir, c).await?))
         }
         EscrowConfig::Chain(c) => Some(Arc::new(escrow::chain::Chain::connect(c.clone()).await?)),
     };
@@ -209,6 +240,7 @@ pub async fn start(
         escrow.clone().zip(settler.as_ref().map(|(tx, _)| tx.clone())),
     )
     .await?;
+    let core = core.fenced(fence);
     // A slashed worker's new standing reaches the scheduler: below the minimum bond it takes no
     // more paid work.
     let core_handle = handle.clone();
@@ -244,10 +276,9 @@ pub async fn start(
             let _ = stop.wait_for(|s| *s).await;
         }
     })?;
-    let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, "relay listening");
     let total = config.max_workers + config.max_watchers + config.limits.http_connections;
-    let server = serve::serve(listener, app(state.clone(), config.www.clone()), config.limits, total, {
+    let server = serve::serve_incoming(incoming, app(state.clone(), config.www.clone()), config.limits, total, {
         let mut stop = stop_rx;
         async move {
             let _ = stop.wait_for(|s| *s).await;

@@ -181,7 +181,7 @@ impl AsyncWrite for Guarded {
 
 /// Refuses a connection over budget with a plain `429` and `{code, message}`, without reading
 /// its request.
-async fn refuse(mut tcp: TcpStream, message: &str) {
+pub(crate) async fn refuse(mut tcp: TcpStream, message: &str) {
     let body =
         serde_json::to_string(&starling_protocol::ErrorBody::new(starling_protocol::ErrorCode::RateLimited, message))
             .expect("error bodies serialize");
@@ -246,23 +246,47 @@ pub async fn serve(
     total: usize,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
+    serve_incoming(accepted(listener), app, limits, total, shutdown).await
+}
+
+/// The connections `listener` accepts, each with its remote address.
+pub fn accepted(listener: TcpListener) -> impl futures_util::Stream<Item = (TcpStream, SocketAddr)> + Send {
+    futures_util::stream::unfold(listener, |listener| async move {
+        loop {
+            match listener.accept().await {
+                Ok(a) => return Some((a, listener)),
+                Err(e) => {
+                    // Out of descriptors or a connection reset before accept: keep serving
+                    // the others, and do not spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    })
+}
+
+/// [`serve`] over connections from anywhere: each comes with the address its budget and the
+/// handlers see (a cluster's front relays hand over connections with their client's address).
+pub async fn serve_incoming(
+    incoming: impl futures_util::Stream<Item = (TcpStream, SocketAddr)> + Send,
+    app: Router,
+    limits: Limits,
+    total: usize,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
     let budget = Arc::new(Mutex::new(Budget::default()));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
     let builder = Arc::new(builder);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
+    tokio::pin!(incoming);
     loop {
         let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of descriptors or a connection reset before accept: keep serving
-                    // the others, and do not spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
+            next = incoming.next() => match next {
+                Some(a) => a,
+                None => break,
             },
             _ = &mut shutdown => break,
         };

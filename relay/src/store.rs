@@ -263,6 +263,39 @@ impl Store {
         self.dialect
     }
 
+    /// Creates the empty database `name` on the PostgreSQL server at `server` (a URL without a
+    /// database: `postgres://user@host:port`) and returns its URL. For tests and setup scripts;
+    /// `name` must be a plain identifier.
+    pub async fn create_postgres_database(server: &str, name: &str) -> Result<String> {
+        use sqlx::Connection;
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+            return Err(Error::Config(format!("database name {name:?} is not a plain identifier")));
+        }
+        let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres")).await?;
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await?;
+        admin.close().await?;
+        Ok(format!("{server}/{name}"))
+    }
+
+    /// The URL of the embedded ledger's schema in this PostgreSQL database (created if needed):
+    /// its own schema, so its migrations and tables stay apart from the relay's.
+    pub async fn ledger_url(&self, url: &str) -> Result<String> {
+        sqlx::query("CREATE SCHEMA IF NOT EXISTS ledger").execute(&self.pool).await?;
+        let sep = if url.contains('?') { '&' } else { '?' };
+        Ok(format!("{url}{sep}options=-c%20search_path%3Dledger"))
+    }
+
+    /// Checks, inside a write transaction, that `epoch` still leads the cluster (see
+    /// [`crate::cluster`]); the row stays locked until the transaction ends, so no new leader
+    /// takes over between the check and the commit.
+    pub async fn check_fence(conn: &mut AnyConnection, epoch: i64) -> Result<()> {
+        let done = sqlx::query("UPDATE relay_cluster SET epoch = epoch WHERE id = 1 AND epoch = $1")
+            .bind(epoch)
+            .execute(&mut *conn)
+            .await?;
+        if done.rows_affected() == 1 { Ok(()) } else { Err(Error::Fenced(epoch)) }
+    }
+
     pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
         Ok(self.pool.begin().await?)
     }

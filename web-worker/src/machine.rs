@@ -111,7 +111,7 @@ pub enum Action {
     AbortTask { lease: LeaseId },
     /// Read `account`'s escrow nonce from the relay (`GET /v1/clients/{account}`), then call
     /// [`Machine::nonce_read`] with the rest: the owner signs its consent to `asked` under it.
-    ReadNonce { conn: ConnId, account: PublicKey, asked: EscrowDeployment, bond: u64 },
+    ReadNonce { conn: ConnId, relay: RelayUrls, account: PublicKey, asked: EscrowDeployment, bond: u64 },
     /// `postMessage` to the page.
     Post(WorkerEvent),
 }
@@ -182,6 +182,12 @@ pub struct Machine {
     actions: Vec<Action>,
 }
 
+impl Run {
+    fn urls(&self) -> &RelayUrls {
+        &self.relays[self.current]
+    }
+}
+
 #[derive(Debug)]
 enum Compute {
     Unknown,
@@ -191,7 +197,10 @@ enum Compute {
 
 #[derive(Debug)]
 struct Run {
-    urls: RelayUrls,
+    /// The relays this worker may work for; it works for `relays[current]` and moves to the
+    /// next when a connection is lost.
+    relays: Vec<RelayUrls>,
+    current: usize,
     key: Keypair,
     link: Link,
     backoff_ms: u64,
@@ -308,11 +317,12 @@ impl Machine {
         [rest, link].into_iter().flatten().min()
     }
 
-    /// Begins working for `relay` with `key` (or reports why not). A `start` that changes
+    /// Begins working for `relay` (one origin, or several comma-separated: see
+    /// [`RelayUrls::from_origins`]) with `key`, or reports why not. A `start` that changes
     /// nothing but the settings keeps the connection and its leases.
     pub fn start(&mut self, relay: &str, key: Result<Keypair, String>, settings: Settings, now_ms: u64) {
-        let checked = settings.check().and_then(|()| RelayUrls::from_origin(relay)).and_then(|urls| Ok((urls, key?)));
-        let (urls, key) = match checked {
+        let checked = settings.check().and_then(|()| RelayUrls::from_origins(relay)).and_then(|urls| Ok((urls, key?)));
+        let (relays, key) = match checked {
             Ok(ok) => ok,
             Err(why) => {
                 self.teardown();
@@ -326,7 +336,7 @@ impl Machine {
         self.settings = settings;
         self.start_error = None;
         if let Some(run) = &self.run
-            && run.urls == urls
+            && run.relays == relays
             && run.key.public() == key.public()
         {
             self.reconcile(now_ms);
@@ -334,7 +344,7 @@ impl Machine {
         }
         self.teardown();
         self.public_key = Some(key.public());
-        self.run = Some(Run { urls, key, link: Link::AwaitCompute, backoff_ms: BACKOFF_FIRST_MS });
+        self.run = Some(Run { relays, current: 0, key, link: Link::AwaitCompute, backoff_ms: BACKOFF_FIRST_MS });
         match self.compute {
             Compute::Ready(_) => self.connect(now_ms),
             Compute::Opening => {}
@@ -437,7 +447,7 @@ impl Machine {
                     awaiting_ack: VecDeque::new(),
                 }));
                 self.counters.sessions += 1;
-                let relay = run.urls.http.clone();
+                let relay = run.urls().http.clone();
                 self.log(LogLevel::Info, format!("connected to {relay}"));
             }
             (Link::Handshake { .. }, RelayMessage::Error(e)) => {
@@ -473,7 +483,8 @@ impl Machine {
                 match &self.options.owner {
                     Some(owner) if owner.public() != run.key.public() => {
                         let (conn, account) = (session.conn, owner.public());
-                        self.actions.push(Action::ReadNonce { conn, account, asked, bond });
+                        let relay = run.relays[run.current].clone();
+                        self.actions.push(Action::ReadNonce { conn, relay, account, asked, bond });
                     }
                     _ => self.register(asked, nonce, bond),
                 }
@@ -654,7 +665,7 @@ impl Machine {
         self.next_conn += 1;
         let conn = self.next_conn;
         run.link = Link::Handshake { conn, deadline_ms: now_ms + HANDSHAKE_TIMEOUT_MS, step: Handshake::Opening };
-        self.actions.push(Action::Connect { conn, url: run.urls.socket.clone() });
+        self.actions.push(Action::Connect { conn, url: run.urls().socket.clone() });
     }
 
     /// Closes the current connection (if any) and abandons its task.
@@ -679,6 +690,9 @@ impl Machine {
         let Some(run) = &mut self.run else { return };
         let delay_ms = run.backoff_ms + jitter % (run.backoff_ms / 2 + 1);
         run.backoff_ms = (run.backoff_ms * 2).min(BACKOFF_MAX_MS);
+        // The next attempt goes to the next relay, if there are several: a relay that stopped
+        // answering is not tried again before the others.
+        run.current = (run.current + 1) % run.relays.len();
         run.link = Link::Backoff { until_ms: now_ms + delay_ms, delay_ms, why: why.clone(), refused };
         let level = if refused { LogLevel::Error } else { LogLevel::Info };
         self.log(level, format!("{why}; retrying in {:.1} s", delay_ms as f64 / 1000.0));
@@ -709,7 +723,8 @@ impl Machine {
         }
         let pace = self.pace(now_ms);
         let battery = self.device.battery;
-        if let Some(Run { link: Link::Ready(session), urls, key, .. }) = &mut self.run {
+        if let Some(Run { link: Link::Ready(session), relays, current, key, .. }) = &mut self.run {
+            let urls = &relays[*current];
             let conn = session.conn;
             let actions = &mut self.actions;
             session.jobs.retain_mut(|job| {

@@ -2,4 +2,5 @@
 
 mod e2e;
 mod escrow;
+mod scale_out;
 mod support;

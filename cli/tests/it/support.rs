@@ -266,3 +266,14 @@ pub fn tempdir() -> (tempfile::TempDir, PathBuf) {
     let data = dir.path().join("relay");
     (dir, data)
 }
+
+/// The PostgreSQL server the README's test command starts (`STARLING_TEST_POSTGRES`), if any.
+pub fn postgres_server() -> Option<String> {
+    std::env::var("STARLING_TEST_POSTGRES").ok().filter(|s| !s.is_empty())
+}
+
+/// Creates an empty database on the PostgreSQL server at `server` and returns its URL.
+pub async fn fresh_postgres_database(server: &str) -> String {
+    let name = format!("starling_e2e_{}", rand_suffix());
+    starling_relay::store::Store::create_postgres_database(server, &name).await.expect("create a database")
+}

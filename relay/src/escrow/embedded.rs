@@ -16,8 +16,8 @@ use super::{
 };
 use async_trait::async_trait;
 use cosmwasm_std::{Addr, Timestamp, Uint128};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Executor, Row};
 use starling_escrow::msg::{ExecuteMsg, InstantiateMsg, QueryMsg};
 use starling_escrow_vm::{Ledger, LedgerChanges, LedgerError, LedgerState};
 use starling_protocol::api::{EscrowAccount, EscrowInfo, JobEscrow};
@@ -42,6 +42,12 @@ pub struct EmbeddedConfig {
     pub unbonding_period: u64,
     pub max_job_duration: u64,
     pub slash_bps: u16,
+    /// Where the ledger is kept: `None` is `ledger.sqlite` in the relay's data folder; a
+    /// PostgreSQL URL keeps it in the database a cluster's relays share (set by the relay).
+    pub database: Option<String>,
+    /// The cluster epoch the relay running this ledger leads in: every save checks it is still
+    /// current, so a relay that lost the lead changes no balance (see `crate::cluster`).
+    pub fence: Option<i64>,
 }
 
 impl EmbeddedConfig {
@@ -55,6 +61,8 @@ impl EmbeddedConfig {
             unbonding_period: 21 * 24 * 3600,
             max_job_duration: starling_protocol::limits::MAX_DEADLINE_SECS + 3600,
             slash_bps: 5_000,
+            database: None,
+            fence: None,
         }
     }
 }
@@ -68,7 +76,7 @@ struct Inner {
 
 pub struct Embedded {
     inner: Mutex<Inner>,
-    db: SqlitePool,
+    db: AnyPool,
     config: EmbeddedConfig,
     contract: Addr,
     relay: Addr,
@@ -120,14 +128,35 @@ impl Embedded {
                 config.wasm.display()
             ))
         })?;
-        let options = SqliteConnectOptions::new()
-            .filename(data_dir.join("ledger.sqlite"))
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(std::time::Duration::from_secs(10));
-        let db = SqlitePoolOptions::new().max_connections(2).connect_with(options).await.map_err(unavailable)?;
-        sqlx::migrate!("./migrations-ledger").run(&db).await.map_err(unavailable)?;
+        let db = match &config.database {
+            Some(url) => {
+                sqlx::any::install_default_drivers();
+                let db = AnyPoolOptions::new().max_connections(2).connect(url).await.map_err(unavailable)?;
+                sqlx::migrate!("./migrations-ledger/postgres").run(&db).await.map_err(unavailable)?;
+                db
+            }
+            None => {
+                sqlx::any::install_default_drivers();
+                let path = data_dir.join("ledger.sqlite");
+                let url = format!("sqlite://{}?mode=rwc", path.display());
+                let db = AnyPoolOptions::new()
+                    .max_connections(2)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;",
+                            )
+                            .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&url)
+                    .await
+                    .map_err(unavailable)?;
+                sqlx::migrate!("./migrations-ledger/sqlite").run(&db).await.map_err(unavailable)?;
+                db
+            }
+        };
         let state = load(&db).await.map_err(unavailable)?;
         let fresh = state.is_none();
         let mut ledger = match state {
@@ -205,7 +234,7 @@ impl Embedded {
         }
         let result = off_the_runtime(|| f(&mut inner.ledger));
         let changes = inner.ledger.take_changes();
-        if let Err(e) = save(&self.db, &changes, minted.as_ref().filter(|_| result.is_ok())).await {
+        if let Err(e) = save(&self.db, self.config.fence, &changes, minted.as_ref().filter(|_| result.is_ok())).await {
             inner.poisoned = true;
             tracing::error!(error = %e, "saving the embedded ledger failed; refusing escrow calls until restart");
             return Err(unavailable(e));
@@ -366,11 +395,11 @@ impl EscrowBridge for Embedded {
     }
 }
 
-async fn meta(db: &SqlitePool, name: &str) -> sqlx::Result<Option<String>> {
+async fn meta(db: &AnyPool, name: &str) -> sqlx::Result<Option<String>> {
     sqlx::query_scalar("SELECT value FROM ledger_meta WHERE name = $1").bind(name).fetch_optional(db).await
 }
 
-async fn set_meta(db: &SqlitePool, name: &str, value: &str) -> sqlx::Result<()> {
+async fn set_meta(db: &AnyPool, name: &str, value: &str) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO ledger_meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
     )
@@ -382,7 +411,7 @@ async fn set_meta(db: &SqlitePool, name: &str, value: &str) -> sqlx::Result<()> 
 }
 
 /// The saved ledger, or `None` if none was saved yet.
-async fn load(db: &SqlitePool) -> sqlx::Result<Option<LedgerState>> {
+async fn load(db: &AnyPool) -> sqlx::Result<Option<LedgerState>> {
     let Some(height) = meta(db, "height").await? else {
         return Ok(None);
     };
@@ -410,8 +439,25 @@ async fn load(db: &SqlitePool) -> sqlx::Result<Option<LedgerState>> {
 }
 
 /// Writes one transaction's changes (and what it minted, by account) atomically.
-async fn save(db: &SqlitePool, changes: &LedgerChanges, minted: Option<&(String, u128)>) -> sqlx::Result<()> {
+async fn save(
+    db: &AnyPool,
+    fence: Option<i64>,
+    changes: &LedgerChanges,
+    minted: Option<&(String, u128)>,
+) -> sqlx::Result<()> {
     let mut tx = db.begin().await?;
+    if let Some(epoch) = fence {
+        // The row stays locked to the commit: no new leader takes over in between.
+        let done = sqlx::query("UPDATE public.relay_cluster SET epoch = epoch WHERE id = 1 AND epoch = $1")
+            .bind(epoch)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() != 1 {
+            return Err(sqlx::Error::Protocol(format!(
+                "another relay leads the cluster now (this one led epoch {epoch})"
+            )));
+        }
+    }
     for (key, value) in &changes.storage {
         match value {
             Some(value) => {

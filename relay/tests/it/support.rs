@@ -97,12 +97,8 @@ pub async fn database_url(dir: &std::path::Path) -> String {
 
 /// Creates an empty database on the PostgreSQL server at `server` and returns its URL.
 pub async fn fresh_postgres_database(server: &str) -> String {
-    use sqlx::Connection;
     let name = format!("starling_{:016x}", rand::random::<u64>());
-    let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres")).await.expect("connect to PostgreSQL");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create database");
-    admin.close().await.ok();
-    format!("{server}/{name}")
+    starling_relay::store::Store::create_postgres_database(server, &name).await.expect("create a database")
 }
 
 /// The PostgreSQL server the tests may use (`STARLING_TEST_POSTGRES`), if any.

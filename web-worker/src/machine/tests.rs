@@ -470,6 +470,59 @@ fn dropped_connections_retry_with_growing_jittered_backoff_until_welcomed() {
     assert!((BACKOFF_FIRST_MS..=BACKOFF_FIRST_MS * 3 / 2).contains(&delay), "{delay}");
 }
 
+/// A worker given several relays moves to the next when its connection is lost (in turn, back
+/// to the first after the last), and a task it then gets is fetched from and returned to the
+/// relay it came from.
+#[test]
+fn a_lost_relay_is_left_for_the_next_and_tasks_use_the_relay_they_came_from() {
+    let mut m = Machine::with_options(42, Options::default());
+    m.start("http://a:1,http://b:2", Ok(Keypair::from_seed([3; 32])), settings(1.0), 0);
+    m.compute_ready(caps(Backend::Cpu), 10);
+    let connect = |actions: Vec<Action>| match actions.into_iter().find(|a| matches!(a, Action::Connect { .. })) {
+        Some(Action::Connect { conn, url }) => (conn, url),
+        other => panic!("{other:?}"),
+    };
+    let (conn, url) = connect(m.take_actions());
+    assert_eq!(url, "ws://a:1/v1/workers/ws", "the first relay first");
+    m.socket_closed(conn, "refused", 20);
+    m.take_actions();
+    let mut urls = Vec::new();
+    let mut now;
+    for _ in 0..3 {
+        now = m.next_deadline().unwrap();
+        m.tick(now);
+        let (conn, url) = connect(m.take_actions());
+        urls.push(url);
+        m.socket_closed(conn, "refused", now);
+        m.take_actions();
+    }
+    assert_eq!(urls, ["ws://b:2/v1/workers/ws", "ws://a:1/v1/workers/ws", "ws://b:2/v1/workers/ws"]);
+
+    now = m.next_deadline().unwrap();
+    m.tick(now);
+    let (conn, url) = connect(m.take_actions());
+    assert_eq!(url, "ws://a:1/v1/workers/ws");
+    m.socket_closed(conn, "refused", now);
+    now = m.next_deadline().unwrap();
+    m.tick(now);
+    let (conn, url) = connect(m.take_actions());
+    assert_eq!(url, "ws://b:2/v1/workers/ws");
+    m.socket_opened(conn, now);
+    m.socket_text(conn, &relay(RelayMessage::Challenge { nonce: sha256(b"n") }), now);
+    m.socket_text(
+        conn,
+        &relay(RelayMessage::Welcome { heartbeat_ms: 5000, lease_ms: 30_000, escrow: Some(deployment()) }),
+        now,
+    );
+    m.take_actions();
+    m.socket_text(conn, &relay(RelayMessage::Assign(assignment(1))), now);
+    let actions = m.take_actions();
+    let Some(Action::RunTask { relay, .. }) = actions.iter().find(|a| matches!(a, Action::RunTask { .. })) else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(relay.http, "http://b:2", "inputs and output go through the relay that assigned the task");
+}
+
 #[test]
 fn handshake_problems_drop_the_socket_and_refusals_show_as_errors() {
     let start = |m: &mut Machine| -> ConnId {
@@ -705,7 +758,7 @@ fn an_owner_other_than_the_key_reads_its_own_nonce_before_consenting() {
     // The relay's nonce is the worker key's; the owner's is read, not taken on the relay's word.
     let actions = rig.relay(RelayMessage::Register { escrow: deployment(), nonce: 3, bond: 40 });
     assert!(sent(&actions).is_empty(), "{actions:?}");
-    let Some(Action::ReadNonce { conn, account, asked, bond }) =
+    let Some(Action::ReadNonce { conn, relay: _, account, asked, bond }) =
         actions.iter().find(|a| matches!(a, Action::ReadNonce { .. }))
     else {
         panic!("{actions:?}")

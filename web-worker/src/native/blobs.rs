@@ -4,6 +4,7 @@
 
 use super::NativeError;
 use crate::blob_cache::BlobCache;
+use crate::relay_urls::RelayUrls;
 use starling_protocol::limits::MAX_BLOB_BYTES;
 use starling_protocol::upload::UploadAuth;
 use starling_protocol::{Hash32, sha256};
@@ -12,25 +13,20 @@ use std::sync::{Arc, Mutex};
 #[derive(Debug)]
 pub(super) struct InputCache {
     http: reqwest::Client,
-    relay: String,
     inner: Mutex<BlobCache<Arc<Vec<u8>>>>,
 }
 
 impl InputCache {
-    pub(super) fn new(http: reqwest::Client, relay: String, capacity: u64) -> Self {
-        Self { http, relay: relay.trim_end_matches('/').to_string(), inner: Mutex::new(BlobCache::new(capacity)) }
+    pub(super) fn new(http: reqwest::Client, capacity: u64) -> Self {
+        Self { http, inner: Mutex::new(BlobCache::new(capacity)) }
     }
 
-    pub(super) async fn get(&self, hash: &Hash32) -> Result<Arc<Vec<u8>>, NativeError> {
+    /// The blob `hash`, from the cache or else from `relay` (the one the task came from).
+    pub(super) async fn get(&self, relay: &RelayUrls, hash: &Hash32) -> Result<Arc<Vec<u8>>, NativeError> {
         if let Some(hit) = self.inner.lock().expect("cache lock").get(hash) {
             return Ok(hit);
         }
-        let mut resp = self
-            .http
-            .get(format!("{}/v1/blobs/{hash}", self.relay))
-            .send()
-            .await
-            .map_err(|e| NativeError::Http(e.to_string()))?;
+        let mut resp = self.http.get(relay.blob(hash)).send().await.map_err(|e| NativeError::Http(e.to_string()))?;
         if !resp.status().is_success() {
             return Err(NativeError::Http(format!("GET blob {hash}: {}", resp.status())));
         }

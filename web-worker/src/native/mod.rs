@@ -194,7 +194,7 @@ pub async fn run(
     compute: Compute,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<WorkerStats, NativeError> {
-    let urls = RelayUrls::from_origin(&config.relay).map_err(NativeError::Connection)?;
+    RelayUrls::from_origins(&config.relay).map_err(NativeError::Connection)?;
     // Native workers have no page to hide and no battery reading: only the duty cycle paces them.
     let settings = Settings { duty_cycle: config.duty_cycle, pause_when_hidden: false, min_battery: 0.0 };
     settings.check().map_err(NativeError::Connection)?;
@@ -221,7 +221,7 @@ pub async fn run(
         sockets: HashMap::new(),
         tasks: HashMap::new(),
         runner: Arc::new(Runner {
-            inputs: blobs::InputCache::new(http.clone(), urls.http.clone(), config.cache_bytes),
+            inputs: blobs::InputCache::new(http.clone(), config.cache_bytes),
             config,
             compute,
             http,
@@ -340,13 +340,13 @@ impl Driver {
             Action::Close { conn } => {
                 self.sockets.remove(&conn);
             }
-            Action::RunTask { assignment, relay: _, signer } => {
+            Action::RunTask { assignment, relay, signer } => {
                 let lease = assignment.lease;
                 let kernel = assignment.kernel.display_name();
                 tracing::debug!(%lease, task = %assignment.task, %kernel, "assigned");
                 let (runner, events) = (self.runner.clone(), self.events_tx.clone());
                 let task = tokio::spawn(async move {
-                    let outcome = runner.execute(&assignment, &signer).await;
+                    let outcome = runner.execute(&assignment, &relay, &signer).await;
                     if let Err(failure) = &outcome {
                         tracing::warn!(%lease, task = %assignment.task, reason = %failure.reason, "task failed");
                     }
@@ -359,10 +359,10 @@ impl Driver {
                     task.abort();
                 }
             }
-            Action::ReadNonce { conn, account, asked, bond } => {
+            Action::ReadNonce { conn, relay, account, asked, bond } => {
                 let (runner, events) = (self.runner.clone(), self.events_tx.clone());
                 tokio::spawn(async move {
-                    let nonce = runner.account_nonce(&account).await.map_err(|e| e.to_string());
+                    let nonce = runner.account_nonce(&relay, &account).await.map_err(|e| e.to_string());
                     let _ = events.send(Event::Nonce { conn, asked, bond, nonce }).await;
                 });
             }
@@ -446,14 +446,20 @@ struct Runner {
 impl Runner {
     /// Fetches the inputs, runs the kernel (or plays one of the testing cheats), and uploads an
     /// output too large to travel inline.
-    async fn execute(&self, a: &Assignment, signer: &LeaseSigner) -> Result<TaskOutput, TaskFailure> {
+    /// Runs an assignment from `relay`: its inputs come from there and its output goes there.
+    async fn execute(
+        &self,
+        a: &Assignment,
+        relay: &RelayUrls,
+        signer: &LeaseSigner,
+    ) -> Result<TaskOutput, TaskFailure> {
         let failed = |reason: String| TaskFailure { reason, device_lost: false };
         if self.config.stall_tasks {
             std::future::pending::<()>().await;
         }
         let mut inputs = Vec::with_capacity(a.inputs.len());
         for h in &a.inputs {
-            inputs.push(self.inputs.get(h).await.map_err(|e| failed(format!("input {h}: {e}")))?);
+            inputs.push(self.inputs.get(relay, h).await.map_err(|e| failed(format!("input {h}: {e}")))?);
         }
         let earlier = if self.config.copy_results {
             self.copied.lock().expect("copy lock").clone().filter(|o| o.len() == a.output_size as usize)
@@ -483,15 +489,15 @@ impl Runner {
         }
         let (output_hash, output_len) = (sha256(&output), output.len() as u64);
         let auth = signer.sign(&output_hash, output_len);
-        blobs::upload(&self.http, &self.config.relay, &auth, &output_hash, output)
+        blobs::upload(&self.http, &relay.http, &auth, &output_hash, output)
             .await
             .map_err(|e| failed(format!("upload: {e}")))?;
         Ok(TaskOutput { output_hash, output_len, inline: None })
     }
 
     /// An escrow account's current nonce, from the relay (`GET /v1/clients/{key}`).
-    async fn account_nonce(&self, account: &PublicKey) -> Result<u64, NativeError> {
-        let url = format!("{}/v1/clients/{account}", self.config.relay.trim_end_matches('/'));
+    async fn account_nonce(&self, relay: &RelayUrls, account: &PublicKey) -> Result<u64, NativeError> {
+        let url = format!("{}/v1/clients/{account}", relay.http);
         let resp = self.http.get(url).send().await.map_err(|e| NativeError::Http(e.to_string()))?;
         let http = |e: reqwest::Error| NativeError::Http(e.to_string());
         let view: ClientView = resp.error_for_status().map_err(http)?.json().await.map_err(http)?;

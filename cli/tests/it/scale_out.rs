@@ -1,0 +1,179 @@
+//! Three relays on one PostgreSQL database, native workers spread over them, a paid job posted on
+//! one, and the relay leading the cluster SIGKILLed in the middle of the job.
+
+use crate::support::*;
+use serde_json::Value;
+use sqlx::Row;
+use starling_protocol::api::{JobEscrow, JobState, ReplicaState, TaskState};
+use starling_protocol::job::{BuiltinKernel, Comparison, JobSpec, KernelSpec};
+use starling_web_worker::kernels::mandelbrot;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+const FAUCET: u128 = 1_000_000_000;
+const PRICE: u64 = 1_000;
+const FEE_BPS: u128 = 500;
+
+async fn wait_closed(api: &Api, job: starling_protocol::JobId) -> JobEscrow {
+    let start = Instant::now();
+    loop {
+        if let Ok(resp) = api.http.get(format!("{}/v1/jobs/{job}/escrow", api.base)).send().await
+            && let Ok(e) = resp.json::<JobEscrow>().await
+            && e.refunded.is_some()
+        {
+            return e;
+        }
+        assert!(start.elapsed() < Duration::from_secs(90), "job {job} never closed in escrow");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The peer address of the relay leading the cluster, once one leads (and before the first
+/// relay has made the table, none).
+async fn leader(db: &sqlx::PgPool) -> Option<String> {
+    sqlx::query_scalar("SELECT leader FROM relay_cluster WHERE id = 1").fetch_optional(db).await.ok().flatten()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_relays_on_one_database_finish_a_job_when_the_leader_is_killed_mid_job() {
+    let Some(server) = postgres_server() else {
+        eprintln!("STARLING_TEST_POSTGRES is not set (scripts/test.sh starts a server and sets it); skipped");
+        return;
+    };
+    let url = fresh_postgres_database(&server).await;
+    let db = sqlx::PgPool::connect(&url).await.unwrap();
+    let (dir, _) = tempdir();
+    let blobs = dir.path().join("blobs");
+    let args = ["--database", &url, "--blobs", blobs.to_str().unwrap(), "--faucet", "1000000000"];
+    // The first relay leads (it is alone when it starts); the other two follow.
+    let mut first = spawn_relay(&dir.path().join("relay0"), 0, &args);
+    let start = Instant::now();
+    while leader(&db).await.is_none() {
+        assert!(start.elapsed() < Duration::from_secs(30), "the first relay never took the lead");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let first_leader = leader(&db).await.unwrap();
+    let others: Vec<Relay> = (1..3).map(|i| spawn_relay(&dir.path().join(format!("relay{i}")), 0, &args)).collect();
+    let bases = [first.base.clone(), others[0].base.clone(), others[1].base.clone()];
+
+    // Four workers, each given all three relays, starting at a different one: two connect to
+    // the leader directly, two through the followers.
+    let mut workers = Vec::new();
+    for i in 0..4 {
+        let relays: Vec<&str> = (0..3).map(|k| bases[(i + k) % 3].as_str()).collect();
+        workers.push(spawn_worker(&relays.join(","), dir.path(), &format!("w{i}"), &["--duty", "0.4"]));
+    }
+    // A job posted on a follower, read on the other: one relay to the outside.
+    let api = Api::new(&bases[1]);
+    let reader = Api::new(&bases[2]);
+    api.wait_workers(4).await;
+    let spec = JobSpec {
+        label: "scale-out".into(),
+        kernel: KernelSpec::Builtin { name: BuiltinKernel::Mandelbrot },
+        tasks: mandelbrot::tile_job_tasks(96, 96, 16, 400, (-0.6, 0.0), 3.0),
+        comparison: Comparison::Exact,
+        replicas: 2,
+        quorum: 2,
+        max_replicas: 4,
+        price_per_replica: PRICE,
+        deadline_secs: 600,
+        homogeneous: false,
+        nonce: 1,
+        adaptive: None,
+    };
+    let total = spec.tasks.len() as u32;
+    let job = api.submit(spec.clone()).await;
+    let seen = reader.job(job.id).await;
+    assert_eq!((seen.summary.id, seen.summary.tasks_total), (job.id, total));
+
+    // Mid-job: some tasks verified, not all. Then the leader dies without a word.
+    let mid = reader.wait_for(job.id, Duration::from_secs(120), |d| d.summary.tasks_verified >= 2).await;
+    first.proc.kill9();
+    let killed = Instant::now();
+    let verified_at_kill: i64 = sqlx::query_scalar("SELECT tasks_verified FROM jobs WHERE id = $1")
+        .bind(job.id.0 as i64)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert!(
+        verified_at_kill < i64::from(total),
+        "the job finished before the kill ({} of {total} verified when it was seen mid-job)",
+        mid.summary.tasks_verified
+    );
+
+    // Another relay takes the lead, and the job goes on.
+    let start = Instant::now();
+    while leader(&db).await.as_deref() == Some(first_leader.as_str()) {
+        assert!(start.elapsed() < Duration::from_secs(10), "no relay took over the lead");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took_over = killed.elapsed();
+    let resumed = reader
+        .wait_for(job.id, Duration::from_secs(60), |d| i64::from(d.summary.tasks_verified) > verified_at_kill)
+        .await;
+    let resumed_after = killed.elapsed();
+    eprintln!(
+        "failover: a new leader {took_over:?} after the kill, the next verified task {resumed_after:?} after ({} of {total})",
+        resumed.summary.tasks_verified
+    );
+    assert!(took_over < Duration::from_secs(5), "the lead moved in {took_over:?}");
+    let detail = reader.wait_done(job.id).await;
+
+    // Every result is the CPU reference's; every task verified once.
+    let expected = cpu_outputs(&reader, &spec).await;
+    for (i, want) in expected.iter().enumerate() {
+        assert_eq!(&reader.output(job.id, i as u32).await, want, "task {i}");
+    }
+    assert_eq!(detail.summary.state, JobState::Done);
+    assert!(detail.tasks.iter().all(|t| t.state == TaskState::Verified));
+    assert_eq!(detail.summary.tasks_verified, total, "a task counted as verified twice");
+    let decided: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM tasks WHERE job_id = $1 AND state = 'verified' AND decided_at_ms IS NOT NULL",
+    )
+    .bind(job.id.0 as i64)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(decided, i64::from(total));
+
+    // Settled once: the escrow paid exactly the accepted replicas, each task once, and gave the
+    // rest back.
+    let escrow = wait_closed(&reader, job.id).await;
+    let accepted: u128 =
+        detail.tasks.iter().flat_map(|t| t.replicas.iter()).filter(|r| r.state == ReplicaState::Accepted).count()
+            as u128;
+    let mut per_worker: HashMap<String, u128> = HashMap::new();
+    for r in detail.tasks.iter().flat_map(|t| t.replicas.iter()).filter(|r| r.state == ReplicaState::Accepted) {
+        *per_worker.entry(r.worker.to_hex()).or_default() += 1;
+    }
+    let (price, fee) = (u128::from(PRICE), u128::from(PRICE) * FEE_BPS / 10_000);
+    assert_eq!(escrow.settled_tasks, total, "every verified task settled, once");
+    assert_eq!(escrow.paid_to_workers.parse::<u128>().unwrap(), accepted * price);
+    assert_eq!(escrow.paid_to_relay.parse::<u128>().unwrap(), accepted * fee);
+    let deposit: u128 = escrow.deposit.parse().unwrap();
+    assert_eq!(escrow.refunded.as_deref().unwrap().parse::<u128>().unwrap(), deposit - accepted * (price + fee));
+    for (key, n) in &per_worker {
+        let view: Value =
+            reader.http.get(format!("{}/v1/workers/{key}", reader.base)).send().await.unwrap().json().await.unwrap();
+        assert_eq!(
+            view["escrow"]["received"],
+            Value::String((n * price).to_string()),
+            "worker {key} paid once per replica"
+        );
+    }
+
+    // Money is conserved across the failover: the ledger (in the shared database) holds what
+    // the faucet minted, no more and no less.
+    let sum = |rows: Vec<sqlx::postgres::PgRow>| {
+        rows.iter().map(|r| r.get::<String, _>(0).parse::<u128>().unwrap()).sum::<u128>()
+    };
+    let balances = sum(sqlx::query("SELECT balance FROM ledger.ledger_accounts").fetch_all(&db).await.unwrap());
+    let minted = sum(sqlx::query("SELECT amount FROM ledger.ledger_faucet").fetch_all(&db).await.unwrap());
+    assert_eq!(minted, 5 * FAUCET, "the client and four workers, once each");
+    assert_eq!(balances, minted, "money was created or destroyed across the failover");
+
+    // The workers that were on the killed relay moved to the others.
+    reader.wait_workers(4).await;
+    drop(workers);
+    drop(others);
+}
