@@ -67,6 +67,27 @@ async fn three_relays_on_one_database_finish_a_job_when_the_leader_is_killed_mid
     let api = Api::new(&bases[1]);
     let reader = Api::new(&bases[2]);
     api.wait_workers(4).await;
+    // The leader's peer port serves a connection handed over with the cluster's secret, and a
+    // stranger naming no secret or a wrong one (with a made-up client address) gets nothing: the
+    // connection closes without a byte.
+    let secret: String =
+        sqlx::query_scalar("SELECT secret FROM relay_cluster WHERE id = 1").fetch_one(&db).await.unwrap();
+    let request = "GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    for (line, served) in [
+        (format!("STARLING-PEER/1 {secret} 198.51.100.9:1\n{request}"), true),
+        (request.to_string(), false),
+        (format!("STARLING-PEER/1 {} 198.51.100.9:1\n{request}", "0".repeat(64)), false),
+    ] {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(&first_leader).await.unwrap();
+        tcp.write_all(line.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert_eq!(answer.starts_with("HTTP/1.1 200"), served, "{line:?} was answered {answer:?}");
+        assert!(served || answer.is_empty(), "the peer port answered a stranger: {answer:?}");
+    }
+
     let spec = JobSpec {
         label: "scale-out".into(),
         kernel: KernelSpec::Builtin { name: BuiltinKernel::Mandelbrot },

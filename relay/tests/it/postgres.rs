@@ -85,3 +85,43 @@ async fn schema_matches_sqlite() {
     );
     assert_eq!(lite_indexes, pg_indexes, "indexes differ");
 }
+
+/// A relay that lost the lead stores nothing more: its write transactions check the epoch it led
+/// in, and a check holds the epoch row until its commit, so a new leader cannot take over between
+/// a deposed leader's check and its commit.
+#[tokio::test]
+async fn a_deposed_leaders_writes_are_refused() {
+    let Some(server) = crate::support::postgres_server() else {
+        eprintln!(
+            "a_deposed_leaders_writes_are_refused: STARLING_TEST_POSTGRES is not set (scripts/test.sh sets it); skipped"
+        );
+        return;
+    };
+    let store = Store::connect(&crate::support::fresh_postgres_database(&server).await).await.unwrap();
+    sqlx::query("INSERT INTO relay_cluster (id, leader, epoch, secret) VALUES (1, 'a:1', 1, 's')")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let mut old = store.begin().await.unwrap();
+    Store::check_fence(&mut old, 1).await.unwrap();
+    // A new leader claims the lead while the old one's transaction is open: it waits for it.
+    let claim = tokio::spawn({
+        let store = store.clone();
+        async move {
+            sqlx::query("UPDATE relay_cluster SET leader = 'b:2', epoch = epoch + 1 WHERE id = 1")
+                .execute(store.pool())
+                .await
+                .unwrap();
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!claim.is_finished(), "the lead changed under an open, fenced write");
+    old.commit().await.unwrap();
+    claim.await.unwrap();
+    // From now on the old leader's writes fail, the new one's pass.
+    let mut old = store.begin().await.unwrap();
+    let refused = Store::check_fence(&mut old, 1).await;
+    assert!(matches!(refused, Err(starling_relay::error::Error::Fenced(1))), "{refused:?}");
+    let mut new = store.begin().await.unwrap();
+    Store::check_fence(&mut new, 2).await.unwrap();
+}
