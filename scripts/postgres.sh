@@ -9,6 +9,8 @@
 # STARLING_TEST_POSTGRES is a server URL without a database (postgres://starling@127.0.0.1:PORT);
 # each test creates its own database there. The server trusts loopback connections and runs
 # with fsync off: it lives for one test run, and the tests kill relays, never the machine.
+# STARLING_PG_DURABLE=1 keeps fsync and synchronous commit on (for benchmarks beside SQLite, which
+# the relay runs with synchronous=FULL).
 set -euo pipefail
 
 bindir() {
@@ -39,8 +41,10 @@ case "${1:-}" in
     port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     as_owner "$bin/initdb" -D "$dir/data" -U starling -A trust -E UTF8 --locale=C --no-sync >"$dir/initdb.log" 2>&1 \
       || { cat "$dir/initdb.log" >&2; exit 1; }
+    durability="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    [ "${STARLING_PG_DURABLE:-0}" = 1 ] && durability=""
     as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-      -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+      -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=300 $durability" \
       start >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
     echo "export STARLING_TEST_POSTGRES=postgres://starling@127.0.0.1:$port"
     echo "export STARLING_TEST_PGDATA=$dir"

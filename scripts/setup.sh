@@ -14,6 +14,8 @@ for pkg in mesa-vulkan-drivers libvulkan1 chromium chromium-driver postgresql; d
 done
 # npm fetches binaryen's wasm-opt for the escrow contract's build (scripts/build-contract.sh).
 command -v npm >/dev/null 2>&1 || need_pkgs+=(nodejs npm)
+# python3: the test scripts read cargo's JSON messages and pick free ports with it.
+command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1; then
     SUDO=""

@@ -22,8 +22,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a relay: REST API, worker and event WebSockets, scheduler, verifier, SQLite store.
-    Relay(RelayArgs),
+    /// Run a relay: REST API, worker and event WebSockets, scheduler, verifier, SQLite store (or
+    /// PostgreSQL, shared by a cluster of relays).
+    Relay(Box<RelayArgs>),
     /// Contribute this machine's GPU (or CPU) to a relay.
     Worker(WorkerArgs),
     /// Post a job and follow it to the end.
@@ -519,7 +520,7 @@ mod tests {
         let mut argv = vec!["starling", "relay", "--escrow", "off"];
         argv.extend_from_slice(extra);
         match Cli::try_parse_from(argv).expect("arguments parse").command {
-            Command::Relay(args) => args,
+            Command::Relay(args) => *args,
             other => panic!("parsed as {other:?}"),
         }
     }

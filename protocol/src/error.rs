@@ -41,6 +41,9 @@ pub enum ErrorCode {
     /// The escrow (ledger or chain) cannot be reached now; retry later.
     #[error("escrow unavailable")]
     EscrowUnavailable,
+    /// The relay cannot serve the request now (a cluster between leaders); retry shortly.
+    #[error("unavailable")]
+    Unavailable,
     #[error("internal error")]
     Internal,
 }
@@ -65,7 +68,7 @@ impl ErrorCode {
             ErrorCode::TooLarge => 413,
             ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
-            ErrorCode::EscrowUnavailable => 503,
+            ErrorCode::EscrowUnavailable | ErrorCode::Unavailable => 503,
         }
     }
 }

@@ -32,6 +32,7 @@ use crate::store::{Dialect, Store};
 use crate::{Config, Started};
 use sha2::{Digest, Sha256};
 use sqlx::Connection;
+use starling_protocol::ErrorCode;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -252,7 +253,14 @@ async fn accept_public(
                             let _ = serve.send((tcp, client)).await;
                         }
                         Role::Follow { peer, secret } => hand_over(tcp, client, &peer, &secret).await,
-                        Role::Waiting => serve::refuse(tcp, "no relay leads this cluster yet; retry shortly").await,
+                        Role::Waiting => {
+                            serve::refuse_with(
+                                tcp,
+                                ErrorCode::Unavailable,
+                                "no relay leads this cluster yet; retry shortly",
+                            )
+                            .await
+                        }
                     }
                     drop(place);
                 });
@@ -279,7 +287,12 @@ async fn hand_over(mut tcp: TcpStream, client: SocketAddr, peer: &str, secret: &
         Ok(Ok(s)) => s,
         _ => {
             tracing::debug!(%peer, "the leader is unreachable");
-            serve::refuse(tcp, "the relay cannot reach its cluster's leader; retry shortly").await;
+            serve::refuse_with(
+                tcp,
+                ErrorCode::Unavailable,
+                "the relay cannot reach its cluster's leader; retry shortly",
+            )
+            .await;
             return;
         }
     };

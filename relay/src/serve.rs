@@ -181,12 +181,20 @@ impl AsyncWrite for Guarded {
 
 /// Refuses a connection over budget with a plain `429` and `{code, message}`, without reading
 /// its request.
-pub(crate) async fn refuse(mut tcp: TcpStream, message: &str) {
+pub(crate) async fn refuse(tcp: TcpStream, message: &str) {
+    refuse_with(tcp, starling_protocol::ErrorCode::RateLimited, message).await
+}
+
+/// Answers a connection with `code`'s status and `{code, message}` without reading its request,
+/// and closes it. A `503` says when to retry.
+pub(crate) async fn refuse_with(mut tcp: TcpStream, code: starling_protocol::ErrorCode, message: &str) {
     let body =
-        serde_json::to_string(&starling_protocol::ErrorBody::new(starling_protocol::ErrorCode::RateLimited, message))
-            .expect("error bodies serialize");
+        serde_json::to_string(&starling_protocol::ErrorBody::new(code, message)).expect("error bodies serialize");
+    let status = code.http_status();
+    let reason = axum::http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Error");
+    let retry = if status == 503 { "retry-after: 1\r\n" } else { "" };
     let response = format!(
-        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{retry}connection: close\r\n\r\n{body}",
         body.len()
     );
     let _ = tokio::time::timeout(Duration::from_secs(1), tcp.write_all(response.as_bytes())).await;
