@@ -24,10 +24,11 @@ bindir() {
   echo "$newest"
 }
 
-# Runs a server program as an unprivileged user: PostgreSQL refuses to run as root.
+# Runs a server program as an unprivileged user (PostgreSQL refuses to run as root), from /tmp:
+# that user may not be allowed into the folder this script was started from.
 as_owner() {
   if [ "$(id -u)" -eq 0 ]; then
-    runuser -u postgres -- "$@"
+    (cd /tmp && runuser -u postgres -- "$@")
   else
     "$@"
   fi
