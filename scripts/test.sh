@@ -45,6 +45,8 @@ export RUST_BACKTRACE=1
 phase "contract build" scripts/build-contract.sh
 phase "web build" scripts/build-web.sh
 eval "$(scripts/postgres.sh start)"
+# The tests that need PostgreSQL fail rather than skip when it is missing.
+export STARLING_REQUIRE_POSTGRES=1
 trap 'status=$?; scripts/postgres.sh stop "$STARLING_TEST_PGDATA"; (exit $status); report' EXIT
 phase "cargo test (build and run)" cargo test --locked --workspace --all-targets "$@"
 # The relay's integration tests again, every relay on PostgreSQL: the binary the run above built

@@ -7,9 +7,12 @@
 //! workers, clients and watchers may connect to any relay and see one network.
 //!
 //! - **Election** is a PostgreSQL session advisory lock, held on a connection of its own. When
-//!   the leader dies (a crash, SIGKILL, a lost machine), the database ends its session and frees
-//!   the lock, and a follower (each tries every [`POLL`]) takes it, recovers the core from the
-//!   database exactly as a restarted single relay does, and serves.
+//!   the leader dies (a crash, SIGKILL), the database ends its session and frees the lock; a
+//!   leader that falls silent (a frozen process, a lost machine or network) loses it after
+//!   [`LOCK_IDLE`] (the session's `idle_session_timeout`; the leader pings every [`PING`] and stops
+//!   itself when a ping goes unanswered for [`PING_TIMEOUT`]). A follower (each tries every
+//!   [`POLL`]) takes the lock, recovers the core from the database exactly as a restarted single
+//!   relay does, and serves.
 //! - **Fencing**: each leadership has an epoch, bumped by the relay that takes the lock. Every
 //!   write the leader's core commits, and every ledger save, first checks (and locks until its
 //!   commit) the epoch row: a relay that lost the lead without noticing stores nothing more and
@@ -54,8 +57,12 @@ pub struct ClusterConfig {
 const LOCK_KEY: i64 = 0x5354_4152_4c49_4e47;
 /// How often a follower tries to take the lead and rereads who leads.
 pub const POLL: Duration = Duration::from_millis(250);
-/// How often the leader checks that its lock connection is alive.
+/// How often the leader checks that its lock connection is alive, and how long it waits.
 const PING: Duration = Duration::from_millis(500);
+const PING_TIMEOUT: Duration = Duration::from_millis(2000);
+/// How long the database keeps a silent leader's lock (its session's `idle_session_timeout`):
+/// longer than a leader takes to notice it cannot ping, so it stops before another takes over.
+const LOCK_IDLE: Duration = Duration::from_millis(5000);
 /// A handed-over connection's first line: its length bound and how long it may take.
 const PREAMBLE_MAX: usize = 256;
 const PREAMBLE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -151,6 +158,10 @@ async fn lead_when_elected(
     stop: watch::Receiver<bool>,
 ) -> Result<()> {
     let mut lock = sqlx::PgConnection::connect(url).await?;
+    // A leader that stops pinging (its machine died, or the network between it and the database
+    // did) loses the lock within LOCK_IDLE: the server ends a session idle that long. Without
+    // this a crashed machine's lock could outlive it by TCP's keepalive (hours by default).
+    sqlx::query(&format!("SET idle_session_timeout = '{}ms'", LOCK_IDLE.as_millis())).execute(&mut lock).await?;
     loop {
         let won: bool =
             sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(LOCK_KEY).fetch_one(&mut lock).await?;
@@ -192,25 +203,43 @@ async fn lead_when_elected(
     let (serve_tx, serve_rx) = mpsc::channel(1024);
     let incoming = futures_util::stream::unfold(serve_rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
     let mut stop_core = stop.clone();
-    let started: Started = crate::start_serving(Box::pin(incoming), public_addr, config, Some(epoch), async move {
+    let start = crate::start_serving(Box::pin(incoming), public_addr, config, Some(epoch), async move {
         let _ = stop_core.wait_for(|s| *s).await;
-    })
-    .await?;
+    });
+    tokio::pin!(start);
+    let mut ping = tokio::time::interval(PING);
+    // Recovery may take a while: the lock is kept alive meanwhile.
+    let started: Started = loop {
+        tokio::select! {
+            started = &mut start => break started?,
+            _ = ping.tick() => keep_lock(&mut lock, epoch).await?,
+        }
+    };
     role.send_replace(Role::Lead { serve: serve_tx, secret });
     tracing::info!(epoch, "leading the cluster");
     let mut finished = tokio::spawn(started.finished());
-    let mut ping = tokio::time::interval(PING);
     loop {
         tokio::select! {
             done = &mut finished => {
                 return done.map_err(|_| Error::Corrupt("relay task panicked".into()))?;
             }
-            _ = ping.tick() => {
-                if let Err(e) = lock.ping().await {
-                    tracing::error!(error = %e, epoch, "lost the cluster lock; stopping");
-                    return Err(Error::Fenced(epoch));
-                }
-            }
+            _ = ping.tick() => keep_lock(&mut lock, epoch).await?,
+        }
+    }
+}
+
+/// Pings the lock's session; a leader that cannot (within [`PING_TIMEOUT`]) stops, before the
+/// server frees its lock for another ([`LOCK_IDLE`]).
+async fn keep_lock(lock: &mut sqlx::PgConnection, epoch: i64) -> Result<()> {
+    match tokio::time::timeout(PING_TIMEOUT, lock.ping()).await {
+        Ok(Ok(())) => Ok(()),
+        outcome => {
+            let why = match outcome {
+                Ok(Err(e)) => e.to_string(),
+                _ => format!("no answer in {PING_TIMEOUT:?}"),
+            };
+            tracing::error!(error = %why, epoch, "lost the cluster lock; stopping");
+            Err(Error::Fenced(epoch))
         }
     }
 }
@@ -252,7 +281,7 @@ async fn accept_public(
                         Role::Lead { serve, .. } => {
                             let _ = serve.send((tcp, client)).await;
                         }
-                        Role::Follow { peer, secret } => hand_over(tcp, client, &peer, &secret).await,
+                        Role::Follow { peer, secret } => hand_over(tcp, client, &peer, &secret, role).await,
                         Role::Waiting => {
                             serve::refuse_with(
                                 tcp,
@@ -280,8 +309,10 @@ async fn role_when(role: &mut watch::Receiver<Role>, settled: impl Fn(&Role) -> 
     role.borrow().clone()
 }
 
-/// Connects `tcp` to the leader at `peer` and relays bytes until either side closes.
-async fn hand_over(mut tcp: TcpStream, client: SocketAddr, peer: &str, secret: &str) {
+/// Connects `tcp` to the leader at `peer` and relays bytes until either side closes, or until
+/// another relay leads: a deposed leader that is alive but frozen would otherwise keep the
+/// connection (and a client's keep-alive requests on it) forever.
+async fn hand_over(mut tcp: TcpStream, client: SocketAddr, peer: &str, secret: &str, mut role: watch::Receiver<Role>) {
     let upstream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(peer)).await;
     let mut upstream = match upstream {
         Ok(Ok(s)) => s,
@@ -301,7 +332,11 @@ async fn hand_over(mut tcp: TcpStream, client: SocketAddr, peer: &str, secret: &
     if upstream.write_all(preamble(secret, client).as_bytes()).await.is_err() {
         return;
     }
-    let _ = tokio::io::copy_bidirectional(&mut tcp, &mut upstream).await;
+    let deposed = role.wait_for(|r| !matches!(r, Role::Follow { peer: p, .. } if p == peer));
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut tcp, &mut upstream) => {}
+        _ = deposed => tracing::debug!(%peer, %client, "another relay leads now: connection closed"),
+    }
 }
 
 /// Takes connections handed over by followers: served when this relay leads and the line names

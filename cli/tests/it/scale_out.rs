@@ -198,3 +198,62 @@ async fn three_relays_on_one_database_finish_a_job_when_the_leader_is_killed_mid
     drop(workers);
     drop(others);
 }
+
+/// A leader that freezes (SIGSTOP: its sockets stay open, it just stops answering) loses the lead
+/// within seconds, and when it wakes it finds out and stops instead of deciding anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_leader_loses_the_lead_and_stops_when_it_wakes() {
+    let Some(server) = postgres_server() else {
+        eprintln!("STARLING_TEST_POSTGRES is not set (scripts/test.sh starts a server and sets it); skipped");
+        return;
+    };
+    let url = fresh_postgres_database(&server).await;
+    let db = sqlx::PgPool::connect(&url).await.unwrap();
+    let (dir, _) = tempdir();
+    let blobs = dir.path().join("blobs");
+    let args = ["--database", &url, "--blobs", blobs.to_str().unwrap(), "--escrow", "off"];
+    let mut first = spawn_relay(&dir.path().join("relay0"), 0, &args);
+    let start = Instant::now();
+    while leader(&db).await.is_none() {
+        assert!(start.elapsed() < Duration::from_secs(30), "the first relay never took the lead");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let frozen_leader = leader(&db).await.unwrap();
+    let second = spawn_relay(&dir.path().join("relay1"), 0, &args);
+    let api = Api::new(&second.base);
+    let health = api.http.get(format!("{}/v1/health", second.base)).send().await.unwrap();
+    assert!(health.status().is_success(), "the follower serves through the leader");
+
+    first.proc.signal("-STOP");
+    let frozen = Instant::now();
+    while leader(&db).await.as_deref() == Some(frozen_leader.as_str()) {
+        assert!(frozen.elapsed() < Duration::from_secs(20), "a frozen leader kept the lead");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let moved = frozen.elapsed();
+    eprintln!("the lead moved {moved:?} after the leader froze");
+    assert!(
+        moved >= Duration::from_secs(4),
+        "the lead moved before the leader's session could have idled out: {moved:?}"
+    );
+    // A connection the follower had handed to the frozen leader is closed once another leads
+    // (a keep-alive client is not left hanging on it), and the new leader serves.
+    let old =
+        tokio::time::timeout(Duration::from_secs(10), api.http.get(format!("{}/v1/health", second.base)).send()).await;
+    assert!(old.is_ok(), "a request on a connection handed to the frozen leader hung");
+    let health = reqwest::Client::new().get(format!("{}/v1/health", second.base)).send().await.unwrap();
+    assert!(health.status().is_success(), "the new leader serves");
+
+    // Woken, the old leader notices at its next ping and exits rather than decide anything.
+    first.proc.signal("-CONT");
+    let woke = Instant::now();
+    loop {
+        if let Some(status) = first.proc.0.try_wait().unwrap() {
+            assert!(!status.success(), "a relay that lost the lead exits with an error: {status}");
+            break;
+        }
+        assert!(woke.elapsed() < Duration::from_secs(10), "the woken leader kept running");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(second);
+}

@@ -102,6 +102,12 @@ pub async fn fresh_postgres_database(server: &str) -> String {
 }
 
 /// The PostgreSQL server the tests may use (`STARLING_TEST_POSTGRES`), if any.
+/// Under the README's test command (`STARLING_REQUIRE_POSTGRES=1`) a missing server fails the
+/// tests that need it instead of skipping them.
 pub fn postgres_server() -> Option<String> {
-    std::env::var("STARLING_TEST_POSTGRES").ok().filter(|s| !s.is_empty())
+    let server = std::env::var("STARLING_TEST_POSTGRES").ok().filter(|s| !s.is_empty());
+    if server.is_none() && std::env::var("STARLING_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
+        panic!("STARLING_REQUIRE_POSTGRES=1 but STARLING_TEST_POSTGRES is not set");
+    }
+    server
 }
