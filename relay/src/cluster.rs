@@ -244,6 +244,17 @@ async fn keep_lock(lock: &mut sqlx::PgConnection, epoch: i64) -> Result<()> {
     }
 }
 
+/// The next accepted connection, or `None` once `stop` flips.
+async fn next_or_stop(
+    incoming: &mut (impl futures_util::Stream<Item = (TcpStream, SocketAddr)> + Unpin),
+    stop: &mut watch::Receiver<bool>,
+) -> Option<(TcpStream, SocketAddr)> {
+    tokio::select! {
+        next = futures_util::StreamExt::next(incoming) => next,
+        _ = stop.wait_for(|s| *s) => None,
+    }
+}
+
 /// Takes the public connections: served here when leading, handed to the leader when following.
 async fn accept_public(
     listener: TcpListener,
@@ -255,12 +266,8 @@ async fn accept_public(
     let incoming = serve::accepted(listener);
     tokio::pin!(incoming);
     loop {
-        let (tcp, client) = tokio::select! {
-            next = futures_util::StreamExt::next(&mut incoming) => match next {
-                Some(c) => c,
-                None => return,
-            },
-            _ = stop.wait_for(|s| *s) => return,
+        let Some((tcp, client)) = next_or_stop(&mut incoming, &mut stop).await else {
+            return;
         };
         let current = role.borrow().clone();
         match current {
@@ -351,12 +358,8 @@ async fn accept_peers(
     let incoming = serve::accepted(listener);
     tokio::pin!(incoming);
     loop {
-        let (mut tcp, from) = tokio::select! {
-            next = futures_util::StreamExt::next(&mut incoming) => match next {
-                Some(c) => c,
-                None => return,
-            },
-            _ = stop.wait_for(|s| *s) => return,
+        let Some((mut tcp, from)) = next_or_stop(&mut incoming, &mut stop).await else {
+            return;
         };
         let Ok(place) = reading.clone().try_acquire_owned() else {
             continue;

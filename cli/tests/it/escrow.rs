@@ -30,7 +30,7 @@ use starling_protocol::sign::{AccountAction, Deployment, EscrowDeployment, Keypa
 use starling_protocol::worker::{
     AdapterInfo, Backend, Capabilities, DeviceLimits, Platform, RelayMessage, WorkerMessage,
 };
-use starling_protocol::{ErrorBody, ErrorCode, JobId, PROTOCOL_VERSION, TaskId, sha256};
+use starling_protocol::{ErrorBody, ErrorCode, PROTOCOL_VERSION, TaskId, sha256};
 use starling_relay::escrow::embedded::{Embedded, EmbeddedConfig};
 use starling_relay::escrow::{EscrowBridge, EscrowError, Evidence};
 use starling_web_worker::kernels::{mandelbrot, matmul_f32};
@@ -77,18 +77,6 @@ async fn wait_registered(api: &Api, keys: &[&str]) {
             assert!(start.elapsed() < Duration::from_secs(60), "worker {key} never registered in escrow");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-}
-
-async fn wait_closed(api: &Api, job: JobId) -> JobEscrow {
-    let start = Instant::now();
-    loop {
-        let e: JobEscrow = get(api, &format!("/v1/jobs/{job}/escrow")).await;
-        if e.refunded.is_some() {
-            return e;
-        }
-        assert!(start.elapsed() < Duration::from_secs(60), "job {job} never closed in escrow: {e:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

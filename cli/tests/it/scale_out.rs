@@ -4,7 +4,7 @@
 use crate::support::*;
 use serde_json::Value;
 use sqlx::Row;
-use starling_protocol::api::{JobEscrow, JobState, ReplicaState, TaskState};
+use starling_protocol::api::{JobState, ReplicaState, TaskState};
 use starling_protocol::job::{BuiltinKernel, Comparison, JobSpec, KernelSpec};
 use starling_web_worker::kernels::mandelbrot;
 use std::collections::HashMap;
@@ -14,46 +14,63 @@ const FAUCET: u128 = 1_000_000_000;
 const PRICE: u64 = 1_000;
 const FEE_BPS: u128 = 500;
 
-async fn wait_closed(api: &Api, job: starling_protocol::JobId) -> JobEscrow {
-    let start = Instant::now();
-    loop {
-        if let Ok(resp) = api.http.get(format!("{}/v1/jobs/{job}/escrow", api.base)).send().await
-            && let Ok(e) = resp.json::<JobEscrow>().await
-            && e.refunded.is_some()
-        {
-            return e;
-        }
-        assert!(start.elapsed() < Duration::from_secs(90), "job {job} never closed in escrow");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// The peer address of the relay leading the cluster, once one leads (and before the first
 /// relay has made the table, none).
 async fn leader(db: &sqlx::PgPool) -> Option<String> {
     sqlx::query_scalar("SELECT leader FROM relay_cluster WHERE id = 1").fetch_optional(db).await.ok().flatten()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_relays_on_one_database_finish_a_job_when_the_leader_is_killed_mid_job() {
+/// A cluster's first relay, leading: its database (a fresh one on the tests' server), folder and
+/// process, the peer address it leads under, and the arguments that start another relay on the
+/// same database and blobs.
+struct Cluster {
+    db: sqlx::PgPool,
+    dir: tempfile::TempDir,
+    first: Relay,
+    first_leader: String,
+    args: Vec<String>,
+}
+
+impl Cluster {
+    /// Starts relay `i` of the cluster.
+    fn spawn(&self, i: usize) -> Relay {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        spawn_relay(&self.dir.path().join(format!("relay{i}")), 0, &args)
+    }
+}
+
+/// Starts a cluster's first relay with `extra` arguments and waits until it leads (it is alone);
+/// `None` (the test skips) without a PostgreSQL server.
+async fn first_relay_leading(extra: &[&str]) -> Option<Cluster> {
     let Some(server) = postgres_server() else {
         eprintln!("STARLING_TEST_POSTGRES is not set (scripts/test.sh starts a server and sets it); skipped");
-        return;
+        return None;
     };
     let url = fresh_postgres_database(&server).await;
     let db = sqlx::PgPool::connect(&url).await.unwrap();
     let (dir, _) = tempdir();
     let blobs = dir.path().join("blobs");
-    let args = ["--database", &url, "--blobs", blobs.to_str().unwrap(), "--faucet", "1000000000"];
-    // The first relay leads (it is alone when it starts); the other two follow.
-    let mut first = spawn_relay(&dir.path().join("relay0"), 0, &args);
+    let mut args: Vec<String> = vec!["--database".into(), url, "--blobs".into(), blobs.display().to_string()];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let first = spawn_relay(&dir.path().join("relay0"), 0, &args.iter().map(String::as_str).collect::<Vec<_>>());
     let start = Instant::now();
     while leader(&db).await.is_none() {
         assert!(start.elapsed() < Duration::from_secs(30), "the first relay never took the lead");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let first_leader = leader(&db).await.unwrap();
-    let others: Vec<Relay> = (1..3).map(|i| spawn_relay(&dir.path().join(format!("relay{i}")), 0, &args)).collect();
+    Some(Cluster { db, dir, first, first_leader, args })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_relays_on_one_database_finish_a_job_when_the_leader_is_killed_mid_job() {
+    let Some(mut cluster) = first_relay_leading(&["--faucet", "1000000000"]).await else {
+        return;
+    };
+    // The other two follow.
+    let others: Vec<Relay> = (1..3).map(|i| cluster.spawn(i)).collect();
+    let (db, dir, first_leader) = (cluster.db.clone(), cluster.dir.path().to_path_buf(), cluster.first_leader.clone());
+    let first = &mut cluster.first;
     let bases = [first.base.clone(), others[0].base.clone(), others[1].base.clone()];
 
     // Four workers, each given all three relays, starting at a different one: two connect to
@@ -61,7 +78,7 @@ async fn three_relays_on_one_database_finish_a_job_when_the_leader_is_killed_mid
     let mut workers = Vec::new();
     for i in 0..4 {
         let relays: Vec<&str> = (0..3).map(|k| bases[(i + k) % 3].as_str()).collect();
-        workers.push(spawn_worker(&relays.join(","), dir.path(), &format!("w{i}"), &["--duty", "0.4"]));
+        workers.push(spawn_worker(&relays.join(","), &dir, &format!("w{i}"), &["--duty", "0.4"]));
     }
     // A job posted on a follower, read on the other: one relay to the outside.
     let api = Api::new(&bases[1]);
@@ -203,23 +220,12 @@ async fn three_relays_on_one_database_finish_a_job_when_the_leader_is_killed_mid
 /// within seconds, and when it wakes it finds out and stops instead of deciding anything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_leader_loses_the_lead_and_stops_when_it_wakes() {
-    let Some(server) = postgres_server() else {
-        eprintln!("STARLING_TEST_POSTGRES is not set (scripts/test.sh starts a server and sets it); skipped");
+    let Some(mut cluster) = first_relay_leading(&["--escrow", "off"]).await else {
         return;
     };
-    let url = fresh_postgres_database(&server).await;
-    let db = sqlx::PgPool::connect(&url).await.unwrap();
-    let (dir, _) = tempdir();
-    let blobs = dir.path().join("blobs");
-    let args = ["--database", &url, "--blobs", blobs.to_str().unwrap(), "--escrow", "off"];
-    let mut first = spawn_relay(&dir.path().join("relay0"), 0, &args);
-    let start = Instant::now();
-    while leader(&db).await.is_none() {
-        assert!(start.elapsed() < Duration::from_secs(30), "the first relay never took the lead");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let frozen_leader = leader(&db).await.unwrap();
-    let second = spawn_relay(&dir.path().join("relay1"), 0, &args);
+    let second = cluster.spawn(1);
+    let (db, frozen_leader) = (cluster.db.clone(), cluster.first_leader.clone());
+    let first = &mut cluster.first;
     let api = Api::new(&second.base);
     let health = api.http.get(format!("{}/v1/health", second.base)).send().await.unwrap();
     assert!(health.status().is_success(), "the follower serves through the leader");

@@ -283,3 +283,18 @@ pub async fn fresh_postgres_database(server: &str) -> String {
     let name = format!("starling_e2e_{}", rand_suffix());
     starling_relay::store::Store::create_postgres_database(server, &name).await.expect("create a database")
 }
+
+/// Polls until a paid job is closed in escrow (its refund paid) and returns its account.
+pub async fn wait_closed(api: &Api, job: JobId) -> starling_protocol::api::JobEscrow {
+    let start = Instant::now();
+    loop {
+        if let Ok(resp) = api.http.get(format!("{}/v1/jobs/{job}/escrow", api.base)).send().await
+            && let Ok(e) = resp.json::<starling_protocol::api::JobEscrow>().await
+            && e.refunded.is_some()
+        {
+            return e;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "job {job} never closed in escrow");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
