@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Starling needs on a fresh Debian/Ubuntu machine: Mesa's software Vulkan
 # (lavapipe) so GPU code runs without a GPU, Chromium and chromedriver (WebGPU through SwiftShader,
-# for the browser tests), PostgreSQL (the tests start a private server), Node.js with npm, and the
-# pinned Rust toolchain (rust-toolchain.toml).
+# for the browser tests), PostgreSQL and Python's venv (the tests start private PostgreSQL and
+# S3-compatible servers), Node.js with npm, and the pinned Rust toolchain (rust-toolchain.toml).
 # Safe to run again: it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,8 +14,10 @@ for pkg in mesa-vulkan-drivers libvulkan1 chromium chromium-driver postgresql; d
 done
 # npm fetches binaryen's wasm-opt for the escrow contract's build (scripts/build-contract.sh).
 command -v npm >/dev/null 2>&1 || need_pkgs+=(nodejs npm)
-# python3: the test scripts read cargo's JSON messages and pick free ports with it.
+# python3: the test scripts read cargo's JSON messages and pick free ports with it; its venv
+# module holds the S3-compatible server the tests start (scripts/s3.sh).
 command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1; then
     SUDO=""

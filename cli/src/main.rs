@@ -76,9 +76,11 @@ struct RelayArgs {
     /// The peer address the other relays connect to (`host:port`), when not the bound one.
     #[arg(long, env = "STARLING_PEER_ADVERTISE")]
     peer_advertise: Option<String>,
-    /// The blob folder, when not `<data-dir>/blobs`: relays sharing a database share one.
-    #[arg(long, env = "STARLING_BLOBS")]
-    blobs: Option<PathBuf>,
+    /// Where blobs live, when not the folder `<data-dir>/blobs`: another folder, or
+    /// `s3://BUCKET[/PREFIX]` on any S3-compatible service (credentials, region and endpoint from
+    /// the AWS_* environment variables). Relays sharing a database share one.
+    #[arg(long, env = "STARLING_BLOBS", value_parser = starling_relay::blobs::BlobLocation::parse)]
+    blobs: Option<starling_relay::blobs::BlobLocation>,
     /// A worker silent this long loses its leases (milliseconds).
     #[arg(long, default_value_t = 15_000)]
     lease_ms: u64,
@@ -199,7 +201,7 @@ fn rate(s: &str) -> Result<f64, String> {
 fn relay_config(args: &RelayArgs) -> Result<starling_relay::Config> {
     let mut config = starling_relay::Config::new(&args.data_dir);
     config.database = args.database.clone();
-    config.blobs_dir = args.blobs.clone();
+    config.blobs = args.blobs.clone();
     if args.database.as_deref().is_some_and(|url| url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         config.cluster = Some(starling_relay::cluster::ClusterConfig {
             peer_listen: args.peer_listen,

@@ -237,7 +237,8 @@ fn serve_relay() -> Result<()> {
         match std::env::var(DATABASE_ENV) {
             Ok(url) => {
                 config.database = Some(url);
-                config.blobs_dir = std::env::var_os(BLOBS_ENV).map(PathBuf::from);
+                config.blobs =
+                    std::env::var_os(BLOBS_ENV).map(|p| starling_relay::blobs::BlobLocation::Folder(PathBuf::from(p)));
                 config.cluster = Some(starling_relay::cluster::ClusterConfig {
                     peer_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
                     advertise: None,

@@ -24,7 +24,6 @@ use starling_protocol::sign::{SignedJob, UploadPurpose, account_bytes, verify};
 use starling_protocol::upload::UploadAuth;
 use starling_protocol::{ErrorBody, ErrorCode, Hash32, JobId, PublicKey, TaskId};
 use std::collections::HashMap;
-use tokio::io::AsyncReadExt;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -227,6 +226,7 @@ fn blob_error(e: BlobError) -> ApiError {
         BlobError::LengthMismatch { .. } | BlobError::Body(_) => ApiError::new(ErrorCode::Malformed, e.to_string()),
         BlobError::Quota(m) => ApiError::new(ErrorCode::RateLimited, m),
         BlobError::Io(io) => crate::error::Error::Io(io).into(),
+        BlobError::Store(e) => crate::error::Error::Blobs(e).into(),
     }
 }
 
@@ -316,20 +316,14 @@ fn blob_not_found(hash: &Hash32) -> ApiError {
 }
 
 async fn serve_blob(app: &AppState, hash: &Hash32) -> Result<Response, ApiError> {
-    let file = app.blobs.open_file(hash).await.map_err(|_| blob_not_found(hash))?;
-    let len = file.metadata().await.map_err(crate::error::Error::Io)?.len();
-    // Stream in 64 KiB chunks so large outputs never sit whole in memory.
-    let chunks = futures_util::stream::unfold(file, |mut file| async move {
-        let mut buf = vec![0u8; 64 * 1024];
-        match file.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok::<_, std::io::Error>(Bytes::from(buf)), file))
-            }
-            Err(e) => Some((Err(e), file)),
+    // Streamed, so large outputs never sit whole in memory.
+    let reader = app.blobs.open_reader(hash).await.map_err(|e| match e {
+        BlobError::Store(e) if !matches!(e, object_store::Error::NotFound { .. }) => {
+            crate::error::Error::Blobs(e).into()
         }
-    });
+        _ => blob_not_found(hash),
+    })?;
+    let (len, chunks) = (reader.size, reader.chunks);
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),

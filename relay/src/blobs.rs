@@ -1,6 +1,10 @@
-//! Content-addressed blob store on disk: `root/ab/abcdef…` named by SHA-256. Writes go to a
-//! temporary file that is hashed while written, synced, then renamed into place, so a blob is
-//! either whole under its hash or absent.
+//! Content-addressed blob store: every blob is the object `ab/abcdef…` named by its SHA-256, in
+//! an [`object_store`]: a local folder by default ([`BlobLocation::Folder`]), any S3-compatible
+//! service by configuration ([`BlobLocation::S3`]), which the relays of a cluster share (they
+//! never copy blobs between each other). A blob is either whole under its hash or absent: an
+//! upload is hashed and checked as it arrives and placed only once it checks out (in a folder: a
+//! synced temporary file hard-linked into place; in S3: one `PUT`, or a multipart upload that
+//! is completed only then, and aborted otherwise).
 //!
 //! Every upload is charged to someone until a job references the blob: a client key for an
 //! input (bounded per key and, over all keys, in total, so fresh keys gain little), a worker's
@@ -8,17 +12,21 @@
 //! within [`BlobQuota::ttl`] of its upload is deleted by [`BlobStore::sweep`]. Referenced blobs
 //! (job inputs once the job is accepted, outputs once a result names them) are kept for good and
 //! are not tracked here; the [`Ledger`] holds only the unreferenced ones, so its size is bounded
-//! by the quotas.
+//! by the quotas. Only the relay that decides (the cluster's leader) writes or deletes blobs, so
+//! the ledger of one process sees every change.
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::stream::BoxStream;
+use futures_util::{Stream, StreamExt, TryStreamExt};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, PutPayload, WriteMultipart};
 use sha2::{Digest, Sha256};
 use starling_protocol::{Hash32, LeaseId, PublicKey};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
@@ -35,6 +43,8 @@ pub enum BlobError {
     Body(String),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    #[error("blob store: {0}")]
+    Store(#[from] object_store::Error),
 }
 
 /// Bounds on blobs that no job references yet, and how long they live.
@@ -97,6 +107,13 @@ struct Ledger {
     by_key: HashMap<PublicKey, (u64, usize)>,
     /// Bytes and blobs over all client keys.
     total: (u64, usize),
+    /// Uploads of each hash in flight (checked for presence, not yet recorded).
+    placing: HashMap<Hash32, usize>,
+    /// Hashes placed while another upload of them was in flight: that one must not record the
+    /// blob again (a job may reference it by then). Emptied as those uploads end.
+    placed: HashSet<Hash32>,
+    /// Expired blobs being deleted: absent to readers, and an upload of one waits for the end.
+    deleting: HashSet<Hash32>,
 }
 
 impl Ledger {
@@ -174,30 +191,179 @@ impl Drop for Reservation<'_> {
     }
 }
 
-/// Bytes in hand up to this size are checked for on disk without the blocking pool.
+/// Bytes in hand up to this size are checked for in a folder without the blocking pool.
 const SMALL_BLOB_BYTES: u64 = 64 << 10;
+
+/// An upload to a remote store is buffered up to this size and sent in one `PUT`; a larger one
+/// becomes a multipart upload of parts this size (S3's smallest part is 5 MiB).
+const PART_BYTES: usize = 8 << 20;
+
+/// Parts of one multipart upload in flight at once.
+const PART_CONCURRENCY: usize = 2;
+
+/// Reads from a folder are streamed in chunks this size.
+const READ_CHUNK_BYTES: usize = 64 << 10;
 
 /// Wall-clock milliseconds, the clock of unreferenced blobs' ages.
 pub fn wall_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Where a relay keeps its blobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobLocation {
+    /// A local folder (the default: `<data-dir>/blobs`).
+    Folder(PathBuf),
+    /// `s3://BUCKET[/PREFIX]` on any S3-compatible service. Credentials, region and endpoint
+    /// come from the environment as the AWS tools read them (`AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT` for a service other than AWS,
+    /// `AWS_ALLOW_HTTP=true` for one without TLS).
+    S3 { bucket: String, prefix: String },
+}
+
+impl BlobLocation {
+    /// `s3://BUCKET[/PREFIX]`, or else a folder.
+    pub fn parse(s: &str) -> Result<BlobLocation, String> {
+        let Some(rest) = s.strip_prefix("s3://") else {
+            if s.contains("://") {
+                return Err(format!("{s:?}: blobs go in a folder or in s3://BUCKET[/PREFIX]"));
+            }
+            return Ok(BlobLocation::Folder(PathBuf::from(s)));
+        };
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(format!("{s:?} names no bucket: use s3://BUCKET[/PREFIX]"));
+        }
+        Ok(BlobLocation::S3 { bucket: bucket.into(), prefix: prefix.trim_matches('/').into() })
+    }
+}
+
+impl std::fmt::Display for BlobLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BlobLocation::Folder(path) => write!(f, "{}", path.display()),
+            BlobLocation::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
+            BlobLocation::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+        }
+    }
+}
+
+impl BlobLocation {
+    /// For tests: a fresh prefix in the S3-compatible bucket named by `STARLING_TEST_S3`
+    /// (`s3://BUCKET`, reached with the AWS_* variables; `scripts/s3.sh start` exports them), if
+    /// any. Under the README's test command (`STARLING_REQUIRE_S3=1`) a missing bucket fails the
+    /// tests that need one instead of skipping them.
+    #[doc(hidden)]
+    pub fn test_bucket() -> Option<BlobLocation> {
+        let url = std::env::var("STARLING_TEST_S3").ok().filter(|s| !s.is_empty());
+        let Some(url) = url else {
+            assert!(
+                !std::env::var("STARLING_REQUIRE_S3").is_ok_and(|v| v == "1"),
+                "STARLING_REQUIRE_S3=1 but STARLING_TEST_S3 is not set"
+            );
+            return None;
+        };
+        match BlobLocation::parse(&url) {
+            Ok(BlobLocation::S3 { bucket, .. }) => {
+                Some(BlobLocation::S3 { bucket, prefix: format!("test-{:016x}", rand::random::<u64>()) })
+            }
+            other => panic!("STARLING_TEST_S3={url:?} is not s3://BUCKET: {other:?}"),
+        }
+    }
+}
+
+/// A stored blob opened for reading: its size and its bytes as they arrive.
+pub struct BlobReader {
+    pub size: u64,
+    pub chunks: BoxStream<'static, std::io::Result<Bytes>>,
+}
+
+impl std::fmt::Debug for BlobReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobReader").field("size", &self.size).finish_non_exhaustive()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct BlobStore {
-    root: PathBuf,
+    objects: Arc<dyn ObjectStore>,
+    /// The folder, when blobs are local files: uploads are staged and synced in its `tmp/`.
+    folder: Option<PathBuf>,
     max_bytes: u64,
     quota: BlobQuota,
     ledger: Arc<Mutex<Ledger>>,
 }
 
-impl BlobStore {
-    pub fn open(root: &Path, max_bytes: u64) -> std::io::Result<BlobStore> {
-        std::fs::create_dir_all(root.join("tmp"))?;
-        // Leftovers from a crash mid-upload are never referenced.
-        for entry in std::fs::read_dir(root.join("tmp"))? {
-            let _ = std::fs::remove_file(entry?.path());
+/// An upload in flight, counted in [`Ledger::placing`] until dropped.
+struct Placing<'a> {
+    ledger: &'a Mutex<Ledger>,
+    hash: Hash32,
+}
+
+impl Drop for Placing<'_> {
+    fn drop(&mut self) {
+        let mut ledger = self.ledger.lock().expect("blob ledger lock");
+        let n = ledger.placing.get_mut(&self.hash).expect("counted while placing");
+        *n -= 1;
+        if *n == 0 {
+            ledger.placing.remove(&self.hash);
+            ledger.placed.remove(&self.hash);
         }
-        Ok(BlobStore { root: root.to_path_buf(), max_bytes, quota: BlobQuota::default(), ledger: Arc::default() })
+    }
+}
+
+/// The object name of a blob: `ab/abcdef…`.
+fn object_path(hash: &Hash32) -> ObjectPath {
+    let hex = hash.to_hex();
+    ObjectPath::from(format!("{}/{hex}", &hex[..2]))
+}
+
+/// The blob an object name stands for, when it is one.
+fn hash_of(path: &ObjectPath) -> Option<Hash32> {
+    let hash: Hash32 = path.filename()?.parse().ok()?;
+    (object_path(&hash) == *path).then_some(hash)
+}
+
+fn not_found(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::NotFound { .. })
+}
+
+impl BlobStore {
+    /// Opens the blobs at `location`. A folder is created when missing and cleared of uploads a
+    /// crash left half done; an S3 bucket must exist.
+    pub fn open(location: &BlobLocation, max_bytes: u64) -> Result<BlobStore, BlobError> {
+        let (objects, folder): (Arc<dyn ObjectStore>, _) = match location {
+            BlobLocation::Folder(root) => {
+                std::fs::create_dir_all(root.join("tmp"))?;
+                for entry in std::fs::read_dir(root.join("tmp"))? {
+                    let _ = std::fs::remove_file(entry?.path());
+                }
+                let local = object_store::local::LocalFileSystem::new_with_prefix(root)?;
+                (Arc::new(local), Some(root.clone()))
+            }
+            BlobLocation::S3 { bucket, prefix } => {
+                let retry = object_store::RetryConfig {
+                    max_retries: 5,
+                    retry_timeout: Duration::from_secs(30),
+                    ..Default::default()
+                };
+                let s3 = object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_retry(retry)
+                    .build()?;
+                if prefix.is_empty() {
+                    (Arc::new(s3), None)
+                } else {
+                    (Arc::new(object_store::prefix::PrefixStore::new(s3, prefix.as_str())), None)
+                }
+            }
+        };
+        Ok(BlobStore { objects, folder, max_bytes, quota: BlobQuota::default(), ledger: Arc::default() })
+    }
+
+    /// Blobs in a local folder.
+    pub fn folder(root: &Path, max_bytes: u64) -> Result<BlobStore, BlobError> {
+        Self::open(&BlobLocation::Folder(root.to_path_buf()), max_bytes)
     }
 
     /// Sets the bounds on unreferenced blobs.
@@ -214,22 +380,64 @@ impl BlobStore {
         self.max_bytes
     }
 
-    fn path(&self, hash: &Hash32) -> PathBuf {
-        let hex = hash.to_hex();
-        self.root.join(&hex[..2]).join(hex)
+    fn being_deleted(&self, hash: &Hash32) -> bool {
+        self.ledger.lock().expect("blob ledger lock").deleting.contains(hash)
     }
 
-    /// Size of a stored blob, or None when absent.
+    /// Size of a stored blob, or None when absent (or unreadable: the store's error is logged).
     pub async fn size(&self, hash: &Hash32) -> Option<u64> {
-        tokio::fs::metadata(self.path(hash)).await.ok().map(|m| m.len())
+        if self.being_deleted(hash) {
+            return None;
+        }
+        match self.objects.head(&object_path(hash)).await {
+            Ok(meta) => Some(meta.size),
+            Err(e) if not_found(&e) => None,
+            Err(e) => {
+                tracing::warn!(blob = %hash, error = %e, "cannot read a blob's size");
+                None
+            }
+        }
     }
 
-    pub async fn read(&self, hash: &Hash32) -> std::io::Result<Vec<u8>> {
-        tokio::fs::read(self.path(hash)).await
+    pub async fn read(&self, hash: &Hash32) -> Result<Vec<u8>, BlobError> {
+        if self.being_deleted(hash) {
+            return Err(BlobError::Store(object_store::Error::NotFound {
+                path: object_path(hash).to_string(),
+                source: "being deleted".into(),
+            }));
+        }
+        Ok(self.objects.get(&object_path(hash)).await?.bytes().await?.to_vec())
     }
 
-    pub async fn open_file(&self, hash: &Hash32) -> std::io::Result<tokio::fs::File> {
-        tokio::fs::File::open(self.path(hash)).await
+    /// Opens a stored blob to stream it.
+    pub async fn open_reader(&self, hash: &Hash32) -> Result<BlobReader, BlobError> {
+        if self.being_deleted(hash) {
+            return Err(BlobError::Store(object_store::Error::NotFound {
+                path: object_path(hash).to_string(),
+                source: "being deleted".into(),
+            }));
+        }
+        let got = self.objects.get(&object_path(hash)).await?;
+        let size = got.meta.size;
+        let chunks = match got.payload {
+            // A local file: read in larger chunks than the store's own stream does.
+            object_store::GetResultPayload::File(file, _) => {
+                futures_util::stream::unfold(tokio::fs::File::from_std(file), |mut file| async move {
+                    let mut buf = vec![0u8; READ_CHUNK_BYTES];
+                    match file.read(&mut buf).await {
+                        Ok(0) => None,
+                        Ok(n) => {
+                            buf.truncate(n);
+                            Some((Ok(Bytes::from(buf)), file))
+                        }
+                        Err(e) => Some((Err(e), file)),
+                    }
+                })
+                .boxed()
+            }
+            object_store::GetResultPayload::Stream(stream) => stream.map_err(std::io::Error::other).boxed(),
+        };
+        Ok(BlobReader { size, chunks })
     }
 
     /// Unreferenced blobs: bytes and count charged to `key`, and over all client keys.
@@ -271,10 +479,11 @@ impl BlobStore {
         }
     }
 
-    /// Deletes unreferenced blobs older than the TTL at `now_ms`; returns them. Each deletion
-    /// happens under the ledger lock, so a concurrent [`BlobStore::touch`] or upload sees the
-    /// blob either still tracked or gone, never tracked but gone.
-    pub fn sweep(&self, now_ms: u64) -> Vec<Hash32> {
+    /// Deletes unreferenced blobs older than the TTL at `now_ms`; returns them. Each is taken
+    /// out of the ledger under its lock before it is deleted and reads as absent meanwhile, so
+    /// a concurrent [`BlobStore::touch`] or upload sees it either still tracked (and so no
+    /// longer expired) or gone, never tracked but gone.
+    pub async fn sweep(&self, now_ms: u64) -> Vec<Hash32> {
         let ttl = self.quota.ttl.as_millis() as u64;
         let expired = |e: &Unreferenced| e.since_ms.saturating_add(ttl) <= now_ms;
         let candidates: Vec<Hash32> = {
@@ -283,51 +492,75 @@ impl BlobStore {
         };
         let mut deleted = Vec::with_capacity(candidates.len());
         for hash in candidates {
-            let mut ledger = self.ledger.lock().expect("blob ledger lock");
-            if !ledger.unreferenced.get(&hash).is_some_and(expired) {
-                continue;
-            }
-            match std::fs::remove_file(self.path(&hash)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    tracing::warn!(blob = %hash, error = %e, "cannot delete an expired blob; will retry");
+            let entry = {
+                let mut ledger = self.ledger.lock().expect("blob ledger lock");
+                if !ledger.unreferenced.get(&hash).is_some_and(expired) || ledger.placing.contains_key(&hash) {
                     continue;
                 }
+                ledger.deleting.insert(hash);
+                ledger.forget(&hash).expect("tracked")
+            };
+            let result = self.objects.delete(&object_path(&hash)).await;
+            let mut ledger = self.ledger.lock().expect("blob ledger lock");
+            ledger.deleting.remove(&hash);
+            match result {
+                Ok(()) => deleted.push(hash),
+                Err(e) if not_found(&e) => deleted.push(hash),
+                Err(e) => {
+                    tracing::warn!(blob = %hash, error = %e, "cannot delete an expired blob; will retry");
+                    // Still there: it expires again at the next sweep, charged to nobody now.
+                    ledger.unreferenced.insert(hash, Unreferenced { owner: Owner::Found, ..entry });
+                }
             }
-            ledger.forget(&hash);
-            deleted.push(hash);
         }
         deleted
     }
 
+    /// How many objects the store holds, blobs or not (a folder's staged uploads included): what
+    /// a test or an operator counts to see that nothing was left behind.
+    pub async fn object_count(&self) -> Result<usize, BlobError> {
+        let mut n = 0;
+        let mut objects = self.objects.list(None);
+        while objects.try_next().await?.is_some() {
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Start-up: every stored blob outside `referenced` (what jobs in the store name) is
-    /// unreferenced since its file's modification time, and expires from then.
-    pub fn adopt_unreferenced(&self, referenced: &HashSet<Hash32>) -> std::io::Result<usize> {
+    /// unreferenced since it was last written, and expires from then.
+    pub async fn adopt_unreferenced(&self, referenced: &HashSet<Hash32>) -> Result<usize, BlobError> {
         let mut found = Vec::new();
-        for dir in std::fs::read_dir(&self.root)? {
-            let dir = dir?;
-            if dir.file_name() == "tmp" || !dir.file_type()?.is_dir() {
+        let mut objects = self.objects.list(None);
+        while let Some(meta) = objects.try_next().await? {
+            let Some(hash) = hash_of(&meta.location) else { continue };
+            if referenced.contains(&hash) {
                 continue;
             }
-            for file in std::fs::read_dir(dir.path())? {
-                let file = file?;
-                let Some(hash) = file.file_name().to_str().and_then(|n| n.parse::<Hash32>().ok()) else { continue };
-                if referenced.contains(&hash) {
-                    continue;
-                }
-                let meta = file.metadata()?;
-                let since_ms = meta
-                    .modified()
-                    .ok()
-                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                    .map_or(0, |d| d.as_millis() as u64);
-                found.push((hash, Unreferenced { owner: Owner::Found, bytes: meta.len(), since_ms }));
-            }
+            let since_ms = u64::try_from(meta.last_modified.timestamp_millis()).unwrap_or(0);
+            found.push((hash, Unreferenced { owner: Owner::Found, bytes: meta.size, since_ms }));
         }
         let n = found.len();
         self.ledger.lock().expect("blob ledger lock").unreferenced.extend(found);
         Ok(n)
+    }
+
+    /// Counts an upload of `hash` in flight, once the blob is not being deleted (an upload of a
+    /// blob being swept waits for the deletion, then stores it anew), and restarts its expiry.
+    async fn start_placing(&self, hash: Hash32, now_ms: u64) -> Placing<'_> {
+        loop {
+            {
+                let mut ledger = self.ledger.lock().expect("blob ledger lock");
+                if !ledger.deleting.contains(&hash) {
+                    *ledger.placing.entry(hash).or_default() += 1;
+                    if let Some(entry) = ledger.unreferenced.get_mut(&hash) {
+                        entry.since_ms = entry.since_ms.max(now_ms);
+                    }
+                    return Placing { ledger: &self.ledger, hash };
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Stores `body` as `upload`: charges the owner first (a client key's quota; a lease is
@@ -341,13 +574,18 @@ impl BlobStore {
         if upload.len > self.max_bytes {
             return Err(BlobError::TooLarge { limit: self.max_bytes });
         }
-        self.touch([&upload.hash], now_ms);
+        let _placing = self.start_placing(upload.hash, now_ms).await;
         if let Some(size) = self.size(&upload.hash).await {
             // Content-addressed: the same hash is the same bytes, so nothing is written again.
             // The body is still read and checked: an upload proves that its uploader holds the
             // bytes (a worker's result counts only with its own upload), and an answer without
             // that proof would tell anyone who knows a hash whether someone stored it.
-            self.read_checked(body, upload.hash, upload.len, None).await?;
+            let mut check = Check::new(upload.hash, upload.len, self.max_bytes);
+            let mut body = body;
+            while let Some(chunk) = body.next().await {
+                check.feed(&chunk.map_err(|e| BlobError::Body(e.to_string()))?)?;
+            }
+            check.finish()?;
             if let Owner::Client(key) = upload.owner {
                 self.claim_unreported(key, &upload.hash, now_ms)?;
             }
@@ -358,26 +596,20 @@ impl BlobStore {
             self.ledger.lock().expect("blob ledger lock").charge(&self.quota, key, upload.len)?;
             reservation.held = true;
         }
-        let tmp = self.write_tmp(body, upload.hash, upload.len).await?;
-        // The check that the blob is new, the rename and the record are one step under the
-        // ledger lock: a blob that a job started referencing meanwhile is never tracked again.
-        let dest = self.path(&upload.hash);
+        let fresh = match &self.folder {
+            Some(root) => self.place_file(root, body, upload).await?,
+            None => self.place_object(body, upload).await?,
+        };
+        // Whether this upload placed the blob, and its record, are decided in one step under
+        // the ledger lock: a blob that another upload placed meanwhile (and that a job may
+        // reference by now) is never tracked again.
         let mut ledger = self.ledger.lock().expect("blob ledger lock");
-        if dest.exists() {
-            drop(ledger);
-            let _ = std::fs::remove_file(&tmp);
+        if !fresh || !ledger.placed.insert(upload.hash) {
             return Ok(Stored { hash: upload.hash, size: upload.len, created: false });
-        }
-        let placed = std::fs::create_dir_all(dest.parent().expect("blob paths have a parent"))
-            .and_then(|()| std::fs::rename(&tmp, &dest));
-        if let Err(e) = placed {
-            drop(ledger);
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e.into());
         }
         let entry = Unreferenced { owner: upload.owner, bytes: upload.len, since_ms: now_ms };
         if let Some(old) = ledger.unreferenced.insert(upload.hash, entry) {
-            // Tracked but missing on disk (deleted by hand): the old charge goes.
+            // Tracked but missing from the store (deleted by hand): the old charge goes.
             ledger.release(old.owner, old.bytes);
         }
         reservation.held = false;
@@ -400,84 +632,150 @@ impl BlobStore {
         Ok(())
     }
 
-    /// Writes a body to a temporary file, checking it as [`BlobStore::read_checked`] does.
-    async fn write_tmp<S, E>(&self, body: S, expected: Hash32, declared: u64) -> Result<PathBuf, BlobError>
+    /// In a folder: writes the body to a temporary file, checking it as it arrives, syncs it,
+    /// then links it under its hash. False when the blob was there by then.
+    async fn place_file<S, E>(&self, root: &Path, mut body: S, upload: Upload) -> Result<bool, BlobError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let tmp = self.root.join("tmp").join(format!("{:016x}", rand::random::<u64>()));
-        let result = async {
+        let name = format!("{:016x}", rand::random::<u64>());
+        let tmp = root.join("tmp").join(&name);
+        let written = async {
             let mut file = tokio::fs::File::create(&tmp).await?;
-            self.read_checked(body, expected, declared, Some(&mut file)).await?;
-            file.sync_all().await?;
-            Ok(())
-        }
-        .await;
-        match result {
-            Ok(()) => Ok(tmp),
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&tmp).await;
-                Err(e)
-            }
-        }
-    }
-
-    /// Reads a body to its end, into `file` when given, checking the size limit and the signed
-    /// length as it arrives, and that the content hashes to `expected`.
-    async fn read_checked<S, E>(
-        &self,
-        mut body: S,
-        expected: Hash32,
-        declared: u64,
-        mut file: Option<&mut tokio::fs::File>,
-    ) -> Result<(), BlobError>
-    where
-        S: Stream<Item = Result<Bytes, E>> + Unpin,
-        E: std::fmt::Display,
-    {
-        let mut hasher = Sha256::new();
-        let mut len = 0u64;
-        let limit = declared.min(self.max_bytes);
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| BlobError::Body(e.to_string()))?;
-            len += chunk.len() as u64;
-            if len > limit {
-                return Err(if declared <= self.max_bytes {
-                    BlobError::LengthMismatch { declared, actual: len }
-                } else {
-                    BlobError::TooLarge { limit: self.max_bytes }
-                });
-            }
-            hasher.update(&chunk);
-            if let Some(file) = file.as_mut() {
+            let mut check = Check::new(upload.hash, upload.len, self.max_bytes);
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| BlobError::Body(e.to_string()))?;
+                check.feed(&chunk)?;
                 file.write_all(&chunk).await?;
             }
+            check.finish()?;
+            file.sync_all().await?;
+            // A hard link: atomic, and refused when the name exists.
+            match self
+                .objects
+                .copy_if_not_exists(&ObjectPath::from(format!("tmp/{name}")), &object_path(&upload.hash))
+                .await
+            {
+                Ok(()) => Ok(true),
+                Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+                Err(e) => Err(BlobError::Store(e)),
+            }
         }
-        if declared != len {
-            return Err(BlobError::LengthMismatch { declared, actual: len });
+        .await;
+        let _ = tokio::fs::remove_file(&tmp).await;
+        written
+    }
+
+    /// In a remote store: buffers a small body and stores it with one request once it checks
+    /// out; a larger one goes up in parts, completed only once the whole body checks out and
+    /// aborted otherwise. Always true: the store overwrites (with the same bytes).
+    async fn place_object<S, E>(&self, mut body: S, upload: Upload) -> Result<bool, BlobError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let path = object_path(&upload.hash);
+        let mut check = Check::new(upload.hash, upload.len, self.max_bytes);
+        let mut buffered: Vec<Bytes> = Vec::new();
+        let mut buffered_len = 0usize;
+        let mut parts: Option<WriteMultipart> = None;
+        let result = async {
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| BlobError::Body(e.to_string()))?;
+                check.feed(&chunk)?;
+                if let Some(parts) = parts.as_mut() {
+                    parts.wait_for_capacity(PART_CONCURRENCY).await?;
+                    parts.put(chunk);
+                    continue;
+                }
+                buffered_len += chunk.len();
+                buffered.push(chunk);
+                if buffered_len > PART_BYTES {
+                    let mut writer =
+                        WriteMultipart::new_with_chunk_size(self.objects.put_multipart(&path).await?, PART_BYTES);
+                    for chunk in buffered.drain(..) {
+                        writer.put(chunk);
+                    }
+                    parts = Some(writer);
+                }
+            }
+            check.finish()
         }
-        let actual = Hash32(hasher.finalize().into());
-        if expected != actual {
-            return Err(BlobError::HashMismatch { expected, actual });
+        .await;
+        match (result, parts) {
+            (Ok(()), Some(parts)) => {
+                parts.finish().await?;
+            }
+            (Ok(()), None) => {
+                self.objects.put(&path, PutPayload::from_iter(buffered)).await?;
+            }
+            (Err(e), Some(parts)) => {
+                if let Err(abort) = parts.abort().await {
+                    tracing::warn!(blob = %upload.hash, error = %abort, "cannot abort a refused multipart upload");
+                }
+                return Err(e);
+            }
+            (Err(e), None) => return Err(e),
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Stores bytes in hand (an inline output, a test fixture) as `upload`. A small blob already
     /// stored is not checked again: the caller has the bytes in hand and has hashed them.
     pub async fn put_bytes(&self, upload: Upload, data: Bytes, now_ms: u64) -> Result<Stored, BlobError> {
-        // Most inline outputs are already stored (many tasks share an output): one `stat` of a
-        // cached directory entry answers that in microseconds, without the blocking pool's hop
-        // that `tokio::fs` takes for every call.
+        // Most inline outputs are already stored (many tasks share an output): in a folder, one
+        // `stat` of a cached directory entry answers that in microseconds, without the blocking
+        // pool's hop that `tokio::fs` takes for every call.
         if data.len() as u64 <= SMALL_BLOB_BYTES
             && upload.len <= self.max_bytes
-            && let Ok(meta) = std::fs::metadata(self.path(&upload.hash))
+            && let Some(root) = &self.folder
+            && let Ok(meta) = std::fs::metadata(root.join(object_path(&upload.hash).as_ref()))
+            && !self.being_deleted(&upload.hash)
         {
             self.touch([&upload.hash], now_ms);
             return Ok(Stored { hash: upload.hash, size: meta.len(), created: false });
         }
         self.put(upload, futures_util::stream::iter([Ok::<_, std::convert::Infallible>(data)]), now_ms).await
+    }
+}
+
+/// Checks a body as it arrives: the size limit and the signed length, then the content's hash.
+struct Check {
+    hasher: Sha256,
+    len: u64,
+    expected: Hash32,
+    declared: u64,
+    max_bytes: u64,
+}
+
+impl Check {
+    fn new(expected: Hash32, declared: u64, max_bytes: u64) -> Self {
+        Self { hasher: Sha256::new(), len: 0, expected, declared, max_bytes }
+    }
+
+    fn feed(&mut self, chunk: &[u8]) -> Result<(), BlobError> {
+        self.len += chunk.len() as u64;
+        if self.len > self.declared.min(self.max_bytes) {
+            return Err(if self.declared <= self.max_bytes {
+                BlobError::LengthMismatch { declared: self.declared, actual: self.len }
+            } else {
+                BlobError::TooLarge { limit: self.max_bytes }
+            });
+        }
+        self.hasher.update(chunk);
+        Ok(())
+    }
+
+    fn finish(self) -> Result<(), BlobError> {
+        if self.declared != self.len {
+            return Err(BlobError::LengthMismatch { declared: self.declared, actual: self.len });
+        }
+        let actual = Hash32(self.hasher.finalize().into());
+        if self.expected != actual {
+            return Err(BlobError::HashMismatch { expected: self.expected, actual });
+        }
+        Ok(())
     }
 }
 
@@ -491,13 +789,12 @@ pub fn spawn_sweeper(blobs: BlobStore, mut stop: tokio::sync::watch::Receiver<bo
                 _ = every.tick() => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
-            let b = blobs.clone();
-            match tokio::task::spawn_blocking(move || b.sweep(wall_ms())).await {
-                Ok(deleted) if !deleted.is_empty() => {
-                    tracing::info!(deleted = deleted.len(), "expired unreferenced blobs")
-                }
-                Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "blob sweep panicked"),
+            let deleted = tokio::select! {
+                deleted = blobs.sweep(wall_ms()) => deleted,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            if !deleted.is_empty() {
+                tracing::info!(deleted = deleted.len(), "expired unreferenced blobs");
             }
         }
     })
@@ -524,135 +821,234 @@ mod tests {
         store.put_bytes(upload, Bytes::from_static(data), now_ms).await
     }
 
+    /// Where each test runs: a fresh folder, and a fresh prefix in the tests' S3 bucket when
+    /// there is one.
+    fn locations() -> Vec<(BlobLocation, Option<tempfile::TempDir>)> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut out = vec![(BlobLocation::Folder(dir.path().to_path_buf()), Some(dir))];
+        out.extend(BlobLocation::test_bucket().map(|l| (l, None)));
+        out
+    }
+
     fn small_quota() -> BlobQuota {
         BlobQuota { per_key_bytes: 10, per_key_blobs: 3, total_bytes: 16, total_blobs: 100, ..BlobQuota::default() }
     }
 
     #[tokio::test]
     async fn stores_by_hash_and_refuses_bad_uploads() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = BlobStore::open(dir.path(), 8).unwrap();
-        let stored = put(&store, input(1, b"hello"), b"hello", 0).await.unwrap();
-        assert_eq!(stored, Stored { hash: sha256(b"hello"), size: 5, created: true });
-        assert_eq!(store.read(&stored.hash).await.unwrap(), b"hello");
-        let too_long = put(&store, input(1, b"too long!"), b"too long!", 0).await;
-        assert!(matches!(too_long, Err(BlobError::TooLarge { .. })), "{too_long:?}");
-        // Stored already under that hash: nothing is written, but the body must still prove it
-        // holds those bytes.
-        let again = store.put(input(1, b"hello"), body(b"hello"), 0).await.unwrap();
-        assert_eq!(again, Stored { hash: stored.hash, size: 5, created: false });
-        let wrong = Upload { hash: stored.hash, ..input(1, b"hellp") };
-        let refused = store.put(wrong, body(b"hellp"), 0).await;
-        assert!(matches!(refused, Err(BlobError::HashMismatch { .. })), "{refused:?}");
-        let refused = store.put(Upload { hash: stored.hash, ..input(1, b"hello") }, body(b"hell"), 0).await;
-        assert!(matches!(refused, Err(BlobError::LengthMismatch { declared: 5, actual: 4 })), "{refused:?}");
-        let wrong = Upload { hash: sha256(b"abd"), ..input(1, b"abc") };
-        assert!(matches!(put(&store, wrong, b"abc", 0).await, Err(BlobError::HashMismatch { .. })));
-        let short = Upload { len: 4, ..input(1, b"abc") };
-        assert!(matches!(
-            put(&store, short, b"abc", 0).await,
-            Err(BlobError::LengthMismatch { declared: 4, actual: 3 })
-        ));
-        let long = Upload { len: 2, ..input(1, b"abc") };
-        assert!(matches!(
-            put(&store, long, b"abc", 0).await,
-            Err(BlobError::LengthMismatch { declared: 2, actual: 3 })
-        ));
-        assert_eq!(store.size(&sha256(b"abc")).await, None, "refused uploads leave nothing behind");
-        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
-        assert_eq!(store.held_by(&PublicKey([1; 32])), ((5, 1), (5, 1)), "refusals charge nothing");
+        for (location, dir) in locations() {
+            let store = BlobStore::open(&location, 8).unwrap();
+            let stored = put(&store, input(1, b"hello"), b"hello", 0).await.unwrap();
+            assert_eq!(stored, Stored { hash: sha256(b"hello"), size: 5, created: true });
+            assert_eq!(store.read(&stored.hash).await.unwrap(), b"hello");
+            let too_long = put(&store, input(1, b"too long!"), b"too long!", 0).await;
+            assert!(matches!(too_long, Err(BlobError::TooLarge { .. })), "{too_long:?}");
+            // Stored already under that hash: nothing is written, but the body must still prove it
+            // holds those bytes.
+            let again = store.put(input(1, b"hello"), body(b"hello"), 0).await.unwrap();
+            assert_eq!(again, Stored { hash: stored.hash, size: 5, created: false });
+            let wrong = Upload { hash: stored.hash, ..input(1, b"hellp") };
+            let refused = store.put(wrong, body(b"hellp"), 0).await;
+            assert!(matches!(refused, Err(BlobError::HashMismatch { .. })), "{refused:?}");
+            let refused = store.put(Upload { hash: stored.hash, ..input(1, b"hello") }, body(b"hell"), 0).await;
+            assert!(matches!(refused, Err(BlobError::LengthMismatch { declared: 5, actual: 4 })), "{refused:?}");
+            let wrong = Upload { hash: sha256(b"abd"), ..input(1, b"abc") };
+            assert!(matches!(put(&store, wrong, b"abc", 0).await, Err(BlobError::HashMismatch { .. })));
+            let short = Upload { len: 4, ..input(1, b"abc") };
+            assert!(matches!(
+                put(&store, short, b"abc", 0).await,
+                Err(BlobError::LengthMismatch { declared: 4, actual: 3 })
+            ));
+            let long = Upload { len: 2, ..input(1, b"abc") };
+            assert!(matches!(
+                put(&store, long, b"abc", 0).await,
+                Err(BlobError::LengthMismatch { declared: 2, actual: 3 })
+            ));
+            assert_eq!(store.size(&sha256(b"abc")).await, None, "refused uploads leave nothing behind");
+            if let Some(dir) = &dir {
+                assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+            }
+            let listed: Vec<_> = store.objects.list(None).try_collect().await.unwrap();
+            assert_eq!(listed.iter().filter_map(|m| hash_of(&m.location)).collect::<Vec<_>>(), vec![stored.hash]);
+            assert_eq!(store.held_by(&PublicKey([1; 32])), ((5, 1), (5, 1)), "refusals charge nothing");
+        }
     }
 
     #[tokio::test]
     async fn quotas_bound_each_key_and_all_keys_together() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = BlobStore::open(dir.path(), 64).unwrap().with_quota(small_quota());
-        put(&store, input(1, b"aaaaaa"), b"aaaaaa", 0).await.unwrap();
-        let over = put(&store, input(1, b"bbbbb"), b"bbbbb", 0).await;
-        assert!(matches!(over, Err(BlobError::Quota(_))), "{over:?}");
-        assert_eq!(store.size(&sha256(b"bbbbb")).await, None);
-        assert!(matches!(
-            put(&store, input(1, b"too big for a key"), b"too big for a key", 0).await,
-            Err(BlobError::TooLarge { limit: 10 })
-        ));
-        // Another key still uploads, until all keys together reach the total.
-        put(&store, input(2, b"cccccccc"), b"cccccccc", 0).await.unwrap();
-        let total = put(&store, input(3, b"ddd"), b"ddd", 0).await;
-        assert!(matches!(&total, Err(BlobError::Quota(m)) if m.contains("all clients")), "{total:?}");
-        // The same blob again is charged to nobody, whoever sends it.
-        assert!(!put(&store, input(3, b"aaaaaa"), b"aaaaaa", 0).await.unwrap().created);
-        assert_eq!(store.held_by(&PublicKey([3; 32])), ((0, 0), (14, 2)));
-        // Once a job references a blob it stops counting: the key and the relay have room again.
-        store.keep([&sha256(b"aaaaaa")]);
-        assert_eq!(store.held_by(&PublicKey([1; 32])), ((0, 0), (8, 1)));
-        put(&store, input(1, b"bbbbb"), b"bbbbb", 0).await.unwrap();
-        put(&store, input(3, b"ddd"), b"ddd", 0).await.unwrap();
-        // A count limit too.
-        let store =
-            BlobStore::open(dir.path(), 64).unwrap().with_quota(BlobQuota { total_bytes: 1 << 20, ..small_quota() });
-        for blob in [&b"e"[..], b"f", b"g"] {
-            store.put_bytes(input(4, blob), Bytes::copy_from_slice(blob), 0).await.unwrap();
+        for (location, _dir) in locations() {
+            let store = BlobStore::open(&location, 64).unwrap().with_quota(small_quota());
+            put(&store, input(1, b"aaaaaa"), b"aaaaaa", 0).await.unwrap();
+            let over = put(&store, input(1, b"bbbbb"), b"bbbbb", 0).await;
+            assert!(matches!(over, Err(BlobError::Quota(_))), "{over:?}");
+            assert_eq!(store.size(&sha256(b"bbbbb")).await, None);
+            assert!(matches!(
+                put(&store, input(1, b"too big for a key"), b"too big for a key", 0).await,
+                Err(BlobError::TooLarge { limit: 10 })
+            ));
+            // Another key still uploads, until all keys together reach the total.
+            put(&store, input(2, b"cccccccc"), b"cccccccc", 0).await.unwrap();
+            let total = put(&store, input(3, b"ddd"), b"ddd", 0).await;
+            assert!(matches!(&total, Err(BlobError::Quota(m)) if m.contains("all clients")), "{total:?}");
+            // The same blob again is charged to nobody, whoever sends it.
+            assert!(!put(&store, input(3, b"aaaaaa"), b"aaaaaa", 0).await.unwrap().created);
+            assert_eq!(store.held_by(&PublicKey([3; 32])), ((0, 0), (14, 2)));
+            // Once a job references a blob it stops counting: the key and the relay have room again.
+            store.keep([&sha256(b"aaaaaa")]);
+            assert_eq!(store.held_by(&PublicKey([1; 32])), ((0, 0), (8, 1)));
+            put(&store, input(1, b"bbbbb"), b"bbbbb", 0).await.unwrap();
+            put(&store, input(3, b"ddd"), b"ddd", 0).await.unwrap();
+            // A count limit too.
+            let store =
+                BlobStore::open(&location, 64).unwrap().with_quota(BlobQuota { total_bytes: 1 << 20, ..small_quota() });
+            for blob in [&b"e"[..], b"f", b"g"] {
+                store.put_bytes(input(4, blob), Bytes::copy_from_slice(blob), 0).await.unwrap();
+            }
+            assert!(matches!(put(&store, input(4, b"h"), b"h", 0).await, Err(BlobError::Quota(_))));
+            assert_eq!(store.held_by(&PublicKey([4; 32])).0, (3, 3));
         }
-        assert!(matches!(put(&store, input(4, b"h"), b"h", 0).await, Err(BlobError::Quota(_))));
-        assert_eq!(store.held_by(&PublicKey([4; 32])).0, (3, 3));
     }
 
     #[tokio::test]
     async fn unreferenced_blobs_expire_and_referenced_ones_stay() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = BlobStore::open(dir.path(), 64).unwrap();
-        let t0 = 10 * HOUR_MS;
-        let unused = put(&store, input(1, b"unused"), b"unused", t0).await.unwrap().hash;
-        let used = put(&store, input(1, b"used"), b"used", t0).await.unwrap().hash;
-        let touched = put(&store, input(1, b"touched"), b"touched", t0).await.unwrap().hash;
-        let output = Upload { owner: Owner::Lease(LeaseId(3)), ..input(0, b"output") };
-        let output = put(&store, output, b"output", t0).await.unwrap().hash;
-        store.keep([&used]);
-        store.touch([&touched], t0 + HOUR_MS / 2);
-        assert!(store.sweep(t0 + HOUR_MS - 1).is_empty(), "nothing expires before its TTL");
-        let mut deleted = store.sweep(t0 + HOUR_MS);
-        deleted.sort();
-        let mut expected = vec![unused, output];
-        expected.sort();
-        assert_eq!(deleted, expected);
-        assert_eq!(store.size(&unused).await, None);
-        assert_eq!(store.size(&output).await, None);
-        assert_eq!(store.size(&used).await, Some(4));
-        assert_eq!(store.held_by(&PublicKey([1; 32])).0, (7, 1), "an expired blob frees its quota");
-        assert_eq!(store.sweep(t0 + 3 * HOUR_MS / 2), vec![touched]);
-        assert!(store.sweep(t0 + 100 * HOUR_MS).is_empty(), "a referenced blob never expires");
-        assert_eq!(store.size(&used).await, Some(4));
-        assert_eq!(store.held_by(&PublicKey([1; 32])), ((0, 0), (0, 0)));
+        for (location, _dir) in locations() {
+            let store = BlobStore::open(&location, 64).unwrap();
+            let t0 = 10 * HOUR_MS;
+            let unused = put(&store, input(1, b"unused"), b"unused", t0).await.unwrap().hash;
+            let used = put(&store, input(1, b"used"), b"used", t0).await.unwrap().hash;
+            let touched = put(&store, input(1, b"touched"), b"touched", t0).await.unwrap().hash;
+            let output = Upload { owner: Owner::Lease(LeaseId(3)), ..input(0, b"output") };
+            let output = put(&store, output, b"output", t0).await.unwrap().hash;
+            store.keep([&used]);
+            store.touch([&touched], t0 + HOUR_MS / 2);
+            assert!(store.sweep(t0 + HOUR_MS - 1).await.is_empty(), "nothing expires before its TTL");
+            let mut deleted = store.sweep(t0 + HOUR_MS).await;
+            deleted.sort();
+            let mut expected = vec![unused, output];
+            expected.sort();
+            assert_eq!(deleted, expected);
+            assert_eq!(store.size(&unused).await, None);
+            assert_eq!(store.size(&output).await, None);
+            assert_eq!(store.size(&used).await, Some(4));
+            assert_eq!(store.held_by(&PublicKey([1; 32])).0, (7, 1), "an expired blob frees its quota");
+            assert_eq!(store.sweep(t0 + 3 * HOUR_MS / 2).await, vec![touched]);
+            assert!(store.sweep(t0 + 100 * HOUR_MS).await.is_empty(), "a referenced blob never expires");
+            assert_eq!(store.size(&used).await, Some(4));
+            assert_eq!(store.held_by(&PublicKey([1; 32])), ((0, 0), (0, 0)));
+        }
     }
 
     #[tokio::test]
     async fn a_client_that_uploads_an_unreported_output_takes_it_over_as_its_input() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = BlobStore::open(dir.path(), 64).unwrap();
-        let output = Upload { owner: Owner::Lease(LeaseId(3)), ..input(0, b"output") };
-        assert!(store.put(output, body(b"output"), 0).await.unwrap().created);
-        assert!(store.is_unreported_output(&output.hash));
-        // Without the bytes, nothing changes; with them, the client holds the blob as its own.
-        let guess = store.put(input(1, b"output"), body(b"outpux"), 0).await;
-        assert!(matches!(guess, Err(BlobError::HashMismatch { .. })), "{guess:?}");
-        assert!(store.is_unreported_output(&output.hash));
-        assert!(!store.put(input(1, b"output"), body(b"output"), 0).await.unwrap().created);
-        assert!(!store.is_unreported_output(&output.hash));
-        assert_eq!(store.held_by(&PublicKey([1; 32])).0, (6, 1), "charged as its own upload");
+        for (location, _dir) in locations() {
+            let store = BlobStore::open(&location, 64).unwrap();
+            let output = Upload { owner: Owner::Lease(LeaseId(3)), ..input(0, b"output") };
+            assert!(store.put(output, body(b"output"), 0).await.unwrap().created);
+            assert!(store.is_unreported_output(&output.hash));
+            // Without the bytes, nothing changes; with them, the client holds the blob as its own.
+            let guess = store.put(input(1, b"output"), body(b"outpux"), 0).await;
+            assert!(matches!(guess, Err(BlobError::HashMismatch { .. })), "{guess:?}");
+            assert!(store.is_unreported_output(&output.hash));
+            assert!(!store.put(input(1, b"output"), body(b"output"), 0).await.unwrap().created);
+            assert!(!store.is_unreported_output(&output.hash));
+            assert_eq!(store.held_by(&PublicKey([1; 32])).0, (6, 1), "charged as its own upload");
+        }
     }
 
     #[tokio::test]
     async fn blobs_found_at_start_up_expire_unless_referenced() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = BlobStore::open(dir.path(), 64).unwrap();
-        let a = put(&store, input(1, b"a"), b"a", 0).await.unwrap().hash;
-        let b = put(&store, input(1, b"b"), b"b", 0).await.unwrap().hash;
-        let reopened = BlobStore::open(dir.path(), 64).unwrap();
-        assert_eq!(reopened.adopt_unreferenced(&HashSet::from([a])).unwrap(), 1);
-        assert!(reopened.is_unreferenced(&b) && !reopened.is_unreferenced(&a));
-        assert_eq!(reopened.held_by(&PublicKey([1; 32])), ((0, 0), (0, 0)), "found blobs count against nobody");
-        assert!(reopened.sweep(wall_ms()).is_empty(), "written just now: not yet expired");
-        assert_eq!(reopened.sweep(wall_ms() + HOUR_MS + 1000), vec![b]);
-        assert_eq!(reopened.size(&a).await, Some(1));
+        for (location, _dir) in locations() {
+            let store = BlobStore::open(&location, 64).unwrap();
+            let a = put(&store, input(1, b"a"), b"a", 0).await.unwrap().hash;
+            let b = put(&store, input(1, b"b"), b"b", 0).await.unwrap().hash;
+            let reopened = BlobStore::open(&location, 64).unwrap();
+            assert_eq!(reopened.adopt_unreferenced(&HashSet::from([a])).await.unwrap(), 1);
+            assert!(reopened.is_unreferenced(&b) && !reopened.is_unreferenced(&a));
+            assert_eq!(reopened.held_by(&PublicKey([1; 32])), ((0, 0), (0, 0)), "found blobs count against nobody");
+            assert!(reopened.sweep(wall_ms()).await.is_empty(), "written just now: not yet expired");
+            assert_eq!(reopened.sweep(wall_ms() + HOUR_MS + 1000).await, vec![b]);
+            assert_eq!(reopened.size(&a).await, Some(1));
+        }
+    }
+
+    /// A body larger than one part goes up in parts and reads back whole; one that turns out
+    /// wrong at its end leaves nothing behind (its parts are aborted, its staged file removed).
+    #[tokio::test]
+    async fn large_uploads_go_in_parts_and_a_wrong_one_leaves_nothing() {
+        for (location, _dir) in locations() {
+            let store = BlobStore::open(&location, 64 << 20).unwrap();
+            let data: Vec<u8> = (0..(PART_BYTES * 2 + 12_345)).map(|i| (i * 7 % 251) as u8).collect();
+            let chunks = |data: &[u8]| {
+                let chunks: Vec<Result<Bytes, std::convert::Infallible>> =
+                    data.chunks(1 << 20).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+                futures_util::stream::iter(chunks)
+            };
+            let mut wrong = data.clone();
+            *wrong.last_mut().unwrap() ^= 1;
+            let upload = input(1, &data);
+            let refused = store.put(upload, chunks(&wrong), 0).await;
+            assert!(matches!(refused, Err(BlobError::HashMismatch { .. })), "{refused:?}");
+            assert_eq!(store.size(&upload.hash).await, None);
+            assert_eq!(store.held_by(&PublicKey([1; 32])).0, (0, 0));
+            let stored = store.put(upload, chunks(&data), 0).await.unwrap();
+            assert!(stored.created);
+            assert_eq!(store.read(&upload.hash).await.unwrap(), data);
+            let reader = store.open_reader(&upload.hash).await.unwrap();
+            assert_eq!(reader.size, data.len() as u64);
+            let streamed: Vec<Bytes> = reader.chunks.try_collect().await.unwrap();
+            assert_eq!(streamed.concat(), data);
+        }
+    }
+
+    /// Two uploads of one blob at once: it is recorded once, and a job that references it after
+    /// the first finishes keeps it, however late the second finishes.
+    #[tokio::test]
+    async fn concurrent_uploads_of_one_blob_record_it_once() {
+        for (location, _dir) in locations() {
+            let store = BlobStore::open(&location, 64).unwrap();
+            let upload = input(1, b"shared");
+            let (tx, rx) = tokio::sync::oneshot::channel::<Bytes>();
+            let late_body =
+                Box::pin(futures_util::stream::once(
+                    async move { Ok::<_, std::convert::Infallible>(rx.await.unwrap()) },
+                ));
+            let slow = store.put(upload, late_body, 0);
+            let quick = async {
+                // The slow upload is counted in flight before it reads its body.
+                while store.ledger.lock().unwrap().placing.get(&upload.hash).is_none() {
+                    tokio::task::yield_now().await;
+                }
+                let first = store.put(upload, body(b"shared"), 0).await.unwrap();
+                store.keep([&upload.hash]);
+                tx.send(Bytes::from_static(b"shared")).unwrap();
+                first
+            };
+            let (first, second) = tokio::join!(quick, slow);
+            assert!(first.created);
+            assert!(!second.unwrap().created, "the second upload found it placed");
+            assert!(!store.is_unreferenced(&upload.hash), "referenced: never tracked again");
+            assert_eq!(store.held_by(&PublicKey([1; 32])), ((0, 0), (0, 0)));
+            assert!(store.sweep(u64::MAX).await.is_empty());
+            assert_eq!(store.size(&upload.hash).await, Some(6));
+            assert!(store.ledger.lock().unwrap().placed.is_empty(), "nothing stays behind");
+        }
+    }
+
+    #[test]
+    fn locations_parse() {
+        assert_eq!(BlobLocation::parse("/srv/blobs"), Ok(BlobLocation::Folder("/srv/blobs".into())));
+        assert_eq!(
+            BlobLocation::parse("s3://bucket/a/b/"),
+            Ok(BlobLocation::S3 { bucket: "bucket".into(), prefix: "a/b".into() })
+        );
+        assert_eq!(
+            BlobLocation::parse("s3://bucket"),
+            Ok(BlobLocation::S3 { bucket: "bucket".into(), prefix: "".into() })
+        );
+        assert!(BlobLocation::parse("s3:///x").is_err());
+        assert!(BlobLocation::parse("gs://bucket").is_err());
+        for s in ["s3://b/p", "s3://b", "/srv/blobs"] {
+            assert_eq!(BlobLocation::parse(s).unwrap().to_string(), s);
+        }
     }
 }

@@ -170,7 +170,7 @@ mod tests {
     #[tokio::test]
     async fn a_busy_checker_skips_drawn_checks_and_queues_disputes() {
         let dir = tempfile::tempdir().unwrap();
-        let checker = Checker::new(BlobStore::open(dir.path(), 1 << 20).unwrap(), 1);
+        let checker = Checker::new(BlobStore::folder(dir.path(), 1 << 20).unwrap(), 1);
         let (tx, mut rx) = mpsc::unbounded_channel();
         let runtime = tokio::runtime::Handle::current();
         let busy = checker.slots.clone().acquire_owned().await.unwrap();

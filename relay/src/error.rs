@@ -20,6 +20,8 @@ pub enum Error {
     Fenced(i64),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    #[error("blob store: {0}")]
+    Blobs(#[from] object_store::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("the relay is shutting down")]

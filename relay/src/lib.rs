@@ -84,8 +84,9 @@ pub struct Config {
     /// The relay's database: `None` is SQLite in `data_dir/relay.sqlite`; otherwise a
     /// `postgres://` (or `sqlite://`) URL.
     pub database: Option<String>,
-    /// The blob folder, when not `data_dir/blobs` (relays of one cluster share one).
-    pub blobs_dir: Option<PathBuf>,
+    /// Where blobs live, when not the folder `data_dir/blobs` (relays of one cluster share one
+    /// store: a folder they all reach, or an S3 bucket).
+    pub blobs: Option<blobs::BlobLocation>,
     /// Several relays on one PostgreSQL database (see [`cluster`]); `None`: this relay alone.
     pub cluster: Option<cluster::ClusterConfig>,
     pub core: core::CoreConfig,
@@ -114,7 +115,7 @@ impl Config {
         Self {
             data_dir: data_dir.into(),
             database: None,
-            blobs_dir: None,
+            blobs: None,
             cluster: None,
             core: core::CoreConfig::default(),
             max_workers,
@@ -213,9 +214,14 @@ pub(crate) async fn start_serving(
         None => store::Store::open(&config.data_dir.join("relay.sqlite")).await?,
         Some(url) => store::Store::connect(url).await?,
     };
-    let blob_dir = config.blobs_dir.clone().unwrap_or_else(|| config.data_dir.join("blobs"));
-    let blobs = blobs::BlobStore::open(&blob_dir, config.max_blob_bytes)?.with_quota(config.blob_quota);
-    let unreferenced = blobs.adopt_unreferenced(&store.referenced_blobs().await?)?;
+    let location = config.blobs.clone().unwrap_or_else(|| blobs::BlobLocation::Folder(config.data_dir.join("blobs")));
+    let blobs = blobs::BlobStore::open(&location, config.max_blob_bytes)
+        .map_err(|e| Error::Config(format!("blobs at {location}: {e}")))?
+        .with_quota(config.blob_quota);
+    let unreferenced = blobs
+        .adopt_unreferenced(&store.referenced_blobs().await?)
+        .await
+        .map_err(|e| Error::Config(format!("cannot list the blobs at {location}: {e}")))?;
     tracing::info!(unreferenced, "blobs no job references will expire");
     let escrow: Option<escrow::Escrow> = match &config.escrow {
         EscrowConfig::Off => None,

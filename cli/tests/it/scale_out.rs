@@ -21,7 +21,7 @@ async fn leader(db: &sqlx::PgPool) -> Option<String> {
 }
 
 /// A cluster's first relay, leading: its database (a fresh one on the tests' server), folder and
-/// process, the peer address it leads under, and the arguments that start another relay on the
+/// process (blobs in S3 when the tests have a bucket), the peer address it leads under, and the arguments that start another relay on the
 /// same database and blobs.
 struct Cluster {
     db: sqlx::PgPool,
@@ -49,8 +49,11 @@ async fn first_relay_leading(extra: &[&str]) -> Option<Cluster> {
     let url = fresh_postgres_database(&server).await;
     let db = sqlx::PgPool::connect(&url).await.unwrap();
     let (dir, _) = tempdir();
-    let blobs = dir.path().join("blobs");
-    let mut args: Vec<String> = vec!["--database".into(), url, "--blobs".into(), blobs.display().to_string()];
+    // One blob store for all: the tests' S3 bucket (a fresh prefix) where there is one (the
+    // README's test command starts one), else a shared folder.
+    let blobs = starling_relay::blobs::BlobLocation::test_bucket()
+        .map_or_else(|| dir.path().join("blobs").display().to_string(), |bucket| bucket.to_string());
+    let mut args: Vec<String> = vec!["--database".into(), url, "--blobs".into(), blobs];
     args.extend(extra.iter().map(|a| a.to_string()));
     let first = spawn_relay(&dir.path().join("relay0"), 0, &args.iter().map(String::as_str).collect::<Vec<_>>());
     let start = Instant::now();

@@ -16,7 +16,8 @@ use std::time::Duration;
 
 struct Relay {
     base: String,
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
+    blobs: starling_relay::blobs::BlobStore,
     _stop: tokio::sync::oneshot::Sender<()>,
     http: reqwest::Client,
 }
@@ -26,14 +27,17 @@ async fn start(quota: BlobQuota) -> Relay {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut config = starling_relay::Config::new(dir.path());
-    config.database = Some(crate::support::database_url(dir.path()).await);
+    let mut config = crate::support::relay_config(dir.path()).await;
     config.blob_quota = quota;
     // These workers sign made-up outputs: the relay's known-answer checks would bar them.
     config.core.canary_rate = 0.0;
-    tokio::spawn(starling_relay::run(listener, config, async move {
+    let started = starling_relay::start(listener, config, async move {
         let _ = stopped.await;
-    }));
+    })
+    .await
+    .unwrap();
+    let blobs = started.state.blobs.clone();
+    tokio::spawn(started.finished());
     let http = reqwest::Client::new();
     for _ in 0..100 {
         if http.get(format!("{base}/v1/health")).send().await.is_ok() {
@@ -41,7 +45,7 @@ async fn start(quota: BlobQuota) -> Relay {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Relay { base, dir, _stop: stop, http }
+    Relay { base, _dir: dir, blobs, _stop: stop, http }
 }
 
 impl Relay {
@@ -67,9 +71,9 @@ impl Relay {
         self.put_signed(key, UploadPurpose::Input, body).await
     }
 
-    fn stored(&self, hash: &Hash32) -> bool {
-        let hex = hash.to_hex();
-        self.dir.path().join("blobs").join(&hex[..2]).join(hex).exists()
+    /// Whether the relay's blob store holds `hash` (in a folder or in S3).
+    async fn stored(&self, hash: &Hash32) -> bool {
+        self.blobs.size(hash).await.is_some()
     }
 
     async fn healthy(&self) -> bool {
@@ -135,7 +139,7 @@ async fn uploads_need_a_valid_signature_and_store_nothing_without_one() {
     let garbled = [(KEY_HEADER, "not a key".to_string()), (SIGNATURE_HEADER, "00".to_string())];
     let (status, answer) = relay.put(&hash, &garbled, body.clone()).await;
     assert_eq!((status, code(&answer)), (400, "malformed"), "{answer}");
-    assert!(!relay.stored(&hash), "no refused upload stored anything");
+    assert!(!relay.stored(&hash).await, "no refused upload stored anything");
 
     // Signed properly: stored, and readable by anyone.
     let (status, answer) = relay.input(&client, &body).await;
@@ -161,7 +165,7 @@ async fn each_key_has_a_quota_and_all_keys_together_a_cap() {
     let (status, answer) = relay.input(&alice, &c).await;
     assert_eq!((status, code(&answer)), (429, "rate_limited"), "{answer}");
     assert!(answer["message"].as_str().unwrap().contains("quota"), "{answer}");
-    assert!(!relay.stored(&sha256(&c)));
+    assert!(!relay.stored(&sha256(&c)).await);
     // More than a key's whole quota at once is too large.
     let (status, answer) = relay.input(&bob, &[4u8; 41]).await;
     assert_eq!((status, code(&answer)), (413, "too_large"), "{answer}");
@@ -226,12 +230,12 @@ async fn outputs_are_stored_only_for_a_held_lease_of_the_declared_size() {
     let (status, answer) = relay.put_signed(&key, lease, &vec![9u8; size + 1]).await;
     assert_eq!((status, code(&answer)), (400, "malformed"), "{answer}");
     assert!(answer["message"].as_str().unwrap().contains("declares"), "{answer}");
-    assert!(!relay.stored(&sha256(&output)) && !relay.stored(&sha256(&vec![9u8; size + 1])));
+    assert!(!relay.stored(&sha256(&output)).await && !relay.stored(&sha256(&vec![9u8; size + 1])).await);
     // The holder, at the declared size: stored; a second, different output for it is not.
     assert_eq!(relay.put_signed(&key, lease, &output).await.0, 201);
     let (status, answer) = relay.put_signed(&key, lease, &vec![8u8; size]).await;
     assert_eq!((status, code(&answer)), (409, "conflict"), "{answer}");
-    assert!(!relay.stored(&sha256(&vec![8u8; size])));
+    assert!(!relay.stored(&sha256(&vec![8u8; size])).await);
     send(&mut ws, &result(&key, &held[0], &output, false)).await;
     assert_eq!(next_answer(&mut ws).await, RelayMessage::Ack { lease: held[0].lease });
     // The lease is returned: no more uploads for it.
@@ -247,7 +251,7 @@ async fn outputs_are_stored_only_for_a_held_lease_of_the_declared_size() {
     send(&mut ws, &lying).await;
     let RelayMessage::Error(e) = next_answer(&mut ws).await else { panic!("expected an error frame") };
     assert_eq!(e.code, ErrorCode::HashMismatch, "{e:?}");
-    assert!(!relay.stored(&sha256(&inline)));
+    assert!(!relay.stored(&sha256(&inline)).await);
     // Inline of the wrong size, and for a lease held by someone else.
     send(&mut ws, &result(&key, &held[1], &inline[1..], true)).await;
     let RelayMessage::Error(e) = next_answer(&mut ws).await else { panic!("expected an error frame") };
@@ -259,11 +263,11 @@ async fn outputs_are_stored_only_for_a_held_lease_of_the_declared_size() {
     send(&mut ws, &unheld).await;
     let RelayMessage::Error(e) = next_answer(&mut ws).await else { panic!("expected an error frame") };
     assert_eq!(e.code, ErrorCode::LeaseNotHeld, "{e:?}");
-    assert!(!relay.stored(&sha256(&inline)));
+    assert!(!relay.stored(&sha256(&inline)).await);
     // The honest inline result is stored and acknowledged without any upload.
     send(&mut ws, &result(&key, &held[1], &inline, true)).await;
     assert_eq!(next_answer(&mut ws).await, RelayMessage::Ack { lease: held[1].lease });
-    assert!(relay.stored(&sha256(&inline)));
+    assert!(relay.stored(&sha256(&inline)).await);
     // Nobody reads it while its task is undecided; once the other replica agrees, anyone may.
     let fetch = async |hash: Hash32| relay.http.get(format!("{}/v1/blobs/{hash}", relay.base)).send().await.unwrap();
     assert_eq!(fetch(sha256(&inline)).await.status().as_u16(), 404, "an undecided task's output was served");
@@ -296,13 +300,13 @@ async fn blobs_no_job_references_expire_and_referenced_ones_stay() {
     let (status, answer) = relay.post_job(&client, matmul_spec(&a, &b, 1)).await;
     assert_eq!(status, 201, "{answer}");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while relay.stored(&sha256(&unused)) {
+    while relay.stored(&sha256(&unused)).await {
         assert!(tokio::time::Instant::now() < deadline, "the unreferenced blob never expired");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Several sweeps later, the job's inputs are still there.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(relay.stored(&sha256(&a)) && relay.stored(&sha256(&b)));
+    assert!(relay.stored(&sha256(&a)).await && relay.stored(&sha256(&b)).await);
     let fetched = relay.http.get(format!("{}/v1/blobs/{}", relay.base, sha256(&unused))).send().await.unwrap();
     assert_eq!(fetched.status().as_u16(), 404);
     // Its quota is free again, and the blob can be uploaded anew.

@@ -158,7 +158,7 @@ async fn start(escrow: Option<Escrow>) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let database = crate::support::database_url(dir.path()).await;
     let store = Store::connect(&database).await.unwrap();
-    let blobs = BlobStore::open(&dir.path().join("blobs"), 1 << 20).unwrap();
+    let blobs = BlobStore::folder(&dir.path().join("blobs"), 1 << 20).unwrap();
     let (settle_tx, settled) = mpsc::unbounded_channel();
     let clock = Arc::new(ManualClock::default());
     let (driver, handle, rx) = Driver::recover_with_clock(

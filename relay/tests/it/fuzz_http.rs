@@ -39,8 +39,7 @@ async fn start() -> Relay {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut config = starling_relay::Config::new(dir.path());
-    config.database = Some(crate::support::database_url(dir.path()).await);
+    let mut config = crate::support::relay_config(dir.path()).await;
     config.max_blob_bytes = MAX_BLOB_BYTES;
     tokio::spawn(starling_relay::run(listener, config, async move {
         let _ = stopped.await;

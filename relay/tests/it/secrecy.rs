@@ -32,8 +32,7 @@ async fn start() -> Relay {
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     // These workers sign made-up outputs: the relay's known-answer checks would bar them.
-    let mut config = starling_relay::Config::new(dir.path());
-    config.database = Some(crate::support::database_url(dir.path()).await);
+    let mut config = crate::support::relay_config(dir.path()).await;
     config.core.canary_rate = 0.0;
     let started = starling_relay::start(listener, config, async move {
         let _ = stopped.await;

@@ -95,6 +95,19 @@ pub async fn database_url(dir: &std::path::Path) -> String {
     format!("sqlite://{}?mode=rwc", dir.join("relay.sqlite").display())
 }
 
+/// A relay configuration for a test in `dir`: its database as [`database_url`] picks it, and its
+/// blobs in a fresh prefix of the tests' S3 bucket with `STARLING_TEST_BLOBS=s3` (the README's
+/// test command runs these tests on PostgreSQL with blobs in S3), else in `dir`.
+pub async fn relay_config(dir: &std::path::Path) -> starling_relay::Config {
+    let mut config = starling_relay::Config::new(dir);
+    config.database = Some(database_url(dir).await);
+    if std::env::var("STARLING_TEST_BLOBS").is_ok_and(|s| s == "s3") {
+        let bucket = starling_relay::blobs::BlobLocation::test_bucket();
+        config.blobs = Some(bucket.expect("STARLING_TEST_BLOBS=s3 needs STARLING_TEST_S3"));
+    }
+    config
+}
+
 /// Creates an empty database on the PostgreSQL server at `server` and returns its URL.
 pub async fn fresh_postgres_database(server: &str) -> String {
     let name = format!("starling_{:016x}", rand::random::<u64>());
