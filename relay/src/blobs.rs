@@ -1015,7 +1015,7 @@ mod tests {
             let slow = store.put(upload, late_body, 0);
             let quick = async {
                 // The slow upload is counted in flight before it reads its body.
-                while store.ledger.lock().unwrap().placing.get(&upload.hash).is_none() {
+                while !store.ledger.lock().unwrap().placing.contains_key(&upload.hash) {
                     tokio::task::yield_now().await;
                 }
                 let first = store.put(upload, body(b"shared"), 0).await.unwrap();
