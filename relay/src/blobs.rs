@@ -194,15 +194,27 @@ impl Drop for Reservation<'_> {
 /// Bytes in hand up to this size are checked for in a folder without the blocking pool.
 const SMALL_BLOB_BYTES: u64 = 64 << 10;
 
-/// An upload to a remote store is buffered up to this size and sent in one `PUT`; a larger one
-/// becomes a multipart upload of parts this size (S3's smallest part is 5 MiB).
+/// An upload's body is kept in memory up to this size; a larger one is staged in a file.
+const STAGE_IN_MEMORY_BYTES: usize = 256 << 10;
+
+/// A blob up to this size goes to a remote store in one `PUT`; a larger one in a multipart
+/// upload of parts this size (S3's smallest part is 5 MiB).
 const PART_BYTES: usize = 8 << 20;
+
+/// Staged files sent to a remote store at once (each holds up to a few parts in memory).
+const REMOTE_PLACEMENTS: usize = 8;
 
 /// Parts of one multipart upload in flight at once.
 const PART_CONCURRENCY: usize = 2;
 
 /// Reads from a folder are streamed in chunks this size.
 const READ_CHUNK_BYTES: usize = 64 << 10;
+
+/// A checked upload waiting to be placed: in memory, or a file (by name) in the staging folder.
+enum Staged {
+    Memory(Vec<Bytes>),
+    File(String),
+}
 
 /// Wall-clock milliseconds, the clock of unreferenced blobs' ages.
 pub fn wall_ms() -> u64 {
@@ -287,8 +299,13 @@ impl std::fmt::Debug for BlobReader {
 #[derive(Debug, Clone)]
 pub struct BlobStore {
     objects: Arc<dyn ObjectStore>,
-    /// The folder, when blobs are local files: uploads are staged and synced in its `tmp/`.
+    /// The folder, when blobs are local files.
     folder: Option<PathBuf>,
+    /// Where large uploads wait, checked, until placed: a folder's own `tmp/` (the same file
+    /// system, for the hard link), or a local folder beside a remote store.
+    staging: PathBuf,
+    /// Bounds the staged files being sent to a remote store at once.
+    uploads: Arc<tokio::sync::Semaphore>,
     max_bytes: u64,
     quota: BlobQuota,
     ledger: Arc<Mutex<Ledger>>,
@@ -330,16 +347,16 @@ fn not_found(e: &object_store::Error) -> bool {
 
 impl BlobStore {
     /// Opens the blobs at `location`. A folder is created when missing and cleared of uploads a
-    /// crash left half done; an S3 bucket must exist.
-    pub fn open(location: &BlobLocation, max_bytes: u64) -> Result<BlobStore, BlobError> {
-        let (objects, folder): (Arc<dyn ObjectStore>, _) = match location {
+    /// crash left half done. An S3 bucket must exist; large uploads to it are staged in
+    /// `staging` (created, and cleared of what a crash left), a folder of this machine.
+    pub fn open(location: &BlobLocation, staging: &Path, max_bytes: u64) -> Result<BlobStore, BlobError> {
+        let (objects, folder, staging): (Arc<dyn ObjectStore>, _, _) = match location {
             BlobLocation::Folder(root) => {
-                std::fs::create_dir_all(root.join("tmp"))?;
-                for entry in std::fs::read_dir(root.join("tmp"))? {
-                    let _ = std::fs::remove_file(entry?.path());
-                }
-                let local = object_store::local::LocalFileSystem::new_with_prefix(root)?;
-                (Arc::new(local), Some(root.clone()))
+                let local = object_store::local::LocalFileSystem::new_with_prefix({
+                    std::fs::create_dir_all(root)?;
+                    root
+                })?;
+                (Arc::new(local), Some(root.clone()), root.join("tmp"))
             }
             BlobLocation::S3 { bucket, prefix } => {
                 let retry = object_store::RetryConfig {
@@ -351,19 +368,32 @@ impl BlobStore {
                     .with_bucket_name(bucket)
                     .with_retry(retry)
                     .build()?;
-                if prefix.is_empty() {
-                    (Arc::new(s3), None)
+                let s3: Arc<dyn ObjectStore> = if prefix.is_empty() {
+                    Arc::new(s3)
                 } else {
-                    (Arc::new(object_store::prefix::PrefixStore::new(s3, prefix.as_str())), None)
-                }
+                    Arc::new(object_store::prefix::PrefixStore::new(s3, prefix.as_str()))
+                };
+                (s3, None, staging.to_path_buf())
             }
         };
-        Ok(BlobStore { objects, folder, max_bytes, quota: BlobQuota::default(), ledger: Arc::default() })
+        std::fs::create_dir_all(&staging)?;
+        for entry in std::fs::read_dir(&staging)? {
+            let _ = std::fs::remove_file(entry?.path());
+        }
+        Ok(BlobStore {
+            objects,
+            folder,
+            staging,
+            uploads: Arc::new(tokio::sync::Semaphore::new(REMOTE_PLACEMENTS)),
+            max_bytes,
+            quota: BlobQuota::default(),
+            ledger: Arc::default(),
+        })
     }
 
     /// Blobs in a local folder.
     pub fn folder(root: &Path, max_bytes: u64) -> Result<BlobStore, BlobError> {
-        Self::open(&BlobLocation::Folder(root.to_path_buf()), max_bytes)
+        Self::open(&BlobLocation::Folder(root.to_path_buf()), &root.join("tmp"), max_bytes)
     }
 
     /// Sets the bounds on unreferenced blobs.
@@ -596,10 +626,10 @@ impl BlobStore {
             self.ledger.lock().expect("blob ledger lock").charge(&self.quota, key, upload.len)?;
             reservation.held = true;
         }
-        let fresh = match &self.folder {
-            Some(root) => self.place_file(root, body, upload).await?,
-            None => self.place_object(body, upload).await?,
-        };
+        let staged = self.stage(body, upload).await?;
+        let fresh = self.place(&staged, &upload.hash).await;
+        self.unstage(&staged).await;
+        let fresh = fresh?;
         // Whether this upload placed the blob, and its record, are decided in one step under
         // the ledger lock: a blob that another upload placed meanwhile (and that a job may
         // reference by now) is never tracked again.
@@ -632,93 +662,140 @@ impl BlobStore {
         Ok(())
     }
 
-    /// In a folder: writes the body to a temporary file, checking it as it arrives, syncs it,
-    /// then links it under its hash. False when the blob was there by then.
-    async fn place_file<S, E>(&self, root: &Path, mut body: S, upload: Upload) -> Result<bool, BlobError>
+    /// Reads a body to its end, checking it as it arrives: a small one is kept in memory, a
+    /// larger one goes to a file in the staging folder (synced, when blobs are local files), so
+    /// that however slowly an uploader sends, it holds at most [`STAGE_IN_MEMORY_BYTES`] of
+    /// memory.
+    async fn stage<S, E>(&self, mut body: S, upload: Upload) -> Result<Staged, BlobError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let name = format!("{:016x}", rand::random::<u64>());
-        let tmp = root.join("tmp").join(&name);
-        let written = async {
-            let mut file = tokio::fs::File::create(&tmp).await?;
-            let mut check = Check::new(upload.hash, upload.len, self.max_bytes);
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|e| BlobError::Body(e.to_string()))?;
-                check.feed(&chunk)?;
-                file.write_all(&chunk).await?;
-            }
-            check.finish()?;
-            file.sync_all().await?;
-            // A hard link: atomic, and refused when the name exists.
-            match self
-                .objects
-                .copy_if_not_exists(&ObjectPath::from(format!("tmp/{name}")), &object_path(&upload.hash))
-                .await
-            {
-                Ok(()) => Ok(true),
-                Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
-                Err(e) => Err(BlobError::Store(e)),
-            }
-        }
-        .await;
-        let _ = tokio::fs::remove_file(&tmp).await;
-        written
-    }
-
-    /// In a remote store: buffers a small body and stores it with one request once it checks
-    /// out; a larger one goes up in parts, completed only once the whole body checks out and
-    /// aborted otherwise. Always true: the store overwrites (with the same bytes).
-    async fn place_object<S, E>(&self, mut body: S, upload: Upload) -> Result<bool, BlobError>
-    where
-        S: Stream<Item = Result<Bytes, E>> + Unpin,
-        E: std::fmt::Display,
-    {
-        let path = object_path(&upload.hash);
         let mut check = Check::new(upload.hash, upload.len, self.max_bytes);
-        let mut buffered: Vec<Bytes> = Vec::new();
-        let mut buffered_len = 0usize;
-        let mut parts: Option<WriteMultipart> = None;
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut in_memory = 0usize;
+        let mut file: Option<(String, tokio::fs::File)> = None;
         let result = async {
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(|e| BlobError::Body(e.to_string()))?;
                 check.feed(&chunk)?;
-                if let Some(parts) = parts.as_mut() {
-                    parts.wait_for_capacity(PART_CONCURRENCY).await?;
-                    parts.put(chunk);
+                if let Some((_, f)) = file.as_mut() {
+                    f.write_all(&chunk).await?;
                     continue;
                 }
-                buffered_len += chunk.len();
-                buffered.push(chunk);
-                if buffered_len > PART_BYTES {
-                    let mut writer =
-                        WriteMultipart::new_with_chunk_size(self.objects.put_multipart(&path).await?, PART_BYTES);
-                    for chunk in buffered.drain(..) {
-                        writer.put(chunk);
+                in_memory += chunk.len();
+                chunks.push(chunk);
+                if in_memory > STAGE_IN_MEMORY_BYTES {
+                    let name = format!("{:016x}", rand::random::<u64>());
+                    let created = tokio::fs::File::create(self.staging.join(&name)).await?;
+                    let (_, f) = file.insert((name, created));
+                    for chunk in chunks.drain(..) {
+                        f.write_all(&chunk).await?;
                     }
-                    parts = Some(writer);
                 }
+            }
+            if let Some((_, f)) = file.as_mut() {
+                f.flush().await?;
             }
             check.finish()
         }
         .await;
-        match (result, parts) {
-            (Ok(()), Some(parts)) => {
-                parts.finish().await?;
-            }
-            (Ok(()), None) => {
-                self.objects.put(&path, PutPayload::from_iter(buffered)).await?;
-            }
-            (Err(e), Some(parts)) => {
-                if let Err(abort) = parts.abort().await {
-                    tracing::warn!(blob = %upload.hash, error = %abort, "cannot abort a refused multipart upload");
-                }
-                return Err(e);
-            }
-            (Err(e), None) => return Err(e),
+        let staged = match file {
+            Some((name, _)) => Staged::File(name),
+            None => Staged::Memory(chunks),
+        };
+        if let Err(e) = result {
+            self.unstage(&staged).await;
+            return Err(e);
         }
-        Ok(true)
+        Ok(staged)
+    }
+
+    /// Removes a staged body's file, if it has one.
+    async fn unstage(&self, staged: &Staged) {
+        if let Staged::File(name) = staged {
+            let _ = tokio::fs::remove_file(self.staging.join(name)).await;
+        }
+    }
+
+    /// Places a checked body under its hash. False when it was there by then (only a folder can
+    /// tell: S3 overwrites, with the same bytes).
+    async fn place(&self, staged: &Staged, hash: &Hash32) -> Result<bool, BlobError> {
+        let path = object_path(hash);
+        match (&self.folder, staged) {
+            (Some(_), Staged::Memory(chunks)) => {
+                // In a folder everything goes through a synced file, then a hard link: atomic,
+                // refused when the name exists, and never a name over half-written bytes.
+                let name = format!("{:016x}", rand::random::<u64>());
+                let written = async {
+                    let mut file = tokio::fs::File::create(self.staging.join(&name)).await?;
+                    for chunk in chunks {
+                        file.write_all(chunk).await?;
+                    }
+                    file.sync_all().await?;
+                    self.link(&name, &path).await
+                }
+                .await;
+                let _ = tokio::fs::remove_file(self.staging.join(&name)).await;
+                written
+            }
+            (Some(_), Staged::File(name)) => {
+                tokio::fs::File::open(self.staging.join(name)).await?.sync_all().await?;
+                self.link(name, &path).await
+            }
+            (None, Staged::Memory(chunks)) => {
+                self.objects.put(&path, PutPayload::from_iter(chunks.iter().cloned())).await?;
+                Ok(true)
+            }
+            (None, Staged::File(name)) => {
+                // Bounded: each placement holds up to a few parts in memory.
+                let _permit = self.uploads.acquire().await.expect("never closed");
+                let mut file = tokio::fs::File::open(self.staging.join(name)).await?;
+                let len = file.metadata().await?.len();
+                if len <= PART_BYTES as u64 {
+                    let mut data = Vec::with_capacity(len as usize);
+                    file.read_to_end(&mut data).await?;
+                    self.objects.put(&path, PutPayload::from(data)).await?;
+                    return Ok(true);
+                }
+                let mut parts =
+                    WriteMultipart::new_with_chunk_size(self.objects.put_multipart(&path).await?, PART_BYTES);
+                let sent = async {
+                    let mut buf = vec![0u8; READ_CHUNK_BYTES];
+                    loop {
+                        let n = file.read(&mut buf).await?;
+                        if n == 0 {
+                            return Ok::<_, BlobError>(());
+                        }
+                        parts.wait_for_capacity(PART_CONCURRENCY).await?;
+                        parts.write(&buf[..n]);
+                    }
+                }
+                .await;
+                match sent {
+                    Ok(()) => {
+                        parts.finish().await?;
+                        Ok(true)
+                    }
+                    Err(e) => {
+                        if let Err(abort) = parts.abort().await {
+                            tracing::warn!(blob = %hash, error = %abort, "cannot abort a multipart upload");
+                        }
+                        Err(e)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Links a staged file (by name, in the folder's `tmp/`) under `path`; false when the name
+    /// exists already.
+    async fn link(&self, name: &str, path: &ObjectPath) -> Result<bool, BlobError> {
+        match self.objects.copy_if_not_exists(&ObjectPath::from(format!("tmp/{name}")), path).await {
+            Ok(()) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(BlobError::Store(e)),
+        }
     }
 
     /// Stores bytes in hand (an inline output, a test fixture) as `upload`. A small blob already
@@ -823,10 +900,11 @@ mod tests {
 
     /// Where each test runs: a fresh folder, and a fresh prefix in the tests' S3 bucket when
     /// there is one.
-    fn locations() -> Vec<(BlobLocation, Option<tempfile::TempDir>)> {
+    /// (A folder store stages uploads in its own `tmp/`; an S3 one in the folder's `staging/`.)
+    fn locations() -> Vec<(BlobLocation, tempfile::TempDir)> {
         let dir = tempfile::tempdir().unwrap();
-        let mut out = vec![(BlobLocation::Folder(dir.path().to_path_buf()), Some(dir))];
-        out.extend(BlobLocation::test_bucket().map(|l| (l, None)));
+        let mut out = vec![(BlobLocation::Folder(dir.path().join("blobs")), dir)];
+        out.extend(BlobLocation::test_bucket().map(|l| (l, tempfile::tempdir().unwrap())));
         out
     }
 
@@ -837,7 +915,7 @@ mod tests {
     #[tokio::test]
     async fn stores_by_hash_and_refuses_bad_uploads() {
         for (location, dir) in locations() {
-            let store = BlobStore::open(&location, 8).unwrap();
+            let store = BlobStore::open(&location, &dir.path().join("staging"), 8).unwrap();
             let stored = put(&store, input(1, b"hello"), b"hello", 0).await.unwrap();
             assert_eq!(stored, Stored { hash: sha256(b"hello"), size: 5, created: true });
             assert_eq!(store.read(&stored.hash).await.unwrap(), b"hello");
@@ -865,19 +943,16 @@ mod tests {
                 Err(BlobError::LengthMismatch { declared: 2, actual: 3 })
             ));
             assert_eq!(store.size(&sha256(b"abc")).await, None, "refused uploads leave nothing behind");
-            if let Some(dir) = &dir {
-                assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
-            }
-            let listed: Vec<_> = store.objects.list(None).try_collect().await.unwrap();
-            assert_eq!(listed.iter().filter_map(|m| hash_of(&m.location)).collect::<Vec<_>>(), vec![stored.hash]);
+            assert_eq!(std::fs::read_dir(&store.staging).unwrap().count(), 0, "nothing staged stays");
+            assert_eq!(store.object_count().await.unwrap(), 1, "only the one good upload is stored");
             assert_eq!(store.held_by(&PublicKey([1; 32])), ((5, 1), (5, 1)), "refusals charge nothing");
         }
     }
 
     #[tokio::test]
     async fn quotas_bound_each_key_and_all_keys_together() {
-        for (location, _dir) in locations() {
-            let store = BlobStore::open(&location, 64).unwrap().with_quota(small_quota());
+        for (location, dir) in locations() {
+            let store = BlobStore::open(&location, &dir.path().join("staging"), 64).unwrap().with_quota(small_quota());
             put(&store, input(1, b"aaaaaa"), b"aaaaaa", 0).await.unwrap();
             let over = put(&store, input(1, b"bbbbb"), b"bbbbb", 0).await;
             assert!(matches!(over, Err(BlobError::Quota(_))), "{over:?}");
@@ -899,8 +974,9 @@ mod tests {
             put(&store, input(1, b"bbbbb"), b"bbbbb", 0).await.unwrap();
             put(&store, input(3, b"ddd"), b"ddd", 0).await.unwrap();
             // A count limit too.
-            let store =
-                BlobStore::open(&location, 64).unwrap().with_quota(BlobQuota { total_bytes: 1 << 20, ..small_quota() });
+            let store = BlobStore::open(&location, &dir.path().join("staging"), 64)
+                .unwrap()
+                .with_quota(BlobQuota { total_bytes: 1 << 20, ..small_quota() });
             for blob in [&b"e"[..], b"f", b"g"] {
                 store.put_bytes(input(4, blob), Bytes::copy_from_slice(blob), 0).await.unwrap();
             }
@@ -911,8 +987,8 @@ mod tests {
 
     #[tokio::test]
     async fn unreferenced_blobs_expire_and_referenced_ones_stay() {
-        for (location, _dir) in locations() {
-            let store = BlobStore::open(&location, 64).unwrap();
+        for (location, dir) in locations() {
+            let store = BlobStore::open(&location, &dir.path().join("staging"), 64).unwrap();
             let t0 = 10 * HOUR_MS;
             let unused = put(&store, input(1, b"unused"), b"unused", t0).await.unwrap().hash;
             let used = put(&store, input(1, b"used"), b"used", t0).await.unwrap().hash;
@@ -940,8 +1016,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_that_uploads_an_unreported_output_takes_it_over_as_its_input() {
-        for (location, _dir) in locations() {
-            let store = BlobStore::open(&location, 64).unwrap();
+        for (location, dir) in locations() {
+            let store = BlobStore::open(&location, &dir.path().join("staging"), 64).unwrap();
             let output = Upload { owner: Owner::Lease(LeaseId(3)), ..input(0, b"output") };
             assert!(store.put(output, body(b"output"), 0).await.unwrap().created);
             assert!(store.is_unreported_output(&output.hash));
@@ -957,11 +1033,11 @@ mod tests {
 
     #[tokio::test]
     async fn blobs_found_at_start_up_expire_unless_referenced() {
-        for (location, _dir) in locations() {
-            let store = BlobStore::open(&location, 64).unwrap();
+        for (location, dir) in locations() {
+            let store = BlobStore::open(&location, &dir.path().join("staging"), 64).unwrap();
             let a = put(&store, input(1, b"a"), b"a", 0).await.unwrap().hash;
             let b = put(&store, input(1, b"b"), b"b", 0).await.unwrap().hash;
-            let reopened = BlobStore::open(&location, 64).unwrap();
+            let reopened = BlobStore::open(&location, &dir.path().join("staging"), 64).unwrap();
             assert_eq!(reopened.adopt_unreferenced(&HashSet::from([a])).await.unwrap(), 1);
             assert!(reopened.is_unreferenced(&b) && !reopened.is_unreferenced(&a));
             assert_eq!(reopened.held_by(&PublicKey([1; 32])), ((0, 0), (0, 0)), "found blobs count against nobody");
@@ -972,11 +1048,12 @@ mod tests {
     }
 
     /// A body larger than one part goes up in parts and reads back whole; one that turns out
-    /// wrong at its end leaves nothing behind (its parts are aborted, its staged file removed).
+    /// wrong at its end leaves nothing behind (it is checked before anything is sent, its staged
+    /// file removed).
     #[tokio::test]
     async fn large_uploads_go_in_parts_and_a_wrong_one_leaves_nothing() {
-        for (location, _dir) in locations() {
-            let store = BlobStore::open(&location, 64 << 20).unwrap();
+        for (location, dir) in locations() {
+            let store = BlobStore::open(&location, &dir.path().join("staging"), 64 << 20).unwrap();
             let data: Vec<u8> = (0..(PART_BYTES * 2 + 12_345)).map(|i| (i * 7 % 251) as u8).collect();
             let chunks = |data: &[u8]| {
                 let chunks: Vec<Result<Bytes, std::convert::Infallible>> =
@@ -997,6 +1074,11 @@ mod tests {
             assert_eq!(reader.size, data.len() as u64);
             let streamed: Vec<Bytes> = reader.chunks.try_collect().await.unwrap();
             assert_eq!(streamed.concat(), data);
+            // Staged in a file but sent in one request.
+            let medium = data[..STAGE_IN_MEMORY_BYTES * 3].to_vec();
+            assert!(store.put(input(1, &medium), chunks(&medium), 0).await.unwrap().created);
+            assert_eq!(store.read(&sha256(&medium)).await.unwrap(), medium);
+            assert_eq!(std::fs::read_dir(&store.staging).unwrap().count(), 0, "nothing staged stays");
         }
     }
 
@@ -1004,8 +1086,8 @@ mod tests {
     /// the first finishes keeps it, however late the second finishes.
     #[tokio::test]
     async fn concurrent_uploads_of_one_blob_record_it_once() {
-        for (location, _dir) in locations() {
-            let store = BlobStore::open(&location, 64).unwrap();
+        for (location, dir) in locations() {
+            let store = BlobStore::open(&location, &dir.path().join("staging"), 64).unwrap();
             let upload = input(1, b"shared");
             let (tx, rx) = tokio::sync::oneshot::channel::<Bytes>();
             let late_body =

@@ -215,7 +215,7 @@ pub(crate) async fn start_serving(
         Some(url) => store::Store::connect(url).await?,
     };
     let location = config.blobs.clone().unwrap_or_else(|| blobs::BlobLocation::Folder(config.data_dir.join("blobs")));
-    let blobs = blobs::BlobStore::open(&location, config.max_blob_bytes)
+    let blobs = blobs::BlobStore::open(&location, &config.data_dir.join("blob-staging"), config.max_blob_bytes)
         .map_err(|e| Error::Config(format!("blobs at {location}: {e}")))?
         .with_quota(config.blob_quota);
     let unreferenced = blobs
