@@ -9,12 +9,13 @@ use starling_protocol::upload::UploadAuth;
 use starling_protocol::worker::{Capabilities, DeviceState, RelayMessage, WorkerMessage};
 use starling_protocol::{ErrorBody, ErrorCode, JobId, LeaseId, PROTOCOL_VERSION, Signature, TaskId, sha256};
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::Message;
 
 struct Relay {
     base: String,
     addr: std::net::SocketAddr,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     state: starling_relay::AppState,
     _stop: tokio::sync::oneshot::Sender<()>,
     http: reqwest::Client,
@@ -48,7 +49,7 @@ async fn start_with(configure: impl FnOnce(&mut starling_relay::Config)) -> Rela
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Relay { base, addr, _dir: dir, state, _stop: stop, http }
+    Relay { base, addr, dir, state, _stop: stop, http }
 }
 
 impl Relay {
@@ -75,6 +76,16 @@ impl Relay {
 
     async fn healthy(&self) -> bool {
         self.http.get(format!("{}/v1/health", self.base)).send().await.map(|r| r.status().is_success()).unwrap_or(false)
+    }
+
+    /// Files of uploads in progress: in the blob folder's `tmp/`, or in `blob-staging/` beside
+    /// a remote store.
+    fn staged_files(&self) -> usize {
+        ["blobs/tmp", "blob-staging"]
+            .iter()
+            .filter_map(|d| std::fs::read_dir(self.dir.path().join(d)).ok())
+            .map(|entries| entries.count())
+            .sum()
     }
 
     /// Objects in the relay's blob store, whatever their names (staged uploads included).
@@ -196,6 +207,36 @@ async fn bad_jobs_and_blobs_are_refused_and_leave_nothing_behind() {
     );
     let resp = relay.http.get(format!("{}/v1/jobs?limit=lots", relay.base)).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 400);
+
+    // A large upload (staged in a file while it arrives) cut off mid-body, and one whose last
+    // byte is wrong: neither leaves anything behind, staged or stored.
+    let large = vec![7u8; 600 << 10];
+    let auth = UploadAuth::sign(&client, UploadPurpose::Input, &sha256(&large), large.len() as u64);
+    let mut head =
+        format!("PUT /v1/blobs/{} HTTP/1.1\r\nhost: relay\r\ncontent-length: {}\r\n", sha256(&large), large.len());
+    for (name, value) in auth.headers() {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut tcp = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(&large[..400 << 10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(tcp);
+    let mut wrong = large.clone();
+    *wrong.last_mut().unwrap() = 8;
+    let mut put = relay.http.put(format!("{}/v1/blobs/{}", relay.base, sha256(&large)));
+    for (name, value) in auth.headers() {
+        put = put.header(name, value);
+    }
+    let resp = put.body(wrong).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    assert_eq!(code(&resp.json::<Value>().await.unwrap()), "hash_mismatch");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while relay.staged_files() > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "a refused upload's staged file stayed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // Nothing was stored, and the relay still serves.
     assert!(relay.jobs().await.is_empty());
