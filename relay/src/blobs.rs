@@ -176,14 +176,14 @@ pub struct Stored {
 }
 
 /// A quota reservation for an upload in flight; released on drop unless the blob was recorded.
-struct Reservation<'a> {
-    ledger: &'a Mutex<Ledger>,
+struct Reservation {
+    ledger: Arc<Mutex<Ledger>>,
     owner: Owner,
     bytes: u64,
     held: bool,
 }
 
-impl Drop for Reservation<'_> {
+impl Drop for Reservation {
     fn drop(&mut self) {
         if self.held {
             self.ledger.lock().expect("blob ledger lock").release(self.owner, self.bytes);
@@ -213,7 +213,30 @@ const READ_CHUNK_BYTES: usize = 64 << 10;
 /// A checked upload waiting to be placed: in memory, or a file (by name) in the staging folder.
 enum Staged {
     Memory(Vec<Bytes>),
-    File(String),
+    File(StagedFile),
+}
+
+/// A file in the staging folder, removed when dropped: whatever ends an upload (an error, a
+/// refusal, or its request dropped mid-way when the client goes), nothing stays behind.
+struct StagedFile {
+    /// Its name in the staging folder (and so, for a folder store, `tmp/NAME`).
+    name: String,
+    path: PathBuf,
+}
+
+impl StagedFile {
+    async fn create(staging: &Path) -> std::io::Result<(StagedFile, tokio::fs::File)> {
+        let name = format!("{:016x}", rand::random::<u64>());
+        let path = staging.join(&name);
+        let file = tokio::fs::File::create(&path).await?;
+        Ok((StagedFile { name, path }, file))
+    }
+}
+
+impl Drop for StagedFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// Wall-clock milliseconds, the clock of unreferenced blobs' ages.
@@ -312,12 +335,12 @@ pub struct BlobStore {
 }
 
 /// An upload in flight, counted in [`Ledger::placing`] until dropped.
-struct Placing<'a> {
-    ledger: &'a Mutex<Ledger>,
+struct Placing {
+    ledger: Arc<Mutex<Ledger>>,
     hash: Hash32,
 }
 
-impl Drop for Placing<'_> {
+impl Drop for Placing {
     fn drop(&mut self) {
         let mut ledger = self.ledger.lock().expect("blob ledger lock");
         let n = ledger.placing.get_mut(&self.hash).expect("counted while placing");
@@ -577,7 +600,7 @@ impl BlobStore {
 
     /// Counts an upload of `hash` in flight, once the blob is not being deleted (an upload of a
     /// blob being swept waits for the deletion, then stores it anew), and restarts its expiry.
-    async fn start_placing(&self, hash: Hash32, now_ms: u64) -> Placing<'_> {
+    async fn start_placing(&self, hash: Hash32, now_ms: u64) -> Placing {
         loop {
             {
                 let mut ledger = self.ledger.lock().expect("blob ledger lock");
@@ -586,7 +609,7 @@ impl BlobStore {
                     if let Some(entry) = ledger.unreferenced.get_mut(&hash) {
                         entry.since_ms = entry.since_ms.max(now_ms);
                     }
-                    return Placing { ledger: &self.ledger, hash };
+                    return Placing { ledger: self.ledger.clone(), hash };
                 }
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -604,7 +627,7 @@ impl BlobStore {
         if upload.len > self.max_bytes {
             return Err(BlobError::TooLarge { limit: self.max_bytes });
         }
-        let _placing = self.start_placing(upload.hash, now_ms).await;
+        let placing = self.start_placing(upload.hash, now_ms).await;
         if let Some(size) = self.size(&upload.hash).await {
             // Content-addressed: the same hash is the same bytes, so nothing is written again.
             // The body is still read and checked: an upload proves that its uploader holds the
@@ -621,15 +644,32 @@ impl BlobStore {
             }
             return Ok(Stored { hash: upload.hash, size, created: false });
         }
-        let mut reservation = Reservation { ledger: &self.ledger, owner: upload.owner, bytes: upload.len, held: false };
+        let mut reservation =
+            Reservation { ledger: self.ledger.clone(), owner: upload.owner, bytes: upload.len, held: false };
         if let Owner::Client(key) = upload.owner {
             self.ledger.lock().expect("blob ledger lock").charge(&self.quota, key, upload.len)?;
             reservation.held = true;
         }
         let staged = self.stage(body, upload).await?;
-        let fresh = self.place(&staged, &upload.hash).await;
-        self.unstage(&staged).await;
-        let fresh = fresh?;
+        // Placed and recorded in a task of its own, which runs to its end even when this
+        // upload's request is dropped (its client gone): a blob is never stored untracked.
+        let store = self.clone();
+        tokio::spawn(async move { store.place_and_record(staged, upload, reservation, placing, now_ms).await })
+            .await
+            .map_err(|e| BlobError::Io(std::io::Error::other(format!("blob placement failed: {e}"))))?
+    }
+
+    /// Places a checked upload, then records it unless another upload placed it meanwhile.
+    async fn place_and_record(
+        &self,
+        staged: Staged,
+        upload: Upload,
+        mut reservation: Reservation,
+        placing: Placing,
+        now_ms: u64,
+    ) -> Result<Stored, BlobError> {
+        let fresh = self.place(&staged, &upload.hash).await?;
+        drop(staged);
         // Whether this upload placed the blob, and its record, are decided in one step under
         // the ledger lock: a blob that another upload placed meanwhile (and that a job may
         // reference by now) is never tracked again.
@@ -643,6 +683,8 @@ impl BlobStore {
             ledger.release(old.owner, old.bytes);
         }
         reservation.held = false;
+        drop(ledger);
+        drop(placing);
         Ok(Stored { hash: upload.hash, size: upload.len, created: true })
     }
 
@@ -674,7 +716,7 @@ impl BlobStore {
         let mut check = Check::new(upload.hash, upload.len, self.max_bytes);
         let mut chunks: Vec<Bytes> = Vec::new();
         let mut in_memory = 0usize;
-        let mut file: Option<(String, tokio::fs::File)> = None;
+        let mut file: Option<(StagedFile, tokio::fs::File)> = None;
         let result = async {
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(|e| BlobError::Body(e.to_string()))?;
@@ -686,9 +728,7 @@ impl BlobStore {
                 in_memory += chunk.len();
                 chunks.push(chunk);
                 if in_memory > STAGE_IN_MEMORY_BYTES {
-                    let name = format!("{:016x}", rand::random::<u64>());
-                    let created = tokio::fs::File::create(self.staging.join(&name)).await?;
-                    let (_, f) = file.insert((name, created));
+                    let (_, f) = file.insert(StagedFile::create(&self.staging).await?);
                     for chunk in chunks.drain(..) {
                         f.write_all(&chunk).await?;
                     }
@@ -700,22 +740,11 @@ impl BlobStore {
             check.finish()
         }
         .await;
-        let staged = match file {
-            Some((name, _)) => Staged::File(name),
+        result?;
+        Ok(match file {
+            Some((staged, _)) => Staged::File(staged),
             None => Staged::Memory(chunks),
-        };
-        if let Err(e) = result {
-            self.unstage(&staged).await;
-            return Err(e);
-        }
-        Ok(staged)
-    }
-
-    /// Removes a staged body's file, if it has one.
-    async fn unstage(&self, staged: &Staged) {
-        if let Staged::File(name) = staged {
-            let _ = tokio::fs::remove_file(self.staging.join(name)).await;
-        }
+        })
     }
 
     /// Places a checked body under its hash. False when it was there by then (only a folder can
@@ -726,31 +755,25 @@ impl BlobStore {
             (Some(_), Staged::Memory(chunks)) => {
                 // In a folder everything goes through a synced file, then a hard link: atomic,
                 // refused when the name exists, and never a name over half-written bytes.
-                let name = format!("{:016x}", rand::random::<u64>());
-                let written = async {
-                    let mut file = tokio::fs::File::create(self.staging.join(&name)).await?;
-                    for chunk in chunks {
-                        file.write_all(chunk).await?;
-                    }
-                    file.sync_all().await?;
-                    self.link(&name, &path).await
+                let (staged, mut file) = StagedFile::create(&self.staging).await?;
+                for chunk in chunks {
+                    file.write_all(chunk).await?;
                 }
-                .await;
-                let _ = tokio::fs::remove_file(self.staging.join(&name)).await;
-                written
+                file.sync_all().await?;
+                self.link(&staged.name, &path).await
             }
-            (Some(_), Staged::File(name)) => {
-                tokio::fs::File::open(self.staging.join(name)).await?.sync_all().await?;
-                self.link(name, &path).await
+            (Some(_), Staged::File(staged)) => {
+                tokio::fs::File::open(&staged.path).await?.sync_all().await?;
+                self.link(&staged.name, &path).await
             }
             (None, Staged::Memory(chunks)) => {
                 self.objects.put(&path, PutPayload::from_iter(chunks.iter().cloned())).await?;
                 Ok(true)
             }
-            (None, Staged::File(name)) => {
+            (None, Staged::File(staged)) => {
                 // Bounded: each placement holds up to a few parts in memory.
                 let _permit = self.uploads.acquire().await.expect("never closed");
-                let mut file = tokio::fs::File::open(self.staging.join(name)).await?;
+                let mut file = tokio::fs::File::open(&staged.path).await?;
                 let len = file.metadata().await?.len();
                 if len <= PART_BYTES as u64 {
                     let mut data = Vec::with_capacity(len as usize);
