@@ -197,6 +197,9 @@ const SMALL_BLOB_BYTES: u64 = 64 << 10;
 /// An upload's body is kept in memory up to this size; a larger one is staged in a file.
 const STAGE_IN_MEMORY_BYTES: usize = 256 << 10;
 
+/// Memory all uploads together may stage in; past it, uploads are staged in files.
+const STAGE_MEMORY_BUDGET: usize = 64 << 20;
+
 /// A blob up to this size goes to a remote store in one `PUT`; a larger one in a multipart
 /// upload of parts this size (S3's smallest part is 5 MiB).
 const PART_BYTES: usize = 8 << 20;
@@ -212,7 +215,8 @@ const READ_CHUNK_BYTES: usize = 64 << 10;
 
 /// A checked upload waiting to be placed: in memory, or a file (by name) in the staging folder.
 enum Staged {
-    Memory(Vec<Bytes>),
+    /// The chunks, and the share of the memory budget they hold until dropped.
+    Memory(Vec<Bytes>, #[allow(dead_code)] MemoryHeld),
     File(StagedFile),
 }
 
@@ -225,11 +229,12 @@ struct StagedFile {
 }
 
 impl StagedFile {
-    async fn create(staging: &Path) -> std::io::Result<(StagedFile, tokio::fs::File)> {
+    /// Creates the file at once (no await: a request dropped now cannot leave it behind).
+    fn create(staging: &Path) -> std::io::Result<(StagedFile, tokio::fs::File)> {
         let name = format!("{:016x}", rand::random::<u64>());
         let path = staging.join(&name);
-        let file = tokio::fs::File::create(&path).await?;
-        Ok((StagedFile { name, path }, file))
+        let file = std::fs::File::create(&path)?;
+        Ok((StagedFile { name, path }, tokio::fs::File::from_std(file)))
     }
 }
 
@@ -249,7 +254,7 @@ pub fn wall_ms() -> u64 {
 pub enum BlobLocation {
     /// A local folder (the default: `<data-dir>/blobs`).
     Folder(PathBuf),
-    /// `s3://BUCKET[/PREFIX]` on any S3-compatible service. Credentials, region and endpoint
+    /// `s3://BUCKET/PREFIX` on any S3-compatible service. Credentials, region and endpoint
     /// come from the environment as the AWS tools read them (`AWS_ACCESS_KEY_ID`,
     /// `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT` for a service other than AWS,
     /// `AWS_ALLOW_HTTP=true` for one without TLS).
@@ -257,17 +262,20 @@ pub enum BlobLocation {
 }
 
 impl BlobLocation {
-    /// `s3://BUCKET[/PREFIX]`, or else a folder.
+    /// `s3://BUCKET/PREFIX`, or else a folder.
     pub fn parse(s: &str) -> Result<BlobLocation, String> {
         let Some(rest) = s.strip_prefix("s3://") else {
             if s.contains("://") {
-                return Err(format!("{s:?}: blobs go in a folder or in s3://BUCKET[/PREFIX]"));
+                return Err(format!("{s:?}: blobs go in a folder or in s3://BUCKET/PREFIX"));
             }
             return Ok(BlobLocation::Folder(PathBuf::from(s)));
         };
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        if bucket.is_empty() {
-            return Err(format!("{s:?} names no bucket: use s3://BUCKET[/PREFIX]"));
+        if bucket.is_empty() || prefix.trim_matches('/').is_empty() {
+            return Err(format!(
+                "{s:?}: use s3://BUCKET/PREFIX (the relay lists and deletes what is under the prefix, so it needs \
+                 one of its own)"
+            ));
         }
         Ok(BlobLocation::S3 { bucket: bucket.into(), prefix: prefix.trim_matches('/').into() })
     }
@@ -298,11 +306,11 @@ impl BlobLocation {
             );
             return None;
         };
-        match BlobLocation::parse(&url) {
-            Ok(BlobLocation::S3 { bucket, .. }) => {
-                Some(BlobLocation::S3 { bucket, prefix: format!("test-{:016x}", rand::random::<u64>()) })
+        match url.strip_prefix("s3://").map(|b| b.trim_end_matches('/')) {
+            Some(bucket) if !bucket.is_empty() && !bucket.contains('/') => {
+                Some(BlobLocation::S3 { bucket: bucket.into(), prefix: format!("test-{:016x}", rand::random::<u64>()) })
             }
-            other => panic!("STARLING_TEST_S3={url:?} is not s3://BUCKET: {other:?}"),
+            _ => panic!("STARLING_TEST_S3={url:?} is not s3://BUCKET"),
         }
     }
 }
@@ -329,6 +337,8 @@ pub struct BlobStore {
     staging: PathBuf,
     /// Bounds the staged files being sent to a remote store at once.
     uploads: Arc<tokio::sync::Semaphore>,
+    /// Bounds the memory all uploads stage in at once.
+    memory: Arc<MemoryBudget>,
     max_bytes: u64,
     quota: BlobQuota,
     ledger: Arc<Mutex<Ledger>>,
@@ -349,6 +359,50 @@ impl Drop for Placing {
             ledger.placing.remove(&self.hash);
             ledger.placed.remove(&self.hash);
         }
+    }
+}
+
+/// A blob being deleted, marked in [`Ledger::deleting`] until dropped.
+struct Deleting {
+    ledger: Arc<Mutex<Ledger>>,
+    hash: Hash32,
+}
+
+impl Drop for Deleting {
+    fn drop(&mut self) {
+        self.ledger.lock().expect("blob ledger lock").deleting.remove(&self.hash);
+    }
+}
+
+/// In-memory staging of uploads, bounded over all uploads at once ([`STAGE_MEMORY_BUDGET`]).
+#[derive(Debug, Default)]
+struct MemoryBudget {
+    used: std::sync::atomic::AtomicUsize,
+}
+
+/// Bytes of the memory budget an upload holds, returned when dropped.
+struct MemoryHeld {
+    budget: Arc<MemoryBudget>,
+    bytes: usize,
+}
+
+impl MemoryHeld {
+    /// Takes `more` bytes of the budget, or false when that would pass it.
+    fn take(&mut self, more: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        let taken = self.budget.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+            used.checked_add(more).filter(|&n| n <= STAGE_MEMORY_BUDGET)
+        });
+        if taken.is_ok() {
+            self.bytes += more;
+        }
+        taken.is_ok()
+    }
+}
+
+impl Drop for MemoryHeld {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
@@ -408,6 +462,7 @@ impl BlobStore {
             folder,
             staging,
             uploads: Arc::new(tokio::sync::Semaphore::new(REMOTE_PLACEMENTS)),
+            memory: Arc::default(),
             max_bytes,
             quota: BlobQuota::default(),
             ledger: Arc::default(),
@@ -439,16 +494,21 @@ impl BlobStore {
 
     /// Size of a stored blob, or None when absent (or unreadable: the store's error is logged).
     pub async fn size(&self, hash: &Hash32) -> Option<u64> {
+        self.presence(hash).await.unwrap_or_else(|e| {
+            tracing::warn!(blob = %hash, error = %e, "cannot read a blob's size");
+            None
+        })
+    }
+
+    /// Size of a stored blob, None when absent, or the store's error when it cannot tell.
+    async fn presence(&self, hash: &Hash32) -> Result<Option<u64>, BlobError> {
         if self.being_deleted(hash) {
-            return None;
+            return Ok(None);
         }
         match self.objects.head(&object_path(hash)).await {
-            Ok(meta) => Some(meta.size),
-            Err(e) if not_found(&e) => None,
-            Err(e) => {
-                tracing::warn!(blob = %hash, error = %e, "cannot read a blob's size");
-                None
-            }
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -529,6 +589,11 @@ impl BlobStore {
         let mut ledger = self.ledger.lock().expect("blob ledger lock");
         for hash in hashes {
             ledger.forget(hash);
+            // An upload of it still in flight (placed, not yet recorded) must not record it as
+            // unreferenced once it finishes: it is referenced now.
+            if ledger.placing.contains_key(hash) {
+                ledger.placed.insert(*hash);
+            }
         }
     }
 
@@ -553,9 +618,12 @@ impl BlobStore {
                 ledger.deleting.insert(hash);
                 ledger.forget(&hash).expect("tracked")
             };
+            // Marked as being deleted until the deletion ends, however it ends (a sweep stopped
+            // at shutdown included): an upload of the hash waits for the mark to go.
+            let deleting = Deleting { ledger: self.ledger.clone(), hash };
             let result = self.objects.delete(&object_path(&hash)).await;
+            drop(deleting);
             let mut ledger = self.ledger.lock().expect("blob ledger lock");
-            ledger.deleting.remove(&hash);
             match result {
                 Ok(()) => deleted.push(hash),
                 Err(e) if not_found(&e) => deleted.push(hash),
@@ -628,7 +696,9 @@ impl BlobStore {
             return Err(BlobError::TooLarge { limit: self.max_bytes });
         }
         let placing = self.start_placing(upload.hash, now_ms).await;
-        if let Some(size) = self.size(&upload.hash).await {
+        // An upload goes on only when the store says the blob is absent: one it cannot ask would
+        // otherwise overwrite (on S3) and record as unreferenced a blob a job already uses.
+        if let Some(size) = self.presence(&upload.hash).await? {
             // Content-addressed: the same hash is the same bytes, so nothing is written again.
             // The body is still read and checked: an upload proves that its uploader holds the
             // bytes (a worker's result counts only with its own upload), and an answer without
@@ -715,7 +785,7 @@ impl BlobStore {
     {
         let mut check = Check::new(upload.hash, upload.len, self.max_bytes);
         let mut chunks: Vec<Bytes> = Vec::new();
-        let mut in_memory = 0usize;
+        let mut held = MemoryHeld { budget: self.memory.clone(), bytes: 0 };
         let mut file: Option<(StagedFile, tokio::fs::File)> = None;
         let result = async {
             while let Some(chunk) = body.next().await {
@@ -725,13 +795,13 @@ impl BlobStore {
                     f.write_all(&chunk).await?;
                     continue;
                 }
-                in_memory += chunk.len();
-                chunks.push(chunk);
-                if in_memory > STAGE_IN_MEMORY_BYTES {
-                    let (_, f) = file.insert(StagedFile::create(&self.staging).await?);
-                    for chunk in chunks.drain(..) {
-                        f.write_all(&chunk).await?;
-                    }
+                if held.bytes + chunk.len() <= STAGE_IN_MEMORY_BYTES && held.take(chunk.len()) {
+                    chunks.push(chunk);
+                    continue;
+                }
+                let (_, f) = file.insert(StagedFile::create(&self.staging)?);
+                for chunk in chunks.drain(..).chain([chunk]) {
+                    f.write_all(&chunk).await?;
                 }
             }
             if let Some((_, f)) = file.as_mut() {
@@ -743,7 +813,7 @@ impl BlobStore {
         result?;
         Ok(match file {
             Some((staged, _)) => Staged::File(staged),
-            None => Staged::Memory(chunks),
+            None => Staged::Memory(chunks, held),
         })
     }
 
@@ -752,10 +822,10 @@ impl BlobStore {
     async fn place(&self, staged: &Staged, hash: &Hash32) -> Result<bool, BlobError> {
         let path = object_path(hash);
         match (&self.folder, staged) {
-            (Some(_), Staged::Memory(chunks)) => {
+            (Some(_), Staged::Memory(chunks, _)) => {
                 // In a folder everything goes through a synced file, then a hard link: atomic,
                 // refused when the name exists, and never a name over half-written bytes.
-                let (staged, mut file) = StagedFile::create(&self.staging).await?;
+                let (staged, mut file) = StagedFile::create(&self.staging)?;
                 for chunk in chunks {
                     file.write_all(chunk).await?;
                 }
@@ -766,7 +836,7 @@ impl BlobStore {
                 tokio::fs::File::open(&staged.path).await?.sync_all().await?;
                 self.link(&staged.name, &path).await
             }
-            (None, Staged::Memory(chunks)) => {
+            (None, Staged::Memory(chunks, _)) => {
                 self.objects.put(&path, PutPayload::from_iter(chunks.iter().cloned())).await?;
                 Ok(true)
             }
@@ -788,6 +858,8 @@ impl BlobStore {
                     loop {
                         let n = file.read(&mut buf).await?;
                         if n == 0 {
+                            // Every part up before completing: a failed part is aborted below.
+                            parts.wait_for_capacity(0).await?;
                             return Ok::<_, BlobError>(());
                         }
                         parts.wait_for_capacity(PART_CONCURRENCY).await?;
@@ -815,7 +887,15 @@ impl BlobStore {
     /// exists already.
     async fn link(&self, name: &str, path: &ObjectPath) -> Result<bool, BlobError> {
         match self.objects.copy_if_not_exists(&ObjectPath::from(format!("tmp/{name}")), path).await {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                // The new name itself made durable, as the file's bytes were before the link.
+                if let Some(dir) =
+                    self.folder.as_ref().and_then(|root| root.join(path.as_ref()).parent().map(Path::to_path_buf))
+                {
+                    tokio::fs::File::open(dir).await?.sync_all().await?;
+                }
+                Ok(true)
+            }
             Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
             Err(e) => Err(BlobError::Store(e)),
         }
@@ -830,11 +910,18 @@ impl BlobStore {
         if data.len() as u64 <= SMALL_BLOB_BYTES
             && upload.len <= self.max_bytes
             && let Some(root) = &self.folder
-            && let Ok(meta) = std::fs::metadata(root.join(object_path(&upload.hash).as_ref()))
-            && !self.being_deleted(&upload.hash)
         {
-            self.touch([&upload.hash], now_ms);
-            return Ok(Stored { hash: upload.hash, size: meta.len(), created: false });
+            // One step under the ledger lock: not being deleted, present, expiry restarted, so
+            // the sweeper (which re-checks expiry under the lock) cannot take it after this.
+            let mut ledger = self.ledger.lock().expect("blob ledger lock");
+            if !ledger.deleting.contains(&upload.hash)
+                && let Ok(meta) = std::fs::metadata(root.join(object_path(&upload.hash).as_ref()))
+            {
+                if let Some(entry) = ledger.unreferenced.get_mut(&upload.hash) {
+                    entry.since_ms = entry.since_ms.max(now_ms);
+                }
+                return Ok(Stored { hash: upload.hash, size: meta.len(), created: false });
+            }
         }
         self.put(upload, futures_util::stream::iter([Ok::<_, std::convert::Infallible>(data)]), now_ms).await
     }
@@ -1139,6 +1226,35 @@ mod tests {
         }
     }
 
+    /// A job may reference a blob while an upload of it is still in flight (its bytes reached
+    /// the store through another path): that upload must not record it as unreferenced after.
+    #[tokio::test]
+    async fn a_blob_kept_while_an_upload_of_it_is_in_flight_is_never_tracked() {
+        for (location, dir) in locations() {
+            let store = BlobStore::open(&location, &dir.path().join("staging"), 64).unwrap();
+            let upload = input(1, b"in flight");
+            let (tx, rx) = tokio::sync::oneshot::channel::<Bytes>();
+            let late_body =
+                Box::pin(futures_util::stream::once(
+                    async move { Ok::<_, std::convert::Infallible>(rx.await.unwrap()) },
+                ));
+            let slow = store.put(upload, late_body, 0);
+            let keep = async {
+                while !store.ledger.lock().unwrap().placing.contains_key(&upload.hash) {
+                    tokio::task::yield_now().await;
+                }
+                store.keep([&upload.hash]);
+                tx.send(Bytes::from_static(b"in flight")).unwrap();
+            };
+            let (stored, ()) = tokio::join!(slow, keep);
+            assert!(!stored.unwrap().created);
+            assert!(!store.is_unreferenced(&upload.hash), "referenced: never tracked");
+            assert!(store.sweep(u64::MAX).await.is_empty());
+            assert_eq!(store.size(&upload.hash).await, Some(9));
+            assert_eq!(store.held_by(&PublicKey([1; 32])), ((0, 0), (0, 0)));
+        }
+    }
+
     #[test]
     fn locations_parse() {
         assert_eq!(BlobLocation::parse("/srv/blobs"), Ok(BlobLocation::Folder("/srv/blobs".into())));
@@ -1146,13 +1262,11 @@ mod tests {
             BlobLocation::parse("s3://bucket/a/b/"),
             Ok(BlobLocation::S3 { bucket: "bucket".into(), prefix: "a/b".into() })
         );
-        assert_eq!(
-            BlobLocation::parse("s3://bucket"),
-            Ok(BlobLocation::S3 { bucket: "bucket".into(), prefix: "".into() })
-        );
+        assert!(BlobLocation::parse("s3://bucket").is_err(), "a prefix of its own is required");
+        assert!(BlobLocation::parse("s3://bucket//").is_err());
         assert!(BlobLocation::parse("s3:///x").is_err());
         assert!(BlobLocation::parse("gs://bucket").is_err());
-        for s in ["s3://b/p", "s3://b", "/srv/blobs"] {
+        for s in ["s3://b/p", "s3://b/p/q", "/srv/blobs"] {
             assert_eq!(BlobLocation::parse(s).unwrap().to_string(), s);
         }
     }
