@@ -10,12 +10,12 @@
 use crate::error::{ContractError, Result};
 use crate::msg::{
     Authorization, DepositResponse, ExecuteMsg, InstantiateMsg, JobResponse, JobTerms, JobsResponse, QueryMsg,
-    SpecJobResponse, TaskResponse, TaskResult, TasksResponse, WorkerResponse, WorkersResponse, authorization_bytes,
-    deposit_bytes, registration_bytes, result_bytes,
+    RelayResponse, RelaysResponse, SpecJobResponse, TaskResponse, TaskResult, TasksResponse, WorkerResponse,
+    WorkersResponse, authorization_bytes, deposit_bytes, registration_bytes, result_bytes,
 };
 use crate::state::{
-    ACCOUNTS, Account, CONFIG, Config, JOBS, Job, JobComparison, JobRef, SLASHED, SPEC_JOBS, SettledTask, TASKS,
-    TOTALS, Totals, WORKERS, Worker,
+    ACCOUNTS, Account, CONFIG, Config, JOBS, Job, JobComparison, JobRef, RELAYS, RelayEntry, RelayRecord, SLASHED,
+    SPEC_JOBS, SettledTask, TASKS, TOTALS, Totals, WORKERS, Worker, validate_endpoint,
 };
 use cosmwasm_std::{
     Addr, Api, BankMsg, Binary, Coin, Deps, DepsMut, Empty, Env, HexBinary, MessageInfo, Order, Response, StdResult,
@@ -45,14 +45,20 @@ pub fn instantiate(deps: DepsMut, env: Env, _info: MessageInfo, msg: Instantiate
         unbonding_period: msg.unbonding_period,
         max_job_duration: msg.max_job_duration,
         slash_bps: msg.slash_bps,
+        min_relay_bond: msg.min_relay_bond,
     };
     config.validate()?;
     if config.relay == env.contract.address {
         return Err(ContractError::InvalidParameter { name: "relay", reason: "the escrow's own address".into() });
     }
+    let endpoint = msg.relay_endpoint.unwrap_or_default();
+    if !endpoint.is_empty() {
+        validate_endpoint(&endpoint)?;
+    }
     cw2::set_contract_version(deps.storage, CONTRACT_NAME, CONTRACT_VERSION)?;
     CONFIG.save(deps.storage, &config)?;
     TOTALS.save(deps.storage, &Totals::default())?;
+    RELAYS.save(deps.storage, &config.relay, &genesis_entry(&config, endpoint))?;
     Ok(Response::new().add_attribute("action", "instantiate").add_attribute("relay", config.relay))
 }
 
@@ -78,6 +84,10 @@ pub fn execute(deps: DepsMut, env: Env, info: MessageInfo, msg: ExecuteMsg) -> R
         }
         ExecuteMsg::Refund { relay, job_id } => execute_refund(deps, env, relay, job_id),
         ExecuteMsg::Close { job_id } => execute_close(deps, info, job_id),
+        ExecuteMsg::RegisterRelay { endpoint, fee_bps } => execute_register_relay(deps, env, info, endpoint, fee_bps),
+        ExecuteMsg::UpdateRelay { endpoint, fee_bps } => execute_update_relay(deps, info, endpoint, fee_bps),
+        ExecuteMsg::LeaveRelay {} => execute_leave_relay(deps, env, info),
+        ExecuteMsg::ReleaseRelay { relay } => execute_release_relay(deps, env, relay),
     }
 }
 
@@ -272,10 +282,10 @@ pub fn execute_create_job(
     signature: HexBinary,
 ) -> Result<Response> {
     let config = CONFIG.load(deps.storage)?;
-    if info.sender != config.relay {
-        return Err(ContractError::Unauthorized { expected: config.relay.into_string() });
-    }
     let relay = info.sender;
+    let mut entry = load_relay(deps.storage, &config, &relay)?
+        .filter(|e| e.is_active(config.min_relay_bond, relay == config.relay))
+        .ok_or_else(|| ContractError::NotRelay { relay: relay.to_string() })?;
     let now = env.block.time.seconds();
     let client_key: [u8; 32] = fixed(&client, "client")?;
     let signature: [u8; 64] = fixed(&signature, "signature")?;
@@ -312,7 +322,7 @@ pub fn execute_create_job(
             job_id: opened.job_id,
         });
     }
-    let fee_per_replica = config.fee_per_replica(terms.price_per_replica)?;
+    let fee_per_replica = entry.fee_per_replica(terms.price_per_replica)?;
     let deposit = Job::deposit_for(terms.tasks, terms.replicas, terms.price_per_replica, fee_per_replica)?;
     let mut account = ACCOUNTS.may_load(deps.storage, &client_key)?.unwrap_or_default();
     account.debit(&client.to_hex(), deposit)?;
@@ -344,6 +354,8 @@ pub fn execute_create_job(
     JOBS.save(deps.storage, (&relay, job_id), &job)?;
     SPEC_JOBS.save(deps.storage, (&client_key, &digest), &JobRef { relay: relay.clone(), job_id })?;
     ACCOUNTS.save(deps.storage, &client_key, &account)?;
+    entry.record.jobs_opened += 1;
+    RELAYS.save(deps.storage, &relay, &entry)?;
     Ok(Response::new()
         .add_attribute("action", "create_job")
         .add_attribute("relay", relay)
@@ -372,10 +384,8 @@ pub fn execute_settle_batch(
     job_id: u64,
     tasks: Vec<TaskResult>,
 ) -> Result<Response> {
+    // Only a job's own relay settles it: jobs are found under their sender.
     let config = CONFIG.load(deps.storage)?;
-    if info.sender != config.relay {
-        return Err(ContractError::Unauthorized { expected: config.relay.into_string() });
-    }
     let relay = info.sender;
     let mut job = JOBS.may_load(deps.storage, (&relay, job_id))?.ok_or(ContractError::JobNotFound { job_id })?;
     let now = env.block.time.seconds();
@@ -486,6 +496,7 @@ pub fn execute_settle_batch(
     // Accepted: record and pay.
     let mut pay: BTreeMap<HexBinary, Uint128> = BTreeMap::new();
     let mut fees = Uint128::zero();
+    let tasks_paid = checked.len() as u64;
     for task in checked {
         let signers = u8::try_from(task.signers.len()).expect("at most `replicas` (a u8) signers");
         let (_, fee) = job.record_settlement(signers)?;
@@ -508,6 +519,11 @@ pub fn execute_settle_batch(
         TASKS.save(deps.storage, (&relay, job_id, task.index), &settled)?;
     }
     JOBS.save(deps.storage, (&relay, job_id), &job)?;
+    update_record(deps.storage, &config, &relay, |r| {
+        r.tasks_paid += tasks_paid;
+        r.fees_earned = r.fees_earned.checked_add(fees)?;
+        Ok(())
+    })?;
 
     let mut response = Response::new()
         .add_attribute("action", "settle_batch")
@@ -630,6 +646,10 @@ pub fn execute_slash(deps: DepsMut, env: Env, evidence: Evidence) -> Result<Resp
     let slashed = worker.slash(&worker_name, config.slash_bps)?;
     WORKERS.save(deps.storage, &key, &worker)?;
     SLASHED.save(deps.storage, (&relay, job_id, (index, &key)), &Empty {})?;
+    update_record(deps.storage, &config, &relay, |r| {
+        r.workers_slashed += 1;
+        Ok(())
+    })?;
     update_totals(deps.storage, |t| {
         t.burned = t.burned.checked_add(slashed)?;
         Ok(())
@@ -653,10 +673,7 @@ pub fn execute_refund(deps: DepsMut, env: Env, relay: String, job_id: u64) -> Re
 }
 
 pub fn execute_close(deps: DepsMut, info: MessageInfo, job_id: u64) -> Result<Response> {
-    let config = CONFIG.load(deps.storage)?;
-    if info.sender != config.relay {
-        return Err(ContractError::Unauthorized { expected: config.relay.into_string() });
-    }
+    // Only a job's own relay closes it: jobs are found under their sender.
     let mut job = JOBS.may_load(deps.storage, (&info.sender, job_id))?.ok_or(ContractError::JobNotFound { job_id })?;
     let amount = job.take_close(job_id)?;
     pay_refund(deps, job_id, &job, amount, "close")
@@ -665,6 +682,11 @@ pub fn execute_close(deps: DepsMut, info: MessageInfo, job_id: u64) -> Result<Re
 /// Saves a job whose refund was just taken and credits the refund to its client's account.
 fn pay_refund(deps: DepsMut, job_id: u64, job: &Job, amount: Uint128, action: &str) -> Result<Response> {
     JOBS.save(deps.storage, (&job.relay, job_id), job)?;
+    let config = CONFIG.load(deps.storage)?;
+    update_record(deps.storage, &config, &job.relay, |r| {
+        r.jobs_ended += 1;
+        Ok(())
+    })?;
     if !amount.is_zero() {
         let mut client = ACCOUNTS.may_load(deps.storage, job.client.as_slice())?.unwrap_or_default();
         client.credit(amount)?;
@@ -678,14 +700,196 @@ fn pay_refund(deps: DepsMut, job_id: u64, job: &Job, amount: Uint128, action: &s
         .add_attribute("amount", amount))
 }
 
+/// The deployment's own relay's entry, as instantiation registers it.
+fn genesis_entry(config: &Config, endpoint: String) -> RelayEntry {
+    RelayEntry {
+        endpoint,
+        fee_bps: config.relay_fee_bps,
+        bond: Uint128::zero(),
+        unbonding: Uint128::zero(),
+        release_at: 0,
+        leaving: false,
+        record: RelayRecord::default(),
+    }
+}
+
+/// A relay's entry; the deployment's own relay has one even where instantiation predates the
+/// registry.
+fn load_relay(storage: &dyn Storage, config: &Config, relay: &Addr) -> Result<Option<RelayEntry>> {
+    Ok(match RELAYS.may_load(storage, relay)? {
+        Some(entry) => Some(entry),
+        None if *relay == config.relay => Some(genesis_entry(config, String::new())),
+        None => None,
+    })
+}
+
+/// Counts something in a relay's record (a job's relay always has an entry).
+fn update_record(
+    storage: &mut dyn Storage,
+    config: &Config,
+    relay: &Addr,
+    change: impl FnOnce(&mut RelayRecord) -> Result<()>,
+) -> Result<()> {
+    let mut entry =
+        load_relay(storage, config, relay)?.ok_or_else(|| ContractError::NotRelay { relay: relay.to_string() })?;
+    change(&mut entry.record)?;
+    RELAYS.save(storage, relay, &entry).map_err(ContractError::from)
+}
+
+fn check_fee(fee_bps: u16) -> Result<()> {
+    if fee_bps > crate::state::BPS {
+        return Err(ContractError::InvalidParameter { name: "fee_bps", reason: "more than 10000 basis points".into() });
+    }
+    Ok(())
+}
+
+fn add_relay_bond(storage: &mut dyn Storage, amount: Uint128) -> Result<()> {
+    update_totals(storage, |t| {
+        t.relay_bonds_in = t.relay_bonds_in.checked_add(amount)?;
+        Ok(())
+    })
+}
+
+pub fn execute_register_relay(
+    deps: DepsMut,
+    env: Env,
+    info: MessageInfo,
+    endpoint: String,
+    fee_bps: u16,
+) -> Result<Response> {
+    let config = CONFIG.load(deps.storage)?;
+    let relay = info.sender.clone();
+    validate_endpoint(&endpoint)?;
+    check_fee(fee_bps)?;
+    if relay == env.contract.address {
+        return Err(ContractError::InvalidParameter { name: "relay", reason: "the escrow's own address".into() });
+    }
+    // Nothing attached is fine for a relay coming back (its unbonding bond is bonded again);
+    // a new one falls short of the minimum below.
+    let attached = if info.funds.is_empty() { Uint128::zero() } else { attached(&info, &config.denom)? };
+    let entry = match load_relay(deps.storage, &config, &relay)? {
+        Some(old) if !old.leaving => return Err(ContractError::RelayRegistered { relay: relay.into_string() }),
+        Some(old) => {
+            if fee_bps > old.fee_bps {
+                return Err(ContractError::RelayFeeRaise { relay: relay.into_string(), current: old.fee_bps });
+            }
+            // Back from leaving: the unbonding bond is bonded again.
+            let bond = old.bond.checked_add(old.unbonding)?.checked_add(attached)?;
+            RelayEntry { endpoint, fee_bps, bond, unbonding: Uint128::zero(), release_at: 0, leaving: false, ..old }
+        }
+        None => RelayEntry {
+            endpoint,
+            fee_bps,
+            bond: attached,
+            unbonding: Uint128::zero(),
+            release_at: 0,
+            leaving: false,
+            record: RelayRecord::default(),
+        },
+    };
+    if relay != config.relay && entry.bond < config.min_relay_bond {
+        return Err(ContractError::RelayBondTooSmall {
+            relay: relay.into_string(),
+            bond: entry.bond,
+            needed: config.min_relay_bond,
+        });
+    }
+    RELAYS.save(deps.storage, &relay, &entry)?;
+    add_relay_bond(deps.storage, attached)?;
+    Ok(Response::new()
+        .add_attribute("action", "register_relay")
+        .add_attribute("relay", relay)
+        .add_attribute("endpoint", entry.endpoint)
+        .add_attribute("fee_bps", fee_bps.to_string())
+        .add_attribute("bond", entry.bond))
+}
+
+pub fn execute_update_relay(
+    deps: DepsMut,
+    info: MessageInfo,
+    endpoint: Option<String>,
+    fee_bps: Option<u16>,
+) -> Result<Response> {
+    let config = CONFIG.load(deps.storage)?;
+    let relay = info.sender.clone();
+    let mut entry = load_relay(deps.storage, &config, &relay)?
+        .ok_or_else(|| ContractError::NotRelay { relay: relay.to_string() })?;
+    if entry.leaving {
+        return Err(ContractError::RelayLeaving { relay: relay.into_string() });
+    }
+    if let Some(endpoint) = endpoint {
+        validate_endpoint(&endpoint)?;
+        entry.endpoint = endpoint;
+    }
+    if let Some(fee_bps) = fee_bps {
+        check_fee(fee_bps)?;
+        if fee_bps > entry.fee_bps {
+            return Err(ContractError::RelayFeeRaise { relay: relay.into_string(), current: entry.fee_bps });
+        }
+        entry.fee_bps = fee_bps;
+    }
+    let attached = if info.funds.is_empty() { Uint128::zero() } else { attached(&info, &config.denom)? };
+    entry.bond = entry.bond.checked_add(attached)?;
+    RELAYS.save(deps.storage, &relay, &entry)?;
+    add_relay_bond(deps.storage, attached)?;
+    Ok(Response::new()
+        .add_attribute("action", "update_relay")
+        .add_attribute("relay", relay)
+        .add_attribute("endpoint", entry.endpoint)
+        .add_attribute("fee_bps", entry.fee_bps.to_string())
+        .add_attribute("bond", entry.bond))
+}
+
+pub fn execute_leave_relay(deps: DepsMut, env: Env, info: MessageInfo) -> Result<Response> {
+    let config = CONFIG.load(deps.storage)?;
+    let relay = info.sender;
+    let mut entry = load_relay(deps.storage, &config, &relay)?
+        .ok_or_else(|| ContractError::NotRelay { relay: relay.to_string() })?;
+    if entry.leaving {
+        return Err(ContractError::RelayLeaving { relay: relay.into_string() });
+    }
+    entry.leaving = true;
+    entry.unbonding = entry.unbonding.checked_add(entry.bond)?;
+    entry.bond = Uint128::zero();
+    entry.release_at = env.block.time.seconds().saturating_add(config.unbonding_period);
+    RELAYS.save(deps.storage, &relay, &entry)?;
+    Ok(Response::new()
+        .add_attribute("action", "leave_relay")
+        .add_attribute("relay", relay)
+        .add_attribute("unbonding", entry.unbonding)
+        .add_attribute("release_at", entry.release_at.to_string()))
+}
+
+pub fn execute_release_relay(deps: DepsMut, env: Env, relay: String) -> Result<Response> {
+    let config = CONFIG.load(deps.storage)?;
+    let relay = deps.api.addr_validate(&relay)?;
+    let mut entry = load_relay(deps.storage, &config, &relay)?
+        .ok_or_else(|| ContractError::NotRelay { relay: relay.to_string() })?;
+    if !entry.leaving || entry.unbonding.is_zero() || env.block.time.seconds() < entry.release_at {
+        return Err(ContractError::RelayNotReleasable { relay: relay.into_string(), release_at: entry.release_at });
+    }
+    let amount = entry.unbonding;
+    entry.unbonding = Uint128::zero();
+    RELAYS.save(deps.storage, &relay, &entry)?;
+    update_totals(deps.storage, |t| {
+        t.relay_bonds_out = t.relay_bonds_out.checked_add(amount)?;
+        Ok(())
+    })?;
+    Ok(Response::new()
+        .add_message(send(&relay, amount, &config.denom))
+        .add_attribute("action", "release_relay")
+        .add_attribute("relay", relay)
+        .add_attribute("amount", amount))
+}
+
 #[cfg_attr(not(feature = "library"), entry_point)]
 pub fn query(deps: Deps, env: Env, msg: QueryMsg) -> Result<Binary> {
     let now = env.block.time.seconds();
     Ok(match msg {
         QueryMsg::Config {} => to_json_binary(&CONFIG.load(deps.storage)?)?,
         QueryMsg::Totals {} => to_json_binary(&TOTALS.load(deps.storage)?)?,
-        QueryMsg::Deposit { tasks, replicas, price_per_replica } => {
-            to_json_binary(&query_deposit(deps, tasks, replicas, price_per_replica)?)?
+        QueryMsg::Deposit { tasks, replicas, price_per_replica, relay } => {
+            to_json_binary(&query_deposit(deps, tasks, replicas, price_per_replica, relay)?)?
         }
         QueryMsg::Account { pubkey } => to_json_binary(&query_account(deps, pubkey)?)?,
         QueryMsg::Job { relay, job_id } => to_json_binary(&query_job(deps, now, relay, job_id)?)?,
@@ -707,12 +911,60 @@ pub fn query(deps: Deps, env: Env, msg: QueryMsg) -> Result<Binary> {
         }
         QueryMsg::Worker { pubkey } => to_json_binary(&query_worker(deps, pubkey)?)?,
         QueryMsg::Workers { start_after, limit } => to_json_binary(&query_workers(deps, start_after, limit)?)?,
+        QueryMsg::Relay { address } => to_json_binary(&query_relay(deps, address)?)?,
+        QueryMsg::Relays { start_after, limit } => to_json_binary(&query_relays(deps, start_after, limit)?)?,
     })
 }
 
-pub fn query_deposit(deps: Deps, tasks: u32, replicas: u8, price_per_replica: Uint128) -> Result<DepositResponse> {
+pub fn query_relay(deps: Deps, address: String) -> Result<RelayResponse> {
     let config = CONFIG.load(deps.storage)?;
-    let fee_per_replica = config.fee_per_replica(price_per_replica)?;
+    let address = deps.api.addr_validate(&address)?;
+    let entry = load_relay(deps.storage, &config, &address)?
+        .ok_or_else(|| ContractError::NotRelay { relay: address.to_string() })?;
+    Ok(relay_response(&config, address, entry))
+}
+
+pub fn query_relays(deps: Deps, start_after: Option<String>, limit: Option<u32>) -> Result<RelaysResponse> {
+    let config = CONFIG.load(deps.storage)?;
+    let start = start_after.map(|a| deps.api.addr_validate(&a)).transpose()?;
+    let relays = RELAYS
+        .range(deps.storage, start.as_ref().map(Bound::exclusive), None, Order::Ascending)
+        .take(page(limit))
+        .map(|item| item.map(|(address, entry)| relay_response(&config, address, entry)))
+        .collect::<StdResult<Vec<_>>>()?;
+    Ok(RelaysResponse { relays })
+}
+
+fn relay_response(config: &Config, address: Addr, entry: RelayEntry) -> RelayResponse {
+    let active = entry.is_active(config.min_relay_bond, address == config.relay);
+    RelayResponse {
+        active,
+        address,
+        endpoint: entry.endpoint,
+        fee_bps: entry.fee_bps,
+        bond: entry.bond,
+        unbonding: entry.unbonding,
+        release_at: entry.release_at,
+        leaving: entry.leaving,
+        record: entry.record,
+    }
+}
+
+pub fn query_deposit(
+    deps: Deps,
+    tasks: u32,
+    replicas: u8,
+    price_per_replica: Uint128,
+    relay: Option<String>,
+) -> Result<DepositResponse> {
+    let config = CONFIG.load(deps.storage)?;
+    let relay = match relay {
+        Some(relay) => deps.api.addr_validate(&relay)?,
+        None => config.relay.clone(),
+    };
+    let entry = load_relay(deps.storage, &config, &relay)?
+        .ok_or_else(|| ContractError::NotRelay { relay: relay.to_string() })?;
+    let fee_per_replica = entry.fee_per_replica(price_per_replica)?;
     Ok(DepositResponse {
         fee_per_replica,
         deposit: Job::deposit_for(tasks, replicas, price_per_replica, fee_per_replica)?,
@@ -915,6 +1167,8 @@ mod tests {
             unbonding_period: 200,
             max_job_duration: 100,
             slash_bps: 10_000,
+            min_relay_bond: Uint128::new(1_000),
+            relay_endpoint: Some("https://relay.example".into()),
         };
         let info = message_info(&addr(&deps, "deployer"), &[]);
         instantiate(deps.as_mut(), env_at(0), info, msg).unwrap();
@@ -1062,6 +1316,8 @@ mod tests {
             unbonding_period: 2,
             max_job_duration: 1,
             slash_bps: 0,
+            min_relay_bond: Uint128::zero(),
+            relay_endpoint: None,
         };
         let info = message_info(&addr(&deps, "deployer"), &[]);
         assert!(matches!(instantiate(deps.as_mut(), env_at(0), info.clone(), msg.clone()), Err(ContractError::Std(_))));
@@ -1263,7 +1519,7 @@ mod tests {
             query(
                 deps.as_ref(),
                 env_at(0),
-                QueryMsg::Deposit { tasks: 2, replicas: 2, price_per_replica: Uint128::new(100) },
+                QueryMsg::Deposit { tasks: 2, replicas: 2, price_per_replica: Uint128::new(100), relay: None },
             )
             .unwrap(),
         )
@@ -1274,7 +1530,7 @@ mod tests {
         assert!(matches!(err, ContractError::InsufficientBalance { .. }), "{err}");
         deposit(&mut deps, &client, 1);
         let err = exec(&mut deps, 0, "client", 0, msg.clone()).unwrap_err();
-        assert!(matches!(err, ContractError::Unauthorized { .. }), "{err}");
+        assert!(matches!(err, ContractError::NotRelay { .. }), "{err}");
         let err = exec(&mut deps, 11, "relay", 0, msg.clone()).unwrap_err();
         assert!(matches!(err, ContractError::DepositExpired { not_after: 10, now: 11 }), "{err}");
         // Terms changed after signing.
@@ -1383,7 +1639,7 @@ mod tests {
             ExecuteMsg::SettleBatch { job_id: 1, tasks: vec![signed(0, [7; 32], &[&a, &b])] },
         )
         .unwrap_err();
-        assert!(matches!(err, ContractError::Unauthorized { .. }), "{err}");
+        assert!(matches!(err, ContractError::JobNotFound { job_id: 1 }), "another sender settles nothing: {err}");
     }
 
     #[test]
@@ -1469,8 +1725,9 @@ mod tests {
         let msg = refund(&deps);
         let err = exec(&mut deps, 99, "anyone", 0, msg).unwrap_err();
         assert!(matches!(err, ContractError::DeadlineNotReached { .. }), "{err}");
+        // Jobs live under their relay: another sender has no job 1 to close.
         let err = exec(&mut deps, 50, "anyone", 0, ExecuteMsg::Close { job_id: 1 }).unwrap_err();
-        assert!(matches!(err, ContractError::Unauthorized { .. }), "{err}");
+        assert!(matches!(err, ContractError::JobNotFound { job_id: 1 }), "{err}");
         let response = exec(&mut deps, 50, "relay", 0, ExecuteMsg::Close { job_id: 1 }).unwrap();
         assert!(response.messages.is_empty(), "refunds stay in the contract, in the client's account");
         let acc = account(&deps, &client);

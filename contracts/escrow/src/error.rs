@@ -51,6 +51,27 @@ pub enum ContractError {
     #[error("cannot withdraw to {address}: the escrow's own address")]
     BadRecipient { address: String },
 
+    // Relays.
+    #[error("{relay} is not a registered relay that may open jobs (register with RegisterRelay)")]
+    NotRelay { relay: String },
+
+    #[error("{relay} is already registered; use UpdateRelay")]
+    RelayRegistered { relay: String },
+
+    #[error("a relay bond of {needed} is required, {relay} would have {bond}")]
+    RelayBondTooSmall { relay: String, bond: Uint128, needed: Uint128 },
+
+    #[error(
+        "{relay} charged {current} basis points; its fee never rises (its clients signed for that relay at that fee)"
+    )]
+    RelayFeeRaise { relay: String, current: u16 },
+
+    #[error("{relay} is leaving already")]
+    RelayLeaving { relay: String },
+
+    #[error("{relay} has nothing to release before block time {release_at}")]
+    RelayNotReleasable { relay: String, release_at: u64 },
+
     // Workers.
     #[error("worker key {worker} is not registered")]
     UnknownWorker { worker: String },

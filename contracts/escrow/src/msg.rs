@@ -5,7 +5,7 @@
 
 #[allow(unused_imports)] // named by the `#[returns]` attributes, used by the schema only
 use crate::state::{Account, Config, Totals};
-use crate::state::{JobComparison, JobRef, JobStatus, SettledTask};
+use crate::state::{JobComparison, JobRef, JobStatus, RelayRecord, SettledTask};
 use cosmwasm_schema::{QueryResponses, cw_serde};
 use cosmwasm_std::{Addr, HexBinary, Uint128};
 use starling_protocol::sign::{self, AccountAction, ComparisonKind, Deployment, DepositTerms};
@@ -22,6 +22,13 @@ pub struct InstantiateMsg {
     pub unbonding_period: u64,
     pub max_job_duration: u64,
     pub slash_bps: u16,
+    /// Least bond another relay registers with (`RegisterRelay`); the deployment's own relay,
+    /// `relay`, is registered at instantiation and needs none.
+    #[serde(default)]
+    pub min_relay_bond: Uint128,
+    /// The deployment's own relay's public URL, listed in the registry.
+    #[serde(default)]
+    pub relay_endpoint: Option<String>,
 }
 
 /// An account owner's consent to one action: its key's signature over
@@ -95,6 +102,18 @@ pub enum ExecuteMsg {
     /// gets what was not paid out at once; nothing settles afterwards. Settled tasks stay
     /// slashable.
     Close { job_id: u64 },
+    /// Registers the sender as a relay, reachable at `endpoint`, charging `fee_bps` on each paid
+    /// replica, with the attached funds as its bond (at least `min_relay_bond`). A relay that
+    /// left registers again with a fee no higher than before (its unbonding bond is bonded again).
+    RegisterRelay { endpoint: String, fee_bps: u16 },
+    /// Changes the sender's entry: a new endpoint, a lower fee (never higher: clients' standing
+    /// deposit signatures name the relay, not the fee), attached funds added to its bond.
+    UpdateRelay { endpoint: Option<String>, fee_bps: Option<u16> },
+    /// The sender stops opening jobs; its bond unbonds for `unbonding_period`. Its open jobs still
+    /// settle, close and refund.
+    LeaveRelay {},
+    /// Returns a leaving relay's bond to it once unbonded. Anyone may send it.
+    ReleaseRelay { relay: String },
 }
 
 /// One verified task: the delivered result and the signatures of `quorum..=replicas` workers of
@@ -128,7 +147,13 @@ pub enum QueryMsg {
     Totals {},
     /// The exact deposit a job of this shape takes from the client's account.
     #[returns(DepositResponse)]
-    Deposit { tasks: u32, replicas: u8, price_per_replica: Uint128 },
+    Deposit {
+        tasks: u32,
+        replicas: u8,
+        price_per_replica: Uint128,
+        /// The relay that would open it (its fee); the deployment's own relay when absent.
+        relay: Option<String>,
+    },
     /// An account's balance, nonce and running totals (all zero for an account never paid into).
     #[returns(Account)]
     Account { pubkey: HexBinary },
@@ -149,6 +174,30 @@ pub enum QueryMsg {
     Worker { pubkey: HexBinary },
     #[returns(WorkersResponse)]
     Workers { start_after: Option<HexBinary>, limit: Option<u32> },
+    #[returns(RelayResponse)]
+    Relay { address: String },
+    /// Registered relays (leaving ones included, marked), by address.
+    #[returns(RelaysResponse)]
+    Relays { start_after: Option<String>, limit: Option<u32> },
+}
+
+#[cw_serde]
+pub struct RelayResponse {
+    pub address: Addr,
+    pub endpoint: String,
+    pub fee_bps: u16,
+    pub bond: Uint128,
+    pub unbonding: Uint128,
+    pub release_at: u64,
+    pub leaving: bool,
+    /// Whether it may open jobs now (registered, not leaving, bonded enough).
+    pub active: bool,
+    pub record: RelayRecord,
+}
+
+#[cw_serde]
+pub struct RelaysResponse {
+    pub relays: Vec<RelayResponse>,
 }
 
 #[cw_serde]

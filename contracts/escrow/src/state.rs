@@ -44,6 +44,72 @@ pub const TASKS: Map<(&Addr, u64, u32), SettledTask> = Map::new("tasks");
 pub type SlashKey<'a> = (&'a Addr, u64, (u32, &'a [u8]));
 /// Every slash taken, so evidence counts once.
 pub const SLASHED: Map<SlashKey, Empty> = Map::new("slashed");
+/// Relays that may open jobs, by chain address (the deployment's own relay included).
+pub const RELAYS: Map<&Addr, RelayEntry> = Map::new("relays");
+
+/// Longest endpoint a relay may register.
+pub const MAX_ENDPOINT_LEN: usize = 200;
+
+/// A registered relay: where clients and workers reach it, what it charges, its bond and its
+/// record. Its fee never rises: a client's deposit signature names the relay, so it consents to
+/// at most the fee that relay charged when it signed. (A relay that wants a higher fee registers
+/// another address.)
+#[cw_serde]
+pub struct RelayEntry {
+    /// Public base URL (`https://…`); empty for the deployment's own relay when not given.
+    pub endpoint: String,
+    /// Fee on each paid replica, in basis points of `price_per_replica`.
+    pub fee_bps: u16,
+    /// Bonded: at least `min_relay_bond` while it opens jobs (the deployment's own relay needs none).
+    pub bond: Uint128,
+    /// Leaving: returned to the relay's address at `release_at`.
+    pub unbonding: Uint128,
+    pub release_at: u64,
+    /// Set by `LeaveRelay`: opens no more jobs (its open ones still settle, close and refund).
+    pub leaving: bool,
+    pub record: RelayRecord,
+}
+
+/// What a relay has done on this escrow, counted by the contract itself.
+#[cw_serde]
+#[derive(Default)]
+pub struct RelayRecord {
+    pub jobs_opened: u64,
+    /// Jobs closed early or refunded at their deadline.
+    pub jobs_ended: u64,
+    /// Tasks settled (each paid its signers).
+    pub tasks_paid: u64,
+    pub fees_earned: Uint128,
+    /// Workers slashed for contradicting a task settled on its jobs.
+    pub workers_slashed: u64,
+}
+
+impl RelayEntry {
+    /// Whether it may open a job now.
+    pub fn is_active(&self, min_relay_bond: Uint128, genesis: bool) -> bool {
+        !self.leaving && (genesis || self.bond >= min_relay_bond)
+    }
+
+    pub fn fee_per_replica(&self, price_per_replica: Uint128) -> Result<Uint128> {
+        Ok(price_per_replica.checked_multiply_ratio(self.fee_bps, BPS)?)
+    }
+}
+
+/// Checks an endpoint a relay registers: an http(s) URL of printable characters, bounded.
+pub fn validate_endpoint(endpoint: &str) -> Result<()> {
+    let invalid = |reason: String| ContractError::InvalidParameter { name: "endpoint", reason };
+    if endpoint.len() > MAX_ENDPOINT_LEN {
+        return Err(invalid(format!("longer than {MAX_ENDPOINT_LEN} bytes")));
+    }
+    let rest = endpoint
+        .strip_prefix("https://")
+        .or_else(|| endpoint.strip_prefix("http://"))
+        .ok_or_else(|| invalid("must start with https:// or http://".into()))?;
+    if rest.is_empty() || !rest.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(invalid("must name a host, in printable ASCII without spaces".into()));
+    }
+    Ok(())
+}
 
 #[cw_serde]
 pub struct Config {
@@ -65,6 +131,9 @@ pub struct Config {
     pub max_job_duration: u64,
     /// Share of a worker's stake (bonded + unbonding) taken, and burned, per proven contradiction.
     pub slash_bps: u16,
+    /// Least bond another relay registers with (the deployment's own relay, `relay`, needs none).
+    #[serde(default)]
+    pub min_relay_bond: Uint128,
 }
 
 impl Config {
@@ -110,6 +179,12 @@ pub struct Totals {
     pub fees_paid: Uint128,
     /// Slashed stake, burned.
     pub burned: Uint128,
+    /// Relay bonds brought in (`RegisterRelay`, `UpdateRelay`).
+    #[serde(default)]
+    pub relay_bonds_in: Uint128,
+    /// Relay bonds returned to the relays (`ReleaseRelay`).
+    #[serde(default)]
+    pub relay_bonds_out: Uint128,
 }
 
 /// One ed25519 key's money in the contract. Only a signature by that key spends it.
@@ -410,6 +485,7 @@ mod tests {
             unbonding_period: 1_000,
             max_job_duration: 500,
             slash_bps: 5_000,
+            min_relay_bond: Uint128::new(10_000),
         }
     }
 

@@ -8,8 +8,8 @@ use common::*;
 use cosmwasm_std::{Addr, HexBinary, Uint128, coins};
 use starling_escrow::ContractError;
 use starling_escrow::msg::{
-    ExecuteMsg, JobResponse, JobsResponse, QueryMsg, SpecJobResponse, TaskResponse, TaskResult, TasksResponse,
-    WorkerResponse, WorkersResponse,
+    ExecuteMsg, JobResponse, JobsResponse, QueryMsg, RelayResponse, RelaysResponse, SpecJobResponse, TaskResponse,
+    TaskResult, TasksResponse, WorkerResponse, WorkersResponse,
 };
 use starling_escrow::state::{JobComparison, JobRef, JobStatus};
 use starling_protocol::sign::{AccountAction, Deployment, Keypair};
@@ -338,9 +338,9 @@ fn create_job_is_the_relays_and_takes_the_clients_signed_deposit_once() {
     let deposit = f.deposit_for(2, 3, PRICE);
     let msg = f.create_job_msg_by(&client, JOB, terms.clone());
 
-    // Only the relay opens jobs, even with the client's signature.
+    // Only a registered relay opens jobs, even with the client's signature.
     let payer = f.payer.clone();
-    f.refused_unchanged(&payer, &msg, ContractError::Unauthorized { expected: f.relay.to_string() });
+    f.refused_unchanged(&payer, &msg, ContractError::NotRelay { relay: payer.to_string() });
     // A deposit signed by someone else for the client's account.
     let relay = f.relay.clone();
     let mut forged = f.create_job_msg_by(&Keypair::from_seed([66; 32]), JOB, terms.clone());
@@ -450,11 +450,13 @@ fn job_ids_belong_to_the_relay_and_it_lists_only_its_own() {
     let other = f.app.api().addr_make("other-relay").to_string();
     let none: JobsResponse = f.query(&QueryMsg::Jobs { relay: other.clone(), start_after: None, limit: None });
     assert!(none.jobs.is_empty());
-    // Nobody else can open a job, so nobody else can take or collide with the relay's ids.
+    // An unregistered sender opens nothing; a registered one has ids of its own, so nobody can
+    // take or collide with the relay's.
     let client = f.client_key();
     let msg = f.create_job_msg_by(&client, 4, f.terms(4, 1, 2, 2, PRICE, MAX_JOB));
     let payer = f.payer.clone();
-    assert_refused(f.execute(&payer, &msg, &[]), ContractError::Unauthorized { expected: relay });
+    assert_refused(f.execute(&payer, &msg, &[]), ContractError::NotRelay { relay: payer.to_string() });
+    let _ = relay;
 }
 
 #[test]
@@ -706,11 +708,11 @@ fn late_settlement_wrong_job_out_of_range_empty_and_foreign_sender_are_refused()
     let task = f.signed(JOB, 3, &[0, 1]);
     f.settle_refused(vec![task], ContractError::TaskOutOfRange { job_id: JOB, index: 3, tasks: 3 });
     f.settle_refused(vec![], ContractError::EmptyBatch { job_id: JOB });
-    // Only the relay settles, even with valid signatures.
+    // Only the job's relay settles, even with valid signatures: another sender has no such job.
     let task = f.signed(JOB, 0, &[0, 1]);
     let payer = f.payer.clone();
     let msg = ExecuteMsg::SettleBatch { job_id: JOB, tasks: vec![task] };
-    f.refused_unchanged(&payer, &msg, ContractError::Unauthorized { expected: f.relay.to_string() });
+    f.refused_unchanged(&payer, &msg, ContractError::JobNotFound { job_id: JOB });
     let mut task = f.signed(JOB, 0, &[0, 1]);
     task.output_hash = HexBinary::from(vec![0; 31]);
     f.settle_refused(vec![task], ContractError::BadLength { what: "output_hash", expected: 32, got: 31 });
@@ -857,11 +859,7 @@ fn the_relay_closes_a_job_early_and_the_client_gets_the_rest_at_once() {
     let mut f = with_job();
     f.settle(JOB, vec![f.signed(JOB, 1, &[0, 1])]).unwrap();
     let payer = f.payer.clone();
-    f.refused_unchanged(
-        &payer,
-        &ExecuteMsg::Close { job_id: JOB },
-        ContractError::Unauthorized { expected: f.relay.to_string() },
-    );
+    f.refused_unchanged(&payer, &ExecuteMsg::Close { job_id: JOB }, ContractError::JobNotFound { job_id: JOB });
     let client = f.client_key();
     let before = f.account(&client).balance.u128();
     f.relay_executes(&ExecuteMsg::Close { job_id: JOB }).unwrap();
@@ -878,4 +876,149 @@ fn the_relay_closes_a_job_early_and_the_client_gets_the_rest_at_once() {
     let msg = f.evidence(3, JOB, 1, &sha256(b"wrong"));
     f.execute(&reporter, &msg, &[]).unwrap();
     assert_conserved(&f, &[]);
+}
+
+/// The registry: a relay registers with a bond, opens jobs at its own fee and is paid that fee
+/// alone; its fee never rises; once it leaves it opens nothing more, its open jobs still end, and
+/// its bond comes back after the unbonding period. Its record counts what it did. Nothing moves
+/// that the rules do not move.
+#[test]
+fn relays_register_with_a_bond_open_jobs_at_their_own_fee_and_leave() {
+    let mut f = Fixture::new(4);
+    let (relay, relay2) = (f.relay.clone(), f.relay2.clone());
+    let supply = f.total_supply();
+    let listed: RelaysResponse = f.query(&QueryMsg::Relays { start_after: None, limit: None });
+    assert_eq!(listed.relays.len(), 1, "the deployment's own relay is registered at instantiation");
+    let own = &listed.relays[0];
+    assert_eq!(
+        (own.address.clone(), own.endpoint.as_str(), own.fee_bps, own.active),
+        (relay.clone(), "https://relay.example", FEE_BPS, true)
+    );
+
+    let register = |endpoint: &str, fee_bps| ExecuteMsg::RegisterRelay { endpoint: endpoint.into(), fee_bps };
+    let bond = coins(MIN_RELAY_BOND, DENOM);
+    let before = f.snapshot();
+    assert_refused(
+        f.execute(&relay2, &register("https://two.example", 200), &coins(MIN_RELAY_BOND - 1, DENOM)),
+        ContractError::RelayBondTooSmall {
+            relay: relay2.to_string(),
+            bond: Uint128::new(MIN_RELAY_BOND - 1),
+            needed: Uint128::new(MIN_RELAY_BOND),
+        },
+    );
+    assert_refused(
+        f.execute(&relay2, &register("ftp://two.example", 200), &bond),
+        ContractError::InvalidParameter { name: "endpoint", reason: "must start with https:// or http://".into() },
+    );
+    assert_refused(
+        f.execute(&relay2, &register("https://two example", 200), &bond),
+        ContractError::InvalidParameter {
+            name: "endpoint",
+            reason: "must name a host, in printable ASCII without spaces".into(),
+        },
+    );
+    assert_refused(
+        f.execute(&relay2, &register("https://two.example", 10_001), &bond),
+        ContractError::InvalidParameter { name: "fee_bps", reason: "more than 10000 basis points".into() },
+    );
+    assert_eq!(f.snapshot(), before, "refusals move nothing");
+    f.execute(&relay2, &register("https://two.example", 200), &bond).unwrap();
+    assert_refused(
+        f.execute(&relay2, &register("https://two.example", 200), &bond),
+        ContractError::RelayRegistered { relay: relay2.to_string() },
+    );
+
+    // A job relay2 opens (the client signed for relay2) costs relay2's fee, not the deployment's.
+    let client = f.client_key();
+    let terms = f.terms(1, 2, 2, 2, PRICE, MAX_JOB);
+    let signature = client.sign_deposit(f.deployment(), relay2.as_str(), &terms.to_protocol().unwrap());
+    let open = ExecuteMsg::CreateJob { job_id: 1, client: key_hex(&client), terms, signature: hex(&signature.0) };
+    // The deployment's relay cannot use a deposit signed for relay2.
+    assert_refused(
+        f.execute(&relay, &open, &[]),
+        ContractError::BadDepositSignature { client: client.public().to_hex() },
+    );
+    let balance = f.account(&client).balance;
+    f.execute(&relay2, &open, &[]).unwrap();
+    let fee = PRICE * 200 / 10_000;
+    assert_eq!(balance - f.account(&client).balance, Uint128::new(2 * 2 * (PRICE + fee)));
+    // relay2 settles its job and is paid its fee; the deployment's relay gets nothing for it.
+    let (relay_before, relay2_before) = (f.balance(&relay), f.balance(&relay2));
+    let task = f.signed(1, 0, &[0, 1]);
+    assert_refused(
+        f.relay_executes(&ExecuteMsg::SettleBatch { job_id: 1, tasks: vec![task.clone()] }),
+        ContractError::JobNotFound { job_id: 1 },
+    );
+    f.execute(&relay2, &ExecuteMsg::SettleBatch { job_id: 1, tasks: vec![task] }, &[]).unwrap();
+    assert_eq!(f.balance(&relay2) - relay2_before, 2 * fee);
+    assert_eq!(f.balance(&relay), relay_before);
+    // Job ids are each relay's own: the deployment's relay opens a job 1 of its own.
+    let terms = f.terms(5, 1, 2, 2, PRICE, MAX_JOB);
+    f.create_job_with(1, terms).unwrap();
+
+    // Its fee never rises; it may fall.
+    let raise = ExecuteMsg::UpdateRelay { endpoint: None, fee_bps: Some(201) };
+    assert_refused(
+        f.execute(&relay2, &raise, &[]),
+        ContractError::RelayFeeRaise { relay: relay2.to_string(), current: 200 },
+    );
+    let lower = ExecuteMsg::UpdateRelay { endpoint: Some("https://2.example".into()), fee_bps: Some(100) };
+    f.execute(&relay2, &lower, &[]).unwrap();
+
+    // Leaving: no new job; the open one still closes; the bond unbonds, then comes back.
+    f.execute(&relay2, &ExecuteMsg::LeaveRelay {}, &[]).unwrap();
+    let terms = f.terms(2, 1, 2, 2, PRICE, MAX_JOB);
+    let signature = client.sign_deposit(f.deployment(), relay2.as_str(), &terms.to_protocol().unwrap());
+    let open = ExecuteMsg::CreateJob { job_id: 2, client: key_hex(&client), terms, signature: hex(&signature.0) };
+    assert_refused(f.execute(&relay2, &open, &[]), ContractError::NotRelay { relay: relay2.to_string() });
+    assert_refused(
+        f.execute(&relay2, &register("https://two.example", 150), &[]),
+        ContractError::RelayFeeRaise { relay: relay2.to_string(), current: 100 },
+    );
+    f.execute(&relay2, &ExecuteMsg::Close { job_id: 1 }, &[]).unwrap();
+    let release = ExecuteMsg::ReleaseRelay { relay: relay2.to_string() };
+    let payer = f.payer.clone();
+    let leaving: RelayResponse = f.query(&QueryMsg::Relay { address: relay2.to_string() });
+    assert_refused(
+        f.execute(&payer, &release, &[]),
+        ContractError::RelayNotReleasable { relay: relay2.to_string(), release_at: leaving.release_at },
+    );
+    f.advance(UNBONDING);
+    let before = f.balance(&relay2);
+    f.execute(&payer, &release, &[]).unwrap();
+    assert_eq!(f.balance(&relay2) - before, MIN_RELAY_BOND, "the bond goes back to the relay, whoever asks");
+    assert_refused(
+        f.execute(&payer, &release, &[]),
+        ContractError::RelayNotReleasable { relay: relay2.to_string(), release_at: leaving.release_at },
+    );
+
+    let entry: RelayResponse = f.query(&QueryMsg::Relay { address: relay2.to_string() });
+    assert_eq!(
+        (entry.endpoint.as_str(), entry.fee_bps, entry.active, entry.leaving),
+        ("https://2.example", 100, false, true)
+    );
+    assert_eq!((entry.bond, entry.unbonding), (Uint128::zero(), Uint128::zero()));
+    let r = entry.record;
+    assert_eq!(
+        (r.jobs_opened, r.jobs_ended, r.tasks_paid, r.fees_earned.u128(), r.workers_slashed),
+        (1, 1, 1, 2 * fee, 0)
+    );
+    let own: RelayResponse = f.query(&QueryMsg::Relay { address: relay.to_string() });
+    assert_eq!((own.record.jobs_opened, own.record.tasks_paid), (1, 0));
+    let totals = f.totals();
+    assert_eq!((totals.relay_bonds_in.u128(), totals.relay_bonds_out.u128()), (MIN_RELAY_BOND, MIN_RELAY_BOND));
+    assert_eq!(f.total_supply(), supply, "nothing burned, nothing created");
+}
+
+/// A slash of a worker who contradicted a task settled on a relay's job counts on that relay's
+/// record.
+#[test]
+fn a_slash_counts_on_the_record_of_the_jobs_relay() {
+    let mut f = with_job();
+    f.settle(JOB, vec![f.signed(JOB, 0, &[0, 1])]).unwrap();
+    let reporter = f.reporter.clone();
+    let evidence = f.evidence(0, JOB, 0, &sha256(b"another answer"));
+    f.execute(&reporter, &evidence, &[]).unwrap();
+    let own: RelayResponse = f.query(&QueryMsg::Relay { address: f.relay.to_string() });
+    assert_eq!((own.record.jobs_opened, own.record.tasks_paid, own.record.workers_slashed), (1, 1, 1));
 }

@@ -19,7 +19,7 @@ use common::*;
 use cosmwasm_std::{Addr, HexBinary, Uint128};
 use proptest::prelude::*;
 use starling_escrow::msg::{
-    Authorization, ExecuteMsg, JobResponse, JobTerms, QueryMsg, TaskResponse, TaskResult, WorkerResponse,
+    Authorization, ExecuteMsg, JobResponse, JobTerms, QueryMsg, RelayResponse, TaskResponse, TaskResult, WorkerResponse,
 };
 use starling_escrow::state::JobComparison;
 use starling_protocol::sign::{AccountAction, Deployment, Keypair};
@@ -145,6 +145,15 @@ enum Op {
     Advance {
         seconds: u64,
     },
+    /// Another relay registers (again), with `bond` attached and `fee_bps`.
+    RelayJoin {
+        bond: u128,
+        fee_bps: u16,
+    },
+    /// It starts leaving: its bond unbonds.
+    RelayLeave,
+    /// Anyone asks for its unbonded bond to go back to it.
+    RelayRelease,
 }
 
 /// Ways to break an otherwise valid batch (applied to its first task).
@@ -232,7 +241,21 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0usize..8).prop_map(|job| Op::Refund { job }),
         1 => (0usize..8, prop::bool::weighted(0.9)).prop_map(|(job, by_relay)| Op::Close { job, by_relay }),
         3 => prop_oneof![3 => 1u64..600, 1 => (UNBONDING / 2)..(UNBONDING + 600)].prop_map(|seconds| Op::Advance { seconds }),
+        1 => (prop_oneof![Just(0u128), 1..MIN_RELAY_BOND, MIN_RELAY_BOND..MIN_RELAY_BOND + 500], 0u16..400)
+            .prop_map(|(bond, fee_bps)| Op::RelayJoin { bond, fee_bps }),
+        1 => Just(Op::RelayLeave),
+        1 => Just(Op::RelayRelease),
     ]
+}
+
+/// The second relay's entry in the model.
+#[derive(Debug, Clone, Default)]
+struct ModelRelay {
+    fee_bps: u16,
+    bond: u128,
+    unbonding: u128,
+    release_at: u64,
+    leaving: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -293,6 +316,10 @@ struct Model {
     withdrawn: u128,
     fees: u128,
     burned: u128,
+    /// The second relay, once it registered.
+    relay2: Option<ModelRelay>,
+    relay_bonds_in: u128,
+    relay_bonds_out: u128,
 }
 
 impl Model {
@@ -309,6 +336,9 @@ impl Model {
             withdrawn: 0,
             fees: 0,
             burned: 0,
+            relay2: None,
+            relay_bonds_in: 0,
+            relay_bonds_out: 0,
         }
     }
 
@@ -645,6 +675,49 @@ fn step(f: &mut Fixture, m: &mut Model, op: &Op) -> Result<(), TestCaseError> {
             f.advance(seconds);
             return Ok(());
         }
+        Op::RelayJoin { bond, fee_bps } => {
+            let relay2 = f.relay2.clone();
+            let joined = match &m.relay2 {
+                Some(r) if !r.leaving => None,
+                Some(r) if fee_bps > r.fee_bps => None,
+                Some(r) => Some(ModelRelay { fee_bps, bond: r.bond + r.unbonding + bond, ..ModelRelay::default() }),
+                None => Some(ModelRelay { fee_bps, bond, ..ModelRelay::default() }),
+            }
+            .filter(|r| r.bond >= MIN_RELAY_BOND);
+            let funds = if bond == 0 { vec![] } else { cosmwasm_std::coins(bond, DENOM) };
+            let msg = ExecuteMsg::RegisterRelay { endpoint: "https://two.example".into(), fee_bps };
+            let result = f.execute(&relay2, &msg, &funds);
+            if let (Some(joined), Ok(_)) = (joined.clone(), &result) {
+                m.transfer(&relay2, &contract, bond);
+                m.relay_bonds_in += bond;
+                m.relay2 = Some(joined);
+            }
+            (result, joined.is_some())
+        }
+        Op::RelayLeave => {
+            let relay2 = f.relay2.clone();
+            let ok = m.relay2.as_ref().is_some_and(|r| !r.leaving);
+            let result = f.execute(&relay2, &ExecuteMsg::LeaveRelay {}, &[]);
+            if ok && result.is_ok() {
+                let r = m.relay2.as_mut().unwrap();
+                r.unbonding += std::mem::take(&mut r.bond);
+                r.leaving = true;
+                r.release_at = now + UNBONDING;
+            }
+            (result, ok)
+        }
+        Op::RelayRelease => {
+            let relay2 = f.relay2.clone();
+            let ok = m.relay2.as_ref().is_some_and(|r| r.leaving && r.unbonding > 0 && now >= r.release_at);
+            let payer = f.payer.clone();
+            let result = f.execute(&payer, &ExecuteMsg::ReleaseRelay { relay: relay2.to_string() }, &[]);
+            if ok && result.is_ok() {
+                let amount = std::mem::take(&mut m.relay2.as_mut().unwrap().unbonding);
+                m.transfer(&contract, &relay2, amount);
+                m.relay_bonds_out += amount;
+            }
+            (result, ok)
+        }
     };
     prop_assert_eq!(accepted.is_ok(), expected_ok, "{:?}: contract said {:?}", op, accepted.err());
     Ok(())
@@ -843,11 +916,28 @@ fn check_invariants(f: &Fixture, m: &Model, supply: u128) -> Result<(), TestCase
             prop_assert_eq!(task.settled.map(|t| t.paid_workers), Some(paid));
         }
     }
+    if let Some(r) = &m.relay2 {
+        let on_chain: RelayResponse = f.query(&QueryMsg::Relay { address: f.relay2.to_string() });
+        prop_assert_eq!(
+            (on_chain.bond.u128(), on_chain.unbonding.u128(), on_chain.fee_bps, on_chain.leaving),
+            (r.bond, r.unbonding, r.fee_bps, r.leaving)
+        );
+    }
     // Conservation.
     let balances: u128 = m.accounts.iter().map(|a| a.balance).sum();
     let stakes: u128 = m.workers.iter().flatten().map(ModelWorker::stake).sum();
     let held: u128 = m.jobs.iter().map(ModelJob::remaining).sum();
-    prop_assert_eq!(f.balance(&f.contract), balances + stakes + held, "contract ≠ accounts + stakes + open deposits");
+    let relay_bonds: u128 = m.relay2.iter().map(|r| r.bond + r.unbonding).sum();
+    prop_assert_eq!(
+        f.balance(&f.contract),
+        balances + stakes + held + relay_bonds,
+        "contract ≠ accounts + stakes + open deposits + relay bonds"
+    );
+    prop_assert_eq!(m.relay_bonds_in, relay_bonds + m.relay_bonds_out, "relay bonds not conserved");
+    prop_assert_eq!(
+        (f.totals().relay_bonds_in.u128(), f.totals().relay_bonds_out.u128()),
+        (m.relay_bonds_in, m.relay_bonds_out)
+    );
     let totals = f.totals();
     prop_assert_eq!(
         (totals.deposited.u128(), totals.withdrawn.u128(), totals.fees_paid.u128(), totals.burned.u128()),

@@ -180,6 +180,8 @@ fn whole_flow_in_cosmwasm_vm_with_gas() {
         unbonding_period: 14 * 24 * 3600,
         max_job_duration: 7 * 24 * 3600,
         slash_bps: 5_000,
+        min_relay_bond: Uint128::new(MIN_BOND),
+        relay_endpoint: Some("https://relay.example".into()),
     };
     let deployer = f.deployer.clone();
     let done = f.ledger.instantiate(&deployer, &init, 0).unwrap();

@@ -157,6 +157,7 @@ impl Chain {
                 unbonding_period: 0,
                 max_job_duration: 0,
                 slash_bps: 0,
+                min_relay_bond: Default::default(),
             },
             sequence: Mutex::new(Sequence::default()),
         };
@@ -359,6 +360,8 @@ impl EscrowBridge for Chain {
                 tasks: t.tasks,
                 replicas: t.replicas,
                 price_per_replica: cosmwasm_std::Uint128::new(t.price_per_replica),
+                // This relay's own fee: each registered relay charges its own.
+                relay: Some(self.address.to_string()),
             })
             .await?;
         let balance = queries::account(self, &job.client).await?.balance;

@@ -203,6 +203,9 @@ impl Embedded {
                 unbonding_period: me.config.unbonding_period,
                 max_job_duration: me.config.max_job_duration,
                 slash_bps: me.config.slash_bps,
+                // Another relay on this ledger bonds what a worker does.
+                min_relay_bond: Uint128::new(me.config.min_bond),
+                relay_endpoint: None,
             };
             let relay = me.relay.clone();
             me.transact(|l| l.instantiate(&relay, &msg, 0).map(drop)).await?;

@@ -392,6 +392,8 @@ impl Sim {
                 unbonding_period: 21 * 24 * 3600,
                 max_job_duration: starling_protocol::limits::MAX_DEADLINE_SECS + 3600,
                 slash_bps: p.slash_bps,
+                min_relay_bond: Uint128::new(p.min_bond),
+                relay_endpoint: None,
             },
             0,
         )?;

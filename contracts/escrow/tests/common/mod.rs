@@ -26,6 +26,8 @@ pub const UNBONDING: u64 = 7_200;
 pub const MAX_JOB: u64 = 3_600;
 pub const FEE_BPS: u16 = 500;
 pub const SLASH_BPS: u16 = 5_000;
+/// Least bond of a relay other than the deployment's own.
+pub const MIN_RELAY_BOND: u128 = 50_000;
 /// The chain `cw_multi_test::App` reports (`mock_env`'s).
 pub const CHAIN_ID: &str = "cosmos-testnet-14002";
 
@@ -38,6 +40,8 @@ pub fn instantiate_msg(relay: &Addr) -> InstantiateMsg {
         unbonding_period: UNBONDING,
         max_job_duration: MAX_JOB,
         slash_bps: SLASH_BPS,
+        min_relay_bond: Uint128::new(MIN_RELAY_BOND),
+        relay_endpoint: Some("https://relay.example".into()),
     }
 }
 
@@ -69,6 +73,8 @@ pub struct Fixture {
     /// A chain wallet that pays `Deposit`s into accounts (anyone may).
     pub payer: Addr,
     pub reporter: Addr,
+    /// Another chain wallet, funded, that may register as a relay of its own.
+    pub relay2: Addr,
     /// The client's account key.
     pub client: Keypair,
     /// Worker owners' account keys.
@@ -101,6 +107,7 @@ impl Fixture {
         let relay = api.addr_make("relay");
         let payer = api.addr_make("payer");
         let reporter = api.addr_make("reporter");
+        let relay2 = api.addr_make("relay2");
         let owner_count = owners.iter().copied().max().map_or(0, |m| m + 1);
         let workers: Vec<TestWorker> = owners
             .iter()
@@ -112,7 +119,7 @@ impl Fixture {
         let wallets: Vec<Addr> = (0..=owner_count).map(|i| api.addr_make(&format!("wallet{i}"))).collect();
         let deployer = api.addr_make("deployer");
         app.init_modules(|router, _, storage| {
-            for addr in [&relay, &payer, &reporter] {
+            for addr in [&relay, &payer, &reporter, &relay2] {
                 let funds = vec![Coin::new(START_BALANCE, OTHER_DENOM), Coin::new(START_BALANCE, DENOM)];
                 router.bank.init_balance(storage, addr, funds).unwrap();
             }
@@ -132,6 +139,7 @@ impl Fixture {
             relay,
             payer,
             reporter,
+            relay2,
             client: Keypair::from_seed([99; 32]),
             owners: owner_keys,
             workers,
@@ -393,7 +401,13 @@ impl Fixture {
     }
 
     pub fn wallets_and_contract(&self) -> Vec<Addr> {
-        let mut all = vec![self.relay.clone(), self.payer.clone(), self.reporter.clone(), self.contract.clone()];
+        let mut all = vec![
+            self.relay.clone(),
+            self.payer.clone(),
+            self.reporter.clone(),
+            self.relay2.clone(),
+            self.contract.clone(),
+        ];
         all.extend(self.wallets.iter().cloned());
         all
     }
