@@ -11,8 +11,8 @@
 
 use cosmwasm_std::{Addr, HexBinary, Uint128};
 use starling_escrow::msg::{
-    Authorization, ExecuteMsg, InstantiateMsg, JobResponse, JobTerms, QueryMsg, TaskResult, WorkerResponse,
-    WorkerSignature,
+    Authorization, ExecuteMsg, InstantiateMsg, JobResponse, JobTerms, QueryMsg, RelayResponse, RelaysResponse,
+    TaskResult, WorkerResponse, WorkerSignature,
 };
 use starling_escrow::state::{Account, JobComparison, JobStatus, Totals};
 use starling_escrow_vm::artifact::{self, workspace_root};
@@ -388,6 +388,93 @@ fn whole_flow_in_cosmwasm_vm_with_gas() {
     if std::env::var("STARLING_RECORD_GAS").is_ok_and(|v| v == "1") {
         record(&table);
     }
+}
+
+/// The relay registry in the real artifact: a second relay registers with its bond, opens a job
+/// its client signed for it, settles it with bonded workers' signatures and is paid its own fee
+/// (the deployment's relay nothing), leaves, and gets its bond back after the unbonding period;
+/// the contract's record of it and its money add up.
+#[test]
+fn relay_registry_in_cosmwasm_vm() {
+    let (wasm, _) = artifact();
+    let mut f = Flow::new(&wasm);
+    let supply = f.ledger.total_supply();
+    let relay2 = f.ledger.addr_make("relay2");
+    f.ledger.mint(&relay2, START);
+    let init = InstantiateMsg {
+        denom: DENOM.into(),
+        relay: f.relay.to_string(),
+        relay_fee_bps: FEE_BPS,
+        min_bond: Uint128::new(MIN_BOND),
+        unbonding_period: 14 * 24 * 3600,
+        max_job_duration: 7 * 24 * 3600,
+        slash_bps: 5_000,
+        min_relay_bond: Uint128::new(MIN_BOND),
+        relay_endpoint: Some("https://relay.example".into()),
+    };
+    let deployer = f.deployer.clone();
+    f.ledger.instantiate(&deployer, &init, 0).unwrap();
+    let register = ExecuteMsg::RegisterRelay { endpoint: "https://two.example".into(), fee_bps: 200 };
+    let short = f.ledger.execute(&relay2, &register, MIN_BOND - 1).unwrap_err();
+    assert!(short.refusal().is_some_and(|t| t.contains("relay bond")), "{short}");
+    f.exec(&relay2, &register, MIN_BOND);
+    let listed: RelaysResponse = f.query(&QueryMsg::Relays { start_after: None, limit: None });
+    let mut endpoints: Vec<(String, u16, bool)> =
+        listed.relays.iter().map(|r| (r.endpoint.clone(), r.fee_bps, r.active)).collect();
+    endpoints.sort();
+    assert_eq!(
+        endpoints,
+        vec![("https://relay.example".into(), FEE_BPS, true), ("https://two.example".into(), 200, true)]
+    );
+
+    for w in [0, 1] {
+        let owner = Keypair::from_seed([w as u8 + 21; 32]); // the flow's owner key of worker `w`
+        f.deposit(&owner, MIN_BOND);
+        f.bond(w, MIN_BOND, true);
+    }
+    let client = Keypair::from_seed([9; 32]); // the flow's client key
+    f.deposit(&client, 100_000);
+    let terms = JobTerms {
+        spec_digest: hex(&f.spec.0),
+        tasks: 1,
+        replicas: 2,
+        quorum: 2,
+        price_per_replica: Uint128::new(PRICE),
+        comparison: JobComparison::Exact,
+        deadline_secs: 3600,
+        not_after: f.ledger.now() + 600,
+    };
+    let (chain_id, contract) = f.deployment();
+    let deployment = Deployment { chain_id: &chain_id, contract: &contract };
+    let signature = client.sign_deposit(deployment, relay2.as_str(), &terms.to_protocol().unwrap());
+    let open =
+        ExecuteMsg::CreateJob { job_id: JOB, client: hex(&client.public().0), terms, signature: hex(&signature.0) };
+    let wrong_relay = f.ledger.execute(&f.relay.clone(), &open, 0).unwrap_err();
+    assert!(wrong_relay.refusal().is_some_and(|t| t.contains("signature")), "{wrong_relay}");
+    f.exec(&relay2, &open, 0);
+    let fee = PRICE * 200 / 10_000;
+    assert_eq!(f.account(&client).balance.u128(), 100_000 - 2 * (PRICE + fee));
+    let (relay_before, relay2_before) = (f.ledger.balance(&f.relay), f.ledger.balance(&relay2));
+    let task = f.task(0, &[0, 1]);
+    f.exec(&relay2, &ExecuteMsg::SettleBatch { job_id: JOB, tasks: vec![task] }, 0);
+    assert_eq!(f.ledger.balance(&relay2) - relay2_before, 2 * fee);
+    assert_eq!(f.ledger.balance(&f.relay), relay_before);
+
+    f.exec(&relay2, &ExecuteMsg::LeaveRelay {}, 0);
+    let release = ExecuteMsg::ReleaseRelay { relay: relay2.to_string() };
+    let payer = f.payer.clone();
+    let early = f.ledger.execute(&payer, &release, 0).unwrap_err();
+    assert!(early.refusal().is_some_and(|t| t.contains("nothing to release")), "{early}");
+    f.ledger.advance(14 * 24 * 3600);
+    let before = f.ledger.balance(&relay2);
+    f.exec(&payer, &release, 0);
+    assert_eq!(f.ledger.balance(&relay2) - before, MIN_BOND);
+    let entry: RelayResponse = f.query(&QueryMsg::Relay { address: relay2.to_string() });
+    assert_eq!(
+        (entry.active, entry.record.jobs_opened, entry.record.tasks_paid, entry.record.fees_earned.u128()),
+        (false, 1, 1, 2 * fee)
+    );
+    assert_eq!(f.ledger.total_supply(), supply + START, "only the mint for relay2 changed the supply");
 }
 
 fn contract_addr(f: &Flow) -> Addr {
