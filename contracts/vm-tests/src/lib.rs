@@ -68,6 +68,9 @@ pub enum LedgerError {
     NotInstantiated,
     #[error("the contract is already instantiated")]
     AlreadyInstantiated,
+    /// The call went over the budget its caller gave (see [`Ledger::execute_within`]).
+    #[error("out of gas: {0}")]
+    OutOfGas(String),
 }
 
 impl LedgerError {
@@ -391,6 +394,29 @@ impl Ledger {
         })
     }
 
+    /// Like [`Ledger::execute`], for a caller that meters gas by its own schedule: `budget` sees
+    /// what the call used before anything is committed and may refuse it (a chain's out-of-gas),
+    /// which leaves storage and balances as they were. The VM itself stops at `vm_gas_limit`.
+    pub fn execute_within<M: Serialize>(
+        &mut self,
+        sender: &Addr,
+        msg: &M,
+        funds: u128,
+        vm_gas_limit: u64,
+        budget: impl FnOnce(&GasUsed) -> std::result::Result<(), String>,
+    ) -> Result<Executed> {
+        if !self.instantiated {
+            return Err(LedgerError::NotInstantiated);
+        }
+        let limit = std::mem::replace(&mut self.gas_limit, vm_gas_limit.min(DEFAULT_GAS_LIMIT));
+        let mut budget = Some(budget);
+        let outcome = self.run_checked(sender, funds, &mut |gas| budget.take().map_or(Ok(()), |b| b(gas)), |instance, env, info| {
+            Ok(call_execute::<_, _, _, cosmwasm_std::Empty>(instance, env, info, &serde_json::to_vec(msg)?)?)
+        });
+        self.gas_limit = limit;
+        outcome
+    }
+
     /// A read-only query, with the gas it used.
     pub fn query<M: Serialize, T: DeserializeOwned>(&self, msg: &M) -> Result<(T, GasUsed)> {
         let storage = self.storage.fork();
@@ -438,8 +464,22 @@ impl Ledger {
             &MessageInfo,
         ) -> Result<ContractResult<Response>>,
     ) -> Result<Executed> {
+        self.run_checked(sender, funds, &mut |_| Ok(()), call)
+    }
+
+    fn run_checked(
+        &mut self,
+        sender: &Addr,
+        funds: u128,
+        budget: &mut dyn FnMut(&GasUsed) -> std::result::Result<(), String>,
+        call: impl FnOnce(
+            &mut cosmwasm_vm::Instance<MockApi, LedgerStorage, LedgerQuerier>,
+            &Env,
+            &MessageInfo,
+        ) -> Result<ContractResult<Response>>,
+    ) -> Result<Executed> {
         let balances_before = self.balances.clone();
-        let outcome = self.run_uncommitted(sender, funds, call);
+        let outcome = self.run_uncommitted(sender, funds, budget, call);
         if outcome.is_err() {
             self.balances = balances_before;
         } else {
@@ -453,6 +493,7 @@ impl Ledger {
         &mut self,
         sender: &Addr,
         funds: u128,
+        budget: &mut dyn FnMut(&GasUsed) -> std::result::Result<(), String>,
         call: impl FnOnce(
             &mut cosmwasm_vm::Instance<MockApi, LedgerStorage, LedgerQuerier>,
             &Env,
@@ -476,10 +517,14 @@ impl Ledger {
             external: report.used_externally,
             storage: storage.ops(),
         };
+        if let Err(LedgerError::Vm(VmError::GasDepletion { .. })) = &result {
+            return Err(LedgerError::OutOfGas(format!("the VM ran out of its limit of {} CosmWasm gas", report.limit)));
+        }
         let response = match result? {
             ContractResult::Ok(response) => response,
             ContractResult::Err(text) => return Err(LedgerError::Refused(text)),
         };
+        budget(&gas).map_err(LedgerError::OutOfGas)?;
         let mut transfers = Vec::new();
         let mut burned = 0u128;
         for sub in &response.messages {
