@@ -60,7 +60,8 @@ pub struct Genesis {
 
 impl Genesis {
     /// A chain id, the `ustar` denom, a big faucet, and an escrow whose own relay is `relay`,
-    /// with the parameters the embedded ledger uses.
+    /// with the parameters the embedded ledger uses (jobs up to a week and an hour, bonds
+    /// unbonding for 21 days, half a bond slashed for a proven wrong signature).
     pub fn new(chain_id: &str, relay: &str) -> Self {
         Self {
             chain_id: chain_id.to_owned(),
@@ -73,9 +74,10 @@ impl Genesis {
                 relay: relay.to_owned(),
                 relay_fee_bps: 500,
                 min_bond: 10_000_000u128.into(),
-                unbonding_period: 3_600,
-                max_job_duration: 86_400,
-                slash_bps: 10_000,
+                unbonding_period: 21 * 24 * 3600,
+                // Starling's longest job deadline (a week) and an hour.
+                max_job_duration: 7 * 24 * 3600 + 3_600,
+                slash_bps: 5_000,
                 min_relay_bond: 10_000_000u128.into(),
                 relay_endpoint: None,
             },
@@ -351,7 +353,9 @@ impl DevChain {
                 events.append(&mut message_events);
                 (0, "", "[]".to_owned(), ante + used)
             }
-            Err((e, used)) => (e.code, e.codespace, format!("failed to execute message; message index: 0: {}", e.log), ante + used),
+            Err((e, used)) => {
+                (e.code, e.codespace, format!("failed to execute message; message index: 0: {}", e.log), ante + used)
+            }
         };
         TxRecord {
             hash,
@@ -373,7 +377,10 @@ impl DevChain {
             "/cosmos.bank.v1beta1.MsgSend" => {
                 let msg = MsgSend::decode(any.value.as_slice()).map_err(|e| (TxError::decode(e), 0))?;
                 if msg.from_address != signer {
-                    return Err((TxError::unauthorized(format!("{} did not sign this transaction", msg.from_address)), 0));
+                    return Err((
+                        TxError::unauthorized(format!("{} did not sign this transaction", msg.from_address)),
+                        0,
+                    ));
                 }
                 if tx::gas::BANK_SEND > gas {
                     return Err((TxError::out_of_gas(format!("a send needs {} gas", tx::gas::BANK_SEND)), gas));
@@ -381,7 +388,9 @@ impl DevChain {
                 self.check_address(&msg.to_address).map_err(|e| (e, 0))?;
                 let amount = self.amount(&msg.amount).map_err(|e| (e, 0))?;
                 let from = Addr::unchecked(signer);
-                self.ledger.burn(&from, amount).map_err(|e| (TxError::insufficient_funds(e.to_string()), tx::gas::BANK_SEND))?;
+                self.ledger
+                    .burn(&from, amount)
+                    .map_err(|e| (TxError::insufficient_funds(e.to_string()), tx::gas::BANK_SEND))?;
                 self.ledger.mint(&Addr::unchecked(&msg.to_address), amount);
                 self.touch(&msg.to_address);
                 let coins = format!("{amount}{}", self.denom());
@@ -399,11 +408,18 @@ impl DevChain {
                     return Err((TxError::unauthorized(format!("{} did not sign this transaction", msg.sender)), 0));
                 }
                 if msg.contract != self.contract().as_str() {
-                    return Err((TxError { codespace: "wasm", code: 8, log: format!("no such contract {}: not found", msg.contract) }, 0));
+                    return Err((
+                        TxError {
+                            codespace: "wasm",
+                            code: 8,
+                            log: format!("no such contract {}: not found", msg.contract),
+                        },
+                        0,
+                    ));
                 }
                 let funds = self.amount(&msg.funds).map_err(|e| (e, 0))?;
                 let body: Value = serde_json::from_slice(&msg.msg)
-                    .map_err(|e| (TxError { codespace: "wasm", code: 21, log: format!("{e}: invalid"), }, 0))?;
+                    .map_err(|e| (TxError { codespace: "wasm", code: 21, log: format!("{e}: invalid") }, 0))?;
                 let vm_limit = gas.saturating_mul(tx::gas::WASM_MULTIPLIER);
                 let mut spent = 0;
                 let result = self.ledger.execute_within(&Addr::unchecked(signer), &body, funds, vm_limit, |used| {
@@ -443,10 +459,15 @@ impl DevChain {
                         TxError { codespace: "wasm", code: 5, log: format!("{text}: execute wasm contract failed") },
                         spent.max(tx::gas::WASM_INSTANCE),
                     )),
-                    Err(e) => Err((TxError { codespace: "wasm", code: 5, log: format!("{e}: execute wasm contract failed") }, spent)),
+                    Err(e) => Err((
+                        TxError { codespace: "wasm", code: 5, log: format!("{e}: execute wasm contract failed") },
+                        spent,
+                    )),
                 }
             }
-            other => Err((TxError::sdk(6, format!("{other} is not run by this development chain: unknown request")), 0)),
+            other => {
+                Err((TxError::sdk(6, format!("{other} is not run by this development chain: unknown request")), 0))
+            }
         }
     }
 
@@ -486,7 +507,10 @@ impl DevChain {
                     Err(e) => return decode_err(e),
                 };
                 let Some(account) = self.accounts.get(&request.address) else {
-                    return Answer::err(TxError::sdk(22, format!("account {} not found: key not found", request.address)));
+                    return Answer::err(TxError::sdk(
+                        22,
+                        format!("account {} not found: key not found", request.address),
+                    ));
                 };
                 let base = BaseAccount {
                     address: request.address,
@@ -497,7 +521,8 @@ impl DevChain {
                     account_number: account.number,
                     sequence: account.sequence,
                 };
-                let any = cosmrs::Any { type_url: "/cosmos.auth.v1beta1.BaseAccount".into(), value: base.encode_to_vec() };
+                let any =
+                    cosmrs::Any { type_url: "/cosmos.auth.v1beta1.BaseAccount".into(), value: base.encode_to_vec() };
                 Answer::ok(QueryAccountResponse { account: Some(any) }.encode_to_vec())
             }
             "/cosmos.bank.v1beta1.Query/Balance" => {
@@ -515,10 +540,18 @@ impl DevChain {
                     Err(e) => return decode_err(e),
                 };
                 if request.address != self.contract().as_str() {
-                    return Answer::err(TxError { codespace: "wasm", code: 8, log: format!("no such contract {}: not found", request.address) });
+                    return Answer::err(TxError {
+                        codespace: "wasm",
+                        code: 8,
+                        log: format!("no such contract {}: not found", request.address),
+                    });
                 }
                 let Ok(msg) = serde_json::from_slice::<Value>(&request.query_data) else {
-                    return Answer::err(TxError { codespace: "wasm", code: 21, log: "query data is not JSON: invalid".into() });
+                    return Answer::err(TxError {
+                        codespace: "wasm",
+                        code: 21,
+                        log: "query data is not JSON: invalid".into(),
+                    });
                 };
                 match self.ledger.query::<Value, Value>(&msg) {
                     Ok((answer, _)) => {
@@ -527,11 +560,18 @@ impl DevChain {
                     }
                     Err(e) => {
                         let text = e.refusal().map_or_else(|| e.to_string(), str::to_owned);
-                        Answer::err(TxError { codespace: "wasm", code: 9, log: format!("{text}: query wasm contract failed") })
+                        Answer::err(TxError {
+                            codespace: "wasm",
+                            code: 9,
+                            log: format!("{text}: query wasm contract failed"),
+                        })
                     }
                 }
             }
-            other => Answer::err(TxError::sdk(6, format!("{other} is not served by this development chain: unknown request"))),
+            other => Answer::err(TxError::sdk(
+                6,
+                format!("{other} is not served by this development chain: unknown request"),
+            )),
         }
     }
 
@@ -552,10 +592,11 @@ impl DevChain {
         let faucet = self.faucet.clone();
         self.new_block();
         let msg = ExecuteMsg::Deposit { account: cosmwasm_std::HexBinary::from(account.as_slice()) };
-        self.ledger
-            .execute(&faucet, &msg, amount)
-            .map(drop)
-            .map_err(|e| TxError { codespace: "wasm", code: 5, log: format!("{e}: execute wasm contract failed") })
+        self.ledger.execute(&faucet, &msg, amount).map(drop).map_err(|e| TxError {
+            codespace: "wasm",
+            code: 5,
+            log: format!("{e}: execute wasm contract failed"),
+        })
     }
 }
 

@@ -112,7 +112,10 @@ pub fn decode(bytes: &[u8], denom: &str, height: u64) -> Result<Decoded, TxError
         return Err(TxError::sdk(12, format!("maximum number of characters is {MAX_MEMO}: memo too large")));
     }
     if body.timeout_height != 0 && body.timeout_height < height {
-        return Err(TxError::sdk(30, format!("block height {height} > timeout height {}: tx timeout height", body.timeout_height)));
+        return Err(TxError::sdk(
+            30,
+            format!("block height {height} > timeout height {}: tx timeout height", body.timeout_height),
+        ));
     }
     if !body.extension_options.is_empty() || !body.non_critical_extension_options.is_empty() {
         return Err(TxError::sdk(37, "unknown extension options: unknown extension options"));
@@ -124,13 +127,19 @@ pub fn decode(bytes: &[u8], denom: &str, height: u64) -> Result<Decoded, TxError
         )));
     };
     let [signature] = raw.signatures.as_slice() else {
-        return Err(TxError::unauthorized(format!("wrong number of signatures; expected 1, got {}", raw.signatures.len())));
+        return Err(TxError::unauthorized(format!(
+            "wrong number of signatures; expected 1, got {}",
+            raw.signatures.len()
+        )));
     };
     match signer.mode_info.as_ref().and_then(|m| m.sum.as_ref()) {
         Some(mode_info::Sum::Single(single)) if single.mode == SignMode::Direct as i32 => {}
         _ => return Err(TxError::unauthorized("only SIGN_MODE_DIRECT single signatures are accepted")),
     }
-    let key = signer.public_key.as_ref().ok_or_else(|| TxError::sdk(8, "the signer's public key is missing: invalid pubkey"))?;
+    let key = signer
+        .public_key
+        .as_ref()
+        .ok_or_else(|| TxError::sdk(8, "the signer's public key is missing: invalid pubkey"))?;
     if key.type_url != "/cosmos.crypto.secp256k1.PubKey" {
         return Err(TxError::sdk(8, format!("{} keys are not accepted: invalid pubkey", key.type_url)));
     }
@@ -144,9 +153,10 @@ pub fn decode(bytes: &[u8], denom: &str, height: u64) -> Result<Decoded, TxError
     }
     let amount = match fee.amount.as_slice() {
         [] => 0,
-        [coin] if coin.denom == denom => {
-            coin.amount.parse::<u128>().map_err(|_| TxError::insufficient_fee(format!("fee amount {:?}", coin.amount)))?
-        }
+        [coin] if coin.denom == denom => coin
+            .amount
+            .parse::<u128>()
+            .map_err(|_| TxError::insufficient_fee(format!("fee amount {:?}", coin.amount)))?,
         other => {
             let coins: Vec<String> = other.iter().map(|c| format!("{}{}", c.amount, c.denom)).collect();
             return Err(TxError::insufficient_fee(format!("fees must be paid in {denom}, got {}", coins.join(","))));
@@ -246,7 +256,8 @@ mod tests {
         };
         let body = Body::new([cosmrs::tx::Msg::to_any(&send).unwrap()], "", 0u32);
         let coin = Coin { denom: "ustar".parse().unwrap(), amount: fee };
-        let auth = SignerInfo::single_direct(Some(key.public_key()), sequence).auth_info(Fee::from_amount_and_gas(coin, 200_000u64));
+        let auth = SignerInfo::single_direct(Some(key.public_key()), sequence)
+            .auth_info(Fee::from_amount_and_gas(coin, 200_000u64));
         let doc = Doc::new(&body, &auth, &chain_id.parse().unwrap(), account_number).unwrap();
         doc.sign(key).unwrap().to_bytes().unwrap()
     }
@@ -294,16 +305,22 @@ mod tests {
         let cases: Vec<(Vec<u8>, u32)> = vec![
             (vec![0xff; 10], 2),
             (vec![0; MAX_TX_BYTES + 1], 21),
-            ({
-                let mut raw = TxRaw::decode(signed(&key, "dev-1", 0, 0, 1).as_slice()).unwrap();
-                raw.signatures.push(raw.signatures[0].clone());
-                raw.encode_to_vec()
-            }, 4),
-            ({
-                let mut raw = TxRaw::decode(signed(&key, "dev-1", 0, 0, 1).as_slice()).unwrap();
-                raw.signatures.clear();
-                raw.encode_to_vec()
-            }, 4),
+            (
+                {
+                    let mut raw = TxRaw::decode(signed(&key, "dev-1", 0, 0, 1).as_slice()).unwrap();
+                    raw.signatures.push(raw.signatures[0].clone());
+                    raw.encode_to_vec()
+                },
+                4,
+            ),
+            (
+                {
+                    let mut raw = TxRaw::decode(signed(&key, "dev-1", 0, 0, 1).as_slice()).unwrap();
+                    raw.signatures.clear();
+                    raw.encode_to_vec()
+                },
+                4,
+            ),
         ];
         for (bytes, code) in cases {
             assert_eq!(decode(&bytes, "ustar", 1).unwrap_err().code, code);

@@ -200,6 +200,36 @@ pub struct EscrowInfo {
     pub min_bond: String,
 }
 
+/// One relay in the escrow contract's registry, with its record there.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RegisteredRelay {
+    /// Its chain account: the address a deposit signature names.
+    pub address: String,
+    /// Its public base URL (empty when it gave none).
+    pub endpoint: String,
+    pub fee_bps: u16,
+    /// Bonded, in the escrow's smallest unit.
+    pub bond: String,
+    /// Whether it opens jobs now (registered, bonded, not leaving).
+    pub active: bool,
+    pub leaving: bool,
+    pub jobs_opened: u64,
+    pub jobs_ended: u64,
+    pub tasks_paid: u64,
+    pub fees_earned: String,
+    pub workers_slashed: u64,
+}
+
+/// `GET /v1/relays`: the registry as the relay's escrow reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RelayList {
+    /// The answering relay's own chain account (`None` without escrow).
+    pub this_relay: Option<String>,
+    pub relays: Vec<RegisteredRelay>,
+}
+
 /// `GET /v1/health`. Read leniently: a field a relay does not send defaults (the web app reads
 /// relays older and newer than itself).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

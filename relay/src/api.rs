@@ -16,7 +16,8 @@ use axum::{Json, Router};
 use futures_util::StreamExt;
 use starling_kernels::{self as kernels, validate};
 use starling_protocol::api::{
-    AccountRequest, AdminDeposit, ClientView, Health, JobsQuery, StoredBlob, TaskResult, TaskState, WorkersQuery,
+    AccountRequest, AdminDeposit, ClientView, Health, JobsQuery, RelayList, StoredBlob, TaskResult, TaskState,
+    WorkersQuery,
 };
 use starling_protocol::job::{BuiltinKernel, JobSpec, KernelSpec};
 use starling_protocol::limits::MAX_SPEC_BYTES;
@@ -24,10 +25,12 @@ use starling_protocol::sign::{SignedJob, UploadPurpose, account_bytes, verify};
 use starling_protocol::upload::UploadAuth;
 use starling_protocol::{ErrorBody, ErrorCode, Hash32, JobId, PublicKey, TaskId};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/health", get(health))
+        .route("/v1/relays", get(list_relays))
         .route("/v1/jobs", post(create_job).layer(DefaultBodyLimit::max(MAX_SPEC_BYTES)).get(list_jobs))
         .route("/v1/jobs/{id}", get(get_job))
         .route("/v1/jobs/{id}/results", get(job_results))
@@ -67,6 +70,27 @@ async fn health(State(app): State<AppState>) -> Result<Json<Health>, ApiError> {
         tasks_verified_total: Some(app.store.tasks_verified_total().await?),
         escrow: app.escrow.as_ref().map(|e| e.info()),
     }))
+}
+
+/// How long a read of the escrow's relay registry is served before it is read again.
+pub const RELAYS_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `GET /v1/relays`: the relays registered in this relay's escrow contract, with their records.
+/// Served from a copy at most [`RELAYS_TTL`] old, so a flood of requests costs one contract read
+/// per period.
+async fn list_relays(State(app): State<AppState>) -> Result<Response, ApiError> {
+    let Some(escrow) = &app.escrow else {
+        return Ok(Json(RelayList::default()).into_response());
+    };
+    let mut cached = app.relays.lock().await;
+    if let Some((at, list)) = cached.as_ref()
+        && at.elapsed() < RELAYS_TTL
+    {
+        return Ok(Json(list.as_ref().clone()).into_response());
+    }
+    let list = Arc::new(RelayList { this_relay: Some(escrow.info().relay_address), relays: escrow.relays().await? });
+    *cached = Some((std::time::Instant::now(), list.clone()));
+    Ok(Json(list.as_ref().clone()).into_response())
 }
 
 /// Sizes of a spec's input blobs, each read once; the first missing blob, or the first that

@@ -63,6 +63,9 @@ pub struct AppState {
     pub escrow: Option<escrow::Escrow>,
     /// The operator's secret for `POST /v1/admin/deposits`; `None` turns the route off.
     pub admin_token: Option<Arc<str>>,
+    /// The escrow's relay registry as last read, for `GET /v1/relays` (read at most every
+    /// [`api::RELAYS_TTL`], one read at a time).
+    pub relays: Arc<tokio::sync::Mutex<Option<(std::time::Instant, Arc<starling_protocol::api::RelayList>)>>>,
 }
 
 /// How the relay settles payment.
@@ -270,6 +273,7 @@ pub(crate) async fn start_serving(
         watcher_slots: Arc::new(Semaphore::new(config.max_watchers)),
         escrow,
         admin_token: config.admin_token.as_deref().map(Arc::from),
+        relays: Arc::default(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     blobs::spawn_sweeper(state.blobs.clone(), stop_rx.clone());

@@ -410,9 +410,14 @@ impl Ledger {
         }
         let limit = std::mem::replace(&mut self.gas_limit, vm_gas_limit.min(DEFAULT_GAS_LIMIT));
         let mut budget = Some(budget);
-        let outcome = self.run_checked(sender, funds, &mut |gas| budget.take().map_or(Ok(()), |b| b(gas)), |instance, env, info| {
-            Ok(call_execute::<_, _, _, cosmwasm_std::Empty>(instance, env, info, &serde_json::to_vec(msg)?)?)
-        });
+        let outcome = self.run_checked(
+            sender,
+            funds,
+            &mut |gas| budget.take().map_or(Ok(()), |b| b(gas)),
+            |instance, env, info| {
+                Ok(call_execute::<_, _, _, cosmwasm_std::Empty>(instance, env, info, &serde_json::to_vec(msg)?)?)
+            },
+        );
         self.gas_limit = limit;
         outcome
     }

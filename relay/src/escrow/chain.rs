@@ -53,6 +53,20 @@ pub struct ChainConfig {
     pub gas_per_task: u64,
     /// How long to wait for a transaction to be included in a block.
     pub confirm_timeout: Duration,
+    /// This relay's entry in the contract's registry: registered (bonding from the relay's chain
+    /// account) or brought up to date on start. `None`: the account must be registered already.
+    pub register: Option<RelayRegistration>,
+}
+
+/// What a relay puts in the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayRegistration {
+    /// Its public base URL, for workers and clients.
+    pub endpoint: String,
+    /// Fee on each paid replica, in basis points (registered once; later only lowered).
+    pub fee_bps: u16,
+    /// Bond sent when registering, in the contract's denom.
+    pub bond: u128,
 }
 
 impl ChainConfig {
@@ -67,6 +81,7 @@ impl ChainConfig {
             gas_base: 400_000,
             gas_per_task: 250_000,
             confirm_timeout: Duration::from_secs(60),
+            register: None,
         }
     }
 }
@@ -78,14 +93,87 @@ struct Sequence {
     next: Option<u64>,
 }
 
+/// A node's RPC: JSON-RPC calls, ABCI queries and contract queries. Needs no key.
+#[derive(Debug, Clone)]
+pub struct Node {
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Node {
+    pub fn new(url: &str) -> EscrowResult<Self> {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().map_err(unavailable)?;
+        Ok(Self { url: url.trim_end_matches('/').to_owned(), http })
+    }
+
+    /// One JSON-RPC call; a JSON-RPC error is an error.
+    pub async fn call(&self, method: &str, params: Value) -> EscrowResult<Value> {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        let resp = self.http.post(&self.url).json(&body).send().await.map_err(unavailable)?;
+        let answer: Value = resp.json().await.map_err(unavailable)?;
+        if let Some(error) = answer.get("error") {
+            return Err(unavailable(format!("{method}: {error}")));
+        }
+        answer.get("result").cloned().ok_or_else(|| unavailable(format!("{method}: no result")))
+    }
+
+    pub async fn abci_query(&self, path: &str, data: Vec<u8>) -> EscrowResult<Vec<u8>> {
+        let result =
+            self.call("abci_query", json!({"path": path, "data": ::hex::encode(data), "prove": false})).await?;
+        let response = &result["response"];
+        if response["code"].as_u64().unwrap_or(0) != 0 {
+            let log = response["log"].as_str().unwrap_or_default();
+            // The wasm module reports contract errors as query failures.
+            return Err(EscrowError::Refused(log.to_owned()));
+        }
+        B64.decode(response["value"].as_str().unwrap_or_default()).map_err(unavailable)
+    }
+
+    /// A smart query of `contract`.
+    pub async fn smart<T: serde::de::DeserializeOwned>(&self, contract: &AccountId, msg: &QueryMsg) -> EscrowResult<T> {
+        let request = QuerySmartContractStateRequest {
+            address: contract.to_string(),
+            query_data: serde_json::to_vec(msg).map_err(unavailable)?,
+        };
+        let bytes = self.abci_query("/cosmwasm.wasm.v1.Query/SmartContractState", request.encode_to_vec()).await?;
+        let response = QuerySmartContractStateResponse::decode(bytes.as_slice()).map_err(unavailable)?;
+        serde_json::from_slice(&response.data).map_err(unavailable)
+    }
+
+    /// The relay registry of the escrow `contract`: what workers and clients read to find
+    /// relays without knowing one.
+    pub async fn relays(&self, contract: &str) -> EscrowResult<Vec<starling_protocol::api::RegisteredRelay>> {
+        let contract: AccountId = contract.parse().map_err(|e| unavailable(format!("contract address: {e}")))?;
+        queries::relays(&Registry { node: self, contract }).await
+    }
+}
+
+/// A keyless reader of one contract (the registry's pages).
+struct Registry<'a> {
+    node: &'a Node,
+    contract: AccountId,
+}
+
+impl queries::SmartQuery for Registry<'_> {
+    fn relay(&self) -> String {
+        String::new()
+    }
+
+    async fn smart_query<T: serde::de::DeserializeOwned>(&self, msg: &QueryMsg) -> EscrowResult<T> {
+        self.node.smart(&self.contract, msg).await
+    }
+}
+
 pub struct Chain {
     cfg: ChainConfig,
-    http: reqwest::Client,
+    node: Node,
     key: SigningKey,
     address: AccountId,
     contract: AccountId,
     chain_id: cosmrs::tendermint::chain::Id,
     contract_config: Config,
+    /// This relay's fee, from its registry entry.
+    fee_bps: u16,
     /// One transaction in flight at a time: sequence numbers must not race.
     sequence: Mutex<Sequence>,
 }
@@ -141,10 +229,10 @@ impl Chain {
         let address = key.public_key().account_id(&cfg.prefix).map_err(unavailable)?;
         let contract: AccountId = cfg.contract.parse().map_err(|e| unavailable(format!("contract address: {e}")))?;
         let chain_id = cfg.chain_id.parse().map_err(|e| unavailable(format!("chain id: {e}")))?;
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().map_err(unavailable)?;
+        let node = Node::new(&cfg.rpc)?;
         let mut chain = Self {
             cfg,
-            http,
+            node,
             key,
             address,
             contract,
@@ -159,54 +247,65 @@ impl Chain {
                 slash_bps: 0,
                 min_relay_bond: Default::default(),
             },
+            fee_bps: 0,
             sequence: Mutex::new(Sequence::default()),
         };
         chain.contract_config = chain.smart(&QueryMsg::Config {}).await?;
-        if chain.contract_config.relay.as_str() != chain.address.as_ref() {
-            return Err(unavailable(format!(
-                "the contract's relay is {}, but the key in {} is {}",
-                chain.contract_config.relay,
-                chain.cfg.key_file.display(),
-                chain.address
-            )));
-        }
+        let entry = chain.registered().await?;
+        chain.fee_bps = entry.fee_bps;
         Ok(chain)
     }
 
-    async fn rpc(&self, method: &str, params: Value) -> EscrowResult<Value> {
-        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-        let resp = self.http.post(&self.cfg.rpc).json(&body).send().await.map_err(unavailable)?;
-        let answer: Value = resp.json().await.map_err(unavailable)?;
-        if let Some(error) = answer.get("error") {
-            return Err(unavailable(format!("{method}: {error}")));
+    /// This relay's registry entry, registering or updating it first as configured. A relay
+    /// that is not registered and active opens no jobs, so it does not start.
+    async fn registered(&self) -> EscrowResult<starling_protocol::api::RegisteredRelay> {
+        let me = self.address.to_string();
+        let entry = queries::relay(self, &me).await?;
+        match (&entry, &self.cfg.register) {
+            (None, Some(r)) => {
+                tracing::info!(endpoint = %r.endpoint, fee_bps = r.fee_bps, bond = r.bond, "registering this relay in the escrow's registry");
+                let msg = ExecuteMsg::RegisterRelay { endpoint: r.endpoint.clone(), fee_bps: r.fee_bps };
+                self.execute(&msg, r.bond, self.cfg.gas_base).await?;
+            }
+            (Some(e), Some(r)) if e.leaving => {
+                // Re-registering bonds the unbonding bond again, at a fee no higher than before.
+                let msg = ExecuteMsg::RegisterRelay { endpoint: r.endpoint.clone(), fee_bps: r.fee_bps.min(e.fee_bps) };
+                self.execute(&msg, 0, self.cfg.gas_base).await?;
+            }
+            (Some(e), Some(r)) if e.endpoint != r.endpoint || r.fee_bps < e.fee_bps => {
+                let fee_bps = (r.fee_bps < e.fee_bps).then_some(r.fee_bps);
+                let msg = ExecuteMsg::UpdateRelay { endpoint: Some(r.endpoint.clone()), fee_bps };
+                self.execute(&msg, 0, self.cfg.gas_base).await?;
+            }
+            (None, None) => {
+                return Err(unavailable(format!(
+                    "{me} is not a registered relay of contract {}: register it (--chain-endpoint and --chain-bond)",
+                    self.contract
+                )));
+            }
+            _ => {}
         }
-        answer.get("result").cloned().ok_or_else(|| unavailable(format!("{method}: no result")))
+        let entry = queries::relay(self, &me).await?.ok_or_else(|| unavailable("the registration did not take"))?;
+        if !entry.active {
+            return Err(unavailable(format!(
+                "{me} is registered but not active (bond {}, leaving: {})",
+                entry.bond, entry.leaving
+            )));
+        }
+        Ok(entry)
     }
 
-    async fn abci_query(&self, path: &str, data: Vec<u8>) -> EscrowResult<Vec<u8>> {
-        let result = self.rpc("abci_query", json!({"path": path, "data": ::hex::encode(data), "prove": false})).await?;
-        let response = &result["response"];
-        if response["code"].as_u64().unwrap_or(0) != 0 {
-            let log = response["log"].as_str().unwrap_or_default();
-            // The wasm module reports contract errors as query failures.
-            return Err(EscrowError::Refused(log.to_owned()));
-        }
-        B64.decode(response["value"].as_str().unwrap_or_default()).map_err(unavailable)
+    async fn rpc(&self, method: &str, params: Value) -> EscrowResult<Value> {
+        self.node.call(method, params).await
     }
 
     async fn smart<T: serde::de::DeserializeOwned>(&self, msg: &QueryMsg) -> EscrowResult<T> {
-        let request = QuerySmartContractStateRequest {
-            address: self.contract.to_string(),
-            query_data: serde_json::to_vec(msg).map_err(unavailable)?,
-        };
-        let bytes = self.abci_query("/cosmwasm.wasm.v1.Query/SmartContractState", request.encode_to_vec()).await?;
-        let response = QuerySmartContractStateResponse::decode(bytes.as_slice()).map_err(unavailable)?;
-        serde_json::from_slice(&response.data).map_err(unavailable)
+        self.node.smart(&self.contract, msg).await
     }
 
     async fn account(&self) -> EscrowResult<(u64, u64)> {
         let request = QueryAccountRequest { address: self.address.to_string() };
-        let bytes = self.abci_query("/cosmos.auth.v1beta1.Query/Account", request.encode_to_vec()).await?;
+        let bytes = self.node.abci_query("/cosmos.auth.v1beta1.Query/Account", request.encode_to_vec()).await?;
         let response = QueryAccountResponse::decode(bytes.as_slice()).map_err(unavailable)?;
         let any = response.account.ok_or_else(|| unavailable(format!("account {} does not exist", self.address)))?;
         let base = BaseAccount::decode(any.value.as_slice()).map_err(unavailable)?;
@@ -319,7 +418,7 @@ impl EscrowBridge for Chain {
             contract: self.contract.to_string(),
             denom: self.contract_config.denom.clone(),
             relay_address: self.address.to_string(),
-            relay_fee_bps: self.contract_config.relay_fee_bps,
+            relay_fee_bps: self.fee_bps,
             min_bond: self.contract_config.min_bond.to_string(),
         }
     }
@@ -447,6 +546,10 @@ impl EscrowBridge for Chain {
         let a = queries::account(self, account).await?;
         Ok(super::account_view(account, &a, &self.contract_config.denom))
     }
+
+    async fn relays(&self) -> EscrowResult<Vec<starling_protocol::api::RegisteredRelay>> {
+        queries::relays(self).await
+    }
 }
 
 impl queries::SmartQuery for Chain {
@@ -458,6 +561,10 @@ impl queries::SmartQuery for Chain {
         self.smart(msg).await
     }
 }
+
+#[cfg(test)]
+#[path = "chain_devchain_tests.rs"]
+mod devchain_tests;
 
 #[cfg(test)]
 mod tests {

@@ -381,6 +381,10 @@ impl EscrowBridge for Embedded {
         Ok(account_view(account, &a, &self.config.denom))
     }
 
+    async fn relays(&self) -> EscrowResult<Vec<starling_protocol::api::RegisteredRelay>> {
+        queries::relays(self).await
+    }
+
     async fn authorized(
         &self,
         account: &PublicKey,

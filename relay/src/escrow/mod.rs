@@ -174,6 +174,8 @@ pub trait EscrowBridge: Send + Sync + std::fmt::Debug {
     async fn worker_account(&self, worker: &PublicKey) -> EscrowResult<Option<EscrowAccount>>;
     /// An account (a client's, or a worker owner's).
     async fn account(&self, account: &PublicKey) -> EscrowResult<EscrowAccount>;
+    /// The contract's relay registry (at most [`queries::MAX_RELAYS`] entries).
+    async fn relays(&self) -> EscrowResult<Vec<starling_protocol::api::RegisteredRelay>>;
 
     /// Submits an account owner's signed `unbond` or `withdraw` (anyone may submit one; the
     /// contract checks the signature and the nonce). Callers check the signature first, so a

@@ -2,11 +2,13 @@
 //! backend's own way of running a smart query.
 
 use super::{EscrowError, EscrowResult, account_view, hex, job_escrow};
-use starling_escrow::msg::{JobResponse, JobsResponse, QueryMsg, TasksResponse, WorkerResponse};
+use starling_escrow::msg::{
+    JobResponse, JobsResponse, QueryMsg, RelayResponse, RelaysResponse, TasksResponse, WorkerResponse,
+};
 use starling_escrow::state::Account;
 use starling_escrow::state::JobStatus;
-use starling_protocol::api::EscrowAccount;
 use starling_protocol::api::JobEscrow;
+use starling_protocol::api::{EscrowAccount, RegisteredRelay};
 use starling_protocol::{JobId, PublicKey};
 use std::collections::HashSet;
 
@@ -98,4 +100,43 @@ pub(super) async fn worker_account(
         slashed: Some(w.slashed.to_string()),
         ..account_view(&owner, &account, denom)
     }))
+}
+
+/// Most registry entries read (and listed) at once.
+pub const MAX_RELAYS: usize = 1_000;
+
+/// The contract's relay registry, page by page, at most [`MAX_RELAYS`] entries.
+pub(super) async fn relays(q: &impl SmartQuery) -> EscrowResult<Vec<RegisteredRelay>> {
+    let mut all: Vec<RegisteredRelay> = Vec::new();
+    let mut start_after: Option<String> = None;
+    while all.len() < MAX_RELAYS {
+        let page: RelaysResponse =
+            q.smart_query(&QueryMsg::Relays { start_after: start_after.clone(), limit: Some(PAGE) }).await?;
+        let Some(last) = page.relays.last() else { break };
+        start_after = Some(last.address.to_string());
+        all.extend(page.relays.into_iter().map(registered));
+    }
+    all.truncate(MAX_RELAYS);
+    Ok(all)
+}
+
+/// One registry entry (`None`: not registered).
+pub(super) async fn relay(q: &impl SmartQuery, address: &str) -> EscrowResult<Option<RegisteredRelay>> {
+    Ok(optional::<RelayResponse>(q, &QueryMsg::Relay { address: address.to_owned() }).await?.map(registered))
+}
+
+pub(super) fn registered(r: RelayResponse) -> RegisteredRelay {
+    RegisteredRelay {
+        address: r.address.to_string(),
+        endpoint: r.endpoint,
+        fee_bps: r.fee_bps,
+        bond: r.bond.to_string(),
+        active: r.active,
+        leaving: r.leaving,
+        jobs_opened: r.record.jobs_opened,
+        jobs_ended: r.record.jobs_ended,
+        tasks_paid: r.record.tasks_paid,
+        fees_earned: r.record.fees_earned.to_string(),
+        workers_slashed: r.record.workers_slashed,
+    }
 }
