@@ -19,6 +19,15 @@ pub struct SubmitArgs {
     /// Relay URL.
     #[arg(long, default_value = "http://127.0.0.1:7070", env = "STARLING_RELAY", global = true)]
     pub relay: String,
+    /// Find a relay instead: read the relay registry of the escrow contract at this chain
+    /// node's RPC URL (with `--contract`) and post to the registered relay with the lowest fee
+    /// among those answering (then the most workers online, then the nearest). Overrides
+    /// `--relay`.
+    #[arg(long, env = "STARLING_CHAIN_RPC", requires = "contract", global = true)]
+    pub chain: Option<String>,
+    /// With `--chain`: the escrow contract whose registry to read.
+    #[arg(long, env = "STARLING_CHAIN_CONTRACT", global = true)]
+    pub contract: Option<String>,
     /// The client's ed25519 key (created on first use).
     #[arg(long, default_value = ".starling/client.key", global = true)]
     pub key_file: PathBuf,
@@ -372,7 +381,17 @@ pub async fn finish(client: &Client, job: &JobSummary, spec: &JobSpec, finish: &
 }
 
 pub async fn submit(args: SubmitArgs) -> Result<()> {
-    let client = Client::new(&args.relay);
+    let relay = match (&args.chain, &args.contract) {
+        (Some(rpc), Some(contract)) => {
+            let found = crate::discover::relays(rpc, contract, crate::discover::Role::Client).await?;
+            let best = found.into_iter().next().filter(|f| f.latency_ms.is_some());
+            let best = best.context("no registered relay answers now")?;
+            println!("relay {} ({}), fee {} bps: {}", best.endpoint, best.address, best.fee_bps, best.note);
+            best.endpoint
+        }
+        _ => args.relay.clone(),
+    };
+    let client = Client::new(&relay);
     let key = starling_web_worker::native::load_or_create_key(&args.key_file)?;
     let prepared = prepare(&client, &key, args.kind, &args.rules).await?;
     let started = Instant::now();

@@ -1,8 +1,10 @@
 //! `starling`: run a relay, contribute as a worker, post jobs and watch them, or run the whole
 //! market on one machine with `starling demo`.
 
+mod chain;
 mod client;
 mod demo;
+mod discover;
 mod jobs;
 mod simulate;
 
@@ -36,6 +38,9 @@ enum Command {
     /// Operator of an embedded ledger: deposit new money into an account (a client's, or a
     /// worker owner's) through the relay's admin route.
     Fund(FundArgs),
+    /// A local development chain running the escrow contract (`starling chain serve`), and its
+    /// keys and faucet. For development and demos; production relays use a real chain.
+    Chain(chain::ChainArgs),
     /// Run the market simulator: strategies of cheaters against the relay's decision code and
     /// the real contract, seeded; print (and with --write record) what cheating earns.
     Simulate(simulate::SimulateArgs),
@@ -172,6 +177,19 @@ struct RelayArgs {
     /// `--escrow chain`: fee per unit of gas, in the contract's denom.
     #[arg(long, env = "STARLING_CHAIN_GAS_PRICE", default_value_t = 0.025)]
     chain_gas_price: f64,
+    /// `--escrow chain`: this relay's public URL, put in the contract's relay registry (the
+    /// relay registers on start if it is not registered, bonding `--chain-bond` from its chain
+    /// account, or updates its entry). Workers and clients find it there.
+    #[arg(long, env = "STARLING_CHAIN_ENDPOINT")]
+    chain_endpoint: Option<String>,
+    /// `--escrow chain` with `--chain-endpoint`: the bond a new registration sends (at least the
+    /// contract's `min_relay_bond`).
+    #[arg(long, env = "STARLING_CHAIN_BOND", default_value_t = 10_000_000)]
+    chain_bond: u128,
+    /// `--escrow chain` with `--chain-endpoint`: the fee this relay charges on each paid replica,
+    /// in basis points (set when registering; afterwards it can only be lowered).
+    #[arg(long, env = "STARLING_CHAIN_FEE_BPS", default_value_t = 500, value_parser = clap::value_parser!(u16).range(0..=10_000))]
+    chain_fee_bps: u16,
     /// The web app's folder (default: www/ with its build in www/pkg); `--www ''` serves the API only.
     // A String, not a PathBuf: clap refuses an empty path, and `''` is how one says "none".
     #[arg(long, env = "STARLING_WWW")]
@@ -237,6 +255,13 @@ fn relay_config(args: &RelayArgs) -> Result<starling_relay::Config> {
                 args.chain_key.clone().context("--escrow chain needs --chain-key")?,
             );
             chain.gas_price = args.chain_gas_price;
+            chain.register = args.chain_endpoint.as_ref().map(|endpoint| {
+                starling_relay::escrow::chain::RelayRegistration {
+                    endpoint: endpoint.trim_end_matches('/').to_owned(),
+                    fee_bps: args.chain_fee_bps,
+                    bond: args.chain_bond,
+                }
+            });
             starling_relay::EscrowConfig::Chain(chain)
         }
         EscrowMode::Embedded => {
@@ -317,6 +342,15 @@ struct WorkerArgs {
     /// when its connection is lost.
     #[arg(long, default_value = "http://127.0.0.1:7070", env = "STARLING_RELAY")]
     relay: String,
+    /// Find relays instead: read the relay registry of the escrow contract at this chain node's
+    /// RPC URL (with `--contract`), and work for the registered relays, best first, moving to
+    /// the next when one stops answering. Overrides `--relay`.
+    #[arg(long, env = "STARLING_CHAIN_RPC", requires = "contract")]
+    chain: Option<String>,
+    /// With `--chain`: the escrow contract whose registry to read (and the only one this
+    /// worker's signatures and bond are for).
+    #[arg(long, env = "STARLING_CHAIN_CONTRACT")]
+    contract: Option<String>,
     /// The worker's ed25519 key (created on first run).
     #[arg(long, default_value = ".starling/worker.key")]
     key_file: PathBuf,
@@ -408,6 +442,17 @@ async fn main() -> Result<()> {
         Command::Worker(args) => {
             init_tracing("info,wgpu_core=warn,wgpu_hal=warn,wgpu_hal::gles=off,naga=warn");
             let key = native::load_or_create_key(&args.key_file)?;
+            let (relay, expect_contract) = match (&args.chain, &args.contract) {
+                (Some(rpc), Some(contract)) => {
+                    let found = discover::relays(rpc, contract, discover::Role::Worker).await?;
+                    for r in &found {
+                        let latency = r.latency_ms.map_or("-".into(), |ms| format!("{ms} ms"));
+                        println!("relay     {}  fee {} bps  {latency}  {}", r.endpoint, r.fee_bps, r.note);
+                    }
+                    (discover::endpoints(&found), Some(contract.clone()))
+                }
+                _ => (args.relay.clone(), args.expect_contract.clone()),
+            };
             let config = WorkerConfig {
                 duty_cycle: args.duty,
                 asking_price: args.price,
@@ -422,9 +467,9 @@ async fn main() -> Result<()> {
                     None => None,
                 },
                 max_bond: args.max_bond,
-                expect_contract: args.expect_contract,
+                expect_contract,
                 expect_chain_id: args.expect_chain_id,
-                ..WorkerConfig::new(args.relay)
+                ..WorkerConfig::new(relay)
             };
             println!("starling worker {}", key.public());
             let compute = Compute::open(config.cpu_only).await;
@@ -449,6 +494,10 @@ async fn main() -> Result<()> {
         Command::Fund(args) => {
             init_tracing("warn");
             fund(args).await?;
+        }
+        Command::Chain(args) => {
+            init_tracing("info");
+            chain::run(args).await?;
         }
         Command::Demo(args) => {
             init_tracing("error,wgpu_hal::gles=off");
