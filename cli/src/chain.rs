@@ -91,7 +91,10 @@ pub async fn run(args: ChainArgs) -> Result<()> {
             };
             let node = starling_relay::escrow::chain::Node::new(&args.chain)?;
             node.call(method, params).await.context("the development chain refused")?;
-            println!("funded {}", args.address.clone().unwrap_or_else(|| args.account.map(|a| a.to_hex()).unwrap_or_default()));
+            println!(
+                "funded {}",
+                args.address.clone().unwrap_or_else(|| args.account.map(|a| a.to_hex()).unwrap_or_default())
+            );
             Ok(())
         }
     }
@@ -126,7 +129,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
     genesis.escrow.relay_endpoint = args.relay_endpoint.clone();
     let chain = starling_devchain::DevChain::new(&wasm, genesis)?;
     let contract = chain.contract().to_string();
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
     // Scripts and tests read these lines.
     println!("starling devchain listening on http://{addr}");
@@ -134,6 +138,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     println!("contract {contract}");
     eprintln!("a development chain: one process, state in memory, not a network; see README");
     let shared = Arc::new(Mutex::new(chain));
-    starling_devchain::rpc::serve(listener, shared, Duration::from_millis(args.block_ms.max(10)), crate::ctrl_c()).await?;
+    starling_devchain::rpc::serve(listener, shared, Duration::from_millis(args.block_ms.max(10)), crate::ctrl_c())
+        .await?;
     Ok(())
 }

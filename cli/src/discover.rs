@@ -39,7 +39,8 @@ pub struct Found {
 /// tries them when the others fail). Fails when the registry lists no relay with an endpoint.
 pub async fn relays(rpc: &str, contract: &str, role: Role) -> Result<Vec<Found>> {
     let node = starling_relay::escrow::chain::Node::new(rpc)?;
-    let registry = node.relays(contract).await.with_context(|| format!("reading the relay registry of {contract} at {rpc}"))?;
+    let registry =
+        node.relays(contract).await.with_context(|| format!("reading the relay registry of {contract} at {rpc}"))?;
     let candidates: Vec<RegisteredRelay> =
         registry.into_iter().filter(|r| r.active && r.endpoint.starts_with("http")).take(MAX_PROBES).collect();
     if candidates.is_empty() {

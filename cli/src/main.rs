@@ -255,13 +255,12 @@ fn relay_config(args: &RelayArgs) -> Result<starling_relay::Config> {
                 args.chain_key.clone().context("--escrow chain needs --chain-key")?,
             );
             chain.gas_price = args.chain_gas_price;
-            chain.register = args.chain_endpoint.as_ref().map(|endpoint| {
-                starling_relay::escrow::chain::RelayRegistration {
+            chain.register =
+                args.chain_endpoint.as_ref().map(|endpoint| starling_relay::escrow::chain::RelayRegistration {
                     endpoint: endpoint.trim_end_matches('/').to_owned(),
                     fee_bps: args.chain_fee_bps,
                     bond: args.chain_bond,
-                }
-            });
+                });
             starling_relay::EscrowConfig::Chain(chain)
         }
         EscrowMode::Embedded => {
@@ -447,7 +446,8 @@ async fn main() -> Result<()> {
                     let found = discover::relays(rpc, contract, discover::Role::Worker).await?;
                     for r in &found {
                         let latency = r.latency_ms.map_or("-".into(), |ms| format!("{ms} ms"));
-                        println!("relay     {}  fee {} bps  {latency}  {}", r.endpoint, r.fee_bps, r.note);
+                        // stderr: the first stdout line is the worker's key.
+                        eprintln!("relay {}  fee {} bps  {latency}  {}", r.endpoint, r.fee_bps, r.note);
                     }
                     (discover::endpoints(&found), Some(contract.clone()))
                 }

@@ -2,5 +2,6 @@
 
 mod e2e;
 mod escrow;
+mod registry;
 mod scale_out;
 mod support;
