@@ -41,12 +41,20 @@ pub async fn relays(rpc: &str, contract: &str, role: Role) -> Result<Vec<Found>>
     let node = starling_relay::escrow::chain::Node::new(rpc)?;
     let registry =
         node.relays(contract).await.with_context(|| format!("reading the relay registry of {contract} at {rpc}"))?;
-    let candidates: Vec<RegisteredRelay> =
-        registry.into_iter().filter(|r| r.active && r.endpoint.starts_with("http")).take(MAX_PROBES).collect();
+    // Only endpoints a worker can use (one origin, no comma to split a list on), each once.
+    let mut seen = std::collections::HashSet::new();
+    let candidates: Vec<RegisteredRelay> = registry
+        .into_iter()
+        .filter(|r| r.active && !r.endpoint.contains(','))
+        .filter(|r| starling_web_worker::relay_urls::RelayUrls::from_origin(&r.endpoint).is_ok())
+        .filter(|r| seen.insert(r.endpoint.trim_end_matches('/').to_owned()))
+        .take(MAX_PROBES)
+        .collect();
     if candidates.is_empty() {
         bail!("no active relay with an endpoint is registered in {contract}");
     }
-    let http = reqwest::Client::builder().timeout(PROBE_TIMEOUT).build()?;
+    // No redirects: an endpoint must not send every discovering host elsewhere.
+    let http = reqwest::Client::builder().timeout(PROBE_TIMEOUT).redirect(reqwest::redirect::Policy::none()).build()?;
     let mut probes = tokio::task::JoinSet::new();
     for relay in candidates {
         let http = http.clone();
@@ -60,6 +68,8 @@ pub async fn relays(rpc: &str, contract: &str, role: Role) -> Result<Vec<Found>>
         }
     }
     rank(&mut found, role);
+    // A worker keeps at most this many relays to fail over along.
+    found.truncate(starling_web_worker::relay_urls::MAX_RELAYS);
     if found.is_empty() {
         bail!("every registered relay's endpoint answers for another contract or relay");
     }
@@ -104,7 +114,8 @@ pub fn rank(found: &mut [Found], role: Role) {
     found.sort_by_key(|f| {
         let latency = f.latency_ms.map_or(u64::MAX, |ms| ms / 20);
         // Jobs per online worker, in thousandths: more work waiting per worker is better.
-        let work = f.jobs_running * 1000 / (f.workers_online + 1);
+        // Figures a relay reports about itself: never trusted not to overflow.
+        let work = f.jobs_running.saturating_mul(1000) / f.workers_online.saturating_add(1).max(1);
         match role {
             Role::Worker => (f.latency_ms.is_none(), u64::MAX - work, u64::from(f.fee_bps), latency),
             Role::Client => (f.latency_ms.is_none(), u64::from(f.fee_bps), u64::MAX - f.workers_online, latency),
@@ -141,6 +152,7 @@ mod tests {
             relay("cheap-far", 100, Some(300), 50, 1),
             relay("cheap-near", 100, Some(5), 50, 1),
             relay("idle", 200, Some(1), 100, 0),
+            relay("liar", 900, Some(1), u64::MAX, u64::MAX),
         ];
         let order = |role| {
             let mut found = all.clone();
@@ -149,9 +161,11 @@ mod tests {
         };
         // A client: the lowest fee among those that answer, then more workers, then nearer; a
         // silent relay comes last however cheap.
-        assert_eq!(order(Role::Client), ["cheap-near", "cheap-far", "idle", "busy", "silent-cheap"]);
+        assert_eq!(order(Role::Client), ["cheap-near", "cheap-far", "idle", "busy", "liar", "silent-cheap"]);
         // A worker: where jobs wait per worker, then the lower fee (cheaper for its clients).
-        assert_eq!(order(Role::Worker), ["busy", "cheap-near", "cheap-far", "idle", "silent-cheap"]);
+        // A relay claiming absurd figures does not overflow the ranking (its huge worker count
+        // dilutes its huge job count).
+        assert_eq!(order(Role::Worker), ["busy", "cheap-near", "cheap-far", "liar", "idle", "silent-cheap"]);
         assert_eq!(endpoints(&[relay("a", 0, None, 0, 0), relay("b", 0, None, 0, 0)]), "a,b");
     }
 }

@@ -23,10 +23,10 @@ pub struct SubmitArgs {
     /// node's RPC URL (with `--contract`) and post to the registered relay with the lowest fee
     /// among those answering (then the most workers online, then the nearest). Overrides
     /// `--relay`.
-    #[arg(long, env = "STARLING_CHAIN_RPC", requires = "contract", global = true)]
+    #[arg(long, env = "STARLING_DISCOVER_CHAIN", requires = "contract", global = true)]
     pub chain: Option<String>,
     /// With `--chain`: the escrow contract whose registry to read.
-    #[arg(long, env = "STARLING_CHAIN_CONTRACT", global = true)]
+    #[arg(long, env = "STARLING_DISCOVER_CONTRACT", global = true)]
     pub contract: Option<String>,
     /// The client's ed25519 key (created on first use).
     #[arg(long, default_value = ".starling/client.key", global = true)]

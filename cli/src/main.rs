@@ -344,11 +344,11 @@ struct WorkerArgs {
     /// Find relays instead: read the relay registry of the escrow contract at this chain node's
     /// RPC URL (with `--contract`), and work for the registered relays, best first, moving to
     /// the next when one stops answering. Overrides `--relay`.
-    #[arg(long, env = "STARLING_CHAIN_RPC", requires = "contract")]
+    #[arg(long, env = "STARLING_DISCOVER_CHAIN", requires = "contract", conflicts_with = "expect_contract")]
     chain: Option<String>,
     /// With `--chain`: the escrow contract whose registry to read (and the only one this
     /// worker's signatures and bond are for).
-    #[arg(long, env = "STARLING_CHAIN_CONTRACT")]
+    #[arg(long, env = "STARLING_DISCOVER_CONTRACT")]
     contract: Option<String>,
     /// The worker's ed25519 key (created on first run).
     #[arg(long, default_value = ".starling/worker.key")]

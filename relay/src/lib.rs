@@ -65,8 +65,11 @@ pub struct AppState {
     pub admin_token: Option<Arc<str>>,
     /// The escrow's relay registry as last read, for `GET /v1/relays` (read at most every
     /// [`api::RELAYS_TTL`], one read at a time).
-    pub relays: Arc<tokio::sync::Mutex<Option<(std::time::Instant, Arc<starling_protocol::api::RelayList>)>>>,
+    pub relays: Arc<tokio::sync::Mutex<Option<CachedRelays>>>,
 }
+
+/// A read of the relay registry and when it was made.
+pub type CachedRelays = (std::time::Instant, Arc<starling_protocol::api::RelayList>);
 
 /// How the relay settles payment.
 #[derive(Debug, Clone)]

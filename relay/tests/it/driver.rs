@@ -97,6 +97,9 @@ impl EscrowBridge for SlowEscrow {
     async fn worker_account(&self, _: &PublicKey) -> EscrowResult<Option<EscrowAccount>> {
         Ok(None)
     }
+    async fn relays(&self) -> EscrowResult<Vec<starling_protocol::api::RegisteredRelay>> {
+        Ok(Vec::new())
+    }
     async fn account(&self, account: &PublicKey) -> EscrowResult<EscrowAccount> {
         Ok(EscrowAccount {
             address: account.to_hex(),
