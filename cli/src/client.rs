@@ -18,6 +18,16 @@ pub const DEPOSIT_VALID_SECS: u64 = 600;
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    /// The escrow deployment and relay account a paid job's deposit may name (found in the
+    /// registry by discovery): a relay that answers otherwise when the job is signed is refused.
+    expect: Option<Expected>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expected {
+    pub chain_id: String,
+    pub contract: String,
+    pub relay_address: String,
 }
 
 async fn check(resp: reqwest::Response) -> Result<reqwest::Response> {
@@ -34,7 +44,13 @@ async fn check(resp: reqwest::Response) -> Result<reqwest::Response> {
 
 impl Client {
     pub fn new(base: &str) -> Self {
-        Self { base: base.trim_end_matches('/').to_string(), http: reqwest::Client::new() }
+        Self { base: base.trim_end_matches('/').to_string(), http: reqwest::Client::new(), expect: None }
+    }
+
+    /// Signs deposits only for this deployment and relay account.
+    pub fn expecting(mut self, expect: Expected) -> Self {
+        self.expect = Some(expect);
+        self
     }
 
     /// Uploads a job input to its content address, signed by `key` (whose quota it counts
@@ -69,6 +85,16 @@ impl Client {
         } else {
             None
         };
+        if let (Some(want), Some(e)) = (&self.expect, &escrow) {
+            let got = Expected {
+                chain_id: e.chain_id.clone(),
+                contract: e.contract.clone(),
+                relay_address: e.relay_address.clone(),
+            };
+            if &got != want {
+                bail!("the relay now answers for {got:?}, not the registered {want:?}: nothing signed");
+            }
+        }
         let body = match escrow {
             Some(e) => {
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();

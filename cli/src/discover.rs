@@ -35,12 +35,26 @@ pub struct Found {
     pub note: String,
 }
 
+/// What discovery found: the chain's id (from its node) and the relays.
+#[derive(Debug, Clone)]
+pub struct Discovered {
+    pub chain_id: String,
+    pub relays: Vec<Found>,
+}
+
 /// The registered relays reachable now, ranked for `role`, then the silent ones (a worker
-/// tries them when the others fail). Fails when the registry lists no relay with an endpoint.
-pub async fn relays(rpc: &str, contract: &str, role: Role) -> Result<Vec<Found>> {
+/// tries them when the others fail, and checks each one's deployment when it connects). Fails
+/// when the registry lists no usable relay.
+pub async fn relays(rpc: &str, contract: &str, role: Role) -> Result<Discovered> {
     let node = starling_relay::escrow::chain::Node::new(rpc)?;
-    let registry =
+    let status =
+        node.call("status", serde_json::json!({})).await.with_context(|| format!("asking {rpc} for its status"))?;
+    let chain_id = status["node_info"]["network"].as_str().context("the node's status names no network")?.to_owned();
+    let mut registry =
         node.relays(contract).await.with_context(|| format!("reading the relay registry of {contract} at {rpc}"))?;
+    // Relays with a record and a bond first, so entries made only to crowd the list (any
+    // number of fresh addresses at the minimum bond) come last when the list is cut.
+    registry.sort_by_key(|r| (std::cmp::Reverse(r.tasks_paid), std::cmp::Reverse(r.bond.parse::<u128>().unwrap_or(0))));
     // Only endpoints a worker can use (one origin, no comma to split a list on), each once.
     let mut seen = std::collections::HashSet::new();
     let candidates: Vec<RegisteredRelay> = registry
@@ -59,7 +73,8 @@ pub async fn relays(rpc: &str, contract: &str, role: Role) -> Result<Vec<Found>>
     for relay in candidates {
         let http = http.clone();
         let contract = contract.to_owned();
-        probes.spawn(async move { probe(&http, relay, &contract).await });
+        let chain_id = chain_id.clone();
+        probes.spawn(async move { probe(&http, relay, &contract, &chain_id).await });
     }
     let mut found = Vec::new();
     while let Some(done) = probes.join_next().await {
@@ -73,11 +88,12 @@ pub async fn relays(rpc: &str, contract: &str, role: Role) -> Result<Vec<Found>>
     if found.is_empty() {
         bail!("every registered relay's endpoint answers for another contract or relay");
     }
-    Ok(found)
+    Ok(Discovered { chain_id, relays: found })
 }
 
-/// `None`: the endpoint answers, but not as this registry entry's relay of this contract.
-async fn probe(http: &reqwest::Client, relay: RegisteredRelay, contract: &str) -> Option<Found> {
+/// `None`: the endpoint answers, but not as this registry entry's relay of this contract on
+/// this chain.
+async fn probe(http: &reqwest::Client, relay: RegisteredRelay, contract: &str, chain_id: &str) -> Option<Found> {
     let started = Instant::now();
     let endpoint = relay.endpoint.trim_end_matches('/').to_owned();
     let mut found = Found {
@@ -97,7 +113,7 @@ async fn probe(http: &reqwest::Client, relay: RegisteredRelay, contract: &str) -
         return Some(found);
     };
     let escrow = health.escrow?;
-    if escrow.contract != contract || escrow.relay_address != relay.address {
+    if escrow.contract != contract || escrow.relay_address != relay.address || escrow.chain_id != chain_id {
         tracing::warn!(%endpoint, "the registered endpoint answers for another contract or relay; skipped");
         return None;
     }

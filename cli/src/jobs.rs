@@ -381,17 +381,20 @@ pub async fn finish(client: &Client, job: &JobSummary, spec: &JobSpec, finish: &
 }
 
 pub async fn submit(args: SubmitArgs) -> Result<()> {
-    let relay = match (&args.chain, &args.contract) {
+    let client = match (&args.chain, &args.contract) {
         (Some(rpc), Some(contract)) => {
             let found = crate::discover::relays(rpc, contract, crate::discover::Role::Client).await?;
-            let best = found.into_iter().next().filter(|f| f.latency_ms.is_some());
+            let best = found.relays.into_iter().next().filter(|f| f.latency_ms.is_some());
             let best = best.context("no registered relay answers now")?;
             println!("relay {} ({}), fee {} bps: {}", best.endpoint, best.address, best.fee_bps, best.note);
-            best.endpoint
+            Client::new(&best.endpoint).expecting(crate::client::Expected {
+                chain_id: found.chain_id,
+                contract: contract.clone(),
+                relay_address: best.address,
+            })
         }
-        _ => args.relay.clone(),
+        _ => Client::new(&args.relay),
     };
-    let client = Client::new(&relay);
     let key = starling_web_worker::native::load_or_create_key(&args.key_file)?;
     let prepared = prepare(&client, &key, args.kind, &args.rules).await?;
     let started = Instant::now();

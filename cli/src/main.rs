@@ -182,6 +182,10 @@ struct RelayArgs {
     /// account, or updates its entry). Workers and clients find it there.
     #[arg(long, env = "STARLING_CHAIN_ENDPOINT")]
     chain_endpoint: Option<String>,
+    /// `--escrow chain`: how often to look for other registered relays' expired jobs that
+    /// nobody refunded (a dead relay's) and send their clients' refunds (milliseconds).
+    #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1_000..))]
+    chain_refund_sweep_ms: u64,
     /// `--escrow chain` with `--chain-endpoint`: the bond a new registration sends (at least the
     /// contract's `min_relay_bond`).
     #[arg(long, env = "STARLING_CHAIN_BOND", default_value_t = 10_000_000)]
@@ -229,6 +233,7 @@ fn relay_config(args: &RelayArgs) -> Result<starling_relay::Config> {
     config.core.scheduler.lease_ms = args.lease_ms;
     config.core.scheduler.max_lease_ms = args.max_lease_ms;
     config.standing_refresh = std::time::Duration::from_millis(args.standing_refresh_ms);
+    config.refund_sweep = std::time::Duration::from_millis(args.chain_refund_sweep_ms);
     config.core.audit_rate = args.audit_rate;
     config.core.extra_rate = args.extra_rate;
     config.core.canary_rate = args.canary_rate;
@@ -441,17 +446,20 @@ async fn main() -> Result<()> {
         Command::Worker(args) => {
             init_tracing("info,wgpu_core=warn,wgpu_hal=warn,wgpu_hal::gles=off,naga=warn");
             let key = native::load_or_create_key(&args.key_file)?;
-            let (relay, expect_contract) = match (&args.chain, &args.contract) {
+            let (relay, expect_contract, expect_chain_id) = match (&args.chain, &args.contract) {
                 (Some(rpc), Some(contract)) => {
                     let found = discover::relays(rpc, contract, discover::Role::Worker).await?;
-                    for r in &found {
+                    if args.expect_chain_id.as_ref().is_some_and(|id| *id != found.chain_id) {
+                        anyhow::bail!("the chain at {rpc} is {}, not --expect-chain-id", found.chain_id);
+                    }
+                    for r in &found.relays {
                         let latency = r.latency_ms.map_or("-".into(), |ms| format!("{ms} ms"));
                         // stderr: the first stdout line is the worker's key.
                         eprintln!("relay {}  fee {} bps  {latency}  {}", r.endpoint, r.fee_bps, r.note);
                     }
-                    (discover::endpoints(&found), Some(contract.clone()))
+                    (discover::endpoints(&found.relays), Some(contract.clone()), Some(found.chain_id))
                 }
-                _ => (args.relay.clone(), args.expect_contract.clone()),
+                _ => (args.relay.clone(), args.expect_contract.clone(), args.expect_chain_id.clone()),
             };
             let config = WorkerConfig {
                 duty_cycle: args.duty,
@@ -468,7 +476,7 @@ async fn main() -> Result<()> {
                 },
                 max_bond: args.max_bond,
                 expect_contract,
-                expect_chain_id: args.expect_chain_id,
+                expect_chain_id,
                 ..WorkerConfig::new(relay)
             };
             println!("starling worker {}", key.public());

@@ -40,8 +40,9 @@ use tx::TxError;
 
 /// The bech32 prefix of this chain's addresses (the VM's address API).
 pub const PREFIX: &str = "cosmwasm";
-/// Transactions whose results stay queryable by hash.
+/// Transactions whose results stay queryable by hash, and the most bytes they may hold.
 const KEEP_TXS: usize = 100_000;
+const KEEP_TX_BYTES: usize = 256 << 20;
 
 /// How a development chain starts.
 #[derive(Debug, Clone)]
@@ -171,6 +172,9 @@ pub struct DevChain {
     next_account: u64,
     txs: HashMap<[u8; 32], TxRecord>,
     tx_order: VecDeque<[u8; 32]>,
+    tx_bytes: usize,
+    /// Development only: how far the chain's clock runs ahead of the wall clock.
+    ahead_nanos: u64,
     faucet: Addr,
     fee_collector: Addr,
 }
@@ -213,6 +217,8 @@ impl DevChain {
             next_account: 0,
             txs: HashMap::new(),
             tx_order: VecDeque::new(),
+            tx_bytes: 0,
+            ahead_nanos: 0,
         };
         for (address, amount) in &genesis.accounts {
             chain.check_address(address).map_err(|e| DevChainError::Genesis(e.log))?;
@@ -259,9 +265,26 @@ impl DevChain {
     }
 
     fn new_block(&mut self) {
-        let now = Timestamp::from_nanos(now_nanos().max(self.ledger.block().time.nanos()));
-        self.ledger.set_time(now);
+        self.clock();
         self.ledger.advance(0);
+    }
+
+    /// The block time moves to now (never back).
+    fn clock(&mut self) {
+        let now = now_nanos().saturating_add(self.ahead_nanos);
+        self.ledger.set_time(Timestamp::from_nanos(now.max(self.ledger.block().time.nanos())));
+    }
+
+    /// Development only: moves the chain's clock `seconds` ahead (as a dev node's time travel
+    /// does), in a new block, so deadlines and unbonding periods can be reached in a test.
+    pub fn advance_time(&mut self, seconds: u64) {
+        self.ahead_nanos = self.ahead_nanos.saturating_add(seconds.saturating_mul(1_000_000_000));
+        self.new_block();
+    }
+
+    /// Block time, in seconds.
+    pub fn time(&self) -> u64 {
+        self.ledger.now()
     }
 
     fn check_address(&self, address: &str) -> Result<(), TxError> {
@@ -288,8 +311,15 @@ impl DevChain {
         match self.ante(bytes) {
             Err(e) => Broadcast { hash, code: e.code, codespace: e.codespace, log: e.log },
             Ok((decoded, signer)) => {
-                self.new_block();
-                let record = self.deliver(hash, bytes, &decoded, &signer);
+                // One block for this transaction: a committed contract call moves the ledger's
+                // height itself; anything else (a send, a failure) is given its block here.
+                self.clock();
+                let height = self.height();
+                let mut record = self.deliver(hash, bytes, &decoded, &signer);
+                if self.height() == height {
+                    self.ledger.advance(0);
+                }
+                record.height = self.height();
                 self.remember(record);
                 Broadcast { hash, code: 0, codespace: "", log: "[]".into() }
             }
@@ -328,6 +358,22 @@ impl DevChain {
                 "this development chain runs one message per transaction, not {}",
                 decoded.body.messages.len()
             )));
+        }
+        // The message's signer must be the transaction's (the SDK's GetSigners check, before
+        // any fee is taken).
+        let any = &decoded.body.messages[0];
+        let named = match any.type_url.as_str() {
+            "/cosmos.bank.v1beta1.MsgSend" => MsgSend::decode(any.value.as_slice()).map(|m| m.from_address),
+            "/cosmwasm.wasm.v1.MsgExecuteContract" => {
+                MsgExecuteContract::decode(any.value.as_slice()).map(|m| m.sender)
+            }
+            other => {
+                return Err(TxError::sdk(6, format!("{other} is not run by this development chain: unknown request")));
+            }
+        }
+        .map_err(TxError::decode)?;
+        if named != signer {
+            return Err(TxError::unauthorized(format!("pubkey does not match signer address {named}")));
         }
         // The fee and the sequence are spent from here on.
         let fee = decoded.fee;
@@ -451,8 +497,8 @@ impl DevChain {
                         Ok((tx::wasm_gas(&executed.gas).max(spent), events))
                     }
                     Err(LedgerError::OutOfGas(text)) => Err((TxError::out_of_gas(text), gas)),
-                    Err(LedgerError::InsufficientFunds { .. }) => Err((
-                        TxError::insufficient_funds(format!("{signer} cannot pay {funds}{}", self.denom())),
+                    Err(e @ LedgerError::InsufficientFunds { .. }) => Err((
+                        TxError { codespace: "wasm", code: 5, log: format!("{e}: execute wasm contract failed") },
                         spent,
                     )),
                     Err(LedgerError::Refused(text)) => Err((
@@ -483,13 +529,17 @@ impl DevChain {
     }
 
     fn remember(&mut self, record: TxRecord) {
-        if self.tx_order.len() >= KEEP_TXS
-            && let Some(old) = self.tx_order.pop_front()
-        {
-            self.txs.remove(&old);
-        }
+        self.tx_bytes += record.tx.len();
         self.tx_order.push_back(record.hash);
-        self.txs.insert(record.hash, record);
+        if let Some(old) = self.txs.insert(record.hash, record) {
+            self.tx_bytes -= old.tx.len();
+        }
+        while self.tx_order.len() > KEEP_TXS || self.tx_bytes > KEEP_TX_BYTES {
+            let Some(old) = self.tx_order.pop_front() else { break };
+            if let Some(gone) = self.txs.remove(&old) {
+                self.tx_bytes -= gone.tx.len();
+            }
+        }
     }
 
     /// A committed transaction by hash.

@@ -1,6 +1,7 @@
 //! The JSON-RPC server: CometBFT's `status`, `abci_query`, `broadcast_tx_sync` and `tx` as
-//! JSON-RPC 2.0 over `POST /`, and two development-only methods, `dev_fund` (the faucet sends
-//! coins to an address) and `dev_deposit` (the faucet deposits into an escrow account).
+//! JSON-RPC 2.0 over `POST /`, and development-only methods: `dev_fund` (the faucet sends coins
+//! to an address), `dev_deposit` (the faucet deposits into an escrow account) and `dev_advance`
+//! (the clock jumps ahead, at most [`MAX_ADVANCE`] seconds a call).
 //!
 //! Bounds: a request body of at most 2 MiB, one call per request (no batches), and the chain
 //! behind one lock, each call on a blocking thread (contract calls are CPU work). The faucet
@@ -16,6 +17,8 @@ use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Most seconds `dev_advance` moves the clock in one call.
+pub const MAX_ADVANCE: u64 = 30 * 24 * 3600;
 /// Most the faucet pays out in one call.
 pub const MAX_GRANT: u128 = 1_000_000_000_000;
 const MAX_BODY: usize = 2 << 20;
@@ -47,9 +50,7 @@ pub async fn serve(
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 every.tick().await;
-                if let Ok(mut chain) = chain.lock() {
-                    chain.tick();
-                }
+                chain.lock().unwrap_or_else(std::sync::PoisonError::into_inner).tick();
             }
         })
     };
@@ -63,7 +64,7 @@ fn rpc_ok(result: Value) -> Value {
 }
 
 fn status(chain: &Shared) -> Value {
-    let chain = chain.lock().expect("chain lock");
+    let chain = chain.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     json!({
         "node_info": {"network": chain.chain_id(), "moniker": "starling-devchain", "version": "dev"},
         "sync_info": {"latest_block_height": chain.height().to_string(), "catching_up": false},
@@ -71,7 +72,20 @@ fn status(chain: &Shared) -> Value {
     })
 }
 
-async fn call(State(chain): State<Shared>, body: axum::body::Bytes) -> axum::Json<Value> {
+async fn call(
+    State(chain): State<Shared>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::Json<Value> {
+    // JSON only: a web page cannot send `application/json` across origins without a preflight
+    // this server never answers, so a page the developer visits cannot drive the faucet.
+    let json_body = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")));
+    if !json_body {
+        return axum::Json(error(Value::Null, -32600, "Invalid Request", "the body must be application/json"));
+    }
     let request: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => return axum::Json(error(Value::Null, -32700, "Parse error", &e.to_string())),
@@ -112,7 +126,7 @@ fn dispatch(chain: &Shared, method: &str, params: &Value) -> CallResult {
             let path = param(params, "path")?;
             let data = params.get("data").and_then(Value::as_str).unwrap_or_default();
             let data = hex::decode(data.trim_start_matches("0x")).map_err(|e| invalid(format!("data: {e}")))?;
-            let chain = chain.lock().expect("chain lock");
+            let chain = chain.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let answer = chain.query(path, &data);
             Ok(json!({"response": {
                 "code": answer.code,
@@ -128,7 +142,7 @@ fn dispatch(chain: &Shared, method: &str, params: &Value) -> CallResult {
         }
         "broadcast_tx_sync" => {
             let tx = B64.decode(param(params, "tx")?).map_err(|e| invalid(format!("tx: {e}")))?;
-            let answer = chain.lock().expect("chain lock").broadcast(&tx);
+            let answer = chain.lock().unwrap_or_else(std::sync::PoisonError::into_inner).broadcast(&tx);
             Ok(json!({
                 "code": answer.code,
                 "codespace": answer.codespace,
@@ -139,18 +153,27 @@ fn dispatch(chain: &Shared, method: &str, params: &Value) -> CallResult {
         }
         "tx" => {
             let hash = B64.decode(param(params, "hash")?).map_err(|e| invalid(format!("hash: {e}")))?;
-            let chain = chain.lock().expect("chain lock");
+            let chain = chain.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             chain
                 .tx(&hash)
                 .map(|record| record.to_json())
                 .ok_or_else(|| (-32603, "Internal error", format!("tx ({}) not found", hex::encode_upper(&hash))))
+        }
+        "dev_advance" => {
+            let seconds: u64 = param(params, "seconds")?.parse().map_err(|_| invalid("seconds: a whole number"))?;
+            if seconds > MAX_ADVANCE {
+                return Err(invalid(format!("seconds must be at most {MAX_ADVANCE}")));
+            }
+            let mut chain = chain.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            chain.advance_time(seconds);
+            Ok(json!({"height": chain.height().to_string(), "time": chain.time().to_string()}))
         }
         "dev_fund" | "dev_deposit" => {
             let amount: u128 = param(params, "amount")?.parse().map_err(|_| invalid("amount: a whole number"))?;
             if amount == 0 || amount > MAX_GRANT {
                 return Err(invalid(format!("amount must be 1..={MAX_GRANT}")));
             }
-            let mut chain = chain.lock().expect("chain lock");
+            let mut chain = chain.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let done: Result<(), TxError> = if method == "dev_fund" {
                 chain.faucet_send(param(params, "address")?, amount)
             } else {

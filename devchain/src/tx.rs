@@ -108,6 +108,14 @@ pub fn decode(bytes: &[u8], denom: &str, height: u64) -> Result<Decoded, TxError
     let raw = TxRaw::decode(bytes).map_err(TxError::decode)?;
     let body = TxBody::decode(raw.body_bytes.as_slice()).map_err(TxError::decode)?;
     let auth = AuthInfo::decode(raw.auth_info_bytes.as_slice()).map_err(TxError::decode)?;
+    // Unknown fields and non-canonical encodings are refused (as the SDK's ADR-027 and
+    // unknown-field checks do): otherwise one signed transaction could travel under many hashes.
+    if raw.encode_to_vec() != bytes
+        || body.encode_to_vec() != raw.body_bytes
+        || auth.encode_to_vec() != raw.auth_info_bytes
+    {
+        return Err(TxError::decode("unknown fields or a non-canonical encoding"));
+    }
     if body.memo.chars().count() > MAX_MEMO {
         return Err(TxError::sdk(12, format!("maximum number of characters is {MAX_MEMO}: memo too large")));
     }
@@ -118,7 +126,7 @@ pub fn decode(bytes: &[u8], denom: &str, height: u64) -> Result<Decoded, TxError
         ));
     }
     if !body.extension_options.is_empty() || !body.non_critical_extension_options.is_empty() {
-        return Err(TxError::sdk(37, "unknown extension options: unknown extension options"));
+        return Err(TxError::sdk(31, "unknown extension options: unknown extension options"));
     }
     let [signer] = auth.signer_infos.as_slice() else {
         return Err(TxError::unauthorized(format!(
@@ -304,6 +312,15 @@ mod tests {
         let key = SigningKey::from_slice(&[9; 32]).unwrap();
         let cases: Vec<(Vec<u8>, u32)> = vec![
             (vec![0xff; 10], 2),
+            (
+                {
+                    // A valid transaction with an unknown field appended: another hash, refused.
+                    let mut bytes = signed(&key, "dev-1", 0, 0, 1);
+                    bytes.extend_from_slice(&[0x7a, 0x01, 0x00]);
+                    bytes
+                },
+                2,
+            ),
             (vec![0; MAX_TX_BYTES + 1], 21),
             (
                 {

@@ -211,6 +211,8 @@ pub struct RegisteredRelay {
     pub fee_bps: u16,
     /// Bonded, in the escrow's smallest unit.
     pub bond: String,
+    /// Leaving: what is unbonding.
+    pub unbonding: String,
     /// Whether it opens jobs now (registered, bonded, not leaving).
     pub active: bool,
     pub leaving: bool,

@@ -75,22 +75,44 @@ async fn health(State(app): State<AppState>) -> Result<Json<Health>, ApiError> {
 /// How long a read of the escrow's relay registry is served before it is read again.
 pub const RELAYS_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// The last read of the escrow's relay registry (or its failure) and when it was made; one
+/// read at a time.
+#[derive(Debug, Default)]
+pub struct RelaysCache {
+    last: std::sync::Mutex<Option<(std::time::Instant, Result<Arc<RelayList>, String>)>>,
+    reading: tokio::sync::Mutex<()>,
+}
+
 /// `GET /v1/relays`: the relays registered in this relay's escrow contract, with their records.
-/// Served from a copy at most [`RELAYS_TTL`] old, so a flood of requests costs one contract read
-/// per period.
+/// Served from a read at most [`RELAYS_TTL`] old (a failed read too), so a flood of requests
+/// costs one contract read per period; while a read is under way, others get the last one.
 async fn list_relays(State(app): State<AppState>) -> Result<Response, ApiError> {
     let Some(escrow) = &app.escrow else {
         return Ok(Json(RelayList::default()).into_response());
     };
-    let mut cached = app.relays.lock().await;
-    if let Some((at, list)) = cached.as_ref()
+    let answer = |read: &Result<Arc<RelayList>, String>| match read {
+        Ok(list) => Ok(Json(list.as_ref().clone()).into_response()),
+        Err(e) => Err(ApiError::from(crate::escrow::EscrowError::Unavailable(e.clone()))),
+    };
+    let last = || app.relays.last.lock().expect("relays cache lock").clone();
+    if let Some((at, read)) = last()
         && at.elapsed() < RELAYS_TTL
     {
-        return Ok(Json(list.as_ref().clone()).into_response());
+        return answer(&read);
     }
-    let list = Arc::new(RelayList { this_relay: Some(escrow.info().relay_address), relays: escrow.relays().await? });
-    *cached = Some((std::time::Instant::now(), list.clone()));
-    Ok(Json(list.as_ref().clone()).into_response())
+    let Ok(_reading) = app.relays.reading.try_lock() else {
+        return match last() {
+            Some((_, read)) => answer(&read),
+            None => Err(ApiError::from(crate::escrow::EscrowError::Unavailable("the registry is being read".into()))),
+        };
+    };
+    let read = escrow
+        .relays()
+        .await
+        .map(|relays| Arc::new(RelayList { this_relay: Some(escrow.info().relay_address), relays }))
+        .map_err(|e| e.to_string());
+    *app.relays.last.lock().expect("relays cache lock") = Some((std::time::Instant::now(), read.clone()));
+    answer(&read)
 }
 
 /// Sizes of a spec's input blobs, each read once; the first missing blob, or the first that

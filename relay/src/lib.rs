@@ -65,11 +65,8 @@ pub struct AppState {
     pub admin_token: Option<Arc<str>>,
     /// The escrow's relay registry as last read, for `GET /v1/relays` (read at most every
     /// [`api::RELAYS_TTL`], one read at a time).
-    pub relays: Arc<tokio::sync::Mutex<Option<CachedRelays>>>,
+    pub relays: Arc<api::RelaysCache>,
 }
-
-/// A read of the relay registry and when it was made.
-pub type CachedRelays = (std::time::Instant, Arc<starling_protocol::api::RelayList>);
 
 /// How the relay settles payment.
 #[derive(Debug, Clone)]
@@ -112,6 +109,10 @@ pub struct Config {
     /// How often an online worker's escrow standing is read again (see [`standing`]): a worker
     /// whose bond falls below the minimum stops getting paid work within about this long.
     pub standing_refresh: std::time::Duration,
+    /// How often this relay looks for other registered relays' expired jobs nobody refunded (a
+    /// dead relay's) and sends their refunds, at most [`escrow::REFUNDS_PER_SWEEP`] a time, so
+    /// their clients get their unfinished deposits back at the deadline. Chain escrow only.
+    pub refund_sweep: std::time::Duration,
 }
 
 impl Config {
@@ -133,6 +134,7 @@ impl Config {
             www: None,
             admin_token: None,
             standing_refresh: std::time::Duration::from_secs(30),
+            refund_sweep: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -282,6 +284,7 @@ pub(crate) async fn start_serving(
     blobs::spawn_sweeper(state.blobs.clone(), stop_rx.clone());
     if let Some(e) = &state.escrow {
         standing::spawn(e.clone(), state.core.clone(), config.standing_refresh, stop_rx.clone());
+        escrow::spawn_refund_sweep(e.clone(), config.refund_sweep, stop_rx.clone());
     }
     let core_task = core.spawn_on_own_thread(rx, {
         let mut stop = stop_rx.clone();

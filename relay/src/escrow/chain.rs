@@ -176,6 +176,8 @@ pub struct Chain {
     fee_bps: u16,
     /// One transaction in flight at a time: sequence numbers must not race.
     sequence: Mutex<Sequence>,
+    /// Where the refund sweep goes on in each other relay's job list.
+    refund_cursor: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl std::fmt::Debug for Chain {
@@ -249,6 +251,7 @@ impl Chain {
             },
             fee_bps: 0,
             sequence: Mutex::new(Sequence::default()),
+            refund_cursor: Mutex::default(),
         };
         chain.contract_config = chain.smart(&QueryMsg::Config {}).await?;
         let entry = chain.registered().await?;
@@ -268,9 +271,12 @@ impl Chain {
                 self.execute(&msg, r.bond, self.cfg.gas_base).await?;
             }
             (Some(e), Some(r)) if e.leaving => {
-                // Re-registering bonds the unbonding bond again, at a fee no higher than before.
+                // Re-registering bonds the unbonding bond again, at a fee no higher than before;
+                // what it lacks of the minimum (all of it, once released) is sent.
+                let unbonding: u128 = e.unbonding.parse().unwrap_or(0);
+                let shortfall = self.contract_config.min_relay_bond.u128().saturating_sub(unbonding);
                 let msg = ExecuteMsg::RegisterRelay { endpoint: r.endpoint.clone(), fee_bps: r.fee_bps.min(e.fee_bps) };
-                self.execute(&msg, 0, self.cfg.gas_base).await?;
+                self.execute(&msg, shortfall.max(if unbonding == 0 { r.bond } else { 0 }), self.cfg.gas_base).await?;
             }
             (Some(e), Some(r)) if e.endpoint != r.endpoint || r.fee_bps < e.fee_bps => {
                 let fee_bps = (r.fee_bps < e.fee_bps).then_some(r.fee_bps);
@@ -429,7 +435,12 @@ impl EscrowBridge for Chain {
 
     async fn open_job(&self, job: &OpenJob) -> EscrowResult<()> {
         // Every transaction costs the relay gas, a refused one too: what queries and a local
-        // signature check can refuse is refused here, for free.
+        // signature check can refuse is refused here, for free. That includes this relay no
+        // longer being active in the registry (it left, or its key was used elsewhere).
+        match queries::relay(self, self.address.as_ref()).await? {
+            Some(entry) if entry.active => {}
+            _ => return Err(EscrowError::Refused(format!("relay {} is not an active registered relay", self.address))),
+        }
         let deployment = self.deployment();
         let message = deposit_bytes(deployment.as_deployment(), self.address.as_ref(), &job.client, &job.terms);
         verify(&job.client, &message, &job.signature)
@@ -549,6 +560,34 @@ impl EscrowBridge for Chain {
 
     async fn relays(&self) -> EscrowResult<Vec<starling_protocol::api::RegisteredRelay>> {
         queries::relays(self).await
+    }
+
+    async fn refund_expired_elsewhere(&self, max: usize) -> EscrowResult<usize> {
+        let me = self.address.to_string();
+        let mut refunded = 0;
+        for relay in queries::relays(self).await? {
+            if relay.address == me || refunded >= max {
+                continue;
+            }
+            // A bounded scan per relay per sweep, resumed where the last one stopped.
+            let start = self.refund_cursor.lock().await.get(&relay.address).copied();
+            let (jobs, next) = queries::jobs_of(self, &relay.address, start, 2).await?;
+            match next {
+                Some(at) => self.refund_cursor.lock().await.insert(relay.address.clone(), at),
+                None => self.refund_cursor.lock().await.remove(&relay.address),
+            };
+            for job in jobs.iter().filter(|j| matches!(j.status, starling_escrow::state::JobStatus::Expired)) {
+                if refunded >= max {
+                    break;
+                }
+                let msg = ExecuteMsg::Refund { relay: relay.address.clone(), job_id: job.job_id };
+                match self.execute(&msg, 0, self.cfg.gas_base).await {
+                    Ok(_) => refunded += 1,
+                    Err(e) => tracing::warn!(relay = %relay.address, job = job.job_id, error = %e, "refund refused"),
+                }
+            }
+        }
+        Ok(refunded)
     }
 }
 

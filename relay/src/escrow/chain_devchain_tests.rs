@@ -228,6 +228,19 @@ async fn every_chain_transaction_and_query_runs_against_the_dev_chain() {
     let replayed = b.authorized(&client.public(), nonce, &action, &signature).await.unwrap_err();
     assert!(matches!(replayed, EscrowError::Refused(_)), "a signed withdrawal pays once: {replayed}");
 
+    // B's job 1 is still open when B goes silent; past its deadline, A (any other registered
+    // relay) refunds it to the client, unasked.
+    assert_eq!(a.refund_expired_elsewhere(8).await.unwrap(), 0, "nothing expired yet");
+    let before = EscrowBridge::account(&a, &client.public()).await.unwrap().balance.parse::<u128>().unwrap();
+    chain.lock().unwrap().advance_time(600 + 600 + 2);
+    assert_eq!(a.refund_expired_elsewhere(8).await.unwrap(), 1);
+    let after = EscrowBridge::account(&a, &client.public()).await.unwrap().balance.parse::<u128>().unwrap();
+    assert_eq!(after - before, 2 * (u128::from(PRICE) + fee_b), "B's whole deposit came back");
+    assert_eq!(a.refund_expired_elsewhere(8).await.unwrap(), 0, "refunded once");
+    let listed = Node::new(&url).unwrap().relays(&contract).await.unwrap();
+    let rb = listed.iter().find(|r| r.address == b_key.address).unwrap();
+    assert_eq!((rb.jobs_ended, rb.fees_earned.as_str()), (1, "0"), "B earned nothing on a job it never finished");
+
     // Gas fees, bonds and payments move coins; only the slashed half of w3's bond is burned.
     assert_eq!(chain.lock().unwrap().total_supply(), supply - MIN_BOND / 2);
 }

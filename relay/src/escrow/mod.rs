@@ -176,6 +176,12 @@ pub trait EscrowBridge: Send + Sync + std::fmt::Debug {
     async fn account(&self, account: &PublicKey) -> EscrowResult<EscrowAccount>;
     /// The contract's relay registry (at most [`queries::MAX_RELAYS`] entries).
     async fn relays(&self) -> EscrowResult<Vec<starling_protocol::api::RegisteredRelay>>;
+    /// Sends the refunds of up to `max` expired, unrefunded jobs of other registered relays
+    /// (anyone may send a refund after a job's deadline; it goes to the job's client); returns
+    /// how many were refunded. Only where other relays share the contract.
+    async fn refund_expired_elsewhere(&self, _max: usize) -> EscrowResult<usize> {
+        Ok(0)
+    }
 
     /// Submits an account owner's signed `unbond` or `withdraw` (anyone may submit one; the
     /// contract checks the signature and the nonce). Callers check the signature first, so a
@@ -198,6 +204,29 @@ pub trait EscrowBridge: Send + Sync + std::fmt::Debug {
 }
 
 /// Hex-encoded bytes as the contract's messages take them.
+/// Most refunds of other relays' expired jobs one sweep sends (each costs this relay gas).
+pub const REFUNDS_PER_SWEEP: usize = 8;
+
+/// Every `every`, refunds other relays' expired jobs (see
+/// [`EscrowBridge::refund_expired_elsewhere`]) until `stop`.
+pub fn spawn_refund_sweep(escrow: Escrow, every: std::time::Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = tick.tick() => {}
+            }
+            match escrow.refund_expired_elsewhere(REFUNDS_PER_SWEEP).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(refunds = n, "refunded expired jobs of other relays"),
+                Err(e) => tracing::warn!(error = %e, "refund sweep failed"),
+            }
+        }
+    });
+}
+
 fn hex(bytes: &[u8]) -> cosmwasm_std::HexBinary {
     cosmwasm_std::HexBinary::from(bytes)
 }

@@ -131,6 +131,7 @@ pub(super) fn registered(r: RelayResponse) -> RegisteredRelay {
         endpoint: r.endpoint,
         fee_bps: r.fee_bps,
         bond: r.bond.to_string(),
+        unbonding: r.unbonding.to_string(),
         active: r.active,
         leaving: r.leaving,
         jobs_opened: r.record.jobs_opened,
@@ -139,4 +140,23 @@ pub(super) fn registered(r: RelayResponse) -> RegisteredRelay {
         fees_earned: r.record.fees_earned.to_string(),
         workers_slashed: r.record.workers_slashed,
     }
+}
+
+/// Up to `pages` pages of `relay`'s jobs after `start_after`, and where to go on from (`None`:
+/// the end was reached).
+pub(super) async fn jobs_of(
+    q: &impl SmartQuery,
+    relay: &str,
+    mut start_after: Option<u64>,
+    pages: usize,
+) -> EscrowResult<(Vec<JobResponse>, Option<u64>)> {
+    let mut all = Vec::new();
+    for _ in 0..pages {
+        let msg = QueryMsg::Jobs { relay: relay.to_owned(), start_after, limit: Some(PAGE) };
+        let page: JobsResponse = q.smart_query(&msg).await?;
+        let Some(last) = page.jobs.last() else { return Ok((all, None)) };
+        start_after = Some(last.job_id);
+        all.extend(page.jobs);
+    }
+    Ok((all, start_after))
 }
