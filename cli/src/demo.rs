@@ -16,40 +16,48 @@ use std::time::Instant;
 pub struct DemoArgs {
     /// Native workers to start.
     #[arg(long, default_value_t = 3)]
-    workers: u32,
+    pub(crate) workers: u32,
     /// Where the relay keeps its database and blobs (a fresh temporary folder by default).
     #[arg(long)]
-    data_dir: Option<PathBuf>,
+    pub(crate) data_dir: Option<PathBuf>,
     /// Where to write the render.
     #[arg(long, default_value = "mandelbrot.png")]
-    out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Render size in pixels.
     #[arg(long, default_value_t = 1024)]
-    width: u32,
+    pub(crate) width: u32,
     #[arg(long, default_value_t = 768)]
-    height: u32,
+    pub(crate) height: u32,
     /// Square matrix size for the matmul job.
     #[arg(long, default_value_t = 512)]
-    matrix: u32,
+    pub(crate) matrix: u32,
     /// Run the workers on the CPU references instead of the GPU.
     #[arg(long)]
-    cpu: bool,
+    pub(crate) cpu: bool,
     /// Extra workers that sign wrong results, to show verification and slashing.
     #[arg(long, default_value_t = 1)]
-    liars: u32,
+    pub(crate) liars: u32,
     /// Price per accepted replica, in micro-units of the escrow's token.
     #[arg(long, default_value_t = 1_000)]
-    price: u64,
+    pub(crate) price: u64,
     /// The escrow contract's wasm (default: target/contracts/starling_escrow.wasm); without
     /// one the demo runs unpaid.
     #[arg(long)]
-    contract: Option<PathBuf>,
+    pub(crate) contract: Option<PathBuf>,
+    /// Independent relays, each with its own database, on one local development chain (2 to 8):
+    /// workers find them in the escrow's registry; the first is killed mid-job. 1: one relay on
+    /// the embedded ledger.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub(crate) relays: u32,
 }
 
 /// What the demo's faucet deposits into each new account: a hundred minimum bonds.
 pub const DEMO_FAUCET: u128 = 1_000_000_000;
 
 pub async fn run(args: DemoArgs) -> Result<()> {
+    if args.relays > 1 {
+        return crate::demo_relays::run(args).await;
+    }
     let temp = tempfile::tempdir()?;
     let data_dir = args.data_dir.clone().unwrap_or_else(|| temp.path().join("relay"));
     let listener = starling_relay::bind(([127, 0, 0, 1], 0).into())?;

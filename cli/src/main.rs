@@ -4,6 +4,7 @@
 mod chain;
 mod client;
 mod demo;
+mod demo_relays;
 mod discover;
 mod jobs;
 mod simulate;

@@ -268,3 +268,39 @@ fn spawn_worker_discovering(rpc: &str, contract: &str, dir: &Path, name: &str) -
         .unwrap();
     Proc(child)
 }
+
+/// `starling demo --relays 3` end to end: relays register, workers find them, one relay is
+/// killed and its workers move, its client's deposit comes back, and the registry shows each
+/// relay's record.
+#[test]
+fn the_three_relay_demo_runs() {
+    let (dir, _) = tempdir();
+    let out = Command::new(BIN)
+        .args([
+            "demo",
+            "--relays",
+            "3",
+            "--workers",
+            "4",
+            "--cpu",
+            "--width",
+            "256",
+            "--height",
+            "128",
+            "--matrix",
+            "64",
+        ])
+        .args(["--out"])
+        .arg(dir.path().join("render.png"))
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("registry  3 relays registered"), "{text}");
+    assert_eq!(text.matches("found relay").count(), 4, "{text}");
+    assert!(text.contains("relay a   SIGKILLed"), "{text}");
+    assert_eq!(text.matches("moved to relay").count(), text.matches("found relay a").count(), "{text}");
+    assert!(text.contains("product matches the CPU reference"), "{text}");
+    assert!(text.contains("came back to the client from relay a's dead job"), "{text}");
+}
