@@ -46,6 +46,25 @@ pub fn router() -> Router<AppState> {
         .route("/v1/workers/ws", get(ws::worker_socket))
 }
 
+/// Cross-origin access to the API, for the web app of another relay (a contributor or client
+/// who picked this relay from the registry there): any origin, no credentials (the API has no
+/// cookies; signatures travel in the body and the upload headers). `authorization` is not an
+/// allowed header, so the operator's admin route cannot be driven from a web page.
+pub fn cors() -> tower_http::cors::CorsLayer {
+    use axum::http::{HeaderName, Method, header};
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods([Method::GET, Method::POST, Method::PUT])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            HeaderName::from_static(starling_protocol::upload::KEY_HEADER),
+            HeaderName::from_static(starling_protocol::upload::SIGNATURE_HEADER),
+            HeaderName::from_static(starling_protocol::upload::LEASE_HEADER),
+        ])
+        .max_age(std::time::Duration::from_secs(3600))
+}
+
 fn path_error(e: PathRejection) -> ApiError {
     ApiError::new(ErrorCode::Malformed, format!("bad path: {}", e.body_text()))
 }

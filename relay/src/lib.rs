@@ -150,10 +150,13 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// The whole HTTP surface: the API under `/v1`, and the web app from `www` at every other path.
 pub fn app(state: AppState, www: Option<PathBuf>) -> Router {
-    let router = api::router().method_not_allowed_fallback(|method: axum::http::Method| async move {
-        ApiError::new(starling_protocol::ErrorCode::Malformed, format!("{method} is not allowed on this path"))
-            .into_response()
-    });
+    let router = api::router()
+        .method_not_allowed_fallback(|method: axum::http::Method| async move {
+            ApiError::new(starling_protocol::ErrorCode::Malformed, format!("{method} is not allowed on this path"))
+                .into_response()
+        })
+        // Outside the method check, so a browser's preflight (OPTIONS) is answered.
+        .layer(api::cors());
     let router = match www {
         Some(dir) => router.fallback_service(web::service(dir)),
         None => router.fallback(|| async { api_not_found() }),

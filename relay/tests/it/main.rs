@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod blob_uploads;
+mod cross_origin;
 mod driver;
 mod fuzz_http;
 mod postgres;
