@@ -1,5 +1,6 @@
 //! The relay's HTTP and WebSocket API, and nothing else: each function is one call, decoded at the
-//! edge into typed values or an [`Error`] a person can read. The relay is this page's origin.
+//! edge into typed values or an [`Error`] a person can read. The relay is this page's origin, or
+//! the one picked from the registry ([`browser::relay`]), across origins.
 
 use crate::browser::{self, js_text};
 use crate::views::WorkerView;
@@ -47,7 +48,8 @@ async fn send(method: &str, path: &str, body: Body<'_>, endpoint: &str) -> Resul
     }
     let _ = headers.set("accept", "application/json");
     init.set_headers(&headers);
-    let request = web_sys::Request::new_with_str_and_init(path, &init).map_err(|e| Error::Browser(js_text(&e)))?;
+    let url = if path.starts_with('/') { format!("{}{path}", browser::relay()) } else { path.to_owned() };
+    let request = web_sys::Request::new_with_str_and_init(&url, &init).map_err(|e| Error::Browser(js_text(&e)))?;
     let response = JsFuture::from(browser::window().fetch_with_request(&request))
         .await
         .map_err(|e| if browser::is_online() { Error::Network(js_text(&e)) } else { Error::Offline })?;
@@ -90,6 +92,11 @@ pub async fn health() -> Result<Health> {
     get_json("/v1/health", "GET /v1/health").await
 }
 
+/// The escrow's relay registry, as the relay reads it.
+pub async fn relays() -> Result<starling_protocol::api::RelayList> {
+    get_json("/v1/relays", "GET /v1/relays").await
+}
+
 pub async fn worker(key: &str) -> Result<WorkerView> {
     get_json(&format!("/v1/workers/{key}"), "GET /v1/workers/{key}").await
 }
@@ -115,7 +122,7 @@ pub async fn job_escrow(id: JobId) -> Result<JobEscrow> {
 }
 
 pub fn task_output_path(id: JobId, index: u32) -> String {
-    format!("/v1/jobs/{id}/tasks/{index}/output")
+    format!("{}/v1/jobs/{id}/tasks/{index}/output", browser::relay())
 }
 
 pub async fn task_output(id: JobId, index: u32) -> Result<Vec<u8>> {

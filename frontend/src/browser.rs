@@ -12,6 +12,8 @@ use wasm_bindgen_futures::JsFuture;
 pub const WORKER_SECRET_KEY: &str = "starling.worker.secret_key";
 pub const CLIENT_SECRET_KEY: &str = "starling.client.secret_key";
 pub const CONTRIBUTE_SETTINGS: &str = "starling.contribute.settings";
+/// The relay picked from the registry, when it is not this page's own.
+pub const RELAY: &str = "starling.relay";
 
 pub fn window() -> web_sys::Window {
     web_sys::window().expect("the app runs in a window")
@@ -71,14 +73,53 @@ pub fn store(key: &str, value: &str) -> Result<()> {
         .map_err(|e| Error::Browser(format!("the browser refused to save {key}: {}", js_text(&e))))
 }
 
-/// The page's origin, which is the relay's: the relay serves this app.
+/// The page's origin: the relay that served this app.
 pub fn origin() -> String {
     window().location().origin().unwrap_or_default()
 }
 
-/// `ws(s)://host/path` for a path on this origin.
+/// Whether `relay` is an origin the app can talk to: `http(s)://host[:port]`, nothing more
+/// (a registry entry is a stranger's text).
+pub fn usable_relay(relay: &str) -> bool {
+    let Some(host) = relay.strip_prefix("https://").or_else(|| relay.strip_prefix("http://")) else {
+        return false;
+    };
+    !host.is_empty()
+        && host.len() <= 253
+        && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+}
+
+/// Whether this page may call `relay`: a page served over HTTPS cannot reach a plain-HTTP relay.
+pub fn reachable_from_here(relay: &str) -> bool {
+    usable_relay(relay) && !(origin().starts_with("https://") && relay.starts_with("http://"))
+}
+
+/// The relay the app talks to: the one picked on the Network page, or the page's own.
+pub fn relay() -> String {
+    stored(RELAY).filter(|r| reachable_from_here(r)).unwrap_or_else(origin)
+}
+
+/// Picks `relay` (`None`, or this page's own origin: go back to the page's relay).
+pub fn choose_relay(relay: Option<&str>) -> Result<()> {
+    match relay.map(|r| r.trim_end_matches('/')) {
+        Some(r) if r != origin() => {
+            if !reachable_from_here(r) {
+                return Err(Error::Browser(format!("{r} cannot be reached from this page")));
+            }
+            store(RELAY, r)
+        }
+        _ => {
+            if let Some(storage) = storage() {
+                let _ = storage.remove_item(RELAY);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `ws(s)://host/path` for a path on the relay the app talks to.
 pub fn ws_url(path: &str) -> String {
-    let origin = origin();
+    let origin = relay();
     let ws = if let Some(rest) = origin.strip_prefix("https://") {
         format!("wss://{rest}")
     } else if let Some(rest) = origin.strip_prefix("http://") {

@@ -84,11 +84,7 @@ impl Contributor {
             }
         }
         let secret_key = browser::stored(browser::WORKER_SECRET_KEY).filter(|k| k.len() == 64);
-        self.post(&PageMessage::Start {
-            relay: browser::origin(),
-            secret_key,
-            settings: self.settings.get_untracked(),
-        });
+        self.post(&PageMessage::Start { relay: browser::relay(), secret_key, settings: self.settings.get_untracked() });
         self.report_device();
     }
 

@@ -93,7 +93,11 @@ async function shoot(page, name) {
     await page.waitForTimeout(150);
     // No horizontal scrolling at phone width: the layout must fit.
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-    assert.ok(overflow <= 1, `${name} overflows ${label} width by ${overflow}px`);
+    const wide = overflow <= 1 ? [] : await page.evaluate(() => [...document.querySelectorAll('body *')]
+      .filter((e) => e.getBoundingClientRect().right > window.innerWidth + 1)
+      .slice(0, 8)
+      .map((e) => `${e.tagName.toLowerCase()}.${e.className}[${e.getAttribute('data-testid') || ''}]`));
+    assert.ok(overflow <= 1, `${name} overflows ${label} width by ${overflow}px: ${wide.join(' ')}`);
     await page.screenshot({ path: join(SHOTS, `${name}-${label}.png`), fullPage: true });
   }
 }
@@ -230,6 +234,25 @@ try {
   await dashboard.getByTestId('page-network').waitFor();
   await until('the network page to list workers', async () => (await dashboard.getByTestId('network-worker-row').count()) >= 2, 30_000);
   await shoot(dashboard, 'network');
+
+  // 4b. The escrow's relay registry, and a relay picked across origins: the page talks to a
+  // second relay (its API answers another origin's page), then goes back to its own.
+  await until('the network page to list the registry', async () => (await dashboard.getByTestId('network-relay-row').count()) >= 1, 30_000);
+  const other = start(['relay', '--listen', '127.0.0.1:0', '--data-dir', join(tmp, 'relay-2'), '--www', ''], 'second relay');
+  const [, base2] = await firstLine(other, /listening on (http:\/\/\S+)/);
+  await dashboard.evaluate((r) => localStorage.setItem('starling.relay', r), base2);
+  await dashboard.reload();
+  await dashboard.getByTestId('page-network').waitFor();
+  await until('the page to use the picked relay', async () => (await dashboard.getByTestId('network-current-relay').textContent()).includes(`Using ${base2},`), 30_000);
+  // The picked relay's own figures: no workers there, while the page's relay has two.
+  await until("the picked relay's health", async () => (await dashboard.getByTestId('network-workers-online').textContent()).trim() === '0', 30_000);
+  await until("the picked relay's registry", async () => (await dashboard.getByTestId('network-relay-row').count()) >= 1, 30_000);
+  await shoot(dashboard, 'network-picked-relay');
+  await dashboard.getByTestId('network-relay-reset').click();
+  await dashboard.getByTestId('page-network').waitFor();
+  await until('the page to go back to its own relay', async () => (await dashboard.getByTestId('network-current-relay').textContent()).includes(`Using ${base},`), 30_000);
+  await until("its own relay's workers again", async () => (await dashboard.getByTestId('network-worker-row').count()) >= 2, 30_000);
+  console.log('registry listed; a relay picked across origins, then the page\'s own again');
 
   // 5. Installable, and starts offline.
   const cdp = await context.newCDPSession(dashboard);

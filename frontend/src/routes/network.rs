@@ -14,10 +14,11 @@ use crate::poll::{self, Then};
 use crate::views::{WorkerView, adapter_label};
 use crate::worker_protocol::backend_label;
 use leptos::prelude::*;
-use starling_protocol::api::Health;
+use starling_protocol::api::{Health, RelayList};
 
 const HEALTH_POLL_MS: u32 = 5_000;
 const WORKERS_POLL_MS: u32 = 15_000;
+const RELAYS_POLL_MS: u32 = 30_000;
 /// Readings kept for the charts: 10 minutes at one every 5 seconds.
 const HISTORY: usize = 120;
 /// Workers listed individually.
@@ -62,6 +63,31 @@ pub fn Network() -> impl IntoView {
             Then::Again
         },
     );
+
+    let relays: RwSignal<Option<RelayList>> = RwSignal::new(None);
+    let relays_problem: RwSignal<Option<String>> = RwSignal::new(None);
+    poll::every(
+        RELAYS_POLL_MS,
+        || Some(api::relays()),
+        move |result| {
+            match result {
+                Ok(list) => {
+                    relays.set(Some(list));
+                    relays_problem.set(None);
+                }
+                Err(e) => relays_problem.set(Some(problem_text("The relay registry", &e))),
+            }
+            Then::Again
+        },
+    );
+    let current = browser::relay();
+    let own = browser::origin();
+    let choose = move |relay: Option<String>| match browser::choose_relay(relay.as_deref()) {
+        Ok(()) => {
+            let _ = browser::window().location().reload();
+        }
+        Err(e) => relays_problem.set(Some(e.to_string())),
+    };
 
     let groups = Memo::new(move |_| workers.with(|w| w.as_deref().map(network_stats::group_workers)));
     let rate = move || history.with(History::window_rate);
@@ -188,6 +214,49 @@ pub fn Network() -> impl IntoView {
                             </ul>
                         }.into_any(),
                     }}
+                </div>
+            </section>
+
+            <section class="card" aria-labelledby="relays-heading">
+                <h2 id="relays-heading">"Relays"</h2>
+                <p class="hint" data-testid="network-current-relay">
+                    {if current == own { format!("Using {current}, the relay that served this page.") } else { format!("Using {current}, picked from the registry; this page came from {own}.") }}
+                </p>
+                {(current != own).then(|| view! {
+                    <button class="button" data-testid="network-relay-reset" on:click=move |_| choose(None)>"Use this page's relay"</button>
+                })}
+                <Notice text=Signal::derive(move || relays_problem.get()) tone=Tone::Warning testid="network-relays-error"/>
+                <div class="table-wrap" tabindex="0" role="region" aria-labelledby="relays-heading">
+                    <table class="relays" data-testid="network-relays">
+                        <thead>
+                            <tr><th scope="col">"Relay"</th><th scope="col">"Fee"</th><th scope="col">"Jobs"</th><th scope="col">"Tasks paid"</th><th scope="col">"Workers slashed"</th><th scope="col" aria-label="Choose"></th></tr>
+                        </thead>
+                        <tbody>
+                            {move || relays.get().map(|list| {
+                                let this = list.this_relay.clone().unwrap_or_default();
+                                list.relays.into_iter().map(|r| {
+                                    let endpoint = r.endpoint.trim_end_matches('/').to_string();
+                                    let serving = r.address == this;
+                                    let usable = browser::reachable_from_here(&endpoint);
+                                    let shown = if endpoint.is_empty() { "(no endpoint)".to_string() } else { endpoint.clone() };
+                                    let status = if !r.active { "not active".to_string() } else if serving { "answering now".to_string() } else if !usable { "not reachable from this page".to_string() } else { String::new() };
+                                    let pick = endpoint.clone();
+                                    view! {
+                                        <tr data-testid="network-relay-row">
+                                            <td><span class="mono">{shown}</span><br/><span class="hint mono" title=r.address.clone()>{format::short_key(&r.address)}</span>" "<span class="hint">{status}</span></td>
+                                            <td>{format!("{:.2} %", f64::from(r.fee_bps) / 100.0)}</td>
+                                            <td>{format::count(r.jobs_opened)}</td>
+                                            <td>{format::count(r.tasks_paid)}</td>
+                                            <td>{format::count(r.workers_slashed)}</td>
+                                            <td>{(!serving && usable && r.active).then(|| view! {
+                                                <button class="button" data-testid="network-relay-use" on:click=move |_| choose(Some(pick.clone()))>"Use"</button>
+                                            })}</td>
+                                        </tr>
+                                    }
+                                }).collect_view()
+                            })}
+                        </tbody>
+                    </table>
                 </div>
             </section>
 
