@@ -94,11 +94,14 @@ async fn health(State(app): State<AppState>) -> Result<Json<Health>, ApiError> {
 /// How long a read of the escrow's relay registry is served before it is read again.
 pub const RELAYS_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// One read of the registry: the list, or why it failed.
+type RegistryRead = Result<Arc<RelayList>, String>;
+
 /// The last read of the escrow's relay registry (or its failure) and when it was made; one
 /// read at a time.
 #[derive(Debug, Default)]
 pub struct RelaysCache {
-    last: std::sync::Mutex<Option<(std::time::Instant, Result<Arc<RelayList>, String>)>>,
+    last: std::sync::Mutex<Option<(std::time::Instant, RegistryRead)>>,
     reading: tokio::sync::Mutex<()>,
 }
 
@@ -109,7 +112,7 @@ async fn list_relays(State(app): State<AppState>) -> Result<Response, ApiError> 
     let Some(escrow) = &app.escrow else {
         return Ok(Json(RelayList::default()).into_response());
     };
-    let answer = |read: &Result<Arc<RelayList>, String>| match read {
+    let answer = |read: &RegistryRead| match read {
         Ok(list) => Ok(Json(list.as_ref().clone()).into_response()),
         Err(e) => Err(ApiError::from(crate::escrow::EscrowError::Unavailable(e.clone()))),
     };
