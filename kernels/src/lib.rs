@@ -28,6 +28,7 @@ use starling_protocol::job::BuiltinKernel;
 
 pub mod mandelbrot;
 pub mod matmul_f32;
+pub mod matmul_tiled;
 pub mod monte_carlo_pi;
 pub mod sha256_nonce_search;
 
