@@ -25,11 +25,14 @@ pub struct Tiling {
     /// Rows and columns of C per thread (`tn` a multiple of 4, `tm` of 4).
     pub tm: u32,
     pub tn: u32,
+    /// Load the next stage into registers while the current one is multiplied.
+    pub prefetch: bool,
 }
 
 impl Tiling {
-    /// The default: 128 x 128 per workgroup of 256 threads, 8 x 8 per thread, stages of 8.
-    pub const DEFAULT: Tiling = Tiling { bm: 128, bn: 128, bk: 8, tm: 8, tn: 8 };
+    /// The default, the fastest measured on an H200 (BENCHMARKS.md): 128 x 64 per workgroup of
+    /// 256 threads, 8 x 4 per thread, stages of 16, prefetched.
+    pub const DEFAULT: Tiling = Tiling { bm: 128, bn: 64, bk: 16, tm: 8, tn: 4, prefetch: true };
 
     /// Threads per workgroup: `(bn / tn) x (bm / tm)`.
     pub fn threads(&self) -> [u32; 2] {
@@ -39,7 +42,7 @@ impl Tiling {
     /// Whether the shape is one the generator supports: vec4 everywhere, a multiple of 32 and at
     /// most 1,024 threads, and at most 16 KiB of workgroup memory (WebGPU's defaults).
     pub fn check(&self) -> Result<(), String> {
-        let Tiling { bm, bn, bk, tm, tn } = *self;
+        let Tiling { bm, bn, bk, tm, tn, .. } = *self;
         if [bm, bn, bk, tm, tn].contains(&0) || tm % 4 != 0 || tn % 4 != 0 || bk % 4 != 0 {
             return Err(format!("{self:?}: tm, tn and bk must be positive multiples of 4"));
         }
@@ -71,7 +74,7 @@ impl Tiling {
         if let Err(e) = self.check() {
             panic!("{e}");
         }
-        let Tiling { bm, bn, bk, tm, tn } = *self;
+        let Tiling { bm, bn, bk, tm, tn, .. } = *self;
         let [tx_n, ty_n] = self.threads();
         let threads = tx_n * ty_n;
         let (bm4, bn4, tm4, tn4) = (bm / 4, bn / 4, tm / 4, tn / 4);
@@ -115,73 +118,110 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
                 let _ = writeln!(w, "    var acc_{i}_{j} = vec4<f32>(0.0);");
             }
         }
-        let _ = writeln!(
-            w,
-            "    let stages = (params.k + {bk}u - 1u) / {bk}u;
-    for (var s = 0u; s < stages; s = s + 1u) {{
-        let k0 = s * {bk}u;"
-        );
-        // Stage A: a thread loads a 4 x 4 block (four rows, four columns: four vec4 reads along
-        // rows of A) and writes it transposed, four vec4s of `at`.
-        let blocks = bm4 * (bk / 4);
-        for round in 0..blocks.div_ceil(threads) {
-            let _ = writeln!(
-                w,
-                "        {{
-            let slot = tid + {}u;
-            if (slot < {blocks}u) {{
-                let i4 = slot / {}u;
-                let kq = slot % {}u;
-                let r = row0 + i4 * 4u;
-                let c4 = k0 / 4u + kq;
-                let v0 = a4(r, c4);
-                let v1 = a4(r + 1u, c4);
-                let v2 = a4(r + 2u, c4);
-                let v3 = a4(r + 3u, c4);
-                let base = kq * 4u * {bm4}u + i4;
-                at[base] = vec4<f32>(v0.x, v1.x, v2.x, v3.x);
-                at[base + {bm4}u] = vec4<f32>(v0.y, v1.y, v2.y, v3.y);
-                at[base + {}u] = vec4<f32>(v0.z, v1.z, v2.z, v3.z);
-                at[base + {}u] = vec4<f32>(v0.w, v1.w, v2.w, v3.w);
-            }}
-        }}",
-                round * threads,
-                bk / 4,
-                bk / 4,
-                2 * bm4,
-                3 * bm4
-            );
-        }
-        // Stage B: one vec4 load per slot, along rows of B.
+        // Staging goes through registers: a thread loads its share of a stage (A as 4 x 4
+        // blocks, four vec4 reads along rows of A; B as vec4s along rows of B), then writes it
+        // to workgroup memory, A transposed. With `prefetch`, the next stage's loads are issued
+        // before the current stage's products, so their latency hides behind the arithmetic.
+        let a_blocks = bm4 * (bk / 4);
+        let a_rounds = a_blocks.div_ceil(threads);
         let b_slots = bk * bn4;
-        for round in 0..b_slots.div_ceil(threads) {
-            let _ = writeln!(
-                w,
-                "        {{
+        let b_rounds = b_slots.div_ceil(threads);
+        for r in 0..a_rounds {
+            let _ = writeln!(w, "    var pa_{r}_0 = vec4<f32>(0.0);\n    var pa_{r}_1 = vec4<f32>(0.0);");
+            let _ = writeln!(w, "    var pa_{r}_2 = vec4<f32>(0.0);\n    var pa_{r}_3 = vec4<f32>(0.0);");
+        }
+        for r in 0..b_rounds {
+            let _ = writeln!(w, "    var pb_{r} = vec4<f32>(0.0);");
+        }
+        let load = |w: &mut String, k0: &str, indent: &str| {
+            for r in 0..a_rounds {
+                let _ = writeln!(
+                    w,
+                    "{indent}{{
+{indent}    let slot = tid + {}u;
+{indent}    if (slot < {a_blocks}u) {{
+{indent}        let r = row0 + (slot / {}u) * 4u;
+{indent}        let c4 = ({k0}) / 4u + slot % {}u;
+{indent}        pa_{r}_0 = a4(r, c4);
+{indent}        pa_{r}_1 = a4(r + 1u, c4);
+{indent}        pa_{r}_2 = a4(r + 2u, c4);
+{indent}        pa_{r}_3 = a4(r + 3u, c4);
+{indent}    }}
+{indent}}}",
+                    r * threads,
+                    bk / 4,
+                    bk / 4
+                );
+            }
+            for r in 0..b_rounds {
+                let _ = writeln!(
+                    w,
+                    "{indent}{{
+{indent}    let slot = tid + {}u;
+{indent}    let row = ({k0}) + slot / {bn4}u;
+{indent}    let col4 = col0 / 4u + slot % {bn4}u;
+{indent}    pb_{r} = vec4<f32>(0.0);
+{indent}    if (slot < {b_slots}u && row < params.k && col4 < n4) {{
+{indent}        pb_{r} = b[row * n4 + col4];
+{indent}    }}
+{indent}}}",
+                    r * threads
+                );
+            }
+        };
+        let store = |w: &mut String| {
+            for r in 0..a_rounds {
+                let _ = writeln!(
+                    w,
+                    "        {{
             let slot = tid + {}u;
-            if (slot < {b_slots}u) {{
-                let kk = slot / {bn4}u;
-                let j = slot % {bn4}u;
-                let row = k0 + kk;
-                let col4 = col0 / 4u + j;
-                var v = vec4<f32>(0.0);
-                if (row < params.k && col4 < n4) {{
-                    v = b[row * n4 + col4];
-                }}
-                bs[kk * {bn4}u + j] = v;
+            if (slot < {a_blocks}u) {{
+                let base = (slot % {}u) * 4u * {bm4}u + slot / {}u;
+                at[base] = vec4<f32>(pa_{r}_0.x, pa_{r}_1.x, pa_{r}_2.x, pa_{r}_3.x);
+                at[base + {bm4}u] = vec4<f32>(pa_{r}_0.y, pa_{r}_1.y, pa_{r}_2.y, pa_{r}_3.y);
+                at[base + {}u] = vec4<f32>(pa_{r}_0.z, pa_{r}_1.z, pa_{r}_2.z, pa_{r}_3.z);
+                at[base + {}u] = vec4<f32>(pa_{r}_0.w, pa_{r}_1.w, pa_{r}_2.w, pa_{r}_3.w);
             }}
         }}",
-                round * threads
-            );
+                    r * threads,
+                    bk / 4,
+                    bk / 4,
+                    2 * bm4,
+                    3 * bm4
+                );
+            }
+            for r in 0..b_rounds {
+                let _ = writeln!(
+                    w,
+                    "        {{ let slot = tid + {}u; if (slot < {b_slots}u) {{ bs[slot] = pb_{r}; }} }}",
+                    r * threads
+                );
+            }
+        };
+        let _ = writeln!(w, "    let stages = (params.k + {bk}u - 1u) / {bk}u;");
+        if self.prefetch {
+            load(w, "0u", "    ");
         }
+        let _ = writeln!(w, "    for (var s = 0u; s < stages; s = s + 1u) {{");
+        if !self.prefetch {
+            load(w, "s * {bk}u".replace("{bk}", &bk.to_string()).as_str(), "        ");
+        }
+        store(w);
         let _ = writeln!(w, "        workgroupBarrier();");
+        if self.prefetch {
+            let _ = writeln!(w, "        if (s + 1u < stages) {{");
+            load(w, format!("(s + 1u) * {bk}u").as_str(), "            ");
+            let _ = writeln!(w, "        }}");
+        }
         // The inner product over the stage, unrolled: tm values of A and tn/4 vec4s of B per kk.
+        // A thread's columns interleave with its neighbours' (vec4 `lid.x + j * {tx_n}`), so a
+        // warp reads consecutive vec4s of `bs` and writes consecutive vec4s of C.
         for kk in 0..bk {
             for i4 in 0..tm4 {
                 let _ = writeln!(w, "        let a_{kk}_{i4} = at[{}u + lid.y * {tm4}u];", kk * bm4 + i4);
             }
             for j in 0..tn4 {
-                let _ = writeln!(w, "        let b_{kk}_{j} = bs[{}u + lid.x * {tn4}u];", kk * bn4 + j);
+                let _ = writeln!(w, "        let b_{kk}_{j} = bs[{}u + lid.x];", kk * bn4 + j * tx_n);
             }
             for i in 0..tm {
                 let comp = ["x", "y", "z", "w"][(i % 4) as usize];
@@ -202,7 +242,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             for j in 0..tn4 {
                 let _ = writeln!(
                     w,
-                    "            {{ let col4 = col0 / 4u + lid.x * {tn4}u + {j}u; if (col4 < n4) {{ c[row * n4 + col4] = acc_{i}_{j}; }} }}"
+                    "            {{ let col4 = col0 / 4u + lid.x + {}u; if (col4 < n4) {{ c[row * n4 + col4] = acc_{i}_{j}; }} }}",
+                    j * tx_n
                 );
             }
             let _ = writeln!(w, "        }}\n    }}");
@@ -220,12 +261,12 @@ mod tests {
     fn shapes_are_checked() {
         assert_eq!(Tiling::DEFAULT.check(), Ok(()));
         assert_eq!(Tiling::DEFAULT.threads(), [16, 16]);
-        assert_eq!(Tiling::DEFAULT.workgroups(1000, 257), [8, 3, 1]);
+        assert_eq!(Tiling::DEFAULT.workgroups(1000, 257), [16, 3, 1]);
         for bad in [
             Tiling { tm: 6, ..Tiling::DEFAULT },
             Tiling { bm: 100, ..Tiling::DEFAULT },
             Tiling { bm: 256, bn: 256, tm: 4, tn: 4, ..Tiling::DEFAULT },
-            Tiling { bk: 64, ..Tiling::DEFAULT },
+            Tiling { bk: 64, bn: 128, ..Tiling::DEFAULT },
             Tiling { bm: 8, bn: 8, ..Tiling::DEFAULT },
         ] {
             assert!(bad.check().is_err(), "{bad:?}");
@@ -241,6 +282,9 @@ mod tests {
         assert_eq!(source.matches("fma(").count() as u32, t.bk * t.tm * t.tn / 4);
         assert_eq!(source.matches("for (").count(), 1);
         assert!(source.contains("@workgroup_size(16, 16, 1)"));
+        // Prefetching issues the next stage's loads inside the loop, before the products.
+        assert!(source.contains("if (s + 1u < stages)"));
+        assert!(!Tiling { prefetch: false, ..t }.wgsl().contains("if (s + 1u < stages)"));
     }
 
     #[cfg(feature = "validate")]
@@ -248,9 +292,10 @@ mod tests {
     fn generated_kernels_validate() {
         for t in [
             Tiling::DEFAULT,
-            Tiling { bm: 64, bn: 64, bk: 8, tm: 4, tn: 4 },
-            Tiling { bm: 128, bn: 64, bk: 16, tm: 8, tn: 4 },
-            Tiling { bm: 64, bn: 128, bk: 8, tm: 4, tn: 8 },
+            Tiling { bm: 64, bn: 64, bk: 8, tm: 4, tn: 4, prefetch: false },
+            Tiling { bm: 128, bn: 128, bk: 8, tm: 8, tn: 8, prefetch: true },
+            Tiling { bm: 64, bn: 128, bk: 8, tm: 4, tn: 8, prefetch: false },
+            Tiling { bm: 256, bn: 64, bk: 8, tm: 16, tn: 4, prefetch: true },
         ] {
             let source = t.wgsl();
             if let Err(e) = crate::validate::validate_kernel(&source, "main", 2) {

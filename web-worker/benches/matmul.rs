@@ -168,8 +168,8 @@ fn main() {
     let a = matrix((n * n) as usize, 1);
     let b = matrix((n * n) as usize, 2);
 
-    // The anchor: the CPU reference, on as many rows as take about a second at most.
-    let cpu_rows = (n / 8).clamp(1, 64);
+    // The anchor: the CPU reference, on as many rows as make about a GFLOP (at most 64).
+    let cpu_rows = (1e9 / (2.0 * f64::from(n) * f64::from(n))).clamp(1.0, 64.0) as u32;
     let params = MatmulParams { m: n, n, k: n, row_offset: 0, rows: cpu_rows };
     let (ab, bb): (Vec<u8>, Vec<u8>) =
         (a.iter().flat_map(|x| x.to_le_bytes()).collect(), b.iter().flat_map(|x| x.to_le_bytes()).collect());
@@ -190,15 +190,21 @@ fn main() {
         matmul_f32::SOURCE.into(),
         MatmulParams::whole(n, n, n).workgroups(),
     )];
+    let shape = |bm, bn, bk, tm, tn| Tiling { bm, bn, bk, tm, tn, prefetch: true };
     for t in [
         Tiling::DEFAULT,
-        Tiling { bm: 64, bn: 64, bk: 8, tm: 4, tn: 4 },
-        Tiling { bm: 128, bn: 64, bk: 16, tm: 8, tn: 4 },
-        Tiling { bm: 64, bn: 128, bk: 16, tm: 4, tn: 8 },
-        Tiling { bm: 128, bn: 128, bk: 16, tm: 8, tn: 8 },
+        Tiling { prefetch: false, ..Tiling::DEFAULT },
+        shape(128, 64, 8, 8, 4),
+        shape(128, 128, 8, 8, 8),
+        shape(128, 128, 16, 8, 8),
+        shape(256, 64, 8, 16, 4),
+        shape(64, 128, 16, 4, 8),
+        shape(64, 64, 16, 8, 8),
+        shape(64, 64, 8, 4, 4),
     ] {
         if t.check().is_ok() {
-            let name = format!("tiled {}x{}x{} / {}x{}", t.bm, t.bn, t.bk, t.tm, t.tn);
+            let name =
+                format!("tiled {}x{}x{} / {}x{}{}", t.bm, t.bn, t.bk, t.tm, t.tn, if t.prefetch { " pf" } else { "" });
             kernels.push((name, t.wgsl(), t.workgroups(n, n)));
         }
     }
