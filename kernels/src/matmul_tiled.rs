@@ -30,9 +30,9 @@ pub struct Tiling {
 }
 
 impl Tiling {
-    /// The default, the fastest measured on an H200 (BENCHMARKS.md): 128 x 64 per workgroup of
-    /// 256 threads, 8 x 4 per thread, stages of 16, prefetched.
-    pub const DEFAULT: Tiling = Tiling { bm: 128, bn: 64, bk: 16, tm: 8, tn: 4, prefetch: true };
+    /// The default, the fastest measured on an H200 (BENCHMARKS.md): 64 x 64 per workgroup of
+    /// 64 threads, 8 x 8 per thread, stages of 16, prefetched.
+    pub const DEFAULT: Tiling = Tiling { bm: 64, bn: 64, bk: 16, tm: 8, tn: 8, prefetch: true };
 
     /// Threads per workgroup: `(bn / tn) x (bm / tm)`.
     pub fn threads(&self) -> [u32; 2] {
@@ -260,14 +260,15 @@ mod tests {
     #[test]
     fn shapes_are_checked() {
         assert_eq!(Tiling::DEFAULT.check(), Ok(()));
-        assert_eq!(Tiling::DEFAULT.threads(), [16, 16]);
-        assert_eq!(Tiling::DEFAULT.workgroups(1000, 257), [16, 3, 1]);
+        assert_eq!(Tiling::DEFAULT.threads(), [8, 8]);
+        assert_eq!(Tiling::DEFAULT.workgroups(1000, 257), [16, 5, 1]);
         for bad in [
             Tiling { tm: 6, ..Tiling::DEFAULT },
             Tiling { bm: 100, ..Tiling::DEFAULT },
             Tiling { bm: 256, bn: 256, tm: 4, tn: 4, ..Tiling::DEFAULT },
             Tiling { bk: 64, bn: 128, ..Tiling::DEFAULT },
-            Tiling { bm: 8, bn: 8, ..Tiling::DEFAULT },
+            Tiling { bm: 8, bn: 8, tm: 4, tn: 4, ..Tiling::DEFAULT },
+            Tiling { bm: 32, bn: 32, ..Tiling::DEFAULT },
         ] {
             assert!(bad.check().is_err(), "{bad:?}");
         }
@@ -281,7 +282,7 @@ mod tests {
         // bk x tm x tn/4 fma lines, and the only loop left is the one over stages.
         assert_eq!(source.matches("fma(").count() as u32, t.bk * t.tm * t.tn / 4);
         assert_eq!(source.matches("for (").count(), 1);
-        assert!(source.contains("@workgroup_size(16, 16, 1)"));
+        assert!(source.contains("@workgroup_size(8, 8, 1)"));
         // Prefetching issues the next stage's loads inside the loop, before the products.
         assert!(source.contains("if (s + 1u < stages)"));
         assert!(!Tiling { prefetch: false, ..t }.wgsl().contains("if (s + 1u < stages)"));
