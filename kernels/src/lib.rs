@@ -35,7 +35,21 @@ pub mod sha256_nonce_search;
 /// The entry point of every built-in kernel.
 pub const ENTRY_POINT: &str = "main";
 
-/// The kernel's WGSL source.
+/// The WGSL a built-in runs with these params: [`source`], except that a matmul whose `k` and
+/// `n` are multiples of 4 runs the generated register-tiled kernel
+/// ([`matmul_tiled::default_source`]), which covers the same 64 x 64 blocks of C with the same
+/// dispatch (so a task's spec, its checks and its CPU reference do not change).
+pub fn source_for(kernel: BuiltinKernel, params: &[u32]) -> &'static str {
+    if kernel == BuiltinKernel::MatmulF32
+        && let Ok(p) = matmul_f32::MatmulParams::from_words(params)
+        && matmul_tiled::Tiling::fits(p.k, p.n)
+    {
+        return matmul_tiled::default_source();
+    }
+    source(kernel)
+}
+
+/// The kernel's WGSL source (its only one, except for the matmul: see [`source_for`]).
 pub fn source(kernel: BuiltinKernel) -> &'static str {
     match kernel {
         BuiltinKernel::Mandelbrot => mandelbrot::SOURCE,

@@ -13,6 +13,16 @@
 //! per column and accumulates a `tm x tn` block of C with `fma`.
 
 use std::fmt::Write;
+use std::sync::LazyLock;
+
+/// [`Tiling::DEFAULT`]'s WGSL, generated once.
+pub fn default_source() -> &'static str {
+    static SOURCE: LazyLock<String> = LazyLock::new(|| Tiling::DEFAULT.wgsl());
+    &SOURCE
+}
+
+// The default covers the built-in kernel's 64 x 64 blocks, so it runs with the same dispatch.
+const _: () = assert!(Tiling::DEFAULT.bm == super::matmul_f32::BLOCK && Tiling::DEFAULT.bn == super::matmul_f32::BLOCK);
 
 /// A block shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,8 +41,8 @@ pub struct Tiling {
 
 impl Tiling {
     /// The default, the fastest measured on an H200 (BENCHMARKS.md): 64 x 64 per workgroup of
-    /// 64 threads, 8 x 8 per thread, stages of 16, prefetched.
-    pub const DEFAULT: Tiling = Tiling { bm: 64, bn: 64, bk: 16, tm: 8, tn: 8, prefetch: true };
+    /// 64 threads, 8 x 8 per thread, stages of 16, no prefetch (it costs this shape registers).
+    pub const DEFAULT: Tiling = Tiling { bm: 64, bn: 64, bk: 16, tm: 8, tn: 8, prefetch: false };
 
     /// Threads per workgroup: `(bn / tn) x (bm / tm)`.
     pub fn threads(&self) -> [u32; 2] {
@@ -284,8 +294,8 @@ mod tests {
         assert_eq!(source.matches("for (").count(), 1);
         assert!(source.contains("@workgroup_size(8, 8, 1)"));
         // Prefetching issues the next stage's loads inside the loop, before the products.
-        assert!(source.contains("if (s + 1u < stages)"));
-        assert!(!Tiling { prefetch: false, ..t }.wgsl().contains("if (s + 1u < stages)"));
+        assert!(!source.contains("if (s + 1u < stages)"));
+        assert!(Tiling { prefetch: true, ..t }.wgsl().contains("if (s + 1u < stages)"));
     }
 
     #[cfg(feature = "validate")]

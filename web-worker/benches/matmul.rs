@@ -193,7 +193,7 @@ fn main() {
     let shape = |bm, bn, bk, tm, tn| Tiling { bm, bn, bk, tm, tn, prefetch: true };
     for t in [
         Tiling::DEFAULT,
-        Tiling { prefetch: false, ..Tiling::DEFAULT },
+        Tiling { prefetch: true, ..Tiling::DEFAULT },
         shape(128, 64, 16, 8, 4),
         shape(64, 64, 32, 8, 8),
         shape(128, 64, 16, 8, 8),

@@ -30,7 +30,7 @@ pub async fn run_task(
     let (source, entry_point) = match kernel {
         KernelSpec::Builtin { name } => {
             kernels::check(*name, params, inputs, workgroups, output_size)?;
-            (kernels::source(*name), kernels::ENTRY_POINT)
+            (kernels::source_for(*name, params), kernels::ENTRY_POINT)
         }
         KernelSpec::Wgsl { source, entry_point } => (source.as_str(), entry_point.as_str()),
     };

@@ -138,6 +138,30 @@ fn matmul_row_blocks_match_the_cpu_within_tolerance() {
     assert!(whole.iter().zip(&reference).all(|(g, c)| (g - c).abs() <= 1e-4));
 }
 
+/// `k` and `n` multiples of 4: the generated register-tiled kernel runs (same blocks, same
+/// dispatch), over partial blocks, a partial stage and a row block that starts mid-matrix.
+#[test]
+fn tiled_matmul_row_blocks_match_the_cpu_within_tolerance() {
+    let (m, n, k) = (150, 68, 52);
+    let a = f32s_to_bytes(&floats((m * k) as usize, 3));
+    let b = f32s_to_bytes(&floats((k * n) as usize, 4));
+    let tasks = matmul_f32::tasks_for(m, n, k, sha256(&a), sha256(&b), 100);
+    assert_eq!(tasks.len(), 2);
+    for task in &tasks {
+        assert_eq!(
+            starling_web_worker::kernels::source_for(BuiltinKernel::MatmulF32, &task.params),
+            starling_web_worker::kernels::matmul_tiled::default_source(),
+            "this product runs the generated kernel"
+        );
+        let on_gpu = bytes_to_f32s(&gpu(BuiltinKernel::MatmulF32, task, &[&a, &b]));
+        let on_cpu = bytes_to_f32s(&cpu(BuiltinKernel::MatmulF32, task, &[&a, &b]));
+        assert_eq!(on_gpu.len(), on_cpu.len());
+        for (i, (g, c)) in on_gpu.iter().zip(&on_cpu).enumerate() {
+            assert!((g - c).abs() <= 1e-5 + 1e-5 * g.abs().max(c.abs()), "element {i}: gpu {g} cpu {c}");
+        }
+    }
+}
+
 #[test]
 fn monte_carlo_pi_matches_the_cpu_and_estimates_pi() {
     // 2 tasks x 64 workgroups x 256 threads x 32 samples = 1 048 576 points.
