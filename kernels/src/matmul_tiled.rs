@@ -53,14 +53,15 @@ impl Tiling {
     /// most 1,024 threads, and at most 16 KiB of workgroup memory (WebGPU's defaults).
     pub fn check(&self) -> Result<(), String> {
         let Tiling { bm, bn, bk, tm, tn, .. } = *self;
-        if [bm, bn, bk, tm, tn].contains(&0) || tm % 4 != 0 || tn % 4 != 0 || bk % 4 != 0 {
+        if [bm, bn, bk, tm, tn].contains(&0) || !tm.is_multiple_of(4) || !tn.is_multiple_of(4) || !bk.is_multiple_of(4)
+        {
             return Err(format!("{self:?}: tm, tn and bk must be positive multiples of 4"));
         }
-        if bm % tm != 0 || bn % tn != 0 {
+        if !bm.is_multiple_of(tm) || !bn.is_multiple_of(tn) {
             return Err(format!("{self:?}: tm must divide bm and tn divide bn"));
         }
         let threads = (bm / tm) * (bn / tn);
-        if threads > 1024 || threads % 32 != 0 {
+        if threads > 1024 || !threads.is_multiple_of(32) {
             return Err(format!("{self:?}: {threads} threads (a multiple of 32, at most 1024)"));
         }
         if (bm * bk + bk * bn) * 4 > 16 * 1024 {
@@ -71,7 +72,7 @@ impl Tiling {
 
     /// Whether a product of these dimensions can use the vec4 kernel.
     pub fn fits(k: u32, n: u32) -> bool {
-        k % 4 == 0 && n % 4 == 0
+        k.is_multiple_of(4) && n.is_multiple_of(4)
     }
 
     /// Workgroups for `rows x n` of C.
