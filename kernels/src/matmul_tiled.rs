@@ -122,7 +122,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let tid = lid.y * {tx_n}u + lid.x;
     let row0 = wid.y * {bm}u;
     let col0 = wid.x * {bn}u;
-    let n4 = params.n / 4u;"
+    let n4 = params.n / 4u;
+    let k4 = params.k / 4u;
+    let interior = row0 + {bm}u <= params.rows && col0 + {bn}u <= params.n && params.k % {bk}u == 0u;"
         );
         for i in 0..tm {
             for j in 0..tn4 {
@@ -144,22 +146,37 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         for r in 0..b_rounds {
             let _ = writeln!(w, "    var pb_{r} = vec4<f32>(0.0);");
         }
+        // A workgroup whose whole block lies inside the task's rows and the matrix's columns, in
+        // a product whose k is whole stages, loads without the kernel's own bounds branches
+        // (`interior`, the same for every thread of the workgroup); wgpu's checks stay on.
         let load = |w: &mut String, k0: &str, indent: &str| {
+            let slot_guard = |total: u32, round: u32| {
+                if (round + 1) * threads <= total { "true".to_string() } else { format!("slot < {total}u") }
+            };
             for r in 0..a_rounds {
                 let _ = writeln!(
                     w,
                     "{indent}{{
 {indent}    let slot = tid + {}u;
-{indent}    if (slot < {a_blocks}u) {{
+{indent}    if ({}) {{
 {indent}        let r = row0 + (slot / {}u) * 4u;
 {indent}        let c4 = ({k0}) / 4u + slot % {}u;
-{indent}        pa_{r}_0 = a4(r, c4);
-{indent}        pa_{r}_1 = a4(r + 1u, c4);
-{indent}        pa_{r}_2 = a4(r + 2u, c4);
-{indent}        pa_{r}_3 = a4(r + 3u, c4);
+{indent}        if (interior) {{
+{indent}            let base = (params.row_offset + r) * k4 + c4;
+{indent}            pa_{r}_0 = a[base];
+{indent}            pa_{r}_1 = a[base + k4];
+{indent}            pa_{r}_2 = a[base + 2u * k4];
+{indent}            pa_{r}_3 = a[base + 3u * k4];
+{indent}        }} else {{
+{indent}            pa_{r}_0 = a4(r, c4);
+{indent}            pa_{r}_1 = a4(r + 1u, c4);
+{indent}            pa_{r}_2 = a4(r + 2u, c4);
+{indent}            pa_{r}_3 = a4(r + 3u, c4);
+{indent}        }}
 {indent}    }}
 {indent}}}",
                     r * threads,
+                    slot_guard(a_blocks, r),
                     bk / 4,
                     bk / 4
                 );
@@ -171,12 +188,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 {indent}    let slot = tid + {}u;
 {indent}    let row = ({k0}) + slot / {bn4}u;
 {indent}    let col4 = col0 / 4u + slot % {bn4}u;
-{indent}    pb_{r} = vec4<f32>(0.0);
-{indent}    if (slot < {b_slots}u && row < params.k && col4 < n4) {{
+{indent}    if (interior && {}) {{
 {indent}        pb_{r} = b[row * n4 + col4];
+{indent}    }} else {{
+{indent}        pb_{r} = vec4<f32>(0.0);
+{indent}        if (slot < {b_slots}u && row < params.k && col4 < n4) {{
+{indent}            pb_{r} = b[row * n4 + col4];
+{indent}        }}
 {indent}    }}
 {indent}}}",
-                    r * threads
+                    r * threads,
+                    slot_guard(b_slots, r)
                 );
             }
         };

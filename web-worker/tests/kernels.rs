@@ -142,10 +142,17 @@ fn matmul_row_blocks_match_the_cpu_within_tolerance() {
 /// dispatch), over partial blocks, a partial stage and a row block that starts mid-matrix.
 #[test]
 fn tiled_matmul_row_blocks_match_the_cpu_within_tolerance() {
-    let (m, n, k) = (150, 68, 52);
+    // Partial blocks and stages (the checked loads); then whole blocks and stages in row blocks
+    // that start mid-matrix (the interior loads).
+    for (m, n, k, rows) in [(150, 68, 52, 100), (256, 128, 64, 128)] {
+        tiled_matmul_matches(m, n, k, rows);
+    }
+}
+
+fn tiled_matmul_matches(m: u32, n: u32, k: u32, rows: u32) {
     let a = f32s_to_bytes(&floats((m * k) as usize, 3));
     let b = f32s_to_bytes(&floats((k * n) as usize, 4));
-    let tasks = matmul_f32::tasks_for(m, n, k, sha256(&a), sha256(&b), 100);
+    let tasks = matmul_f32::tasks_for(m, n, k, sha256(&a), sha256(&b), rows);
     assert_eq!(tasks.len(), 2);
     for task in &tasks {
         assert_eq!(
