@@ -3,7 +3,7 @@
 
 use crate::{Error, Result};
 use js_sys::{Promise, Uint8Array};
-use starling_protocol::sign::Keypair;
+use starling_protocol::sign::{EscrowDeployment, Keypair};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
@@ -12,8 +12,10 @@ use wasm_bindgen_futures::JsFuture;
 pub const WORKER_SECRET_KEY: &str = "starling.worker.secret_key";
 pub const CLIENT_SECRET_KEY: &str = "starling.client.secret_key";
 pub const CONTRIBUTE_SETTINGS: &str = "starling.contribute.settings";
-/// The relay picked from the registry, when it is not this page's own.
+/// The relay picked from the registry, when it is not this page's own, and the escrow deployment
+/// whose registry it was picked from.
 pub const RELAY: &str = "starling.relay";
+pub const RELAY_DEPLOYMENT: &str = "starling.relay.deployment";
 
 pub fn window() -> web_sys::Window {
     web_sys::window().expect("the app runs in a window")
@@ -99,22 +101,41 @@ pub fn relay() -> String {
     stored(RELAY).filter(|r| reachable_from_here(r)).unwrap_or_else(origin)
 }
 
-/// Picks `relay` (`None`, or this page's own origin: go back to the page's relay).
-pub fn choose_relay(relay: Option<&str>) -> Result<()> {
+/// Picks `relay` from the registry of `deployment` (`None`, or this page's own origin: go back to
+/// the page's relay).
+pub fn choose_relay(relay: Option<&str>, deployment: Option<&EscrowDeployment>) -> Result<()> {
     match relay.map(|r| r.trim_end_matches('/')) {
         Some(r) if r != origin() => {
             if !reachable_from_here(r) {
                 return Err(Error::Browser(format!("{r} cannot be reached from this page")));
             }
+            match deployment.and_then(|d| serde_json::to_string(d).ok()) {
+                Some(json) => store(RELAY_DEPLOYMENT, &json)?,
+                None => forget(RELAY_DEPLOYMENT),
+            }
             store(RELAY, r)
         }
         _ => {
-            if let Some(storage) = storage() {
-                let _ = storage.remove_item(RELAY);
-            }
+            forget(RELAY);
+            forget(RELAY_DEPLOYMENT);
             Ok(())
         }
     }
+}
+
+fn forget(key: &str) {
+    if let Some(storage) = storage() {
+        let _ = storage.remove_item(key);
+    }
+}
+
+/// The deployment a picked relay must settle through (the one whose registry listed it); `None`
+/// on the page's own relay.
+pub fn relay_deployment() -> Option<EscrowDeployment> {
+    if relay() == origin() {
+        return None;
+    }
+    stored(RELAY_DEPLOYMENT).and_then(|json| serde_json::from_str(&json).ok())
 }
 
 /// `ws(s)://host/path` for a path on the relay the app talks to.

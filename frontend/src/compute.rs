@@ -84,7 +84,12 @@ impl Contributor {
             }
         }
         let secret_key = browser::stored(browser::WORKER_SECRET_KEY).filter(|k| k.len() == 64);
-        self.post(&PageMessage::Start { relay: browser::relay(), secret_key, settings: self.settings.get_untracked() });
+        self.post(&PageMessage::Start {
+            relay: browser::relay(),
+            secret_key,
+            settings: self.settings.get_untracked(),
+            expect: browser::relay_deployment(),
+        });
         self.report_device();
     }
 

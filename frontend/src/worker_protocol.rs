@@ -114,6 +114,7 @@ mod tests {
             relay: "http://127.0.0.1:8080".into(),
             secret_key: None,
             settings: Settings::default(),
+            expect: None,
         };
         assert_eq!(
             to_json(&start),

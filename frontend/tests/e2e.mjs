@@ -240,13 +240,21 @@ try {
   await until('the network page to list the registry', async () => (await dashboard.getByTestId('network-relay-row').count()) >= 1, 30_000);
   const other = start(['relay', '--listen', '127.0.0.1:0', '--data-dir', join(tmp, 'relay-2'), '--www', ''], 'second relay');
   const [, base2] = await firstLine(other, /listening on (http:\/\/\S+)/);
-  await dashboard.evaluate((r) => localStorage.setItem('starling.relay', r), base2);
+  // Picked from the first relay's registry: the picked relay must settle through the first relay's
+  // deployment. This second relay runs its own embedded ledger, so the page warns (and the
+  // browser worker would refuse it).
+  const listedIn = (await api(base, '/v1/health')).escrow;
+  await dashboard.evaluate(([r, d]) => {
+    localStorage.setItem('starling.relay', r);
+    localStorage.setItem('starling.relay.deployment', JSON.stringify({ chain_id: d.chain_id, contract: d.contract }));
+  }, [base2, listedIn]);
   await dashboard.reload();
   await dashboard.getByTestId('page-network').waitFor();
   await until('the page to use the picked relay', async () => (await dashboard.getByTestId('network-current-relay').textContent()).includes(`Using ${base2},`), 30_000);
   // The picked relay's own figures: no workers there, while the page's relay has two.
   await until("the picked relay's health", async () => (await dashboard.getByTestId('network-workers-online').textContent()).trim() === '0', 30_000);
   await until("the picked relay's registry", async () => (await dashboard.getByTestId('network-relay-row').count()) >= 1, 30_000);
+  await dashboard.getByTestId('network-relay-mismatch').waitFor({ timeout: 30_000 });
   await shoot(dashboard, 'network-picked-relay');
   await dashboard.getByTestId('network-relay-reset').click();
   await dashboard.getByTestId('page-network').waitFor();

@@ -77,6 +77,10 @@ pub enum PageMessage {
         #[serde(default)]
         secret_key: Option<String>,
         settings: Settings,
+        /// Refuse a relay whose escrow is not this deployment (the page picked the relay from a
+        /// registry in this contract on this chain); `None`: whatever the relay names.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expect: Option<crate::sign::EscrowDeployment>,
     },
     /// Take nothing new and drop the connection; the relay lets the leases lapse.
     Stop,
@@ -216,7 +220,8 @@ mod tests {
     fn page_messages_read_and_write_as_browser_md_has_them() {
         let settings = Settings { duty_cycle: 0.1, pause_when_hidden: true, min_battery: 0.2 };
         let settings_json = r#"{"duty_cycle":0.1,"pause_when_hidden":true,"min_battery":0.2}"#;
-        let start = PageMessage::Start { relay: "http://127.0.0.1:8080".into(), secret_key: None, settings };
+        let start =
+            PageMessage::Start { relay: "http://127.0.0.1:8080".into(), secret_key: None, settings, expect: None };
         let start_json = format!(
             r#"{{"type":"start","relay":"http://127.0.0.1:8080","secret_key":null,"settings":{settings_json}}}"#
         );
@@ -228,7 +233,7 @@ mod tests {
                 r#"{{"type":"start","relay":"https://r","secret_key":"{seed}","settings":{settings_json}}}"#
             ))
             .unwrap(),
-            PageMessage::Start { relay: "https://r".into(), secret_key: Some(seed), settings }
+            PageMessage::Start { relay: "https://r".into(), secret_key: Some(seed), settings, expect: None }
         );
         assert_eq!(page(r#"{"type":"stop"}"#).unwrap(), PageMessage::Stop);
         assert_eq!(serde_json::to_string(&PageMessage::Stop).unwrap(), r#"{"type":"stop"}"#);

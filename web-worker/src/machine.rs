@@ -320,6 +320,14 @@ impl Machine {
     /// Begins working for `relay` (one origin, or several comma-separated: see
     /// [`RelayUrls::from_origins`]) with `key`, or reports why not. A `start` that changes
     /// nothing but the settings keeps the connection and its leases.
+    /// The deployment a relay must name before this worker signs anything for it (`None`:
+    /// whatever it names); takes effect from the next session.
+    pub fn expect_deployment(&mut self, expect: Option<starling_protocol::sign::EscrowDeployment>) {
+        let (contract, chain_id) = expect.map(|d| (d.contract, d.chain_id)).unzip();
+        self.options.expect_contract = contract;
+        self.options.expect_chain_id = chain_id;
+    }
+
     pub fn start(&mut self, relay: &str, key: Result<Keypair, String>, settings: Settings, now_ms: u64) {
         let checked = settings.check().and_then(|()| RelayUrls::from_origins(relay)).and_then(|urls| Ok((urls, key?)));
         let (relays, key) = match checked {

@@ -82,7 +82,17 @@ pub fn Network() -> impl IntoView {
     );
     let current = browser::relay();
     let own = browser::origin();
-    let choose = move |relay: Option<String>| match browser::choose_relay(relay.as_deref()) {
+    // The deployment whose registry lists the relays below: a relay picked from it must settle
+    // through it (the browser worker refuses one that does not).
+    let listed_in = move || {
+        health.with_untracked(|h| {
+            h.as_ref().and_then(|h| h.escrow.as_ref()).map(|e| starling_protocol::sign::EscrowDeployment {
+                chain_id: e.chain_id.clone(),
+                contract: e.contract.clone(),
+            })
+        })
+    };
+    let choose = move |relay: Option<String>| match browser::choose_relay(relay.as_deref(), listed_in().as_ref()) {
         Ok(()) => {
             let _ = browser::window().location().reload();
         }
@@ -225,6 +235,15 @@ pub fn Network() -> impl IntoView {
                 {(current != own).then(|| view! {
                     <button class="button" data-testid="network-relay-reset" on:click=move |_| choose(None)>"Use this page's relay"</button>
                 })}
+                {move || {
+                    let expected = browser::relay_deployment()?;
+                    let named = health.with(|h| h.as_ref().and_then(|h| h.escrow.as_ref()).map(|e| (e.chain_id.clone(), e.contract.clone())))?;
+                    (named != (expected.chain_id.clone(), expected.contract.clone())).then(|| view! {
+                        <p class="notice warning" role="alert" data-testid="network-relay-mismatch">
+                            {format!("This relay settles through {} on {}, not {} on {} whose registry listed it. Contributing here is refused; use this page's relay.", named.1, named.0, expected.contract, expected.chain_id)}
+                        </p>
+                    })
+                }}
                 <Notice text=Signal::derive(move || relays_problem.get()) tone=Tone::Warning testid="network-relays-error"/>
                 <div class="table-wrap" tabindex="0" role="region" aria-labelledby="relays-heading">
                     <table class="relays" data-testid="network-relays">

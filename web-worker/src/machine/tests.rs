@@ -789,6 +789,20 @@ fn an_owner_other_than_the_key_reads_its_own_nonce_before_consenting() {
 }
 
 #[test]
+fn the_page_pins_the_deployment_it_picked_the_relay_for() {
+    let mut m = Machine::with_options(42, Options::default());
+    let picked = starling_protocol::sign::EscrowDeployment { chain_id: "mainnet".into(), contract: "c1".into() };
+    m.expect_deployment(Some(picked));
+    assert_eq!(
+        (m.options.expect_contract.as_deref(), m.options.expect_chain_id.as_deref()),
+        (Some("c1"), Some("mainnet")),
+        "what the refusal below checks"
+    );
+    m.expect_deployment(None);
+    assert_eq!((m.options.expect_contract.as_deref(), m.options.expect_chain_id.as_deref()), (None, None));
+}
+
+#[test]
 fn a_relay_naming_another_escrow_than_the_pinned_one_is_refused() {
     for (name, options) in [
         ("contract", Options { expect_contract: Some("starling1other".into()), ..Options::default() }),

@@ -184,7 +184,8 @@ impl Glue {
             }
         };
         match message {
-            PageMessage::Start { relay, secret_key, settings } => {
+            PageMessage::Start { relay, secret_key, settings, expect } => {
+                self.machine.expect_deployment(expect);
                 let key = match secret_key {
                     Some(hex_seed) => parse_secret_key(&hex_seed),
                     None => {
