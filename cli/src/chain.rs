@@ -103,15 +103,7 @@ pub async fn run(args: ChainArgs) -> Result<()> {
 /// Reads the relay chain key in `path`, or creates it; returns its address on the dev chain.
 pub fn key(path: &Path) -> Result<String> {
     if !path.exists() {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .with_context(|| format!("creating {}", path.display()))?;
-        file.write_all(crate::hex_token().as_bytes())?;
+        crate::write_secret(path)?;
     }
     let key = starling_relay::escrow::chain::read_key(path)?;
     Ok(key.public_key().account_id(starling_devchain::PREFIX).map_err(|e| anyhow::anyhow!("{e}"))?.to_string())

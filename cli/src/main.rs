@@ -298,21 +298,28 @@ fn admin_token(path: &std::path::Path) -> Result<String> {
         Ok(text) if text.trim().len() >= 32 => Ok(text.trim().to_owned()),
         Ok(_) => anyhow::bail!("{} holds a token shorter than 32 characters", path.display()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            let token = hex_token();
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .with_context(|| format!("creating {}", path.display()))?;
-            file.write_all(token.as_bytes())?;
+            let token = write_secret(path)?;
             eprintln!("admin token written to {}", path.display());
             Ok(token)
         }
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
+}
+
+/// Creates `path` (never overwriting) readable by its owner only, holding a fresh random
+/// 32-byte secret as hex; returns the secret.
+pub(crate) fn write_secret(path: &std::path::Path) -> Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let secret = hex_token();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(secret.as_bytes())?;
+    Ok(secret)
 }
 
 fn hex_token() -> String {

@@ -38,17 +38,7 @@ async fn optional<T: serde::de::DeserializeOwned>(q: &impl SmartQuery, msg: &Que
 /// This relay's jobs, page by page, ascending by id (nobody else can open a job in its
 /// namespace).
 async fn jobs(q: &impl SmartQuery) -> EscrowResult<Vec<JobResponse>> {
-    let mut all: Vec<JobResponse> = Vec::new();
-    let relay = q.relay();
-    loop {
-        let start_after = all.last().map(|j| j.job_id);
-        let msg = QueryMsg::Jobs { relay: relay.clone(), start_after, limit: Some(PAGE) };
-        let page: JobsResponse = q.smart_query(&msg).await?;
-        if page.jobs.is_empty() {
-            return Ok(all);
-        }
-        all.extend(page.jobs);
-    }
+    Ok(jobs_of(q, &q.relay(), None, usize::MAX).await?.0)
 }
 
 pub(super) async fn max_job_id(q: &impl SmartQuery) -> EscrowResult<u64> {
