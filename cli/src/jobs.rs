@@ -263,9 +263,10 @@ pub async fn prepare(client: &Client, key: &Keypair, kind: Kind, rules: &Rules) 
                 .map(|i| {
                     Ok(TaskSpec {
                         params: parse_list(&params, i)?,
-                        inputs: hashes.clone(),
+                        inputs: hashes.iter().map(|&h| h.into()).collect(),
                         workgroups: wg,
                         output_size,
+                        kernel: 0,
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;

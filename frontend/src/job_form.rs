@@ -614,7 +614,13 @@ fn wgsl_job(form: &JobForm, files: &[InputFile]) -> Result<Parts, FormError> {
                 format!("at most {} param words", starling_protocol::limits::MAX_PARAM_WORDS),
             ));
         }
-        tasks.push(TaskSpec { params, inputs: hashes.clone(), workgroups, output_size });
+        tasks.push(TaskSpec {
+            params,
+            inputs: hashes.iter().map(|&h| h.into()).collect(),
+            workgroups,
+            output_size,
+            kernel: 0,
+        });
     }
     let comparison = match form.wgsl_tolerance.trim() {
         "" => Comparison::Exact,

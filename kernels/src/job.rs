@@ -55,20 +55,22 @@ impl Rules {
             homogeneous: false,
             nonce,
             adaptive: self.adaptive_audit.map(|audit_percent| Adaptive { audit_percent }),
+            kernels: Vec::new(),
         }
     }
 }
 
 /// The relay's own checks, before anything is uploaded or posted: the spec's structure
 /// ([`JobSpec::validate`]) and, for a built-in, every task's params, input sizes, workgroups and
-/// output size against what the kernel computes ([`crate::check_sizes`]). `input_size` gives the
-/// size of an input the client is about to upload (`None`: not known here, taken as empty).
+/// output size against what the kernel computes ([`crate::check_sizes`]); an input that is another
+/// task's output has that task's declared size. `input_size` gives the size of a blob the client
+/// is about to upload (`None`: not known here, taken as empty).
 pub fn check(spec: &JobSpec, input_size: impl Fn(&Hash32) -> Option<u64>) -> Result<(), String> {
     spec.validate().map_err(|e| e.message)?;
-    if let KernelSpec::Builtin { name } = spec.kernel {
-        for (i, task) in spec.tasks.iter().enumerate() {
-            let sizes: Vec<u64> = task.inputs.iter().map(|h| input_size(h).unwrap_or(0)).collect();
-            crate::check_sizes(name, &task.params, &sizes, task.workgroups, task.output_size)
+    for (i, task) in spec.tasks.iter().enumerate() {
+        if let Some(KernelSpec::Builtin { name }) = spec.kernel_of(i) {
+            let sizes: Vec<u64> = spec.input_sizes(i, &input_size).into_iter().map(|s| s.unwrap_or(0)).collect();
+            crate::check_sizes(*name, &task.params, &sizes, task.workgroups, task.output_size)
                 .map_err(|e| format!("task {i}: {e}"))?;
         }
     }

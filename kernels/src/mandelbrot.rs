@@ -247,6 +247,7 @@ pub fn tile_job_tasks(
                 inputs: Vec::new(),
                 workgroups: params.workgroups(),
                 output_size: params.output_size(),
+                kernel: 0,
             }
         })
         .collect()

@@ -124,10 +124,11 @@ pub fn tasks_for(m: u32, n: u32, k: u32, a: Hash32, b: Hash32, rows_per_task: u3
 fn task(params: MatmulParams, a: Hash32, b: Hash32) -> TaskSpec {
     TaskSpec {
         params: params.to_words(),
-        inputs: vec![a, b],
+        inputs: vec![a.into(), b.into()],
         workgroups: params.workgroups(),
         // Saturates for a product no device could hold; validation refuses it later.
         output_size: u32::try_from(params.output_size()).unwrap_or(u32::MAX),
+        kernel: 0,
     }
 }
 

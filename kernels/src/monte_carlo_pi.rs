@@ -137,6 +137,7 @@ pub fn tasks(seed: u64, n_tasks: u32, workgroups_per_task: u32, samples_per_thre
                 inputs: Vec::new(),
                 workgroups,
                 output_size: u32::try_from(MonteCarloParams::output_size(workgroups)).unwrap_or(u32::MAX),
+                kernel: 0,
             }
         })
         .collect()

@@ -168,7 +168,7 @@ pub fn tasks(
         .map(|i| {
             let params =
                 Sha256Params { prefix, start: start.wrapping_add(i.wrapping_mul(per_task)), nonces_per_thread };
-            TaskSpec { params: params.to_words(), inputs: Vec::new(), workgroups, output_size }
+            TaskSpec { params: params.to_words(), inputs: Vec::new(), workgroups, output_size, kernel: 0 }
         })
         .collect()
 }

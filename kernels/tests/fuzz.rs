@@ -228,6 +228,7 @@ fn builtin_task_checks_as_the_relay_runs_them() {
                 homogeneous: false,
                 nonce: 0,
                 adaptive: None,
+                kernels: Vec::new(),
             };
             if spec.validate().is_ok()
                 && kernels::check_sizes(*kernel, &task.params, sizes, task.workgroups, task.output_size).is_ok()

@@ -18,6 +18,10 @@ pub struct JobSpec {
     #[serde(default)]
     pub label: String,
     pub kernel: KernelSpec,
+    /// Further kernels a task may name by [`TaskSpec::kernel`] (a reduction's, a training
+    /// round's update): task kernel `0` is [`JobSpec::kernel`], `i` is `kernels[i - 1]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernels: Vec<KernelSpec>,
     pub tasks: Vec<TaskSpec>,
     #[serde(default)]
     pub comparison: Comparison,
@@ -146,20 +150,84 @@ impl KernelSpec {
     }
 }
 
-/// One task: its uniform parameters, input blobs, dispatch size and output size.
+/// One task: its uniform parameters, inputs, dispatch size and output size.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
     /// Uniform buffer contents as 32-bit words (floats as their bit patterns).
     #[serde(default)]
     pub params: Vec<u32>,
-    /// Input blobs by SHA-256, bound in order from binding 1.
+    /// Inputs, bound in order from binding 1: blobs by SHA-256, or other tasks' verified outputs.
     #[serde(default)]
-    pub inputs: Vec<Hash32>,
+    pub inputs: Vec<TaskInput>,
     /// Workgroups dispatched in x, y, z.
     pub workgroups: [u32; 3],
     /// Bytes of output the kernel writes.
     pub output_size: u32,
+    /// Which of the job's kernels it runs (see [`JobSpec::kernels`]); `0`, the job's `kernel`,
+    /// when absent.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub kernel: u8,
+}
+
+fn is_zero(v: &u8) -> bool {
+    *v == 0
+}
+
+/// Where one of a task's inputs comes from. On the wire a blob is its hex SHA-256 (as before
+/// tasks could depend on tasks) and another task's output is `{"task": INDEX}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TaskInput {
+    /// A blob the client uploaded.
+    Blob(Hash32),
+    /// The verified output of another task of the same job. The relay releases the task only once
+    /// every task it reads from is verified, and binds the output every replica agreed on; if one
+    /// of them fails, so does the task.
+    Output(OutputOf),
+}
+
+/// Names a task of the same job by its index (see [`TaskInput::Output`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputOf {
+    pub task: u32,
+}
+
+impl TaskInput {
+    /// The blob this input names, if it is one.
+    pub fn blob(&self) -> Option<Hash32> {
+        match self {
+            TaskInput::Blob(h) => Some(*h),
+            TaskInput::Output(_) => None,
+        }
+    }
+
+    /// The task whose output this input is, if it is one.
+    pub fn task(&self) -> Option<u32> {
+        match self {
+            TaskInput::Blob(_) => None,
+            TaskInput::Output(o) => Some(o.task),
+        }
+    }
+}
+
+impl From<Hash32> for TaskInput {
+    fn from(h: Hash32) -> Self {
+        TaskInput::Blob(h)
+    }
+}
+
+impl TaskSpec {
+    /// The blobs it reads, in binding order.
+    pub fn blobs(&self) -> impl Iterator<Item = Hash32> + '_ {
+        self.inputs.iter().filter_map(TaskInput::blob)
+    }
+
+    /// The tasks whose outputs it reads, in binding order (a task read twice appears twice).
+    pub fn depends_on(&self) -> impl Iterator<Item = u32> + '_ {
+        self.inputs.iter().filter_map(TaskInput::task)
+    }
 }
 
 /// How replicas of a task are compared.
@@ -202,16 +270,14 @@ impl JobSpec {
         if self.label.chars().count() > MAX_LABEL_LEN {
             return Err(invalid(format!("label is longer than {MAX_LABEL_LEN} characters")));
         }
-        if let KernelSpec::Wgsl { source, entry_point } = &self.kernel {
-            if source.len() > MAX_WGSL_BYTES {
-                return Err(too_large(format!("WGSL source is over {MAX_WGSL_BYTES} bytes")));
-            }
-            if entry_point.is_empty()
-                || entry_point.len() > MAX_ENTRY_POINT_LEN
-                || !entry_point.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            {
-                return Err(invalid("entry_point must be 1-64 ASCII letters, digits or '_'"));
-            }
+        if 1 + self.kernels.len() > MAX_KERNELS_PER_JOB {
+            return Err(too_large(format!("a job may have at most {MAX_KERNELS_PER_JOB} kernels")));
+        }
+        for (i, kernel) in self.all_kernels().enumerate() {
+            kernel.validate().map_err(|e| match i {
+                0 => e,
+                i => SpecError { code: e.code, message: format!("kernels[{}]: {}", i - 1, e.message) },
+            })?;
         }
         if self.tasks.is_empty() {
             return Err(invalid("a job needs at least one task"));
@@ -247,6 +313,134 @@ impl JobSpec {
         for (i, task) in self.tasks.iter().enumerate() {
             task.validate(self.comparison)
                 .map_err(|e| SpecError { code: e.code, message: format!("task {i}: {}", e.message) })?;
+            if usize::from(task.kernel) > self.kernels.len() {
+                return Err(invalid(format!(
+                    "task {i}: kernel {} does not exist (the job has {} kernels)",
+                    task.kernel,
+                    1 + self.kernels.len()
+                )));
+            }
+        }
+        self.dependency_depths()?;
+        Ok(())
+    }
+
+    /// The job's kernels in index order: `kernel`, then `kernels`.
+    pub fn all_kernels(&self) -> impl Iterator<Item = &KernelSpec> {
+        std::iter::once(&self.kernel).chain(&self.kernels)
+    }
+
+    /// The kernel task `index` runs (`None` for a task or kernel index that does not exist,
+    /// which [`JobSpec::validate`] refuses).
+    pub fn kernel_of(&self, index: usize) -> Option<&KernelSpec> {
+        let task = self.tasks.get(index)?;
+        match task.kernel {
+            0 => Some(&self.kernel),
+            k => self.kernels.get(usize::from(k) - 1),
+        }
+    }
+
+    /// Whether any of its kernels needs a GPU.
+    pub fn needs_gpu(&self) -> bool {
+        self.all_kernels().any(KernelSpec::needs_gpu)
+    }
+
+    /// Whether any task depends on another's output.
+    pub fn has_dependencies(&self) -> bool {
+        self.tasks.iter().any(|t| t.depends_on().next().is_some())
+    }
+
+    /// The size of each of task `index`'s inputs in binding order: a blob's from `blob_size`, a
+    /// task output's from the declared `output_size` of the task it names. `None` where a blob is
+    /// not known or the task does not exist.
+    pub fn input_sizes(&self, index: usize, blob_size: impl Fn(&Hash32) -> Option<u64>) -> Vec<Option<u64>> {
+        let Some(task) = self.tasks.get(index) else {
+            return Vec::new();
+        };
+        task.inputs
+            .iter()
+            .map(|input| match input {
+                TaskInput::Blob(h) => blob_size(h),
+                TaskInput::Output(o) => self.tasks.get(o.task as usize).map(|t| u64::from(t.output_size)),
+            })
+            .collect()
+    }
+
+    /// Each task's depth in the dependency graph (0: reads no other task; else one more than the
+    /// deepest task it reads), after checking the graph: every named task exists and is not the
+    /// task itself, there is no cycle, and no chain is deeper than [`MAX_DEPENDENCY_DEPTH`].
+    pub fn dependency_depths(&self) -> Result<Vec<usize>, SpecError> {
+        let n = self.tasks.len();
+        for (i, task) in self.tasks.iter().enumerate() {
+            for d in task.depends_on() {
+                if d as usize >= n {
+                    return Err(invalid(format!("task {i} reads the output of task {d}, which does not exist")));
+                }
+                if d as usize == i {
+                    return Err(invalid(format!("task {i} reads its own output")));
+                }
+            }
+        }
+        // Iterative depth-first search: `Some(depth)` once done, on the stack while visiting.
+        const UNSEEN: usize = usize::MAX;
+        const VISITING: usize = usize::MAX - 1;
+        let mut depth = vec![UNSEEN; n];
+        for root in 0..n {
+            if depth[root] != UNSEEN {
+                continue;
+            }
+            let mut stack: Vec<(usize, usize)> = vec![(root, 0)];
+            depth[root] = VISITING;
+            while let Some(&mut (node, ref mut next)) = stack.last_mut() {
+                let deps: Vec<u32> = self.tasks[node].depends_on().collect();
+                if let Some(&d) = deps.get(*next) {
+                    *next += 1;
+                    let d = d as usize;
+                    match depth[d] {
+                        UNSEEN => {
+                            depth[d] = VISITING;
+                            stack.push((d, 0));
+                        }
+                        VISITING => {
+                            let from = stack.iter().position(|&(t, _)| t == d).unwrap_or(0);
+                            let cycle: Vec<String> =
+                                stack[from..].iter().map(|(t, _)| t.to_string()).chain([d.to_string()]).collect();
+                            return Err(invalid(format!(
+                                "tasks depend on each other in a cycle: {}",
+                                cycle.join(" reads ")
+                            )));
+                        }
+                        _ => {}
+                    }
+                } else {
+                    let own = deps.iter().map(|&d| depth[d as usize] + 1).max().unwrap_or(0);
+                    if own > MAX_DEPENDENCY_DEPTH {
+                        return Err(too_large(format!(
+                            "task {node} is {own} levels deep in the dependency graph; the most is \
+                             {MAX_DEPENDENCY_DEPTH}"
+                        )));
+                    }
+                    depth[node] = own;
+                    stack.pop();
+                }
+            }
+        }
+        Ok(depth)
+    }
+}
+
+impl KernelSpec {
+    fn validate(&self) -> Result<(), SpecError> {
+        if let KernelSpec::Wgsl { source, entry_point } = self {
+            if source.len() > MAX_WGSL_BYTES {
+                return Err(too_large(format!("WGSL source is over {MAX_WGSL_BYTES} bytes")));
+            }
+            if entry_point.is_empty()
+                || entry_point.len() > MAX_ENTRY_POINT_LEN
+                || !entry_point.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                return Err(invalid("entry_point must be 1-64 ASCII letters, digits or '_'"));
+            }
         }
         Ok(())
     }
@@ -282,7 +476,14 @@ pub(crate) mod tests_support {
         JobSpec {
             label: "tiles".into(),
             kernel: KernelSpec::Builtin { name: BuiltinKernel::Mandelbrot },
-            tasks: vec![TaskSpec { params: vec![1, 2, 3], inputs: vec![], workgroups: [4, 4, 1], output_size: 1024 }],
+            kernels: vec![],
+            tasks: vec![TaskSpec {
+                params: vec![1, 2, 3],
+                inputs: vec![],
+                workgroups: [4, 4, 1],
+                output_size: 1024,
+                kernel: 0,
+            }],
             comparison: Comparison::Exact,
             replicas: 2,
             quorum: 2,
@@ -332,7 +533,7 @@ mod tests {
             ("too many params", |s| s.tasks[0].params = vec![0; MAX_PARAM_WORDS + 1], Some(ErrorCode::TooLarge)),
             (
                 "too many inputs",
-                |s| s.tasks[0].inputs = vec![sha256(b""); MAX_INPUTS_PER_TASK + 1],
+                |s| s.tasks[0].inputs = vec![sha256(b"").into(); MAX_INPUTS_PER_TASK + 1],
                 Some(ErrorCode::TooLarge),
             ),
             ("zero deadline", |s| s.deadline_secs = 0, Some(ErrorCode::InvalidSpec)),
@@ -382,6 +583,101 @@ mod tests {
             let mut spec = sample_spec();
             mutate(&mut spec);
             assert_eq!(spec.validate().err().map(|e| e.code), *want, "{name}");
+        }
+    }
+
+    /// A job of `n` tasks where task `i` reads the outputs named in `edges[i]`.
+    fn graph(n: usize, edges: &[(usize, &[u32])]) -> JobSpec {
+        let mut spec = sample_spec();
+        spec.tasks = vec![spec.tasks[0].clone(); n];
+        for (i, deps) in edges {
+            spec.tasks[*i].inputs = deps.iter().map(|&task| TaskInput::Output(OutputOf { task })).collect();
+        }
+        spec
+    }
+
+    #[test]
+    fn dependency_validation_table() {
+        let chain = |n: usize| {
+            let mut spec = graph(n, &[]);
+            for i in 1..n {
+                spec.tasks[i].inputs = vec![TaskInput::Output(OutputOf { task: i as u32 - 1 })];
+            }
+            spec
+        };
+        let cases: Vec<(&str, JobSpec, Result<Vec<usize>, (ErrorCode, &str)>)> = vec![
+            ("no dependencies", graph(3, &[]), Ok(vec![0, 0, 0])),
+            ("a reduction", graph(4, &[(3, &[0, 1, 2])]), Ok(vec![0, 0, 0, 1])),
+            ("a later task read by an earlier one", graph(3, &[(0, &[2]), (2, &[1])]), Ok(vec![2, 0, 1])),
+            ("the same output twice", graph(2, &[(1, &[0, 0])]), Ok(vec![0, 1])),
+            (
+                "a missing task",
+                graph(2, &[(1, &[7])]),
+                Err((ErrorCode::InvalidSpec, "task 1 reads the output of task 7")),
+            ),
+            ("itself", graph(2, &[(1, &[1])]), Err((ErrorCode::InvalidSpec, "task 1 reads its own output"))),
+            (
+                "a cycle",
+                graph(4, &[(0, &[1]), (1, &[2]), (2, &[0]), (3, &[0])]),
+                Err((ErrorCode::InvalidSpec, "tasks depend on each other in a cycle: 0 reads 1 reads 2 reads 0")),
+            ),
+            ("a chain at the limit", chain(MAX_DEPENDENCY_DEPTH + 1), Ok((0..=MAX_DEPENDENCY_DEPTH).collect())),
+            (
+                "a chain over the limit",
+                chain(MAX_DEPENDENCY_DEPTH + 2),
+                Err((ErrorCode::TooLarge, "levels deep in the dependency graph")),
+            ),
+        ];
+        for (name, spec, want) in cases {
+            let got = spec.dependency_depths();
+            match (&got, &want) {
+                (Ok(depths), Ok(want)) => assert_eq!(depths, want, "{name}"),
+                (Err(e), Err((code, text))) => {
+                    assert_eq!(e.code, *code, "{name}: {}", e.message);
+                    assert!(e.message.contains(text), "{name}: {}", e.message);
+                    assert_eq!(spec.validate().unwrap_err(), *e, "{name}: validate refuses it too");
+                }
+                _ => panic!("{name}: got {got:?}, want {want:?}"),
+            }
+        }
+        // A fan-in over the input bound is refused like any other input count.
+        let wide = graph(8, &[(7, &[0, 1, 2, 3, 4, 5, 6])]);
+        assert_eq!(wide.validate().unwrap_err().code, ErrorCode::TooLarge);
+    }
+
+    #[test]
+    fn tasks_name_kernels_that_exist_and_kernels_are_bounded() {
+        let mut spec = sample_spec();
+        spec.tasks[0].kernel = 1;
+        let e = spec.validate().unwrap_err();
+        assert!(e.message.contains("kernel 1 does not exist"), "{}", e.message);
+        spec.kernels = vec![KernelSpec::Builtin { name: BuiltinKernel::MonteCarloPi }];
+        spec.validate().unwrap();
+        assert_eq!(spec.kernel_of(0), Some(&spec.kernels[0]));
+        spec.kernels = vec![KernelSpec::Builtin { name: BuiltinKernel::MonteCarloPi }; MAX_KERNELS_PER_JOB];
+        assert_eq!(spec.validate().unwrap_err().code, ErrorCode::TooLarge);
+        spec.kernels = vec![KernelSpec::Wgsl { source: String::new(), entry_point: "no way".into() }];
+        let e = spec.validate().unwrap_err();
+        assert!(e.message.starts_with("kernels[0]: entry_point"), "{}", e.message);
+    }
+
+    #[test]
+    fn inputs_are_hashes_or_task_outputs_on_the_wire() {
+        let blob = sha256(b"x");
+        let json = format!(
+            r#"{{"kernel":{{"type":"builtin","name":"monte_carlo_pi"}},"tasks":[{{"workgroups":[1,1,1],"output_size":4}},{{"inputs":["{blob}",{{"task":0}}],"workgroups":[1,1,1],"output_size":4,"kernel":0}}]}}"#
+        );
+        let spec: JobSpec = serde_json::from_str(&json).unwrap();
+        assert_eq!(spec.tasks[1].inputs, vec![TaskInput::Blob(blob), TaskInput::Output(OutputOf { task: 0 })]);
+        assert_eq!(spec.tasks[1].blobs().collect::<Vec<_>>(), vec![blob]);
+        assert_eq!(spec.tasks[1].depends_on().collect::<Vec<_>>(), vec![0]);
+        assert_eq!(spec.input_sizes(1, |_| Some(9)), vec![Some(9), Some(4)]);
+        assert!(spec.has_dependencies());
+        let wire = serde_json::to_string(&spec).unwrap();
+        assert!(!wire.contains("\"kernel\":0") && !wire.contains("kernels"), "defaults stay off the wire: {wire}");
+        for bad in [r#"{"task":0,"x":1}"#, r#"{"task":-1}"#, r#""zz""#, r#"{"blob":"00"}"#] {
+            let json = json.replace(r#"{"task":0}"#, bad);
+            assert!(serde_json::from_str::<JobSpec>(&json).is_err(), "{bad}");
         }
     }
 

@@ -5,8 +5,14 @@
 pub const MAX_SPEC_BYTES: usize = 1 << 20;
 /// Tasks per job.
 pub const MAX_TASKS: usize = 4096;
-/// Input blobs bound per task (bindings 1..=N).
+/// Inputs bound per task (bindings 1..=N), blobs and other tasks' outputs together: also the
+/// most tasks one task may depend on (a reduction tree's fan-in).
 pub const MAX_INPUTS_PER_TASK: usize = 6;
+/// Kernels per job: its `kernel` and at most this many less one in `kernels`.
+pub const MAX_KERNELS_PER_JOB: usize = 8;
+/// Longest chain of tasks each reading the one before (a training run's rounds): every level
+/// waits for the one before it to be verified.
+pub const MAX_DEPENDENCY_DEPTH: usize = 256;
 /// 32-bit words of uniform parameters per task (binding 0).
 pub const MAX_PARAM_WORDS: usize = 64;
 /// Largest blob (input or output) the relay stores.

@@ -12,7 +12,7 @@ use rand::seq::SliceRandom;
 use serde_json::Value;
 use starling_fuzz::mutate::{JsonMutator, interesting_string};
 use starling_fuzz::{Fuzz, Shown};
-use starling_protocol::job::{BuiltinKernel, Comparison, JobSpec, KernelSpec, TaskSpec};
+use starling_protocol::job::{BuiltinKernel, Comparison, JobSpec, KernelSpec, OutputOf, TaskInput, TaskSpec};
 use starling_protocol::limits::*;
 use starling_protocol::sign::{Keypair, SignedJob};
 use starling_protocol::worker::{
@@ -231,12 +231,20 @@ fn relay_messages_never_panic_and_round_trip() {
     assert!(decoded * 20 > ran, "only {decoded} of {ran} inputs decoded");
 }
 
-fn task(rng: &mut StdRng) -> TaskSpec {
+/// Task `index` of a job with `kernels` kernels: its inputs are blobs, or outputs of tasks before it.
+fn task(rng: &mut StdRng, index: u32, kernels: u8) -> TaskSpec {
     TaskSpec {
         params: (0..rng.gen_range(0..=4)).map(|_| rng.r#gen()).collect(),
-        inputs: (0..rng.gen_range(0..=2)).map(|_| hash(rng)).collect(),
+        inputs: (0..rng.gen_range(0..=2))
+            .map(|_| match index {
+                0 => TaskInput::Blob(hash(rng)),
+                _ if rng.r#gen() => TaskInput::Blob(hash(rng)),
+                _ => TaskInput::Output(OutputOf { task: rng.gen_range(0..index) }),
+            })
+            .collect(),
         workgroups: [rng.gen_range(1..=64), rng.gen_range(1..=4), 1],
         output_size: 4 * rng.gen_range(1..=1024),
+        kernel: rng.gen_range(0..kernels),
     }
 }
 
@@ -247,10 +255,13 @@ fn valid_spec(rng: &mut StdRng) -> JobSpec {
     let comparison = if rng.r#gen() { Comparison::Exact } else { Comparison::Tolerance { rel: 1e-5, abs: 0.0 } };
     let adaptive = (quorum == 1 && replicas >= 2 && comparison == Comparison::Exact && rng.r#gen())
         .then(|| starling_protocol::job::Adaptive { audit_percent: rng.gen_range(1..=100) });
+    let kernels: Vec<KernelSpec> = (0..rng.gen_range(0..=2)).map(|_| kernel(rng)).collect();
+    let n_kernels = 1 + kernels.len() as u8;
     JobSpec {
         label: if rng.r#gen() { String::new() } else { "tiles ✓".into() },
         kernel: kernel(rng),
-        tasks: (0..rng.gen_range(1..=3)).map(|_| task(rng)).collect(),
+        kernels,
+        tasks: (0..rng.gen_range(1..=3)).map(|i| task(rng, i, n_kernels)).collect(),
         comparison,
         replicas,
         quorum,
@@ -281,11 +292,16 @@ const SPEC_LIMITS: &[u64] = &[
 /// Everything `JobSpec::validate` promises about a spec it accepts.
 fn assert_within_limits(spec: &JobSpec) {
     assert!(spec.label.chars().count() <= MAX_LABEL_LEN, "label");
-    if let KernelSpec::Wgsl { source, entry_point } = &spec.kernel {
-        assert!(source.len() <= MAX_WGSL_BYTES, "wgsl size");
-        assert!((1..=MAX_ENTRY_POINT_LEN).contains(&entry_point.len()), "entry point length");
-        assert!(entry_point.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "entry point characters");
+    assert!(spec.all_kernels().count() <= MAX_KERNELS_PER_JOB, "kernel count");
+    for kernel in spec.all_kernels() {
+        if let KernelSpec::Wgsl { source, entry_point } = kernel {
+            assert!(source.len() <= MAX_WGSL_BYTES, "wgsl size");
+            assert!((1..=MAX_ENTRY_POINT_LEN).contains(&entry_point.len()), "entry point length");
+            assert!(entry_point.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "entry point characters");
+        }
     }
+    let depths = spec.dependency_depths().expect("an accepted spec's graph is sound");
+    assert!(depths.iter().all(|&d| d <= MAX_DEPENDENCY_DEPTH), "depth");
     assert!((1..=MAX_TASKS).contains(&spec.tasks.len()), "task count");
     assert!(1 <= spec.quorum && spec.quorum <= spec.replicas, "quorum");
     assert!(spec.replicas <= spec.max_replicas && spec.max_replicas <= MAX_REPLICAS, "replicas");
@@ -296,6 +312,8 @@ fn assert_within_limits(spec: &JobSpec) {
     for task in &spec.tasks {
         assert!(task.params.len() <= MAX_PARAM_WORDS, "params");
         assert!(task.inputs.len() <= MAX_INPUTS_PER_TASK, "inputs");
+        assert!(usize::from(task.kernel) < spec.all_kernels().count(), "kernel index");
+        assert!(task.depends_on().all(|d| (d as usize) < spec.tasks.len()), "dependency index");
         assert!(task.workgroups.iter().all(|w| (1..=MAX_WORKGROUPS_PER_DIM).contains(w)), "workgroups");
         assert!(task.output_size > 0 && task.output_size % 4 == 0, "output size alignment");
         assert!(task.output_size <= MAX_OUTPUT_BYTES, "output size");

@@ -588,8 +588,8 @@ fn fixed_costs() -> FixedCosts {
         lease: LeaseId(123_456),
         task,
         kernel: KernelSpec::Builtin { name: BuiltinKernel::MonteCarloPi },
+        inputs: spec.blobs().collect(),
         params: spec.params,
-        inputs: spec.inputs,
         workgroups: spec.workgroups,
         output_size: spec.output_size,
         lease_ms: 15_000,
@@ -924,6 +924,7 @@ fn bench_job(seed: u64, tasks: u32) -> (JobSpec, Vec<Hash32>) {
         homogeneous: false,
         nonce: seed,
         adaptive: None,
+        kernels: Vec::new(),
     };
     (spec, expected)
 }

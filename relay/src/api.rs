@@ -24,7 +24,7 @@ use starling_protocol::limits::MAX_SPEC_BYTES;
 use starling_protocol::sign::{SignedJob, UploadPurpose, account_bytes, verify};
 use starling_protocol::upload::UploadAuth;
 use starling_protocol::{ErrorBody, ErrorCode, Hash32, JobId, PublicKey, TaskId};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 pub fn router() -> Router<AppState> {
@@ -145,13 +145,12 @@ pub async fn input_sizes(
     unavailable: impl Fn(&Hash32) -> bool,
 ) -> std::result::Result<HashMap<Hash32, u64>, Hash32> {
     let mut sizes = HashMap::new();
-    for h in spec.tasks.iter().flat_map(|t| &t.inputs) {
-        if !sizes.contains_key(h) {
-            if unavailable(h) {
-                return Err(*h);
+    for h in spec.tasks.iter().flat_map(|t| t.blobs()) {
+        if let std::collections::hash_map::Entry::Vacant(entry) = sizes.entry(h) {
+            if unavailable(&h) {
+                return Err(h);
             }
-            let size = blobs.size(h).await.ok_or(*h)?;
-            sizes.insert(*h, size);
+            entry.insert(blobs.size(&h).await.ok_or(h)?);
         }
     }
     Ok(sizes)
@@ -185,35 +184,45 @@ async fn create_job(State(app): State<AppState>, request: Request) -> Result<Res
     })?;
     job.spec.validate().map_err(|e| ApiError::new(e.code, e.message))?;
     job.verify().map_err(|e| ApiError::new(ErrorCode::BadSignature, format!("job signature: {e}")))?;
-    let inputs: Vec<Hash32> = job.spec.tasks.iter().flat_map(|t| t.inputs.iter().copied()).collect();
+    let inputs: Vec<Hash32> = job.spec.tasks.iter().flat_map(|t| t.blobs()).collect();
     // Nothing this submission names may expire while it is checked; once accepted, its inputs
     // are kept for good and stop counting against their uploaders.
     app.blobs.touch(&inputs, wall_ms());
     let sizes = input_sizes(&job.spec, &app.blobs, |h| withheld(&app, h))
         .await
         .map_err(|h| ApiError::new(ErrorCode::InvalidSpec, format!("input blob {h} has not been uploaded")))?;
-    match &job.spec.kernel {
-        KernelSpec::Builtin { name } => {
-            for (i, task) in job.spec.tasks.iter().enumerate() {
-                let task_sizes: Vec<u64> = task.inputs.iter().map(|h| sizes[h]).collect();
+    // A built-in checks every task that runs it (an input that is another task's output has that
+    // task's declared size); a WGSL kernel is validated once, for the inputs its tasks bind.
+    let mut wgsl_inputs: BTreeMap<u8, usize> = BTreeMap::new();
+    for (i, task) in job.spec.tasks.iter().enumerate() {
+        match job.spec.kernel_of(i) {
+            Some(KernelSpec::Builtin { name }) => {
+                let task_sizes: Vec<u64> =
+                    job.spec.input_sizes(i, |h| sizes.get(h).copied()).into_iter().map(|s| s.unwrap_or(0)).collect();
                 kernels::check_sizes(*name, &task.params, &task_sizes, task.workgroups, task.output_size)
                     .map_err(|e| ApiError::new(ErrorCode::InvalidSpec, format!("task {i}: {e}")))?;
             }
-        }
-        KernelSpec::Wgsl { source, entry_point } => {
-            let n_inputs = job.spec.tasks[0].inputs.len();
-            if job.spec.tasks.iter().any(|t| t.inputs.len() != n_inputs) {
-                return Err(ApiError::new(
-                    ErrorCode::InvalidSpec,
-                    "every task of a WGSL job binds the same number of inputs",
-                ));
+            Some(KernelSpec::Wgsl { .. }) => {
+                if *wgsl_inputs.entry(task.kernel).or_insert(task.inputs.len()) != task.inputs.len() {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidSpec,
+                        format!("task {i}: every task of a WGSL kernel binds the same number of inputs"),
+                    ));
+                }
             }
-            let (source, entry_point) = (source.clone(), entry_point.clone());
-            tokio::task::spawn_blocking(move || validate::validate_kernel(&source, &entry_point, n_inputs).map(|_| ()))
-                .await
-                .map_err(|_| ApiError::new(ErrorCode::Internal, "validator crashed"))?
-                .map_err(|e| ApiError::new(ErrorCode::InvalidWgsl, e.to_string()))?;
+            None => return Err(ApiError::new(ErrorCode::InvalidSpec, format!("task {i}: no such kernel"))),
         }
+    }
+    for (index, n_inputs) in wgsl_inputs {
+        let Some(KernelSpec::Wgsl { source, entry_point }) = job.spec.all_kernels().nth(usize::from(index)) else {
+            continue;
+        };
+        let (source, entry_point) = (source.clone(), entry_point.clone());
+        let which = if index == 0 { String::new() } else { format!("kernels[{}]: ", index - 1) };
+        tokio::task::spawn_blocking(move || validate::validate_kernel(&source, &entry_point, n_inputs).map(|_| ()))
+            .await
+            .map_err(|_| ApiError::new(ErrorCode::Internal, "validator crashed"))?
+            .map_err(|e| ApiError::new(ErrorCode::InvalidWgsl, format!("{which}{e}")))?;
     }
     if app.store.job_signed(&job.signature).await? {
         return Err(ApiError::new(

@@ -102,10 +102,12 @@ impl Checker {
 
 async fn run(blobs: &BlobStore, check: &Check) -> CheckOutcome {
     let spec = &check.job.spec;
-    let KernelSpec::Builtin { name } = spec.kernel else { return CheckOutcome::Unchecked };
+    let Some(&KernelSpec::Builtin { name }) = spec.kernel_of(check.task.index as usize) else {
+        return CheckOutcome::Unchecked;
+    };
     let Some(task) = spec.tasks.get(check.task.index as usize) else { return CheckOutcome::Unchecked };
-    let mut inputs = Vec::with_capacity(task.inputs.len());
-    for h in &task.inputs {
+    let mut inputs = Vec::with_capacity(check.inputs.len());
+    for h in &check.inputs {
         match blobs.read(h).await {
             Ok(bytes) => inputs.push(bytes),
             Err(_) => return CheckOutcome::Unchecked,
@@ -154,11 +156,13 @@ mod tests {
             homogeneous: false,
             nonce: 0,
             adaptive: None,
+            kernels: Vec::new(),
         };
         let job = starling_protocol::sign::Keypair::from_seed([9; 32]).sign_job(spec);
         Check {
             task: starling_protocol::TaskId { job: starling_protocol::JobId(1), index: 0 },
             lease: starling_protocol::LeaseId(if dispute { 2 } else { 1 }),
+            inputs: job.spec.tasks[0].blobs().collect(),
             job: Arc::new(job),
             output_hash: sha256(&reference.unwrap()),
             dispute,

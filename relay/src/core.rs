@@ -14,6 +14,7 @@
 use crate::error::Error;
 use crate::escrow::settler::SettleNote;
 use crate::escrow::{EscrowError, OpenJob, plan};
+use crate::graph::{self, TaskGraph};
 use crate::leases::HeldLease;
 use crate::scheduler::{JobRequirements, Lease, Record, Scheduler, TaskNeeds};
 use crate::store::{PendingTask, ReturnedReplica};
@@ -125,6 +126,8 @@ pub struct Check {
     pub task: TaskId,
     pub lease: LeaseId,
     pub job: Arc<SignedJob>,
+    /// The blobs the task bound (its own, and the verified outputs of the tasks it read).
+    pub inputs: Vec<Hash32>,
     pub output_hash: Hash32,
     /// Asked for because the task's results disagree: the check settles the dispute, so it
     /// waits for the checker (in a bounded queue) rather than being skipped when it is busy.
@@ -142,13 +145,13 @@ pub enum CheckOutcome {
     Unchecked,
 }
 
-/// Whether the relay can compute a job's results itself to check them: a built-in kernel whose
+/// Whether the relay can compute a task's results itself to check them: a built-in kernel whose
 /// CPU reference gives every device's bytes (exact kernels), or any built-in on a tolerance job
 /// (compared within the job's tolerance). Client WGSL has no reference.
-pub fn checkable(spec: &JobSpec) -> bool {
-    match spec.kernel {
-        KernelSpec::Builtin { name } => name.exact() || matches!(spec.comparison, Comparison::Tolerance { .. }),
-        KernelSpec::Wgsl { .. } => false,
+pub fn checkable(spec: &JobSpec, task: u32) -> bool {
+    match spec.kernel_of(task as usize) {
+        Some(KernelSpec::Builtin { name }) => name.exact() || matches!(spec.comparison, Comparison::Tolerance { .. }),
+        _ => false,
     }
 }
 
@@ -446,12 +449,13 @@ pub fn worker_network(ip: IpAddr) -> Option<IpAddr> {
 
 /// Job requirements from a spec and the sizes of its input blobs.
 pub fn requirements(spec: &JobSpec, input_sizes: &HashMap<Hash32, u64>) -> JobRequirements {
+    // An input that is another task's output is no larger than the largest output.
     let max_input =
-        spec.tasks.iter().flat_map(|t| &t.inputs).filter_map(|h| input_sizes.get(h)).copied().max().unwrap_or(0);
+        spec.tasks.iter().flat_map(|t| t.blobs()).filter_map(|h| input_sizes.get(&h)).copied().max().unwrap_or(0);
     let max_output = spec.tasks.iter().map(|t| u64::from(t.output_size)).max().unwrap_or(0);
     JobRequirements {
         price_per_replica: spec.price_per_replica,
-        needs_gpu: spec.kernel.needs_gpu(),
+        needs_gpu: spec.needs_gpu(),
         homogeneous: spec.homogeneous,
         max_binding_bytes: max_input.max(max_output),
         storage_buffers: spec.tasks.iter().map(|t| t.inputs.len() as u32 + 1).max().unwrap_or(1),
@@ -472,6 +476,8 @@ struct JobTrack {
     unpaid_from: Option<Option<IpAddr>>,
     /// How long its latest accepted results took, lease to result (ms), newest last.
     durations: VecDeque<u64>,
+    /// Its tasks' dependencies, when some task reads another's output.
+    graph: Option<TaskGraph>,
 }
 
 /// Accepted results of a job whose durations are kept, and how many it takes before a result
@@ -542,6 +548,8 @@ struct TaskTrack {
     adaptive_open: bool,
     /// Adaptive replication chose to run it on its first worker alone.
     single: bool,
+    /// Replicas to hand out when the task stops waiting for its inputs (see [`TaskGraph`]).
+    release: u8,
 }
 
 /// A paid submission waiting for the escrow to lock its deposit.
@@ -702,6 +710,7 @@ impl Core {
         req: JobRequirements,
         deadline_ms: u64,
         tasks: Vec<PendingTask>,
+        decided: Vec<(u32, Option<Hash32>)>,
         now: Now,
     ) {
         let id = summary.id;
@@ -716,14 +725,35 @@ impl Core {
             }),
         );
         let indices: Vec<u32> = tasks.iter().map(|t| t.index).collect();
+        // A restored task is decided as the verifier sees it, not run alone: one still waiting for
+        // its inputs gets the job's replicas when they are verified.
+        let release = job.spec.replicas;
         for t in tasks {
             self.tasks.insert(
                 TaskId { job: id, index: t.index },
-                TaskTrack { returned: t.returned, lapses: t.lapses, audit_drawn: true, ..Default::default() },
+                TaskTrack { returned: t.returned, lapses: t.lapses, audit_drawn: true, release, ..Default::default() },
             );
         }
         self.track_job(id, Arc::new(job), summary, deadline_ms, unpaid_from);
+        // What was decided before the restart resolves the graph again: verified outputs release
+        // their readers (each released task is decided below, which hands out its replicas),
+        // failures doom theirs.
+        let mut doomed = Vec::new();
+        if let Some(graph) = self.jobs.get_mut(&id).and_then(|j| j.graph.as_mut()) {
+            for (index, output) in decided {
+                match output {
+                    Some(hash) => {
+                        graph.verified(index, hash);
+                    }
+                    None => doomed.extend(graph.failed(index)),
+                }
+            }
+        }
+        for index in doomed {
+            self.fail_task(TaskId { job: id, index }, "a task it reads failed", now);
+        }
         for index in indices {
+            // A task still waiting for an input is not decided (see `decide`).
             self.decide(TaskId { job: id, index }, now);
         }
         self.maybe_finish(id, now);
@@ -963,16 +993,21 @@ impl Core {
             .map(|_| !adaptive && hidden && replicas < max && self.rng.gen_bool(self.config.extra_rate.clamp(0.0, 1.0)))
             .collect();
         let first = if adaptive { 1 } else { replicas };
+        // A task that reads other tasks' outputs waits, without replicas, until they are verified.
+        let graph = TaskGraph::new(&job.spec);
+        let waiting = |i: u32| graph.as_ref().is_some_and(|g| g.is_waiting(i));
+        let wanted = |i: u32| first + u8::from(extra[i as usize]);
         self.sched.add_job(
             id,
             req,
-            (0..n).map(|i| (i, TaskNeeds { wanted: first + u8::from(extra[i as usize]), ..Default::default() })),
+            (0..n).map(|i| (i, TaskNeeds { wanted: if waiting(i) { 0 } else { wanted(i) }, ..Default::default() })),
         );
         for index in 0..n {
             let hold_for = if extra[index as usize] { replicas + 1 } else { 0 };
+            let release = if waiting(index) { wanted(index) } else { 0 };
             self.tasks.insert(
                 TaskId { job: id, index },
-                TaskTrack { hold_for, adaptive_open: adaptive, ..Default::default() },
+                TaskTrack { hold_for, adaptive_open: adaptive, release, ..Default::default() },
             );
         }
         let job = Arc::new(job);
@@ -1000,7 +1035,9 @@ impl Core {
         self.signatures.insert(job.signature);
         self.deadlines.insert((deadline_ms, id));
         let digest = job.spec.digest();
-        self.jobs.insert(id, JobTrack { job, digest, summary, deadline_ms, unpaid_from, durations: VecDeque::new() });
+        let graph = TaskGraph::new(&job.spec);
+        self.jobs
+            .insert(id, JobTrack { job, digest, summary, deadline_ms, unpaid_from, durations: VecDeque::new(), graph });
     }
 
     fn untrack_job(&mut self, id: JobId) -> Option<JobTrack> {
@@ -1081,13 +1118,21 @@ impl Core {
         let drawn = self.rng.gen_bool(self.config.canary_rate.clamp(0.0, 1.0));
         if let Some(job) = self.jobs.get(&task.job)
             && self.config.canary_rate > 0.0
-            && checkable(&job.job.spec)
+            && checkable(&job.job.spec, task.index)
+            && let Some(inputs) = graph::resolve(&job.job.spec, job.graph.as_ref(), task.index)
             && (drawn || !job.timed() || job.fast(now.mono_ms.saturating_sub(lease.assigned_at_ms)))
             && !track.confirmed.contains(&output_hash)
             && !track.refuted.contains(&output_hash)
         {
             track.checking.insert(lease_id);
-            self.ready.checks.push(Check { task, lease: lease_id, job: job.job.clone(), output_hash, dispute: false });
+            self.ready.checks.push(Check {
+                task,
+                lease: lease_id,
+                job: job.job.clone(),
+                inputs,
+                output_hash,
+                dispute: false,
+            });
         }
         self.ready.messages.push((key, RelayMessage::Ack { lease: lease_id }));
         self.decide(task, now);
@@ -1170,6 +1215,10 @@ impl Core {
         let (Some(job), Some(track)) = (self.jobs.get(&task.job), self.tasks.get_mut(&task)) else {
             return;
         };
+        if job.graph.as_ref().is_some_and(|g| g.is_waiting(task.index)) {
+            // Nothing to decide before it runs.
+            return;
+        }
         if !track.checking.is_empty() {
             // Decided once the relay's own answer is in.
             return;
@@ -1208,7 +1257,11 @@ impl Core {
                 sampled: track.sampled.contains(&r.lease),
             })
             .collect();
-        if self.config.canary_rate > 0.0 && checkable(&job.job.spec) && verifier::contested(rule.comparison, &returned)
+        let inputs = graph::resolve(&job.job.spec, job.graph.as_ref(), task.index);
+        if self.config.canary_rate > 0.0
+            && checkable(&job.job.spec, task.index)
+            && let Some(inputs) = inputs
+            && verifier::contested(rule.comparison, &returned)
         {
             // Results that disagree on a job the relay can compute: its own answer settles the
             // dispute, not a vote a large enough cartel could win. Each answer not yet sent to the
@@ -1223,7 +1276,14 @@ impl Core {
                 for (output_hash, lease) in fresh {
                     track.asked.insert(output_hash);
                     track.checking.insert(lease);
-                    self.ready.checks.push(Check { task, lease, job: job.job.clone(), output_hash, dispute: true });
+                    self.ready.checks.push(Check {
+                        task,
+                        lease,
+                        job: job.job.clone(),
+                        inputs: inputs.clone(),
+                        output_hash,
+                        dispute: true,
+                    });
                 }
                 self.sched.set_sampled(task);
                 return;
@@ -1326,7 +1386,15 @@ impl Core {
                 let job = self.jobs.get_mut(&task.job).expect("job tracked");
                 job.summary.tasks_verified += 1;
                 let (verified, total) = (job.summary.tasks_verified, job.summary.tasks_total);
+                let released = job.graph.as_mut().map(|g| g.verified(task.index, output_hash)).unwrap_or_default();
                 self.ready.event(task.job, JobEvent::TaskVerified { task, output_hash, verified, total });
+                for index in released {
+                    // Its inputs are verified: it runs now, on the outputs they agreed on.
+                    let reader = TaskId { job: task.job, index };
+                    if let Some(track) = self.tasks.get_mut(&reader) {
+                        self.sched.add_replicas(reader, std::mem::take(&mut track.release));
+                    }
+                }
                 self.maybe_finish(task.job, now);
             }
             Decision::Failed { reason, .. } => {
@@ -1343,10 +1411,16 @@ impl Core {
         tracing::warn!(%task, %reason, "task failed");
         self.ready.writes.push(Write::FailTask { task, reason: reason.to_string(), at_ms: now.wall_ms });
         self.close_task(task, now);
+        let mut doomed = Vec::new();
         if let Some(job) = self.jobs.get_mut(&task.job) {
             job.summary.tasks_failed += 1;
+            doomed = job.graph.as_mut().map(|g| g.failed(task.index)).unwrap_or_default();
         }
         self.ready.event(task.job, JobEvent::TaskFailed { task, reason: reason.to_string() });
+        // Tasks downstream could never have their inputs.
+        for index in doomed {
+            self.fail_task(TaskId { job: task.job, index }, &format!("task {} it reads failed", task.index), now);
+        }
     }
 
     fn close_task(&mut self, task: TaskId, now: Now) {
@@ -1467,6 +1541,15 @@ impl Core {
             }
             let job = &self.jobs[&lease.task.job];
             let spec = &job.job.spec.tasks[lease.task.index as usize];
+            let (Some(kernel), Some(inputs)) = (
+                job.job.spec.kernel_of(lease.task.index as usize),
+                graph::resolve(&job.job.spec, job.graph.as_ref(), lease.task.index),
+            ) else {
+                // Not reached: a task is handed out only once its inputs are verified.
+                tracing::error!(task = %lease.task, "a task was leased before its inputs were verified");
+                self.sched.lease_declined(lease.id);
+                continue;
+            };
             let held = HeldLease { worker: lease.worker, task: lease.task, output_size: u64::from(spec.output_size) };
             self.ready.leases_opened.push((lease.id, held));
             self.ready.messages.push((
@@ -1474,9 +1557,9 @@ impl Core {
                 RelayMessage::Assign(Assignment {
                     lease: lease.id,
                     task: lease.task,
-                    kernel: job.job.spec.kernel.clone(),
+                    kernel: kernel.clone(),
                     params: spec.params.clone(),
-                    inputs: spec.inputs.clone(),
+                    inputs,
                     workgroups: spec.workgroups,
                     output_size: spec.output_size,
                     lease_ms,
@@ -1560,7 +1643,7 @@ mod tests {
             label: String::new(),
             kernel: KernelSpec::Builtin { name: BuiltinKernel::MonteCarloPi },
             tasks: (0..tasks)
-                .map(|i| TaskSpec { params: vec![i], inputs: vec![], workgroups: [1, 1, 1], output_size: 8 })
+                .map(|i| TaskSpec { params: vec![i], inputs: vec![], workgroups: [1, 1, 1], output_size: 8, kernel: 0 })
                 .collect(),
             comparison: Comparison::Exact,
             replicas: 2,
@@ -1571,6 +1654,7 @@ mod tests {
             homogeneous: false,
             nonce,
             adaptive: None,
+            kernels: Vec::new(),
         }
     }
 
@@ -1880,6 +1964,7 @@ mod tests {
             deadline_ms: 0,
             unpaid_from: None,
             durations: VecDeque::new(),
+            graph: None,
         };
         for ms in [3000, 4000, 2000, 5000, 3500, 2500, 4500] {
             track.durations.push_back(ms);
@@ -2085,13 +2170,18 @@ mod tests {
     #[test]
     fn only_jobs_the_relay_can_compute_are_checked() {
         let mut s = spec(1, 10, 0);
-        assert!(checkable(&s));
+        assert!(checkable(&s, 0));
+        assert!(!checkable(&s, 1), "no such task");
         s.kernel = KernelSpec::Builtin { name: BuiltinKernel::MatmulF32 };
-        assert!(!checkable(&s));
+        assert!(!checkable(&s, 0));
         s.comparison = Comparison::Tolerance { rel: 1e-3, abs: 1e-3 };
-        assert!(checkable(&s));
+        assert!(checkable(&s, 0));
         s.kernel = KernelSpec::Wgsl { source: String::new(), entry_point: "main".into() };
-        assert!(!checkable(&s));
+        assert!(!checkable(&s, 0));
+        // Per task: a task running a built-in of a job whose first kernel is WGSL is checkable.
+        s.kernels = vec![KernelSpec::Builtin { name: BuiltinKernel::MatmulF32 }];
+        s.tasks[0].kernel = 1;
+        assert!(checkable(&s, 0));
     }
 
     fn adaptive_spec(tasks: u32, audit_percent: u8) -> JobSpec {

@@ -289,13 +289,13 @@ impl Driver {
                 .map_err(|h| Error::Corrupt(format!("missing input blob {h}")))?;
             let req = requirements(&job.job.spec, &sizes);
             let withheld = &driver.shared.withheld;
-            withheld.job_running(job.id, job.job.spec.tasks.iter().flat_map(|t| t.inputs.iter().copied()));
+            withheld.job_running(job.id, job.job.spec.tasks.iter().flat_map(|t| t.blobs()));
             for task in &job.tasks {
                 for r in &task.returned {
                     withheld.returned(TaskId { job: job.id, index: task.index }, r.output_hash);
                 }
             }
-            driver.core.restore(summary, job.job, req, job.deadline_ms, job.tasks, now);
+            driver.core.restore(summary, job.job, req, job.deadline_ms, job.tasks, job.decided, now);
         }
         let ready = driver.core.ready(now);
         driver.carry_out(ready).await?;

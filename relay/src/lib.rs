@@ -27,6 +27,7 @@ pub mod core;
 pub mod driver;
 pub mod error;
 pub mod escrow;
+pub mod graph;
 pub mod leases;
 pub mod scheduler;
 pub mod serve;

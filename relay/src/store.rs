@@ -145,6 +145,9 @@ pub struct RunningJob {
     pub job: SignedJob,
     pub deadline_ms: u64,
     pub tasks: Vec<PendingTask>,
+    /// Decided tasks of a job whose tasks read each other's outputs: each verified task's
+    /// output, `None` for a failed one (empty for a job without dependencies).
+    pub decided: Vec<(u32, Option<Hash32>)>,
 }
 
 /// A pending task with the replicas that matter for deciding it.
@@ -703,7 +706,34 @@ impl Store {
                     });
                 }
             }
-            jobs.push(RunningJob { id, job: SignedJob { spec, client, signature, deposit: None }, deadline_ms, tasks });
+            // A job whose tasks read each other's outputs resumes from what was decided.
+            let mut decided = Vec::new();
+            if spec.has_dependencies() {
+                let rows = sqlx::query(
+                    "SELECT idx, state, output_hash FROM tasks WHERE job_id = $1 AND state <> 'pending' ORDER BY idx",
+                )
+                .bind(id.0 as i64)
+                .fetch_all(&self.pool)
+                .await?;
+                for r in rows {
+                    let output = match r.get::<&str, _>(1) {
+                        "verified" => Some(parse(
+                            r.get::<Option<&str>, _>(2)
+                                .ok_or_else(|| Error::Corrupt("verified task without output".into()))?,
+                            "output hash",
+                        )?),
+                        _ => None,
+                    };
+                    decided.push((r.get::<i64, _>(0) as u32, output));
+                }
+            }
+            jobs.push(RunningJob {
+                id,
+                job: SignedJob { spec, client, signature, deposit: None },
+                deadline_ms,
+                tasks,
+                decided,
+            });
         }
         Ok(jobs)
     }
@@ -932,7 +962,7 @@ impl Store {
         let specs: Vec<String> = sqlx::query_scalar("SELECT spec_json FROM jobs").fetch_all(&self.pool).await?;
         for spec in specs {
             let spec: JobSpec = serde_json::from_str(&spec).map_err(|e| Error::Corrupt(e.to_string()))?;
-            out.extend(spec.tasks.iter().flat_map(|t| t.inputs.iter().copied()));
+            out.extend(spec.tasks.iter().flat_map(|t| t.blobs()));
         }
         let outputs: Vec<String> =
             sqlx::query_scalar("SELECT DISTINCT output_hash FROM replicas WHERE output_hash IS NOT NULL")

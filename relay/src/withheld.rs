@@ -137,7 +137,7 @@ impl Withheld {
         for w in writes {
             match w {
                 Write::InsertJob { id, job, .. } => {
-                    self.job_running(*id, job.spec.tasks.iter().flat_map(|t| t.inputs.iter().copied()))
+                    self.job_running(*id, job.spec.tasks.iter().flat_map(|t| t.blobs()))
                 }
                 Write::VerifyTask { task, .. } | Write::FailTask { task, .. } => self.decided(*task),
                 Write::FinishJob { job, .. } => self.job_finished(*job),

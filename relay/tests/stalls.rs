@@ -105,6 +105,7 @@ async fn an_unpaid_job_is_answered_within_50_ms_while_300_workers_register() {
             homogeneous: false,
             nonce,
             adaptive: None,
+            kernels: Vec::new(),
         });
         http.post(format!("{base}/v1/jobs")).json(&job).send()
     };

@@ -90,6 +90,7 @@ fn mandelbrot_known_pixels() {
         inputs: vec![],
         workgroups: params.workgroups(),
         output_size: params.output_size(),
+        kernel: 0,
     };
     let counts = bytes_to_words(&gpu(BuiltinKernel::Mandelbrot, &task, &[]));
     let at = |px: usize, py: usize| counts[py * 3 + px];
@@ -194,6 +195,7 @@ fn monte_carlo_pi_three_dimensional_dispatch_and_odd_sample_count() {
         inputs: vec![],
         workgroups,
         output_size: MonteCarloParams::output_size(workgroups) as u32,
+        kernel: 0,
     };
     let on_gpu = gpu(BuiltinKernel::MonteCarloPi, &task, &[]);
     assert_eq!(on_gpu, cpu(BuiltinKernel::MonteCarloPi, &task, &[]));
@@ -233,6 +235,7 @@ fn sha256_nonce_search_wraps_at_two_to_the_64_and_uses_all_dimensions() {
         inputs: vec![],
         workgroups,
         output_size: Sha256Params::output_size(workgroups) as u32,
+        kernel: 0,
     };
     assert_eq!(gpu(BuiltinKernel::Sha256NonceSearch, &task, &[]), cpu(BuiltinKernel::Sha256NonceSearch, &task, &[]));
 }

@@ -26,6 +26,7 @@ fn job(kernel: BuiltinKernel, tasks: Vec<TaskSpec>, comparison: Comparison) -> J
         homogeneous: false,
         nonce: rand_nonce(),
         adaptive: None,
+        kernels: Vec::new(),
     }
 }
 

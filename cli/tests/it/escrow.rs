@@ -134,6 +134,7 @@ async fn honest_workers_are_paid_exactly_the_liar_is_slashed_and_the_client_refu
         homogeneous: false,
         nonce: 1,
         adaptive: None,
+        kernels: Vec::new(),
     };
     let resp =
         api.http.post(format!("{}/v1/jobs", relay.base)).json(&api.sign(greedy.clone()).await).send().await.unwrap();
@@ -283,6 +284,7 @@ fn pi_job() -> JobSpec {
         homogeneous: false,
         nonce: 0,
         adaptive: None,
+        kernels: Vec::new(),
     }
 }
 
@@ -415,6 +417,7 @@ async fn owners_consent_signatures_bind_to_one_deployment_and_tolerance_pays_eve
         homogeneous: false,
         nonce: 7,
         adaptive: None,
+        kernels: Vec::new(),
     };
     let exact_job = api.submit(exact.clone()).await;
     let exact_detail = api.wait_done(exact_job.id).await;
@@ -606,6 +609,7 @@ async fn colluders_and_a_copier_get_no_wrong_result_accepted_and_lose_paid_work(
         homogeneous: false,
         nonce: 1,
         adaptive: None,
+        kernels: Vec::new(),
     };
     let job = api.submit(spec.clone()).await;
     let detail = api.wait_for(job.id, Duration::from_secs(180), |d| d.summary.state != JobState::Running).await;

@@ -71,6 +71,7 @@ fn job(tasks: u32, nonce: u64) -> JobSpec {
         homogeneous: false,
         nonce,
         adaptive: None,
+        kernels: Vec::new(),
     }
 }
 

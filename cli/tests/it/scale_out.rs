@@ -121,6 +121,7 @@ async fn three_relays_on_one_database_finish_a_job_when_the_leader_is_killed_mid
         homogeneous: false,
         nonce: 1,
         adaptive: None,
+        kernels: Vec::new(),
     };
     let total = spec.tasks.len() as u32;
     let job = api.submit(spec.clone()).await;

@@ -240,7 +240,7 @@ pub async fn cpu_outputs(api: &Api, spec: &JobSpec) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for t in &spec.tasks {
         let mut inputs = Vec::new();
-        for h in &t.inputs {
+        for h in t.blobs() {
             inputs.push(
                 api.http
                     .get(format!("{}/v1/blobs/{h}", api.base))

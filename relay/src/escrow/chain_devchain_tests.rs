@@ -67,7 +67,10 @@ fn spec(tasks: usize) -> JobSpec {
     JobSpec {
         label: String::new(),
         kernel: KernelSpec::Builtin { name: BuiltinKernel::MonteCarloPi },
-        tasks: vec![TaskSpec { params: vec![], inputs: vec![], workgroups: [1, 1, 1], output_size: 8 }; tasks],
+        tasks: vec![
+            TaskSpec { params: vec![], inputs: vec![], workgroups: [1, 1, 1], output_size: 8, kernel: 0 };
+            tasks
+        ],
         comparison: Comparison::Exact,
         replicas: 2,
         quorum: 2,
@@ -77,6 +80,7 @@ fn spec(tasks: usize) -> JobSpec {
         homogeneous: false,
         nonce: 0,
         adaptive: None,
+        kernels: Vec::new(),
     }
 }
 

@@ -378,7 +378,16 @@ mod tests {
             let spec = JobSpec {
                 label: String::new(),
                 kernel: KernelSpec::Builtin { name: BuiltinKernel::MonteCarloPi },
-                tasks: vec![TaskSpec { params: vec![], inputs: vec![], workgroups: [1, 1, 1], output_size: 8 }; 5],
+                tasks: vec![
+                    TaskSpec {
+                        params: vec![],
+                        inputs: vec![],
+                        workgroups: [1, 1, 1],
+                        output_size: 8,
+                        kernel: 0
+                    };
+                    5
+                ],
                 comparison,
                 replicas: 3,
                 quorum: 2,
@@ -388,6 +397,7 @@ mod tests {
                 homogeneous: false,
                 nonce: 9,
                 adaptive: None,
+                kernels: Vec::new(),
             };
             let signed = client.sign_paid_job(spec, here, "relay1", 5_000);
             let open = plan::open_job(JobId(3), &signed).unwrap().unwrap();

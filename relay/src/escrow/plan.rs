@@ -381,7 +381,10 @@ mod tests {
         JobSpec {
             label: String::new(),
             kernel: KernelSpec::Builtin { name: BuiltinKernel::MonteCarloPi },
-            tasks: vec![TaskSpec { params: vec![], inputs: vec![], workgroups: [1, 1, 1], output_size: 8 }; 3],
+            tasks: vec![
+                TaskSpec { params: vec![], inputs: vec![], workgroups: [1, 1, 1], output_size: 8, kernel: 0 };
+                3
+            ],
             comparison: Default::default(),
             replicas: 2,
             quorum: 2,
@@ -391,6 +394,7 @@ mod tests {
             homogeneous: false,
             nonce: 0,
             adaptive: None,
+            kernels: Vec::new(),
         }
     }
 

@@ -478,7 +478,10 @@ mod tests {
         let spec = JobSpec {
             label: String::new(),
             kernel: KernelSpec::Builtin { name: BuiltinKernel::MonteCarloPi },
-            tasks: vec![TaskSpec { params: vec![], inputs: vec![], workgroups: [1, 1, 1], output_size: 8 }; 2],
+            tasks: vec![
+                TaskSpec { params: vec![], inputs: vec![], workgroups: [1, 1, 1], output_size: 8, kernel: 0 };
+                2
+            ],
             comparison: Comparison::Exact,
             replicas: 3,
             quorum: 2,
@@ -488,6 +491,7 @@ mod tests {
             homogeneous: false,
             nonce: 0,
             adaptive: None,
+            kernels: Vec::new(),
         };
         let client = Keypair::from_seed([20; 32]);
         ledger.mint_deposit(&client.public(), deposit).await.unwrap();

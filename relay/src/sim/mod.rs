@@ -575,7 +575,7 @@ impl Sim {
             label: format!("sim {}", self.jobs_posted),
             kernel: KernelSpec::Builtin { name: BuiltinKernel::MonteCarloPi },
             tasks: (0..n)
-                .map(|i| TaskSpec { params: vec![i], inputs: vec![], workgroups: [1, 1, 1], output_size: 8 })
+                .map(|i| TaskSpec { params: vec![i], inputs: vec![], workgroups: [1, 1, 1], output_size: 8, kernel: 0 })
                 .collect(),
             comparison: Comparison::Exact,
             replicas: self.p.replicas,
@@ -586,6 +586,7 @@ impl Sim {
             homogeneous: false,
             nonce: self.jobs_posted as u64,
             adaptive: self.p.adaptive.map(|audit_percent| starling_protocol::job::Adaptive { audit_percent }),
+            kernels: Vec::new(),
         }
     }
 

@@ -108,6 +108,7 @@ fn pi_spec() -> JobSpec {
         homogeneous: false,
         nonce: 1,
         adaptive: None,
+        kernels: Vec::new(),
     }
 }
 
@@ -137,7 +138,7 @@ async fn bad_jobs_and_blobs_are_refused_and_leave_nothing_behind() {
         source: "@group(0) @binding(1) var<storage, read_write> out: array<u32>;\n@compute @workgroup_size(64)\nfn main() {\n  out[0] = 1u +;\n}\n".into(),
         entry_point: "main".into(),
     };
-    wgsl.tasks = vec![TaskSpec { params: vec![], inputs: vec![], workgroups: [1, 1, 1], output_size: 4 }];
+    wgsl.tasks = vec![TaskSpec { params: vec![], inputs: vec![], workgroups: [1, 1, 1], output_size: 4, kernel: 0 }];
     let (status, body) = relay.post_job(&client.sign_job(wgsl)).await;
     assert_eq!((status, code(&body)), (400, "invalid_wgsl"), "{body}");
     assert!(body["message"].as_str().unwrap().starts_with("4:"), "error should point at line 4: {body}");

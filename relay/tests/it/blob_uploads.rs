@@ -105,6 +105,7 @@ fn spec(kernel: BuiltinKernel, tasks: Vec<starling_protocol::job::TaskSpec>, non
         homogeneous: false,
         nonce,
         adaptive: None,
+        kernels: Vec::new(),
     }
 }
 

@@ -134,7 +134,7 @@ fn spec(price: u64, nonce: u64) -> JobSpec {
     JobSpec {
         label: String::new(),
         kernel: KernelSpec::Builtin { name: BuiltinKernel::MonteCarloPi },
-        tasks: vec![TaskSpec { params: vec![1], inputs: vec![], workgroups: [1, 1, 1], output_size: 8 }],
+        tasks: vec![TaskSpec { params: vec![1], inputs: vec![], workgroups: [1, 1, 1], output_size: 8, kernel: 0 }],
         comparison: Comparison::Exact,
         replicas: 2,
         quorum: 2,
@@ -144,6 +144,7 @@ fn spec(price: u64, nonce: u64) -> JobSpec {
         homogeneous: false,
         nonce,
         adaptive: None,
+        kernels: Vec::new(),
     }
 }
 

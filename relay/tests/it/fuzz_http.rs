@@ -226,6 +226,7 @@ fn pi_spec(nonce: u64) -> JobSpec {
         homogeneous: false,
         nonce,
         adaptive: None,
+        kernels: Vec::new(),
     }
 }
 
@@ -237,7 +238,7 @@ fn wgsl_spec(nonce: u64) -> JobSpec {
                 .into(),
             entry_point: "main".into(),
         },
-        tasks: vec![TaskSpec { params: vec![], inputs: vec![], workgroups: [1, 1, 1], output_size: 4 }],
+        tasks: vec![TaskSpec { params: vec![], inputs: vec![], workgroups: [1, 1, 1], output_size: 4, kernel: 0 }],
         ..pi_spec(nonce)
     }
 }

@@ -126,6 +126,7 @@ fn two_replica_job(tasks: u32, nonce: u64) -> JobSpec {
         homogeneous: false,
         nonce,
         adaptive: None,
+        kernels: Vec::new(),
     }
 }
 

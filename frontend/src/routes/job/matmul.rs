@@ -16,7 +16,7 @@ pub(super) fn MatmulCheck(data: JobData) -> impl IntoView {
                     .spec
                     .with_untracked(|s| s.clone())
                     .and_then(|s| {
-                        let inputs = s.tasks.first()?.inputs.clone();
+                        let inputs: Vec<_> = s.tasks.first()?.blobs().collect();
                         Some((s, *inputs.first()?, *inputs.get(1)?))
                     })
                     .ok_or("this job has no matrix inputs")?;
