@@ -89,6 +89,13 @@ pub fn summary(spec: &JobSpec, outputs: &[Vec<u8>]) -> Option<String> {
             let p = matmul_f32::MatmulParams::from_words(&spec.tasks.first()?.params).ok()?;
             Some(format!("{}×{} product of a {}×{} and a {}×{} matrix", p.m, p.n, p.m, p.k, p.k, p.n))
         }
+        // Reductions and the network's kernels are parts of larger jobs (their graph says more).
+        BuiltinKernel::SumI32
+        | BuiltinKernel::SumF32
+        | BuiltinKernel::Concat
+        | BuiltinKernel::MlpGradFx
+        | BuiltinKernel::MlpStepFx
+        | BuiltinKernel::MlpInferFx => None,
     }
 }
 

@@ -26,11 +26,16 @@ pub mod validate;
 pub use error::{Error, Result, WgslError};
 use starling_protocol::job::BuiltinKernel;
 
+#[cfg(feature = "datasets")]
+pub mod digits;
 pub mod mandelbrot;
 pub mod matmul_f32;
 pub mod matmul_tiled;
+pub mod mlp_fx;
 pub mod monte_carlo_pi;
+pub mod reduce;
 pub mod sha256_nonce_search;
+pub mod train;
 
 /// The entry point of every built-in kernel.
 pub const ENTRY_POINT: &str = "main";
@@ -46,26 +51,46 @@ pub fn source_for(kernel: BuiltinKernel, params: &[u32]) -> &'static str {
     {
         return matmul_tiled::default_source();
     }
+    if let Some(fan_in) = reduction_fan_in(kernel, params) {
+        return reduce::source(kernel, fan_in);
+    }
     source(kernel)
 }
 
-/// The kernel's WGSL source (its only one, except for the matmul: see [`source_for`]).
+/// The fan-in a reduction's params name (clamped to what the kernel takes), `None` for any other
+/// kernel.
+fn reduction_fan_in(kernel: BuiltinKernel, params: &[u32]) -> Option<usize> {
+    matches!(kernel, BuiltinKernel::SumI32 | BuiltinKernel::SumF32 | BuiltinKernel::Concat)
+        .then(|| params.get(1).map_or(1, |&n| (n as usize).clamp(1, reduce::MAX_FAN_IN)))
+}
+
+/// The kernel's WGSL source (its only one, except for the matmul and the reductions, whose
+/// source depends on their params: see [`source_for`]; a reduction's here is its one-input form).
 pub fn source(kernel: BuiltinKernel) -> &'static str {
     match kernel {
         BuiltinKernel::Mandelbrot => mandelbrot::SOURCE,
         BuiltinKernel::MatmulF32 => matmul_f32::SOURCE,
         BuiltinKernel::MonteCarloPi => monte_carlo_pi::SOURCE,
         BuiltinKernel::Sha256NonceSearch => sha256_nonce_search::SOURCE,
+        BuiltinKernel::SumI32 | BuiltinKernel::SumF32 | BuiltinKernel::Concat => reduce::source(kernel, 1),
+        BuiltinKernel::MlpGradFx => mlp_fx::GRAD_SOURCE,
+        BuiltinKernel::MlpStepFx => mlp_fx::STEP_SOURCE,
+        BuiltinKernel::MlpInferFx => mlp_fx::INFER_SOURCE,
     }
 }
 
-/// How many input blobs the kernel binds (bindings `1..=n`).
-pub fn n_inputs(kernel: BuiltinKernel) -> usize {
+/// How many input blobs the kernel binds (bindings `1..=n`) with these params.
+pub fn n_inputs(kernel: BuiltinKernel, params: &[u32]) -> usize {
     match kernel {
         BuiltinKernel::Mandelbrot => mandelbrot::N_INPUTS,
         BuiltinKernel::MatmulF32 => matmul_f32::N_INPUTS,
         BuiltinKernel::MonteCarloPi => monte_carlo_pi::N_INPUTS,
         BuiltinKernel::Sha256NonceSearch => sha256_nonce_search::N_INPUTS,
+        BuiltinKernel::SumI32 | BuiltinKernel::SumF32 | BuiltinKernel::Concat => {
+            reduction_fan_in(kernel, params).unwrap_or(1)
+        }
+        BuiltinKernel::MlpGradFx => 3,
+        BuiltinKernel::MlpStepFx | BuiltinKernel::MlpInferFx => 2,
     }
 }
 
@@ -91,11 +116,11 @@ pub fn check_sizes(
     workgroups: [u32; 3],
     output_size: u32,
 ) -> Result<()> {
-    if input_sizes.len() != n_inputs(kernel) {
+    if input_sizes.len() != n_inputs(kernel, params) {
         return Err(kernel_error(format!(
             "{} takes {} input(s), got {}",
             kernel.name(),
-            n_inputs(kernel),
+            n_inputs(kernel, params),
             input_sizes.len()
         )));
     }
@@ -112,6 +137,15 @@ pub fn check_sizes(
         }
         BuiltinKernel::Sha256NonceSearch => {
             sha256_nonce_search::Sha256Params::from_words(params)?.check(workgroups, output_size)
+        }
+        BuiltinKernel::SumI32 | BuiltinKernel::SumF32 | BuiltinKernel::Concat => {
+            reduce::ReduceParams::from_words(kernel, params)?.check(kernel, input_sizes, workgroups, output_size)
+        }
+        BuiltinKernel::MlpGradFx | BuiltinKernel::MlpInferFx => {
+            mlp_fx::Shape::from_words(kernel, params)?.check(kernel, input_sizes, workgroups, output_size)
+        }
+        BuiltinKernel::MlpStepFx => {
+            mlp_fx::StepParams::from_words(params)?.check(input_sizes, workgroups, output_size)
         }
     }
 }
@@ -130,6 +164,14 @@ pub fn run_cpu(
         BuiltinKernel::MatmulF32 => matmul_f32::MatmulParams::from_words(params)?.cpu(inputs[0], inputs[1]),
         BuiltinKernel::MonteCarloPi => monte_carlo_pi::MonteCarloParams::from_words(params)?.cpu(workgroups),
         BuiltinKernel::Sha256NonceSearch => sha256_nonce_search::Sha256Params::from_words(params)?.cpu(workgroups),
+        BuiltinKernel::SumI32 | BuiltinKernel::SumF32 | BuiltinKernel::Concat => {
+            reduce::ReduceParams::from_words(kernel, params)?.cpu(kernel, inputs)
+        }
+        BuiltinKernel::MlpGradFx => {
+            mlp_fx::Shape::from_words(kernel, params)?.grad_cpu(inputs[0], inputs[1], inputs[2])
+        }
+        BuiltinKernel::MlpInferFx => mlp_fx::Shape::from_words(kernel, params)?.infer_cpu(inputs[0], inputs[1]),
+        BuiltinKernel::MlpStepFx => mlp_fx::StepParams::from_words(params)?.cpu(inputs[0], inputs[1]),
     };
     debug_assert_eq!(output.len(), output_size as usize);
     Ok(output)
@@ -247,7 +289,7 @@ mod tests {
     #[test]
     fn every_builtin_follows_the_binding_convention() {
         for kernel in BuiltinKernel::ALL {
-            crate::validate::validate_kernel(source(kernel), ENTRY_POINT, n_inputs(kernel))
+            crate::validate::validate_kernel(source(kernel), ENTRY_POINT, n_inputs(kernel, &[1, 1]))
                 .unwrap_or_else(|e| panic!("{}: {e}", kernel.name()));
         }
     }

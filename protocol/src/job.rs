@@ -105,14 +105,33 @@ pub enum BuiltinKernel {
     MonteCarloPi,
     /// SHA-256 of (prefix || nonce) for a range of nonces, reporting the best leading zeros. Exact.
     Sha256NonceSearch,
+    /// Element-wise sum of 1 to 6 equal vectors of i32, wrapping. Exact; a reduction's node.
+    SumI32,
+    /// Element-wise sum of 1 to 6 equal vectors of f32, in binding order. Compare with a tolerance.
+    SumF32,
+    /// The inputs one after another. Exact.
+    Concat,
+    /// A two-layer network's summed softmax cross-entropy gradient over a batch, in Q16 fixed
+    /// point. Exact on every device.
+    MlpGradFx,
+    /// One gradient descent step on Q16 weights. Exact.
+    MlpStepFx,
+    /// A two-layer network's class for each sample, in Q16 fixed point. Exact.
+    MlpInferFx,
 }
 
 impl BuiltinKernel {
-    pub const ALL: [BuiltinKernel; 4] = [
+    pub const ALL: [BuiltinKernel; 10] = [
         BuiltinKernel::Mandelbrot,
         BuiltinKernel::MatmulF32,
         BuiltinKernel::MonteCarloPi,
         BuiltinKernel::Sha256NonceSearch,
+        BuiltinKernel::SumI32,
+        BuiltinKernel::SumF32,
+        BuiltinKernel::Concat,
+        BuiltinKernel::MlpGradFx,
+        BuiltinKernel::MlpStepFx,
+        BuiltinKernel::MlpInferFx,
     ];
 
     pub fn name(self) -> &'static str {
@@ -121,13 +140,19 @@ impl BuiltinKernel {
             BuiltinKernel::MatmulF32 => "matmul_f32",
             BuiltinKernel::MonteCarloPi => "monte_carlo_pi",
             BuiltinKernel::Sha256NonceSearch => "sha256_nonce_search",
+            BuiltinKernel::SumI32 => "sum_i32",
+            BuiltinKernel::SumF32 => "sum_f32",
+            BuiltinKernel::Concat => "concat",
+            BuiltinKernel::MlpGradFx => "mlp_grad_fx",
+            BuiltinKernel::MlpStepFx => "mlp_step_fx",
+            BuiltinKernel::MlpInferFx => "mlp_infer_fx",
         }
     }
 
     /// Whether every device and the CPU reference produce the same bytes (integer arithmetic
     /// only): a result can be checked against the CPU reference exactly.
     pub fn exact(self) -> bool {
-        !matches!(self, BuiltinKernel::MatmulF32)
+        !matches!(self, BuiltinKernel::MatmulF32 | BuiltinKernel::SumF32)
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
