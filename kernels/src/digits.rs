@@ -44,7 +44,8 @@ impl Digits {
 
     /// A training set and a test set: every `k`-th sample (from the first) is for testing.
     pub fn split(&self, k: usize) -> (Digits, Digits) {
-        let (mut train, mut test) = (Digits { images: vec![], labels: vec![] }, Digits { images: vec![], labels: vec![] });
+        let (mut train, mut test) =
+            (Digits { images: vec![], labels: vec![] }, Digits { images: vec![], labels: vec![] });
         for (i, (image, label)) in self.images.iter().zip(&self.labels).enumerate() {
             let set = if i % k.max(2) == 0 { &mut test } else { &mut train };
             set.images.push(*image);

@@ -144,9 +144,7 @@ pub fn check_sizes(
         BuiltinKernel::MlpGradFx | BuiltinKernel::MlpInferFx => {
             mlp_fx::Shape::from_words(kernel, params)?.check(kernel, input_sizes, workgroups, output_size)
         }
-        BuiltinKernel::MlpStepFx => {
-            mlp_fx::StepParams::from_words(params)?.check(input_sizes, workgroups, output_size)
-        }
+        BuiltinKernel::MlpStepFx => mlp_fx::StepParams::from_words(params)?.check(input_sizes, workgroups, output_size),
     }
 }
 

@@ -119,7 +119,13 @@ impl Shape {
         (b1, w2, b2, b2 + no)
     }
 
-    pub(crate) fn check(&self, kernel: BuiltinKernel, sizes: &[u64], workgroups: [u32; 3], output_size: u32) -> Result<()> {
+    pub(crate) fn check(
+        &self,
+        kernel: BuiltinKernel,
+        sizes: &[u64],
+        workgroups: [u32; 3],
+        output_size: u32,
+    ) -> Result<()> {
         let w = u64::from(self.weight_words()) * 4;
         let x = u64::from(self.samples) * u64::from(self.inputs) * 4;
         let n = u64::from(self.samples) * 4;
@@ -141,8 +147,9 @@ impl Shape {
         let h: Vec<i32> = (0..nh)
             .map(|j| (0..ni).fold(w[b1 + j], |acc, k| acc.wrapping_add(mulq(w[j * ni + k], x[k]))).max(0))
             .collect();
-        let z: Vec<i32> =
-            (0..no).map(|o| (0..nh).fold(w[b2 + o], |acc, j| acc.wrapping_add(mulq(w[w2 + o * nh + j], h[j])))).collect();
+        let z: Vec<i32> = (0..no)
+            .map(|o| (0..nh).fold(w[b2 + o], |acc, j| acc.wrapping_add(mulq(w[w2 + o * nh + j], h[j]))))
+            .collect();
         (h, z)
     }
 
@@ -372,8 +379,9 @@ mod tests {
             (0..5)
                 .map(|s| {
                     let x: Vec<f64> = xs[s * 3..s * 3 + 3].iter().map(|&v| from_q(v)).collect();
-                    let h: Vec<f64> =
-                        (0..4).map(|j| (w[b1 + j] + (0..3).map(|k| w[j * 3 + k] * x[k]).sum::<f64>()).max(0.0)).collect();
+                    let h: Vec<f64> = (0..4)
+                        .map(|j| (w[b1 + j] + (0..3).map(|k| w[j * 3 + k] * x[k]).sum::<f64>()).max(0.0))
+                        .collect();
                     let z: Vec<f64> =
                         (0..3).map(|o| w[b2 + o] + (0..4).map(|j| w[w2 + o * 4 + j] * h[j]).sum::<f64>()).collect();
                     let top = z.iter().cloned().fold(f64::MIN, f64::max);

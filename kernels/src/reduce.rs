@@ -53,7 +53,13 @@ impl ReduceParams {
         crate::linear_workgroups(self.words.div_ceil(WORKGROUP_SIZE))
     }
 
-    pub(crate) fn check(&self, kernel: BuiltinKernel, input_sizes: &[u64], workgroups: [u32; 3], output_size: u32) -> Result<()> {
+    pub(crate) fn check(
+        &self,
+        kernel: BuiltinKernel,
+        input_sizes: &[u64],
+        workgroups: [u32; 3],
+        output_size: u32,
+    ) -> Result<()> {
         if input_sizes.len() != self.fan_in as usize {
             return Err(kernel_error(format!(
                 "{} with fan_in {} takes {} inputs, got {}",
@@ -110,7 +116,15 @@ impl ReduceParams {
 pub fn source(kernel: BuiltinKernel, fan_in: usize) -> &'static str {
     static SOURCES: OnceLock<Vec<[String; 3]>> = OnceLock::new();
     let all = SOURCES.get_or_init(|| {
-        (1..=MAX_FAN_IN).map(|n| [generate(BuiltinKernel::SumI32, n), generate(BuiltinKernel::SumF32, n), generate(BuiltinKernel::Concat, n)]).collect()
+        (1..=MAX_FAN_IN)
+            .map(|n| {
+                [
+                    generate(BuiltinKernel::SumI32, n),
+                    generate(BuiltinKernel::SumF32, n),
+                    generate(BuiltinKernel::Concat, n),
+                ]
+            })
+            .collect()
     });
     let which = match kernel {
         BuiltinKernel::SumI32 => 0,
@@ -122,7 +136,8 @@ pub fn source(kernel: BuiltinKernel, fan_in: usize) -> &'static str {
 
 fn generate(kernel: BuiltinKernel, fan_in: usize) -> String {
     let ty = if kernel == BuiltinKernel::SumF32 { "f32" } else { "u32" };
-    let mut s = String::from("struct Params { words: u32, fan_in: u32 }\n@group(0) @binding(0) var<uniform> p: Params;\n");
+    let mut s =
+        String::from("struct Params { words: u32, fan_in: u32 }\n@group(0) @binding(0) var<uniform> p: Params;\n");
     for i in 1..=fan_in {
         s += &format!("@group(0) @binding({i}) var<storage, read> in{i}: array<{ty}>;\n");
     }

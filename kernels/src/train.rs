@@ -196,7 +196,9 @@ mod tests {
             rounds,
             rate: 1 << 16,
             weights: sha256(b"w"),
-            shards: (0..shards).map(|i| Shard { samples: 100, features: sha256(&[i as u8]), labels: sha256(&[i as u8, 1]) }).collect(),
+            shards: (0..shards)
+                .map(|i| Shard { samples: 100, features: sha256(&[i as u8]), labels: sha256(&[i as u8, 1]) })
+                .collect(),
             test: Some(Shard { samples: 50, features: sha256(b"t"), labels: sha256(b"tl") }),
         }
     }
@@ -238,7 +240,10 @@ mod tests {
         assert_eq!(depths[layout.rounds[2].step as usize], 3 * 4 - 1);
         // Round 2's gradients read round 1's step.
         assert_eq!(tasks[24].inputs[0], TaskInput::Output(OutputOf { task: layout.rounds[1].step }));
-        assert_eq!(tasks[layout.infer.unwrap() as usize].inputs[0], TaskInput::Output(OutputOf { task: layout.rounds[2].step }));
+        assert_eq!(
+            tasks[layout.infer.unwrap() as usize].inputs[0],
+            TaskInput::Output(OutputOf { task: layout.rounds[2].step })
+        );
     }
 
     #[cfg(feature = "datasets")]

@@ -262,3 +262,83 @@ fn builtins_refuse_mismatched_tasks() {
     ));
     assert!(matches!(result, Err(Error::Kernel(_))), "A of 12 bytes is not 2x2: {result:?}");
 }
+
+#[test]
+fn reductions_match_the_cpu_for_every_fan_in() {
+    use starling_web_worker::kernels::reduce::{MAX_FAN_IN, ReduceParams};
+    let words = 200u32;
+    let vectors: Vec<Vec<u8>> = (0..MAX_FAN_IN as u32)
+        .map(|i| floats(words as usize, 77 + i).iter().map(|f| f * 1e4).flat_map(|f| f.to_le_bytes()).collect())
+        .collect();
+    for fan_in in 1..=MAX_FAN_IN {
+        let inputs: Vec<&[u8]> = vectors[..fan_in].iter().map(Vec::as_slice).collect();
+        for kernel in [BuiltinKernel::SumI32, BuiltinKernel::SumF32, BuiltinKernel::Concat] {
+            let total = if kernel == BuiltinKernel::Concat { words * fan_in as u32 } else { words };
+            let p = ReduceParams { words: total, fan_in: fan_in as u32 };
+            let task = TaskSpec {
+                params: p.to_words(),
+                inputs: vec![],
+                workgroups: p.workgroups().unwrap(),
+                output_size: total * 4,
+                kernel: 0,
+            };
+            // Every kernel here adds (or copies) in binding order, so even f32 agrees exactly.
+            assert_eq!(gpu(kernel, &task, &inputs), cpu(kernel, &task, &inputs), "{} x{fan_in}", kernel.name());
+        }
+    }
+}
+
+/// A deterministic batch for the network: Q16 features in [0, 1), labels in 0..outputs.
+fn batch(shape: starling_web_worker::kernels::mlp_fx::Shape, seed: u32) -> (Vec<u8>, Vec<u8>) {
+    let n = (shape.samples * shape.inputs) as usize;
+    let xs: Vec<i32> = floats(n, seed).iter().map(|f| ((f + 1.0) * 32768.0) as i32 & !0xfff).collect();
+    let ys: Vec<u32> = (0..shape.samples).map(|i| (i * 7 + seed) % shape.outputs).collect();
+    (xs.iter().flat_map(|v| v.to_le_bytes()).collect(), ys.iter().flat_map(|v| v.to_le_bytes()).collect())
+}
+
+#[test]
+fn the_fixed_point_network_is_bit_identical_on_the_gpu_and_the_cpu() {
+    use starling_web_worker::kernels::mlp_fx::{Shape, StepParams, i32_bytes, init_weights};
+    // 130 samples: a partial workgroup; 64 inputs and 32 hidden units as the digits use, and a
+    // shape with the most hidden units and outputs the kernels hold.
+    for shape in [
+        Shape { inputs: 64, hidden: 32, outputs: 10, samples: 130 },
+        Shape { inputs: 5, hidden: 64, outputs: 16, samples: 70 },
+    ] {
+        let w = i32_bytes(&init_weights(shape, 3));
+        let (xs, ys) = batch(shape, 11);
+        let grad_task = TaskSpec {
+            params: shape.to_words(),
+            inputs: vec![],
+            workgroups: shape.workgroups(),
+            output_size: shape.grad_words() * 4,
+            kernel: 0,
+        };
+        let grad = gpu(BuiltinKernel::MlpGradFx, &grad_task, &[&w, &xs, &ys]);
+        assert_eq!(grad, cpu(BuiltinKernel::MlpGradFx, &grad_task, &[&w, &xs, &ys]), "gradient {shape:?}");
+        assert!(grad.iter().any(|&b| b != 0));
+        let step = StepParams { weights: shape.weight_words(), rate: 1 << 15, samples: shape.samples };
+        let step_task = TaskSpec {
+            params: step.to_words(),
+            inputs: vec![],
+            workgroups: step.workgroups().unwrap(),
+            output_size: shape.weight_words() * 4,
+            kernel: 0,
+        };
+        let next = gpu(BuiltinKernel::MlpStepFx, &step_task, &[&w, &grad]);
+        assert_eq!(next, cpu(BuiltinKernel::MlpStepFx, &step_task, &[&w, &grad]), "step {shape:?}");
+        assert_ne!(next, w);
+        let infer_task = TaskSpec {
+            params: shape.to_words(),
+            inputs: vec![],
+            workgroups: shape.workgroups(),
+            output_size: shape.samples * 4,
+            kernel: 0,
+        };
+        assert_eq!(
+            gpu(BuiltinKernel::MlpInferFx, &infer_task, &[&next, &xs]),
+            cpu(BuiltinKernel::MlpInferFx, &infer_task, &[&next, &xs]),
+            "classes {shape:?}"
+        );
+    }
+}
