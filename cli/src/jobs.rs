@@ -10,7 +10,7 @@ use starling_protocol::events::JobEvent;
 use starling_protocol::job::{BuiltinKernel, Comparison, JobSpec, KernelSpec, TaskSpec};
 use starling_protocol::sha256;
 use starling_protocol::sign::Keypair;
-use starling_web_worker::kernels::{job, mandelbrot, matmul_f32, monte_carlo_pi, sha256_nonce_search};
+use starling_web_worker::kernels::{job, mandelbrot, matmul_f32, monte_carlo_pi, reduce, sha256_nonce_search, train};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -113,7 +113,17 @@ pub enum Kind {
         samples: u32,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Add the tasks' counts up on the network too, in a tree of verified `sum_i32` tasks,
+        /// so the job ends with one verified answer.
+        #[arg(long)]
+        reduce: bool,
     },
+    /// Train a digits classifier across workers: rounds of shard gradients, a verified sum and a
+    /// verified step, each round reading the last one's verified weights (Q16 fixed point, so
+    /// the weights are bit for bit one CPU's); prints the loss and accuracy as rounds verify.
+    Train(crate::train::TrainArgs),
+    /// Classify the digits with trained weights (one shared input), in tasks of `--batch`.
+    Infer(crate::train::InferArgs),
     /// Search nonces for the SHA-256 of (SHA-256(prefix) || nonce) with the most leading zeros.
     Sha256 {
         #[arg(long, default_value = "starling")]
@@ -164,11 +174,31 @@ pub struct Prepared {
 
 #[derive(Debug)]
 pub enum Finish {
-    Png { width: u32, height: u32, out: PathBuf },
-    Matmul { m: u32, n: u32, k: u32, a: Vec<f32>, b: Vec<f32> },
+    Png {
+        width: u32,
+        height: u32,
+        out: PathBuf,
+    },
+    Matmul {
+        m: u32,
+        n: u32,
+        k: u32,
+        a: Vec<f32>,
+        b: Vec<f32>,
+    },
     Pi,
+    /// The answer is task `root`'s output alone (a reduction's).
+    PiReduced {
+        root: u32,
+    },
     Sha256,
-    Files { dir: PathBuf },
+    Files {
+        dir: PathBuf,
+    },
+    Train(Box<crate::train::Training>),
+    Infer {
+        labels: Vec<u32>,
+    },
 }
 
 /// The job `kernel` over `tasks` makes under the command line's rules (the builder the web app's
@@ -230,7 +260,37 @@ pub async fn prepare(client: &Client, key: &Keypair, kind: Kind, rules: &Rules) 
                 finish: Finish::Matmul { m, n, k, a, b },
             }
         }
-        Kind::Pi { tasks, workgroups, samples, seed } => {
+        Kind::Pi { tasks, workgroups, samples, seed, reduce: true } => {
+            let mut tasks = monte_carlo_pi::tasks(seed, tasks, workgroups, samples);
+            if tasks.is_empty() {
+                bail!("counts out of range");
+            }
+            // Each output is one count per workgroup: the tree adds them up word by word.
+            let leaves: Vec<u32> = (0..tasks.len() as u32).collect();
+            let sums = reduce::tree(1, &leaves, workgroups, tasks.len() as u32);
+            if sums.is_empty() {
+                bail!("counts out of range");
+            }
+            tasks.extend(sums);
+            let root = tasks.len() as u32 - 1;
+            let mut spec = spec(builtin(BuiltinKernel::MonteCarloPi), tasks, Comparison::Exact, rules);
+            spec.kernels = vec![builtin(BuiltinKernel::SumI32)];
+            Prepared { spec, finish: Finish::PiReduced { root } }
+        }
+        Kind::Train(args) => {
+            let training = crate::train::prepare_train(client, key, args).await?;
+            let mut spec = spec(builtin(train::KERNEL), training.tasks.clone(), Comparison::Exact, rules);
+            spec.kernels = training.kernels.clone();
+            Prepared { spec, finish: Finish::Train(Box::new(training)) }
+        }
+        Kind::Infer(args) => {
+            let (tasks, labels) = crate::train::prepare_infer(client, key, &args).await?;
+            Prepared {
+                spec: spec(crate::train::infer_kernel(), tasks, Comparison::Exact, rules),
+                finish: Finish::Infer { labels },
+            }
+        }
+        Kind::Pi { tasks, workgroups, samples, seed, reduce: false } => {
             let tasks = monte_carlo_pi::tasks(seed, tasks, workgroups, samples);
             if tasks.is_empty() {
                 bail!("counts out of range");
@@ -289,6 +349,29 @@ pub async fn prepare(client: &Client, key: &Keypair, kind: Kind, rules: &Rules) 
 
 /// Follows a job with a progress bar until it ends.
 pub async fn follow(client: &Client, job: &JobSummary, bar: &ProgressBar) -> Result<JobSummary> {
+    follow_graph(client, job, None, bar, |_| {}).await
+}
+
+/// [`follow`], for a job whose tasks may read each other's outputs (`spec`): the bar also says
+/// how many tasks wait for their inputs, and `verified` hears of each task as it is verified.
+pub async fn follow_graph(
+    client: &Client,
+    job: &JobSummary,
+    spec: Option<&JobSpec>,
+    bar: &ProgressBar,
+    mut verified: impl FnMut(u32),
+) -> Result<JobSummary> {
+    let mut done: std::collections::HashSet<u32> = std::collections::HashSet::new();
+    let waiting = |done: &std::collections::HashSet<u32>| -> Option<usize> {
+        let spec = spec.filter(|s| s.has_dependencies())?;
+        Some(
+            spec.tasks
+                .iter()
+                .enumerate()
+                .filter(|(i, t)| !done.contains(&(*i as u32)) && t.depends_on().any(|d| !done.contains(&d)))
+                .count(),
+        )
+    };
     bar.set_length(u64::from(job.tasks_total));
     bar.set_style(
         ProgressStyle::with_template("{prefix:>12} [{bar:40.cyan/blue}] {pos}/{len} tasks verified {msg} ({elapsed})")
@@ -300,7 +383,14 @@ pub async fn follow(client: &Client, job: &JobSummary, bar: &ProgressBar) -> Res
     let done = client
         .watch(job.id, |event| match event {
             JobEvent::Snapshot { job } => bar.set_position(u64::from(job.tasks_verified)),
-            JobEvent::TaskVerified { verified, .. } => bar.set_position(u64::from(*verified)),
+            JobEvent::TaskVerified { task, verified: n, .. } => {
+                bar.set_position(u64::from(*n));
+                done.insert(task.index);
+                if let Some(w) = waiting(&done) {
+                    bar.set_message(format!("· {w} waiting for inputs"));
+                }
+                verified(task.index);
+            }
             JobEvent::TaskFailed { task, reason } => bar.println(format!("task {task} failed: {reason}")),
             JobEvent::JobDone { .. } => bar.set_message("done"),
             JobEvent::JobFailed { .. } => bar.set_message("failed"),
@@ -333,7 +423,12 @@ pub async fn finish(client: &Client, job: &JobSummary, spec: &JobSpec, finish: &
     if job.state != JobState::Done {
         bail!("job {} {:?}: {}", job.id, job.state, job.failure.clone().unwrap_or_default());
     }
-    let outs = outputs(client, job).await?;
+    let outs = match finish {
+        // Only the answer matters (and a training job's figures were read as it ran).
+        Finish::PiReduced { root } => vec![client.task_output(job.id, *root).await?],
+        Finish::Train(_) => Vec::new(),
+        _ => outputs(client, job).await?,
+    };
     Ok(match finish {
         Finish::Png { width, height, out } => {
             let rgb = mandelbrot::assemble_image(*width, *height, &spec.tasks, &outs)?;
@@ -364,6 +459,28 @@ pub async fn finish(client: &Client, job: &JobSummary, spec: &JobSpec, finish: &
                 .sum::<Result<u64, _>>()?;
             format!("pi ≈ {:.6} from {samples} samples", monte_carlo_pi::estimate(hits, samples))
         }
+        Finish::PiReduced { .. } => {
+            let hits: u64 = monte_carlo_pi::total_hits(&outs[0]);
+            let samples: u64 = spec
+                .tasks
+                .iter()
+                .filter(|t| t.kernel == 0)
+                .map(|t| monte_carlo_pi::MonteCarloParams::from_words(&t.params).map(|p| p.samples(t.workgroups)))
+                .sum::<Result<u64, _>>()?;
+            format!(
+                "pi ≈ {:.6} from {samples} samples, added up on the network",
+                monte_carlo_pi::estimate(hits, samples)
+            )
+        }
+        Finish::Train(training) => {
+            let report = training.finish(client, job.id).await?;
+            format!("{report}; weights written to {}", training.args.out.display())
+        }
+        Finish::Infer { labels } => {
+            let classes: Vec<u8> = outs.concat();
+            let acc = train::accuracy(&classes, labels);
+            format!("classified {} digits: {:.1}% right", labels.len(), acc * 100.0)
+        }
         Finish::Sha256 => {
             let best = sha256_nonce_search::best(outs.iter().flat_map(|o| sha256_nonce_search::decode(o)));
             match best {
@@ -379,6 +496,42 @@ pub async fn finish(client: &Client, job: &JobSummary, spec: &JobSpec, finish: &
             format!("wrote {} outputs to {}", outs.len(), dir.display())
         }
     })
+}
+
+/// Follows a training job, printing each round's loss and accuracy as its gradient sum verifies.
+pub async fn follow_training(
+    client: &Client,
+    job: &JobSummary,
+    spec: &JobSpec,
+    training: &crate::train::Training,
+    bar: &ProgressBar,
+) -> Result<JobSummary> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
+    let lines = async {
+        while let Some(round) = rx.recv().await {
+            match training.round_line(client, job.id, round).await {
+                Ok(l) => bar.println(format!(
+                    "round {:>3}: loss {:.4}  training accuracy {:.1}%",
+                    l.round + 1,
+                    l.loss,
+                    l.accuracy * 100.0
+                )),
+                Err(e) => bar.println(format!("round {}: {e:#}", round + 1)),
+            }
+        }
+    };
+    let follow = async {
+        let done = follow_graph(client, job, Some(spec), bar, |task| {
+            if let Some(round) = training.round_of(task) {
+                let _ = tx.send(round);
+            }
+        })
+        .await;
+        drop(tx);
+        done
+    };
+    let (done, ()) = tokio::join!(follow, lines);
+    done
 }
 
 pub async fn submit(args: SubmitArgs) -> Result<()> {
@@ -405,7 +558,10 @@ pub async fn submit(args: SubmitArgs) -> Result<()> {
         return Ok(());
     }
     let bar = ProgressBar::new(u64::from(job.tasks_total));
-    let done = follow(&client, &job, &bar).await?;
+    let done = match &prepared.finish {
+        Finish::Train(training) => follow_training(&client, &job, &prepared.spec, training, &bar).await?,
+        _ => follow_graph(&client, &job, Some(&prepared.spec), &bar, |_| {}).await?,
+    };
     let report = finish(&client, &done, &prepared.spec, &prepared.finish).await?;
     println!("job {} {:?} in {:.1}s: {report}", done.id, done.state, started.elapsed().as_secs_f64());
     Ok(())

@@ -8,6 +8,7 @@ mod demo_relays;
 mod discover;
 mod jobs;
 mod simulate;
+mod train;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -390,6 +391,9 @@ struct WorkerArgs {
     /// TESTING ONLY: move the first f32 of every output by one ulp, like another GPU's rounding.
     #[arg(long, hide = true)]
     perturb_floats: bool,
+    /// TESTING ONLY: corrupt the first output of this built-in kernel (by name) and nothing else.
+    #[arg(long, hide = true, value_parser = parse_builtin)]
+    corrupt_one: Option<starling_protocol::job::BuiltinKernel>,
     /// The escrow account that bonds this worker and is paid for its work: a key file like
     /// `--key-file` (created if missing). Default: the worker key owns itself. One owner may
     /// hold many worker keys; its keys count once toward any task's quorum.
@@ -478,6 +482,7 @@ async fn main() -> Result<()> {
                 copy_results: args.copy_results,
                 stall_tasks: args.stall_tasks,
                 perturb_floats: args.perturb_floats,
+                corrupt_one: args.corrupt_one,
                 owner_seed: match &args.owner_key_file {
                     Some(path) => Some(native::load_or_create_key(path)?.seed()),
                     None => None,
@@ -577,6 +582,10 @@ async fn status(args: StatusArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+fn parse_builtin(name: &str) -> Result<starling_protocol::job::BuiltinKernel, String> {
+    starling_protocol::job::BuiltinKernel::from_name(name).ok_or_else(|| format!("no built-in kernel {name:?}"))
 }
 
 #[cfg(test)]

@@ -1711,6 +1711,95 @@ mod tests {
             .collect()
     }
 
+    /// Returns `hash(lease)` for every lease in `leases`.
+    fn answer_all(core: &mut Core, leases: &[(PublicKey, Assignment)], hash: impl Fn(&Assignment) -> Hash32, now: Now) {
+        for (key, a) in leases {
+            let input = Input::Result {
+                key: *key,
+                lease: a.lease,
+                task: a.task,
+                output_hash: hash(a),
+                output_len: 8,
+                signature: Signature([0; 64]),
+            };
+            core.step(input, now);
+        }
+    }
+
+    #[test]
+    fn a_task_runs_only_once_its_inputs_are_verified_and_binds_their_agreed_outputs() {
+        use starling_protocol::job::{OutputOf, TaskInput};
+        let mut core = Core::new(quiet(), None, 1, 1);
+        online(&mut core, 1, at(0));
+        online(&mut core, 2, at(0));
+        // Tasks 0 and 1 are leaves; 2 reads both (and a blob); 3 reads 2.
+        let mut job = spec(4, 0, 0);
+        let blob = Hash32([9; 32]);
+        job.tasks[2].inputs = vec![
+            TaskInput::Output(OutputOf { task: 1 }),
+            TaskInput::Blob(blob),
+            TaskInput::Output(OutputOf { task: 0 }),
+        ];
+        job.tasks[3].inputs = vec![TaskInput::Output(OutputOf { task: 2 })];
+        post(&mut core, 1, &Keypair::from_seed([100; 32]), job, "10.0.0.1", at(0));
+        let out = |a: &Assignment| Hash32([a.task.index as u8 + 1; 32]);
+        let mut handed: Vec<u32> = Vec::new();
+        for round in 1..=3u64 {
+            core.tick(at(round));
+            let leases = assignments(&core.ready(at(round)));
+            let tasks: BTreeSet<u32> = leases.iter().map(|(_, a)| a.task.index).collect();
+            handed.extend(&tasks);
+            match round {
+                1 => assert_eq!(tasks, BTreeSet::from([0, 1]), "only the leaves go out first"),
+                2 => {
+                    assert_eq!(tasks, BTreeSet::from([2]));
+                    // Bound in its own order: task 1's output, the blob, task 0's output.
+                    assert!(leases.iter().all(|(_, a)| a.inputs == vec![Hash32([2; 32]), blob, Hash32([1; 32])]));
+                }
+                _ => {
+                    assert_eq!(tasks, BTreeSet::from([3]));
+                    assert!(leases.iter().all(|(_, a)| a.inputs == vec![Hash32([3; 32])]));
+                }
+            }
+            answer_all(&mut core, &leases, out, at(round));
+        }
+        assert_eq!(handed, vec![0, 1, 2, 3]);
+        let ready = core.ready(at(4));
+        assert!(ready.writes.iter().any(|w| matches!(w, Write::FinishJob { state: JobState::Done, .. })));
+    }
+
+    #[test]
+    fn a_failed_task_fails_everything_that_reads_it_at_once() {
+        use starling_protocol::job::{OutputOf, TaskInput};
+        let mut core = Core::new(quiet(), None, 1, 1);
+        online(&mut core, 1, at(0));
+        online(&mut core, 2, at(0));
+        let mut job = spec(4, 0, 0);
+        job.max_replicas = 2;
+        job.tasks[1].inputs = vec![TaskInput::Output(OutputOf { task: 0 })];
+        job.tasks[2].inputs = vec![TaskInput::Output(OutputOf { task: 1 })];
+        post(&mut core, 1, &Keypair::from_seed([100; 32]), job, "10.0.0.1", at(0));
+        core.tick(at(1));
+        let leases = assignments(&core.ready(at(1)));
+        assert_eq!(leases.iter().map(|(_, a)| a.task.index).collect::<BTreeSet<_>>(), BTreeSet::from([0, 3]));
+        // Task 0's two replicas disagree and no more may be asked for: it fails, and so do 1 and 2,
+        // which could never run; task 3 does not depend on it and is verified.
+        answer_all(&mut core, &leases, |a| Hash32([if a.task.index == 0 { a.lease.0 as u8 } else { 4 }; 32]), at(1));
+        core.tick(at(2));
+        let ready = core.ready(at(2));
+        let failed: BTreeSet<u32> = ready
+            .writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::FailTask { task, .. } => Some(task.index),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(failed, BTreeSet::from([0, 1, 2]));
+        assert!(assignments(&ready).is_empty(), "nothing downstream of a failure is handed out");
+        assert!(ready.writes.iter().any(|w| matches!(w, Write::FinishJob { state: JobState::Failed, .. })));
+    }
+
     #[test]
     fn a_slow_escrow_open_holds_up_nobody() {
         let mut core = Core::new(quiet(), Some(test_deployment()), 1, 1);

@@ -80,6 +80,9 @@ pub struct WorkerConfig {
     /// GPU's rounding might. A tolerance job must accept (and pay) such a result; an exact job
     /// must not.
     pub perturb_floats: bool,
+    /// FOR TESTING VERIFICATION ONLY: flip a bit in the first output of this built-in (one wrong
+    /// gradient, say) and compute everything else honestly.
+    pub corrupt_one: Option<starling_protocol::job::BuiltinKernel>,
     /// Cap on the in-memory input cache.
     pub cache_bytes: u64,
     /// The escrow account (its seed) that bonds this worker and is paid for its verified work,
@@ -106,6 +109,7 @@ impl WorkerConfig {
             copy_results: false,
             stall_tasks: false,
             perturb_floats: false,
+            corrupt_one: None,
             cache_bytes: 256 << 20,
             owner_seed: None,
             max_bond: escrow::DEFAULT_MAX_BOND,
@@ -226,6 +230,7 @@ pub async fn run(
             compute,
             http,
             copied: Mutex::new(None),
+            corrupted_one: std::sync::atomic::AtomicBool::new(false),
         }),
     };
     let now = driver.now_ms();
@@ -441,6 +446,8 @@ struct Runner {
     inputs: blobs::InputCache,
     /// The last output computed (`copy_results` only).
     copied: Mutex<Option<Vec<u8>>>,
+    /// `corrupt_one` has been played.
+    corrupted_one: std::sync::atomic::AtomicBool,
 }
 
 impl Runner {
@@ -476,6 +483,15 @@ impl Runner {
         if self.config.corrupt_results
             && let Some(b) = output.first_mut()
         {
+            *b ^= 1;
+        }
+        if let (Some(target), starling_protocol::job::KernelSpec::Builtin { name }) =
+            (self.config.corrupt_one, &a.kernel)
+            && target == *name
+            && !self.corrupted_one.swap(true, std::sync::atomic::Ordering::SeqCst)
+            && let Some(b) = output.first_mut()
+        {
+            tracing::warn!(task = %a.task, "corrupting this output (testing)");
             *b ^= 1;
         }
         if self.config.perturb_floats
