@@ -391,7 +391,7 @@ pub async fn follow_graph(
                 }
                 verified(task.index);
             }
-            JobEvent::TaskFailed { task, reason } => bar.println(format!("task {task} failed: {reason}")),
+            JobEvent::TaskFailed { task, reason } => say(bar, format!("task {task} failed: {reason}")),
             JobEvent::JobDone { .. } => bar.set_message("done"),
             JobEvent::JobFailed { .. } => bar.set_message("failed"),
         })
@@ -498,6 +498,15 @@ pub async fn finish(client: &Client, job: &JobSummary, spec: &JobSpec, finish: &
     })
 }
 
+/// Prints a line above the bar, or on stdout where there is no terminal to draw the bar on.
+fn say(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() {
+        println!("{line}");
+    } else {
+        bar.println(line);
+    }
+}
+
 /// Follows a training job, printing each round's loss and accuracy as its gradient sum verifies.
 pub async fn follow_training(
     client: &Client,
@@ -510,13 +519,16 @@ pub async fn follow_training(
     let lines = async {
         while let Some(round) = rx.recv().await {
             match training.round_line(client, job.id, round).await {
-                Ok(l) => bar.println(format!(
-                    "round {:>3}: loss {:.4}  training accuracy {:.1}%",
-                    l.round + 1,
-                    l.loss,
-                    l.accuracy * 100.0
-                )),
-                Err(e) => bar.println(format!("round {}: {e:#}", round + 1)),
+                Ok(l) => say(
+                    bar,
+                    format!(
+                        "round {:>3}: loss {:.4}  training accuracy {:.1}%",
+                        l.round + 1,
+                        l.loss,
+                        l.accuracy * 100.0
+                    ),
+                ),
+                Err(e) => say(bar, format!("round {}: {e:#}", round + 1)),
             }
         }
     };

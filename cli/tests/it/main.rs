@@ -5,3 +5,4 @@ mod escrow;
 mod registry;
 mod scale_out;
 mod support;
+mod workloads;

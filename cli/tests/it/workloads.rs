@@ -1,0 +1,196 @@
+//! Issue 14's workloads end to end, with real relay and worker processes on lavapipe: a
+//! reduction tree ending in one verified answer, data-parallel training of the digits classifier
+//! as one job of verified rounds (bit-identical to one CPU's training, a corrupted gradient caught
+//! and rejected), and the relay refusing dependency graphs it could never run.
+
+use crate::support::*;
+use serde_json::Value;
+use starling_protocol::api::{JobState, ReplicaState, TaskState};
+use starling_protocol::job::{BuiltinKernel, Comparison, JobSpec, KernelSpec, OutputOf, TaskInput, TaskSpec};
+use starling_web_worker::kernels::{self, monte_carlo_pi, reduce};
+use std::process::Command;
+
+fn spec(kernel: BuiltinKernel, kernels: Vec<KernelSpec>, tasks: Vec<TaskSpec>) -> JobSpec {
+    JobSpec {
+        label: "workloads".into(),
+        kernel: KernelSpec::Builtin { name: kernel },
+        kernels,
+        tasks,
+        comparison: Comparison::Exact,
+        replicas: 2,
+        quorum: 2,
+        max_replicas: 4,
+        price_per_replica: 0,
+        deadline_secs: 600,
+        homogeneous: false,
+        nonce: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64,
+        adaptive: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reduction_tree_ends_in_one_verified_answer_equal_to_the_cpu_reference() {
+    let (dir, data) = tempdir();
+    let relay = spawn_relay(&data, 0, &[]);
+    let _w1 = spawn_worker(&relay.base, dir.path(), "w1", &[]);
+    let _w2 = spawn_worker(&relay.base, dir.path(), "w2", &[]);
+    let api = Api::new(&relay.base);
+    api.wait_workers(2).await;
+
+    // Thirteen pi tasks of 8 workgroups (one count each), added up by a tree of sum_i32 tasks
+    // (13 -> 3 -> 1): the root's 8 words are the counts of all 13 tasks, word by word.
+    let (n, workgroups) = (13u32, 8u32);
+    let mut tasks = monte_carlo_pi::tasks(5, n, workgroups, 32);
+    let leaves = tasks.clone();
+    let leaf_ids: Vec<u32> = (0..n).collect();
+    tasks.extend(reduce::tree(1, &leaf_ids, workgroups, n));
+    assert_eq!(tasks.len(), 13 + 3 + 1);
+    let job = spec(BuiltinKernel::MonteCarloPi, vec![KernelSpec::Builtin { name: BuiltinKernel::SumI32 }], tasks);
+    let summary = api.submit(job.clone()).await;
+    let detail = api.wait_done(summary.id).await;
+    assert_eq!(detail.summary.state, JobState::Done);
+    assert!(detail.tasks.iter().all(|t| t.state == TaskState::Verified));
+
+    let mut want = vec![0u32; workgroups as usize];
+    for t in &leaves {
+        let out = kernels::run_cpu(BuiltinKernel::MonteCarloPi, &t.params, &[], t.workgroups, t.output_size).unwrap();
+        for (w, c) in want.iter_mut().zip(kernels::bytes_to_words(&out)) {
+            *w = w.wrapping_add(c);
+        }
+    }
+    let root = api.output(summary.id, job.tasks.len() as u32 - 1).await;
+    assert_eq!(kernels::bytes_to_words(&root), want, "the one answer is the CPU's sum");
+    // Every sum in the tree was run by two workers that agreed, like any other task.
+    for t in &detail.tasks[n as usize..] {
+        assert_eq!(t.replicas.iter().filter(|r| r.state == ReplicaState::Accepted).count(), 2);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_rounds_of_training_are_bit_identical_to_the_cpu_and_a_corrupted_gradient_is_rejected() {
+    let (dir, data) = tempdir();
+    let relay = spawn_relay(&data, 0, &[]);
+    let _h1 = spawn_worker(&relay.base, dir.path(), "h1", &[]);
+    let _h2 = spawn_worker(&relay.base, dir.path(), "h2", &[]);
+    let mut liar = spawn_worker(&relay.base, dir.path(), "liar", &["--corrupt-one", "mlp_grad_fx"]);
+    let liar_key = worker_key(&mut liar);
+    let api = Api::new(&relay.base);
+    api.wait_workers(3).await;
+
+    let weights = dir.path().join("weights.bin");
+    let out = Command::new(env!("CARGO_BIN_EXE_starling"))
+        .args(["submit", "--relay", &relay.base, "--key-file"])
+        .arg(dir.path().join("client.key"))
+        .args(["train", "--rounds", "3", "--shards", "3", "--out"])
+        .arg(&weights)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "submit train failed:\n{stdout}\n{stderr}");
+    // The rounds' figures were printed as they were verified (the bar prints to stderr).
+    let rounds: Vec<&str> =
+        stderr.lines().chain(stdout.lines()).filter(|l| l.contains("round ") && l.contains("loss")).collect();
+    assert_eq!(rounds.len(), 3, "one line per round:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("bit-identical to the CPU's"), "{stdout}");
+
+    // The weights the network verified are, bit for bit, one CPU's three rounds of training.
+    let (train_set, _) = kernels::digits::Digits::load().split(5);
+    let n = train_set.len();
+    let shape = kernels::mlp_fx::Shape { inputs: 64, hidden: 32, outputs: 10, samples: n as u32 };
+    let (history, figures) = kernels::train::train_cpu(
+        shape,
+        &train_set.features(0..n),
+        &train_set.label_words(0..n),
+        &kernels::mlp_fx::init_weights(shape, 1),
+        3,
+        kernels::mlp_fx::to_q(0.5),
+    );
+    assert_eq!(std::fs::read(&weights).unwrap(), history[3], "the written weights are the CPU's");
+    assert!(figures[2].0 < figures[0].0, "the loss fell over three rounds: {figures:?}");
+
+    // The liar's one corrupted gradient was caught: rejected, never accepted, and the task it
+    // sat on verified with the honest answer all the same.
+    let job_id: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("job ").and_then(|r| r.split_whitespace().next()).and_then(|id| id.parse().ok()))
+        .expect("a job id in the output");
+    let detail = api.job(starling_protocol::JobId(job_id)).await;
+    assert_eq!(detail.summary.state, JobState::Done);
+    let mut liar_rejected = 0;
+    for (i, t) in detail.tasks.iter().enumerate() {
+        for r in t.replicas.iter().filter(|r| r.worker.to_hex() == liar_key) {
+            if r.state == ReplicaState::Rejected {
+                liar_rejected += 1;
+                assert_eq!(detail.spec.tasks[i].kernel, 0, "only a gradient was corrupted (task {i})");
+                assert_ne!(r.output_hash, t.output_hash);
+            }
+        }
+    }
+    assert_eq!(liar_rejected, 1, "the one corrupted gradient was rejected");
+    let workers: Vec<Value> = api.workers().await;
+    let liar_view = workers.iter().find(|w| w["key"] == liar_key.as_str()).unwrap();
+    assert_eq!(liar_view["replicas_rejected"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graphs_the_relay_could_never_run_are_refused_with_clear_errors_and_nothing_stored() {
+    let (_dir, data) = tempdir();
+    let relay = spawn_relay(&data, 0, &[]);
+    let api = Api::new(&relay.base);
+    let pi = monte_carlo_pi::tasks(1, 1, 8, 32).remove(0);
+    let sum = |inputs: Vec<TaskInput>| {
+        let p = reduce::ReduceParams { words: 8, fan_in: inputs.len() as u32 };
+        TaskSpec { params: p.to_words(), inputs, workgroups: p.workgroups().unwrap(), output_size: 32, kernel: 1 }
+    };
+    let out = |task| TaskInput::Output(OutputOf { task });
+    let sums = vec![KernelSpec::Builtin { name: BuiltinKernel::SumI32 }];
+    let mut chain = vec![pi.clone()];
+    for i in 0..=starling_protocol::limits::MAX_DEPENDENCY_DEPTH as u32 {
+        chain.push(sum(vec![out(i)]));
+    }
+    let mut wrong_size = pi.clone();
+    wrong_size.workgroups = [4, 1, 1];
+    wrong_size.output_size = 16;
+    let cases: Vec<(&str, JobSpec, u16, &str, &str)> = vec![
+        (
+            "a cycle",
+            spec(BuiltinKernel::MonteCarloPi, sums.clone(), vec![pi.clone(), sum(vec![out(2)]), sum(vec![out(1)])]),
+            400,
+            "invalid_spec",
+            "cycle: 1 reads 2 reads 1",
+        ),
+        ("a chain too deep", spec(BuiltinKernel::MonteCarloPi, sums.clone(), chain), 413, "too_large", "levels deep"),
+        (
+            "a missing task",
+            spec(BuiltinKernel::MonteCarloPi, sums.clone(), vec![pi.clone(), sum(vec![out(5)])]),
+            400,
+            "invalid_spec",
+            "task 5, which does not exist",
+        ),
+        (
+            "an input of the wrong size",
+            spec(BuiltinKernel::MonteCarloPi, sums.clone(), vec![wrong_size, sum(vec![out(0)])]),
+            400,
+            "invalid_spec",
+            "task 1: ",
+        ),
+        (
+            "a kernel that does not exist",
+            spec(BuiltinKernel::MonteCarloPi, vec![], vec![pi.clone(), sum(vec![out(0)])]),
+            400,
+            "invalid_spec",
+            "kernel 1 does not exist",
+        ),
+    ];
+    for (name, job, status, code, text) in cases {
+        let signed = api.sign(job).await;
+        let resp = api.http.post(format!("{}/v1/jobs", api.base)).json(&signed).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{name}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["code"], code, "{name}: {body}");
+        assert!(body["message"].as_str().unwrap().contains(text), "{name}: {body}");
+    }
+    let jobs: Value = api.http.get(format!("{}/v1/jobs", api.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(jobs.as_array().map_or(0, Vec::len), 0, "nothing was stored: {jobs}");
+}
