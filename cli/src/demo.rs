@@ -31,6 +31,9 @@ pub struct DemoArgs {
     /// Square matrix size for the matmul job.
     #[arg(long, default_value_t = 512)]
     pub(crate) matrix: u32,
+    /// Rounds of the digits classifier's training job (0: no training job).
+    #[arg(long, default_value_t = 30)]
+    pub(crate) train_rounds: u32,
     /// Run the workers on the CPU references instead of the GPU.
     #[arg(long)]
     pub(crate) cpu: bool,
@@ -123,17 +126,32 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let n = args.matrix;
     let matmul = Kind::Matmul { m: n, n, k: n, rows_per_task: (n / 4).max(1), seed: 7 };
 
+    let mut kinds = vec![("mandelbrot tiles", render), ("matmul f32", matmul)];
+    if args.train_rounds > 0 {
+        // Data-parallel training: a gradient per worker each round, verified and added up on the
+        // network, then a verified step; the report sets its test accuracy beside one CPU's.
+        let train = crate::train::TrainArgs {
+            rounds: args.train_rounds,
+            shards: args.workers.max(1),
+            hidden: 32,
+            rate: 0.5,
+            seed: 1,
+            out: data_dir.join("digits-weights.bin"),
+        };
+        kinds.push(("digits training", Kind::Train(train)));
+    }
+
     let started = Instant::now();
     let progress = MultiProgress::new();
     let mut runs = Vec::new();
-    for (label, kind) in [("mandelbrot tiles", render), ("matmul f32", matmul)] {
+    for (label, kind) in kinds {
         let rules = Rules { label: label.into(), ..rules.clone() };
         let prepared = jobs::prepare(&client, &key, kind, &rules).await?;
         let job = client.submit(&key, prepared.spec.clone()).await.with_context(|| format!("submitting {label}"))?;
         let bar = progress.add(ProgressBar::new(u64::from(job.tasks_total)));
         let client = client.clone();
         runs.push(tokio::spawn(async move {
-            let done = jobs::follow(&client, &job, &bar).await?;
+            let done = jobs::follow_prepared(&client, &job, &prepared, &bar).await?;
             let report = jobs::finish(&client, &done, &prepared.spec, &prepared.finish).await?;
             anyhow::Ok((done, report))
         }));

@@ -498,6 +498,19 @@ pub async fn finish(client: &Client, job: &JobSummary, spec: &JobSpec, finish: &
     })
 }
 
+/// Follows a posted job as its kind asks: a training job's rounds are printed as they verify.
+pub async fn follow_prepared(
+    client: &Client,
+    job: &JobSummary,
+    prepared: &Prepared,
+    bar: &ProgressBar,
+) -> Result<JobSummary> {
+    match &prepared.finish {
+        Finish::Train(training) => follow_training(client, job, &prepared.spec, training, bar).await,
+        _ => follow_graph(client, job, Some(&prepared.spec), bar, |_| {}).await,
+    }
+}
+
 /// Prints a line above the bar, or on stdout where there is no terminal to draw the bar on.
 fn say(bar: &ProgressBar, line: String) {
     if bar.is_hidden() {
@@ -570,10 +583,7 @@ pub async fn submit(args: SubmitArgs) -> Result<()> {
         return Ok(());
     }
     let bar = ProgressBar::new(u64::from(job.tasks_total));
-    let done = match &prepared.finish {
-        Finish::Train(training) => follow_training(&client, &job, &prepared.spec, training, &bar).await?,
-        _ => follow_graph(&client, &job, Some(&prepared.spec), &bar, |_| {}).await?,
-    };
+    let done = follow_prepared(&client, &job, &prepared, &bar).await?;
     let report = finish(&client, &done, &prepared.spec, &prepared.finish).await?;
     println!("job {} {:?} in {:.1}s: {report}", done.id, done.state, started.elapsed().as_secs_f64());
     Ok(())

@@ -153,8 +153,10 @@ impl Training {
         let classes = client.task_output(job, self.layout.infer.context("no test set")?).await?;
         let labels = self.test.label_words(0..self.test.len());
         let network_accuracy = train::accuracy(&classes, &labels);
+        let started = std::time::Instant::now();
         let cpu = self.cpu_run();
-        Ok(TrainReport { network_accuracy, cpu_accuracy: cpu.1, identical: weights == cpu.0 })
+        let cpu_secs = started.elapsed().as_secs_f64();
+        Ok(TrainReport { network_accuracy, cpu_accuracy: cpu.1, cpu_secs, identical: weights == cpu.0 })
     }
 
     /// One CPU's training of the same rounds and its test accuracy.
@@ -182,6 +184,8 @@ pub struct TrainReport {
     pub network_accuracy: f64,
     /// Test accuracy of the same training on one CPU.
     pub cpu_accuracy: f64,
+    /// How long that took here.
+    pub cpu_secs: f64,
     /// The verified weights are bit for bit the CPU's.
     pub identical: bool,
 }
@@ -190,9 +194,10 @@ impl std::fmt::Display for TrainReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "test accuracy {:.1}% across the network, {:.1}% on one CPU; weights {}",
+            "test accuracy {:.1}% across the network, {:.1}% on one CPU alone ({:.1}s); weights {}",
             self.network_accuracy * 100.0,
             self.cpu_accuracy * 100.0,
+            self.cpu_secs,
             if self.identical { "bit-identical to the CPU's" } else { "DIFFER from the CPU's" }
         )
     }
