@@ -194,3 +194,22 @@ async fn graphs_the_relay_could_never_run_are_refused_with_clear_errors_and_noth
     let jobs: Value = api.http.get(format!("{}/v1/jobs", api.base)).send().await.unwrap().json().await.unwrap();
     assert_eq!(jobs.as_array().map_or(0, Vec::len), 0, "nothing was stored: {jobs}");
 }
+
+/// `starling demo` trains the classifier across its workers (a liar among them) and prints the
+/// test accuracy beside one CPU's run of the same training.
+#[test]
+fn the_demo_trains_a_classifier_and_sets_its_accuracy_beside_one_cpus() {
+    let (dir, _) = tempdir();
+    let out = Command::new(env!("CARGO_BIN_EXE_starling"))
+        .args(["demo", "--width", "64", "--height", "32", "--matrix", "32", "--train-rounds", "3", "--out"])
+        .arg(dir.path().join("render.png"))
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(text.matches("training accuracy").count(), 3, "a line per round: {text}");
+    let line = text.lines().find(|l| l.contains("digits training")).expect("the training job's report");
+    assert!(line.contains("across the network") && line.contains("on one CPU alone"), "{line}");
+    assert!(line.contains("weights bit-identical to the CPU's"), "{line}");
+}
