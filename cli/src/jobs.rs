@@ -364,13 +364,7 @@ pub async fn follow_graph(
     let mut done: std::collections::HashSet<u32> = std::collections::HashSet::new();
     let waiting = |done: &std::collections::HashSet<u32>| -> Option<usize> {
         let spec = spec.filter(|s| s.has_dependencies())?;
-        Some(
-            spec.tasks
-                .iter()
-                .enumerate()
-                .filter(|(i, t)| !done.contains(&(*i as u32)) && t.depends_on().any(|d| !done.contains(&d)))
-                .count(),
-        )
+        Some(spec.waiting_for_inputs(|t| done.contains(&t), |t| done.contains(&t)))
     };
     bar.set_length(u64::from(job.tasks_total));
     bar.set_style(

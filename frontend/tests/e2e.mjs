@@ -5,6 +5,10 @@
 //  2. Dashboard: post a Mandelbrot job (2 replicas, quorum 2, paid) from the form; the job page's
 //     progress bar reaches 100 %, and the relay shows every task verified with the browser's and
 //     the native worker's agreeing results (so the browser really computed verified work).
+//  2b. A small training job (3 rounds of the fixed-point digits classifier, posted with the CLI):
+//     the browser and the native worker both compute every gradient, sum and step and agree bit
+//     for bit, the CLI finds the verified weights identical to one CPU's training, and the job
+//     page draws the loss and accuracy curves as the rounds are verified (screenshot job-training).
 //  3. Invalid WGSL posted from the Dashboard shows the relay's line:column error by the editor.
 //  4. Screenshots of each page at 360 px and 1280 px wide (target/screenshots/).
 //  5. PWA: Page.getInstallabilityErrors is empty; offline, a reload shows the app shell and the
@@ -13,7 +17,8 @@
 // Run by scripts/test-browser-e2e.sh (which builds what it needs); env: STARLING_BIN, WWW_DIR,
 // SCREENSHOTS, CHROMIUM, NPM_DIR (where playwright-core is installed).
 import { createRequire } from 'node:module';
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -206,6 +211,32 @@ try {
     return browserKey.startsWith(shownAgain) && (await contribute.getByTestId('worker-status').getAttribute('data-state')) !== 'stopped';
   }, 60_000);
   console.log('a reload keeps the worker key');
+
+  // 2b. Training across the browser and the native worker, followed on the job page.
+  const training = promisify(execFile)(BIN, ['submit', '--relay', base, '--key-file', join(tmp, 'client.key'),
+    '--label', 'browser training', 'train', '--rounds', '3', '--shards', '2', '--out', join(tmp, 'weights.bin')],
+  { timeout: TIMEOUT, env: { ...process.env, XDG_RUNTIME_DIR: tmp } });
+  const trainId = await until('the training job to be posted', async () => {
+    const job = (await api(base, '/v1/jobs')).find((j) => j.label === 'browser training');
+    return job ? String(job.id) : null;
+  }, 60_000);
+  await dashboard.goto(`${base}/jobs/${trainId}`);
+  await dashboard.getByTestId('training').waitFor();
+  await until('the job page to show three verified rounds', async () =>
+    /^3 of 3 rounds verified/.test((await dashboard.getByTestId('training-status').textContent()).trim()));
+  await dashboard.getByTestId('training-weights').waitFor();
+  const { stdout: trained } = await training;
+  assert.match(trained, /weights bit-identical to the CPU's/, `the CLI says: ${trained}`);
+  const trainDetail = await api(base, `/v1/jobs/${trainId}`);
+  assert.equal(trainDetail.state, 'done');
+  for (const task of trainDetail.tasks) {
+    const accepted = task.replicas.filter((r) => r.state === 'accepted').map((r) => r.worker);
+    assert.ok(accepted.includes(browserKey) && accepted.includes(nativeKey),
+      `training task ${task.index} was not computed by both the browser and the native worker: ${JSON.stringify(task.replicas)}`);
+  }
+  console.log(`training job ${trainId}: ${trainDetail.tasks.length} tasks, bit-identical in the browser, natively and on the CPU`);
+  mkdirSync(SHOTS, { recursive: true });
+  await shoot(dashboard, 'job-training');
 
   // 3. Invalid WGSL shows the relay's line:column error.
   await dashboard.goto(`${base}/dashboard`);

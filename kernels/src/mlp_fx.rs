@@ -154,6 +154,8 @@ impl Shape {
     }
 
     /// The CPU reference of `mlp_grad_fx`.
+    // Index loops, as the WGSL's: the reference is read beside the kernel, line for line.
+    #[allow(clippy::needless_range_loop)]
     pub fn grad_cpu(&self, weights: &[u8], xs: &[u8], labels: &[u8]) -> Vec<u8> {
         let (w, xs, labels) = (as_i32(weights), as_i32(xs), bytes_to_words(labels));
         let (b1, w2, b2, total) = self.offsets();

@@ -140,6 +140,29 @@ pub fn tasks(plan: &Plan) -> Result<(Vec<TaskSpec>, Layout)> {
     Ok((tasks, layout))
 }
 
+/// The layout of a training job read back from its spec (a page that did not build the job),
+/// `None` for a job that is not one [`tasks`] lays out.
+pub fn layout_of(spec: &starling_protocol::job::JobSpec) -> Option<Layout> {
+    if spec.kernel != (KernelSpec::Builtin { name: KERNEL }) || spec.kernels != kernels() {
+        return None;
+    }
+    let mut layout = Layout { rounds: Vec::new(), infer: None, samples: 0, weight_words: 0 };
+    for (i, task) in spec.tasks.iter().enumerate() {
+        match task.kernel {
+            KERNEL_STEP => {
+                let step = StepParams::from_words(&task.params).ok()?;
+                let sum = task.inputs.get(1)?.task()?;
+                layout.samples = step.samples;
+                layout.weight_words = step.weights;
+                layout.rounds.push(RoundTasks { sum, step: i as u32 });
+            }
+            KERNEL_INFER => layout.infer = Some(i as u32),
+            _ => {}
+        }
+    }
+    (!layout.rounds.is_empty()).then_some(layout)
+}
+
 /// A round's figures from its gradient sum's output: mean loss and accuracy on the training set,
 /// under the round's weights (before its step).
 pub fn round_figures(sum_output: &[u8], samples: u32) -> Option<(f64, f64)> {

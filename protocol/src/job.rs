@@ -370,6 +370,16 @@ impl JobSpec {
         self.all_kernels().any(KernelSpec::needs_gpu)
     }
 
+    /// How many undecided tasks (`decided` says which are decided) still wait for an input: they
+    /// read a task that is not verified yet (`verified`). For dashboards following a graph.
+    pub fn waiting_for_inputs(&self, decided: impl Fn(u32) -> bool, verified: impl Fn(u32) -> bool) -> usize {
+        self.tasks
+            .iter()
+            .enumerate()
+            .filter(|(i, t)| !decided(*i as u32) && t.depends_on().any(|d| !verified(d)))
+            .count()
+    }
+
     /// Whether any task depends on another's output.
     pub fn has_dependencies(&self) -> bool {
         self.tasks.iter().any(|t| t.depends_on().next().is_some())
@@ -698,6 +708,9 @@ mod tests {
         assert_eq!(spec.tasks[1].depends_on().collect::<Vec<_>>(), vec![0]);
         assert_eq!(spec.input_sizes(1, |_| Some(9)), vec![Some(9), Some(4)]);
         assert!(spec.has_dependencies());
+        assert_eq!(spec.waiting_for_inputs(|_| false, |_| false), 1);
+        assert_eq!(spec.waiting_for_inputs(|_| false, |t| t == 0), 0);
+        assert_eq!(spec.waiting_for_inputs(|t| t == 1, |_| false), 0, "a decided task waits for nothing");
         let wire = serde_json::to_string(&spec).unwrap();
         assert!(!wire.contains("\"kernel\":0") && !wire.contains("kernels"), "defaults stay off the wire: {wire}");
         for bad in [r#"{"task":0,"x":1}"#, r#"{"task":-1}"#, r#""zz""#, r#"{"blob":"00"}"#] {

@@ -12,6 +12,7 @@ mod outputs;
 mod overview;
 mod preview;
 mod throughput;
+mod training;
 
 use crate::api::{self, JobFollower, Link};
 use crate::app::set_title;
@@ -40,6 +41,7 @@ use outputs::Results;
 use overview::Overview;
 use preview::MandelbrotPreview;
 use throughput::Throughput;
+use training::Training;
 /// Replica details are refreshed this often while the job runs (task states arrive live).
 const DETAIL_REFRESH_MS: u32 = 15_000;
 /// How often a job's money in escrow is refreshed.
@@ -264,6 +266,7 @@ fn JobView(id: JobId) -> impl IntoView {
                 <Overview data/>
                 <TaskGrid data/>
                 <Throughput data/>
+                <Training data/>
                 <Results data/>
             })}
             {move || (!loaded.get() && load_error.with(Option::is_none)).then(|| view! {

@@ -57,6 +57,18 @@ pub(super) fn Overview(data: JobData) -> impl IntoView {
             None => None,
         })
     };
+    // A job whose tasks read each other's outputs: how many wait for an input.
+    let waiting = move || {
+        data.spec.with(|s| {
+            let Some(s) = s.as_ref().filter(|s| s.has_dependencies()) else { return String::new() };
+            let state = |t: u32| data.cells.with(|c| c.get(t as usize).map(|c| c.with(|c| c.state)));
+            let n = s.waiting_for_inputs(
+                |t| matches!(state(t), Some(TaskState::Verified | TaskState::Failed)),
+                |t| state(t) == Some(TaskState::Verified),
+            );
+            if n > 0 { format!(", {n} waiting for the tasks they read") } else { String::new() }
+        })
+    };
     let link = move || {
         data.link.with(|l| match l {
             Some(Link::Live) => ("live", "Live".to_string()),
@@ -77,7 +89,7 @@ pub(super) fn Overview(data: JobData) -> impl IntoView {
                 <dd data-testid="job-counts">{move || {
                     let failed = failed.get();
                     let failed = if failed > 0 { format!(", {failed} failed") } else { String::new() };
-                    format!("{} of {} verified{failed}", verified.get(), total.get())
+                    format!("{} of {} verified{failed}{}", verified.get(), total.get(), waiting())
                 }}</dd>
                 <dt>"Kernel"</dt>
                 <dd class="mono">{move || data.summary.with(|s| s.as_ref().map(|s| s.kernel.clone()).unwrap_or_default())}</dd>
