@@ -1,6 +1,7 @@
 //! `starling`: run a relay, contribute as a worker, post jobs and watch them, or run the whole
 //! market on one machine with `starling demo`.
 
+mod bench;
 mod chain;
 mod client;
 mod demo;
@@ -46,6 +47,9 @@ enum Command {
     /// Run the market simulator: strategies of cheaters against the relay's decision code and
     /// the real contract, seeded; print (and with --write record) what cheating earns.
     Simulate(simulate::SimulateArgs),
+    /// Measure a training round through a relay on this machine beside the same kernels run back
+    /// to back in one process (BENCHMARKS.md, "Training rounds").
+    BenchTraining(bench::TrainingBenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -519,6 +523,10 @@ async fn main() -> Result<()> {
         Command::Chain(args) => {
             init_tracing("info");
             chain::run(args).await?;
+        }
+        Command::BenchTraining(args) => {
+            init_tracing("error,wgpu_hal::gles=off");
+            bench::training(args).await?;
         }
         Command::Demo(args) => {
             init_tracing("error,wgpu_hal::gles=off");

@@ -12,6 +12,11 @@ pub(super) fn Training(data: JobData) -> impl IntoView {
     move || layout.get().map(|layout| view! { <Curves data layout/> })
 }
 
+/// A tick's label: rounds are whole numbers, so a tick between two rounds has none.
+fn round_label(r: f64) -> String {
+    if (r - r.round()).abs() < 1e-6 { format!("round {r:.0}") } else { String::new() }
+}
+
 #[component]
 fn Curves(data: JobData, layout: Layout) -> impl IntoView {
     let rounds = layout.rounds.len();
@@ -76,7 +81,7 @@ fn Curves(data: JobData, layout: Layout) -> impl IntoView {
                 <LineChart
                     series=points(|(loss, _)| loss)
                     x_domain=domain
-                    x_label=|r| format!("round {r:.0}")
+                    x_label=round_label
                     caption=Signal::derive(|| "Mean softmax cross-entropy on the training set, by round.".to_string())
                     empty_text="No round verified yet"
                     testid="training-loss-chart"
@@ -84,7 +89,7 @@ fn Curves(data: JobData, layout: Layout) -> impl IntoView {
                 <LineChart
                     series=points(|(_, acc)| acc * 100.0)
                     x_domain=domain
-                    x_label=|r| format!("round {r:.0}")
+                    x_label=round_label
                     caption=Signal::derive(|| "Training accuracy (%), by round.".to_string())
                     empty_text="No round verified yet"
                     testid="training-accuracy-chart"
