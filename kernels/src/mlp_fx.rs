@@ -40,9 +40,10 @@ pub fn mulq(a: i32, b: i32) -> i32 {
     ((i64::from(a) * i64::from(b)) >> 16) as i32
 }
 
-/// `e^x` for `x <= 0`, in Q16 (see `mlp/fixed.wgsl`).
+/// `e^x` for `x <= 0`, in Q16 (see `mlp/fixed.wgsl`). A positive `x` is a difference of logits
+/// that wrapped (logits more than 32768 apart): its true value is far below Q16's resolution, 0.
 pub fn expq(x: i32) -> i32 {
-    if x <= -(20 * ONE) {
+    if x > 0 || x <= -(20 * ONE) {
         return 0;
     }
     let y = mulq(x, LOG2E).wrapping_neg();
@@ -361,6 +362,10 @@ mod tests {
             let got = from_q(expq(x));
             let want = from_q(x).exp();
             assert!((got - want).abs() < 2e-4, "exp({}) = {got}, not {want}", from_q(x));
+        }
+        // Differences of logits that wrapped read as positive: 0, never a shift of 32 or more.
+        for x in [1, ONE, i32::MAX] {
+            assert_eq!(expq(x), 0);
         }
         for s in [ONE, ONE + 1, 3 * ONE / 2, 2 * ONE, 10 * ONE, 1000 * ONE, i32::MAX] {
             let (got, want) = (from_q(lnq(s)), from_q(s).ln());

@@ -78,7 +78,11 @@ impl ReduceParams {
                 return Err(kernel_error(format!("concat of {total} bytes writes {} words", total / 4)));
             }
         } else if input_sizes.iter().any(|&s| s != u64::from(self.words) * 4) {
-            return Err(kernel_error(format!("{} inputs must each be {} bytes", kernel.name(), self.words * 4)));
+            return Err(kernel_error(format!(
+                "{} inputs must each be {} bytes",
+                kernel.name(),
+                u64::from(self.words) * 4
+            )));
         }
         let expected = self.workgroups().ok_or_else(|| kernel_error("no dispatch covers that many words"))?;
         expect_workgroups(kernel, workgroups, expected)?;

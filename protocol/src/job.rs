@@ -304,6 +304,16 @@ impl JobSpec {
                 i => SpecError { code: e.code, message: format!("kernels[{}]: {}", i - 1, e.message) },
             })?;
         }
+        let wgsl: usize = self
+            .all_kernels()
+            .map(|k| match k {
+                KernelSpec::Wgsl { source, .. } => source.len(),
+                KernelSpec::Builtin { .. } => 0,
+            })
+            .sum();
+        if wgsl > MAX_JOB_WGSL_BYTES {
+            return Err(too_large(format!("a job's WGSL kernels may total at most {MAX_JOB_WGSL_BYTES} bytes")));
+        }
         if self.tasks.is_empty() {
             return Err(invalid("a job needs at least one task"));
         }
@@ -344,6 +354,16 @@ impl JobSpec {
                     task.kernel,
                     1 + self.kernels.len()
                 )));
+            }
+        }
+        // Every kernel runs somewhere: one no task runs would be carried, shown and (WGSL)
+        // validated for nothing, and would decide which workers fit.
+        for k in 0..=self.kernels.len() {
+            if !self.tasks.iter().any(|t| usize::from(t.kernel) == k) {
+                return Err(invalid(match k {
+                    0 => "no task runs the job's kernel".to_string(),
+                    k => format!("no task runs kernels[{}]", k - 1),
+                }));
             }
         }
         self.dependency_depths()?;
@@ -687,8 +707,19 @@ mod tests {
         let e = spec.validate().unwrap_err();
         assert!(e.message.contains("kernel 1 does not exist"), "{}", e.message);
         spec.kernels = vec![KernelSpec::Builtin { name: BuiltinKernel::MonteCarloPi }];
+        let e = spec.validate().unwrap_err();
+        assert_eq!(e.message, "no task runs the job's kernel");
+        spec.tasks.push(TaskSpec { kernel: 0, ..spec.tasks[0].clone() });
         spec.validate().unwrap();
         assert_eq!(spec.kernel_of(0), Some(&spec.kernels[0]));
+        spec.kernels.push(KernelSpec::Builtin { name: BuiltinKernel::Mandelbrot });
+        assert_eq!(spec.validate().unwrap_err().message, "no task runs kernels[1]");
+        spec.kernels.pop();
+        let big = KernelSpec::Wgsl { source: " ".repeat(MAX_WGSL_BYTES), entry_point: "main".into() };
+        spec.kernel = big.clone();
+        spec.kernels = vec![big.clone(), big];
+        spec.tasks.push(TaskSpec { kernel: 2, ..spec.tasks[0].clone() });
+        assert_eq!(spec.validate().unwrap_err().code, ErrorCode::TooLarge, "three kernels of 64 KiB");
         spec.kernels = vec![KernelSpec::Builtin { name: BuiltinKernel::MonteCarloPi }; MAX_KERNELS_PER_JOB];
         assert_eq!(spec.validate().unwrap_err().code, ErrorCode::TooLarge);
         spec.kernels = vec![KernelSpec::Wgsl { source: String::new(), entry_point: "no way".into() }];

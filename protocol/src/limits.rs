@@ -21,6 +21,8 @@ pub const MAX_BLOB_BYTES: u64 = 64 << 20;
 pub const MAX_OUTPUT_BYTES: u32 = 64 << 20;
 /// Largest custom WGSL source.
 pub const MAX_WGSL_BYTES: usize = 64 << 10;
+/// Most custom WGSL in one job, all its kernels together (each is validated at submission).
+pub const MAX_JOB_WGSL_BYTES: usize = 128 << 10;
 /// Longest entry point name.
 pub const MAX_ENTRY_POINT_LEN: usize = 64;
 /// Longest job label.

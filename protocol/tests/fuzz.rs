@@ -244,7 +244,8 @@ fn task(rng: &mut StdRng, index: u32, kernels: u8) -> TaskSpec {
             .collect(),
         workgroups: [rng.gen_range(1..=64), rng.gen_range(1..=4), 1],
         output_size: 4 * rng.gen_range(1..=1024),
-        kernel: rng.gen_range(0..kernels),
+        // Every kernel is run by some task (task i runs kernel i mod kernels).
+        kernel: (index % u32::from(kernels)) as u8,
     }
 }
 
@@ -255,13 +256,14 @@ fn valid_spec(rng: &mut StdRng) -> JobSpec {
     let comparison = if rng.r#gen() { Comparison::Exact } else { Comparison::Tolerance { rel: 1e-5, abs: 0.0 } };
     let adaptive = (quorum == 1 && replicas >= 2 && comparison == Comparison::Exact && rng.r#gen())
         .then(|| starling_protocol::job::Adaptive { audit_percent: rng.gen_range(1..=100) });
-    let kernels: Vec<KernelSpec> = (0..rng.gen_range(0..=2)).map(|_| kernel(rng)).collect();
+    let n_tasks = rng.gen_range(1..=3);
+    let kernels: Vec<KernelSpec> = (1..rng.gen_range(1..=n_tasks)).map(|_| kernel(rng)).collect();
     let n_kernels = 1 + kernels.len() as u8;
     JobSpec {
         label: if rng.r#gen() { String::new() } else { "tiles ✓".into() },
         kernel: kernel(rng),
         kernels,
-        tasks: (0..rng.gen_range(1..=3)).map(|i| task(rng, i, n_kernels)).collect(),
+        tasks: (0..n_tasks).map(|i| task(rng, i, n_kernels)).collect(),
         comparison,
         replicas,
         quorum,

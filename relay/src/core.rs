@@ -474,8 +474,10 @@ struct JobTrack {
     deadline_ms: u64,
     /// The network it was posted from, when it runs unpaid (counted against that network).
     unpaid_from: Option<Option<IpAddr>>,
-    /// How long its latest accepted results took, lease to result (ms), newest last.
-    durations: VecDeque<u64>,
+    /// How long its latest accepted results took, lease to result (ms), newest last, per kernel
+    /// index: a reduction's sums are quick beside the gradients they add, and must not read as
+    /// answers made up without computing.
+    durations: HashMap<u8, VecDeque<u64>>,
     /// Its tasks' dependencies, when some task reads another's output.
     graph: Option<TaskGraph>,
 }
@@ -486,20 +488,37 @@ const DURATIONS_KEPT: usize = 64;
 const DURATIONS_NEEDED: usize = 8;
 
 impl JobTrack {
-    /// Whether enough of its results were accepted to know how long its tasks take.
-    fn timed(&self) -> bool {
-        self.durations.len() >= DURATIONS_NEEDED
+    /// The kernel index task `index` runs.
+    fn kernel_of(&self, index: u32) -> u8 {
+        self.job.spec.tasks.get(index as usize).map_or(0, |t| t.kernel)
     }
 
-    /// Whether a result that took `ms` came back in under half the job's median time: a worker
-    /// that computes nothing answers at once, and is always idle for the next lease.
-    fn fast(&self, ms: u64) -> bool {
-        if !self.timed() {
+    /// Whether enough results of the kernel task `index` runs were accepted to know how long its
+    /// tasks take.
+    fn timed(&self, index: u32) -> bool {
+        self.durations.get(&self.kernel_of(index)).is_some_and(|d| d.len() >= DURATIONS_NEEDED)
+    }
+
+    /// Whether a result for task `index` that took `ms` came back in under half the median time
+    /// of its kernel's tasks in this job: a worker that computes nothing answers at once, and is
+    /// always idle for the next lease.
+    fn fast(&self, index: u32, ms: u64) -> bool {
+        if !self.timed(index) {
             return false;
         }
-        let mut d: Vec<u64> = self.durations.iter().copied().collect();
+        let mut d: Vec<u64> = self.durations[&self.kernel_of(index)].iter().copied().collect();
         d.sort_unstable();
         ms.saturating_mul(2) < d[d.len() / 2]
+    }
+
+    /// Records how long an accepted result for task `index` took.
+    fn took(&mut self, index: u32, ms: u64) {
+        let kernel = self.kernel_of(index);
+        let d = self.durations.entry(kernel).or_default();
+        if d.len() == DURATIONS_KEPT {
+            d.pop_front();
+        }
+        d.push_back(ms);
     }
 }
 
@@ -725,13 +744,38 @@ impl Core {
             }),
         );
         let indices: Vec<u32> = tasks.iter().map(|t| t.index).collect();
-        // A restored task is decided as the verifier sees it, not run alone: one still waiting for
-        // its inputs gets the job's replicas when they are verified.
-        let release = job.spec.replicas;
+        // A restored task is decided as the verifier sees it; one still waiting for its inputs
+        // starts as a fresh one would when they are verified (one replica first, under adaptive
+        // replication).
+        let adaptive = job.spec.adaptive.is_some();
+        let release = if adaptive { 1 } else { job.spec.replicas };
+        let waiting: HashSet<u32> = TaskGraph::new(&job.spec)
+            .map(|mut g| {
+                for (index, output) in &decided {
+                    match output {
+                        Some(hash) => {
+                            g.verified(*index, *hash);
+                        }
+                        None => {
+                            g.failed(*index);
+                        }
+                    }
+                }
+                tasks.iter().map(|t| t.index).filter(|&i| g.is_waiting(i)).collect()
+            })
+            .unwrap_or_default();
         for t in tasks {
+            let adaptive_open = adaptive && waiting.contains(&t.index);
             self.tasks.insert(
                 TaskId { job: id, index: t.index },
-                TaskTrack { returned: t.returned, lapses: t.lapses, audit_drawn: true, release, ..Default::default() },
+                TaskTrack {
+                    returned: t.returned,
+                    lapses: t.lapses,
+                    audit_drawn: true,
+                    release,
+                    adaptive_open,
+                    ..Default::default()
+                },
             );
         }
         self.track_job(id, Arc::new(job), summary, deadline_ms, unpaid_from);
@@ -1037,7 +1081,7 @@ impl Core {
         let digest = job.spec.digest();
         let graph = TaskGraph::new(&job.spec);
         self.jobs
-            .insert(id, JobTrack { job, digest, summary, deadline_ms, unpaid_from, durations: VecDeque::new(), graph });
+            .insert(id, JobTrack { job, digest, summary, deadline_ms, unpaid_from, durations: HashMap::new(), graph });
     }
 
     fn untrack_job(&mut self, id: JobId) -> Option<JobTrack> {
@@ -1120,7 +1164,9 @@ impl Core {
             && self.config.canary_rate > 0.0
             && checkable(&job.job.spec, task.index)
             && let Some(inputs) = graph::resolve(&job.job.spec, job.graph.as_ref(), task.index)
-            && (drawn || !job.timed() || job.fast(now.mono_ms.saturating_sub(lease.assigned_at_ms)))
+            && (drawn
+                || !job.timed(task.index)
+                || job.fast(task.index, now.mono_ms.saturating_sub(lease.assigned_at_ms)))
             && !track.confirmed.contains(&output_hash)
             && !track.refuted.contains(&output_hash)
         {
@@ -1311,7 +1357,7 @@ impl Core {
             // A result back in under half the job's median time is always audited: answering
             // without computing buys no share of the work without being checked. A task run on
             // one worker (adaptive replication) is audited at the client's rate, paid or not.
-            let fast = track.took.values().any(|&ms| job.fast(ms));
+            let fast = track.took.values().any(|&ms| job.fast(task.index, ms));
             let rate = match (fast, job.job.spec.adaptive) {
                 (true, _) => 1.0,
                 (false, Some(a)) if track.single => f64::from(a.audit_percent.min(100)) / 100.0,
@@ -1349,10 +1395,7 @@ impl Core {
                 let took: Vec<u64> = agreeing.iter().filter_map(|l| track.took.get(l).copied()).collect();
                 if let Some(job) = self.jobs.get_mut(&task.job) {
                     for ms in took {
-                        if job.durations.len() == DURATIONS_KEPT {
-                            job.durations.pop_front();
-                        }
-                        job.durations.push_back(ms);
+                        job.took(task.index, ms);
                     }
                 }
                 // A result nobody else computed (adaptive replication, unaudited) is paid, but
@@ -1522,6 +1565,10 @@ impl Core {
         let lease_ms = self.sched.config().lease_ms;
         let trusted_after = self.sched.config().trusted_after.max(1);
         for lease in self.sched.assign(now.mono_ms) {
+            if !self.jobs.contains_key(&lease.task.job) || !self.tasks.contains_key(&lease.task) {
+                // Its job or task ended earlier in this loop (see below): its leases went with it.
+                continue;
+            }
             if let Some(track) = self.tasks.get_mut(&lease.task)
                 && std::mem::take(&mut track.adaptive_open)
             {
@@ -1545,9 +1592,11 @@ impl Core {
                 job.job.spec.kernel_of(lease.task.index as usize),
                 graph::resolve(&job.job.spec, job.graph.as_ref(), lease.task.index),
             ) else {
-                // Not reached: a task is handed out only once its inputs are verified.
+                // Not reached: a task is handed out only once its inputs are verified. Were it, the
+                // task fails (and its lease is cancelled) rather than cost the worker anything.
                 tracing::error!(task = %lease.task, "a task was leased before its inputs were verified");
-                self.sched.lease_declined(lease.id);
+                self.fail_task(lease.task, "internal error: its inputs were not verified", now);
+                self.maybe_finish(lease.task.job, now);
                 continue;
             };
             let held = HeldLease { worker: lease.worker, task: lease.task, output_size: u64::from(spec.output_size) };
@@ -2052,18 +2101,28 @@ mod tests {
             },
             deadline_ms: 0,
             unpaid_from: None,
-            durations: VecDeque::new(),
+            durations: HashMap::new(),
             graph: None,
         };
         for ms in [3000, 4000, 2000, 5000, 3500, 2500, 4500] {
-            track.durations.push_back(ms);
+            track.took(0, ms);
         }
-        assert!(!track.fast(10), "seven results are too few to judge");
-        track.durations.push_back(3000);
+        assert!(!track.fast(0, 10), "seven results are too few to judge");
+        track.took(0, 3000);
         // Median of the eight: 3500.
         for (ms, fast) in [(10, true), (1749, true), (1750, false), (3000, false)] {
-            assert_eq!(track.fast(ms), fast, "{ms} ms");
+            assert_eq!(track.fast(0, ms), fast, "{ms} ms");
         }
+        // Each kernel has its own median: a quick kernel's results are judged among their own.
+        let mut two = (*track.job).clone();
+        two.spec.kernels = vec![two.spec.kernel.clone()];
+        two.spec.tasks.push(TaskSpec { kernel: 1, ..two.spec.tasks[0].clone() });
+        track.job = Arc::new(two);
+        assert!(!track.fast(1, 10), "the second kernel has no median of its own yet");
+        for _ in 0..8 {
+            track.took(1, 20);
+        }
+        assert!(!track.fast(1, 15) && track.fast(1, 9) && track.fast(0, 10));
     }
 
     /// A core with `workers` workers online and one paid task posted, opened in escrow and

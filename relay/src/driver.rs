@@ -289,7 +289,9 @@ impl Driver {
                 .map_err(|h| Error::Corrupt(format!("missing input blob {h}")))?;
             let req = requirements(&job.job.spec, &sizes);
             let withheld = &driver.shared.withheld;
-            withheld.job_running(job.id, job.job.spec.tasks.iter().flat_map(|t| t.blobs()));
+            // Its blobs, and the verified outputs its waiting tasks will read.
+            let verified = job.decided.iter().filter_map(|(_, output)| *output);
+            withheld.job_running(job.id, job.job.spec.tasks.iter().flat_map(|t| t.blobs()).chain(verified));
             for task in &job.tasks {
                 for r in &task.returned {
                     withheld.returned(TaskId { job: job.id, index: task.index }, r.output_hash);

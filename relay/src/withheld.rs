@@ -6,7 +6,10 @@
 //! The driver keeps this index from the core's writes: a returned result is hidden before its
 //! batch commits, and revealed only after the decision commits. Inputs of running jobs stay
 //! readable even when some task's output has the same bytes: their workers must fetch them, and
-//! the client published them.
+//! the client published them; so do the verified outputs of a running job's decided tasks, which
+//! the tasks that read them (`{"task": N}` inputs) must fetch, and which anyone may read anyway.
+//! Otherwise a worker could hide a verified input from the other replicas of a task that reads it
+//! by returning the same bytes for that task, so that they fail to fetch it.
 
 use crate::core::Write;
 use starling_protocol::{Hash32, JobId, TaskId};
@@ -78,6 +81,16 @@ impl Withheld {
         }
     }
 
+    /// `task` was verified with `output`: readable as an input of its job while the job runs.
+    pub fn verified(&self, task: TaskId, output: Hash32) {
+        let mut index = self.index.write().expect("withheld lock");
+        let Some(inputs) = index.inputs.get_mut(&task.job) else { return };
+        if let Err(at) = inputs.binary_search(&output) {
+            inputs.insert(at, output);
+            count_up(&mut index.input_jobs, output);
+        }
+    }
+
     /// A result for `task` named `output`: hidden until the task is decided.
     pub fn returned(&self, task: TaskId, output: Hash32) {
         let mut index = self.index.write().expect("withheld lock");
@@ -139,7 +152,11 @@ impl Withheld {
                 Write::InsertJob { id, job, .. } => {
                     self.job_running(*id, job.spec.tasks.iter().flat_map(|t| t.blobs()))
                 }
-                Write::VerifyTask { task, .. } | Write::FailTask { task, .. } => self.decided(*task),
+                Write::VerifyTask { task, output_hash, .. } => {
+                    self.decided(*task);
+                    self.verified(*task, *output_hash);
+                }
+                Write::FailTask { task, .. } => self.decided(*task),
                 Write::FinishJob { job, .. } => self.job_finished(*job),
                 _ => {}
             }
@@ -151,6 +168,33 @@ impl Withheld {
 mod tests {
     use super::*;
     use starling_protocol::sha256;
+
+    /// A worker that returns a verified input's bytes for the task reading it cannot hide that
+    /// input from the task's other replicas (which would fail to fetch it and give up the task).
+    #[test]
+    fn a_verified_output_stays_readable_while_its_job_runs() {
+        let w = Withheld::default();
+        let (x, y) = (TaskId { job: JobId(1), index: 0 }, TaskId { job: JobId(1), index: 1 });
+        let out = sha256(b"x's output");
+        w.job_running(JobId(1), []);
+        w.returned(x, out);
+        assert!(w.hides(&out), "undecided: hidden");
+        w.after_commit(&[Write::VerifyTask { task: x, output_hash: out, at_ms: 0 }]);
+        assert!(!w.hides(&out));
+        // Task y reads x's output; a worker returns those bytes as y's result.
+        w.returned(y, out);
+        assert!(!w.hides(&out), "still readable by y's other replicas");
+        w.after_commit(&[Write::FinishJob {
+            job: JobId(1),
+            state: starling_protocol::api::JobState::Done,
+            failure: None,
+            at_ms: 0,
+        }]);
+        assert!(!w.hides(&out) && w.index.read().unwrap().input_jobs.is_empty(), "nothing left behind");
+        // A verification for a job that is not running leaves nothing either.
+        w.verified(TaskId { job: JobId(9), index: 0 }, out);
+        assert!(w.index.read().unwrap().input_jobs.is_empty());
+    }
 
     #[test]
     fn outputs_stay_hidden_until_their_task_is_decided() {

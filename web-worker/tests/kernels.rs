@@ -307,6 +307,9 @@ fn the_fixed_point_network_is_bit_identical_on_the_gpu_and_the_cpu() {
     ] {
         let w = i32_bytes(&init_weights(shape, 3));
         let (xs, ys) = batch(shape, 11);
+        // Weights a client could pick: logits far apart enough that their differences wrap.
+        let wild: Vec<i32> = init_weights(shape, 5).iter().map(|w| w.wrapping_mul(40_000)).collect();
+        let wild = i32_bytes(&wild);
         let grad_task = TaskSpec {
             params: shape.to_words(),
             inputs: vec![],
@@ -316,6 +319,11 @@ fn the_fixed_point_network_is_bit_identical_on_the_gpu_and_the_cpu() {
         };
         let grad = gpu(BuiltinKernel::MlpGradFx, &grad_task, &[&w, &xs, &ys]);
         assert_eq!(grad, cpu(BuiltinKernel::MlpGradFx, &grad_task, &[&w, &xs, &ys]), "gradient {shape:?}");
+        assert_eq!(
+            gpu(BuiltinKernel::MlpGradFx, &grad_task, &[&wild, &xs, &ys]),
+            cpu(BuiltinKernel::MlpGradFx, &grad_task, &[&wild, &xs, &ys]),
+            "gradient of wrapping logits {shape:?}"
+        );
         assert!(grad.iter().any(|&b| b != 0));
         let step = StepParams { weights: shape.weight_words(), rate: 1 << 15, samples: shape.samples };
         let step_task = TaskSpec {

@@ -28,9 +28,10 @@ fn mulq(a: i32, b: i32) -> i32 {
 }
 
 // e^x for x <= 0: 2^(x log2 e), the fraction by a degree-5 polynomial (Horner, in Q16), the
-// integer part by a shift.
+// integer part by a shift (under 29, so every backend shifts alike). A positive x is a difference
+// of logits that wrapped: 0, as its true value is.
 fn expq(x: i32) -> i32 {
-    if (x <= -(20 * ONE)) { return 0; }
+    if (x > 0 || x <= -(20 * ONE)) { return 0; }
     let y = -mulq(x, LOG2E);
     let k = u32(y >> 16u);
     let f = y & 0xffff;
