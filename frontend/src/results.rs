@@ -9,7 +9,7 @@ use starling_web_worker::kernels::{mandelbrot, matmul_f32, monte_carlo_pi, sha25
 pub fn builtin(spec: &JobSpec) -> Option<BuiltinKernel> {
     match spec.kernel {
         KernelSpec::Builtin { name } => Some(name),
-        KernelSpec::Wgsl { .. } => None,
+        KernelSpec::Wgsl { .. } | KernelSpec::Pipeline { .. } => None,
     }
 }
 

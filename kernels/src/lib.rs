@@ -19,6 +19,7 @@
 //! `starling-web-worker`.
 
 pub mod error;
+pub mod examples;
 pub mod job;
 #[cfg(feature = "validate")]
 pub mod validate;

@@ -40,6 +40,43 @@ impl WgslError {
 /// - nothing else: no other bindings, textures, samplers or immediates (push constants);
 /// - the workgroup size and workgroup memory fit WebGPU's default limits.
 pub fn validate_kernel(source: &str, entry_point: &str, n_inputs: usize) -> Result<naga::Module, WgslError> {
+    on_parser_stack(|| validate_here(source, entry_point, n_inputs))
+}
+
+/// Validates a pipeline's module once for all its stages (`(entry point, inputs)` each): every
+/// stage is a compute entry point, and the resources each one uses follow the binding convention
+/// for its own inputs (one module may declare every stage's resources; a resource no stage uses
+/// is refused).
+pub fn validate_pipeline(source: &str, stages: &[(&str, usize)]) -> Result<naga::Module, WgslError> {
+    on_parser_stack(|| {
+        let (module, info) = parse_and_validate(source)?;
+        let mut used_anywhere = std::collections::HashSet::new();
+        for (i, &(entry_point, n_inputs)) in stages.iter().enumerate() {
+            let at = |e: WgslError| WgslError { message: format!("stage {i} (`{entry_point}`): {}", e.message), ..e };
+            check_entry_point(&module, source, entry_point).map_err(at)?;
+            let index = module.entry_points.iter().position(|e| e.name == entry_point).expect("checked above");
+            let uses = info.get_entry_point(index);
+            let used = |h: naga::Handle<naga::GlobalVariable>| !uses[h].is_empty();
+            used_anywhere.extend(module.global_variables.iter().map(|(h, _)| h).filter(|&h| used(h)));
+            check_bindings(&module, source, n_inputs, used).map_err(at)?;
+        }
+        if let Some((h, var)) = module.global_variables.iter().find(|(h, v)| {
+            !used_anywhere.contains(h) && matches!(v.space, AddressSpace::Uniform | AddressSpace::Storage { .. })
+        }) {
+            let name = var.name.as_deref().unwrap_or("<unnamed>");
+            return Err(WgslError::at(
+                source,
+                Some(module.global_variables.get_span(h)),
+                format!("`{name}` is used by no stage"),
+            ));
+        }
+        check_workgroup_memory(&module, source)?;
+        Ok(module)
+    })
+}
+
+/// Runs `f` on a thread whose stack fits the deepest WGSL the parser may see (natively).
+fn on_parser_stack<T: Send>(f: impl FnOnce() -> Result<T, WgslError> + Send) -> Result<T, WgslError> {
     // naga's WGSL parser recurses once per prefix operator with no depth limit: 6,000 of them
     // (6 KB of `!`) overflow a 2 MiB stack and abort the process. Parsing on a thread with a
     // stack that fits the deepest nesting `MAX_WGSL_BYTES` allows (about 400 bytes a level)
@@ -51,14 +88,14 @@ pub fn validate_kernel(source: &str, entry_point: &str, n_inputs: usize) -> Resu
             std::thread::Builder::new()
                 .name("wgsl-validate".into())
                 .stack_size(PARSER_STACK_BYTES)
-                .spawn_scoped(scope, || validate_here(source, entry_point, n_inputs))
+                .spawn_scoped(scope, f)
                 .map_err(|e| WgslError { line: 1, column: 1, message: format!("validator unavailable: {e}") })?
                 .join()
                 .unwrap_or_else(|_| Err(WgslError { line: 1, column: 1, message: "the validator failed".into() }))
         })
     }
     #[cfg(target_arch = "wasm32")]
-    validate_here(source, entry_point, n_inputs)
+    f()
 }
 
 /// Stack for parsing client WGSL: 64 KiB of nested operators needs about 26 MiB.
@@ -128,20 +165,23 @@ fn check_nesting(source: &str) -> Result<(), WgslError> {
     Ok(())
 }
 
-fn validate_here(source: &str, entry_point: &str, n_inputs: usize) -> Result<naga::Module, WgslError> {
+fn parse_and_validate(source: &str) -> Result<(naga::Module, naga::valid::ModuleInfo), WgslError> {
     check_nesting(source)?;
     let module = naga::front::wgsl::parse_str(source).map_err(|e| {
         let (line, column) = e.location(source).map_or((1, 1), |l| (l.line_number, l.line_position));
         WgslError { line, column, message: e.message().to_string() }
     })?;
-
-    Validator::new(ValidationFlags::all(), Capabilities::default()).validate(&module).map_err(|e| {
+    let info = Validator::new(ValidationFlags::all(), Capabilities::default()).validate(&module).map_err(|e| {
         let span = e.spans().next().map(|(span, _)| *span);
         WgslError::at(source, span, error_chain(e.as_inner()))
     })?;
+    Ok((module, info))
+}
 
+fn validate_here(source: &str, entry_point: &str, n_inputs: usize) -> Result<naga::Module, WgslError> {
+    let (module, _) = parse_and_validate(source)?;
     check_entry_point(&module, source, entry_point)?;
-    check_bindings(&module, source, n_inputs)?;
+    check_bindings(&module, source, n_inputs, |_| true)?;
     check_workgroup_memory(&module, source)?;
     Ok(module)
 }
@@ -224,11 +264,18 @@ fn find_fn(source: &str, name: &str) -> Option<Span> {
     None
 }
 
-fn check_bindings(module: &naga::Module, source: &str, n_inputs: usize) -> Result<(), WgslError> {
+/// The binding convention for `n_inputs` inputs, over the resources `considered` (a pipeline
+/// stage's: those its entry point uses; a plain kernel's: all).
+fn check_bindings(
+    module: &naga::Module,
+    source: &str,
+    n_inputs: usize,
+    considered: impl Fn(naga::Handle<naga::GlobalVariable>) -> bool,
+) -> Result<(), WgslError> {
     let output_binding = n_inputs as u64 + 1;
     let mut seen = Vec::new();
     let mut has_output = false;
-    for (handle, var) in module.global_variables.iter() {
+    for (handle, var) in module.global_variables.iter().filter(|(h, _)| considered(*h)) {
         let span = Some(module.global_variables.get_span(handle));
         let name = var.name.as_deref().unwrap_or("<unnamed>");
         let fail = |message: String| Err(WgslError::at(source, span, message));

@@ -91,6 +91,52 @@ pub enum KernelSpec {
     Builtin { name: BuiltinKernel },
     /// Client-supplied WGSL, validated by the relay before acceptance.
     Wgsl { source: String, entry_point: String },
+    /// Client-supplied WGSL run as several dispatches in order, each an entry point of one
+    /// module, over named intermediate buffers (a forward pass: matmul, then bias, then
+    /// activation). Each stage follows the binding convention with its own inputs and output.
+    Pipeline {
+        source: String,
+        /// Intermediate buffers, zeroed at the start of the task.
+        #[serde(default)]
+        buffers: Vec<NamedBuffer>,
+        stages: Vec<Stage>,
+    },
+}
+
+/// An intermediate buffer of a pipeline (see [`KernelSpec::Pipeline`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedBuffer {
+    /// 1 to 32 of `a-z`, `0-9`, `_`.
+    pub name: String,
+    /// Bytes, a positive multiple of 4.
+    pub size: u32,
+}
+
+/// One dispatch of a pipeline. Binding 0 is the task's params, bindings `1..=N` its `inputs`
+/// (read-only) and `N + 1` its `output` (read-write), each named: `"input:K"` for the task's
+/// K-th input, `"output"` for the task's output, or an intermediate buffer's name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stage {
+    pub entry_point: String,
+    #[serde(default)]
+    pub inputs: Vec<String>,
+    pub output: String,
+    /// Workgroups dispatched; absent, the task's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workgroups: Option<[u32; 3]>,
+}
+
+/// What a pipeline stage's binding names (see [`Stage`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Binding {
+    /// The task's input at this index.
+    Input(usize),
+    /// The task's output.
+    Output,
+    /// An intermediate buffer, by its index in `buffers`.
+    Buffer(usize),
 }
 
 /// The built-in kernel library.
@@ -163,7 +209,69 @@ impl BuiltinKernel {
 impl KernelSpec {
     /// Whether running this kernel needs a GPU (custom WGSL has no CPU reference).
     pub fn needs_gpu(&self) -> bool {
-        matches!(self, KernelSpec::Wgsl { .. })
+        matches!(self, KernelSpec::Wgsl { .. } | KernelSpec::Pipeline { .. })
+    }
+
+    /// The client WGSL this kernel carries, if any.
+    pub fn wgsl(&self) -> Option<&str> {
+        match self {
+            KernelSpec::Wgsl { source, .. } | KernelSpec::Pipeline { source, .. } => Some(source),
+            KernelSpec::Builtin { .. } => None,
+        }
+    }
+
+    /// Each dispatch as (entry point, number of inputs), in order (`n_inputs`: what a task of
+    /// this kernel binds, for the single dispatch of plain WGSL). Empty for a built-in.
+    pub fn dispatches(&self, n_inputs: usize) -> Vec<(&str, usize)> {
+        match self {
+            KernelSpec::Builtin { .. } => Vec::new(),
+            KernelSpec::Wgsl { entry_point, .. } => vec![(entry_point.as_str(), n_inputs)],
+            KernelSpec::Pipeline { stages, .. } => {
+                stages.iter().map(|s| (s.entry_point.as_str(), s.inputs.len())).collect()
+            }
+        }
+    }
+
+    /// The resolved bindings of each stage of a pipeline run by a task of `n_inputs` inputs:
+    /// (inputs, output). Refuses a name that binds nothing, a stage that binds one buffer twice
+    /// (WebGPU refuses a read-write buffer also bound read-only), and a pipeline whose stages
+    /// never write the task's output.
+    #[allow(clippy::type_complexity)]
+    pub fn pipeline_bindings(&self, n_inputs: usize) -> Result<Vec<(Vec<Binding>, Binding)>, SpecError> {
+        let KernelSpec::Pipeline { buffers, stages, .. } = self else {
+            return Err(invalid("not a pipeline"));
+        };
+        let resolve = |name: &str, stage: usize| -> Result<Binding, SpecError> {
+            if name == "output" {
+                return Ok(Binding::Output);
+            }
+            match name.strip_prefix("input:").map(str::parse::<usize>) {
+                Some(Ok(k)) if k < n_inputs => Ok(Binding::Input(k)),
+                Some(_) => Err(invalid(format!("stage {stage} binds {name:?}; the task has {n_inputs} inputs"))),
+                None => buffers.iter().position(|b| b.name == name).map(Binding::Buffer).ok_or_else(|| {
+                    invalid(format!("stage {stage} binds {name:?}, which is no input, output or buffer"))
+                }),
+            }
+        };
+        let mut out = Vec::with_capacity(stages.len());
+        for (i, stage) in stages.iter().enumerate() {
+            let inputs: Vec<Binding> = stage.inputs.iter().map(|n| resolve(n, i)).collect::<Result<_, _>>()?;
+            let output = resolve(&stage.output, i)?;
+            if matches!(output, Binding::Input(_)) {
+                return Err(invalid(format!("stage {i} writes a task input, which is read-only")));
+            }
+            let mut all = inputs.clone();
+            all.push(output);
+            let distinct: std::collections::HashSet<_> = all.iter().collect();
+            if distinct.len() != all.len() {
+                return Err(invalid(format!("stage {i} binds one buffer twice")));
+            }
+            out.push((inputs, output));
+        }
+        if !out.iter().any(|(_, o)| *o == Binding::Output) {
+            return Err(invalid("no stage writes the task's output"));
+        }
+        Ok(out)
     }
 
     /// Short name for logs and dashboards.
@@ -171,6 +279,7 @@ impl KernelSpec {
         match self {
             KernelSpec::Builtin { name } => name.name().to_string(),
             KernelSpec::Wgsl { entry_point, .. } => format!("wgsl:{entry_point}"),
+            KernelSpec::Pipeline { stages, .. } => format!("pipeline:{} stages", stages.len()),
         }
     }
 }
@@ -304,13 +413,7 @@ impl JobSpec {
                 i => SpecError { code: e.code, message: format!("kernels[{}]: {}", i - 1, e.message) },
             })?;
         }
-        let wgsl: usize = self
-            .all_kernels()
-            .map(|k| match k {
-                KernelSpec::Wgsl { source, .. } => source.len(),
-                KernelSpec::Builtin { .. } => 0,
-            })
-            .sum();
+        let wgsl: usize = self.all_kernels().map(|k| k.wgsl().map_or(0, str::len)).sum();
         if wgsl > MAX_JOB_WGSL_BYTES {
             return Err(too_large(format!("a job's WGSL kernels may total at most {MAX_JOB_WGSL_BYTES} bytes")));
         }
@@ -348,6 +451,11 @@ impl JobSpec {
         for (i, task) in self.tasks.iter().enumerate() {
             task.validate(self.comparison)
                 .map_err(|e| SpecError { code: e.code, message: format!("task {i}: {}", e.message) })?;
+            if let Some(pipeline @ KernelSpec::Pipeline { .. }) = self.kernel_of(i) {
+                pipeline
+                    .pipeline_bindings(task.inputs.len())
+                    .map_err(|e| SpecError { code: e.code, message: format!("task {i}: {}", e.message) })?;
+            }
             if usize::from(task.kernel) > self.kernels.len() {
                 return Err(invalid(format!(
                     "task {i}: kernel {} does not exist (the job has {} kernels)",
@@ -486,15 +594,68 @@ impl JobSpec {
 
 impl KernelSpec {
     fn validate(&self) -> Result<(), SpecError> {
-        if let KernelSpec::Wgsl { source, entry_point } = self {
-            if source.len() > MAX_WGSL_BYTES {
-                return Err(too_large(format!("WGSL source is over {MAX_WGSL_BYTES} bytes")));
+        let entry_ok = |e: &str| {
+            !e.is_empty() && e.len() <= MAX_ENTRY_POINT_LEN && e.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        };
+        if self.wgsl().is_some_and(|s| s.len() > MAX_WGSL_BYTES) {
+            return Err(too_large(format!("WGSL source is over {MAX_WGSL_BYTES} bytes")));
+        }
+        match self {
+            KernelSpec::Builtin { .. } => {}
+            KernelSpec::Wgsl { entry_point, .. } => {
+                if !entry_ok(entry_point) {
+                    return Err(invalid("entry_point must be 1-64 ASCII letters, digits or '_'"));
+                }
             }
-            if entry_point.is_empty()
-                || entry_point.len() > MAX_ENTRY_POINT_LEN
-                || !entry_point.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            {
-                return Err(invalid("entry_point must be 1-64 ASCII letters, digits or '_'"));
+            KernelSpec::Pipeline { buffers, stages, .. } => {
+                if stages.is_empty() || stages.len() > MAX_STAGES {
+                    return Err(invalid(format!("a pipeline has 1 to {MAX_STAGES} stages")));
+                }
+                if buffers.len() > MAX_PIPELINE_BUFFERS {
+                    return Err(too_large(format!("a pipeline has at most {MAX_PIPELINE_BUFFERS} buffers")));
+                }
+                let mut names = std::collections::HashSet::new();
+                for b in buffers {
+                    let name_ok = !b.name.is_empty()
+                        && b.name.len() <= MAX_BUFFER_NAME_LEN
+                        && b.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+                    if !name_ok || b.name == "output" {
+                        return Err(invalid(format!(
+                            "buffer name {:?}: 1-{MAX_BUFFER_NAME_LEN} of a-z, 0-9 and '_', not \"output\"",
+                            b.name
+                        )));
+                    }
+                    if !names.insert(b.name.as_str()) {
+                        return Err(invalid(format!("two buffers are named {:?}", b.name)));
+                    }
+                    if b.size == 0 || !b.size.is_multiple_of(4) || b.size > MAX_OUTPUT_BYTES {
+                        return Err(invalid(format!(
+                            "buffer {:?}: size must be a positive multiple of 4 up to {MAX_OUTPUT_BYTES}",
+                            b.name
+                        )));
+                    }
+                }
+                if buffers.iter().map(|b| u64::from(b.size)).sum::<u64>() > MAX_PIPELINE_BUFFER_BYTES {
+                    return Err(too_large(format!(
+                        "a pipeline's buffers total at most {MAX_PIPELINE_BUFFER_BYTES} bytes"
+                    )));
+                }
+                for (i, stage) in stages.iter().enumerate() {
+                    if !entry_ok(&stage.entry_point) {
+                        return Err(invalid(format!(
+                            "stage {i}: entry_point must be 1-64 ASCII letters, digits or '_'"
+                        )));
+                    }
+                    if stage.inputs.len() > MAX_INPUTS_PER_TASK {
+                        return Err(too_large(format!("stage {i}: at most {MAX_INPUTS_PER_TASK} inputs")));
+                    }
+                    if stage.workgroups.is_some_and(|w| w.contains(&0) || w.iter().any(|&n| n > MAX_WORKGROUPS_PER_DIM))
+                    {
+                        return Err(invalid(format!(
+                            "stage {i}: workgroups must be in 1..={MAX_WORKGROUPS_PER_DIM} per dimension"
+                        )));
+                    }
+                }
             }
         }
         Ok(())
@@ -725,6 +886,59 @@ mod tests {
         spec.kernels = vec![KernelSpec::Wgsl { source: String::new(), entry_point: "no way".into() }];
         let e = spec.validate().unwrap_err();
         assert!(e.message.starts_with("kernels[0]: entry_point"), "{}", e.message);
+    }
+
+    #[test]
+    fn pipeline_validation_table() {
+        fn pipeline(buffers: &[(&str, u32)], stages: &[(&str, &[&str], &str)]) -> KernelSpec {
+            KernelSpec::Pipeline {
+                source: String::new(),
+                buffers: buffers.iter().map(|(n, s)| NamedBuffer { name: n.to_string(), size: *s }).collect(),
+                stages: stages
+                    .iter()
+                    .map(|(e, i, o)| Stage {
+                        entry_point: e.to_string(),
+                        inputs: i.iter().map(|s| s.to_string()).collect(),
+                        output: o.to_string(),
+                        workgroups: None,
+                    })
+                    .collect(),
+            }
+        }
+        let ok: &[(&str, &[&str], &str)] = &[("a", &["input:0", "input:1"], "z"), ("b", &["z"], "output")];
+        let cases: Vec<(&str, KernelSpec, Option<&str>)> = vec![
+            ("two stages", pipeline(&[("z", 64)], ok), None),
+            ("no stages", pipeline(&[], &[]), Some("1 to 16 stages")),
+            (
+                "a name the task lacks",
+                pipeline(&[("z", 64)], &[("a", &["input:2"], "output")]),
+                Some("the task has 2 inputs"),
+            ),
+            ("an unknown buffer", pipeline(&[], &[("a", &["y"], "output")]), Some("no input, output or buffer")),
+            ("a buffer bound twice", pipeline(&[("z", 64)], &[("a", &["z"], "z")]), Some("binds one buffer twice")),
+            ("writing an input", pipeline(&[], &[("a", &[], "input:0")]), Some("writes a task input")),
+            ("never writing the output", pipeline(&[("z", 64)], &[("a", &["input:0"], "z")]), Some("no stage writes")),
+            ("two buffers of one name", pipeline(&[("z", 64), ("z", 8)], ok), Some("two buffers are named")),
+            ("a buffer named output", pipeline(&[("output", 64)], ok), Some("not \"output\"")),
+            ("an odd buffer", pipeline(&[("z", 6)], ok), Some("positive multiple of 4")),
+            ("a bad entry point", pipeline(&[("z", 64)], &[("a b", &[], "output")]), Some("stage 0: entry_point")),
+        ];
+        for (name, kernel, want) in cases {
+            let mut spec = sample_spec();
+            spec.kernel = kernel;
+            spec.tasks[0].inputs = vec![sha256(b"x").into(), sha256(b"w").into()];
+            match (spec.validate(), want) {
+                (Ok(()), None) => {}
+                (Err(e), Some(text)) => assert!(e.message.contains(text), "{name}: {}", e.message),
+                (got, _) => panic!("{name}: {got:?}"),
+            }
+        }
+        let many = vec![("s", &[][..], "output"); MAX_STAGES + 1];
+        let mut spec = sample_spec();
+        spec.kernel = pipeline(&[], &many);
+        assert!(spec.validate().is_err());
+        spec.kernel = pipeline(&[("a", MAX_OUTPUT_BYTES), ("b", MAX_OUTPUT_BYTES), ("c", 4)], &[("s", &[], "output")]);
+        assert_eq!(spec.validate().unwrap_err().code, ErrorCode::TooLarge, "buffers over their total");
     }
 
     #[test]

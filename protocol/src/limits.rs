@@ -21,6 +21,14 @@ pub const MAX_BLOB_BYTES: u64 = 64 << 20;
 pub const MAX_OUTPUT_BYTES: u32 = 64 << 20;
 /// Largest custom WGSL source.
 pub const MAX_WGSL_BYTES: usize = 64 << 10;
+/// Dispatches in one pipeline kernel.
+pub const MAX_STAGES: usize = 16;
+/// Named intermediate buffers of one pipeline kernel.
+pub const MAX_PIPELINE_BUFFERS: usize = 16;
+/// All of a pipeline's intermediate buffers together, in bytes.
+pub const MAX_PIPELINE_BUFFER_BYTES: u64 = 128 << 20;
+/// Longest intermediate buffer name.
+pub const MAX_BUFFER_NAME_LEN: usize = 32;
 /// Most custom WGSL in one job, all its kernels together (each is validated at submission).
 pub const MAX_JOB_WGSL_BYTES: usize = 128 << 10;
 /// Longest entry point name.

@@ -202,7 +202,7 @@ async fn create_job(State(app): State<AppState>, request: Request) -> Result<Res
                 kernels::check_sizes(*name, &task.params, &task_sizes, task.workgroups, task.output_size)
                     .map_err(|e| ApiError::new(ErrorCode::InvalidSpec, format!("task {i}: {e}")))?;
             }
-            Some(KernelSpec::Wgsl { .. }) => {
+            Some(KernelSpec::Wgsl { .. } | KernelSpec::Pipeline { .. }) => {
                 if *wgsl_inputs.entry(task.kernel).or_insert(task.inputs.len()) != task.inputs.len() {
                     return Err(ApiError::new(
                         ErrorCode::InvalidSpec,
@@ -214,15 +214,24 @@ async fn create_job(State(app): State<AppState>, request: Request) -> Result<Res
         }
     }
     for (index, n_inputs) in wgsl_inputs {
-        let Some(KernelSpec::Wgsl { source, entry_point }) = job.spec.all_kernels().nth(usize::from(index)) else {
-            continue;
-        };
-        let (source, entry_point) = (source.clone(), entry_point.clone());
+        let Some(kernel) = job.spec.all_kernels().nth(usize::from(index)) else { continue };
+        let Some(source) = kernel.wgsl() else { continue };
         let which = if index == 0 { String::new() } else { format!("kernels[{}]: ", index - 1) };
-        tokio::task::spawn_blocking(move || validate::validate_kernel(&source, &entry_point, n_inputs).map(|_| ()))
-            .await
-            .map_err(|_| ApiError::new(ErrorCode::Internal, "validator crashed"))?
-            .map_err(|e| ApiError::new(ErrorCode::InvalidWgsl, format!("{which}{e}")))?;
+        // Each dispatch (a pipeline's every stage, on one parse) for the inputs it binds.
+        let dispatches: Vec<(String, usize)> =
+            kernel.dispatches(n_inputs).into_iter().map(|(e, n)| (e.to_string(), n)).collect();
+        let (source, pipeline) = (source.to_string(), matches!(kernel, KernelSpec::Pipeline { .. }));
+        tokio::task::spawn_blocking(move || {
+            if pipeline {
+                let stages: Vec<(&str, usize)> = dispatches.iter().map(|(e, n)| (e.as_str(), *n)).collect();
+                validate::validate_pipeline(&source, &stages).map(|_| ())
+            } else {
+                validate::validate_kernel(&source, &dispatches[0].0, dispatches[0].1).map(|_| ())
+            }
+        })
+        .await
+        .map_err(|_| ApiError::new(ErrorCode::Internal, "validator crashed"))?
+        .map_err(|e| ApiError::new(ErrorCode::InvalidWgsl, format!("{which}{e}")))?;
     }
     if app.store.job_signed(&job.signature).await? {
         return Err(ApiError::new(

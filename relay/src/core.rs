@@ -453,13 +453,22 @@ pub fn requirements(spec: &JobSpec, input_sizes: &HashMap<Hash32, u64>) -> JobRe
     let max_input =
         spec.tasks.iter().flat_map(|t| t.blobs()).filter_map(|h| input_sizes.get(&h)).copied().max().unwrap_or(0);
     let max_output = spec.tasks.iter().map(|t| u64::from(t.output_size)).max().unwrap_or(0);
+    // A pipeline also binds its intermediate buffers, and each stage its own inputs and workgroups.
+    let (mut max_buffer, mut stage_buffers, mut stage_groups) = (0u64, 0u32, 0u32);
+    for kernel in spec.all_kernels() {
+        if let KernelSpec::Pipeline { buffers, stages, .. } = kernel {
+            max_buffer = max_buffer.max(buffers.iter().map(|b| u64::from(b.size)).max().unwrap_or(0));
+            stage_buffers = stage_buffers.max(stages.iter().map(|s| s.inputs.len() as u32 + 1).max().unwrap_or(1));
+            stage_groups = stage_groups.max(stages.iter().filter_map(|s| s.workgroups).flatten().max().unwrap_or(1));
+        }
+    }
     JobRequirements {
         price_per_replica: spec.price_per_replica,
         needs_gpu: spec.needs_gpu(),
         homogeneous: spec.homogeneous,
-        max_binding_bytes: max_input.max(max_output),
-        storage_buffers: spec.tasks.iter().map(|t| t.inputs.len() as u32 + 1).max().unwrap_or(1),
-        max_workgroups: spec.tasks.iter().flat_map(|t| t.workgroups).max().unwrap_or(1),
+        max_binding_bytes: max_input.max(max_output).max(max_buffer),
+        storage_buffers: spec.tasks.iter().map(|t| t.inputs.len() as u32 + 1).max().unwrap_or(1).max(stage_buffers),
+        max_workgroups: spec.tasks.iter().flat_map(|t| t.workgroups).max().unwrap_or(1).max(stage_groups),
         // Set by the core, which knows whether an escrow is configured.
         paid: false,
     }

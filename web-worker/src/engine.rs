@@ -8,15 +8,18 @@
 //! storage. Sizes are checked against the device's limits before anything is allocated.
 
 use crate::gpu::{GpuContext, PipelineKey};
-use crate::validate::validate_kernel;
+use crate::validate::{validate_kernel, validate_pipeline};
 use crate::{Error, Result, kernels};
-use starling_protocol::job::{BuiltinKernel, KernelSpec};
+use starling_protocol::job::{Binding, BuiltinKernel, KernelSpec};
 use wgpu::util::DeviceExt;
 
 /// Runs one task on the GPU and returns its `output_size` output bytes.
 ///
 /// Built-ins are checked by [`kernels::check`] first (exact params, inputs, dispatch and output
-/// size); client WGSL is validated by [`validate_kernel`] the first time this context sees it.
+/// size); client WGSL is validated by [`validate_kernel`] the first time this context sees it. A
+/// pipeline ([`KernelSpec::Pipeline`]) runs its stages in order in one submission, each a dispatch
+/// with its own bindings over the task's inputs, its zeroed intermediate buffers and its output
+/// (WebGPU makes one dispatch's writes visible to the next).
 /// Natively this blocks in `device.poll` until the GPU is done; run it where blocking is fine.
 pub async fn run_task(
     ctx: &GpuContext,
@@ -27,31 +30,70 @@ pub async fn run_task(
     output_size: u32,
 ) -> Result<Vec<u8>> {
     ctx.check_alive()?;
-    let (source, entry_point) = match kernel {
+    let every_input = || (0..inputs.len()).map(Binding::Input).collect::<Vec<_>>();
+    let (source, stages, buffers): (&str, Vec<Dispatch<'_>>, Vec<u32>) = match kernel {
         KernelSpec::Builtin { name } => {
             kernels::check(*name, params, inputs, workgroups, output_size)?;
-            (kernels::source_for(*name, params), kernels::ENTRY_POINT)
+            let one = Dispatch {
+                entry_point: kernels::ENTRY_POINT,
+                inputs: every_input(),
+                output: Binding::Output,
+                workgroups,
+            };
+            (kernels::source_for(*name, params), vec![one], Vec::new())
         }
-        KernelSpec::Wgsl { source, entry_point } => (source.as_str(), entry_point.as_str()),
+        KernelSpec::Wgsl { source, entry_point } => {
+            let one = Dispatch { entry_point, inputs: every_input(), output: Binding::Output, workgroups };
+            (source.as_str(), vec![one], Vec::new())
+        }
+        KernelSpec::Pipeline { source, buffers, stages } => {
+            let bindings = kernel.pipeline_bindings(inputs.len()).map_err(|e| Error::Kernel(e.message))?;
+            let dispatches = stages
+                .iter()
+                .zip(bindings)
+                .map(|(stage, (inputs, output))| Dispatch {
+                    entry_point: &stage.entry_point,
+                    inputs,
+                    output,
+                    workgroups: stage.workgroups.unwrap_or(workgroups),
+                })
+                .collect();
+            (source.as_str(), dispatches, buffers.iter().map(|b| b.size).collect())
+        }
     };
     if output_size == 0 {
         return Err(Error::Kernel("output_size must be at least 1 byte".into()));
     }
-    if workgroups.contains(&0) {
+    if stages.iter().any(|d| d.workgroups.contains(&0)) {
         return Err(Error::Kernel("workgroup counts must be at least 1".into()));
     }
     check_limits(ctx.limits(), params, inputs, workgroups, output_size)?;
+    check_stages(ctx.limits(), &stages, &buffers)?;
 
-    let key = PipelineKey::new(source, entry_point, inputs.len());
-    let compiled = match ctx.cached_pipeline(&key) {
-        Some(compiled) => compiled,
-        None => {
-            if kernel.needs_gpu() {
-                validate_kernel(source, entry_point, inputs.len())?;
+    let mut compiled = Vec::with_capacity(stages.len());
+    let mut validated = false;
+    for stage in &stages {
+        let key = PipelineKey::new(source, stage.entry_point, stage.inputs.len());
+        compiled.push(match ctx.cached_pipeline(&key) {
+            Some(compiled) => compiled,
+            None => {
+                if kernel.needs_gpu() && !std::mem::replace(&mut validated, true) {
+                    // Client WGSL, once per task: a pipeline's module for all its stages.
+                    match kernel {
+                        KernelSpec::Pipeline { .. } => {
+                            let dispatches: Vec<(&str, usize)> =
+                                stages.iter().map(|s| (s.entry_point, s.inputs.len())).collect();
+                            validate_pipeline(source, &dispatches)?;
+                        }
+                        _ => {
+                            validate_kernel(source, stage.entry_point, stage.inputs.len())?;
+                        }
+                    }
+                }
+                ctx.compile(key, source).await?
             }
-            ctx.compile(key, source).await?
-        }
-    };
+        });
+    }
 
     let device = ctx.device();
     let output_len = padded(u64::from(output_size), 4, 4);
@@ -84,6 +126,17 @@ pub async fn run_task(
             })
             .collect();
         // New buffers start zeroed.
+        let intermediate: Vec<wgpu::Buffer> = buffers
+            .iter()
+            .map(|&size| {
+                device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("intermediate"),
+                    size: u64::from(size),
+                    usage: wgpu::BufferUsages::STORAGE,
+                    mapped_at_creation: false,
+                })
+            })
+            .collect();
         let output = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("output"),
             size: output_len,
@@ -96,28 +149,42 @@ pub async fn run_task(
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-
-        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: params_buffer.as_entire_binding() }];
-        entries.extend(
-            input_buffers.iter().enumerate().map(|(i, buffer)| wgpu::BindGroupEntry {
-                binding: i as u32 + 1,
-                resource: buffer.as_entire_binding(),
-            }),
-        );
-        entries.push(wgpu::BindGroupEntry { binding: inputs.len() as u32 + 1, resource: output.as_entire_binding() });
-        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("task"),
-            layout: &compiled.layout,
-            entries: &entries,
-        });
+        let buffer_of = |b: Binding| match b {
+            Binding::Input(k) => &input_buffers[k],
+            Binding::Buffer(k) => &intermediate[k],
+            Binding::Output => &output,
+        };
+        let bind_groups: Vec<wgpu::BindGroup> = stages
+            .iter()
+            .zip(&compiled)
+            .map(|(stage, compiled)| {
+                let mut entries =
+                    vec![wgpu::BindGroupEntry { binding: 0, resource: params_buffer.as_entire_binding() }];
+                entries.extend(stage.inputs.iter().enumerate().map(|(i, &b)| wgpu::BindGroupEntry {
+                    binding: i as u32 + 1,
+                    resource: buffer_of(b).as_entire_binding(),
+                }));
+                entries.push(wgpu::BindGroupEntry {
+                    binding: stage.inputs.len() as u32 + 1,
+                    resource: buffer_of(stage.output).as_entire_binding(),
+                });
+                device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("task"),
+                    layout: &compiled.layout,
+                    entries: &entries,
+                })
+            })
+            .collect();
 
         let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("task") });
         {
             let mut pass = encoder
                 .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("task"), timestamp_writes: None });
-            pass.set_pipeline(&compiled.pipeline);
-            pass.set_bind_group(0, &bind_group, &[]);
-            pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
+            for ((stage, compiled), bind_group) in stages.iter().zip(&compiled).zip(&bind_groups) {
+                pass.set_pipeline(&compiled.pipeline);
+                pass.set_bind_group(0, bind_group, &[]);
+                pass.dispatch_workgroups(stage.workgroups[0], stage.workgroups[1], stage.workgroups[2]);
+            }
         }
         encoder.copy_buffer_to_buffer(&output, 0, &staging, 0, output_len);
         ctx.queue().submit([encoder.finish()]);
@@ -136,6 +203,42 @@ pub async fn run_task(
     }
     bytes.truncate(output_size as usize);
     Ok(bytes)
+}
+
+/// One dispatch of a task: a pipeline's stage, or the only one of any other kernel.
+struct Dispatch<'a> {
+    entry_point: &'a str,
+    inputs: Vec<Binding>,
+    output: Binding,
+    workgroups: [u32; 3],
+}
+
+/// Refuses a pipeline this device cannot run: an intermediate buffer over its binding size, a
+/// stage binding more storage buffers than a shader stage may, or a dispatch beyond its limits.
+fn check_stages(limits: &wgpu::Limits, stages: &[Dispatch<'_>], buffers: &[u32]) -> Result<()> {
+    let storage_max = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+    if let Some(size) = buffers.iter().find(|&&s| u64::from(s) > storage_max) {
+        return Err(Error::Exceeds(format!(
+            "an intermediate buffer of {size} bytes; the device binds at most {storage_max}"
+        )));
+    }
+    for (i, stage) in stages.iter().enumerate() {
+        let storage_buffers = stage.inputs.len() as u64 + 1;
+        if storage_buffers > u64::from(limits.max_storage_buffers_per_shader_stage) {
+            return Err(Error::Exceeds(format!(
+                "stage {i} binds {storage_buffers} storage buffers; the device allows {} per shader stage",
+                limits.max_storage_buffers_per_shader_stage
+            )));
+        }
+        let max = limits.max_compute_workgroups_per_dimension;
+        if stage.workgroups.iter().any(|&w| w > max) {
+            return Err(Error::Exceeds(format!(
+                "stage {i} dispatches {:?}; the device dispatches at most {max} per dimension",
+                stage.workgroups
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Runs a built-in's CPU reference. Same checks and same output as [`run_task`]: identical bytes

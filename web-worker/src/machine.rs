@@ -23,7 +23,7 @@ use crate::pacing::{self, DeviceReport, Pace, Settings};
 use starling_protocol::job::KernelSpec;
 use starling_protocol::limits::{
     MAX_ENTRY_POINT_LEN, MAX_INLINE_OUTPUT_BYTES, MAX_INPUTS_PER_TASK, MAX_OUTPUT_BYTES, MAX_PARAM_WORDS,
-    MAX_REASON_LEN, MAX_WGSL_BYTES, MAX_WORKGROUPS_PER_DIM, MAX_WS_FRAME_BYTES,
+    MAX_REASON_LEN, MAX_STAGES, MAX_WGSL_BYTES, MAX_WORKGROUPS_PER_DIM, MAX_WS_FRAME_BYTES,
 };
 use starling_protocol::page::{LogLevel, State, Status, WorkerEvent};
 use starling_protocol::sign::{EscrowDeployment, Keypair, UploadPurpose};
@@ -879,15 +879,23 @@ pub fn check_assignment(a: &Assignment, caps: &Capabilities) -> Result<(), Strin
     if a.workgroups.iter().any(|&w| w == 0 || w > max_groups) {
         return Err(format!("workgroups {:?}; each must be 1 to {max_groups}", a.workgroups));
     }
-    if let KernelSpec::Wgsl { source, entry_point } = &a.kernel {
+    if let Some(source) = a.kernel.wgsl() {
         if caps.backend == Backend::Cpu {
             return Err(
                 "custom WGSL needs a GPU, and this worker has none (it runs built-in kernels on the CPU)".into()
             );
         }
-        if source.len() > MAX_WGSL_BYTES || entry_point.len() > MAX_ENTRY_POINT_LEN {
+        if source.len() > MAX_WGSL_BYTES
+            || a.kernel.dispatches(a.inputs.len()).iter().any(|(entry, _)| entry.len() > MAX_ENTRY_POINT_LEN)
+        {
             return Err("WGSL source or entry point over the protocol's limits".into());
         }
+    }
+    if let KernelSpec::Pipeline { stages, .. } = &a.kernel {
+        if stages.len() > MAX_STAGES {
+            return Err(format!("a pipeline of {} stages; at most {MAX_STAGES}", stages.len()));
+        }
+        a.kernel.pipeline_bindings(a.inputs.len()).map_err(|e| e.message)?;
     }
     Ok(())
 }

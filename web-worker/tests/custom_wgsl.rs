@@ -162,3 +162,37 @@ fn run_task_is_send_so_a_multithreaded_runtime_can_spawn_it() {
     let future = run_task(ctx(), &kernel, &[1], &[], [1, 1, 1], 4);
     assert_send(&future);
 }
+
+#[test]
+fn a_pipeline_runs_its_stages_in_order_over_named_buffers() {
+    use starling_web_worker::kernels::examples::{dense_relu, dense_relu_cpu};
+    // Small integers: every f32 sum is exact, so the GPU must match the CPU bit for bit.
+    let (n, k, m) = (5usize, 7usize, 9usize);
+    let x: Vec<f32> = (0..n * k).map(|i| (i % 5) as f32 - 2.0).collect();
+    let w: Vec<f32> = (0..k * m).map(|i| (i % 3) as f32 - 1.0).collect();
+    let b: Vec<f32> = (0..m).map(|i| i as f32 - 4.0).collect();
+    let bytes = |v: &[f32]| v.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>();
+    let kernel = dense_relu(n as u32, m as u32);
+    let groups = ((n * m) as u32).div_ceil(64);
+    let out = run(
+        &kernel,
+        &[n as u32, k as u32, m as u32],
+        &[&bytes(&x), &bytes(&w), &bytes(&b)],
+        [groups, 1, 1],
+        (n * m * 4) as u32,
+    )
+    .expect("the pipeline runs");
+    let want = dense_relu_cpu(n, k, m, &x, &w, &b);
+    assert_eq!(out, bytes(&want));
+    assert!(want.iter().any(|&v| v == 0.0) && want.iter().any(|&v| v > 0.0), "the activation clips some, not all");
+    // Each stage compiled once, and found in the cache the next time.
+    assert!(["matmul", "bias", "relu"].iter().zip([2, 2, 1]).all(|(e, n)| ctx().has_pipeline(
+        &starling_web_worker::kernels::examples::DENSE_RELU_SOURCE,
+        e,
+        n
+    )));
+    // A task that binds fewer inputs than the stages name is refused before anything runs.
+    let short =
+        run(&kernel, &[n as u32, k as u32, m as u32], &[&bytes(&x), &bytes(&w)], [groups, 1, 1], (n * m * 4) as u32);
+    assert!(matches!(short, Err(Error::Kernel(ref e)) if e.contains("the task has 2 inputs")), "{short:?}");
+}

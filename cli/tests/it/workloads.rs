@@ -213,3 +213,50 @@ fn the_demo_trains_a_classifier_and_sets_its_accuracy_beside_one_cpus() {
     assert!(line.contains("across the network") && line.contains("on one CPU alone"), "{line}");
     assert!(line.contains("weights bit-identical to the CPU's"), "{line}");
 }
+
+/// A forward pass as one task of three dispatches (matmul, bias, activation) over named
+/// buffers, posted as client WGSL: validated stage by stage at the relay, run by two native
+/// workers that agree, equal to the CPU's; a pipeline with a stage that breaks the binding
+/// convention is refused naming the stage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_task_runs_a_forward_pass_and_a_broken_stage_is_refused_by_name() {
+    use starling_web_worker::kernels::examples::{dense_relu, dense_relu_cpu};
+    let (dir, data) = tempdir();
+    let relay = spawn_relay(&data, 0, &[]);
+    let _w1 = spawn_worker(&relay.base, dir.path(), "w1", &[]);
+    let _w2 = spawn_worker(&relay.base, dir.path(), "w2", &[]);
+    let api = Api::new(&relay.base);
+    api.wait_workers(2).await;
+
+    let (n, k, m) = (6usize, 8usize, 10usize);
+    let x: Vec<f32> = (0..n * k).map(|i| (i % 7) as f32 - 3.0).collect();
+    let w: Vec<f32> = (0..k * m).map(|i| (i % 3) as f32 - 1.0).collect();
+    let b: Vec<f32> = (0..m).map(|i| i as f32 - 5.0).collect();
+    let bytes = |v: &[f32]| v.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>();
+    let (hx, hw, hb) = (api.upload(bytes(&x)).await, api.upload(bytes(&w)).await, api.upload(bytes(&b)).await);
+    let task = TaskSpec {
+        params: vec![n as u32, k as u32, m as u32],
+        inputs: vec![hx.into(), hw.into(), hb.into()],
+        workgroups: [((n * m) as u32).div_ceil(64), 1, 1],
+        output_size: (n * m * 4) as u32,
+        kernel: 0,
+    };
+    let mut job = spec(BuiltinKernel::MonteCarloPi, vec![], vec![task]);
+    job.kernel = dense_relu(n as u32, m as u32);
+    let summary = api.submit(job.clone()).await;
+    let detail = api.wait_done(summary.id).await;
+    assert_eq!(detail.summary.state, JobState::Done);
+    assert_eq!(api.output(summary.id, 0).await, bytes(&dense_relu_cpu(n, k, m, &x, &w, &b)));
+    assert_eq!(detail.tasks[0].replicas.iter().filter(|r| r.state == ReplicaState::Accepted).count(), 2);
+
+    // The relu stage asked to bind two inputs: its output binding would be read-only.
+    if let KernelSpec::Pipeline { stages, .. } = &mut job.kernel {
+        stages[2].inputs.push("input:0".into());
+    }
+    let signed = api.sign(job).await;
+    let resp = api.http.post(format!("{}/v1/jobs", api.base)).json(&signed).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "invalid_wgsl", "{body}");
+    assert!(body["message"].as_str().unwrap().contains("stage 2 (`relu`)"), "{body}");
+}

@@ -180,7 +180,7 @@ impl Compute {
             match (&this, &kernel) {
                 (Compute::Gpu(ctx), _) => pollster::block_on(engine::run_task(ctx, &kernel, &params, &views, wg, out)),
                 (Compute::Cpu, KernelSpec::Builtin { name }) => engine::run_task_cpu(*name, &params, &views, wg, out),
-                (Compute::Cpu, KernelSpec::Wgsl { .. }) => {
+                (Compute::Cpu, KernelSpec::Wgsl { .. } | KernelSpec::Pipeline { .. }) => {
                     Err(crate::Error::Kernel("this worker has no GPU for custom WGSL".into()))
                 }
             }

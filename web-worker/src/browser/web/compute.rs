@@ -86,7 +86,7 @@ impl Compute {
             (Compute::Cpu, KernelSpec::Builtin { name }) => {
                 engine::run_task_cpu(*name, params, inputs, workgroups, output_size)
             }
-            (Compute::Cpu, KernelSpec::Wgsl { .. }) => {
+            (Compute::Cpu, KernelSpec::Wgsl { .. } | KernelSpec::Pipeline { .. }) => {
                 Err(Error::Kernel("this browser has no WebGPU adapter for custom WGSL".into()))
             }
         }
