@@ -125,6 +125,7 @@ pub async fn training(args: TrainingBenchArgs) -> Result<()> {
             rate: 0.5,
             seed: 1,
             out: temp.path().join("w.bin"),
+            numerics: Default::default(),
         };
         let training = cli_train::prepare_train(&client, &key, train).await?;
         let spec = JobSpec {

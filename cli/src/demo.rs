@@ -137,6 +137,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             rate: 0.5,
             seed: 1,
             out: data_dir.join("digits-weights.bin"),
+            numerics: Default::default(),
         };
         kinds.push(("digits training", Kind::Train(train)));
     }

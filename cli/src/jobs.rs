@@ -279,7 +279,8 @@ pub async fn prepare(client: &Client, key: &Keypair, kind: Kind, rules: &Rules) 
         }
         Kind::Train(args) => {
             let training = crate::train::prepare_train(client, key, args).await?;
-            let mut spec = spec(builtin(train::KERNEL), training.tasks.clone(), Comparison::Exact, rules);
+            let numerics = training.args.numerics;
+            let mut spec = spec(builtin(numerics.grad()), training.tasks.clone(), numerics.comparison(), rules);
             spec.kernels = training.kernels.clone();
             Prepared { spec, finish: Finish::Train(Box::new(training)) }
         }

@@ -8,7 +8,7 @@ use crate::client::Client;
 use anyhow::{Context, Result, bail};
 use starling_kernels::digits::{CLASSES, Digits, FEATURES};
 use starling_kernels::mlp_fx::{self, Shape, i32_bytes};
-use starling_kernels::train::{self, Layout, Plan, Shard};
+use starling_kernels::train::{self, Layout, Numerics, Plan, Shard};
 use starling_protocol::job::{BuiltinKernel, KernelSpec, TaskInput, TaskSpec};
 use starling_protocol::sign::Keypair;
 use std::path::PathBuf;
@@ -34,9 +34,22 @@ pub struct TrainArgs {
     /// Seed of the initial weights.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Where to write the trained weights (Q16 little-endian i32 words).
+    /// Where to write the trained weights (Q16 little-endian i32 words; f32 words with
+    /// `--numerics f32`).
     #[arg(long, default_value = "weights.bin")]
     pub out: PathBuf,
+    /// `fixed` (Q16, bit-identical on every device, compared exactly) or `f32` (compared within
+    /// a tolerance; the test set is classified here, from the verified weights).
+    #[arg(long, default_value = "fixed", value_parser = parse_numerics)]
+    pub numerics: Numerics,
+}
+
+fn parse_numerics(s: &str) -> Result<Numerics, String> {
+    match s {
+        "fixed" => Ok(Numerics::Fixed),
+        "f32" => Ok(Numerics::F32),
+        other => Err(format!("{other:?}: fixed or f32")),
+    }
 }
 
 /// What `submit infer` asks for.
@@ -88,19 +101,24 @@ pub async fn prepare_train(client: &Client, key: &Keypair, args: TrainArgs) -> R
     }
     let shape = shape(args.hidden, n);
     let initial = mlp_fx::init_weights(shape, args.seed);
-    let weights = client.upload(key, i32_bytes(&initial)).await?;
+    // The f32 run starts from the same reals.
+    let words = |q: &[i32]| match args.numerics {
+        Numerics::Fixed => i32_bytes(q),
+        Numerics::F32 => q.iter().flat_map(|&v| (mlp_fx::from_q(v) as f32).to_le_bytes()).collect(),
+    };
+    let weights = client.upload(key, words(&initial)).await?;
     let mut shards = Vec::new();
     for s in 0..args.shards {
         let range = (s * n / args.shards) as usize..((s + 1) * n / args.shards) as usize;
         let samples = range.len() as u32;
-        let features = client.upload(key, i32_bytes(&train_set.features(range.clone()))).await?;
+        let features = client.upload(key, words(&train_set.features(range.clone()))).await?;
         let labels = client.upload(key, words_bytes(&train_set.label_words(range))).await?;
         shards.push(Shard { samples, features, labels });
     }
     let all = 0..test_set.len();
     let test = Shard {
         samples: test_set.len() as u32,
-        features: client.upload(key, i32_bytes(&test_set.features(all.clone()))).await?,
+        features: client.upload(key, words(&test_set.features(all.clone()))).await?,
         labels: client.upload(key, words_bytes(&test_set.label_words(all))).await?,
     };
     let plan = Plan {
@@ -109,12 +127,14 @@ pub async fn prepare_train(client: &Client, key: &Keypair, args: TrainArgs) -> R
         outputs: shape.outputs,
         rounds: args.rounds,
         rate: mlp_fx::to_q(args.rate),
+        numerics: args.numerics,
         weights,
         shards,
         test: Some(test),
     };
     let (tasks, layout) = train::tasks(&plan)?;
-    Ok(Training { tasks, kernels: train::kernels(), layout, args, shape, initial, train: train_set, test: test_set })
+    let kernels = args.numerics.kernels();
+    Ok(Training { tasks, kernels, layout, args, shape, initial, train: train_set, test: test_set })
 }
 
 fn words_bytes(words: &[u32]) -> Vec<u8> {
@@ -139,8 +159,8 @@ impl Training {
     pub async fn round_line(&self, client: &Client, job: starling_protocol::JobId, round: u32) -> Result<RoundLine> {
         let sum = self.layout.rounds[round as usize].sum;
         let out = client.task_output(job, sum).await?;
-        let (loss, accuracy) =
-            train::round_figures(&out, self.layout.samples).context("a gradient sum without its figures")?;
+        let (loss, accuracy) = train::round_figures(&out, self.layout.samples, self.args.numerics)
+            .context("a gradient sum without its figures")?;
         Ok(RoundLine { round, loss, accuracy })
     }
 
@@ -150,19 +170,44 @@ impl Training {
         let last = self.layout.last_step().context("no rounds")?;
         let weights = client.task_output(job, last).await?;
         std::fs::write(&self.args.out, &weights).with_context(|| format!("writing {}", self.args.out.display()))?;
-        let classes = client.task_output(job, self.layout.infer.context("no test set")?).await?;
         let labels = self.test.label_words(0..self.test.len());
-        let network_accuracy = train::accuracy(&classes, &labels);
+        let network_accuracy = match self.layout.infer {
+            Some(infer) => train::accuracy(&client.task_output(job, infer).await?, &labels),
+            // f32: the verified weights classify here.
+            None => train::accuracy(&words_bytes(&self.classify(&weights)), &labels),
+        };
         let started = std::time::Instant::now();
         let cpu = self.cpu_run();
         let cpu_secs = started.elapsed().as_secs_f64();
-        Ok(TrainReport { network_accuracy, cpu_accuracy: cpu.1, cpu_secs, identical: weights == cpu.0 })
+        let difference = match self.args.numerics {
+            Numerics::Fixed if weights == cpu.0 => 0.0,
+            Numerics::Fixed => f64::INFINITY,
+            Numerics::F32 => max_difference(&weights, &cpu.0),
+        };
+        Ok(TrainReport { network_accuracy, cpu_accuracy: cpu.1, cpu_secs, difference, numerics: self.args.numerics })
+    }
+
+    /// The test set's classes under `weights` (in this job's numerics), on this CPU.
+    fn classify(&self, weights: &[u8]) -> Vec<u32> {
+        let test_shape = Shape { samples: self.test.len() as u32, ..self.shape };
+        let q = self.test.features(0..self.test.len());
+        match self.args.numerics {
+            Numerics::Fixed => starling_kernels::bytes_to_words(&test_shape.infer_cpu(weights, &i32_bytes(&q))),
+            Numerics::F32 => {
+                let xs: Vec<u8> = q.iter().flat_map(|&v| (mlp_fx::from_q(v) as f32).to_le_bytes()).collect();
+                starling_kernels::mlp_f32::infer_cpu(&test_shape, weights, &xs)
+            }
+        }
     }
 
     /// One CPU's training of the same rounds and its test accuracy.
     pub fn cpu_run(&self) -> (Vec<u8>, f64) {
         let n = self.train.len();
-        let (history, _) = train::train_cpu(
+        let train = match self.args.numerics {
+            Numerics::Fixed => train::train_cpu,
+            Numerics::F32 => train::train_cpu_f32,
+        };
+        let (history, _) = train(
             self.shape,
             &self.train.features(0..n),
             &self.train.label_words(0..n),
@@ -171,9 +216,8 @@ impl Training {
             mlp_fx::to_q(self.args.rate),
         );
         let weights = history.last().cloned().unwrap_or_default();
-        let test_shape = Shape { samples: self.test.len() as u32, ..self.shape };
-        let classes = test_shape.infer_cpu(&weights, &i32_bytes(&self.test.features(0..self.test.len())));
-        (weights, train::accuracy(&classes, &self.test.label_words(0..self.test.len())))
+        let classes = self.classify(&weights);
+        (weights, train::accuracy(&words_bytes(&classes), &self.test.label_words(0..self.test.len())))
     }
 }
 
@@ -186,8 +230,19 @@ pub struct TrainReport {
     pub cpu_accuracy: f64,
     /// How long that took here.
     pub cpu_secs: f64,
-    /// The verified weights are bit for bit the CPU's.
-    pub identical: bool,
+    /// The largest |difference| between the verified weights and the CPU's (0 when bit for bit
+    /// the same; fixed point: infinite when they differ at all).
+    pub difference: f64,
+    pub numerics: Numerics,
+}
+
+/// The largest |difference| between two f32 vectors' elements (infinite for different lengths).
+fn max_difference(a: &[u8], b: &[u8]) -> f64 {
+    if a.len() != b.len() {
+        return f64::INFINITY;
+    }
+    let f = |x: &[u8]| starling_kernels::bytes_to_words(x).into_iter().map(f32::from_bits).collect::<Vec<_>>();
+    f(a).iter().zip(f(b)).map(|(x, y)| f64::from((x - y).abs())).fold(0.0, f64::max)
 }
 
 impl std::fmt::Display for TrainReport {
@@ -198,7 +253,11 @@ impl std::fmt::Display for TrainReport {
             self.network_accuracy * 100.0,
             self.cpu_accuracy * 100.0,
             self.cpu_secs,
-            if self.identical { "bit-identical to the CPU's" } else { "DIFFER from the CPU's" }
+            match (self.numerics, self.difference) {
+                (_, 0.0) => "bit-identical to the CPU's".to_string(),
+                (Numerics::Fixed, _) => "DIFFER from the CPU's".to_string(),
+                (Numerics::F32, d) => format!("within {d:.1e} of the CPU's (f32)"),
+            }
         )
     }
 }

@@ -95,7 +95,9 @@ pub fn summary(spec: &JobSpec, outputs: &[Vec<u8>]) -> Option<String> {
         | BuiltinKernel::Concat
         | BuiltinKernel::MlpGradFx
         | BuiltinKernel::MlpStepFx
-        | BuiltinKernel::MlpInferFx => None,
+        | BuiltinKernel::MlpInferFx
+        | BuiltinKernel::MlpGradF32
+        | BuiltinKernel::MlpStepF32 => None,
     }
 }
 

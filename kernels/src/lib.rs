@@ -32,6 +32,7 @@ pub mod digits;
 pub mod mandelbrot;
 pub mod matmul_f32;
 pub mod matmul_tiled;
+pub mod mlp_f32;
 pub mod mlp_fx;
 pub mod monte_carlo_pi;
 pub mod reduce;
@@ -77,6 +78,20 @@ pub fn source(kernel: BuiltinKernel) -> &'static str {
         BuiltinKernel::MlpGradFx => mlp_fx::GRAD_SOURCE,
         BuiltinKernel::MlpStepFx => mlp_fx::STEP_SOURCE,
         BuiltinKernel::MlpInferFx => mlp_fx::INFER_SOURCE,
+        BuiltinKernel::MlpGradF32 => mlp_f32::GRAD_SOURCE,
+        BuiltinKernel::MlpStepF32 => mlp_f32::STEP_SOURCE,
+    }
+}
+
+/// The dispatches of a built-in that runs as several (a [`KernelSpec::Pipeline`] over its own
+/// WGSL, with each stage's workgroups set), `None` for a one-dispatch built-in or params it
+/// refuses.
+///
+/// [`KernelSpec::Pipeline`]: starling_protocol::job::KernelSpec::Pipeline
+pub fn pipeline_for(kernel: BuiltinKernel, params: &[u32]) -> Option<starling_protocol::job::KernelSpec> {
+    match kernel {
+        BuiltinKernel::MlpGradF32 => mlp_fx::Shape::from_words(kernel, params).ok().map(mlp_f32::grad_pipeline),
+        _ => None,
     }
 }
 
@@ -90,8 +105,8 @@ pub fn n_inputs(kernel: BuiltinKernel, params: &[u32]) -> usize {
         BuiltinKernel::SumI32 | BuiltinKernel::SumF32 | BuiltinKernel::Concat => {
             reduction_fan_in(kernel, params).unwrap_or(1)
         }
-        BuiltinKernel::MlpGradFx => 3,
-        BuiltinKernel::MlpStepFx | BuiltinKernel::MlpInferFx => 2,
+        BuiltinKernel::MlpGradFx | BuiltinKernel::MlpGradF32 => 3,
+        BuiltinKernel::MlpStepFx | BuiltinKernel::MlpInferFx | BuiltinKernel::MlpStepF32 => 2,
     }
 }
 
@@ -146,6 +161,10 @@ pub fn check_sizes(
             mlp_fx::Shape::from_words(kernel, params)?.check(kernel, input_sizes, workgroups, output_size)
         }
         BuiltinKernel::MlpStepFx => mlp_fx::StepParams::from_words(params)?.check(input_sizes, workgroups, output_size),
+        BuiltinKernel::MlpGradF32 => {
+            mlp_f32::check_grad(&mlp_fx::Shape::from_words(kernel, params)?, input_sizes, workgroups, output_size)
+        }
+        BuiltinKernel::MlpStepF32 => mlp_f32::StepF32::from_words(params)?.check(input_sizes, workgroups, output_size),
     }
 }
 
@@ -171,6 +190,10 @@ pub fn run_cpu(
         }
         BuiltinKernel::MlpInferFx => mlp_fx::Shape::from_words(kernel, params)?.infer_cpu(inputs[0], inputs[1]),
         BuiltinKernel::MlpStepFx => mlp_fx::StepParams::from_words(params)?.cpu(inputs[0], inputs[1]),
+        BuiltinKernel::MlpGradF32 => {
+            mlp_f32::grad_cpu(&mlp_fx::Shape::from_words(kernel, params)?, inputs[0], inputs[1], inputs[2])
+        }
+        BuiltinKernel::MlpStepF32 => mlp_f32::StepF32::from_words(params)?.cpu(inputs[0], inputs[1]),
     };
     debug_assert_eq!(output.len(), output_size as usize);
     Ok(output)
@@ -288,8 +311,15 @@ mod tests {
     #[test]
     fn every_builtin_follows_the_binding_convention() {
         for kernel in BuiltinKernel::ALL {
-            crate::validate::validate_kernel(source(kernel), ENTRY_POINT, n_inputs(kernel, &[1, 1]))
-                .unwrap_or_else(|e| panic!("{}: {e}", kernel.name()));
+            let shape = [64, 32, 10, 100];
+            match pipeline_for(kernel, &shape) {
+                Some(pipeline) => {
+                    let stages = pipeline.dispatches(n_inputs(kernel, &shape));
+                    crate::validate::validate_pipeline(source(kernel), &stages)
+                }
+                None => crate::validate::validate_kernel(source(kernel), ENTRY_POINT, n_inputs(kernel, &[1, 1])),
+            }
+            .unwrap_or_else(|e| panic!("{}: {e}", kernel.name()));
         }
     }
 

@@ -131,7 +131,7 @@ impl Shape {
         let x = u64::from(self.samples) * u64::from(self.inputs) * 4;
         let n = u64::from(self.samples) * 4;
         let (want, out): (&[u64], u64) = match kernel {
-            BuiltinKernel::MlpGradFx => (&[w, x, n], u64::from(self.grad_words()) * 4),
+            BuiltinKernel::MlpGradFx | BuiltinKernel::MlpGradF32 => (&[w, x, n], u64::from(self.grad_words()) * 4),
             _ => (&[w, x], n),
         };
         if sizes != want {

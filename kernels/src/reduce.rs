@@ -227,7 +227,9 @@ mod tests {
         let p = ReduceParams { words: 100, fan_in: 3 };
         let wg = p.workgroups().unwrap();
         assert_eq!(wg, [2, 1, 1]);
-        let cases: &[(&str, BuiltinKernel, &[u64], [u32; 3], u32, bool)] = &[
+        /// A kernel, its input sizes, dispatch and output size, and whether it checks.
+        type Case<'a> = (&'a str, BuiltinKernel, &'a [u64], [u32; 3], u32, bool);
+        let cases: &[Case] = &[
             ("fits", BuiltinKernel::SumI32, &[400, 400, 400], wg, 400, true),
             ("one input short", BuiltinKernel::SumI32, &[400, 400], wg, 400, false),
             ("a short input", BuiltinKernel::SumF32, &[400, 396, 400], wg, 400, false),

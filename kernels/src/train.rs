@@ -5,14 +5,18 @@
 //! weights, so no step builds on an unverified one. A last `mlp_infer_fx` task classifies the
 //! test set with the final weights.
 //!
-//! Everything is Q16 integer arithmetic with wrapping sums, so the shards' gradients add up to
-//! the whole set's bit for bit: [`train_cpu`], full-batch training on one CPU, gives exactly the
-//! weights the job's verified outputs hold, whatever the sharding and whichever devices ran it.
+//! In the default numerics ([`Numerics::Fixed`]) everything is Q16 integer arithmetic with
+//! wrapping sums, so the shards' gradients add up to the whole set's bit for bit: [`train_cpu`],
+//! full-batch training on one CPU, gives exactly the weights the job's verified outputs hold,
+//! whatever the sharding and whichever devices ran it. [`Numerics::F32`] runs the same rounds with
+//! `mlp_grad_f32`, `sum_f32` and `mlp_step_f32`, compared within a tolerance, and has no test-set
+//! task (classes are not comparable within a tolerance): its client classifies on its own.
 
+use crate::mlp_f32::StepF32;
 use crate::mlp_fx::{Shape, StepParams, from_q, i32_bytes};
 use crate::{Result, kernel_error, reduce};
 use starling_protocol::Hash32;
-use starling_protocol::job::{BuiltinKernel, KernelSpec, OutputOf, TaskInput, TaskSpec};
+use starling_protocol::job::{BuiltinKernel, Comparison, KernelSpec, OutputOf, TaskInput, TaskSpec};
 
 /// The kernels of a training job, in index order (task kernel 0 is the job's `kernel`).
 pub const KERNEL: BuiltinKernel = BuiltinKernel::MlpGradFx;
@@ -20,12 +24,46 @@ pub const KERNEL_SUM: u8 = 1;
 pub const KERNEL_STEP: u8 = 2;
 pub const KERNEL_INFER: u8 = 3;
 
-/// The job's further kernels (`JobSpec::kernels`).
+/// The arithmetic a training job runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Numerics {
+    /// Q16 fixed point: bit-identical everywhere, compared exactly.
+    #[default]
+    Fixed,
+    /// f32: compared within [`Numerics::comparison`]'s tolerance.
+    F32,
+}
+
+impl Numerics {
+    /// The gradient kernel, the job's `kernel`.
+    pub fn grad(self) -> BuiltinKernel {
+        match self {
+            Numerics::Fixed => BuiltinKernel::MlpGradFx,
+            Numerics::F32 => BuiltinKernel::MlpGradF32,
+        }
+    }
+
+    /// How replicas are compared.
+    pub fn comparison(self) -> Comparison {
+        match self {
+            Numerics::Fixed => Comparison::Exact,
+            Numerics::F32 => Comparison::Tolerance { rel: 1e-3, abs: 1e-4 },
+        }
+    }
+
+    /// The job's further kernels (`JobSpec::kernels`).
+    pub fn kernels(self) -> Vec<KernelSpec> {
+        let names: &[BuiltinKernel] = match self {
+            Numerics::Fixed => &[BuiltinKernel::SumI32, BuiltinKernel::MlpStepFx, BuiltinKernel::MlpInferFx],
+            Numerics::F32 => &[BuiltinKernel::SumF32, BuiltinKernel::MlpStepF32],
+        };
+        names.iter().map(|&name| KernelSpec::Builtin { name }).collect()
+    }
+}
+
+/// The fixed-point job's further kernels (`JobSpec::kernels`).
 pub fn kernels() -> Vec<KernelSpec> {
-    [BuiltinKernel::SumI32, BuiltinKernel::MlpStepFx, BuiltinKernel::MlpInferFx]
-        .into_iter()
-        .map(|name| KernelSpec::Builtin { name })
-        .collect()
+    Numerics::Fixed.kernels()
 }
 
 /// One shard of samples, as uploaded blobs.
@@ -45,8 +83,9 @@ pub struct Plan {
     pub hidden: u32,
     pub outputs: u32,
     pub rounds: u32,
-    /// Learning rate, Q16.
+    /// Learning rate, Q16 (an f32 run steps by the same value).
     pub rate: i32,
+    pub numerics: Numerics,
     /// The initial weights blob.
     pub weights: Hash32,
     pub shards: Vec<Shard>,
@@ -66,6 +105,7 @@ pub struct Layout {
     pub samples: u32,
     /// Words of weights.
     pub weight_words: u32,
+    pub numerics: Numerics,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,10 +134,19 @@ pub fn tasks(plan: &Plan) -> Result<(Vec<TaskSpec>, Layout)> {
     let shape = |samples| Shape { inputs: plan.inputs, hidden: plan.hidden, outputs: plan.outputs, samples };
     let words = shape(1).weight_words();
     let grad_words = shape(1).grad_words();
-    let step = StepParams { weights: words, rate: plan.rate, samples };
-    let step_wg = step.workgroups().ok_or_else(|| kernel_error("too many weights"))?;
+    let (step_words, step_wg) = match plan.numerics {
+        Numerics::Fixed => {
+            let step = StepParams { weights: words, rate: plan.rate, samples };
+            (step.to_words(), step.workgroups())
+        }
+        Numerics::F32 => {
+            let step = StepF32 { weights: words, rate: from_q(plan.rate) as f32, samples };
+            (step.to_words(), step.workgroups())
+        }
+    };
+    let step_wg = step_wg.ok_or_else(|| kernel_error("too many weights"))?;
     let mut tasks: Vec<TaskSpec> = Vec::new();
-    let mut layout = Layout { rounds: Vec::new(), infer: None, samples, weight_words: words };
+    let mut layout = Layout { rounds: Vec::new(), infer: None, samples, weight_words: words, numerics: plan.numerics };
     let mut weights = TaskInput::Blob(plan.weights);
     for _ in 0..plan.rounds {
         let first = tasks.len() as u32;
@@ -116,7 +165,7 @@ pub fn tasks(plan: &Plan) -> Result<(Vec<TaskSpec>, Layout)> {
         tasks.extend(tree);
         let sum = tasks.len() as u32 - 1;
         tasks.push(TaskSpec {
-            params: step.to_words(),
+            params: step_words.clone(),
             inputs: vec![weights, TaskInput::Output(OutputOf { task: sum })],
             workgroups: step_wg,
             output_size: words * 4,
@@ -126,7 +175,7 @@ pub fn tasks(plan: &Plan) -> Result<(Vec<TaskSpec>, Layout)> {
         layout.rounds.push(RoundTasks { sum, step: step_task });
         weights = TaskInput::Output(OutputOf { task: step_task });
     }
-    if let Some(test) = plan.test {
+    if let Some(test) = plan.test.filter(|_| plan.numerics == Numerics::Fixed) {
         let s = shape(test.samples);
         tasks.push(TaskSpec {
             params: s.to_words(),
@@ -143,17 +192,21 @@ pub fn tasks(plan: &Plan) -> Result<(Vec<TaskSpec>, Layout)> {
 /// The layout of a training job read back from its spec (a page that did not build the job),
 /// `None` for a job that is not one [`tasks`] lays out.
 pub fn layout_of(spec: &starling_protocol::job::JobSpec) -> Option<Layout> {
-    if spec.kernel != (KernelSpec::Builtin { name: KERNEL }) || spec.kernels != kernels() {
-        return None;
-    }
-    let mut layout = Layout { rounds: Vec::new(), infer: None, samples: 0, weight_words: 0 };
+    let numerics = [Numerics::Fixed, Numerics::F32]
+        .into_iter()
+        .find(|n| spec.kernel == (KernelSpec::Builtin { name: n.grad() }) && spec.kernels == n.kernels())?;
+    let mut layout = Layout { rounds: Vec::new(), infer: None, samples: 0, weight_words: 0, numerics };
     for (i, task) in spec.tasks.iter().enumerate() {
         match task.kernel {
             KERNEL_STEP => {
-                let step = StepParams::from_words(&task.params).ok()?;
+                // Both numerics' steps: weights, rate, samples.
+                let (weights, samples) = match numerics {
+                    Numerics::Fixed => StepParams::from_words(&task.params).map(|s| (s.weights, s.samples)).ok()?,
+                    Numerics::F32 => StepF32::from_words(&task.params).map(|s| (s.weights, s.samples)).ok()?,
+                };
                 let sum = task.inputs.get(1)?.task()?;
-                layout.samples = step.samples;
-                layout.weight_words = step.weights;
+                layout.samples = samples;
+                layout.weight_words = weights;
                 layout.rounds.push(RoundTasks { sum, step: i as u32 });
             }
             KERNEL_INFER => layout.infer = Some(i as u32),
@@ -165,12 +218,15 @@ pub fn layout_of(spec: &starling_protocol::job::JobSpec) -> Option<Layout> {
 
 /// A round's figures from its gradient sum's output: mean loss and accuracy on the training set,
 /// under the round's weights (before its step).
-pub fn round_figures(sum_output: &[u8], samples: u32) -> Option<(f64, f64)> {
+pub fn round_figures(sum_output: &[u8], samples: u32, numerics: Numerics) -> Option<(f64, f64)> {
     let words = crate::bytes_to_words(sum_output);
     let n = words.len();
     (n >= 2 && samples > 0).then(|| {
-        let loss = from_q(words[n - 2] as i32) / f64::from(samples);
-        (loss, f64::from(words[n - 1]) / f64::from(samples))
+        let (loss, right) = match numerics {
+            Numerics::Fixed => (from_q(words[n - 2] as i32), f64::from(words[n - 1])),
+            Numerics::F32 => (f64::from(f32::from_bits(words[n - 2])), f64::from(f32::from_bits(words[n - 1]))),
+        };
+        (loss / f64::from(samples), right / f64::from(samples))
     })
 }
 
@@ -198,7 +254,32 @@ pub fn train_cpu(
     for _ in 0..rounds {
         let w = history.last().expect("initial weights");
         let grad = shape.grad_cpu(w, &xs, &ys);
-        figures.push(round_figures(&grad, shape.samples).expect("a gradient has its figures"));
+        figures.push(round_figures(&grad, shape.samples, Numerics::Fixed).expect("a gradient has its figures"));
+        let next = step.cpu(w, &grad);
+        history.push(next);
+    }
+    (history, figures)
+}
+
+/// [`train_cpu`] in f32, from Q16 features and weights read as reals: the weights after each
+/// round and each round's figures. Within the f32 job's tolerance of its verified weights.
+pub fn train_cpu_f32(
+    shape: Shape,
+    features: &[i32],
+    labels: &[u32],
+    weights: &[i32],
+    rounds: u32,
+    rate: i32,
+) -> (Vec<Vec<u8>>, Vec<(f64, f64)>) {
+    let reals = |v: &[i32]| v.iter().flat_map(|&q| (from_q(q) as f32).to_le_bytes()).collect::<Vec<u8>>();
+    let (xs, ys) = (reals(features), crate::words_to_bytes(labels));
+    let step = StepF32 { weights: shape.weight_words(), rate: from_q(rate) as f32, samples: shape.samples };
+    let mut history = vec![reals(weights)];
+    let mut figures = Vec::new();
+    for _ in 0..rounds {
+        let w = history.last().expect("initial weights");
+        let grad = crate::mlp_f32::grad_cpu(&shape, w, &xs, &ys);
+        figures.push(round_figures(&grad, shape.samples, Numerics::F32).expect("a gradient has its figures"));
         let next = step.cpu(w, &grad);
         history.push(next);
     }
@@ -218,6 +299,7 @@ mod tests {
             outputs: 10,
             rounds,
             rate: 1 << 16,
+            numerics: Numerics::Fixed,
             weights: sha256(b"w"),
             shards: (0..shards)
                 .map(|i| Shard { samples: 100, features: sha256(&[i as u8]), labels: sha256(&[i as u8, 1]) })
@@ -267,6 +349,22 @@ mod tests {
             tasks[layout.infer.unwrap() as usize].inputs[0],
             TaskInput::Output(OutputOf { task: layout.rounds[2].step })
         );
+        assert_eq!(layout_of(&spec).as_ref(), Some(&layout), "a page reads the same layout back from the spec");
+        let other = JobSpec { kernels: vec![], ..spec.clone() };
+        assert_eq!(layout_of(&other), None);
+        // The f32 run: the same rounds with the f32 kernels, and no test-set task.
+        let f = Plan { numerics: Numerics::F32, ..p.clone() };
+        let (f_tasks, f_layout) = super::tasks(&f).unwrap();
+        assert_eq!((f_tasks.len(), f_layout.infer), (3 * 12, None));
+        let f_spec = JobSpec {
+            kernel: KernelSpec::Builtin { name: BuiltinKernel::MlpGradF32 },
+            kernels: Numerics::F32.kernels(),
+            tasks: f_tasks,
+            comparison: Numerics::F32.comparison(),
+            ..spec
+        };
+        crate::job::check(&f_spec, size).unwrap();
+        assert_eq!(layout_of(&f_spec), Some(f_layout));
     }
 
     #[cfg(feature = "datasets")]

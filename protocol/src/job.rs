@@ -164,10 +164,14 @@ pub enum BuiltinKernel {
     MlpStepFx,
     /// A two-layer network's class for each sample, in Q16 fixed point. Exact.
     MlpInferFx,
+    /// `mlp_grad_fx` in f32: compare with a tolerance (or run homogeneous).
+    MlpGradF32,
+    /// `mlp_step_fx` in f32: compare with a tolerance (or run homogeneous).
+    MlpStepF32,
 }
 
 impl BuiltinKernel {
-    pub const ALL: [BuiltinKernel; 10] = [
+    pub const ALL: [BuiltinKernel; 12] = [
         BuiltinKernel::Mandelbrot,
         BuiltinKernel::MatmulF32,
         BuiltinKernel::MonteCarloPi,
@@ -178,6 +182,8 @@ impl BuiltinKernel {
         BuiltinKernel::MlpGradFx,
         BuiltinKernel::MlpStepFx,
         BuiltinKernel::MlpInferFx,
+        BuiltinKernel::MlpGradF32,
+        BuiltinKernel::MlpStepF32,
     ];
 
     pub fn name(self) -> &'static str {
@@ -192,13 +198,18 @@ impl BuiltinKernel {
             BuiltinKernel::MlpGradFx => "mlp_grad_fx",
             BuiltinKernel::MlpStepFx => "mlp_step_fx",
             BuiltinKernel::MlpInferFx => "mlp_infer_fx",
+            BuiltinKernel::MlpGradF32 => "mlp_grad_f32",
+            BuiltinKernel::MlpStepF32 => "mlp_step_f32",
         }
     }
 
     /// Whether every device and the CPU reference produce the same bytes (integer arithmetic
     /// only): a result can be checked against the CPU reference exactly.
     pub fn exact(self) -> bool {
-        !matches!(self, BuiltinKernel::MatmulF32 | BuiltinKernel::SumF32)
+        !matches!(
+            self,
+            BuiltinKernel::MatmulF32 | BuiltinKernel::SumF32 | BuiltinKernel::MlpGradF32 | BuiltinKernel::MlpStepF32
+        )
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
@@ -486,7 +497,11 @@ impl JobSpec {
     /// The kernel task `index` runs (`None` for a task or kernel index that does not exist,
     /// which [`JobSpec::validate`] refuses).
     pub fn kernel_of(&self, index: usize) -> Option<&KernelSpec> {
-        let task = self.tasks.get(index)?;
+        self.kernel_of_task(self.tasks.get(index)?)
+    }
+
+    /// The kernel `task` (one of this job's) runs.
+    pub fn kernel_of_task(&self, task: &TaskSpec) -> Option<&KernelSpec> {
         match task.kernel {
             0 => Some(&self.kernel),
             k => self.kernels.get(usize::from(k) - 1),
@@ -821,7 +836,9 @@ mod tests {
             }
             spec
         };
-        let cases: Vec<(&str, JobSpec, Result<Vec<usize>, (ErrorCode, &str)>)> = vec![
+        /// A graph, and its depths or the error's code and part of its message.
+        type Case<'a> = (&'a str, JobSpec, Result<Vec<usize>, (ErrorCode, &'a str)>);
+        let cases: Vec<Case> = vec![
             ("no dependencies", graph(3, &[]), Ok(vec![0, 0, 0])),
             ("a reduction", graph(4, &[(3, &[0, 1, 2])]), Ok(vec![0, 0, 0, 1])),
             ("a later task read by an earlier one", graph(3, &[(0, &[2]), (2, &[1])]), Ok(vec![2, 0, 1])),

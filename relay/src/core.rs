@@ -17,7 +17,7 @@ use crate::escrow::{EscrowError, OpenJob, plan};
 use crate::graph::{self, TaskGraph};
 use crate::leases::HeldLease;
 use crate::scheduler::{JobRequirements, Lease, Record, Scheduler, TaskNeeds};
-use crate::store::{PendingTask, ReturnedReplica};
+use crate::store::{ReturnedReplica, RunningJob};
 use crate::verifier::{self, Decision, Returned, Rule};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -95,7 +95,7 @@ pub enum Input {
     /// A validated, signed job whose input blobs exist. `origin` is the submitter's address.
     CreateJob {
         request: RequestId,
-        job: SignedJob,
+        job: Box<SignedJob>,
         req: JobRequirements,
         origin: Option<IpAddr>,
     },
@@ -453,9 +453,18 @@ pub fn requirements(spec: &JobSpec, input_sizes: &HashMap<Hash32, u64>) -> JobRe
     let max_input =
         spec.tasks.iter().flat_map(|t| t.blobs()).filter_map(|h| input_sizes.get(&h)).copied().max().unwrap_or(0);
     let max_output = spec.tasks.iter().map(|t| u64::from(t.output_size)).max().unwrap_or(0);
-    // A pipeline also binds its intermediate buffers, and each stage its own inputs and workgroups.
+    // A pipeline also binds its intermediate buffers, and each stage its own inputs and workgroups
+    // (a built-in that runs as several dispatches too, per task: its buffers follow its params).
     let (mut max_buffer, mut stage_buffers, mut stage_groups) = (0u64, 0u32, 0u32);
-    for kernel in spec.all_kernels() {
+    let expanded: Vec<KernelSpec> = spec
+        .tasks
+        .iter()
+        .filter_map(|t| match spec.kernel_of_task(t) {
+            Some(KernelSpec::Builtin { name }) => starling_kernels::pipeline_for(*name, &t.params),
+            _ => None,
+        })
+        .collect();
+    for kernel in spec.all_kernels().chain(&expanded) {
         if let KernelSpec::Pipeline { buffers, stages, .. } = kernel {
             max_buffer = max_buffer.max(buffers.iter().map(|b| u64::from(b.size)).max().unwrap_or(0));
             stage_buffers = stage_buffers.max(stages.iter().map(|s| s.inputs.len() as u32 + 1).max().unwrap_or(1));
@@ -731,16 +740,8 @@ impl Core {
 
     /// Puts a running job read back from the store under management again (recovery). Its
     /// tasks are re-decided, since a crash may have come between a result and its decision.
-    pub fn restore(
-        &mut self,
-        summary: JobSummary,
-        job: SignedJob,
-        req: JobRequirements,
-        deadline_ms: u64,
-        tasks: Vec<PendingTask>,
-        decided: Vec<(u32, Option<Hash32>)>,
-        now: Now,
-    ) {
+    pub fn restore(&mut self, summary: JobSummary, running: RunningJob, req: JobRequirements, now: Now) {
+        let RunningJob { job, deadline_ms, tasks, decided, .. } = running;
         let id = summary.id;
         let req = JobRequirements { paid: self.paid_in_escrow(&job.spec), ..req };
         let unpaid_from = (!req.paid).then_some(None);
@@ -866,7 +867,7 @@ impl Core {
                 self.ready.leases_closed.push(lease.id);
                 self.ready.writes.push(ended(&lease, ReplicaState::Lapsed, now));
             }
-            Input::CreateJob { request, job, req, origin } => self.on_create_job(request, job, req, origin, now),
+            Input::CreateJob { request, job, req, origin } => self.on_create_job(request, *job, req, origin, now),
             Input::EscrowOpened { request, outcome } => self.on_escrow_opened(request, outcome),
             Input::OutputsRead { task, outputs } => {
                 if let Some(track) = self.tasks.get_mut(&task) {
@@ -1747,7 +1748,7 @@ mod tests {
         let d = test_deployment();
         let job = client.sign_paid_job(spec, d.as_deployment(), "relay", u64::MAX);
         let req = req(&job.spec);
-        core.step(Input::CreateJob { request, job, req, origin: Some(origin.parse().unwrap()) }, now);
+        core.step(Input::CreateJob { request, job: Box::new(job), req, origin: Some(origin.parse().unwrap()) }, now);
     }
 
     fn accepted(ready: &Ready) -> Vec<RequestId> {
@@ -1920,7 +1921,10 @@ mod tests {
         let unsigned = |core: &mut Core| {
             let job = client.sign_job(spec(1, 10, 0));
             let req = req(&job.spec);
-            core.step(Input::CreateJob { request: 1, job, req, origin: Some("10.0.0.1".parse().unwrap()) }, at(0));
+            core.step(
+                Input::CreateJob { request: 1, job: Box::new(job), req, origin: Some("10.0.0.1".parse().unwrap()) },
+                at(0),
+            );
             core.ready(at(0))
         };
         let mut core = Core::new(quiet(), Some(test_deployment()), 1, 1);

@@ -297,7 +297,7 @@ impl Driver {
                     withheld.returned(TaskId { job: job.id, index: task.index }, r.output_hash);
                 }
             }
-            driver.core.restore(summary, job.job, req, job.deadline_ms, job.tasks, job.decided, now);
+            driver.core.restore(summary, job, req, now);
         }
         let ready = driver.core.ready(now);
         driver.carry_out(ready).await?;
@@ -397,7 +397,7 @@ impl Driver {
                 let request = self.next_request;
                 self.next_request += 1;
                 self.replies.insert(request, reply);
-                Input::CreateJob { request, job, req, origin }
+                Input::CreateJob { request, job: Box::new(job), req, origin }
             }
             Command::Core(input) => {
                 if let Input::WorkerOffline { key, conn } = &input

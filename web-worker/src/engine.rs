@@ -31,9 +31,16 @@ pub async fn run_task(
 ) -> Result<Vec<u8>> {
     ctx.check_alive()?;
     let every_input = || (0..inputs.len()).map(Binding::Input).collect::<Vec<_>>();
-    let (source, stages, buffers): (&str, Vec<Dispatch<'_>>, Vec<u32>) = match kernel {
+    // A built-in that runs as several dispatches is run as the pipeline it expands to.
+    let expanded = match kernel {
         KernelSpec::Builtin { name } => {
             kernels::check(*name, params, inputs, workgroups, output_size)?;
+            kernels::pipeline_for(*name, params)
+        }
+        _ => None,
+    };
+    let (source, stages, buffers): (&str, Vec<Dispatch<'_>>, Vec<u32>) = match expanded.as_ref().unwrap_or(kernel) {
+        KernelSpec::Builtin { name } => {
             let one = Dispatch {
                 entry_point: kernels::ENTRY_POINT,
                 inputs: every_input(),
@@ -46,8 +53,8 @@ pub async fn run_task(
             let one = Dispatch { entry_point, inputs: every_input(), output: Binding::Output, workgroups };
             (source.as_str(), vec![one], Vec::new())
         }
-        KernelSpec::Pipeline { source, buffers, stages } => {
-            let bindings = kernel.pipeline_bindings(inputs.len()).map_err(|e| Error::Kernel(e.message))?;
+        pipeline @ KernelSpec::Pipeline { source, buffers, stages } => {
+            let bindings = pipeline.pipeline_bindings(inputs.len()).map_err(|e| Error::Kernel(e.message))?;
             let dispatches = stages
                 .iter()
                 .zip(bindings)

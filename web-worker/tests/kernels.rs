@@ -350,3 +350,40 @@ fn the_fixed_point_network_is_bit_identical_on_the_gpu_and_the_cpu() {
         );
     }
 }
+
+#[test]
+fn the_f32_network_matches_the_cpu_within_a_tolerance() {
+    use starling_web_worker::kernels::mlp_f32::StepF32;
+    use starling_web_worker::kernels::mlp_fx::{Shape, from_q, init_weights};
+    let shape = Shape { inputs: 64, hidden: 32, outputs: 10, samples: 130 };
+    let w: Vec<u8> = init_weights(shape, 3).iter().flat_map(|&q| (from_q(q) as f32).to_le_bytes()).collect();
+    let (xq, ys) = batch(shape, 11);
+    let xs: Vec<u8> = bytes_to_words(&xq).iter().flat_map(|&q| (from_q(q as i32) as f32).to_le_bytes()).collect();
+    let task = TaskSpec {
+        params: shape.to_words(),
+        inputs: vec![],
+        workgroups: shape.workgroups(),
+        output_size: shape.grad_words() * 4,
+        kernel: 0,
+    };
+    // Two dispatches (per-sample rows, then their sum in sample order) on the GPU.
+    let g = bytes_to_f32s(&gpu(BuiltinKernel::MlpGradF32, &task, &[&w, &xs, &ys]));
+    let c = bytes_to_f32s(&cpu(BuiltinKernel::MlpGradF32, &task, &[&w, &xs, &ys]));
+    let scale = c.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for (i, (a, b)) in g.iter().zip(&c).enumerate() {
+        assert!((a - b).abs() <= 1e-4 * scale.max(1.0), "word {i}: GPU {a} vs CPU {b}");
+    }
+    assert_eq!(g[g.len() - 1], c[c.len() - 1], "the count classified right is a whole number on both");
+    let step = StepF32 { weights: shape.weight_words(), rate: 0.5, samples: shape.samples };
+    let step_task = TaskSpec {
+        params: step.to_words(),
+        inputs: vec![],
+        workgroups: step.workgroups().unwrap(),
+        output_size: shape.weight_words() * 4,
+        kernel: 0,
+    };
+    let grad = f32s_to_bytes(&c);
+    let next_gpu = bytes_to_f32s(&gpu(BuiltinKernel::MlpStepF32, &step_task, &[&w, &grad]));
+    let next_cpu = bytes_to_f32s(&cpu(BuiltinKernel::MlpStepF32, &step_task, &[&w, &grad]));
+    assert!(next_gpu.iter().zip(&next_cpu).all(|(a, b)| (a - b).abs() <= 1e-6));
+}

@@ -260,3 +260,35 @@ async fn a_pipeline_task_runs_a_forward_pass_and_a_broken_stage_is_refused_by_na
     assert_eq!(body["code"], "invalid_wgsl", "{body}");
     assert!(body["message"].as_str().unwrap().contains("stage 2 (`relu`)"), "{body}");
 }
+
+/// The same training in f32: the gradients are a two-dispatch built-in (per-sample rows, then
+/// their sum), replicas agree within the job's tolerance, and the verified weights are within a
+/// hair of one CPU's f32 training.
+#[test]
+fn training_in_f32_verifies_within_its_tolerance_of_the_cpu() {
+    let (dir, data) = tempdir();
+    let relay = spawn_relay(&data, 0, &[]);
+    let _w1 = spawn_worker(&relay.base, dir.path(), "w1", &[]);
+    let _w2 = spawn_worker(&relay.base, dir.path(), "w2", &[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_starling"))
+        .args(["submit", "--relay", &relay.base, "--key-file"])
+        .arg(dir.path().join("client.key"))
+        .args(["train", "--rounds", "3", "--shards", "2", "--numerics", "f32", "--out"])
+        .arg(dir.path().join("weights.bin"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout.lines().filter(|l| l.contains("training accuracy")).count(), 3, "{stdout}");
+    let report = stdout.lines().find(|l| l.contains("test accuracy")).expect("a report");
+    // Bit-identical is possible (lavapipe and the CPU may round alike); otherwise within 1e-3.
+    let close = report.contains("bit-identical")
+        || report
+            .split("within ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|d| d.parse::<f64>().ok())
+            .is_some_and(|d| d < 1e-3);
+    assert!(close, "{report}");
+    assert_eq!(std::fs::metadata(dir.path().join("weights.bin")).unwrap().len(), 2410 * 4);
+}

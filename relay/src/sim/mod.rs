@@ -643,7 +643,7 @@ impl Sim {
                 self.next_request += 1;
                 self.jobs_posted += 1;
                 self.jobs_running += 1;
-                self.core.step(Input::CreateJob { request, job, req, origin: None }, self.now());
+                self.core.step(Input::CreateJob { request, job: Box::new(job), req, origin: None }, self.now());
             }
             if self.jobs_running == 0 || self.now_ms > MAX_SIM_MS {
                 tracing::info!(?core_time, ledger_time = ?self.ledger_time, "run done");

@@ -377,7 +377,7 @@ async fn connect(relay: &Relay) -> Ws {
 /// What the relay did next on a socket.
 #[derive(Debug)]
 enum Next {
-    Message(RelayMessage),
+    Message(Box<RelayMessage>),
     /// A text frame that is not a relay message.
     Garbage(String),
     Quiet,
@@ -390,7 +390,7 @@ async fn next_frame(ws: &mut Ws, wait: Duration) -> Next {
             Err(_) => return Next::Quiet,
             Ok(Some(Ok(Message::Text(t)))) => {
                 return match serde_json::from_str(t.as_str()) {
-                    Ok(message) => Next::Message(message),
+                    Ok(message) => Next::Message(Box::new(message)),
                     Err(_) => Next::Garbage(t.as_str().to_string()),
                 };
             }
@@ -410,13 +410,12 @@ async fn send(ws: &mut Ws, text: String) -> bool {
 async fn authenticate(relay: &Relay, key: &Keypair) -> Ws {
     let mut ws = connect(relay).await;
     assert!(send(&mut ws, serde_json::to_string(&hello(key)).unwrap()).await);
-    let Next::Message(RelayMessage::Challenge { nonce }) = next_frame(&mut ws, Duration::from_secs(10)).await else {
-        panic!("no challenge")
-    };
+    let Next::Message(challenge) = next_frame(&mut ws, Duration::from_secs(10)).await else { panic!("no challenge") };
+    let RelayMessage::Challenge { nonce } = *challenge else { panic!("no challenge: {challenge:?}") };
     let auth = WorkerMessage::Auth { signature: key.sign_auth(&nonce) };
     assert!(send(&mut ws, serde_json::to_string(&auth).unwrap()).await);
     let welcome = next_frame(&mut ws, Duration::from_secs(10)).await;
-    assert!(matches!(welcome, Next::Message(RelayMessage::Welcome { .. })), "{welcome:?}");
+    assert!(matches!(&welcome, Next::Message(m) if matches!(**m, RelayMessage::Welcome { .. })), "{welcome:?}");
     ws
 }
 

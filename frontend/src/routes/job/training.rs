@@ -28,7 +28,7 @@ fn Curves(data: JobData, layout: Layout) -> impl IntoView {
         data.cells.with(|cells| cells.get(task as usize).is_some_and(|c| c.with(|c| c.state == TaskState::Verified)))
     };
     let sums: Vec<u32> = layout.rounds.iter().map(|r| r.sum).collect();
-    let samples = layout.samples;
+    let (samples, numerics) = (layout.samples, layout.numerics);
     let id = data.id;
     Effect::new(move |_| {
         for (round, &sum) in sums.iter().enumerate() {
@@ -38,7 +38,7 @@ fn Curves(data: JobData, layout: Layout) -> impl IntoView {
             leptos::task::spawn_local(async move {
                 match api::task_output(id, sum).await {
                     Ok(bytes) => {
-                        let line = train::round_figures(&bytes, samples);
+                        let line = train::round_figures(&bytes, samples, numerics);
                         let _ = figures.try_update(|f| f[round] = line);
                     }
                     Err(e) => {
