@@ -97,7 +97,8 @@ pub fn summary(spec: &JobSpec, outputs: &[Vec<u8>]) -> Option<String> {
         | BuiltinKernel::MlpStepFx
         | BuiltinKernel::MlpInferFx
         | BuiltinKernel::MlpGradF32
-        | BuiltinKernel::MlpStepF32 => None,
+        | BuiltinKernel::MlpStepF32
+        | BuiltinKernel::TopKU32 => None,
     }
 }
 

@@ -37,6 +37,7 @@ pub mod mlp_fx;
 pub mod monte_carlo_pi;
 pub mod reduce;
 pub mod sha256_nonce_search;
+pub mod top_k;
 pub mod train;
 
 /// The entry point of every built-in kernel.
@@ -54,7 +55,10 @@ pub fn source_for(kernel: BuiltinKernel, params: &[u32]) -> &'static str {
         return matmul_tiled::default_source();
     }
     if let Some(fan_in) = reduction_fan_in(kernel, params) {
-        return reduce::source(kernel, fan_in);
+        return match kernel {
+            BuiltinKernel::TopKU32 => top_k::source(fan_in),
+            _ => reduce::source(kernel, fan_in),
+        };
     }
     source(kernel)
 }
@@ -62,7 +66,7 @@ pub fn source_for(kernel: BuiltinKernel, params: &[u32]) -> &'static str {
 /// The fan-in a reduction's params name (clamped to what the kernel takes), `None` for any other
 /// kernel.
 fn reduction_fan_in(kernel: BuiltinKernel, params: &[u32]) -> Option<usize> {
-    matches!(kernel, BuiltinKernel::SumI32 | BuiltinKernel::SumF32 | BuiltinKernel::Concat)
+    matches!(kernel, BuiltinKernel::SumI32 | BuiltinKernel::SumF32 | BuiltinKernel::Concat | BuiltinKernel::TopKU32)
         .then(|| params.get(1).map_or(1, |&n| (n as usize).clamp(1, reduce::MAX_FAN_IN)))
 }
 
@@ -80,6 +84,7 @@ pub fn source(kernel: BuiltinKernel) -> &'static str {
         BuiltinKernel::MlpInferFx => mlp_fx::INFER_SOURCE,
         BuiltinKernel::MlpGradF32 => mlp_f32::GRAD_SOURCE,
         BuiltinKernel::MlpStepF32 => mlp_f32::STEP_SOURCE,
+        BuiltinKernel::TopKU32 => top_k::source(1),
     }
 }
 
@@ -102,7 +107,7 @@ pub fn n_inputs(kernel: BuiltinKernel, params: &[u32]) -> usize {
         BuiltinKernel::MatmulF32 => matmul_f32::N_INPUTS,
         BuiltinKernel::MonteCarloPi => monte_carlo_pi::N_INPUTS,
         BuiltinKernel::Sha256NonceSearch => sha256_nonce_search::N_INPUTS,
-        BuiltinKernel::SumI32 | BuiltinKernel::SumF32 | BuiltinKernel::Concat => {
+        BuiltinKernel::SumI32 | BuiltinKernel::SumF32 | BuiltinKernel::Concat | BuiltinKernel::TopKU32 => {
             reduction_fan_in(kernel, params).unwrap_or(1)
         }
         BuiltinKernel::MlpGradFx | BuiltinKernel::MlpGradF32 => 3,
@@ -157,6 +162,7 @@ pub fn check_sizes(
         BuiltinKernel::SumI32 | BuiltinKernel::SumF32 | BuiltinKernel::Concat => {
             reduce::ReduceParams::from_words(kernel, params)?.check(kernel, input_sizes, workgroups, output_size)
         }
+        BuiltinKernel::TopKU32 => top_k::TopKParams::from_words(params)?.check(input_sizes, workgroups, output_size),
         BuiltinKernel::MlpGradFx | BuiltinKernel::MlpInferFx => {
             mlp_fx::Shape::from_words(kernel, params)?.check(kernel, input_sizes, workgroups, output_size)
         }
@@ -185,6 +191,7 @@ pub fn run_cpu(
         BuiltinKernel::SumI32 | BuiltinKernel::SumF32 | BuiltinKernel::Concat => {
             reduce::ReduceParams::from_words(kernel, params)?.cpu(kernel, inputs)
         }
+        BuiltinKernel::TopKU32 => top_k::TopKParams::from_words(params)?.cpu(inputs),
         BuiltinKernel::MlpGradFx => {
             mlp_fx::Shape::from_words(kernel, params)?.grad_cpu(inputs[0], inputs[1], inputs[2])
         }

@@ -168,10 +168,12 @@ pub enum BuiltinKernel {
     MlpGradF32,
     /// `mlp_step_fx` in f32: compare with a tolerance (or run homogeneous).
     MlpStepF32,
+    /// The k best (score, id) pairs of 1 to 6 lists. Exact; a reduction's node.
+    TopKU32,
 }
 
 impl BuiltinKernel {
-    pub const ALL: [BuiltinKernel; 12] = [
+    pub const ALL: [BuiltinKernel; 13] = [
         BuiltinKernel::Mandelbrot,
         BuiltinKernel::MatmulF32,
         BuiltinKernel::MonteCarloPi,
@@ -184,6 +186,7 @@ impl BuiltinKernel {
         BuiltinKernel::MlpInferFx,
         BuiltinKernel::MlpGradF32,
         BuiltinKernel::MlpStepF32,
+        BuiltinKernel::TopKU32,
     ];
 
     pub fn name(self) -> &'static str {
@@ -200,6 +203,7 @@ impl BuiltinKernel {
             BuiltinKernel::MlpInferFx => "mlp_infer_fx",
             BuiltinKernel::MlpGradF32 => "mlp_grad_f32",
             BuiltinKernel::MlpStepF32 => "mlp_step_f32",
+            BuiltinKernel::TopKU32 => "top_k_u32",
         }
     }
 

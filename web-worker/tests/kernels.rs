@@ -387,3 +387,30 @@ fn the_f32_network_matches_the_cpu_within_a_tolerance() {
     let next_cpu = bytes_to_f32s(&cpu(BuiltinKernel::MlpStepF32, &step_task, &[&w, &grad]));
     assert!(next_gpu.iter().zip(&next_cpu).all(|(a, b)| (a - b).abs() <= 1e-6));
 }
+
+#[test]
+fn top_k_matches_the_cpu_for_every_fan_in() {
+    use starling_web_worker::kernels::top_k::{MAX_K, TopKParams};
+    // Lists of (score, id) with many ties, one of them empty.
+    let lists: Vec<Vec<u8>> = (0..6u32)
+        .map(|l| {
+            let n = if l == 3 { 0 } else { 40 + l * 7 };
+            let words: Vec<u32> =
+                (0..n).flat_map(|i| [i.wrapping_mul(2_654_435_761u32.wrapping_mul(l + 1)) % 23, i + 100 * l]).collect();
+            words.iter().flat_map(|w| w.to_le_bytes()).collect()
+        })
+        .collect();
+    for fan_in in 1..=6usize {
+        for k in [1, 7, MAX_K] {
+            let p = TopKParams { k, fan_in: fan_in as u32 };
+            let task =
+                TaskSpec { params: p.to_words(), inputs: vec![], workgroups: [1, 1, 1], output_size: k * 8, kernel: 0 };
+            let inputs: Vec<&[u8]> = lists[..fan_in].iter().map(Vec::as_slice).collect();
+            assert_eq!(
+                gpu(BuiltinKernel::TopKU32, &task, &inputs),
+                cpu(BuiltinKernel::TopKU32, &task, &inputs),
+                "x{fan_in} k {k}"
+            );
+        }
+    }
+}

@@ -292,3 +292,53 @@ fn training_in_f32_verifies_within_its_tolerance_of_the_cpu() {
     assert!(close, "{report}");
     assert_eq!(std::fs::metadata(dir.path().join("weights.bin")).unwrap().len(), 2410 * 4);
 }
+
+/// A client's own WGSL reducer: the element-wise largest of two pi tasks' counts, as a task of a
+/// second (WGSL) kernel that reads both outputs, run by both workers; and a top-k over it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_wgsl_reducer_reads_verified_outputs() {
+    let (dir, data) = tempdir();
+    let relay = spawn_relay(&data, 0, &[]);
+    let _w1 = spawn_worker(&relay.base, dir.path(), "w1", &[]);
+    let _w2 = spawn_worker(&relay.base, dir.path(), "w2", &[]);
+    let api = Api::new(&relay.base);
+    api.wait_workers(2).await;
+    let reducer = "\
+struct P { words: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> a: array<u32>;
+@group(0) @binding(2) var<storage, read> b: array<u32>;
+@group(0) @binding(3) var<storage, read_write> out: array<u32>;
+@compute @workgroup_size(64)
+fn largest(@builtin(global_invocation_id) id: vec3<u32>) {
+    if (id.x < p.words) { out[id.x] = max(a[id.x], b[id.x]); }
+}
+";
+    let mut tasks = monte_carlo_pi::tasks(11, 2, 8, 32);
+    let leaves = tasks.clone();
+    tasks.push(TaskSpec {
+        params: vec![8],
+        inputs: vec![TaskInput::Output(OutputOf { task: 0 }), TaskInput::Output(OutputOf { task: 1 })],
+        workgroups: [1, 1, 1],
+        output_size: 32,
+        kernel: 1,
+    });
+    let job = spec(
+        BuiltinKernel::MonteCarloPi,
+        vec![KernelSpec::Wgsl { source: reducer.into(), entry_point: "largest".into() }],
+        tasks,
+    );
+    let summary = api.submit(job).await;
+    let detail = api.wait_done(summary.id).await;
+    assert_eq!(detail.summary.state, JobState::Done);
+    let cpu: Vec<Vec<u32>> = leaves
+        .iter()
+        .map(|t| {
+            kernels::bytes_to_words(
+                &kernels::run_cpu(BuiltinKernel::MonteCarloPi, &t.params, &[], t.workgroups, t.output_size).unwrap(),
+            )
+        })
+        .collect();
+    let want: Vec<u32> = cpu[0].iter().zip(&cpu[1]).map(|(a, b)| *a.max(b)).collect();
+    assert_eq!(kernels::bytes_to_words(&api.output(summary.id, 2).await), want);
+}
