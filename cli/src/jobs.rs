@@ -529,12 +529,16 @@ pub async fn follow_training(
             match training.round_line(client, job.id, round).await {
                 Ok(l) => say(
                     bar,
-                    format!(
-                        "round {:>3}: loss {:.4}  training accuracy {:.1}%",
-                        l.round + 1,
-                        l.loss,
-                        l.accuracy * 100.0
-                    ),
+                    if l.accuracy.is_nan() {
+                        format!("round {:>3}: loss {:.4}", l.round + 1, l.loss)
+                    } else {
+                        format!(
+                            "round {:>3}: loss {:.4}  training accuracy {:.1}%",
+                            l.round + 1,
+                            l.loss,
+                            l.accuracy * 100.0
+                        )
+                    },
                 ),
                 Err(e) => say(bar, format!("round {}: {e:#}", round + 1)),
             }

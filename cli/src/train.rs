@@ -242,7 +242,11 @@ fn max_difference(a: &[u8], b: &[u8]) -> f64 {
         return f64::INFINITY;
     }
     let f = |x: &[u8]| starling_kernels::bytes_to_words(x).into_iter().map(f32::from_bits).collect::<Vec<_>>();
-    f(a).iter().zip(f(b)).map(|(x, y)| f64::from((x - y).abs())).fold(0.0, f64::max)
+    // A NaN anywhere is as far as it gets (f64::max would drop it).
+    f(a).iter()
+        .zip(f(b))
+        .map(|(x, y)| f64::from((x - y).abs()))
+        .fold(0.0, |m, d| if d.is_nan() { f64::INFINITY } else { m.max(d) })
 }
 
 impl std::fmt::Display for TrainReport {

@@ -47,6 +47,12 @@ mod tests {
     #[test]
     fn the_dense_layer_pipeline_validates_and_wrong_stages_are_named() {
         validate_pipeline(DENSE_RELU_SOURCE, &[("matmul", 2), ("bias", 2), ("relu", 1)]).unwrap();
+        // Each stage's smallest bindings: the 12-byte params struct, one f32 of each array.
+        let (_, sizes) =
+            crate::validate::pipeline_checked(DENSE_RELU_SOURCE, &[("matmul", 2), ("bias", 2), ("relu", 1)]).unwrap();
+        let mut relu = sizes[2].clone();
+        relu.sort_unstable();
+        assert_eq!(relu, vec![(0, 12), (1, 4), (2, 4)]);
         // The relu stage read as if it bound two inputs: its output binding 2 is not read-only.
         let e = validate_pipeline(DENSE_RELU_SOURCE, &[("matmul", 2), ("bias", 2), ("relu", 2)]).unwrap_err();
         assert!(e.message.starts_with("stage 2 (`relu`): "), "{e}");

@@ -88,6 +88,15 @@ pub fn source(kernel: BuiltinKernel) -> &'static str {
     }
 }
 
+/// Bytes of intermediate buffers a built-in keeps beside its inputs and output (one that runs as
+/// several dispatches), 0 for the others or params it refuses.
+pub fn intermediate_bytes(kernel: BuiltinKernel, params: &[u32]) -> u64 {
+    match kernel {
+        BuiltinKernel::MlpGradF32 => mlp_fx::Shape::from_words(kernel, params).map_or(0, |s| mlp_f32::rows_bytes(&s)),
+        _ => 0,
+    }
+}
+
 /// The dispatches of a built-in that runs as several (a [`KernelSpec::Pipeline`] over its own
 /// WGSL, with each stage's workgroups set), `None` for a one-dispatch built-in or params it
 /// refuses.

@@ -48,9 +48,19 @@ pub fn validate_kernel(source: &str, entry_point: &str, n_inputs: usize) -> Resu
 /// for its own inputs (one module may declare every stage's resources; a resource no stage uses
 /// is refused).
 pub fn validate_pipeline(source: &str, stages: &[(&str, usize)]) -> Result<naga::Module, WgslError> {
+    pipeline_checked(source, stages).map(|(module, _)| module)
+}
+
+/// [`validate_pipeline`], also giving each stage's [`min_binding_sizes`].
+#[allow(clippy::type_complexity)]
+pub fn pipeline_checked(
+    source: &str,
+    stages: &[(&str, usize)],
+) -> Result<(naga::Module, Vec<Vec<(u32, u64)>>), WgslError> {
     on_parser_stack(|| {
         let (module, info) = parse_and_validate(source)?;
         let mut used_anywhere = std::collections::HashSet::new();
+        let mut sizes = Vec::with_capacity(stages.len());
         for (i, &(entry_point, n_inputs)) in stages.iter().enumerate() {
             let at = |e: WgslError| WgslError { message: format!("stage {i} (`{entry_point}`): {}", e.message), ..e };
             check_entry_point(&module, source, entry_point).map_err(at)?;
@@ -59,6 +69,7 @@ pub fn validate_pipeline(source: &str, stages: &[(&str, usize)]) -> Result<naga:
             let used = |h: naga::Handle<naga::GlobalVariable>| !uses[h].is_empty();
             used_anywhere.extend(module.global_variables.iter().map(|(h, _)| h).filter(|&h| used(h)));
             check_bindings(&module, source, n_inputs, used).map_err(at)?;
+            sizes.push(min_binding_sizes(&module, used));
         }
         if let Some((h, var)) = module.global_variables.iter().find(|(h, v)| {
             !used_anywhere.contains(h) && matches!(v.space, AddressSpace::Uniform | AddressSpace::Storage { .. })
@@ -71,8 +82,44 @@ pub fn validate_pipeline(source: &str, stages: &[(&str, usize)]) -> Result<naga:
             ));
         }
         check_workgroup_memory(&module, source)?;
-        Ok(module)
+        Ok((module, sizes))
     })
+}
+
+/// The smallest buffer each resource `considered` needs, by binding: its type's size, or for a
+/// runtime-sized array (alone or ending a struct) the fixed part and one element. WebGPU checks
+/// this only when the work is dispatched, so the relay checks it against the sizes a task binds
+/// before it takes the job: a job no worker could run is refused, not failed on every worker.
+pub fn min_binding_sizes(
+    module: &naga::Module,
+    considered: impl Fn(naga::Handle<naga::GlobalVariable>) -> bool,
+) -> Vec<(u32, u64)> {
+    let mut layouter = naga::proc::Layouter::default();
+    if layouter.update(module.to_ctx()).is_err() {
+        return Vec::new();
+    }
+    let dynamic_stride = |ty: naga::Handle<naga::Type>| match module.types[ty].inner {
+        naga::TypeInner::Array { size: naga::ArraySize::Dynamic, stride, .. } => Some(u64::from(stride)),
+        _ => None,
+    };
+    module
+        .global_variables
+        .iter()
+        .filter(|(h, v)| considered(*h) && matches!(v.space, AddressSpace::Uniform | AddressSpace::Storage { .. }))
+        .filter_map(|(_, v)| {
+            let binding = v.binding.as_ref()?.binding;
+            let min = match &module.types[v.ty].inner {
+                naga::TypeInner::Struct { members, .. } => match members.last() {
+                    Some(last) if dynamic_stride(last.ty).is_some() => {
+                        u64::from(last.offset) + dynamic_stride(last.ty).unwrap_or(0)
+                    }
+                    _ => u64::from(layouter[v.ty].size),
+                },
+                _ => dynamic_stride(v.ty).unwrap_or_else(|| u64::from(layouter[v.ty].size)),
+            };
+            Some((binding, min))
+        })
+        .collect()
 }
 
 /// Runs `f` on a thread whose stack fits the deepest WGSL the parser may see (natively).

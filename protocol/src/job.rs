@@ -286,6 +286,12 @@ impl KernelSpec {
         if !out.iter().any(|(_, o)| *o == Binding::Output) {
             return Err(invalid("no stage writes the task's output"));
         }
+        // A buffer no stage binds would be allocated for nothing.
+        for (k, b) in buffers.iter().enumerate() {
+            if !out.iter().any(|(i, o)| *o == Binding::Buffer(k) || i.contains(&Binding::Buffer(k))) {
+                return Err(invalid(format!("buffer {:?} is bound by no stage", b.name)));
+            }
+        }
         Ok(out)
     }
 
@@ -612,7 +618,9 @@ impl JobSpec {
 }
 
 impl KernelSpec {
-    fn validate(&self) -> Result<(), SpecError> {
+    /// The bounds on a kernel alone (source size, entry points, a pipeline's stages and
+    /// buffers), as [`JobSpec::validate`] applies them; workers check an assignment's with it.
+    pub fn validate(&self) -> Result<(), SpecError> {
         let entry_ok = |e: &str| {
             !e.is_empty() && e.len() <= MAX_ENTRY_POINT_LEN && e.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         };
@@ -942,6 +950,11 @@ mod tests {
             ("two buffers of one name", pipeline(&[("z", 64), ("z", 8)], ok), Some("two buffers are named")),
             ("a buffer named output", pipeline(&[("output", 64)], ok), Some("not \"output\"")),
             ("an odd buffer", pipeline(&[("z", 6)], ok), Some("positive multiple of 4")),
+            (
+                "a buffer nobody binds",
+                pipeline(&[("z", 64), ("spare", 64)], ok),
+                Some("\"spare\" is bound by no stage"),
+            ),
             ("a bad entry point", pipeline(&[("z", 64)], &[("a b", &[], "output")]), Some("stage 0: entry_point")),
         ];
         for (name, kernel, want) in cases {

@@ -19,7 +19,7 @@ use starling_protocol::api::{
     AccountRequest, AdminDeposit, ClientView, Health, JobsQuery, RelayList, StoredBlob, TaskResult, TaskState,
     WorkersQuery,
 };
-use starling_protocol::job::{BuiltinKernel, JobSpec, KernelSpec};
+use starling_protocol::job::{Binding, BuiltinKernel, JobSpec, KernelSpec};
 use starling_protocol::limits::MAX_SPEC_BYTES;
 use starling_protocol::sign::{SignedJob, UploadPurpose, account_bytes, verify};
 use starling_protocol::upload::UploadAuth;
@@ -221,17 +221,41 @@ async fn create_job(State(app): State<AppState>, request: Request) -> Result<Res
         let dispatches: Vec<(String, usize)> =
             kernel.dispatches(n_inputs).into_iter().map(|(e, n)| (e.to_string(), n)).collect();
         let (source, pipeline) = (source.to_string(), matches!(kernel, KernelSpec::Pipeline { .. }));
-        tokio::task::spawn_blocking(move || {
+        let min_sizes = tokio::task::spawn_blocking(move || {
             if pipeline {
                 let stages: Vec<(&str, usize)> = dispatches.iter().map(|(e, n)| (e.as_str(), *n)).collect();
-                validate::validate_pipeline(&source, &stages).map(|_| ())
+                validate::pipeline_checked(&source, &stages).map(|(_, sizes)| sizes)
             } else {
-                validate::validate_kernel(&source, &dispatches[0].0, dispatches[0].1).map(|_| ())
+                validate::validate_kernel(&source, &dispatches[0].0, dispatches[0].1)
+                    .map(|module| vec![validate::min_binding_sizes(&module, |_| true)])
             }
         })
         .await
         .map_err(|_| ApiError::new(ErrorCode::Internal, "validator crashed"))?
         .map_err(|e| ApiError::new(ErrorCode::InvalidWgsl, format!("{which}{e}")))?;
+        // Every buffer each task binds holds what the shader reads (WebGPU checks only at dispatch,
+        // on the worker, which would fail the task on every worker).
+        for (i, task) in job.spec.tasks.iter().enumerate().filter(|(_, t)| t.kernel == index) {
+            let inputs: Vec<u64> =
+                job.spec.input_sizes(i, |h| sizes.get(h).copied()).into_iter().map(|s| s.unwrap_or(0).max(4)).collect();
+            let params = (task.params.len() as u64 * 4).next_multiple_of(16).max(16);
+            let bound = binding_sizes(kernel, &inputs, u64::from(task.output_size));
+            for (stage, (mins, bound)) in min_sizes.iter().zip(bound).enumerate() {
+                for &(binding, min) in mins {
+                    let have =
+                        if binding == 0 { params } else { bound.get(binding as usize - 1).copied().unwrap_or(0) };
+                    if have < min {
+                        let at = if pipeline { format!("stage {stage}: ") } else { String::new() };
+                        return Err(ApiError::new(
+                            ErrorCode::InvalidSpec,
+                            format!(
+                                "task {i}: {which}{at}binding {binding} is {have} bytes; the shader needs at least {min}"
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
     }
     if app.store.job_signed(&job.signature).await? {
         return Err(ApiError::new(
@@ -245,6 +269,23 @@ async fn create_job(State(app): State<AppState>, request: Request) -> Result<Res
     Ok((StatusCode::CREATED, Json(summary)).into_response())
 }
 
+/// The sizes each dispatch of `kernel` binds at bindings `1..`, in order (its inputs, then its
+/// output), for a task whose inputs have `inputs` bytes and whose output `output`.
+fn binding_sizes(kernel: &KernelSpec, inputs: &[u64], output: u64) -> Vec<Vec<u64>> {
+    let KernelSpec::Pipeline { buffers, .. } = kernel else {
+        return vec![inputs.iter().copied().chain([output]).collect()];
+    };
+    let size = |b: Binding| match b {
+        Binding::Input(k) => inputs.get(k).copied().unwrap_or(0),
+        Binding::Output => output,
+        Binding::Buffer(k) => buffers.get(k).map_or(0, |b| u64::from(b.size)),
+    };
+    kernel
+        .pipeline_bindings(inputs.len())
+        .map(|stages| stages.into_iter().map(|(ins, out)| ins.into_iter().chain([out]).map(size).collect()).collect())
+        .unwrap_or_default()
+}
+
 /// The kernel a body names when it is not one we know (for a precise error).
 fn unknown_kernel(body: &[u8]) -> Option<String> {
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
@@ -254,7 +295,7 @@ fn unknown_kernel(body: &[u8]) -> Option<String> {
             let name = kernel.get("name")?.as_str()?;
             BuiltinKernel::from_name(name).is_none().then(|| name.to_string())
         }
-        "wgsl" => None,
+        "wgsl" | "pipeline" => None,
         other => Some(other.to_string()),
     }
 }

@@ -456,15 +456,12 @@ pub fn requirements(spec: &JobSpec, input_sizes: &HashMap<Hash32, u64>) -> JobRe
     // A pipeline also binds its intermediate buffers, and each stage its own inputs and workgroups
     // (a built-in that runs as several dispatches too, per task: its buffers follow its params).
     let (mut max_buffer, mut stage_buffers, mut stage_groups) = (0u64, 0u32, 0u32);
-    let expanded: Vec<KernelSpec> = spec
-        .tasks
-        .iter()
-        .filter_map(|t| match spec.kernel_of_task(t) {
-            Some(KernelSpec::Builtin { name }) => starling_kernels::pipeline_for(*name, &t.params),
-            _ => None,
-        })
-        .collect();
-    for kernel in spec.all_kernels().chain(&expanded) {
+    for task in &spec.tasks {
+        if let Some(KernelSpec::Builtin { name }) = spec.kernel_of_task(task) {
+            max_buffer = max_buffer.max(starling_kernels::intermediate_bytes(*name, &task.params));
+        }
+    }
+    for kernel in spec.all_kernels() {
         if let KernelSpec::Pipeline { buffers, stages, .. } = kernel {
             max_buffer = max_buffer.max(buffers.iter().map(|b| u64::from(b.size)).max().unwrap_or(0));
             stage_buffers = stage_buffers.max(stages.iter().map(|s| s.inputs.len() as u32 + 1).max().unwrap_or(1));

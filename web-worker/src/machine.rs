@@ -895,6 +895,8 @@ pub fn check_assignment(a: &Assignment, caps: &Capabilities) -> Result<(), Strin
         if stages.len() > MAX_STAGES {
             return Err(format!("a pipeline of {} stages; at most {MAX_STAGES}", stages.len()));
         }
+        // Its buffers' count, sizes and total, as the relay was to check them.
+        a.kernel.validate().map_err(|e| e.message)?;
         a.kernel.pipeline_bindings(a.inputs.len()).map_err(|e| e.message)?;
     }
     Ok(())

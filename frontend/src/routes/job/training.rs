@@ -52,8 +52,12 @@ fn Curves(data: JobData, layout: Layout) -> impl IntoView {
     let points = move |pick: fn((f64, f64)) -> f64| {
         Signal::derive(move || {
             figures.with(|f| {
-                let points: Vec<(f64, f64)> =
-                    f.iter().enumerate().filter_map(|(r, v)| v.map(|v| ((r + 1) as f64, pick(v)))).collect();
+                let points: Vec<(f64, f64)> = f
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(r, v)| v.map(|v| ((r + 1) as f64, pick(v))))
+                    .filter(|p| p.1.is_finite())
+                    .collect();
                 vec![Series { points, dashed: false }]
             })
         })
@@ -63,6 +67,9 @@ fn Curves(data: JobData, layout: Layout) -> impl IntoView {
         figures.with(|f| {
             let done = f.iter().filter(|v| v.is_some()).count();
             match f.iter().rev().flatten().next() {
+                Some((loss, acc)) if acc.is_nan() => {
+                    format!("{done} of {rounds} rounds verified; latest loss {loss:.4}.")
+                }
                 Some((loss, acc)) => format!(
                     "{done} of {rounds} rounds verified; latest loss {loss:.4}, training accuracy {:.1}%.",
                     acc * 100.0
