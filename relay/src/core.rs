@@ -155,6 +155,16 @@ pub fn checkable(spec: &JobSpec, task: u32) -> bool {
     }
 }
 
+/// How a task's replicas are compared: as the job says, except that a built-in whose every
+/// device gives the same bytes (an exact kernel in a job that also runs float ones, say) is
+/// compared exactly: its integers read as floats within a tolerance would let a liar through.
+pub fn task_comparison(spec: &JobSpec, task: u32) -> Comparison {
+    match spec.kernel_of(task as usize) {
+        Some(KernelSpec::Builtin { name }) if name.exact() => Comparison::Exact,
+        _ => spec.comparison,
+    }
+}
+
 /// How opening a job in escrow went.
 #[derive(Debug)]
 pub enum OpenOutcome {
@@ -1216,7 +1226,8 @@ impl Core {
     /// a liar drawn later to the same task is thrown out as soon as its result is in, and never
     /// gets to vote.
     fn throw_out_refuted(&mut self, task: TaskId) {
-        let exact = self.jobs.get(&task.job).is_some_and(|j| j.job.spec.comparison == Comparison::Exact);
+        let exact =
+            self.jobs.get(&task.job).is_some_and(|j| task_comparison(&j.job.spec, task.index) == Comparison::Exact);
         let Some(track) = self.tasks.get_mut(&task) else { return };
         if track.refuted.is_empty() && track.confirmed.is_empty() {
             return;
@@ -1277,7 +1288,7 @@ impl Core {
             return;
         }
         let rule = Rule {
-            comparison: job.job.spec.comparison,
+            comparison: task_comparison(&job.job.spec, task.index),
             quorum: job.job.spec.quorum,
             max_replicas: job.job.spec.max_replicas,
         };
@@ -1583,8 +1594,13 @@ impl Core {
                 // verified results runs the task alone with probability 1 - 1/N; otherwise the
                 // task gets the job's replicas, and waits for all of them.
                 let run = self.sched.record(&lease.worker).map_or(0, |r| r.valid_run);
-                let alone =
-                    lease.anchor && run >= trusted_after && self.rng.gen_bool(1.0 - 1.0 / f64::from(run.max(1)));
+                // A task other tasks read is never run alone: an unaudited answer would be bound
+                // into everything downstream of it.
+                let read = self.jobs[&lease.task.job].graph.as_ref().is_some_and(|g| g.has_readers(lease.task.index));
+                let alone = lease.anchor
+                    && !read
+                    && run >= trusted_after
+                    && self.rng.gen_bool(1.0 - 1.0 / f64::from(run.max(1)));
                 if alone {
                     track.single = true;
                 } else {
@@ -2384,6 +2400,33 @@ mod tests {
         assert_eq!(core.record(&worker(1)).unwrap().valid_run, 1000, "an unchecked result proves nothing");
     }
 
+    /// The same proven worker, but the task is read by another: it gets the job's replicas, so
+    /// no unaudited answer is bound into what reads it.
+    #[test]
+    fn adaptive_replication_never_runs_alone_a_task_another_reads() {
+        use starling_protocol::job::{OutputOf, TaskInput};
+        let mut core = adaptive_core(3, 1000);
+        let mut spec = adaptive_spec(2, 1);
+        spec.tasks[1].inputs = vec![TaskInput::Output(OutputOf { task: 0 })];
+        let leases = post_paid(&mut core, spec, at(0));
+        assert_eq!(leases.len(), 1, "one replica first, of the leaf");
+        core.tick(at(1));
+        assert_eq!(assignments(&core.ready(at(1))).len(), 1, "and its second replica: not alone");
+    }
+
+    /// An exact built-in is compared exactly even in a job that compares within a tolerance: a
+    /// liar's integers read as floats would pass any tolerance.
+    #[test]
+    fn exact_builtins_compare_exactly_in_a_tolerance_job() {
+        let mut s = JobSpec { comparison: Comparison::Tolerance { rel: 1e-3, abs: 1e-3 }, ..spec(2, 0, 0) };
+        s.kernels = vec![KernelSpec::Wgsl { source: String::new(), entry_point: "main".into() }];
+        s.tasks[1].kernel = 1;
+        assert_eq!(task_comparison(&s, 0), Comparison::Exact, "monte_carlo_pi");
+        assert_eq!(task_comparison(&s, 1), s.comparison, "client WGSL: as the job says");
+        s.kernel = KernelSpec::Builtin { name: BuiltinKernel::MatmulF32 };
+        assert_eq!(task_comparison(&s, 0), s.comparison, "a float built-in: as the job says");
+    }
+
     /// A task whose first worker has no long record gets the job's replicas and waits for all
     /// of them, although the quorum is 1.
     #[test]
@@ -2616,7 +2659,12 @@ mod tests {
         let mut core = Core::new(quiet(), None, 1, 1);
         online(&mut core, 1, at(0));
         online(&mut core, 2, at(0));
-        let spec = JobSpec { comparison: Comparison::Tolerance { rel: 1e-3, abs: 1e-3 }, ..spec(1, 0, 0) };
+        // A float kernel (client WGSL): an exact built-in is compared exactly whatever the job says.
+        let spec = JobSpec {
+            comparison: Comparison::Tolerance { rel: 1e-3, abs: 1e-3 },
+            kernel: KernelSpec::Wgsl { source: String::new(), entry_point: "main".into() },
+            ..spec(1, 0, 0)
+        };
         post(&mut core, 1, &Keypair::from_seed([100; 32]), spec, "10.0.0.1", at(0));
         core.tick(at(0));
         let leases = assignments(&core.ready(at(0)));

@@ -47,6 +47,11 @@ impl TaskGraph {
         self.waiting.contains_key(&task)
     }
 
+    /// Whether another task reads `task`'s output.
+    pub fn has_readers(&self, task: u32) -> bool {
+        self.readers.contains_key(&task)
+    }
+
     /// How many tasks wait for an input.
     pub fn waiting(&self) -> usize {
         self.waiting.len()
