@@ -92,6 +92,11 @@ pub async fn health() -> Result<Health> {
     get_json("/v1/health", "GET /v1/health").await
 }
 
+/// The relay's own samples of the network's figures, oldest first.
+pub async fn network_history() -> Result<starling_protocol::api::NetworkHistory> {
+    get_json("/v1/network/history", "GET /v1/network/history").await
+}
+
 /// The escrow's relay registry, as the relay reads it.
 pub async fn relays() -> Result<starling_protocol::api::RelayList> {
     get_json("/v1/relays", "GET /v1/relays").await

@@ -81,6 +81,21 @@ impl History {
         sample
     }
 
+    /// This history with `earlier` readings (`(at_ms, workers_online, tasks_verified_total)`,
+    /// on the same clock, oldest first; the relay's own, from before the page opened) in front:
+    /// those older than the first reading here, as many as fit, rates recomputed across them.
+    pub fn with_earlier(&self, earlier: &[(f64, u64, Option<u64>)]) -> History {
+        let first = self.samples.front().map_or(f64::INFINITY, |s| s.at_ms);
+        let mut out = History::new(self.capacity);
+        for &(at, workers, total) in earlier.iter().filter(|(at, _, _)| *at < first) {
+            out.record(at, workers, total);
+        }
+        for s in &self.samples {
+            out.record(s.at_ms, s.workers_online, s.tasks_verified_total);
+        }
+        out
+    }
+
     pub fn samples(&self) -> impl Iterator<Item = &Sample> {
         self.samples.iter()
     }
@@ -172,6 +187,20 @@ mod tests {
         h.record(0.0, 1, None);
         assert_eq!(h.record(1_000.0, 1, None).rate, None);
         assert_eq!(h.window_rate(), None);
+    }
+
+    #[test]
+    fn the_relays_earlier_readings_go_in_front() {
+        let mut h = History::new(4);
+        h.record(10_000.0, 2, Some(50));
+        h.record(12_000.0, 3, Some(60));
+        // The relay's readings: two before the page's first, one the page has already seen.
+        let seeded = h.with_earlier(&[(6_000.0, 1, Some(30)), (8_000.0, 2, Some(40)), (11_000.0, 9, Some(99))]);
+        let kept: Vec<(f64, Option<f64>)> = seeded.samples().map(|s| (s.at_ms, s.rate)).collect();
+        assert_eq!(kept, vec![(6_000.0, None), (8_000.0, Some(5.0)), (10_000.0, Some(5.0)), (12_000.0, Some(5.0))]);
+        // More than fit: the newest are kept.
+        let full = h.with_earlier(&[(0.0, 1, Some(0)), (2_000.0, 1, Some(2)), (4_000.0, 1, Some(4))]);
+        assert_eq!(full.samples().map(|s| s.at_ms).collect::<Vec<_>>(), vec![2_000.0, 4_000.0, 10_000.0, 12_000.0]);
     }
 
     #[test]

@@ -264,6 +264,12 @@ try {
   await dashboard.goto(`${base}/network`);
   await dashboard.getByTestId('page-network').waitFor();
   await until('the network page to list workers', async () => (await dashboard.getByTestId('network-worker-row').count()) >= 2, 30_000);
+  // A fresh page shows what the relay recorded before it opened (the relay samples every 10 s).
+  const seeded = Number(await dashboard.getByTestId('network-history-seeded').getAttribute('data-samples', { timeout: 30_000 }));
+  assert.ok(seeded >= 1, `the network page shows ${seeded} earlier readings`);
+  const metrics = await (await fetch(`${base}/metrics`)).text();
+  assert.match(metrics, /^starling_workers_online\{backend="browser_webgpu"\} 1$/m, `/metrics says:\n${metrics}`);
+  console.log(`network page: ${seeded} readings from before it opened; /metrics lists the browser worker`);
   await shoot(dashboard, 'network');
 
   // 4b. The escrow's relay registry, and a relay picked across origins: the page talks to a

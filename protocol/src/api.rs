@@ -248,6 +248,27 @@ pub struct Health {
     pub escrow: Option<EscrowInfo>,
 }
 
+/// One sample of the network's figures, taken by the relay every [`NetworkHistory::every_ms`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkSample {
+    pub at_ms: u64,
+    pub workers_online: u64,
+    /// Online workers by backend (`vulkan`, `browser_webgpu`, `cpu`, ...).
+    #[serde(default)]
+    pub workers_by_backend: std::collections::BTreeMap<String, u64>,
+    pub jobs_running: u64,
+    /// Tasks verified since the relay's database was created: rates come from its deltas.
+    pub tasks_verified_total: u64,
+}
+
+/// `GET /v1/network/history`: the relay's last samples, oldest first (a bounded window, so a
+/// page opened now shows what came before it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkHistory {
+    pub every_ms: u64,
+    pub samples: Vec<NetworkSample>,
+}
+
 /// A job's money in escrow (`GET /v1/jobs/{id}/escrow`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobEscrow {

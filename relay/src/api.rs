@@ -16,8 +16,8 @@ use axum::{Json, Router};
 use futures_util::StreamExt;
 use starling_kernels::{self as kernels, validate};
 use starling_protocol::api::{
-    AccountRequest, AdminDeposit, ClientView, Health, JobsQuery, RelayList, StoredBlob, TaskResult, TaskState,
-    WorkersQuery,
+    AccountRequest, AdminDeposit, ClientView, Health, JobsQuery, NetworkHistory, NetworkSample, RelayList, StoredBlob,
+    TaskResult, TaskState, WorkersQuery,
 };
 use starling_protocol::job::{Binding, BuiltinKernel, JobSpec, KernelSpec};
 use starling_protocol::limits::MAX_SPEC_BYTES;
@@ -30,6 +30,8 @@ use std::sync::Arc;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/health", get(health))
+        .route("/v1/network/history", get(network_history))
+        .route("/metrics", get(metrics))
         .route("/v1/relays", get(list_relays))
         .route("/v1/jobs", post(create_job).layer(DefaultBodyLimit::max(MAX_SPEC_BYTES)).get(list_jobs))
         .route("/v1/jobs/{id}", get(get_job))
@@ -89,6 +91,56 @@ async fn health(State(app): State<AppState>) -> Result<Json<Health>, ApiError> {
         tasks_verified_total: Some(app.store.tasks_verified_total().await?),
         escrow: app.escrow.as_ref().map(|e| e.info()),
     }))
+}
+
+/// The network's figures now.
+async fn sample(app: &AppState) -> Result<NetworkSample, ApiError> {
+    let online = app.core.shared.online.read().expect("online set lock").clone();
+    Ok(NetworkSample {
+        at_ms: wall_ms(),
+        workers_online: online.len() as u64,
+        workers_by_backend: app.core.shared.metrics.by_backend(&online),
+        jobs_running: app.store.count_running_jobs().await?,
+        tasks_verified_total: app.store.tasks_verified_total().await?,
+    })
+}
+
+/// Samples the network's figures into its history every `every` until `stop` turns true.
+pub fn spawn_sampler(app: AppState, every: std::time::Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every.max(std::time::Duration::from_millis(10)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            match sample(&app).await {
+                Ok(s) => app.core.shared.metrics.record(s),
+                Err(e) => tracing::warn!(error = ?e, "cannot sample the network's figures"),
+            }
+        }
+    });
+}
+
+/// `GET /v1/network/history`: the last samples of the network's figures, oldest first.
+async fn network_history(State(app): State<AppState>) -> Json<NetworkHistory> {
+    Json(NetworkHistory { every_ms: app.history_every_ms, samples: app.core.shared.metrics.history() })
+}
+
+/// `GET /metrics`: the network's figures and the relay's internals as Prometheus text. The
+/// figures are the latest sample's (so a scrape costs no database read).
+async fn metrics(State(app): State<AppState>) -> Response {
+    let m = &app.core.shared.metrics;
+    let now = m.history().pop().unwrap_or(NetworkSample {
+        at_ms: wall_ms(),
+        workers_online: 0,
+        workers_by_backend: Default::default(),
+        jobs_running: 0,
+        tasks_verified_total: 0,
+    });
+    let internals = crate::metrics::Internals { leases_open: app.core.shared.leases.len() as u64 };
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render(&now, internals)).into_response()
 }
 
 /// How long a read of the escrow's relay registry is served before it is read again.

@@ -741,6 +741,11 @@ impl Core {
         self.jobs.len()
     }
 
+    /// Replicas waiting for a worker.
+    pub fn pending_replicas(&self) -> u64 {
+        self.sched.pending_replicas()
+    }
+
     pub fn workers_online(&self) -> usize {
         self.conns.len()
     }

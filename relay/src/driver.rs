@@ -54,6 +54,8 @@ pub enum Command {
 #[derive(Debug, Default)]
 pub struct Shared {
     pub online: RwLock<HashSet<PublicKey>>,
+    /// The network's history and the relay's internals (`/v1/network/history`, `/metrics`).
+    pub metrics: crate::metrics::Metrics,
     /// Leases held now: who may store which output (blob uploads and inline outputs check it).
     pub leases: crate::leases::LeaseBook,
     /// Outputs of undecided tasks, which nobody may read yet.
@@ -375,6 +377,7 @@ impl Driver {
             }
             self.core.tick(now);
             let ready = self.core.ready(now);
+            self.shared.metrics.set_pending_replicas(self.core.pending_replicas());
             self.carry_out(ready).await?;
         }
     }
@@ -386,6 +389,7 @@ impl Driver {
             Command::WorkerOnline { key, conn, caps, paid, owner, addr, tx } => {
                 // Replacing the previous connection's queue closes it.
                 self.workers.insert(key, (conn, tx));
+                self.shared.metrics.worker_online(key, caps.backend);
                 let mut registered = self.shared.registered.write().expect("registered lock");
                 match owner {
                     Some(_) => registered.insert(key, paid),
@@ -430,6 +434,7 @@ impl Driver {
             Store::apply(&mut db, &ready.writes).await?;
             let applied = started.elapsed();
             db.commit().await?;
+            self.shared.metrics.committed(started.elapsed());
             tracing::debug!(writes = ready.writes.len(), ?applied, committed = ?started.elapsed(), "batch written");
             self.shared.withheld.after_commit(&ready.writes);
         }

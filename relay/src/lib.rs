@@ -29,6 +29,7 @@ pub mod error;
 pub mod escrow;
 pub mod graph;
 pub mod leases;
+pub mod metrics;
 pub mod scheduler;
 pub mod serve;
 pub mod sim;
@@ -67,6 +68,8 @@ pub struct AppState {
     /// The escrow's relay registry as last read, for `GET /v1/relays` (read at most every
     /// [`api::RELAYS_TTL`], one read at a time).
     pub relays: Arc<api::RelaysCache>,
+    /// [`Config::history_every`], for `GET /v1/network/history`.
+    pub history_every_ms: u64,
 }
 
 /// How the relay settles payment.
@@ -114,6 +117,8 @@ pub struct Config {
     /// dead relay's) and sends their refunds, at most [`escrow::REFUNDS_PER_SWEEP`] a time, so
     /// their clients get their unfinished deposits back at the deadline. Chain escrow only.
     pub refund_sweep: std::time::Duration,
+    /// How often the network's figures are sampled into its history (`/v1/network/history`).
+    pub history_every: std::time::Duration,
 }
 
 impl Config {
@@ -136,6 +141,7 @@ impl Config {
             admin_token: None,
             standing_refresh: std::time::Duration::from_secs(30),
             refund_sweep: std::time::Duration::from_secs(60),
+            history_every: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -283,9 +289,11 @@ pub(crate) async fn start_serving(
         escrow,
         admin_token: config.admin_token.as_deref().map(Arc::from),
         relays: Arc::default(),
+        history_every_ms: config.history_every.as_millis() as u64,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     blobs::spawn_sweeper(state.blobs.clone(), stop_rx.clone());
+    api::spawn_sampler(state.clone(), config.history_every, stop_rx.clone());
     if let Some(e) = &state.escrow {
         standing::spawn(e.clone(), state.core.clone(), config.standing_refresh, stop_rx.clone());
         escrow::spawn_refund_sweep(e.clone(), config.refund_sweep, stop_rx.clone());

@@ -19,8 +19,9 @@ use starling_protocol::api::{Health, RelayList};
 const HEALTH_POLL_MS: u32 = 5_000;
 const WORKERS_POLL_MS: u32 = 15_000;
 const RELAYS_POLL_MS: u32 = 30_000;
-/// Readings kept for the charts: 10 minutes at one every 5 seconds.
-const HISTORY: usize = 120;
+/// Readings kept for the charts: an hour at one every 5 seconds (the relay's own samples, one
+/// every 10 seconds, fill in what came before the page opened).
+const HISTORY: usize = 720;
 /// Workers listed individually.
 const WORKER_LIMIT: u32 = 200;
 
@@ -32,6 +33,24 @@ pub fn Network() -> impl IntoView {
     let history = RwSignal::new(History::new(HISTORY));
     let workers: RwSignal<Option<Vec<WorkerView>>> = RwSignal::new(None);
     let workers_problem: RwSignal<Option<String>> = RwSignal::new(None);
+    // What the relay sampled before this page opened (a relay without the endpoint has none).
+    let seeded: RwSignal<usize> = RwSignal::new(0);
+    leptos::task::spawn_local(async move {
+        if let Ok(relay) = api::network_history().await {
+            // The relay's wall-clock times on this page's monotonic clock.
+            let (mono, wall) = (browser::monotonic_ms(), browser::now_ms() as f64);
+            let earlier: Vec<(f64, u64, Option<u64>)> = relay
+                .samples
+                .iter()
+                .map(|s| (mono - (wall - s.at_ms as f64), s.workers_online, Some(s.tasks_verified_total)))
+                .collect();
+            let _ = history.try_update(|h| {
+                let before = h.samples().count();
+                *h = h.with_earlier(&earlier);
+                let _ = seeded.try_set(h.samples().count().saturating_sub(before));
+            });
+        }
+    });
     poll::every(
         HEALTH_POLL_MS,
         || Some(api::health()),
@@ -199,6 +218,11 @@ pub fn Network() -> impl IntoView {
                     />
                 </section>
             </div>
+            {move || (seeded.get() > 0).then(|| view! {
+                <p class="hint" data-testid="network-history-seeded" data-samples=seeded.get().to_string()>
+                    {format!("The charts include {} readings the relay took before this page opened.", seeded.get())}
+                </p>
+            })}
 
             <section class="card" aria-labelledby="groups-heading">
                 <h2 id="groups-heading">"By backend and adapter"</h2>

@@ -7,6 +7,7 @@ mod blob_uploads;
 mod cross_origin;
 mod driver;
 mod fuzz_http;
+mod metrics;
 mod postgres;
 mod secrecy;
 mod support;
