@@ -114,10 +114,10 @@ pub fn Contribute() -> impl IntoView {
                 <section class="card" aria-labelledby="work-heading">
                     <h2 id="work-heading">"Work"</h2>
                     <dl class="counters">
-                        <div><dt>"Tasks done"</dt><dd data-testid="tasks-done">{move || format::count(contributor.status.with(|s| s.tasks_done))}</dd></div>
-                        <div><dt>"Failed here"</dt><dd data-testid="tasks-failed">{move || format::count(contributor.status.with(|s| s.tasks_failed))}</dd></div>
-                        <div><dt>"Verified"</dt><dd data-testid="tasks-verified">{move || relay_count(record, |w| w.replicas_accepted)}</dd></div>
-                        <div><dt>"Rejected"</dt><dd data-testid="tasks-rejected">{move || relay_count(record, |w| w.replicas_rejected)}</dd></div>
+                        <div><dt>"Done since this page opened"</dt><dd data-testid="tasks-done">{move || format::count(contributor.status.with(|s| s.tasks_done))}</dd></div>
+                        <div><dt>"Failed since this page opened"</dt><dd data-testid="tasks-failed">{move || format::count(contributor.status.with(|s| s.tasks_failed))}</dd></div>
+                        <div><dt>"Verified, all time"</dt><dd data-testid="tasks-verified">{move || relay_count(record, |w| w.replicas_accepted)}</dd></div>
+                        <div><dt>"Rejected, all time"</dt><dd data-testid="tasks-rejected">{move || relay_count(record, |w| w.replicas_rejected)}</dd></div>
                     </dl>
                     <p class="earnings">
                         <span>"Earnings "</span>
