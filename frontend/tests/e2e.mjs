@@ -136,6 +136,12 @@ context.on('page', (p) => p.on('pageerror', (e) => consoleErrors.push(String(e))
 
 try {
   // 1. Contribute: start the browser worker.
+  // The app runs under the relay's Content-Security-Policy: its inline scripts by hash, no eval.
+  const csp = (await fetch(`${base}/contribute`)).headers.get('content-security-policy') || '';
+  assert.match(csp, /script-src 'self' 'wasm-unsafe-eval' 'sha256-/, `the policy is ${csp}`);
+  assert.doesNotMatch(csp, /'unsafe-eval'|script-src[^;]*'unsafe-inline'/, `the policy is ${csp}`);
+  const cspViolations = [];
+  context.on('console', (m) => { if (/Content Security Policy/i.test(m.text())) cspViolations.push(m.text()); });
   const contribute = await context.newPage();
   contribute.on('pageerror', (e) => consoleErrors.push(String(e)));
   await contribute.goto(`${base}/contribute`);
@@ -322,6 +328,7 @@ try {
   console.log('installable; offline reload shows the app shell');
 
   assert.deepEqual(consoleErrors, [], `uncaught errors in the page: ${consoleErrors.join('\n')}`);
+  assert.deepEqual(cspViolations, [], `the app broke its own Content-Security-Policy: ${cspViolations.join('\n')}`);
   console.log(`browser e2e passed; screenshots in ${SHOTS}`);
 } finally {
   stopping = true;

@@ -3,6 +3,11 @@
 //! (`/jobs/7`), so the Leptos router can take over. A missing file (a path whose last segment
 //! has an extension, like `/pkg/app.wasm`) is a plain 404, never `index.html` with 200, so a
 //! stale cache or a broken build fails loudly. Unknown `/v1/...` paths stay JSON 404s.
+//!
+//! Every response carries a Content-Security-Policy that allows only what the app needs
+//! ([`content_security_policy`]): its own scripts (and the inline ones of `index.html`, by hash),
+//! WebAssembly, its own workers, and connections to this and other relays (the Network page may
+//! pick another), so a script injected into the page cannot load or run anything else.
 
 use axum::body::Body;
 use axum::http::{HeaderValue, Request, header};
@@ -17,12 +22,54 @@ use tower_http::services::{ServeDir, ServeFile};
 /// the service worker keeps the app working offline.
 const CACHE_CONTROL: &str = "no-cache";
 
+/// The policy for the app whose `index.html` is `html`: its inline scripts are allowed by their
+/// SHA-256, nothing else inline. Styles may be inline (the app sets style attributes); images
+/// may be `data:` and `blob:` URLs (previews and downloads). Connections go to any relay (`http`,
+/// `https`, `ws`, `wss`): the browser worker and the pages talk to the relay the person picked.
+pub fn content_security_policy(html: &str) -> String {
+    let hashes: String = inline_scripts(html)
+        .into_iter()
+        .map(|script| {
+            use base64::Engine as _;
+            use sha2::Digest as _;
+            format!(" 'sha256-{}'", base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(script)))
+        })
+        .collect();
+    format!(
+        "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'{hashes}; style-src 'self' 'unsafe-inline'; \
+         img-src 'self' data: blob:; connect-src 'self' http: https: ws: wss:; worker-src 'self'; \
+         manifest-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+    )
+}
+
+/// The text of each `<script>` without a `src` in `html`, as the browser hashes it.
+fn inline_scripts(html: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = html;
+    while let Some(start) = rest.find("<script") {
+        let after = &rest[start..];
+        let Some(open_end) = after.find('>') else { break };
+        let tag = &after[..open_end];
+        let body = &after[open_end + 1..];
+        let Some(close) = body.find("</script>") else { break };
+        if !tag.contains("src=") {
+            out.push(&body[..close]);
+        }
+        rest = &body[close + "</script>".len()..];
+    }
+    out
+}
+
 pub fn service(dir: PathBuf) -> BoxCloneSyncService<Request<Body>, Response, Infallible> {
+    let csp = HeaderValue::from_str(&content_security_policy(
+        &std::fs::read_to_string(dir.join("index.html")).unwrap_or_default(),
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("default-src 'self'"));
     let files = ServeDir::new(&dir).precompressed_br().precompressed_gzip();
     let app_routes =
         files.clone().fallback(ServeFile::new(dir.join("index.html")).precompressed_br().precompressed_gzip());
     BoxCloneSyncService::new(tower::service_fn(move |req: Request<Body>| {
-        let (files, app_routes) = (files.clone(), app_routes.clone());
+        let (files, app_routes, csp) = (files.clone(), app_routes.clone(), csp.clone());
         async move {
             let path = req.uri().path();
             if path.starts_with("/v1/") || path == "/v1" {
@@ -35,6 +82,7 @@ pub fn service(dir: PathBuf) -> BoxCloneSyncService<Request<Body>, Response, Inf
                 Err(e) => match e {},
             };
             response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(CACHE_CONTROL));
+            response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, csp);
             Ok(response)
         }
     }))
@@ -44,6 +92,29 @@ pub fn service(dir: PathBuf) -> BoxCloneSyncService<Request<Body>, Response, Inf
 mod tests {
     use super::*;
     use axum::http::StatusCode;
+
+    #[test]
+    fn the_policy_hashes_inline_scripts_only() {
+        let html = "<script>a()</script><script type=\"module\">\nb()\n</script><script src=\"/x.js\"></script>";
+        assert_eq!(inline_scripts(html), vec!["a()", "\nb()\n"]);
+        let csp = content_security_policy(html);
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest("a()"));
+        assert!(csp.contains(&format!("'sha256-{hash}'")), "{csp}");
+        assert_eq!(csp.matches("'sha256-").count(), 2);
+        assert!(!csp.contains("'unsafe-eval'") && !csp.contains("script-src 'self' 'unsafe-inline'"), "{csp}");
+        assert!(csp.contains("frame-ancestors 'none'") && csp.contains("object-src 'none'"));
+    }
+
+    /// The app's own index.html: both its inline scripts are allowed.
+    #[test]
+    fn the_apps_inline_scripts_are_allowed() {
+        let html =
+            std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../www/index.html")).unwrap();
+        assert_eq!(inline_scripts(&html).len(), 2);
+        assert_eq!(content_security_policy(&html).matches("'sha256-").count(), 2);
+    }
 
     /// A `www/` as `scripts/build-web.sh` lays it out: files with precompressed siblings.
     fn www() -> PathBuf {
@@ -114,6 +185,8 @@ mod tests {
             if status == 200 {
                 assert_eq!(got_body, body, "{case}");
                 assert_eq!(header(&headers, "cache-control"), Some(CACHE_CONTROL), "{case}");
+                let csp = header(&headers, "content-security-policy").unwrap_or_default();
+                assert!(csp.starts_with("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'"), "{case}: {csp}");
             }
         }
         // API paths never fall through to the app.
