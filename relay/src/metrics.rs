@@ -12,7 +12,11 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long a connecting worker's backend is kept before it must be online: its connection is
+/// admitted before the batch that puts it online commits, so a sample in between must not drop it.
+const CONNECTING_GRACE: Duration = Duration::from_secs(60);
 
 /// Samples kept: an hour at the default of one every 10 s.
 pub const HISTORY_SAMPLES: usize = 360;
@@ -23,8 +27,8 @@ pub const COMMIT_BUCKETS: [f64; 8] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0
 #[derive(Debug, Default)]
 pub struct Metrics {
     history: Mutex<VecDeque<NetworkSample>>,
-    /// The backend each worker announced when it came online.
-    backends: RwLock<HashMap<PublicKey, Backend>>,
+    /// The backend each worker announced when it connected, and when.
+    backends: RwLock<HashMap<PublicKey, (Backend, Instant)>>,
     commits: AtomicU64,
     commit_micros: AtomicU64,
     /// Commits that took at most each of [`COMMIT_BUCKETS`].
@@ -41,7 +45,7 @@ pub struct Internals {
 impl Metrics {
     /// A worker announced its capabilities.
     pub fn worker_online(&self, key: PublicKey, backend: Backend) {
-        self.backends.write().expect("backends lock").insert(key, backend);
+        self.backends.write().expect("backends lock").insert(key, (backend, Instant::now()));
     }
 
     /// A batch was committed in `took`.
@@ -61,13 +65,14 @@ impl Metrics {
         self.pending_replicas.store(n, Ordering::Relaxed);
     }
 
-    /// Online workers by backend; forgets the backends of workers no longer online.
+    /// Online workers by backend; forgets the backends of workers that connected over
+    /// [`CONNECTING_GRACE`] ago and are not online (gone, or never admitted).
     pub fn by_backend(&self, online: &HashSet<PublicKey>) -> BTreeMap<String, u64> {
         let mut backends = self.backends.write().expect("backends lock");
-        backends.retain(|k, _| online.contains(k));
+        backends.retain(|k, (_, at)| online.contains(k) || at.elapsed() < CONNECTING_GRACE);
         let mut out = BTreeMap::new();
         for key in online {
-            let name = backends.get(key).map_or("unknown", |b| b.as_str());
+            let name = backends.get(key).map_or("unknown", |(b, _)| b.as_str());
             *out.entry(name.to_string()).or_default() += 1;
         }
         out
@@ -178,7 +183,12 @@ mod tests {
         m.worker_online(c, Backend::Vulkan);
         let online = HashSet::from([a, b]);
         assert_eq!(m.by_backend(&online), BTreeMap::from([("vulkan".into(), 1), ("browser_webgpu".into(), 1)]));
-        assert_eq!(m.backends.read().unwrap().len(), 2, "an offline worker's entry is dropped");
+        // c connected just now and is not online yet (its batch has not committed): kept.
+        assert_eq!(m.backends.read().unwrap().len(), 3);
+        let at = &mut m.backends.write().unwrap().get_mut(&c).unwrap().1;
+        *at = at.checked_sub(CONNECTING_GRACE + Duration::from_secs(1)).expect("the machine has been up a minute");
+        m.by_backend(&online);
+        assert_eq!(m.backends.read().unwrap().len(), 2, "an entry past its grace that never came online is dropped");
     }
 
     #[test]
