@@ -185,8 +185,11 @@ mod tests {
         assert_eq!(m.by_backend(&online), BTreeMap::from([("vulkan".into(), 1), ("browser_webgpu".into(), 1)]));
         // c connected just now and is not online yet (its batch has not committed): kept.
         assert_eq!(m.backends.read().unwrap().len(), 3);
-        let at = &mut m.backends.write().unwrap().get_mut(&c).unwrap().1;
-        *at = at.checked_sub(CONNECTING_GRACE + Duration::from_secs(1)).expect("the machine has been up a minute");
+        {
+            let mut backends = m.backends.write().unwrap();
+            let at = &mut backends.get_mut(&c).unwrap().1;
+            *at = at.checked_sub(CONNECTING_GRACE + Duration::from_secs(1)).expect("the machine has been up a minute");
+        }
         m.by_backend(&online);
         assert_eq!(m.backends.read().unwrap().len(), 2, "an entry past its grace that never came online is dropped");
     }
