@@ -31,9 +31,15 @@ pub const WORKGROUP_SIZE: u32 = 64;
 /// Most samples one task takes: one thread each, in one row of workgroups.
 pub const MAX_SAMPLES: u32 = 65_535 * WORKGROUP_SIZE;
 
-pub const GRAD_SOURCE: &str = concat!(include_str!("mlp/fixed.wgsl"), "\n", include_str!("mlp/grad.wgsl"));
-pub const STEP_SOURCE: &str = concat!(include_str!("mlp/fixed.wgsl"), "\n", include_str!("mlp/step.wgsl"));
-pub const INFER_SOURCE: &str = concat!(include_str!("mlp/fixed.wgsl"), "\n", include_str!("mlp/infer.wgsl"));
+/// The fixed-point helpers (with the shared 64-bit ones of `wide_math.wgsl`) and the kernel.
+macro_rules! fixed_point_source {
+    ($kernel:literal) => {
+        concat!(include_str!("mlp/fixed.wgsl"), "\n", include_str!("wide_math.wgsl"), "\n", include_str!($kernel))
+    };
+}
+pub const GRAD_SOURCE: &str = concat!(fixed_point_source!("mlp/grad.wgsl"), "\n", include_str!("mlp/forward.wgsl"));
+pub const STEP_SOURCE: &str = fixed_point_source!("mlp/step.wgsl");
+pub const INFER_SOURCE: &str = concat!(fixed_point_source!("mlp/infer.wgsl"), "\n", include_str!("mlp/forward.wgsl"));
 
 /// `floor(a * b / 2^16)`, truncated to 32 bits.
 pub fn mulq(a: i32, b: i32) -> i32 {

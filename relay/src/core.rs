@@ -771,23 +771,23 @@ impl Core {
         // replication).
         let adaptive = job.spec.adaptive.is_some();
         let release = if adaptive { 1 } else { job.spec.replicas };
-        let waiting: HashSet<u32> = TaskGraph::new(&job.spec)
-            .map(|mut g| {
-                for (index, output) in &decided {
-                    match output {
-                        Some(hash) => {
-                            g.verified(*index, *hash);
-                        }
-                        None => {
-                            g.failed(*index);
-                        }
+        // What was decided before the restart resolves the graph again: verified outputs release
+        // their readers (each released task is decided below, which hands out its replicas),
+        // failures doom theirs.
+        let mut graph = TaskGraph::new(&job.spec);
+        let mut doomed = Vec::new();
+        if let Some(g) = graph.as_mut() {
+            for (index, output) in decided {
+                match output {
+                    Some(hash) => {
+                        g.verified(index, hash);
                     }
+                    None => doomed.extend(g.failed(index)),
                 }
-                tasks.iter().map(|t| t.index).filter(|&i| g.is_waiting(i)).collect()
-            })
-            .unwrap_or_default();
+            }
+        }
         for t in tasks {
-            let adaptive_open = adaptive && waiting.contains(&t.index);
+            let adaptive_open = adaptive && graph.as_ref().is_some_and(|g| g.is_waiting(t.index));
             self.tasks.insert(
                 TaskId { job: id, index: t.index },
                 TaskTrack {
@@ -800,21 +800,7 @@ impl Core {
                 },
             );
         }
-        self.track_job(id, Arc::new(job), summary, deadline_ms, unpaid_from);
-        // What was decided before the restart resolves the graph again: verified outputs release
-        // their readers (each released task is decided below, which hands out its replicas),
-        // failures doom theirs.
-        let mut doomed = Vec::new();
-        if let Some(graph) = self.jobs.get_mut(&id).and_then(|j| j.graph.as_mut()) {
-            for (index, output) in decided {
-                match output {
-                    Some(hash) => {
-                        graph.verified(index, hash);
-                    }
-                    None => doomed.extend(graph.failed(index)),
-                }
-            }
-        }
+        self.track_job(id, Arc::new(job), summary, deadline_ms, unpaid_from, graph);
         for index in doomed {
             self.fail_task(TaskId { job: id, index }, "a task it reads failed", now);
         }
@@ -1080,7 +1066,7 @@ impl Core {
         self.ready.writes.push(Write::InsertJob { id, job: job.clone(), created_ms, deadline_ms });
         // The client was already counted when the submission was admitted.
         self.release_client(&job.client);
-        self.track_job(id, job, summary.clone(), deadline_ms, unpaid_from);
+        self.track_job(id, job, summary.clone(), deadline_ms, unpaid_from, graph);
         tracing::info!(job = %id, tasks = n, "job accepted");
         self.ready.replies.push((request, Ok(summary)));
     }
@@ -1092,6 +1078,7 @@ impl Core {
         summary: JobSummary,
         deadline_ms: u64,
         unpaid_from: Option<Option<IpAddr>>,
+        graph: Option<TaskGraph>,
     ) {
         *self.per_client.entry(summary.client).or_default() += 1;
         if let Some(network) = unpaid_from {
@@ -1101,7 +1088,6 @@ impl Core {
         self.signatures.insert(job.signature);
         self.deadlines.insert((deadline_ms, id));
         let digest = job.spec.digest();
-        let graph = TaskGraph::new(&job.spec);
         self.jobs
             .insert(id, JobTrack { job, digest, summary, deadline_ms, unpaid_from, durations: HashMap::new(), graph });
     }

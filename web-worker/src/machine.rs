@@ -23,7 +23,7 @@ use crate::pacing::{self, DeviceReport, Pace, Settings};
 use starling_protocol::job::KernelSpec;
 use starling_protocol::limits::{
     MAX_ENTRY_POINT_LEN, MAX_INLINE_OUTPUT_BYTES, MAX_INPUTS_PER_TASK, MAX_OUTPUT_BYTES, MAX_PARAM_WORDS,
-    MAX_REASON_LEN, MAX_STAGES, MAX_WGSL_BYTES, MAX_WORKGROUPS_PER_DIM, MAX_WS_FRAME_BYTES,
+    MAX_REASON_LEN, MAX_WGSL_BYTES, MAX_WORKGROUPS_PER_DIM, MAX_WS_FRAME_BYTES,
 };
 use starling_protocol::page::{LogLevel, State, Status, WorkerEvent};
 use starling_protocol::sign::{EscrowDeployment, Keypair, UploadPurpose};
@@ -891,11 +891,8 @@ pub fn check_assignment(a: &Assignment, caps: &Capabilities) -> Result<(), Strin
             return Err("WGSL source or entry point over the protocol's limits".into());
         }
     }
-    if let KernelSpec::Pipeline { stages, .. } = &a.kernel {
-        if stages.len() > MAX_STAGES {
-            return Err(format!("a pipeline of {} stages; at most {MAX_STAGES}", stages.len()));
-        }
-        // Its buffers' count, sizes and total, as the relay was to check them.
+    if let KernelSpec::Pipeline { .. } = &a.kernel {
+        // Its stages' and buffers' counts, sizes and total, as the relay was to check them.
         a.kernel.validate().map_err(|e| e.message)?;
         a.kernel.pipeline_bindings(a.inputs.len()).map_err(|e| e.message)?;
     }

@@ -10,6 +10,23 @@ use starling_protocol::job::{BuiltinKernel, Comparison, JobSpec, KernelSpec, Out
 use starling_web_worker::kernels::{self, monte_carlo_pi, reduce};
 use std::process::Command;
 
+/// A relay and two honest native workers, all connected.
+struct Network {
+    _dir: tempfile::TempDir,
+    _relay: Relay,
+    _workers: [Proc; 2],
+    api: Api,
+}
+
+async fn two_workers() -> Network {
+    let (dir, data) = tempdir();
+    let relay = spawn_relay(&data, 0, &[]);
+    let workers = ["w1", "w2"].map(|name| spawn_worker(&relay.base, dir.path(), name, &[]));
+    let api = Api::new(&relay.base);
+    api.wait_workers(2).await;
+    Network { _dir: dir, _relay: relay, _workers: workers, api }
+}
+
 fn spec(kernel: BuiltinKernel, kernels: Vec<KernelSpec>, tasks: Vec<TaskSpec>) -> JobSpec {
     JobSpec {
         label: "workloads".into(),
@@ -30,12 +47,7 @@ fn spec(kernel: BuiltinKernel, kernels: Vec<KernelSpec>, tasks: Vec<TaskSpec>) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reduction_tree_ends_in_one_verified_answer_equal_to_the_cpu_reference() {
-    let (dir, data) = tempdir();
-    let relay = spawn_relay(&data, 0, &[]);
-    let _w1 = spawn_worker(&relay.base, dir.path(), "w1", &[]);
-    let _w2 = spawn_worker(&relay.base, dir.path(), "w2", &[]);
-    let api = Api::new(&relay.base);
-    api.wait_workers(2).await;
+    let Network { api, .. } = &two_workers().await;
 
     // Thirteen pi tasks of 8 workgroups (one count each), added up by a tree of sum_i32 tasks
     // (13 -> 3 -> 1): the root's 8 words are the counts of all 13 tasks, word by word.
@@ -221,12 +233,7 @@ fn the_demo_trains_a_classifier_and_sets_its_accuracy_beside_one_cpus() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipeline_task_runs_a_forward_pass_and_a_broken_stage_is_refused_by_name() {
     use starling_web_worker::kernels::examples::{dense_relu, dense_relu_cpu};
-    let (dir, data) = tempdir();
-    let relay = spawn_relay(&data, 0, &[]);
-    let _w1 = spawn_worker(&relay.base, dir.path(), "w1", &[]);
-    let _w2 = spawn_worker(&relay.base, dir.path(), "w2", &[]);
-    let api = Api::new(&relay.base);
-    api.wait_workers(2).await;
+    let Network { api, .. } = &two_workers().await;
 
     let (n, k, m) = (6usize, 8usize, 10usize);
     let x: Vec<f32> = (0..n * k).map(|i| (i % 7) as f32 - 3.0).collect();
@@ -313,12 +320,7 @@ fn training_in_f32_verifies_within_its_tolerance_of_the_cpu() {
 /// second (WGSL) kernel that reads both outputs, run by both workers; and a top-k over it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clients_wgsl_reducer_reads_verified_outputs() {
-    let (dir, data) = tempdir();
-    let relay = spawn_relay(&data, 0, &[]);
-    let _w1 = spawn_worker(&relay.base, dir.path(), "w1", &[]);
-    let _w2 = spawn_worker(&relay.base, dir.path(), "w2", &[]);
-    let api = Api::new(&relay.base);
-    api.wait_workers(2).await;
+    let Network { api, .. } = &two_workers().await;
     let reducer = "\
 struct P { words: u32 }
 @group(0) @binding(0) var<uniform> p: P;

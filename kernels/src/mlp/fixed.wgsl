@@ -6,25 +6,17 @@ const ONE: i32 = 65536;
 const LOG2E: i32 = 94548;
 const LN2: i32 = 45426;
 
-// floor(a * b / 2^16) of the exact 64-bit product, truncated to 32 bits: the product from 16-bit
-// limbs (WGSL has no 64-bit integers), signed by subtracting the other operand from the high word.
+// floor(a * b / 2^16) of the exact 64-bit product, truncated to 32 bits: the unsigned product
+// (`mul_wide`, wide_math.wgsl: WGSL has no 64-bit integers), signed by subtracting the other
+// operand from the high word.
 fn mulq(a: i32, b: i32) -> i32 {
     let ua = bitcast<u32>(a);
     let ub = bitcast<u32>(b);
-    let a0 = ua & 0xffffu;
-    let a1 = ua >> 16u;
-    let b0 = ub & 0xffffu;
-    let b1 = ub >> 16u;
-    let p00 = a0 * b0;
-    let p01 = a0 * b1;
-    let p10 = a1 * b0;
-    let p11 = a1 * b1;
-    let mid = (p00 >> 16u) + (p01 & 0xffffu) + (p10 & 0xffffu);
-    let lo = (mid << 16u) | (p00 & 0xffffu);
-    var hi = p11 + (p01 >> 16u) + (p10 >> 16u) + (mid >> 16u);
+    let wide = mul_wide(ua, ub);
+    var hi = wide.y;
     if (a < 0) { hi = hi - ub; }
     if (b < 0) { hi = hi - ua; }
-    return bitcast<i32>((hi << 16u) | (lo >> 16u));
+    return bitcast<i32>((hi << 16u) | (wide.x >> 16u));
 }
 
 // e^x for x <= 0: 2^(x log2 e), the fraction by a degree-5 polynomial (Horner, in Q16), the

@@ -27,24 +27,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let x0 = s * ni;
     let y = labels[s];
 
-    var h: array<i32, MAX_HIDDEN>;
-    for (var j = 0u; j < nh; j++) {
-        var acc = weights[b1 + j];
-        for (var k = 0u; k < ni; k++) {
-            acc += mulq(weights[j * ni + k], xs[x0 + k]);
-        }
-        h[j] = max(acc, 0);
-    }
-    var z: array<i32, MAX_OUTPUTS>;
-    var best = 0u;
-    for (var o = 0u; o < no; o++) {
-        var acc = weights[b2 + o];
-        for (var j = 0u; j < nh; j++) {
-            acc += mulq(weights[w2 + o * nh + j], h[j]);
-        }
-        z[o] = acc;
-        if (acc > z[best]) { best = o; }
-    }
+    let f = forward(s);
+    var h = f.h;
+    var z = f.z;
+    let best = f.best;
     let top = z[best];
     var e: array<i32, MAX_OUTPUTS>;
     var sum = 0;
