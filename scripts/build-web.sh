@@ -62,10 +62,11 @@ fi
 # on this app: 1.53 MB raw / 379 KB brotli instead of 2.03 MB / 480 KB with the release profile's
 # defaults. Only for this build (the relay and CLI keep their profile), and target/web is used by
 # this script alone, so the setting never thrashes another build's cache.
+export CARGO_PROFILE_RELEASE_OPT_LEVEL=z CARGO_PROFILE_RELEASE_LTO=fat CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1
 say "building starling-frontend (release, $TARGET, sized for download)"
-CARGO_PROFILE_RELEASE_OPT_LEVEL=z CARGO_PROFILE_RELEASE_LTO=fat CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
-  cargo build --locked --release --target "$TARGET" -p starling-frontend
-say "building starling-web-worker (release, $TARGET, cdylib)"
+cargo build --locked --release --target "$TARGET" -p starling-frontend
+# The engine too: its work is on the GPU, and the CPU fallback's kernels are small loops.
+say "building starling-web-worker (release, $TARGET, cdylib, sized for download)"
 cargo rustc --locked --release --target "$TARGET" -p starling-web-worker --lib --crate-type cdylib
 
 # wasm-opt: npm binaryen under target/npm, installed like scripts/build-contract.sh does.

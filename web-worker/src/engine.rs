@@ -8,6 +8,7 @@
 //! storage. Sizes are checked against the device's limits before anything is allocated.
 
 use crate::gpu::{GpuContext, PipelineKey};
+#[cfg(not(target_arch = "wasm32"))]
 use crate::validate::{validate_kernel, validate_pipeline};
 use crate::{Error, Result, kernels};
 use starling_protocol::job::{Binding, BuiltinKernel, KernelSpec};
@@ -16,7 +17,9 @@ use wgpu::util::DeviceExt;
 /// Runs one task on the GPU and returns its `output_size` output bytes.
 ///
 /// Built-ins are checked by [`kernels::check`] first (exact params, inputs, dispatch and output
-/// size); client WGSL is validated by [`validate_kernel`] the first time this context sees it. A
+/// size); client WGSL is validated natively by naga (`validate_kernel`) the first time this context
+/// sees it, and in the browser by WebGPU itself when it compiles the module (an invalid module is a
+/// captured validation error either way, and the task fails with its message). A
 /// pipeline ([`KernelSpec::Pipeline`]) runs its stages in order in one submission, each a dispatch
 /// with its own bindings over the task's inputs, its zeroed intermediate buffers and its output
 /// (WebGPU makes one dispatch's writes visible to the next).
@@ -78,12 +81,14 @@ pub async fn run_task(
     check_stages(ctx.limits(), &stages, &buffers)?;
 
     let mut compiled = Vec::with_capacity(stages.len());
+    #[cfg(not(target_arch = "wasm32"))]
     let mut validated = false;
     for stage in &stages {
         let key = PipelineKey::new(source, stage.entry_point, stage.inputs.len());
         compiled.push(match ctx.cached_pipeline(&key) {
             Some(compiled) => compiled,
             None => {
+                #[cfg(not(target_arch = "wasm32"))]
                 if kernel.needs_gpu() && !std::mem::replace(&mut validated, true) {
                     // Client WGSL, once per task: a pipeline's module for all its stages.
                     match kernel {

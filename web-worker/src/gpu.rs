@@ -194,10 +194,12 @@ impl GpuContext {
     }
 
     /// Compiles `source` (with wgpu's runtime checks on) for the binding convention with
-    /// `key.n_inputs` inputs, and caches the pipeline. Validate client WGSL first: this only turns
-    /// wgpu's own errors into [`Error::Gpu`].
+    /// `key.n_inputs` inputs, and caches the pipeline. Natively, validate client WGSL first (naga):
+    /// this only turns wgpu's own errors into [`Error::Gpu`]. In the browser, where naga is not in
+    /// the engine, WebGPU's compilation messages for a module it refused become
+    /// [`Error::Validation`] with the first error's line and column.
     pub(crate) async fn compile(&self, key: PipelineKey, source: &str) -> Result<CachedPipeline> {
-        let (compiled, errors) = self.capture(|| {
+        let ((compiled, _module), errors) = self.capture(|| {
             let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(&key.entry_point),
                 source: wgpu::ShaderSource::Wgsl(source.into()),
@@ -219,9 +221,13 @@ impl GpuContext {
                 compilation_options: wgpu::PipelineCompilationOptions::default(),
                 cache: None,
             });
-            CachedPipeline { pipeline, layout }
+            (CachedPipeline { pipeline, layout }, module)
         });
         if let Some(error) = errors.await {
+            #[cfg(target_arch = "wasm32")]
+            if let Some(located) = first_compilation_error(&_module.get_compilation_info().await) {
+                return Err(Error::Validation(located));
+            }
             return Err(Error::Gpu(error));
         }
         lock(&self.pipelines).insert(key, compiled.clone());
@@ -303,4 +309,13 @@ fn protocol_backend(backend: wgpu::Backend) -> Backend {
 /// holder panicked.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The first error among a module's compilation messages, with its 1-based line and column.
+#[cfg(target_arch = "wasm32")]
+fn first_compilation_error(info: &wgpu::CompilationInfo) -> Option<crate::kernels::WgslError> {
+    info.messages.iter().find(|m| m.message_type == wgpu::CompilationMessageType::Error).map(|m| {
+        let (line, column) = m.location.map_or((0, 0), |l| (l.line_number, l.line_position));
+        crate::kernels::WgslError { line, column, message: m.message.clone() }
+    })
 }

@@ -8,7 +8,8 @@
 //! - [`kernels`]: the kernel library (the `starling-kernels` crate, re-exported): one module per
 //!   [`starling_protocol::job::BuiltinKernel`] with its WGSL, typed parameters, dispatch helpers,
 //!   job builders and CPU reference.
-//! - [`validate`]: naga-based validation of client WGSL (`starling_kernels::validate`).
+//! - `validate` (not on wasm32): naga-based validation of client WGSL (`starling_kernels::validate`);
+//!   in the browser, WebGPU validates WGSL itself.
 //! - [`machine`]: every worker's decisions (handshake, assignments, slots, cancels, heartbeats,
 //!   backoff, duty cycle, pauses, registration) as one pure state machine: events in, actions
 //!   out. Both workers are thin drivers of it.
@@ -41,7 +42,7 @@ pub mod machine;
 pub mod native;
 pub mod pacing;
 pub mod relay_urls;
-#[cfg(feature = "gpu")]
+#[cfg(not(target_arch = "wasm32"))]
 pub use starling_kernels::validate;
 
 pub use error::{Error, Result};
