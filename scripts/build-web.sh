@@ -63,6 +63,9 @@ fi
 # defaults. Only for this build (the relay and CLI keep their profile), and target/web is used by
 # this script alone, so the setting never thrashes another build's cache.
 export CARGO_PROFILE_RELEASE_OPT_LEVEL=z CARGO_PROFILE_RELEASE_LTO=fat CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1
+# Leptos's type-erased views (every component and element behind AnyView): 27 KB less gzipped
+# app, measured. Set for both builds (the engine has no Leptos) so they share dependencies.
+export RUSTFLAGS="--cfg erase_components"
 say "building starling-frontend (release, $TARGET, sized for download)"
 cargo build --locked --release --target "$TARGET" -p starling-frontend
 # The engine too: its work is on the GPU, and the CPU fallback's kernels are small loops.
@@ -127,20 +130,30 @@ bindgen() {
 bindgen starling_frontend
 bindgen starling_web_worker
 
-# The service worker's asset list: the app shell, both modules, the worker bootstrap.
+# The service worker's asset lists: the app shell it precaches at install (page, style, manifest,
+# icons, the app's module), and the compute engine (worker bootstrap and engine module), which a
+# first visit does not download: the service worker keeps it when the person first presses Start.
 assets=(/index.html /style.css /manifest.webmanifest)
 for icon in www/icons/*.png; do assets+=("/${icon#www/}"); done
-[ -f www/worker.js ] && assets+=(/worker.js)
+engine=()
+[ -f www/worker.js ] && engine+=(/worker.js)
 while IFS= read -r file; do
-  assets+=("/${file#www/}")
+  case "$file" in
+    www/pkg/starling_web_worker*) engine+=("/${file#www/}") ;;
+    *) assets+=("/${file#www/}") ;;
+  esac
 done < <(find www/pkg -type f \( -name '*.js' -o -name '*.wasm' \) ! -name 'sw-assets.js' | LC_ALL=C sort)
-version=$(for asset in "${assets[@]}"; do echo "$asset $(sha256sum "www$asset" | cut -d' ' -f1)"; done | sha256sum | cut -c1-16)
+version=$(for asset in "${assets[@]}" "${engine[@]}"; do echo "$asset $(sha256sum "www$asset" | cut -d' ' -f1)"; done | sha256sum | cut -c1-16)
 {
-  echo "// Written by scripts/build-web.sh: the files www/sw.js precaches, and this build's version."
+  echo "// Written by scripts/build-web.sh: the files www/sw.js precaches, those it keeps on first"
+  echo "// use (the compute engine), and this build's version."
   echo "self.STARLING_ASSETS = {"
   echo "  version: '$version',"
   echo "  files: ["
   for asset in "${assets[@]}"; do echo "    '$asset',"; done
+  echo "  ],"
+  echo "  onFirstUse: ["
+  for asset in "${engine[@]}"; do echo "    '$asset',"; done
   echo "  ],"
   echo "};"
 } > "$staging/sw-assets.js"
@@ -187,16 +200,21 @@ for file in www/pkg/starling_frontend_bg.wasm www/pkg/starling_frontend.js www/p
   [ -f "$file" ] || continue
   printf '%-36s %10s %10s %10s\n' "${file#www/}" "$(size_of "$file")" "$(size_of "$file.gz")" "$(size_of "$file.br")"
 done
-# The size budget (BENCHMARKS.md, "Web app size"): gzip bytes a first visit downloads per module.
-# A build over budget fails, so growth is a decision, not an accident.
+# The size budget (BENCHMARKS.md, "Web app size"): gzip bytes of each wasm module with its JS glue,
+# and of the app and the engine together (what a person who opens the app and presses Start
+# downloads, besides the few KB of page, style and bootstrap). A build over budget fails, so growth
+# is a decision, not an accident. The goal is 400 KB for both together (issue 15); see BENCHMARKS.md
+# for how far there is still to go and where the bytes are.
+APP_BUDGET=580000
+ENGINE_BUDGET=235000
+TOTAL_BUDGET=810000
+gz_sum() { local sum=0 f; for f in "$@"; do sum=$((sum + $(size_of "www/pkg/$f.gz"))); done; echo "$sum"; }
+app=$(gz_sum starling_frontend_bg.wasm starling_frontend.js)
+engine=$(gz_sum starling_web_worker_bg.wasm starling_web_worker.js)
+say "gzipped: app $app bytes (budget $APP_BUDGET), engine $engine bytes (budget $ENGINE_BUDGET), together $((app + engine)) (budget $TOTAL_BUDGET)"
 over=0
-for entry in "starling_frontend_bg.wasm 600000" "starling_web_worker_bg.wasm 720000"; do
-  set -- $entry
-  gz=$(size_of "www/pkg/$1.gz")
-  if [ "$gz" != "-" ] && [ "$gz" -gt "$2" ]; then
-    say "$1 is $gz bytes gzipped, over its budget of $2 (BENCHMARKS.md)"
-    over=1
-  fi
-done
+[ "$app" -le "$APP_BUDGET" ] || { say "the app is over its budget (BENCHMARKS.md)"; over=1; }
+[ "$engine" -le "$ENGINE_BUDGET" ] || { say "the engine is over its budget (BENCHMARKS.md)"; over=1; }
+[ "$((app + engine))" -le "$TOTAL_BUDGET" ] || { say "app and engine together are over budget (BENCHMARKS.md)"; over=1; }
 [ "$over" -eq 0 ] || exit 1
 say "done in $(($(date +%s) - started)) s; build $version in www/"

@@ -1,9 +1,12 @@
 // Starling's service worker: the app opens offline, and the relay's API says clearly when it
 // cannot be reached.
 //
-// - The app shell (index.html, style.css, the manifest, icons, both wasm modules with their JS,
-//   worker.js) is precached at install and served cache-first, so the app starts without a
-//   network. Any page address (deep links like /jobs/12) gets the cached index.html.
+// - The app shell (index.html, style.css, the manifest, icons, the app's wasm module and its JS)
+//   is precached at install and served cache-first, so the app starts without a network. Any page
+//   address (deep links like /jobs/12) gets the cached index.html.
+// - The compute engine (worker.js, the engine's wasm module and its JS) is not downloaded until the
+//   person presses Start; its first fetch is kept in the same cache, so contributing works offline
+//   from then on, and a new build drops it with the rest.
 // - /v1 API calls go to the network first. Offline, a GET gets its last good answer where one was
 //   kept; otherwise every API call gets a JSON error the app shows in words:
 //   {"code": "offline", "message": "<a sentence>"} when the device is offline, or
@@ -15,7 +18,7 @@
 
 importScripts('/pkg/sw-assets.js');
 
-const { version: VERSION, files: FILES } = self.STARLING_ASSETS;
+const { version: VERSION, files: FILES, onFirstUse: ON_FIRST_USE = [] } = self.STARLING_ASSETS;
 const SHELL_CACHE = `starling-shell-${VERSION}`;
 const API_CACHE = 'starling-api';
 const SHELL = '/index.html';
@@ -119,8 +122,19 @@ async function asset(request) {
   const cached = await caches.match(request, { cacheName: SHELL_CACHE, ignoreSearch: true });
   if (cached) return cached;
   try {
-    return await fetch(request);
+    const response = await fetch(request);
+    const path = new URL(request.url).pathname;
+    if (response.ok && ON_FIRST_USE.includes(path)) {
+      const copy = response.clone();
+      keepOnFirstUse(path, copy);
+    }
+    return response;
   } catch (error) {
     return new Response('', { status: 503, statusText: 'Offline' });
   }
+}
+
+// Keeps an engine file fetched on first use, under its path, in this build's shell cache.
+function keepOnFirstUse(path, response) {
+  caches.open(SHELL_CACHE).then((cache) => cache.put(path, response)).catch(() => {});
 }

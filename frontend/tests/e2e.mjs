@@ -146,6 +146,15 @@ try {
   contribute.on('pageerror', (e) => consoleErrors.push(String(e)));
   await contribute.goto(`${base}/contribute`);
   await contribute.getByTestId('page-contribute').waitFor();
+  // A first visit downloads the app, not the compute engine: neither the page nor the service
+  // worker's precache fetches it before Start.
+  await contribute.waitForFunction(() => navigator.serviceWorker.ready.then(() => true), null, { timeout: 60_000 });
+  await contribute.waitForFunction(() => navigator.serviceWorker.controller !== null, null, { timeout: 60_000 });
+  const engineCached = () => contribute.evaluate(async () => (await caches.match('/pkg/starling_web_worker_bg.wasm')) !== undefined);
+  const engineFetched = () => contribute.evaluate(() => performance.getEntriesByType('resource').some((e) => e.name.includes('starling_web_worker')));
+  assert.equal(await engineFetched(), false, 'the page fetched the compute engine before Start');
+  assert.equal(await engineCached(), false, 'the service worker precached the compute engine');
+  assert.equal(await contribute.evaluate(async () => (await caches.match('/pkg/starling_frontend_bg.wasm')) !== undefined), true, 'the app shell is not precached');
   await contribute.getByTestId('start-button').click();
   const browserWorker = await until('the browser worker to connect to the relay', async () => {
     const workers = await api(base, '/v1/workers');
@@ -157,6 +166,8 @@ try {
   const shown = (await contribute.getByTestId('worker-key').textContent()).trim().replace(/[…\.]+/g, ' ').split(/\s+/)[0];
   assert.ok(browserKey.startsWith(shown), `Contribute shows key ${shown}, the relay sees ${browserKey}`);
   console.log(`browser worker ${browserKey}`);
+  // Start fetched the engine, and the service worker kept it for offline use.
+  await until('the engine to be kept for offline use', engineCached, 30_000);
   const backend = await contribute.getByTestId('worker-backend').textContent();
   assert.match(backend, /WebGPU/i, `Contribute shows backend ${backend}`);
   console.log(`browser backend: ${backend}`);
