@@ -129,6 +129,16 @@ bindgen() {
 
 bindgen starling_frontend
 bindgen starling_web_worker
+# JS snippets (the keystore) a former build wrote and this one did not: the service worker would
+# precache them.
+if [ -d "$out/snippets" ]; then
+  (cd "$out" && find snippets -type f ! -name '*.gz' ! -name '*.br' -print0) | while IFS= read -r -d '' file; do
+    if [ ! -f "$staging/starling_frontend/$file" ] && [ ! -f "$staging/starling_web_worker/$file" ]; then
+      rm -f "$out/$file" "$out/$file.gz" "$out/$file.br"
+    fi
+  done
+  find "$out/snippets" -type d -empty -delete
+fi
 
 # The service worker's asset lists: the app shell it precaches at install (page, style, manifest,
 # icons, the app's module), and the compute engine (worker bootstrap and engine module), which a
@@ -205,9 +215,9 @@ done
 # downloads, besides the few KB of page, style and bootstrap). A build over budget fails, so growth
 # is a decision, not an accident. The goal is 400 KB for both together (issue 15); see BENCHMARKS.md
 # for how far there is still to go and where the bytes are.
-APP_BUDGET=580000
-ENGINE_BUDGET=235000
-TOTAL_BUDGET=810000
+APP_BUDGET=590000
+ENGINE_BUDGET=240000
+TOTAL_BUDGET=825000
 gz_sum() { local sum=0 f; for f in "$@"; do sum=$((sum + $(size_of "www/pkg/$f.gz"))); done; echo "$sum"; }
 app=$(gz_sum starling_frontend_bg.wasm starling_frontend.js)
 engine=$(gz_sum starling_web_worker_bg.wasm starling_web_worker.js)

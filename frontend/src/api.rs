@@ -2,6 +2,7 @@
 //! edge into typed values or an [`Error`] a person can read. The relay is this page's origin, or
 //! the one picked from the registry ([`browser::relay`]), across origins.
 
+use crate::browser::Signer;
 use crate::browser::{self, js_text};
 use crate::views::WorkerView;
 use crate::{Error, Result};
@@ -11,7 +12,7 @@ use starling_protocol::api::Health;
 use starling_protocol::api::{ClientView, JobEscrow, StoredBlob};
 use starling_protocol::api::{JobDetail, JobSummary};
 use starling_protocol::events::JobEvent;
-use starling_protocol::sign::{Keypair, SignedJob, UploadPurpose};
+use starling_protocol::sign::{SignedJob, UploadPurpose, upload_bytes};
 use starling_protocol::upload::UploadAuth;
 use starling_protocol::{Hash32, JobId};
 use std::cell::{Cell, RefCell};
@@ -144,9 +145,12 @@ pub async fn blob(hash: &Hash32) -> Result<Vec<u8>> {
 /// Uploads `bytes` as a job input signed by the client `key` (the relay counts it against the
 /// key's quota until a job uses it), and checks the relay stored them under the hash the spec
 /// names.
-pub async fn upload(key: &Keypair, bytes: &[u8], expected: &Hash32) -> Result<StoredBlob> {
+/// Uploads `bytes` as an input blob charged to the client key `key` (which signs the upload).
+pub async fn upload(key: &Signer, bytes: &[u8], expected: &Hash32) -> Result<StoredBlob> {
     let endpoint = "PUT /v1/blobs/{hash}";
-    let auth = UploadAuth::sign(key, UploadPurpose::Input, expected, bytes.len() as u64);
+    let (purpose, len) = (UploadPurpose::Input, bytes.len() as u64);
+    let signature = key.sign(&upload_bytes(purpose, expected, len, &key.public())).await.map_err(Error::Browser)?;
+    let auth = UploadAuth { key: key.public(), purpose, signature };
     let body = Body::Signed(bytes, auth.headers());
     let stored: StoredBlob =
         json(send("PUT", &format!("/v1/blobs/{expected}"), body, endpoint).await?, endpoint).await?;

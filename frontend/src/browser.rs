@@ -3,13 +3,20 @@
 
 use crate::{Error, Result};
 use js_sys::{Promise, Uint8Array};
+use starling_protocol::page::KeyStorage;
 use starling_protocol::sign::{EscrowDeployment, Keypair};
+pub use starling_web_worker::browser::keystore::{self, Signer};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
 /// `localStorage` keys. The worker's key name is fixed by `web-worker/BROWSER.md`.
+/// The worker's secret, only on a browser that cannot hold Ed25519 keys (or from before the
+/// keystore existed, until it is imported).
 pub const WORKER_SECRET_KEY: &str = "starling.worker.secret_key";
+/// The worker's public key, to show before the worker has started.
+pub const WORKER_PUBLIC_KEY: &str = "starling.worker.public_key";
+/// The client's secret, like [`WORKER_SECRET_KEY`].
 pub const CLIENT_SECRET_KEY: &str = "starling.client.secret_key";
 pub const CONTRIBUTE_SETTINGS: &str = "starling.contribute.settings";
 /// The relay picked from the registry, when it is not this page's own, and the escrow deployment
@@ -123,7 +130,8 @@ pub fn choose_relay(relay: Option<&str>, deployment: Option<&EscrowDeployment>) 
     }
 }
 
-fn forget(key: &str) {
+/// Deletes `key` from `localStorage` (a picked relay, a secret the keystore now holds).
+pub fn forget(key: &str) {
     if let Some(storage) = storage() {
         let _ = storage.remove_item(key);
     }
@@ -157,24 +165,54 @@ pub fn random_u64() -> u64 {
     rand_core::OsRng.next_u64()
 }
 
-/// The client's signing key, created on first use and kept in `localStorage`.
-pub fn client_keypair() -> Result<Keypair> {
-    if let Some(hex_seed) = stored(CLIENT_SECRET_KEY)
-        && let Ok(bytes) = hex::decode(hex_seed.trim())
-        && let Ok(seed) = <[u8; 32]>::try_from(bytes.as_slice())
-    {
-        return Ok(Keypair::from_seed(seed));
-    }
-    let key = Keypair::generate();
-    store(CLIENT_SECRET_KEY, &hex::encode(key.seed()))?;
-    Ok(key)
+/// A secret kept in `localStorage` under `name` (64 hex digits), if any.
+fn stored_keypair(name: &str) -> Option<Keypair> {
+    let bytes = hex::decode(stored(name)?.trim()).ok()?;
+    Some(Keypair::from_seed(<[u8; 32]>::try_from(bytes.as_slice()).ok()?))
 }
 
-/// The contributor's public key, derived from the secret the worker handed over earlier.
+thread_local! {
+    /// The client key, once opened: the page signs with it until it is closed.
+    static CLIENT: std::cell::RefCell<Option<(std::rc::Rc<Signer>, KeyStorage)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The client's signing key and where it is kept: a non-extractable WebCrypto key the browser
+/// holds (created on first use; a secret kept in `localStorage` by an earlier version is imported
+/// and then deleted), or, where the browser cannot hold Ed25519 keys, a secret in `localStorage`.
+pub async fn client_key() -> Result<(std::rc::Rc<Signer>, KeyStorage)> {
+    if let Some(open) = CLIENT.with(|c| c.borrow().clone()) {
+        return Ok(open);
+    }
+    let legacy = stored_keypair(CLIENT_SECRET_KEY);
+    let open = match keystore::open("client", legacy.as_ref()).await.map_err(Error::Browser)? {
+        keystore::Opened::Held(held) => {
+            if held.migrated {
+                forget(CLIENT_SECRET_KEY);
+            }
+            (std::rc::Rc::new(held.signer), KeyStorage::Held { migrated: held.migrated })
+        }
+        keystore::Opened::Unsupported(reason) => {
+            let key = match legacy {
+                Some(key) => key,
+                None => {
+                    let key = Keypair::generate();
+                    store(CLIENT_SECRET_KEY, &hex::encode(key.seed()))?;
+                    key
+                }
+            };
+            (std::rc::Rc::new(Signer::Memory(key)), KeyStorage::Page { reason })
+        }
+    };
+    CLIENT.with(|c| *c.borrow_mut() = Some(open.clone()));
+    Ok(open)
+}
+
+/// The contributor's public key as the worker last reported it (or derived from a secret kept
+/// in `localStorage` before the keystore).
 pub fn worker_public_key() -> Option<String> {
-    let bytes = hex::decode(stored(WORKER_SECRET_KEY)?.trim()).ok()?;
-    let seed = <[u8; 32]>::try_from(bytes.as_slice()).ok()?;
-    Some(Keypair::from_seed(seed).public().to_hex())
+    stored(WORKER_PUBLIC_KEY)
+        .filter(|k| k.len() == 64)
+        .or_else(|| stored_keypair(WORKER_SECRET_KEY).map(|k| k.public().to_hex()))
 }
 
 /// The bytes of a file the user picked.

@@ -5,7 +5,7 @@
 
 use crate::browser::{self, js_text};
 use crate::worker_protocol::{
-    self, Battery, DeviceReport, LogLevel, PageMessage, Settings, State, Status, WorkerEvent,
+    self, Battery, DeviceReport, KeyStorage, LogLevel, PageMessage, Settings, State, Status, WorkerEvent,
 };
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
@@ -45,6 +45,8 @@ pub struct Contributor {
     pub battery: RwSignal<Option<Battery>>,
     /// A problem saving settings or the key.
     pub storage_problem: RwSignal<Option<String>>,
+    /// Where the worker key is kept, as the worker last said (`None` before its first start here).
+    pub key_storage: RwSignal<Option<KeyStorage>>,
     worker: StoredValue<Option<ComputeWorker>, LocalStorage>,
 }
 
@@ -62,6 +64,7 @@ impl Contributor {
             hidden: RwSignal::new(browser::document_hidden()),
             battery: RwSignal::new(None),
             storage_problem: RwSignal::new(None),
+            key_storage: RwSignal::new(None),
             worker: StoredValue::new_local(None),
         };
         contributor.watch_visibility();
@@ -173,13 +176,26 @@ impl Contributor {
 
     fn receive(self, message: WorkerEvent) {
         match message {
-            WorkerEvent::Key { secret_key, public_key } => {
-                if let Err(e) = browser::store(browser::WORKER_SECRET_KEY, &secret_key) {
+            WorkerEvent::Key { secret_key, public_key, storage } => {
+                // Only a key the browser cannot hold comes with its secret, for the page to keep.
+                let saved = match (&storage, secret_key) {
+                    (KeyStorage::Page { .. }, Some(secret_key)) => {
+                        browser::store(browser::WORKER_SECRET_KEY, &secret_key)
+                    }
+                    _ => Ok(()),
+                };
+                if let Err(e) = saved {
                     self.storage_problem.set(Some(format!(
                         "This device's worker key could not be saved, so its record starts over next visit: {e}"
                     )));
                 }
+                if let KeyStorage::Held { migrated: true } = storage {
+                    // The browser holds the secret the page kept: the page's copy goes.
+                    browser::forget(browser::WORKER_SECRET_KEY);
+                }
+                let _ = browser::store(browser::WORKER_PUBLIC_KEY, &public_key.to_hex());
                 self.public_key.set(Some(public_key.to_string()));
+                self.key_storage.set(Some(storage));
             }
             WorkerEvent::Status(status) => {
                 if let Some(key) = status.public_key.map(|k| k.to_string())

@@ -3,7 +3,9 @@
 //! [`starling_protocol::page`], read leniently there (a newer worker's state or backend still
 //! reads).
 
-pub use starling_protocol::page::{Battery, DeviceReport, LogLevel, PageMessage, Settings, State, Status, WorkerEvent};
+pub use starling_protocol::page::{
+    Battery, DeviceReport, KeyStorage, LogLevel, PageMessage, Settings, State, Status, WorkerEvent,
+};
 
 /// The slider's range: below 5 % a worker would hardly ever hold a lease.
 pub const MIN_DUTY_CYCLE: f32 = 0.05;

@@ -17,6 +17,7 @@
 // Run by scripts/test-browser-e2e.sh (which builds what it needs); env: STARLING_BIN, WWW_DIR,
 // SCREENSHOTS, CHROMIUM, NPM_DIR (where playwright-core is installed).
 import { createRequire } from 'node:module';
+import { createPrivateKey, createPublicKey } from 'node:crypto';
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
@@ -73,6 +74,38 @@ async function firstLine(proc, pattern, timeout = 60_000) {
   } finally {
     clearTimeout(timer);
   }
+}
+
+// The Ed25519 public key (hex) of a 32-byte seed (hex), as the app's keys are derived.
+function publicOf(seedHex) {
+  const der = Buffer.concat([Buffer.from('302e020100300506032b657004220420', 'hex'), Buffer.from(seedHex, 'hex')]);
+  const spki = createPublicKey(createPrivateKey({ key: der, format: 'der', type: 'pkcs8' })).export({ format: 'der', type: 'spki' });
+  return spki.subarray(-32).toString('hex');
+}
+
+// The keys the app's keystore holds (IndexedDB "starling-keys"), as a script on the page sees
+// them: whether the secret can be exported, and the public key.
+function heldKeys(page) {
+  return page.evaluate(async () => {
+    const settle = (r) => new Promise((resolve, reject) => { r.onsuccess = () => resolve(r.result); r.onerror = () => reject(r.error); });
+    const db = await settle(indexedDB.open('starling-keys'));
+    const out = {};
+    for (const name of ['worker', 'client']) {
+      const record = db.objectStoreNames.contains('keys') ? await settle(db.transaction('keys').objectStore('keys').get(name)) : undefined;
+      if (!record) { out[name] = null; continue; }
+      let exported;
+      try {
+        await crypto.subtle.exportKey('pkcs8', record.key);
+        exported = 'exported';
+      } catch (error) {
+        exported = error.name;
+      }
+      const hex = [...record.publicKey].map((b) => b.toString(16).padStart(2, '0')).join('');
+      out[name] = { extractable: record.key.extractable, algorithm: record.key.algorithm.name, exported, publicKey: hex };
+    }
+    db.close();
+    return out;
+  });
 }
 
 async function api(base, path) {
@@ -155,6 +188,13 @@ try {
   assert.equal(await engineFetched(), false, 'the page fetched the compute engine before Start');
   assert.equal(await engineCached(), false, 'the service worker precached the compute engine');
   assert.equal(await contribute.evaluate(async () => (await caches.match('/pkg/starling_frontend_bg.wasm')) !== undefined), true, 'the app shell is not precached');
+  // Keys an earlier version kept as plain hex in localStorage: the keystore imports them on first
+  // use (the worker's at Start, the client's when the Dashboard opens) and the hex goes.
+  const [workerSeed, clientSeed] = ['a1'.repeat(32), 'b2'.repeat(32)];
+  await contribute.evaluate(([w, c]) => {
+    localStorage.setItem('starling.worker.secret_key', w);
+    localStorage.setItem('starling.client.secret_key', c);
+  }, [workerSeed, clientSeed]);
   await contribute.getByTestId('start-button').click();
   const browserWorker = await until('the browser worker to connect to the relay', async () => {
     const workers = await api(base, '/v1/workers');
@@ -166,6 +206,14 @@ try {
   const shown = (await contribute.getByTestId('worker-key').textContent()).trim().replace(/[…\.]+/g, ' ').split(/\s+/)[0];
   assert.ok(browserKey.startsWith(shown), `Contribute shows key ${shown}, the relay sees ${browserKey}`);
   console.log(`browser worker ${browserKey}`);
+  // The worker key is the migrated one, held by the browser where no script can read it: its
+  // signatures (the handshake so far, every result below) verify at the relay.
+  assert.equal(browserKey, publicOf(workerSeed), 'the worker key kept in localStorage was not migrated');
+  await until('the page to drop its copy of the worker secret', () => contribute.evaluate(() => localStorage.getItem('starling.worker.secret_key') === null), 10_000);
+  assert.equal(await contribute.getByTestId('worker-key-storage').getAttribute('data-held'), 'true');
+  const workerHeld = (await heldKeys(contribute)).worker;
+  assert.deepEqual(workerHeld, { extractable: false, algorithm: 'Ed25519', exported: 'InvalidAccessError', publicKey: browserKey },
+    `the worker key as page scripts see it: ${JSON.stringify(workerHeld)}`);
   // Start fetched the engine, and the service worker kept it for offline use.
   await until('the engine to be kept for offline use', engineCached, 30_000);
   const backend = await contribute.getByTestId('worker-backend').textContent();
@@ -196,6 +244,17 @@ try {
     throw new Error(`${e.message}; the form says: ${JSON.stringify(errors.filter((t) => t.trim()))} at ${dashboard.url()}`);
   });
   console.log(`job ${jobId} posted from the dashboard`);
+  // Signed by the migrated client key, through WebCrypto: the relay (and the escrow, for the
+  // deposit) verified both signatures, and no script can read the key.
+  const posted = (await api(base, '/v1/jobs')).find((j) => String(j.id) === jobId);
+  assert.equal(posted.client, publicOf(clientSeed), 'the job was not signed by the migrated client key');
+  assert.equal(await dashboard.evaluate(() => localStorage.getItem('starling.client.secret_key')), null, 'the client secret is still in localStorage');
+  await dashboard.goto(`${base}/dashboard`);
+  assert.equal(await dashboard.getByTestId('client-key-storage').getAttribute('data-held'), 'true');
+  const clientHeld = (await heldKeys(dashboard)).client;
+  assert.deepEqual(clientHeld, { extractable: false, algorithm: 'Ed25519', exported: 'InvalidAccessError', publicKey: posted.client },
+    `the client key as page scripts see it: ${JSON.stringify(clientHeld)}`);
+  console.log('both keys are held by the browser: not extractable, and their signatures verify at the relay');
   await dashboard.goto(`${base}/jobs/${jobId}`);
   await dashboard.getByTestId('page-job').waitFor();
   const progress = dashboard.getByTestId('job-progress');
@@ -315,6 +374,30 @@ try {
   await until('the page to go back to its own relay', async () => (await dashboard.getByTestId('network-current-relay').textContent()).includes(`Using ${base},`), 30_000);
   await until("its own relay's workers again", async () => (await dashboard.getByTestId('network-worker-row').count()) >= 2, 30_000);
   console.log('registry listed; a relay picked across origins, then the page\'s own again');
+
+  // 4b. A browser without Ed25519 in WebCrypto (simulated on another origin, so with its own
+  // storage): the client key falls back to the site's storage, and the Dashboard says so.
+  const fallback = await context.newPage();
+  await fallback.addInitScript(() => {
+    for (const [name, at] of [['generateKey', 0], ['importKey', 2]]) {
+      const real = crypto.subtle[name].bind(crypto.subtle);
+      crypto.subtle[name] = (...args) => ((args[at]?.name ?? args[at]) === 'Ed25519'
+        ? Promise.reject(new DOMException('Ed25519 is not supported', 'NotSupportedError'))
+        : real(...args));
+    }
+  });
+  await fallback.goto(`${base.replace('127.0.0.1', 'localhost')}/dashboard`);
+  const storageNote = fallback.getByTestId('client-key-storage');
+  await storageNote.waitFor();
+  assert.equal(await storageNote.getAttribute('data-held'), 'false');
+  assert.match(await storageNote.textContent(), /cannot hold the key.*Ed25519/s);
+  const kept = await fallback.evaluate(() => localStorage.getItem('starling.client.secret_key'));
+  assert.match(kept ?? '', /^[0-9a-f]{64}$/, 'the fallback key is not in localStorage');
+  assert.equal(await fallback.getByTestId('client-key').getAttribute('title'), publicOf(kept));
+  await fallback.setViewportSize({ width: 360, height: 740 });
+  await fallback.screenshot({ path: join(SHOTS, 'dashboard-key-fallback-phone.png') });
+  await fallback.close();
+  console.log('without Ed25519 in WebCrypto, the client key falls back to localStorage, with a note');
 
   // 5. Installable, and starts offline.
   const cdp = await context.newCDPSession(dashboard);

@@ -70,8 +70,11 @@ pub struct DeviceReport {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum PageMessage {
-    /// Connect to `relay` (its origin, `http(s)://host[:port]`) and work. With no `secret_key`
-    /// the worker generates one and sends it back in a [`WorkerEvent::Key`] first.
+    /// Connect to `relay` (its origin, `http(s)://host[:port]`) and work, as the worker key the
+    /// browser holds (a non-extractable WebCrypto key, created on first use), or, where the browser
+    /// cannot hold one, as `secret_key` (kept by the page), generated when there is none. A
+    /// `secret_key` the page kept from before the browser could hold keys is imported on first use.
+    /// The worker answers with a [`WorkerEvent::Key`] saying which.
     Start {
         relay: String,
         #[serde(default)]
@@ -95,17 +98,32 @@ pub enum PageMessage {
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum WorkerEvent {
-    /// A freshly generated identity: the page stores `secret_key` and passes it to the next
-    /// `start`.
+    /// The worker's identity, sent on every `start`: its public key, where the secret is kept
+    /// and, only when the page must keep it, the secret itself (the page stores it and passes it
+    /// to the next `start`).
     Key {
-        secret_key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        secret_key: Option<String>,
         public_key: PublicKey,
+        storage: KeyStorage,
     },
     Status(Status),
     Log {
         level: LogLevel,
         message: String,
     },
+}
+
+/// Where a browser key's secret is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum KeyStorage {
+    /// A non-extractable WebCrypto key in IndexedDB: no script can read the secret. `migrated`:
+    /// the secret the page passed is the held key now, and the page deletes its copy.
+    Held { migrated: bool },
+    /// In the page's storage, where scripts on the page can read it, because the browser cannot
+    /// hold Ed25519 keys (`reason`).
+    Page { reason: String },
 }
 
 /// Keeps the secret key out of debug output and logs.
@@ -124,9 +142,18 @@ impl std::fmt::Debug for WorkerEvent {
 }
 
 impl WorkerEvent {
-    /// The `key` message for a generated keypair: the secret is the 32-byte ed25519 seed in hex.
-    pub fn key(key: &Keypair) -> Self {
-        WorkerEvent::Key { secret_key: hex::encode(key.seed()), public_key: key.public() }
+    /// The `key` message for a key the page keeps: the secret is the 32-byte ed25519 seed in hex.
+    pub fn key_in_page(key: &Keypair, reason: impl Into<String>) -> Self {
+        WorkerEvent::Key {
+            secret_key: Some(hex::encode(key.seed())),
+            public_key: key.public(),
+            storage: KeyStorage::Page { reason: reason.into() },
+        }
+    }
+
+    /// The `key` message for a key the browser holds: no secret travels.
+    pub fn key_held(public_key: PublicKey, migrated: bool) -> Self {
+        WorkerEvent::Key { secret_key: None, public_key, storage: KeyStorage::Held { migrated } }
     }
 
     pub fn log(level: LogLevel, message: impl Into<String>) -> Self {
@@ -265,12 +292,19 @@ mod tests {
     #[test]
     fn worker_events_read_and_write_as_browser_md_has_them() {
         let key = Keypair::from_seed([7; 32]);
-        let json = serde_json::to_value(WorkerEvent::key(&key)).unwrap();
+        let in_page = WorkerEvent::key_in_page(&key, "no Ed25519");
+        let json = serde_json::to_value(&in_page).unwrap();
         assert_eq!(json["type"], "key");
         assert_eq!(json["secret_key"], "07".repeat(32));
         assert_eq!(json["public_key"], key.public().to_string());
-        assert_eq!(serde_json::from_value::<WorkerEvent>(json).unwrap(), WorkerEvent::key(&key));
-        assert!(!format!("{:?}", WorkerEvent::key(&key)).contains(&"07".repeat(32)), "the secret stays out of Debug");
+        assert_eq!(json["storage"], serde_json::json!({"kind": "page", "reason": "no Ed25519"}));
+        assert_eq!(serde_json::from_value::<WorkerEvent>(json).unwrap(), in_page);
+        assert!(!format!("{in_page:?}").contains(&"07".repeat(32)), "the secret stays out of Debug");
+        let held = WorkerEvent::key_held(key.public(), true);
+        let json = serde_json::to_value(&held).unwrap();
+        assert_eq!(json.get("secret_key"), None, "a held key's secret never travels");
+        assert_eq!(json["storage"], serde_json::json!({"kind": "held", "migrated": true}));
+        assert_eq!(serde_json::from_value::<WorkerEvent>(json).unwrap(), held);
 
         let status = Status {
             state: State::Paused,

@@ -417,18 +417,71 @@ impl Keypair {
 
     /// Signs `spec` for submission to a relay that runs it unpaid (price 0, or no escrow).
     pub fn sign_job(&self, spec: JobSpec) -> SignedJob {
-        let client = self.public();
-        let signature = self.sign(&job_bytes(&spec.digest(), &client));
-        SignedJob { spec, client, signature, deposit: None }
+        self.sign_all(JobToSign::new(spec, self.public(), None))
     }
 
     /// Signs `spec` for submission with the deposit authorization a paid job needs: `relay` may
     /// open it in `deployment`'s escrow until `not_after` (Unix seconds), paid from this key's
     /// account.
     pub fn sign_paid_job(&self, spec: JobSpec, deployment: Deployment<'_>, relay: &str, not_after: u64) -> SignedJob {
-        let terms = DepositTerms::for_spec(&spec, not_after);
-        let deposit = DepositAuthorization { not_after, signature: self.sign_deposit(deployment, relay, &terms) };
-        SignedJob { deposit: Some(deposit), ..self.sign_job(spec) }
+        self.sign_all(JobToSign::new(spec, self.public(), Some((deployment, relay, not_after))))
+    }
+
+    fn sign_all(&self, job: JobToSign) -> SignedJob {
+        let signature = self.sign(job.job_bytes());
+        let deposit = job.deposit_bytes().map(|bytes| self.sign(bytes));
+        job.signed(signature, deposit).expect("a deposit signature exactly when the job is paid")
+    }
+}
+
+/// A job to sign with a key that signs elsewhere (the browser's WebCrypto key): the bytes of the
+/// client's signature over the spec and, for a paid job, of its consent to the deposit; the
+/// signatures then make the [`SignedJob`]. [`Keypair::sign_job`] and [`Keypair::sign_paid_job`]
+/// go through here too.
+#[derive(Debug, Clone)]
+pub struct JobToSign {
+    spec: JobSpec,
+    client: PublicKey,
+    job: Vec<u8>,
+    /// `not_after` and the deposit bytes, for a paid job.
+    deposit: Option<(u64, Vec<u8>)>,
+}
+
+impl JobToSign {
+    /// `spec` from `client`; `paid`: the escrow `deployment`, the `relay` that may open the job
+    /// there, and until when (`not_after`, Unix seconds).
+    pub fn new(spec: JobSpec, client: PublicKey, paid: Option<(Deployment<'_>, &str, u64)>) -> Self {
+        let deposit = paid.map(|(deployment, relay, not_after)| {
+            let terms = DepositTerms::for_spec(&spec, not_after);
+            (not_after, deposit_bytes(deployment, relay, &client, &terms))
+        });
+        JobToSign { job: job_bytes(&spec.digest(), &client), spec, client, deposit }
+    }
+
+    pub fn client(&self) -> PublicKey {
+        self.client
+    }
+
+    /// What the client signs to submit the job.
+    pub fn job_bytes(&self) -> &[u8] {
+        &self.job
+    }
+
+    /// What the client signs to pay the deposit, for a paid job.
+    pub fn deposit_bytes(&self) -> Option<&[u8]> {
+        self.deposit.as_ref().map(|(_, bytes)| bytes.as_slice())
+    }
+
+    /// The body of `POST /v1/jobs`. Refused when `deposit` is given for an unpaid job or missing
+    /// for a paid one.
+    pub fn signed(self, signature: Signature, deposit: Option<Signature>) -> Result<SignedJob, &'static str> {
+        let deposit = match (self.deposit, deposit) {
+            (Some((not_after, _)), Some(signature)) => Some(DepositAuthorization { not_after, signature }),
+            (None, None) => None,
+            (Some(_), None) => return Err("a paid job needs the deposit's signature"),
+            (None, Some(_)) => return Err("an unpaid job has no deposit to sign"),
+        };
+        Ok(SignedJob { spec: self.spec, client: self.client, signature, deposit })
     }
 }
 
@@ -459,6 +512,31 @@ mod tests {
 
     fn worker() -> Keypair {
         Keypair::from_seed([7; 32])
+    }
+
+    /// A key that signs elsewhere (a WebCrypto key) makes the same job, byte for byte, and a
+    /// deposit signature goes with a paid job only.
+    #[test]
+    fn jobs_signed_in_two_steps_equal_jobs_signed_at_once() {
+        let key = Keypair::from_seed([5; 32]);
+        let spec = crate::job::tests_support::spec();
+        let deployment = Deployment { chain_id: "starling-local", contract: "c1" };
+        for paid in [None, Some((deployment, "relay-1", 1_000))] {
+            let job = JobToSign::new(spec.clone(), key.public(), paid);
+            assert_eq!(job.client(), key.public());
+            let signature = key.sign(job.job_bytes());
+            let deposit = job.deposit_bytes().map(|b| key.sign(b));
+            assert_eq!(deposit.is_some(), paid.is_some());
+            let signed = job.clone().signed(signature, deposit).unwrap();
+            let at_once = match paid {
+                Some((d, relay, not_after)) => key.sign_paid_job(spec.clone(), d, relay, not_after),
+                None => key.sign_job(spec.clone()),
+            };
+            assert_eq!(signed, at_once);
+            signed.verify().unwrap();
+            let wrong = if deposit.is_some() { None } else { Some(signature) };
+            assert!(job.signed(signature, wrong).is_err(), "{paid:?}");
+        }
     }
 
     /// Pinned encodings and signatures. If one of these changes, every deployed contract and

@@ -60,9 +60,17 @@ async fn register(ws_url: String, key: Keypair, registered: Arc<AtomicUsize>) {
     loop {
         match next(&mut ws).await {
             Some(RelayMessage::Register { escrow, nonce, bond }) => {
-                let answer =
-                    starling_web_worker::escrow::register(&key, &key, Some(&escrow), &escrow, nonce, bond, bond)
-                        .expect("the relay's own request");
+                let answer = starling_web_worker::escrow::register(
+                    &key.public(),
+                    None,
+                    Some(&escrow),
+                    &escrow,
+                    nonce,
+                    bond,
+                    bond,
+                )
+                .expect("the relay's own request")
+                .sign_with(&key);
                 ws.send(send(&answer)).await.unwrap();
                 registered.fetch_add(1, Ordering::SeqCst);
             }

@@ -1,14 +1,18 @@
 //! What a worker signs for the escrow, shared by the native and the browser worker: its result
 //! signatures (bound to the deployment its relay's `welcome` named and to the job's spec digest),
 //! and its answer to a registration request (two signatures: the owner account's authorization
-//! of the bond, and the worker key's consent to be bonded under that owner).
+//! of the bond, and the worker key's consent to be bonded under that owner). The worker key's
+//! signatures are made by the glue (the key may be a WebCrypto key nobody can read), so these
+//! build the bytes it signs.
 //!
 //! The relay is not trusted with money: a request that names another deployment than `welcome`
 //! did, or asks for a bond above the worker's cap, is refused here and nothing is signed.
 
-use starling_protocol::sign::{AccountAction, EscrowDeployment, Keypair, result_deployment};
+use starling_protocol::sign::{
+    AccountAction, EscrowDeployment, Keypair, account_bytes, register_bytes_v2, result_bytes_v2, result_deployment,
+};
 use starling_protocol::worker::{Assignment, WorkerMessage};
-use starling_protocol::{Hash32, Signature};
+use starling_protocol::{Hash32, PublicKey, Signature};
 
 /// The largest bond a worker signs for unless told otherwise: ten times the embedded ledger's
 /// minimum. A relay asking more is refused.
@@ -37,7 +41,19 @@ pub fn check_assignment(welcomed: Option<&EscrowDeployment>, a: &Assignment) -> 
     }
 }
 
-/// The worker's signature over its result for `a` (`result_bytes_v2`).
+/// The bytes the worker signs over its result for `a` (`result_bytes_v2`).
+pub fn result_bytes(
+    worker: &PublicKey,
+    welcomed: Option<&EscrowDeployment>,
+    a: &Assignment,
+    hash: &Hash32,
+    len: u64,
+) -> Vec<u8> {
+    result_bytes_v2(result_deployment(welcomed), a.task, &a.spec_digest, hash, len, worker)
+}
+
+/// The worker's signature over its result for `a`, by a key in memory (the native worker's tests
+/// and benches; the workers themselves sign [`result_bytes`] where the key is).
 pub fn sign_result(
     key: &Keypair,
     welcomed: Option<&EscrowDeployment>,
@@ -45,20 +61,47 @@ pub fn sign_result(
     hash: &Hash32,
     len: u64,
 ) -> Signature {
-    key.sign_result_v2(result_deployment(welcomed), a.task, &a.spec_digest, hash, len)
+    key.sign(&result_bytes(&key.public(), welcomed, a, hash, len))
 }
 
-/// The answer to a registration request: `owner` (often the worker key itself) authorizes
-/// bonding `bond` at `nonce`, and the worker key consents to being bonded under `owner`.
+/// A registration answer before the worker key signs it: `message` with its worker-key
+/// signatures zeroed, and the bytes that key signs for them.
+#[derive(Debug)]
+pub struct Registration {
+    pub message: WorkerMessage,
+    /// The bond's authorization at the nonce, when the worker key is its own owner; `None` when
+    /// `owner` signed it already.
+    pub authorization: Option<Vec<u8>>,
+    /// The worker key's consent to being bonded under its owner.
+    pub proof: Vec<u8>,
+}
+
+impl Registration {
+    /// The message, signed by `worker` (a key in memory) where the worker key signs.
+    pub fn sign_with(self, worker: &Keypair) -> WorkerMessage {
+        let mut message = self.message;
+        if let WorkerMessage::Register { authorization, proof, .. } = &mut message {
+            if let Some(bytes) = &self.authorization {
+                *authorization = worker.sign(bytes);
+            }
+            *proof = worker.sign(&self.proof);
+        }
+        message
+    }
+}
+
+/// The answer to a registration request: the owner (`owner`, or the worker key itself when
+/// `None`) authorizes bonding `bond` at `nonce`, and the worker key consents to being bonded under
+/// that owner. Refused for a deployment other than the welcomed one, or a bond over `max_bond`.
 pub fn register(
-    worker: &Keypair,
-    owner: &Keypair,
+    worker: &PublicKey,
+    owner: Option<&Keypair>,
     welcomed: Option<&EscrowDeployment>,
     asked: &EscrowDeployment,
     nonce: u64,
     bond: u64,
     max_bond: u64,
-) -> Result<WorkerMessage, Refusal> {
+) -> Result<Registration, Refusal> {
     let Some(welcomed) = welcomed else { return Err(Refusal::NoEscrow) };
     if asked != welcomed {
         return Err(Refusal::OtherDeployment { asked: asked.clone(), welcomed: Some(welcomed.clone()) });
@@ -67,13 +110,16 @@ pub fn register(
         return Err(Refusal::BondTooLarge { asked: bond, cap: max_bond });
     }
     let deployment = welcomed.as_deployment();
-    let action = AccountAction::Bond { worker: worker.public(), amount: u128::from(bond) };
-    Ok(WorkerMessage::Register {
-        owner: owner.public(),
-        nonce,
-        bond,
-        authorization: owner.sign_account_action(deployment, nonce, &action),
-        proof: worker.sign_register_v2(deployment, &owner.public()),
+    let action = AccountAction::Bond { worker: *worker, amount: u128::from(bond) };
+    let owner_key = owner.map_or(*worker, Keypair::public);
+    let (authorization, authorization_bytes) = match owner {
+        Some(owner) => (owner.sign_account_action(deployment, nonce, &action), None),
+        None => (Signature([0; 64]), Some(account_bytes(deployment, worker, nonce, &action))),
+    };
+    Ok(Registration {
+        message: WorkerMessage::Register { owner: owner_key, nonce, bond, authorization, proof: Signature([0; 64]) },
+        authorization: authorization_bytes,
+        proof: register_bytes_v2(deployment, &owner_key, worker),
     })
 }
 
@@ -81,7 +127,7 @@ pub fn register(
 mod tests {
     use super::*;
     use starling_protocol::job::{BuiltinKernel, KernelSpec};
-    use starling_protocol::sign::{account_bytes, register_bytes_v2, result_bytes_v2, verify};
+    use starling_protocol::sign::verify;
     use starling_protocol::{JobId, LeaseId, TaskId};
 
     fn deployment(contract: &str) -> EscrowDeployment {
@@ -107,17 +153,35 @@ mod tests {
     fn registration_signs_both_consents_for_the_welcomed_deployment_only() {
         let (worker, owner) = (Keypair::from_seed([1; 32]), Keypair::from_seed([2; 32]));
         let here = deployment("c1");
-        let Ok(WorkerMessage::Register { owner: o, nonce, bond, authorization, proof }) =
-            register(&worker, &owner, Some(&here), &here, 4, 10, 10)
+        let action = AccountAction::Bond { worker: worker.public(), amount: 10 };
+
+        // Another owner signs its authorization here; the worker key signs its consent.
+        let Ok(Registration { message, authorization: None, proof }) =
+            register(&worker.public(), Some(&owner), Some(&here), &here, 4, 10, 10)
         else {
-            panic!("an in-bounds request on the welcomed deployment is answered")
+            panic!("an in-bounds request on the welcomed deployment is answered, the owner's part signed")
+        };
+        let WorkerMessage::Register { owner: o, nonce, bond, authorization, .. } = message else {
+            panic!("{message:?}")
         };
         assert_eq!((o, nonce, bond), (owner.public(), 4, 10));
-        let action = AccountAction::Bond { worker: worker.public(), amount: 10 };
         verify(&owner.public(), &account_bytes(here.as_deployment(), &owner.public(), 4, &action), &authorization)
             .unwrap();
-        verify(&worker.public(), &register_bytes_v2(here.as_deployment(), &owner.public(), &worker.public()), &proof)
-            .unwrap();
+        assert_eq!(proof, register_bytes_v2(here.as_deployment(), &owner.public(), &worker.public()));
+
+        // A key that owns itself signs both.
+        let Ok(Registration { message, authorization: Some(authorization), proof }) =
+            register(&worker.public(), None, Some(&here), &here, 4, 10, 10)
+        else {
+            panic!("a self-owned key signs both parts")
+        };
+        assert!(matches!(message, WorkerMessage::Register { owner: o, .. } if o == worker.public()));
+        assert_eq!(authorization, account_bytes(here.as_deployment(), &worker.public(), 4, &action));
+        assert_eq!(proof, register_bytes_v2(here.as_deployment(), &worker.public(), &worker.public()));
+        let signed = register(&worker.public(), None, Some(&here), &here, 4, 10, 10).unwrap().sign_with(&worker);
+        let WorkerMessage::Register { authorization: a, proof: p, .. } = signed else { panic!("{signed:?}") };
+        verify(&worker.public(), &authorization, &a).unwrap();
+        verify(&worker.public(), &proof, &p).unwrap();
 
         let cases = [
             ("other contract", Some(here.clone()), deployment("c2"), 10, "deployment"),
@@ -125,8 +189,10 @@ mod tests {
             ("bond above cap", Some(here.clone()), here.clone(), 11, "cap"),
         ];
         for (case, welcomed, asked, bond, why) in cases {
-            let got = register(&worker, &owner, welcomed.as_ref(), &asked, 4, bond, 10);
-            assert!(got.as_ref().is_err_and(|e| e.to_string().contains(why)), "{case}: {got:?}");
+            for owner in [Some(&owner), None] {
+                let got = register(&worker.public(), owner, welcomed.as_ref(), &asked, 4, bond, 10);
+                assert!(got.as_ref().is_err_and(|e| e.to_string().contains(why)), "{case}: {got:?}");
+            }
         }
     }
 
@@ -147,6 +213,7 @@ mod tests {
         let a = assignment(Some(here.clone()));
         let (hash, len) = (Hash32([5; 32]), 8);
         let sig = sign_result(&key, Some(&here), &a, &hash, len);
+        assert_eq!(sig, key.sign(&result_bytes(&key.public(), Some(&here), &a, &hash, len)));
         let bytes = |d: &EscrowDeployment, digest: &Hash32| {
             result_bytes_v2(d.as_deployment(), a.task, digest, &hash, len, &key.public())
         };

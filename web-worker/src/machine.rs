@@ -26,12 +26,12 @@ use starling_protocol::limits::{
     MAX_REASON_LEN, MAX_WGSL_BYTES, MAX_WORKGROUPS_PER_DIM, MAX_WS_FRAME_BYTES,
 };
 use starling_protocol::page::{LogLevel, State, Status, WorkerEvent};
-use starling_protocol::sign::{EscrowDeployment, Keypair, UploadPurpose};
+use starling_protocol::sign::{EscrowDeployment, Keypair, UploadPurpose, auth_bytes, upload_bytes};
 use starling_protocol::upload::UploadAuth;
 use starling_protocol::worker::{
     Assignment, Backend, Capabilities, DeviceState, InlineBytes, RelayMessage, WorkerMessage,
 };
-use starling_protocol::{Hash32, LeaseId, PROTOCOL_VERSION, PublicKey};
+use starling_protocol::{Hash32, LeaseId, PROTOCOL_VERSION, PublicKey, Signature};
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -101,12 +101,16 @@ pub enum Action {
     Connect { conn: ConnId, url: String },
     /// Send one text frame on `conn` (dropped if that socket is gone).
     Send { conn: ConnId, text: String },
+    /// Sign `message` with the worker key, then send it on `conn` like [`Action::Send`], in order
+    /// with the frames before and after it. The machine never holds the worker's secret key (in
+    /// the browser it is a WebCrypto key nobody can read): the glue signs.
+    SignAndSend { conn: ConnId, message: ToSign },
     /// Close `conn`; its later events are ignored.
     Close { conn: ConnId },
     /// Fetch the inputs from `relay`, run the kernel, then call [`Machine::task_finished`]: with
     /// the output inline when it is at most [`MAX_INLINE_OUTPUT_BYTES`], else after uploading it
-    /// there under `signer`'s signature for this lease.
-    RunTask { assignment: Box<Assignment>, relay: RelayUrls, signer: LeaseSigner },
+    /// there, signed by the worker key for this lease ([`LeaseUpload`]).
+    RunTask { assignment: Box<Assignment>, relay: RelayUrls, upload: LeaseUpload },
     /// Stop working on `lease`: its lease is void, nobody wants the result.
     AbortTask { lease: LeaseId },
     /// Read `account`'s escrow nonce from the relay (`GET /v1/clients/{account}`), then call
@@ -137,19 +141,89 @@ impl TaskOutput {
     }
 }
 
-/// Signs the upload of one lease's output (`PUT /v1/blobs/{hash}` with [`UploadAuth`] headers),
-/// and nothing else: the glue uploads, the machine keeps the key.
-#[derive(Debug)]
-pub struct LeaseSigner {
-    key: Keypair,
-    lease: LeaseId,
+/// What the worker key signs to upload one lease's output (`PUT /v1/blobs/{hash}` with
+/// [`UploadAuth`] headers), and nothing else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseUpload {
+    pub worker: PublicKey,
+    pub lease: LeaseId,
 }
 
-impl LeaseSigner {
-    pub fn sign(&self, output_hash: &Hash32, output_len: u64) -> UploadAuth {
-        UploadAuth::sign(&self.key, UploadPurpose::Output { lease: self.lease }, output_hash, output_len)
+impl LeaseUpload {
+    /// The bytes the worker key signs for an output of `output_len` bytes hashing to `output_hash`.
+    pub fn bytes(&self, output_hash: &Hash32, output_len: u64) -> Vec<u8> {
+        upload_bytes(UploadPurpose::Output { lease: self.lease }, output_hash, output_len, &self.worker)
+    }
+
+    /// The upload's headers, with the worker key's `signature` over [`LeaseUpload::bytes`].
+    pub fn auth(&self, signature: Signature) -> UploadAuth {
+        UploadAuth { key: self.worker, purpose: UploadPurpose::Output { lease: self.lease }, signature }
+    }
+
+    /// Signs with a key in memory (the native worker; a browser without WebCrypto Ed25519).
+    pub fn sign_with(&self, key: &Keypair, output_hash: &Hash32, output_len: u64) -> UploadAuth {
+        self.auth(key.sign(&self.bytes(output_hash, output_len)))
     }
 }
+
+/// Where a worker-key signature goes in the message it completes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// `auth.signature`: the challenge's nonce.
+    Auth,
+    /// `result.signature`: the output, for this deployment and job.
+    Result,
+    /// `register.authorization`: the key, as its own owner, authorizes the bond at the nonce.
+    Authorization,
+    /// `register.proof`: the key consents to being bonded under its owner.
+    Proof,
+}
+
+/// A message to the relay still missing the worker key's signatures: the glue signs each of
+/// [`ToSign::bytes`] with the worker key and sends [`ToSign::complete`]'s text.
+#[derive(Debug, Clone)]
+pub struct ToSign {
+    message: WorkerMessage,
+    slots: Vec<(Slot, Vec<u8>)>,
+}
+
+impl ToSign {
+    /// The bytes to sign, in the order [`ToSign::complete`] takes the signatures.
+    pub fn bytes(&self) -> impl Iterator<Item = &[u8]> {
+        self.slots.iter().map(|(_, bytes)| bytes.as_slice())
+    }
+
+    /// The frame's text, with `signatures` (one per [`ToSign::bytes`], in order) in place.
+    pub fn complete(mut self, signatures: &[Signature]) -> Result<String, String> {
+        if signatures.len() != self.slots.len() {
+            return Err(format!("{} signatures for {} slots", signatures.len(), self.slots.len()));
+        }
+        for ((slot, _), signature) in self.slots.iter().zip(signatures) {
+            let place = match (slot, &mut self.message) {
+                (Slot::Auth, WorkerMessage::Auth { signature }) => signature,
+                (Slot::Result, WorkerMessage::Result { signature, .. }) => signature,
+                (Slot::Authorization, WorkerMessage::Register { authorization, .. }) => authorization,
+                (Slot::Proof, WorkerMessage::Register { proof, .. }) => proof,
+                (slot, _) => return Err(format!("a {slot:?} signature has no place in this message")),
+            };
+            *place = *signature;
+        }
+        Ok(encode(&self.message))
+    }
+
+    /// Signs with a key in memory (the native worker; a browser without WebCrypto Ed25519).
+    pub fn sign_with(self, key: &Keypair) -> String {
+        let signatures: Vec<Signature> = self.bytes().map(|bytes| key.sign(bytes)).collect();
+        self.complete(&signatures).expect("one signature per slot")
+    }
+
+    fn new(message: WorkerMessage, slots: Vec<(Slot, Vec<u8>)>) -> Self {
+        ToSign { message, slots }
+    }
+}
+
+/// A signature's place before it is made.
+const UNSIGNED: Signature = Signature([0; 64]);
 
 /// Why a task could not run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,7 +275,8 @@ struct Run {
     /// next when a connection is lost.
     relays: Vec<RelayUrls>,
     current: usize,
-    key: Keypair,
+    /// The worker key; its secret stays with the glue.
+    key: PublicKey,
     link: Link,
     backoff_ms: u64,
 }
@@ -328,7 +403,9 @@ impl Machine {
         self.options.expect_chain_id = chain_id;
     }
 
-    pub fn start(&mut self, relay: &str, key: Result<Keypair, String>, settings: Settings, now_ms: u64) {
+    /// Starts working for `relay` (comma-separated origins) as the worker `key`, whose secret the
+    /// glue keeps and signs with ([`Action::SignAndSend`], [`LeaseUpload`]).
+    pub fn start(&mut self, relay: &str, key: Result<PublicKey, String>, settings: Settings, now_ms: u64) {
         let checked = settings.check().and_then(|()| RelayUrls::from_origins(relay)).and_then(|urls| Ok((urls, key?)));
         let (relays, key) = match checked {
             Ok(ok) => ok,
@@ -345,13 +422,13 @@ impl Machine {
         self.start_error = None;
         if let Some(run) = &self.run
             && run.relays == relays
-            && run.key.public() == key.public()
+            && run.key == key
         {
             self.reconcile(now_ms);
             return;
         }
         self.teardown();
-        self.public_key = Some(key.public());
+        self.public_key = Some(key);
         self.run = Some(Run { relays, current: 0, key, link: Link::AwaitCompute, backoff_ms: BACKOFF_FIRST_MS });
         match self.compute {
             Compute::Ready(_) => self.connect(now_ms),
@@ -409,7 +486,7 @@ impl Machine {
         let Compute::Ready(caps) = &self.compute else { return };
         let hello = WorkerMessage::Hello {
             protocol_version: PROTOCOL_VERSION,
-            worker_key: run.key.public(),
+            worker_key: run.key,
             capabilities: Capabilities { duty_cycle: self.settings.duty_cycle, ..caps.clone() },
         };
         self.actions.push(Action::Send { conn, text: encode(&hello) });
@@ -433,8 +510,11 @@ impl Machine {
         match (&mut run.link, message) {
             (Link::Handshake { step: step @ Handshake::AwaitChallenge, .. }, RelayMessage::Challenge { nonce }) => {
                 *step = Handshake::AwaitWelcome;
-                let auth = WorkerMessage::Auth { signature: run.key.sign_auth(&nonce) };
-                self.actions.push(Action::Send { conn, text: encode(&auth) });
+                let auth = ToSign::new(
+                    WorkerMessage::Auth { signature: UNSIGNED },
+                    vec![(Slot::Auth, auth_bytes(&nonce, &run.key))],
+                );
+                self.actions.push(Action::SignAndSend { conn, message: auth });
             }
             (
                 Link::Handshake { step: Handshake::AwaitWelcome, .. },
@@ -489,7 +569,7 @@ impl Machine {
                 // authorization and its consent under the nonce the relay names; another owner's
                 // nonce is read first (the relay's word on it is not the owner's).
                 match &self.options.owner {
-                    Some(owner) if owner.public() != run.key.public() => {
+                    Some(owner) if owner.public() != run.key => {
                         let (conn, account) = (session.conn, owner.public());
                         let relay = run.relays[run.current].clone();
                         self.actions.push(Action::ReadNonce { conn, relay, account, asked, bond });
@@ -530,11 +610,13 @@ impl Machine {
         let mut device_lost = false;
         match outcome {
             Ok(TaskOutput { output_hash, output_len, inline }) => {
-                let signature =
-                    escrow::sign_result(&run.key, session.escrow.as_ref(), &job.assignment, &output_hash, output_len);
+                let bytes =
+                    escrow::result_bytes(&run.key, session.escrow.as_ref(), &job.assignment, &output_hash, output_len);
                 let output = inline.map(InlineBytes);
-                let result = WorkerMessage::Result { lease, task, output_hash, output_len, signature, output };
-                self.actions.push(Action::Send { conn, text: encode(&result) });
+                let result =
+                    WorkerMessage::Result { lease, task, output_hash, output_len, signature: UNSIGNED, output };
+                let message = ToSign::new(result, vec![(Slot::Result, bytes)]);
+                self.actions.push(Action::SignAndSend { conn, message });
                 if session.awaiting_ack.len() == MAX_AWAITING_ACK {
                     session.awaiting_ack.pop_front();
                 }
@@ -589,13 +671,22 @@ impl Machine {
     /// authorization) and its owner (consent under `nonce`), unless [`escrow::register`] refuses.
     fn register(&mut self, asked: EscrowDeployment, nonce: u64, bond: u64) {
         let Some(Run { link: Link::Ready(session), key, .. }) = &self.run else { return };
-        let owner = self.options.owner.as_ref().unwrap_or(key);
+        // Another owner's key is in memory (the native worker's --owner-key) and signs here; a key
+        // that owns itself signs both through the glue.
+        let owner = self.options.owner.as_ref().filter(|owner| owner.public() != *key);
         let max_bond = self.options.max_bond;
         let outcome = escrow::register(key, owner, session.escrow.as_ref(), &asked, nonce, bond, max_bond)
-            .map(|register| (session.conn, register, owner.public()));
+            .map(|registration| (session.conn, registration));
         match outcome {
-            Ok((conn, register, owner)) => {
-                self.actions.push(Action::Send { conn, text: encode(&register) });
+            Ok((conn, escrow::Registration { message, authorization, proof })) => {
+                let owner = match &message {
+                    WorkerMessage::Register { owner, .. } => *owner,
+                    _ => unreachable!("escrow::register builds a register message"),
+                };
+                let mut slots: Vec<(Slot, Vec<u8>)> =
+                    authorization.map(|a| (Slot::Authorization, a)).into_iter().collect();
+                slots.push((Slot::Proof, proof));
+                self.actions.push(Action::SignAndSend { conn, message: ToSign::new(message, slots) });
                 let note =
                     format!("registering with the relay's escrow {}: owner {owner}, bond {bond}", asked.contract);
                 self.log(LogLevel::Info, note);
@@ -743,8 +834,8 @@ impl Machine {
                     Pace::Work => {
                         job.started_ms = Some(now_ms);
                         let assignment = Box::new(job.assignment.clone());
-                        let signer = LeaseSigner { key: Keypair::from_seed(key.seed()), lease: assignment.lease };
-                        actions.push(Action::RunTask { assignment, relay: urls.clone(), signer });
+                        let upload = LeaseUpload { worker: *key, lease: assignment.lease };
+                        actions.push(Action::RunTask { assignment, relay: urls.clone(), upload });
                         true
                     }
                     Pace::Pause(why) => {

@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::format;
 use crate::poll;
 use crate::views::WorkerView;
-use crate::worker_protocol::{self, Settings, State};
+use crate::worker_protocol::{self, KeyStorage, Settings, State};
 use crate::{api, worker_protocol::describe};
 use leptos::prelude::*;
 
@@ -109,6 +109,20 @@ pub fn Contribute() -> impl IntoView {
                             {move || contributor.public_key.get().map(|k| format::short_key(&k)).unwrap_or_else(|| "Created when you first start".to_string())}
                         </dd>
                     </dl>
+                    {move || contributor.key_storage.get().map(|storage| {
+                        let held = matches!(storage, KeyStorage::Held { .. });
+                        let note = match storage {
+                            KeyStorage::Held { .. } => "The key is held by this browser: no script, not even this app's, can read it.".to_string(),
+                            KeyStorage::Page { reason } => format!(
+                                "This browser cannot hold the key out of scripts' reach ({reason}), so it is kept in this site's storage, where a script running on this page could read it."
+                            ),
+                        };
+                        view! {
+                            <p class=if held { "hint" } else { "hint warning" } data-testid="worker-key-storage" data-held=held.to_string()>
+                                {note}
+                            </p>
+                        }
+                    })}
                 </section>
 
                 <section class="card" aria-labelledby="work-heading">

@@ -19,7 +19,8 @@ use starling_protocol::JobId;
 use starling_protocol::api::ClientView;
 use starling_protocol::api::{JobState, JobSummary};
 use starling_protocol::events::JobEvent;
-use starling_protocol::sign::Deployment;
+use starling_protocol::page::KeyStorage;
+use starling_protocol::sign::{Deployment, JobToSign, SignedJob};
 use std::collections::HashMap;
 use wasm_bindgen::JsCast;
 
@@ -37,24 +38,51 @@ const MAX_FOLLOWED: usize = 16;
 #[component]
 pub fn Dashboard() -> impl IntoView {
     set_title("Dashboard");
-    let client_key = browser::client_keypair();
-    let client_hex = client_key.as_ref().ok().map(|k| k.public().to_hex());
-    let key_problem =
-        client_key.as_ref().err().map(|e| format!("No client key: {e}. Jobs cannot be signed in this browser."));
+    // The client key opens from the browser's keystore (asynchronously, created on first use);
+    // the card and the list follow once it is open.
+    let client: RwSignal<Option<Result<(String, KeyStorage), String>>> = RwSignal::new(None);
+    leptos::task::spawn_local(async move {
+        let opened = browser::client_key().await.map(|(key, storage)| (key.public().to_hex(), storage));
+        let _ = client.try_set(Some(opened.map_err(|e| e.to_string())));
+    });
+    let key_problem = move || {
+        client.with(|c| match c {
+            Some(Err(e)) => Some(format!("No client key: {e}. Jobs cannot be signed in this browser.")),
+            _ => None,
+        })
+    };
     view! {
         <section class="page dashboard" data-testid="page-dashboard">
             <h1 data-testid="page-heading">"Dashboard"</h1>
             <p class="lead">"Post a job to the network and watch it being computed and verified."</p>
-            <Notice text=Signal::derive(move || key_problem.clone()) tone=Tone::Error testid="client-key-error"/>
-            <ClientCard key=client_hex.clone()/>
+            <Notice text=Signal::derive(key_problem) tone=Tone::Error testid="client-key-error"/>
+            {move || client.get().map(|opened| {
+                let (key, storage) = opened.ok().unzip();
+                view! { <ClientCard key storage/> }
+            })}
             <JobFormPanel/>
-            <JobList client=client_hex/>
+            {move || client.get().map(|opened| view! { <JobList client=opened.ok().map(|(key, _)| key)/> })}
         </section>
     }
 }
 
+/// Where the client key is kept, in words, for the card.
+fn key_storage_note(storage: &KeyStorage) -> String {
+    match storage {
+        KeyStorage::Held { .. } => {
+            "The key is held by this browser as a WebCrypto key: no script, not even this app's, can read it. \
+            It signs every job you post. Clearing this site's data loses it."
+                .to_string()
+        }
+        KeyStorage::Page { reason } => format!(
+            "This browser cannot hold the key out of scripts' reach ({reason}), so it is kept in this site's storage, \
+             where a script running on this page could read it. It signs every job you post. Clearing this site's data loses it."
+        ),
+    }
+}
+
 #[component]
-fn ClientCard(key: Option<String>) -> impl IntoView {
+fn ClientCard(key: Option<String>, storage: Option<KeyStorage>) -> impl IntoView {
     let info: RwSignal<Option<Result<ClientView, Error>>> = RwSignal::new(None);
     if let Some(key) = key.clone() {
         let fetch = move || {
@@ -83,9 +111,25 @@ fn ClientCard(key: Option<String>) -> impl IntoView {
                 <dt>"Balance"</dt>
                 <dd data-testid="client-balance">{balance}</dd>
             </dl>
-            <p class="hint">"The key lives in this browser only and signs every job you post. Clearing this site's data loses it."</p>
+            <p
+                class=if matches!(storage, Some(KeyStorage::Page { .. })) { "hint warning" } else { "hint" }
+                data-testid="client-key-storage"
+                data-held=matches!(storage, Some(KeyStorage::Held { .. })).to_string()
+            >
+                {storage.as_ref().map(key_storage_note)}
+            </p>
         </section>
     }
+}
+
+/// Signs `job` with the client key (through WebCrypto when the browser holds it).
+async fn sign_job(key: &browser::Signer, job: JobToSign) -> Result<SignedJob, String> {
+    let signature = key.sign(job.job_bytes()).await?;
+    let deposit = match job.deposit_bytes() {
+        Some(bytes) => Some(key.sign(bytes).await?),
+        None => None,
+    };
+    job.signed(signature, deposit).map_err(str::to_string)
 }
 
 /// Where a submission stands.
@@ -130,8 +174,8 @@ fn JobFormPanel() -> impl IntoView {
         let navigate = navigate.clone();
         leptos::task::spawn_local(async move {
             // The client key signs the uploads (charged to it until the job uses them) and the job.
-            let key = match browser::client_keypair() {
-                Ok(key) => key,
+            let key = match browser::client_key().await {
+                Ok((key, _)) => key,
                 Err(e) => {
                     let _ = submission.try_set(Submission::Failed(format!("The job could not be signed: {e}")));
                     return;
@@ -164,13 +208,16 @@ fn JobFormPanel() -> impl IntoView {
             } else {
                 None
             };
-            let signed = match escrow {
-                Some(e) => {
-                    let deployment = Deployment { chain_id: &e.chain_id, contract: &e.contract };
-                    let not_after = browser::now_ms() / 1000 + DEPOSIT_VALID_SECS;
-                    key.sign_paid_job(built.spec, deployment, &e.relay_address, not_after)
+            let not_after = browser::now_ms() / 1000 + DEPOSIT_VALID_SECS;
+            let paid = escrow.as_ref().map(|e| {
+                (Deployment { chain_id: &e.chain_id, contract: &e.contract }, e.relay_address.as_str(), not_after)
+            });
+            let signed = match sign_job(&key, JobToSign::new(built.spec, key.public(), paid)).await {
+                Ok(signed) => signed,
+                Err(e) => {
+                    let _ = submission.try_set(Submission::Failed(format!("The job could not be signed: {e}")));
+                    return;
                 }
-                None => key.sign_job(built.spec),
             };
             match api::submit(&signed).await {
                 Ok(job) => {

@@ -58,12 +58,21 @@ fn relay(message: RelayMessage) -> String {
     serde_json::to_string(&message).unwrap()
 }
 
-/// The worker's frames among `actions`, decoded, with the connection each went to.
+/// The seed of the worker key the tests start machines with, unless they say otherwise.
+const WORKER_SEED: [u8; 32] = [3; 32];
+
+/// The worker's frames among `actions`, decoded, with the connection each went to; those the
+/// machine asked the glue to sign are signed as the glue would, with the key of `WORKER_SEED`.
 fn sent(actions: &[Action]) -> Vec<(ConnId, WorkerMessage)> {
     actions
         .iter()
         .filter_map(|a| match a {
             Action::Send { conn, text } => Some((*conn, serde_json::from_str(text).unwrap())),
+            Action::SignAndSend { conn, message } => {
+                let signatures: Vec<_> = message.bytes().map(|b| Keypair::from_seed(WORKER_SEED).sign(b)).collect();
+                let text = message.clone().complete(&signatures).unwrap();
+                Some((*conn, serde_json::from_str(&text).unwrap()))
+            }
             _ => None,
         })
         .collect()
@@ -109,11 +118,11 @@ impl Rig {
     /// As [`Rig::welcomed`], for a worker with `options` (the welcome's actions are returned
     /// unchecked: a pinned escrow may refuse it).
     fn welcomed_with(duty_cycle: f32, backend: Backend, options: Options) -> (Rig, Vec<Action>) {
-        let key = Keypair::from_seed([3; 32]);
+        let key = Keypair::from_seed(WORKER_SEED);
         let mut m = Machine::with_options(42, options);
         assert_eq!(last_status(&m.take_actions()).state, State::Stopped);
 
-        m.start(RELAY, Ok(Keypair::from_seed(key.seed())), settings(duty_cycle), 0);
+        m.start(RELAY, Ok(key.public()), settings(duty_cycle), 0);
         let actions = m.take_actions();
         assert!(matches!(actions[0], Action::OpenCompute), "{actions:?}");
         let status = last_status(&actions);
@@ -177,6 +186,43 @@ impl Rig {
     }
 }
 
+/// The machine only says what to sign: the signatures a held key makes elsewhere go exactly where
+/// the message carries them, and a wrong count is refused rather than sent half-signed.
+#[test]
+fn frames_to_sign_are_completed_by_the_glue() {
+    let key = Keypair::from_seed(WORKER_SEED);
+    let mut m = Machine::new(1);
+    m.compute_ready(caps(Backend::Vulkan), 0);
+    m.start(RELAY, Ok(key.public()), settings(1.0), 0);
+    let conn = m
+        .take_actions()
+        .iter()
+        .find_map(|a| match a {
+            Action::Connect { conn, .. } => Some(*conn),
+            _ => None,
+        })
+        .expect("connects");
+    m.socket_opened(conn, 1);
+    m.take_actions();
+    let nonce = sha256(b"challenge");
+    m.socket_text(conn, &relay(RelayMessage::Challenge { nonce }), 2);
+    let actions = m.take_actions();
+    let Some(Action::SignAndSend { conn: to, message }) =
+        actions.iter().find(|a| matches!(a, Action::SignAndSend { .. }))
+    else {
+        panic!("the challenge is answered through the glue's key: {actions:?}")
+    };
+    assert_eq!(*to, conn);
+    let bytes: Vec<&[u8]> = message.bytes().collect();
+    assert_eq!(bytes, [auth_bytes(&nonce, &key.public()).as_slice()]);
+    assert!(message.clone().complete(&[]).is_err());
+    assert!(message.clone().complete(&[key.sign(bytes[0]), key.sign(bytes[0])]).is_err());
+    let text = message.clone().complete(&[key.sign(bytes[0])]).unwrap();
+    assert_eq!(text, message.clone().sign_with(&key));
+    let WorkerMessage::Auth { signature } = serde_json::from_str(&text).unwrap() else { panic!("{text}") };
+    verify(&key.public(), &auth_bytes(&nonce, &key.public()), &signature).unwrap();
+}
+
 #[test]
 fn handshake_then_assign_run_sign_rest_and_ack() {
     let (mut rig, actions) = Rig::welcomed(0.5, Backend::BrowserWebgpu);
@@ -186,10 +232,11 @@ fn handshake_then_assign_run_sign_rest_and_ack() {
 
     // Assigned at 2000: runs at once, and the relay hears we are busy.
     let actions = rig.at(2000).relay(RelayMessage::Assign(assignment(1)));
-    let Some(Action::RunTask { assignment: task, relay, signer }) = actions.first() else { panic!("{actions:?}") };
+    let Some(Action::RunTask { assignment: task, relay, upload }) = actions.first() else { panic!("{actions:?}") };
     assert_eq!(**task, assignment(1));
-    // The signer signs uploads for this lease only, with the worker's key.
-    let auth = signer.sign(&sha256(b"big output"), 20_000);
+    // The upload is signed for this lease only, by the worker's key.
+    assert_eq!(*upload, LeaseUpload { worker: rig.key.public(), lease: LeaseId(1) });
+    let auth = upload.sign_with(&rig.key, &sha256(b"big output"), 20_000);
     assert_eq!(auth.key, rig.key.public());
     assert_eq!(auth.purpose, starling_protocol::sign::UploadPurpose::Output { lease: LeaseId(1) });
     auth.verify(&sha256(b"big output"), 20_000).unwrap();
@@ -476,7 +523,7 @@ fn dropped_connections_retry_with_growing_jittered_backoff_until_welcomed() {
 #[test]
 fn a_lost_relay_is_left_for_the_next_and_tasks_use_the_relay_they_came_from() {
     let mut m = Machine::with_options(42, Options::default());
-    m.start("http://a:1,http://b:2", Ok(Keypair::from_seed([3; 32])), settings(1.0), 0);
+    m.start("http://a:1,http://b:2", Ok(Keypair::from_seed(WORKER_SEED).public()), settings(1.0), 0);
     m.compute_ready(caps(Backend::Cpu), 10);
     let connect = |actions: Vec<Action>| match actions.into_iter().find(|a| matches!(a, Action::Connect { .. })) {
         Some(Action::Connect { conn, url }) => (conn, url),
@@ -526,7 +573,7 @@ fn a_lost_relay_is_left_for_the_next_and_tasks_use_the_relay_they_came_from() {
 #[test]
 fn handshake_problems_drop_the_socket_and_refusals_show_as_errors() {
     let start = |m: &mut Machine| -> ConnId {
-        m.start(RELAY, Ok(Keypair::from_seed([1; 32])), settings(1.0), 0);
+        m.start(RELAY, Ok(Keypair::from_seed([1; 32]).public()), settings(1.0), 0);
         m.compute_ready(caps(Backend::BrowserWebgpu), 0);
         let Some(Action::Connect { conn, .. }) =
             m.take_actions().into_iter().find(|a| matches!(a, Action::Connect { .. }))
@@ -593,7 +640,7 @@ fn stop_really_stops_and_start_again_resumes() {
     assert!(rig.m.take_actions().is_empty());
 
     // Starting again reuses the opened GPU: straight to connecting.
-    rig.m.start(RELAY, Ok(Keypair::from_seed([3; 32])), settings(1.0), 200_000);
+    rig.m.start(RELAY, Ok(Keypair::from_seed(WORKER_SEED).public()), settings(1.0), 200_000);
     let actions = rig.m.take_actions();
     assert!(matches!(actions.first(), Some(Action::Connect { .. })), "{actions:?}");
 }
@@ -601,9 +648,9 @@ fn stop_really_stops_and_start_again_resumes() {
 #[test]
 fn start_problems_are_errors_and_a_repeated_start_keeps_the_session() {
     for (relay_url, key, settings, expect) in [
-        ("ftp://x", Ok(Keypair::from_seed([1; 32])), settings(0.5), "http:// or https://"),
+        ("ftp://x", Ok(Keypair::from_seed([1; 32]).public()), settings(0.5), "http:// or https://"),
         (RELAY, Err("secret_key must be 64 hex digits".to_string()), settings(0.5), "64 hex digits"),
-        (RELAY, Ok(Keypair::from_seed([1; 32])), settings(0.0), "duty_cycle"),
+        (RELAY, Ok(Keypair::from_seed([1; 32]).public()), settings(0.0), "duty_cycle"),
     ] {
         let mut m = Machine::new(1);
         m.start(relay_url, key, settings, 0);
@@ -615,11 +662,11 @@ fn start_problems_are_errors_and_a_repeated_start_keeps_the_session() {
     }
 
     let (mut rig, _) = Rig::welcomed(1.0, Backend::BrowserWebgpu);
-    rig.m.start(RELAY, Ok(Keypair::from_seed([3; 32])), settings(0.5), rig.now);
+    rig.m.start(RELAY, Ok(Keypair::from_seed(WORKER_SEED).public()), settings(0.5), rig.now);
     let actions = rig.m.take_actions();
     assert!(!actions.iter().any(|a| matches!(a, Action::Close { .. } | Action::Connect { .. })), "{actions:?}");
     // A different key is a different worker: new session.
-    rig.m.start(RELAY, Ok(Keypair::from_seed([4; 32])), settings(0.5), rig.now);
+    rig.m.start(RELAY, Ok(Keypair::from_seed([4; 32]).public()), settings(0.5), rig.now);
     let actions = rig.m.take_actions();
     assert!(actions.iter().any(|a| matches!(a, Action::Close { .. })));
     assert!(actions.iter().any(|a| matches!(a, Action::Connect { .. })));

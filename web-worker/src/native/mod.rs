@@ -20,7 +20,7 @@ pub use keys::load_or_create_key;
 use crate::engine;
 use crate::escrow;
 use crate::gpu::GpuContext;
-use crate::machine::{Action, ConnId, LeaseSigner, Machine, Options, RelayUrls, TaskFailure, TaskOutput};
+use crate::machine::{Action, ConnId, LeaseUpload, Machine, Options, RelayUrls, TaskFailure, TaskOutput};
 use crate::pacing::Settings;
 use futures_util::{SinkExt, StreamExt};
 use starling_protocol::api::ClientView;
@@ -231,10 +231,12 @@ pub async fn run(
             http,
             copied: Mutex::new(None),
             corrupted_one: std::sync::atomic::AtomicBool::new(false),
+            key,
         }),
     };
     let now = driver.now_ms();
-    driver.machine.start(&driver.runner.config.relay, Ok(key), settings, now);
+    let worker = driver.runner.key.public();
+    driver.machine.start(&driver.runner.config.relay, Ok(worker), settings, now);
     tokio::pin!(shutdown);
     loop {
         driver.carry_out_actions();
@@ -342,16 +344,21 @@ impl Driver {
                     let _ = frames.send(text);
                 }
             }
+            Action::SignAndSend { conn, message } => {
+                if let Some(frames) = self.sockets.get(&conn) {
+                    let _ = frames.send(message.sign_with(&self.runner.key));
+                }
+            }
             Action::Close { conn } => {
                 self.sockets.remove(&conn);
             }
-            Action::RunTask { assignment, relay, signer } => {
+            Action::RunTask { assignment, relay, upload } => {
                 let lease = assignment.lease;
                 let kernel = assignment.kernel.display_name();
                 tracing::debug!(%lease, task = %assignment.task, %kernel, "assigned");
                 let (runner, events) = (self.runner.clone(), self.events_tx.clone());
                 let task = tokio::spawn(async move {
-                    let outcome = runner.execute(&assignment, &relay, &signer).await;
+                    let outcome = runner.execute(&assignment, &relay, &upload).await;
                     if let Err(failure) = &outcome {
                         tracing::warn!(%lease, task = %assignment.task, reason = %failure.reason, "task failed");
                     }
@@ -448,6 +455,8 @@ struct Runner {
     copied: Mutex<Option<Vec<u8>>>,
     /// `corrupt_one` has been played.
     corrupted_one: std::sync::atomic::AtomicBool,
+    /// The worker key: natively in memory (read from its key file).
+    key: Keypair,
 }
 
 impl Runner {
@@ -458,7 +467,7 @@ impl Runner {
         &self,
         a: &Assignment,
         relay: &RelayUrls,
-        signer: &LeaseSigner,
+        upload: &LeaseUpload,
     ) -> Result<TaskOutput, TaskFailure> {
         let failed = |reason: String| TaskFailure { reason, device_lost: false };
         if self.config.stall_tasks {
@@ -504,7 +513,7 @@ impl Runner {
             return Ok(TaskOutput::inline(output));
         }
         let (output_hash, output_len) = (sha256(&output), output.len() as u64);
-        let auth = signer.sign(&output_hash, output_len);
+        let auth = upload.sign_with(&self.key, &output_hash, output_len);
         blobs::upload(&self.http, &relay.http, &auth, &output_hash, output)
             .await
             .map_err(|e| failed(format!("upload: {e}")))?;

@@ -11,8 +11,10 @@ pub mod compute;
 pub mod socket;
 pub mod timer;
 
+use super::keystore::{self, Signer};
 use super::page::{LogLevel, PageMessage, State, Status, WorkerEvent, parse_secret_key};
-use crate::machine::{Action, ConnId, LeaseSigner, Machine, TaskFailure, TaskOutput};
+use crate::machine::{Action, ConnId, LeaseUpload, Machine, TaskFailure, TaskOutput, ToSign};
+use crate::pacing::Settings;
 use compute::{Compute, Opened, open_compute};
 use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
 use futures_util::StreamExt;
@@ -23,7 +25,7 @@ use starling_protocol::limits::MAX_INLINE_OUTPUT_BYTES;
 use starling_protocol::sign::Keypair;
 use starling_protocol::worker::Assignment;
 use starling_protocol::{LeaseId, sha256};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::Poll;
@@ -84,6 +86,14 @@ pub fn worker_main() {
 struct Glue {
     scope: DedicatedWorkerGlobalScope,
     machine: Machine,
+    /// The worker key, once the keystore has opened it.
+    signer: Option<Rc<Signer>>,
+    /// The keystore opening the worker key for a `start`, which waits for it.
+    keying: Option<LocalBoxFuture<'static, Keyed>>,
+    /// Frames waiting for the one being signed (frames go out in the machine's order).
+    outbox: VecDeque<(ConnId, Frame)>,
+    /// The frame being signed by a held key, and the connection it goes to.
+    signing: Option<(ConnId, LocalBoxFuture<'static, Result<String, String>>)>,
     /// For sockets to report on.
     events: UnboundedSender<Event>,
     sockets: HashMap<ConnId, Socket>,
@@ -95,9 +105,26 @@ struct Glue {
     timer: Option<(u64, Sleep)>,
 }
 
+/// A frame for the relay: ready, or waiting for the worker key's signatures.
+enum Frame {
+    Text(String),
+    Sign(ToSign),
+}
+
+/// The worker key opened for a `start` (or why it could not be).
+type Keyed = (Result<Rc<Signer>, String>, Start);
+
+/// A `start` from the page, carried out once the worker key is open.
+struct Start {
+    relay: String,
+    settings: Settings,
+}
+
 /// What woke the loop.
 enum Wake {
     Event(Event),
+    Keyed(Result<Rc<Signer>, String>, Start),
+    Signed(ConnId, Result<String, String>),
     Opened(Box<Opened>),
     TaskDone(LeaseId, Result<TaskOutput, TaskFailure>),
     Timer,
@@ -109,6 +136,10 @@ impl Glue {
         Glue {
             scope,
             machine: Machine::new(jitter_seed),
+            signer: None,
+            keying: None,
+            outbox: VecDeque::new(),
+            signing: None,
             events,
             sockets: HashMap::new(),
             compute: None,
@@ -126,6 +157,19 @@ impl Glue {
             let wake = poll_fn(|cx| {
                 if let Poll::Ready(Some(event)) = inbox.poll_next_unpin(cx) {
                     return Poll::Ready(Wake::Event(event));
+                }
+                if let Some(keying) = &mut self.keying
+                    && let Poll::Ready((signer, start)) = keying.as_mut().poll(cx)
+                {
+                    self.keying = None;
+                    return Poll::Ready(Wake::Keyed(signer, start));
+                }
+                if let Some((conn, signing)) = &mut self.signing
+                    && let Poll::Ready(text) = signing.as_mut().poll(cx)
+                {
+                    let conn = *conn;
+                    self.signing = None;
+                    return Poll::Ready(Wake::Signed(conn, text));
                 }
                 if let Some(opening) = &mut self.opening
                     && let Poll::Ready(opened) = opening.as_mut().poll(cx)
@@ -169,6 +213,17 @@ impl Glue {
                     self.compute = Some(Rc::new(compute));
                     self.machine.compute_ready(capabilities, now);
                 }
+                Wake::Keyed(signer, start) => self.keyed(signer, start, now),
+                Wake::Signed(conn, text) => {
+                    match text {
+                        Ok(text) => self.send_now(conn, &text),
+                        Err(why) => {
+                            let message = format!("a frame was not sent: {why}");
+                            post(&self.scope, &WorkerEvent::log(LogLevel::Error, message));
+                        }
+                    }
+                    self.pump();
+                }
                 Wake::TaskDone(lease, outcome) => self.machine.task_finished(lease, outcome, now),
                 Wake::Timer => self.machine.tick(now),
             }
@@ -186,19 +241,64 @@ impl Glue {
         match message {
             PageMessage::Start { relay, secret_key, settings, expect } => {
                 self.machine.expect_deployment(expect);
-                let key = match secret_key {
-                    Some(hex_seed) => parse_secret_key(&hex_seed),
-                    None => {
-                        let key = Keypair::generate();
-                        post(&self.scope, &WorkerEvent::key(&key));
-                        Ok(key)
-                    }
+                let start = Start { relay, settings };
+                if let Some(signer) = &self.signer {
+                    return self.machine.start(&start.relay, Ok(signer.public()), start.settings, now);
+                }
+                // The first start opens the worker key (a later one, before it is open, replaces it).
+                let legacy = match secret_key.as_deref().map(parse_secret_key).transpose() {
+                    Ok(legacy) => legacy,
+                    Err(why) => return self.machine.start(&start.relay, Err(why), start.settings, now),
                 };
-                self.machine.start(&relay, key, settings, now);
+                let scope = self.scope.clone();
+                self.keying = Some(Box::pin(async move { (open_worker_key(&scope, legacy).await, start) }));
             }
-            PageMessage::Stop => self.machine.stop(now),
+            PageMessage::Stop => {
+                self.keying = None;
+                self.machine.stop(now);
+            }
             PageMessage::Settings { settings } => self.machine.set_settings(settings, now),
             PageMessage::Device(device) => self.machine.set_device(device, now),
+        }
+    }
+
+    /// The worker key is open (or could not be): start the machine with it.
+    fn keyed(&mut self, signer: Result<Rc<Signer>, String>, start: Start, now: u64) {
+        let public = signer.map(|signer| {
+            let public = signer.public();
+            self.signer = Some(signer);
+            public
+        });
+        self.machine.start(&start.relay, public, start.settings, now);
+    }
+
+    /// Sends frames from the outbox in order until one must wait for a held key's signature.
+    fn pump(&mut self) {
+        while self.signing.is_none() {
+            let Some((conn, frame)) = self.outbox.pop_front() else { return };
+            match frame {
+                Frame::Text(text) => self.send_now(conn, &text),
+                Frame::Sign(message) => {
+                    let Some(signer) = self.signer.clone() else {
+                        let why = "no worker key to sign with";
+                        post(&self.scope, &WorkerEvent::log(LogLevel::Error, format!("a frame was not sent: {why}")));
+                        continue;
+                    };
+                    if let Some(key) = signer.memory() {
+                        self.send_now(conn, &message.sign_with(key));
+                        continue;
+                    }
+                    self.signing = Some((conn, Box::pin(sign_frame(signer, message))));
+                }
+            }
+        }
+    }
+
+    fn send_now(&self, conn: ConnId, text: &str) {
+        if let Some(socket) = self.sockets.get(&conn)
+            && let Err(why) = socket.send(text)
+        {
+            post(&self.scope, &WorkerEvent::log(LogLevel::Debug, format!("frame not sent: {why}")));
         }
     }
 
@@ -232,18 +332,20 @@ impl Glue {
                 }
             },
             Action::Send { conn, text } => {
-                if let Some(socket) = self.sockets.get(&conn)
-                    && let Err(why) = socket.send(&text)
-                {
-                    post(&self.scope, &WorkerEvent::log(LogLevel::Debug, format!("frame not sent: {why}")));
-                }
+                self.outbox.push_back((conn, Frame::Text(text)));
+                self.pump();
+            }
+            Action::SignAndSend { conn, message } => {
+                self.outbox.push_back((conn, Frame::Sign(message)));
+                self.pump();
             }
             Action::Close { conn } => {
                 self.sockets.remove(&conn);
             }
-            Action::RunTask { assignment, relay, signer } => {
+            Action::RunTask { assignment, relay, upload } => {
                 let lease = assignment.lease;
-                let run = run_assignment(self.compute.clone(), self.inputs.clone(), relay, signer, *assignment);
+                let signer = self.signer.clone();
+                let run = run_assignment(self.compute.clone(), self.inputs.clone(), relay, signer, upload, *assignment);
                 self.task = Some((lease, Box::pin(run)));
             }
             Action::AbortTask { lease } => {
@@ -285,7 +387,8 @@ async fn run_assignment(
     compute: Option<Rc<Compute>>,
     inputs: Rc<blobs::InputCache>,
     relay: crate::relay_urls::RelayUrls,
-    signer: LeaseSigner,
+    signer: Option<Rc<Signer>>,
+    upload: LeaseUpload,
     a: Assignment,
 ) -> Result<TaskOutput, TaskFailure> {
     let failed = |reason: String| TaskFailure { reason, device_lost: false };
@@ -303,9 +406,42 @@ async fn run_assignment(
         return Ok(TaskOutput::inline(output));
     }
     let (output_hash, output_len) = (sha256(&output), output.len() as u64);
-    let auth = signer.sign(&output_hash, output_len);
+    let signer = signer.ok_or_else(|| failed("no worker key to sign the upload with".into()))?;
+    let signature = signer.sign(&upload.bytes(&output_hash, output_len)).await.map_err(failed)?;
+    let auth = upload.auth(signature);
     blobs::upload(&relay, &auth, &output_hash, &output).await.map_err(|e| failed(format!("upload: {e}")))?;
     Ok(TaskOutput { output_hash, output_len, inline: None })
+}
+
+/// Opens the worker key: the one the browser holds (importing `legacy`, the secret the page kept
+/// before, on first use), or, where the browser cannot hold Ed25519 keys, `legacy` or a new key
+/// for the page to keep. Tells the page which.
+async fn open_worker_key(scope: &DedicatedWorkerGlobalScope, legacy: Option<Keypair>) -> Result<Rc<Signer>, String> {
+    match keystore::open("worker", legacy.as_ref()).await? {
+        keystore::Opened::Held(held) => {
+            post(scope, &WorkerEvent::key_held(held.signer.public(), held.migrated));
+            if legacy.is_some() && !held.migrated {
+                let message =
+                    "the page kept another worker key than the one this browser holds; it is left where it is";
+                post(scope, &WorkerEvent::log(LogLevel::Warn, message));
+            }
+            Ok(Rc::new(held.signer))
+        }
+        keystore::Opened::Unsupported(why) => {
+            let key = legacy.unwrap_or_else(Keypair::generate);
+            post(scope, &WorkerEvent::key_in_page(&key, why));
+            Ok(Rc::new(Signer::Memory(key)))
+        }
+    }
+}
+
+/// Signs a frame with a held key.
+async fn sign_frame(signer: Rc<Signer>, message: ToSign) -> Result<String, String> {
+    let mut signatures = Vec::new();
+    for bytes in message.bytes() {
+        signatures.push(signer.sign(bytes).await?);
+    }
+    message.complete(&signatures)
 }
 
 /// Posts `event` to the page as a plain object (numbers, not BigInts; objects, not Maps).
