@@ -66,7 +66,7 @@ export async function openKey(name, seed, publicKey) {
     try {
       record = await create(seed, publicKey);
     } catch (error) {
-      if (unsupported(error)) return { unsupported: `this browser's WebCrypto has no Ed25519 (${error.message})` };
+      if (unsupported(error)) return { unsupported: `this browser's WebCrypto has no Ed25519: ${error.message}` };
       throw error;
     }
     // Another tab may have created one meanwhile: the first kept wins, in one transaction.
