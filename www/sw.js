@@ -5,8 +5,9 @@
 //   is precached at install and served cache-first, so the app starts without a network. Any page
 //   address (deep links like /jobs/12) gets the cached index.html.
 // - The compute engine (worker.js, the engine's wasm module and its JS) is not downloaded until the
-//   person presses Start; its first fetch is kept in the same cache, so contributing works offline
-//   from then on, and a new build drops it with the rest.
+//   person presses Start; its first fetch is kept in the same cache if its SHA-256 is this build's
+//   (a fetch that raced a deploy is used once, not kept), so contributing works offline from then
+//   on, and a new build drops it with the rest.
 // - /v1 API calls go to the network first. Offline, a GET gets its last good answer where one was
 //   kept; otherwise every API call gets a JSON error the app shows in words:
 //   {"code": "offline", "message": "<a sentence>"} when the device is offline, or
@@ -18,7 +19,7 @@
 
 importScripts('/pkg/sw-assets.js');
 
-const { version: VERSION, files: FILES, onFirstUse: ON_FIRST_USE = [] } = self.STARLING_ASSETS;
+const { version: VERSION, files: FILES, onFirstUse: ON_FIRST_USE = {} } = self.STARLING_ASSETS;
 const SHELL_CACHE = `starling-shell-${VERSION}`;
 const API_CACHE = 'starling-api';
 const SHELL = '/index.html';
@@ -71,7 +72,7 @@ self.addEventListener('fetch', (event) => {
     event.respondWith(shell(request));
     return;
   }
-  event.respondWith(asset(request));
+  event.respondWith(asset(event, request));
 });
 
 function offlineAnswer(error) {
@@ -118,15 +119,14 @@ async function shell(request) {
   }
 }
 
-async function asset(request) {
+async function asset(event, request) {
   const cached = await caches.match(request, { cacheName: SHELL_CACHE, ignoreSearch: true });
   if (cached) return cached;
   try {
     const response = await fetch(request);
     const path = new URL(request.url).pathname;
-    if (response.ok && ON_FIRST_USE.includes(path)) {
-      const copy = response.clone();
-      keepOnFirstUse(path, copy);
+    if (response.ok && Object.hasOwn(ON_FIRST_USE, path)) {
+      event.waitUntil(keepOnFirstUse(path, response.clone(), ON_FIRST_USE[path]));
     }
     return response;
   } catch (error) {
@@ -134,7 +134,21 @@ async function asset(request) {
   }
 }
 
-// Keeps an engine file fetched on first use, under its path, in this build's shell cache.
-function keepOnFirstUse(path, response) {
-  caches.open(SHELL_CACHE).then((cache) => cache.put(path, response)).catch(() => {});
+// Keeps an engine file fetched on first use, under its path, in this build's shell cache, if its
+// bytes are this build's.
+async function keepOnFirstUse(path, response, sha256) {
+  try {
+    const bytes = await response.arrayBuffer();
+    const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
+    const hex = [...digest].map((b) => b.toString(16).padStart(2, '0')).join('');
+    if (hex !== sha256) return;
+    // The body is decoded already: its old encoding and length no longer describe it.
+    const headers = new Headers(response.headers);
+    headers.delete('content-encoding');
+    headers.delete('content-length');
+    const cache = await caches.open(SHELL_CACHE);
+    await cache.put(path, new Response(bytes, { status: 200, headers }));
+  } catch (error) {
+    // Not kept: the next Start fetches it again.
+  }
 }

@@ -166,9 +166,17 @@ pub fn random_u64() -> u64 {
 }
 
 /// A secret kept in `localStorage` under `name` (64 hex digits), if any.
-fn stored_keypair(name: &str) -> Option<Keypair> {
+pub fn stored_keypair(name: &str) -> Option<Keypair> {
     let bytes = hex::decode(stored(name)?.trim()).ok()?;
     Some(Keypair::from_seed(<[u8; 32]>::try_from(bytes.as_slice()).ok()?))
+}
+
+/// Deletes the secret kept under `name`, if it is still the one for `public` (the keystore holds
+/// that key now). Another secret there, written meanwhile by another tab, stays.
+pub fn forget_secret(name: &str, public: &starling_protocol::PublicKey) {
+    if stored_keypair(name).is_some_and(|key| key.public() == *public) {
+        forget(name);
+    }
 }
 
 thread_local! {
@@ -187,7 +195,7 @@ pub async fn client_key() -> Result<(std::rc::Rc<Signer>, KeyStorage)> {
     let open = match keystore::open("client", legacy.as_ref()).await.map_err(Error::Browser)? {
         keystore::Opened::Held(held) => {
             if held.migrated {
-                forget(CLIENT_SECRET_KEY);
+                forget_secret(CLIENT_SECRET_KEY, &held.signer.public());
             }
             (std::rc::Rc::new(held.signer), KeyStorage::Held { migrated: held.migrated })
         }

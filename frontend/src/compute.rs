@@ -189,9 +189,19 @@ impl Contributor {
                         "This device's worker key could not be saved, so its record starts over next visit: {e}"
                     )));
                 }
-                if let KeyStorage::Held { migrated: true } = storage {
-                    // The browser holds the secret the page kept: the page's copy goes.
-                    browser::forget(browser::WORKER_SECRET_KEY);
+                if let KeyStorage::Held { migrated } = storage {
+                    if migrated {
+                        // The browser holds the secret the page kept: the page's copy goes.
+                        browser::forget_secret(browser::WORKER_SECRET_KEY, &public_key);
+                    }
+                    if let Some(other) =
+                        browser::stored_keypair(browser::WORKER_SECRET_KEY).filter(|other| other.public() != public_key)
+                    {
+                        self.storage_problem.set(Some(format!(
+                            "This browser also keeps an older worker key, {}, in this site's storage. The worker now works as the key shown here; whatever the older key earned stays with it, and it is left where it is.",
+                            crate::format::short_key(&other.public().to_hex())
+                        )));
+                    }
                 }
                 let _ = browser::store(browser::WORKER_PUBLIC_KEY, &public_key.to_hex());
                 self.public_key.set(Some(public_key.to_string()));

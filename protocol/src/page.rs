@@ -105,6 +105,8 @@ pub enum WorkerEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         secret_key: Option<String>,
         public_key: PublicKey,
+        /// Absent from an engine older than the keystore, whose key the page keeps.
+        #[serde(default)]
         storage: KeyStorage,
     },
     Status(Status),
@@ -124,6 +126,12 @@ pub enum KeyStorage {
     /// In the page's storage, where scripts on the page can read it, because the browser cannot
     /// hold Ed25519 keys (`reason`).
     Page { reason: String },
+}
+
+impl Default for KeyStorage {
+    fn default() -> Self {
+        KeyStorage::Page { reason: "this compute engine predates the keystore".into() }
+    }
 }
 
 /// Keeps the secret key out of debug output and logs.
@@ -305,6 +313,13 @@ mod tests {
         assert_eq!(json.get("secret_key"), None, "a held key's secret never travels");
         assert_eq!(json["storage"], serde_json::json!({"kind": "held", "migrated": true}));
         assert_eq!(serde_json::from_value::<WorkerEvent>(json).unwrap(), held);
+        // An engine older than the keystore sends no `storage`: the page keeps its secret.
+        let old = serde_json::json!({"type": "key", "secret_key": "07".repeat(32), "public_key": key.public()});
+        let Ok(WorkerEvent::Key { secret_key: Some(_), storage: KeyStorage::Page { .. }, .. }) =
+            serde_json::from_value::<WorkerEvent>(old)
+        else {
+            panic!("an old engine's key message is the page's to keep")
+        };
 
         let status = Status {
             state: State::Paused,

@@ -81,6 +81,13 @@ fn key_storage_note(storage: &KeyStorage) -> String {
     }
 }
 
+/// A client secret still in `localStorage` that is not the key in use (`key`): one the keystore
+/// did not import because it already held another.
+fn older_client_key(key: Option<&str>) -> Option<String> {
+    let older = browser::stored_keypair(browser::CLIENT_SECRET_KEY)?.public().to_hex();
+    (Some(older.as_str()) != key).then_some(older)
+}
+
 #[component]
 fn ClientCard(key: Option<String>, storage: Option<KeyStorage>) -> impl IntoView {
     let info: RwSignal<Option<Result<ClientView, Error>>> = RwSignal::new(None);
@@ -118,6 +125,14 @@ fn ClientCard(key: Option<String>, storage: Option<KeyStorage>) -> impl IntoView
             >
                 {storage.as_ref().map(key_storage_note)}
             </p>
+            {older_client_key(key.as_deref()).map(|older| view! {
+                <p class="hint warning" data-testid="client-key-older">
+                    {format!(
+                        "This browser also keeps an older client key, {}, in this site's storage. Jobs are signed with the key above now; the older key's balance stays with it, and it is left where it is.",
+                        format::short_key(&older)
+                    )}
+                </p>
+            })}
         </section>
     }
 }

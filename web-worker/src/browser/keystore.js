@@ -8,8 +8,11 @@
 //   { held: { key: CryptoKey, publicKey: Uint8Array(32), created: bool } }
 // or, where this browser cannot hold Ed25519 keys at all,
 //   { unsupported: "<why>" }
-// Anything else that goes wrong (a broken database) throws: the caller must not quietly switch
-// to a new identity then.
+// "Unsupported" covers a browser without Ed25519 in WebCrypto, an IndexedDB it refuses to open for
+// this site (private windows, storage blocked), and one that cannot store a CryptoKey
+// (DataCloneError); in each case there is no held key to lose. Anything else that goes wrong (a
+// broken database, a record that is not a key) throws: the caller must not quietly switch to a new
+// identity then.
 
 const DB_NAME = 'starling-keys';
 const STORE = 'keys';
@@ -55,7 +58,15 @@ async function create(seed, publicKey) {
 export async function openKey(name, seed, publicKey) {
   if (!globalThis.crypto || !crypto.subtle) return { unsupported: 'this page has no WebCrypto (it needs HTTPS)' };
   if (!globalThis.indexedDB) return { unsupported: 'this browser offers no IndexedDB here' };
-  const db = await openDatabase();
+  let db;
+  try {
+    db = await openDatabase();
+  } catch (error) {
+    if (error && (error.name === 'InvalidStateError' || error.name === 'SecurityError')) {
+      return { unsupported: `this browser does not let this site keep data in IndexedDB: ${error.message}` };
+    }
+    throw error;
+  }
   try {
     const found = await settle(db.transaction(STORE).objectStore(STORE).get(name));
     if (found !== undefined) {
@@ -73,8 +84,19 @@ export async function openKey(name, seed, publicKey) {
     const tx = db.transaction(STORE, 'readwrite');
     const store = tx.objectStore(STORE);
     const raced = await settle(store.get(name));
-    const kept = raced !== undefined && valid(raced) ? raced : record;
-    if (kept === record) store.put(record, name);
+    if (raced !== undefined && !valid(raced)) throw new Error(`the stored ${name} key is not a usable Ed25519 key`);
+    const kept = raced !== undefined ? raced : record;
+    if (kept === record) {
+      try {
+        store.put(record, name);
+      } catch (error) {
+        tx.abort();
+        if (error && error.name === 'DataCloneError') {
+          return { unsupported: `this browser cannot store a WebCrypto key: ${error.message}` };
+        }
+        throw error;
+      }
+    }
     await new Promise((resolve, reject) => {
       tx.oncomplete = resolve;
       tx.onerror = () => reject(tx.error);

@@ -86,7 +86,8 @@ pub struct Held {
     pub signer: Signer,
     /// Created by this call (from `legacy`, or freshly generated).
     pub created: bool,
-    /// `legacy` was imported, or was already the held key: the caller's copy may go.
+    /// `legacy` is the held key (imported now or before), checked by signing: the caller's copy
+    /// may go, once the caller has checked its storage still holds that very key.
     pub migrated: bool,
 }
 
@@ -117,7 +118,15 @@ pub async fn open(name: &str, legacy: Option<&Keypair>) -> Result<Opened, String
         .map_err(|_| "the keystore's public key is not 32 bytes".to_string())?;
     let created = get(&held, "created").as_bool().unwrap_or(false);
     let signer = Signer::Held { public: PublicKey(public), key };
-    let migrated = legacy.is_some_and(|k| k.public() == signer.public());
+    // Ed25519 signatures are deterministic: the held key is the legacy seed exactly when both sign
+    // a probe alike. (A browser whose Ed25519 were randomised would keep the legacy copy: safe.)
+    let migrated = match legacy {
+        Some(legacy) if legacy.public() == signer.public() => {
+            let probe = format!("starling keystore migration {name}");
+            signer.sign(probe.as_bytes()).await? == legacy.sign(probe.as_bytes())
+        }
+        _ => false,
+    };
     Ok(Opened::Held(Box::new(Held { signer, created, migrated })))
 }
 

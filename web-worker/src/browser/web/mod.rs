@@ -86,8 +86,8 @@ pub fn worker_main() {
 struct Glue {
     scope: DedicatedWorkerGlobalScope,
     machine: Machine,
-    /// The worker key, once the keystore has opened it.
-    signer: Option<Rc<Signer>>,
+    /// The worker key, once the keystore has opened it, and the `key` event that told the page.
+    signer: Option<(Rc<Signer>, WorkerEvent)>,
     /// The keystore opening the worker key for a `start`, which waits for it.
     keying: Option<LocalBoxFuture<'static, Keyed>>,
     /// Frames waiting for the one being signed (frames go out in the machine's order).
@@ -112,7 +112,7 @@ enum Frame {
 }
 
 /// The worker key opened for a `start` (or why it could not be).
-type Keyed = (Result<Rc<Signer>, String>, Start);
+type Keyed = (Result<(Rc<Signer>, WorkerEvent), String>, Start);
 
 /// A `start` from the page, carried out once the worker key is open.
 struct Start {
@@ -123,7 +123,7 @@ struct Start {
 /// What woke the loop.
 enum Wake {
     Event(Event),
-    Keyed(Result<Rc<Signer>, String>, Start),
+    Keyed(Result<(Rc<Signer>, WorkerEvent), String>, Start),
     Signed(ConnId, Result<String, String>),
     Opened(Box<Opened>),
     TaskDone(LeaseId, Result<TaskOutput, TaskFailure>),
@@ -201,6 +201,7 @@ impl Glue {
                     SocketEvent::Text(text) => self.machine.socket_text(conn, &text, now),
                     SocketEvent::Closed(why) => {
                         self.sockets.remove(&conn);
+                        self.drop_frames(conn);
                         self.machine.socket_closed(conn, &why, now);
                     }
                 },
@@ -218,8 +219,13 @@ impl Glue {
                     match text {
                         Ok(text) => self.send_now(conn, &text),
                         Err(why) => {
-                            let message = format!("a frame was not sent: {why}");
-                            post(&self.scope, &WorkerEvent::log(LogLevel::Error, message));
+                            // The relay would wait for this frame in vain: drop the connection,
+                            // and the machine reconnects (and signs afresh) as for any loss.
+                            let why = format!("a frame could not be signed: {why}");
+                            post(&self.scope, &WorkerEvent::log(LogLevel::Error, why.clone()));
+                            self.drop_frames(conn);
+                            self.sockets.remove(&conn);
+                            self.machine.socket_closed(conn, &why, now);
                         }
                     }
                     self.pump();
@@ -240,9 +246,12 @@ impl Glue {
         };
         match message {
             PageMessage::Start { relay, secret_key, settings, expect } => {
+                // A later start replaces one still waiting for the key.
+                self.keying = None;
                 self.machine.expect_deployment(expect);
                 let start = Start { relay, settings };
-                if let Some(signer) = &self.signer {
+                if let Some((signer, told)) = &self.signer {
+                    post(&self.scope, told);
                     return self.machine.start(&start.relay, Ok(signer.public()), start.settings, now);
                 }
                 // The first start opens the worker key (a later one, before it is open, replaces it).
@@ -263,10 +272,10 @@ impl Glue {
     }
 
     /// The worker key is open (or could not be): start the machine with it.
-    fn keyed(&mut self, signer: Result<Rc<Signer>, String>, start: Start, now: u64) {
-        let public = signer.map(|signer| {
+    fn keyed(&mut self, signer: Result<(Rc<Signer>, WorkerEvent), String>, start: Start, now: u64) {
+        let public = signer.map(|(signer, told)| {
             let public = signer.public();
-            self.signer = Some(signer);
+            self.signer = Some((signer, told));
             public
         });
         self.machine.start(&start.relay, public, start.settings, now);
@@ -276,10 +285,14 @@ impl Glue {
     fn pump(&mut self) {
         while self.signing.is_none() {
             let Some((conn, frame)) = self.outbox.pop_front() else { return };
+            if !self.sockets.contains_key(&conn) {
+                // Its connection is gone: nothing to send, nothing to sign.
+                continue;
+            }
             match frame {
                 Frame::Text(text) => self.send_now(conn, &text),
                 Frame::Sign(message) => {
-                    let Some(signer) = self.signer.clone() else {
+                    let Some(signer) = self.signer.as_ref().map(|(signer, _)| signer.clone()) else {
                         let why = "no worker key to sign with";
                         post(&self.scope, &WorkerEvent::log(LogLevel::Error, format!("a frame was not sent: {why}")));
                         continue;
@@ -291,6 +304,14 @@ impl Glue {
                     self.signing = Some((conn, Box::pin(sign_frame(signer, message))));
                 }
             }
+        }
+    }
+
+    /// Forgets the frames for `conn`, queued or being signed (its connection is gone).
+    fn drop_frames(&mut self, conn: ConnId) {
+        self.outbox.retain(|(to, _)| *to != conn);
+        if self.signing.as_ref().is_some_and(|(to, _)| *to == conn) {
+            self.signing = None;
         }
     }
 
@@ -341,10 +362,12 @@ impl Glue {
             }
             Action::Close { conn } => {
                 self.sockets.remove(&conn);
+                self.drop_frames(conn);
+                self.pump();
             }
             Action::RunTask { assignment, relay, upload } => {
                 let lease = assignment.lease;
-                let signer = self.signer.clone();
+                let signer = self.signer.as_ref().map(|(signer, _)| signer.clone());
                 let run = run_assignment(self.compute.clone(), self.inputs.clone(), relay, signer, upload, *assignment);
                 self.task = Some((lease, Box::pin(run)));
             }
@@ -416,23 +439,28 @@ async fn run_assignment(
 /// Opens the worker key: the one the browser holds (importing `legacy`, the secret the page kept
 /// before, on first use), or, where the browser cannot hold Ed25519 keys, `legacy` or a new key
 /// for the page to keep. Tells the page which.
-async fn open_worker_key(scope: &DedicatedWorkerGlobalScope, legacy: Option<Keypair>) -> Result<Rc<Signer>, String> {
-    match keystore::open("worker", legacy.as_ref()).await? {
+async fn open_worker_key(
+    scope: &DedicatedWorkerGlobalScope,
+    legacy: Option<Keypair>,
+) -> Result<(Rc<Signer>, WorkerEvent), String> {
+    let (signer, told) = match keystore::open("worker", legacy.as_ref()).await? {
         keystore::Opened::Held(held) => {
-            post(scope, &WorkerEvent::key_held(held.signer.public(), held.migrated));
             if legacy.is_some() && !held.migrated {
                 let message =
-                    "the page kept another worker key than the one this browser holds; it is left where it is";
+                    "the page keeps another worker key than the one this browser holds; it is left where it is";
                 post(scope, &WorkerEvent::log(LogLevel::Warn, message));
             }
-            Ok(Rc::new(held.signer))
+            let told = WorkerEvent::key_held(held.signer.public(), held.migrated);
+            (held.signer, told)
         }
         keystore::Opened::Unsupported(why) => {
             let key = legacy.unwrap_or_else(Keypair::generate);
-            post(scope, &WorkerEvent::key_in_page(&key, why));
-            Ok(Rc::new(Signer::Memory(key)))
+            let told = WorkerEvent::key_in_page(&key, why);
+            (Signer::Memory(key), told)
         }
-    }
+    };
+    post(scope, &told);
+    Ok((Rc::new(signer), told))
 }
 
 /// Signs a frame with a held key.
