@@ -4,6 +4,7 @@
 
 use crate::browser;
 use crate::chart::{self, Frame};
+use crate::format;
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
@@ -34,11 +35,13 @@ pub fn LineChart(
     #[prop(into)]
     x_domain: Signal<Option<(f64, f64)>>,
     /// Labels under the x axis.
-    x_label: fn(f64) -> String,
+    #[prop(into)]
+    x_label: Callback<f64, String>,
     /// What the chart shows, for screen readers and as its caption.
     caption: Signal<String>,
     /// Said instead of a chart while there is nothing to draw.
-    empty_text: &'static str,
+    #[prop(into)]
+    empty_text: Signal<String>,
     testid: &'static str,
     #[prop(optional)] class: &'static str,
     /// The values are counts: whole-number y ticks.
@@ -98,14 +101,14 @@ pub fn LineChart(
                         .map(|(value, y)| {
                             view! {
                                 <line class="gridline" x1=frame.left x2=right y1=y y2=y></line>
-                                <text class="tick" x=frame.left - 6.0 y=y + 4.0 text-anchor="end">{chart::tick_label(value)}</text>
+                                <text class="tick" x=frame.left - 6.0 y=y + 4.0 text-anchor="end">{format::decimal_mark(chart::tick_label(value))}</text>
                             }
                         })
                         .collect_view();
                     let xs = x_ticks
                         .into_iter()
                         .map(|(value, x)| {
-                            view! { <text class="tick" x=x y=baseline + 18.0 text-anchor="middle">{x_label(value)}</text> }
+                            view! { <text class="tick" x=x y=baseline + 18.0 text-anchor="middle">{x_label.run(value)}</text> }
                         })
                         .collect_view();
                     let lines = plots
@@ -121,7 +124,7 @@ pub fn LineChart(
                     let empty = (!has_points).then(|| {
                         view! {
                             <text class="empty" x=frame.left + frame.plot_width() / 2.0 y=frame.top + frame.plot_height() / 2.0 text-anchor="middle">
-                                {empty_text}
+                                {empty_text.get()}
                             </text>
                         }
                     });

@@ -8,18 +8,23 @@ use crate::components::notice::{Notice, Tone};
 use crate::compute::Contributor;
 use crate::error::Error;
 use crate::format;
+use crate::i18n::*;
+use crate::lang;
+use crate::lang::tr;
 use crate::poll;
 use crate::views::WorkerView;
-use crate::worker_protocol::{self, Settings, State};
+use crate::worker_protocol::{Settings, State};
 use crate::{api, worker_protocol::describe};
 use leptos::prelude::*;
+use leptos_i18n::I18nContext;
 
 /// How often the relay's record of this worker is refreshed.
 const POLL_MS: u32 = 5_000;
 
 #[component]
 pub fn Contribute() -> impl IntoView {
-    set_title("Contribute");
+    let i18n = use_i18n();
+    set_title(move || t_string!(i18n, contribute.title).to_string());
     let contributor = expect_context::<Contributor>();
     let online = expect_context::<Connectivity>().online;
     let record: RwSignal<Option<Result<WorkerView, Error>>> = RwSignal::new(None);
@@ -43,8 +48,8 @@ pub fn Contribute() -> impl IntoView {
 
     view! {
         <section class="page contribute" data-testid="page-contribute">
-            <h1 data-testid="page-heading">"Contribute"</h1>
-            <p class="lead">"Lend this device's GPU to the network. Every result is checked against other devices before anyone is paid, and the work stops whenever you say."</p>
+            <h1 data-testid="page-heading">{tr!(i18n, contribute.heading)}</h1>
+            <p class="lead">{tr!(i18n, contribute.lead)}</p>
 
             <div class="start-panel">
                 <button
@@ -57,12 +62,15 @@ pub fn Contribute() -> impl IntoView {
                     on:click=toggle
                 >
                     <span class="start-icon" aria-hidden="true">{move || if running() { "■" } else { "▶" }}</span>
-                    <span>{move || if running() { "Stop contributing" } else { "Start contributing" }}</span>
+                    <span>{move || if running() { t_string!(i18n, contribute.stop) } else { t_string!(i18n, contribute.start) }}</span>
                 </button>
                 <div class="state" role="status" aria-live="polite" data-testid="worker-status" data-state=move || line.get().key>
                     <span class="state-dot" aria-hidden="true"></span>
-                    <strong data-testid="worker-state">{move || line.get().headline}</strong>
-                    <span data-testid="worker-reason">{move || line.get().detail}</span>
+                    <strong data-testid="worker-state">{move || state_headline(i18n, line.get().key)}</strong>
+                    <span data-testid="worker-reason">{move || line.with(|l| match l.detail_key {
+                        Some(key) => state_detail(i18n, key).to_string(),
+                        None => l.detail.clone(),
+                    })}</span>
                 </div>
             </div>
             <Notice text=Signal::derive(move || contributor.failure.get()) tone=Tone::Error testid="worker-error"/>
@@ -70,67 +78,68 @@ pub fn Contribute() -> impl IntoView {
 
             <div class="grid two">
                 <section class="card" aria-labelledby="device-heading">
-                    <h2 id="device-heading">"This device"</h2>
+                    <h2 id="device-heading">{tr!(i18n, contribute.this_device)}</h2>
                     <dl class="facts">
-                        <dt>"Device"</dt>
+                        <dt>{tr!(i18n, contribute.device)}</dt>
                         <dd data-testid="worker-device">{browser::device_description()}</dd>
-                        <dt>"Backend"</dt>
+                        <dt>{tr!(i18n, contribute.backend)}</dt>
                         <dd data-testid="worker-backend">
                             {move || contributor.status.with(|s| match s.backend {
-                                Some(b) => worker_protocol::backend_label(b.as_str()),
-                                _ => "Known once started".to_string(),
+                                Some(b) => lang::backend_label(i18n, b.as_str()),
+                                _ => t_string!(i18n, contribute.known_once_started).to_string(),
                             })}
                         </dd>
-                        <dt>"Adapter"</dt>
+                        <dt>{tr!(i18n, contribute.adapter)}</dt>
                         <dd data-testid="worker-adapter">
                             {move || contributor.status.with(|s| match (s.adapter.as_deref(), s.backend.map(|b| b.as_str())) {
                                 (Some(a), _) if !a.trim().is_empty() => a.to_string(),
-                                (_, Some("browser_webgpu")) => "WebGPU adapter (the browser does not name it)".to_string(),
-                                (_, Some("cpu")) => "No WebGPU adapter: built-in kernels run on the CPU".to_string(),
-                                _ => "Known once started".to_string(),
+                                (_, Some("browser_webgpu")) => t_string!(i18n, contribute.adapter_unnamed).to_string(),
+                                (_, Some("cpu")) => t_string!(i18n, contribute.adapter_cpu).to_string(),
+                                _ => t_string!(i18n, contribute.known_once_started).to_string(),
                             })}
                         </dd>
-                        <dt>"Battery"</dt>
+                        <dt>{tr!(i18n, contribute.battery)}</dt>
                         <dd data-testid="worker-battery">
                             {move || match contributor.battery.get() {
-                                Some(b) => format!("{}{}", format::percent(f64::from(b.level)), if b.charging { ", charging" } else { "" }),
-                                None => "Not reported by this browser".to_string(),
+                                Some(b) if b.charging => format::fill(t_string!(i18n, contribute.battery_charging), &[("level", &format::percent(f64::from(b.level)))]),
+                                Some(b) => format::percent(f64::from(b.level)),
+                                None => t_string!(i18n, contribute.battery_unknown).to_string(),
                             }}
                         </dd>
-                        <dt>"Running now"</dt>
+                        <dt>{tr!(i18n, contribute.running_now)}</dt>
                         <dd data-testid="current-kernel">
                             {move || contributor.status.with(|s| match (&s.kernel, s.state) {
                                 (Some(k), State::Working) if !k.is_empty() => k.clone(),
-                                _ => "Nothing".to_string(),
+                                _ => t_string!(i18n, contribute.nothing).to_string(),
                             })}
                         </dd>
-                        <dt>"Worker key"</dt>
+                        <dt>{tr!(i18n, contribute.worker_key)}</dt>
                         <dd data-testid="worker-key" class="mono">
-                            {move || contributor.public_key.get().map(|k| format::short_key(&k)).unwrap_or_else(|| "Created when you first start".to_string())}
+                            {move || contributor.public_key.get().map(|k| format::short_key(&k)).unwrap_or_else(|| t_string!(i18n, contribute.key_created_on_start).to_string())}
                         </dd>
                     </dl>
                 </section>
 
                 <section class="card" aria-labelledby="work-heading">
-                    <h2 id="work-heading">"Work"</h2>
+                    <h2 id="work-heading">{tr!(i18n, contribute.work)}</h2>
                     <dl class="counters">
-                        <div><dt>"Done since this page opened"</dt><dd data-testid="tasks-done">{move || format::count(contributor.status.with(|s| s.tasks_done))}</dd></div>
-                        <div><dt>"Failed since this page opened"</dt><dd data-testid="tasks-failed">{move || format::count(contributor.status.with(|s| s.tasks_failed))}</dd></div>
-                        <div><dt>"Verified, all time"</dt><dd data-testid="tasks-verified">{move || relay_count(record, |w| w.replicas_accepted)}</dd></div>
-                        <div><dt>"Rejected, all time"</dt><dd data-testid="tasks-rejected">{move || relay_count(record, |w| w.replicas_rejected)}</dd></div>
+                        <div><dt>{tr!(i18n, contribute.done_since_open)}</dt><dd data-testid="tasks-done">{move || format::count(contributor.status.with(|s| s.tasks_done))}</dd></div>
+                        <div><dt>{tr!(i18n, contribute.failed_since_open)}</dt><dd data-testid="tasks-failed">{move || format::count(contributor.status.with(|s| s.tasks_failed))}</dd></div>
+                        <div><dt>{tr!(i18n, contribute.verified_all_time)}</dt><dd data-testid="tasks-verified">{move || relay_count(record, |w| w.replicas_accepted)}</dd></div>
+                        <div><dt>{tr!(i18n, contribute.rejected_all_time)}</dt><dd data-testid="tasks-rejected">{move || relay_count(record, |w| w.replicas_rejected)}</dd></div>
                     </dl>
                     <p class="earnings">
-                        <span>"Earnings "</span>
-                        <strong data-testid="earnings">{move || earnings(record)}</strong>
+                        <span>{tr!(i18n, contribute.earnings)}" "</span>
+                        <strong data-testid="earnings">{move || earnings(i18n, record)}</strong>
                     </p>
-                    <p class="hint" data-testid="relay-record-note">{move || record_note(record, contributor.public_key.get().is_some())}</p>
+                    <p class="hint" data-testid="relay-record-note">{move || record_note(i18n, record, contributor.public_key.get().is_some())}</p>
                 </section>
             </div>
 
             <section class="card settings" aria-labelledby="settings-heading">
-                <h2 id="settings-heading">"Settings"</h2>
+                <h2 id="settings-heading">{tr!(i18n, contribute.settings)}</h2>
                 <div class="setting">
-                    <label for="duty-cycle">"Share of time spent computing"</label>
+                    <label for="duty-cycle">{tr!(i18n, contribute.duty_cycle)}</label>
                     <div class="slider-row">
                         <input
                             id="duty-cycle"
@@ -150,7 +159,7 @@ pub fn Contribute() -> impl IntoView {
                         />
                         <output for="duty-cycle" data-testid="duty-cycle-value">{move || format::percent(f64::from(settings.with(|s| s.duty_cycle)))}</output>
                     </div>
-                    <small id="duty-cycle-hint" class="hint">"After each task the worker rests so that it computes at most this share of the time. Lower keeps the device cool."</small>
+                    <small id="duty-cycle-hint" class="hint">{tr!(i18n, contribute.duty_cycle_hint)}</small>
                 </div>
                 <div class="setting">
                     <label class="check" for="pause-when-hidden">
@@ -164,11 +173,11 @@ pub fn Contribute() -> impl IntoView {
                                 set(|s, v| s.pause_when_hidden = v > 0.5, if checked { 1.0 } else { 0.0 });
                             }
                         />
-                        <span>"Pause while this page is hidden"</span>
+                        <span>{tr!(i18n, contribute.pause_when_hidden)}</span>
                     </label>
                 </div>
                 <div class="setting">
-                    <label for="min-battery">"Pause below this battery level (unless charging)"</label>
+                    <label for="min-battery">{tr!(i18n, contribute.min_battery)}</label>
                     <div class="slider-row">
                         <input
                             id="min-battery"
@@ -178,14 +187,14 @@ pub fn Contribute() -> impl IntoView {
                             max="90"
                             step="5"
                             prop:value=move || ((settings.with(|s| s.min_battery) * 100.0).round() as u32).to_string()
-                            aria-valuetext=move || battery_text(settings.with(|s| s.min_battery))
+                            aria-valuetext=move || battery_text(i18n, settings.with(|s| s.min_battery))
                             on:input:target=move |ev| {
                                 if let Ok(v) = ev.target().value().parse::<f32>() {
                                     set(|s, v| s.min_battery = v / 100.0, v);
                                 }
                             }
                         />
-                        <output for="min-battery" data-testid="min-battery-value">{move || battery_text(settings.with(|s| s.min_battery))}</output>
+                        <output for="min-battery" data-testid="min-battery-value">{move || battery_text(i18n, settings.with(|s| s.min_battery))}</output>
                     </div>
                 </div>
             </section>
@@ -193,8 +202,40 @@ pub fn Contribute() -> impl IntoView {
     }
 }
 
-fn battery_text(level: f32) -> String {
-    if level <= 0.0 { "Never".to_string() } else { format::percent(f64::from(level)) }
+fn battery_text(i18n: I18nContext<Locale>, level: f32) -> String {
+    if level <= 0.0 { t_string!(i18n, contribute.never).to_string() } else { format::percent(f64::from(level)) }
+}
+
+/// The state line's headline, by its `data-state` key.
+fn state_headline(i18n: I18nContext<Locale>, key: &str) -> &'static str {
+    match key {
+        "offline" => t_string!(i18n, worker_state.offline),
+        "starting" => t_string!(i18n, worker_state.starting),
+        "connecting" => t_string!(i18n, worker_state.connecting),
+        "working" => t_string!(i18n, worker_state.working),
+        "resting" => t_string!(i18n, worker_state.resting),
+        "paused" => t_string!(i18n, worker_state.paused),
+        "stopped" => t_string!(i18n, worker_state.stopped),
+        "error" => t_string!(i18n, worker_state.error),
+        _ => t_string!(i18n, worker_state.busy),
+    }
+}
+
+/// The page's own sentence for a state ([`worker_protocol::StateLine::detail_key`]).
+fn state_detail(i18n: I18nContext<Locale>, key: &str) -> &'static str {
+    match key {
+        "offline" => t_string!(i18n, worker_state.detail.offline),
+        "starting" => t_string!(i18n, worker_state.detail.starting),
+        "connecting" => t_string!(i18n, worker_state.detail.connecting),
+        "working_task" => t_string!(i18n, worker_state.detail.working_task),
+        "working_idle" => t_string!(i18n, worker_state.detail.working_idle),
+        "resting" => t_string!(i18n, worker_state.detail.resting),
+        "paused" => t_string!(i18n, worker_state.detail.paused),
+        "starting_worker" => t_string!(i18n, worker_state.detail.starting_worker),
+        "stopped" => t_string!(i18n, worker_state.detail.stopped),
+        "error" => t_string!(i18n, worker_state.detail.error),
+        _ => t_string!(i18n, worker_state.detail.unknown),
+    }
 }
 
 fn relay_count(record: RwSignal<Option<Result<WorkerView, Error>>>, count: fn(&WorkerView) -> u64) -> String {
@@ -204,37 +245,48 @@ fn relay_count(record: RwSignal<Option<Result<WorkerView, Error>>>, count: fn(&W
     })
 }
 
-fn earnings(record: RwSignal<Option<Result<WorkerView, Error>>>) -> String {
+fn earnings(i18n: I18nContext<Locale>, record: RwSignal<Option<Result<WorkerView, Error>>>) -> String {
     record.with(|r| match r {
         Some(Ok(WorkerView { escrow: Some(e), .. })) => {
             let received = if e.received.is_empty() { "0" } else { e.received.as_str() };
             format::amount(received, &e.denom)
         }
-        Some(Ok(_)) => "Unpaid relay".to_string(),
+        Some(Ok(_)) => t_string!(i18n, contribute.unpaid_relay).to_string(),
         _ => "–".to_string(),
     })
 }
 
 /// A sentence on where the relay-side numbers come from, or why they are missing.
-fn record_note(record: RwSignal<Option<Result<WorkerView, Error>>>, has_key: bool) -> String {
+fn record_note(
+    i18n: I18nContext<Locale>,
+    record: RwSignal<Option<Result<WorkerView, Error>>>,
+    has_key: bool,
+) -> String {
     record.with(|r| match r {
-        _ if !has_key => "Verified work and earnings appear here after this device's first start.".to_string(),
-        None => "Asking the relay for this device's record…".to_string(),
+        _ if !has_key => t_string!(i18n, contribute.note_before_start).to_string(),
+        None => t_string!(i18n, contribute.note_asking).to_string(),
         Some(Ok(w)) => match &w.escrow {
             Some(e) => {
-                let mut parts = vec![format!("Balance {}", format::amount(&e.balance, &e.denom))];
+                let amount = |a: &str| format::amount(a, &e.denom);
+                let mut parts =
+                    vec![format::fill(t_string!(i18n, contribute.note_balance), &[("amount", &amount(&e.balance))])];
                 if let Some(bonded) = &e.bonded {
-                    parts.push(format!("bond {}", format::amount(bonded, &e.denom)));
+                    parts.push(format::fill(t_string!(i18n, contribute.note_bond), &[("amount", &amount(bonded))]));
                 }
                 if let Some(slashed) = e.slashed.as_deref().filter(|s| *s != "0") {
-                    parts.push(format!("slashed {}", format::amount(slashed, &e.denom)));
+                    parts.push(format::fill(t_string!(i18n, contribute.note_slashed), &[("amount", &amount(slashed))]));
                 }
-                format!("{}. Verified and rejected counts are the relay's.", parts.join(", "))
+                format::fill(
+                    t_string!(i18n, contribute.note_paid),
+                    &[("parts", &parts.join(t_string!(i18n, contribute.list_separator)))],
+                )
             }
-            None => "This relay runs jobs without payment, or this key has no payout account yet. Verified and rejected counts are the relay's.".to_string(),
+            None => t_string!(i18n, contribute.note_unpaid).to_string(),
         },
-        Some(Err(e)) if e.is_not_found() => "The relay has no record of this device yet: it appears after the first connection.".to_string(),
-        Some(Err(e)) => format!("Verified work and earnings are unavailable: {e}."),
+        Some(Err(e)) if e.is_not_found() => t_string!(i18n, contribute.note_no_record).to_string(),
+        Some(Err(e)) => {
+            format::fill(t_string!(i18n, contribute.note_unavailable), &[("error", &lang::error_text(i18n, e))])
+        }
     })
 }
 
