@@ -4,9 +4,8 @@
 
 use crate::browser;
 use crate::compute::Contributor;
-use crate::i18n::*;
-use crate::lang::tr;
 use crate::lang::{self, LanguagePicker};
+use crate::lang::{I18n, tr, use_i18n};
 use crate::routes::{contribute::Contribute, dashboard::Dashboard, job::JobPage, network::Network};
 use leptos::prelude::*;
 use leptos_router::components::{A, Redirect, Route, Router, Routes};
@@ -20,14 +19,11 @@ pub struct Connectivity {
     pub online: RwSignal<bool>,
 }
 
-/// Keeps the document title on the page being shown, in the language being shown.
-pub fn set_title(page: impl Fn() -> String + 'static) {
-    Effect::new(move |_| {
-        let page = page();
-        if let Some(document) = browser::window().document() {
-            document.set_title(&format!("{page} · Starling"));
-        }
-    });
+/// Sets the document title for the page being shown.
+pub fn set_title(page: &str) {
+    if let Some(document) = browser::window().document() {
+        document.set_title(&format!("{page} · Starling"));
+    }
 }
 
 fn watch_connectivity(online: RwSignal<bool>) {
@@ -53,13 +49,13 @@ pub fn App() -> impl IntoView {
     // Drawn again when the language changes: words are read once per drawing (`lang::tr`), and
     // what lives longer than a page (the contributor, connectivity, the language) sits above.
     move || {
-        let _language = i18n.get_locale();
+        let _language = i18n.get();
         app_view(i18n, contributing, online)
     }
 }
 
 fn app_view(
-    i18n: leptos_i18n::I18nContext<Locale>,
+    i18n: I18n,
     contributing: impl Fn() -> bool + Copy + Send + Sync + 'static,
     online: RwSignal<bool>,
 ) -> impl IntoView {
@@ -104,7 +100,7 @@ fn app_view(
 #[component]
 fn NotFound() -> impl IntoView {
     let i18n = use_i18n();
-    set_title(move || t_string!(i18n, not_found.title).to_string());
+    set_title(tr!(i18n, not_found.title));
     view! {
         <section class="page" data-testid="page-not-found">
             <h1 data-testid="page-heading">{tr!(i18n, not_found.heading)}</h1>

@@ -1,18 +1,30 @@
-//! The language in the browser: picks it at start ([`crate::languages::pick`]), provides the
-//! leptos_i18n context, keeps `<html lang>` and the number style ([`crate::format::Style`]) in
-//! step with it, remembers a choice made in the [`LanguagePicker`], and formats dates with the
-//! browser's `Intl.DateTimeFormat` (no ICU data in the wasm).
+//! The language in the browser: picks it at start ([`crate::languages::pick`]), provides it
+//! ([`I18n`]), keeps `<html lang>` and the number style ([`crate::format::Style`]) in step with
+//! it, remembers a choice made in the [`LanguagePicker`], and formats dates with the browser's
+//! `Intl.DateTimeFormat` (no ICU data in the wasm).
+//!
+//! Texts are looked up with [`tr!`] and read once per drawing: a language change draws the app
+//! again (`app::App`), so words need no reactive text nodes of their own.
 
 use crate::Error;
 use crate::browser;
 use crate::format::{self, Style};
-use crate::i18n::{I18nLocaleTrait as _, Locale, t_string, td_string, use_i18n};
+use crate::i18n::{I18nLocaleTrait as _, Locale, td_string};
 use crate::languages::{self, LANGUAGES};
-use leptos::prelude::Effect;
 use leptos::prelude::*;
-use leptos_i18n::I18nContext;
 use std::str::FromStr;
 use wasm_bindgen::JsValue;
+
+/// `tr!(i18n, nav.contribute)`: the text of one key in the current language, as a plain
+/// `&'static str`. Views read it once: the app is drawn again when the language changes (see
+/// `app::App`), so words need no reactive text of their own, which would cost code for every
+/// string (measured: about 50 KB gzip of wasm for this app with `t!`).
+macro_rules! tr {
+    ($i18n:expr, $($key:tt)+) => {
+        $crate::i18n::td_string!($crate::lang::locale_of($i18n), $($key)+)
+    };
+}
+pub(crate) use tr;
 
 /// `localStorage` key of a language picked in the app (absent until someone picks one, so the
 /// browser's languages decide until then).
@@ -24,8 +36,38 @@ thread_local! {
     static PICKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Picks the language, provides the i18n context and keeps the page in step with it.
-pub fn provide() -> I18nContext<Locale> {
+/// The language being shown, shared by every page (in context, like `Connectivity`).
+///
+/// Not leptos_i18n's `I18nContext`: that one reads the browser's languages, cookies and `<html>`
+/// through leptos-use and ICU's locale matching, which this app does its own way
+/// ([`languages::pick`]), and which cost about 40 KB of wasm. Texts are looked up by locale
+/// (`td_string!`, wrapped as [`tr!`]), still checked against the locale files at compile time.
+#[derive(Debug, Clone, Copy)]
+pub struct I18n {
+    locale: RwSignal<Locale>,
+}
+
+impl I18n {
+    /// The current language, subscribing to changes.
+    pub fn get(self) -> Locale {
+        self.locale.get()
+    }
+
+    pub fn get_untracked(self) -> Locale {
+        self.locale.get_untracked()
+    }
+
+    fn set(self, locale: Locale) {
+        self.locale.set(locale);
+    }
+}
+
+pub fn use_i18n() -> I18n {
+    expect_context::<I18n>()
+}
+
+/// Picks the language, provides it and keeps the page in step with it.
+pub fn provide() -> I18n {
     let stored = browser::stored(CHOSEN_LANGUAGE);
     let preferred: Vec<String> =
         browser::window().navigator().languages().iter().filter_map(|l| l.as_string()).collect();
@@ -33,10 +75,10 @@ pub fn provide() -> I18nContext<Locale> {
     let locale = Locale::from_str(language.tag).unwrap_or_default();
     // Before the first render, so the first paint already reads right.
     apply(locale);
-    let i18n = leptos_i18n::context::init_i18n_subcontext::<Locale>(Some(Signal::stored(locale)));
+    let i18n = I18n { locale: RwSignal::new(locale) };
     provide_context(i18n);
     Effect::new(move |previous: Option<Locale>| {
-        let locale = i18n.get_locale();
+        let locale = i18n.get();
         if previous.is_some_and(|p| p != locale) {
             apply(locale);
         }
@@ -83,7 +125,7 @@ fn style(locale: Locale) -> Style {
 /// A moment (Unix milliseconds) as a date and time of day in the shown language and the device's
 /// time zone (`4 Dec 2026, 14:03`, `2026年12月4日 14:03`).
 pub fn date_time(ms: u64) -> String {
-    let locale = use_i18n().get_locale();
+    let locale = use_i18n().get_untracked();
     let options = js_sys::Object::new();
     let _ = js_sys::Reflect::set(&options, &"dateStyle".into(), &"medium".into());
     let _ = js_sys::Reflect::set(&options, &"timeStyle".into(), &"short".into());
@@ -97,7 +139,7 @@ pub fn date_time(ms: u64) -> String {
 #[component]
 pub fn LanguagePicker() -> impl IntoView {
     let i18n = use_i18n();
-    let current = i18n.get_locale_untracked();
+    let current = i18n.get_untracked();
     let short = match current.as_str() {
         "id" => "ID",
         "zh-Hans" => "中文",
@@ -124,7 +166,7 @@ pub fn LanguagePicker() -> impl IntoView {
                         // Not being able to remember the choice only means choosing again.
                         let _ = browser::store(CHOSEN_LANGUAGE, locale.as_str());
                         PICKED.with(|p| p.set(true));
-                        i18n.set_locale(locale);
+                        i18n.set(locale);
                     }
                 }
             >
@@ -138,35 +180,31 @@ pub fn LanguagePicker() -> impl IntoView {
 }
 
 /// A compute backend as people say it; the names of graphics APIs stay as they are.
-pub fn backend_label(i18n: I18nContext<Locale>, backend: &str) -> String {
+pub fn backend_label(i18n: I18n, backend: &str) -> String {
     match backend {
-        "browser_webgpu" => t_string!(i18n, backend.browser_webgpu).to_string(),
-        "cpu" => t_string!(i18n, backend.cpu).to_string(),
-        "" => t_string!(i18n, backend.unknown).to_string(),
+        "browser_webgpu" => tr!(i18n, backend.browser_webgpu).to_string(),
+        "cpu" => tr!(i18n, backend.cpu).to_string(),
+        "" => tr!(i18n, backend.unknown).to_string(),
         other => crate::worker_protocol::backend_label(other),
     }
 }
 
 /// An error as a sentence in the shown language. The relay's own messages (`Error::Api`) and
 /// the browser's come as they were written.
-pub fn error_text(i18n: I18nContext<Locale>, error: &Error) -> String {
+pub fn error_text(i18n: I18n, error: &Error) -> String {
     match error {
         Error::Api { message, .. } => message.clone(),
-        Error::Unsupported { endpoint } => format::fill(t_string!(i18n, errors.unsupported), &[("endpoint", endpoint)]),
-        Error::Offline => t_string!(i18n, errors.offline).to_string(),
-        Error::Network(detail) => format::fill(t_string!(i18n, errors.network), &[("detail", detail)]),
-        Error::Decode(detail) => format::fill(t_string!(i18n, errors.decode), &[("detail", detail)]),
+        Error::Unsupported { endpoint } => format::fill(tr!(i18n, errors.unsupported), &[("endpoint", endpoint)]),
+        Error::Offline => tr!(i18n, errors.offline).to_string(),
+        Error::Network(detail) => format::fill(tr!(i18n, errors.network), &[("detail", detail)]),
+        Error::Decode(detail) => format::fill(tr!(i18n, errors.decode), &[("detail", detail)]),
         Error::Browser(text) => text.clone(),
     }
 }
 
-/// `tr!(i18n, nav.contribute)`: the text of one key in the current language, as a plain
-/// `&'static str`. Views read it once: the app is drawn again when the language changes (see
-/// `app::App`), so words need no reactive text of their own, which would cost code for every
-/// string (measured: about 50 KB gzip of wasm for this app with `t!`).
-macro_rules! tr {
-    ($i18n:expr, $($key:tt)+) => {
-        $crate::i18n::tu_string!($i18n, $($key)+)
-    };
+/// The current language, untracked. One out-of-line call per text instead of a signal read
+/// inlined at each of the app's ~450 texts (about 25 KB of wasm).
+#[inline(never)]
+pub fn locale_of(i18n: I18n) -> Locale {
+    i18n.get_untracked()
 }
-pub(crate) use tr;

@@ -40,8 +40,7 @@ pub fn LineChart(
     /// What the chart shows, for screen readers and as its caption.
     caption: Signal<String>,
     /// Said instead of a chart while there is nothing to draw.
-    #[prop(into)]
-    empty_text: Signal<String>,
+    empty_text: &'static str,
     testid: &'static str,
     #[prop(optional)] class: &'static str,
     /// The values are counts: whole-number y ticks.
@@ -124,7 +123,7 @@ pub fn LineChart(
                     let empty = (!has_points).then(|| {
                         view! {
                             <text class="empty" x=frame.left + frame.plot_width() / 2.0 y=frame.top + frame.plot_height() / 2.0 text-anchor="middle">
-                                {empty_text.get()}
+                                {empty_text}
                             </text>
                         }
                     });

@@ -1,8 +1,8 @@
 //! A labelled input bound to one field of the job form, showing that field's error beside it.
 
 use crate::form_text;
-use crate::i18n::use_i18n;
 use crate::job_form::{Field, FormError, JobForm};
+use crate::lang::use_i18n;
 use leptos::prelude::*;
 
 /// Reads and writes one text field of [`JobForm`].
@@ -32,9 +32,9 @@ pub fn FormField(
     error: RwSignal<Option<FormError>>,
 ) -> impl IntoView {
     let i18n = use_i18n();
-    let label = move || form_text::label(i18n, field);
-    let hint = move || form_text::hint(i18n, field);
-    let has_hint = hint().is_some();
+    let label = form_text::label(i18n, field);
+    let hint = form_text::hint(i18n, field);
+    let has_hint = hint.is_some();
     let (get, set) = access;
     let id = field.id();
     let error_id = format!("{id}-error");

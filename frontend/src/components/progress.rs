@@ -1,7 +1,7 @@
 //! A job's progress: verified and failed tasks out of the total, as one accessible bar.
 
 use crate::format;
-use crate::i18n::*;
+use crate::lang::{tr, use_i18n};
 use leptos::prelude::*;
 
 #[component]
@@ -34,11 +34,11 @@ pub fn ProgressBar(
                 let n = |v: u32| format::count(u64::from(v));
                 if failed > 0 {
                     format::fill(
-                        t_string!(i18n, progress.label_failed),
+                        tr!(i18n, progress.label_failed),
                         &[("verified", &n(verified)), ("total", &n(total)), ("failed", &n(failed))],
                     )
                 } else {
-                    format::fill(t_string!(i18n, progress.label), &[("verified", &n(verified)), ("total", &n(total))])
+                    format::fill(tr!(i18n, progress.label), &[("verified", &n(verified)), ("total", &n(total))])
                 }
             }
         >

@@ -8,15 +8,12 @@ use crate::components::notice::{Notice, Tone};
 use crate::compute::Contributor;
 use crate::error::Error;
 use crate::format;
-use crate::i18n::*;
-use crate::lang;
-use crate::lang::tr;
+use crate::lang::{self, I18n, tr, use_i18n};
 use crate::poll;
 use crate::views::WorkerView;
 use crate::worker_protocol::{Settings, State};
 use crate::{api, worker_protocol::describe};
 use leptos::prelude::*;
-use leptos_i18n::I18nContext;
 
 /// How often the relay's record of this worker is refreshed.
 const POLL_MS: u32 = 5_000;
@@ -24,7 +21,7 @@ const POLL_MS: u32 = 5_000;
 #[component]
 pub fn Contribute() -> impl IntoView {
     let i18n = use_i18n();
-    set_title(move || t_string!(i18n, contribute.title).to_string());
+    set_title(tr!(i18n, contribute.title));
     let contributor = expect_context::<Contributor>();
     let online = expect_context::<Connectivity>().online;
     let record: RwSignal<Option<Result<WorkerView, Error>>> = RwSignal::new(None);
@@ -62,7 +59,7 @@ pub fn Contribute() -> impl IntoView {
                     on:click=toggle
                 >
                     <span class="start-icon" aria-hidden="true">{move || if running() { "■" } else { "▶" }}</span>
-                    <span>{move || if running() { t_string!(i18n, contribute.stop) } else { t_string!(i18n, contribute.start) }}</span>
+                    <span>{move || if running() { tr!(i18n, contribute.stop) } else { tr!(i18n, contribute.start) }}</span>
                 </button>
                 <div class="state" role="status" aria-live="polite" data-testid="worker-status" data-state=move || line.get().key>
                     <span class="state-dot" aria-hidden="true"></span>
@@ -81,41 +78,41 @@ pub fn Contribute() -> impl IntoView {
                     <h2 id="device-heading">{tr!(i18n, contribute.this_device)}</h2>
                     <dl class="facts">
                         <dt>{tr!(i18n, contribute.device)}</dt>
-                        <dd data-testid="worker-device">{browser::device_description()}</dd>
+                        <dd data-testid="worker-device">{device_text(i18n)}</dd>
                         <dt>{tr!(i18n, contribute.backend)}</dt>
                         <dd data-testid="worker-backend">
                             {move || contributor.status.with(|s| match s.backend {
                                 Some(b) => lang::backend_label(i18n, b.as_str()),
-                                _ => t_string!(i18n, contribute.known_once_started).to_string(),
+                                _ => tr!(i18n, contribute.known_once_started).to_string(),
                             })}
                         </dd>
                         <dt>{tr!(i18n, contribute.adapter)}</dt>
                         <dd data-testid="worker-adapter">
                             {move || contributor.status.with(|s| match (s.adapter.as_deref(), s.backend.map(|b| b.as_str())) {
                                 (Some(a), _) if !a.trim().is_empty() => a.to_string(),
-                                (_, Some("browser_webgpu")) => t_string!(i18n, contribute.adapter_unnamed).to_string(),
-                                (_, Some("cpu")) => t_string!(i18n, contribute.adapter_cpu).to_string(),
-                                _ => t_string!(i18n, contribute.known_once_started).to_string(),
+                                (_, Some("browser_webgpu")) => tr!(i18n, contribute.adapter_unnamed).to_string(),
+                                (_, Some("cpu")) => tr!(i18n, contribute.adapter_cpu).to_string(),
+                                _ => tr!(i18n, contribute.known_once_started).to_string(),
                             })}
                         </dd>
                         <dt>{tr!(i18n, contribute.battery)}</dt>
                         <dd data-testid="worker-battery">
                             {move || match contributor.battery.get() {
-                                Some(b) if b.charging => format::fill(t_string!(i18n, contribute.battery_charging), &[("level", &format::percent(f64::from(b.level)))]),
+                                Some(b) if b.charging => format::fill(tr!(i18n, contribute.battery_charging), &[("level", &format::percent(f64::from(b.level)))]),
                                 Some(b) => format::percent(f64::from(b.level)),
-                                None => t_string!(i18n, contribute.battery_unknown).to_string(),
+                                None => tr!(i18n, contribute.battery_unknown).to_string(),
                             }}
                         </dd>
                         <dt>{tr!(i18n, contribute.running_now)}</dt>
                         <dd data-testid="current-kernel">
                             {move || contributor.status.with(|s| match (&s.kernel, s.state) {
                                 (Some(k), State::Working) if !k.is_empty() => k.clone(),
-                                _ => t_string!(i18n, contribute.nothing).to_string(),
+                                _ => tr!(i18n, contribute.nothing).to_string(),
                             })}
                         </dd>
                         <dt>{tr!(i18n, contribute.worker_key)}</dt>
                         <dd data-testid="worker-key" class="mono">
-                            {move || contributor.public_key.get().map(|k| format::short_key(&k)).unwrap_or_else(|| t_string!(i18n, contribute.key_created_on_start).to_string())}
+                            {move || contributor.public_key.get().map(|k| format::short_key(&k)).unwrap_or_else(|| tr!(i18n, contribute.key_created_on_start).to_string())}
                         </dd>
                     </dl>
                 </section>
@@ -202,39 +199,54 @@ pub fn Contribute() -> impl IntoView {
     }
 }
 
-fn battery_text(i18n: I18nContext<Locale>, level: f32) -> String {
-    if level <= 0.0 { t_string!(i18n, contribute.never).to_string() } else { format::percent(f64::from(level)) }
+fn battery_text(i18n: I18n, level: f32) -> String {
+    if level <= 0.0 { tr!(i18n, contribute.never).to_string() } else { format::percent(f64::from(level)) }
+}
+
+/// "Chrome on Android, 8 CPU threads", in the shown language.
+fn device_text(i18n: I18n) -> String {
+    let (browser, os, threads) = browser::device_description();
+    let browser = if browser.is_empty() { tr!(i18n, contribute.device_unknown_browser) } else { browser };
+    let os = if os.is_empty() { tr!(i18n, contribute.device_unknown_system).to_string() } else { os };
+    if threads > 0 {
+        format::fill(
+            tr!(i18n, contribute.device_threads),
+            &[("browser", browser), ("os", &os), ("threads", &threads.to_string())],
+        )
+    } else {
+        format::fill(tr!(i18n, contribute.device_on), &[("browser", browser), ("os", &os)])
+    }
 }
 
 /// The state line's headline, by its `data-state` key.
-fn state_headline(i18n: I18nContext<Locale>, key: &str) -> &'static str {
+fn state_headline(i18n: I18n, key: &str) -> &'static str {
     match key {
-        "offline" => t_string!(i18n, worker_state.offline),
-        "starting" => t_string!(i18n, worker_state.starting),
-        "connecting" => t_string!(i18n, worker_state.connecting),
-        "working" => t_string!(i18n, worker_state.working),
-        "resting" => t_string!(i18n, worker_state.resting),
-        "paused" => t_string!(i18n, worker_state.paused),
-        "stopped" => t_string!(i18n, worker_state.stopped),
-        "error" => t_string!(i18n, worker_state.error),
-        _ => t_string!(i18n, worker_state.busy),
+        "offline" => tr!(i18n, worker_state.offline),
+        "starting" => tr!(i18n, worker_state.starting),
+        "connecting" => tr!(i18n, worker_state.connecting),
+        "working" => tr!(i18n, worker_state.working),
+        "resting" => tr!(i18n, worker_state.resting),
+        "paused" => tr!(i18n, worker_state.paused),
+        "stopped" => tr!(i18n, worker_state.stopped),
+        "error" => tr!(i18n, worker_state.error),
+        _ => tr!(i18n, worker_state.busy),
     }
 }
 
 /// The page's own sentence for a state ([`worker_protocol::StateLine::detail_key`]).
-fn state_detail(i18n: I18nContext<Locale>, key: &str) -> &'static str {
+fn state_detail(i18n: I18n, key: &str) -> &'static str {
     match key {
-        "offline" => t_string!(i18n, worker_state.detail.offline),
-        "starting" => t_string!(i18n, worker_state.detail.starting),
-        "connecting" => t_string!(i18n, worker_state.detail.connecting),
-        "working_task" => t_string!(i18n, worker_state.detail.working_task),
-        "working_idle" => t_string!(i18n, worker_state.detail.working_idle),
-        "resting" => t_string!(i18n, worker_state.detail.resting),
-        "paused" => t_string!(i18n, worker_state.detail.paused),
-        "starting_worker" => t_string!(i18n, worker_state.detail.starting_worker),
-        "stopped" => t_string!(i18n, worker_state.detail.stopped),
-        "error" => t_string!(i18n, worker_state.detail.error),
-        _ => t_string!(i18n, worker_state.detail.unknown),
+        "offline" => tr!(i18n, worker_state.detail.offline),
+        "starting" => tr!(i18n, worker_state.detail.starting),
+        "connecting" => tr!(i18n, worker_state.detail.connecting),
+        "working_task" => tr!(i18n, worker_state.detail.working_task),
+        "working_idle" => tr!(i18n, worker_state.detail.working_idle),
+        "resting" => tr!(i18n, worker_state.detail.resting),
+        "paused" => tr!(i18n, worker_state.detail.paused),
+        "starting_worker" => tr!(i18n, worker_state.detail.starting_worker),
+        "stopped" => tr!(i18n, worker_state.detail.stopped),
+        "error" => tr!(i18n, worker_state.detail.error),
+        _ => tr!(i18n, worker_state.detail.unknown),
     }
 }
 
@@ -245,48 +257,42 @@ fn relay_count(record: RwSignal<Option<Result<WorkerView, Error>>>, count: fn(&W
     })
 }
 
-fn earnings(i18n: I18nContext<Locale>, record: RwSignal<Option<Result<WorkerView, Error>>>) -> String {
+fn earnings(i18n: I18n, record: RwSignal<Option<Result<WorkerView, Error>>>) -> String {
     record.with(|r| match r {
         Some(Ok(WorkerView { escrow: Some(e), .. })) => {
             let received = if e.received.is_empty() { "0" } else { e.received.as_str() };
             format::amount(received, &e.denom)
         }
-        Some(Ok(_)) => t_string!(i18n, contribute.unpaid_relay).to_string(),
+        Some(Ok(_)) => tr!(i18n, contribute.unpaid_relay).to_string(),
         _ => "–".to_string(),
     })
 }
 
 /// A sentence on where the relay-side numbers come from, or why they are missing.
-fn record_note(
-    i18n: I18nContext<Locale>,
-    record: RwSignal<Option<Result<WorkerView, Error>>>,
-    has_key: bool,
-) -> String {
+fn record_note(i18n: I18n, record: RwSignal<Option<Result<WorkerView, Error>>>, has_key: bool) -> String {
     record.with(|r| match r {
-        _ if !has_key => t_string!(i18n, contribute.note_before_start).to_string(),
-        None => t_string!(i18n, contribute.note_asking).to_string(),
+        _ if !has_key => tr!(i18n, contribute.note_before_start).to_string(),
+        None => tr!(i18n, contribute.note_asking).to_string(),
         Some(Ok(w)) => match &w.escrow {
             Some(e) => {
                 let amount = |a: &str| format::amount(a, &e.denom);
                 let mut parts =
-                    vec![format::fill(t_string!(i18n, contribute.note_balance), &[("amount", &amount(&e.balance))])];
+                    vec![format::fill(tr!(i18n, contribute.note_balance), &[("amount", &amount(&e.balance))])];
                 if let Some(bonded) = &e.bonded {
-                    parts.push(format::fill(t_string!(i18n, contribute.note_bond), &[("amount", &amount(bonded))]));
+                    parts.push(format::fill(tr!(i18n, contribute.note_bond), &[("amount", &amount(bonded))]));
                 }
                 if let Some(slashed) = e.slashed.as_deref().filter(|s| *s != "0") {
-                    parts.push(format::fill(t_string!(i18n, contribute.note_slashed), &[("amount", &amount(slashed))]));
+                    parts.push(format::fill(tr!(i18n, contribute.note_slashed), &[("amount", &amount(slashed))]));
                 }
                 format::fill(
-                    t_string!(i18n, contribute.note_paid),
-                    &[("parts", &parts.join(t_string!(i18n, contribute.list_separator)))],
+                    tr!(i18n, contribute.note_paid),
+                    &[("parts", &parts.join(tr!(i18n, contribute.list_separator)))],
                 )
             }
-            None => t_string!(i18n, contribute.note_unpaid).to_string(),
+            None => tr!(i18n, contribute.note_unpaid).to_string(),
         },
-        Some(Err(e)) if e.is_not_found() => t_string!(i18n, contribute.note_no_record).to_string(),
-        Some(Err(e)) => {
-            format::fill(t_string!(i18n, contribute.note_unavailable), &[("error", &lang::error_text(i18n, e))])
-        }
+        Some(Err(e)) if e.is_not_found() => tr!(i18n, contribute.note_no_record).to_string(),
+        Some(Err(e)) => format::fill(tr!(i18n, contribute.note_unavailable), &[("error", &lang::error_text(i18n, e))]),
     })
 }
 

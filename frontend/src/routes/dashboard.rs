@@ -9,14 +9,12 @@ use crate::components::field::FormField;
 use crate::components::notice::{Notice, Tone};
 use crate::components::progress::ProgressBar;
 use crate::error::Error;
-use crate::i18n::*;
 use crate::job_form::{self, Field, FormError, InputFile, JobForm, JobKind, REGIONS};
 use crate::job_model;
-use crate::lang::tr;
+use crate::lang::{I18n, tr, use_i18n};
 use crate::poll::{self, Then};
 use crate::{access, form_text, format, lang, wgsl_error};
 use leptos::prelude::*;
-use leptos_i18n::I18nContext;
 use leptos_router::hooks::use_navigate;
 use starling_protocol::JobId;
 use starling_protocol::api::ClientView;
@@ -40,14 +38,14 @@ const MAX_FOLLOWED: usize = 16;
 #[component]
 pub fn Dashboard() -> impl IntoView {
     let i18n = use_i18n();
-    set_title(move || t_string!(i18n, dashboard.title).to_string());
+    set_title(tr!(i18n, dashboard.title));
     let client_key = browser::client_keypair();
     let client_hex = client_key.as_ref().ok().map(|k| k.public().to_hex());
     let key_problem = client_key.as_ref().err().cloned();
     let key_problem = move || {
         key_problem
             .as_ref()
-            .map(|e| format::fill(t_string!(i18n, dashboard.no_client_key), &[("error", &lang::error_text(i18n, e))]))
+            .map(|e| format::fill(tr!(i18n, dashboard.no_client_key), &[("error", &lang::error_text(i18n, e))]))
     };
     view! {
         <section class="page dashboard" data-testid="page-dashboard">
@@ -74,12 +72,12 @@ fn ClientCard(key: Option<String>) -> impl IntoView {
     }
     let balance = move || {
         info.with(|i| match i {
-            None => t_string!(i18n, dashboard.checking).to_string(),
+            None => tr!(i18n, dashboard.checking).to_string(),
             Some(Ok(ClientView { escrow: Some(e), .. })) => format::amount(&e.balance, &e.denom),
-            Some(Ok(_)) => t_string!(i18n, dashboard.unpaid_relay).to_string(),
-            Some(Err(e)) if e.is_not_found() => t_string!(i18n, dashboard.no_account).to_string(),
+            Some(Ok(_)) => tr!(i18n, dashboard.unpaid_relay).to_string(),
+            Some(Err(e)) if e.is_not_found() => tr!(i18n, dashboard.no_account).to_string(),
             Some(Err(e)) => {
-                format::fill(t_string!(i18n, dashboard.balance_unavailable), &[("error", &lang::error_text(i18n, e))])
+                format::fill(tr!(i18n, dashboard.balance_unavailable), &[("error", &lang::error_text(i18n, e))])
             }
         })
     };
@@ -89,7 +87,7 @@ fn ClientCard(key: Option<String>) -> impl IntoView {
             <dl class="facts">
                 <dt>{tr!(i18n, dashboard.key)}</dt>
                 <dd class="mono" data-testid="client-key" title=key.clone().unwrap_or_default()>
-                    {key.as_deref().map(format::short_key).unwrap_or_else(|| t_string!(i18n, dashboard.unavailable).to_string())}
+                    {key.as_deref().map(format::short_key).unwrap_or_else(|| tr!(i18n, dashboard.unavailable).to_string())}
                 </dd>
                 <dt>{tr!(i18n, dashboard.balance)}</dt>
                 <dd data-testid="client-balance">{balance}</dd>
@@ -146,7 +144,7 @@ fn JobFormPanel() -> impl IntoView {
                 Ok(key) => key,
                 Err(e) => {
                     let _ = submission.try_set(Submission::Failed(format::fill(
-                        t_string!(i18n, dashboard.submit.not_signed),
+                        tr!(i18n, dashboard.submit.not_signed),
                         &[("error", &lang::error_text(i18n, &e))],
                     )));
                     return;
@@ -155,7 +153,7 @@ fn JobFormPanel() -> impl IntoView {
             let total = built.uploads.len();
             for (i, upload) in built.uploads.iter().enumerate() {
                 let _ = submission.try_set(Submission::Working(format::fill(
-                    t_string!(i18n, dashboard.submit.uploading),
+                    tr!(i18n, dashboard.submit.uploading),
                     &[
                         ("name", &upload_name(i18n, &upload.name)),
                         ("size", &format::bytes(upload.bytes.len() as u64)),
@@ -165,13 +163,13 @@ fn JobFormPanel() -> impl IntoView {
                 )));
                 if let Err(e) = api::upload(&key, &upload.bytes, &upload.hash).await {
                     let _ = submission.try_set(Submission::Failed(format::fill(
-                        t_string!(i18n, dashboard.submit.upload_failed),
+                        tr!(i18n, dashboard.submit.upload_failed),
                         &[("name", &upload_name(i18n, &upload.name)), ("error", &lang::error_text(i18n, &e))],
                     )));
                     return;
                 }
             }
-            let _ = submission.try_set(Submission::Working(t_string!(i18n, dashboard.submit.posting_step).into()));
+            let _ = submission.try_set(Submission::Working(tr!(i18n, dashboard.submit.posting_step).into()));
             // A paid job carries this key's consent to pay its deposit: the exact terms, for this
             // relay and its escrow only, usable for the next ten minutes.
             let escrow = if built.spec.price_per_replica > 0 {
@@ -179,7 +177,7 @@ fn JobFormPanel() -> impl IntoView {
                     Ok(health) => health.escrow,
                     Err(e) => {
                         let _ = submission.try_set(Submission::Failed(format::fill(
-                            t_string!(i18n, dashboard.submit.unreachable),
+                            tr!(i18n, dashboard.submit.unreachable),
                             &[("error", &lang::error_text(i18n, &e))],
                         )));
                         return;
@@ -203,14 +201,13 @@ fn JobFormPanel() -> impl IntoView {
                 }
                 Err(e) if e.code() == Some("invalid_wgsl") => {
                     let message = e.to_string();
-                    let _ =
-                        submission.try_set(Submission::Failed(t_string!(i18n, dashboard.submit.kernel_refused).into()));
+                    let _ = submission.try_set(Submission::Failed(tr!(i18n, dashboard.submit.kernel_refused).into()));
                     point_at_error(editor, &message);
                     let _ = wgsl_failure.try_set(Some(message));
                 }
                 Err(e) => {
                     let _ = submission.try_set(Submission::Failed(format::fill(
-                        t_string!(i18n, dashboard.submit.job_refused),
+                        tr!(i18n, dashboard.submit.job_refused),
                         &[("error", &lang::error_text(i18n, &e))],
                     )));
                 }
@@ -220,19 +217,19 @@ fn JobFormPanel() -> impl IntoView {
 
     let estimate = move || {
         form.with(|f| match job_form::estimate(f) {
-            None => t_string!(i18n, dashboard.estimate.empty).to_string(),
+            None => tr!(i18n, dashboard.estimate.empty).to_string(),
             Some(e) => {
                 let count = format::count(e.tasks);
                 let tasks = if e.tasks == 1 {
-                    t_string!(i18n, dashboard.estimate.one_task).to_string()
+                    tr!(i18n, dashboard.estimate.one_task).to_string()
                 } else {
-                    format::fill(t_string!(i18n, dashboard.estimate.tasks), &[("n", &count)])
+                    format::fill(tr!(i18n, dashboard.estimate.tasks), &[("n", &count)])
                 };
                 if e.worst == 0 {
-                    format::fill(t_string!(i18n, dashboard.estimate.free), &[("tasks", &tasks)])
+                    format::fill(tr!(i18n, dashboard.estimate.free), &[("tasks", &tasks)])
                 } else {
                     format::fill(
-                        t_string!(i18n, dashboard.estimate.cost),
+                        tr!(i18n, dashboard.estimate.cost),
                         &[
                             ("tasks", &tasks),
                             ("expected", &format::thousands(e.expected)),
@@ -264,7 +261,7 @@ fn JobFormPanel() -> impl IntoView {
                         }
                         prop:value=move || kind.get().value()
                     >
-                        {JobKind::ALL.into_iter().map(|k| view! { <option value=k.value()>{move || form_text::kind(i18n, k)}</option> }).collect_view()}
+                        {JobKind::ALL.into_iter().map(|k| view! { <option value=k.value()>{form_text::kind(i18n, k)}</option> }).collect_view()}
                     </select>
                 </div>
 
@@ -304,7 +301,7 @@ fn JobFormPanel() -> impl IntoView {
                 />
                 <div class="actions">
                     <button type="submit" class="primary" data-testid="job-submit" disabled=busy aria-busy=move || busy().to_string()>
-                        {move || if busy() { t_string!(i18n, dashboard.posting) } else { t_string!(i18n, dashboard.post) }}
+                        {move || if busy() { tr!(i18n, dashboard.posting) } else { tr!(i18n, dashboard.post) }}
                     </button>
                     <span class="step" role="status" data-testid="job-submit-status">
                         {move || match submission.get() {
@@ -360,11 +357,7 @@ fn indent_on_tab(ev: &leptos::ev::KeyboardEvent, editor: NodeRef<leptos::html::T
     form.update(|f| f.wgsl_source = value);
 }
 
-fn mandelbrot_fields(
-    i18n: I18nContext<Locale>,
-    form: RwSignal<JobForm>,
-    error: RwSignal<Option<FormError>>,
-) -> impl IntoView {
+fn mandelbrot_fields(i18n: I18n, form: RwSignal<JobForm>, error: RwSignal<Option<FormError>>) -> impl IntoView {
     view! {
         <fieldset>
             <legend>{tr!(i18n, dashboard.image)}</legend>
@@ -401,7 +394,7 @@ fn mandelbrot_fields(
                         })
                     }
                 >
-                    {REGIONS.iter().enumerate().map(|(i, r)| view! { <option value=r.name>{move || form_text::region(i18n, i)}</option> }).collect_view()}
+                    {REGIONS.iter().enumerate().map(|(i, r)| view! { <option value=r.name>{form_text::region(i18n, i)}</option> }).collect_view()}
                     <option value="custom" disabled>{tr!(i18n, dashboard.custom_region)}</option>
                 </select>
             </div>
@@ -414,11 +407,7 @@ fn mandelbrot_fields(
     }
 }
 
-fn matmul_fields(
-    i18n: I18nContext<Locale>,
-    form: RwSignal<JobForm>,
-    error: RwSignal<Option<FormError>>,
-) -> impl IntoView {
+fn matmul_fields(i18n: I18n, form: RwSignal<JobForm>, error: RwSignal<Option<FormError>>) -> impl IntoView {
     view! {
         <fieldset>
             <legend>{tr!(i18n, dashboard.matrices)}</legend>
@@ -434,7 +423,7 @@ fn matmul_fields(
     }
 }
 
-fn pi_fields(i18n: I18nContext<Locale>, form: RwSignal<JobForm>, error: RwSignal<Option<FormError>>) -> impl IntoView {
+fn pi_fields(i18n: I18n, form: RwSignal<JobForm>, error: RwSignal<Option<FormError>>) -> impl IntoView {
     view! {
         <fieldset>
             <legend>{tr!(i18n, dashboard.sampling)}</legend>
@@ -448,7 +437,7 @@ fn pi_fields(i18n: I18nContext<Locale>, form: RwSignal<JobForm>, error: RwSignal
     }
 }
 
-fn sha_fields(i18n: I18nContext<Locale>, form: RwSignal<JobForm>, error: RwSignal<Option<FormError>>) -> impl IntoView {
+fn sha_fields(i18n: I18n, form: RwSignal<JobForm>, error: RwSignal<Option<FormError>>) -> impl IntoView {
     view! {
         <fieldset>
             <legend>{tr!(i18n, dashboard.search)}</legend>
@@ -464,7 +453,7 @@ fn sha_fields(i18n: I18nContext<Locale>, form: RwSignal<JobForm>, error: RwSigna
 }
 
 fn wgsl_fields(
-    i18n: I18nContext<Locale>,
+    i18n: I18n,
     form: RwSignal<JobForm>,
     files: RwSignal<Vec<InputFile>>,
     error: RwSignal<Option<FormError>>,
@@ -545,7 +534,7 @@ fn wgsl_fields(
                         Some(at) => {
                             let excerpt = form.with(|f| wgsl_error::excerpt(&f.wgsl_source, &at));
                             view! {
-                                <p><strong>{move || format::fill(t_string!(i18n, dashboard.wgsl_at), &[("line", &at.line.to_string()), ("column", &at.column.to_string())])}" "</strong>{at.message.clone()}</p>
+                                <p><strong>{format::fill(tr!(i18n, dashboard.wgsl_at), &[("line", &at.line.to_string()), ("column", &at.column.to_string())])}" "</strong>{at.message.clone()}</p>
                                 {excerpt.map(|(text, caret)| view! { <pre class="excerpt">{text}"\n"{caret}</pre> })}
                             }.into_any()
                         }
@@ -576,7 +565,7 @@ fn wgsl_fields(
                             <li>
                                 <span class="mono">{format!("@binding({}): ", i + 1)}</span>
                                 {name.clone()}" · "{format::bytes(f.bytes.len() as u64)}
-                                <button type="button" class="link" aria-label=move || format::fill(t_string!(i18n, dashboard.remove_file), &[("name", &name)])
+                                <button type="button" class="link" aria-label=format::fill(tr!(i18n, dashboard.remove_file), &[("name", &name)])
                                     on:click=move |_| files.update(|f| { if i < f.len() { f.remove(i); } })>{tr!(i18n, dashboard.remove)}</button>
                             </li>
                         }
@@ -634,7 +623,7 @@ fn JobList(client: Option<String>) -> impl IntoView {
                     sync_followers();
                 }
                 Err(e) => problem.set(Some(format::fill(
-                    t_string!(i18n, dashboard.list_refresh_failed),
+                    tr!(i18n, dashboard.list_refresh_failed),
                     &[("error", &lang::error_text(i18n, &e))],
                 ))),
             }
@@ -680,7 +669,7 @@ fn JobList(client: Option<String>) -> impl IntoView {
             </ul>
             {move || (loaded.get() && shown.with(Vec::is_empty)).then(|| view! {
                 <p class="empty" data-testid="job-list-empty">
-                    {move || if filter.get() == Filter::Mine { t_string!(i18n, dashboard.none_mine) } else { t_string!(i18n, dashboard.none_yet) }}
+                    {move || if filter.get() == Filter::Mine { tr!(i18n, dashboard.none_mine) } else { tr!(i18n, dashboard.none_yet) }}
                 </p>
             })}
         </section>
@@ -705,11 +694,11 @@ fn JobRow(id: u64, jobs: RwSignal<Vec<JobSummary>>, now: RwSignal<u64>) -> impl 
         let (verified, total) = (format::count(u64::from(verified.get())), format::count(u64::from(total.get())));
         if failed > 0 {
             format::fill(
-                t_string!(i18n, dashboard.row_counts_failed),
+                tr!(i18n, dashboard.row_counts_failed),
                 &[("verified", &verified), ("total", &total), ("failed", &format::count(u64::from(failed)))],
             )
         } else {
-            format::fill(t_string!(i18n, dashboard.row_counts), &[("verified", &verified), ("total", &total)])
+            format::fill(tr!(i18n, dashboard.row_counts), &[("verified", &verified), ("total", &total)])
         }
     };
     view! {
@@ -731,27 +720,27 @@ fn JobRow(id: u64, jobs: RwSignal<Vec<JobSummary>>, now: RwSignal<u64>) -> impl 
 }
 
 /// The `data-state` value and the word shown for a job state.
-pub fn state_label(i18n: I18nContext<Locale>, state: JobState) -> (&'static str, &'static str) {
+pub fn state_label(i18n: I18n, state: JobState) -> (&'static str, &'static str) {
     match state {
-        JobState::Running => ("running", t_string!(i18n, job_state.running)),
-        JobState::Done => ("done", t_string!(i18n, job_state.done)),
-        JobState::Failed => ("failed", t_string!(i18n, job_state.failed)),
+        JobState::Running => ("running", tr!(i18n, job_state.running)),
+        JobState::Done => ("done", tr!(i18n, job_state.done)),
+        JobState::Failed => ("failed", tr!(i18n, job_state.failed)),
     }
 }
 
 /// `Job 12`, or `Job 12: label`.
-pub fn job_title(i18n: I18nContext<Locale>, id: u64, label: Option<&str>) -> String {
+pub fn job_title(i18n: I18n, id: u64, label: Option<&str>) -> String {
     let id = id.to_string();
     match label {
-        Some(label) => format::fill(t_string!(i18n, job.title_labelled), &[("id", &id), ("label", label)]),
-        None => format::fill(t_string!(i18n, job.title), &[("id", &id)]),
+        Some(label) => format::fill(tr!(i18n, job.title_labelled), &[("id", &id), ("label", label)]),
+        None => format::fill(tr!(i18n, job.title), &[("id", &id)]),
     }
 }
 
 /// What an upload is called in progress messages: the generated matrices by name, files as named.
-fn upload_name(i18n: I18nContext<Locale>, name: &str) -> String {
+fn upload_name(i18n: I18n, name: &str) -> String {
     match name.strip_prefix("matrix ") {
-        Some(rest) => format::fill(t_string!(i18n, dashboard.submit.matrix), &[("matrix", rest)]),
+        Some(rest) => format::fill(tr!(i18n, dashboard.submit.matrix), &[("matrix", rest)]),
         None => name.to_string(),
     }
 }

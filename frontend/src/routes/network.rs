@@ -9,14 +9,11 @@ use crate::components::chart::{LineChart, Series};
 use crate::components::notice::{Notice, Tone};
 use crate::error::Error;
 use crate::format;
-use crate::i18n::*;
-use crate::lang;
-use crate::lang::tr;
+use crate::lang::{self, I18n, tr, use_i18n};
 use crate::network_stats::{self, History};
 use crate::poll::{self, Then};
 use crate::views::{WorkerView, adapter_label};
 use leptos::prelude::*;
-use leptos_i18n::I18nContext;
 use starling_protocol::api::{Health, RelayList};
 
 const HEALTH_POLL_MS: u32 = 5_000;
@@ -31,7 +28,7 @@ const WORKER_LIMIT: u32 = 200;
 #[component]
 pub fn Network() -> impl IntoView {
     let i18n = use_i18n();
-    set_title(move || t_string!(i18n, network.title).to_string());
+    set_title(tr!(i18n, network.title));
     let health: RwSignal<Option<Health>> = RwSignal::new(None);
     let health_problem: RwSignal<Option<String>> = RwSignal::new(None);
     let history = RwSignal::new(History::new(HISTORY));
@@ -67,7 +64,7 @@ pub fn Network() -> impl IntoView {
                     health.set(Some(h));
                     health_problem.set(None);
                 }
-                Err(e) => health_problem.set(Some(problem_text(i18n, t_string!(i18n, network.what_health), &e))),
+                Err(e) => health_problem.set(Some(problem_text(i18n, tr!(i18n, network.what_health), &e))),
             }
             Then::Again
         },
@@ -81,7 +78,7 @@ pub fn Network() -> impl IntoView {
                     workers.set(Some(list));
                     workers_problem.set(None);
                 }
-                Err(e) => workers_problem.set(Some(problem_text(i18n, t_string!(i18n, network.what_workers), &e))),
+                Err(e) => workers_problem.set(Some(problem_text(i18n, tr!(i18n, network.what_workers), &e))),
             }
             Then::Again
         },
@@ -98,7 +95,7 @@ pub fn Network() -> impl IntoView {
                     relays.set(Some(list));
                     relays_problem.set(None);
                 }
-                Err(e) => relays_problem.set(Some(problem_text(i18n, t_string!(i18n, network.what_registry), &e))),
+                Err(e) => relays_problem.set(Some(problem_text(i18n, tr!(i18n, network.what_registry), &e))),
             }
             Then::Again
         },
@@ -148,9 +145,9 @@ pub fn Network() -> impl IntoView {
     let domain = Signal::derive(move || Some((-window_minutes, 0.0)));
     let minutes_label = Callback::new(move |m: f64| {
         if m.abs() < 0.05 {
-            t_string!(i18n, network.now).to_string()
+            tr!(i18n, network.now).to_string()
         } else {
-            format::fill(t_string!(i18n, network.minutes), &[("n", &format::decimal_mark(chart::tick_label(m)))])
+            format::fill(tr!(i18n, network.minutes), &[("n", &format::decimal_mark(chart::tick_label(m)))])
         }
     });
 
@@ -174,11 +171,11 @@ pub fn Network() -> impl IntoView {
                         if health.with(Option::is_none) {
                             "–".to_string()
                         } else if counter_missing() {
-                            t_string!(i18n, network.not_reported).to_string()
+                            tr!(i18n, network.not_reported).to_string()
                         } else {
                             match rate() {
-                                Some(r) => format::rate(r, t_string!(i18n, units.tasks)),
-                                None => t_string!(i18n, network.measuring).to_string(),
+                                Some(r) => format::rate(r, tr!(i18n, units.tasks)),
+                                None => tr!(i18n, network.measuring).to_string(),
                             }
                         }
                     }}</dd>
@@ -196,12 +193,12 @@ pub fn Network() -> impl IntoView {
             <p class="hint relay-line" data-testid="network-relay">{move || health.with(|h| h.as_ref().map(|h| {
                 let pay = match &h.escrow {
                     Some(e) => format::fill(
-                        t_string!(i18n, network.settles),
+                        tr!(i18n, network.settles),
                         &[("denom", &e.denom), ("backend", &e.backend), ("fee", &fee(e.relay_fee_bps))],
                     ),
-                    None => t_string!(i18n, network.unpaid).to_string(),
+                    None => tr!(i18n, network.unpaid).to_string(),
                 };
-                format::fill(t_string!(i18n, network.relay_line), &[("version", &h.version), ("status", &h.status), ("pay", &pay)])
+                format::fill(tr!(i18n, network.relay_line), &[("version", &h.version), ("status", &h.status), ("pay", &pay)])
             }).unwrap_or_default())}</p>
 
             <div class="grid two">
@@ -212,10 +209,10 @@ pub fn Network() -> impl IntoView {
                         x_domain=domain
                         x_label=minutes_label
                         caption=Signal::derive(move || format::fill(
-                            t_string!(i18n, network.workers_caption),
+                            tr!(i18n, network.workers_caption),
                             &[("minutes", &format!("{window_minutes:.0}")), ("seconds", &(HEALTH_POLL_MS / 1000).to_string())],
                         ))
-                        empty_text=Signal::derive(move || t_string!(i18n, network.first_reading).to_string())
+                        empty_text=tr!(i18n, network.first_reading)
                         testid="network-workers-chart"
                         integer=true
                     />
@@ -226,8 +223,8 @@ pub fn Network() -> impl IntoView {
                         series=rate_series
                         x_domain=domain
                         x_label=minutes_label
-                        caption=Signal::derive(move || t_string!(i18n, network.rate_caption).to_string())
-                        empty_text=Signal::derive(move || t_string!(i18n, network.two_readings).to_string())
+                        caption=Signal::derive(move || tr!(i18n, network.rate_caption).to_string())
+                        empty_text=tr!(i18n, network.two_readings)
                         testid="network-chart"
                         class="rate"
                     />
@@ -235,7 +232,7 @@ pub fn Network() -> impl IntoView {
             </div>
             {move || (seeded.get() > 0).then(|| view! {
                 <p class="hint" data-testid="network-history-seeded" data-samples=seeded.get().to_string()>
-                    {move || format::fill(t_string!(i18n, network.seeded), &[("n", &format::count(seeded.get() as u64))])}
+                    {format::fill(tr!(i18n, network.seeded), &[("n", &format::count(seeded.get() as u64))])}
                 </p>
             })}
 
@@ -253,8 +250,8 @@ pub fn Network() -> impl IntoView {
                                 {groups.into_iter().map(|g| view! {
                                     <li class="group" data-testid="network-group" data-backend=g.backend.clone()>
                                         <div class="group-head">
-                                            <strong>{if g.backend.is_empty() { t_string!(i18n, network.connecting).to_string() } else { lang::backend_label(i18n, &g.backend) }}</strong>
-                                            <span>{format::fill(t_string!(i18n, network.online_count), &[("n", &format::count(g.workers as u64))])}</span>
+                                            <strong>{if g.backend.is_empty() { tr!(i18n, network.connecting).to_string() } else { lang::backend_label(i18n, &g.backend) }}</strong>
+                                            <span>{format::fill(tr!(i18n, network.online_count), &[("n", &format::count(g.workers as u64))])}</span>
                                         </div>
                                         <ul class="adapters">
                                             {g.adapters.iter().map(|(name, n)| view! {
@@ -275,9 +272,9 @@ pub fn Network() -> impl IntoView {
                     {
                         let (current, own) = (current.clone(), own.clone());
                         move || if current == own {
-                            format::fill(t_string!(i18n, network.using_own), &[("relay", &current)])
+                            format::fill(tr!(i18n, network.using_own), &[("relay", &current)])
                         } else {
-                            format::fill(t_string!(i18n, network.using_picked), &[("relay", &current), ("own", &own)])
+                            format::fill(tr!(i18n, network.using_picked), &[("relay", &current), ("own", &own)])
                         }
                     }
                 </p>
@@ -290,7 +287,7 @@ pub fn Network() -> impl IntoView {
                     (named != (expected.chain_id.clone(), expected.contract.clone())).then(|| view! {
                         <p class="notice warning" role="alert" data-testid="network-relay-mismatch">
                             {format::fill(
-                                t_string!(i18n, network.mismatch),
+                                tr!(i18n, network.mismatch),
                                 &[("contract", &named.1), ("chain", &named.0), ("expected_contract", &expected.contract), ("expected_chain", &expected.chain_id)],
                             )}
                         </p>
@@ -316,13 +313,13 @@ pub fn Network() -> impl IntoView {
                                     let endpoint = r.endpoint.trim_end_matches('/').to_string();
                                     let serving = r.address == this;
                                     let usable = browser::reachable_from_here(&endpoint);
-                                    let shown = if endpoint.is_empty() { t_string!(i18n, network.no_endpoint).to_string() } else { endpoint.clone() };
+                                    let shown = if endpoint.is_empty() { tr!(i18n, network.no_endpoint).to_string() } else { endpoint.clone() };
                                     let status = if !r.active {
-                                        t_string!(i18n, network.not_active)
+                                        tr!(i18n, network.not_active)
                                     } else if serving {
-                                        t_string!(i18n, network.answering)
+                                        tr!(i18n, network.answering)
                                     } else if !usable {
-                                        t_string!(i18n, network.unreachable_here)
+                                        tr!(i18n, network.unreachable_here)
                                     } else {
                                         ""
                                     };
@@ -386,13 +383,10 @@ pub fn Network() -> impl IntoView {
     }
 }
 
-fn problem_text(i18n: I18nContext<Locale>, what: &str, e: &Error) -> String {
+fn problem_text(i18n: I18n, what: &str, e: &Error) -> String {
     match e {
-        Error::Offline => format::fill(t_string!(i18n, network.offline_problem), &[("what", what)]),
-        _ => format::fill(
-            t_string!(i18n, network.read_problem),
-            &[("what", what), ("error", &lang::error_text(i18n, e))],
-        ),
+        Error::Offline => format::fill(tr!(i18n, network.offline_problem), &[("what", what)]),
+        _ => format::fill(tr!(i18n, network.read_problem), &[("what", what), ("error", &lang::error_text(i18n, e))]),
     }
 }
 

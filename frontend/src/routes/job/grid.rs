@@ -48,7 +48,7 @@ pub(super) fn TaskGrid(data: JobData) -> impl IntoView {
                                 data-state=state
                                 tabindex=move || if focused.get() == i { "0" } else { "-1" }
                                 aria-label=move || format::fill(
-                                    t_string!(i18n, job.task_cell),
+                                    tr!(i18n, job.task_cell),
                                     &[("index", &i.to_string()), ("state", task_state_text(i18n, cell.with(|c| c.state)))],
                                 )
                                 aria-pressed=move || (selected.get() == Some(i)).to_string()
@@ -76,22 +76,22 @@ fn task_state_name(state: TaskState) -> &'static str {
 }
 
 /// A task's state in words.
-fn task_state_text(i18n: I18nContext<Locale>, state: TaskState) -> &'static str {
+fn task_state_text(i18n: I18n, state: TaskState) -> &'static str {
     match state {
-        TaskState::Pending => t_string!(i18n, task_state.pending),
-        TaskState::Verified => t_string!(i18n, task_state.verified),
-        TaskState::Failed => t_string!(i18n, task_state.failed),
+        TaskState::Pending => tr!(i18n, task_state.pending),
+        TaskState::Verified => tr!(i18n, task_state.verified),
+        TaskState::Failed => tr!(i18n, task_state.failed),
     }
 }
 
-fn replica_state_name(i18n: I18nContext<Locale>, state: ReplicaState) -> &'static str {
+fn replica_state_name(i18n: I18n, state: ReplicaState) -> &'static str {
     match state {
-        ReplicaState::Leased => t_string!(i18n, replica_state.leased),
-        ReplicaState::Returned => t_string!(i18n, replica_state.returned),
-        ReplicaState::Accepted => t_string!(i18n, replica_state.accepted),
-        ReplicaState::Rejected => t_string!(i18n, replica_state.rejected),
-        ReplicaState::Lapsed => t_string!(i18n, replica_state.lapsed),
-        ReplicaState::Cancelled => t_string!(i18n, replica_state.cancelled),
+        ReplicaState::Leased => tr!(i18n, replica_state.leased),
+        ReplicaState::Returned => tr!(i18n, replica_state.returned),
+        ReplicaState::Accepted => tr!(i18n, replica_state.accepted),
+        ReplicaState::Rejected => tr!(i18n, replica_state.rejected),
+        ReplicaState::Lapsed => tr!(i18n, replica_state.lapsed),
+        ReplicaState::Cancelled => tr!(i18n, replica_state.cancelled),
     }
 }
 
@@ -101,7 +101,7 @@ pub(super) fn TaskDetail(data: JobData, index: u32, cell: RwSignal<Cell>) -> imp
     let id = data.id;
     view! {
         <div class="task-detail" data-testid="task-detail" data-index=index.to_string()>
-            <h3>{move || format::fill(t_string!(i18n, job.task), &[("index", &index.to_string())])}</h3>
+            <h3>{format::fill(tr!(i18n, job.task), &[("index", &index.to_string())])}</h3>
             <dl class="facts">
                 <dt>{tr!(i18n, job.state)}</dt>
                 <dd>{move || task_state_text(i18n, cell.with(|c| c.state))}</dd>

@@ -21,15 +21,13 @@ use crate::components::chart::{LineChart, Series};
 use crate::components::notice::{Notice, Tone};
 use crate::components::progress::ProgressBar;
 use crate::error::Error;
-use crate::i18n::*;
 use crate::job_model::{Cell, Cells, JobModel};
-use crate::lang::tr;
+use crate::lang::{I18n, tr, use_i18n};
 use crate::poll::{self, Then};
 use crate::results::{self, Progress};
 use crate::routes::dashboard::{job_title, state_label};
 use crate::{format, job_form, lang};
 use leptos::prelude::*;
-use leptos_i18n::I18nContext;
 use leptos_router::hooks::use_params_map;
 use starling_protocol::JobId;
 use starling_protocol::api::JobEscrow;
@@ -64,7 +62,7 @@ pub fn JobPage() -> impl IntoView {
         Some(id) => view! { <JobView id=JobId(id)/> }.into_any(),
         None => {
             let i18n = use_i18n();
-            set_title(move || t_string!(i18n, job.no_such_title).to_string());
+            set_title(tr!(i18n, job.no_such_title));
             view! {
                 <section class="page" data-testid="page-job">
                     <h1 data-testid="page-heading">{tr!(i18n, job.no_such_heading)}</h1>
@@ -188,7 +186,7 @@ impl JobData {
 #[component]
 fn JobView(id: JobId) -> impl IntoView {
     let i18n = use_i18n();
-    set_title(move || job_title(i18n, id.0, None));
+    set_title(&job_title(i18n, id.0, None));
     let data = JobData {
         id,
         model: StoredValue::new_local(JobModel::new(id)),
@@ -263,9 +261,9 @@ fn JobView(id: JobId) -> impl IntoView {
             <Notice
                 text=Signal::derive(move || load_error.with(|e| e.as_ref().map(|e| {
                     if e.is_not_found() {
-                        format::fill(t_string!(i18n, job.not_found), &[("id", &id.to_string())])
+                        format::fill(tr!(i18n, job.not_found), &[("id", &id.to_string())])
                     } else {
-                        format::fill(t_string!(i18n, job.load_failed), &[("error", &lang::error_text(i18n, e))])
+                        format::fill(tr!(i18n, job.load_failed), &[("error", &lang::error_text(i18n, e))])
                     }
                 })))
                 tone=Tone::Error

@@ -29,17 +29,17 @@ pub(super) fn Results(data: JobData) -> impl IntoView {
             let indices = data.verified_indices();
             if let Err(e) = data.fetch_outputs(&indices, |_, _| {}).await {
                 let _ = problem.try_set(Some(format::fill(
-                    t_string!(i18n, results.summary_failed),
+                    tr!(i18n, results.summary_failed),
                     &[("error", &lang::error_text(i18n, &e))],
                 )));
                 return;
             }
             let Some(outputs) = data.all_outputs() else { return };
             let text = results::SummaryText {
-                pi: t_string!(i18n, results.summary_pi),
-                nonce: t_string!(i18n, results.summary_nonce),
-                mandelbrot: t_string!(i18n, results.summary_mandelbrot),
-                matmul: t_string!(i18n, results.summary_matmul),
+                pi: tr!(i18n, results.summary_pi),
+                nonce: tr!(i18n, results.summary_nonce),
+                mandelbrot: tr!(i18n, results.summary_mandelbrot),
+                matmul: tr!(i18n, results.summary_matmul),
             };
             let text = data
                 .spec
@@ -60,16 +60,14 @@ pub(super) fn Results(data: JobData) -> impl IntoView {
             let fetched = data
                 .fetch_outputs(&indices, |n, total| {
                     let _ = status.try_set(Some(format::fill(
-                        t_string!(i18n, results.fetching),
+                        tr!(i18n, results.fetching),
                         &[("n", &format::count(n as u64)), ("total", &format::count(total as u64))],
                     )));
                 })
                 .await;
             if let Err(e) = fetched {
-                let _ = problem.try_set(Some(format::fill(
-                    t_string!(i18n, results.stopped),
-                    &[("error", &lang::error_text(i18n, &e))],
-                )));
+                let _ = problem
+                    .try_set(Some(format::fill(tr!(i18n, results.stopped), &[("error", &lang::error_text(i18n, &e))])));
                 let _ = busy.try_set(false);
                 let _ = status.try_set(None);
                 return;
@@ -88,7 +86,7 @@ pub(super) fn Results(data: JobData) -> impl IntoView {
                 Ok(detail) => files.push((format!("job-{id}.json"), results::manifest(&detail).into_bytes())),
                 Err(e) => {
                     let _ = problem.try_set(Some(format::fill(
-                        t_string!(i18n, results.no_manifest),
+                        tr!(i18n, results.no_manifest),
                         &[("file", &format!("job-{id}.json")), ("error", &lang::error_text(i18n, &e))],
                     )));
                 }
@@ -98,7 +96,7 @@ pub(super) fn Results(data: JobData) -> impl IntoView {
                 let _ = problem.try_set(Some(lang::error_text(i18n, &e)));
             }
             let _ = status.try_set(Some(format::fill(
-                t_string!(i18n, results.saved),
+                tr!(i18n, results.saved),
                 &[
                     ("n", &format::count(files.len().saturating_sub(1) as u64)),
                     ("size", &format::bytes(archive.len() as u64)),
@@ -118,7 +116,7 @@ pub(super) fn Results(data: JobData) -> impl IntoView {
             {move || (kernel.get() == Some(BuiltinKernel::MatmulF32) && done.get()).then(|| view! { <MatmulCheck data/> })}
             <div class="actions">
                 <button type="button" data-testid="download-all" on:click=download_all disabled=move || busy.get() || verified_count() == 0>
-                    {move || format::fill(t_string!(i18n, results.download_all), &[("n", &format::count(u64::from(verified_count())))])}
+                    {move || format::fill(tr!(i18n, results.download_all), &[("n", &format::count(u64::from(verified_count())))])}
                 </button>
                 <span class="step" role="status" data-testid="download-status">{move || status.get().unwrap_or_default()}</span>
             </div>

@@ -41,10 +41,10 @@ pub(super) fn Overview(data: JobData) -> impl IntoView {
                 let refunded = e
                     .refunded
                     .as_ref()
-                    .map(|r| format::fill(t_string!(i18n, job.money_refunded), &[("amount", &amount(r))]))
+                    .map(|r| format::fill(tr!(i18n, job.money_refunded), &[("amount", &amount(r))]))
                     .unwrap_or_default();
                 Some(format::fill(
-                    t_string!(i18n, job.money),
+                    tr!(i18n, job.money),
                     &[
                         ("deposit", &amount(&e.deposit)),
                         ("workers", &amount(&e.paid_to_workers)),
@@ -55,9 +55,9 @@ pub(super) fn Overview(data: JobData) -> impl IntoView {
                 ))
             }
             Some(Err(Error::Unsupported { .. })) => None,
-            Some(Err(e)) if e.is_not_found() => Some(t_string!(i18n, job.money_none).to_string()),
+            Some(Err(e)) if e.is_not_found() => Some(tr!(i18n, job.money_none).to_string()),
             Some(Err(e)) => {
-                Some(format::fill(t_string!(i18n, job.money_unavailable), &[("error", &lang::error_text(i18n, e))]))
+                Some(format::fill(tr!(i18n, job.money_unavailable), &[("error", &lang::error_text(i18n, e))]))
             }
             None => None,
         })
@@ -71,18 +71,14 @@ pub(super) fn Overview(data: JobData) -> impl IntoView {
                 |t| matches!(state(t), Some(TaskState::Verified | TaskState::Failed)),
                 |t| state(t) == Some(TaskState::Verified),
             );
-            if n > 0 {
-                format::fill(t_string!(i18n, job.waiting), &[("n", &format::count(n as u64))])
-            } else {
-                String::new()
-            }
+            if n > 0 { format::fill(tr!(i18n, job.waiting), &[("n", &format::count(n as u64))]) } else { String::new() }
         })
     };
     let link = move || {
         data.link.with(|l| match l {
-            Some(Link::Live) => ("live", t_string!(i18n, job.live).to_string()),
+            Some(Link::Live) => ("live", tr!(i18n, job.live).to_string()),
             Some(Link::Reconnecting(why)) => {
-                ("reconnecting", format::fill(t_string!(i18n, job.reconnecting), &[("why", why)]))
+                ("reconnecting", format::fill(tr!(i18n, job.reconnecting), &[("why", why)]))
             }
             Some(Link::Finished) | None => ("idle", String::new()),
         })
@@ -100,12 +96,12 @@ pub(super) fn Overview(data: JobData) -> impl IntoView {
                 <dd data-testid="job-counts">{move || {
                     let failed = failed.get();
                     let failed = if failed > 0 {
-                        format::fill(t_string!(i18n, job.failed_suffix), &[("n", &format::count(u64::from(failed)))])
+                        format::fill(tr!(i18n, job.failed_suffix), &[("n", &format::count(u64::from(failed)))])
                     } else {
                         String::new()
                     };
                     format::fill(
-                        t_string!(i18n, job.counts),
+                        tr!(i18n, job.counts),
                         &[
                             ("verified", &format::count(u64::from(verified.get()))),
                             ("total", &format::count(u64::from(total.get()))),
@@ -120,10 +116,10 @@ pub(super) fn Overview(data: JobData) -> impl IntoView {
                 <dd>{move || data.spec.with(|s| s.as_ref().map(|s| {
                     let (expected, worst) = job_form::cost(s);
                     let price = if s.price_per_replica == 0 {
-                        t_string!(i18n, job.free).to_string()
+                        tr!(i18n, job.free).to_string()
                     } else {
                         format::fill(
-                            t_string!(i18n, job.price),
+                            tr!(i18n, job.price),
                             &[
                                 ("price", &format::count(s.price_per_replica)),
                                 ("expected", &format::thousands(expected)),
@@ -131,7 +127,7 @@ pub(super) fn Overview(data: JobData) -> impl IntoView {
                             ],
                         )
                     };
-                    let replicas = if s.replicas == 1 { t_string!(i18n, job.rules_one) } else { t_string!(i18n, job.rules_many) };
+                    let replicas = if s.replicas == 1 { tr!(i18n, job.rules_one) } else { tr!(i18n, job.rules_many) };
                     format::fill(
                         replicas,
                         &[
@@ -143,13 +139,13 @@ pub(super) fn Overview(data: JobData) -> impl IntoView {
                     )
                 }).unwrap_or_default())}</dd>
                 <dt>{tr!(i18n, job.time)}</dt>
-                <dd data-testid="job-elapsed" title=move || data.summary.with(|s| s.as_ref().map(|s| format::fill(t_string!(i18n, job.posted_at), &[("when", &lang::date_time(s.created_at_ms))])))>{elapsed}</dd>
+                <dd data-testid="job-elapsed" title=move || data.summary.with(|s| s.as_ref().map(|s| format::fill(tr!(i18n, job.posted_at), &[("when", &lang::date_time(s.created_at_ms))])))>{elapsed}</dd>
                 <dt>{tr!(i18n, job.client)}</dt>
                 <dd class="mono">{move || data.summary.with(|s| s.as_ref().map(|s| format::short_key(&s.client.to_hex())).unwrap_or_default())}</dd>
             </dl>
             {move || money().map(|m| view! { <p class="hint" data-testid="job-escrow">{m}</p> })}
             {move || data.summary.with(|s| s.as_ref().and_then(|s| s.failure.clone())).map(|f| view! {
-                <p class="notice error" role="alert" data-testid="job-failure">{format::fill(t_string!(i18n, job.failed), &[("reason", &f)])}</p>
+                <p class="notice error" role="alert" data-testid="job-failure">{format::fill(tr!(i18n, job.failed), &[("reason", &f)])}</p>
             })}
         </section>
     }

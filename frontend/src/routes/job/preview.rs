@@ -24,7 +24,7 @@ pub(super) fn MandelbrotPreview(data: JobData) -> impl IntoView {
                 let before = data.outputs_version.get_untracked();
                 if let Err(e) = data.fetch_outputs(&indices, |_, _| {}).await {
                     let _ = problem.try_set(Some(format::fill(
-                        t_string!(i18n, preview.tiles_failed),
+                        tr!(i18n, preview.tiles_failed),
                         &[("error", &lang::error_text(i18n, &e))],
                     )));
                     break;
@@ -52,11 +52,11 @@ pub(super) fn MandelbrotPreview(data: JobData) -> impl IntoView {
         match rgba {
             Some(Ok(rgba)) => {
                 if let Err(e) = paint(&canvas, w, h, &rgba) {
-                    problem.set(Some(format::fill(t_string!(i18n, preview.draw_failed), &[("error", &e)])));
+                    problem.set(Some(format::fill(tr!(i18n, preview.draw_failed), &[("error", &e)])));
                 }
             }
             Some(Err(e)) => {
-                problem.set(Some(format::fill(t_string!(i18n, preview.no_picture), &[("error", &e.to_string())])))
+                problem.set(Some(format::fill(tr!(i18n, preview.no_picture), &[("error", &e.to_string())])))
             }
             None => {}
         }
@@ -70,8 +70,9 @@ pub(super) fn MandelbrotPreview(data: JobData) -> impl IntoView {
                     problem.set(Some(lang::error_text(i18n, &e)));
                 }
             }
-            Err(e) => problem
-                .set(Some(format::fill(t_string!(i18n, preview.save_failed), &[("error", &browser::js_text(&e))]))),
+            Err(e) => {
+                problem.set(Some(format::fill(tr!(i18n, preview.save_failed), &[("error", &browser::js_text(&e))])))
+            }
         }
     };
 
@@ -87,7 +88,7 @@ pub(super) fn MandelbrotPreview(data: JobData) -> impl IntoView {
                         data-testid="mandelbrot-preview"
                         role="img"
                         aria-label=move || format::fill(
-                            t_string!(i18n, preview.label),
+                            tr!(i18n, preview.label),
                             &[
                                 ("width", &w.to_string()),
                                 ("height", &h.to_string()),
@@ -99,7 +100,7 @@ pub(super) fn MandelbrotPreview(data: JobData) -> impl IntoView {
                     <button type="button" data-testid="download-png" on:click=save_png>{tr!(i18n, preview.save)}</button>
                 }.into_any(),
                 Some((w, h)) => view! {
-                    <p class="hint">{move || format::fill(t_string!(i18n, preview.too_large), &[("width", &w.to_string()), ("height", &h.to_string())])}</p>
+                    <p class="hint">{format::fill(tr!(i18n, preview.too_large), &[("width", &w.to_string()), ("height", &h.to_string())])}</p>
                 }.into_any(),
                 None => view! { <p class="hint">{tr!(i18n, preview.not_one_picture)}</p> }.into_any(),
             }}

@@ -39,15 +39,14 @@ pub(super) fn Throughput(data: JobData) -> impl IntoView {
         let rate = data.progress.with(Progress::average_rate);
         let late = data.progress.with(|p| p.joined_late);
         let mut text = match rate {
-            Some(r) => format::fill(
-                t_string!(i18n, throughput.caption_rate),
-                &[("rate", &format::rate(r, t_string!(i18n, units.tasks)))],
-            ),
-            None => t_string!(i18n, throughput.caption).to_string(),
+            Some(r) => {
+                format::fill(tr!(i18n, throughput.caption_rate), &[("rate", &format::rate(r, tr!(i18n, units.tasks)))])
+            }
+            None => tr!(i18n, throughput.caption).to_string(),
         };
         if late {
-            text.push(' ');
-            text.push_str(t_string!(i18n, throughput.dashed));
+            // The sentence brings its own separator: a space in English, none after "。".
+            text.push_str(tr!(i18n, throughput.dashed));
         }
         text
     });
@@ -59,7 +58,7 @@ pub(super) fn Throughput(data: JobData) -> impl IntoView {
                 x_domain=domain
                 x_label=Callback::new(|s: f64| format::duration_ms((s * 1000.0).round() as u64))
                 caption
-                empty_text=Signal::derive(move || t_string!(i18n, throughput.empty).to_string())
+                empty_text=tr!(i18n, throughput.empty)
                 testid="throughput-chart"
             />
         </section>

@@ -13,9 +13,9 @@ pub(super) fn Training(data: JobData) -> impl IntoView {
 }
 
 /// A tick's label: rounds are whole numbers, so a tick between two rounds has none.
-fn round_label(i18n: I18nContext<Locale>, r: f64) -> String {
+fn round_label(i18n: I18n, r: f64) -> String {
     if (r - r.round()).abs() < 1e-6 {
-        format::fill(t_string!(i18n, training.round), &[("n", &format!("{r:.0}"))])
+        format::fill(tr!(i18n, training.round), &[("n", &format!("{r:.0}"))])
     } else {
         String::new()
     }
@@ -48,7 +48,7 @@ fn Curves(data: JobData, layout: Layout) -> impl IntoView {
                     }
                     Err(e) => {
                         let _ = problem.try_set(Some(format::fill(
-                            t_string!(i18n, training.read_failed),
+                            tr!(i18n, training.read_failed),
                             &[("n", &(round + 1).to_string()), ("error", &lang::error_text(i18n, &e))],
                         )));
                         asked.try_update_value(|a| a.remove(&sum));
@@ -76,11 +76,11 @@ fn Curves(data: JobData, layout: Layout) -> impl IntoView {
             let done = f.iter().filter(|v| v.is_some()).count();
             match f.iter().rev().flatten().next() {
                 Some((loss, acc)) if acc.is_nan() => format::fill(
-                    t_string!(i18n, training.status_loss),
+                    tr!(i18n, training.status_loss),
                     &[("done", &done.to_string()), ("rounds", &rounds.to_string()), ("loss", &format::fixed(*loss, 4))],
                 ),
                 Some((loss, acc)) => format::fill(
-                    t_string!(i18n, training.status_accuracy),
+                    tr!(i18n, training.status_accuracy),
                     &[
                         ("done", &done.to_string()),
                         ("rounds", &rounds.to_string()),
@@ -88,7 +88,7 @@ fn Curves(data: JobData, layout: Layout) -> impl IntoView {
                         ("accuracy", &format::fixed(acc * 100.0, 1)),
                     ],
                 ),
-                None => format::fill(t_string!(i18n, training.status_none), &[("rounds", &rounds.to_string())]),
+                None => format::fill(tr!(i18n, training.status_none), &[("rounds", &rounds.to_string())]),
             }
         })
     };
@@ -103,16 +103,16 @@ fn Curves(data: JobData, layout: Layout) -> impl IntoView {
                     series=points(|(loss, _)| loss)
                     x_domain=domain
                     x_label=Callback::new(move |r| round_label(i18n, r))
-                    caption=Signal::derive(move || t_string!(i18n, training.loss_caption).to_string())
-                    empty_text=Signal::derive(move || t_string!(i18n, training.empty).to_string())
+                    caption=Signal::derive(move || tr!(i18n, training.loss_caption).to_string())
+                    empty_text=tr!(i18n, training.empty)
                     testid="training-loss-chart"
                 />
                 <LineChart
                     series=points(|(_, acc)| acc * 100.0)
                     x_domain=domain
                     x_label=Callback::new(move |r| round_label(i18n, r))
-                    caption=Signal::derive(move || t_string!(i18n, training.accuracy_caption).to_string())
-                    empty_text=Signal::derive(move || t_string!(i18n, training.empty).to_string())
+                    caption=Signal::derive(move || tr!(i18n, training.accuracy_caption).to_string())
+                    empty_text=tr!(i18n, training.empty)
                     testid="training-accuracy-chart"
                 />
             </div>
