@@ -4,6 +4,8 @@
 //! goes on while the contributor looks at other pages.
 
 use crate::browser::{self, js_text};
+use crate::format::fill;
+use crate::lang::say;
 use crate::worker_protocol::{
     self, Battery, DeviceReport, LogLevel, PageMessage, Settings, State, Status, WorkerEvent,
 };
@@ -105,7 +107,9 @@ impl Contributor {
         self.settings.set(settings);
         match browser::store(browser::CONTRIBUTE_SETTINGS, &worker_protocol::to_stored(&settings)) {
             Ok(()) => self.storage_problem.set(None),
-            Err(e) => self.storage_problem.set(Some(format!("Your settings apply now but were not saved: {e}"))),
+            Err(e) => {
+                self.storage_problem.set(Some(fill(say!(compute.settings_not_saved), &[("error", &e.to_string())])))
+            }
         }
         self.post(&PageMessage::Settings { settings });
     }
@@ -116,12 +120,10 @@ impl Contributor {
                 match js_sys::JSON::parse(&worker_protocol::to_json(message)) {
                     Ok(value) => {
                         if let Err(e) = w.worker.post_message(&value) {
-                            self.failure.set(Some(format!("Could not reach the compute worker: {}", js_text(&e))));
+                            self.failure.set(Some(fill(say!(compute.unreachable), &[("error", &js_text(&e))])));
                         }
                     }
-                    Err(e) => {
-                        self.failure.set(Some(format!("Could not encode a message for the worker: {}", js_text(&e))))
-                    }
+                    Err(e) => self.failure.set(Some(fill(say!(compute.unencodable), &[("error", &js_text(&e))]))),
                 }
             }
         });
@@ -136,7 +138,7 @@ impl Contributor {
         let options = web_sys::WorkerOptions::new();
         options.set_type(web_sys::WorkerType::Module);
         let worker = web_sys::Worker::new_with_options("/worker.js", &options)
-            .map_err(|e| format!("This browser could not start the compute worker: {}", js_text(&e)))?;
+            .map_err(|e| fill(say!(compute.not_started), &[("error", &js_text(&e))]))?;
         let on_message = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |event: web_sys::MessageEvent| {
             let text = match js_sys::JSON::stringify(&event.data()) {
                 Ok(text) => String::from(text),
@@ -158,9 +160,9 @@ impl Contributor {
                 .dyn_ref::<web_sys::ErrorEvent>()
                 .map(|e| e.message())
                 .filter(|m| !m.is_empty())
-                .unwrap_or_else(|| "/worker.js or the compute engine failed to load".to_string());
+                .unwrap_or_else(|| say!(compute.load_failed).to_string());
             event.prevent_default();
-            self.failure.set(Some(format!("The compute worker stopped: {detail}. Reload the page to try again.")));
+            self.failure.set(Some(fill(say!(compute.stopped), &[("detail", &detail)])));
             self.wanted.set(false);
             self.status.update(|s| s.state = State::Error);
             // Drop it: the next Start loads a fresh one.
@@ -175,9 +177,7 @@ impl Contributor {
         match message {
             WorkerEvent::Key { secret_key, public_key } => {
                 if let Err(e) = browser::store(browser::WORKER_SECRET_KEY, &secret_key) {
-                    self.storage_problem.set(Some(format!(
-                        "This device's worker key could not be saved, so its record starts over next visit: {e}"
-                    )));
+                    self.storage_problem.set(Some(fill(say!(compute.key_not_saved), &[("error", &e.to_string())])));
                 }
                 self.public_key.set(Some(public_key.to_string()));
             }

@@ -26,6 +26,26 @@ macro_rules! tr {
 }
 pub(crate) use tr;
 
+/// `say!(compute.worker_stopped)`: the text of one key in the language shown now, for messages
+/// made outside a component (the compute worker's events, the job event stream). A message
+/// already shown keeps its language until it is made again.
+macro_rules! say {
+    ($($key:tt)+) => {
+        $crate::i18n::td_string!($crate::lang::current(), $($key)+)
+    };
+}
+pub(crate) use say;
+
+thread_local! {
+    /// The language shown now, for [`say!`].
+    static CURRENT: std::cell::Cell<Locale> = std::cell::Cell::new(Locale::default());
+}
+
+/// The language shown now (English before the app starts).
+pub fn current() -> Locale {
+    CURRENT.with(std::cell::Cell::get)
+}
+
 /// `localStorage` key of a language picked in the app (absent until someone picks one, so the
 /// browser's languages decide until then).
 pub const CHOSEN_LANGUAGE: &str = "starling.language";
@@ -88,6 +108,7 @@ pub fn provide() -> I18n {
 }
 
 fn apply(locale: Locale) {
+    CURRENT.with(|c| c.set(locale));
     if let Some(root) = browser::window().document().and_then(|d| d.document_element()) {
         let _ = root.set_attribute("lang", locale.as_str());
     }
@@ -186,6 +207,23 @@ pub fn backend_label(i18n: I18n, backend: &str) -> String {
         "cpu" => tr!(i18n, backend.cpu).to_string(),
         "" => tr!(i18n, backend.unknown).to_string(),
         other => crate::worker_protocol::backend_label(other),
+    }
+}
+
+/// Whether the shown language is English (the language the compute worker words its reasons in).
+pub fn is_english(i18n: I18n) -> bool {
+    i18n.get_untracked() == Locale::en
+}
+
+/// Unnamed adapters' words in the shown language.
+pub fn adapter_words(i18n: I18n) -> crate::views::AdapterWords<'static> {
+    crate::views::AdapterWords {
+        discrete_gpu: tr!(i18n, adapter.discrete_gpu),
+        integrated_gpu: tr!(i18n, adapter.integrated_gpu),
+        virtual_gpu: tr!(i18n, adapter.virtual_gpu),
+        cpu: tr!(i18n, adapter.cpu),
+        unnamed: tr!(i18n, adapter.unnamed),
+        not_announced: tr!(i18n, adapter.not_announced),
     }
 }
 

@@ -11,9 +11,10 @@ use crate::format;
 use crate::lang::{self, I18n, tr, use_i18n};
 use crate::poll;
 use crate::views::WorkerView;
-use crate::worker_protocol::{Settings, State};
+use crate::worker_protocol::{self, DeviceReport, Settings, State};
 use crate::{api, worker_protocol::describe};
 use leptos::prelude::*;
+use starling_web_worker::pacing;
 
 /// How often the relay's record of this worker is refreshed.
 const POLL_MS: u32 = 5_000;
@@ -66,7 +67,7 @@ pub fn Contribute() -> impl IntoView {
                     <strong data-testid="worker-state">{move || state_headline(i18n, line.get().key)}</strong>
                     <span data-testid="worker-reason">{move || line.with(|l| match l.detail_key {
                         Some(key) => state_detail(i18n, key).to_string(),
-                        None => l.detail.clone(),
+                        None => worker_reason(i18n, contributor, l),
                     })}</span>
                 </div>
             </div>
@@ -215,6 +216,39 @@ fn device_text(i18n: I18n) -> String {
         )
     } else {
         format::fill(tr!(i18n, contribute.device_on), &[("browser", browser), ("os", &os)])
+    }
+}
+
+/// The worker's own reason for its state. The worker words it in English (`web-worker`); in
+/// another language the page says what it can know itself: why it pauses (from the same
+/// settings and readings the worker decides with, `pacing::pause_reason`), or its own sentence
+/// for starting and resting. Connection and error details stay as the worker gave them.
+fn worker_reason(i18n: I18n, contributor: Contributor, line: &worker_protocol::StateLine) -> String {
+    if lang::is_english(i18n) {
+        return line.detail.clone();
+    }
+    let pause = move || {
+        let device = DeviceReport { hidden: contributor.hidden.get(), battery: contributor.battery.get() };
+        pacing::pause_reason(&contributor.settings.get(), &device).map(|why| match why {
+            pacing::PauseReason::Hidden => tr!(i18n, worker_state.why_hidden).to_string(),
+            pacing::PauseReason::LowBattery { level, min } => format::fill(
+                tr!(i18n, worker_state.why_low_battery),
+                &[("level", &format::percent(f64::from(level))), ("min", &format::percent(f64::from(min)))],
+            ),
+        })
+    };
+    match line.key {
+        "starting" => state_detail(i18n, "starting").to_string(),
+        "resting" => state_detail(i18n, "resting").to_string(),
+        "paused" => match pause() {
+            Some(why) => format::fill(tr!(i18n, worker_state.paused_because), &[("why", &why)]),
+            None => state_detail(i18n, "paused").to_string(),
+        },
+        "working" => match pause() {
+            Some(why) => format::fill(tr!(i18n, worker_state.pausing_after_task), &[("why", &why)]),
+            None => state_detail(i18n, "working_task").to_string(),
+        },
+        _ => line.detail.clone(),
     }
 }
 

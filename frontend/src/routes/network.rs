@@ -12,7 +12,7 @@ use crate::format;
 use crate::lang::{self, I18n, tr, use_i18n};
 use crate::network_stats::{self, History};
 use crate::poll::{self, Then};
-use crate::views::{WorkerView, adapter_label};
+use crate::views::{WorkerView, adapter_label_in};
 use leptos::prelude::*;
 use starling_protocol::api::{Health, RelayList};
 
@@ -119,7 +119,9 @@ pub fn Network() -> impl IntoView {
         Err(e) => relays_problem.set(Some(lang::error_text(i18n, &e))),
     };
 
-    let groups = Memo::new(move |_| workers.with(|w| w.as_deref().map(network_stats::group_workers)));
+    let adapter_words = lang::adapter_words(i18n);
+    let groups =
+        Memo::new(move |_| workers.with(|w| w.as_deref().map(|w| network_stats::group_workers_in(w, &adapter_words))));
     let rate = move || history.with(History::window_rate);
     let counter_missing = move || health.with(|h| h.as_ref().is_some_and(|h| h.tasks_verified_total.is_none()));
     let started = browser::monotonic_ms();
@@ -361,7 +363,7 @@ pub fn Network() -> impl IntoView {
                         <tbody>
                             {move || workers.get().unwrap_or_default().into_iter().filter(|w| w.online).map(|w| {
                                 let (backend, adapter, duty) = match &w.capabilities {
-                                    Some(c) => (lang::backend_label(i18n, c.backend.as_str()), adapter_label(&c.adapter), format::percent(f64::from(c.duty_cycle))),
+                                    Some(c) => (lang::backend_label(i18n, c.backend.as_str()), adapter_label_in(&c.adapter, &adapter_words), format::percent(f64::from(c.duty_cycle))),
                                     None => ("–".to_string(), "–".to_string(), "–".to_string()),
                                 };
                                 view! {
