@@ -4,6 +4,8 @@
 
 use crate::browser::Signer;
 use crate::browser::{self, js_text};
+use crate::format::fill;
+use crate::lang::say;
 use crate::views::WorkerView;
 use crate::{Error, Result};
 use js_sys::Uint8Array;
@@ -234,7 +236,7 @@ fn connect(id: JobId, state: Rc<RefCell<FollowState>>, on_event: OnEvent, on_lin
     let socket = match web_sys::WebSocket::new(&browser::ws_url(&format!("/v1/jobs/{id}/events"))) {
         Ok(socket) => socket,
         Err(e) => {
-            on_link(Link::Reconnecting(format!("could not open the event stream: {}", js_text(&e))));
+            on_link(Link::Reconnecting(fill(say!(events.not_opened), &[("error", &js_text(&e))])));
             schedule_reconnect(id, state, on_event, on_link);
             return;
         }
@@ -274,9 +276,9 @@ fn connect(id: JobId, state: Rc<RefCell<FollowState>>, on_event: OnEvent, on_lin
             }
             let reason = event.reason();
             let why = if !browser::is_online() {
-                "offline".to_string()
+                say!(events.offline).to_string()
             } else if reason.is_empty() {
-                format!("the connection closed (code {})", event.code())
+                fill(say!(events.closed), &[("code", &event.code().to_string())])
             } else {
                 reason
             };

@@ -4,6 +4,8 @@
 
 use crate::browser;
 use crate::compute::Contributor;
+use crate::lang::{self, LanguagePicker};
+use crate::lang::{I18n, tr, use_i18n};
 use crate::routes::{contribute::Contribute, dashboard::Dashboard, job::JobPage, network::Network};
 use leptos::prelude::*;
 use leptos_router::components::{A, Redirect, Route, Router, Routes};
@@ -36,6 +38,7 @@ fn watch_connectivity(online: RwSignal<bool>) {
 
 #[component]
 pub fn App() -> impl IntoView {
+    let i18n = lang::provide();
     let contributor = Contributor::new();
     provide_context(contributor);
     let online = RwSignal::new(browser::is_online());
@@ -43,29 +46,43 @@ pub fn App() -> impl IntoView {
     provide_context(Connectivity { online });
 
     let contributing = move || contributor.wanted.get() && contributor.status.with(|s| s.state.is_active());
+    // Drawn again when the language changes: words are read once per drawing (`lang::tr`), and
+    // what lives longer than a page (the contributor, connectivity, the language) sits above.
+    move || {
+        let _language = i18n.get();
+        app_view(i18n, contributing, online)
+    }
+}
+
+fn app_view(
+    i18n: I18n,
+    contributing: impl Fn() -> bool + Copy + Send + Sync + 'static,
+    online: RwSignal<bool>,
+) -> impl IntoView {
     view! {
         <Router>
-            <a class="skip-link" href="#main">"Skip to content"</a>
+            <a class="skip-link" href="#main">{tr!(i18n, app.skip_to_content)}</a>
             <header class="topbar">
-                <a class="brand" href="/contribute" aria-label="Starling home">
+                <a class="brand" href="/contribute" aria-label=tr!(i18n, app.home)>
                     <img src="/icons/icon-192.png" alt="" width="28" height="28"/>
                     <span>"Starling"</span>
                 </a>
-                <nav class="nav" aria-label="Pages" data-testid="nav">
-                    <A href="/contribute" attr:data-testid="nav-contribute">"Contribute"</A>
-                    <A href="/dashboard" attr:data-testid="nav-dashboard">"Dashboard"</A>
-                    <A href="/network" attr:data-testid="nav-network">"Network"</A>
+                <nav class="nav" aria-label=tr!(i18n, nav.pages) data-testid="nav">
+                    <A href="/contribute" attr:data-testid="nav-contribute">{tr!(i18n, nav.contribute)}</A>
+                    <A href="/dashboard" attr:data-testid="nav-dashboard">{tr!(i18n, nav.dashboard)}</A>
+                    <A href="/network" attr:data-testid="nav-network">{tr!(i18n, nav.network)}</A>
                 </nav>
+                <LanguagePicker/>
                 <span
                     class="live-dot"
                     class:on=contributing
                     data-testid="contributing-indicator"
-                    title=move || if contributing() { "This device is contributing" } else { "Not contributing" }
+                    title=move || if contributing() { tr!(i18n, app.contributing) } else { tr!(i18n, app.not_contributing) }
                     aria-hidden="true"
                 ></span>
             </header>
             <div class="offline-banner" role="status" data-testid="offline-banner" hidden=move || online.get()>
-                "You are offline. Pages open from this device's cache; live numbers and new jobs wait for the network."
+                {tr!(i18n, app.offline)}
             </div>
             <main id="main" tabindex="-1">
                 <Routes fallback=NotFound>
@@ -82,12 +99,17 @@ pub fn App() -> impl IntoView {
 
 #[component]
 fn NotFound() -> impl IntoView {
-    set_title("Not found");
+    let i18n = use_i18n();
+    set_title(tr!(i18n, not_found.title));
     view! {
         <section class="page" data-testid="page-not-found">
-            <h1 data-testid="page-heading">"Page not found"</h1>
-            <p>"There is no page at this address. Try "<a href="/contribute">"Contribute"</a>", "
-                <a href="/dashboard">"Dashboard"</a>" or "<a href="/network">"Network"</a>"."</p>
+            <h1 data-testid="page-heading">{tr!(i18n, not_found.heading)}</h1>
+            <p>{tr!(i18n, not_found.text)}</p>
+            <ul class="links">
+                <li><a href="/contribute">{tr!(i18n, nav.contribute)}</a></li>
+                <li><a href="/dashboard">{tr!(i18n, nav.dashboard)}</a></li>
+                <li><a href="/network">{tr!(i18n, nav.network)}</a></li>
+            </ul>
         </section>
     }
 }

@@ -278,8 +278,9 @@ pub fn get_bool(target: &JsValue, name: &str) -> Option<bool> {
     js_sys::Reflect::get(target, &JsValue::from_str(name)).ok()?.as_bool()
 }
 
-/// A short description of this device for the Contribute page.
-pub fn device_description() -> String {
+/// This device for the Contribute page: its browser and system as their makers name them (empty
+/// when unknown) and its CPU threads (0 when not reported); the page words the sentence.
+pub fn device_description() -> (&'static str, String, u32) {
     let navigator = window().navigator();
     let agent = navigator.user_agent().unwrap_or_default();
     let platform = navigator.platform().unwrap_or_default();
@@ -291,7 +292,7 @@ pub fn device_description() -> String {
             "CrOS" => "ChromeOS",
             other => other,
         })
-        .unwrap_or(if platform.is_empty() { "unknown system" } else { platform.as_str() })
+        .unwrap_or(platform.as_str())
         .to_string();
     let browser = ["Edg/", "OPR/", "Firefox/", "Chrome/", "Safari/"]
         .into_iter()
@@ -303,7 +304,6 @@ pub fn device_description() -> String {
             "Chrome/" => "Chrome",
             _ => "Safari",
         })
-        .unwrap_or("a browser");
-    let cores = navigator.hardware_concurrency() as u32;
-    if cores > 0 { format!("{browser} on {os}, {cores} CPU threads") } else { format!("{browser} on {os}") }
+        .unwrap_or("");
+    (browser, os, navigator.hardware_concurrency() as u32)
 }

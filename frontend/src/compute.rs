@@ -4,6 +4,8 @@
 //! goes on while the contributor looks at other pages.
 
 use crate::browser::{self, js_text};
+use crate::format::fill;
+use crate::lang::say;
 use crate::worker_protocol::{
     self, Battery, DeviceReport, KeyStorage, LogLevel, PageMessage, Settings, State, Status, WorkerEvent,
 };
@@ -108,7 +110,9 @@ impl Contributor {
         self.settings.set(settings);
         match browser::store(browser::CONTRIBUTE_SETTINGS, &worker_protocol::to_stored(&settings)) {
             Ok(()) => self.storage_problem.set(None),
-            Err(e) => self.storage_problem.set(Some(format!("Your settings apply now but were not saved: {e}"))),
+            Err(e) => {
+                self.storage_problem.set(Some(fill(say!(compute.settings_not_saved), &[("error", &e.to_string())])))
+            }
         }
         self.post(&PageMessage::Settings { settings });
     }
@@ -119,12 +123,10 @@ impl Contributor {
                 match js_sys::JSON::parse(&worker_protocol::to_json(message)) {
                     Ok(value) => {
                         if let Err(e) = w.worker.post_message(&value) {
-                            self.failure.set(Some(format!("Could not reach the compute worker: {}", js_text(&e))));
+                            self.failure.set(Some(fill(say!(compute.unreachable), &[("error", &js_text(&e))])));
                         }
                     }
-                    Err(e) => {
-                        self.failure.set(Some(format!("Could not encode a message for the worker: {}", js_text(&e))))
-                    }
+                    Err(e) => self.failure.set(Some(fill(say!(compute.unencodable), &[("error", &js_text(&e))]))),
                 }
             }
         });
@@ -139,7 +141,7 @@ impl Contributor {
         let options = web_sys::WorkerOptions::new();
         options.set_type(web_sys::WorkerType::Module);
         let worker = web_sys::Worker::new_with_options("/worker.js", &options)
-            .map_err(|e| format!("This browser could not start the compute worker: {}", js_text(&e)))?;
+            .map_err(|e| fill(say!(compute.not_started), &[("error", &js_text(&e))]))?;
         let on_message = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |event: web_sys::MessageEvent| {
             let text = match js_sys::JSON::stringify(&event.data()) {
                 Ok(text) => String::from(text),
@@ -161,9 +163,9 @@ impl Contributor {
                 .dyn_ref::<web_sys::ErrorEvent>()
                 .map(|e| e.message())
                 .filter(|m| !m.is_empty())
-                .unwrap_or_else(|| "/worker.js or the compute engine failed to load".to_string());
+                .unwrap_or_else(|| say!(compute.load_failed).to_string());
             event.prevent_default();
-            self.failure.set(Some(format!("The compute worker stopped: {detail}. Reload the page to try again.")));
+            self.failure.set(Some(fill(say!(compute.stopped), &[("detail", &detail)])));
             self.wanted.set(false);
             self.status.update(|s| s.state = State::Error);
             // Drop it: the next Start loads a fresh one.
@@ -185,9 +187,7 @@ impl Contributor {
                     _ => Ok(()),
                 };
                 if let Err(e) = saved {
-                    self.storage_problem.set(Some(format!(
-                        "This device's worker key could not be saved, so its record starts over next visit: {e}"
-                    )));
+                    self.storage_problem.set(Some(fill(say!(compute.key_not_saved), &[("error", &e.to_string())])));
                 }
                 if let KeyStorage::Held { migrated } = storage {
                     if migrated {
@@ -197,9 +197,9 @@ impl Contributor {
                     if let Some(other) =
                         browser::stored_keypair(browser::WORKER_SECRET_KEY).filter(|other| other.public() != public_key)
                     {
-                        self.storage_problem.set(Some(format!(
-                            "This browser also keeps an older worker key, {}, in this site's storage. The worker now works as the key shown here; whatever the older key earned stays with it, and it is left where it is.",
-                            crate::format::short_key(&other.public().to_hex())
+                        self.storage_problem.set(Some(fill(
+                            say!(compute.older_worker_key),
+                            &[("key", &crate::format::short_key(&other.public().to_hex()))],
                         )));
                     }
                 }

@@ -1,4 +1,99 @@
 //! Numbers as people read them: token amounts, rates, durations, sizes, percentages and keys.
+//!
+//! The functions are pure and read one [`Style`]: digit grouping, decimal mark and unit words for
+//! the language being shown. The default style is the English one these functions always had
+//! (thin-space grouping, `.`), which the native tests pin; in the browser, `lang` sets the style
+//! of the chosen language from `Intl.NumberFormat` and the locale files when the language
+//! changes, and every reactive view that formats a number is told to redraw.
+
+use std::cell::RefCell;
+
+/// How numbers and units read in one language.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Style {
+    /// Between groups of three digits (`1 234`, `1,234`, `1.234`).
+    pub group: String,
+    /// Before the fraction (`.` or `,`).
+    pub decimal: String,
+    /// `{n} %`-style template for percentages; `{n}` is the number.
+    pub percent: String,
+    pub ms: String,
+    pub s: String,
+    pub min: String,
+    pub h: String,
+    pub d: String,
+    /// Appended to a rate's unit: per second, per minute (`/s`, `/min`).
+    pub per_second: String,
+    pub per_minute: String,
+    /// `{time} ago`.
+    pub ago: String,
+    pub just_now: String,
+}
+
+impl Default for Style {
+    fn default() -> Self {
+        Style {
+            group: "\u{202f}".into(),
+            decimal: ".".into(),
+            percent: "{n} %".into(),
+            ms: "ms".into(),
+            s: "s".into(),
+            min: "min".into(),
+            h: "h".into(),
+            d: "d".into(),
+            per_second: "/s".into(),
+            per_minute: "/min".into(),
+            ago: "{time} ago".into(),
+            just_now: "just now".into(),
+        }
+    }
+}
+
+thread_local! {
+    static STYLE: RefCell<Style> = RefCell::new(Style::default());
+}
+
+/// Makes `style` the one every function here reads (the browser app calls this on a language
+/// change).
+pub fn set_style(style: Style) {
+    STYLE.with(|s| *s.borrow_mut() = style);
+    #[cfg(target_arch = "wasm32")]
+    style_changed::notify();
+}
+
+fn with_style<T>(read: impl FnOnce(&Style) -> T) -> T {
+    #[cfg(target_arch = "wasm32")]
+    style_changed::track();
+    STYLE.with(|s| read(&s.borrow()))
+}
+
+/// In the browser, a reactive trigger: views that format numbers subscribe to the style, so a
+/// language change redraws them as it redraws their words.
+#[cfg(target_arch = "wasm32")]
+mod style_changed {
+    use leptos::prelude::{ArcTrigger, Notify, Track};
+
+    thread_local! {
+        static TRIGGER: ArcTrigger = ArcTrigger::new();
+    }
+
+    pub fn notify() {
+        TRIGGER.with(|t| t.notify());
+    }
+
+    pub fn track() {
+        TRIGGER.with(|t| t.track());
+    }
+}
+
+/// `template` with each `{name}` replaced by its value (the locale files' placeholders).
+pub fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    let mut out = template.to_string();
+    for (name, value) in values {
+        out = out.replace(&format!("{{{name}}}"), value);
+    }
+    out
+}
 
 /// Decimal places of a `u`-prefixed denomination (`ustar` is a millionth of a STAR), the unit job
 /// prices are quoted in (micro-units).
@@ -32,20 +127,36 @@ pub fn decimal(value: u128, decimals: u32) -> String {
         return whole;
     }
     let frac = format!("{frac:0width$}", width = decimals as usize);
-    format!("{whole}.{}", frac.trim_end_matches('0'))
+    with_style(|style| format!("{whole}{}{}", style.decimal, frac.trim_end_matches('0')))
 }
 
-/// `1234567` → `1 234 567` (a thin space groups the digits the same way in every locale).
+/// `1234567` → `1 234 567` (grouped with the style's separator: a thin space by default).
 pub fn thousands(value: u128) -> String {
+    let group = with_style(|style| style.group.clone());
     let digits = value.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3 * 3);
     for (i, c) in digits.chars().enumerate() {
         if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push('\u{202f}');
+            out.push_str(&group);
         }
         out.push(c);
     }
     out
+}
+
+/// The style's percentage template (`{n} %`), for percentages with decimals.
+pub fn percent_template() -> String {
+    with_style(|style| style.percent.clone())
+}
+
+/// A number already written with `.` as its decimal mark, in the style's mark (`0.5` → `0,5`).
+pub fn decimal_mark(text: String) -> String {
+    with_style(|style| if style.decimal == "." { text } else { text.replacen('.', &style.decimal, 1) })
+}
+
+/// A fractional number with `digits` decimals and the style's decimal mark (`1.23`, `1,23`).
+pub fn fixed(value: f64, digits: usize) -> String {
+    decimal_mark(format!("{value:.digits$}"))
 }
 
 /// A count with thousands separated.
@@ -55,11 +166,12 @@ pub fn count(value: u64) -> String {
 
 /// A rate in events per second, with a precision that suits its size.
 pub fn rate(per_second: f64, unit: &str) -> String {
+    let (per_s, per_min) = with_style(|style| (style.per_second.clone(), style.per_minute.clone()));
     if !per_second.is_finite() || per_second <= 0.0 {
-        return format!("0 {unit}/s");
+        return format!("0 {unit}{per_s}");
     }
     if per_second < 0.01 {
-        return format!("{:.1} {unit}/min", per_second * 60.0);
+        return format!("{} {unit}{per_min}", fixed(per_second * 60.0, 1));
     }
     let digits = if per_second >= 100.0 {
         0
@@ -68,7 +180,7 @@ pub fn rate(per_second: f64, unit: &str) -> String {
     } else {
         2
     };
-    format!("{per_second:.digits$} {unit}/s")
+    format!("{} {unit}{per_s}", fixed(per_second, digits))
 }
 
 /// A duration in milliseconds, two units at most (`3 h 12 min`, `45 s`, `820 ms`).
@@ -77,16 +189,16 @@ pub fn duration_ms(ms: u64) -> String {
     const M: u64 = 60 * S;
     const H: u64 = 60 * M;
     const D: u64 = 24 * H;
-    match ms {
-        0..S => format!("{ms} ms"),
+    with_style(|u| match ms {
+        0..S => format!("{ms} {}", u.ms),
         S..M => {
             let s = ms as f64 / S as f64;
-            if s < 10.0 { format!("{s:.1} s") } else { format!("{} s", ms / S) }
+            if s < 10.0 { format!("{} {}", fixed(s, 1), u.s) } else { format!("{} {}", ms / S, u.s) }
         }
-        M..H => two_units(ms / M, "min", (ms % M) / S, "s"),
-        H..D => two_units(ms / H, "h", (ms % H) / M, "min"),
-        _ => two_units(ms / D, "d", (ms % D) / H, "h"),
-    }
+        M..H => two_units(ms / M, &u.min, (ms % M) / S, &u.s),
+        H..D => two_units(ms / H, &u.h, (ms % H) / M, &u.min),
+        _ => two_units(ms / D, &u.d, (ms % D) / H, &u.h),
+    })
 }
 
 fn two_units(major: u64, major_unit: &str, minor: u64, minor_unit: &str) -> String {
@@ -97,10 +209,10 @@ fn two_units(major: u64, major_unit: &str, minor: u64, minor_unit: &str) -> Stri
 pub fn ago(now_ms: u64, then_ms: u64) -> String {
     let elapsed = now_ms.saturating_sub(then_ms);
     if elapsed < 2000 {
-        return "just now".to_string();
+        return with_style(|style| style.just_now.clone());
     }
     let text = duration_ms(elapsed - elapsed % 1000);
-    format!("{text} ago")
+    with_style(|style| fill(&style.ago, &[("time", &text)]))
 }
 
 /// Bytes in binary units (`1.5 MiB`).
@@ -115,7 +227,7 @@ pub fn bytes(n: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    if value >= 100.0 { format!("{value:.0} {}", UNITS[unit]) } else { format!("{value:.1} {}", UNITS[unit]) }
+    if value >= 100.0 { format!("{value:.0} {}", UNITS[unit]) } else { format!("{} {}", fixed(value, 1), UNITS[unit]) }
 }
 
 /// A fraction in 0..=1 as a whole percentage.
@@ -123,7 +235,8 @@ pub fn percent(fraction: f64) -> String {
     if !fraction.is_finite() {
         return "–".to_string();
     }
-    format!("{:.0} %", (fraction * 100.0).clamp(0.0, 100.0))
+    let n = format!("{:.0}", (fraction * 100.0).clamp(0.0, 100.0));
+    with_style(|style| fill(&style.percent, &[("n", &n)]))
 }
 
 /// A long hex key shortened for display: the first and last 6 digits.
@@ -198,6 +311,49 @@ mod tests {
         assert_eq!(ago(10_000, 9_500), "just now");
         assert_eq!(ago(70_500, 0), "1 min 10 s ago");
         assert_eq!(ago(0, 5_000), "just now");
+    }
+
+    #[test]
+    fn another_style_groups_marks_and_names_units_its_way() {
+        let indonesian = Style {
+            group: ".".into(),
+            decimal: ",".into(),
+            percent: "{n}%".into(),
+            s: "dtk".into(),
+            min: "mnt".into(),
+            per_second: "/dtk".into(),
+            ago: "{time} lalu".into(),
+            just_now: "baru saja".into(),
+            ..Style::default()
+        };
+        set_style(indonesian);
+        let seen = (
+            amount("1234567500000", "ustar"),
+            rate(1.5, "tugas"),
+            duration_ms(1500),
+            ago(70_500, 0),
+            ago(1, 0),
+            percent(0.25),
+        );
+        set_style(Style::default());
+        assert_eq!(
+            seen,
+            (
+                "1.234.567,5 STAR".to_string(),
+                "1,50 tugas/dtk".to_string(),
+                "1,5 dtk".to_string(),
+                "1 mnt 10 dtk lalu".to_string(),
+                "baru saja".to_string(),
+                "25%".to_string()
+            )
+        );
+        assert_eq!(amount("1500000", "ustar"), "1.5 STAR");
+    }
+
+    #[test]
+    fn fill_replaces_named_placeholders_only() {
+        assert_eq!(fill("{n} of {total}", &[("n", "3"), ("total", "4")]), "3 of 4");
+        assert_eq!(fill("{task} stays", &[("n", "3")]), "{task} stays");
     }
 
     #[test]

@@ -134,18 +134,85 @@ impl Field {
 
 /// Why the form cannot become a job; `field` is the input to fix, when one is to blame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
+#[error("{problem}")]
 pub struct FormError {
     pub field: Option<Field>,
-    pub message: String,
+    pub problem: Problem,
 }
 
-fn at(field: Field, message: impl Into<String>) -> FormError {
-    FormError { field: Some(field), message: message.into() }
+/// What is wrong, with the numbers the sentence needs: the page says it in the shown language
+/// (the field's own label stands for `what`); `Display` is the English sentence.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    #[error("{what} is required")]
+    Required { what: &'static str },
+    #[error("{what} must be a whole number from 0 to {max}", max = u32::MAX)]
+    NotU32 { what: &'static str },
+    #[error("{what} must be between 1 and {max}")]
+    OutOfRange { what: &'static str, max: u32 },
+    #[error("{what} must be a whole number")]
+    NotWhole { what: &'static str },
+    #[error("{what} must be a number, like -0.75")]
+    NotNumber { what: &'static str },
+    #[error("the label may have at most {max} characters")]
+    LabelTooLong { max: usize },
+    #[error("a quorum of {quorum} needs at least {quorum} replicas")]
+    QuorumOverReplicas { quorum: u8 },
+    #[error("most replicas must be at least the {replicas} replicas handed out first")]
+    MaxBelowReplicas { replicas: u8 },
+    #[error("this makes {tasks} tasks; a job may have at most {max}")]
+    TooManyTasks { tasks: usize, max: usize },
+    #[error("the view width must be above 0")]
+    ViewWidthNotPositive,
+    #[error("the view must stay within ±8 of the origin (the kernel's fixed-point range)")]
+    ViewOutOfRange,
+    #[error("image and tile sizes must be positive")]
+    ImageSizesNotPositive,
+    #[error("matrix {name} would be over the relay's {mib} MiB blob limit")]
+    MatrixTooLarge { name: &'static str, mib: u64 },
+    #[error("matrix sizes must be positive")]
+    MatrixSizesNotPositive,
+    #[error("this many workgroups has no dispatch shape; try a power of two")]
+    NoDispatchShape,
+    #[error("tasks × workgroups must stay within 2³² workgroups")]
+    TooManyWorkgroups,
+    #[error("these counts are out of range")]
+    CountsOutOfRange,
+    #[error("the prefix is required (any text)")]
+    PrefixRequired,
+    #[error("write a kernel first")]
+    KernelEmpty,
+    #[error("the kernel is over {kib} KiB")]
+    KernelTooLarge { kib: usize },
+    #[error("the entry point is a function name: 1-64 letters, digits or '_'")]
+    EntryPoint,
+    #[error("at most {max} input files")]
+    TooManyInputs { max: usize },
+    #[error("{name} is over the relay's {mib} MiB limit")]
+    InputTooLarge { name: String, mib: u64 },
+    #[error("{word:?} is not a whole number from 0 to {max}", max = u32::MAX)]
+    NotAWord { word: String },
+    #[error("workgroups take three numbers: x,y,z")]
+    WorkgroupsNotThree,
+    #[error("each workgroup count must be between 1 and {max}")]
+    WorkgroupCount { max: u32 },
+    #[error("the output size must be a multiple of 4 bytes")]
+    OutputNotWords,
+    #[error("at most {max} param words")]
+    TooManyParams { max: usize },
+    #[error("the tolerance is a non-negative number like 0.0001, or empty for exact")]
+    Tolerance,
+    /// The relay's own checks (`kernels::job::check`), in their words.
+    #[error("{0}")]
+    Rejected(String),
+}
+
+fn at(field: Field, problem: Problem) -> FormError {
+    FormError { field: Some(field), problem }
 }
 
 fn whole(message: impl Into<String>) -> FormError {
-    FormError { field: None, message: message.into() }
+    FormError { field: None, problem: Problem::Rejected(message.into()) }
 }
 
 /// A named region of the complex plane for Mandelbrot renders.
@@ -341,46 +408,43 @@ fn trimmed(text: &str) -> &str {
     text.trim()
 }
 
-fn parse_u32(field: Field, text: &str, what: &str) -> Result<u32, FormError> {
+fn parse_u32(field: Field, text: &str, what: &'static str) -> Result<u32, FormError> {
     let t = trimmed(text);
     if t.is_empty() {
-        return Err(at(field, format!("{what} is required")));
+        return Err(at(field, Problem::Required { what }));
     }
-    t.parse::<u32>().map_err(|_| at(field, format!("{what} must be a whole number from 0 to {}", u32::MAX)))
+    t.parse::<u32>().map_err(|_| at(field, Problem::NotU32 { what }))
 }
 
-fn parse_positive(field: Field, text: &str, what: &str, max: u32) -> Result<u32, FormError> {
+fn parse_positive(field: Field, text: &str, what: &'static str, max: u32) -> Result<u32, FormError> {
     let v = parse_u32(field, text, what)?;
     if v == 0 || v > max {
-        return Err(at(field, format!("{what} must be between 1 and {max}")));
+        return Err(at(field, Problem::OutOfRange { what, max }));
     }
     Ok(v)
 }
 
-fn parse_u64(field: Field, text: &str, what: &str) -> Result<u64, FormError> {
+fn parse_u64(field: Field, text: &str, what: &'static str) -> Result<u64, FormError> {
     let t = trimmed(text);
     if t.is_empty() {
-        return Err(at(field, format!("{what} is required")));
+        return Err(at(field, Problem::Required { what }));
     }
-    t.parse::<u64>().map_err(|_| at(field, format!("{what} must be a whole number")))
+    t.parse::<u64>().map_err(|_| at(field, Problem::NotWhole { what }))
 }
 
-fn parse_f64(field: Field, text: &str, what: &str) -> Result<f64, FormError> {
+fn parse_f64(field: Field, text: &str, what: &'static str) -> Result<f64, FormError> {
     let t = trimmed(text);
-    t.parse::<f64>()
-        .ok()
-        .filter(|v| v.is_finite())
-        .ok_or_else(|| at(field, format!("{what} must be a number, like -0.75")))
+    t.parse::<f64>().ok().filter(|v| v.is_finite()).ok_or_else(|| at(field, Problem::NotNumber { what }))
 }
 
 /// Comma-separated u32 words with `{task}` replaced by `task` (as `starling submit wgsl --params`).
-pub fn parse_words(text: &str, task: u32) -> Result<Vec<u32>, String> {
+pub fn parse_words(text: &str, task: u32) -> Result<Vec<u32>, Problem> {
     text.split(',')
         .map(str::trim)
         .filter(|p| !p.is_empty())
         .map(|p| {
             let p = p.replace("{task}", &task.to_string());
-            p.parse::<u32>().map_err(|_| format!("{p:?} is not a whole number from 0 to {}", u32::MAX))
+            p.parse::<u32>().map_err(|_| Problem::NotAWord { word: p })
         })
         .collect()
 }
@@ -396,12 +460,9 @@ pub const MAX_IMAGE_SIDE: u32 = 8192;
 fn rules(form: &JobForm) -> Result<Rules, FormError> {
     let label = form.label.trim().to_string();
     if label.chars().count() > starling_protocol::limits::MAX_LABEL_LEN {
-        return Err(at(
-            Field::Label,
-            format!("the label may have at most {} characters", starling_protocol::limits::MAX_LABEL_LEN),
-        ));
+        return Err(at(Field::Label, Problem::LabelTooLong { max: starling_protocol::limits::MAX_LABEL_LEN }));
     }
-    let small = |field, text: &str, what| -> Result<u8, FormError> {
+    let small = |field, text: &str, what: &'static str| -> Result<u8, FormError> {
         let v = parse_positive(field, text, what, u32::from(MAX_REPLICAS))?;
         Ok(v as u8)
     };
@@ -409,13 +470,10 @@ fn rules(form: &JobForm) -> Result<Rules, FormError> {
     let quorum = small(Field::Quorum, &form.quorum, "Quorum")?;
     let max_replicas = small(Field::MaxReplicas, &form.max_replicas, "Most replicas")?;
     if quorum > replicas {
-        return Err(at(Field::Quorum, format!("a quorum of {quorum} needs at least {quorum} replicas")));
+        return Err(at(Field::Quorum, Problem::QuorumOverReplicas { quorum }));
     }
     if max_replicas < replicas {
-        return Err(at(
-            Field::MaxReplicas,
-            format!("most replicas must be at least the {replicas} replicas handed out first"),
-        ));
+        return Err(at(Field::MaxReplicas, Problem::MaxBelowReplicas { replicas }));
     }
     let price = parse_u64(Field::Price, &form.price, "Price per replica")?;
     let max_minutes = (MAX_DEADLINE_SECS / 60) as u32;
@@ -426,7 +484,7 @@ fn rules(form: &JobForm) -> Result<Rules, FormError> {
 
 fn check_task_count(field: Field, n: usize) -> Result<(), FormError> {
     if n > MAX_TASKS {
-        return Err(at(field, format!("this makes {n} tasks; a job may have at most {MAX_TASKS}")));
+        return Err(at(field, Problem::TooManyTasks { tasks: n, max: MAX_TASKS }));
     }
     Ok(())
 }
@@ -464,19 +522,19 @@ fn mandelbrot_job(form: &JobForm) -> Result<Parts, FormError> {
     let center_im = parse_f64(Field::CenterIm, &form.center_im, "The centre's imaginary part")?;
     let scale = parse_f64(Field::Scale, &form.scale, "The view width")?;
     if scale <= 0.0 {
-        return Err(at(Field::Scale, "the view width must be above 0"));
+        return Err(at(Field::Scale, Problem::ViewWidthNotPositive));
     }
     // Q4.28 fixed point: the plane coordinates must stay within ±8.
     if center_re.abs() + scale / 2.0 >= 8.0
         || center_im.abs() + scale * f64::from(height) / f64::from(width) / 2.0 >= 8.0
     {
-        return Err(at(Field::Scale, "the view must stay within ±8 of the origin (the kernel's fixed-point range)"));
+        return Err(at(Field::Scale, Problem::ViewOutOfRange));
     }
     let tiles = u64::from(width.div_ceil(tile)) * u64::from(height.div_ceil(tile));
     check_task_count(Field::Tile, tiles as usize)?;
     let tasks = mandelbrot::tile_job_tasks(width, height, tile, max_iter, (center_re, center_im), scale);
     if tasks.is_empty() {
-        return Err(at(Field::Width, "image and tile sizes must be positive"));
+        return Err(at(Field::Width, Problem::ImageSizesNotPositive));
     }
     Ok((builtin(BuiltinKernel::Mandelbrot), tasks, Comparison::Exact, Vec::new()))
 }
@@ -489,10 +547,7 @@ fn matmul_job(form: &JobForm) -> Result<Parts, FormError> {
     let seed = parse_u64(Field::Seed, &form.seed, "Seed")?;
     for (field, r, c, name) in [(Field::MatK, m, k, "A"), (Field::MatN, k, n, "B")] {
         if u64::from(r) * u64::from(c) * 4 > MAX_BLOB_BYTES {
-            return Err(at(
-                field,
-                format!("matrix {name} would be over the relay's {} MiB blob limit", MAX_BLOB_BYTES >> 20),
-            ));
+            return Err(at(field, Problem::MatrixTooLarge { name, mib: MAX_BLOB_BYTES >> 20 }));
         }
     }
     check_task_count(Field::RowsPerTask, m.div_ceil(rows) as usize)?;
@@ -501,7 +556,7 @@ fn matmul_job(form: &JobForm) -> Result<Parts, FormError> {
     let (ha, hb) = (sha256(&a), sha256(&b));
     let tasks = matmul_f32::tasks_for(m, n, k, ha, hb, rows);
     if tasks.is_empty() {
-        return Err(at(Field::MatM, "matrix sizes must be positive"));
+        return Err(at(Field::MatM, Problem::MatrixSizesNotPositive));
     }
     // Float sums may be reassociated across GPUs: compare within a tolerance (as the CLI does).
     let comparison = Comparison::Tolerance { rel: 1e-4, abs: 1e-4 * (k as f32).sqrt() };
@@ -523,14 +578,14 @@ fn pi_job(form: &JobForm) -> Result<Parts, FormError> {
     )?;
     let seed = parse_u64(Field::Seed, &form.seed, "Seed")?;
     if kernels::linear_workgroups(workgroups).is_none() {
-        return Err(at(Field::PiWorkgroups, "this many workgroups has no dispatch shape; try a power of two"));
+        return Err(at(Field::PiWorkgroups, Problem::NoDispatchShape));
     }
     if u64::from(n_tasks) * u64::from(workgroups) > 1 << 32 {
-        return Err(at(Field::PiWorkgroups, "tasks × workgroups must stay within 2³² workgroups"));
+        return Err(at(Field::PiWorkgroups, Problem::TooManyWorkgroups));
     }
     let tasks = monte_carlo_pi::tasks(seed, n_tasks, workgroups, samples);
     if tasks.is_empty() {
-        return Err(at(Field::PiTasks, "these counts are out of range"));
+        return Err(at(Field::PiTasks, Problem::CountsOutOfRange));
     }
     Ok((builtin(BuiltinKernel::MonteCarloPi), tasks, Comparison::Exact, Vec::new()))
 }
@@ -538,17 +593,17 @@ fn pi_job(form: &JobForm) -> Result<Parts, FormError> {
 fn sha_job(form: &JobForm) -> Result<Parts, FormError> {
     let prefix = form.sha_prefix.as_str();
     if prefix.is_empty() {
-        return Err(at(Field::ShaPrefix, "the prefix is required (any text)"));
+        return Err(at(Field::ShaPrefix, Problem::PrefixRequired));
     }
     let n_tasks = parse_positive(Field::ShaTasks, &form.sha_tasks, "Tasks", MAX_TASKS as u32)?;
     let workgroups = parse_positive(Field::ShaWorkgroups, &form.sha_workgroups, "Workgroups per task", u32::MAX)?;
     let nonces = parse_positive(Field::ShaNonces, &form.sha_nonces, "Nonces per thread", u32::MAX)?;
     if kernels::linear_workgroups(workgroups).is_none() {
-        return Err(at(Field::ShaWorkgroups, "this many workgroups has no dispatch shape; try a power of two"));
+        return Err(at(Field::ShaWorkgroups, Problem::NoDispatchShape));
     }
     let tasks = sha256_nonce_search::tasks(sha256(prefix.as_bytes()).0, 0, n_tasks, workgroups, nonces);
     if tasks.is_empty() {
-        return Err(at(Field::ShaTasks, "these counts are out of range"));
+        return Err(at(Field::ShaTasks, Problem::CountsOutOfRange));
     }
     Ok((builtin(BuiltinKernel::Sha256NonceSearch), tasks, Comparison::Exact, Vec::new()))
 }
@@ -556,19 +611,19 @@ fn sha_job(form: &JobForm) -> Result<Parts, FormError> {
 fn wgsl_job(form: &JobForm, files: &[InputFile]) -> Result<Parts, FormError> {
     let source = form.wgsl_source.clone();
     if source.trim().is_empty() {
-        return Err(at(Field::WgslSource, "write a kernel first"));
+        return Err(at(Field::WgslSource, Problem::KernelEmpty));
     }
     if source.len() > MAX_WGSL_BYTES {
-        return Err(at(Field::WgslSource, format!("the kernel is over {} KiB", MAX_WGSL_BYTES >> 10)));
+        return Err(at(Field::WgslSource, Problem::KernelTooLarge { kib: MAX_WGSL_BYTES >> 10 }));
     }
     let entry = form.wgsl_entry.trim().to_string();
     if entry.is_empty() || entry.len() > 64 || !entry.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        return Err(at(Field::WgslEntry, "the entry point is a function name: 1-64 letters, digits or '_'"));
+        return Err(at(Field::WgslEntry, Problem::EntryPoint));
     }
     if files.len() > starling_protocol::limits::MAX_INPUTS_PER_TASK {
         return Err(at(
             Field::WgslInputs,
-            format!("at most {} input files", starling_protocol::limits::MAX_INPUTS_PER_TASK),
+            Problem::TooManyInputs { max: starling_protocol::limits::MAX_INPUTS_PER_TASK },
         ));
     }
     let mut uploads: Vec<Upload> = Vec::new();
@@ -577,7 +632,7 @@ fn wgsl_job(form: &JobForm, files: &[InputFile]) -> Result<Parts, FormError> {
         if file.bytes.len() as u64 > MAX_BLOB_BYTES {
             return Err(at(
                 Field::WgslInputs,
-                format!("{} is over the relay's {} MiB limit", file.name, MAX_BLOB_BYTES >> 20),
+                Problem::InputTooLarge { name: file.name.clone(), mib: MAX_BLOB_BYTES >> 20 },
             ));
         }
         let hash = sha256(&file.bytes);
@@ -588,11 +643,11 @@ fn wgsl_job(form: &JobForm, files: &[InputFile]) -> Result<Parts, FormError> {
     }
     let workgroups = parse_words(&form.wgsl_workgroups, 0).map_err(|e| at(Field::WgslWorkgroups, e))?;
     let workgroups: [u32; 3] =
-        workgroups.try_into().map_err(|_| at(Field::WgslWorkgroups, "workgroups take three numbers: x,y,z"))?;
+        workgroups.try_into().map_err(|_| at(Field::WgslWorkgroups, Problem::WorkgroupsNotThree))?;
     if workgroups.contains(&0) || workgroups.iter().any(|&w| w > starling_protocol::limits::MAX_WORKGROUPS_PER_DIM) {
         return Err(at(
             Field::WgslWorkgroups,
-            format!("each workgroup count must be between 1 and {}", starling_protocol::limits::MAX_WORKGROUPS_PER_DIM),
+            Problem::WorkgroupCount { max: starling_protocol::limits::MAX_WORKGROUPS_PER_DIM },
         ));
     }
     let output_size = parse_positive(
@@ -602,7 +657,7 @@ fn wgsl_job(form: &JobForm, files: &[InputFile]) -> Result<Parts, FormError> {
         starling_protocol::limits::MAX_OUTPUT_BYTES,
     )?;
     if !output_size.is_multiple_of(4) {
-        return Err(at(Field::WgslOutputSize, "the output size must be a multiple of 4 bytes"));
+        return Err(at(Field::WgslOutputSize, Problem::OutputNotWords));
     }
     let n_tasks = parse_positive(Field::WgslTasks, &form.wgsl_tasks, "Tasks", MAX_TASKS as u32)?;
     let mut tasks = Vec::with_capacity(n_tasks as usize);
@@ -611,7 +666,7 @@ fn wgsl_job(form: &JobForm, files: &[InputFile]) -> Result<Parts, FormError> {
         if params.len() > starling_protocol::limits::MAX_PARAM_WORDS {
             return Err(at(
                 Field::WgslParams,
-                format!("at most {} param words", starling_protocol::limits::MAX_PARAM_WORDS),
+                Problem::TooManyParams { max: starling_protocol::limits::MAX_PARAM_WORDS },
             ));
         }
         tasks.push(TaskSpec {
@@ -625,9 +680,11 @@ fn wgsl_job(form: &JobForm, files: &[InputFile]) -> Result<Parts, FormError> {
     let comparison = match form.wgsl_tolerance.trim() {
         "" => Comparison::Exact,
         text => {
-            let rel = text.parse::<f32>().ok().filter(|r| r.is_finite() && *r >= 0.0).ok_or_else(|| {
-                at(Field::WgslTolerance, "the tolerance is a non-negative number like 0.0001, or empty for exact")
-            })?;
+            let rel = text
+                .parse::<f32>()
+                .ok()
+                .filter(|r| r.is_finite() && *r >= 0.0)
+                .ok_or_else(|| at(Field::WgslTolerance, Problem::Tolerance))?;
             Comparison::Tolerance { rel, abs: rel }
         }
     };
@@ -752,7 +809,7 @@ mod tests {
             mutate(&mut f);
             let err = build(&f, &[], 1).expect_err(name);
             assert_eq!(err.field, Some(*field), "{name}: {err}");
-            assert!(!err.message.is_empty());
+            assert!(!err.to_string().is_empty());
         }
     }
 

@@ -1,7 +1,7 @@
 //! The Network page's numbers: workers grouped by backend and adapter, and the verified-task rate
 //! from successive `tasks_verified_total` readings.
 
-use crate::views::{WorkerView, adapter_label};
+use crate::views::{AdapterWords, WorkerView, adapter_label_in};
 use crate::worker_protocol::backend_label;
 use std::collections::{BTreeMap, VecDeque};
 
@@ -18,11 +18,16 @@ pub struct BackendGroup {
 /// Online workers grouped by backend (most workers first) and, within each, by adapter. Workers
 /// that have not announced capabilities yet count under "not announced".
 pub fn group_workers(workers: &[WorkerView]) -> Vec<BackendGroup> {
+    group_workers_in(workers, &AdapterWords::ENGLISH)
+}
+
+/// [`group_workers`] with adapters named in the words of `words`.
+pub fn group_workers_in(workers: &[WorkerView], words: &AdapterWords) -> Vec<BackendGroup> {
     let mut by_backend: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
     for w in workers.iter().filter(|w| w.online) {
         let (backend, adapter) = match &w.capabilities {
-            Some(c) => (c.backend.as_str().to_string(), adapter_label(&c.adapter)),
-            None => (String::new(), "not announced".to_string()),
+            Some(c) => (c.backend.as_str().to_string(), adapter_label_in(&c.adapter, words)),
+            None => (String::new(), words.not_announced.to_string()),
         };
         *by_backend.entry(backend).or_default().entry(adapter).or_default() += 1;
     }

@@ -57,9 +57,37 @@ pub fn mandelbrot_rgba(spec: &JobSpec, outputs: &[Option<Vec<u8>>]) -> Result<Ve
     Ok(rgba)
 }
 
+/// The sentences [`summary_in`] fills, one per kernel, with `{name}` placeholders.
+#[derive(Debug, Clone, Copy)]
+pub struct SummaryText<'a> {
+    /// `{pi}`, `{samples}`, `{hits}`, `{error}`.
+    pub pi: &'a str,
+    /// `{nonce}`, `{zeros}`.
+    pub nonce: &'a str,
+    /// `{width}`, `{height}`, `{tiles}`.
+    pub mandelbrot: &'a str,
+    /// `{m}`, `{n}`, `{k}`.
+    pub matmul: &'a str,
+}
+
+impl SummaryText<'static> {
+    pub const ENGLISH: SummaryText<'static> = SummaryText {
+        pi: "π ≈ {pi} from {samples} samples ({hits} inside the quarter circle); off by {error}",
+        nonce: "Best nonce {nonce} with {zeros} leading zero bits",
+        mandelbrot: "{width}×{height} render assembled from {tiles} tiles",
+        matmul: "{m}×{n} product of a {m}×{k} and a {k}×{n} matrix",
+    };
+}
+
 /// A sentence about a finished job's result, for kernels whose outputs mean something on their
 /// own. `outputs` holds every task's output, in task order.
 pub fn summary(spec: &JobSpec, outputs: &[Vec<u8>]) -> Option<String> {
+    summary_in(spec, outputs, &SummaryText::ENGLISH)
+}
+
+/// [`summary`] in the words of `text`.
+pub fn summary_in(spec: &JobSpec, outputs: &[Vec<u8>], text: &SummaryText) -> Option<String> {
+    use crate::format::{count, decimal_mark, fill};
     match builtin(spec)? {
         BuiltinKernel::MonteCarloPi => {
             let hits: u64 = outputs.iter().map(|o| monte_carlo_pi::total_hits(o)).sum();
@@ -70,24 +98,30 @@ pub fn summary(spec: &JobSpec, outputs: &[Vec<u8>]) -> Option<String> {
                 .sum::<Result<u64, _>>()
                 .ok()?;
             let pi = monte_carlo_pi::estimate(hits, samples);
-            Some(format!(
-                "π ≈ {pi:.6} from {} samples ({} inside the quarter circle); off by {:.1e}",
-                crate::format::count(samples),
-                crate::format::count(hits),
-                (pi - std::f64::consts::PI).abs()
+            Some(fill(
+                text.pi,
+                &[
+                    ("pi", &decimal_mark(format!("{pi:.6}"))),
+                    ("samples", &count(samples)),
+                    ("hits", &count(hits)),
+                    ("error", &decimal_mark(format!("{:.1e}", (pi - std::f64::consts::PI).abs()))),
+                ],
             ))
         }
         BuiltinKernel::Sha256NonceSearch => {
             let best = sha256_nonce_search::best(outputs.iter().flat_map(|o| sha256_nonce_search::decode(o)))?;
-            Some(format!("Best nonce {} with {} leading zero bits", best.nonce, best.leading_zeros))
+            Some(fill(text.nonce, &[("nonce", &best.nonce.to_string()), ("zeros", &best.leading_zeros.to_string())]))
         }
         BuiltinKernel::Mandelbrot => {
             let (w, h) = mandelbrot_size(spec)?;
-            Some(format!("{w}×{h} render assembled from {} tiles", spec.tasks.len()))
+            Some(fill(
+                text.mandelbrot,
+                &[("width", &w.to_string()), ("height", &h.to_string()), ("tiles", &count(spec.tasks.len() as u64))],
+            ))
         }
         BuiltinKernel::MatmulF32 => {
             let p = matmul_f32::MatmulParams::from_words(&spec.tasks.first()?.params).ok()?;
-            Some(format!("{}×{} product of a {}×{} and a {}×{} matrix", p.m, p.n, p.m, p.k, p.k, p.n))
+            Some(fill(text.matmul, &[("m", &p.m.to_string()), ("n", &p.n.to_string()), ("k", &p.k.to_string())]))
         }
         // Reductions and the network's kernels are parts of larger jobs (their graph says more).
         BuiltinKernel::SumI32

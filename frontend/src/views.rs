@@ -5,19 +5,47 @@
 pub use starling_protocol::api::WorkerView;
 use starling_protocol::worker::AdapterInfo;
 
+/// The words for adapters the platform does not name, by device type.
+#[derive(Debug, Clone, Copy)]
+pub struct AdapterWords<'a> {
+    pub discrete_gpu: &'a str,
+    pub integrated_gpu: &'a str,
+    pub virtual_gpu: &'a str,
+    pub cpu: &'a str,
+    pub unnamed: &'a str,
+    /// A worker that has not announced its capabilities yet.
+    pub not_announced: &'a str,
+}
+
+impl AdapterWords<'static> {
+    pub const ENGLISH: AdapterWords<'static> = AdapterWords {
+        discrete_gpu: "discrete GPU",
+        integrated_gpu: "integrated GPU",
+        virtual_gpu: "virtual GPU",
+        cpu: "software (CPU)",
+        unnamed: "unnamed adapter",
+        not_announced: "not announced",
+    };
+}
+
 /// The adapter as people tell adapters apart: its name where the platform gives one (browsers
 /// often do not), else its device type and PCI ids.
 pub fn adapter_label(adapter: &AdapterInfo) -> String {
+    adapter_label_in(adapter, &AdapterWords::ENGLISH)
+}
+
+/// [`adapter_label`] in the words of `words`.
+pub fn adapter_label_in(adapter: &AdapterInfo, words: &AdapterWords) -> String {
     let name = adapter.name.trim();
     if !name.is_empty() {
         return name.to_string();
     }
     let kind = match adapter.device_type.as_str() {
-        "discrete_gpu" => "discrete GPU",
-        "integrated_gpu" => "integrated GPU",
-        "virtual_gpu" => "virtual GPU",
-        "cpu" => "software (CPU)",
-        "" | "other" => "unnamed adapter",
+        "discrete_gpu" => words.discrete_gpu,
+        "integrated_gpu" => words.integrated_gpu,
+        "virtual_gpu" => words.virtual_gpu,
+        "cpu" => words.cpu,
+        "" | "other" => words.unnamed,
         other => other,
     };
     if adapter.vendor == 0 && adapter.device == 0 {

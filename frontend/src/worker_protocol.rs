@@ -61,6 +61,9 @@ pub struct StateLine {
     pub key: &'static str,
     pub headline: String,
     pub detail: String,
+    /// Which of the page's own sentences `detail` is (a key under `worker_state.detail` in the
+    /// locale files), or `None` when it is the worker's reason, shown as the worker gave it.
+    pub detail_key: Option<&'static str>,
 }
 
 /// How the worker's state reads to a person. `online` is the browser's `navigator.onLine`: when
@@ -72,24 +75,30 @@ pub fn describe(status: &Status, online: bool, wanted: bool) -> StateLine {
             key: "offline",
             headline: "Offline".into(),
             detail: "This device has no network. Work resumes by itself when it is back.".into(),
+            detail_key: Some("offline"),
         };
     }
-    let (headline, default_detail) = match status.state {
-        State::Starting => ("Starting", "Loading the compute engine and looking for a GPU."),
-        State::Connecting => ("Connecting", "Connecting to the relay."),
+    let (headline, detail_key, default_detail) = match status.state {
+        State::Starting => ("Starting", "starting", "Loading the compute engine and looking for a GPU."),
+        State::Connecting => ("Connecting", "connecting", "Connecting to the relay."),
         State::Working if status.kernel.as_deref().is_some_and(|k| !k.is_empty()) => {
-            ("Working", "Running a task for the network.")
+            ("Working", "working_task", "Running a task for the network.")
         }
-        State::Working => ("Working", "Connected and ready: waiting for the next task."),
-        State::Resting => ("Resting", "Resting between tasks to keep to your duty cycle."),
-        State::Paused => ("Paused", "Paused by your settings; resumes by itself."),
-        State::Stopped if wanted => ("Starting", "Starting the compute worker."),
-        State::Stopped => ("Stopped", "Not contributing. Press Start to lend this device's GPU."),
-        State::Error => ("Error", "The compute worker stopped with an error."),
-        State::Unknown => ("Busy", "The compute worker reported a state this page does not know."),
+        State::Working => ("Working", "working_idle", "Connected and ready: waiting for the next task."),
+        State::Resting => ("Resting", "resting", "Resting between tasks to keep to your duty cycle."),
+        State::Paused => ("Paused", "paused", "Paused by your settings; resumes by itself."),
+        State::Stopped if wanted => ("Starting", "starting_worker", "Starting the compute worker."),
+        State::Stopped => ("Stopped", "stopped", "Not contributing. Press Start to lend this device's GPU."),
+        State::Error => ("Error", "error", "The compute worker stopped with an error."),
+        State::Unknown => ("Busy", "unknown", "The compute worker reported a state this page does not know."),
     };
     let key = if status.state == State::Stopped && wanted { "starting" } else { status.state.as_str() };
-    StateLine { key, headline: headline.into(), detail: reason.unwrap_or_else(|| default_detail.into()) }
+    match reason {
+        Some(reason) => StateLine { key, headline: headline.into(), detail: reason, detail_key: None },
+        None => {
+            StateLine { key, headline: headline.into(), detail: default_detail.into(), detail_key: Some(detail_key) }
+        }
+    }
 }
 
 /// A compute backend as people say it.

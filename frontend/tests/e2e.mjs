@@ -10,7 +10,9 @@
 //     for bit, the CLI finds the verified weights identical to one CPU's training, and the job
 //     page draws the loss and accuracy curves as the rounds are verified (screenshot job-training).
 //  3. Invalid WGSL posted from the Dashboard shows the relay's line:column error by the editor.
-//  4. Screenshots of each page at 360 px and 1280 px wide (target/screenshots/).
+//  4. Screenshots of each page at 360 px and 1280 px wide (target/screenshots/), and each page in
+//     each language (en, id, zh-Hans) at 360 px: no raw key, <html lang> and the nav in that
+//     language, no overflow (screenshots <page>-<en|id|zh>-phone.png).
 //  5. PWA: Page.getInstallabilityErrors is empty; offline, a reload shows the app shell and the
 //     offline state.
 //
@@ -347,6 +349,68 @@ try {
   assert.match(metrics, /^starling_workers_online\{backend="browser_webgpu"\} 1$/m, `/metrics says:\n${metrics}`);
   console.log(`network page: ${seeded} readings from before it opened; /metrics lists the browser worker`);
   await shoot(dashboard, 'network');
+
+  // 4a. Every page in English, Bahasa Indonesia and Simplified Chinese at phone width. English
+  // comes from the browser's languages (en-US here); the others are picked in the header, and
+  // the choice holds across the page loads that follow. Each page must speak the language
+  // (<html lang>, the nav's words, a heading other than the English one), show no raw key or
+  // unfilled placeholder, and fit the phone.
+  const languages = [
+    { tag: 'en', short: 'en', nav: ['Contribute', 'Dashboard', 'Network'] },
+    { tag: 'id', short: 'id', nav: ['Kontribusi', 'Dasbor', 'Jaringan'] },
+    { tag: 'zh-Hans', short: 'zh', nav: ['贡献算力', '控制台', '网络'] },
+  ];
+  const pages = [
+    ['contribute', '/contribute', 'worker-state'],
+    ['dashboard', '/dashboard', 'job-estimate'],
+    ['job', `/jobs/${jobId}`, 'job-counts'],
+    ['network', '/network', 'network-worker-row'],
+  ];
+  const rawKey = /\b(app|nav|units|contribute|worker_state|backend|errors|dashboard|form|job_state|job|network|task_state|replica_state|matmul|results|preview|throughput|training|progress|not_found)\.[a-z_]+\b/;
+  const englishHeadings = {};
+  const phone = await context.newPage();
+  phone.on('pageerror', (e) => consoleErrors.push(String(e)));
+  await phone.setViewportSize({ width: 360, height: 740 });
+  const t0 = Date.now();
+  for (const { tag, short, nav } of languages) {
+    for (const [name, path, ready] of pages) {
+      await phone.goto(`${base}${path}`);
+      await phone.getByTestId(ready).first().waitFor();
+      if (name === 'contribute' && tag !== 'en') {
+        // Pick the language in the header: the page redraws in it at once.
+        await phone.getByTestId('language-picker').selectOption(tag);
+        await until(`the page to switch to ${tag}`, async () => (await phone.evaluate(() => document.documentElement.lang)) === tag, 10_000);
+        await phone.getByTestId(ready).first().waitFor();
+      }
+      const seen = await phone.evaluate(() => ({
+        lang: document.documentElement.lang,
+        nav: [...document.querySelectorAll('[data-testid=nav] a')].map((a) => a.textContent.trim()),
+        heading: document.querySelector('[data-testid=page-heading]')?.textContent.trim() ?? '',
+        text: document.body.innerText,
+        labels: [...document.querySelectorAll('[aria-label],[title],[placeholder]')]
+          .flatMap((e) => ['aria-label', 'title', 'placeholder'].map((a) => e.getAttribute(a) || '')).join('\n'),
+        overflow: document.documentElement.scrollWidth - window.innerWidth,
+      }));
+      const where = `${name} in ${tag}`;
+      assert.equal(seen.lang, tag, `${where}: <html lang> is ${seen.lang}`);
+      assert.deepEqual(seen.nav, nav, `${where}: the nav reads ${seen.nav}`);
+      const all = `${seen.text}\n${seen.labels}`;
+      assert.doesNotMatch(all, rawKey, `${where}: a raw translation key shows: ${all.match(rawKey)?.[0]}`);
+      assert.doesNotMatch(all.replaceAll('{task}', ''), /\{[a-z_]+\}/, `${where}: an unfilled placeholder shows: ${all.match(/\{[a-z_]+\}/)?.[0]}`);
+      if (tag === 'en') {
+        englishHeadings[name] = seen.heading;
+      } else {
+        for (const word of languages[0].nav) assert.ok(!seen.nav.includes(word), `${where}: the nav still says ${word}`);
+        assert.notEqual(seen.heading, englishHeadings[name], `${where}: the heading is still the English one`);
+      }
+      assert.ok(seen.overflow <= 1, `${where} overflows the phone's width by ${seen.overflow}px`);
+      await phone.screenshot({ path: join(SHOTS, `${name}-${short}-phone.png`), fullPage: true });
+    }
+  }
+  // Back to the browser's language for the steps below (they read English words).
+  await phone.evaluate(() => localStorage.removeItem('starling.language'));
+  await phone.close();
+  console.log(`every page in ${languages.map((l) => l.tag).join(', ')} at 360 px in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 
   // 4b. The escrow's relay registry, and a relay picked across origins: the page talks to a
   // second relay (its API answers another origin's page), then goes back to its own.

@@ -4,6 +4,7 @@
 
 use crate::browser;
 use crate::chart::{self, Frame};
+use crate::format;
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
@@ -34,7 +35,8 @@ pub fn LineChart(
     #[prop(into)]
     x_domain: Signal<Option<(f64, f64)>>,
     /// Labels under the x axis.
-    x_label: fn(f64) -> String,
+    #[prop(into)]
+    x_label: Callback<f64, String>,
     /// What the chart shows, for screen readers and as its caption.
     caption: Signal<String>,
     /// Said instead of a chart while there is nothing to draw.
@@ -98,14 +100,14 @@ pub fn LineChart(
                         .map(|(value, y)| {
                             view! {
                                 <line class="gridline" x1=frame.left x2=right y1=y y2=y></line>
-                                <text class="tick" x=frame.left - 6.0 y=y + 4.0 text-anchor="end">{chart::tick_label(value)}</text>
+                                <text class="tick" x=frame.left - 6.0 y=y + 4.0 text-anchor="end">{format::decimal_mark(chart::tick_label(value))}</text>
                             }
                         })
                         .collect_view();
                     let xs = x_ticks
                         .into_iter()
                         .map(|(value, x)| {
-                            view! { <text class="tick" x=x y=baseline + 18.0 text-anchor="middle">{x_label(value)}</text> }
+                            view! { <text class="tick" x=x y=baseline + 18.0 text-anchor="middle">{x_label.run(value)}</text> }
                         })
                         .collect_view();
                     let lines = plots

@@ -1,6 +1,8 @@
 //! A labelled input bound to one field of the job form, showing that field's error beside it.
 
+use crate::form_text;
 use crate::job_form::{Field, FormError, JobForm};
+use crate::lang::use_i18n;
 use leptos::prelude::*;
 
 /// Reads and writes one text field of [`JobForm`].
@@ -21,25 +23,28 @@ macro_rules! access {
 pub fn FormField(
     form: RwSignal<JobForm>,
     access: Access,
+    /// Also names the label and hint (`form_text`).
     field: Field,
-    label: &'static str,
     /// `integer` fields get a numeric keyboard on phones; `text` (also for signed or fractional
     /// numbers, whose keyboards lack a minus sign on some phones) the full one.
     #[prop(default = "text")]
     kind: &'static str,
-    #[prop(optional)] hint: Option<&'static str>,
     error: RwSignal<Option<FormError>>,
 ) -> impl IntoView {
+    let i18n = use_i18n();
+    let label = form_text::label(i18n, field);
+    let hint = form_text::hint(i18n, field);
+    let has_hint = hint.is_some();
     let (get, set) = access;
     let id = field.id();
     let error_id = format!("{id}-error");
     let hint_id = format!("{id}-hint");
-    let mine = move || error.with(|e| e.as_ref().filter(|e| e.field == Some(field)).map(|e| e.message.clone()));
+    let mine = move || error.with(|e| e.as_ref().filter(|e| e.field == Some(field)).map(|e| form_text::error(i18n, e)));
     let described = {
         let (error_id, hint_id) = (error_id.clone(), hint_id.clone());
         move || {
             let mut ids = Vec::new();
-            if hint.is_some() {
+            if has_hint {
                 ids.push(hint_id.clone());
             }
             if mine().is_some() {
@@ -71,7 +76,7 @@ pub fn FormField(
                 aria-invalid=move || mine().is_some().then_some("true")
                 aria-describedby=described
             />
-            {hint.map(|h| view! { <small id=hint_id class="hint">{h}</small> })}
+            {has_hint.then(|| view! { <small id=hint_id class="hint">{hint}</small> })}
             {move || mine().map(|m| view! { <small id=error_id.clone() class="field-error" data-testid=format!("{id}-error")>{m}</small> })}
         </div>
     }

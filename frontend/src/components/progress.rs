@@ -1,5 +1,7 @@
 //! A job's progress: verified and failed tasks out of the total, as one accessible bar.
 
+use crate::format;
+use crate::lang::{tr, use_i18n};
 use leptos::prelude::*;
 
 #[component]
@@ -12,6 +14,7 @@ pub fn ProgressBar(
     label: Signal<String>,
     #[prop(optional)] job_id: Option<u64>,
 ) -> impl IntoView {
+    let i18n = use_i18n();
     let share = move |n: u32| {
         let t = total.get();
         if t == 0 { 0.0 } else { f64::from(n.min(t)) * 100.0 / f64::from(t) }
@@ -27,9 +30,16 @@ pub fn ProgressBar(
             aria-valuemax=move || total.get().to_string()
             aria-valuenow=move || verified.get().to_string()
             aria-valuetext=move || {
-                let failed = failed.get();
-                let failed = if failed > 0 { format!(", {failed} failed") } else { String::new() };
-                format!("{} of {} tasks verified{failed}", verified.get(), total.get())
+                let (verified, total, failed) = (verified.get(), total.get(), failed.get());
+                let n = |v: u32| format::count(u64::from(v));
+                if failed > 0 {
+                    format::fill(
+                        tr!(i18n, progress.label_failed),
+                        &[("verified", &n(verified)), ("total", &n(total)), ("failed", &n(failed))],
+                    )
+                } else {
+                    format::fill(tr!(i18n, progress.label), &[("verified", &n(verified)), ("total", &n(total))])
+                }
             }
         >
             <span class="progress-verified" style:width=move || format!("{:.2}%", share(verified.get()))></span>

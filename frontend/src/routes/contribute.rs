@@ -8,18 +8,21 @@ use crate::components::notice::{Notice, Tone};
 use crate::compute::Contributor;
 use crate::error::Error;
 use crate::format;
+use crate::lang::{self, I18n, tr, use_i18n};
 use crate::poll;
 use crate::views::WorkerView;
-use crate::worker_protocol::{self, KeyStorage, Settings, State};
+use crate::worker_protocol::{self, DeviceReport, KeyStorage, Settings, State};
 use crate::{api, worker_protocol::describe};
 use leptos::prelude::*;
+use starling_web_worker::pacing;
 
 /// How often the relay's record of this worker is refreshed.
 const POLL_MS: u32 = 5_000;
 
 #[component]
 pub fn Contribute() -> impl IntoView {
-    set_title("Contribute");
+    let i18n = use_i18n();
+    set_title(tr!(i18n, contribute.title));
     let contributor = expect_context::<Contributor>();
     let online = expect_context::<Connectivity>().online;
     let record: RwSignal<Option<Result<WorkerView, Error>>> = RwSignal::new(None);
@@ -43,8 +46,8 @@ pub fn Contribute() -> impl IntoView {
 
     view! {
         <section class="page contribute" data-testid="page-contribute">
-            <h1 data-testid="page-heading">"Contribute"</h1>
-            <p class="lead">"Lend this device's GPU to the network. Every result is checked against other devices before anyone is paid, and the work stops whenever you say."</p>
+            <h1 data-testid="page-heading">{tr!(i18n, contribute.heading)}</h1>
+            <p class="lead">{tr!(i18n, contribute.lead)}</p>
 
             <div class="start-panel">
                 <button
@@ -57,12 +60,15 @@ pub fn Contribute() -> impl IntoView {
                     on:click=toggle
                 >
                     <span class="start-icon" aria-hidden="true">{move || if running() { "■" } else { "▶" }}</span>
-                    <span>{move || if running() { "Stop contributing" } else { "Start contributing" }}</span>
+                    <span>{move || if running() { tr!(i18n, contribute.stop) } else { tr!(i18n, contribute.start) }}</span>
                 </button>
                 <div class="state" role="status" aria-live="polite" data-testid="worker-status" data-state=move || line.get().key>
                     <span class="state-dot" aria-hidden="true"></span>
-                    <strong data-testid="worker-state">{move || line.get().headline}</strong>
-                    <span data-testid="worker-reason">{move || line.get().detail}</span>
+                    <strong data-testid="worker-state">{move || state_headline(i18n, line.get().key)}</strong>
+                    <span data-testid="worker-reason">{move || line.with(|l| match l.detail_key {
+                        Some(key) => state_detail(i18n, key).to_string(),
+                        None => worker_reason(i18n, contributor, l),
+                    })}</span>
                 </div>
             </div>
             <Notice text=Signal::derive(move || contributor.failure.get()) tone=Tone::Error testid="worker-error"/>
@@ -70,52 +76,51 @@ pub fn Contribute() -> impl IntoView {
 
             <div class="grid two">
                 <section class="card" aria-labelledby="device-heading">
-                    <h2 id="device-heading">"This device"</h2>
+                    <h2 id="device-heading">{tr!(i18n, contribute.this_device)}</h2>
                     <dl class="facts">
-                        <dt>"Device"</dt>
-                        <dd data-testid="worker-device">{browser::device_description()}</dd>
-                        <dt>"Backend"</dt>
+                        <dt>{tr!(i18n, contribute.device)}</dt>
+                        <dd data-testid="worker-device">{device_text(i18n)}</dd>
+                        <dt>{tr!(i18n, contribute.backend)}</dt>
                         <dd data-testid="worker-backend">
                             {move || contributor.status.with(|s| match s.backend {
-                                Some(b) => worker_protocol::backend_label(b.as_str()),
-                                _ => "Known once started".to_string(),
+                                Some(b) => lang::backend_label(i18n, b.as_str()),
+                                _ => tr!(i18n, contribute.known_once_started).to_string(),
                             })}
                         </dd>
-                        <dt>"Adapter"</dt>
+                        <dt>{tr!(i18n, contribute.adapter)}</dt>
                         <dd data-testid="worker-adapter">
                             {move || contributor.status.with(|s| match (s.adapter.as_deref(), s.backend.map(|b| b.as_str())) {
                                 (Some(a), _) if !a.trim().is_empty() => a.to_string(),
-                                (_, Some("browser_webgpu")) => "WebGPU adapter (the browser does not name it)".to_string(),
-                                (_, Some("cpu")) => "No WebGPU adapter: built-in kernels run on the CPU".to_string(),
-                                _ => "Known once started".to_string(),
+                                (_, Some("browser_webgpu")) => tr!(i18n, contribute.adapter_unnamed).to_string(),
+                                (_, Some("cpu")) => tr!(i18n, contribute.adapter_cpu).to_string(),
+                                _ => tr!(i18n, contribute.known_once_started).to_string(),
                             })}
                         </dd>
-                        <dt>"Battery"</dt>
+                        <dt>{tr!(i18n, contribute.battery)}</dt>
                         <dd data-testid="worker-battery">
                             {move || match contributor.battery.get() {
-                                Some(b) => format!("{}{}", format::percent(f64::from(b.level)), if b.charging { ", charging" } else { "" }),
-                                None => "Not reported by this browser".to_string(),
+                                Some(b) if b.charging => format::fill(tr!(i18n, contribute.battery_charging), &[("level", &format::percent(f64::from(b.level)))]),
+                                Some(b) => format::percent(f64::from(b.level)),
+                                None => tr!(i18n, contribute.battery_unknown).to_string(),
                             }}
                         </dd>
-                        <dt>"Running now"</dt>
+                        <dt>{tr!(i18n, contribute.running_now)}</dt>
                         <dd data-testid="current-kernel">
                             {move || contributor.status.with(|s| match (&s.kernel, s.state) {
                                 (Some(k), State::Working) if !k.is_empty() => k.clone(),
-                                _ => "Nothing".to_string(),
+                                _ => tr!(i18n, contribute.nothing).to_string(),
                             })}
                         </dd>
-                        <dt>"Worker key"</dt>
+                        <dt>{tr!(i18n, contribute.worker_key)}</dt>
                         <dd data-testid="worker-key" class="mono">
-                            {move || contributor.public_key.get().map(|k| format::short_key(&k)).unwrap_or_else(|| "Created when you first start".to_string())}
+                            {move || contributor.public_key.get().map(|k| format::short_key(&k)).unwrap_or_else(|| tr!(i18n, contribute.key_created_on_start).to_string())}
                         </dd>
                     </dl>
                     {move || contributor.key_storage.get().map(|storage| {
                         let held = matches!(storage, KeyStorage::Held { .. });
                         let note = match storage {
-                            KeyStorage::Held { .. } => "The key is held by this browser: no script, not even this app's, can read it.".to_string(),
-                            KeyStorage::Page { reason } => format!(
-                                "This browser cannot hold the key out of scripts' reach ({reason}), so it is kept in this site's storage, where a script running on this page could read it."
-                            ),
+                            KeyStorage::Held { .. } => tr!(i18n, contribute.key_held).to_string(),
+                            KeyStorage::Page { reason } => format::fill(tr!(i18n, contribute.key_in_page), &[("reason", &reason)]),
                         };
                         view! {
                             <p class=if held { "hint" } else { "hint warning" } data-testid="worker-key-storage" data-held=held.to_string()>
@@ -126,25 +131,25 @@ pub fn Contribute() -> impl IntoView {
                 </section>
 
                 <section class="card" aria-labelledby="work-heading">
-                    <h2 id="work-heading">"Work"</h2>
+                    <h2 id="work-heading">{tr!(i18n, contribute.work)}</h2>
                     <dl class="counters">
-                        <div><dt>"Done since this page opened"</dt><dd data-testid="tasks-done">{move || format::count(contributor.status.with(|s| s.tasks_done))}</dd></div>
-                        <div><dt>"Failed since this page opened"</dt><dd data-testid="tasks-failed">{move || format::count(contributor.status.with(|s| s.tasks_failed))}</dd></div>
-                        <div><dt>"Verified, all time"</dt><dd data-testid="tasks-verified">{move || relay_count(record, |w| w.replicas_accepted)}</dd></div>
-                        <div><dt>"Rejected, all time"</dt><dd data-testid="tasks-rejected">{move || relay_count(record, |w| w.replicas_rejected)}</dd></div>
+                        <div><dt>{tr!(i18n, contribute.done_since_open)}</dt><dd data-testid="tasks-done">{move || format::count(contributor.status.with(|s| s.tasks_done))}</dd></div>
+                        <div><dt>{tr!(i18n, contribute.failed_since_open)}</dt><dd data-testid="tasks-failed">{move || format::count(contributor.status.with(|s| s.tasks_failed))}</dd></div>
+                        <div><dt>{tr!(i18n, contribute.verified_all_time)}</dt><dd data-testid="tasks-verified">{move || relay_count(record, |w| w.replicas_accepted)}</dd></div>
+                        <div><dt>{tr!(i18n, contribute.rejected_all_time)}</dt><dd data-testid="tasks-rejected">{move || relay_count(record, |w| w.replicas_rejected)}</dd></div>
                     </dl>
                     <p class="earnings">
-                        <span>"Earnings "</span>
-                        <strong data-testid="earnings">{move || earnings(record)}</strong>
+                        <span>{tr!(i18n, contribute.earnings)}" "</span>
+                        <strong data-testid="earnings">{move || earnings(i18n, record)}</strong>
                     </p>
-                    <p class="hint" data-testid="relay-record-note">{move || record_note(record, contributor.public_key.get().is_some())}</p>
+                    <p class="hint" data-testid="relay-record-note">{move || record_note(i18n, record, contributor.public_key.get().is_some())}</p>
                 </section>
             </div>
 
             <section class="card settings" aria-labelledby="settings-heading">
-                <h2 id="settings-heading">"Settings"</h2>
+                <h2 id="settings-heading">{tr!(i18n, contribute.settings)}</h2>
                 <div class="setting">
-                    <label for="duty-cycle">"Share of time spent computing"</label>
+                    <label for="duty-cycle">{tr!(i18n, contribute.duty_cycle)}</label>
                     <div class="slider-row">
                         <input
                             id="duty-cycle"
@@ -164,7 +169,7 @@ pub fn Contribute() -> impl IntoView {
                         />
                         <output for="duty-cycle" data-testid="duty-cycle-value">{move || format::percent(f64::from(settings.with(|s| s.duty_cycle)))}</output>
                     </div>
-                    <small id="duty-cycle-hint" class="hint">"After each task the worker rests so that it computes at most this share of the time. Lower keeps the device cool."</small>
+                    <small id="duty-cycle-hint" class="hint">{tr!(i18n, contribute.duty_cycle_hint)}</small>
                 </div>
                 <div class="setting">
                     <label class="check" for="pause-when-hidden">
@@ -178,11 +183,11 @@ pub fn Contribute() -> impl IntoView {
                                 set(|s, v| s.pause_when_hidden = v > 0.5, if checked { 1.0 } else { 0.0 });
                             }
                         />
-                        <span>"Pause while this page is hidden"</span>
+                        <span>{tr!(i18n, contribute.pause_when_hidden)}</span>
                     </label>
                 </div>
                 <div class="setting">
-                    <label for="min-battery">"Pause below this battery level (unless charging)"</label>
+                    <label for="min-battery">{tr!(i18n, contribute.min_battery)}</label>
                     <div class="slider-row">
                         <input
                             id="min-battery"
@@ -192,14 +197,14 @@ pub fn Contribute() -> impl IntoView {
                             max="90"
                             step="5"
                             prop:value=move || ((settings.with(|s| s.min_battery) * 100.0).round() as u32).to_string()
-                            aria-valuetext=move || battery_text(settings.with(|s| s.min_battery))
+                            aria-valuetext=move || battery_text(i18n, settings.with(|s| s.min_battery))
                             on:input:target=move |ev| {
                                 if let Ok(v) = ev.target().value().parse::<f32>() {
                                     set(|s, v| s.min_battery = v / 100.0, v);
                                 }
                             }
                         />
-                        <output for="min-battery" data-testid="min-battery-value">{move || battery_text(settings.with(|s| s.min_battery))}</output>
+                        <output for="min-battery" data-testid="min-battery-value">{move || battery_text(i18n, settings.with(|s| s.min_battery))}</output>
                     </div>
                 </div>
             </section>
@@ -207,8 +212,88 @@ pub fn Contribute() -> impl IntoView {
     }
 }
 
-fn battery_text(level: f32) -> String {
-    if level <= 0.0 { "Never".to_string() } else { format::percent(f64::from(level)) }
+fn battery_text(i18n: I18n, level: f32) -> String {
+    if level <= 0.0 { tr!(i18n, contribute.never).to_string() } else { format::percent(f64::from(level)) }
+}
+
+/// "Chrome on Android, 8 CPU threads", in the shown language.
+fn device_text(i18n: I18n) -> String {
+    let (browser, os, threads) = browser::device_description();
+    let browser = if browser.is_empty() { tr!(i18n, contribute.device_unknown_browser) } else { browser };
+    let os = if os.is_empty() { tr!(i18n, contribute.device_unknown_system).to_string() } else { os };
+    if threads > 0 {
+        format::fill(
+            tr!(i18n, contribute.device_threads),
+            &[("browser", browser), ("os", &os), ("threads", &threads.to_string())],
+        )
+    } else {
+        format::fill(tr!(i18n, contribute.device_on), &[("browser", browser), ("os", &os)])
+    }
+}
+
+/// The worker's own reason for its state. The worker words it in English (`web-worker`); in
+/// another language the page says what it can know itself: why it pauses (from the same
+/// settings and readings the worker decides with, `pacing::pause_reason`), or its own sentence
+/// for starting and resting. Connection and error details stay as the worker gave them.
+fn worker_reason(i18n: I18n, contributor: Contributor, line: &worker_protocol::StateLine) -> String {
+    if lang::is_english(i18n) {
+        return line.detail.clone();
+    }
+    let pause = move || {
+        let device = DeviceReport { hidden: contributor.hidden.get(), battery: contributor.battery.get() };
+        pacing::pause_reason(&contributor.settings.get(), &device).map(|why| match why {
+            pacing::PauseReason::Hidden => tr!(i18n, worker_state.why_hidden).to_string(),
+            pacing::PauseReason::LowBattery { level, min } => format::fill(
+                tr!(i18n, worker_state.why_low_battery),
+                &[("level", &format::percent(f64::from(level))), ("min", &format::percent(f64::from(min)))],
+            ),
+        })
+    };
+    match line.key {
+        "starting" => state_detail(i18n, "starting").to_string(),
+        "resting" => state_detail(i18n, "resting").to_string(),
+        "paused" => match pause() {
+            Some(why) => format::fill(tr!(i18n, worker_state.paused_because), &[("why", &why)]),
+            None => state_detail(i18n, "paused").to_string(),
+        },
+        "working" => match pause() {
+            Some(why) => format::fill(tr!(i18n, worker_state.pausing_after_task), &[("why", &why)]),
+            None => state_detail(i18n, "working_task").to_string(),
+        },
+        _ => line.detail.clone(),
+    }
+}
+
+/// The state line's headline, by its `data-state` key.
+fn state_headline(i18n: I18n, key: &str) -> &'static str {
+    match key {
+        "offline" => tr!(i18n, worker_state.offline),
+        "starting" => tr!(i18n, worker_state.starting),
+        "connecting" => tr!(i18n, worker_state.connecting),
+        "working" => tr!(i18n, worker_state.working),
+        "resting" => tr!(i18n, worker_state.resting),
+        "paused" => tr!(i18n, worker_state.paused),
+        "stopped" => tr!(i18n, worker_state.stopped),
+        "error" => tr!(i18n, worker_state.error),
+        _ => tr!(i18n, worker_state.busy),
+    }
+}
+
+/// The page's own sentence for a state ([`worker_protocol::StateLine::detail_key`]).
+fn state_detail(i18n: I18n, key: &str) -> &'static str {
+    match key {
+        "offline" => tr!(i18n, worker_state.detail.offline),
+        "starting" => tr!(i18n, worker_state.detail.starting),
+        "connecting" => tr!(i18n, worker_state.detail.connecting),
+        "working_task" => tr!(i18n, worker_state.detail.working_task),
+        "working_idle" => tr!(i18n, worker_state.detail.working_idle),
+        "resting" => tr!(i18n, worker_state.detail.resting),
+        "paused" => tr!(i18n, worker_state.detail.paused),
+        "starting_worker" => tr!(i18n, worker_state.detail.starting_worker),
+        "stopped" => tr!(i18n, worker_state.detail.stopped),
+        "error" => tr!(i18n, worker_state.detail.error),
+        _ => tr!(i18n, worker_state.detail.unknown),
+    }
 }
 
 fn relay_count(record: RwSignal<Option<Result<WorkerView, Error>>>, count: fn(&WorkerView) -> u64) -> String {
@@ -218,37 +303,42 @@ fn relay_count(record: RwSignal<Option<Result<WorkerView, Error>>>, count: fn(&W
     })
 }
 
-fn earnings(record: RwSignal<Option<Result<WorkerView, Error>>>) -> String {
+fn earnings(i18n: I18n, record: RwSignal<Option<Result<WorkerView, Error>>>) -> String {
     record.with(|r| match r {
         Some(Ok(WorkerView { escrow: Some(e), .. })) => {
             let received = if e.received.is_empty() { "0" } else { e.received.as_str() };
             format::amount(received, &e.denom)
         }
-        Some(Ok(_)) => "Unpaid relay".to_string(),
+        Some(Ok(_)) => tr!(i18n, contribute.unpaid_relay).to_string(),
         _ => "–".to_string(),
     })
 }
 
 /// A sentence on where the relay-side numbers come from, or why they are missing.
-fn record_note(record: RwSignal<Option<Result<WorkerView, Error>>>, has_key: bool) -> String {
+fn record_note(i18n: I18n, record: RwSignal<Option<Result<WorkerView, Error>>>, has_key: bool) -> String {
     record.with(|r| match r {
-        _ if !has_key => "Verified work and earnings appear here after this device's first start.".to_string(),
-        None => "Asking the relay for this device's record…".to_string(),
+        _ if !has_key => tr!(i18n, contribute.note_before_start).to_string(),
+        None => tr!(i18n, contribute.note_asking).to_string(),
         Some(Ok(w)) => match &w.escrow {
             Some(e) => {
-                let mut parts = vec![format!("Balance {}", format::amount(&e.balance, &e.denom))];
+                let amount = |a: &str| format::amount(a, &e.denom);
+                let mut parts =
+                    vec![format::fill(tr!(i18n, contribute.note_balance), &[("amount", &amount(&e.balance))])];
                 if let Some(bonded) = &e.bonded {
-                    parts.push(format!("bond {}", format::amount(bonded, &e.denom)));
+                    parts.push(format::fill(tr!(i18n, contribute.note_bond), &[("amount", &amount(bonded))]));
                 }
                 if let Some(slashed) = e.slashed.as_deref().filter(|s| *s != "0") {
-                    parts.push(format!("slashed {}", format::amount(slashed, &e.denom)));
+                    parts.push(format::fill(tr!(i18n, contribute.note_slashed), &[("amount", &amount(slashed))]));
                 }
-                format!("{}. Verified and rejected counts are the relay's.", parts.join(", "))
+                format::fill(
+                    tr!(i18n, contribute.note_paid),
+                    &[("parts", &parts.join(tr!(i18n, contribute.list_separator)))],
+                )
             }
-            None => "This relay runs jobs without payment, or this key has no payout account yet. Verified and rejected counts are the relay's.".to_string(),
+            None => tr!(i18n, contribute.note_unpaid).to_string(),
         },
-        Some(Err(e)) if e.is_not_found() => "The relay has no record of this device yet: it appears after the first connection.".to_string(),
-        Some(Err(e)) => format!("Verified work and earnings are unavailable: {e}."),
+        Some(Err(e)) if e.is_not_found() => tr!(i18n, contribute.note_no_record).to_string(),
+        Some(Err(e)) => format::fill(tr!(i18n, contribute.note_unavailable), &[("error", &lang::error_text(i18n, e))]),
     })
 }
 

@@ -11,8 +11,9 @@ use crate::components::progress::ProgressBar;
 use crate::error::Error;
 use crate::job_form::{self, Field, FormError, InputFile, JobForm, JobKind, REGIONS};
 use crate::job_model;
+use crate::lang::{I18n, tr, use_i18n};
 use crate::poll::{self, Then};
-use crate::{access, format, wgsl_error};
+use crate::{access, form_text, format, lang, wgsl_error};
 use leptos::prelude::*;
 use leptos_router::hooks::use_navigate;
 use starling_protocol::JobId;
@@ -37,24 +38,25 @@ const MAX_FOLLOWED: usize = 16;
 
 #[component]
 pub fn Dashboard() -> impl IntoView {
-    set_title("Dashboard");
+    let i18n = use_i18n();
+    set_title(tr!(i18n, dashboard.title));
     // The client key opens from the browser's keystore (asynchronously, created on first use);
     // the card and the list follow once it is open.
     let client: RwSignal<Option<Result<(String, KeyStorage), String>>> = RwSignal::new(None);
     leptos::task::spawn_local(async move {
         let opened = browser::client_key().await.map(|(key, storage)| (key.public().to_hex(), storage));
-        let _ = client.try_set(Some(opened.map_err(|e| e.to_string())));
+        let _ = client.try_set(Some(opened.map_err(|e| lang::error_text(i18n, &e))));
     });
     let key_problem = move || {
         client.with(|c| match c {
-            Some(Err(e)) => Some(format!("No client key: {e}. Jobs cannot be signed in this browser.")),
+            Some(Err(e)) => Some(format::fill(tr!(i18n, dashboard.no_client_key), &[("error", e)])),
             _ => None,
         })
     };
     view! {
         <section class="page dashboard" data-testid="page-dashboard">
-            <h1 data-testid="page-heading">"Dashboard"</h1>
-            <p class="lead">"Post a job to the network and watch it being computed and verified."</p>
+            <h1 data-testid="page-heading">{tr!(i18n, dashboard.heading)}</h1>
+            <p class="lead">{tr!(i18n, dashboard.lead)}</p>
             <Notice text=Signal::derive(key_problem) tone=Tone::Error testid="client-key-error"/>
             {move || client.get().map(|opened| {
                 let (key, storage) = opened.ok().unzip();
@@ -67,17 +69,10 @@ pub fn Dashboard() -> impl IntoView {
 }
 
 /// Where the client key is kept, in words, for the card.
-fn key_storage_note(storage: &KeyStorage) -> String {
+fn key_storage_note(i18n: I18n, storage: &KeyStorage) -> String {
     match storage {
-        KeyStorage::Held { .. } => {
-            "The key is held by this browser as a WebCrypto key: no script, not even this app's, can read it. \
-            It signs every job you post. Clearing this site's data loses it."
-                .to_string()
-        }
-        KeyStorage::Page { reason } => format!(
-            "This browser cannot hold the key out of scripts' reach ({reason}), so it is kept in this site's storage, \
-             where a script running on this page could read it. It signs every job you post. Clearing this site's data loses it."
-        ),
+        KeyStorage::Held { .. } => tr!(i18n, dashboard.key_held).to_string(),
+        KeyStorage::Page { reason } => format::fill(tr!(i18n, dashboard.key_in_page), &[("reason", reason)]),
     }
 }
 
@@ -90,6 +85,7 @@ fn older_client_key(key: Option<&str>) -> Option<String> {
 
 #[component]
 fn ClientCard(key: Option<String>, storage: Option<KeyStorage>) -> impl IntoView {
+    let i18n = use_i18n();
     let info: RwSignal<Option<Result<ClientView, Error>>> = RwSignal::new(None);
     if let Some(key) = key.clone() {
         let fetch = move || {
@@ -100,22 +96,24 @@ fn ClientCard(key: Option<String>, storage: Option<KeyStorage>) -> impl IntoView
     }
     let balance = move || {
         info.with(|i| match i {
-            None => "Checking…".to_string(),
+            None => tr!(i18n, dashboard.checking).to_string(),
             Some(Ok(ClientView { escrow: Some(e), .. })) => format::amount(&e.balance, &e.denom),
-            Some(Ok(_)) => "This relay runs jobs without payment".to_string(),
-            Some(Err(e)) if e.is_not_found() => "No account yet: it opens with your first job".to_string(),
-            Some(Err(e)) => format!("Unavailable: {e}"),
+            Some(Ok(_)) => tr!(i18n, dashboard.unpaid_relay).to_string(),
+            Some(Err(e)) if e.is_not_found() => tr!(i18n, dashboard.no_account).to_string(),
+            Some(Err(e)) => {
+                format::fill(tr!(i18n, dashboard.balance_unavailable), &[("error", &lang::error_text(i18n, e))])
+            }
         })
     };
     view! {
         <section class="card client" aria-labelledby="client-heading">
-            <h2 id="client-heading">"Your client key"</h2>
+            <h2 id="client-heading">{tr!(i18n, dashboard.client_key)}</h2>
             <dl class="facts">
-                <dt>"Key"</dt>
+                <dt>{tr!(i18n, dashboard.key)}</dt>
                 <dd class="mono" data-testid="client-key" title=key.clone().unwrap_or_default()>
-                    {key.as_deref().map(format::short_key).unwrap_or_else(|| "Unavailable".to_string())}
+                    {key.as_deref().map(format::short_key).unwrap_or_else(|| tr!(i18n, dashboard.unavailable).to_string())}
                 </dd>
-                <dt>"Balance"</dt>
+                <dt>{tr!(i18n, dashboard.balance)}</dt>
                 <dd data-testid="client-balance">{balance}</dd>
             </dl>
             <p
@@ -123,14 +121,11 @@ fn ClientCard(key: Option<String>, storage: Option<KeyStorage>) -> impl IntoView
                 data-testid="client-key-storage"
                 data-held=matches!(storage, Some(KeyStorage::Held { .. })).to_string()
             >
-                {storage.as_ref().map(key_storage_note)}
+                {storage.as_ref().map(|s| key_storage_note(i18n, s))}
             </p>
             {older_client_key(key.as_deref()).map(|older| view! {
                 <p class="hint warning" data-testid="client-key-older">
-                    {format!(
-                        "This browser also keeps an older client key, {}, in this site's storage. Jobs are signed with the key above now; the older key's balance stays with it, and it is left where it is.",
-                        format::short_key(&older)
-                    )}
+                    {format::fill(tr!(i18n, dashboard.older_client_key), &[("key", &format::short_key(&older))])}
                 </p>
             })}
         </section>
@@ -157,6 +152,7 @@ enum Submission {
 
 #[component]
 fn JobFormPanel() -> impl IntoView {
+    let i18n = use_i18n();
     let form = RwSignal::new(JobForm::default());
     let files: RwSignal<Vec<InputFile>> = RwSignal::new(Vec::new());
     let error: RwSignal<Option<FormError>> = RwSignal::new(None);
@@ -192,31 +188,43 @@ fn JobFormPanel() -> impl IntoView {
             let key = match browser::client_key().await {
                 Ok((key, _)) => key,
                 Err(e) => {
-                    let _ = submission.try_set(Submission::Failed(format!("The job could not be signed: {e}")));
+                    let _ = submission.try_set(Submission::Failed(format::fill(
+                        tr!(i18n, dashboard.submit.not_signed),
+                        &[("error", &lang::error_text(i18n, &e))],
+                    )));
                     return;
                 }
             };
             let total = built.uploads.len();
             for (i, upload) in built.uploads.iter().enumerate() {
-                let _ = submission.try_set(Submission::Working(format!(
-                    "Uploading {} ({}), {} of {total}…",
-                    upload.name,
-                    format::bytes(upload.bytes.len() as u64),
-                    i + 1
+                let _ = submission.try_set(Submission::Working(format::fill(
+                    tr!(i18n, dashboard.submit.uploading),
+                    &[
+                        ("name", &upload_name(i18n, &upload.name)),
+                        ("size", &format::bytes(upload.bytes.len() as u64)),
+                        ("n", &(i + 1).to_string()),
+                        ("total", &total.to_string()),
+                    ],
                 )));
                 if let Err(e) = api::upload(&key, &upload.bytes, &upload.hash).await {
-                    let _ = submission.try_set(Submission::Failed(format!("Uploading {} failed: {e}", upload.name)));
+                    let _ = submission.try_set(Submission::Failed(format::fill(
+                        tr!(i18n, dashboard.submit.upload_failed),
+                        &[("name", &upload_name(i18n, &upload.name)), ("error", &lang::error_text(i18n, &e))],
+                    )));
                     return;
                 }
             }
-            let _ = submission.try_set(Submission::Working("Signing and posting the job…".into()));
+            let _ = submission.try_set(Submission::Working(tr!(i18n, dashboard.submit.posting_step).into()));
             // A paid job carries this key's consent to pay its deposit: the exact terms, for this
             // relay and its escrow only, usable for the next ten minutes.
             let escrow = if built.spec.price_per_replica > 0 {
                 match api::health().await {
                     Ok(health) => health.escrow,
                     Err(e) => {
-                        let _ = submission.try_set(Submission::Failed(format!("Cannot reach the relay: {e}")));
+                        let _ = submission.try_set(Submission::Failed(format::fill(
+                            tr!(i18n, dashboard.submit.unreachable),
+                            &[("error", &lang::error_text(i18n, &e))],
+                        )));
                         return;
                     }
                 }
@@ -230,7 +238,10 @@ fn JobFormPanel() -> impl IntoView {
             let signed = match sign_job(&key, JobToSign::new(built.spec, key.public(), paid)).await {
                 Ok(signed) => signed,
                 Err(e) => {
-                    let _ = submission.try_set(Submission::Failed(format!("The job could not be signed: {e}")));
+                    let _ = submission.try_set(Submission::Failed(format::fill(
+                        tr!(i18n, dashboard.submit.not_signed),
+                        &[("error", &e)],
+                    )));
                     return;
                 }
             };
@@ -241,14 +252,15 @@ fn JobFormPanel() -> impl IntoView {
                 }
                 Err(e) if e.code() == Some("invalid_wgsl") => {
                     let message = e.to_string();
-                    let _ = submission.try_set(Submission::Failed(
-                        "The relay refused the kernel: see the error under the editor.".into(),
-                    ));
+                    let _ = submission.try_set(Submission::Failed(tr!(i18n, dashboard.submit.kernel_refused).into()));
                     point_at_error(editor, &message);
                     let _ = wgsl_failure.try_set(Some(message));
                 }
                 Err(e) => {
-                    let _ = submission.try_set(Submission::Failed(format!("The relay refused the job: {e}")));
+                    let _ = submission.try_set(Submission::Failed(format::fill(
+                        tr!(i18n, dashboard.submit.job_refused),
+                        &[("error", &lang::error_text(i18n, &e))],
+                    )));
                 }
             }
         });
@@ -256,18 +268,26 @@ fn JobFormPanel() -> impl IntoView {
 
     let estimate = move || {
         form.with(|f| match job_form::estimate(f) {
-            None => "Fill in the numbers to see the job's size and cost.".to_string(),
+            None => tr!(i18n, dashboard.estimate.empty).to_string(),
             Some(e) => {
-                let tasks = format!("{} task{}", format::count(e.tasks), if e.tasks == 1 { "" } else { "s" });
-                if e.worst == 0 {
-                    format!("{tasks}, free (price 0).")
+                let count = format::count(e.tasks);
+                let tasks = if e.tasks == 1 {
+                    tr!(i18n, dashboard.estimate.one_task).to_string()
                 } else {
-                    format!(
-                        "{tasks}; costs {} micro-units if every task agrees at once, at most {} with extra replicas ({} / {} units).",
-                        format::thousands(e.expected),
-                        format::thousands(e.worst),
-                        format::micro(e.expected),
-                        format::micro(e.worst)
+                    format::fill(tr!(i18n, dashboard.estimate.tasks), &[("n", &count)])
+                };
+                if e.worst == 0 {
+                    format::fill(tr!(i18n, dashboard.estimate.free), &[("tasks", &tasks)])
+                } else {
+                    format::fill(
+                        tr!(i18n, dashboard.estimate.cost),
+                        &[
+                            ("tasks", &tasks),
+                            ("expected", &format::thousands(e.expected)),
+                            ("worst", &format::thousands(e.worst)),
+                            ("expected_units", &format::micro(e.expected)),
+                            ("worst_units", &format::micro(e.worst)),
+                        ],
                     )
                 }
             }
@@ -276,10 +296,10 @@ fn JobFormPanel() -> impl IntoView {
 
     view! {
         <section class="card job-form" aria-labelledby="post-heading">
-            <h2 id="post-heading">"Post a job"</h2>
+            <h2 id="post-heading">{tr!(i18n, dashboard.post_heading)}</h2>
             <form on:submit=submit novalidate data-testid="job-form">
                 <div class="field">
-                    <label for="job-kernel">"Kernel"</label>
+                    <label for="job-kernel">{tr!(i18n, dashboard.kernel)}</label>
                     <select
                         id="job-kernel"
                         data-testid="job-kernel"
@@ -292,38 +312,33 @@ fn JobFormPanel() -> impl IntoView {
                         }
                         prop:value=move || kind.get().value()
                     >
-                        {JobKind::ALL.into_iter().map(|k| view! { <option value=k.value()>{k.label()}</option> }).collect_view()}
+                        {JobKind::ALL.into_iter().map(|k| view! { <option value=k.value()>{form_text::kind(i18n, k)}</option> }).collect_view()}
                     </select>
                 </div>
 
                 {move || match kind.get() {
-                    JobKind::Mandelbrot => mandelbrot_fields(form, error).into_any(),
-                    JobKind::Matmul => matmul_fields(form, error).into_any(),
-                    JobKind::MonteCarloPi => pi_fields(form, error).into_any(),
-                    JobKind::Sha256NonceSearch => sha_fields(form, error).into_any(),
-                    JobKind::Wgsl => wgsl_fields(form, files, error, wgsl_failure, editor).into_any(),
+                    JobKind::Mandelbrot => mandelbrot_fields(i18n, form, error).into_any(),
+                    JobKind::Matmul => matmul_fields(i18n, form, error).into_any(),
+                    JobKind::MonteCarloPi => pi_fields(i18n, form, error).into_any(),
+                    JobKind::Sha256NonceSearch => sha_fields(i18n, form, error).into_any(),
+                    JobKind::Wgsl => wgsl_fields(i18n, form, files, error, wgsl_failure, editor).into_any(),
                 }}
 
                 <fieldset class="rules">
-                    <legend>"Verification and payment"</legend>
+                    <legend>{tr!(i18n, dashboard.rules)}</legend>
                     <div class="fields">
-                        <FormField form access=access!(replicas) field=Field::Replicas label="Replicas per task" kind="integer" error
-                            hint="Independent devices that compute each task."/>
-                        <FormField form access=access!(quorum) field=Field::Quorum label="Quorum" kind="integer" error
-                            hint="Agreeing results that verify a task."/>
-                        <FormField form access=access!(max_replicas) field=Field::MaxReplicas label="Most replicas" kind="integer" error
-                            hint="Upper bound once results disagree."/>
-                        <FormField form access=access!(price) field=Field::Price label="Price per replica" kind="integer" error
-                            hint="In micro-units, paid per accepted replica."/>
-                        <FormField form access=access!(deadline_minutes) field=Field::Deadline label="Deadline (minutes)" kind="integer" error
-                            hint="Unfinished tasks fail and are refunded after this."/>
-                        <FormField form access=access!(label) field=Field::Label label="Label (optional)" error/>
+                        <FormField form access=access!(replicas) field=Field::Replicas kind="integer" error/>
+                        <FormField form access=access!(quorum) field=Field::Quorum kind="integer" error/>
+                        <FormField form access=access!(max_replicas) field=Field::MaxReplicas kind="integer" error/>
+                        <FormField form access=access!(price) field=Field::Price kind="integer" error/>
+                        <FormField form access=access!(deadline_minutes) field=Field::Deadline kind="integer" error/>
+                        <FormField form access=access!(label) field=Field::Label error/>
                     </div>
                 </fieldset>
 
                 <p class="estimate" data-testid="job-estimate" aria-live="polite">{estimate}</p>
                 <Notice
-                    text=Signal::derive(move || error.with(|e| e.as_ref().filter(|e| e.field.is_none()).map(|e| e.message.clone())))
+                    text=Signal::derive(move || error.with(|e| e.as_ref().filter(|e| e.field.is_none()).map(|e| form_text::error(i18n, e))))
                     tone=Tone::Error
                     testid="job-form-error"
                 />
@@ -337,7 +352,7 @@ fn JobFormPanel() -> impl IntoView {
                 />
                 <div class="actions">
                     <button type="submit" class="primary" data-testid="job-submit" disabled=busy aria-busy=move || busy().to_string()>
-                        {move || if busy() { "Posting…" } else { "Post job" }}
+                        {move || if busy() { tr!(i18n, dashboard.posting) } else { tr!(i18n, dashboard.post) }}
                     </button>
                     <span class="step" role="status" data-testid="job-submit-status">
                         {move || match submission.get() {
@@ -393,22 +408,21 @@ fn indent_on_tab(ev: &leptos::ev::KeyboardEvent, editor: NodeRef<leptos::html::T
     form.update(|f| f.wgsl_source = value);
 }
 
-fn mandelbrot_fields(form: RwSignal<JobForm>, error: RwSignal<Option<FormError>>) -> impl IntoView {
+fn mandelbrot_fields(i18n: I18n, form: RwSignal<JobForm>, error: RwSignal<Option<FormError>>) -> impl IntoView {
     view! {
         <fieldset>
-            <legend>"Image"</legend>
+            <legend>{tr!(i18n, dashboard.image)}</legend>
             <div class="fields">
-                <FormField form access=access!(width) field=Field::Width label="Width (px)" kind="integer" error/>
-                <FormField form access=access!(height) field=Field::Height label="Height (px)" kind="integer" error/>
-                <FormField form access=access!(tile) field=Field::Tile label="Tile size (px)" kind="integer" error
-                    hint="One task per tile."/>
-                <FormField form access=access!(max_iter) field=Field::MaxIter label="Iterations" kind="integer" error/>
+                <FormField form access=access!(width) field=Field::Width kind="integer" error/>
+                <FormField form access=access!(height) field=Field::Height kind="integer" error/>
+                <FormField form access=access!(tile) field=Field::Tile kind="integer" error/>
+                <FormField form access=access!(max_iter) field=Field::MaxIter kind="integer" error/>
             </div>
         </fieldset>
         <fieldset>
-            <legend>"Region"</legend>
+            <legend>{tr!(i18n, dashboard.region)}</legend>
             <div class="field">
-                <label for="job-region">"Preset"</label>
+                <label for="job-region">{tr!(i18n, dashboard.preset)}</label>
                 <select
                     id="job-region"
                     data-testid="job-region"
@@ -431,68 +445,66 @@ fn mandelbrot_fields(form: RwSignal<JobForm>, error: RwSignal<Option<FormError>>
                         })
                     }
                 >
-                    {REGIONS.iter().map(|r| view! { <option value=r.name>{r.name}</option> }).collect_view()}
-                    <option value="custom" disabled>"Custom"</option>
+                    {REGIONS.iter().enumerate().map(|(i, r)| view! { <option value=r.name>{form_text::region(i18n, i)}</option> }).collect_view()}
+                    <option value="custom" disabled>{tr!(i18n, dashboard.custom_region)}</option>
                 </select>
             </div>
             <div class="fields">
-                <FormField form access=access!(center_re) field=Field::CenterRe label="Centre (real)" error/>
-                <FormField form access=access!(center_im) field=Field::CenterIm label="Centre (imaginary)" error/>
-                <FormField form access=access!(scale) field=Field::Scale label="View width" error
-                    hint="Width of the picture in the complex plane."/>
+                <FormField form access=access!(center_re) field=Field::CenterRe error/>
+                <FormField form access=access!(center_im) field=Field::CenterIm error/>
+                <FormField form access=access!(scale) field=Field::Scale error/>
             </div>
         </fieldset>
     }
 }
 
-fn matmul_fields(form: RwSignal<JobForm>, error: RwSignal<Option<FormError>>) -> impl IntoView {
+fn matmul_fields(i18n: I18n, form: RwSignal<JobForm>, error: RwSignal<Option<FormError>>) -> impl IntoView {
     view! {
         <fieldset>
-            <legend>"Matrices"</legend>
-            <p class="hint">"A (m×k) and B (k×n) are filled with random numbers from the seed and uploaded; each task computes a block of rows of A·B."</p>
+            <legend>{tr!(i18n, dashboard.matrices)}</legend>
+            <p class="hint">{tr!(i18n, dashboard.matrices_hint)}</p>
             <div class="fields">
-                <FormField form access=access!(m) field=Field::MatM label="m (rows of A)" kind="integer" error/>
-                <FormField form access=access!(k) field=Field::MatK label="k (columns of A)" kind="integer" error/>
-                <FormField form access=access!(n) field=Field::MatN label="n (columns of B)" kind="integer" error/>
-                <FormField form access=access!(rows_per_task) field=Field::RowsPerTask label="Rows per task" kind="integer" error/>
-                <FormField form access=access!(seed) field=Field::Seed label="Seed" kind="integer" error/>
+                <FormField form access=access!(m) field=Field::MatM kind="integer" error/>
+                <FormField form access=access!(k) field=Field::MatK kind="integer" error/>
+                <FormField form access=access!(n) field=Field::MatN kind="integer" error/>
+                <FormField form access=access!(rows_per_task) field=Field::RowsPerTask kind="integer" error/>
+                <FormField form access=access!(seed) field=Field::Seed kind="integer" error/>
             </div>
         </fieldset>
     }
 }
 
-fn pi_fields(form: RwSignal<JobForm>, error: RwSignal<Option<FormError>>) -> impl IntoView {
+fn pi_fields(i18n: I18n, form: RwSignal<JobForm>, error: RwSignal<Option<FormError>>) -> impl IntoView {
     view! {
         <fieldset>
-            <legend>"Sampling"</legend>
+            <legend>{tr!(i18n, dashboard.sampling)}</legend>
             <div class="fields">
-                <FormField form access=access!(pi_tasks) field=Field::PiTasks label="Tasks" kind="integer" error/>
-                <FormField form access=access!(pi_workgroups) field=Field::PiWorkgroups label="Workgroups per task" kind="integer" error
-                    hint="256 threads each."/>
-                <FormField form access=access!(pi_samples) field=Field::PiSamples label="Samples per thread" kind="integer" error/>
-                <FormField form access=access!(seed) field=Field::Seed label="Seed" kind="integer" error/>
+                <FormField form access=access!(pi_tasks) field=Field::PiTasks kind="integer" error/>
+                <FormField form access=access!(pi_workgroups) field=Field::PiWorkgroups kind="integer" error/>
+                <FormField form access=access!(pi_samples) field=Field::PiSamples kind="integer" error/>
+                <FormField form access=access!(seed) field=Field::Seed kind="integer" error/>
             </div>
         </fieldset>
     }
 }
 
-fn sha_fields(form: RwSignal<JobForm>, error: RwSignal<Option<FormError>>) -> impl IntoView {
+fn sha_fields(i18n: I18n, form: RwSignal<JobForm>, error: RwSignal<Option<FormError>>) -> impl IntoView {
     view! {
         <fieldset>
-            <legend>"Search"</legend>
-            <p class="hint">"Finds the nonce whose SHA-256 of (SHA-256(prefix) ‖ nonce) has the most leading zero bits."</p>
+            <legend>{tr!(i18n, dashboard.search)}</legend>
+            <p class="hint">{tr!(i18n, dashboard.search_hint)}</p>
             <div class="fields">
-                <FormField form access=access!(sha_prefix) field=Field::ShaPrefix label="Prefix" error/>
-                <FormField form access=access!(sha_tasks) field=Field::ShaTasks label="Tasks" kind="integer" error/>
-                <FormField form access=access!(sha_workgroups) field=Field::ShaWorkgroups label="Workgroups per task" kind="integer" error
-                    hint="256 threads each."/>
-                <FormField form access=access!(sha_nonces) field=Field::ShaNonces label="Nonces per thread" kind="integer" error/>
+                <FormField form access=access!(sha_prefix) field=Field::ShaPrefix error/>
+                <FormField form access=access!(sha_tasks) field=Field::ShaTasks kind="integer" error/>
+                <FormField form access=access!(sha_workgroups) field=Field::ShaWorkgroups kind="integer" error/>
+                <FormField form access=access!(sha_nonces) field=Field::ShaNonces kind="integer" error/>
             </div>
         </fieldset>
     }
 }
 
 fn wgsl_fields(
+    i18n: I18n,
     form: RwSignal<JobForm>,
     files: RwSignal<Vec<InputFile>>,
     error: RwSignal<Option<FormError>>,
@@ -502,8 +514,9 @@ fn wgsl_fields(
     let gutter = NodeRef::<leptos::html::Div>::new();
     let location = Memo::new(move |_| wgsl_failure.with(|m| m.as_deref().and_then(wgsl_error::parse)));
     let line_count = Memo::new(move |_| form.with(|f| f.wgsl_source.split('\n').count().max(1)));
-    let source_error =
-        move || error.with(|e| e.as_ref().filter(|e| e.field == Some(Field::WgslSource)).map(|e| e.message.clone()));
+    let source_error = move || {
+        error.with(|e| e.as_ref().filter(|e| e.field == Some(Field::WgslSource)).map(|e| form_text::error(i18n, e)))
+    };
     let file_problem = RwSignal::new(None::<String>);
     let add_files = move |ev: leptos::ev::Event| {
         let Some(input) = ev.target().and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok()) else { return };
@@ -517,7 +530,7 @@ fn wgsl_fields(
                         files.try_update(|f| f.push(InputFile { name: file.name(), bytes }));
                     }
                     Err(e) => {
-                        let _ = file_problem.try_set(Some(e.to_string()));
+                        let _ = file_problem.try_set(Some(lang::error_text(i18n, &e)));
                     }
                 }
             }
@@ -525,12 +538,10 @@ fn wgsl_fields(
     };
     view! {
         <fieldset>
-            <legend>"Kernel"</legend>
+            <legend>{tr!(i18n, dashboard.kernel)}</legend>
             <div class="field wgsl">
-                <label for="wgsl-editor">"WGSL source"</label>
-                <small class="hint" id="wgsl-hint">
-                    "@group(0) @binding(0): a uniform of the task's params (u32 words); @binding(1..=N): the inputs, read-only storage; @binding(N+1): the output, read-write storage (starts zeroed)."
-                </small>
+                <label for="wgsl-editor">{tr!(i18n, form.field.wgsl_source)}</label>
+                <small class="hint" id="wgsl-hint">{tr!(i18n, dashboard.wgsl_hint)}</small>
                 <div class="editor" class:has-error=move || location.get().is_some() || source_error().is_some()>
                     <div class="gutter" node_ref=gutter aria-hidden="true">
                         {move || {
@@ -574,41 +585,39 @@ fn wgsl_fields(
                         Some(at) => {
                             let excerpt = form.with(|f| wgsl_error::excerpt(&f.wgsl_source, &at));
                             view! {
-                                <p><strong>{format!("Line {}, column {}: ", at.line, at.column)}</strong>{at.message.clone()}</p>
+                                <p><strong>{format::fill(tr!(i18n, dashboard.wgsl_at), &[("line", &at.line.to_string()), ("column", &at.column.to_string())])}" "</strong>{at.message.clone()}</p>
                                 {excerpt.map(|(text, caret)| view! { <pre class="excerpt">{text}"\n"{caret}</pre> })}
                             }.into_any()
                         }
                         None => view! { <p>{message}</p> }.into_any(),
                     })}
                 </div>
-                <small class="hint">"Tab indents; press Escape, then Tab, to leave the editor."</small>
+                <small class="hint">{tr!(i18n, dashboard.editor_hint)}</small>
             </div>
             <div class="fields">
-                <FormField form access=access!(wgsl_entry) field=Field::WgslEntry label="Entry point" error/>
-                <FormField form access=access!(wgsl_tasks) field=Field::WgslTasks label="Tasks" kind="integer" error/>
-                <FormField form access=access!(wgsl_workgroups) field=Field::WgslWorkgroups label="Workgroups x,y,z" error/>
-                <FormField form access=access!(wgsl_output_size) field=Field::WgslOutputSize label="Output size (bytes)" kind="integer" error/>
-                <FormField form access=access!(wgsl_params) field=Field::WgslParams label="Params (u32, comma separated)" error
-                    hint="{task} stands for the task's index."/>
-                <FormField form access=access!(wgsl_tolerance) field=Field::WgslTolerance label="Float tolerance (empty: exact)" error
-                    hint="Compare outputs as f32 within this relative error."/>
+                <FormField form access=access!(wgsl_entry) field=Field::WgslEntry error/>
+                <FormField form access=access!(wgsl_tasks) field=Field::WgslTasks kind="integer" error/>
+                <FormField form access=access!(wgsl_workgroups) field=Field::WgslWorkgroups error/>
+                <FormField form access=access!(wgsl_output_size) field=Field::WgslOutputSize kind="integer" error/>
+                <FormField form access=access!(wgsl_params) field=Field::WgslParams error/>
+                <FormField form access=access!(wgsl_tolerance) field=Field::WgslTolerance error/>
             </div>
             <div class="field">
-                <label for="job-wgsl-inputs">"Input files (bound from binding 1, in this order)"</label>
+                <label for="job-wgsl-inputs">{tr!(i18n, form.field.wgsl_inputs)}</label>
                 <input id="job-wgsl-inputs" data-testid="job-wgsl-inputs" type="file" multiple on:change=add_files/>
                 <Notice text=Signal::derive(move || file_problem.get()) tone=Tone::Error testid="job-wgsl-inputs-problem"/>
                 {move || error.with(|e| e.as_ref().filter(|e| e.field == Some(Field::WgslInputs)).map(|e| {
-                    view! { <small class="field-error" data-testid="job-wgsl-inputs-error">{e.message.clone()}</small> }
+                    view! { <small class="field-error" data-testid="job-wgsl-inputs-error">{form_text::error(i18n, e)}</small> }
                 }))}
                 <ol class="files" data-testid="job-wgsl-input-list">
                     {move || files.with(|list| list.iter().enumerate().map(|(i, f)| {
                         let name = f.name.clone();
                         view! {
                             <li>
-                                <span class="mono">{format!("binding {}: ", i + 1)}</span>
+                                <span class="mono">{format!("@binding({}): ", i + 1)}</span>
                                 {name.clone()}" · "{format::bytes(f.bytes.len() as u64)}
-                                <button type="button" class="link" aria-label=format!("Remove {name}")
-                                    on:click=move |_| files.update(|f| { if i < f.len() { f.remove(i); } })>"Remove"</button>
+                                <button type="button" class="link" aria-label=format::fill(tr!(i18n, dashboard.remove_file), &[("name", &name)])
+                                    on:click=move |_| files.update(|f| { if i < f.len() { f.remove(i); } })>{tr!(i18n, dashboard.remove)}</button>
                             </li>
                         }
                     }).collect_view())}
@@ -626,6 +635,7 @@ enum Filter {
 
 #[component]
 fn JobList(client: Option<String>) -> impl IntoView {
+    let i18n = use_i18n();
     let jobs: RwSignal<Vec<JobSummary>> = RwSignal::new(Vec::new());
     let problem: RwSignal<Option<String>> = RwSignal::new(None);
     let loaded = RwSignal::new(false);
@@ -663,7 +673,10 @@ fn JobList(client: Option<String>) -> impl IntoView {
                     problem.set(None);
                     sync_followers();
                 }
-                Err(e) => problem.set(Some(format!("The job list could not be refreshed: {e}"))),
+                Err(e) => problem.set(Some(format::fill(
+                    tr!(i18n, dashboard.list_refresh_failed),
+                    &[("error", &lang::error_text(i18n, &e))],
+                ))),
             }
             loaded.set(true);
             Then::Again
@@ -691,12 +704,12 @@ fn JobList(client: Option<String>) -> impl IntoView {
     view! {
         <section class="card job-list" aria-labelledby="jobs-heading">
             <div class="card-head">
-                <h2 id="jobs-heading">"Latest jobs"</h2>
+                <h2 id="jobs-heading">{tr!(i18n, dashboard.latest_jobs)}</h2>
                 <label class="check">
                     <input type="checkbox" data-testid="jobs-mine-only" disabled=client.is_none()
                         prop:checked=move || filter.get() == Filter::Mine
                         on:change:target=move |ev| filter.set(if ev.target().checked() { Filter::Mine } else { Filter::All })/>
-                    <span>"Only mine"</span>
+                    <span>{tr!(i18n, dashboard.only_mine)}</span>
                 </label>
             </div>
             <Notice text=Signal::derive(move || problem.get()) tone=Tone::Warning testid="job-list-error"/>
@@ -707,7 +720,7 @@ fn JobList(client: Option<String>) -> impl IntoView {
             </ul>
             {move || (loaded.get() && shown.with(Vec::is_empty)).then(|| view! {
                 <p class="empty" data-testid="job-list-empty">
-                    {move || if filter.get() == Filter::Mine { "You have not posted a job from this browser yet." } else { "No jobs yet. Post the first one above." }}
+                    {move || if filter.get() == Filter::Mine { tr!(i18n, dashboard.none_mine) } else { tr!(i18n, dashboard.none_yet) }}
                 </p>
             })}
         </section>
@@ -716,20 +729,28 @@ fn JobList(client: Option<String>) -> impl IntoView {
 
 #[component]
 fn JobRow(id: u64, jobs: RwSignal<Vec<JobSummary>>, now: RwSignal<u64>) -> impl IntoView {
+    let i18n = use_i18n();
     let job = Memo::new(move |_| jobs.with(|l| l.iter().find(|j| j.id.0 == id).cloned()));
     let field = move |read: fn(&JobSummary) -> u32| Signal::derive(move || job.with(|j| j.as_ref().map_or(0, read)));
     let (verified, failed, total) = (field(|j| j.tasks_verified), field(|j| j.tasks_failed), field(|j| j.tasks_total));
     let title = move || {
         job.with(|j| match j {
-            Some(j) if !j.label.trim().is_empty() => format!("Job {id}: {}", j.label),
-            _ => format!("Job {id}"),
+            Some(j) if !j.label.trim().is_empty() => job_title(i18n, id, Some(&j.label)),
+            _ => job_title(i18n, id, None),
         })
     };
-    let state = move || job.with(|j| state_label(j.as_ref().map_or(JobState::Running, |j| j.state)));
+    let state = move || job.with(|j| state_label(i18n, j.as_ref().map_or(JobState::Running, |j| j.state)));
     let counts = move || {
         let failed = failed.get();
-        let failed = if failed > 0 { format!(", {failed} failed") } else { String::new() };
-        format!("{} / {} verified{failed}", verified.get(), total.get())
+        let (verified, total) = (format::count(u64::from(verified.get())), format::count(u64::from(total.get())));
+        if failed > 0 {
+            format::fill(
+                tr!(i18n, dashboard.row_counts_failed),
+                &[("verified", &verified), ("total", &total), ("failed", &format::count(u64::from(failed)))],
+            )
+        } else {
+            format::fill(tr!(i18n, dashboard.row_counts), &[("verified", &verified), ("total", &total)])
+        }
     };
     view! {
         <li class="job-row" data-testid="job-row" data-job-id=id.to_string() data-state=move || state().0>
@@ -741,17 +762,36 @@ fn JobRow(id: u64, jobs: RwSignal<Vec<JobSummary>>, now: RwSignal<u64>) -> impl 
             <div class="job-row-meta">
                 <span class="mono">{move || job.with(|j| j.as_ref().map(|j| j.kernel.clone()).unwrap_or_default())}</span>
                 <span data-testid="job-counts">{counts}</span>
-                <span>{move || job.with(|j| j.as_ref().map(|j| format::ago(now.get(), j.created_at_ms)).unwrap_or_default())}</span>
+                <span title=move || job.with(|j| j.as_ref().map(|j| lang::date_time(j.created_at_ms)))>
+                    {move || job.with(|j| j.as_ref().map(|j| format::ago(now.get(), j.created_at_ms)).unwrap_or_default())}
+                </span>
             </div>
         </li>
     }
 }
 
 /// The `data-state` value and the word shown for a job state.
-pub fn state_label(state: JobState) -> (&'static str, &'static str) {
+pub fn state_label(i18n: I18n, state: JobState) -> (&'static str, &'static str) {
     match state {
-        JobState::Running => ("running", "Running"),
-        JobState::Done => ("done", "Done"),
-        JobState::Failed => ("failed", "Failed"),
+        JobState::Running => ("running", tr!(i18n, job_state.running)),
+        JobState::Done => ("done", tr!(i18n, job_state.done)),
+        JobState::Failed => ("failed", tr!(i18n, job_state.failed)),
+    }
+}
+
+/// `Job 12`, or `Job 12: label`.
+pub fn job_title(i18n: I18n, id: u64, label: Option<&str>) -> String {
+    let id = id.to_string();
+    match label {
+        Some(label) => format::fill(tr!(i18n, job.title_labelled), &[("id", &id), ("label", label)]),
+        None => format::fill(tr!(i18n, job.title), &[("id", &id)]),
+    }
+}
+
+/// What an upload is called in progress messages: the generated matrices by name, files as named.
+fn upload_name(i18n: I18n, name: &str) -> String {
+    match name.strip_prefix("matrix ") {
+        Some(rest) => format::fill(tr!(i18n, dashboard.submit.matrix), &[("matrix", rest)]),
+        None => name.to_string(),
     }
 }

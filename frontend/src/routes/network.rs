@@ -9,10 +9,10 @@ use crate::components::chart::{LineChart, Series};
 use crate::components::notice::{Notice, Tone};
 use crate::error::Error;
 use crate::format;
+use crate::lang::{self, I18n, tr, use_i18n};
 use crate::network_stats::{self, History};
 use crate::poll::{self, Then};
-use crate::views::{WorkerView, adapter_label};
-use crate::worker_protocol::backend_label;
+use crate::views::{WorkerView, adapter_label_in};
 use leptos::prelude::*;
 use starling_protocol::api::{Health, RelayList};
 
@@ -27,7 +27,8 @@ const WORKER_LIMIT: u32 = 200;
 
 #[component]
 pub fn Network() -> impl IntoView {
-    set_title("Network");
+    let i18n = use_i18n();
+    set_title(tr!(i18n, network.title));
     let health: RwSignal<Option<Health>> = RwSignal::new(None);
     let health_problem: RwSignal<Option<String>> = RwSignal::new(None);
     let history = RwSignal::new(History::new(HISTORY));
@@ -63,7 +64,7 @@ pub fn Network() -> impl IntoView {
                     health.set(Some(h));
                     health_problem.set(None);
                 }
-                Err(e) => health_problem.set(Some(problem_text("The relay's health", &e))),
+                Err(e) => health_problem.set(Some(problem_text(i18n, tr!(i18n, network.what_health), &e))),
             }
             Then::Again
         },
@@ -77,7 +78,7 @@ pub fn Network() -> impl IntoView {
                     workers.set(Some(list));
                     workers_problem.set(None);
                 }
-                Err(e) => workers_problem.set(Some(problem_text("The worker list", &e))),
+                Err(e) => workers_problem.set(Some(problem_text(i18n, tr!(i18n, network.what_workers), &e))),
             }
             Then::Again
         },
@@ -94,7 +95,7 @@ pub fn Network() -> impl IntoView {
                     relays.set(Some(list));
                     relays_problem.set(None);
                 }
-                Err(e) => relays_problem.set(Some(problem_text("The relay registry", &e))),
+                Err(e) => relays_problem.set(Some(problem_text(i18n, tr!(i18n, network.what_registry), &e))),
             }
             Then::Again
         },
@@ -115,10 +116,12 @@ pub fn Network() -> impl IntoView {
         Ok(()) => {
             let _ = browser::window().location().reload();
         }
-        Err(e) => relays_problem.set(Some(e.to_string())),
+        Err(e) => relays_problem.set(Some(lang::error_text(i18n, &e))),
     };
 
-    let groups = Memo::new(move |_| workers.with(|w| w.as_deref().map(network_stats::group_workers)));
+    let adapter_words = lang::adapter_words(i18n);
+    let groups =
+        Memo::new(move |_| workers.with(|w| w.as_deref().map(|w| network_stats::group_workers_in(w, &adapter_words))));
     let rate = move || history.with(History::window_rate);
     let counter_missing = move || health.with(|h| h.as_ref().is_some_and(|h| h.tasks_verified_total.is_none()));
     let started = browser::monotonic_ms();
@@ -142,77 +145,88 @@ pub fn Network() -> impl IntoView {
         vec![Series { points, dashed: false }]
     });
     let domain = Signal::derive(move || Some((-window_minutes, 0.0)));
-    let minutes_label =
-        |m: f64| if m.abs() < 0.05 { "now".to_string() } else { format!("{} min", chart::tick_label(m)) };
+    let minutes_label = Callback::new(move |m: f64| {
+        if m.abs() < 0.05 {
+            tr!(i18n, network.now).to_string()
+        } else {
+            format::fill(tr!(i18n, network.minutes), &[("n", &format::decimal_mark(chart::tick_label(m)))])
+        }
+    });
 
     view! {
         <section class="page network" data-testid="page-network">
-            <h1 data-testid="page-heading">"Network"</h1>
-            <p class="lead">"Devices lending their GPUs to this relay, and how much verified work they finish."</p>
+            <h1 data-testid="page-heading">{tr!(i18n, network.heading)}</h1>
+            <p class="lead">{tr!(i18n, network.lead)}</p>
             <Notice text=Signal::derive(move || health_problem.get()) tone=Tone::Warning testid="network-health-error"/>
             <dl class="stats">
                 <div>
-                    <dt>"Workers online"</dt>
+                    <dt>{tr!(i18n, network.workers_online)}</dt>
                     <dd data-testid="network-workers-online">{move || health.with(|h| h.as_ref().map(|h| format::count(h.workers_online)).unwrap_or_else(|| "–".into()))}</dd>
                 </div>
                 <div>
-                    <dt>"Jobs running"</dt>
+                    <dt>{tr!(i18n, network.jobs_running)}</dt>
                     <dd data-testid="network-jobs-running">{move || health.with(|h| h.as_ref().map(|h| format::count(h.jobs_running)).unwrap_or_else(|| "–".into()))}</dd>
                 </div>
                 <div>
-                    <dt>"Verified tasks"</dt>
+                    <dt>{tr!(i18n, network.verified_tasks)}</dt>
                     <dd data-testid="network-rate">{move || {
                         if health.with(Option::is_none) {
                             "–".to_string()
                         } else if counter_missing() {
-                            "Not reported".to_string()
+                            tr!(i18n, network.not_reported).to_string()
                         } else {
                             match rate() {
-                                Some(r) => format::rate(r, "tasks"),
-                                None => "Measuring…".to_string(),
+                                Some(r) => format::rate(r, tr!(i18n, units.tasks)),
+                                None => tr!(i18n, network.measuring).to_string(),
                             }
                         }
                     }}</dd>
                 </div>
                 <div>
-                    <dt>"Verified in all"</dt>
+                    <dt>{tr!(i18n, network.verified_total)}</dt>
                     <dd data-testid="network-verified-total">{move || health.with(|h| h.as_ref().and_then(|h| h.tasks_verified_total).map(format::count).unwrap_or_else(|| "–".into()))}</dd>
                 </div>
             </dl>
             {move || counter_missing().then(|| view! {
                 <p class="notice info" role="status" data-testid="network-rate-unsupported">
-                    "This relay does not report tasks_verified_total yet, so the task rate cannot be measured. Update the relay to see it."
+                    {tr!(i18n, network.counter_missing)}
                 </p>
             })}
             <p class="hint relay-line" data-testid="network-relay">{move || health.with(|h| h.as_ref().map(|h| {
                 let pay = match &h.escrow {
-                    Some(e) => format!("settles in {} through escrow ({}, fee {:.2} %)", e.denom, e.backend, f64::from(e.relay_fee_bps) / 100.0),
-                    None => "runs jobs without payment".to_string(),
+                    Some(e) => format::fill(
+                        tr!(i18n, network.settles),
+                        &[("denom", &e.denom), ("backend", &e.backend), ("fee", &fee(e.relay_fee_bps))],
+                    ),
+                    None => tr!(i18n, network.unpaid).to_string(),
                 };
-                format!("Relay {} ({}), {pay}.", h.version, h.status)
+                format::fill(tr!(i18n, network.relay_line), &[("version", &h.version), ("status", &h.status), ("pay", &pay)])
             }).unwrap_or_default())}</p>
 
             <div class="grid two">
                 <section class="card" aria-labelledby="workers-chart-heading">
-                    <h2 id="workers-chart-heading">"Workers online"</h2>
+                    <h2 id="workers-chart-heading">{tr!(i18n, network.workers_online)}</h2>
                     <LineChart
                         series=workers_series
                         x_domain=domain
                         x_label=minutes_label
-                        caption=Signal::derive(move || format!("Workers online over the last {window_minutes:.0} minutes, read every {} seconds.", HEALTH_POLL_MS / 1000))
-                        empty_text="Waiting for the first reading"
+                        caption=Signal::derive(move || format::fill(
+                            tr!(i18n, network.workers_caption),
+                            &[("minutes", &format!("{window_minutes:.0}")), ("seconds", &(HEALTH_POLL_MS / 1000).to_string())],
+                        ))
+                        empty_text=tr!(i18n, network.first_reading)
                         testid="network-workers-chart"
                         integer=true
                     />
                 </section>
                 <section class="card" aria-labelledby="rate-chart-heading">
-                    <h2 id="rate-chart-heading">"Verified tasks per second"</h2>
+                    <h2 id="rate-chart-heading">{tr!(i18n, network.rate_heading)}</h2>
                     <LineChart
                         series=rate_series
                         x_domain=domain
                         x_label=minutes_label
-                        caption=Signal::derive(move || "Tasks verified per second, from the relay's running total.".to_string())
-                        empty_text="Needs two readings"
+                        caption=Signal::derive(move || tr!(i18n, network.rate_caption).to_string())
+                        empty_text=tr!(i18n, network.two_readings)
                         testid="network-chart"
                         class="rate"
                     />
@@ -220,24 +234,27 @@ pub fn Network() -> impl IntoView {
             </div>
             {move || (seeded.get() > 0).then(|| view! {
                 <p class="hint" data-testid="network-history-seeded" data-samples=seeded.get().to_string()>
-                    {format!("The charts include {} readings the relay took before this page opened.", seeded.get())}
+                    {format::fill(tr!(i18n, network.seeded), &[("n", &format::count(seeded.get() as u64))])}
                 </p>
             })}
 
             <section class="card" aria-labelledby="groups-heading">
-                <h2 id="groups-heading">"By backend and adapter"</h2>
+                <h2 id="groups-heading">{tr!(i18n, network.groups_heading)}</h2>
                 <Notice text=Signal::derive(move || workers_problem.get()) tone=Tone::Warning testid="network-workers-error"/>
                 <div data-testid="network-groups" aria-busy=move || workers.with(Option::is_none).to_string()>
                     {move || match groups.get() {
-                        None => view! { <p class="loading">"Loading workers…"</p> }.into_any(),
+                        None => view! { <p class="loading">{tr!(i18n, network.loading_workers)}</p> }.into_any(),
                         Some(groups) if groups.is_empty() => view! {
-                            <p class="empty" data-testid="network-groups-empty">"No workers online. Open Contribute on any device to be the first."</p>
+                            <p class="empty" data-testid="network-groups-empty">{tr!(i18n, network.no_workers)}</p>
                         }.into_any(),
                         Some(groups) => view! {
                             <ul class="groups">
                                 {groups.into_iter().map(|g| view! {
                                     <li class="group" data-testid="network-group" data-backend=g.backend.clone()>
-                                        <div class="group-head"><strong>{g.label.clone()}</strong><span>{format!("{} online", g.workers)}</span></div>
+                                        <div class="group-head">
+                                            <strong>{if g.backend.is_empty() { tr!(i18n, network.connecting).to_string() } else { lang::backend_label(i18n, &g.backend) }}</strong>
+                                            <span>{format::fill(tr!(i18n, network.online_count), &[("n", &format::count(g.workers as u64))])}</span>
+                                        </div>
                                         <ul class="adapters">
                                             {g.adapters.iter().map(|(name, n)| view! {
                                                 <li><span>{name.clone()}</span><span class="count">{n.to_string()}</span></li>
@@ -252,19 +269,29 @@ pub fn Network() -> impl IntoView {
             </section>
 
             <section class="card" aria-labelledby="relays-heading">
-                <h2 id="relays-heading">"Relays"</h2>
+                <h2 id="relays-heading">{tr!(i18n, network.relays)}</h2>
                 <p class="hint" data-testid="network-current-relay">
-                    {if current == own { format!("Using {current}, the relay that served this page.") } else { format!("Using {current}, picked from the registry; this page came from {own}.") }}
+                    {
+                        let (current, own) = (current.clone(), own.clone());
+                        move || if current == own {
+                            format::fill(tr!(i18n, network.using_own), &[("relay", &current)])
+                        } else {
+                            format::fill(tr!(i18n, network.using_picked), &[("relay", &current), ("own", &own)])
+                        }
+                    }
                 </p>
                 {(current != own).then(|| view! {
-                    <button class="button" data-testid="network-relay-reset" on:click=move |_| choose(None)>"Use this page's relay"</button>
+                    <button class="button" data-testid="network-relay-reset" on:click=move |_| choose(None)>{tr!(i18n, network.use_own)}</button>
                 })}
                 {move || {
                     let expected = browser::relay_deployment()?;
                     let named = health.with(|h| h.as_ref().and_then(|h| h.escrow.as_ref()).map(|e| (e.chain_id.clone(), e.contract.clone())))?;
                     (named != (expected.chain_id.clone(), expected.contract.clone())).then(|| view! {
                         <p class="notice warning" role="alert" data-testid="network-relay-mismatch">
-                            {format!("This relay settles through {} on {}, not {} on {} whose registry listed it. Contributing here is refused; use this page's relay.", named.1, named.0, expected.contract, expected.chain_id)}
+                            {format::fill(
+                                tr!(i18n, network.mismatch),
+                                &[("contract", &named.1), ("chain", &named.0), ("expected_contract", &expected.contract), ("expected_chain", &expected.chain_id)],
+                            )}
                         </p>
                     })
                 }}
@@ -272,7 +299,14 @@ pub fn Network() -> impl IntoView {
                 <div class="table-wrap" tabindex="0" role="region" aria-labelledby="relays-heading">
                     <table class="relays" data-testid="network-relays">
                         <thead>
-                            <tr><th scope="col">"Relay"</th><th scope="col">"Fee"</th><th scope="col">"Jobs"</th><th scope="col">"Tasks paid"</th><th scope="col">"Workers slashed"</th><th scope="col" aria-label="Choose"></th></tr>
+                            <tr>
+                                <th scope="col">{tr!(i18n, network.col_relay)}</th>
+                                <th scope="col">{tr!(i18n, network.col_fee)}</th>
+                                <th scope="col">{tr!(i18n, network.col_jobs)}</th>
+                                <th scope="col">{tr!(i18n, network.col_tasks_paid)}</th>
+                                <th scope="col">{tr!(i18n, network.col_slashed)}</th>
+                                <th scope="col" aria-label=tr!(i18n, network.col_choose)></th>
+                            </tr>
                         </thead>
                         <tbody>
                             {move || relays.get().map(|list| {
@@ -281,18 +315,26 @@ pub fn Network() -> impl IntoView {
                                     let endpoint = r.endpoint.trim_end_matches('/').to_string();
                                     let serving = r.address == this;
                                     let usable = browser::reachable_from_here(&endpoint);
-                                    let shown = if endpoint.is_empty() { "(no endpoint)".to_string() } else { endpoint.clone() };
-                                    let status = if !r.active { "not active".to_string() } else if serving { "answering now".to_string() } else if !usable { "not reachable from this page".to_string() } else { String::new() };
+                                    let shown = if endpoint.is_empty() { tr!(i18n, network.no_endpoint).to_string() } else { endpoint.clone() };
+                                    let status = if !r.active {
+                                        tr!(i18n, network.not_active)
+                                    } else if serving {
+                                        tr!(i18n, network.answering)
+                                    } else if !usable {
+                                        tr!(i18n, network.unreachable_here)
+                                    } else {
+                                        ""
+                                    };
                                     let pick = endpoint.clone();
                                     view! {
                                         <tr data-testid="network-relay-row">
                                             <td><span class="mono">{shown}</span><br/><span class="hint mono" title=r.address.clone()>{format::short_key(&r.address)}</span>" "<span class="hint">{status}</span></td>
-                                            <td>{format!("{:.2} %", f64::from(r.fee_bps) / 100.0)}</td>
+                                            <td>{fee(r.fee_bps)}</td>
                                             <td>{format::count(r.jobs_opened)}</td>
                                             <td>{format::count(r.tasks_paid)}</td>
                                             <td>{format::count(r.workers_slashed)}</td>
                                             <td>{(!serving && usable && r.active).then(|| view! {
-                                                <button class="button" data-testid="network-relay-use" on:click=move |_| choose(Some(pick.clone()))>"Use"</button>
+                                                <button class="button" data-testid="network-relay-use" on:click=move |_| choose(Some(pick.clone()))>{tr!(i18n, network.use_relay)}</button>
                                             })}</td>
                                         </tr>
                                     }
@@ -304,17 +346,24 @@ pub fn Network() -> impl IntoView {
             </section>
 
             <section class="card" aria-labelledby="list-heading">
-                <h2 id="list-heading">"Workers"</h2>
+                <h2 id="list-heading">{tr!(i18n, network.workers)}</h2>
                 // Scrolls sideways on a phone: reachable and named for the keyboard and screen readers.
                 <div class="table-wrap" tabindex="0" role="region" aria-labelledby="list-heading">
                     <table class="workers" data-testid="network-workers">
                         <thead>
-                            <tr><th scope="col">"Key"</th><th scope="col">"Backend"</th><th scope="col">"Adapter"</th><th scope="col">"Verified"</th><th scope="col">"Rejected"</th><th scope="col">"Duty cycle"</th></tr>
+                            <tr>
+                                <th scope="col">{tr!(i18n, network.col_key)}</th>
+                                <th scope="col">{tr!(i18n, network.col_backend)}</th>
+                                <th scope="col">{tr!(i18n, network.col_adapter)}</th>
+                                <th scope="col">{tr!(i18n, network.col_verified)}</th>
+                                <th scope="col">{tr!(i18n, network.col_rejected)}</th>
+                                <th scope="col">{tr!(i18n, network.col_duty_cycle)}</th>
+                            </tr>
                         </thead>
                         <tbody>
                             {move || workers.get().unwrap_or_default().into_iter().filter(|w| w.online).map(|w| {
                                 let (backend, adapter, duty) = match &w.capabilities {
-                                    Some(c) => (backend_label(c.backend.as_str()), adapter_label(&c.adapter), format::percent(f64::from(c.duty_cycle))),
+                                    Some(c) => (lang::backend_label(i18n, c.backend.as_str()), adapter_label_in(&c.adapter, &adapter_words), format::percent(f64::from(c.duty_cycle))),
                                     None => ("–".to_string(), "–".to_string(), "–".to_string()),
                                 };
                                 view! {
@@ -336,9 +385,14 @@ pub fn Network() -> impl IntoView {
     }
 }
 
-fn problem_text(what: &str, e: &Error) -> String {
+fn problem_text(i18n: I18n, what: &str, e: &Error) -> String {
     match e {
-        Error::Offline => format!("{what} cannot be read while offline; the numbers below are the last ones seen."),
-        _ => format!("{what} could not be read: {e}"),
+        Error::Offline => format::fill(tr!(i18n, network.offline_problem), &[("what", what)]),
+        _ => format::fill(tr!(i18n, network.read_problem), &[("what", what), ("error", &lang::error_text(i18n, e))]),
     }
+}
+
+/// A fee in basis points as a percentage with two decimals (`2.50 %`).
+fn fee(bps: u16) -> String {
+    format::fill(&format::percent_template(), &[("n", &format::fixed(f64::from(bps) / 100.0, 2))])
 }

@@ -4,6 +4,7 @@ use super::*;
 
 #[component]
 pub(super) fn TaskGrid(data: JobData) -> impl IntoView {
+    let i18n = use_i18n();
     let selected: RwSignal<Option<usize>> = RwSignal::new(None);
     // One tab stop for the whole grid (a job may have thousands of tasks); arrows move within it.
     let focused = RwSignal::new(0usize);
@@ -26,14 +27,14 @@ pub(super) fn TaskGrid(data: JobData) -> impl IntoView {
     view! {
         <section class="card tasks" aria-labelledby="tasks-heading">
             <div class="card-head">
-                <h2 id="tasks-heading">"Tasks"</h2>
-                <ul class="legend" aria-label="Legend">
-                    <li><span class="swatch pending"></span>"Pending"</li>
-                    <li><span class="swatch verified"></span>"Verified"</li>
-                    <li><span class="swatch failed"></span>"Failed"</li>
+                <h2 id="tasks-heading">{tr!(i18n, job.tasks)}</h2>
+                <ul class="legend" aria-label=tr!(i18n, job.legend)>
+                    <li><span class="swatch pending"></span>{tr!(i18n, task_state.pending)}</li>
+                    <li><span class="swatch verified"></span>{tr!(i18n, task_state.verified)}</li>
+                    <li><span class="swatch failed"></span>{tr!(i18n, task_state.failed)}</li>
                 </ul>
             </div>
-            <p class="hint" id="task-grid-help">"Select a task for its replicas and output. With the keyboard: Tab into the grid, then arrow keys, Home and End."</p>
+            <p class="hint" id="task-grid-help">{tr!(i18n, job.grid_help)}</p>
             <ol class="task-grid" data-testid="task-grid" node_ref=grid aria-describedby="task-grid-help" on:keydown=on_key>
                 {move || data.cells.get().into_iter().enumerate().map(|(i, cell)| {
                     let state = move || task_state_name(cell.with(|c| c.state));
@@ -46,7 +47,10 @@ pub(super) fn TaskGrid(data: JobData) -> impl IntoView {
                                 data-index=i.to_string()
                                 data-state=state
                                 tabindex=move || if focused.get() == i { "0" } else { "-1" }
-                                aria-label=move || format!("Task {i}: {}", state())
+                                aria-label=move || format::fill(
+                                    tr!(i18n, job.task_cell),
+                                    &[("index", &i.to_string()), ("state", task_state_text(i18n, cell.with(|c| c.state)))],
+                                )
                                 aria-pressed=move || (selected.get() == Some(i)).to_string()
                                 on:focus=move |_| focused.set(i)
                                 on:click=move |_| selected.set(if selected.get_untracked() == Some(i) { None } else { Some(i) })
@@ -71,47 +75,57 @@ fn task_state_name(state: TaskState) -> &'static str {
     }
 }
 
-fn replica_state_name(state: ReplicaState) -> &'static str {
+/// A task's state in words.
+fn task_state_text(i18n: I18n, state: TaskState) -> &'static str {
     match state {
-        ReplicaState::Leased => "computing",
-        ReplicaState::Returned => "returned, not compared yet",
-        ReplicaState::Accepted => "agreed",
-        ReplicaState::Rejected => "disagreed (evidence kept)",
-        ReplicaState::Lapsed => "lapsed",
-        ReplicaState::Cancelled => "cancelled",
+        TaskState::Pending => tr!(i18n, task_state.pending),
+        TaskState::Verified => tr!(i18n, task_state.verified),
+        TaskState::Failed => tr!(i18n, task_state.failed),
+    }
+}
+
+fn replica_state_name(i18n: I18n, state: ReplicaState) -> &'static str {
+    match state {
+        ReplicaState::Leased => tr!(i18n, replica_state.leased),
+        ReplicaState::Returned => tr!(i18n, replica_state.returned),
+        ReplicaState::Accepted => tr!(i18n, replica_state.accepted),
+        ReplicaState::Rejected => tr!(i18n, replica_state.rejected),
+        ReplicaState::Lapsed => tr!(i18n, replica_state.lapsed),
+        ReplicaState::Cancelled => tr!(i18n, replica_state.cancelled),
     }
 }
 
 #[component]
 pub(super) fn TaskDetail(data: JobData, index: u32, cell: RwSignal<Cell>) -> impl IntoView {
+    let i18n = use_i18n();
     let id = data.id;
     view! {
         <div class="task-detail" data-testid="task-detail" data-index=index.to_string()>
-            <h3>{format!("Task {index}")}</h3>
+            <h3>{format::fill(tr!(i18n, job.task), &[("index", &index.to_string())])}</h3>
             <dl class="facts">
-                <dt>"State"</dt>
-                <dd>{move || task_state_name(cell.with(|c| c.state))}</dd>
-                <dt>"Output hash"</dt>
+                <dt>{tr!(i18n, job.state)}</dt>
+                <dd>{move || task_state_text(i18n, cell.with(|c| c.state))}</dd>
+                <dt>{tr!(i18n, job.output_hash)}</dt>
                 <dd class="mono wrap">{move || cell.with(|c| c.output_hash.map(|h| h.to_hex()).unwrap_or_else(|| "–".into()))}</dd>
             </dl>
-            <h4>"Replicas"</h4>
+            <h4>{tr!(i18n, job.replicas)}</h4>
             {move || cell.with(|c| if c.state == TaskState::Pending {
                 // The relay shows no replicas before the decision: nobody can copy an answer.
-                view! { <p class="hint" data-testid="replicas-hidden">"Who computes this task, and what they returned, stays hidden until it is decided."</p> }.into_any()
+                view! { <p class="hint" data-testid="replicas-hidden">{tr!(i18n, job.replicas_hidden)}</p> }.into_any()
             } else if c.replicas.is_empty() {
-                view! { <p class="hint">"No replicas recorded for this task."</p> }.into_any()
+                view! { <p class="hint">{tr!(i18n, job.no_replicas)}</p> }.into_any()
             } else {
                 view! {
                     <ul class="replicas">
                         {c.replicas.iter().map(|r| view! {
-                            <li><span class="mono">{format::short_key(&r.worker.to_hex())}</span>" · "{replica_state_name(r.state)}</li>
+                            <li><span class="mono">{format::short_key(&r.worker.to_hex())}</span>" · "{replica_state_name(i18n, r.state)}</li>
                         }).collect_view()}
                     </ul>
                 }.into_any()
             })}
             {move || (cell.with(|c| c.state) == TaskState::Verified).then(|| view! {
                 <a class="button" href=api::task_output_path(id, index) download=results::output_name(id.0, index) data-testid="task-download">
-                    "Download this output"
+                    {tr!(i18n, job.download_output)}
                 </a>
             })}
         </div>

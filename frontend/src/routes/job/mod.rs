@@ -22,10 +22,11 @@ use crate::components::notice::{Notice, Tone};
 use crate::components::progress::ProgressBar;
 use crate::error::Error;
 use crate::job_model::{Cell, Cells, JobModel};
+use crate::lang::{I18n, tr, use_i18n};
 use crate::poll::{self, Then};
 use crate::results::{self, Progress};
-use crate::routes::dashboard::state_label;
-use crate::{format, job_form};
+use crate::routes::dashboard::{job_title, state_label};
+use crate::{format, job_form, lang};
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 use starling_protocol::JobId;
@@ -60,11 +61,12 @@ pub fn JobPage() -> impl IntoView {
     move || match id.get() {
         Some(id) => view! { <JobView id=JobId(id)/> }.into_any(),
         None => {
-            set_title("Job");
+            let i18n = use_i18n();
+            set_title(tr!(i18n, job.no_such_title));
             view! {
                 <section class="page" data-testid="page-job">
-                    <h1 data-testid="page-heading">"No such job"</h1>
-                    <p>"Job addresses end in the job's number, like /jobs/12. "<a href="/dashboard">"See the latest jobs"</a>"."</p>
+                    <h1 data-testid="page-heading">{tr!(i18n, job.no_such_heading)}</h1>
+                    <p>{tr!(i18n, job.no_such_text)}" "<a href="/dashboard">{tr!(i18n, job.see_latest)}</a></p>
                 </section>
             }
             .into_any()
@@ -183,7 +185,8 @@ impl JobData {
 
 #[component]
 fn JobView(id: JobId) -> impl IntoView {
-    set_title(&format!("Job {id}"));
+    let i18n = use_i18n();
+    set_title(&job_title(i18n, id.0, None));
     let data = JobData {
         id,
         model: StoredValue::new_local(JobModel::new(id)),
@@ -246,18 +249,22 @@ fn JobView(id: JobId) -> impl IntoView {
     let loaded = Memo::new(move |_| data.summary.with(Option::is_some));
     let heading = move || {
         data.summary.with(|s| match s {
-            Some(s) if !s.label.trim().is_empty() => format!("Job {id}: {}", s.label),
-            _ => format!("Job {id}"),
+            Some(s) if !s.label.trim().is_empty() => job_title(i18n, id.0, Some(&s.label)),
+            _ => job_title(i18n, id.0, None),
         })
     };
 
     view! {
         <section class="page job" data-testid="page-job" data-job-id=id.0.to_string()>
-            <p class="crumbs"><a href="/dashboard">"← Dashboard"</a></p>
+            <p class="crumbs"><a href="/dashboard">"← "{tr!(i18n, nav.dashboard)}</a></p>
             <h1 data-testid="page-heading">{heading}</h1>
             <Notice
                 text=Signal::derive(move || load_error.with(|e| e.as_ref().map(|e| {
-                    if e.is_not_found() { format!("This relay has no job {id}.") } else { format!("The job could not be loaded: {e}") }
+                    if e.is_not_found() {
+                        format::fill(tr!(i18n, job.not_found), &[("id", &id.to_string())])
+                    } else {
+                        format::fill(tr!(i18n, job.load_failed), &[("error", &lang::error_text(i18n, e))])
+                    }
                 })))
                 tone=Tone::Error
                 testid="job-load-error"
@@ -270,7 +277,7 @@ fn JobView(id: JobId) -> impl IntoView {
                 <Results data/>
             })}
             {move || (!loaded.get() && load_error.with(Option::is_none)).then(|| view! {
-                <p class="loading" data-testid="job-loading">"Loading the job…"</p>
+                <p class="loading" data-testid="job-loading">{tr!(i18n, job.loading)}</p>
             })}
         </section>
     }

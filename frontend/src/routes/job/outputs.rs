@@ -4,6 +4,7 @@ use super::*;
 
 #[component]
 pub(super) fn Results(data: JobData) -> impl IntoView {
+    let i18n = use_i18n();
     let id = data.id;
     let kernel = Memo::new(move |_| data.spec.with(|s| s.as_ref().and_then(results::builtin)));
     let done = Memo::new(move |_| data.summary.with(|s| s.as_ref().is_some_and(|s| s.state == JobState::Done)));
@@ -27,12 +28,23 @@ pub(super) fn Results(data: JobData) -> impl IntoView {
         leptos::task::spawn_local(async move {
             let indices = data.verified_indices();
             if let Err(e) = data.fetch_outputs(&indices, |_, _| {}).await {
-                let _ = problem.try_set(Some(format!("The outputs could not be fetched for a summary: {e}")));
+                let _ = problem.try_set(Some(format::fill(
+                    tr!(i18n, results.summary_failed),
+                    &[("error", &lang::error_text(i18n, &e))],
+                )));
                 return;
             }
             let Some(outputs) = data.all_outputs() else { return };
-            let text =
-                data.spec.try_with_untracked(|s| s.as_ref().and_then(|s| results::summary(s, &outputs))).flatten();
+            let text = results::SummaryText {
+                pi: tr!(i18n, results.summary_pi),
+                nonce: tr!(i18n, results.summary_nonce),
+                mandelbrot: tr!(i18n, results.summary_mandelbrot),
+                matmul: tr!(i18n, results.summary_matmul),
+            };
+            let text = data
+                .spec
+                .try_with_untracked(|s| s.as_ref().and_then(|s| results::summary_in(s, &outputs, &text)))
+                .flatten();
             let _ = summary.try_set(text);
         });
     });
@@ -47,11 +59,15 @@ pub(super) fn Results(data: JobData) -> impl IntoView {
             let indices = data.verified_indices();
             let fetched = data
                 .fetch_outputs(&indices, |n, total| {
-                    let _ = status.try_set(Some(format!("Fetching outputs: {n} of {total}…")));
+                    let _ = status.try_set(Some(format::fill(
+                        tr!(i18n, results.fetching),
+                        &[("n", &format::count(n as u64)), ("total", &format::count(total as u64))],
+                    )));
                 })
                 .await;
             if let Err(e) = fetched {
-                let _ = problem.try_set(Some(format!("The download stopped: {e}")));
+                let _ = problem
+                    .try_set(Some(format::fill(tr!(i18n, results.stopped), &[("error", &lang::error_text(i18n, &e))])));
                 let _ = busy.try_set(false);
                 let _ = status.try_set(None);
                 return;
@@ -69,17 +85,22 @@ pub(super) fn Results(data: JobData) -> impl IntoView {
             match detail {
                 Ok(detail) => files.push((format!("job-{id}.json"), results::manifest(&detail).into_bytes())),
                 Err(e) => {
-                    let _ = problem.try_set(Some(format!("The archive has the outputs but not job-{id}.json: {e}")));
+                    let _ = problem.try_set(Some(format::fill(
+                        tr!(i18n, results.no_manifest),
+                        &[("file", &format!("job-{id}.json")), ("error", &lang::error_text(i18n, &e))],
+                    )));
                 }
             }
             let archive = results::tar(&files, browser::now_ms() / 1000);
             if let Err(e) = browser::download(&format!("job-{id}-outputs.tar"), &archive, "application/x-tar") {
-                let _ = problem.try_set(Some(e.to_string()));
+                let _ = problem.try_set(Some(lang::error_text(i18n, &e)));
             }
-            let _ = status.try_set(Some(format!(
-                "Saved {} outputs ({}).",
-                files.len().saturating_sub(1),
-                format::bytes(archive.len() as u64)
+            let _ = status.try_set(Some(format::fill(
+                tr!(i18n, results.saved),
+                &[
+                    ("n", &format::count(files.len().saturating_sub(1) as u64)),
+                    ("size", &format::bytes(archive.len() as u64)),
+                ],
             )));
             let _ = busy.try_set(false);
         });
@@ -89,20 +110,20 @@ pub(super) fn Results(data: JobData) -> impl IntoView {
 
     view! {
         <section class="card results" aria-labelledby="results-heading">
-            <h2 id="results-heading">"Results"</h2>
+            <h2 id="results-heading">{tr!(i18n, results.heading)}</h2>
             {move || summary.get().map(|s| view! { <p class="result-summary" data-testid="job-result-summary">{s}</p> })}
             {move || (kernel.get() == Some(BuiltinKernel::Mandelbrot)).then(|| view! { <MandelbrotPreview data/> })}
             {move || (kernel.get() == Some(BuiltinKernel::MatmulF32) && done.get()).then(|| view! { <MatmulCheck data/> })}
             <div class="actions">
                 <button type="button" data-testid="download-all" on:click=download_all disabled=move || busy.get() || verified_count() == 0>
-                    {move || format!("Download all verified outputs ({})", verified_count())}
+                    {move || format::fill(tr!(i18n, results.download_all), &[("n", &format::count(u64::from(verified_count())))])}
                 </button>
                 <span class="step" role="status" data-testid="download-status">{move || status.get().unwrap_or_default()}</span>
             </div>
             <Notice text=Signal::derive(move || problem.get()) tone=Tone::Error testid="results-error"/>
-            <p class="hint">"One .tar archive: each verified task's output as job-N-task-NNNN.bin, and job-N.json with the spec and every output's SHA-256."</p>
+            <p class="hint">{tr!(i18n, results.archive_hint)}</p>
             <details class="outputs">
-                <summary>"Outputs one by one"</summary>
+                <summary>{tr!(i18n, results.one_by_one)}</summary>
                 <ul class="output-links" data-testid="output-links">
                     {move || data.cells.get().into_iter().enumerate().map(|(i, cell)| {
                         let i = i as u32;

@@ -4,6 +4,7 @@ use super::*;
 
 #[component]
 pub(super) fn MandelbrotPreview(data: JobData) -> impl IntoView {
+    let i18n = use_i18n();
     let canvas = NodeRef::<leptos::html::Canvas>::new();
     let size = Memo::new(move |_| data.spec.with(|s| s.as_ref().and_then(results::mandelbrot_size)));
     let too_big = move || size.get().is_some_and(|(w, h)| u64::from(w) * u64::from(h) > MAX_PREVIEW_PIXELS);
@@ -22,7 +23,10 @@ pub(super) fn MandelbrotPreview(data: JobData) -> impl IntoView {
                 let indices = data.verified_indices();
                 let before = data.outputs_version.get_untracked();
                 if let Err(e) = data.fetch_outputs(&indices, |_, _| {}).await {
-                    let _ = problem.try_set(Some(format!("Some tiles could not be fetched: {e}")));
+                    let _ = problem.try_set(Some(format::fill(
+                        tr!(i18n, preview.tiles_failed),
+                        &[("error", &lang::error_text(i18n, &e))],
+                    )));
                     break;
                 }
                 // Stop when a pass found nothing new (events that arrived meanwhile were fetched).
@@ -48,10 +52,12 @@ pub(super) fn MandelbrotPreview(data: JobData) -> impl IntoView {
         match rgba {
             Some(Ok(rgba)) => {
                 if let Err(e) = paint(&canvas, w, h, &rgba) {
-                    problem.set(Some(format!("The preview could not be drawn: {e}")));
+                    problem.set(Some(format::fill(tr!(i18n, preview.draw_failed), &[("error", &e)])));
                 }
             }
-            Some(Err(e)) => problem.set(Some(format!("The tiles do not make a picture: {e}"))),
+            Some(Err(e)) => {
+                problem.set(Some(format::fill(tr!(i18n, preview.no_picture), &[("error", &e.to_string())])))
+            }
             None => {}
         }
     });
@@ -61,10 +67,12 @@ pub(super) fn MandelbrotPreview(data: JobData) -> impl IntoView {
         match canvas.to_data_url_with_type("image/png") {
             Ok(url) => {
                 if let Err(e) = browser::click_link(&url, &format!("job-{}-mandelbrot.png", data.id)) {
-                    problem.set(Some(e.to_string()));
+                    problem.set(Some(lang::error_text(i18n, &e)));
                 }
             }
-            Err(e) => problem.set(Some(format!("The picture could not be saved: {}", browser::js_text(&e)))),
+            Err(e) => {
+                problem.set(Some(format::fill(tr!(i18n, preview.save_failed), &[("error", &browser::js_text(&e))])))
+            }
         }
     };
 
@@ -79,18 +87,22 @@ pub(super) fn MandelbrotPreview(data: JobData) -> impl IntoView {
                         style:aspect-ratio=format!("{w} / {h}")
                         data-testid="mandelbrot-preview"
                         role="img"
-                        aria-label=move || format!(
-                            "Mandelbrot render, {w}×{h} pixels, {} of {} tiles verified",
-                            data.summary.with(|s| s.as_ref().map_or(0, |s| s.tasks_verified)),
-                            data.summary.with(|s| s.as_ref().map_or(0, |s| s.tasks_total))
+                        aria-label=move || format::fill(
+                            tr!(i18n, preview.label),
+                            &[
+                                ("width", &w.to_string()),
+                                ("height", &h.to_string()),
+                                ("verified", &format::count(u64::from(data.summary.with(|s| s.as_ref().map_or(0, |s| s.tasks_verified))))),
+                                ("total", &format::count(u64::from(data.summary.with(|s| s.as_ref().map_or(0, |s| s.tasks_total))))),
+                            ],
                         )
                     ></canvas>
-                    <button type="button" data-testid="download-png" on:click=save_png>"Save picture (PNG)"</button>
+                    <button type="button" data-testid="download-png" on:click=save_png>{tr!(i18n, preview.save)}</button>
                 }.into_any(),
                 Some((w, h)) => view! {
-                    <p class="hint">{format!("A {w}×{h} render is too large to preview here; download the outputs instead.")}</p>
+                    <p class="hint">{format::fill(tr!(i18n, preview.too_large), &[("width", &w.to_string()), ("height", &h.to_string())])}</p>
                 }.into_any(),
-                None => view! { <p class="hint">"This job's tiles do not describe one picture."</p> }.into_any(),
+                None => view! { <p class="hint">{tr!(i18n, preview.not_one_picture)}</p> }.into_any(),
             }}
             <Notice text=Signal::derive(move || problem.get()) tone=Tone::Warning testid="preview-error"/>
         </div>

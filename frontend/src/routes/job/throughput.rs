@@ -4,6 +4,7 @@ use super::*;
 
 #[component]
 pub(super) fn Throughput(data: JobData) -> impl IntoView {
+    let i18n = use_i18n();
     let now = RwSignal::new(browser::now_ms());
     let tick = set_interval_with_handle(move || now.set(browser::now_ms()), std::time::Duration::from_secs(2)).ok();
     on_cleanup(move || {
@@ -38,23 +39,26 @@ pub(super) fn Throughput(data: JobData) -> impl IntoView {
         let rate = data.progress.with(Progress::average_rate);
         let late = data.progress.with(|p| p.joined_late);
         let mut text = match rate {
-            Some(r) => format!("Verified tasks since the job was posted; {} on average.", format::rate(r, "tasks")),
-            None => "Verified tasks since the job was posted.".to_string(),
+            Some(r) => {
+                format::fill(tr!(i18n, throughput.caption_rate), &[("rate", &format::rate(r, tr!(i18n, units.tasks)))])
+            }
+            None => tr!(i18n, throughput.caption).to_string(),
         };
         if late {
-            text.push_str(" The dashed part is before this page was watching.");
+            // The sentence brings its own separator: a space in English, none after "。".
+            text.push_str(tr!(i18n, throughput.dashed));
         }
         text
     });
     view! {
         <section class="card" aria-labelledby="throughput-heading">
-            <h2 id="throughput-heading">"Throughput"</h2>
+            <h2 id="throughput-heading">{tr!(i18n, throughput.heading)}</h2>
             <LineChart
                 series
                 x_domain=domain
-                x_label=|s| format::duration_ms((s * 1000.0).round() as u64)
+                x_label=Callback::new(|s: f64| format::duration_ms((s * 1000.0).round() as u64))
                 caption
-                empty_text="No verified tasks yet"
+                empty_text=tr!(i18n, throughput.empty)
                 testid="throughput-chart"
             />
         </section>

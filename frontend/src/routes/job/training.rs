@@ -13,12 +13,17 @@ pub(super) fn Training(data: JobData) -> impl IntoView {
 }
 
 /// A tick's label: rounds are whole numbers, so a tick between two rounds has none.
-fn round_label(r: f64) -> String {
-    if (r - r.round()).abs() < 1e-6 { format!("round {r:.0}") } else { String::new() }
+fn round_label(i18n: I18n, r: f64) -> String {
+    if (r - r.round()).abs() < 1e-6 {
+        format::fill(tr!(i18n, training.round), &[("n", &format!("{r:.0}"))])
+    } else {
+        String::new()
+    }
 }
 
 #[component]
 fn Curves(data: JobData, layout: Layout) -> impl IntoView {
+    let i18n = use_i18n();
     let rounds = layout.rounds.len();
     // Each round's (mean loss, training accuracy) once read.
     let figures: RwSignal<Vec<Option<(f64, f64)>>> = RwSignal::new(vec![None; rounds]);
@@ -42,7 +47,10 @@ fn Curves(data: JobData, layout: Layout) -> impl IntoView {
                         let _ = figures.try_update(|f| f[round] = line);
                     }
                     Err(e) => {
-                        let _ = problem.try_set(Some(format!("Round {} could not be read: {e}", round + 1)));
+                        let _ = problem.try_set(Some(format::fill(
+                            tr!(i18n, training.read_failed),
+                            &[("n", &(round + 1).to_string()), ("error", &lang::error_text(i18n, &e))],
+                        )));
                         asked.try_update_value(|a| a.remove(&sum));
                     }
                 }
@@ -67,14 +75,20 @@ fn Curves(data: JobData, layout: Layout) -> impl IntoView {
         figures.with(|f| {
             let done = f.iter().filter(|v| v.is_some()).count();
             match f.iter().rev().flatten().next() {
-                Some((loss, acc)) if acc.is_nan() => {
-                    format!("{done} of {rounds} rounds verified; latest loss {loss:.4}.")
-                }
-                Some((loss, acc)) => format!(
-                    "{done} of {rounds} rounds verified; latest loss {loss:.4}, training accuracy {:.1}%.",
-                    acc * 100.0
+                Some((loss, acc)) if acc.is_nan() => format::fill(
+                    tr!(i18n, training.status_loss),
+                    &[("done", &done.to_string()), ("rounds", &rounds.to_string()), ("loss", &format::fixed(*loss, 4))],
                 ),
-                None => format!("0 of {rounds} rounds verified yet."),
+                Some((loss, acc)) => format::fill(
+                    tr!(i18n, training.status_accuracy),
+                    &[
+                        ("done", &done.to_string()),
+                        ("rounds", &rounds.to_string()),
+                        ("loss", &format::fixed(*loss, 4)),
+                        ("accuracy", &format::fixed(acc * 100.0, 1)),
+                    ],
+                ),
+                None => format::fill(tr!(i18n, training.status_none), &[("rounds", &rounds.to_string())]),
             }
         })
     };
@@ -82,23 +96,23 @@ fn Curves(data: JobData, layout: Layout) -> impl IntoView {
     let weights_ready = move || last.is_some_and(verified);
     view! {
         <section class="card" aria-labelledby="training-heading" data-testid="training">
-            <h2 id="training-heading">"Training"</h2>
+            <h2 id="training-heading">{tr!(i18n, training.heading)}</h2>
             <p data-testid="training-status">{latest}</p>
             <div class="chart-pair">
                 <LineChart
                     series=points(|(loss, _)| loss)
                     x_domain=domain
-                    x_label=round_label
-                    caption=Signal::derive(|| "Mean softmax cross-entropy on the training set, by round.".to_string())
-                    empty_text="No round verified yet"
+                    x_label=Callback::new(move |r| round_label(i18n, r))
+                    caption=Signal::derive(move || tr!(i18n, training.loss_caption).to_string())
+                    empty_text=tr!(i18n, training.empty)
                     testid="training-loss-chart"
                 />
                 <LineChart
                     series=points(|(_, acc)| acc * 100.0)
                     x_domain=domain
-                    x_label=round_label
-                    caption=Signal::derive(|| "Training accuracy (%), by round.".to_string())
-                    empty_text="No round verified yet"
+                    x_label=Callback::new(move |r| round_label(i18n, r))
+                    caption=Signal::derive(move || tr!(i18n, training.accuracy_caption).to_string())
+                    empty_text=tr!(i18n, training.empty)
                     testid="training-accuracy-chart"
                 />
             </div>
@@ -107,8 +121,8 @@ fn Curves(data: JobData, layout: Layout) -> impl IntoView {
                 let step = last.unwrap_or_default();
                 view! {
                     <p><a href=api::task_output_path(id, step) download=format!("job-{}-weights.bin", id.0) data-testid="training-weights">
-                        "Download the trained weights"
-                    </a>" (Q16 fixed point, little-endian i32 words, verified by the network)."</p>
+                        {tr!(i18n, training.download)}
+                    </a>" "{tr!(i18n, training.weights_format)}</p>
                 }
             })}
         </section>
