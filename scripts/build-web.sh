@@ -218,9 +218,9 @@ done
 # downloads, besides the few KB of page, style and bootstrap). A build over budget fails, so growth
 # is a decision, not an accident. The goal is 400 KB for both together (issue 15); see BENCHMARKS.md
 # for how far there is still to go and where the bytes are.
-APP_BUDGET=548000
-ENGINE_BUDGET=240000
-TOTAL_BUDGET=785000
+APP_BUDGET=585000
+ENGINE_BUDGET=242000
+TOTAL_BUDGET=820000
 gz_sum() { local sum=0 f; for f in "$@"; do sum=$((sum + $(size_of "www/pkg/$f.gz"))); done; echo "$sum"; }
 app=$(gz_sum starling_frontend_bg.wasm starling_frontend.js)
 engine=$(gz_sum starling_web_worker_bg.wasm starling_web_worker.js)

@@ -9,7 +9,9 @@ cd "$(dirname "$0")/.."
 
 need_pkgs=()
 # postgresql: the tests start a private server of their own (scripts/postgres.sh).
-for pkg in mesa-vulkan-drivers libvulkan1 chromium chromium-driver postgresql; do
+# fonts-wqy-microhei: Chinese glyphs, so the browser e2e's screenshots of the app in Chinese are
+# readable (the test itself does not depend on it).
+for pkg in mesa-vulkan-drivers libvulkan1 chromium chromium-driver postgresql fonts-wqy-microhei; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_pkgs+=("$pkg")
 done
 # npm fetches binaryen's wasm-opt for the escrow contract's build (scripts/build-contract.sh).
