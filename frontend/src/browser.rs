@@ -199,7 +199,7 @@ pub async fn client_key() -> Result<(std::rc::Rc<Signer>, KeyStorage)> {
             }
             (std::rc::Rc::new(held.signer), KeyStorage::Held { migrated: held.migrated })
         }
-        keystore::Opened::Unsupported(reason) => {
+        keystore::Opened::Unsupported { code: reason, .. } => {
             let key = match legacy {
                 Some(key) => key,
                 None => {

@@ -15,7 +15,7 @@ pub struct Style {
     pub group: String,
     /// Before the fraction (`.` or `,`).
     pub decimal: String,
-    /// `{n} %`-style template for percentages; `{n}` is the number.
+    /// `{n}%`-style template for percentages; `{n}` is the number.
     pub percent: String,
     pub ms: String,
     pub s: String,
@@ -35,7 +35,7 @@ impl Default for Style {
         Style {
             group: "\u{202f}".into(),
             decimal: ".".into(),
-            percent: "{n} %".into(),
+            percent: "{n}%".into(),
             ms: "ms".into(),
             s: "s".into(),
             min: "min".into(),
@@ -144,7 +144,7 @@ pub fn thousands(value: u128) -> String {
     out
 }
 
-/// The style's percentage template (`{n} %`), for percentages with decimals.
+/// The style's percentage template (`{n}%`), for percentages with decimals.
 pub fn percent_template() -> String {
     with_style(|style| style.percent.clone())
 }
@@ -362,8 +362,8 @@ mod tests {
         assert_eq!(bytes(1536), "1.5 KiB");
         assert_eq!(bytes(3 << 20), "3.0 MiB");
         assert_eq!(bytes(512 << 20), "512 MiB");
-        assert_eq!(percent(0.1), "10 %");
-        assert_eq!(percent(1.7), "100 %");
+        assert_eq!(percent(0.1), "10%");
+        assert_eq!(percent(1.7), "100%");
         assert_eq!(short_key("ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c"), "ea4a6c…46d22c");
         assert_eq!(short_key("abc"), "abc");
         assert_eq!(clock_utc(86_400_000 + 3_723_000), "01:02:03");

@@ -433,8 +433,14 @@ fn parse_u64(field: Field, text: &str, what: &'static str) -> Result<u64, FormEr
 }
 
 fn parse_f64(field: Field, text: &str, what: &'static str) -> Result<f64, FormError> {
-    let t = trimmed(text);
-    t.parse::<f64>().ok().filter(|v| v.is_finite()).ok_or_else(|| at(field, Problem::NotNumber { what }))
+    decimal(trimmed(text)).ok_or_else(|| at(field, Problem::NotNumber { what }))
+}
+
+/// A finite decimal number, written with `.` or, as in Indonesian, `,` as its decimal mark
+/// (`-0,75`); these fields never group thousands, so one comma and no point is a decimal mark.
+fn decimal(text: &str) -> Option<f64> {
+    let text = if !text.contains('.') && text.matches(',').count() == 1 { text.replace(',', ".") } else { text.into() };
+    text.parse::<f64>().ok().filter(|v| v.is_finite())
 }
 
 /// Comma-separated u32 words with `{task}` replaced by `task` (as `starling submit wgsl --params`).
@@ -680,9 +686,8 @@ fn wgsl_job(form: &JobForm, files: &[InputFile]) -> Result<Parts, FormError> {
     let comparison = match form.wgsl_tolerance.trim() {
         "" => Comparison::Exact,
         text => {
-            let rel = text
-                .parse::<f32>()
-                .ok()
+            let rel = decimal(text)
+                .map(|r| r as f32)
                 .filter(|r| r.is_finite() && *r >= 0.0)
                 .ok_or_else(|| at(Field::WgslTolerance, Problem::Tolerance))?;
             Comparison::Tolerance { rel, abs: rel }
@@ -697,6 +702,17 @@ mod tests {
 
     fn form(kind: JobKind) -> JobForm {
         JobForm { kind, ..JobForm::default() }
+    }
+
+    #[test]
+    fn decimals_take_a_point_or_a_comma() {
+        for (text, want) in [("-0.75", Some(-0.75)), ("-0,75", Some(-0.75)), ("3", Some(3.0)), ("0,0001", Some(0.0001))]
+        {
+            assert_eq!(decimal(text), want, "{text}");
+        }
+        for bad in ["1,000.5", "1,2,3", "1.2.3", "", "abc", "inf", "NaN", "1e999"] {
+            assert_eq!(decimal(bad), None, "{bad}");
+        }
     }
 
     #[test]

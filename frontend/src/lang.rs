@@ -83,6 +83,21 @@ impl I18n {
     }
 }
 
+/// Why a browser cannot hold keys, from the keystore's code (`KeyStorage::Page`'s `reason`), in
+/// the language shown; a reason this app does not know is shown as it came.
+pub fn key_storage_reason(i18n: I18n, code: &str) -> String {
+    match code {
+        "no-webcrypto" => tr!(i18n, key_reason.no_webcrypto),
+        "no-indexeddb" => tr!(i18n, key_reason.no_indexeddb),
+        "indexeddb-refused" => tr!(i18n, key_reason.indexeddb_refused),
+        "no-ed25519" => tr!(i18n, key_reason.no_ed25519),
+        "no-key-storage" => tr!(i18n, key_reason.no_key_storage),
+        "old-engine" => tr!(i18n, key_reason.old_engine),
+        other => return other.to_string(),
+    }
+    .to_string()
+}
+
 pub fn use_i18n() -> I18n {
     expect_context::<I18n>()
 }
@@ -90,8 +105,12 @@ pub fn use_i18n() -> I18n {
 /// Picks the language, provides it and keeps the page in step with it.
 pub fn provide() -> I18n {
     let stored = browser::stored(CHOSEN_LANGUAGE);
-    let preferred: Vec<String> =
-        browser::window().navigator().languages().iter().filter_map(|l| l.as_string()).collect();
+    let navigator = browser::window().navigator();
+    let mut preferred: Vec<String> = navigator.languages().iter().filter_map(|l| l.as_string()).collect();
+    if preferred.is_empty() {
+        // Some browsers list none; their one language then decides (as in index.html).
+        preferred.extend(navigator.language());
+    }
     let language = languages::pick(stored.as_deref(), preferred.iter().map(String::as_str));
     let locale = Locale::from_str(language.tag).unwrap_or_default();
     // Before the first render, so the first paint already reads right.
@@ -181,7 +200,8 @@ pub fn LanguagePicker() -> impl IntoView {
             <select
                 node_ref=select
                 data-testid="language-picker"
-                aria-label=tr!(i18n, nav.language)
+                // In every language the app has: whoever cannot read the current one still finds it.
+                aria-label=languages::PICKER_LABEL
                 on:change:target=move |ev| {
                     let tag = ev.target().value();
                     if let Ok(locale) = Locale::from_str(&tag) {

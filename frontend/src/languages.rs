@@ -22,16 +22,21 @@ pub const LANGUAGES: [Language; 3] = [
     Language { tag: "zh-Hans", name: "简体中文" },
 ];
 
+/// The language picker's accessible name, in each of the app's languages.
+pub const PICKER_LABEL: &str = "Language · Bahasa · 语言";
+
 /// The language for a tag the browser or the device's storage gives (`id-ID`, `zh-CN`, `zh-Hans`,
 /// `en-US`), by its primary subtag. Traditional Chinese tags (`zh-TW`, `zh-HK`, `zh-Hant`) match
-/// nothing: Simplified Chinese is not what those readers asked for.
+/// nothing: Simplified Chinese is not what those readers asked for, unless the tag names the
+/// Simplified script itself (`zh-Hans-HK`).
 pub fn matching(tag: &str) -> Option<Language> {
-    let tag = tag.trim().to_ascii_lowercase();
-    let primary = tag.split(['-', '_']).next().unwrap_or("");
-    match primary {
+    let tag = tag.trim().to_ascii_lowercase().replace('_', "-");
+    let subtags: Vec<&str> = tag.split('-').collect();
+    match subtags[0] {
         "en" => Some(LANGUAGES[0]),
         "id" | "in" => Some(LANGUAGES[1]),
-        "zh" if ["-hant", "-tw", "-hk", "-mo"].iter().any(|t| tag.replace('_', "-").contains(t)) => None,
+        "zh" if subtags.contains(&"hans") => Some(LANGUAGES[2]),
+        "zh" if subtags.iter().any(|t| ["hant", "tw", "hk", "mo"].contains(t)) => None,
         "zh" => Some(LANGUAGES[2]),
         _ => None,
     }
@@ -57,6 +62,10 @@ mod tests {
         assert_eq!(tag(None, &["zh-CN", "en"]), "zh-Hans");
         assert_eq!(tag(None, &["zh"]), "zh-Hans");
         assert_eq!(tag(None, &["zh-Hans-SG"]), "zh-Hans");
+        assert_eq!(tag(None, &["zh-Hans-HK", "en"]), "zh-Hans", "the script decides over the region");
+        assert_eq!(tag(None, &["zh-TW", "en"]), "en");
+        assert_eq!(tag(None, &["zh-Hant-CN", "id"]), "id");
+        assert_eq!(tag(None, &["inh", "zha", "en"]), "en", "only whole subtags match");
         assert_eq!(tag(None, &["fr-FR", "id"]), "id");
         assert_eq!(tag(None, &["zh-TW", "en-GB"]), "en");
         assert_eq!(tag(None, &["de", "fr"]), "en");

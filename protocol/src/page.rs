@@ -124,13 +124,14 @@ pub enum KeyStorage {
     /// the secret the page passed is the held key now, and the page deletes its copy.
     Held { migrated: bool },
     /// In the page's storage, where scripts on the page can read it, because the browser cannot
-    /// hold Ed25519 keys (`reason`).
+    /// hold Ed25519 keys: `reason` is a code (`no-webcrypto`, `no-indexeddb`, `indexeddb-refused`,
+    /// `no-ed25519`, `no-key-storage`, `old-engine`) the page words in its language.
     Page { reason: String },
 }
 
 impl Default for KeyStorage {
     fn default() -> Self {
-        KeyStorage::Page { reason: "this compute engine predates the keystore".into() }
+        KeyStorage::Page { reason: "old-engine".into() }
     }
 }
 

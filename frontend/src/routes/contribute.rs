@@ -120,7 +120,10 @@ pub fn Contribute() -> impl IntoView {
                         let held = matches!(storage, KeyStorage::Held { .. });
                         let note = match storage {
                             KeyStorage::Held { .. } => tr!(i18n, contribute.key_held).to_string(),
-                            KeyStorage::Page { reason } => format::fill(tr!(i18n, contribute.key_in_page), &[("reason", &reason)]),
+                            KeyStorage::Page { reason } => format::fill(
+                                tr!(i18n, contribute.key_in_page),
+                                &[("reason", &crate::lang::key_storage_reason(i18n, &reason))],
+                            ),
                         };
                         view! {
                             <p class=if held { "hint" } else { "hint warning" } data-testid="worker-key-storage" data-held=held.to_string()>

@@ -72,7 +72,10 @@ pub fn Dashboard() -> impl IntoView {
 fn key_storage_note(i18n: I18n, storage: &KeyStorage) -> String {
     match storage {
         KeyStorage::Held { .. } => tr!(i18n, dashboard.key_held).to_string(),
-        KeyStorage::Page { reason } => format::fill(tr!(i18n, dashboard.key_in_page), &[("reason", reason)]),
+        KeyStorage::Page { reason } => format::fill(
+            tr!(i18n, dashboard.key_in_page),
+            &[("reason", &crate::lang::key_storage_reason(i18n, reason))],
+        ),
     }
 }
 

@@ -7,7 +7,9 @@
 // keystore existed, with its public key) or freshly generated. The result is
 //   { held: { key: CryptoKey, publicKey: Uint8Array(32), created: bool } }
 // or, where this browser cannot hold Ed25519 keys at all,
-//   { unsupported: "<why>" }
+//   { unsupported: "<code>", detail: "<the browser's words>" }
+// with code one of no-webcrypto, no-indexeddb, indexeddb-refused, no-ed25519, no-key-storage (the
+// app words each in the person's language).
 // "Unsupported" covers a browser without Ed25519 in WebCrypto, an IndexedDB it refuses to open for
 // this site (private windows, storage blocked), and one that cannot store a CryptoKey
 // (DataCloneError); in each case there is no held key to lose. Anything else that goes wrong (a
@@ -56,14 +58,14 @@ async function create(seed, publicKey) {
 }
 
 export async function openKey(name, seed, publicKey) {
-  if (!globalThis.crypto || !crypto.subtle) return { unsupported: 'this page has no WebCrypto (it needs HTTPS)' };
-  if (!globalThis.indexedDB) return { unsupported: 'this browser offers no IndexedDB here' };
+  if (!globalThis.crypto || !crypto.subtle) return { unsupported: 'no-webcrypto', detail: 'no crypto.subtle' };
+  if (!globalThis.indexedDB) return { unsupported: 'no-indexeddb', detail: 'no indexedDB' };
   let db;
   try {
     db = await openDatabase();
   } catch (error) {
     if (error && (error.name === 'InvalidStateError' || error.name === 'SecurityError')) {
-      return { unsupported: `this browser does not let this site keep data in IndexedDB: ${error.message}` };
+      return { unsupported: 'indexeddb-refused', detail: `${error.name}: ${error.message}` };
     }
     throw error;
   }
@@ -77,7 +79,7 @@ export async function openKey(name, seed, publicKey) {
     try {
       record = await create(seed, publicKey);
     } catch (error) {
-      if (unsupported(error)) return { unsupported: `this browser's WebCrypto has no Ed25519: ${error.message}` };
+      if (unsupported(error)) return { unsupported: 'no-ed25519', detail: `${error.name}: ${error.message}` };
       throw error;
     }
     // Another tab may have created one meanwhile: the first kept wins, in one transaction.
@@ -92,7 +94,7 @@ export async function openKey(name, seed, publicKey) {
       } catch (error) {
         tx.abort();
         if (error && error.name === 'DataCloneError') {
-          return { unsupported: `this browser cannot store a WebCrypto key: ${error.message}` };
+          return { unsupported: 'no-key-storage', detail: `${error.name}: ${error.message}` };
         }
         throw error;
       }

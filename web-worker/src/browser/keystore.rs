@@ -95,8 +95,13 @@ pub struct Held {
 #[derive(Debug)]
 pub enum Opened {
     Held(Box<Held>),
-    /// This browser cannot hold Ed25519 keys; why, in words.
-    Unsupported(String),
+    /// This browser cannot hold Ed25519 keys: why, as a code (`no-webcrypto`, `no-indexeddb`,
+    /// `indexeddb-refused`, `no-ed25519`, `no-key-storage`) the app words in the person's language,
+    /// and the browser's own words.
+    Unsupported {
+        code: String,
+        detail: String,
+    },
 }
 
 /// The key kept under `name` in this origin's keystore, created when there is none: from `legacy`
@@ -107,8 +112,8 @@ pub async fn open(name: &str, legacy: Option<&Keypair>) -> Result<Opened, String
     let seed = legacy.map(|k| k.seed().to_vec());
     let public = legacy.map(|k| k.public().0.to_vec());
     let found = open_key(name, seed, public).await.map_err(|e| format!("the keystore failed: {}", describe(&e)))?;
-    if let Some(why) = get(&found, "unsupported").as_string() {
-        return Ok(Opened::Unsupported(why));
+    if let Some(code) = get(&found, "unsupported").as_string() {
+        return Ok(Opened::Unsupported { code, detail: get(&found, "detail").as_string().unwrap_or_default() });
     }
     let held = get(&found, "held");
     let key = get(&held, "key");

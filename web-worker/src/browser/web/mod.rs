@@ -453,9 +453,11 @@ async fn open_worker_key(
             let told = WorkerEvent::key_held(held.signer.public(), held.migrated);
             (held.signer, told)
         }
-        keystore::Opened::Unsupported(why) => {
+        keystore::Opened::Unsupported { code, detail } => {
+            let message = format!("this browser cannot hold the worker key ({code}: {detail}); the page keeps it");
+            post(scope, &WorkerEvent::log(LogLevel::Warn, message));
             let key = legacy.unwrap_or_else(Keypair::generate);
-            let told = WorkerEvent::key_in_page(&key, why);
+            let told = WorkerEvent::key_in_page(&key, code);
             (Signer::Memory(key), told)
         }
     };
