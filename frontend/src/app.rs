@@ -44,10 +44,12 @@ pub fn App() -> impl IntoView {
     let online = RwSignal::new(browser::is_online());
     watch_connectivity(online);
     provide_context(Connectivity { online });
+    provide_context(crate::routes::dashboard::JobDraft::new());
 
     let contributing = move || contributor.wanted.get() && contributor.status.with(|s| s.state.is_active());
     // Drawn again when the language changes: words are read once per drawing (`lang::tr`), and
-    // what lives longer than a page (the contributor, connectivity, the language) sits above.
+    // what lives longer than a page (the contributor, connectivity, the language, the job being
+    // written) sits above.
     move || {
         let _language = i18n.get();
         app_view(i18n, contributing, online)

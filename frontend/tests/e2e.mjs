@@ -407,6 +407,12 @@ try {
       await phone.screenshot({ path: join(SHOTS, `${name}-${short}-phone.png`), fullPage: true });
     }
   }
+  // A job being written survives a change of language (the app redraws in the new words).
+  await phone.goto(`${base}/dashboard`);
+  await phone.getByTestId('job-label').fill('kept across languages');
+  await phone.getByTestId('language-picker').selectOption('id');
+  await until('the dashboard to switch to id', async () => (await phone.evaluate(() => document.documentElement.lang)) === 'id', 10_000);
+  assert.equal(await phone.getByTestId('job-label').inputValue(), 'kept across languages', 'a language change lost the job form');
   // Back to the browser's language for the steps below (they read English words).
   await phone.evaluate(() => localStorage.removeItem('starling.language'));
   await phone.close();

@@ -153,11 +153,30 @@ enum Submission {
     Failed(String),
 }
 
+/// The job being written (its fields and picked files), provided above the app's redraw on a
+/// change of language, so nothing typed is lost then (or on a visit to another page).
+#[derive(Debug, Clone, Copy)]
+pub struct JobDraft {
+    form: RwSignal<JobForm>,
+    files: RwSignal<Vec<InputFile>>,
+}
+
+impl JobDraft {
+    pub fn new() -> Self {
+        JobDraft { form: RwSignal::new(JobForm::default()), files: RwSignal::new(Vec::new()) }
+    }
+}
+
+impl Default for JobDraft {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 #[component]
 fn JobFormPanel() -> impl IntoView {
     let i18n = use_i18n();
-    let form = RwSignal::new(JobForm::default());
-    let files: RwSignal<Vec<InputFile>> = RwSignal::new(Vec::new());
+    let JobDraft { form, files } = use_context::<JobDraft>().unwrap_or_default();
     let error: RwSignal<Option<FormError>> = RwSignal::new(None);
     let wgsl_failure: RwSignal<Option<String>> = RwSignal::new(None);
     let submission = RwSignal::new(Submission::Idle);
