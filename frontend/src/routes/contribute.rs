@@ -237,7 +237,8 @@ fn device_text(i18n: I18n) -> String {
 /// The worker's own reason for its state. The worker words it in English (`web-worker`); in
 /// another language the page says what it can know itself: why it pauses (from the same
 /// settings and readings the worker decides with, `pacing::pause_reason`), or its own sentence
-/// for starting and resting. Connection and error details stay as the worker gave them.
+/// for starting and resting; connection and error details, as the worker gave them, inside a
+/// sentence in the page's language.
 fn worker_reason(i18n: I18n, contributor: Contributor, line: &worker_protocol::StateLine) -> String {
     if lang::is_english(i18n) {
         return line.detail.clone();
@@ -263,6 +264,10 @@ fn worker_reason(i18n: I18n, contributor: Contributor, line: &worker_protocol::S
             Some(why) => format::fill(tr!(i18n, worker_state.pausing_after_task), &[("why", &why)]),
             None => state_detail(i18n, "working_task").to_string(),
         },
+        // The worker's own words are technical (a close code, an HTTP status): kept as the detail
+        // of a sentence in the page's language.
+        "connecting" => format::fill(tr!(i18n, worker_state.retrying), &[("why", &line.detail)]),
+        "error" => format::fill(tr!(i18n, worker_state.error_because), &[("why", &line.detail)]),
         _ => line.detail.clone(),
     }
 }
