@@ -13,6 +13,7 @@
 //! - [`machine`]: every worker's decisions (handshake, assignments, slots, cancels, heartbeats,
 //!   backoff, duty cycle, pauses, registration) as one pure state machine: events in, actions
 //!   out. Both workers are thin drivers of it.
+//! - [`outbox`]: the order frames leave in while a WebCrypto key signs one (the browser glue).
 //! - `native` (not on wasm32): the native worker, driving the machine with tokio, WebSockets,
 //!   HTTP and the engine.
 //! - [`browser`]: the browser worker. Its page side is plain Rust, built and tested everywhere;
@@ -40,6 +41,7 @@ pub use starling_kernels as kernels;
 pub mod machine;
 #[cfg(all(feature = "gpu", not(target_arch = "wasm32")))]
 pub mod native;
+pub mod outbox;
 pub mod pacing;
 pub mod relay_urls;
 #[cfg(not(target_arch = "wasm32"))]

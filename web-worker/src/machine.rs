@@ -1013,3 +1013,14 @@ fn relay_message_name(message: &RelayMessage) -> &'static str {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+
+    /// An `auth` frame answering the challenge `[7; 32]`, for `key` to sign.
+    pub(crate) fn auth_to_sign(key: &Keypair) -> ToSign {
+        let bytes = auth_bytes(&Hash32([7; 32]), &key.public());
+        ToSign::new(WorkerMessage::Auth { signature: UNSIGNED }, vec![(Slot::Auth, bytes)])
+    }
+}

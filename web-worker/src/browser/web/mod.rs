@@ -14,6 +14,7 @@ pub mod timer;
 use super::keystore::{self, Signer};
 use super::page::{LogLevel, PageMessage, State, Status, WorkerEvent, parse_secret_key};
 use crate::machine::{Action, ConnId, LeaseUpload, Machine, TaskFailure, TaskOutput, ToSign};
+use crate::outbox::{Frame, Next, Outbox};
 use crate::pacing::Settings;
 use compute::{Compute, Opened, open_compute};
 use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
@@ -25,7 +26,7 @@ use starling_protocol::limits::MAX_INLINE_OUTPUT_BYTES;
 use starling_protocol::sign::Keypair;
 use starling_protocol::worker::Assignment;
 use starling_protocol::{LeaseId, sha256};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::Poll;
@@ -90,8 +91,8 @@ struct Glue {
     signer: Option<(Rc<Signer>, WorkerEvent)>,
     /// The keystore opening the worker key for a `start`, which waits for it.
     keying: Option<LocalBoxFuture<'static, Keyed>>,
-    /// Frames waiting for the one being signed (frames go out in the machine's order).
-    outbox: VecDeque<(ConnId, Frame)>,
+    /// Frames in the machine's order, some waiting for the one being signed.
+    outbox: Outbox,
     /// The frame being signed by a held key, and the connection it goes to.
     signing: Option<(ConnId, LocalBoxFuture<'static, Result<String, String>>)>,
     /// For sockets to report on.
@@ -103,12 +104,6 @@ struct Glue {
     inputs: Rc<blobs::InputCache>,
     /// The armed timer and the deadline it is for.
     timer: Option<(u64, Sleep)>,
-}
-
-/// A frame for the relay: ready, or waiting for the worker key's signatures.
-enum Frame {
-    Text(String),
-    Sign(ToSign),
 }
 
 /// The worker key opened for a `start` (or why it could not be).
@@ -138,7 +133,7 @@ impl Glue {
             machine: Machine::new(jitter_seed),
             signer: None,
             keying: None,
-            outbox: VecDeque::new(),
+            outbox: Outbox::default(),
             signing: None,
             events,
             sockets: HashMap::new(),
@@ -169,6 +164,7 @@ impl Glue {
                 {
                     let conn = *conn;
                     self.signing = None;
+                    self.outbox.signed();
                     return Poll::Ready(Wake::Signed(conn, text));
                 }
                 if let Some(opening) = &mut self.opening
@@ -283,34 +279,27 @@ impl Glue {
 
     /// Sends frames from the outbox in order until one must wait for a held key's signature.
     fn pump(&mut self) {
-        while self.signing.is_none() {
-            let Some((conn, frame)) = self.outbox.pop_front() else { return };
-            if !self.sockets.contains_key(&conn) {
-                // Its connection is gone: nothing to send, nothing to sign.
-                continue;
-            }
-            match frame {
-                Frame::Text(text) => self.send_now(conn, &text),
-                Frame::Sign(message) => {
-                    let Some(signer) = self.signer.as_ref().map(|(signer, _)| signer.clone()) else {
-                        let why = "no worker key to sign with";
-                        post(&self.scope, &WorkerEvent::log(LogLevel::Error, format!("a frame was not sent: {why}")));
-                        continue;
-                    };
-                    if let Some(key) = signer.memory() {
-                        self.send_now(conn, &message.sign_with(key));
-                        continue;
+        let signer = self.signer.as_ref().map(|(signer, _)| signer.clone());
+        let memory = signer.as_deref().and_then(Signer::memory);
+        let sockets = &self.sockets;
+        while let Some(next) = self.outbox.next(|conn| sockets.contains_key(&conn), memory) {
+            match next {
+                Next::Send(conn, text) => self.send_now(conn, &text),
+                Next::Sign(conn, message) => match &signer {
+                    Some(signer) => self.signing = Some((conn, Box::pin(sign_frame(signer.clone(), message)))),
+                    None => {
+                        let why = "a frame was not sent: no worker key to sign with";
+                        post(&self.scope, &WorkerEvent::log(LogLevel::Error, why));
+                        self.outbox.signed();
                     }
-                    self.signing = Some((conn, Box::pin(sign_frame(signer, message))));
-                }
+                },
             }
         }
     }
 
     /// Forgets the frames for `conn`, queued or being signed (its connection is gone).
     fn drop_frames(&mut self, conn: ConnId) {
-        self.outbox.retain(|(to, _)| *to != conn);
-        if self.signing.as_ref().is_some_and(|(to, _)| *to == conn) {
+        if self.outbox.close(conn) {
             self.signing = None;
         }
     }
@@ -353,11 +342,11 @@ impl Glue {
                 }
             },
             Action::Send { conn, text } => {
-                self.outbox.push_back((conn, Frame::Text(text)));
+                self.outbox.push(conn, Frame::Text(text));
                 self.pump();
             }
             Action::SignAndSend { conn, message } => {
-                self.outbox.push_back((conn, Frame::Sign(message)));
+                self.outbox.push(conn, Frame::Sign(message));
                 self.pump();
             }
             Action::Close { conn } => {
