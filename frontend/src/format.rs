@@ -159,6 +159,15 @@ pub fn fixed(value: f64, digits: usize) -> String {
     decimal_mark(format!("{value:.digits$}"))
 }
 
+/// A chart's axis label ([`crate::chart::tick_label`]) in the style: whole numbers grouped
+/// (`12,000`), others with the style's decimal mark.
+pub fn tick(label: String) -> String {
+    match label.parse::<u64>() {
+        Ok(whole) => count(whole),
+        Err(_) => decimal_mark(label),
+    }
+}
+
 /// A count with thousands separated.
 pub fn count(value: u64) -> String {
     thousands(u128::from(value))
@@ -362,6 +371,9 @@ mod tests {
         assert_eq!(bytes(1536), "1.5 KiB");
         assert_eq!(bytes(3 << 20), "3.0 MiB");
         assert_eq!(bytes(512 << 20), "512 MiB");
+        assert_eq!(tick("12000".into()), count(12_000));
+        assert_ne!(tick("12000".into()), "12000", "whole ticks are grouped");
+        assert_eq!(tick("2.5".into()), "2.5");
         assert_eq!(percent(0.1), "10%");
         assert_eq!(percent(1.7), "100%");
         assert_eq!(short_key("ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c"), "ea4a6c…46d22c");

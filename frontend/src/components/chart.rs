@@ -100,7 +100,7 @@ pub fn LineChart(
                         .map(|(value, y)| {
                             view! {
                                 <line class="gridline" x1=frame.left x2=right y1=y y2=y></line>
-                                <text class="tick" x=frame.left - 6.0 y=y + 4.0 text-anchor="end">{format::decimal_mark(chart::tick_label(value))}</text>
+                                <text class="tick" x=frame.left - 6.0 y=y + 4.0 text-anchor="end">{format::tick(chart::tick_label(value))}</text>
                             }
                         })
                         .collect_view();
