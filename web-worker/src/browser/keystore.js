@@ -5,7 +5,7 @@
 // openKey(name, seed, publicKey) returns the key kept under `name`, creating it first when there
 // is none: imported from `seed` (a 32-byte Ed25519 seed the app kept in localStorage before this
 // keystore existed, with its public key) or freshly generated. The result is
-//   { held: { key: CryptoKey, publicKey: Uint8Array(32), created: bool } }
+//   { held: { key: CryptoKey, publicKey: Uint8Array(32) } }
 // or, where this browser cannot hold Ed25519 keys at all,
 //   { unsupported: "<code>", detail: "<the browser's words>" }
 // with code one of no-webcrypto, no-indexeddb, indexeddb-refused, no-ed25519, no-key-storage (the
@@ -73,7 +73,7 @@ export async function openKey(name, seed, publicKey) {
     const found = await settle(db.transaction(STORE).objectStore(STORE).get(name));
     if (found !== undefined) {
       if (!valid(found)) throw new Error(`the stored ${name} key is not a usable Ed25519 key`);
-      return { held: { key: found.key, publicKey: found.publicKey, created: false } };
+      return { held: { key: found.key, publicKey: found.publicKey } };
     }
     let record;
     try {
@@ -104,7 +104,7 @@ export async function openKey(name, seed, publicKey) {
       tx.onerror = () => reject(tx.error);
       tx.onabort = () => reject(tx.error || new Error('the key was not saved'));
     });
-    return { held: { key: kept.key, publicKey: kept.publicKey, created: kept === record } };
+    return { held: { key: kept.key, publicKey: kept.publicKey } };
   } finally {
     db.close();
   }
@@ -112,9 +112,4 @@ export async function openKey(name, seed, publicKey) {
 
 export async function sign(key, bytes) {
   return new Uint8Array(await crypto.subtle.sign(ALGORITHM, key, bytes));
-}
-
-// Whether `key` could be read out by a script (for the tests: it must not be).
-export function extractable(key) {
-  return key.extractable;
 }

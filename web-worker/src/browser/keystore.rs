@@ -19,8 +19,6 @@ extern "C" {
     async fn open_key(name: &str, seed: Option<Vec<u8>>, public_key: Option<Vec<u8>>) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(catch, js_name = sign)]
     async fn sign_js(key: &JsValue, bytes: &[u8]) -> Result<JsValue, JsValue>;
-    #[wasm_bindgen(js_name = extractable)]
-    fn extractable_js(key: &JsValue) -> bool;
 }
 
 /// A key that signs: held by the browser, or (the fallback) in memory.
@@ -46,14 +44,6 @@ impl Signer {
         match self {
             Signer::Held { public, .. } => *public,
             Signer::Memory(key) => key.public(),
-        }
-    }
-
-    /// Whether the secret is out of every script's reach (a held key that is not extractable).
-    pub fn protected(&self) -> bool {
-        match self {
-            Signer::Held { key, .. } => !extractable_js(key),
-            Signer::Memory(_) => false,
         }
     }
 
@@ -84,8 +74,6 @@ impl Signer {
 #[derive(Debug)]
 pub struct Held {
     pub signer: Signer,
-    /// Created by this call (from `legacy`, or freshly generated).
-    pub created: bool,
     /// `legacy` is the held key (imported now or before), checked by signing: the caller's copy
     /// may go, once the caller has checked its storage still holds that very key.
     pub migrated: bool,
@@ -121,7 +109,6 @@ pub async fn open(name: &str, legacy: Option<&Keypair>) -> Result<Opened, String
         .to_vec()
         .try_into()
         .map_err(|_| "the keystore's public key is not 32 bytes".to_string())?;
-    let created = get(&held, "created").as_bool().unwrap_or(false);
     let signer = Signer::Held { public: PublicKey(public), key };
     // Ed25519 signatures are deterministic: the held key is the legacy seed exactly when both sign
     // a probe alike. (A browser whose Ed25519 were randomised would keep the legacy copy: safe.)
@@ -132,7 +119,7 @@ pub async fn open(name: &str, legacy: Option<&Keypair>) -> Result<Opened, String
         }
         _ => false,
     };
-    Ok(Opened::Held(Box::new(Held { signer, created, migrated })))
+    Ok(Opened::Held(Box::new(Held { signer, migrated })))
 }
 
 fn get(object: &JsValue, field: &str) -> JsValue {
