@@ -1,13 +1,15 @@
 // Starling's service worker: the app opens offline, and the relay's API says clearly when it
 // cannot be reached.
 //
-// - The app shell (index.html, style.css, the manifest, icons, the app's wasm module and its JS)
-//   is precached at install and served cache-first, so the app starts without a network. Any page
-//   address (deep links like /jobs/12) gets the cached index.html.
-// - The compute engine (worker.js, the engine's wasm module and its JS) is not downloaded until the
-//   person presses Start; its first fetch is kept in the same cache if its SHA-256 is this build's
-//   (a fetch that raced a deploy is used once, not kept), so contributing works offline from then
-//   on, and a new build drops it with the rest.
+// - The app shell (index.html, style.css, the manifest, icons, the app's main wasm module, its JS
+//   and chunk loader, and the chunks of Contribute, the page "/" opens) is precached at install and
+//   served cache-first, so the app starts without a network. Any page address (deep links like
+//   /jobs/12) gets the cached index.html.
+// - What a first visit does not need is not downloaded until it is used: the compute engine
+//   (worker.js, the engine's wasm module and its JS) when the person presses Start, and the other
+//   pages' chunks when the page is first shown. Its first fetch is kept in the same cache if its
+//   SHA-256 is this build's (a fetch that raced a deploy is used once, not kept), so it works
+//   offline from then on, and a new build drops it with the rest.
 // - /v1 API calls go to the network first. Offline, a GET gets its last good answer where one was
 //   kept; otherwise every API call gets a JSON error the app shows in words:
 //   {"code": "offline", "message": "<a sentence>"} when the device is offline, or
@@ -134,7 +136,7 @@ async function asset(event, request) {
   }
 }
 
-// Keeps an engine file fetched on first use, under its path, in this build's shell cache, if its
+// Keeps an engine file or page chunk fetched on first use, under its path, in this build's shell cache, if its
 // bytes are this build's.
 async function keepOnFirstUse(path, response, sha256) {
   try {

@@ -6,8 +6,9 @@ use crate::browser;
 use crate::compute::Contributor;
 use crate::lang::{self, LanguagePicker};
 use crate::lang::{I18n, tr, use_i18n};
-use crate::routes::{contribute::Contribute, dashboard::Dashboard, job::JobPage, network::Network};
+use crate::routes::lazy::{ContributeRoute, DashboardRoute, JobRoute, NetworkRoute};
 use leptos::prelude::*;
+use leptos_router::Lazy;
 use leptos_router::components::{A, Redirect, Route, Router, Routes};
 use leptos_router::path;
 use wasm_bindgen::JsCast;
@@ -89,10 +90,10 @@ fn app_view(
             <main id="main" tabindex="-1">
                 <Routes fallback=NotFound>
                     <Route path=path!("/") view=|| view! { <Redirect path="/contribute"/> }/>
-                    <Route path=path!("/contribute") view=Contribute/>
-                    <Route path=path!("/dashboard") view=Dashboard/>
-                    <Route path=path!("/jobs/:id") view=JobPage/>
-                    <Route path=path!("/network") view=Network/>
+                    <Route path=path!("/contribute") view={Lazy::<ContributeRoute>::new()}/>
+                    <Route path=path!("/dashboard") view={Lazy::<DashboardRoute>::new()}/>
+                    <Route path=path!("/jobs/:id") view={Lazy::<JobRoute>::new()}/>
+                    <Route path=path!("/network") view={Lazy::<NetworkRoute>::new()}/>
                 </Routes>
             </main>
         </Router>

@@ -14,7 +14,8 @@
 //     each language (en, id, zh-Hans) at 360 px: no raw key, <html lang> and the nav in that
 //     language, no overflow (screenshots <page>-<en|id|zh>-phone.png).
 //  5. PWA: Page.getInstallabilityErrors is empty; offline, a reload shows the app shell and the
-//     offline state.
+//     offline state, and a page whose code is not on the device says so.
+//  The app is split at its pages: a first visit to Contribute fetches Contribute's code only.
 //
 // Run by scripts/test-browser-e2e.sh (which builds what it needs); env: STARLING_BIN, WWW_DIR,
 // SCREENSHOTS, CHROMIUM, NPM_DIR (where playwright-core is installed).
@@ -190,6 +191,23 @@ try {
   assert.equal(await engineFetched(), false, 'the page fetched the compute engine before Start');
   assert.equal(await engineCached(), false, 'the service worker precached the compute engine');
   assert.equal(await contribute.evaluate(async () => (await caches.match('/pkg/starling_frontend_bg.wasm')) !== undefined), true, 'the app shell is not precached');
+  // The app is split at its pages: a first visit to Contribute fetched Contribute's code and no
+  // other page's; the service worker precached Contribute's chunks (the installed app opens on it
+  // offline) and not the other pages'.
+  const pageChunks = (page) => page.evaluate(() => performance.getEntriesByType('resource')
+    .map((e) => new URL(e.name).pathname).filter((path) => /\/split_page_\w+\.wasm$/.test(path)).map((path) => path.split('/').pop()));
+  assert.deepEqual(await pageChunks(contribute), ['split_page_contribute.wasm'], 'a first visit to Contribute fetched other pages');
+  const cachedPageChunks = () => contribute.evaluate(async () => {
+    const found = [];
+    for (const name of await caches.keys()) {
+      for (const request of await (await caches.open(name)).keys()) {
+        const m = new URL(request.url).pathname.match(/\/(split_page_\w+\.wasm)$/);
+        if (m) found.push(m[1]);
+      }
+    }
+    return found.sort();
+  });
+  assert.deepEqual(await cachedPageChunks(), ['split_page_contribute.wasm'], 'the service worker precached other pages');
   // Keys an earlier version kept as plain hex in localStorage: the keystore imports them on first
   // use (the worker's at Start, the client's when the Dashboard opens) and the hex goes.
   const [workerSeed, clientSeed] = ['a1'.repeat(32), 'b2'.repeat(32)];
@@ -490,6 +508,23 @@ try {
   await dashboard.setViewportSize({ width: 360, height: 740 });
   await dashboard.screenshot({ path: join(SHOTS, 'offline-phone.png') });
   console.log('installable; offline reload shows the app shell');
+  // Every page shown before was kept for offline use; a page whose code the device does not have
+  // (its chunk dropped from the cache here) says so offline, and the app keeps running.
+  assert.deepEqual(await cachedPageChunks(), ['split_page_contribute.wasm', 'split_page_dashboard.wasm', 'split_page_job.wasm', 'split_page_network.wasm'],
+    'the pages shown were not kept for offline use');
+  await dashboard.evaluate(async () => {
+    for (const name of await caches.keys()) {
+      const cache = await caches.open(name);
+      for (const request of await cache.keys()) if (request.url.endsWith('/split_page_dashboard.wasm')) await cache.delete(request);
+    }
+  });
+  await dashboard.getByTestId('nav-dashboard').click();
+  await dashboard.getByTestId('page-not-loaded').waitFor({ timeout: 30_000 });
+  assert.match(await dashboard.getByTestId('page-not-loaded').textContent(), /offline/);
+  await dashboard.screenshot({ path: join(SHOTS, 'page-not-loaded-phone.png') });
+  await dashboard.getByTestId('nav-network').click();
+  await dashboard.getByTestId('page-network').waitFor({ timeout: 30_000 });
+  console.log('offline, a page never kept says so, and the app goes on');
 
   assert.deepEqual(consoleErrors, [], `uncaught errors in the page: ${consoleErrors.join('\n')}`);
   assert.deepEqual(cspViolations, [], `the app broke its own Content-Security-Policy: ${cspViolations.join('\n')}`);

@@ -25,3 +25,4 @@ impl Alive {
         self.0.load(Ordering::Relaxed)
     }
 }
+pub mod lazy;
