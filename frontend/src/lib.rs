@@ -62,6 +62,10 @@ use locales::i18n;
 #[wasm_bindgen::prelude::wasm_bindgen(start)]
 pub fn start() {
     use wasm_bindgen::JsCast;
+    // The compute engine's Web Worker instantiates this module too (`engine_main`): no page there.
+    if js_sys::global().dyn_into::<web_sys::Window>().is_err() {
+        return;
+    }
     // A panic in wasm surfaces only as "unreachable": say what it was.
     std::panic::set_hook(Box::new(|info| web_sys::console::error_1(&format!("starling: {info}").into())));
     let Some(root) = browser::window().document().and_then(|d| d.get_element_by_id("app")) else {
@@ -71,4 +75,22 @@ pub fn start() {
     root.set_inner_html("");
     let root: web_sys::HtmlElement = root.unchecked_into();
     leptos::mount::mount_to(root, app::App).forget();
+}
+
+/// The compute engine, a split point: its code is a chunk of its own that only the Web Worker
+/// fetches, and the worker shares this module's other code with the pages.
+#[cfg(target_arch = "wasm32")]
+#[leptos::wasm_split::wasm_split(engine, wasm_split_path = ::leptos::wasm_split, fallible)]
+fn run_engine() -> std::result::Result<(), routes::lazy::NotLoaded> {
+    starling_web_worker::browser::web::worker_main();
+    Ok(())
+}
+
+/// The compute engine's entry point, awaited by `www/worker.js` in a dedicated module Web Worker
+/// after `init()`: fetches the engine's code and starts it. Rejects when the code cannot be
+/// fetched (offline before the engine was ever kept, or a worker left across a deploy).
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub async fn engine_main() -> std::result::Result<(), wasm_bindgen::JsValue> {
+    run_engine().await.map_err(|_| wasm_bindgen::JsValue::from_str("the compute engine's code could not be fetched"))
 }

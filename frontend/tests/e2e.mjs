@@ -186,8 +186,15 @@ try {
   // worker's precache fetches it before Start.
   await contribute.waitForFunction(() => navigator.serviceWorker.ready.then(() => true), null, { timeout: 60_000 });
   await contribute.waitForFunction(() => navigator.serviceWorker.controller !== null, null, { timeout: 60_000 });
-  const engineCached = () => contribute.evaluate(async () => (await caches.match('/pkg/starling_web_worker_bg.wasm')) !== undefined);
-  const engineFetched = () => contribute.evaluate(() => performance.getEntriesByType('resource').some((e) => e.name.includes('starling_web_worker')));
+  // The engine is a chunk of the app's module (split_engine.wasm, with the shared chunks only it
+  // needs) that the worker fetches when it starts.
+  const engineCached = () => contribute.evaluate(async () => {
+    for (const name of await caches.keys()) {
+      for (const request of await (await caches.open(name)).keys()) if (request.url.endsWith('/split_engine.wasm')) return true;
+    }
+    return false;
+  });
+  const engineFetched = () => contribute.evaluate(() => performance.getEntriesByType('resource').some((e) => /split_engine|worker\.js/.test(e.name)));
   assert.equal(await engineFetched(), false, 'the page fetched the compute engine before Start');
   assert.equal(await engineCached(), false, 'the service worker precached the compute engine');
   assert.equal(await contribute.evaluate(async () => (await caches.match('/pkg/starling_frontend_bg.wasm')) !== undefined), true, 'the app shell is not precached');

@@ -17,8 +17,8 @@
 //! - `native` (not on wasm32): the native worker, driving the machine with tokio, WebSockets,
 //!   HTTP and the engine.
 //! - [`browser`]: the browser worker. Its page side is plain Rust, built and tested everywhere;
-//!   its Web Worker glue and the exported `worker_main` exist on wasm32 with the `gpu` feature
-//!   (WebGPU through wgpu).
+//!   its Web Worker glue and `worker_main` exist on wasm32 with the `gpu` feature (WebGPU through
+//!   wgpu); the web app (starling-frontend) links them in and exports the entry point.
 //! - [`pacing`]: duty-cycle rest and pause rules.
 //! - [`escrow`]: what both workers sign for the escrow (results, registration), and what they
 //!   refuse to sign.

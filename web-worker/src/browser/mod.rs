@@ -8,8 +8,9 @@
 //! - [`crate::machine`]: every decision (handshake, assignments, heartbeats, backoff, duty cycle,
 //!   pause), as a pure state machine shared with the native worker: events in, actions out.
 //! - `web` (wasm32 with the `gpu` feature): the thin glue that carries out the machine's actions
-//!   with the browser's APIs (WebSocket, fetch, timers, WebGPU through wgpu) and exports
-//!   `worker_main`, which `www/worker.js` calls.
+//!   with the browser's APIs (WebSocket, fetch, timers, WebGPU through wgpu), started by
+//!   `worker_main`. The web app links it in as a split chunk of its own module and exports
+//!   `engine_main`, which `www/worker.js` calls: the worker downloads only the engine's own code.
 
 #[cfg(all(target_arch = "wasm32", feature = "keystore"))]
 pub mod keystore;

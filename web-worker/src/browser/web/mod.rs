@@ -32,7 +32,6 @@ use std::rc::Rc;
 use std::task::Poll;
 use timer::Sleep;
 use wasm_bindgen::closure::Closure;
-use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
@@ -46,9 +45,9 @@ pub enum Event {
     Socket { conn: ConnId, event: SocketEvent },
 }
 
-/// The entry point `www/worker.js` calls once, after `init()`, inside a dedicated module
-/// worker. Returns at once; the worker then lives on its message handler and event loop.
-#[wasm_bindgen]
+/// The engine's entry point, called once inside a dedicated module worker (by the web app's
+/// exported `engine_main`, which `www/worker.js` awaits after `init()`). Returns at once; the
+/// worker then lives on its message handler and event loop.
 pub fn worker_main() {
     std::panic::set_hook(Box::new(|info| {
         let message = format!("the worker crashed: {info}");
