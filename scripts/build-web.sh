@@ -7,7 +7,7 @@
 # 2. wasm-split-cli (wasm_split_cli_support, pinned; installed if missing) cuts it at its pages
 #    (frontend/src/routes/lazy.rs) and at the engine (frontend/src/lib.rs, `engine_main`): a main
 #    module, and chunks a page fetches when it is first shown and the worker when it starts, in
-#    www/pkg/split-<hash of the main module>/ with their loader. The worker instantiates the same
+#    www/pkg/split-<hash of this split>/ with their loader. The worker instantiates the same
 #    main module as the page, so the two share one download of what they both use.
 # 3. wasm-bindgen (exactly the version in Cargo.lock; installed if missing) writes the ES modules
 #    and wasm into www/pkg/.
@@ -145,11 +145,12 @@ bindgen() {
   optimise "$dir/${crate}_bg.wasm" "$out/${crate}_bg.wasm"
 }
 
-# The app is split at its pages (src/routes/lazy.rs marks each page a split point): wasm-split
-# cuts each page's code, and code shared by some pages only, into chunks the page fetches when it
-# is first shown. The chunks share the main module's memory and function table, so they belong to
-# exactly one build of it: they go to pkg/split-<hash of the main module>/, and a tab still running
-# an older build asks for its own folder, which is gone after a deploy, and says so (instead of
+# The app is split at its pages (src/routes/lazy.rs marks each page a split point) and at the
+# compute engine (src/lib.rs, `engine_main`): wasm-split cuts each one's code, and code shared by
+# some of them only, into chunks fetched when the page is first shown or the worker starts. The
+# chunks share the main module's memory and function table, so they belong to
+# exactly one build of it: they go to pkg/split-<hash of this split>/, and a tab still running an
+# older build asks for its own folder, which is gone after a deploy, and says so (instead of
 # linking foreign code).
 WASM_SPLIT_VERSION=0.2.4
 if ! cargo install --list | grep -qx "wasm_split_cli_support v$WASM_SPLIT_VERSION:"; then
@@ -160,7 +161,9 @@ split_dir="$staging/split"
 rm -rf "$split_dir"
 mkdir -p "$split_dir"
 wasm-split-cli "$CARGO_TARGET_DIR/$TARGET/release/starling_frontend.wasm" "$split_dir" --target web --out-name starling_frontend
-split_name="split-$(sha256sum "$split_dir/starling_frontend.wasm" | cut -c1-16)"
+# Named by the hash of everything wasm-split wrote: a change to any chunk, even one that leaves the
+# main module as it was, makes a new folder.
+split_name="split-$(cd "$split_dir" && sha256sum $(LC_ALL=C ls) | sha256sum | cut -c1-16)"
 for file in "$split_dir"/*.wasm; do
   case "$(basename "$file")" in
     starling_frontend.wasm) ;;
