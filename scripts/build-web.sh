@@ -6,26 +6,26 @@
 #    linked with its relocations kept.
 # 2. wasm-split-cli (wasm_split_cli_support, pinned; installed if missing) cuts it at its pages
 #    (frontend/src/routes/lazy.rs) and at the engine (frontend/src/lib.rs, `engine_main`): a main
-#    module, and chunks a page fetches when it is first shown and the worker when it starts, in
-#    www/pkg/split-<hash of this split>/ with their loader. The worker instantiates the same
-#    main module as the page, so the two share one download of what they both use.
-# 3. wasm-bindgen (exactly the version in Cargo.lock; installed if missing) writes the ES modules
-#    and wasm into www/pkg/.
-# 4. wasm-opt -O1 optimises every module and chunk, with npm binaryen's wasm-opt under target/npm
-#    (the one scripts/build-contract.sh uses). Debian's wasm-opt 108 breaks wasm-bindgen output,
-#    so only version 116 or newer is used; without one the modules stay as wasm-bindgen wrote them.
+#    module, and chunks a page fetches when it is first shown and the worker when it starts, with
+#    their loader. The worker instantiates the same main module as the page, so the two share one
+#    download of what they both use.
+# 3. wasm-bindgen (exactly the version in Cargo.lock; installed if missing) writes the main
+#    module's ES module glue.
+# 4. wasm-opt -O1 optimises the main module and every chunk, with npm binaryen's wasm-opt under
+#    target/npm (the one scripts/build-contract.sh uses). Debian's wasm-opt 108 breaks wasm-bindgen
+#    output, so only version 116 or newer is used; without one the modules stay as they are.
 #    -O1, not -Oz: what is downloaded is the gzipped module, and -Oz's smaller raw module compresses
 #    worse. Measured on the app (2026-12-04): wasm-bindgen's output 1,695,632 bytes / 527,825 gzip;
 #    -O1 1,620,973 / 517,715; -Os 1,492,861 / 571,892; -Oz 1,435,610 / 572,929. The engine: -O1
 #    220,512 gzip, -Oz 220,889, none 222,556.
-# 5. www/pkg/sw-assets.js lists the app shell for the service worker (www/sw.js) with a version
-#    derived from the files' contents: a new build installs a new cache and drops the old one.
-# 6. Precompressed .gz and .br copies of the wasm, JS, CSS, HTML and manifest sit next to each
-#    file for the relay to serve; a table of raw/gzip/brotli sizes, what a first visit to each
-#    page downloads, and the budget check.
+# 5. The build is one folder, www/pkg/app-<hash of its files>/, with .gz and .br copies of each
+#    file for the relay to serve; sizes are printed and the budget is checked before it goes live.
+#    Then www/pkg/app.js, the one file that names the build, and www/pkg/sw-assets.js, what the
+#    service worker (www/sw.js) precaches and keeps, with each file's SHA-256. The build before
+#    stays for tabs still running it; older ones go.
 #
-# Safe to rerun: cargo rebuilds nothing when nothing changed, wasm-opt runs only when its input
-# changed, and compressed copies are rewritten only when older than their file.
+# Safe to rerun: cargo rebuilds nothing when nothing changed, wasm-opt runs only on modules it has
+# not seen, and compressed copies are rewritten only when older than their file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -66,6 +66,14 @@ if [ "$installed_version" != "$lock_version" ]; then
   cargo install wasm-bindgen-cli --version "$lock_version"
 fi
 
+# wasm-split-cli, pinned, installed before the size settings below are exported (it is a tool,
+# built like one).
+WASM_SPLIT_VERSION=0.2.4
+if ! cargo install --list | grep -qx "wasm_split_cli_support v$WASM_SPLIT_VERSION:"; then
+  say "installing wasm_split_cli_support $WASM_SPLIT_VERSION (wasm-split-cli); this takes a few minutes"
+  env -u CARGO_TARGET_DIR cargo install --locked wasm_split_cli_support --version "$WASM_SPLIT_VERSION" --features build-binary
+fi
+
 # The app is sized for download: optimise for size, whole-program LTO, one codegen unit. Measured
 # on this app: 1.53 MB raw / 379 KB brotli instead of 2.03 MB / 480 KB with the release profile's
 # defaults. Only for this build (the relay and CLI keep their profile), and target/web is used by
@@ -98,230 +106,200 @@ if command -v node >/dev/null 2>&1 && [ -x "$wasm_opt" ]; then
 fi
 [ -n "$use_wasm_opt" ] || say "no wasm-opt $MIN_WASM_OPT_VERSION+ (needs Node.js and npm): modules are left as wasm-bindgen wrote them"
 
-# Copies $1 to $2 unless $2 already has the same bytes (keeps modification times of unchanged files).
-install_if_changed() {
-  if ! cmp -s "$1" "$2"; then
-    cp "$1" "$2"
-  fi
-}
-
-# Optimises $1 into $2 with wasm-opt (or copies it without one); skipped when $2 was made from the
-# same bytes with the same flags (the stamp beside the build says which).
-optimise() {
-  local raw=$1 target=$2
-  local stamp="$CARGO_TARGET_DIR/opt-stamps/${target#"$out"/}.stamp"
-  local want
-  want="$(sha256sum "$raw" | cut -d' ' -f1) ${use_wasm_opt:+binaryen-$BINARYEN_VERSION ${WASM_OPT_FLAGS[*]}}"
-  if [ -f "$target" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-    return
-  fi
-  mkdir -p "$(dirname "$stamp")" "$(dirname "$target")"
-  if [ -n "$use_wasm_opt" ]; then
-    say "wasm-opt ${WASM_OPT_FLAGS[0]} ${target#"$out"/}"
-    # wasm-split leaves a name subsection binaryen does not know (and drops): it warns, harmlessly.
-    "$wasm_opt" "${WASM_OPT_FLAGS[@]}" "$raw" -o "$target.tmp" 2> >(grep -v 'unknown name subsection' >&2)
-    mv "$target.tmp" "$target"
-  else
-    cp "$raw" "$target"
-  fi
-  echo "$want" > "$stamp"
-}
-
-# wasm-bindgen for $1 (the crate) from the module $2; the JS glue (and any snippets) go straight
-# to www/pkg, the module through wasm-opt. $3, for the split app: a step run on wasm-bindgen's
-# output before it is installed.
-bindgen() {
-  local crate=$1 wasm=$2
-  local dir="$staging/$crate"
-  rm -rf "$dir"
-  mkdir -p "$dir"
-  # The app keeps the exports the linker made: its page chunks link to its function table.
-  wasm-bindgen --target web --no-typescript --remove-name-section ${3:+--keep-lld-exports} --out-dir "$dir" "$wasm"
-  if [ -n "${3:-}" ]; then "$3" "$dir"; fi
-  (cd "$dir" && find . -type f ! -name '*.wasm' -print0) | while IFS= read -r -d '' file; do
-    mkdir -p "$out/$(dirname "$file")"
-    install_if_changed "$dir/$file" "$out/$file"
-  done
-  optimise "$dir/${crate}_bg.wasm" "$out/${crate}_bg.wasm"
-}
-
-# The app is split at its pages (src/routes/lazy.rs marks each page a split point) and at the
-# compute engine (src/lib.rs, `engine_main`): wasm-split cuts each one's code, and code shared by
-# some of them only, into chunks fetched when the page is first shown or the worker starts. The
-# chunks share the main module's memory and function table, so they belong to
-# exactly one build of it: they go to pkg/split-<hash of this split>/, and a tab still running an
-# older build asks for its own folder, which is gone after a deploy, and says so (instead of
-# linking foreign code).
-WASM_SPLIT_VERSION=0.2.4
-if ! cargo install --list | grep -qx "wasm_split_cli_support v$WASM_SPLIT_VERSION:"; then
-  say "installing wasm_split_cli_support $WASM_SPLIT_VERSION (wasm-split-cli); this takes a few minutes"
-  cargo install --locked wasm_split_cli_support --version "$WASM_SPLIT_VERSION" --features build-binary
-fi
-split_dir="$staging/split"
-rm -rf "$split_dir"
-mkdir -p "$split_dir"
-wasm-split-cli "$CARGO_TARGET_DIR/$TARGET/release/starling_frontend.wasm" "$split_dir" --target web --out-name starling_frontend
-# Named by the hash of everything wasm-split wrote: a change to any chunk, even one that leaves the
-# main module as it was, makes a new folder.
-split_name="split-$(cd "$split_dir" && sha256sum $(LC_ALL=C ls) | sha256sum | cut -c1-16)"
-for file in "$split_dir"/*.wasm; do
-  case "$(basename "$file")" in
-    starling_frontend.wasm) ;;
-    *) optimise "$file" "$out/$split_name/$(basename "$file")" ;;
-  esac
-done
-sed 's#^import { initSync } from "./starling_frontend.js";$#import { initSync } from "../starling_frontend.js";#' \
-  "$split_dir/__wasm_split.js" > "$staging/__wasm_split.js"
-grep -q '^import { initSync } from "../starling_frontend.js";$' "$staging/__wasm_split.js" ||
-  { say "wasm-split-cli's loader does not import the app as expected"; exit 1; }
-install_if_changed "$staging/__wasm_split.js" "$out/$split_name/__wasm_split.js"
-# The app's glue imports the loader from the build's folder.
-point_at_split() {
-  sed -i "s#^import \* as \(import[0-9]*\) from \"./__wasm_split.js\"#import * as \1 from \"./$split_name/__wasm_split.js\"#" \
-    "$1/starling_frontend.js"
-  ! grep -q '^import .* from "./__wasm_split.js"' "$1/starling_frontend.js" ||
-    { say "the app's glue still imports ./__wasm_split.js"; exit 1; }
-}
-bindgen starling_frontend "$split_dir/starling_frontend.wasm" point_at_split
-# The engine was a module of its own before it became the app's chunk.
-rm -f "$out"/starling_web_worker*
-# JS snippets (the keystore) a former build wrote and this one did not: the service worker would
-# precache them.
-if [ -d "$out/snippets" ]; then
-  (cd "$out" && find snippets -type f ! -name '*.gz' ! -name '*.br' -print0) | while IFS= read -r -d '' file; do
-    if [ ! -f "$staging/starling_frontend/$file" ]; then
-      rm -f "$out/$file" "$out/$file.gz" "$out/$file.br"
-    fi
-  done
-  find "$out/snippets" -type d -empty -delete
-fi
-# Former builds' chunk folders.
-for folder in "$out"/split-*; do
-  [ -d "$folder" ] && [ "$(basename "$folder")" != "$split_name" ] && rm -rf "$folder"
-done
-# The chunk files a split point (a page, or the engine) needs: its own, and every shared chunk the
-# loader lists it under (`/* page_a, engine */` above each chunk's loader).
-page_files() {
-  echo "$split_name/split_$1.wasm"
-  awk -v page="$1" '
-    /^\/\* .* \*\/$/ { line = $0; gsub(/[\/*,]/, " ", line); n = split(line, pages, " "); next }
-    /fetch\(new URL\("\.\/chunk_[0-9]+\.wasm"/ {
-      for (i = 1; i <= n; i++) if (pages[i] == page) { match($0, /chunk_[0-9]+\.wasm/); print substr($0, RSTART, RLENGTH) }
-      n = 0
-    }' "$out/$split_name/__wasm_split.js" | sed "s#^#$split_name/#"
-}
-PAGES=(page_contribute page_dashboard page_job page_network engine)
-for page in "${PAGES[@]}"; do
-  [ -f "$out/$split_name/split_$page.wasm" ] || { say "wasm-split made no chunk for $page"; exit 1; }
-done
-mapfile -t contribute_files < <(page_files page_contribute)
-
-# The service worker's asset lists: the app shell it precaches at install (page, style, manifest,
-# icons, the app's main module and loader, and the chunks of Contribute, the page "/" opens, so the
-# installed app opens offline), and what a first visit does not download, which the service worker
-# keeps when it is first fetched: the compute engine (worker bootstrap and the engine's chunks),
-# fetched when the person presses Start, and the other pages' chunks.
-assets=(/index.html /style.css /manifest.webmanifest)
-for icon in www/icons/*.png; do assets+=("/${icon#www/}"); done
-later=()
-[ -f www/worker.js ] && later+=(/worker.js)
-is_contribute_file() {
-  local f
-  for f in "${contribute_files[@]}"; do [ "$f" = "$1" ] && return 0; done
-  return 1
-}
-while IFS= read -r file; do
-  case "$file" in
-    www/pkg/split-*/*.wasm)
-      if is_contribute_file "${file#www/pkg/}"; then assets+=("/${file#www/}"); else later+=("/${file#www/}"); fi ;;
-    *) assets+=("/${file#www/}") ;;
-  esac
-done < <(find www/pkg -type f \( -name '*.js' -o -name '*.wasm' \) ! -name 'sw-assets.js' | LC_ALL=C sort)
-version=$(for asset in "${assets[@]}" "${later[@]}"; do echo "$asset $(sha256sum "www$asset" | cut -d' ' -f1)"; done | sha256sum | cut -c1-16)
-{
-  echo "// Written by scripts/build-web.sh: the files www/sw.js precaches, those it keeps on first"
-  echo "// use (the compute engine and the pages' chunks other than Contribute's, by SHA-256: only"
-  echo "// this build's bytes are kept), and this build's version."
-  echo "self.STARLING_ASSETS = {"
-  echo "  version: '$version',"
-  echo "  files: ["
-  for asset in "${assets[@]}"; do echo "    '$asset',"; done
-  echo "  ],"
-  echo "  onFirstUse: {"
-  for asset in "${later[@]}"; do echo "    '$asset': '$(sha256sum "www$asset" | cut -d' ' -f1)',"; done
-  echo "  },"
-  echo "};"
-} > "$staging/sw-assets.js"
-install_if_changed "$staging/sw-assets.js" "$out/sw-assets.js"
-
-# Precompressed copies for the relay.
-compressible=()
-while IFS= read -r file; do compressible+=("$file"); done < <(
-  find www -type f \( -name '*.wasm' -o -name '*.js' -o -name '*.css' -o -name '*.html' -o -name '*.webmanifest' \) | LC_ALL=C sort
-)
-stale_br=()
-for file in "${compressible[@]}"; do
+# Writes $1's precompressed siblings ($1.gz, and $1.br with Node.js or brotli) when older than $1,
+# each through a temporary file and a rename, so the relay never serves half a file.
+compress() {
+  local file=$1
   if [ ! -f "$file.gz" ] || [ "$file" -nt "$file.gz" ]; then
     gzip -9 -n -c "$file" > "$file.gz.tmp" && mv "$file.gz.tmp" "$file.gz"
   fi
   if [ ! -f "$file.br" ] || [ "$file" -nt "$file.br" ]; then
-    stale_br+=("$file")
-  fi
-done
-if [ ${#stale_br[@]} -gt 0 ]; then
-  if command -v node >/dev/null 2>&1; then
-    node -e '
-      const zlib = require("zlib"), fs = require("fs");
-      for (const file of process.argv.slice(1)) {
-        const data = fs.readFileSync(file);
+    if command -v node >/dev/null 2>&1; then
+      node -e '
+        const zlib = require("zlib"), fs = require("fs");
+        const file = process.argv[1], data = fs.readFileSync(file);
         const br = zlib.brotliCompressSync(data, { params: {
           [zlib.constants.BROTLI_PARAM_QUALITY]: 11,
           [zlib.constants.BROTLI_PARAM_SIZE_HINT]: data.length,
         } });
         fs.writeFileSync(file + ".br.tmp", br);
-        fs.renameSync(file + ".br.tmp", file + ".br");
-      }' "${stale_br[@]}"
-  elif command -v brotli >/dev/null 2>&1; then
-    for file in "${stale_br[@]}"; do brotli -q 11 -f -o "$file.br" "$file"; done
-  else
-    say "no Node.js or brotli: .br copies not written"
+        fs.renameSync(file + ".br.tmp", file + ".br");' "$file"
+    elif command -v brotli >/dev/null 2>&1; then
+      brotli -q 11 -f -o "$file.br.tmp" "$file" && mv "$file.br.tmp" "$file.br"
+    fi
   fi
-fi
+}
+
+# Optimises $1 into $2 with wasm-opt (or copies it without one), through a cache keyed by $1's
+# bytes and the flags: a module wasm-opt has seen before is not optimised again.
+optimise() {
+  local raw=$1 target=$2 key
+  key=$(printf '%s %s' "$(sha256sum "$raw" | cut -d' ' -f1)" "${use_wasm_opt:+binaryen-$BINARYEN_VERSION ${WASM_OPT_FLAGS[*]}}" | sha256sum | cut -d' ' -f1)
+  local cached="$CARGO_TARGET_DIR/opt-cache/$key.wasm"
+  if [ ! -f "$cached" ]; then
+    mkdir -p "$(dirname "$cached")"
+    if [ -n "$use_wasm_opt" ]; then
+      say "wasm-opt ${WASM_OPT_FLAGS[0]} $(basename "$target")"
+      # wasm-split leaves a name subsection binaryen does not know (and drops): it warns, harmlessly.
+      "$wasm_opt" "${WASM_OPT_FLAGS[@]}" "$raw" -o "$cached.tmp" 2> >(grep -v 'unknown name subsection' >&2)
+      mv "$cached.tmp" "$cached"
+    else
+      cp "$raw" "$cached"
+    fi
+  fi
+  cp "$cached" "$target"
+}
+
+# The app is split at its pages (src/routes/lazy.rs marks each page a split point) and at the
+# compute engine (src/lib.rs, `engine_main`): wasm-split cuts each one's code, and code shared by
+# some of them only, into chunks fetched when the page is first shown or the worker starts.
+split_dir="$staging/split"
+rm -rf "$split_dir"
+mkdir -p "$split_dir"
+wasm-split-cli "$CARGO_TARGET_DIR/$TARGET/release/starling_frontend.wasm" "$split_dir" --target web --out-name starling_frontend
+grep -q '^import { initSync } from "./starling_frontend.js";$' "$split_dir/__wasm_split.js" ||
+  { say "wasm-split-cli's loader does not import the app's glue as expected"; exit 1; }
+
+# One build is one folder, www/pkg/app-<hash of every file in it>/: the main module and its JS glue
+# (wasm-bindgen keeps the linker's exports: the chunks link to the function table), the loader, the
+# chunks, the glue's snippets. The chunks share the main module's memory and function table, so a
+# chunk linked into another build's module would corrupt it without any error; inside one folder
+# every file is of one build, and every relative import stays inside it. The one file that changes
+# between builds is www/pkg/app.js, which names the folder.
+assembly="$staging/app"
+rm -rf "$assembly" "$staging/bindgen"
+mkdir -p "$assembly" "$staging/bindgen"
+wasm-bindgen --target web --no-typescript --remove-name-section --keep-lld-exports \
+  --out-dir "$staging/bindgen" "$split_dir/starling_frontend.wasm"
+grep -q 'from "./__wasm_split.js"' "$staging/bindgen/starling_frontend.js" ||
+  { say "the app's glue does not import wasm-split's loader as expected"; exit 1; }
+(cd "$staging/bindgen" && find . -type f ! -name '*.wasm' -print0) | while IFS= read -r -d '' file; do
+  mkdir -p "$assembly/$(dirname "$file")"
+  cp "$staging/bindgen/$file" "$assembly/$file"
+done
+optimise "$staging/bindgen/starling_frontend_bg.wasm" "$assembly/starling_frontend_bg.wasm"
+cp "$split_dir/__wasm_split.js" "$assembly/"
+for file in "$split_dir"/*.wasm; do
+  [ "$(basename "$file")" = starling_frontend.wasm ] || optimise "$file" "$assembly/$(basename "$file")"
+done
+build="app-$(cd "$assembly" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)"
+
+# Which files each split point needs (scripts/split-graph.mjs reads the loader; it fails when it
+# cannot). A first visit to a page downloads the main module, its glue and loader, and the page's
+# files; pressing Start on Contribute adds the engine's.
+command -v node >/dev/null 2>&1 || { say "Node.js is needed to read the split's loader (scripts/setup.sh installs it)"; exit 1; }
+node scripts/split-graph.mjs "$assembly" > "$staging/graph.txt"
+files_of() { awk -v point="$1" '$1 == point { print $2 }' "$staging/graph.txt"; }
+for point in page_contribute page_dashboard page_job page_network engine; do
+  [ -n "$(files_of "$point")" ] || { say "wasm-split made no split point $point"; exit 1; }
+done
+while IFS= read -r file; do compress "$file"; done < <(find "$assembly" -type f \( -name '*.wasm' -o -name '*.js' \))
 
 size_of() { if [ -f "$1" ]; then stat -c %s "$1"; else echo "-"; fi; }
-printf '%-36s %10s %10s %10s\n' "file" "raw" "gzip" "brotli"
-for file in www/pkg/starling_frontend_bg.wasm www/pkg/starling_frontend.js "www/pkg/$split_name/__wasm_split.js" \
-  "www/pkg/$split_name"/split_*.wasm \
-  www/style.css www/sw.js www/worker.js www/index.html; do
-  [ -f "$file" ] || continue
-  printf '%-36s %10s %10s %10s\n' "${file#www/}" "$(size_of "$file")" "$(size_of "$file.gz")" "$(size_of "$file.br")"
+printf '%-44s %10s %10s %10s\n' "file" "raw" "gzip" "brotli"
+for file in starling_frontend_bg.wasm starling_frontend.js __wasm_split.js $(cd "$assembly" && printf '%s\n' split_*.wasm); do
+  printf '%-44s %10s %10s %10s\n' "pkg/$build/$file" "$(size_of "$assembly/$file")" "$(size_of "$assembly/$file.gz")" "$(size_of "$assembly/$file.br")"
 done
-# The size budget (BENCHMARKS.md, "Web app size"), in gzip bytes of wasm and its JS. A page's
-# first visit downloads the app's main module, its glue and loader, and that page's chunks;
-# pressing Start on Contribute adds the engine's chunks. A build over budget fails, so growth is a
-# decision, not an accident. Issue 15's goal is 400 KB for app and engine together; see
-# BENCHMARKS.md for how far there is still to go and where the bytes are.
+
+# The size budget (BENCHMARKS.md, "Web app size"), in gzip bytes of wasm and JS, checked before the
+# build goes live. A build over budget fails, so growth is a decision, not an accident. Issue 15's
+# goal is 400 KB for app and engine together; see BENCHMARKS.md for how far there is still to go
+# and where the bytes are.
 PAGE_BUDGET=430000
 ENGINE_BUDGET=160000
 TOTAL_BUDGET=470000
-gz_sum() { local sum=0 f; for f in "$@"; do sum=$((sum + $(size_of "www/pkg/$f.gz"))); done; echo "$sum"; }
-main=$(gz_sum starling_frontend_bg.wasm starling_frontend.js "$split_name/__wasm_split.js")
+gz_sum() { local sum=0 f; for f in "$@"; do sum=$((sum + $(size_of "$assembly/$f.gz"))); done; echo "$sum"; }
+main=$(gz_sum starling_frontend_bg.wasm starling_frontend.js __wasm_split.js)
 over=0
 for page in page_contribute page_dashboard page_job page_network; do
-  mapfile -t files < <(page_files "$page")
+  mapfile -t files < <(files_of "$page")
   bytes=$((main + $(gz_sum "${files[@]}")))
-  say "gzipped: a first visit to ${page#page_} downloads $bytes bytes ($main main, ${#files[@]} chunks; budget $PAGE_BUDGET)"
+  say "gzipped: a first visit to ${page#page_} downloads $bytes bytes ($main main, ${#files[@]} files; budget $PAGE_BUDGET)"
   [ "$bytes" -le "$PAGE_BUDGET" ] || { say "${page#page_} is over its budget (BENCHMARKS.md)"; over=1; }
 done
-# What pressing Start adds to a visit to Contribute: the engine's chunks Contribute did not fetch.
-mapfile -t engine_files < <(comm -23 <(page_files engine | sort) <(page_files page_contribute | sort))
+# What pressing Start adds to a visit to Contribute: the engine's files Contribute did not fetch.
+mapfile -t engine_files < <(comm -23 <(files_of engine | LC_ALL=C sort) <(files_of page_contribute | LC_ALL=C sort))
 engine=$(gz_sum "${engine_files[@]}")
-contributing=$((main + $(gz_sum $(sort -u <(page_files page_contribute) <(page_files engine)))))
-mapfile -t all_files < <(cd www/pkg && printf '%s\n' "$split_name"/*.wasm)
+mapfile -t contributing_files < <(LC_ALL=C sort -u <(files_of page_contribute) <(files_of engine))
+contributing=$((main + $(gz_sum "${contributing_files[@]}")))
+mapfile -t all_files < <(cd "$assembly" && printf '%s\n' *.wasm | grep -vx starling_frontend_bg.wasm)
 all=$((main + $(gz_sum "${all_files[@]}")))
 say "gzipped: the engine adds $engine bytes to Contribute (budget $ENGINE_BUDGET); every page and the engine: $all bytes"
 say "gzipped: app and engine together (open the app, press Start): $contributing bytes (budget $TOTAL_BUDGET)"
 [ "$engine" -le "$ENGINE_BUDGET" ] || { say "the engine is over its budget (BENCHMARKS.md)"; over=1; }
 [ "$contributing" -le "$TOTAL_BUDGET" ] || { say "app and engine together are over budget (BENCHMARKS.md)"; over=1; }
 [ "$over" -eq 0 ] || exit 1
-say "done in $(($(date +%s) - started)) s; build $version in www/"
+
+# Live: the folder first (whole, compressed), then the name of it.
+if [ ! -d "$out/$build" ]; then
+  rm -rf "$out/$build.tmp"
+  cp -a "$assembly" "$out/$build.tmp"
+  mv "$out/$build.tmp" "$out/$build"
+fi
+previous=$(sed -n "s#^export { default } from './\(app-[0-9a-f]*\)/starling_frontend.js';\$#\1#p" "$out/app.js" 2>/dev/null || true)
+{
+  echo "// Written by scripts/build-web.sh: the build of the web app this relay serves. Everything else"
+  echo "// in www/pkg/ sits in that build's folder, whose name is the hash of its files."
+  echo "export * from './$build/starling_frontend.js';"
+  echo "export { default } from './$build/starling_frontend.js';"
+} > "$staging/app.js"
+if ! cmp -s "$staging/app.js" "$out/app.js"; then
+  cp "$staging/app.js" "$out/app.js.tmp"
+  touch "$out/app.js.tmp"
+  for ext in gz br; do rm -f "$out/app.js.$ext"; done
+  mv "$out/app.js.tmp" "$out/app.js"
+  compress "$out/app.js"
+fi
+# Former builds go, except the one before this (a tab still running it may yet fetch a page), and
+# the layout of earlier versions (one module per crate at www/pkg/, split-*/ folders).
+for folder in "$out"/app-*; do
+  [ -d "$folder" ] || continue
+  name=$(basename "$folder")
+  [ "$name" = "$build" ] || [ "$name" = "$previous" ] || rm -rf "$folder"
+done
+rm -rf "$out"/starling_frontend* "$out"/starling_web_worker* "$out"/split-* "$out"/snippets
+
+# The service worker's asset lists, each file with its SHA-256 (the service worker keeps a file only
+# if its bytes are this build's): the app shell it precaches at install (page, style, manifest,
+# icons, app.js, the build's main module, glue, loader and snippets, and the files of Contribute,
+# the page "/" opens, so the installed app opens offline), and what a first visit does not
+# download, which the service worker keeps when it is first fetched: the compute engine (worker
+# bootstrap and the engine's files), fetched when the person presses Start, and the other pages'.
+shell=(/index.html /style.css /manifest.webmanifest /pkg/app.js)
+for icon in www/icons/*.png; do shell+=("/${icon#www/}"); done
+later=(/worker.js)
+mapfile -t contribute_files < <(files_of page_contribute)
+while IFS= read -r file; do
+  name=${file#"$out/$build/"}
+  case "$name" in
+    starling_frontend_bg.wasm) shell+=("/pkg/$build/$name") ;;
+    *.wasm)
+      if printf '%s\n' "${contribute_files[@]}" | grep -qx "$name"; then shell+=("/pkg/$build/$name"); else later+=("/pkg/$build/$name"); fi ;;
+    *) shell+=("/pkg/$build/$name") ;;
+  esac
+done < <(find "$out/$build" -type f \( -name '*.js' -o -name '*.wasm' \) | LC_ALL=C sort)
+version=$(for asset in "${shell[@]}" "${later[@]}"; do echo "$asset $(sha256sum "www$asset" | cut -d' ' -f1)"; done | sha256sum | cut -c1-16)
+{
+  echo "// Written by scripts/build-web.sh: the files www/sw.js precaches (files) and those it keeps"
+  echo "// on first use (onFirstUse), each with its SHA-256 (only this build's bytes are kept), and"
+  echo "// this build's version."
+  echo "self.STARLING_ASSETS = {"
+  echo "  version: '$version',"
+  echo "  files: {"
+  for asset in "${shell[@]}"; do echo "    '$asset': '$(sha256sum "www$asset" | cut -d' ' -f1)',"; done
+  echo "  },"
+  echo "  onFirstUse: {"
+  for asset in "${later[@]}"; do echo "    '$asset': '$(sha256sum "www$asset" | cut -d' ' -f1)',"; done
+  echo "  },"
+  echo "};"
+} > "$staging/sw-assets.js"
+if ! cmp -s "$staging/sw-assets.js" "$out/sw-assets.js"; then
+  cp "$staging/sw-assets.js" "$out/sw-assets.js.tmp"
+  mv "$out/sw-assets.js.tmp" "$out/sw-assets.js"
+fi
+
+# Precompressed copies of the rest (page, style, manifest, service worker, worker bootstrap).
+while IFS= read -r file; do compress "$file"; done < <(
+  find www -maxdepth 2 -type f \( -name '*.js' -o -name '*.css' -o -name '*.html' -o -name '*.webmanifest' \) ! -path 'www/pkg/app-*' | LC_ALL=C sort
+)
+say "done in $(($(date +%s) - started)) s; build $build, version $version, in www/"

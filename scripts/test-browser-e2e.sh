@@ -15,7 +15,7 @@ chromium=${CHROMIUM:-/usr/bin/chromium}
 
 # The relay runs the escrow contract's wasm (embedded ledger): build it when missing or stale.
 scripts/build-contract.sh
-[ -f www/pkg/starling_frontend_bg.wasm ] || scripts/build-web.sh
+[ -f www/pkg/app.js ] || scripts/build-web.sh
 # The starling binary as `cargo test --workspace --all-targets` builds it (scripts/test.sh has just
 # done so: nothing to rebuild). A plain `cargo build -p starling-cli` would unify other features
 # and rebuild most dependencies, about 10 minutes on 2 cores.

@@ -1,15 +1,16 @@
 // Starling's service worker: the app opens offline, and the relay's API says clearly when it
 // cannot be reached.
 //
-// - The app shell (index.html, style.css, the manifest, icons, the app's main wasm module, its JS
-//   and chunk loader, and the chunks of Contribute, the page "/" opens) is precached at install and
-//   served cache-first, so the app starts without a network. Any page address (deep links like
-//   /jobs/12) gets the cached index.html.
+// - The app shell (index.html, style.css, the manifest, icons, /pkg/app.js and the build's main
+//   wasm module, its glue and chunk loader, and the chunks of Contribute, the page "/" opens) is
+//   precached at install, each file checked against the build's SHA-256, and served cache-first,
+//   so the app starts without a network. Any page address (deep links like /jobs/12) gets the
+//   cached index.html.
 // - What a first visit does not need is not downloaded until it is used: the compute engine
-//   (worker.js, the engine's wasm module and its JS) when the person presses Start, and the other
-//   pages' chunks when the page is first shown. Its first fetch is kept in the same cache if its
-//   SHA-256 is this build's (a fetch that raced a deploy is used once, not kept), so it works
-//   offline from then on, and a new build drops it with the rest.
+//   (worker.js and the engine's chunks) when the person presses Start, and the other pages'
+//   chunks when the page is first shown. Its first fetch is kept in the same cache if its SHA-256
+//   is this build's (a fetch that raced a deploy is used once, not kept), so it works offline from
+//   then on, and a new build drops it with the rest.
 // - /v1 API calls go to the network first. Offline, a GET gets its last good answer where one was
 //   kept; otherwise every API call gets a JSON error the app shows in words:
 //   {"code": "offline", "message": "<a sentence>"} when the device is offline, or
@@ -41,8 +42,19 @@ self.addEventListener('install', (event) => {
   event.waitUntil(
     (async () => {
       const cache = await caches.open(SHELL_CACHE);
-      // `reload` skips the HTTP cache, so the shell is exactly this build's files.
-      await cache.addAll(FILES.map((url) => new Request(url, { cache: 'reload' })));
+      // Each file is kept only if its bytes are this build's: one that changed under a deploy fails
+      // the install, which the browser tries again later, so the cache never mixes two builds.
+      // `no-cache` revalidates with the relay: a file the page has just downloaded answers 304 and
+      // is not downloaded again.
+      await Promise.all(
+        Object.entries(FILES).map(async ([path, sha256]) => {
+          const response = await fetch(new Request(path, { cache: 'no-cache' }));
+          if (!response.ok) throw new Error(`${path}: ${response.status}`);
+          const bytes = await response.arrayBuffer();
+          if ((await sha256Hex(bytes)) !== sha256) throw new Error(`${path} is not this build's`);
+          await cache.put(path, decoded(response, bytes));
+        }),
+      );
       await self.skipWaiting();
     })(),
   );
@@ -136,21 +148,29 @@ async function asset(event, request) {
   }
 }
 
-// Keeps an engine file or page chunk fetched on first use, under its path, in this build's shell cache, if its
-// bytes are this build's.
+// Keeps an engine file or page chunk fetched on first use, under its path, in this build's shell
+// cache, if its bytes are this build's.
 async function keepOnFirstUse(path, response, sha256) {
   try {
     const bytes = await response.arrayBuffer();
-    const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
-    const hex = [...digest].map((b) => b.toString(16).padStart(2, '0')).join('');
-    if (hex !== sha256) return;
-    // The body is decoded already: its old encoding and length no longer describe it.
-    const headers = new Headers(response.headers);
-    headers.delete('content-encoding');
-    headers.delete('content-length');
+    if ((await sha256Hex(bytes)) !== sha256) return;
     const cache = await caches.open(SHELL_CACHE);
-    await cache.put(path, new Response(bytes, { status: 200, headers }));
+    await cache.put(path, decoded(response, bytes));
   } catch (error) {
-    // Not kept: the next Start fetches it again.
+    // Not kept: the next use fetches it again.
   }
+}
+
+async function sha256Hex(bytes) {
+  const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
+  return [...digest].map((b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+// `response`'s body, read as `bytes`, as a response to keep: the body is decoded already, so its
+// old encoding and length no longer describe it.
+function decoded(response, bytes) {
+  const headers = new Headers(response.headers);
+  headers.delete('content-encoding');
+  headers.delete('content-length');
+  return new Response(bytes, { status: 200, headers });
 }

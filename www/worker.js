@@ -3,7 +3,7 @@
 // lives in the wasm engine: see web-worker/BROWSER.md. The engine is a chunk of the web app's
 // module: the worker instantiates the app's module (which the page has loaded already, so it
 // comes from the cache), then `engine_main()` fetches the engine's own code and starts it.
-import init, { engine_main } from './pkg/starling_frontend.js';
+import init, { engine_main } from './pkg/app.js';
 
 // The page may post `start` before the engine has loaded: keep those messages and replay them
 // to the engine's own handler, which engine_main() installs in place of this one.

@@ -62,6 +62,9 @@ fn app_view(
     contributing: impl Fn() -> bool + Copy + Send + Sync + 'static,
     online: RwSignal<bool>,
 ) -> impl IntoView {
+    // While a page's code is on its way (its first visit), a line says so and a thin bar runs
+    // along the top (style.css, `main[aria-busy]`), so a tap on a slow link shows it took.
+    let loading = crate::routes::lazy::provide_loading();
     view! {
         <Router>
             <a class="skip-link" href="#main">{tr!(i18n, app.skip_to_content)}</a>
@@ -87,7 +90,10 @@ fn app_view(
             <div class="offline-banner" role="status" data-testid="offline-banner" hidden=move || online.get()>
                 {tr!(i18n, app.offline)}
             </div>
-            <main id="main" tabindex="-1">
+            <main id="main" tabindex="-1" aria-busy=move || (loading.get() > 0).to_string()>
+                <p class="page-loading" role="status" data-testid="page-loading" hidden=move || loading.get() == 0>
+                    {tr!(i18n, page_load.loading)}
+                </p>
                 <Routes fallback=NotFound>
                     <Route path=path!("/") view=|| view! { <Redirect path="/contribute"/> }/>
                     <Route path=path!("/contribute") view={Lazy::<ContributeRoute>::new()}/>

@@ -61,6 +61,20 @@ pub fn is_online() -> bool {
     window().navigator().on_line()
 }
 
+/// Asks the service worker to look for a newer build now (a page whose code is gone usually means
+/// one was deployed): when it finds one, the app's update banner offers the reload.
+pub fn check_for_update() {
+    let container = window().navigator().service_worker();
+    wasm_bindgen_futures::spawn_local(async move {
+        let Ok(found) = JsFuture::from(container.get_registration()).await else { return };
+        if let Ok(registration) = found.dyn_into::<web_sys::ServiceWorkerRegistration>()
+            && let Ok(update) = registration.update()
+        {
+            let _ = JsFuture::from(update).await;
+        }
+    });
+}
+
 pub fn document_hidden() -> bool {
     window().document().map(|d| d.hidden()).unwrap_or(false)
 }

@@ -197,7 +197,16 @@ try {
   const engineFetched = () => contribute.evaluate(() => performance.getEntriesByType('resource').some((e) => /split_engine|worker\.js/.test(e.name)));
   assert.equal(await engineFetched(), false, 'the page fetched the compute engine before Start');
   assert.equal(await engineCached(), false, 'the service worker precached the compute engine');
-  assert.equal(await contribute.evaluate(async () => (await caches.match('/pkg/starling_frontend_bg.wasm')) !== undefined), true, 'the app shell is not precached');
+  const cachedFiles = (page) => page.evaluate(async () => {
+    const found = [];
+    for (const name of await caches.keys()) {
+      for (const request of await (await caches.open(name)).keys()) found.push(new URL(request.url).pathname);
+    }
+    return found;
+  });
+  const shell = await cachedFiles(contribute);
+  assert.ok(shell.includes('/pkg/app.js') && shell.some((p) => /^\/pkg\/app-[0-9a-f]{16}\/starling_frontend_bg\.wasm$/.test(p)),
+    `the app shell is not precached: ${shell.join(' ')}`);
   // The app is split at its pages: a first visit to Contribute fetched Contribute's code and no
   // other page's; the service worker precached Contribute's chunks (the installed app opens on it
   // offline) and not the other pages'.
@@ -516,7 +525,8 @@ try {
   await dashboard.screenshot({ path: join(SHOTS, 'offline-phone.png') });
   console.log('installable; offline reload shows the app shell');
   // Every page shown before was kept for offline use; a page whose code the device does not have
-  // (its chunk dropped from the cache here) says so offline, and the app keeps running.
+  // (its chunk dropped from the service worker's cache and the browser's HTTP cache, which keeps a
+  // build's files for good) says so offline, and the app keeps running.
   assert.deepEqual(await cachedPageChunks(), ['split_page_contribute.wasm', 'split_page_dashboard.wasm', 'split_page_job.wasm', 'split_page_network.wasm'],
     'the pages shown were not kept for offline use');
   await dashboard.evaluate(async () => {
@@ -525,6 +535,7 @@ try {
       for (const request of await cache.keys()) if (request.url.endsWith('/split_page_dashboard.wasm')) await cache.delete(request);
     }
   });
+  await cdp.send('Network.clearBrowserCache');
   await dashboard.getByTestId('nav-dashboard').click();
   await dashboard.getByTestId('page-not-loaded').waitFor({ timeout: 30_000 });
   assert.match(await dashboard.getByTestId('page-not-loaded').textContent(), /offline/);

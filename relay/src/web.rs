@@ -21,6 +21,16 @@ use tower_http::services::{ServeDir, ServeFile};
 /// Files whose name never changes between builds revalidate on every load (cheap with ETags);
 /// the service worker keeps the app working offline.
 const CACHE_CONTROL: &str = "no-cache";
+/// A build's folder, `/pkg/app-<hash of its files>/`, never changes under its name
+/// (scripts/build-web.sh): its files are kept for good.
+const CACHE_BUILD: &str = "public, max-age=31536000, immutable";
+
+/// Whether `path` is in a build's folder: `/pkg/app-<16 hex>/…`.
+fn in_build_folder(path: &str) -> bool {
+    path.strip_prefix("/pkg/app-")
+        .and_then(|rest| rest.split_once('/'))
+        .is_some_and(|(hash, file)| hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) && !file.is_empty())
+}
 
 /// The policy for the app whose `index.html` is `html`: its inline scripts are allowed by their
 /// SHA-256, nothing else inline. Styles may be inline (the app sets style attributes); images
@@ -76,12 +86,14 @@ pub fn service(dir: PathBuf) -> BoxCloneSyncService<Request<Body>, Response, Inf
                 return Ok(super::api_not_found());
             }
             let is_file = path.rsplit('/').next().is_some_and(|last| last.contains('.'));
+            let immutable = in_build_folder(path);
             let response = if is_file { files.oneshot(req).await } else { app_routes.oneshot(req).await };
             let mut response = match response {
                 Ok(r) => r.into_response(),
                 Err(e) => match e {},
             };
-            response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(CACHE_CONTROL));
+            let cache = if immutable && response.status().is_success() { CACHE_BUILD } else { CACHE_CONTROL };
+            response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
             response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, csp);
             Ok(response)
         }
@@ -128,6 +140,8 @@ mod tests {
         write("pkg/app_bg.wasm.br", b"brotli wasm");
         write("pkg/app_bg.wasm.gz", b"gzip wasm");
         write("pkg/app.js", b"export default 1;");
+        std::fs::create_dir_all(dir.join("pkg/app-0123456789abcdef")).unwrap();
+        write("pkg/app-0123456789abcdef/chunk_1.wasm", b"\0asm\x01\0\0\0");
         dir
     }
 
@@ -155,6 +169,22 @@ mod tests {
         headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
+    #[test]
+    fn build_folders_are_told_apart() {
+        for (path, want) in [
+            ("/pkg/app-0123456789abcdef/main.wasm", true),
+            ("/pkg/app-0123456789abcdef/snippets/x/keystore.js", true),
+            ("/pkg/app-0123456789abcdef/", false),
+            ("/pkg/app-0123456789abcdeg/main.wasm", false),
+            ("/pkg/app-0123/main.wasm", false),
+            ("/pkg/app.js", false),
+            ("/pkg/app-0123456789abcdef", false),
+            ("/worker.js", false),
+        ] {
+            assert_eq!(in_build_folder(path), want, "{path}");
+        }
+    }
+
     #[tokio::test]
     async fn serves_the_app_with_types_compression_and_deep_links() {
         let dir = www();
@@ -170,8 +200,11 @@ mod tests {
             // Deep links are the app's routes: index.html, compressed where the client takes it.
             ("/jobs/7", None, 200, Some("text/html"), None, b"<!doctype html><title>Starling</title>"),
             ("/contribute", Some("gzip"), 200, Some("text/html"), Some("gzip"), b"gzipped index"),
+            // A build's folder: kept for good (below).
+            ("/pkg/app-0123456789abcdef/chunk_1.wasm", None, 200, Some("application/wasm"), None, b"\0asm\x01\0\0\0"),
             // A missing file is a 404, not the app shell.
             ("/pkg/missing.wasm", None, 404, None, None, b""),
+            ("/pkg/app-0123456789abcdef/gone.wasm", None, 404, None, None, b""),
         ];
         for &(path, accept, status, ty, enc, body) in cases {
             let (got_status, headers, got_body) = get(&dir, path, accept).await;
@@ -182,9 +215,14 @@ mod tests {
                 assert!(got.starts_with(ty), "{case}: content-type {got}");
             }
             assert_eq!(header(&headers, "content-encoding"), enc, "{case}");
+            if status == 404 {
+                // A build's missing file is not kept: a later build may not be missing it.
+                assert_eq!(header(&headers, "cache-control"), Some(CACHE_CONTROL), "{case}");
+            }
             if status == 200 {
                 assert_eq!(got_body, body, "{case}");
-                assert_eq!(header(&headers, "cache-control"), Some(CACHE_CONTROL), "{case}");
+                let cache = if path.starts_with("/pkg/app-") { CACHE_BUILD } else { CACHE_CONTROL };
+                assert_eq!(header(&headers, "cache-control"), Some(cache), "{case}");
                 let csp = header(&headers, "content-security-policy").unwrap_or_default();
                 assert!(csp.starts_with("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'"), "{case}: {csp}");
             }

@@ -13,6 +13,7 @@ use crate::lang::{tr, use_i18n};
 use leptos::prelude::*;
 use leptos::wasm_split::{SplitLoaderError, wasm_split};
 use leptos_router::LazyRoute;
+use std::cell::Cell;
 use std::future::Future;
 
 /// A page's code could not be fetched.
@@ -45,9 +46,30 @@ fn network_page() -> Result<AnyView, NotLoaded> {
     Ok(view! { <super::network::Network/> }.into_any())
 }
 
-/// The page, or the page that says why it is missing.
+thread_local! {
+    /// How many pages' code is on its way (set up by [`provide_loading`]).
+    static LOADING: Cell<Option<RwSignal<u32>>> = const { Cell::new(None) };
+}
+
+/// The count of pages whose code is on its way, for the app's frame to show that one is loading.
+pub fn provide_loading() -> RwSignal<u32> {
+    let loading = RwSignal::new(0);
+    LOADING.with(|cell| cell.set(Some(loading)));
+    loading
+}
+
+/// The page, or the page that says why it is missing; counted in [`provide_loading`]'s signal
+/// meanwhile.
 async fn shown(page: impl Future<Output = Result<AnyView, NotLoaded>>) -> AnyView {
-    match page.await {
+    let loading = LOADING.with(Cell::get);
+    if let Some(loading) = loading {
+        loading.update(|n| *n += 1);
+    }
+    let page = page.await;
+    if let Some(loading) = loading {
+        loading.update(|n| *n = n.saturating_sub(1));
+    }
+    match page {
         Ok(view) => view,
         Err(NotLoaded) => not_loaded().into_any(),
     }
@@ -56,7 +78,13 @@ async fn shown(page: impl Future<Output = Result<AnyView, NotLoaded>>) -> AnyVie
 fn not_loaded() -> impl IntoView {
     let i18n = use_i18n();
     set_title(tr!(i18n, page_load.title));
-    let why = if browser::is_online() { tr!(i18n, page_load.failed) } else { tr!(i18n, page_load.offline) };
+    let why = if browser::is_online() {
+        // Most likely a deploy removed this tab's build: let the service worker fetch the new one.
+        browser::check_for_update();
+        tr!(i18n, page_load.failed)
+    } else {
+        tr!(i18n, page_load.offline)
+    };
     let reload = |_| {
         let _ = browser::window().location().reload();
     };
