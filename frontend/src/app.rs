@@ -48,12 +48,17 @@ pub fn App() -> impl IntoView {
     provide_context(crate::routes::dashboard::JobDraft::new());
 
     let contributing = move || contributor.wanted.get() && contributor.status.with(|s| s.state.is_active());
+    // While a page's code is on its way (its first visit), a line says so and a thin bar runs
+    // along the top (style.css, `main[aria-busy]`), so a tap on a slow link shows it took. Made
+    // here, above the redraw on a change of language, so a load in flight counts down the signal
+    // it counted up.
+    let loading = crate::routes::lazy::provide_loading();
     // Drawn again when the language changes: words are read once per drawing (`lang::tr`), and
     // what lives longer than a page (the contributor, connectivity, the language, the job being
     // written) sits above.
     move || {
         let _language = i18n.get();
-        app_view(i18n, contributing, online)
+        app_view(i18n, contributing, online, loading)
     }
 }
 
@@ -61,10 +66,8 @@ fn app_view(
     i18n: I18n,
     contributing: impl Fn() -> bool + Copy + Send + Sync + 'static,
     online: RwSignal<bool>,
+    loading: RwSignal<u32>,
 ) -> impl IntoView {
-    // While a page's code is on its way (its first visit), a line says so and a thin bar runs
-    // along the top (style.css, `main[aria-busy]`), so a tap on a slow link shows it took.
-    let loading = crate::routes::lazy::provide_loading();
     view! {
         <Router>
             <a class="skip-link" href="#main">{tr!(i18n, app.skip_to_content)}</a>

@@ -63,11 +63,11 @@ pub fn provide_loading() -> RwSignal<u32> {
 async fn shown(page: impl Future<Output = Result<AnyView, NotLoaded>>) -> AnyView {
     let loading = LOADING.with(Cell::get);
     if let Some(loading) = loading {
-        loading.update(|n| *n += 1);
+        loading.try_update(|n| *n += 1);
     }
     let page = page.await;
     if let Some(loading) = loading {
-        loading.update(|n| *n = n.saturating_sub(1));
+        loading.try_update(|n| *n = n.saturating_sub(1));
     }
     match page {
         Ok(view) => view,
