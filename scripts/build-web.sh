@@ -134,7 +134,7 @@ compress() {
 # bytes and the flags: a module wasm-opt has seen before is not optimised again.
 optimise() {
   local raw=$1 target=$2 key
-  key=$(printf '%s %s' "$(sha256sum "$raw" | cut -d' ' -f1)" "${use_wasm_opt:+binaryen-$BINARYEN_VERSION ${WASM_OPT_FLAGS[*]}}" | sha256sum | cut -d' ' -f1)
+  key=$(printf '%s %s' "$(sha256sum "$raw" | cut -d' ' -f1)" "${use_wasm_opt:+binaryen-$(binaryen_version) ${WASM_OPT_FLAGS[*]}}" | sha256sum | cut -d' ' -f1)
   local cached="$CARGO_TARGET_DIR/opt-cache/$key.wasm"
   if [ ! -f "$cached" ]; then
     mkdir -p "$(dirname "$cached")"
@@ -209,7 +209,10 @@ PAGE_BUDGET=430000
 ENGINE_BUDGET=160000
 TOTAL_BUDGET=470000
 gz_sum() { local sum=0 f; for f in "$@"; do sum=$((sum + $(size_of "$assembly/$f.gz"))); done; echo "$sum"; }
-main=$(gz_sum starling_frontend_bg.wasm starling_frontend.js __wasm_split.js)
+# The main download: the glue, its snippets, the loader and the main module, and www/pkg/app.js
+# (about 200 bytes; written after the check).
+mapfile -t main_files < <(cd "$assembly" && find . -type f \( -name '*.js' -o -name starling_frontend_bg.wasm \) | sed 's#^\./##' | LC_ALL=C sort)
+main=$(( $(gz_sum "${main_files[@]}") + 200 ))
 over=0
 for page in page_contribute page_dashboard page_job page_network; do
   mapfile -t files < <(files_of "$page")
@@ -218,7 +221,7 @@ for page in page_contribute page_dashboard page_job page_network; do
   [ "$bytes" -le "$PAGE_BUDGET" ] || { say "${page#page_} is over its budget (BENCHMARKS.md)"; over=1; }
 done
 # What pressing Start adds to a visit to Contribute: the engine's files Contribute did not fetch.
-mapfile -t engine_files < <(comm -23 <(files_of engine | LC_ALL=C sort) <(files_of page_contribute | LC_ALL=C sort))
+mapfile -t engine_files < <(LC_ALL=C comm -23 <(files_of engine | LC_ALL=C sort) <(files_of page_contribute | LC_ALL=C sort))
 engine=$(gz_sum "${engine_files[@]}")
 mapfile -t contributing_files < <(LC_ALL=C sort -u <(files_of page_contribute) <(files_of engine))
 contributing=$((main + $(gz_sum "${contributing_files[@]}")))
@@ -230,28 +233,44 @@ say "gzipped: app and engine together (open the app, press Start): $contributing
 [ "$contributing" -le "$TOTAL_BUDGET" ] || { say "app and engine together are over budget (BENCHMARKS.md)"; over=1; }
 [ "$over" -eq 0 ] || exit 1
 
-# Live: the folder first (whole, compressed), then the name of it.
+# Live: the folder first (whole, compressed), then the name of it. A folder of this name already
+# live is reused only if its files still hash to its name (a copy cut short, or edited by hand,
+# would otherwise be served as immutable).
+folder_hash() { (cd "$1" && find . -type f ! -name '*.gz' ! -name '*.br' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16); }
+if [ -d "$out/$build" ] && [ "app-$(folder_hash "$out/$build")" != "$build" ]; then
+  say "www/pkg/$build does not hold what its name says: replacing it"
+  rm -rf "$out/$build"
+fi
 if [ ! -d "$out/$build" ]; then
   rm -rf "$out/$build.tmp"
   cp -a "$assembly" "$out/$build.tmp"
+  sync "$out/$build.tmp" 2>/dev/null || sync
   mv "$out/$build.tmp" "$out/$build"
 fi
-previous=$(sed -n "s#^export { default } from './\(app-[0-9a-f]*\)/starling_frontend.js';\$#\1#p" "$out/app.js" 2>/dev/null || true)
 {
   echo "// Written by scripts/build-web.sh: the build of the web app this relay serves. Everything else"
   echo "// in www/pkg/ sits in that build's folder, whose name is the hash of its files."
   echo "export * from './$build/starling_frontend.js';"
   echo "export { default } from './$build/starling_frontend.js';"
 } > "$staging/app.js"
+# Replaces $2 with $1 (a temporary copy and a rename), its compressed copies dropped before and
+# written after, so the relay never serves a half-written file or a former one's compressed copy.
+swap_in() {
+  cp "$1" "$2.tmp"
+  rm -f "$2.gz" "$2.br"
+  mv "$2.tmp" "$2"
+  compress "$2"
+}
+# The build before this one stays for tabs still running it (www/pkg/previous names it); it
+# changes only when app.js does, so a rerun of the same build keeps it.
+current=$(sed -n "s#^export { default } from './\(app-[0-9a-f]*\)/starling_frontend.js';\$#\1#p" "$out/app.js" 2>/dev/null || true)
 if ! cmp -s "$staging/app.js" "$out/app.js"; then
-  cp "$staging/app.js" "$out/app.js.tmp"
-  touch "$out/app.js.tmp"
-  for ext in gz br; do rm -f "$out/app.js.$ext"; done
-  mv "$out/app.js.tmp" "$out/app.js"
-  compress "$out/app.js"
+  [ -n "$current" ] && [ "$current" != "$build" ] && echo "$current" > "$out/previous"
+  swap_in "$staging/app.js" "$out/app.js"
 fi
-# Former builds go, except the one before this (a tab still running it may yet fetch a page), and
-# the layout of earlier versions (one module per crate at www/pkg/, split-*/ folders).
+previous=$(cat "$out/previous" 2>/dev/null || true)
+# Former builds go, except the one before this, and the layout of earlier versions (one module
+# per crate at www/pkg/, split-*/ folders).
 for folder in "$out"/app-*; do
   [ -d "$folder" ] || continue
   name=$(basename "$folder")
@@ -293,10 +312,7 @@ version=$(for asset in "${shell[@]}" "${later[@]}"; do echo "$asset $(sha256sum 
   echo "  },"
   echo "};"
 } > "$staging/sw-assets.js"
-if ! cmp -s "$staging/sw-assets.js" "$out/sw-assets.js"; then
-  cp "$staging/sw-assets.js" "$out/sw-assets.js.tmp"
-  mv "$out/sw-assets.js.tmp" "$out/sw-assets.js"
-fi
+cmp -s "$staging/sw-assets.js" "$out/sw-assets.js" || swap_in "$staging/sw-assets.js" "$out/sw-assets.js"
 
 # Precompressed copies of the rest (page, style, manifest, service worker, worker bootstrap).
 while IFS= read -r file; do compress "$file"; done < <(

@@ -18,8 +18,10 @@ const fail = (why) => {
 };
 
 // const __chunk_N = makeLoad(() => { const src = fetch(new URL("./chunk_N.wasm", ...
+// }, []);   (a chunk waits for nothing: this reads no chunk-to-chunk dependencies, so it refuses any)
 const chunkFile = new Map();
-for (const m of loader.matchAll(/const (__chunk_\d+) = makeLoad\(\(\) => \{\s*const src = fetch\(new URL\("\.\/([\w.]+\.wasm)"/g)) {
+for (const m of loader.matchAll(/const (__chunk_\d+) = makeLoad\(\(\) => \{\s*const src = fetch\(new URL\("\.\/([\w.]+\.wasm)"[^]*?\n\}\s*,\s*\[([^\]]*)\]\);/g)) {
+  if (m[3].trim() !== '') fail(`${m[1]} waits for other chunks (${m[3].trim()}), which this does not read`);
   chunkFile.set(m[1], m[2]);
 }
 // export const __wasm_split_load_<point> = wrapAsyncCb(makeLoad(() => { ... fetch(new URL("./split_<point>.wasm" ...

@@ -50,8 +50,7 @@ pub fn App() -> impl IntoView {
     let contributing = move || contributor.wanted.get() && contributor.status.with(|s| s.state.is_active());
     // While a page's code is on its way (its first visit), a line says so and a thin bar runs
     // along the top (style.css, `main[aria-busy]`), so a tap on a slow link shows it took. Made
-    // here, above the redraw on a change of language, so a load in flight counts down the signal
-    // it counted up.
+    // here, above the redraw on a change of language: one count for the app's life.
     let loading = crate::routes::lazy::provide_loading();
     // Drawn again when the language changes: words are read once per drawing (`lang::tr`), and
     // what lives longer than a page (the contributor, connectivity, the language, the job being

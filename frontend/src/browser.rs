@@ -64,7 +64,12 @@ pub fn is_online() -> bool {
 /// Asks the service worker to look for a newer build now (a page whose code is gone usually means
 /// one was deployed): when it finds one, the app's update banner offers the reload.
 pub fn check_for_update() {
-    let container = window().navigator().service_worker();
+    let navigator = window().navigator();
+    // Not in every context: plain http on another host than localhost has no service workers.
+    if !js_sys::Reflect::has(&navigator, &JsValue::from_str("serviceWorker")).unwrap_or(false) {
+        return;
+    }
+    let container = navigator.service_worker();
     wasm_bindgen_futures::spawn_local(async move {
         let Ok(found) = JsFuture::from(container.get_registration()).await else { return };
         if let Ok(registration) = found.dyn_into::<web_sys::ServiceWorkerRegistration>()
@@ -320,4 +325,16 @@ pub fn device_description() -> (&'static str, String, u32) {
         })
         .unwrap_or("");
     (browser, os, navigator.hardware_concurrency() as u32)
+}
+
+#[wasm_bindgen(inline_js = "export function module_url() { return import.meta.url; }")]
+extern "C" {
+    /// The URL of a module wasm-bindgen writes beside this build's glue.
+    fn module_url() -> String;
+}
+
+/// The name of the build this page runs, `app-<16 hex>`: the folder its modules were loaded from
+/// (scripts/build-web.sh), so the compute worker can load the very same build.
+pub fn build_name() -> Option<String> {
+    crate::worker_protocol::build_name_in(&module_url()).map(str::to_owned)
 }

@@ -140,7 +140,8 @@ impl Contributor {
     fn spawn(self) -> Result<ComputeWorker, String> {
         let options = web_sys::WorkerOptions::new();
         options.set_type(web_sys::WorkerType::Module);
-        let worker = web_sys::Worker::new_with_options("/worker.js", &options)
+        let url = worker_protocol::worker_url(crate::browser::build_name().as_deref());
+        let worker = web_sys::Worker::new_with_options(&url, &options)
             .map_err(|e| fill(say!(compute.not_started), &[("error", &js_text(&e))]))?;
         let on_message = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |event: web_sys::MessageEvent| {
             let text = match js_sys::JSON::stringify(&event.data()) {

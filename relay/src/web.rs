@@ -70,6 +70,33 @@ fn inline_scripts(html: &str) -> Vec<&str> {
     out
 }
 
+/// The `Link` header for the app's page: preload the current build's main module and glue
+/// (named by `www/pkg/app.js`, `app_js` here), so they download while the page's own scripts
+/// load instead of after them.
+fn preload_link(app_js: &str) -> Option<String> {
+    let build = app_js.lines().find_map(|line| {
+        let start = line.find("'./app-")? + 3;
+        let rest = &line[start..];
+        let end = rest.find('/')?;
+        let name = &rest[..end];
+        let hash = name.strip_prefix("app-")?;
+        (hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit())).then_some(name)
+    })?;
+    Some(format!(
+        "</pkg/{build}/starling_frontend_bg.wasm>; rel=preload; as=fetch; type=\"application/wasm\"; crossorigin, \
+         </pkg/{build}/starling_frontend.js>; rel=modulepreload"
+    ))
+}
+
+/// `www/pkg/app.js`, read for each page (a few hundred bytes; a build may replace it at any time).
+async fn current_build_link(dir: &std::path::Path) -> Option<HeaderValue> {
+    use tokio::io::AsyncReadExt as _;
+    let file = tokio::fs::File::open(dir.join("pkg/app.js")).await.ok()?;
+    let mut text = String::new();
+    file.take(4096).read_to_string(&mut text).await.ok()?;
+    HeaderValue::from_str(&preload_link(&text)?).ok()
+}
+
 pub fn service(dir: PathBuf) -> BoxCloneSyncService<Request<Body>, Response, Infallible> {
     let csp = HeaderValue::from_str(&content_security_policy(
         &std::fs::read_to_string(dir.join("index.html")).unwrap_or_default(),
@@ -79,21 +106,30 @@ pub fn service(dir: PathBuf) -> BoxCloneSyncService<Request<Body>, Response, Inf
     let app_routes =
         files.clone().fallback(ServeFile::new(dir.join("index.html")).precompressed_br().precompressed_gzip());
     BoxCloneSyncService::new(tower::service_fn(move |req: Request<Body>| {
-        let (files, app_routes, csp) = (files.clone(), app_routes.clone(), csp.clone());
+        let (files, app_routes, csp, dir) = (files.clone(), app_routes.clone(), csp.clone(), dir.clone());
         async move {
             let path = req.uri().path();
             if path.starts_with("/v1/") || path == "/v1" {
                 return Ok(super::api_not_found());
             }
             let is_file = path.rsplit('/').next().is_some_and(|last| last.contains('.'));
-            let immutable = in_build_folder(path);
+            let immutable = is_file && in_build_folder(path);
+            let page = !is_file || path == "/index.html";
             let response = if is_file { files.oneshot(req).await } else { app_routes.oneshot(req).await };
             let mut response = match response {
                 Ok(r) => r.into_response(),
                 Err(e) => match e {},
             };
-            let cache = if immutable && response.status().is_success() { CACHE_BUILD } else { CACHE_CONTROL };
+            // A 304 keeps the build file's caching: its headers replace the stored ones.
+            let kept = response.status().is_success() || response.status() == axum::http::StatusCode::NOT_MODIFIED;
+            let cache = if immutable && kept { CACHE_BUILD } else { CACHE_CONTROL };
             response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+            if page
+                && response.status().is_success()
+                && let Some(link) = current_build_link(&dir).await
+            {
+                response.headers_mut().insert(header::LINK, link);
+            }
             response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, csp);
             Ok(response)
         }
@@ -139,7 +175,7 @@ mod tests {
         write("pkg/app_bg.wasm", b"\0asm\x01\0\0\0");
         write("pkg/app_bg.wasm.br", b"brotli wasm");
         write("pkg/app_bg.wasm.gz", b"gzip wasm");
-        write("pkg/app.js", b"export default 1;");
+        write("pkg/app.js", b"export * from './app-0123456789abcdef/starling_frontend.js';");
         std::fs::create_dir_all(dir.join("pkg/app-0123456789abcdef")).unwrap();
         write("pkg/app-0123456789abcdef/chunk_1.wasm", b"\0asm\x01\0\0\0");
         dir
@@ -170,6 +206,23 @@ mod tests {
     }
 
     #[test]
+    fn the_page_preloads_the_current_build() {
+        let app_js =
+            "// Written by scripts/build-web.sh\nexport * from './app-0123456789abcdef/starling_frontend.js';\n";
+        let link = preload_link(app_js).unwrap();
+        assert!(
+            link.starts_with("</pkg/app-0123456789abcdef/starling_frontend_bg.wasm>; rel=preload; as=fetch"),
+            "{link}"
+        );
+        assert!(link.contains("</pkg/app-0123456789abcdef/starling_frontend.js>; rel=modulepreload"), "{link}");
+        for bad in
+            ["", "export * from './app-0123/starling_frontend.js';", "export * from './app-0123456789abcdeZ/x.js';"]
+        {
+            assert_eq!(preload_link(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
     fn build_folders_are_told_apart() {
         for (path, want) in [
             ("/pkg/app-0123456789abcdef/main.wasm", true),
@@ -194,7 +247,14 @@ mod tests {
             ("/pkg/app_bg.wasm", None, 200, Some("application/wasm"), None, b"\0asm\x01\0\0\0"),
             ("/pkg/app_bg.wasm", Some("br, gzip"), 200, Some("application/wasm"), Some("br"), b"brotli wasm"),
             ("/pkg/app_bg.wasm", Some("gzip"), 200, Some("application/wasm"), Some("gzip"), b"gzip wasm"),
-            ("/pkg/app.js", None, 200, Some("text/javascript"), None, b"export default 1;"),
+            (
+                "/pkg/app.js",
+                None,
+                200,
+                Some("text/javascript"),
+                None,
+                b"export * from './app-0123456789abcdef/starling_frontend.js';",
+            ),
             ("/manifest.webmanifest", None, 200, Some("application/manifest+json"), None, br#"{"name":"Starling"}"#),
             ("/", None, 200, Some("text/html"), None, b"<!doctype html><title>Starling</title>"),
             // Deep links are the app's routes: index.html, compressed where the client takes it.
@@ -205,6 +265,15 @@ mod tests {
             // A missing file is a 404, not the app shell.
             ("/pkg/missing.wasm", None, 404, None, None, b""),
             ("/pkg/app-0123456789abcdef/gone.wasm", None, 404, None, None, b""),
+            // Not a file: the app's page, which is never kept for good.
+            (
+                "/pkg/app-0123456789abcdef/route",
+                None,
+                200,
+                Some("text/html"),
+                None,
+                b"<!doctype html><title>Starling</title>",
+            ),
         ];
         for &(path, accept, status, ty, enc, body) in cases {
             let (got_status, headers, got_body) = get(&dir, path, accept).await;
@@ -221,12 +290,31 @@ mod tests {
             }
             if status == 200 {
                 assert_eq!(got_body, body, "{case}");
-                let cache = if path.starts_with("/pkg/app-") { CACHE_BUILD } else { CACHE_CONTROL };
+                let cache =
+                    if path.starts_with("/pkg/app-") && path.ends_with(".wasm") { CACHE_BUILD } else { CACHE_CONTROL };
                 assert_eq!(header(&headers, "cache-control"), Some(cache), "{case}");
+                // The app's page preloads the current build; files do not.
+                let link = header(&headers, "link");
+                if ty == Some("text/html") {
+                    assert!(
+                        link.is_some_and(|l| l.contains("/pkg/app-0123456789abcdef/starling_frontend_bg.wasm")),
+                        "{case}: {link:?}"
+                    );
+                } else {
+                    assert_eq!(link, None, "{case}");
+                }
                 let csp = header(&headers, "content-security-policy").unwrap_or_default();
                 assert!(csp.starts_with("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'"), "{case}: {csp}");
             }
         }
+        // A revalidated build file (304) keeps its caching: a 304's headers replace the stored ones.
+        let req = Request::get("/pkg/app-0123456789abcdef/chunk_1.wasm")
+            .header(header::IF_MODIFIED_SINCE, "Fri, 01 Jan 2100 00:00:00 GMT")
+            .body(Body::empty())
+            .unwrap();
+        let res = service(dir.clone()).oneshot(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(res.headers().get(header::CACHE_CONTROL).unwrap(), CACHE_BUILD);
         // API paths never fall through to the app.
         let (status, headers, body) = get(&dir, "/v1/nothing", None).await;
         assert_eq!(status, StatusCode::NOT_FOUND);

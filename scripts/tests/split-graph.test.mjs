@@ -55,6 +55,8 @@ test('a loader it cannot read, or a chunk nobody waits for, fails the build', ()
     ['no split point in the loader', chunk(5, 'page_a'), ['chunk_5.wasm']],
     ['a chunk in the folder that no split point waits for', point('page_a', []), ['split_page_a.wasm', 'chunk_9.wasm']],
     ['a dependency the loader never defines', point('page_a', ['__chunk_7']), ['split_page_a.wasm']],
+    ['a chunk that waits for another chunk', chunk(5, 'page_a').replace(', []);', ', [__chunk_6]);') + chunk(6, 'page_a') +
+      point('page_a', ['__chunk_5', '__chunk_6']), ['split_page_a.wasm', 'chunk_5.wasm', 'chunk_6.wasm']],
   ];
   for (const [what, loader, files] of cases) {
     const dir = folder(loader, files);

@@ -58,18 +58,29 @@ pub fn provide_loading() -> RwSignal<u32> {
     loading
 }
 
+/// One page's code on its way, in the loading count while it lives.
+struct Counting(RwSignal<u32>);
+
+impl Counting {
+    fn new(loading: RwSignal<u32>) -> Self {
+        loading.try_update(|n| *n += 1);
+        Counting(loading)
+    }
+}
+
+impl Drop for Counting {
+    fn drop(&mut self) {
+        self.0.try_update(|n| *n = n.saturating_sub(1));
+    }
+}
+
 /// The page, or the page that says why it is missing; counted in [`provide_loading`]'s signal
 /// meanwhile.
 async fn shown(page: impl Future<Output = Result<AnyView, NotLoaded>>) -> AnyView {
-    let loading = LOADING.with(Cell::get);
-    if let Some(loading) = loading {
-        loading.try_update(|n| *n += 1);
-    }
-    let page = page.await;
-    if let Some(loading) = loading {
-        loading.try_update(|n| *n = n.saturating_sub(1));
-    }
-    match page {
+    // Counted down when this future ends, finished or dropped (Leptos drops a load it no longer
+    // needs: another page was picked meanwhile, or the app was redrawn).
+    let _counting = LOADING.with(Cell::get).map(Counting::new);
+    match page.await {
         Ok(view) => view,
         Err(NotLoaded) => not_loaded().into_any(),
     }
