@@ -14,7 +14,8 @@ need_pkgs=()
 for pkg in mesa-vulkan-drivers libvulkan1 chromium chromium-driver postgresql fonts-wqy-microhei; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_pkgs+=("$pkg")
 done
-# npm fetches binaryen's wasm-opt for the escrow contract's build (scripts/build-contract.sh).
+# npm fetches binaryen's wasm-opt for the escrow contract's and the web app's builds; Node.js also
+# reads the web app's split (scripts/split-graph.mjs) and drives the browser tests.
 command -v npm >/dev/null 2>&1 || need_pkgs+=(nodejs npm)
 # python3: the test scripts read cargo's JSON messages and pick free ports with it; its venv
 # module holds the S3-compatible server the tests start (scripts/s3.sh).
