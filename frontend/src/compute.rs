@@ -162,7 +162,7 @@ impl Contributor {
         let on_error = Closure::<dyn FnMut(web_sys::Event)>::new(move |event: web_sys::Event| {
             let detail = event
                 .dyn_ref::<web_sys::ErrorEvent>()
-                .map(|e| e.message())
+                .map(|e| worker_protocol::uncaught_detail(&e.message()).to_string())
                 .filter(|m| !m.is_empty())
                 .unwrap_or_else(|| say!(compute.load_failed).to_string());
             event.prevent_default();

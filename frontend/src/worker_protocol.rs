@@ -115,6 +115,12 @@ pub fn backend_label(backend: &str) -> String {
     }
 }
 
+/// What a worker's uncaught error says, without the browser's "Uncaught " (and "Error: ") before it.
+pub fn uncaught_detail(message: &str) -> &str {
+    let message = message.strip_prefix("Uncaught ").unwrap_or(message);
+    message.strip_prefix("Error: ").unwrap_or(message)
+}
+
 /// The build folder, `app-<16 hex>`, in the URL of a module loaded from it
 /// (`…/pkg/app-0123456789abcdef/snippets/…/inline0.js`), if it is in one.
 pub fn build_name_in(url: &str) -> Option<&str> {
@@ -135,6 +141,21 @@ pub fn worker_url(build: Option<&str>) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_uncaught_error_reads_as_its_message() {
+        for (message, want) in [
+            (
+                "Uncaught the compute engine's code could not be fetched",
+                "the compute engine's code could not be fetched",
+            ),
+            ("Uncaught Error: boom", "boom"),
+            ("RuntimeError: unreachable", "RuntimeError: unreachable"),
+            ("", ""),
+        ] {
+            assert_eq!(uncaught_detail(message), want, "{message}");
+        }
+    }
+
     #[test]
     fn the_worker_loads_the_pages_build() {
         let cases: &[(&str, Option<&str>)] = &[

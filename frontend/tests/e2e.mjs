@@ -14,7 +14,8 @@
 //     each language (en, id, zh-Hans) at 360 px: no raw key, <html lang> and the nav in that
 //     language, no overflow (screenshots <page>-<en|id|zh>-phone.png).
 //  5. PWA: Page.getInstallabilityErrors is empty; offline, a reload shows the app shell and the
-//     offline state, and a page whose code is not on the device says so.
+//     offline state; a page whose code is not on the device says so, and so does Start when the
+//     engine's code is not.
 //  The app is split at its pages: a first visit to Contribute fetches Contribute's code only.
 //
 // Run by scripts/test-browser-e2e.sh (which builds what it needs); env: STARLING_BIN, WWW_DIR,
@@ -543,6 +544,25 @@ try {
   await dashboard.getByTestId('nav-network').click();
   await dashboard.getByTestId('page-network').waitFor({ timeout: 30_000 });
   console.log('offline, a page never kept says so, and the app goes on');
+  // The engine's code in no cache, offline: Start says the engine could not load (the worker's
+  // loader fails into a status, not a silent worker).
+  await dashboard.evaluate(async () => {
+    for (const name of await caches.keys()) {
+      const cache = await caches.open(name);
+      for (const request of await cache.keys()) if (request.url.endsWith('/split_engine.wasm')) await cache.delete(request);
+    }
+  });
+  await cdp.send('Network.clearBrowserCache');
+  await dashboard.goto(`${base}/contribute`);
+  await dashboard.getByTestId('page-contribute').waitFor({ timeout: 30_000 });
+  if ((await dashboard.getByTestId('start-button').getAttribute('data-running')) !== 'true') {
+    await dashboard.getByTestId('start-button').click();
+  }
+  await until('Start to say the engine could not load', async () =>
+    (await dashboard.getByTestId('worker-status').getAttribute('data-state')) === 'error', 30_000);
+  assert.match(await dashboard.getByTestId('worker-status').textContent(), /could not load the engine/);
+  await dashboard.screenshot({ path: join(SHOTS, 'engine-not-loaded-phone.png') });
+  console.log('offline, an engine never kept says so at Start');
 
   assert.deepEqual(consoleErrors, [], `uncaught errors in the page: ${consoleErrors.join('\n')}`);
   assert.deepEqual(cspViolations, [], `the app broke its own Content-Security-Policy: ${cspViolations.join('\n')}`);
