@@ -106,27 +106,31 @@ if command -v node >/dev/null 2>&1 && [ -x "$wasm_opt" ]; then
 fi
 [ -n "$use_wasm_opt" ] || say "no wasm-opt $MIN_WASM_OPT_VERSION+ (needs Node.js and npm): modules are left as wasm-bindgen wrote them"
 
-# Writes $1's precompressed siblings ($1.gz, and $1.br with Node.js or brotli) when older than $1,
-# each through a temporary file and a rename, so the relay never serves half a file.
+# Writes each file's precompressed siblings (.gz, and .br with Node.js or brotli) when older than
+# the file, each through a temporary file and a rename, so the relay never serves half a file.
 compress() {
-  local file=$1
-  if [ ! -f "$file.gz" ] || [ "$file" -nt "$file.gz" ]; then
-    gzip -9 -n -c "$file" > "$file.gz.tmp" && mv "$file.gz.tmp" "$file.gz"
-  fi
-  if [ ! -f "$file.br" ] || [ "$file" -nt "$file.br" ]; then
-    if command -v node >/dev/null 2>&1; then
-      node -e '
-        const zlib = require("zlib"), fs = require("fs");
-        const file = process.argv[1], data = fs.readFileSync(file);
+  local file stale_br=()
+  for file in "$@"; do
+    if [ ! -f "$file.gz" ] || [ "$file" -nt "$file.gz" ]; then
+      gzip -9 -n -c "$file" > "$file.gz.tmp" && mv "$file.gz.tmp" "$file.gz"
+    fi
+    if [ ! -f "$file.br" ] || [ "$file" -nt "$file.br" ]; then stale_br+=("$file"); fi
+  done
+  [ ${#stale_br[@]} -gt 0 ] || return 0
+  if command -v node >/dev/null 2>&1; then
+    node -e '
+      const zlib = require("zlib"), fs = require("fs");
+      for (const file of process.argv.slice(1)) {
+        const data = fs.readFileSync(file);
         const br = zlib.brotliCompressSync(data, { params: {
           [zlib.constants.BROTLI_PARAM_QUALITY]: 11,
           [zlib.constants.BROTLI_PARAM_SIZE_HINT]: data.length,
         } });
         fs.writeFileSync(file + ".br.tmp", br);
-        fs.renameSync(file + ".br.tmp", file + ".br");' "$file"
-    elif command -v brotli >/dev/null 2>&1; then
-      brotli -q 11 -f -o "$file.br.tmp" "$file" && mv "$file.br.tmp" "$file.br"
-    fi
+        fs.renameSync(file + ".br.tmp", file + ".br");
+      }' "${stale_br[@]}"
+  elif command -v brotli >/dev/null 2>&1; then
+    for file in "${stale_br[@]}"; do brotli -q 11 -f -o "$file.br.tmp" "$file" && mv "$file.br.tmp" "$file.br"; done
   fi
 }
 
@@ -193,7 +197,8 @@ files_of() { awk -v point="$1" '$1 == point { print $2 }' "$staging/graph.txt"; 
 for point in page_contribute page_dashboard page_job page_network engine; do
   [ -n "$(files_of "$point")" ] || { say "wasm-split made no split point $point"; exit 1; }
 done
-while IFS= read -r file; do compress "$file"; done < <(find "$assembly" -type f \( -name '*.wasm' -o -name '*.js' \))
+mapfile -t built < <(find "$assembly" -type f \( -name '*.wasm' -o -name '*.js' \))
+compress "${built[@]}"
 
 size_of() { if [ -f "$1" ]; then stat -c %s "$1"; else echo "-"; fi; }
 printf '%-44s %10s %10s %10s\n' "file" "raw" "gzip" "brotli"
@@ -315,7 +320,8 @@ version=$(for asset in "${shell[@]}" "${later[@]}"; do echo "$asset $(sha256sum 
 cmp -s "$staging/sw-assets.js" "$out/sw-assets.js" || swap_in "$staging/sw-assets.js" "$out/sw-assets.js"
 
 # Precompressed copies of the rest (page, style, manifest, service worker, worker bootstrap).
-while IFS= read -r file; do compress "$file"; done < <(
+mapfile -t rest < <(
   find www -maxdepth 2 -type f \( -name '*.js' -o -name '*.css' -o -name '*.html' -o -name '*.webmanifest' \) ! -path 'www/pkg/app-*' | LC_ALL=C sort
 )
+compress "${rest[@]}"
 say "done in $(($(date +%s) - started)) s; build $build, version $version, in www/"

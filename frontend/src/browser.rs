@@ -336,5 +336,5 @@ extern "C" {
 /// The name of the build this page runs, `app-<16 hex>`: the folder its modules were loaded from
 /// (scripts/build-web.sh), so the compute worker can load the very same build.
 pub fn build_name() -> Option<String> {
-    crate::worker_protocol::build_name_in(&module_url()).map(str::to_owned)
+    starling_protocol::api::build_name_in(&module_url()).map(str::to_owned)
 }

@@ -121,14 +121,6 @@ pub fn uncaught_detail(message: &str) -> &str {
     message.strip_prefix("Error: ").unwrap_or(message)
 }
 
-/// The build folder, `app-<16 hex>`, in the URL of a module loaded from it
-/// (`…/pkg/app-0123456789abcdef/snippets/…/inline0.js`), if it is in one.
-pub fn build_name_in(url: &str) -> Option<&str> {
-    url.split('/').find(|segment| {
-        segment.strip_prefix("app-").is_some_and(|hash| hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
-    })
-}
-
 /// The compute worker's script for the page's build: `www/worker.js` loads the build it is told,
 /// so the page and its worker always run the same build (a deploy between the page's load and
 /// Start leaves the page's build in place; the relay keeps the build before the current one).
@@ -158,20 +150,6 @@ mod tests {
 
     #[test]
     fn the_worker_loads_the_pages_build() {
-        let cases: &[(&str, Option<&str>)] = &[
-            (
-                "https://relay.example/pkg/app-0123456789abcdef/snippets/starling-frontend-1/inline0.js",
-                Some("app-0123456789abcdef"),
-            ),
-            ("http://127.0.0.1:8080/pkg/app-ffffffffffffffff/starling_frontend.js", Some("app-ffffffffffffffff")),
-            // Not a build folder: too short, not hex, or no folder at all (a development layout).
-            ("https://relay.example/pkg/app-0123/inline0.js", None),
-            ("https://relay.example/pkg/app-0123456789abcdeg/inline0.js", None),
-            ("https://relay.example/pkg/snippets/inline0.js", None),
-        ];
-        for &(url, want) in cases {
-            assert_eq!(build_name_in(url), want, "{url}");
-        }
         assert_eq!(worker_url(Some("app-0123456789abcdef")), "/worker.js?app=app-0123456789abcdef");
         assert_eq!(worker_url(None), "/worker.js");
     }

@@ -10,6 +10,15 @@ use crate::sign::SignedJob;
 use crate::worker::Capabilities;
 use serde::{Deserialize, Serialize};
 
+/// The first name, in a `/`-separated path or URL, of a web app build's folder: `app-<16 hex>`
+/// (scripts/build-web.sh serves each build from `/pkg/app-<hash of its files>/`; the relay keeps
+/// those files for good, and the page starts its compute worker on its own build).
+pub fn build_name_in(path: &str) -> Option<&str> {
+    path.split('/').find(|segment| {
+        segment.strip_prefix("app-").is_some_and(|hash| hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+    })
+}
+
 /// A job's life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -335,4 +344,22 @@ where
 {
     let value = <serde_json::Value as serde::Deserialize>::deserialize(d)?;
     Ok(serde_json::from_value(value).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn build_names_are_found_in_paths() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("https://relay.example/pkg/app-0123456789abcdef/snippets/s/inline0.js", Some("app-0123456789abcdef")),
+            ("export * from './app-ffffffffffffffff/starling_frontend.js';", Some("app-ffffffffffffffff")),
+            // Not a build folder: too short, not hex, or none at all.
+            ("/pkg/app-0123/x.js", None),
+            ("/pkg/app-0123456789abcdeg/x.js", None),
+            ("/pkg/app.js", None),
+        ];
+        for &(path, want) in cases {
+            assert_eq!(super::build_name_in(path), want, "{path}");
+        }
+    }
 }

@@ -12,6 +12,7 @@
 use axum::body::Body;
 use axum::http::{HeaderValue, Request, header};
 use axum::response::{IntoResponse, Response};
+use starling_protocol::api::build_name_in;
 use std::convert::Infallible;
 use std::path::PathBuf;
 use tower::ServiceExt;
@@ -25,11 +26,11 @@ const CACHE_CONTROL: &str = "no-cache";
 /// (scripts/build-web.sh): its files are kept for good.
 const CACHE_BUILD: &str = "public, max-age=31536000, immutable";
 
-/// Whether `path` is in a build's folder: `/pkg/app-<16 hex>/…`.
+/// Whether `path` is a file in a build's folder: `/pkg/app-<16 hex>/…`.
 fn in_build_folder(path: &str) -> bool {
-    path.strip_prefix("/pkg/app-")
+    path.strip_prefix("/pkg/")
         .and_then(|rest| rest.split_once('/'))
-        .is_some_and(|(hash, file)| hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) && !file.is_empty())
+        .is_some_and(|(folder, file)| build_name_in(folder) == Some(folder) && !file.is_empty())
 }
 
 /// The policy for the app whose `index.html` is `html`: its inline scripts are allowed by their
@@ -74,14 +75,7 @@ fn inline_scripts(html: &str) -> Vec<&str> {
 /// (named by `www/pkg/app.js`, `app_js` here), so they download while the page's own scripts
 /// load instead of after them.
 fn preload_link(app_js: &str) -> Option<String> {
-    let build = app_js.lines().find_map(|line| {
-        let start = line.find("'./app-")? + 3;
-        let rest = &line[start..];
-        let end = rest.find('/')?;
-        let name = &rest[..end];
-        let hash = name.strip_prefix("app-")?;
-        (hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit())).then_some(name)
-    })?;
+    let build = build_name_in(app_js)?;
     Some(format!(
         "</pkg/{build}/starling_frontend_bg.wasm>; rel=preload; as=fetch; type=\"application/wasm\"; crossorigin, \
          </pkg/{build}/starling_frontend.js>; rel=modulepreload"
