@@ -11,21 +11,23 @@
 #    download of what they both use.
 # 3. wasm-bindgen (exactly the version in Cargo.lock; installed if missing) writes the main
 #    module's ES module glue.
-# 4. wasm-opt -O1 optimises the main module and every chunk, with npm binaryen's wasm-opt under
+# 4. wasm-opt -O3 optimises the main module and every chunk, with npm binaryen's wasm-opt under
 #    target/npm (the one scripts/build-contract.sh uses). Debian's wasm-opt 108 breaks wasm-bindgen
 #    output, so only version 116 or newer is used; without one the modules stay as they are.
-#    -O1, not -Oz: what is downloaded is the gzipped module, and -Oz's smaller raw module compresses
-#    worse. Measured on the app (2026-12-04): wasm-bindgen's output 1,695,632 bytes / 527,825 gzip;
-#    -O1 1,620,973 / 517,715; -Os 1,492,861 / 571,892; -Oz 1,435,610 / 572,929. The engine: -O1
-#    220,512 gzip, -Oz 220,889, none 222,556.
+#    -O3, not -Oz: what is downloaded is the gzipped module, and -Oz's smaller raw module compresses
+#    worse. Measured on the app (2026-12-04, one module then): wasm-bindgen's output 1,695,632
+#    bytes / 527,825 gzip; -O1 1,620,973 / 517,715; -Os 1,492,861 / 571,892; -Oz 1,435,610 /
+#    572,929. On the split app's main module and the chunks of Contribute and the engine
+#    (2026-12-05, gzip -9): -O1 436,511; -O2 432,742; -Os 432,743; -O3 432,022; -O3 with
+#    --converge, --gufa-optimizing or --merge-similar-functions no better.
 # 5. The build is one folder, www/pkg/app-<hash of its files>/, with .gz and .br copies of each
 #    file for the relay to serve; sizes are printed and the budget is checked before it goes live.
 #    Then www/pkg/app.js, the one file that names the build, and www/pkg/sw-assets.js, what the
 #    service worker (www/sw.js) precaches and keeps, with each file's SHA-256. The build before
 #    stays for tabs still running it; older ones go.
 #
-# Safe to rerun: cargo rebuilds nothing when nothing changed, wasm-opt runs only on modules it has
-# not seen, and compressed copies are rewritten only when older than their file.
+# Safe to rerun: cargo rebuilds nothing when nothing changed, wasm-opt and zopfli run only on files
+# they have not seen, and compressed copies are rewritten only when older than their file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -33,9 +35,10 @@ started=$(date +%s)
 
 TARGET=wasm32-unknown-unknown
 BINARYEN_VERSION=132.0.0
+TERSER_VERSION=5.51.4
 MIN_WASM_OPT_VERSION=116
 WASM_OPT_FLAGS=(
-  -O1
+  -O3
   --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int --enable-mutable-globals
   --enable-reference-types --enable-multivalue
 )
@@ -81,7 +84,9 @@ fi
 export CARGO_PROFILE_RELEASE_OPT_LEVEL=z CARGO_PROFILE_RELEASE_LTO=fat CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1
 # Leptos's type-erased views (every component and element behind AnyView): 27 KB less gzipped
 # app, measured.
-export RUSTFLAGS="--cfg erase_components"
+# Panic locations name source files by shorter paths (the registry's and this checkout's prefix
+# replaced): fewer bytes, and a build that does not depend on where the checkout or cargo sits.
+export RUSTFLAGS="--cfg erase_components --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}/registry/src=/crates --remap-path-prefix=$root=/starling"
 say "building starling-frontend (release, $TARGET, sized for download)"
 # The app's link keeps its relocations for wasm-split (below); given after `--`, the flag reaches
 # that link only. The engine's part is built for size like the rest: its work is on the GPU, and
@@ -106,13 +111,48 @@ if command -v node >/dev/null 2>&1 && [ -x "$wasm_opt" ]; then
 fi
 [ -n "$use_wasm_opt" ] || say "no wasm-opt $MIN_WASM_OPT_VERSION+ (needs Node.js and npm): modules are left as wasm-bindgen wrote them"
 
+# terser, pinned, under target/npm like binaryen: it minifies the JS glue and the snippets (the
+# glue is about 110 KB as wasm-bindgen writes it, 52 KB minified; 3 KB less gzipped). Without
+# Node.js and npm the JS stays as written.
+terser="$root/target/npm/node_modules/.bin/terser"
+terser_version() {
+  node -p "require('$root/target/npm/node_modules/terser/package.json').version" 2>/dev/null || true
+}
+if command -v node >/dev/null 2>&1 && [ "$(terser_version)" != "$TERSER_VERSION" ] && command -v npm >/dev/null 2>&1; then
+  say "installing terser@$TERSER_VERSION under target/npm"
+  npm install --silent --no-audit --no-fund --prefix "$root/target/npm" "terser@$TERSER_VERSION" >&2 || true
+fi
+use_terser=""
+if command -v node >/dev/null 2>&1 && [ "$(terser_version)" = "$TERSER_VERSION" ]; then use_terser=1; fi
+[ -n "$use_terser" ] || say "no terser (needs Node.js and npm): the JS glue is left as wasm-bindgen wrote it"
+
+# gzip copies are written by zopfli where it is installed (scripts/setup.sh installs it): the same
+# deflate format every browser and proxy reads, about 5% smaller than gzip -9 (measured on the app,
+# BENCHMARKS.md "Web app size"), at about a second per 100 KB. Its copies are kept in a cache keyed
+# by the file's bytes, so a module that did not change is not compressed again.
+zopfli_bin=$(command -v zopfli || true)
+[ -n "$zopfli_bin" ] || say "no zopfli (scripts/setup.sh installs it): gzip copies are gzip -9's, about 5% larger"
+gzip_tool=${zopfli_bin:+zopfli-$(dpkg-query -W -f='${Version}' zopfli 2>/dev/null || echo local)}
+gzip_tool=${gzip_tool:-gzip-9}
+
 # Writes each file's precompressed siblings (.gz, and .br with Node.js or brotli) when older than
 # the file, each through a temporary file and a rename, so the relay never serves half a file.
 compress() {
-  local file stale_br=()
+  local file stale_br=() key cached
   for file in "$@"; do
     if [ ! -f "$file.gz" ] || [ "$file" -nt "$file.gz" ]; then
-      gzip -9 -n -c "$file" > "$file.gz.tmp" && mv "$file.gz.tmp" "$file.gz"
+      key=$(printf '%s %s' "$(sha256sum "$file" | cut -d' ' -f1)" "$gzip_tool" | sha256sum | cut -d' ' -f1)
+      cached="$CARGO_TARGET_DIR/gz-cache/$key.gz"
+      if [ ! -f "$cached" ]; then
+        mkdir -p "$(dirname "$cached")"
+        if [ -n "$zopfli_bin" ]; then
+          "$zopfli_bin" -c "$file" > "$cached.tmp"
+        else
+          gzip -9 -n -c "$file" > "$cached.tmp"
+        fi
+        mv "$cached.tmp" "$cached"
+      fi
+      cp "$cached" "$file.gz.tmp" && mv "$file.gz.tmp" "$file.gz"
     fi
     if [ ! -f "$file.br" ] || [ "$file" -nt "$file.br" ]; then stale_br+=("$file"); fi
   done
@@ -181,6 +221,14 @@ grep -q 'from "./__wasm_split.js"' "$staging/bindgen/starling_frontend.js" ||
   mkdir -p "$assembly/$(dirname "$file")"
   cp "$staging/bindgen/$file" "$assembly/$file"
 done
+# The glue and snippets minified (ES modules: imports, exports and the wasm's import names stay).
+# wasm-split's loader stays as written: scripts/split-graph.mjs reads its dependency lists.
+if [ -n "$use_terser" ]; then
+  while IFS= read -r -d '' file; do
+    "$terser" "$file" --module --compress --mangle --output "$file.min"
+    mv "$file.min" "$file"
+  done < <(find "$assembly" -type f -name '*.js' -print0)
+fi
 optimise "$staging/bindgen/starling_frontend_bg.wasm" "$assembly/starling_frontend_bg.wasm"
 cp "$split_dir/__wasm_split.js" "$assembly/"
 for file in "$split_dir"/*.wasm; do

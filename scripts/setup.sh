@@ -11,7 +11,8 @@ need_pkgs=()
 # postgresql: the tests start a private server of their own (scripts/postgres.sh).
 # fonts-wqy-microhei: Chinese glyphs, so the browser e2e's screenshots of the app in Chinese are
 # readable (the test itself does not depend on it).
-for pkg in mesa-vulkan-drivers libvulkan1 chromium chromium-driver postgresql fonts-wqy-microhei; do
+# zopfli: the web build's gzip copies, about 5% smaller than gzip -9's (scripts/build-web.sh).
+for pkg in mesa-vulkan-drivers libvulkan1 chromium chromium-driver postgresql fonts-wqy-microhei zopfli; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_pkgs+=("$pkg")
 done
 # npm fetches binaryen's wasm-opt for the escrow contract's and the web app's builds; Node.js also
