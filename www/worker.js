@@ -18,10 +18,10 @@ try {
   await init();
   await engine_main();
 } catch (error) {
-  self.postMessage({
-    type: 'status', state: 'error', reason: `could not load the engine: ${error}`,
+  self.postMessage({ status: {
+    state: 'error', reason: `could not load the engine: ${error}`,
     backend: null, adapter: null, public_key: null, tasks_done: 0, tasks_failed: 0, kernel: null,
-  });
+  } });
   throw error;
 }
 for (const data of early) self.dispatchEvent(new MessageEvent('message', { data }));

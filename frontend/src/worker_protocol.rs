@@ -166,17 +166,24 @@ mod tests {
         };
         assert_eq!(
             to_json(&start),
-            r#"{"type":"start","relay":"http://127.0.0.1:8080","secret_key":null,"settings":{"duty_cycle":0.1,"pause_when_hidden":true,"min_battery":0.2}}"#
+            r#"{"start":{"relay":"http://127.0.0.1:8080","secret_key":null,"settings":{"duty_cycle":0.1,"pause_when_hidden":true,"min_battery":0.2}}}"#
         );
         let device =
             PageMessage::Device(DeviceReport { hidden: true, battery: Some(Battery { level: 0.5, charging: false }) });
-        assert_eq!(to_json(&device), r#"{"type":"device","hidden":true,"battery":{"level":0.5,"charging":false}}"#);
-        let WorkerEvent::Status(status) = read_event(r#"{"type":"status","state":"paused","tasks_done":3}"#).unwrap()
+        assert_eq!(to_json(&device), r#"{"device":{"hidden":true,"battery":{"level":0.5,"charging":false}}}"#);
+        let WorkerEvent::Status(status) = read_event(r#"{"status":{"state":"paused","tasks_done":3}}"#).unwrap()
         else {
             panic!("not a status")
         };
         assert_eq!((status.state, status.tasks_done), (State::Paused, 3));
-        assert!(read_event(r#"{"type":"teleport"}"#).unwrap_err().contains("compute worker"));
+        assert!(read_event(r#"{"teleport":{}}"#).unwrap_err().contains("compute worker"));
+        // worker.js's own message when the engine cannot load, written by hand in JavaScript.
+        let Ok(WorkerEvent::Status(status)) = read_event(
+            r#"{"status":{"state":"error","reason":"could not load the engine: x","backend":null,"adapter":null,"public_key":null,"tasks_done":0,"tasks_failed":0,"kernel":null}}"#,
+        ) else {
+            panic!("worker.js's status does not read")
+        };
+        assert_eq!(status.state, State::Error);
     }
 
     #[test]

@@ -1,8 +1,15 @@
 //! The messages between the web app's page and its browser compute worker (a module Web Worker,
-//! `www/worker.js`), exactly as web-worker/BROWSER.md lists them: plain JS objects tagged by
-//! `type`, snake_case fields. The page (crate `starling-frontend`) writes [`PageMessage`]s and
+//! `www/worker.js`), exactly as web-worker/BROWSER.md lists them: plain JS values, each message an
+//! object with one key, its kind (`{"start": {...}}`), or, with nothing to carry, the kind's name
+//! (`"stop"`); snake_case fields. The page (crate `starling-frontend`) writes [`PageMessage`]s and
 //! reads [`WorkerEvent`]s; the worker (crate `starling-web-worker`) does the opposite. Both use
-//! these types and nothing else.
+//! these types and nothing else, and both are of one build (the engine is a chunk of the page's
+//! app), so the shape is private to a build.
+//!
+//! Tagged by a key of their own (serde's default), not by a `type` field among the others: a
+//! message read by its `type` field must be buffered whole before it can be read, and that
+//! buffering, for both messages and both directions, cost the app 12 KB of its gzipped download
+//! (BENCHMARKS.md, "Web app size").
 //!
 //! Reading is lenient where the page needs it: extra fields are ignored, a status field that is
 //! missing takes its default, and a worker state or backend this build does not know reads as
@@ -68,7 +75,7 @@ pub struct DeviceReport {
 
 /// Page → worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum PageMessage {
     /// Connect to `relay` (its origin, `http(s)://host[:port]`) and work, as the worker key the
     /// browser holds (a non-extractable WebCrypto key, created on first use), or, where the browser
@@ -96,7 +103,7 @@ pub enum PageMessage {
 
 /// Worker → page.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum WorkerEvent {
     /// The worker's identity, sent on every `start`: its public key, where the secret is kept
     /// and, only when the page must keep it, the secret itself (the page stores it and passes it
@@ -105,7 +112,7 @@ pub enum WorkerEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         secret_key: Option<String>,
         public_key: PublicKey,
-        /// Absent from an engine older than the keystore, whose key the page keeps.
+        /// Absent: a key the page keeps.
         #[serde(default)]
         storage: KeyStorage,
     },
@@ -118,7 +125,7 @@ pub enum WorkerEvent {
 
 /// Where a browser key's secret is kept.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum KeyStorage {
     /// A non-extractable WebCrypto key in IndexedDB: no script can read the secret. `migrated`:
     /// the secret the page passed is the held key now, and the page deletes its copy.
@@ -259,43 +266,50 @@ mod tests {
         let start =
             PageMessage::Start { relay: "http://127.0.0.1:8080".into(), secret_key: None, settings, expect: None };
         let start_json = format!(
-            r#"{{"type":"start","relay":"http://127.0.0.1:8080","secret_key":null,"settings":{settings_json}}}"#
+            r#"{{"start":{{"relay":"http://127.0.0.1:8080","secret_key":null,"settings":{settings_json}}}}}"#
         );
         assert_eq!(page(&start_json).unwrap(), start);
         assert_eq!(serde_json::to_string(&start).unwrap(), start_json);
         let seed = "ab".repeat(32);
         assert_eq!(
             page(&format!(
-                r#"{{"type":"start","relay":"https://r","secret_key":"{seed}","settings":{settings_json}}}"#
+                r#"{{"start":{{"relay":"https://r","secret_key":"{seed}","settings":{settings_json}}}}}"#
             ))
             .unwrap(),
             PageMessage::Start { relay: "https://r".into(), secret_key: Some(seed), settings, expect: None }
         );
-        assert_eq!(page(r#"{"type":"stop"}"#).unwrap(), PageMessage::Stop);
-        assert_eq!(serde_json::to_string(&PageMessage::Stop).unwrap(), r#"{"type":"stop"}"#);
+        assert_eq!(page(r#""stop""#).unwrap(), PageMessage::Stop);
+        assert_eq!(serde_json::to_string(&PageMessage::Stop).unwrap(), r#""stop""#);
         assert_eq!(
-            page(&format!(r#"{{"type":"settings","settings":{settings_json}}}"#)).unwrap(),
+            page(&format!(r#"{{"settings":{{"settings":{settings_json}}}}}"#)).unwrap(),
             PageMessage::Settings { settings }
         );
         let hidden = PageMessage::Device(DeviceReport { hidden: true, battery: None });
-        assert_eq!(page(r#"{"type":"device","hidden":true,"battery":null}"#).unwrap(), hidden);
-        assert_eq!(serde_json::to_string(&hidden).unwrap(), r#"{"type":"device","hidden":true,"battery":null}"#);
+        assert_eq!(page(r#"{"device":{"hidden":true,"battery":null}}"#).unwrap(), hidden);
+        assert_eq!(serde_json::to_string(&hidden).unwrap(), r#"{"device":{"hidden":true,"battery":null}}"#);
         let charging =
             PageMessage::Device(DeviceReport { hidden: false, battery: Some(Battery { level: 0.5, charging: true }) });
-        let charging_json = r#"{"type":"device","hidden":false,"battery":{"level":0.5,"charging":true}}"#;
+        let charging_json = r#"{"device":{"hidden":false,"battery":{"level":0.5,"charging":true}}}"#;
         assert_eq!(page(charging_json).unwrap(), charging);
         assert_eq!(serde_json::to_string(&charging).unwrap(), charging_json);
         // Extra fields are tolerated, and so are settings left out (their defaults); a missing
-        // message field and unknown types are not.
-        assert_eq!(page(r#"{"type":"stop","why":"button"}"#).unwrap(), PageMessage::Stop);
+        // message field, unknown kinds, a second kind in one message and the `type` field of
+        // earlier builds are not.
         assert_eq!(
-            page(r#"{"type":"settings","settings":{"duty_cycle":0.5}}"#).unwrap(),
+            page(r#"{"start":{"relay":"https://r","settings":{},"why":"button"}}"#).unwrap(),
+            PageMessage::Start { relay: "https://r".into(), secret_key: None, settings: Settings::default(), expect: None }
+        );
+        assert_eq!(
+            page(r#"{"settings":{"settings":{"duty_cycle":0.5}}}"#).unwrap(),
             PageMessage::Settings { settings: Settings { duty_cycle: 0.5, ..Settings::default() } }
         );
-        assert!(page(r#"{"type":"settings"}"#).is_err());
-        assert!(page(r#"{"type":"start","settings":{}}"#).is_err());
-        assert!(page(r#"{"type":"teleport"}"#).is_err());
+        assert!(page(r#"{"settings":{}}"#).is_err());
+        assert!(page(r#"{"start":{"settings":{}}}"#).is_err());
+        assert!(page(r#""teleport""#).is_err());
+        assert!(page(r#"{"teleport":{}}"#).is_err());
         assert!(page(r#"{"relay":"http://x"}"#).is_err());
+        assert!(page(r#"{"device":{"hidden":true},"stop":null}"#).is_err());
+        assert!(page(r#"{"type":"stop"}"#).is_err());
     }
 
     #[test]
@@ -303,23 +317,22 @@ mod tests {
         let key = Keypair::from_seed([7; 32]);
         let in_page = WorkerEvent::key_in_page(&key, "no Ed25519");
         let json = serde_json::to_value(&in_page).unwrap();
-        assert_eq!(json["type"], "key");
-        assert_eq!(json["secret_key"], "07".repeat(32));
-        assert_eq!(json["public_key"], key.public().to_string());
-        assert_eq!(json["storage"], serde_json::json!({"kind": "page", "reason": "no Ed25519"}));
+        assert_eq!(json["key"]["secret_key"], "07".repeat(32));
+        assert_eq!(json["key"]["public_key"], key.public().to_string());
+        assert_eq!(json["key"]["storage"], serde_json::json!({"page": {"reason": "no Ed25519"}}));
         assert_eq!(serde_json::from_value::<WorkerEvent>(json).unwrap(), in_page);
         assert!(!format!("{in_page:?}").contains(&"07".repeat(32)), "the secret stays out of Debug");
         let held = WorkerEvent::key_held(key.public(), true);
         let json = serde_json::to_value(&held).unwrap();
-        assert_eq!(json.get("secret_key"), None, "a held key's secret never travels");
-        assert_eq!(json["storage"], serde_json::json!({"kind": "held", "migrated": true}));
+        assert_eq!(json["key"].get("secret_key"), None, "a held key's secret never travels");
+        assert_eq!(json["key"]["storage"], serde_json::json!({"held": {"migrated": true}}));
         assert_eq!(serde_json::from_value::<WorkerEvent>(json).unwrap(), held);
-        // An engine older than the keystore sends no `storage`: the page keeps its secret.
-        let old = serde_json::json!({"type": "key", "secret_key": "07".repeat(32), "public_key": key.public()});
+        // A key message without `storage` is a key the page keeps.
+        let bare = serde_json::json!({"key": {"secret_key": "07".repeat(32), "public_key": key.public()}});
         let Ok(WorkerEvent::Key { secret_key: Some(_), storage: KeyStorage::Page { .. }, .. }) =
-            serde_json::from_value::<WorkerEvent>(old)
+            serde_json::from_value::<WorkerEvent>(bare)
         else {
-            panic!("an old engine's key message is the page's to keep")
+            panic!("a key message without storage is the page's to keep")
         };
 
         let status = Status {
@@ -335,15 +348,15 @@ mod tests {
         let json = serde_json::to_value(WorkerEvent::Status(status.clone())).unwrap();
         assert_eq!(
             json,
-            serde_json::json!({
-                "type": "status", "state": "paused", "reason": "the page is hidden",
+            serde_json::json!({"status": {
+                "state": "paused", "reason": "the page is hidden",
                 "backend": "browser_webgpu", "adapter": "", "public_key": key.public().to_string(),
                 "tasks_done": 3, "tasks_failed": 1, "kernel": null,
-            })
+            }})
         );
         assert_eq!(serde_json::from_value::<WorkerEvent>(json).unwrap(), WorkerEvent::Status(status));
         let json = serde_json::to_value(WorkerEvent::log(LogLevel::Warn, "careful")).unwrap();
-        assert_eq!(json, serde_json::json!({"type": "log", "level": "warn", "message": "careful"}));
+        assert_eq!(json, serde_json::json!({"log": {"level": "warn", "message": "careful"}}));
         assert_eq!(serde_json::from_value::<WorkerEvent>(json).unwrap(), WorkerEvent::log(LogLevel::Warn, "careful"));
     }
 
@@ -353,11 +366,11 @@ mod tests {
             WorkerEvent::Status(status) => status,
             other => panic!("not a status: {other:?}"),
         };
-        let newer = read(r#"{"type":"status","state":"warming_up","backend":"quantum_tpu","tasks_done":2,"new":1}"#);
+        let newer = read(r#"{"status":{"state":"warming_up","backend":"quantum_tpu","tasks_done":2,"new":1}}"#);
         assert_eq!((newer.state, newer.backend, newer.tasks_done), (State::Unknown, None, 2));
-        assert_eq!(read(r#"{"type":"status"}"#), Status::default());
-        assert_eq!(read(r#"{"type":"status","backend":"cpu"}"#).backend, Some(Backend::Cpu));
-        assert!(serde_json::from_str::<WorkerEvent>(r#"{"type":"teleport"}"#).is_err());
+        assert_eq!(read(r#"{"status":{}}"#), Status::default());
+        assert_eq!(read(r#"{"status":{"backend":"cpu"}}"#).backend, Some(Backend::Cpu));
+        assert!(serde_json::from_str::<WorkerEvent>(r#"{"teleport":{}}"#).is_err());
     }
 
     #[test]
