@@ -171,8 +171,7 @@ mod tests {
         let device =
             PageMessage::Device(DeviceReport { hidden: true, battery: Some(Battery { level: 0.5, charging: false }) });
         assert_eq!(to_json(&device), r#"{"device":{"hidden":true,"battery":{"level":0.5,"charging":false}}}"#);
-        let WorkerEvent::Status(status) = read_event(r#"{"status":{"state":"paused","tasks_done":3}}"#).unwrap()
-        else {
+        let WorkerEvent::Status(status) = read_event(r#"{"status":{"state":"paused","tasks_done":3}}"#).unwrap() else {
             panic!("not a status")
         };
         assert_eq!((status.state, status.tasks_done), (State::Paused, 3));

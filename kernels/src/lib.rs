@@ -25,7 +25,7 @@ pub mod job;
 pub mod validate;
 
 pub use error::{Error, Result, WgslError};
-use starling_protocol::job::BuiltinKernel;
+use starling_protocol::job::{BuiltinKernel, KernelSpec};
 
 #[cfg(feature = "datasets")]
 pub mod digits;
@@ -48,19 +48,30 @@ pub const ENTRY_POINT: &str = "main";
 /// ([`matmul_tiled::default_source`]), which covers the same 64 x 64 blocks of C with the same
 /// dispatch (so a task's spec, its checks and its CPU reference do not change).
 pub fn source_for(kernel: BuiltinKernel, params: &[u32]) -> &'static str {
-    if kernel == BuiltinKernel::MatmulF32
-        && let Ok(p) = matmul_f32::MatmulParams::from_words(params)
-        && matmul_tiled::Tiling::fits(p.k, p.n)
-    {
-        return matmul_tiled::default_source();
+    match kernel {
+        BuiltinKernel::MatmulF32 => matmul_source(params),
+        BuiltinKernel::SumI32 | BuiltinKernel::SumF32 | BuiltinKernel::Concat | BuiltinKernel::TopKU32 => {
+            reduction_source(kernel, params)
+        }
+        _ => source(kernel),
     }
-    if let Some(fan_in) = reduction_fan_in(kernel, params) {
-        return match kernel {
-            BuiltinKernel::TopKU32 => top_k::source(fan_in),
-            _ => reduce::source(kernel, fan_in),
-        };
+}
+
+/// The matmul's WGSL for these params (see [`source_for`]).
+fn matmul_source(params: &[u32]) -> &'static str {
+    match matmul_f32::MatmulParams::from_words(params) {
+        Ok(p) if matmul_tiled::Tiling::fits(p.k, p.n) => matmul_tiled::default_source(),
+        _ => matmul_f32::SOURCE,
     }
-    source(kernel)
+}
+
+/// A reduction's WGSL for the fan-in its params name.
+fn reduction_source(kernel: BuiltinKernel, params: &[u32]) -> &'static str {
+    let fan_in = reduction_fan_in(kernel, params).unwrap_or(1);
+    match kernel {
+        BuiltinKernel::TopKU32 => top_k::source(fan_in),
+        _ => reduce::source(kernel, fan_in),
+    }
 }
 
 /// The fan-in a reduction's params name (clamped to what the kernel takes), `None` for any other
@@ -106,6 +117,111 @@ pub fn pipeline_for(kernel: BuiltinKernel, params: &[u32]) -> Option<starling_pr
     match kernel {
         BuiltinKernel::MlpGradF32 => mlp_fx::Shape::from_words(kernel, params).ok().map(mlp_f32::grad_pipeline),
         _ => None,
+    }
+}
+
+/// The WGSL program the GPU runs for a built-in with these params: its kernel at [`ENTRY_POINT`]
+/// ([`source_for`]) with every input bound, or, for a built-in that runs as several dispatches,
+/// the pipeline it expands to ([`pipeline_for`]).
+pub fn program(kernel: BuiltinKernel, params: &[u32]) -> KernelSpec {
+    WgslGroup::of(kernel).program()(kernel, params)
+}
+
+/// Builds [`program`] for the kernels of one [`WgslGroup`].
+pub type ProgramFn = fn(BuiltinKernel, &[u32]) -> KernelSpec;
+
+/// The built-ins by the WGSL they share. Each group's [`WgslGroup::program`] names only its own
+/// WGSL, so the web app keeps each group's WGSL in a chunk of its own, fetched with the group's
+/// first task (`starling-web-worker`'s browser engine): a phone that only ever renders Mandelbrot
+/// tiles never downloads the SHA-256 search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WgslGroup {
+    Mandelbrot,
+    Matmul,
+    MonteCarloPi,
+    Sha256NonceSearch,
+    /// Sums, concatenation and top-k, generated for their fan-in.
+    Reductions,
+    /// The fixed-point network's gradient, step and inference.
+    MlpFx,
+    /// The f32 network's gradient pipeline and step.
+    MlpF32,
+}
+
+impl WgslGroup {
+    pub fn of(kernel: BuiltinKernel) -> Self {
+        match kernel {
+            BuiltinKernel::Mandelbrot => WgslGroup::Mandelbrot,
+            BuiltinKernel::MatmulF32 => WgslGroup::Matmul,
+            BuiltinKernel::MonteCarloPi => WgslGroup::MonteCarloPi,
+            BuiltinKernel::Sha256NonceSearch => WgslGroup::Sha256NonceSearch,
+            BuiltinKernel::SumI32 | BuiltinKernel::SumF32 | BuiltinKernel::Concat | BuiltinKernel::TopKU32 => {
+                WgslGroup::Reductions
+            }
+            BuiltinKernel::MlpGradFx | BuiltinKernel::MlpStepFx | BuiltinKernel::MlpInferFx => WgslGroup::MlpFx,
+            BuiltinKernel::MlpGradF32 | BuiltinKernel::MlpStepF32 => WgslGroup::MlpF32,
+        }
+    }
+
+    /// [`program`] for this group's kernels (given another group's kernel, it builds this
+    /// group's WGSL all the same: pick the group with [`WgslGroup::of`]).
+    pub fn program(self) -> ProgramFn {
+        match self {
+            WgslGroup::Mandelbrot => programs::mandelbrot,
+            WgslGroup::Matmul => programs::matmul,
+            WgslGroup::MonteCarloPi => programs::monte_carlo_pi,
+            WgslGroup::Sha256NonceSearch => programs::sha256_nonce_search,
+            WgslGroup::Reductions => programs::reductions,
+            WgslGroup::MlpFx => programs::mlp_fx,
+            WgslGroup::MlpF32 => programs::mlp_f32,
+        }
+    }
+}
+
+/// One [`ProgramFn`] per [`WgslGroup`], each naming its group's WGSL only (the browser engine's
+/// split points name these, not [`WgslGroup::program`], which names them all).
+pub mod programs {
+    use super::*;
+
+    fn one(source: &str) -> KernelSpec {
+        KernelSpec::Wgsl { source: source.to_string(), entry_point: ENTRY_POINT.to_string() }
+    }
+
+    pub fn mandelbrot(_: BuiltinKernel, _: &[u32]) -> KernelSpec {
+        one(mandelbrot::SOURCE)
+    }
+
+    pub fn matmul(_: BuiltinKernel, params: &[u32]) -> KernelSpec {
+        one(matmul_source(params))
+    }
+
+    pub fn monte_carlo_pi(_: BuiltinKernel, _: &[u32]) -> KernelSpec {
+        one(monte_carlo_pi::SOURCE)
+    }
+
+    pub fn sha256_nonce_search(_: BuiltinKernel, _: &[u32]) -> KernelSpec {
+        one(sha256_nonce_search::SOURCE)
+    }
+
+    pub fn reductions(kernel: BuiltinKernel, params: &[u32]) -> KernelSpec {
+        one(reduction_source(kernel, params))
+    }
+
+    pub fn mlp_fx(kernel: BuiltinKernel, _: &[u32]) -> KernelSpec {
+        one(match kernel {
+            BuiltinKernel::MlpStepFx => mlp_fx::STEP_SOURCE,
+            BuiltinKernel::MlpInferFx => mlp_fx::INFER_SOURCE,
+            _ => mlp_fx::GRAD_SOURCE,
+        })
+    }
+
+    pub fn mlp_f32(kernel: BuiltinKernel, params: &[u32]) -> KernelSpec {
+        pipeline_for(kernel, params).unwrap_or_else(|| {
+            one(match kernel {
+                BuiltinKernel::MlpStepF32 => mlp_f32::STEP_SOURCE,
+                _ => mlp_f32::GRAD_SOURCE,
+            })
+        })
     }
 }
 
@@ -337,6 +453,49 @@ mod tests {
             }
             .unwrap_or_else(|e| panic!("{}: {e}", kernel.name()));
         }
+    }
+
+    /// Each group's program is what [`source_for`] and [`pipeline_for`] say the kernel runs, for
+    /// params of every shape the program depends on (tiled or not, every fan-in, a gradient that
+    /// runs as a pipeline or params it refuses); the groups cover every kernel, and no two kernels
+    /// of different groups share WGSL (each group's chunk is all a task of it needs).
+    #[test]
+    fn each_group_builds_what_its_kernels_run() {
+        let matmul =
+            |m: u32, k: u32, n: u32| matmul_f32::MatmulParams { m, k, n, row_offset: 0, rows: m.min(64) }.to_words();
+        let mut params: Vec<Vec<u32>> = vec![vec![], vec![0], vec![64, 32, 10, 100], vec![u32::MAX; 6]];
+        params.extend([matmul(64, 64, 64), matmul(64, 63, 64), matmul(8, 4, 12)]);
+        params.extend((0..=reduce::MAX_FAN_IN as u32 + 1).map(|fan_in| vec![16, fan_in]));
+        let expected = |kernel: BuiltinKernel, params: &[u32]| {
+            pipeline_for(kernel, params).unwrap_or_else(|| KernelSpec::Wgsl {
+                source: source_for(kernel, params).to_string(),
+                entry_point: ENTRY_POINT.to_string(),
+            })
+        };
+        let sources = |spec: &KernelSpec| match spec {
+            KernelSpec::Wgsl { source, .. } | KernelSpec::Pipeline { source, .. } => source.clone(),
+            KernelSpec::Builtin { .. } => panic!("a program is WGSL"),
+        };
+        let mut seen: Vec<(String, WgslGroup)> = Vec::new();
+        for kernel in BuiltinKernel::ALL {
+            let group = WgslGroup::of(kernel);
+            for words in &params {
+                let built = group.program()(kernel, words);
+                assert_eq!(built, expected(kernel, words), "{} with {words:?}", kernel.name());
+                assert_eq!(program(kernel, words), built);
+                let source = sources(&built);
+                if let Some((_, other)) = seen.iter().find(|(s, g)| *s == source && *g != group) {
+                    panic!("{} ({group:?}) shares its WGSL with {other:?}", kernel.name());
+                }
+                seen.push((source, group));
+            }
+        }
+        assert!(params.iter().any(|w| pipeline_for(BuiltinKernel::MlpGradF32, w).is_some()), "a pipeline is covered");
+        assert_ne!(
+            program(BuiltinKernel::MatmulF32, &matmul(64, 64, 64)),
+            program(BuiltinKernel::MatmulF32, &matmul(64, 63, 64)),
+            "the tiled matmul and the plain one are both covered"
+        );
     }
 
     #[test]

@@ -265,17 +265,14 @@ mod tests {
         let settings_json = r#"{"duty_cycle":0.1,"pause_when_hidden":true,"min_battery":0.2}"#;
         let start =
             PageMessage::Start { relay: "http://127.0.0.1:8080".into(), secret_key: None, settings, expect: None };
-        let start_json = format!(
-            r#"{{"start":{{"relay":"http://127.0.0.1:8080","secret_key":null,"settings":{settings_json}}}}}"#
-        );
+        let start_json =
+            format!(r#"{{"start":{{"relay":"http://127.0.0.1:8080","secret_key":null,"settings":{settings_json}}}}}"#);
         assert_eq!(page(&start_json).unwrap(), start);
         assert_eq!(serde_json::to_string(&start).unwrap(), start_json);
         let seed = "ab".repeat(32);
         assert_eq!(
-            page(&format!(
-                r#"{{"start":{{"relay":"https://r","secret_key":"{seed}","settings":{settings_json}}}}}"#
-            ))
-            .unwrap(),
+            page(&format!(r#"{{"start":{{"relay":"https://r","secret_key":"{seed}","settings":{settings_json}}}}}"#))
+                .unwrap(),
             PageMessage::Start { relay: "https://r".into(), secret_key: Some(seed), settings, expect: None }
         );
         assert_eq!(page(r#""stop""#).unwrap(), PageMessage::Stop);
@@ -297,7 +294,12 @@ mod tests {
         // earlier builds are not.
         assert_eq!(
             page(r#"{"start":{"relay":"https://r","settings":{},"why":"button"}}"#).unwrap(),
-            PageMessage::Start { relay: "https://r".into(), secret_key: None, settings: Settings::default(), expect: None }
+            PageMessage::Start {
+                relay: "https://r".into(),
+                secret_key: None,
+                settings: Settings::default(),
+                expect: None
+            }
         );
         assert_eq!(
             page(r#"{"settings":{"settings":{"duty_cycle":0.5}}}"#).unwrap(),

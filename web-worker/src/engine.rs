@@ -17,13 +17,7 @@ use wgpu::util::DeviceExt;
 /// Runs one task on the GPU and returns its `output_size` output bytes.
 ///
 /// Built-ins are checked by [`kernels::check`] first (exact params, inputs, dispatch and output
-/// size); client WGSL is validated natively by naga (`validate_kernel`) the first time this context
-/// sees it, and in the browser by WebGPU itself when it compiles the module (an invalid module is a
-/// captured validation error either way, and the task fails with its message). A
-/// pipeline ([`KernelSpec::Pipeline`]) runs its stages in order in one submission, each a dispatch
-/// with its own bindings over the task's inputs, its zeroed intermediate buffers and its output
-/// (WebGPU makes one dispatch's writes visible to the next).
-/// Natively this blocks in `device.poll` until the GPU is done; run it where blocking is fine.
+/// size), then run as their [`builtin_program`]; see [`run_program`] for the rest.
 pub async fn run_task(
     ctx: &GpuContext,
     kernel: &KernelSpec,
@@ -32,25 +26,58 @@ pub async fn run_task(
     workgroups: [u32; 3],
     output_size: u32,
 ) -> Result<Vec<u8>> {
-    ctx.check_alive()?;
-    let every_input = || (0..inputs.len()).map(Binding::Input).collect::<Vec<_>>();
-    // A built-in that runs as several dispatches is run as the pipeline it expands to.
-    let expanded = match kernel {
+    match kernel {
         KernelSpec::Builtin { name } => {
             kernels::check(*name, params, inputs, workgroups, output_size)?;
-            kernels::pipeline_for(*name, params)
+            let program = builtin_program(*name, params);
+            run_program(ctx, &program, Source::Builtin, params, inputs, workgroups, output_size).await
         }
-        _ => None,
-    };
-    let (source, stages, buffers): (&str, Vec<Dispatch<'_>>, Vec<u32>) = match expanded.as_ref().unwrap_or(kernel) {
+        _ => run_program(ctx, kernel, Source::Client, params, inputs, workgroups, output_size).await,
+    }
+}
+
+/// A built-in as the WGSL the GPU runs for these params ([`kernels::program`]).
+pub fn builtin_program(name: BuiltinKernel, params: &[u32]) -> KernelSpec {
+    kernels::program(name, params)
+}
+
+/// Whose WGSL [`run_program`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A built-in's [`builtin_program`], checked by [`kernels::check`]: natively not validated
+    /// again.
+    Builtin,
+    /// The client's: natively validated by naga the first time the context sees it.
+    Client,
+}
+
+/// Runs WGSL, one kernel ([`KernelSpec::Wgsl`]) or a [`KernelSpec::Pipeline`], and returns its
+/// `output_size` output bytes. A [`KernelSpec::Builtin`] is refused: it runs as its
+/// [`builtin_program`], through [`run_task`] (or, in the browser, with its WGSL fetched first).
+///
+/// Client WGSL is validated natively by naga (`validate_kernel`) the first time this context sees
+/// it, and in the browser by WebGPU itself when it compiles the module (an invalid module is a
+/// captured validation error either way, and the task fails with its message). A pipeline runs its
+/// stages in order in one submission, each a dispatch with its own bindings over the task's inputs,
+/// its zeroed intermediate buffers and its output (WebGPU makes one dispatch's writes visible to
+/// the next). Natively this blocks in `device.poll` until the GPU is done; run it where blocking is
+/// fine.
+pub async fn run_program(
+    ctx: &GpuContext,
+    program: &KernelSpec,
+    from: Source,
+    params: &[u32],
+    inputs: &[&[u8]],
+    workgroups: [u32; 3],
+    output_size: u32,
+) -> Result<Vec<u8>> {
+    #[cfg(target_arch = "wasm32")]
+    let _ = from; // the browser validates every module itself
+    ctx.check_alive()?;
+    let every_input = || (0..inputs.len()).map(Binding::Input).collect::<Vec<_>>();
+    let (source, stages, buffers): (&str, Vec<Dispatch<'_>>, Vec<u32>) = match program {
         KernelSpec::Builtin { name } => {
-            let one = Dispatch {
-                entry_point: kernels::ENTRY_POINT,
-                inputs: every_input(),
-                output: Binding::Output,
-                workgroups,
-            };
-            (kernels::source_for(*name, params), vec![one], Vec::new())
+            return Err(Error::Kernel(format!("the built-in {} runs as its WGSL program", name.name())));
         }
         KernelSpec::Wgsl { source, entry_point } => {
             let one = Dispatch { entry_point, inputs: every_input(), output: Binding::Output, workgroups };
@@ -89,9 +116,9 @@ pub async fn run_task(
             Some(compiled) => compiled,
             None => {
                 #[cfg(not(target_arch = "wasm32"))]
-                if kernel.needs_gpu() && !std::mem::replace(&mut validated, true) {
+                if from == Source::Client && !std::mem::replace(&mut validated, true) {
                     // Client WGSL, once per task: a pipeline's module for all its stages.
-                    match kernel {
+                    match program {
                         KernelSpec::Pipeline { .. } => {
                             let dispatches: Vec<(&str, usize)> =
                                 stages.iter().map(|s| (s.entry_point, s.inputs.len())).collect();

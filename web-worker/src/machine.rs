@@ -29,7 +29,7 @@ use starling_protocol::page::{LogLevel, State, Status, WorkerEvent};
 use starling_protocol::sign::{EscrowDeployment, Keypair, UploadPurpose, auth_bytes, upload_bytes};
 use starling_protocol::upload::UploadAuth;
 use starling_protocol::worker::{
-    Assignment, Backend, Capabilities, DeviceState, InlineBytes, RelayMessage, WorkerMessage,
+    Assignment, Backend, Capabilities, DeviceState, InlineBytes, RelayFrame, RelayMessage, WorkerMessage,
 };
 use starling_protocol::{Hash32, LeaseId, PROTOCOL_VERSION, PublicKey, Signature};
 use std::collections::VecDeque;
@@ -502,8 +502,8 @@ impl Machine {
             let why = format!("the relay sent a {} byte frame (limit {MAX_WS_FRAME_BYTES})", text.len());
             return self.drop_connection(why, false, now_ms);
         }
-        let message = match serde_json::from_str::<RelayMessage>(text) {
-            Ok(message) => message,
+        let message = match serde_json::from_str::<RelayFrame>(text) {
+            Ok(RelayFrame(message)) => message,
             Err(e) => return self.drop_connection(format!("bad relay message: {e}"), false, now_ms),
         };
         let Some(run) = &mut self.run else { return };

@@ -1,11 +1,17 @@
 //! What computes in the browser: WebGPU through wgpu when the browser gives us an adapter, the
 //! built-in kernels' CPU references when it does not. Either way through [`crate::engine`].
+//!
+//! The built-ins' WGSL, by [`WgslGroup`], and their CPU references are split points of the web
+//! app (wasm-split cuts each into a chunk of its own; `scripts/build-web.sh`): a browser with
+//! WebGPU fetches a group's WGSL with the group's first task and never the CPU kernels, a browser
+//! without it the CPU kernels and never any WGSL.
 
 use super::timer::{Sleep, with_timeout};
 use crate::gpu::GpuContext;
+use crate::kernels::{ProgramFn, WgslGroup};
 use crate::{Error, engine};
 use js_sys::{Function, Promise, Reflect};
-use starling_protocol::job::KernelSpec;
+use starling_protocol::job::{BuiltinKernel, KernelSpec};
 use starling_protocol::limits::{MAX_BLOB_BYTES, MAX_INPUTS_PER_TASK, MAX_WORKGROUPS_PER_DIM};
 use starling_protocol::worker::{AdapterInfo, Backend, Capabilities, DeviceLimits, Platform};
 use wasm_bindgen::{JsCast, JsValue};
@@ -82,15 +88,100 @@ impl Compute {
         output_size: u32,
     ) -> crate::Result<Vec<u8>> {
         match (self, kernel) {
-            (Compute::Gpu(ctx), kernel) => engine::run_task(ctx, kernel, params, inputs, workgroups, output_size).await,
+            (Compute::Gpu(ctx), KernelSpec::Builtin { name }) => {
+                crate::kernels::check(*name, params, inputs, workgroups, output_size)?;
+                let program = group_program(WgslGroup::of(*name))
+                    .await
+                    .map_err(|NotLoaded| not_loaded(&format!("WGSL of {}", name.name())))?;
+                let program = program(*name, params);
+                engine::run_program(ctx, &program, engine::Source::Builtin, params, inputs, workgroups, output_size)
+                    .await
+            }
+            (Compute::Gpu(ctx), kernel) => {
+                engine::run_program(ctx, kernel, engine::Source::Client, params, inputs, workgroups, output_size).await
+            }
             (Compute::Cpu, KernelSpec::Builtin { name }) => {
-                engine::run_task_cpu(*name, params, inputs, workgroups, output_size)
+                let run = cpu_kernels().await.map_err(|NotLoaded| not_loaded("built-in kernels' CPU code"))?;
+                run(*name, params, inputs, workgroups, output_size)
             }
             (Compute::Cpu, KernelSpec::Wgsl { .. } | KernelSpec::Pipeline { .. }) => {
                 Err(Error::Kernel("this browser has no WebGPU adapter for custom WGSL".into()))
             }
         }
     }
+}
+
+/// A chunk of the app's code could not be fetched.
+struct NotLoaded;
+
+#[cfg(feature = "split")]
+impl From<wasm_split_helpers::SplitLoaderError> for NotLoaded {
+    fn from(_: wasm_split_helpers::SplitLoaderError) -> Self {
+        NotLoaded
+    }
+}
+
+fn not_loaded(what: &str) -> Error {
+    Error::Kernel(format!(
+        "the {what} could not be downloaded: the relay may be unreachable, or Starling was updated since this page opened"
+    ))
+}
+
+type RunCpu = fn(BuiltinKernel, &[u32], &[&[u8]], [u32; 3], u32) -> crate::Result<Vec<u8>>;
+
+/// The program builder of a built-in's [`WgslGroup`], from the group's chunk of WGSL.
+#[cfg(feature = "split")]
+async fn group_program(group: WgslGroup) -> Result<ProgramFn, NotLoaded> {
+    match group {
+        WgslGroup::Mandelbrot => wgsl_mandelbrot().await,
+        WgslGroup::Matmul => wgsl_matmul().await,
+        WgslGroup::MonteCarloPi => wgsl_monte_carlo_pi().await,
+        WgslGroup::Sha256NonceSearch => wgsl_sha256_nonce_search().await,
+        WgslGroup::Reductions => wgsl_reductions().await,
+        WgslGroup::MlpFx => wgsl_mlp_fx().await,
+        WgslGroup::MlpF32 => wgsl_mlp_f32().await,
+    }
+}
+
+/// One split point per [`WgslGroup`]: wasm-split moves each group's program, with the WGSL it
+/// names, into a chunk of its own.
+#[cfg(feature = "split")]
+macro_rules! wgsl_group {
+    ($($split:ident: $program:ident;)*) => {$(
+        #[wasm_split_helpers::wasm_split($split, fallible)]
+        fn $split() -> Result<ProgramFn, NotLoaded> {
+            Ok(crate::kernels::programs::$program)
+        }
+    )*};
+}
+
+#[cfg(feature = "split")]
+wgsl_group! {
+    wgsl_mandelbrot: mandelbrot;
+    wgsl_matmul: matmul;
+    wgsl_monte_carlo_pi: monte_carlo_pi;
+    wgsl_sha256_nonce_search: sha256_nonce_search;
+    wgsl_reductions: reductions;
+    wgsl_mlp_fx: mlp_fx;
+    wgsl_mlp_f32: mlp_f32;
+}
+
+/// A built-in's CPU reference ([`engine::run_task_cpu`]), in the chunk that holds them all.
+#[cfg(feature = "split")]
+#[wasm_split_helpers::wasm_split(builtins_cpu, fallible)]
+fn cpu_kernels() -> Result<RunCpu, NotLoaded> {
+    Ok(engine::run_task_cpu)
+}
+
+/// Without the `split` feature: everything is in the one module.
+#[cfg(not(feature = "split"))]
+async fn group_program(group: WgslGroup) -> Result<ProgramFn, NotLoaded> {
+    Ok(group.program())
+}
+
+#[cfg(not(feature = "split"))]
+async fn cpu_kernels() -> Result<RunCpu, NotLoaded> {
+    Ok(engine::run_task_cpu)
 }
 
 /// "vendor architecture device description" from `GPUAdapter.info`, the parts the browser
