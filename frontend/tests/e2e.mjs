@@ -351,6 +351,71 @@ try {
   mkdirSync(SHOTS, { recursive: true });
   await shoot(dashboard, 'job-training');
 
+  // 2c. The built-ins' code comes with the first task that needs it (chunks of the engine): the
+  // WebGPU worker fetched, and the service worker kept, Mandelbrot's WGSL, and never the CPU
+  // kernels.
+  const kernelChunks = (page) => page.evaluate(async () => {
+    const found = new Set();
+    for (const name of await caches.keys()) {
+      for (const request of await (await caches.open(name)).keys()) {
+        const m = new URL(request.url).pathname.match(/\/split_(wgsl_\w+|builtins_cpu)\.wasm$/);
+        if (m) found.add(m[1]);
+      }
+    }
+    return [...found].sort();
+  });
+  const gpuChunks = await until('Mandelbrot\'s WGSL to be kept', async () => {
+    const chunks = await kernelChunks(contribute);
+    return chunks.includes('wgsl_mandelbrot') ? chunks : null;
+  }, 30_000);
+  assert.ok(!gpuChunks.includes('builtins_cpu'), `the WebGPU worker fetched the CPU kernels: ${gpuChunks.join(' ')}`);
+  console.log(`the WebGPU worker's kernel code: ${gpuChunks.join(' ')}`);
+
+  // 2d. A browser without WebGPU computes the built-ins on the CPU, with the CPU kernels' chunk
+  // and no WGSL. The WebGPU worker stops meanwhile, so each task's two replicas go to the CPU
+  // browser and the native worker.
+  const cpuBrowser = await chromium.launchPersistentContext(join(tmp, 'profile-cpu'), {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--disable-gpu', '--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync'],
+  });
+  try {
+    const cpuPage = await cpuBrowser.newPage();
+    cpuPage.on('pageerror', (e) => consoleErrors.push(String(e)));
+    await cpuPage.goto(`${base}/contribute`);
+    await cpuPage.getByTestId('page-contribute').waitFor();
+    await cpuPage.waitForFunction(() => navigator.serviceWorker.controller !== null, null, { timeout: 60_000 });
+    await cpuPage.getByTestId('start-button').click();
+    const cpuWorker = await until('the CPU browser worker to connect', async () => (await api(base, '/v1/workers'))
+      .find((w) => w.online && w.capabilities?.platform === 'browser' && w.capabilities?.backend === 'cpu') ?? null);
+    await contribute.getByTestId('start-button').click();
+    await until('the WebGPU browser worker to go offline', async () =>
+      !(await api(base, '/v1/workers')).some((w) => w.key === browserKey && w.online), 60_000);
+    await promisify(execFile)(BIN, ['submit', '--relay', base, '--key-file', join(tmp, 'client.key'), 'mandelbrot',
+      '--width', '32', '--height', '32', '--tile', '16', '--max-iter', '32', '--label', 'cpu browser',
+      '--out', join(tmp, 'cpu.png')], { timeout: TIMEOUT, env: { ...process.env, XDG_RUNTIME_DIR: tmp } });
+    const cpuJob = (await api(base, '/v1/jobs')).find((j) => j.label === 'cpu browser');
+    const cpuDetail = await api(base, `/v1/jobs/${cpuJob.id}`);
+    assert.equal(cpuDetail.state, 'done');
+    for (const task of cpuDetail.tasks) {
+      const accepted = task.replicas.filter((r) => r.state === 'accepted').map((r) => r.worker);
+      assert.ok(accepted.includes(cpuWorker.key) && accepted.includes(nativeKey),
+        `task ${task.index} was not verified by the CPU browser and the native worker: ${JSON.stringify(task.replicas)}`);
+    }
+    const cpuChunks = await until('the CPU kernels to be kept', async () => {
+      const chunks = await kernelChunks(cpuPage);
+      return chunks.includes('builtins_cpu') ? chunks : null;
+    }, 30_000);
+    assert.deepEqual(cpuChunks, ['builtins_cpu'], 'a browser without WebGPU fetched WGSL');
+    console.log(`job ${cpuJob.id}: ${cpuDetail.tasks.length} tasks verified by a browser without WebGPU (CPU kernels' chunk only) and the native worker`);
+  } finally {
+    await cpuBrowser.close();
+  }
+  await contribute.getByTestId('start-button').click();
+  await until('the WebGPU browser worker to be back', async () =>
+    (await api(base, '/v1/workers')).some((w) => w.key === browserKey && w.online), 60_000);
+
   // 3. Invalid WGSL shows the relay's line:column error.
   await dashboard.goto(`${base}/dashboard`);
   await dashboard.getByTestId('job-kernel').selectOption('wgsl');
@@ -380,8 +445,14 @@ try {
   // A fresh page shows what the relay recorded before it opened (the relay samples every 10 s).
   const seeded = Number(await dashboard.getByTestId('network-history-seeded').getAttribute('data-samples', { timeout: 30_000 }));
   assert.ok(seeded >= 1, `the network page shows ${seeded} earlier readings`);
-  const metrics = await (await fetch(`${base}/metrics`)).text();
-  assert.match(metrics, /^starling_workers_online\{backend="browser_webgpu"\} 1$/m, `/metrics says:\n${metrics}`);
+  // /metrics gives the latest sample's figures (every 10 s), and the WebGPU worker reconnected
+  // lately (2d above).
+  const webgpuOnline = /^starling_workers_online\{backend="browser_webgpu"\} 1$/m;
+  let metrics = '';
+  await until('/metrics to count the WebGPU browser worker', async () => {
+    metrics = await (await fetch(`${base}/metrics`)).text();
+    return webgpuOnline.test(metrics);
+  }, 30_000).catch((e) => { throw new Error(`${e.message}; /metrics says:\n${metrics}`); });
   console.log(`network page: ${seeded} readings from before it opened; /metrics lists the browser worker`);
   await shoot(dashboard, 'network');
 
