@@ -27,6 +27,10 @@ pub enum Error {
     /// The device was lost; open a new [`crate::GpuContext`].
     #[error("GPU device lost: {0}")]
     DeviceLost(String),
+    /// The browser engine could not fetch its own code for the task (a built-in's chunk): this
+    /// worker's problem, not the task's.
+    #[error("{0}")]
+    CodeNotLoaded(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

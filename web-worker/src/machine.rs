@@ -231,6 +231,10 @@ pub struct TaskFailure {
     pub reason: String,
     /// The GPU device is gone: the glue must open a new one before more work.
     pub device_lost: bool,
+    /// The task is not at fault (the browser engine could not fetch its own code for it): it is
+    /// declined, not failed, so the relay gives it to another worker and counts no lapse against
+    /// the client's task.
+    pub declined: bool,
 }
 
 /// A worker's state; see the module docs.
@@ -622,6 +626,11 @@ impl Machine {
                 }
                 session.awaiting_ack.push_back(lease);
                 self.counters.results_sent += 1;
+            }
+            Err(failure) if failure.declined => {
+                let reason: String = failure.reason.chars().take(MAX_REASON_LEN).collect();
+                self.actions.push(Action::Send { conn, text: encode(&WorkerMessage::Decline { lease, task, reason }) });
+                self.log(LogLevel::Warn, format!("task {task} declined: {}", failure.reason));
             }
             Err(failure) => {
                 self.counters.tasks_failed += 1;

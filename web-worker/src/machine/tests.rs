@@ -443,18 +443,38 @@ fn a_second_assignment_while_busy_is_refused() {
 }
 
 #[test]
+fn a_task_whose_code_could_not_be_fetched_is_declined_not_failed() {
+    let (mut rig, _) = Rig::welcomed(1.0, Backend::BrowserWebgpu);
+    rig.relay(RelayMessage::Assign(assignment(1)));
+    let why = "the WGSL of mandelbrot could not be downloaded";
+    let actions = rig.finish(1, Err(TaskFailure { reason: why.into(), device_lost: false, declined: true }));
+    let msgs = sent(&actions);
+    assert!(
+        matches!(&msgs[0], (_, WorkerMessage::Decline { lease: LeaseId(1), reason, .. }) if reason == why),
+        "{msgs:?}"
+    );
+    assert!(!msgs.iter().any(|(_, m)| matches!(m, WorkerMessage::Failed { .. })), "{msgs:?}");
+    assert_eq!(last_status(&actions).tasks_failed, 0, "not the task's failure, nor counted as this device's");
+    // The worker goes on: the next task runs.
+    rig.relay(RelayMessage::Assign(assignment(2)));
+    let actions = rig.finish(2, Ok(TaskOutput { output_hash: sha256(b"o"), output_len: 16, inline: None }));
+    assert!(matches!(sent(&actions)[0].1, WorkerMessage::Result { lease: LeaseId(2), .. }), "{actions:?}");
+}
+
+#[test]
 fn a_failed_task_is_reported_bounded_and_a_lost_device_reopens_and_reconnects() {
     let (mut rig, _) = Rig::welcomed(1.0, Backend::BrowserWebgpu);
     rig.relay(RelayMessage::Assign(assignment(1)));
     let long = "x".repeat(MAX_REASON_LEN * 2);
-    let actions = rig.finish(1, Err(TaskFailure { reason: long, device_lost: false }));
+    let actions = rig.finish(1, Err(TaskFailure { reason: long, device_lost: false, declined: false }));
     let msgs = sent(&actions);
     let WorkerMessage::Failed { reason, .. } = &msgs[0].1 else { panic!("{msgs:?}") };
     assert_eq!(reason.len(), MAX_REASON_LEN);
     assert_eq!(last_status(&actions).tasks_failed, 1);
 
     rig.relay(RelayMessage::Assign(assignment(2)));
-    let actions = rig.finish(2, Err(TaskFailure { reason: "GPU device lost".into(), device_lost: true }));
+    let actions =
+        rig.finish(2, Err(TaskFailure { reason: "GPU device lost".into(), device_lost: true, declined: false }));
     let kinds: Vec<&str> = actions
         .iter()
         .map(|a| match a {

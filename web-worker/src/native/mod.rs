@@ -469,7 +469,7 @@ impl Runner {
         relay: &RelayUrls,
         upload: &LeaseUpload,
     ) -> Result<TaskOutput, TaskFailure> {
-        let failed = |reason: String| TaskFailure { reason, device_lost: false };
+        let failed = |reason: String| TaskFailure { reason, device_lost: false, declined: false };
         if self.config.stall_tasks {
             std::future::pending::<()>().await;
         }

@@ -122,7 +122,7 @@ impl From<wasm_split_helpers::SplitLoaderError> for NotLoaded {
 }
 
 fn not_loaded(what: &str) -> Error {
-    Error::Kernel(format!(
+    Error::CodeNotLoaded(format!(
         "the {what} could not be downloaded: the relay may be unreachable, or Starling was updated since this page opened"
     ))
 }

@@ -402,17 +402,19 @@ async fn run_assignment(
     upload: LeaseUpload,
     a: Assignment,
 ) -> Result<TaskOutput, TaskFailure> {
-    let failed = |reason: String| TaskFailure { reason, device_lost: false };
+    let failed = |reason: String| TaskFailure { reason, device_lost: false, declined: false };
     let compute = compute.ok_or_else(|| failed("no compute backend is open".into()))?;
     let mut blobs = Vec::with_capacity(a.inputs.len());
     for hash in &a.inputs {
         blobs.push(inputs.get(&relay, hash).await.map_err(|e| failed(format!("input {hash}: {e}")))?);
     }
     let views: Vec<&[u8]> = blobs.iter().map(|b| b.as_slice()).collect();
-    let output = compute
-        .run(&a.kernel, &a.params, &views, a.workgroups, a.output_size)
-        .await
-        .map_err(|e| TaskFailure { device_lost: matches!(e, crate::Error::DeviceLost(_)), reason: e.to_string() })?;
+    let output =
+        compute.run(&a.kernel, &a.params, &views, a.workgroups, a.output_size).await.map_err(|e| TaskFailure {
+            device_lost: matches!(e, crate::Error::DeviceLost(_)),
+            declined: matches!(e, crate::Error::CodeNotLoaded(_)),
+            reason: e.to_string(),
+        })?;
     if output.len() <= MAX_INLINE_OUTPUT_BYTES {
         return Ok(TaskOutput::inline(output));
     }
