@@ -8,8 +8,8 @@
 #    (frontend/src/routes/lazy.rs), at the engine (frontend/src/lib.rs, `engine_main`) and at the
 #    built-ins' code (web-worker/src/browser/web/compute.rs: each group's WGSL, the CPU kernels): a
 #    main module, and chunks a page fetches when it is first shown, the worker when it starts and
-#    when a first task needs a kernel's code, with their loader. The worker instantiates the same main module as the page, so the two share one
-#    download of what they both use.
+#    when a first task needs a kernel's code, with their loader. The worker instantiates the same
+#    main module as the page, so the two share one download of what they both use.
 # 3. wasm-bindgen (exactly the version in Cargo.lock; installed if missing) writes the main
 #    module's ES module glue.
 # 4. wasm-opt -O3 optimises the main module and every chunk, with npm binaryen's wasm-opt under
@@ -22,7 +22,8 @@
 #    (2026-12-05, gzip -9): -O1 436,511; -O2 432,742; -Os 432,743; -O3 432,022; -O3 with
 #    --converge, --gufa-optimizing or --merge-similar-functions no better.
 # 5. The build is one folder, www/pkg/app-<hash of its files>/, the JS glue minified (terser), with
-#    .gz (zopfli) and .br copies of each file for the relay to serve; sizes are printed and the budget is checked before it goes live.
+#    .gz (zopfli) and .br copies of each file for the relay to serve; sizes are printed and the
+#    budget is checked before it goes live.
 #    Then www/pkg/app.js, the one file that names the build, and www/pkg/sw-assets.js, what the
 #    service worker (www/sw.js) precaches and keeps, with each file's SHA-256. The build before
 #    stays for tabs still running it; older ones go.
@@ -87,7 +88,13 @@ export CARGO_PROFILE_RELEASE_OPT_LEVEL=z CARGO_PROFILE_RELEASE_LTO=fat CARGO_PRO
 # app, measured.
 # Panic locations name source files by shorter paths (the registry's and this checkout's prefix
 # replaced): fewer bytes, and a build that does not depend on where the checkout or cargo sits.
-export RUSTFLAGS="--cfg erase_components --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}/registry/src=/crates --remap-path-prefix=$root=/starling"
+# (CARGO_ENCODED_RUSTFLAGS: one flag per field, so paths with spaces stay whole.)
+cargo_home=${CARGO_HOME:-$HOME/.cargo}
+unset RUSTFLAGS
+CARGO_ENCODED_RUSTFLAGS=$(printf '%s\x1f' --cfg erase_components \
+  "--remap-path-prefix=$cargo_home/registry/src=/crates" "--remap-path-prefix=$cargo_home/git/checkouts=/git" \
+  "--remap-path-prefix=$root=/starling")
+export CARGO_ENCODED_RUSTFLAGS=${CARGO_ENCODED_RUSTFLAGS%$'\x1f'}
 say "building starling-frontend (release, $TARGET, sized for download)"
 # The app's link keeps its relocations for wasm-split (below); given after `--`, the flag reaches
 # that link only. The engine's part is built for size like the rest: its work is on the GPU, and
@@ -131,10 +138,11 @@ if command -v node >/dev/null 2>&1 && [ "$(terser_version)" = "$TERSER_VERSION" 
 # deflate format every browser and proxy reads, about 5% smaller than gzip -9 (measured on the app,
 # BENCHMARKS.md "Web app size"), at about a second per 100 KB. Its copies are kept in a cache keyed
 # by the file's bytes, so a module that did not change is not compressed again.
+# It is required: the size budget below is what the relay serves, and gzip -9's copies would not
+# fit it.
 zopfli_bin=$(command -v zopfli || true)
-[ -n "$zopfli_bin" ] || say "no zopfli (scripts/setup.sh installs it): gzip copies are gzip -9's, about 5% larger"
-gzip_tool=${zopfli_bin:+zopfli-$(dpkg-query -W -f='${Version}' zopfli 2>/dev/null || echo local)}
-gzip_tool=${gzip_tool:-gzip-9}
+[ -n "$zopfli_bin" ] || { say "zopfli is missing (scripts/setup.sh installs it; Debian/Ubuntu: apt-get install zopfli)"; exit 1; }
+gzip_tool="zopfli-$(dpkg-query -W -f='${Version}' zopfli 2>/dev/null || echo local)"
 
 # Writes each file's precompressed siblings (.gz, and .br with Node.js or brotli) when older than
 # the file, each through a temporary file and a rename, so the relay never serves half a file.
@@ -146,14 +154,10 @@ compress() {
       cached="$CARGO_TARGET_DIR/gz-cache/$key.gz"
       if [ ! -f "$cached" ]; then
         mkdir -p "$(dirname "$cached")"
-        if [ -n "$zopfli_bin" ]; then
-          "$zopfli_bin" -c "$file" > "$cached.tmp"
-        else
-          gzip -9 -n -c "$file" > "$cached.tmp"
-        fi
+        "$zopfli_bin" -c "$file" > "$cached.tmp"
         mv "$cached.tmp" "$cached"
       fi
-      cp "$cached" "$file.gz.tmp" && mv "$file.gz.tmp" "$file.gz"
+      touch "$cached"; cp "$cached" "$file.gz.tmp" && mv "$file.gz.tmp" "$file.gz"
     fi
     if [ ! -f "$file.br" ] || [ "$file" -nt "$file.br" ]; then stale_br+=("$file"); fi
   done
@@ -175,6 +179,9 @@ compress() {
   fi
 }
 
+# The caches keep what a build made for the next; what no build has used for 30 days goes.
+find "$CARGO_TARGET_DIR/opt-cache" "$CARGO_TARGET_DIR/gz-cache" -type f -mtime +30 -delete 2>/dev/null || true
+
 # Optimises $1 into $2 with wasm-opt (or copies it without one), through a cache keyed by $1's
 # bytes and the flags: a module wasm-opt has seen before is not optimised again.
 optimise() {
@@ -192,7 +199,7 @@ optimise() {
       cp "$raw" "$cached"
     fi
   fi
-  cp "$cached" "$target"
+  touch "$cached"; cp "$cached" "$target"
 }
 
 # The app is split at its pages (src/routes/lazy.rs marks each page a split point) and at the
@@ -248,7 +255,7 @@ for point in page_contribute page_dashboard page_job page_network engine builtin
 done
 # The kernels' split points (web-worker/src/browser/web/compute.rs): the built-ins' CPU references,
 # and their WGSL by group, each fetched with the first task that needs it.
-mapfile -t kernel_points < <(awk '{ print $1 }' "$staging/graph.txt" | LC_ALL=C sort -u | grep -v '^page_' | grep -vx engine)
+mapfile -t kernel_points < <(awk '$1 ~ /^(wgsl_[a-z0-9_]+|builtins_cpu)$/ { print $1 }' "$staging/graph.txt" | LC_ALL=C sort -u)
 mapfile -t built < <(find "$assembly" -type f \( -name '*.wasm' -o -name '*.js' \))
 compress "${built[@]}"
 
@@ -289,8 +296,11 @@ for point in "${kernel_points[@]}"; do
   say "gzipped: a first task needing $point adds $bytes bytes"
   [ "$bytes" -le "$kernel" ] || kernel=$bytes
 done
-engine=$(($(gz_sum "${engine_files[@]}") + kernel))
-contributing=$((main + $(gz_sum "${contributing_files[@]}") + kernel))
+# Start also fetches the worker's bootstrap, www/worker.js.
+compress www/worker.js
+bootstrap=$(stat -c %s www/worker.js.gz)
+engine=$(($(gz_sum "${engine_files[@]}") + kernel + bootstrap))
+contributing=$((main + $(gz_sum "${contributing_files[@]}") + kernel + bootstrap))
 mapfile -t all_files < <(cd "$assembly" && printf '%s\n' *.wasm | grep -vx starling_frontend_bg.wasm)
 all=$((main + $(gz_sum "${all_files[@]}")))
 say "gzipped: the engine and its largest kernel chunk add $engine bytes to Contribute (budget $ENGINE_BUDGET); every page, the engine and every kernel: $all bytes"
@@ -312,6 +322,13 @@ if [ ! -d "$out/$build" ]; then
   cp -a "$assembly" "$out/$build.tmp"
   sync "$out/$build.tmp" 2>/dev/null || sync
   mv "$out/$build.tmp" "$out/$build"
+else
+  # The same files, live already: their compressed copies become the ones measured above (an
+  # older copy may be another compressor's), each through a temporary file and a rename.
+  while IFS= read -r -d '' copy; do
+    live="$out/$build/${copy#"$assembly/"}"
+    cmp -s "$copy" "$live" || { cp "$copy" "$live.tmp" && mv "$live.tmp" "$live"; }
+  done < <(find "$assembly" -type f \( -name '*.gz' -o -name '*.br' \) -print0)
 fi
 {
   echo "// Written by scripts/build-web.sh: the build of the web app this relay serves. Everything else"

@@ -7,7 +7,8 @@
 //   so the app starts without a network. Any page address (deep links like /jobs/12) gets the
 //   cached index.html.
 // - What a first visit does not need is not downloaded until it is used: the compute engine
-//   (worker.js and the engine's chunks) when the person presses Start, and the other pages'
+//   (worker.js and the engine's chunks) when the person presses Start, a built-in kernel's code
+//   (a group's WGSL, or the CPU kernels) with the first task that needs it, and the other pages'
 //   chunks when the page is first shown. Its first fetch is kept in the same cache if its SHA-256
 //   is this build's (a fetch that raced a deploy is used once, not kept), so it works offline from
 //   then on, and a new build drops it with the rest.

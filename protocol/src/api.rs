@@ -11,8 +11,9 @@ use crate::worker::Capabilities;
 use serde::{Deserialize, Serialize};
 
 /// The first name, in a `/`-separated path or URL, of a web app build's folder: `app-<16 hex>`
-/// (scripts/build-web.sh serves each build from `/pkg/app-<hash of its files>/`; the relay keeps
-/// those files for good, and the page starts its compute worker on its own build).
+/// (scripts/build-web.sh serves each build from `/pkg/app-<hash of its files>/`, immutable, and
+/// keeps the build before the current one for tabs still running it; the page starts its compute
+/// worker on its own build).
 pub fn build_name_in(path: &str) -> Option<&str> {
     path.split('/').find(|segment| {
         segment.strip_prefix("app-").is_some_and(|hash| hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()))

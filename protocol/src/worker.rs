@@ -46,8 +46,10 @@ pub enum WorkerMessage {
         task: TaskId,
         reason: String,
     },
-    /// The worker did not start the task and gives the lease back (paused by its duty cycle,
-    /// a hidden tab or a low battery, or busy): the relay hands the replica to another worker,
+    /// The worker did not start the task, or could not for a reason of its own, and gives the
+    /// lease back (paused by its duty cycle, a hidden tab or a low battery, busy, or a browser
+    /// engine that could not download its code for the task): the relay hands the replica to
+    /// another worker,
     /// may offer the task to this one again later, and takes the worker as not accepting work
     /// until its next heartbeat. Unlike [`WorkerMessage::Failed`], it says nothing against the
     /// task.
@@ -199,7 +201,15 @@ impl tag_first::ByTag for RelayFrame {
                 let RegisterFields { escrow, nonce, bond } = Deserialize::deserialize(rest)?;
                 RelayMessage::Register { escrow, nonce, bond }
             }
-            "error" => RelayMessage::Error(ErrorBody::deserialize(rest)?),
+            "error" => {
+                // ErrorBody tolerates fields it does not know, but not a second `type`, which
+                // the derived reader refuses as a duplicate.
+                let ErrorFields { code, message, r#type } = Deserialize::deserialize(rest)?;
+                if r#type.is_some() {
+                    return Err(serde::de::Error::duplicate_field("type"));
+                }
+                RelayMessage::Error(ErrorBody { code, message })
+            }
             other => return Err(serde::de::Error::unknown_variant(other, Self::TAGS)),
         }))
     }
@@ -306,6 +316,16 @@ mod tag_first {
         pub spec_digest: Hash32,
         #[serde(default)]
         pub escrow: Option<EscrowDeployment>,
+    }
+
+    /// [`ErrorBody`]'s fields (unknown ones tolerated, as [`ErrorBody`] tolerates them), and a
+    /// second `type`, to be refused.
+    #[derive(Deserialize)]
+    pub struct ErrorFields {
+        pub code: crate::ErrorCode,
+        pub message: String,
+        #[serde(default)]
+        pub r#type: Option<serde::de::IgnoredAny>,
     }
 
     #[derive(Deserialize)]
@@ -608,11 +628,18 @@ mod tests {
         }
         let e = frame(&json.replace(r#""output_size""#, r#""surprise":1,"output_size""#)).unwrap_err().to_string();
         assert!(e.contains("surprise"), "{e}");
-        // Extra fields in an error frame are tolerated, as the derived reader tolerates them.
-        assert_eq!(
-            frame(r#"{"type":"error","code":"out_of_order","message":"auth first","hint":"x"}"#).unwrap(),
-            RelayMessage::Error(ErrorBody::new(ErrorCode::OutOfOrder, "auth first"))
-        );
+        // Extra fields in an error frame are tolerated, as the derived reader tolerates them, but
+        // not a second `type`.
+        let extra = r#"{"type":"error","code":"out_of_order","message":"auth first","hint":"x"}"#;
+        let error = RelayMessage::Error(ErrorBody::new(ErrorCode::OutOfOrder, "auth first"));
+        assert_eq!(frame(extra).unwrap(), error);
+        assert_eq!(serde_json::from_str::<RelayMessage>(extra).unwrap(), error);
+        let twice = r#"{"type":"error","code":"out_of_order","message":"auth first","type":"ack"}"#;
+        assert!(serde_json::from_str::<RelayMessage>(twice).is_err());
+        assert!(frame(twice).unwrap_err().to_string().contains("duplicate field `type`"));
+        let twice = format!(r#"{{"type":"challenge","nonce":"{nonce}","type":"ack"}}"#);
+        assert!(serde_json::from_str::<RelayMessage>(&twice).is_err());
+        assert!(frame(&twice).is_err());
     }
 
     #[test]

@@ -16,7 +16,8 @@ use starling_protocol::job::{BuiltinKernel, Comparison, JobSpec, KernelSpec, Out
 use starling_protocol::limits::*;
 use starling_protocol::sign::{Keypair, SignedJob};
 use starling_protocol::worker::{
-    AdapterInfo, Assignment, Backend, Capabilities, DeviceLimits, DeviceState, Platform, RelayMessage, WorkerMessage,
+    AdapterInfo, Assignment, Backend, Capabilities, DeviceLimits, DeviceState, Platform, RelayFrame, RelayMessage,
+    WorkerMessage,
 };
 use starling_protocol::{ErrorBody, ErrorCode, Hash32, JobId, LeaseId, PROTOCOL_VERSION, Signature, TaskId};
 
@@ -124,7 +125,7 @@ fn deployment(rng: &mut StdRng) -> starling_protocol::sign::EscrowDeployment {
 }
 
 fn relay_message(rng: &mut StdRng) -> RelayMessage {
-    match rng.gen_range(0..6) {
+    match rng.gen_range(0..7) {
         0 => RelayMessage::Challenge { nonce: hash(rng) },
         1 => RelayMessage::Welcome {
             heartbeat_ms: rng.r#gen(),
@@ -145,6 +146,7 @@ fn relay_message(rng: &mut StdRng) -> RelayMessage {
         }),
         3 => RelayMessage::Cancel { lease: LeaseId(rng.r#gen()) },
         4 => RelayMessage::Register { escrow: deployment(rng), nonce: rng.r#gen(), bond: rng.r#gen() },
+        5 => RelayMessage::Ack { lease: LeaseId(rng.r#gen()) },
         _ => RelayMessage::Error(ErrorBody::new(ErrorCode::OutOfOrder, text(rng))),
     }
 }
@@ -229,6 +231,40 @@ fn relay_messages_never_panic_and_round_trip() {
         },
     );
     assert!(decoded * 20 > ran, "only {decoded} of {ran} inputs decoded");
+}
+
+/// The workers' reader of relay frames ([`RelayFrame`], `type` first) reads exactly what the
+/// derived reader reads, or refuses; and it reads every message as the relay writes it.
+#[test]
+fn relay_frames_read_as_the_derived_reader_does() {
+    let seed_rng = &mut <StdRng as rand::SeedableRng>::seed_from_u64(3);
+    // Values keep their keys sorted, so the mutator's output mostly has `type` elsewhere than
+    // first: half the inputs are messages as the relay writes them, tag first.
+    let mutator = JsonMutator::new(corpus(seed_rng, 64, relay_message));
+    let (mut framed, mut derived_ok) = (0u64, 0u64);
+    let ran = Fuzz::new("relay_frames", 100_000).run(
+        |rng| {
+            if rng.gen_bool(0.5) {
+                Shown(serde_json::to_vec(&relay_message(rng)).unwrap())
+            } else {
+                Shown(mutator.bytes(rng).1)
+            }
+        },
+        |Shown(bytes)| {
+            let derived = serde_json::from_slice::<RelayMessage>(bytes).ok();
+            if let Ok(RelayFrame(message)) = serde_json::from_slice::<RelayFrame>(bytes) {
+                framed += 1;
+                assert_eq!(derived.as_ref(), Some(&message), "read what the derived reader does not");
+            }
+            if let Some(message) = derived {
+                derived_ok += 1;
+                let written = serde_json::to_vec(&message).unwrap();
+                let RelayFrame(read) = serde_json::from_slice(&written).expect("a frame as the relay writes it reads");
+                assert_eq!(read, message);
+            }
+        },
+    );
+    assert!(framed * 3 > ran && derived_ok * 3 > ran, "only {framed} and {derived_ok} of {ran} inputs decoded");
 }
 
 /// Task `index` of a job with `kernels` kernels: its inputs are blobs, or outputs of tasks before it.

@@ -222,6 +222,10 @@ impl ToSign {
     }
 }
 
+/// Tasks declined in a row for want of their kernel's code before the run stops (see
+/// [`TaskFailure::declined`]).
+pub const MAX_CODE_NOT_LOADED: u32 = 3;
+
 /// A signature's place before it is made.
 const UNSIGNED: Signature = Signature([0; 64]);
 
@@ -246,8 +250,12 @@ pub struct Machine {
     compute: Compute,
     /// Between `start` and `stop`.
     run: Option<Run>,
-    /// Why the last `start` could not go ahead; shown until the next `start`.
+    /// Why the last `start` could not go ahead, or why the run stopped by itself; shown until the
+    /// next `start`.
     start_error: Option<String>,
+    /// Tasks declined in a row because the engine could not fetch their kernel's code (see
+    /// [`TaskFailure::declined`]); at [`MAX_CODE_NOT_LOADED`] the run stops.
+    code_not_loaded: u32,
     /// Kept after `stop` so the page can still show who this worker was.
     public_key: Option<PublicKey>,
     rest: Option<Rest>,
@@ -363,6 +371,7 @@ impl Machine {
             compute: Compute::Unknown,
             run: None,
             start_error: None,
+            code_not_loaded: 0,
             public_key: None,
             rest: None,
             counters: Counters::default(),
@@ -424,6 +433,7 @@ impl Machine {
         };
         self.settings = settings;
         self.start_error = None;
+        self.code_not_loaded = 0;
         if let Some(run) = &self.run
             && run.relays == relays
             && run.key == key
@@ -614,6 +624,7 @@ impl Machine {
         let mut device_lost = false;
         match outcome {
             Ok(TaskOutput { output_hash, output_len, inline }) => {
+                self.code_not_loaded = 0;
                 let bytes =
                     escrow::result_bytes(&run.key, session.escrow.as_ref(), &job.assignment, &output_hash, output_len);
                 let output = inline.map(InlineBytes);
@@ -631,6 +642,7 @@ impl Machine {
                 let reason: String = failure.reason.chars().take(MAX_REASON_LEN).collect();
                 self.actions.push(Action::Send { conn, text: encode(&WorkerMessage::Decline { lease, task, reason }) });
                 self.log(LogLevel::Warn, format!("task {task} declined: {}", failure.reason));
+                self.code_not_loaded += 1;
             }
             Err(failure) => {
                 self.counters.tasks_failed += 1;
@@ -641,6 +653,19 @@ impl Machine {
             }
         }
         self.start_rest(now_ms.saturating_sub(started_ms), now_ms);
+        if self.code_not_loaded >= MAX_CODE_NOT_LOADED {
+            // Its code is gone for good (a build two deploys old) or out of reach: declining every
+            // task of a kind forever would look like work and do none. The person reloads.
+            self.teardown();
+            self.run = None;
+            let why = format!(
+                "the code for this device's tasks could not be downloaded {MAX_CODE_NOT_LOADED} times in a row: \
+                 reload the page (Starling may have been updated since it opened)"
+            );
+            self.log(LogLevel::Error, why.clone());
+            self.start_error = Some(why);
+            return self.reconcile(now_ms);
+        }
         if device_lost {
             // The capabilities in `hello` described the lost device: reconnect with new ones.
             self.teardown();

@@ -455,10 +455,27 @@ fn a_task_whose_code_could_not_be_fetched_is_declined_not_failed() {
     );
     assert!(!msgs.iter().any(|(_, m)| matches!(m, WorkerMessage::Failed { .. })), "{msgs:?}");
     assert_eq!(last_status(&actions).tasks_failed, 0, "not the task's failure, nor counted as this device's");
-    // The worker goes on: the next task runs.
+    // The worker goes on: the next task runs, and a success starts the count again.
     rig.relay(RelayMessage::Assign(assignment(2)));
     let actions = rig.finish(2, Ok(TaskOutput { output_hash: sha256(b"o"), output_len: 16, inline: None }));
     assert!(matches!(sent(&actions)[0].1, WorkerMessage::Result { lease: LeaseId(2), .. }), "{actions:?}");
+    let decline = |rig: &mut Rig, lease: u64| {
+        rig.relay(RelayMessage::Assign(assignment(lease)));
+        rig.finish(lease, Err(TaskFailure { reason: why.into(), device_lost: false, declined: true }))
+    };
+    for lease in 3..2 + u64::from(MAX_CODE_NOT_LOADED) {
+        let actions = decline(&mut rig, lease);
+        assert_ne!(last_status(&actions).state, State::Error, "after {} in a row", lease - 2);
+    }
+    // Code that cannot be fetched again and again is gone (a build two deploys old): declining
+    // every task forever would look like work and do none. The run stops and says to reload.
+    let actions = decline(&mut rig, 2 + u64::from(MAX_CODE_NOT_LOADED));
+    assert!(matches!(sent(&actions)[0].1, WorkerMessage::Decline { .. }), "{actions:?}");
+    assert!(actions.iter().any(|a| matches!(a, Action::Close { .. })), "{actions:?}");
+    let status = last_status(&actions);
+    assert_eq!(status.state, State::Error);
+    assert!(status.reason.as_deref().is_some_and(|r| r.contains("reload the page")), "{status:?}");
+    assert!(rig.relay(RelayMessage::Assign(assignment(99))).is_empty(), "no session after the stop");
 }
 
 #[test]
