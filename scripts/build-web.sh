@@ -101,37 +101,38 @@ say "building starling-frontend (release, $TARGET, sized for download)"
 # the CPU fallback's kernels are small loops.
 cargo rustc --locked --release --target "$TARGET" -p starling-frontend --lib --crate-type cdylib -- -Clink-args=--emit-relocs
 
-# wasm-opt: npm binaryen under target/npm, installed like scripts/build-contract.sh does.
-wasm_opt="$root/target/npm/node_modules/.bin/wasm-opt"
-binaryen_version() {
-  node -p "require('$root/target/npm/node_modules/binaryen/package.json').version" 2>/dev/null || true
+# The npm tools, pinned, under target/npm (where scripts/build-contract.sh puts binaryen too).
+# The version of npm package $1 there, or nothing.
+npm_version() {
+  node -p "require('$root/target/npm/node_modules/$1/package.json').version" 2>/dev/null || true
 }
-if command -v node >/dev/null 2>&1 && [ "$(binaryen_version)" != "$BINARYEN_VERSION" ] && command -v npm >/dev/null 2>&1; then
-  say "installing binaryen@$BINARYEN_VERSION (wasm-opt) under target/npm"
-  npm install --silent --no-audit --no-fund --prefix "$root/target/npm" "binaryen@$BINARYEN_VERSION" >&2 || true
-fi
+# Installs npm package $1 at version $2 there unless it is (needs Node.js and npm; without them,
+# or if the install fails, the caller goes on without the tool).
+npm_tool() {
+  if command -v node >/dev/null 2>&1 && [ "$(npm_version "$1")" != "$2" ] && command -v npm >/dev/null 2>&1; then
+    say "installing $1@$2 under target/npm"
+    npm install --silent --no-audit --no-fund --prefix "$root/target/npm" "$1@$2" >&2 || true
+  fi
+}
+
+# wasm-opt: npm binaryen.
+wasm_opt="$root/target/npm/node_modules/.bin/wasm-opt"
+npm_tool binaryen "$BINARYEN_VERSION"
 use_wasm_opt=""
 if command -v node >/dev/null 2>&1 && [ -x "$wasm_opt" ]; then
-  major=$(binaryen_version | cut -d. -f1)
+  major=$(npm_version binaryen | cut -d. -f1)
   if [ -n "$major" ] && [ "$major" -ge "$MIN_WASM_OPT_VERSION" ]; then
     use_wasm_opt=1
   fi
 fi
 [ -n "$use_wasm_opt" ] || say "no wasm-opt $MIN_WASM_OPT_VERSION+ (needs Node.js and npm): modules are left as wasm-bindgen wrote them"
 
-# terser, pinned, under target/npm like binaryen: it minifies the JS glue and the snippets (the
-# glue is about 110 KB as wasm-bindgen writes it, 52 KB minified; 3 KB less gzipped). Without
-# Node.js and npm the JS stays as written.
+# terser: it minifies the JS glue and the snippets (the glue is about 110 KB as wasm-bindgen
+# writes it, 52 KB minified; 3 KB less gzipped). Without it the JS stays as written.
 terser="$root/target/npm/node_modules/.bin/terser"
-terser_version() {
-  node -p "require('$root/target/npm/node_modules/terser/package.json').version" 2>/dev/null || true
-}
-if command -v node >/dev/null 2>&1 && [ "$(terser_version)" != "$TERSER_VERSION" ] && command -v npm >/dev/null 2>&1; then
-  say "installing terser@$TERSER_VERSION under target/npm"
-  npm install --silent --no-audit --no-fund --prefix "$root/target/npm" "terser@$TERSER_VERSION" >&2 || true
-fi
+npm_tool terser "$TERSER_VERSION"
 use_terser=""
-if command -v node >/dev/null 2>&1 && [ "$(terser_version)" = "$TERSER_VERSION" ]; then use_terser=1; fi
+if command -v node >/dev/null 2>&1 && [ "$(npm_version terser)" = "$TERSER_VERSION" ]; then use_terser=1; fi
 [ -n "$use_terser" ] || say "no terser (needs Node.js and npm): the JS glue is left as wasm-bindgen wrote it"
 
 # gzip copies are written by zopfli where it is installed (scripts/setup.sh installs it): the same
@@ -186,7 +187,7 @@ find "$CARGO_TARGET_DIR/opt-cache" "$CARGO_TARGET_DIR/gz-cache" -type f -mtime +
 # bytes and the flags: a module wasm-opt has seen before is not optimised again.
 optimise() {
   local raw=$1 target=$2 key
-  key=$(printf '%s %s' "$(sha256sum "$raw" | cut -d' ' -f1)" "${use_wasm_opt:+binaryen-$(binaryen_version) ${WASM_OPT_FLAGS[*]}}" | sha256sum | cut -d' ' -f1)
+  key=$(printf '%s %s' "$(sha256sum "$raw" | cut -d' ' -f1)" "${use_wasm_opt:+binaryen-$(npm_version binaryen) ${WASM_OPT_FLAGS[*]}}" | sha256sum | cut -d' ' -f1)
   local cached="$CARGO_TARGET_DIR/opt-cache/$key.wasm"
   if [ ! -f "$cached" ]; then
     mkdir -p "$(dirname "$cached")"

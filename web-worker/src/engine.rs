@@ -17,7 +17,7 @@ use wgpu::util::DeviceExt;
 /// Runs one task on the GPU and returns its `output_size` output bytes.
 ///
 /// Built-ins are checked by [`kernels::check`] first (exact params, inputs, dispatch and output
-/// size), then run as their [`builtin_program`]; see [`run_program`] for the rest.
+/// size), then run as their WGSL program ([`kernels::program`]); see [`run_program`] for the rest.
 pub async fn run_task(
     ctx: &GpuContext,
     kernel: &KernelSpec,
@@ -29,22 +29,17 @@ pub async fn run_task(
     match kernel {
         KernelSpec::Builtin { name } => {
             kernels::check(*name, params, inputs, workgroups, output_size)?;
-            let program = builtin_program(*name, params);
+            let program = kernels::program(*name, params);
             run_program(ctx, &program, Source::Builtin, params, inputs, workgroups, output_size).await
         }
         _ => run_program(ctx, kernel, Source::Client, params, inputs, workgroups, output_size).await,
     }
 }
 
-/// A built-in as the WGSL the GPU runs for these params ([`kernels::program`]).
-pub fn builtin_program(name: BuiltinKernel, params: &[u32]) -> KernelSpec {
-    kernels::program(name, params)
-}
-
 /// Whose WGSL [`run_program`] runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
-    /// A built-in's [`builtin_program`], checked by [`kernels::check`]: natively not validated
+    /// A built-in's [`kernels::program`], checked by [`kernels::check`]: natively not validated
     /// again.
     Builtin,
     /// The client's: natively validated by naga the first time the context sees it.
@@ -53,7 +48,7 @@ pub enum Source {
 
 /// Runs WGSL, one kernel ([`KernelSpec::Wgsl`]) or a [`KernelSpec::Pipeline`], and returns its
 /// `output_size` output bytes. A [`KernelSpec::Builtin`] is refused: it runs as its
-/// [`builtin_program`], through [`run_task`] (or, in the browser, with its WGSL fetched first).
+/// [`kernels::program`], through [`run_task`] (or, in the browser, with its WGSL fetched first).
 ///
 /// Client WGSL is validated natively by naga (`validate_kernel`) the first time this context sees
 /// it, and in the browser by WebGPU itself when it compiles the module (an invalid module is a
